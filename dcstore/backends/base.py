@@ -1,0 +1,109 @@
+"""The Backend contract: a minimal, synchronous object store.
+
+Every storage backend and every wrapper (cache, encryption, retries) is a
+:class:`Backend`. The guarantees below are checked for each of them by
+:mod:`dcstore.testing.conformance`.
+
+Guarantees
+----------
+* ``put`` is atomic: a concurrent or later reader sees the old object or the
+  whole new one, never a prefix or a mix. An interrupted put leaves the
+  previous object readable.
+* ``get_range(key, start, end)`` returns exactly bytes ``[start, end)``;
+  ``0 <= start <= end <= size`` or :class:`InvalidRangeError`.
+* ``head`` returns the size and a version token that changes on every
+  overwrite (even with identical content).
+* ``list(prefix)`` is lazy and yields :class:`ObjectMeta` sorted by key;
+  ``prefix`` is a plain string prefix of the key.
+* ``delete`` is idempotent: deleting a missing key is not an error.
+* Keys follow :mod:`dcstore.backends.keys`; bad keys raise
+  :class:`InvalidKeyError` before any I/O.
+* Missing objects raise :class:`NotFoundError`, transient failures
+  :class:`BackendUnavailableError`.
+* ``str(backend)`` is its URL without secrets.
+* A backend pickles; connections are reopened lazily in the receiving
+  process, so a ``torch.utils.data.DataLoader`` can ship it to workers.
+* Methods are thread-safe.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import TracebackType
+
+from dcstore.errors import InvalidRangeError
+
+Buffer = bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectMeta:
+    """What ``head`` and ``list`` report about one object."""
+
+    key: str
+    size: int
+    version: str
+    """Opaque token; different for every write of the key."""
+
+
+class Backend(abc.ABC):
+    """Abstract object store; see the module docstring for the guarantees."""
+
+    @abc.abstractmethod
+    def get(self, key: str) -> bytes:
+        """Return the whole object."""
+
+    @abc.abstractmethod
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Return bytes ``[start, end)`` of the object."""
+
+    @abc.abstractmethod
+    def put(self, key: str, data: Buffer) -> ObjectMeta:
+        """Atomically create or replace the object; return its new metadata."""
+
+    @abc.abstractmethod
+    def head(self, key: str) -> ObjectMeta:
+        """Return size and version of the object."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
+        """Yield every object whose key starts with ``prefix``, sorted by key."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object; a missing object is not an error."""
+
+    @property
+    @abc.abstractmethod
+    def url(self) -> str:
+        """The URL that reopens this backend, without secrets."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Release connections; the backend reopens lazily if used again."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+
+def check_range(key: str, start: int, end: int, size: int) -> None:
+    """Raise :class:`InvalidRangeError` unless ``0 <= start <= end <= size``."""
+    if not (0 <= start <= end <= size):
+        raise InvalidRangeError(
+            f"range [{start}, {end}) is outside object {key!r} of {size} bytes"
+        )

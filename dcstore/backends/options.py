@@ -1,0 +1,131 @@
+"""Parsing backend URLs and their options, with errors that say what is accepted."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from dcstore.errors import ConfigError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class ParsedUrl:
+    """A split storage URL. ``password`` is kept out of ``repr`` and :meth:`safe`."""
+
+    scheme: str
+    netloc: str
+    path: str
+    query: dict[str, str]
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def hosts(self) -> list[str]:
+        """Comma-separated ``host[:port]`` entries of the netloc, credentials removed."""
+        hostpart = self.netloc.rsplit("@", 1)[-1]
+        return [h for h in hostpart.split(",") if h]
+
+    def safe(self, path: str | None = None, query: Mapping[str, str] | None = None) -> str:
+        """The URL without password (and with ``path``/``query`` if given)."""
+        hostpart = self.netloc.rsplit("@", 1)[-1]
+        user = f"{quote(self.username)}@" if self.username else ""
+        q = dict(self.query if query is None else query)
+        qs = "&".join(f"{quote(k)}={quote(str(v))}" for k, v in sorted(q.items()))
+        p = self.path if path is None else path
+        return f"{self.scheme}://{user}{hostpart}{quote(p)}" + (f"?{qs}" if qs else "")
+
+
+def parse_url(url: str) -> ParsedUrl:
+    """Split ``url``; a plain path (no ``scheme://``) becomes a ``file`` URL."""
+    if not isinstance(url, str) or not url:
+        raise ConfigError(f"storage URL must be a non-empty string, got {url!r}")
+    if "\x00" in url:
+        raise ConfigError("storage URL contains a NUL character")
+    if "://" not in url:
+        if ":" in url.split("/", 1)[0] and not url.startswith((".", "/")):
+            raise ConfigError(
+                f"malformed storage URL {url!r}: expected scheme://... or a filesystem path"
+            )
+        return ParsedUrl("file", "", url, {})
+    try:
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False))
+        username = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password else None
+    except ValueError as exc:
+        raise ConfigError(f"malformed storage URL: {exc}") from None
+    if not parts.scheme:
+        raise ConfigError("malformed storage URL: missing scheme")
+    return ParsedUrl(
+        parts.scheme.lower(), parts.netloc, unquote(parts.path), query, username, password
+    )
+
+
+class Options:
+    """Typed access to URL query options merged with keyword options.
+
+    Keyword options win over query options. Call :meth:`finish` once all
+    options were read: anything left over is an unknown option.
+    """
+
+    def __init__(self, scheme: str, query: Mapping[str, str], kwargs: Mapping[str, Any]):
+        self._scheme = scheme
+        self._values: dict[str, Any] = {**query, **kwargs}
+        self._accepted: list[str] = []
+
+    def _take(self, name: str) -> Any:
+        self._accepted.append(name)
+        return self._values.pop(name, None)
+
+    def raw(self, name: str, default: Any = None) -> Any:
+        value = self._take(name)
+        return default if value is None else value
+
+    def str(self, name: str, default: str | None = None) -> str | None:
+        value = self._take(name)
+        return default if value is None else str(value)
+
+    def int(self, name: str, default: int) -> int:
+        value = self._take(name)
+        if value is None:
+            return default
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"option {name!r} must be an integer, got {value!r}") from None
+
+    def float(self, name: str, default: float) -> float:
+        value = self._take(name)
+        if value is None:
+            return default
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"option {name!r} must be a number, got {value!r}") from None
+
+    def bool(self, name: str, default: bool) -> bool:
+        value = self._take(name)
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            return value
+        text = str(value).lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ConfigError(f"option {name!r} must be true or false, got {value!r}")
+
+    def finish(self) -> None:
+        """Raise :class:`ConfigError` naming any option that was not read."""
+        if self._values:
+            unknown = ", ".join(sorted(self._values))
+            accepted = ", ".join(sorted(set(self._accepted))) or "none"
+            raise ConfigError(
+                f"unknown option(s) {unknown} for {self._scheme}:// URLs; accepted: {accepted}"
+            )

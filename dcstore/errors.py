@@ -1,0 +1,60 @@
+"""The dcstore error tree.
+
+Every error dcstore raises is a :class:`DcstoreError` and also the matching
+builtin, so ``except FileNotFoundError`` keeps working for callers that do not
+know dcstore. Messages name the URL and the key, never a secret.
+"""
+
+from __future__ import annotations
+
+
+class DcstoreError(Exception):
+    """Base class of every dcstore error."""
+
+
+class NotFoundError(DcstoreError, FileNotFoundError):
+    """The object (or bucket, keyspace, file) does not exist."""
+
+
+class ConfigError(DcstoreError, ValueError):
+    """A bad URL or option, an unknown scheme, or a missing optional dependency."""
+
+
+class InvalidKeyError(ConfigError):
+    """An object key breaks the key rules (traversal, absolute, NUL, empty segment...)."""
+
+
+class InvalidRangeError(DcstoreError, ValueError):
+    """A byte range that lies outside the object or is reversed."""
+
+
+class BackendUnavailableError(DcstoreError, ConnectionError):
+    """A transient failure reaching the storage: the only class that is retried."""
+
+
+class StorageFullError(DcstoreError, OSError):
+    """The storage has no room for the write; the previous object is kept."""
+
+
+class IntegrityError(DcstoreError):
+    """Authentication tag, checksum or length mismatch: the data is not trusted.
+
+    Never retried, never partially decoded.
+    """
+
+
+class KeyAccessError(DcstoreError, PermissionError):
+    """A wrong, missing or retired key, or permission denied by the storage."""
+
+
+__all__ = [
+    "BackendUnavailableError",
+    "ConfigError",
+    "DcstoreError",
+    "IntegrityError",
+    "InvalidKeyError",
+    "InvalidRangeError",
+    "KeyAccessError",
+    "NotFoundError",
+    "StorageFullError",
+]

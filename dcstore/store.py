@@ -1,0 +1,51 @@
+"""``open_store``: the canonical stack every user, the loader and the benchmarks open.
+
+Data flows down on write and up on read::
+
+    EncryptedBackend   (keys=...)   plaintext above, ciphertext below
+    CachedBackend      (cache=...)  read-through hot tier: holds ciphertext only
+    RetryingBackend    (retries=)   transient errors retried with backoff
+    Backend            (url)        local | memory | hdfs | cassandra | mongodb
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dcstore.backends.base import Backend
+from dcstore.backends.registry import open_backend
+from dcstore.retry import RetryingBackend, RetryPolicy
+
+
+def open_store(
+    url: str | Backend,
+    *,
+    cache: Any = None,
+    keys: Any = None,
+    retries: int = 4,
+    **options: Any,
+) -> Backend:
+    """Open ``url`` with optional hot-tier ``cache`` and encryption ``keys``.
+
+    ``url`` may already be a :class:`Backend` (then ``options`` must be empty).
+    ``cache`` is a cache tier or its URL (``"memory"``, ``"redis://host:6379/0"``);
+    ``keys`` is a key source or its URL (``"file:///etc/dcstore/kek.json"``).
+    ``retries`` is the number of attempts for transient failures (1 disables).
+    """
+    if isinstance(url, Backend):
+        if options:
+            raise TypeError("options are only accepted with a URL")
+        backend = url
+    else:
+        backend = open_backend(url, **options)
+    if retries > 1:
+        backend = RetryingBackend(backend, RetryPolicy(attempts=retries))
+    if cache is not None:
+        from dcstore.cache import CachedBackend, open_cache_tier
+
+        backend = CachedBackend(backend, open_cache_tier(cache))
+    if keys is not None:
+        from dcstore.crypto import EncryptedBackend, open_key_source
+
+        backend = EncryptedBackend(backend, open_key_source(keys))
+    return backend
