@@ -104,6 +104,4 @@ class Backend(abc.ABC):
 def check_range(key: str, start: int, end: int, size: int) -> None:
     """Raise :class:`InvalidRangeError` unless ``0 <= start <= end <= size``."""
     if not (0 <= start <= end <= size):
-        raise InvalidRangeError(
-            f"range [{start}, {end}) is outside object {key!r} of {size} bytes"
-        )
+        raise InvalidRangeError(f"range [{start}, {end}) is outside object {key!r} of {size} bytes")

@@ -1,0 +1,220 @@
+"""``file://`` and plain paths: objects as files under a root directory.
+
+Guarantees beyond the Backend contract:
+
+* ``put`` writes a temporary file in the target's directory, fsyncs it,
+  renames it over the target and fsyncs the directory: readers in any thread
+  or process see the old or the new file, and a crash leaves the old one.
+  Temporary files use the reserved ``.dcstore`` prefix, so ``list`` never
+  shows them.
+* Keys cannot escape the root (see :mod:`dcstore.backends.keys`); symlinks
+  inside the root are not followed out of it for writes.
+* ``get_range`` uses ``pread``: only the requested bytes are read.
+* The version token combines inode, mtime (ns) and size; a rename-based
+  overwrite always creates a new inode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
+from dcstore.backends.keys import RESERVED_PREFIX, validate_key, validate_prefix
+from dcstore.backends.options import Options, ParsedUrl
+from dcstore.errors import (
+    ConfigError,
+    DcstoreError,
+    InvalidKeyError,
+    KeyAccessError,
+    NotFoundError,
+    StorageFullError,
+)
+
+TEMP_PREFIX = f"{RESERVED_PREFIX}-tmp-"
+
+
+class LocalBackend(Backend):
+    """Objects stored as files below ``root`` (created on first put)."""
+
+    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True):
+        self.root = Path(os.path.abspath(os.fspath(root)))
+        self.fsync = fsync
+
+    @classmethod
+    def from_url(cls, url: ParsedUrl, options: Options) -> LocalBackend:
+        if url.netloc not in ("", "localhost"):
+            raise ConfigError(
+                f"file:// URLs name a local path (file:///abs/path), got host {url.netloc!r}"
+            )
+        if not url.path:
+            raise ConfigError("file:// URL has no path")
+        return cls(url.path, fsync=options.bool("fsync", True))
+
+    @property
+    def url(self) -> str:
+        return f"file://{self.root}"
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*validate_key(key).split("/"))
+
+    def _error(self, exc: OSError, key: str, action: str) -> DcstoreError:
+        where = f"{self.url}: cannot {action} {key!r}"
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return NotFoundError(f"{where}: no such object")
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return KeyAccessError(f"{where}: permission denied")
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return StorageFullError(f"{where}: no space left on device")
+        if exc.errno in (errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG):
+            return InvalidKeyError(f"{where}: {exc.strerror} (conflicts with another key)")
+        return DcstoreError(f"{where}: {exc.strerror or exc}")
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def get(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            with open(path, "rb", buffering=0) as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise IsADirectoryError(errno.EISDIR, "is a directory")
+                return f.read()
+        except IsADirectoryError:
+            raise NotFoundError(f"{self.url}: no object {key!r} (it is a prefix)") from None
+        except OSError as exc:
+            raise self._error(exc, key, "read") from exc
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        path = self._path(key)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except IsADirectoryError:
+            raise NotFoundError(f"{self.url}: no object {key!r} (it is a prefix)") from None
+        except OSError as exc:
+            raise self._error(exc, key, "read") from exc
+        try:
+            check_range(key, start, end, os.fstat(fd).st_size)
+            return os.pread(fd, end - start, start) if end > start else b""
+        except OSError as exc:
+            raise self._error(exc, key, "read") from exc
+        finally:
+            os.close(fd)
+
+    def head(self, key: str) -> ObjectMeta:
+        try:
+            st = os.stat(self._path(key))
+        except OSError as exc:
+            raise self._error(exc, key, "stat") from exc
+        if not stat.S_ISREG(st.st_mode):
+            raise NotFoundError(f"{self.url}: no object {key!r} (it is a prefix)")
+        return _meta(key, st)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
+        validate_prefix(prefix)
+        # Start at the deepest directory the prefix names, then filter by prefix.
+        base_parts = prefix.split("/")[:-1]
+        base = self.root.joinpath(*base_parts)
+        base_key = "/".join(base_parts) + "/" if base_parts else ""
+        yield from (m for m in self._walk(base, base_key) if m.key.startswith(prefix))
+
+    def _walk(self, directory: Path, key_prefix: str) -> Iterator[ObjectMeta]:
+        try:
+            with os.scandir(directory) as it:
+                entries = [e for e in it if not e.name.startswith(RESERVED_PREFIX)]
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise self._error(exc, key_prefix or ".", "list") from exc
+        # Sort as keys sort: a directory "a" holds keys "a/...", which sort after "a.txt".
+        decorated = []
+        for entry in entries:
+            is_dir = entry.is_dir(follow_symlinks=False)
+            decorated.append((entry.name + "/" if is_dir else entry.name, is_dir, entry))
+        decorated.sort(key=lambda item: item[0])
+        for _, is_dir, entry in decorated:
+            key = key_prefix + entry.name
+            if is_dir:
+                yield from self._walk(Path(entry.path), key + "/")
+            else:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # deleted while listing
+                if stat.S_ISREG(st.st_mode):
+                    yield _meta(key, st)
+
+    # -- writes --------------------------------------------------------------------------
+
+    def put(self, key: str, data: Buffer) -> ObjectMeta:
+        path = self._path(key)
+        view = memoryview(data).cast("B")
+        for _ in range(8):  # a concurrent delete may remove our fresh parent directory
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                return self._write_and_rename(key, path, view)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise self._error(exc, key, "write") from exc
+        raise DcstoreError(f"{self.url}: cannot write {key!r}: its directory keeps vanishing")
+
+    def _write_and_rename(self, key: str, path: Path, view: memoryview) -> ObjectMeta:
+        tmp = path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            try:
+                written = 0
+                while written < len(view):
+                    written += os.write(fd, view[written:])
+                if self.fsync:
+                    os.fsync(fd)
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        if self.fsync:
+            _fsync_dir(path.parent)
+        return _meta(key, st)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        except IsADirectoryError:
+            return  # a prefix, not an object
+        except OSError as exc:
+            raise self._error(exc, key, "delete") from exc
+        self._prune_empty_dirs(path.parent)
+
+    def _prune_empty_dirs(self, directory: Path) -> None:
+        while directory != self.root and self.root in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError:
+                return  # not empty, or already gone
+            directory = directory.parent
+
+
+def _meta(key: str, st: os.stat_result) -> ObjectMeta:
+    return ObjectMeta(key, st.st_size, f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}")
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,120 @@
+"""``memory://``: an in-process object store for tests and small pipelines.
+
+Backends opened with the same ``memory://NAME`` URL in one process share
+their objects. Pickling carries a snapshot of the objects, so DataLoader
+workers (fork or spawn) see the data that existed when they were started.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
+from dcstore.backends.keys import validate_key, validate_prefix
+from dcstore.backends.options import Options, ParsedUrl
+from dcstore.errors import NotFoundError
+
+_versions = itertools.count(1)
+
+
+class _Space:
+    """The objects behind one ``memory://NAME``: a sorted key list plus a dict."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.objects: dict[str, tuple[bytes, str]] = {}
+        self.sorted_keys: list[str] = []
+
+
+_spaces: dict[str, _Space] = {}
+_spaces_lock = threading.Lock()
+
+
+def _space(name: str) -> _Space:
+    with _spaces_lock:
+        return _spaces.setdefault(name, _Space())
+
+
+class MemoryBackend(Backend):
+    """Objects held in this process's memory; puts replace a reference atomically."""
+
+    def __init__(self, name: str = "default"):
+        self.name = name
+        self._space = _space(name)
+
+    @classmethod
+    def from_url(cls, url: ParsedUrl, options: Options) -> MemoryBackend:
+        return cls(name=(url.netloc + url.path).strip("/") or "default")
+
+    @property
+    def url(self) -> str:
+        return f"memory://{self.name}"
+
+    def _entry(self, key: str) -> tuple[bytes, str]:
+        validate_key(key)
+        entry = self._space.objects.get(key)
+        if entry is None:
+            raise NotFoundError(f"{self.url}: no object {key!r}")
+        return entry
+
+    def get(self, key: str) -> bytes:
+        return self._entry(key)[0]
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        data = self._entry(key)[0]
+        check_range(key, start, end, len(data))
+        return data[start:end]
+
+    def put(self, key: str, data: Buffer) -> ObjectMeta:
+        validate_key(key)
+        blob = bytes(data)
+        version = f"m{next(_versions)}"
+        space = self._space
+        with space.lock:
+            if key not in space.objects:
+                bisect.insort(space.sorted_keys, key)
+            space.objects[key] = (blob, version)
+        return ObjectMeta(key, len(blob), version)
+
+    def head(self, key: str) -> ObjectMeta:
+        data, version = self._entry(key)
+        return ObjectMeta(key, len(data), version)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
+        validate_prefix(prefix)
+        space = self._space
+        with space.lock:
+            start = bisect.bisect_left(space.sorted_keys, prefix)
+            keys = list(
+                itertools.takewhile(
+                    lambda k: k.startswith(prefix), itertools.islice(space.sorted_keys, start, None)
+                )
+            )
+        for key in keys:
+            entry = space.objects.get(key)
+            if entry is not None:
+                yield ObjectMeta(key, len(entry[0]), entry[1])
+
+    def delete(self, key: str) -> None:
+        validate_key(key)
+        space = self._space
+        with space.lock:
+            if space.objects.pop(key, None) is not None:
+                space.sorted_keys.remove(key)
+
+    def __getstate__(self) -> dict[str, Any]:
+        with self._space.lock:
+            return {"name": self.name, "objects": dict(self._space.objects)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.name = state["name"]
+        self._space = _space(self.name)
+        with self._space.lock:
+            for key, entry in state["objects"].items():
+                if key not in self._space.objects:
+                    bisect.insort(self._space.sorted_keys, key)
+                    self._space.objects[key] = entry

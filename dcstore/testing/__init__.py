@@ -1,0 +1,1 @@
+"""Test helpers that ship with dcstore, so third-party backends can prove themselves."""
