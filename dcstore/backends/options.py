@@ -19,6 +19,7 @@ class ParsedUrl:
 
     scheme: str
     netloc: str
+    """``host[:port][,host[:port]...]`` without credentials."""
     path: str
     query: dict[str, str]
     username: str | None = None
@@ -27,17 +28,15 @@ class ParsedUrl:
     @property
     def hosts(self) -> list[str]:
         """Comma-separated ``host[:port]`` entries of the netloc, credentials removed."""
-        hostpart = self.netloc.rsplit("@", 1)[-1]
-        return [h for h in hostpart.split(",") if h]
+        return [h for h in self.netloc.split(",") if h]
 
     def safe(self, path: str | None = None, query: Mapping[str, str] | None = None) -> str:
         """The URL without password (and with ``path``/``query`` if given)."""
-        hostpart = self.netloc.rsplit("@", 1)[-1]
         user = f"{quote(self.username)}@" if self.username else ""
         q = dict(self.query if query is None else query)
         qs = "&".join(f"{quote(k)}={quote(str(v))}" for k, v in sorted(q.items()))
         p = self.path if path is None else path
-        return f"{self.scheme}://{user}{hostpart}{quote(p)}" + (f"?{qs}" if qs else "")
+        return f"{self.scheme}://{user}{self.netloc}{quote(p)}" + (f"?{qs}" if qs else "")
 
 
 def parse_url(url: str) -> ParsedUrl:
@@ -61,9 +60,8 @@ def parse_url(url: str) -> ParsedUrl:
         raise ConfigError(f"malformed storage URL: {exc}") from None
     if not parts.scheme:
         raise ConfigError("malformed storage URL: missing scheme")
-    return ParsedUrl(
-        parts.scheme.lower(), parts.netloc, unquote(parts.path), query, username, password
-    )
+    hostpart = parts.netloc.rsplit("@", 1)[-1]
+    return ParsedUrl(parts.scheme.lower(), hostpart, unquote(parts.path), query, username, password)
 
 
 class Options:

@@ -1,0 +1,5 @@
+"""``python -m dcstore.cli``."""
+
+from dcstore.cli.main import entry
+
+entry()

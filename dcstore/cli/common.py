@@ -1,0 +1,82 @@
+"""Shared CLI plumbing: opening stores from arguments, JSON output, progress bars."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from dcstore.backends.base import Backend
+from dcstore.store import open_store
+
+PROGRESS_THRESHOLD = 4 << 20
+"""Transfers larger than this (bytes) show a progress bar on a terminal."""
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    """Options that select the stack above the storage URL."""
+    parser.add_argument(
+        "--keys", metavar="URL", help="key source, e.g. file:///etc/dcstore/kek.json"
+    )
+    parser.add_argument(
+        "--cache", metavar="URL", help="hot tier, e.g. memory or redis://host:6379/0"
+    )
+    parser.add_argument(
+        "--opt",
+        dest="option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="backend option (repeatable), same as a URL query parameter",
+    )
+
+
+def open_from_args(url: str, args: argparse.Namespace) -> Backend:
+    """Open ``url`` with the stack options given on the command line."""
+    options: dict[str, str] = {}
+    for item in getattr(args, "option", []) or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            from dcstore.errors import ConfigError
+
+            raise ConfigError(f"option {item!r} must look like NAME=VALUE")
+        options[name] = value
+    return open_store(
+        url, cache=getattr(args, "cache", None), keys=getattr(args, "keys", None), **options
+    )
+
+
+def print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+
+
+def transfer_progress(enabled: bool) -> Progress:
+    """A byte-counting progress bar on stderr; invisible when ``enabled`` is false."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        disable=not (enabled and sys.stderr.isatty()),
+        transient=True,
+    )
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")

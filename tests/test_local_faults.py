@@ -1,0 +1,127 @@
+"""Local backend under faults: killed writers, full disks, unreadable directories."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from dcstore import StorageFullError
+from dcstore.backends.local import LocalBackend
+
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def test_killed_writer_keeps_previous_object(tmp_path) -> None:
+    store = LocalBackend(tmp_path)
+    store.put("shard.tar", b"old" * 1000)
+    child = textwrap.dedent(
+        f"""
+        import os, sys, time
+        from dcstore.backends.local import LocalBackend
+        def stall(fd):
+            print("written", flush=True)
+            time.sleep(60)
+        os.fsync = stall
+        LocalBackend({str(tmp_path)!r}).put("shard.tar", b"new" * 3_000_000)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "written"  # temp file fully written, not renamed
+        temps = [p for p in os.listdir(tmp_path) if p.startswith(".dcstore")]
+        assert temps, "the writer should be mid-put"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proc.kill()
+    assert store.get("shard.tar") == b"old" * 1000
+    assert [m.key for m in store.list()] == ["shard.tar"]
+    store.put("shard.tar", b"fine")
+    assert store.get("shard.tar") == b"fine"
+
+
+@pytest.mark.skipif(not IS_ROOT or not shutil.which("mount"), reason="mounting a tmpfs needs root")
+def test_disk_full_keeps_previous_object(tmp_path) -> None:
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=False
+    )
+    if done.returncode != 0:
+        pytest.skip("cannot mount tmpfs here")
+    try:
+        store = LocalBackend(mount)
+        store.put("obj", b"previous")
+        with pytest.raises(StorageFullError, match="no space left") as info:
+            store.put("obj", b"x" * (2 << 20))
+        assert isinstance(info.value, OSError)
+        assert store.get("obj") == b"previous"
+        assert [m.key for m in store.list()] == ["obj"]
+        assert not [p for p in os.listdir(mount) if p.startswith(".dcstore")]
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def _list_as_unprivileged(root) -> str:
+    """List ``root`` in a forked child that dropped root; return the error it saw."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: give up root so permissions apply, then try to list
+        try:
+            os.close(read_fd)
+            if IS_ROOT:
+                os.setgid(65534)
+                os.setuid(65534)
+            try:
+                list(LocalBackend(root).list())
+                message = "no error"
+            except Exception as exc:
+                message = f"{type(exc).__name__}: {exc}"
+            os.write(write_fd, message.encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        message = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return message
+
+
+def test_unreadable_directory_is_a_clear_error(tmp_path) -> None:
+    root = tmp_path / "locked"
+    LocalBackend(root).put("secret/a", b"x")
+    os.chmod(tmp_path, 0o755)
+    os.chmod(root, 0o000)
+    try:
+        message = _list_as_unprivileged(root)
+    finally:
+        os.chmod(root, 0o755)
+    assert message.startswith("KeyAccessError") and "permission denied" in message, message
+
+
+def test_concurrent_processes_never_see_a_mix(tmp_path) -> None:
+    store = LocalBackend(tmp_path)
+    size = 1 << 20
+    store.put("x", b"a" * size)
+    writer = textwrap.dedent(
+        f"""
+        from dcstore.backends.local import LocalBackend
+        s = LocalBackend({str(tmp_path)!r})
+        for i in range(40):
+            s.put("x", (b"a" if i % 2 else b"b") * {size})
+        """
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", writer]) for _ in range(2)]
+    seen = set()
+    while any(p.poll() is None for p in procs):
+        data = store.get("x")
+        assert data in (b"a" * size, b"b" * size)
+        seen.add(data[:1])
+    assert all(p.wait() == 0 for p in procs)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".dcstore")]

@@ -1,0 +1,79 @@
+"""open_backend: schemes, options and malformed URLs give ConfigError naming the problem."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from dcstore import ConfigError, open_backend
+from dcstore.backends.local import LocalBackend
+from dcstore.backends.memory import MemoryBackend
+from dcstore.backends.options import parse_url
+from dcstore.backends.registry import known_schemes
+
+
+def test_plain_path_and_file_url(tmp_path) -> None:
+    assert isinstance(open_backend(str(tmp_path)), LocalBackend)
+    backend = open_backend(f"file://{tmp_path}")
+    assert backend.url == f"file://{tmp_path}"
+    assert isinstance(open_backend("memory://x"), MemoryBackend)
+
+
+def test_unknown_scheme_lists_accepted() -> None:
+    with pytest.raises(ConfigError, match=r"unknown storage scheme 'ftp'.*file.*memory"):
+        open_backend("ftp://host/x")
+
+
+def test_unknown_option_lists_accepted(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) colour.*accepted: fsync"):
+        open_backend(f"file://{tmp_path}?colour=blue")
+    with pytest.raises(ConfigError, match="colour"):
+        open_backend(str(tmp_path), colour="blue")
+
+
+def test_bad_option_value(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"fsync.*true or false"):
+        open_backend(f"file://{tmp_path}?fsync=maybe")
+
+
+@pytest.mark.parametrize("url", ["", "c:data", "file://remotehost/x", "file://", "http://[::1"])
+def test_malformed_urls(url: str) -> None:
+    with pytest.raises(ConfigError):
+        open_backend(url)
+
+
+def test_missing_driver_names_the_extra(monkeypatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name.startswith("dcstore.backends.hdfs") or name == "hdfs_native":
+            raise ModuleNotFoundError("No module named 'hdfs_native'", name="hdfs_native")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    monkeypatch.delitem(__import__("sys").modules, "dcstore.backends.hdfs", raising=False)
+    with pytest.raises(ConfigError, match=r"pip install 'dcstore\[hdfs\]'"):
+        open_backend("hdfs://127.0.0.1:9000/x")
+
+
+def test_password_stays_out_of_safe_url() -> None:
+    parsed = parse_url("redis://user:s3cret@host:6379/0?a=1")
+    assert parsed.password == "s3cret"
+    assert "s3cret" not in parsed.safe() and "s3cret" not in repr(parsed)
+    assert parsed.safe() == "redis://user@host:6379/0?a=1"
+
+
+def test_known_schemes() -> None:
+    assert {"file", "memory", "hdfs", "cassandra", "mongodb"} <= set(known_schemes())
+
+
+def test_memory_pickle_carries_snapshot() -> None:
+    backend = MemoryBackend("snap-test")
+    backend.put("k", b"v")
+    state = pickle.dumps(backend)
+    backend.delete("k")
+    clone = pickle.loads(state)
+    assert clone.get("k") == b"v"
