@@ -1,0 +1,223 @@
+"""The dcstore encrypted-object format, version 1: header layout and derivations.
+
+Pure functions over bytes; no keys are held here. ``docs/format.md`` is the
+normative description; this module is its reference implementation.
+
+Layout of an encrypted object::
+
+    header (81 + L bytes) | segment 0 | segment 1 | ... | segment n-1
+
+Header (all integers big-endian)::
+
+    0       4   magic  b"DCSE"
+    4       1   format version (1)
+    5       1   L = key id length, 1..64
+    6       4   S = plaintext segment size, MIN_SEGMENT_SIZE..MAX_SEGMENT_SIZE
+    10      7   nonce prefix (random per object)
+    17      L   key id (ASCII)
+    17+L   12   wrap nonce (random)
+    29+L   48   wrapped data key: AES-256-GCM(KEK, wrap nonce, DEK, wrap AD) = 32 + 16 tag
+    77+L    4   CRC-32 of bytes [0, 77+L)  (corruption check, not security)
+
+Every segment but the last holds exactly ``S`` plaintext bytes; the last holds
+0..S (an empty object is one empty final segment). Each segment is the
+AES-256-GCM ciphertext followed by its 16-byte tag, under the data key, with
+nonce ``prefix || u32(index) || u8(last)`` and associated data
+``SEGMENT_AD_LABEL || u32(S) || utf8(object name)``.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+
+from dcstore.errors import IntegrityError
+
+MAGIC = b"DCSE"
+VERSION = 1
+TAG_SIZE = 16
+DEK_SIZE = 32
+NONCE_PREFIX_SIZE = 7
+WRAP_NONCE_SIZE = 12
+WRAPPED_DEK_SIZE = DEK_SIZE + TAG_SIZE
+FIXED_HEADER_SIZE = 81
+"""Header size without the key id: ``header_size = FIXED_HEADER_SIZE + len(key_id)``."""
+MAX_KEY_ID_SIZE = 64
+MAX_HEADER_SIZE = FIXED_HEADER_SIZE + MAX_KEY_ID_SIZE
+MIN_SEGMENT_SIZE = 16
+MAX_SEGMENT_SIZE = 1 << 28
+DEFAULT_SEGMENT_SIZE = 4 << 20
+MAX_SEGMENTS = 1 << 32
+
+SEGMENT_AD_LABEL = b"dcstore/v1 segment\x00"
+WRAP_AD_LABEL = b"dcstore/v1 wrap\x00"
+
+KEY_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+_CRC_SIZE = 4
+
+
+def check_key_id(key_id: str) -> str:
+    """Return ``key_id`` if it is 1..64 characters of ``[A-Za-z0-9._-]``, else ValueError."""
+    if not isinstance(key_id, str) or not KEY_ID_PATTERN.fullmatch(key_id):
+        raise ValueError(f"key id must be 1..64 characters of [A-Za-z0-9._-], got {key_id!r}")
+    return key_id
+
+
+def check_segment_size(segment_size: int) -> int:
+    """Return ``segment_size`` if the format allows it, else ValueError."""
+    if not (MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE):
+        raise ValueError(
+            f"segment size must be {MIN_SEGMENT_SIZE}..{MAX_SEGMENT_SIZE} bytes, got {segment_size}"
+        )
+    return segment_size
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """A parsed header. ``wrapped_dek`` is ciphertext; no secret is held here."""
+
+    key_id: str
+    segment_size: int
+    nonce_prefix: bytes
+    wrap_nonce: bytes
+    wrapped_dek: bytes
+
+    @property
+    def size(self) -> int:
+        """Encoded length in bytes; the first segment starts here."""
+        return FIXED_HEADER_SIZE + len(self.key_id)
+
+    def wrap_ad(self) -> bytes:
+        """Associated data of the data-key wrap: binds key id, segment size, nonce prefix."""
+        kid = self.key_id.encode("ascii")
+        return (
+            WRAP_AD_LABEL
+            + bytes([len(kid)])
+            + kid
+            + self.segment_size.to_bytes(4, "big")
+            + self.nonce_prefix
+        )
+
+    def encode(self) -> bytes:
+        """The header bytes, CRC included."""
+        kid = self.key_id.encode("ascii")
+        body = b"".join(
+            (
+                MAGIC,
+                bytes([VERSION, len(kid)]),
+                self.segment_size.to_bytes(4, "big"),
+                self.nonce_prefix,
+                kid,
+                self.wrap_nonce,
+                self.wrapped_dek,
+            )
+        )
+        return body + zlib.crc32(body).to_bytes(4, "big")
+
+
+def header_size_hint(prefix: bytes | memoryview) -> int:
+    """Header length announced by the first 6 bytes (not yet checked by the CRC)."""
+    if len(prefix) < 6:
+        return FIXED_HEADER_SIZE
+    return FIXED_HEADER_SIZE + prefix[5]
+
+
+def parse_header(data: bytes | memoryview, what: str) -> Header:
+    """Parse and check the header at the start of ``data``.
+
+    Raises :class:`IntegrityError` (naming ``what``) for a wrong magic, an
+    unsupported version, a bad length or segment size, or a CRC mismatch.
+    Authenticity is established later, by unwrapping the data key and the
+    segment tags.
+    """
+    mv = memoryview(data)
+    if len(mv) < FIXED_HEADER_SIZE + 1:
+        raise IntegrityError(f"{what}: too short to be an encrypted object ({len(mv)} bytes)")
+    if bytes(mv[0:4]) != MAGIC:
+        raise IntegrityError(f"{what}: not a dcstore encrypted object (bad magic)")
+    if mv[4] != VERSION:
+        raise IntegrityError(f"{what}: unsupported encrypted format version {mv[4]}")
+    kid_len = mv[5]
+    size = FIXED_HEADER_SIZE + kid_len
+    if not (1 <= kid_len <= MAX_KEY_ID_SIZE) or len(mv) < size:
+        raise IntegrityError(f"{what}: corrupt header (bad key id length)")
+    crc_at = size - _CRC_SIZE
+    if zlib.crc32(mv[:crc_at]) != int.from_bytes(mv[crc_at:size], "big"):
+        raise IntegrityError(f"{what}: corrupt header (checksum mismatch)")
+    segment_size = int.from_bytes(mv[6:10], "big")
+    kid_bytes = bytes(mv[17 : 17 + kid_len])
+    try:
+        key_id = check_key_id(kid_bytes.decode("ascii"))
+        check_segment_size(segment_size)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise IntegrityError(f"{what}: corrupt header ({exc})") from None
+    at = 17 + kid_len
+    return Header(
+        key_id=key_id,
+        segment_size=segment_size,
+        nonce_prefix=bytes(mv[10:17]),
+        wrap_nonce=bytes(mv[at : at + WRAP_NONCE_SIZE]),
+        wrapped_dek=bytes(mv[at + WRAP_NONCE_SIZE : at + WRAP_NONCE_SIZE + WRAPPED_DEK_SIZE]),
+    )
+
+
+def segment_nonce(nonce_prefix: bytes, index: int, last: bool) -> bytes:
+    """The 12-byte nonce of segment ``index``: ``prefix || u32 index || u8 last``."""
+    return nonce_prefix + index.to_bytes(4, "big") + (b"\x01" if last else b"\x00")
+
+
+def segment_ad(segment_size: int, name: str) -> bytes:
+    """Associated data of every segment: binds the segment size and the object name."""
+    return SEGMENT_AD_LABEL + segment_size.to_bytes(4, "big") + name.encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where segments lie for a plaintext of ``plain_size`` bytes."""
+
+    header_size: int
+    segment_size: int
+    plain_size: int
+
+    @property
+    def segments(self) -> int:
+        """Number of segments; at least one (an empty object has one empty segment)."""
+        return max(1, -(-self.plain_size // self.segment_size))
+
+    @property
+    def cipher_size(self) -> int:
+        return self.header_size + self.plain_size + TAG_SIZE * self.segments
+
+    def plain_span(self, index: int) -> tuple[int, int]:
+        """Plaintext ``[start, end)`` of segment ``index``."""
+        start = index * self.segment_size
+        return start, min(start + self.segment_size, self.plain_size)
+
+    def cipher_span(self, index: int) -> tuple[int, int]:
+        """Ciphertext ``[start, end)`` of segment ``index`` (tag included)."""
+        start = self.header_size + index * (self.segment_size + TAG_SIZE)
+        pstart, pend = self.plain_span(index)
+        return start, start + (pend - pstart) + TAG_SIZE
+
+    @classmethod
+    def from_cipher_size(
+        cls, header_size: int, segment_size: int, cipher_size: int, what: str
+    ) -> Layout:
+        """Invert :attr:`cipher_size`; :class:`IntegrityError` if no layout fits.
+
+        A fitting layout is necessary, not sufficient: truncation at a segment
+        boundary is detected by the last-segment flag in the nonce.
+        """
+        payload = cipher_size - header_size
+        full = segment_size + TAG_SIZE
+        if payload < TAG_SIZE:
+            raise IntegrityError(f"{what}: truncated (no complete segment after the header)")
+        count = -(-payload // full)
+        last = payload - (count - 1) * full
+        if last < TAG_SIZE:
+            raise IntegrityError(f"{what}: truncated or extended (partial segment tag)")
+        if count > MAX_SEGMENTS:
+            raise IntegrityError(f"{what}: too many segments")
+        return cls(header_size, segment_size, payload - TAG_SIZE * count)

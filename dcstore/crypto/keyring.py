@@ -1,0 +1,229 @@
+"""Key-encryption keys (KEKs): a keyring with ids, a primary, and retired ids.
+
+Guarantees:
+
+* Key material never appears in ``repr``/``str``, log lines or exception
+  messages, and a :class:`Keyring` refuses to pickle: processes receive a
+  :class:`~dcstore.crypto.sources.KeySource` and load keys themselves.
+* A keyring is immutable; :meth:`Keyring.with_new_key` and
+  :meth:`Keyring.retire` return new keyrings.
+* Data keys are wrapped with AES-256-GCM under the primary KEK with a random
+  12-byte nonce, associated data binding key id, segment size and nonce
+  prefix (see ``docs/format.md``). Random wrap nonces bound one KEK to about
+  2**32 wrapped data keys; rotate long before that.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import secrets
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any, NoReturn
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from dcstore.crypto.format import (
+    DEK_SIZE,
+    NONCE_PREFIX_SIZE,
+    WRAP_NONCE_SIZE,
+    Header,
+    check_key_id,
+    check_segment_size,
+)
+from dcstore.errors import ConfigError, KeyAccessError
+
+KEK_SIZE = 32
+KEYFILE_FORMAT = "dcstore-keyring"
+KEYFILE_VERSION = 1
+
+
+def new_key_id() -> str:
+    """A fresh random key id such as ``kek-20261128-3f9a1c``."""
+    day = datetime.now(timezone.utc).strftime("%Y%m%d")
+    return f"kek-{day}-{secrets.token_hex(3)}"
+
+
+class Keyring:
+    """KEKs by id, the id of the primary (used for new wraps) and retired ids."""
+
+    __slots__ = ("_aeads", "_keys", "_primary", "_retired")
+
+    def __init__(self, keys: Mapping[str, bytes], primary: str, retired: Iterable[str] = ()):
+        for key_id, material in keys.items():
+            check_key_id(key_id)
+            if not isinstance(material, bytes) or len(material) != KEK_SIZE:
+                raise ConfigError(f"key {key_id!r} must be {KEK_SIZE} bytes")
+        retired_ids = frozenset(check_key_id(k) for k in retired)
+        if primary not in keys:
+            raise ConfigError(f"primary key {primary!r} is not in the keyring")
+        if retired_ids & keys.keys():
+            both = ", ".join(sorted(retired_ids & keys.keys()))
+            raise ConfigError(f"key(s) {both} are both active and retired")
+        self._keys = dict(keys)
+        self._primary = primary
+        self._retired = retired_ids
+        self._aeads = {key_id: AESGCM(material) for key_id, material in self._keys.items()}
+
+    @classmethod
+    def generate(cls, key_id: str | None = None) -> Keyring:
+        """A keyring holding one fresh random KEK, which is primary."""
+        key_id = check_key_id(key_id or new_key_id())
+        return cls({key_id: os.urandom(KEK_SIZE)}, key_id)
+
+    @property
+    def primary(self) -> str:
+        return self._primary
+
+    @property
+    def ids(self) -> list[str]:
+        """Ids of the usable (not retired) keys, sorted."""
+        return sorted(self._keys)
+
+    @property
+    def retired(self) -> frozenset[str]:
+        return self._retired
+
+    def __contains__(self, key_id: object) -> bool:
+        return key_id in self._keys
+
+    def __repr__(self) -> str:
+        retired = sorted(self._retired)
+        return f"Keyring(primary={self._primary!r}, ids={self.ids!r}, retired={retired!r})"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError(
+            "a Keyring never pickles; pass a KeySource (e.g. 'file:///path/kek.json') "
+            "so each process loads the keys itself"
+        )
+
+    # -- evolving the keyring ------------------------------------------------
+
+    def with_new_key(self, key_id: str | None = None, *, primary: bool = True) -> Keyring:
+        """A copy with a fresh random KEK added (and made primary unless ``primary=False``)."""
+        key_id = check_key_id(key_id or new_key_id())
+        if key_id in self._keys or key_id in self._retired:
+            raise ConfigError(f"key id {key_id!r} already exists in the keyring")
+        keys = {**self._keys, key_id: os.urandom(KEK_SIZE)}
+        return Keyring(keys, key_id if primary else self._primary, self._retired)
+
+    def with_primary(self, key_id: str) -> Keyring:
+        """A copy whose primary is ``key_id`` (which must be usable)."""
+        self._require(key_id, "the keyring")
+        return Keyring(self._keys, key_id, self._retired)
+
+    def retire(self, key_id: str) -> Keyring:
+        """A copy where ``key_id``'s material is destroyed and its id kept as retired.
+
+        Callers must first check that nothing depends on it
+        (:func:`dcstore.crypto.rotation.key_usage`). The primary cannot be retired.
+        """
+        self._require(key_id, "the keyring")
+        if key_id == self._primary:
+            raise ConfigError(f"key {key_id!r} is the primary; make another key primary first")
+        keys = {k: v for k, v in self._keys.items() if k != key_id}
+        return Keyring(keys, self._primary, self._retired | {key_id})
+
+    # -- wrapping data keys --------------------------------------------------
+
+    def _require(self, key_id: str, what: str) -> AESGCM:
+        aead = self._aeads.get(key_id)
+        if aead is not None:
+            return aead
+        if key_id in self._retired:
+            raise KeyAccessError(f"{what}: needs key {key_id!r}, which is retired")
+        raise KeyAccessError(f"{what}: needs key {key_id!r}, which is not in the keyring")
+
+    def new_header(self, segment_size: int) -> tuple[Header, bytes]:
+        """A fresh data key and the header that carries it wrapped under the primary."""
+        check_segment_size(segment_size)
+        dek = os.urandom(DEK_SIZE)
+        header = Header(self._primary, segment_size, os.urandom(NONCE_PREFIX_SIZE), b"", b"")
+        return self._wrap(header, dek), dek
+
+    def _wrap(self, header: Header, dek: bytes) -> Header:
+        wrap_nonce = os.urandom(WRAP_NONCE_SIZE)
+        aead = self._aeads[header.key_id]
+        wrapped = aead.encrypt(wrap_nonce, dek, header.wrap_ad())
+        return Header(header.key_id, header.segment_size, header.nonce_prefix, wrap_nonce, wrapped)
+
+    def unwrap(self, header: Header, what: str) -> bytes:
+        """The data key of ``header``.
+
+        :class:`KeyAccessError` if its KEK is unknown, retired, or does not
+        unwrap it (wrong key material under that id).
+        """
+        aead = self._require(header.key_id, what)
+        try:
+            return aead.decrypt(header.wrap_nonce, header.wrapped_dek, header.wrap_ad())
+        except InvalidTag:
+            raise KeyAccessError(
+                f"{what}: the data key does not unwrap under key {header.key_id!r} "
+                "(wrong key material for that id, or an altered header)"
+            ) from None
+
+    def rewrap(self, header: Header, what: str) -> Header:
+        """``header`` with its data key rewrapped under the primary; payload unaffected."""
+        dek = self.unwrap(header, what)
+        fresh = Header(self._primary, header.segment_size, header.nonce_prefix, b"", b"")
+        return self._wrap(fresh, dek)
+
+    # -- key file document ---------------------------------------------------
+
+    def to_document(self) -> dict[str, Any]:
+        """The JSON-able key file document. It holds key material: write it 0600."""
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        keys: list[dict[str, Any]] = [
+            {"id": k, "key": base64.b64encode(v).decode("ascii")} for k, v in self._keys.items()
+        ]
+        keys += [{"id": k, "retired": True} for k in sorted(self._retired)]
+        return {
+            "format": KEYFILE_FORMAT,
+            "version": KEYFILE_VERSION,
+            "primary": self._primary,
+            "updated": now,
+            "keys": keys,
+        }
+
+    @classmethod
+    def from_document(cls, text: str | bytes, where: str) -> Keyring:
+        """Parse a key file document; :class:`ConfigError` naming ``where`` (never the content)."""
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            raise ConfigError(f"{where}: not a JSON key file") from None
+        if not isinstance(doc, dict) or doc.get("format") != KEYFILE_FORMAT:
+            raise ConfigError(f"{where}: not a {KEYFILE_FORMAT} document")
+        if doc.get("version") != KEYFILE_VERSION:
+            raise ConfigError(f"{where}: unsupported key file version {doc.get('version')!r}")
+        keys: dict[str, bytes] = {}
+        retired: list[str] = []
+        entries = doc.get("keys")
+        if not isinstance(entries, list) or not entries:
+            raise ConfigError(f"{where}: 'keys' must be a non-empty list")
+        for i, entry in enumerate(entries):
+            key_id = entry.get("id") if isinstance(entry, dict) else None
+            try:
+                check_key_id(key_id)  # type: ignore[arg-type]
+            except ValueError:
+                raise ConfigError(f"{where}: keys[{i}] has a bad id") from None
+            if key_id in keys or key_id in retired:
+                raise ConfigError(f"{where}: key id {key_id!r} appears twice")
+            if entry.get("retired"):
+                retired.append(key_id)
+                continue
+            try:
+                material = base64.b64decode(entry.get("key", ""), validate=True)
+            except (binascii.Error, TypeError, ValueError):
+                material = b""
+            if len(material) != KEK_SIZE:
+                raise ConfigError(f"{where}: key {key_id!r} is not {KEK_SIZE} base64 bytes")
+            keys[key_id] = material
+        primary = doc.get("primary")
+        if primary not in keys:
+            raise ConfigError(f"{where}: primary {primary!r} is not an active key in the file")
+        return cls(keys, primary, retired)
