@@ -1,0 +1,260 @@
+"""Bad input: every kind of tampering is rejected, naming the object, never returning plaintext."""
+
+from __future__ import annotations
+
+import uuid
+import zlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dcstore.backends.memory import MemoryBackend
+from dcstore.crypto import EncryptedBackend, Keyring, parse_header
+from dcstore.crypto.format import TAG_SIZE, Layout
+from dcstore.errors import IntegrityError, KeyAccessError
+
+SEG = 64
+KEY = "shards/train-000.tar"
+
+
+def make(segment_size: int = SEG) -> tuple[EncryptedBackend, MemoryBackend, Keyring]:
+    keyring = Keyring.generate("kek-a")
+    inner = MemoryBackend(f"tamper-{uuid.uuid4().hex[:8]}")
+    return EncryptedBackend(inner, keyring, segment_size=segment_size), inner, keyring
+
+
+def plaintext(size: int) -> bytes:
+    return bytes((i * 7 + 3) % 251 for i in range(size))
+
+
+def layout_of(blob: bytes) -> Layout:
+    header = parse_header(blob, "test")
+    return Layout.from_cipher_size(header.size, header.segment_size, len(blob), "test")
+
+
+def assert_rejected(enc: EncryptedBackend, key: str, size_hint: int, exc: type = IntegrityError):
+    """get, and a get_range of the first ``size_hint`` bytes, fail with ``exc`` naming ``key``."""
+    with pytest.raises(exc) as info:
+        enc.get(key)
+    assert repr(key) in str(info.value)
+    if size_hint:
+        with pytest.raises(exc):
+            enc.get_range(key, 0, size_hint)
+
+
+@pytest.fixture
+def stored() -> tuple[EncryptedBackend, MemoryBackend, bytes, bytes]:
+    enc, inner, _ = make()
+    data = plaintext(3 * SEG + 20)  # 3 full segments and a partial one
+    enc.put(KEY, data)
+    return enc, inner, data, inner.get(KEY)
+
+
+def test_layout_of_fixture(stored) -> None:
+    enc, _, data, blob = stored
+    layout = layout_of(blob)
+    assert layout.segments == 4 and layout.plain_size == len(data)
+    assert enc.get(KEY) == data
+
+
+def test_every_single_bit_flip_is_rejected(stored) -> None:
+    enc, inner, data, blob = stored
+    layout = layout_of(blob)
+    for byte in range(len(blob)):
+        for bit in range(8):
+            bad = bytearray(blob)
+            bad[byte] ^= 1 << bit
+            inner.put(KEY, bytes(bad))
+            with pytest.raises(IntegrityError) as info:
+                enc.get(KEY)
+            assert repr(KEY) in str(info.value), (byte, bit)
+            if byte >= layout.header_size:  # the segment holding the flip fails alone too
+                seg = (byte - layout.header_size) // (SEG + TAG_SIZE)
+                p0, p1 = layout.plain_span(seg)
+                with pytest.raises(IntegrityError):
+                    enc.get_range(KEY, p0, max(p1, p0 + 1))
+    inner.put(KEY, blob)
+    assert enc.get(KEY) == data
+
+
+def test_flips_in_other_segments_do_not_affect_a_range(stored) -> None:
+    """Random access: a damaged segment does not stop reads of intact ones."""
+    enc, inner, data, blob = stored
+    layout = layout_of(blob)
+    bad = bytearray(blob)
+    bad[layout.cipher_span(2)[0] + 5] ^= 0x10
+    inner.put(KEY, bytes(bad))
+    assert enc.get_range(KEY, 0, 2 * SEG) == data[: 2 * SEG]
+    with pytest.raises(IntegrityError):
+        enc.get_range(KEY, 2 * SEG, 2 * SEG + 1)
+
+
+def test_swapped_segments(stored) -> None:
+    enc, inner, _, blob = stored
+    layout = layout_of(blob)
+    s0, s1 = (slice(*layout.cipher_span(i)) for i in (0, 1))
+    bad = bytearray(blob)
+    bad[s0], bad[s1] = blob[s1], blob[s0]
+    inner.put(KEY, bytes(bad))
+    assert_rejected(enc, KEY, 2 * SEG)
+
+
+def test_segment_moved_from_another_object(stored) -> None:
+    enc, inner, data, blob = stored
+    enc.put("other", data)  # same plaintext, same name length, other data key
+    other = inner.get("other")
+    layout = layout_of(blob)
+    s1 = slice(*layout.cipher_span(1))
+    bad = bytearray(blob)
+    bad[s1] = other[s1]
+    inner.put(KEY, bytes(bad))
+    assert_rejected(enc, KEY, len(data))
+
+
+def test_renamed_or_copied_object(stored) -> None:
+    enc, inner, data, blob = stored
+    inner.put("shards/train-001.tar", blob)
+    assert_rejected(enc, "shards/train-001.tar", len(data))
+    assert enc.get(KEY) == data
+
+
+def test_header_swapped_between_objects(stored) -> None:
+    enc, inner, data, blob = stored
+    enc.put("other", data)
+    other = inner.get("other")
+    h = layout_of(blob).header_size
+    inner.put(KEY, other[:h] + blob[h:])
+    assert_rejected(enc, KEY, len(data))
+
+
+def test_truncation_at_every_length(stored) -> None:
+    """Every prefix: segment boundaries, mid-segment, mid-tag, inside the header, empty."""
+    enc, inner, _, blob = stored
+    layout = layout_of(blob)
+    boundaries = {layout.cipher_span(i)[1] for i in range(layout.segments - 1)}
+    assert boundaries
+    for length in range(len(blob)):
+        inner.put(KEY, blob[:length])
+        with pytest.raises(IntegrityError) as info:
+            enc.get(KEY)
+        assert repr(KEY) in str(info.value), length
+
+
+@pytest.mark.parametrize("extra", [1, 15, 16, 17, SEG, SEG + TAG_SIZE, SEG + TAG_SIZE + 1, 999])
+def test_bytes_appended(stored, extra: int) -> None:
+    enc, inner, data, blob = stored
+    inner.put(KEY, blob + plaintext(extra))
+    assert_rejected(enc, KEY, len(data))
+
+
+def test_valid_tail_segment_appended(stored) -> None:
+    """Appending a copy of the (authentic) last segment is still detected."""
+    enc, inner, data, blob = stored
+    layout = layout_of(blob)
+    tail = blob[slice(*layout.cipher_span(layout.segments - 1))]
+    inner.put(KEY, blob + tail)
+    assert_rejected(enc, KEY, len(data))
+
+
+def test_zero_length_object() -> None:
+    enc, inner, _ = make()
+    enc.put("empty", b"")
+    blob = inner.get("empty")
+    assert enc.get("empty") == b"" and enc.head("empty").size == 0
+    assert len(blob) == layout_of(blob).header_size + TAG_SIZE
+    inner.put("empty", blob[:-1])  # tag cut short
+    assert_rejected(enc, "empty", 0)
+    inner.put("empty", b"")  # a zero-length ciphertext is not an encrypted object
+    assert_rejected(enc, "empty", 0)
+    bad = bytearray(blob)
+    bad[-1] ^= 1
+    inner.put("empty", bytes(bad))
+    assert_rejected(enc, "empty", 0)
+
+
+def test_plaintext_object_is_not_accepted() -> None:
+    enc, inner, _ = make()
+    inner.put("plain.tar", plaintext(5000))
+    assert_rejected(enc, "plain.tar", 10)
+    with pytest.raises(IntegrityError):
+        enc.head("plain.tar")
+
+
+def test_unknown_key_id_is_a_key_error(stored) -> None:
+    """A well-formed header naming a key the keyring lacks (CRC fixed up) -> KeyAccessError."""
+    enc, inner, _data, blob = stored
+    h = layout_of(blob).header_size
+    bad = bytearray(blob[:h])
+    bad[17] = ord("z")  # first character of the key id "kek-a"
+    bad[h - 4 :] = zlib.crc32(bad[: h - 4]).to_bytes(4, "big")
+    inner.put(KEY, bytes(bad) + blob[h:])
+    with pytest.raises(KeyAccessError) as info:
+        enc.get(KEY)
+    assert repr(KEY) in str(info.value) and "'zek-a'" in str(info.value)
+
+
+def test_wrong_key_material_under_the_same_id() -> None:
+    enc, inner, _ = make()
+    enc.put(KEY, plaintext(300))
+    impostor = EncryptedBackend(inner, Keyring.generate("kek-a"), segment_size=SEG)
+    with pytest.raises(KeyAccessError) as info:
+        impostor.get(KEY)
+    assert repr(KEY) in str(info.value)
+    with pytest.raises(KeyAccessError):
+        impostor.get_range(KEY, 0, 10)
+
+
+def test_missing_and_retired_keys() -> None:
+    enc, inner, keyring = make()
+    enc.put(KEY, plaintext(300))
+    rotated = keyring.with_new_key("kek-b")
+    other = EncryptedBackend(inner, Keyring.generate("kek-b"), segment_size=SEG)
+    with pytest.raises(KeyAccessError, match="not in the keyring"):
+        other.get(KEY)
+    retired = EncryptedBackend(inner, rotated.retire("kek-a"), segment_size=SEG)
+    with pytest.raises(KeyAccessError, match="retired") as info:
+        retired.get(KEY)
+    assert repr(KEY) in str(info.value)
+    assert EncryptedBackend(inner, rotated, segment_size=SEG).get(KEY) == plaintext(300)
+
+
+def test_failure_messages_hold_no_secret(stored) -> None:
+    enc, inner, _, blob = stored
+    bad = bytearray(blob)
+    bad[-1] ^= 1
+    inner.put(KEY, bytes(bad))
+    with pytest.raises(IntegrityError) as info:
+        enc.get(KEY)
+    text = str(info.value) + repr(info.value) + repr(enc)
+    header = parse_header(blob, "x")
+    for secret in (header.wrapped_dek.hex(), header.nonce_prefix.hex()):
+        assert secret not in text
+
+
+@settings(deadline=None)
+@given(
+    size=st.integers(0, 3000),
+    segment_size=st.integers(16, 700),
+    flip=st.integers(0, 10**9),
+    bit=st.integers(0, 7),
+    span=st.tuples(st.integers(0, 3000), st.integers(0, 3000)),
+)
+def test_random_sizes_round_trip_and_reject_flips(
+    size: int, segment_size: int, flip: int, bit: int, span: tuple[int, int]
+) -> None:
+    enc, inner, _ = make(segment_size)
+    data = plaintext(size)
+    enc.put("h/obj", data)
+    blob = inner.get("h/obj")
+    layout = layout_of(blob)
+    assert layout.segments == max(1, -(-size // segment_size))
+    assert len(blob) == layout.header_size + size + TAG_SIZE * layout.segments
+    assert enc.get("h/obj") == data and enc.head("h/obj").size == size
+    start, end = sorted(s % (size + 1) for s in span)
+    assert enc.get_range("h/obj", start, end) == data[start:end]
+    bad = bytearray(blob)
+    bad[flip % len(blob)] ^= 1 << bit
+    inner.put("h/obj", bytes(bad))
+    with pytest.raises(IntegrityError):
+        enc.get("h/obj")
