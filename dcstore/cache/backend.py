@@ -1,0 +1,289 @@
+"""``CachedBackend``: a read-through hot tier in front of any backend.
+
+Guarantees
+----------
+* Never stale: every read asks the origin for the object's current version
+  (``head``, one small request) and the cache key carries that version, so an
+  overwrite from any process is seen by the next read. A fill is stored only
+  if the version did not change while it was fetched.
+* Never partial: objects are cached as chunks of ``policy.chunk_bytes``; a read
+  uses the tier only if every chunk it needs is present with its exact length.
+  Otherwise it is a miss, served from the origin.
+* Faults never fail a read: any tier failure (down, restarted, timeout, out of
+  memory, cluster node gone) sends the read to the origin; a circuit breaker
+  warns once per episode, counts errors and retries the tier every
+  ``policy.retry_interval`` seconds, so the cache recovers by itself.
+* Single-flight: concurrent misses of the same chunks (threads, processes,
+  nodes) take a lease in the tier; one reader fills, the others wait for the
+  chunks. A fetcher that dies leaves a lease that expires after
+  ``policy.lease_ttl``; then a waiter takes over.
+* ``put`` and ``delete`` pass through and drop the previous version's chunks.
+* Below encryption (see :func:`dcstore.store.open_store`) the tier holds
+  ciphertext only.
+
+Cost: one origin ``head`` per read (two extra per miss: fill and re-check),
+traded for never serving stale data without any cross-process invalidation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
+from dcstore.backends.keys import validate_key
+from dcstore.cache.breaker import CircuitBreaker, TierSkipped
+from dcstore.cache.tier import CachePolicy, CacheTier, with_ratio
+from dcstore.errors import NotFoundError
+
+Chunk = bytes | memoryview
+
+
+class CachedBackend(Backend):
+    """Reads through ``cache`` (a tier or its URL, see :func:`open_cache_tier`)."""
+
+    def __init__(
+        self,
+        inner: Backend,
+        cache: CacheTier | str = "memory",
+        policy: CachePolicy | None = None,
+    ):
+        from dcstore.cache.spec import open_cache_tier
+
+        self.inner = inner
+        self.tier = open_cache_tier(cache)
+        self.policy = policy or self.tier.policy
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: Counter[str] = Counter()
+        self._totals: Counter[str] = Counter()
+        self._last_flush = time.monotonic()
+        self._breaker = CircuitBreaker(
+            str(self.tier), self.policy.retry_interval, lambda: self._bump({"errors": 1})
+        )
+
+    @property
+    def url(self) -> str:
+        return self.inner.url
+
+    # -- reads -----------------------------------------------------------------------
+
+    def get(self, key: str) -> bytes:
+        validate_key(key)
+        meta = self.inner.head(key)
+        return self._read(key, meta, 0, meta.size)
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        validate_key(key)
+        meta = self.inner.head(key)
+        check_range(key, start, end, meta.size)
+        return self._read(key, meta, start, end)
+
+    def _read(self, key: str, meta: ObjectMeta, start: int, end: int) -> bytes:
+        if start == end:
+            return b""
+        if meta.size > self.policy.max_object_bytes:
+            self._count(not_admitted=1, misses=1, bytes_from_origin=end - start)
+            return self._origin(key, meta, start, end)
+        size = self.policy.chunk_bytes
+        first, last = start // size, (end - 1) // size
+        oid = self._object_id(key, meta)
+        names = [f"{{{oid}}}:{i}" for i in range(first, last + 1)]
+        try:
+            chunks = self._lookup(names, meta, first)
+            if chunks is not None:
+                self._count(hits=1, bytes_from_cache=end - start)
+            else:
+                chunks = self._miss(key, meta, oid, names, first)
+        except TierSkipped:
+            chunks = None
+            self._count(misses=1, bytes_from_origin=end - start)
+        if chunks is None:
+            return self._origin(key, meta, start, end)
+        offset = first * size
+        return _assemble(chunks, start - offset, end - offset)
+
+    def _origin(self, key: str, meta: ObjectMeta, start: int, end: int) -> bytes:
+        if start == 0 and end == meta.size:
+            return self.inner.get(key)
+        return self.inner.get_range(key, start, end)
+
+    def _object_id(self, key: str, meta: ObjectMeta) -> str:
+        ident = f"{self.inner.url}\0{key}\0{meta.version}\0{meta.size}\0{self.policy.chunk_bytes}"
+        return hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()
+
+    def _chunk_len(self, meta: ObjectMeta, index: int) -> int:
+        size = self.policy.chunk_bytes
+        return min(size, meta.size - index * size)
+
+    def _lookup(self, names: Sequence[str], meta: ObjectMeta, first: int) -> list[Chunk] | None:
+        """All chunks present with their exact lengths, else ``None``."""
+        with self._breaker.guard():
+            values = self.tier.get_many(names)
+        if len(values) != len(names):
+            return None
+        for i, value in enumerate(values):
+            if value is None or len(value) != self._chunk_len(meta, first + i):
+                return None
+        return values  # type: ignore[return-value]
+
+    def _miss(
+        self, key: str, meta: ObjectMeta, oid: str, names: Sequence[str], first: int
+    ) -> list[Chunk] | None:
+        """Fill the chunks once across all readers (single-flight) and return them."""
+        if not self.policy.single_flight:
+            return self._fill(key, meta, names, first)
+        lease = f"{{{oid}}}:lease:{first}-{first + len(names) - 1}"
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + self.policy.wait_timeout
+        while True:
+            with self._breaker.guard():
+                mine = self.tier.try_lease(lease, token, self.policy.lease_ttl)
+            if mine:
+                try:
+                    return self._fill(key, meta, names, first)
+                finally:
+                    self._quietly(lambda: self.tier.release_lease(lease, token))
+            self._wait_for_lease(lease, deadline)
+            chunks = self._lookup(names, meta, first)
+            if chunks is not None:
+                nbytes = sum(len(c) for c in chunks)
+                self._count(hits=1, single_flight_waits=1, bytes_from_cache=nbytes)
+                return chunks
+            # the fetcher failed, died or its chunks were evicted: try to take over
+
+    def _wait_for_lease(self, lease: str, deadline: float) -> None:
+        delay = 0.001
+        while True:
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+            with self._breaker.guard():
+                if not self.tier.lease_held(lease):
+                    return
+            if time.monotonic() > deadline:
+                raise TierSkipped  # waited long enough: read the origin directly
+
+    def _fill(
+        self, key: str, meta: ObjectMeta, names: Sequence[str], first: int
+    ) -> list[Chunk] | None:
+        """Read the chunks' span from the origin, store it, return its chunk views."""
+        size = self.policy.chunk_bytes
+        lo, hi = first * size, min(meta.size, (first + len(names)) * size)
+        data = self._origin(key, meta, lo, hi)
+        self._count(misses=1, bytes_from_origin=len(data))
+        if len(data) != hi - lo or self.inner.head(key).version != meta.version:
+            return None  # overwritten meanwhile: do not cache, re-read the origin
+        view = memoryview(data)
+        chunks: list[Chunk] = [view[o : o + size] for o in range(0, len(data), size)]
+        self._quietly(lambda: self.tier.set_many(list(zip(names, chunks, strict=True))))
+        return chunks
+
+    # -- writes and metadata ------------------------------------------------------------
+
+    def put(self, key: str, data: Buffer) -> ObjectMeta:
+        validate_key(key)
+        old = self._head_or_none(key)
+        meta = self.inner.put(key, data)
+        if old is not None:
+            self._forget(key, old)
+        return meta
+
+    def delete(self, key: str) -> None:
+        validate_key(key)
+        old = self._head_or_none(key)
+        self.inner.delete(key)
+        if old is not None:
+            self._forget(key, old)
+
+    def head(self, key: str) -> ObjectMeta:
+        return self.inner.head(key)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
+        return self.inner.list(prefix)
+
+    def _head_or_none(self, key: str) -> ObjectMeta | None:
+        try:
+            return self.inner.head(key)
+        except NotFoundError:
+            return None
+
+    def _forget(self, key: str, meta: ObjectMeta) -> None:
+        """Drop a replaced version's chunks (unreachable anyway; this frees memory)."""
+        if meta.size > self.policy.max_object_bytes or meta.size == 0:
+            return
+        oid = self._object_id(key, meta)
+        count = -(-meta.size // self.policy.chunk_bytes)
+        self._quietly(lambda: self.tier.delete_many([f"{{{oid}}}:{i}" for i in range(count)]))
+
+    # -- statistics and housekeeping ----------------------------------------------------
+
+    def _quietly(self, op: Callable[[], Any]) -> None:
+        """Run a tier operation whose failure must not affect the caller."""
+        try:
+            with self._breaker.guard():
+                op()
+        except TierSkipped:
+            pass
+
+    def _bump(self, counts: dict[str, int]) -> None:
+        with self._lock:
+            self._pending.update(counts)
+            self._totals.update(counts)
+
+    def _count(self, **counts: int) -> None:
+        self._bump(counts)
+        if time.monotonic() - self._last_flush >= self.policy.stats_interval:
+            self.flush_stats()
+
+    def flush_stats(self) -> None:
+        """Send this process's pending counters to the tier (kept if it is down)."""
+        with self._lock:
+            pending, self._pending = self._pending, Counter()
+            self._last_flush = time.monotonic()
+        if not pending:
+            return
+        try:
+            with self._breaker.guard():
+                self.tier.add_stats(pending)
+        except TierSkipped:
+            with self._lock:
+                self._pending.update(pending)
+
+    def stats(self) -> dict[str, float | int]:
+        """This process's counters since it opened the backend, with ``hit_ratio``."""
+        with self._lock:
+            return with_ratio(self._totals)
+
+    def close(self) -> None:
+        self.flush_stats()
+        self.tier.close()
+        self.inner.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"inner": self.inner, "tier": self.tier, "policy": self.policy}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_state()
+
+
+def _assemble(chunks: Sequence[Chunk], start: int, end: int) -> bytes:
+    """Bytes ``[start, end)`` of the concatenated chunks, with at most one copy."""
+    head = chunks[0]
+    base = head.obj if isinstance(head, memoryview) else None
+    if isinstance(base, bytes) and all(isinstance(c, memoryview) and c.obj is base for c in chunks):
+        return base if (start, end) == (0, len(base)) else base[start:end]
+    if len(chunks) == 1:
+        whole = (start, end) == (0, len(head))
+        return head if whole and isinstance(head, bytes) else bytes(memoryview(head)[start:end])
+    views = [memoryview(c) for c in chunks]
+    tail = end - sum(len(v) for v in views[:-1])
+    views[0], views[-1] = views[0][start:], views[-1][:tail]
+    return b"".join(views)

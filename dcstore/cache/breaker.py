@@ -1,0 +1,84 @@
+"""A circuit breaker that keeps a failing cache tier out of the read path.
+
+Closed: every call goes to the tier. The first failure opens the circuit,
+logs one warning for the episode and counts an error; while open, calls are
+skipped (the reader goes to the origin) until ``retry_interval`` has passed,
+then calls probe the tier again. The first success closes the circuit and
+logs that the tier recovered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from dcstore.cache.tier import CacheUnavailableError
+
+log = logging.getLogger("dcstore.cache")
+
+
+class TierSkipped(Exception):
+    """The tier is not used for this call (circuit open or the call failed)."""
+
+
+class CircuitBreaker:
+    """Thread-safe closed/open state with one warning per failure episode."""
+
+    def __init__(self, name: str, retry_interval: float, on_error: Callable[[], None]):
+        self.name = name
+        self.retry_interval = retry_interval
+        self._on_error = on_error
+        self._lock = threading.Lock()
+        self._open = False
+        self._retry_at = 0.0
+        self.episodes = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    def allow(self) -> bool:
+        """Whether a call may use the tier now (closed, or time to probe)."""
+        return not self._open or time.monotonic() >= self._retry_at
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Run the block against the tier; raise :class:`TierSkipped` if it must not or failed."""
+        if not self.allow():
+            raise TierSkipped
+        try:
+            yield
+        except CacheUnavailableError as exc:
+            self.failure(exc)
+            raise TierSkipped from exc
+        self.success()
+
+    def failure(self, exc: BaseException) -> None:
+        self._on_error()
+        with self._lock:
+            first = not self._open
+            self._open = True
+            self._retry_at = time.monotonic() + self.retry_interval
+            if first:
+                self.episodes += 1
+        if first:
+            log.warning(
+                "%s; reading from the origin until the cache returns (retry every %gs)",
+                exc,
+                self.retry_interval,
+            )
+
+    def success(self) -> None:
+        if not self._open:
+            return
+        with self._lock:
+            was_open, self._open = self._open, False
+        if was_open:
+            log.warning("cache tier %s is back; reads use it again", self.name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        raise TypeError("CircuitBreaker is per process; rebuild it after unpickling")

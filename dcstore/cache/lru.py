@@ -1,0 +1,141 @@
+"""The embedded default tier: an in-process LRU bounded in bytes.
+
+Shared by the threads of one process only; each DataLoader worker gets its
+own empty copy (pickling keeps the configuration, not the contents).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from dcstore.backends.base import Buffer
+from dcstore.cache.tier import STAT_FIELDS, CachePolicy, CacheTier, MiB
+from dcstore.errors import ConfigError
+
+DEFAULT_MAX_BYTES = 256 * MiB
+
+
+class LruTier(CacheTier):
+    """Least-recently-used chunks in this process, at most ``max_bytes`` in total.
+
+    A value larger than ``max_bytes`` is not stored. TTLs from the policy are
+    honoured on read.
+    """
+
+    def __init__(
+        self,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        policy: CachePolicy | None = None,
+        namespace: str = "dcstore",
+    ):
+        if max_bytes < 0:
+            raise ConfigError("max_bytes must be >= 0")
+        self.max_bytes = max_bytes
+        self.policy = policy or CachePolicy()
+        self.namespace = namespace
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self._lock = threading.Lock()
+        self._items: OrderedDict[str, tuple[bytes, float | None]] = OrderedDict()
+        self._bytes = 0
+        self._leases: dict[str, tuple[str, float]] = {}
+        self._stats: defaultdict[str, int] = defaultdict(int)
+
+    @property
+    def url(self) -> str:
+        query = {"max_bytes": str(self.max_bytes), **self.policy.query()}
+        if self.namespace != "dcstore":
+            query["namespace"] = self.namespace
+        return "lru://?" + "&".join(f"{k}={v}" for k, v in sorted(query.items()))
+
+    @property
+    def used_bytes(self) -> int:
+        """Bytes held now."""
+        return self._bytes
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        now = time.monotonic()
+        out: list[bytes | None] = []
+        with self._lock:
+            for key in keys:
+                item = self._items.get(key)
+                if item is not None and item[1] is not None and item[1] <= now:
+                    self._drop(key)
+                    item = None
+                if item is not None:
+                    self._items.move_to_end(key)
+                out.append(None if item is None else item[0])
+        return out
+
+    def set_many(self, items: Sequence[tuple[str, Buffer]]) -> None:
+        ttl = self.policy.ttl
+        expires = None if ttl is None else time.monotonic() + ttl
+        with self._lock:
+            for key, value in items:
+                blob = bytes(value)
+                self._drop(key)
+                if len(blob) > self.max_bytes:
+                    continue
+                self._items[key] = (blob, expires)
+                self._bytes += len(blob)
+            while self._bytes > self.max_bytes:
+                self._drop(next(iter(self._items)))
+
+    def _drop(self, key: str) -> None:
+        item = self._items.pop(key, None)
+        if item is not None:
+            self._bytes -= len(item[0])
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._drop(key)
+
+    def try_lease(self, key: str, token: str, ttl: float) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            held = self._leases.get(key)
+            if held is not None and held[1] > now:
+                return False
+            self._leases[key] = (token, now + ttl)
+            return True
+
+    def lease_held(self, key: str) -> bool:
+        with self._lock:
+            held = self._leases.get(key)
+            return held is not None and held[1] > time.monotonic()
+
+    def release_lease(self, key: str, token: str) -> None:
+        with self._lock:
+            if self._leases.get(key, ("", 0.0))[0] == token:
+                del self._leases[key]
+
+    def add_stats(self, counts: Mapping[str, int]) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                self._stats[name] += value
+
+    def read_stats(self) -> dict[str, int]:
+        with self._lock:
+            return {name: self._stats[name] for name in STAT_FIELDS}
+
+    def clear(self) -> int:
+        with self._lock:
+            count = len(self._items)
+            self._items.clear()
+            self._bytes = 0
+            self._leases.clear()
+            self._stats.clear()
+            return count
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"max_bytes": self.max_bytes, "policy": self.policy, "namespace": self.namespace}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_state()

@@ -1,0 +1,333 @@
+"""The shared tier: Redis (standalone, TLS, or Redis Cluster) through redis-py + hiredis.
+
+URLs::
+
+    redis://[[user]:password@]host[:port][/db][?options]
+    rediss://...                         TLS (ca_file, cert_file, key_file, tls_verify)
+    redis+cluster://h1:p1,h2:p2[?options]  Redis Cluster (any reachable nodes seed it)
+    rediss+cluster://...                 Redis Cluster over TLS
+
+Options: ``namespace`` (key prefix, default ``dcstore``), ``password_file``
+(read when connecting, never pickled), ``socket_timeout`` (s, default 2),
+``connect_timeout`` (s, default 1), the TLS options above, and the
+:class:`~dcstore.cache.tier.CachePolicy` options (``chunk_bytes``,
+``max_object_bytes``, ``ttl``, ``single_flight``, ``lease_ttl``,
+``wait_timeout``, ``retry_interval``, ``stats_interval``).
+
+Keys: ``<namespace>:{<object digest>}:<chunk>`` for chunks (the hash tag keeps
+an object's chunks in one cluster slot, so one MGET fetches them),
+``<namespace>:{<digest>}:lease:<span>`` for leases and ``<namespace>:stats``
+(a hash) for the shared counters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from dcstore.backends.base import Buffer
+from dcstore.backends.options import Options, ParsedUrl
+from dcstore.cache.tier import STAT_FIELDS, CachePolicy, CacheTier, CacheUnavailableError, MiB
+from dcstore.errors import ConfigError
+
+try:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.cluster import ClusterNode, RedisCluster
+    from redis.retry import Retry
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ConfigError("the redis cache tier needs redis-py: pip install 'dcstore[redis]'") from exc
+
+SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
+MGET_BYTES = 16 * MiB
+"""Chunks fetched per MGET round trip (in bytes): large enough to amortise the
+round trip, small enough that a miss stops early and memory stays bounded."""
+
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+def _parse_host(entry: str, default_port: int = 6379) -> tuple[str, int]:
+    """``host``, ``host:port`` or ``[v6addr]:port``."""
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        port = rest.lstrip(":")
+    elif entry.count(":") == 1:
+        host, port = entry.split(":")
+    else:
+        host, port = entry, ""
+    try:
+        return host or "127.0.0.1", int(port) if port else default_port
+    except ValueError:
+        raise ConfigError(f"bad redis host {entry!r}: expected host:port") from None
+
+
+class RedisTier(CacheTier):
+    """Chunks, leases and statistics in Redis; see the module docstring for URLs."""
+
+    def __init__(
+        self,
+        hosts: Sequence[tuple[str, int]] = (("127.0.0.1", 6379),),
+        *,
+        db: int = 0,
+        cluster: bool = False,
+        tls: bool = False,
+        username: str | None = None,
+        password: str | None = None,
+        password_file: str | None = None,
+        namespace: str = "dcstore",
+        socket_timeout: float = 2.0,
+        connect_timeout: float = 1.0,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        tls_verify: bool = True,
+        policy: CachePolicy | None = None,
+    ):
+        if not hosts:
+            raise ConfigError("a redis cache URL needs at least one host")
+        if not cluster and len(hosts) != 1:
+            raise ConfigError("several redis hosts need the redis+cluster:// scheme")
+        if cluster and db != 0:
+            raise ConfigError("Redis Cluster has only database 0")
+        if not _NAMESPACE.match(namespace):
+            raise ConfigError(f"cache namespace must match {_NAMESPACE.pattern}, got {namespace!r}")
+        if password and password_file:
+            raise ConfigError("give the redis password in the URL or in password_file, not both")
+        self.hosts = [(h, int(p)) for h, p in hosts]
+        self.db, self.cluster, self.tls = db, cluster, tls
+        self.username, self.password_file = username, password_file
+        self._url_password = password
+        self.namespace = namespace
+        self.socket_timeout, self.connect_timeout = socket_timeout, connect_timeout
+        self.ca_file, self.cert_file, self.key_file = ca_file, cert_file, key_file
+        self.tls_verify = tls_verify
+        self.policy = policy or CachePolicy()
+        if password_file:
+            self._read_password()  # fail early on a bad path, as a ConfigError
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._release: Any = None
+
+    @classmethod
+    def from_url(cls, url: ParsedUrl, options: Options) -> RedisTier:
+        if url.scheme not in SCHEMES:
+            raise ConfigError(f"not a redis URL scheme: {url.scheme!r}")
+        cluster = url.scheme.endswith("+cluster")
+        path = url.path.strip("/")
+        try:
+            db = int(path) if path else 0
+        except ValueError:
+            raise ConfigError(f"redis database must be a number, got {path!r}") from None
+        tier = cls(
+            [_parse_host(h) for h in url.hosts] or [("127.0.0.1", 6379)],
+            db=db,
+            cluster=cluster,
+            tls=url.scheme.startswith("rediss"),
+            username=url.username,
+            password=url.password,
+            password_file=options.str("password_file"),
+            namespace=options.str("namespace", "dcstore") or "dcstore",
+            socket_timeout=options.float("socket_timeout", 2.0),
+            connect_timeout=options.float("connect_timeout", 1.0),
+            ca_file=options.str("ca_file"),
+            cert_file=options.str("cert_file"),
+            key_file=options.str("key_file"),
+            tls_verify=options.bool("tls_verify", True),
+            policy=CachePolicy.from_options(options),
+        )
+        return tier
+
+    @property
+    def url(self) -> str:
+        scheme = ("rediss" if self.tls else "redis") + ("+cluster" if self.cluster else "")
+        user = f"{quote(self.username)}@" if self.username else ""
+        hosts = ",".join(f"{h}:{p}" for h, p in self.hosts)
+        query = dict(self.policy.query())
+        extras = {
+            "namespace": None if self.namespace == "dcstore" else self.namespace,
+            "password_file": self.password_file,
+            "socket_timeout": None if self.socket_timeout == 2.0 else self.socket_timeout,
+            "connect_timeout": None if self.connect_timeout == 1.0 else self.connect_timeout,
+            "ca_file": self.ca_file,
+            "cert_file": self.cert_file,
+            "key_file": self.key_file,
+            "tls_verify": None if self.tls_verify else "false",
+        }
+        query.update({k: str(v) for k, v in extras.items() if v is not None})
+        qs = "&".join(f"{k}={quote(v)}" for k, v in sorted(query.items()))
+        db = "" if self.cluster else f"/{self.db}"
+        return f"{scheme}://{user}{hosts}{db}" + (f"?{qs}" if qs else "")
+
+    # -- connections -----------------------------------------------------------------
+
+    def _read_password(self) -> str:
+        assert self.password_file is not None
+        try:
+            return Path(self.password_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the redis password file {self.password_file}: {exc.strerror}"
+            ) from None
+
+    def _connect(self) -> Any:
+        password = self._read_password() if self.password_file else self._url_password
+        kwargs: dict[str, Any] = {
+            "username": self.username,
+            "password": password,
+            "socket_timeout": self.socket_timeout,
+            "socket_connect_timeout": self.connect_timeout,
+            # one quick reconnect heals a pooled connection broken by a restart;
+            # longer outages are the circuit breaker's business
+            "retry": Retry(NoBackoff(), 1),
+        }
+        if self.tls:
+            kwargs.update(
+                ssl=True,
+                ssl_ca_certs=self.ca_file,
+                ssl_certfile=self.cert_file,
+                ssl_keyfile=self.key_file,
+                ssl_cert_reqs="required" if self.tls_verify else "none",
+                ssl_check_hostname=self.tls_verify,
+            )
+        if self.cluster:
+            nodes = [ClusterNode(h, p) for h, p in self.hosts]
+            client = RedisCluster(startup_nodes=nodes, **kwargs)
+        else:
+            host, port = self.hosts[0]
+            client = redis.Redis(host=host, port=port, db=self.db, **kwargs)
+        self._release = client.register_script(_RELEASE)
+        return client
+
+    def _redis(self) -> Any:
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._connect()
+                client = self._client
+        return client
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """Map every failure of the Redis client to :class:`CacheUnavailableError`."""
+        try:
+            yield
+        except (redis.RedisError, OSError) as exc:
+            self._client = None  # reconnect (and re-discover a cluster) next time
+            detail = str(exc).splitlines()[0] if str(exc) else ""
+            raise CacheUnavailableError(
+                f"cache tier {self.url}: {what} failed: {type(exc).__name__}: {detail}"
+            ) from exc
+
+    def key(self, suffix: str) -> str:
+        """The full Redis key of a namespace-relative key."""
+        return f"{self.namespace}:{suffix}"
+
+    # -- the tier contract -----------------------------------------------------------
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        step = max(1, MGET_BYTES // self.policy.chunk_bytes)
+        out: list[bytes | None] = []
+        with self._errors("MGET"):
+            client = self._redis()
+            for i in range(0, len(keys), step):
+                got = client.execute_command("MGET", *[self.key(k) for k in keys[i : i + step]])
+                out.extend(got)
+                if any(v is None for v in got):
+                    out.extend([None] * (len(keys) - len(out)))
+                    break
+        return out
+
+    def set_many(self, items: Sequence[tuple[str, Buffer]]) -> None:
+        ttl = self.policy.ttl
+        px = None if ttl is None else max(1, int(ttl * 1000))
+        with self._errors("SET"):
+            pipe = self._redis().pipeline(transaction=False)
+            for key, value in items:
+                pipe.set(self.key(key), value, px=px)
+            pipe.execute()
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        if not keys:
+            return
+        with self._errors("UNLINK"):
+            pipe = self._redis().pipeline(transaction=False)
+            for key in keys:
+                pipe.unlink(self.key(key))
+            pipe.execute()
+
+    def try_lease(self, key: str, token: str, ttl: float) -> bool:
+        with self._errors("lease"):
+            return bool(self._redis().set(self.key(key), token, nx=True, px=int(ttl * 1000)))
+
+    def lease_held(self, key: str) -> bool:
+        with self._errors("lease check"):
+            return bool(self._redis().exists(self.key(key)))
+
+    def release_lease(self, key: str, token: str) -> None:
+        with self._errors("lease release"):
+            self._redis()
+            self._release(keys=[self.key(key)], args=[token])
+
+    def add_stats(self, counts: Mapping[str, int]) -> None:
+        nonzero = {k: v for k, v in counts.items() if v}
+        if not nonzero:
+            return
+        with self._errors("stats"):
+            pipe = self._redis().pipeline(transaction=False)
+            for name, value in nonzero.items():
+                pipe.hincrby(self.key("stats"), name, value)
+            pipe.execute()
+
+    def read_stats(self) -> dict[str, int]:
+        with self._errors("stats"):
+            raw = self._redis().hgetall(self.key("stats"))
+        values = {k.decode(): int(v) for k, v in raw.items()}
+        return {name: values.get(name, 0) for name in STAT_FIELDS}
+
+    def clear(self) -> int:
+        count = 0
+        with self._errors("clear"):
+            client = self._redis()
+            batch: list[bytes] = []
+            for key in client.scan_iter(match=f"{self.namespace}:*", count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    count += self._unlink(client, batch)
+                    batch = []
+            count += self._unlink(client, batch)
+        return count
+
+    @staticmethod
+    def _unlink(client: Any, keys: list[bytes]) -> int:
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.unlink(key)
+        return sum(int(n) for n in pipe.execute())
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # no connections; a password from a file is not held at all (re-read when connecting)
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_client", "_release")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_state()

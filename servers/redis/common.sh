@@ -1,0 +1,70 @@
+# Shared helpers for the Redis scripts (sourced, not run).
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+STATE="${REDIS_STATE_DIR:-$REPO/.servers/redis}"
+
+ensure_redis() {
+    if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+        echo "installing redis-server (apt)..." >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq && apt-get install -y -qq redis-server redis-tools >/dev/null
+    fi
+}
+
+port_busy() {  # true when something listens on 127.0.0.1:$1
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# start_node PORT DIR [extra redis-server args...]: start one daemonized node, wait for PONG.
+start_node() {
+    local port="$1" dir="$2"; shift 2
+    if [ -f "$dir/redis.pid" ] && kill -0 "$(cat "$dir/redis.pid")" 2>/dev/null; then
+        echo "redis on port $port already running (pid $(cat "$dir/redis.pid"))" >&2
+        return 0
+    fi
+    if port_busy "$port" || port_busy $((port + 10000)); then
+        echo "error: port $port (or its cluster bus port $((port + 10000))) is in use" >&2
+        return 1
+    fi
+    mkdir -p "$dir"
+    local auth=()
+    if [ -n "${REDIS_PASSWORD:-}" ]; then auth=(--requirepass "$REDIS_PASSWORD"); fi
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$port" \
+        --save "" --appendonly no --protected-mode yes \
+        --dir "$dir" --logfile "$dir/redis.log" --pidfile "$dir/redis.pid" \
+        --maxmemory "${REDIS_MAXMEMORY:-1gb}" --maxmemory-policy "${REDIS_POLICY:-allkeys-lru}" \
+        "${auth[@]}" "$@"
+    wait_ready "$port"
+}
+
+cli() {  # cli PORT args...: redis-cli with the password from the environment
+    local port="$1"; shift
+    if [ -n "${REDIS_PASSWORD:-}" ]; then
+        REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -h 127.0.0.1 -p "$port" "$@"
+    else
+        redis-cli -h 127.0.0.1 -p "$port" "$@"
+    fi
+}
+
+wait_ready() {  # a real PING answered by the node, within ~15 s
+    local port="$1" i
+    for i in $(seq 1 150); do
+        if [ "$(cli "$port" ping 2>/dev/null)" = "PONG" ]; then return 0; fi
+        sleep 0.1
+    done
+    echo "error: redis on port $port did not answer PING; see its redis.log" >&2
+    return 1
+}
+
+stop_node() {  # stop_node DIR: SHUTDOWN-free stop of the pid we started, by pid
+    local dir="$1" pid i
+    [ -f "$dir/redis.pid" ] || return 0
+    pid="$(cat "$dir/redis.pid")"
+    if kill -0 "$pid" 2>/dev/null && grep -q redis-server "/proc/$pid/cmdline" 2>/dev/null; then
+        kill "$pid"
+        for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+    fi
+    rm -f "$dir/redis.pid"
+}

@@ -1,0 +1,300 @@
+"""CachedBackend logic on the in-process LRU tier (no server needed)."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from redis_server import CountingBackend
+
+from dcstore.backends.base import Backend, Buffer
+from dcstore.backends.memory import MemoryBackend
+from dcstore.cache import (
+    CachedBackend,
+    CachePolicy,
+    CacheUnavailableError,
+    LruTier,
+    open_cache_tier,
+)
+from dcstore.errors import ConfigError, NotFoundError
+from dcstore.testing.conformance import BackendConformance, payload
+
+MiB = 1 << 20
+
+
+def cached(chunk: int = 1000, **policy: object) -> tuple[CachedBackend, CountingBackend]:
+    origin = CountingBackend(MemoryBackend(f"cache-{uuid.uuid4().hex}"))
+    tier = LruTier(max_bytes=64 * MiB, policy=CachePolicy(chunk_bytes=chunk, **policy))  # type: ignore[arg-type]
+    return CachedBackend(origin, tier), origin
+
+
+class TestCachedLruConformance(BackendConformance):
+    @pytest.fixture
+    def backend(self) -> Iterator[Backend]:
+        tier = LruTier(max_bytes=512 * MiB, policy=CachePolicy(chunk_bytes=1 * MiB))
+        yield CachedBackend(MemoryBackend(f"conf-{uuid.uuid4().hex}"), tier)
+
+
+def test_second_read_is_served_from_the_tier() -> None:
+    store, origin = cached()
+    data = payload(10_500)
+    store.put("a/b", data)
+    assert store.get("a/b") == data
+    first = origin.bytes_read
+    assert first == len(data)
+    for _ in range(3):
+        assert store.get("a/b") == data
+        assert store.get_range("a/b", 999, 2001) == data[999:2001]
+    assert origin.bytes_read == first
+    stats = store.stats()
+    assert stats["hits"] == 6 and stats["misses"] == 1
+    assert stats["bytes_from_cache"] == 3 * (len(data) + 1002)
+    assert stats["hit_ratio"] == pytest.approx(6 / 7)
+
+
+@given(
+    size=st.integers(0, 200),
+    chunk=st.integers(1, 40),
+    ranges=st.lists(st.tuples(st.integers(0, 200), st.integers(0, 200)), max_size=8),
+)
+def test_ranges_are_exact_across_chunks(
+    size: int, chunk: int, ranges: Sequence[tuple[int, int]]
+) -> None:
+    store, _ = cached(chunk)
+    data = payload(size, size)
+    store.put("k", data)
+    for a, b in ranges:
+        start, end = sorted((min(a, size), min(b, size)))
+        assert store.get_range("k", start, end) == data[start:end]
+    assert store.get("k") == data
+    assert store.get("k") == data
+
+
+def test_range_miss_fills_only_needed_chunks() -> None:
+    store, origin = cached(100)
+    data = payload(1000)
+    store.put("k", data)
+    assert store.get_range("k", 250, 420) == data[250:420]
+    assert origin.bytes_read == 300  # chunks 2, 3, 4
+    assert store.get_range("k", 200, 500) == data[200:500]
+    assert origin.bytes_read == 300
+    assert store.get("k") == data  # chunks 0, 1, 5.. missing: one whole-object fill
+    assert origin.bytes_read == 1300
+
+
+def test_missing_chunk_is_a_miss_never_partial() -> None:
+    store, origin = cached(100)
+    data = payload(1000)
+    store.put("k", data)
+    store.get("k")
+    tier = store.tier
+    assert isinstance(tier, LruTier)
+    evicted = sorted(tier._items)[3]  # drop one member of the chunk set
+    tier.delete_many([evicted])
+    assert store.get("k") == data
+    assert origin.reads == 2
+    assert store.stats()["misses"] == 2
+
+
+def test_chunk_with_wrong_length_is_a_miss() -> None:
+    store, origin = cached(100)
+    data = payload(1000)
+    store.put("k", data)
+    store.get("k")
+    tier = store.tier
+    assert isinstance(tier, LruTier)
+    tier.set_many([(k, b"short") for k in list(tier._items)[:1]])
+    assert store.get("k") == data
+    assert origin.reads == 2
+
+
+def test_overwrite_through_the_stack_invalidates_and_frees() -> None:
+    store, _ = cached(100)
+    store.put("k", payload(1000, 1))
+    store.get("k")
+    tier = store.tier
+    assert isinstance(tier, LruTier)
+    assert tier.used_bytes == 1000
+    store.put("k", payload(500, 2))
+    assert tier.used_bytes == 0
+    assert store.get("k") == payload(500, 2)
+    store.delete("k")
+    assert tier.used_bytes == 0
+    with pytest.raises(NotFoundError):
+        store.get("k")
+
+
+def test_overwrite_behind_the_cache_is_seen() -> None:
+    store, origin = cached(100)
+    store.put("k", payload(1000, 1))
+    assert store.get("k") == payload(1000, 1)
+    origin.inner.put("k", payload(1000, 2))  # same size, written around the cache
+    assert store.get("k") == payload(1000, 2)
+    assert store.get_range("k", 10, 20) == payload(1000, 2)[10:20]
+
+
+def test_admission_limit() -> None:
+    store, origin = cached(100, max_object_bytes=500)
+    store.put("big", payload(501))
+    store.put("small", payload(500))
+    for _ in range(2):
+        assert store.get("big") == payload(501)
+        assert store.get("small") == payload(500)
+    assert origin.bytes_read == 2 * 501 + 500
+    assert store.stats()["not_admitted"] == 2
+
+
+def test_ttl_expires_chunks() -> None:
+    import time
+
+    store, origin = cached(100, ttl=0.05)
+    store.put("k", payload(300))
+    store.get("k")
+    store.get("k")
+    assert origin.reads == 1
+    time.sleep(0.1)
+    store.get("k")
+    assert origin.reads == 2
+
+
+def test_lru_is_bounded_in_bytes() -> None:
+    tier = LruTier(max_bytes=1000, policy=CachePolicy(chunk_bytes=100))
+    store = CachedBackend(MemoryBackend(f"b-{uuid.uuid4().hex}"), tier)
+    for i in range(20):
+        store.put(f"k{i}", payload(300, i))
+        assert store.get(f"k{i}") == payload(300, i)
+        assert tier.used_bytes <= 1000
+
+
+@pytest.mark.parametrize("single_flight", [True, False])
+def test_single_flight_between_threads(single_flight: bool) -> None:
+    origin = CountingBackend(MemoryBackend(f"sf-{uuid.uuid4().hex}"), delay=0.2)
+    policy = CachePolicy(chunk_bytes=1000, single_flight=single_flight)
+    store = CachedBackend(origin, LruTier(policy=policy))
+    data = payload(5000)
+    store.put("k", data)
+    start = threading.Barrier(8)
+    results: list[bytes] = []
+
+    def read() -> None:
+        start.wait()
+        results.append(store.get("k"))
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [data] * 8
+    if single_flight:
+        assert origin.reads == 1
+        assert store.stats()["single_flight_waits"] == 7
+    else:
+        assert origin.reads == 8
+
+
+class FlakyTier(LruTier):
+    """An LRU tier that fails every call while ``broken``."""
+
+    broken = False
+
+    def _check(self) -> None:
+        if self.broken:
+            raise CacheUnavailableError("cache tier flaky://: connection refused")
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        self._check()
+        return super().get_many(keys)
+
+    def set_many(self, items: Sequence[tuple[str, Buffer]]) -> None:
+        self._check()
+        super().set_many(items)
+
+    def try_lease(self, key: str, token: str, ttl: float) -> bool:
+        self._check()
+        return super().try_lease(key, token, ttl)
+
+
+def test_tier_faults_never_fail_reads(caplog: pytest.LogCaptureFixture) -> None:
+    import time
+
+    tier = FlakyTier(policy=CachePolicy(chunk_bytes=100, retry_interval=0.1))
+    origin = CountingBackend(MemoryBackend(f"flaky-{uuid.uuid4().hex}"))
+    store = CachedBackend(origin, tier)
+    data = payload(1000)
+    store.put("k", data)
+    store.get("k")
+    caplog.set_level(logging.WARNING, logger="dcstore.cache")
+    tier.broken = True
+    for _ in range(20):
+        assert store.get("k") == data
+        assert store.get_range("k", 5, 505) == data[5:505]
+    warnings = [r for r in caplog.records if "reading from the origin" in r.getMessage()]
+    assert len(warnings) == 1  # one per episode
+    assert store.stats()["errors"] == 1  # the circuit is open: no call, no new error
+    time.sleep(0.15)
+    store.get("k")  # the probe fails: still the same episode
+    assert len([r for r in caplog.records if "reading from the origin" in r.getMessage()]) == 1
+    assert store.stats()["errors"] == 2
+    tier.broken = False
+    time.sleep(0.15)
+    reads = origin.reads
+    assert store.get("k") == data  # probe succeeds: served from the tier again
+    assert origin.reads == reads
+    assert any("is back" in r.getMessage() for r in caplog.records)
+
+
+def test_pickle_keeps_configuration_not_contents() -> None:
+    store, _ = cached(100, ttl=5.0)
+    store.put("k", payload(300))
+    store.get("k")
+    clone = pickle.loads(pickle.dumps(store))
+    assert isinstance(clone.tier, LruTier)
+    assert clone.tier.used_bytes == 0
+    assert clone.policy == store.policy
+    assert str(clone) == str(store)
+
+
+def test_open_cache_tier_specs() -> None:
+    assert isinstance(open_cache_tier("memory"), LruTier)
+    assert isinstance(open_cache_tier("lru"), LruTier)
+    tier = open_cache_tier("lru://?max_bytes=1000&chunk_bytes=10&ttl=3&namespace=x")
+    assert isinstance(tier, LruTier)
+    assert tier.max_bytes == 1000 and tier.policy.chunk_bytes == 10 and tier.policy.ttl == 3
+    assert open_cache_tier(tier) is tier
+    assert str(open_cache_tier(str(tier))) == str(tier)
+    for bad in ("lru://?nope=1", "ftp://x", "lru://?chunk_bytes=0", "lru://host", ""):
+        with pytest.raises(ConfigError):
+            open_cache_tier(bad)
+
+
+def test_redis_urls_parse_without_connecting(tmp_path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("s3cret-from-file\n")
+    tier = open_cache_tier(f"redis://10.0.0.1:6380/2?namespace=ds1&password_file={pw}")
+    assert "s3cret" not in str(tier) + repr(tier)
+    assert "s3cret" not in pickle.dumps(tier).decode("latin-1")
+    tier = open_cache_tier("redis://user:s3cret@10.0.0.1:6380/2?chunk_bytes=1048576")
+    assert str(tier) == "redis://user@10.0.0.1:6380/2?chunk_bytes=1048576"
+    tier = open_cache_tier("redis+cluster://a:7000,b:7001")
+    assert str(tier) == "redis+cluster://a:7000,b:7001"
+    assert (
+        str(open_cache_tier("rediss://h?tls_verify=false")) == "rediss://h:6379/0?tls_verify=false"
+    )
+    for bad in (
+        "redis://a:1,b:2",
+        "redis+cluster://a:1/3",
+        "redis://h/x",
+        "redis://h?namespace=a*b",
+        f"redis://:pw@h?password_file={pw}",
+        "redis://h?password_file=/nonexistent/pw",
+        "redis://h?bogus=1",
+    ):
+        with pytest.raises(ConfigError):
+            open_cache_tier(bad)
