@@ -1,0 +1,486 @@
+"""``mongodb://``: objects stored as GridFS files, readable by ``mongofiles`` and any GridFS driver.
+
+URL: ``mongodb://[user[:password]@]host[:port][,host...]/DATABASE?bucket=fs&chunk_size=4194304``
+plus the driver options in :data:`DRIVER_OPTIONS` (MongoDB's own names: ``w``,
+``readPreference``, ``replicaSet``, ``tls``, ``authSource``, ...). The database
+defaults to ``dcstore``, the bucket to ``fs`` (GridFS's default), so objects live
+in ``<bucket>.files`` and ``<bucket>.chunks``.
+
+Guarantees (beyond :mod:`dcstore.backends.base`):
+
+* Layout is standard GridFS: one ``files`` document per revision (``_id``,
+  ``filename`` = key, ``length``, ``chunkSize``, ``uploadDate``) and chunk
+  documents ``{files_id, n, data}``. Objects written by other GridFS tools are
+  readable (any chunk size).
+* ``put`` writes every chunk first and the ``files`` document last: that insert
+  is the commit point. Readers resolve a key to its newest committed revision
+  (``uploadDate`` then ``_id``, both descending), so they see the old object or
+  the whole new one. A new revision is dated after the revision it replaces
+  even if clocks disagree; older revisions are deleted after the commit.
+* An interrupted ``put`` leaves the previous revision current. Chunks it wrote
+  before failing are deleted at once when the failure happened before the
+  commit; chunks left by a crashed process carry no ``files`` document and are
+  removed by :meth:`MongoBackend.remove_orphans` once older than a grace period.
+* ``get_range`` fetches only the chunks that overlap the range.
+* The version token is the ``_id`` (ObjectId) of the current revision.
+* Unreachable servers raise :class:`BackendUnavailableError` after
+  ``serverSelectionTimeoutMS`` (3 s by default, so retries stay quick).
+
+Replies are read in batches of at most 16 MiB: servers that do not cap batch
+size in bytes themselves (FerretDB v1) would otherwise exceed the 48 MB message
+limit on large files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING, MongoClient
+from pymongo.collection import Collection
+
+from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
+from dcstore.backends.keys import validate_key, validate_prefix
+from dcstore.backends.mongodb_errors import map_errors
+from dcstore.backends.options import Options, ParsedUrl
+from dcstore.errors import BackendUnavailableError, ConfigError, IntegrityError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+MiB = 1 << 20
+DEFAULT_CHUNK_SIZE = 4 * MiB
+MAX_CHUNK_SIZE = 15 * MiB  # a chunk document must stay under the 16 MiB BSON limit
+BATCH_BYTES = 16 * MiB  # bytes per reply batch and per insert_many call
+READ_ATTEMPTS = 5  # re-resolutions when a concurrent overwrite removes the revision being read
+
+# Driver options accepted in the URL (MongoDB connection-string names) and their types.
+DRIVER_OPTIONS: dict[str, str] = {
+    "w": "w",
+    "journal": "bool",
+    "wTimeoutMS": "int",
+    "readPreference": "str",
+    "readConcernLevel": "str",
+    "replicaSet": "str",
+    "directConnection": "bool",
+    "authSource": "str",
+    "authMechanism": "str",
+    "tls": "bool",
+    "tlsCAFile": "str",
+    "tlsCertificateKeyFile": "str",
+    "tlsCertificateKeyFilePassword": "str",
+    "tlsAllowInvalidCertificates": "bool",
+    "tlsAllowInvalidHostnames": "bool",
+    "tlsInsecure": "bool",
+    "serverSelectionTimeoutMS": "int",
+    "connectTimeoutMS": "int",
+    "socketTimeoutMS": "int",
+    "maxPoolSize": "int",
+    "appName": "str",
+    "compressors": "str",
+    "retryWrites": "bool",
+    "retryReads": "bool",
+}
+SECRET_OPTIONS = frozenset({"tlsCertificateKeyFilePassword"})
+DEFAULT_DRIVER_OPTIONS: dict[str, Any] = {
+    "w": "majority",
+    "serverSelectionTimeoutMS": 3000,
+    "connectTimeoutMS": 3000,
+    "socketTimeoutMS": 120_000,
+}
+
+
+def _read_driver_options(options: Options) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, kind in DRIVER_OPTIONS.items():
+        if kind == "bool":
+            value: Any = options.bool(name, None)  # type: ignore[arg-type]
+        elif kind == "int":
+            value = options.raw(name)
+            if value is not None:
+                try:
+                    value = int(value)
+                except (TypeError, ValueError):
+                    raise ConfigError(
+                        f"option {name!r} must be an integer, got {value!r}"
+                    ) from None
+        else:
+            value = options.str(name)
+            if kind == "w" and value is not None and value.isdigit():
+                value = int(value)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+class _Conn:
+    """One process's client and collections (recreated after fork or close)."""
+
+    def __init__(self, client: MongoClient, files: Collection, chunks: Collection):
+        self.pid = os.getpid()
+        self.client = client
+        self.files = files
+        self.chunks = chunks
+        self.indexed = False
+
+
+class MongoBackend(Backend):
+    """Objects as GridFS files in ``database.<bucket>.files`` / ``.chunks``; thread-safe."""
+
+    def __init__(
+        self,
+        hosts: str | list[str] = "127.0.0.1:27017",
+        database: str = "dcstore",
+        bucket: str = "fs",
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        username: str | None = None,
+        password: str | None = None,
+        scheme: str = "mongodb",
+        driver_options: Mapping[str, Any] | None = None,
+    ):
+        if not 1024 <= chunk_size <= MAX_CHUNK_SIZE:
+            raise ConfigError(f"chunk_size must be 1 KiB..15 MiB, got {chunk_size}")
+        unknown = set(driver_options or {}) - set(DRIVER_OPTIONS)
+        if unknown:
+            raise ConfigError(f"unknown MongoDB driver option(s): {', '.join(sorted(unknown))}")
+        if not database or any(c in database for c in '/\\. "$\x00'):
+            raise ConfigError(f"invalid MongoDB database name {database!r}")
+        if not bucket or "$" in bucket or "\x00" in bucket:
+            raise ConfigError(f"invalid GridFS bucket name {bucket!r}")
+        self.hosts = [hosts] if isinstance(hosts, str) else list(hosts)
+        self.database = database
+        self.bucket = bucket
+        self.chunk_size = chunk_size
+        self.scheme = scheme
+        self.username = username
+        self._password = password
+        self._given_options = dict(driver_options or {})
+        self.driver_options = {**DEFAULT_DRIVER_OPTIONS, **self._given_options}
+        self._lock = threading.Lock()
+        self._conn: _Conn | None = None
+
+    @classmethod
+    def from_url(cls, url: ParsedUrl, options: Options) -> MongoBackend:
+        if not url.hosts:
+            raise ConfigError("mongodb:// URL needs a host, e.g. mongodb://127.0.0.1:27017/dcstore")
+        return cls(
+            url.hosts,
+            url.path.strip("/") or "dcstore",
+            options.str("bucket", "fs") or "fs",
+            chunk_size=options.int("chunk_size", DEFAULT_CHUNK_SIZE),
+            username=url.username,
+            password=url.password,
+            scheme=url.scheme,
+            driver_options=_read_driver_options(options),
+        )
+
+    @property
+    def url(self) -> str:
+        query: dict[str, Any] = {"bucket": self.bucket}
+        if self.chunk_size != DEFAULT_CHUNK_SIZE:
+            query["chunk_size"] = self.chunk_size
+        for name, value in sorted(self._given_options.items()):
+            if name not in SECRET_OPTIONS:
+                query[name] = str(value).lower() if isinstance(value, bool) else value
+        user = f"{quote(self.username, safe='')}@" if self.username else ""
+        return f"{self.scheme}://{user}{','.join(self.hosts)}/{self.database}?{urlencode(query)}"
+
+    # -- connection ------------------------------------------------------------------
+
+    def _connection(self) -> _Conn:
+        conn = self._conn
+        if conn is not None and conn.pid == os.getpid():
+            return conn
+        with self._lock:
+            if self._conn is None or self._conn.pid != os.getpid():
+                # After fork the parent's client is unusable: leave it, open a new one.
+                with self._errors("connect"):
+                    client: MongoClient = MongoClient(
+                        f"{self.scheme}://{','.join(self.hosts)}/",
+                        username=self.username,
+                        password=self._password,
+                        **self.driver_options,
+                    )
+                    db = client[self.database]
+                    self._conn = _Conn(
+                        client, db[f"{self.bucket}.files"], db[f"{self.bucket}.chunks"]
+                    )
+            return self._conn
+
+    def _writable(self) -> _Conn:
+        """The connection, with the GridFS indexes created once per process."""
+        conn = self._connection()
+        if not conn.indexed:
+            with self._errors("create indexes"):
+                conn.chunks.create_index([("files_id", ASCENDING), ("n", ASCENDING)], unique=True)
+                conn.files.create_index([("filename", ASCENDING), ("uploadDate", ASCENDING)])
+            conn.indexed = True
+        return conn
+
+    def _errors(self, op: str, key: str = "") -> contextlib.AbstractContextManager[None]:
+        return map_errors(self.url, op, key)
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None and conn.pid == os.getpid():
+            conn.client.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_lock"] = None
+        state["_conn"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    # -- reads -----------------------------------------------------------------------
+
+    def _current(self, conn: _Conn, key: str) -> dict[str, Any]:
+        with self._errors("head", key):
+            doc = conn.files.find_one(
+                {"filename": key},
+                projection={"length": 1, "chunkSize": 1, "uploadDate": 1},
+                sort=[("uploadDate", DESCENDING), ("_id", DESCENDING)],
+            )
+        if doc is None:
+            raise NotFoundError(f"{self.url}: no object {key!r}")
+        return doc
+
+    def head(self, key: str) -> ObjectMeta:
+        validate_key(key)
+        doc = self._current(self._connection(), key)
+        return ObjectMeta(key, int(doc["length"]), str(doc["_id"]))
+
+    def get(self, key: str) -> bytes:
+        return self._read(key, 0, None)
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        return self._read(key, start, end)
+
+    def _read(self, key: str, start: int, end: int | None) -> bytes:
+        validate_key(key)
+        conn = self._connection()
+        for _ in range(READ_ATTEMPTS):
+            doc = self._current(conn, key)
+            size = int(doc["length"])
+            stop = size if end is None else end
+            check_range(key, start, stop, size)
+            if start == stop:
+                return b""
+            data = self._read_chunks(conn, key, doc, start, stop)
+            if data is not None:
+                return data
+        raise BackendUnavailableError(
+            f"{self.url}: {key!r} was replaced {READ_ATTEMPTS} times while being read"
+        )
+
+    def _read_chunks(
+        self, conn: _Conn, key: str, doc: Mapping[str, Any], start: int, end: int
+    ) -> bytes | None:
+        """Bytes ``[start, end)`` of revision ``doc``; None if that revision vanished."""
+        size, cs = int(doc["length"]), int(doc["chunkSize"])
+        first, last = start // cs, (end - 1) // cs
+        pieces: list[Any] = []
+        expected = first
+        with self._errors("get", key):
+            cursor = conn.chunks.find(
+                {"files_id": doc["_id"], "n": {"$gte": first, "$lte": last}},
+                projection={"_id": 0, "n": 1, "data": 1},
+                sort=[("n", ASCENDING)],
+                batch_size=max(1, BATCH_BYTES // cs - 1),
+            )
+            for chunk in cursor:
+                data = chunk["data"]
+                if chunk["n"] != expected or len(data) != min(cs, size - expected * cs):
+                    break
+                pieces.append(data)
+                expected += 1
+            cursor.close()
+        if expected != last + 1:
+            with self._errors("get", key):
+                still_there = conn.files.count_documents({"_id": doc["_id"]}, limit=1)
+            if not still_there:
+                return None
+            raise IntegrityError(
+                f"{self.url}: object {key!r} revision {doc['_id']} has a missing or "
+                f"truncated chunk {expected}"
+            )
+        head_cut, last_keep = start - first * cs, end - last * cs
+        if len(pieces) == 1:
+            return bytes(pieces[0][head_cut:last_keep])
+        views = [memoryview(p) for p in pieces]
+        views[0] = views[0][head_cut:]
+        views[-1] = views[-1][:last_keep]
+        return b"".join(views)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
+        validate_prefix(prefix)
+        return self._list(prefix)
+
+    def _list(self, prefix: str) -> Iterator[ObjectMeta]:
+        conn = self._connection()
+        previous = None
+        with self._errors("list", prefix):
+            cursor = conn.files.find(
+                {"filename": {"$gte": prefix}} if prefix else {},
+                projection={"filename": 1, "length": 1},
+                sort=[("filename", ASCENDING), ("uploadDate", DESCENDING), ("_id", DESCENDING)],
+                batch_size=1000,
+            )
+            try:
+                for doc in cursor:
+                    name = doc["filename"]
+                    if not isinstance(name, str) or not name.startswith(prefix):
+                        if isinstance(name, str) and name > prefix:
+                            break
+                        continue
+                    if name == previous:
+                        continue  # an older revision of the key just yielded
+                    previous = name
+                    yield ObjectMeta(name, int(doc["length"]), str(doc["_id"]))
+            finally:
+                cursor.close()
+
+    # -- writes ----------------------------------------------------------------------
+
+    def put(self, key: str, data: Buffer) -> ObjectMeta:
+        validate_key(key)
+        view = memoryview(data).cast("B")
+        size, cs = view.nbytes, self.chunk_size
+        conn = self._writable()
+        files_id = ObjectId()
+        per_call = max(1, BATCH_BYTES // cs)
+        try:
+            with self._errors("put", key):
+                n_chunks = -(-size // cs)
+                for batch in range(0, n_chunks, per_call):
+                    conn.chunks.insert_many(
+                        [
+                            {
+                                "files_id": files_id,
+                                "n": n,
+                                "data": bytes(view[n * cs : (n + 1) * cs]),
+                            }
+                            for n in range(batch, min(n_chunks, batch + per_call))
+                        ],
+                        ordered=True,
+                    )
+                upload = self._upload_date(conn, key)
+        except BaseException:
+            self._drop_chunks(conn, [files_id])  # not committed: nothing refers to them
+            raise
+        # Commit point. If this raises, the revision may or may not be committed, so its
+        # chunks stay; remove_orphans deletes them later if no files document refers to them.
+        with self._errors("put", key):
+            conn.files.insert_one(
+                {
+                    "_id": files_id,
+                    "length": size,
+                    "chunkSize": cs,
+                    "uploadDate": upload,
+                    "filename": key,
+                }
+            )
+        self._drop_older(conn, key, files_id, upload)
+        return ObjectMeta(key, size, str(files_id))
+
+    def _upload_date(self, conn: _Conn, key: str) -> dt.datetime:
+        """Now (BSON millisecond precision), but later than the current revision's date."""
+        now = dt.datetime.now(dt.timezone.utc)
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        doc = conn.files.find_one(
+            {"filename": key},
+            projection={"uploadDate": 1},
+            sort=[("uploadDate", DESCENDING), ("_id", DESCENDING)],
+        )
+        if doc is not None:
+            previous = doc["uploadDate"].replace(tzinfo=dt.timezone.utc)
+            now = max(now, previous + dt.timedelta(milliseconds=1))
+        return now
+
+    def _drop_older(self, conn: _Conn, key: str, files_id: ObjectId, upload: dt.datetime) -> None:
+        """Delete revisions of ``key`` older than the one just committed (best effort)."""
+        try:
+            with self._errors("put (removing older revisions)", key):
+                older = {
+                    "filename": key,
+                    "$or": [
+                        {"uploadDate": {"$lt": upload}},
+                        {"uploadDate": upload, "_id": {"$lt": files_id}},
+                    ],
+                }
+                ids = [d["_id"] for d in conn.files.find(older, projection={"_id": 1})]
+                if ids:
+                    conn.files.delete_many({"_id": {"$in": ids}})
+                    conn.chunks.delete_many({"files_id": {"$in": ids}})
+        except BackendUnavailableError as exc:
+            # The new revision is committed; leftovers are invisible and swept later.
+            log.warning("%s; older revisions stay until remove_orphans", exc)
+
+    def _drop_chunks(self, conn: _Conn, ids: list[Any]) -> None:
+        try:
+            with self._errors("put (removing chunks of a failed upload)"):
+                conn.chunks.delete_many({"files_id": {"$in": ids}})
+        except BackendUnavailableError as exc:
+            log.warning("%s; orphan chunks stay until remove_orphans", exc)
+
+    def delete(self, key: str) -> None:
+        validate_key(key)
+        conn = self._connection()
+        with self._errors("delete", key):
+            ids = [d["_id"] for d in conn.files.find({"filename": key}, projection={"_id": 1})]
+            if ids:
+                conn.files.delete_many({"_id": {"$in": ids}})
+                conn.chunks.delete_many({"files_id": {"$in": ids}})
+
+    # -- maintenance -----------------------------------------------------------------
+
+    def remove_orphans(self, min_age_s: float = 3600.0) -> int:
+        """Delete chunks that no ``files`` document refers to and superseded revisions.
+
+        Only uploads started more than ``min_age_s`` seconds ago are considered, so
+        uploads in flight are never touched. Returns the number of revisions removed.
+        """
+        conn = self._writable()
+        cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=min_age_s)
+        removed: list[Any] = []
+        with self._errors("remove_orphans"):
+            previous = None
+            for doc in conn.files.find(
+                {},
+                projection={"filename": 1, "uploadDate": 1},
+                sort=[("filename", ASCENDING), ("uploadDate", DESCENDING), ("_id", DESCENDING)],
+            ):
+                superseded = doc["filename"] == previous
+                previous = doc["filename"]
+                if superseded and doc["uploadDate"].replace(tzinfo=dt.timezone.utc) < cutoff:
+                    removed.append(doc["_id"])
+            if removed:
+                conn.files.delete_many({"_id": {"$in": removed}})
+            candidates = [
+                d["_id"]
+                for d in conn.chunks.aggregate(
+                    [
+                        {"$match": {"files_id": {"$lt": ObjectId.from_datetime(cutoff)}}},
+                        {"$group": {"_id": "$files_id"}},
+                    ]
+                )
+            ]
+            live = {
+                d["_id"]
+                for d in conn.files.find({"_id": {"$in": candidates}}, projection={"_id": 1})
+            }
+            orphans = [c for c in candidates if c not in live]
+            if orphans or removed:
+                conn.chunks.delete_many({"files_id": {"$in": orphans + removed}})
+        return len(orphans) + len(removed)
