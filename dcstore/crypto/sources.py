@@ -22,6 +22,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -51,9 +52,7 @@ class FileKeySource(KeySource):
     """A JSON key file; refuses files that group or others may read or write."""
 
     def __init__(self, path: str | os.PathLike[str]):
-        self.path = Path(path)
-        if not self.path.is_absolute():
-            raise ConfigError(f"key file path must be absolute, got {str(path)!r}")
+        self.path = Path(os.path.abspath(os.fspath(path)))  # fixed now: workers may chdir
 
     def describe(self) -> str:
         return f"file://{self.path}"
@@ -144,7 +143,10 @@ def write_key_file(path: str | os.PathLike[str], keyring: Keyring) -> None:
 
 
 def open_key_source(spec: KeySource | Keyring | str | os.PathLike[str]) -> KeySource:
-    """A :class:`KeySource` from a source, a keyring, ``file:///abs/kek.json`` or a path."""
+    """A :class:`KeySource` from a source, a keyring, ``file:///abs/kek.json`` or a path.
+
+    A relative path is made absolute now (against the current directory).
+    """
     if isinstance(spec, KeySource):
         return spec
     if isinstance(spec, Keyring):
@@ -157,11 +159,10 @@ def open_key_source(spec: KeySource | Keyring | str | os.PathLike[str]) -> KeySo
             if parts.netloc not in ("", "localhost") or parts.query:
                 raise ConfigError("key source must be file:///absolute/path (no host, no query)")
             return FileKeySource(unquote(parts.path))
-        if spec.startswith("/"):
+        if spec.strip() and not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", spec):
             return FileKeySource(spec)
         raise ConfigError(
-            "key source must be a KeySource, a Keyring, 'file:///absolute/path.json' "
-            "or an absolute path"
+            "key source must be a KeySource, a Keyring, 'file:///absolute/path.json' or a path"
         )
     kind = type(spec).__name__
     raise ConfigError(f"key source must be a KeySource or a key file URL, got {kind}")

@@ -1,0 +1,209 @@
+"""``dcstore keys``: create, list, rotate, inspect and retire key-encryption keys.
+
+Key sources on the command line: ``--keys PATH|file:///PATH``, else the
+environment: ``DCSTORE_KEYS_FILE`` (a key file path) or ``DCSTORE_KEYS``
+(the key file JSON itself; read-only commands only). Key material is never
+printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from dcstore.cli.common import add_store_options, human_size, open_from_args, print_json
+from dcstore.crypto import (
+    EncryptedBackend,
+    EnvKeySource,
+    FileKeySource,
+    Keyring,
+    KeySource,
+    new_key_id,
+)
+from dcstore.crypto.rotation import check_retirable, key_usage, rotate
+from dcstore.errors import ConfigError, NotFoundError
+
+ENV_KEYS_FILE = "DCSTORE_KEYS_FILE"
+ENV_KEYS = "DCSTORE_KEYS"
+
+
+def key_source_from(spec: str | None, environ: Any = None) -> KeySource | None:
+    """The key source named on the command line, else by the environment, else ``None``."""
+    from dcstore.crypto import open_key_source
+
+    env = os.environ if environ is None else environ
+    if spec:
+        return open_key_source(spec)
+    if env.get(ENV_KEYS_FILE):
+        return FileKeySource(os.path.abspath(env[ENV_KEYS_FILE]))
+    if env.get(ENV_KEYS):
+        return EnvKeySource(ENV_KEYS)
+    return None
+
+
+def _require_source(args: argparse.Namespace) -> KeySource:
+    source = key_source_from(args.keys)
+    if source is None:
+        raise ConfigError(f"no keys: pass --keys PATH or set {ENV_KEYS_FILE} or {ENV_KEYS}")
+    return source
+
+
+def _require_file(args: argparse.Namespace) -> FileKeySource:
+    source = key_source_from(args.keys)
+    if not isinstance(source, FileKeySource):
+        raise ConfigError(
+            f"this command changes a key file: pass --keys PATH or set {ENV_KEYS_FILE}"
+        )
+    return source
+
+
+def _encrypted_store(url: str, args: argparse.Namespace) -> EncryptedBackend:
+    args.keys = _require_source(args)
+    store = open_from_args(url, args)
+    if not isinstance(store, EncryptedBackend):
+        raise ConfigError("internal: the store opened without encryption")
+    store.keyring  # noqa: B018 - load now: a key file problem fails once, up front
+    return store
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    source = _require_file(args)
+    new_id = args.id or new_key_id()
+    try:
+        keyring = source.load().with_new_key(new_id, primary=not args.no_primary)
+        verb = "added"
+    except NotFoundError:
+        keyring = Keyring.generate(new_id)
+        verb = "created key file with"
+    source.save(keyring)
+    role = "primary" if new_id == keyring.primary else "not primary"
+    print(f"{verb} key {new_id} ({role}) in {source.path}", file=sys.stderr)
+    print(new_id)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    keyring = _require_source(args).load()
+    rows = [
+        {"id": k, "state": "primary" if k == keyring.primary else "active"} for k in keyring.ids
+    ]
+    rows += [{"id": k, "state": "retired"} for k in sorted(keyring.retired)]
+    if args.json:
+        print_json(rows)
+    else:
+        for row in rows:
+            print(f"{row['state']:<8} {row['id']}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _encrypted_store(args.store, args) as store:
+        keyring = store.keyring
+        usage = key_usage(store, args.prefix)
+
+    def state(key_id: str) -> str:
+        if key_id == keyring.primary:
+            return "primary"
+        if key_id in keyring:
+            return "active"
+        return "retired" if key_id in keyring.retired else "unknown"
+
+    ids = sorted(set(usage.objects) | set(keyring.ids) | keyring.retired)
+    rows = [
+        {
+            "id": k,
+            "state": state(k),
+            "objects": usage.objects.get(k, 0),
+            "bytes": usage.bytes.get(k, 0),
+        }
+        for k in ids
+    ]
+    if args.json:
+        print_json(
+            {"keys": rows, "unreadable": [dict(key=k, error=e) for k, e in usage.unreadable]}
+        )
+    else:
+        print(f"{'KEY ID':<28} {'STATE':<8} {'OBJECTS':>8} {'BYTES':>12}")
+        for r in rows:
+            print(f"{r['id']:<28} {r['state']:<8} {r['objects']:>8} {human_size(r['bytes']):>12}")
+        for key, error in usage.unreadable:
+            print(f"unreadable: {key}: {error}", file=sys.stderr)
+    stale = sum(n for k, n in usage.objects.items() if k != keyring.primary)
+    if stale and not args.json:
+        print(f"{stale} object(s) not under the primary key: run 'dcstore keys rotate'")
+    return 0
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    counts = {"rewrapped": 0, "current": 0, "failed": 0}
+    with _encrypted_store(args.store, args) as store:
+        for result in rotate(store, args.prefix):
+            counts[result.status] += 1
+            if result.status == "failed":
+                print(f"FAILED {result.key}: {result.error}", file=sys.stderr)
+            elif result.status == "rewrapped" and args.verbose:
+                print(f"rewrapped {result.key}: {result.old_key_id} -> {result.new_key_id}")
+        primary = store.keyring.primary
+    summary = ", ".join(f"{n} {k}" for k, n in counts.items())
+    print(f"rotation to {primary}: {summary}")
+    return 1 if counts["failed"] else 0
+
+
+def cmd_retire(args: argparse.Namespace) -> int:
+    source = _require_file(args)
+    keyring = source.load()
+    if args.key_id not in keyring:
+        raise ConfigError(f"key {args.key_id!r} is not an active key in {source.path}")
+    checked = 0
+    for url in args.stores:
+        args.keys = source
+        with open_from_args(url, args) as store:
+            assert isinstance(store, EncryptedBackend)
+            checked += check_retirable(store, args.key_id, args.prefix)
+    source.save(keyring.retire(args.key_id))
+    print(
+        f"retired {args.key_id}: no object among {checked} in {len(args.stores)} store(s) uses it"
+    )
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    keys = subparsers.add_parser("keys", help="manage key-encryption keys and rotation")
+    sub = keys.add_subparsers(dest="keys_command", metavar="ACTION")
+    sub.required = True
+
+    def parser(name: str, help: str, store: bool) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        if store:
+            p.add_argument("store", metavar="URL", help="storage URL of encrypted objects")
+            p.add_argument("--prefix", default="", help="only objects under this prefix")
+            add_store_options(p)
+        else:
+            p.add_argument("--keys", metavar="PATH", help=f"key file (default: ${ENV_KEYS_FILE})")
+        return p
+
+    p = parser("new", "add a fresh random key (primary unless --no-primary)", store=False)
+    p.add_argument("--id", help="key id (default: kek-YYYYMMDD-xxxxxx)")
+    p.add_argument("--no-primary", action="store_true", help="add without making it primary")
+    p.set_defaults(func=cmd_new)
+
+    p = parser("list", "list key ids and their state", store=False)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    p = parser("status", "which objects depend on which key", store=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = parser("rotate", "rewrap data keys under the primary key (payload untouched)", store=True)
+    p.add_argument("-v", "--verbose", action="store_true", help="print every rewrapped object")
+    p.set_defaults(func=cmd_rotate)
+
+    p = sub.add_parser("retire", help="destroy a key that no object in the given stores uses")
+    p.add_argument("key_id", metavar="KEY_ID")
+    p.add_argument("stores", metavar="URL", nargs="+", help="every store that may use the key")
+    p.add_argument("--prefix", default="", help="only check objects under this prefix")
+    add_store_options(p)
+    p.set_defaults(func=cmd_retire)

@@ -1,0 +1,124 @@
+"""Key rotation without re-encryption, key usage, and safe retirement.
+
+Guarantees:
+
+* :func:`rewrap` replaces only the header: the data key is rewrapped under
+  the keyring's primary KEK and the segment bytes are written back
+  byte-for-byte unchanged, through the inner backend's atomic ``put``.
+* Objects are processed one by one; a failing object is reported and the
+  rest continue. Run rotation when nothing overwrites the same objects
+  (shards are write-once): an overwrite between the read and the write of
+  one object is detected by its version only up to the final ``put``.
+* :func:`key_usage` reads headers only (one small ranged read per object).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from dcstore.backends.base import ObjectMeta
+from dcstore.backends.keys import validate_key, validate_prefix
+from dcstore.crypto.backend import EncryptedBackend
+from dcstore.crypto.format import parse_header
+from dcstore.errors import ConfigError, DcstoreError, NotFoundError
+
+
+@dataclass(frozen=True)
+class RewrapResult:
+    """What happened to one object: ``rewrapped``, ``current`` (already primary) or ``failed``."""
+
+    key: str
+    status: str
+    old_key_id: str | None = None
+    new_key_id: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class KeyUsage:
+    """Objects (and their ciphertext bytes) whose data key is wrapped by each KEK."""
+
+    objects: dict[str, int] = field(default_factory=dict)
+    bytes: dict[str, int] = field(default_factory=dict)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    """``(key, reason)`` of objects whose header could not be read."""
+
+    def add(self, key_id: str, size: int) -> None:
+        self.objects[key_id] = self.objects.get(key_id, 0) + 1
+        self.bytes[key_id] = self.bytes.get(key_id, 0) + size
+
+
+def rewrap(store: EncryptedBackend, key: str) -> RewrapResult:
+    """Rewrap one object's data key under the primary KEK; payload bytes unchanged."""
+    validate_key(key)
+    inner = store.inner
+    keyring = store.keyring
+    before = inner.head(key)
+    blob = inner.get(key)
+    what = store._what(key)
+    header = parse_header(blob, what)
+    if header.key_id == keyring.primary:
+        return RewrapResult(key, "current", header.key_id, header.key_id)
+    fresh = keyring.rewrap(header, what)
+    encoded = fresh.encode()
+    payload = memoryview(blob)[header.size :]
+    out = bytearray(len(encoded) + len(payload))
+    out[: len(encoded)] = encoded
+    out[len(encoded) :] = payload
+    if inner.head(key).version != before.version:
+        return RewrapResult(key, "failed", header.key_id, error="overwritten during rotation")
+    inner.put(key, out)
+    return RewrapResult(key, "rewrapped", header.key_id, fresh.key_id)
+
+
+def rotate(store: EncryptedBackend, prefix: str = "") -> Iterator[RewrapResult]:
+    """Rewrap every object under ``prefix`` not yet under the primary; yields one result each."""
+    validate_prefix(prefix)
+    for meta in store.inner.list(prefix):
+        try:
+            yield rewrap(store, meta.key)
+        except NotFoundError:
+            continue  # deleted meanwhile
+        except DcstoreError as exc:
+            yield RewrapResult(meta.key, "failed", error=str(exc))
+
+
+def key_usage(store: EncryptedBackend, prefix: str = "") -> KeyUsage:
+    """Which KEK each object under ``prefix`` depends on (headers only)."""
+    validate_prefix(prefix)
+    usage = KeyUsage()
+    for meta in store.inner.list(prefix):
+        try:
+            header = store._header(ObjectMeta(meta.key, meta.size, meta.version))
+        except NotFoundError:
+            continue
+        except DcstoreError as exc:
+            usage.unreadable.append((meta.key, str(exc)))
+            continue
+        usage.add(header.key_id, meta.size)
+    return usage
+
+
+def check_retirable(store: EncryptedBackend, key_id: str, prefix: str = "") -> int:
+    """Raise :class:`ConfigError` unless no object under ``prefix`` uses ``key_id``.
+
+    Returns the number of objects checked. Objects with unreadable headers
+    also block retirement: they might depend on the key.
+    """
+    if key_id == store.keyring.primary:
+        raise ConfigError(f"key {key_id!r} is the primary key; add and rotate to a new one first")
+    usage = key_usage(store, prefix)
+    where = f"{store.url} (prefix {prefix!r})" if prefix else store.url
+    if usage.objects.get(key_id):
+        raise ConfigError(
+            f"key {key_id!r} still wraps {usage.objects[key_id]} object(s) in {where}; "
+            "run 'dcstore keys rotate' first"
+        )
+    if usage.unreadable:
+        key, reason = usage.unreadable[0]
+        raise ConfigError(
+            f"{len(usage.unreadable)} object(s) in {where} have unreadable headers "
+            f"(first: {key!r}: {reason}); cannot prove the key is unused"
+        )
+    return sum(usage.objects.values())

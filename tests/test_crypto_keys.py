@@ -1,0 +1,188 @@
+"""Keyring and key sources: no key in pickles, reprs or errors; key file permissions."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pickle
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+from dcstore.backends.memory import MemoryBackend
+from dcstore.crypto import (
+    EncryptedBackend,
+    EnvKeySource,
+    FileKeySource,
+    Keyring,
+    StaticKeySource,
+    open_key_source,
+    write_key_file,
+)
+from dcstore.crypto.keyring import KEK_SIZE
+from dcstore.errors import ConfigError, KeyAccessError, NotFoundError
+
+
+def materials(keyring: Keyring) -> list[str]:
+    """Every textual form a key could leak in."""
+    out = []
+    for entry in keyring.to_document()["keys"]:
+        if "key" in entry:
+            raw = base64.b64decode(entry["key"])
+            out += [entry["key"], raw.hex(), repr(raw)[2:-1]]
+    return out
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "kek.json"
+    write_key_file(path, Keyring.generate("k1").with_new_key("k2"))
+    return path
+
+
+def test_key_file_round_trip_and_mode(key_file: Path) -> None:
+    assert os.stat(key_file).st_mode & 0o777 == 0o600
+    keyring = FileKeySource(key_file).load()
+    assert keyring.primary == "k2" and keyring.ids == ["k1", "k2"]
+    assert open_key_source(f"file://{key_file}").load().ids == ["k1", "k2"]
+    assert open_key_source(str(key_file)).load().primary == "k2"
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o660, 0o620, 0o602])
+def test_key_file_readable_by_others_is_refused(key_file: Path, mode: int) -> None:
+    os.chmod(key_file, mode)
+    with pytest.raises(KeyAccessError, match="chmod 600"):
+        FileKeySource(key_file).load()
+
+
+def test_key_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError):
+        FileKeySource(tmp_path / "missing.json").load()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "dcstore-keyring", "version": 1, "primary": "x", "keys": []}')
+    os.chmod(bad, 0o600)
+    with pytest.raises(ConfigError):
+        FileKeySource(bad).load()
+    secret = base64.b64encode(b"s" * 31).decode()
+    bad.write_text(
+        json.dumps(
+            {
+                "format": "dcstore-keyring",
+                "version": 1,
+                "primary": "a",
+                "keys": [{"id": "a", "key": secret}],
+            }
+        )
+    )
+    with pytest.raises(ConfigError) as info:
+        FileKeySource(bad).load()
+    assert secret not in str(info.value)
+    link = tmp_path / "link.json"
+    link.symlink_to(bad)
+    with pytest.raises(KeyAccessError):
+        FileKeySource(link).load()
+    for spec in ("memory://x", "", "env:DCSTORE_KEYS", 42):
+        with pytest.raises(ConfigError):
+            open_key_source(spec)  # type: ignore[arg-type]
+
+
+def test_keyring_never_pickles_and_hides_material() -> None:
+    keyring = Keyring.generate("k1").with_new_key("k2")
+    with pytest.raises(TypeError, match="KeySource"):
+        pickle.dumps(keyring)
+    with pytest.raises(TypeError):
+        pickle.dumps(StaticKeySource(keyring))
+    text = repr(keyring) + str(keyring) + repr(StaticKeySource(keyring))
+    for secret in materials(keyring):
+        assert secret not in text
+
+
+def test_encrypted_backend_pickles_its_source_not_its_keys(key_file: Path) -> None:
+    inner = MemoryBackend(f"pickle-{uuid.uuid4().hex[:8]}")
+    enc = EncryptedBackend(inner, f"file://{key_file}", segment_size=1024)
+    enc.put("x", b"payload" * 1000)
+    keyring = enc.keyring  # loaded in this process
+    blob = pickle.dumps(enc)
+    for secret in materials(keyring):
+        assert secret.encode() not in blob
+    raw = [base64.b64decode(e["key"]) for e in keyring.to_document()["keys"] if "key" in e]
+    assert all(r not in blob for r in raw)
+    clone = pickle.loads(blob)
+    assert clone._keyring is None and clone.get("x") == b"payload" * 1000
+    text = repr(enc) + str(enc) + enc.url
+    assert str(key_file) in repr(enc)
+    for secret in materials(keyring):
+        assert secret not in text
+
+
+def test_env_source(key_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = EnvKeySource("DCSTORE_TEST_KEYS_VAR")
+    with pytest.raises(KeyAccessError, match="DCSTORE_TEST_KEYS_VAR"):
+        source.load()
+    monkeypatch.setenv("DCSTORE_TEST_KEYS_VAR", key_file.read_text())
+    assert source.load().primary == "k2"
+    clone = pickle.loads(pickle.dumps(source))
+    assert clone.load().primary == "k2"
+    assert key_file.read_text() not in pickle.dumps(source).decode("latin-1")
+
+
+def test_keyring_evolution() -> None:
+    ring = Keyring.generate("k1")
+    assert len(ring.to_document()["keys"]) == 1
+    ring2 = ring.with_new_key("k2", primary=False)
+    assert ring2.primary == "k1" and ring2.ids == ["k1", "k2"]
+    with pytest.raises(ConfigError):
+        ring2.with_new_key("k1")
+    with pytest.raises(ConfigError, match="primary"):
+        ring2.retire("k1")
+    ring3 = ring2.with_primary("k2").retire("k1")
+    assert ring3.ids == ["k2"] and ring3.retired == {"k1"}
+    with pytest.raises(ConfigError):
+        ring3.with_new_key("k1")  # a retired id is never reused
+    doc = ring3.to_document()
+    assert {"id": "k1", "retired": True} in doc["keys"]
+    again = Keyring.from_document(json.dumps(doc), "doc")
+    assert again.retired == {"k1"} and again.primary == "k2"
+    with pytest.raises(ConfigError):
+        Keyring({"k": b"short"}, "k")
+    with pytest.raises(ValueError):
+        Keyring({"bad id!": os.urandom(KEK_SIZE)}, "bad id!")
+
+
+def test_two_threads_share_one_backend() -> None:
+    """Decryption releases the GIL; the backend is thread-safe."""
+    enc = EncryptedBackend(MemoryBackend(f"threads-{uuid.uuid4().hex[:8]}"), Keyring.generate())
+    data = os.urandom(3 << 20)
+    enc.put("t", data)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(5):
+                assert enc.get("t") == data
+                assert enc.get_range("t", 1000, 2 << 20) == data[1000 : 2 << 20]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def test_segment_size_and_threads_options() -> None:
+    with pytest.raises(ConfigError):
+        EncryptedBackend(MemoryBackend("x"), Keyring.generate(), segment_size=8)
+    with pytest.raises(ConfigError):
+        EncryptedBackend(MemoryBackend("x"), Keyring.generate(), threads=0)
+    inner = MemoryBackend(f"par-{uuid.uuid4().hex[:8]}")
+    enc = EncryptedBackend(inner, Keyring.generate(), segment_size=4096, threads=2)
+    data = os.urandom(100_000)
+    enc.put("p", data)
+    assert enc.get("p") == data and enc.get_range("p", 5, 90_000) == data[5:90_000]
+    enc.close()

@@ -1,0 +1,187 @@
+"""Rotation rewraps headers only (payload byte-for-byte identical); usage; retire; verify."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from dcstore.backends.base import Backend, Buffer, ObjectMeta
+from dcstore.backends.memory import MemoryBackend
+from dcstore.crypto import EncryptedBackend, Keyring, parse_header
+from dcstore.crypto.rotation import check_retirable, key_usage, rewrap, rotate
+from dcstore.crypto.verify import verify
+from dcstore.errors import ConfigError, KeyAccessError
+
+SEG = 4096
+
+
+class CountingBackend(Backend):
+    """Records the byte ranges read, to prove ranged reads touch only needed segments."""
+
+    def __init__(self, inner: Backend):
+        self.inner = inner
+        self.ranges: list[tuple[str, int, int]] = []
+        self.gets = 0
+
+    @property
+    def url(self) -> str:
+        return self.inner.url
+
+    def get(self, key: str) -> bytes:
+        self.gets += 1
+        return self.inner.get(key)
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        self.ranges.append((key, start, end))
+        return self.inner.get_range(key, start, end)
+
+    def put(self, key: str, data: Buffer) -> ObjectMeta:
+        return self.inner.put(key, data)
+
+    def head(self, key: str) -> ObjectMeta:
+        return self.inner.head(key)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
+        return self.inner.list(prefix)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+
+def fresh(keyring: Keyring) -> tuple[EncryptedBackend, MemoryBackend]:
+    inner = MemoryBackend(f"rot-{uuid.uuid4().hex[:8]}")
+    return EncryptedBackend(inner, keyring, segment_size=SEG), inner
+
+
+def payload_of(blob: bytes) -> bytes:
+    return blob[parse_header(blob, "t").size :]
+
+
+def test_rotation_keeps_payload_bytes_identical() -> None:
+    old = Keyring.generate("old")
+    enc, inner = fresh(old)
+    data = {f"d/{i}": os.urandom(i * 3000 + 1) for i in range(6)}
+    data["d/empty"] = b""
+    for key, value in data.items():
+        enc.put(key, value)
+    before = {key: inner.get(key) for key in data}
+
+    new = old.with_new_key("a-much-longer-new-key-id")  # header grows: payload moves
+    rotated = EncryptedBackend(inner, new, segment_size=SEG)
+    results = list(rotate(rotated, "d/"))
+    assert {r.status for r in results} == {"rewrapped"} and len(results) == len(data)
+    for key, value in data.items():
+        after = inner.get(key)
+        assert payload_of(after) == payload_of(before[key]), key  # byte-for-byte
+        header = parse_header(after, key)
+        assert header.key_id == "a-much-longer-new-key-id"
+        assert header.nonce_prefix == parse_header(before[key], key).nonce_prefix
+        assert rotated.get(key) == value
+    assert {r.status for r in rotate(rotated, "d/")} == {"current"}  # idempotent
+
+    usage = key_usage(rotated)
+    assert usage.objects == {"a-much-longer-new-key-id": len(data)}
+    check_retirable(rotated, "old")
+    retired = EncryptedBackend(inner, new.retire("old"), segment_size=SEG)
+    assert all(retired.get(k) == v for k, v in data.items())
+    inner.put("d/1", before["d/1"])  # an object still under the retired key
+    with pytest.raises(KeyAccessError, match="retired"):
+        retired.get("d/1")
+
+
+def test_retire_refused_while_objects_depend_on_the_key() -> None:
+    old = Keyring.generate("old")
+    enc, inner = fresh(old)
+    enc.put("a", b"1")
+    enc.put("b", b"2")
+    new = old.with_new_key("new")
+    rotated = EncryptedBackend(inner, new, segment_size=SEG)
+    rewrap(rotated, "a")
+    usage = key_usage(rotated)
+    assert usage.objects == {"old": 1, "new": 1}
+    with pytest.raises(ConfigError, match="still wraps 1 object"):
+        check_retirable(rotated, "old")
+    with pytest.raises(ConfigError, match="primary"):
+        check_retirable(rotated, "new")
+    inner.put("junk", b"not encrypted")
+    rewrap(rotated, "b")
+    with pytest.raises(ConfigError, match="unreadable"):
+        check_retirable(rotated, "old")
+    inner.delete("junk")
+    assert check_retirable(rotated, "old") == 2
+
+
+def test_rotation_reports_failures_and_continues() -> None:
+    enc, inner = fresh(Keyring.generate("k1"))
+    enc.put("a", b"1")
+    inner.put("b-plain", b"plaintext object")
+    enc.put("c", b"3")
+    stranger = EncryptedBackend(inner, Keyring.generate("other"), segment_size=SEG)
+    stranger.put("d-other", b"4")
+    rotated = EncryptedBackend(inner, enc.keyring.with_new_key("k2"), segment_size=SEG)
+    results = {r.key: r for r in rotate(rotated)}
+    assert results["a"].status == results["c"].status == "rewrapped"
+    assert results["b-plain"].status == "failed" and "encrypted object" in results["b-plain"].error
+    assert results["d-other"].status == "failed" and "'other'" in results["d-other"].error
+
+
+def test_verify_reports_every_failure() -> None:
+    enc, inner = fresh(Keyring.generate("k1"))
+    for i in range(5):
+        enc.put(f"v/{i}", os.urandom(5 * SEG + 7))
+    blob = bytearray(inner.get("v/1"))
+    h = parse_header(blob, "v/1").size
+    blob[h + 10] ^= 1  # segment 0
+    blob[h + 3 * (SEG + 16) + 5] ^= 1  # segment 3
+    inner.put("v/1", bytes(blob))
+    inner.put("v/3", inner.get("v/3")[:-1])
+    inner.put("v/renamed", inner.get("v/4"))
+    EncryptedBackend(inner, Keyring.generate("k9"), segment_size=SEG).put("v/strange-key", b"x")
+    checks = {c.key: c for c in verify(enc, "v/")}
+    assert len(checks) == 7
+    assert [k for k, c in checks.items() if c.ok] == ["v/0", "v/2", "v/4"]
+    assert checks["v/1"].bad_segments == [0, 3] and checks["v/1"].kind == "integrity"
+    assert checks["v/3"].kind == "integrity"
+    assert checks["v/renamed"].bad_segments == list(range(6))
+    assert checks["v/strange-key"].kind == "key"
+
+
+def test_ranges_read_only_needed_segments() -> None:
+    counting = CountingBackend(MemoryBackend(f"count-{uuid.uuid4().hex[:8]}"))
+    enc = EncryptedBackend(counting, Keyring.generate(), segment_size=SEG)
+    data = os.urandom(40 * SEG + 123)
+    enc.put("big", data)
+    counting.ranges.clear()
+    assert enc.get_range("big", 10 * SEG + 5, 11 * SEG + 9) == data[10 * SEG + 5 : 11 * SEG + 9]
+    assert counting.gets == 0
+    read = sum(end - start for _, start, end in counting.ranges)
+    assert read == 2 * (SEG + 16)  # two segments; the header came from the cache of put
+    counting.ranges.clear()
+    fresh_reader = EncryptedBackend(counting, enc.keys, segment_size=SEG)
+    assert fresh_reader.get_range("big", 0, 1) == data[:1]
+    assert sum(e - s for _, s, e in counting.ranges) <= 200 + SEG + 16  # header + one segment
+    counting.ranges.clear()
+    assert fresh_reader.head("big").size == len(data)
+    assert counting.ranges == []  # header cached by version
+
+
+def test_range_read_survives_a_concurrent_overwrite() -> None:
+    """A range whose header was read before an overwrite is retried, not reported corrupt."""
+    counting = CountingBackend(MemoryBackend(f"race-{uuid.uuid4().hex[:8]}"))
+    enc = EncryptedBackend(counting, Keyring.generate(), segment_size=SEG)
+    enc.put("r", b"a" * 3 * SEG)
+    original_get_range = counting.get_range
+    raced = []
+
+    def racing_get_range(key: str, start: int, end: int) -> bytes:
+        if start > 0 and not raced:  # the first segment read: overwrite just before it
+            raced.append(True)
+            enc.put("r", b"b" * 3 * SEG)
+        return original_get_range(key, start, end)
+
+    counting.get_range = racing_get_range  # type: ignore[method-assign]
+    assert enc.get_range("r", SEG, SEG + 10) == b"b" * 10
+    assert raced
