@@ -1,0 +1,90 @@
+"""The one place where cassandra-driver's exceptions become dcstore errors.
+
+* Not enough replicas (``Unavailable``), server-side read/write timeouts, client
+  timeouts (``OperationTimedOut``), ``NoHostAvailable``, lost connections, coordinator
+  failures, overloaded or bootstrapping nodes and server errors:
+  :class:`BackendUnavailableError` (retried by :class:`dcstore.retry.RetryingBackend`).
+* Failed authentication and missing permissions: :class:`KeyAccessError`.
+* Invalid requests and schema problems (a missing keyspace when ``create_keyspace``
+  is off, bad replication options): :class:`ConfigError`.
+* Anything else from the driver: :class:`DcstoreError`.
+
+Messages name the URL (never a password) and the key.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import cassandra
+from cassandra import protocol
+from cassandra.cluster import NoHostAvailable
+from cassandra.connection import ConnectionException
+
+from dcstore.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    DcstoreError,
+    KeyAccessError,
+)
+
+MAX_DETAIL = 300
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    cassandra.Unavailable,
+    cassandra.Timeout,  # ReadTimeout, WriteTimeout (including CAS write timeouts)
+    cassandra.OperationTimedOut,
+    cassandra.CoordinationFailure,  # ReadFailure, WriteFailure
+    ConnectionException,
+    protocol.ServerError,
+    protocol.OverloadedErrorMessage,
+    protocol.IsBootstrappingErrorMessage,
+    protocol.TruncateError,
+    ConnectionError,
+    TimeoutError,
+)
+ACCESS: tuple[type[BaseException], ...] = (cassandra.AuthenticationFailed, cassandra.Unauthorized)
+
+
+def _detail(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if len(text) > MAX_DETAIL:
+        text = text[:MAX_DETAIL] + "..."
+    return f"{type(exc).__name__}: {text}"
+
+
+def _no_host_cause(exc: NoHostAvailable) -> BaseException | None:
+    """The common cause when every host failed the same way (e.g. bad credentials)."""
+    causes = list((exc.errors or {}).values())
+    if causes and all(isinstance(c, ACCESS) for c in causes):
+        return causes[0]
+    if causes and all(isinstance(c, ssl.SSLError) for c in causes):
+        return causes[0]
+    return None
+
+
+@contextmanager
+def map_errors(url: str, op: str, key: str = "") -> Iterator[None]:
+    """Translate cassandra-driver exceptions raised inside the block (``raise ... from exc``)."""
+    where = f"{url}: {op}" + (f" {key!r}" if key else "")
+    try:
+        yield
+    except DcstoreError:
+        raise
+    except NoHostAvailable as exc:
+        cause = _no_host_cause(exc)
+        if isinstance(cause, ACCESS):
+            raise KeyAccessError(f"{where}: access denied ({_detail(cause)})") from exc
+        if isinstance(cause, ssl.SSLError):
+            raise ConfigError(f"{where}: TLS handshake failed ({_detail(cause)})") from exc
+        raise BackendUnavailableError(f"{where}: Cassandra unavailable ({_detail(exc)})") from exc
+    except ACCESS as exc:
+        raise KeyAccessError(f"{where}: access denied ({_detail(exc)})") from exc
+    except TRANSIENT as exc:
+        raise BackendUnavailableError(f"{where}: Cassandra unavailable ({_detail(exc)})") from exc
+    except (cassandra.InvalidRequest, cassandra.ConfigurationException) as exc:
+        raise ConfigError(f"{where}: rejected by Cassandra ({_detail(exc)})") from exc
+    except (cassandra.DriverException, protocol.ErrorMessage) as exc:
+        raise DcstoreError(f"{where}: Cassandra error ({_detail(exc)})") from exc

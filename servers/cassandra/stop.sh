@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Stop the Cassandra node started by start.sh (by its recorded pid only). CASSANDRA_NODE selects the node
+# (default node1); CASSANDRA_KILL=1 sends SIGKILL at once (crash simulation); CASSANDRA_WIPE=1 removes its data.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+NODE="${CASSANDRA_NODE:-node1}"
+NODEDIR="$REPO/.servers/cassandra/$NODE"
+PIDFILE="$NODEDIR/cassandra.pid"
+log() { echo "[cassandra:$NODE] $*" >&2; }
+
+if [[ -f "$PIDFILE" ]]; then
+  PID="$(cat "$PIDFILE")"
+  if kill -0 "$PID" 2>/dev/null; then
+    if [[ "${CASSANDRA_KILL:-0}" == 1 ]]; then kill -9 "$PID"; else kill "$PID"; fi
+    for _ in $(seq 1 60); do kill -0 "$PID" 2>/dev/null || break; sleep 0.5; done
+    if kill -0 "$PID" 2>/dev/null; then log "pid $PID ignored SIGTERM for 30s; sending SIGKILL"; kill -9 "$PID"; fi
+    log "stopped pid $PID"
+  else
+    log "pid $PID not running"
+  fi
+  rm -f "$PIDFILE"
+else
+  log "not running (no pid file)"
+fi
+if [[ "${CASSANDRA_WIPE:-0}" == 1 ]]; then rm -rf "$NODEDIR"; fi

@@ -1,0 +1,114 @@
+"""Test helpers for Cassandra: the shared node's URL and private clusters of our own.
+
+* ``cassandra_url`` (session fixture): ``DCSTORE_TEST_CASSANDRA_URL`` (e.g.
+  ``cassandra://127.0.0.1:9042``); skips when unset, fails instead when
+  ``DCSTORE_REQUIRE_SERVERS=1``.
+* :class:`PrivateNode`: a node of a private cluster, started and stopped through
+  ``servers/cassandra/start.sh`` / ``stop.sh`` on its own loopback address
+  (127.0.0.2, 127.0.0.3, ...), so fault tests never disturb the shared node.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "servers" / "cassandra"
+ENV_URL = "DCSTORE_TEST_CASSANDRA_URL"
+TEST_KEYSPACE = "dcstore_test"
+
+
+def require_servers() -> bool:
+    return os.environ.get("DCSTORE_REQUIRE_SERVERS") == "1"
+
+
+@pytest.fixture(scope="session")
+def cassandra_url() -> str:
+    """URL of the shared node without keyspace, e.g. ``cassandra://127.0.0.1:9042``."""
+    url = os.environ.get(ENV_URL)
+    if not url:
+        message = f"{ENV_URL} is not set (start one with servers/cassandra/start.sh)"
+        if require_servers():
+            pytest.fail(message + " and DCSTORE_REQUIRE_SERVERS=1")
+        pytest.skip(message)
+    return url.rstrip("/")
+
+
+class PrivateNode:
+    """One node of a private cluster; its data survives stop/start until ``wipe``."""
+
+    def __init__(self, name: str, address: str, seeds: str, cluster: str):
+        self.name, self.address, self.seeds, self.cluster = name, address, seeds, cluster
+
+    def _env(self, **extra: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "CASSANDRA_NODE": self.name,
+            "CASSANDRA_LISTEN": self.address,
+            "CASSANDRA_SEEDS": self.seeds,
+            "CASSANDRA_CLUSTER": self.cluster,
+            "CASSANDRA_HEAP": os.environ.get("DCSTORE_TEST_CASSANDRA_PAIR_HEAP", "768m"),
+            "CASSANDRA_MEMTABLE": "128MiB",
+            **extra,
+        }
+
+    def _run(self, script: str, **extra: str) -> None:
+        done = subprocess.run(
+            [str(SCRIPTS / script)], env=self._env(**extra), capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{script} {self.name} failed: {done.stderr.strip()[-2000:]}")
+
+    def start(self, fresh: bool = False) -> subprocess.Popen[str]:
+        """Start in the background; ``wait`` for it."""
+        env = self._env(CASSANDRA_FRESH="1" if fresh else "0")
+        return subprocess.Popen(
+            [str(SCRIPTS / "start.sh")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def stop(self, kill: bool = False, wipe: bool = False) -> None:
+        self._run(
+            "stop.sh", CASSANDRA_KILL="1" if kill else "0", CASSANDRA_WIPE="1" if wipe else "0"
+        )
+
+    def rss_bytes(self) -> int:
+        pid = (REPO / ".servers" / "cassandra" / self.name / "cassandra.pid").read_text().strip()
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+
+def wait_started(procs: list[subprocess.Popen[str]]) -> None:
+    errors = []
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        if proc.returncode != 0:
+            errors.append(err.strip()[-2000:])
+    if errors:
+        raise RuntimeError("private Cassandra node failed to start:\n" + "\n".join(errors))
+
+
+@pytest.fixture(scope="module")
+def cassandra_pair(cassandra_url: str) -> Iterator[list[PrivateNode]]:
+    """A private two-node cluster on 127.0.0.2 and 127.0.0.3 (same ports as the shared node)."""
+    nodes = [
+        PrivateNode("pair-a", "127.0.0.2", "127.0.0.2", "dcstore-pair"),
+        PrivateNode("pair-b", "127.0.0.3", "127.0.0.2", "dcstore-pair"),
+    ]
+    try:
+        wait_started([n.start(fresh=True) for n in nodes])
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop(wipe=True)

@@ -1,0 +1,256 @@
+"""CassandraBackend against a real Apache Cassandra 5.0: conformance, layout, cleanup, options."""
+
+from __future__ import annotations
+
+import pickle
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from cassandra_server import TEST_KEYSPACE, cassandra_url  # noqa: F401 - fixture
+
+from dcstore.backends.base import Backend
+from dcstore.backends.cassandra import CassandraBackend
+from dcstore.backends.cassandra_schema import (
+    CHUNKS,
+    UPLOADS,
+    Layout,
+    bucket_of,
+    prefix_successor,
+    replication_map,
+)
+from dcstore.backends.cassandra_settings import CassandraSettings
+from dcstore.backends.options import Options, parse_url
+from dcstore.backends.registry import open_backend
+from dcstore.errors import BackendUnavailableError, ConfigError, IntegrityError
+from dcstore.store import open_store
+from dcstore.testing.conformance import BackendConformance, payload
+
+MiB = 1 << 20
+KiB = 1 << 10
+
+
+class TestCassandraConformance(BackendConformance):
+    """Small chunks and partitions, so multi-chunk and multi-partition paths are exercised."""
+
+    @pytest.fixture
+    def backend(self, cassandra_url: str) -> Iterator[Backend]:  # noqa: F811
+        backend = open_backend(
+            f"{cassandra_url}/{TEST_KEYSPACE}", chunk_size=256 * KiB, part_chunks=4
+        )
+        yield backend
+        backend.close()
+
+
+class TestCassandraStoreConformance(BackendConformance):
+    """The retrying stack from ``open_store`` with the default layout (1 MiB x 16)."""
+
+    state_machine_examples = 10
+
+    @pytest.fixture
+    def backend(self, cassandra_url: str) -> Iterator[Backend]:  # noqa: F811
+        store = open_store(f"{cassandra_url}/{TEST_KEYSPACE}/store-root", retries=3)
+        yield store
+        store.close()
+
+
+@pytest.fixture
+def cass(cassandra_url: str) -> Iterator[CassandraBackend]:  # noqa: F811
+    backend = open_backend(
+        f"{cassandra_url}/{TEST_KEYSPACE}/t{uuid.uuid4().hex[:8]}",
+        chunk_size=64 * KiB,
+        part_chunks=4,
+    )
+    assert isinstance(backend, CassandraBackend)
+    yield backend
+    backend.close()
+
+
+def _chunk_partitions(backend: CassandraBackend, version: str, layout: Layout) -> int:
+    conn = backend._connection()
+    ks = backend.settings.keyspace
+    found = 0
+    for part in range(layout.parts):
+        rows = conn.session.execute(
+            f"SELECT idx FROM {ks}.{CHUNKS} WHERE version = %s AND part = %s",
+            (uuid.UUID(version), part),
+        )
+        found += len(list(rows))
+    return found
+
+
+# -- layout and cleanup on the real server -------------------------------------------------
+
+
+def test_layout_spreads_chunks_over_partitions(cass: CassandraBackend) -> None:
+    data = payload(10 * 64 * KiB + 5, 1)
+    meta = cass.put("obj", data)
+    layout = Layout(len(data), 64 * KiB, 4)
+    assert (layout.chunks, layout.parts) == (11, 3)
+    assert _chunk_partitions(cass, meta.version, layout) == 11
+    assert cass.get("obj") == data
+
+
+def test_overwrite_and_delete_remove_old_chunks(cass: CassandraBackend) -> None:
+    first = cass.put("o", payload(300 * KiB, 2))
+    layout = Layout(300 * KiB, 64 * KiB, 4)
+    second = cass.put("o", payload(200 * KiB, 3))
+    assert _chunk_partitions(cass, first.version, layout) == 0
+    assert _chunk_partitions(cass, second.version, Layout(200 * KiB, 64 * KiB, 4)) == 4
+    cass.delete("o")
+    assert _chunk_partitions(cass, second.version, Layout(200 * KiB, 64 * KiB, 4)) == 0
+
+
+def test_range_reads_touch_only_their_chunks(cass: CassandraBackend) -> None:
+    data = payload(8 * 64 * KiB, 4)
+    meta = cass.put("r", data)
+    conn = cass._connection()
+    ks = cass.settings.keyspace
+    # Remove chunk 0 behind the backend's back: ranges that avoid it still work.
+    conn.session.execute(
+        f"DELETE FROM {ks}.{CHUNKS} WHERE version = %s AND part = 0 AND idx = 0",
+        (uuid.UUID(meta.version),),
+    )
+    assert cass.get_range("r", 64 * KiB, 3 * 64 * KiB + 7) == data[64 * KiB : 3 * 64 * KiB + 7]
+    with pytest.raises(IntegrityError, match="chunk 0"):
+        cass.get_range("r", 10, 20)
+
+
+def test_truncated_chunk_is_an_integrity_error(cass: CassandraBackend) -> None:
+    meta = cass.put("t", payload(3 * 64 * KiB, 5))
+    conn = cass._connection()
+    conn.session.execute(
+        f"UPDATE {cass.settings.keyspace}.{CHUNKS} SET data = %s"
+        " WHERE version = %s AND part = 0 AND idx = 1",
+        (b"short", uuid.UUID(meta.version)),
+    )
+    with pytest.raises(IntegrityError, match="chunk 1"):
+        cass.get("t")
+
+
+def test_abandoned_put_is_swept(cass: CassandraBackend) -> None:
+    """An intent row without a commit (a killed writer) is reclaimed by sweep()."""
+    kept = cass.put("k", b"committed")
+    conn = cass._connection()
+    ks = cass.settings.keyspace
+    full = cass.settings.root + "k"
+    ghost = uuid.uuid4()
+    layout = Layout(130 * KiB, 64 * KiB, 4)
+    conn.session.execute(
+        f"INSERT INTO {ks}.{UPLOADS} (bucket, key, version, started, size, chunk_size,"
+        " part_chunks) VALUES (%s, %s, %s, toTimestamp(now()), %s, %s, %s)",
+        (bucket_of(full), full, ghost, layout.size, layout.chunk_size, layout.part_chunks),
+    )
+    for idx in range(layout.chunks):
+        conn.session.execute(
+            f"INSERT INTO {ks}.{CHUNKS} (version, part, idx, data) VALUES (%s, 0, %s, %s)",
+            (ghost, idx, b"x" * layout.chunk_len(idx)),
+        )
+    assert cass.sweep() == 0, "young intents are left alone"
+    assert _chunk_partitions(cass, str(ghost), layout) == 3
+    assert cass.sweep(older_than=0) >= 1
+    assert _chunk_partitions(cass, str(ghost), layout) == 0
+    assert cass.get("k") == b"committed"
+    assert cass.head("k").version == kept.version
+
+
+def test_pickled_backend_reconnects(cass: CassandraBackend) -> None:
+    cass.put("p", b"x" * 100)
+    clone = pickle.loads(pickle.dumps(cass))
+    assert clone.get("p") == b"x" * 100
+    assert clone.settings == cass.settings
+    clone.close()
+
+
+def test_existing_keyspace_is_required_when_creation_is_off(cassandra_url: str) -> None:  # noqa: F811
+    backend = open_backend(f"{cassandra_url}/dcstore_absent_ks", create_keyspace=False)
+    with pytest.raises(ConfigError, match="does not exist"):
+        backend.head("x")
+
+
+def test_unreachable_cluster_is_unavailable() -> None:
+    backend = open_backend("cassandra://127.0.0.1:1/ks", connect_timeout=1)
+    with pytest.raises(BackendUnavailableError) as info:
+        backend.get("x")
+    assert isinstance(info.value, ConnectionError)
+    assert "cassandra://127.0.0.1:1/ks" in str(info.value)
+
+
+# -- pure logic (no server) ------------------------------------------------------------------
+
+
+def _settings(url: str, **kw: object) -> CassandraSettings:
+    parsed = parse_url(url)
+    opts = Options(parsed.scheme, parsed.query, kw)
+    settings = CassandraSettings.from_url(parsed, opts)
+    opts.finish()
+    return settings
+
+
+def test_settings_from_url_and_back() -> None:
+    s = _settings(
+        "cassandra://reader@h1,h2:9142/ks/some/root?consistency=local_one&chunk_size=524288"
+        "&replication=dc1:3,dc2:2&tls=true",
+        password="s3cret",
+    )
+    assert s.hosts == ("h1", "h2") and s.port == 9142
+    assert (s.keyspace, s.root, s.username, s.password) == ("ks", "some/root/", "reader", "s3cret")
+    assert s.chunk_size == 512 * KiB and s.tls
+    assert "s3cret" not in s.url and "s3cret" not in repr(s)
+    assert _settings(s.url, password="s3cret") == s
+    backend = CassandraBackend(s)
+    assert "s3cret" not in str(backend) + repr(backend)
+
+
+def test_password_in_url_never_shows() -> None:
+    backend = open_backend("cassandra://u:hunter2@127.0.0.1/ks")
+    assert "hunter2" not in str(backend) + repr(backend)
+    assert backend.settings.password == "hunter2"
+
+
+@pytest.mark.parametrize(
+    "url,kw,match",
+    [
+        ("cassandra://h/ks", {"consistency": "most"}, "consistency"),
+        ("cassandra://h/bad-name", {}, "keyspace"),
+        ("cassandra://h/ks", {"chunk_size": 100}, "chunk_size"),
+        ("cassandra://h/ks", {"bogus": 1}, "unknown option"),
+        ("cassandra://h1:9042,h2:9043/ks", {}, "one native port"),
+    ],
+)
+def test_bad_settings(url: str, kw: dict[str, object], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        open_backend(url, **kw)
+
+
+def test_replication_map() -> None:
+    assert replication_map(None, 1, "datacenter1") == {
+        "class": "NetworkTopologyStrategy",
+        "datacenter1": "1",
+    }
+    assert replication_map("simple:2", None, "x") == {
+        "class": "SimpleStrategy",
+        "replication_factor": "2",
+    }
+    assert replication_map("a:3,b:1", None, "x")["b"] == "1"
+    with pytest.raises(ConfigError):
+        replication_map("a", None, "x")
+
+
+def test_layout_arithmetic() -> None:
+    lay = Layout(1 << 30, MiB, 16)
+    assert (lay.chunks, lay.parts) == (1024, 64), "1 GiB is 64 partitions of 16 MiB"
+    assert Layout(0, MiB, 16).chunks == 0
+    assert Layout(MiB + 1, MiB, 16).chunk_len(1) == 1
+
+
+@pytest.mark.parametrize("prefix", ["", "a", "ab/", "z\U0010ffff", "\U0010ffff", "\ud7ff"])
+def test_prefix_successor(prefix: str) -> None:
+    succ = prefix_successor(prefix)
+    if succ is None:
+        assert prefix.strip("\U0010ffff") == ""
+        return
+    assert prefix < succ
+    for s in (prefix, prefix + "\U0010ffff" * 3, prefix + "zzz"):
+        assert s < succ
+        assert s.encode() < succ.encode()
