@@ -258,3 +258,30 @@ def test_random_sizes_round_trip_and_reject_flips(
     inner.put("h/obj", bytes(bad))
     with pytest.raises(IntegrityError):
         enc.get("h/obj")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_large_object_read_in_runs_rejects_damage_in_any_run(threads: int) -> None:
+    """Objects above READ_CHUNK_BYTES are read in ranged runs (pipelined with threads)."""
+    import os
+
+    from dcstore.crypto.backend import READ_CHUNK_BYTES
+
+    keyring = Keyring.generate("kek-a")
+    inner = MemoryBackend(f"runs-{uuid.uuid4().hex[:8]}")
+    enc = EncryptedBackend(inner, keyring, segment_size=1 << 20, threads=threads)
+    data = os.urandom(2 * READ_CHUNK_BYTES + 12345)
+    enc.put(KEY, data)
+    assert enc.get(KEY) == data
+    assert enc.get_range(KEY, 5, len(data) - 3) == data[5:-3]
+    blob = inner.get(KEY)
+    for offset in (100, READ_CHUNK_BYTES + 7, len(blob) - 1):
+        bad = bytearray(blob)
+        bad[offset] ^= 4
+        inner.put(KEY, bytes(bad))
+        with pytest.raises(IntegrityError, match="failed authentication"):
+            enc.get(KEY)
+    inner.put(KEY, blob[: len(blob) - (1 << 20) - 16])  # last segment dropped
+    with pytest.raises(IntegrityError):
+        enc.get(KEY)
+    enc.close()

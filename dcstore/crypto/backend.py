@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
 from dcstore.backends.keys import validate_key, validate_prefix
+from dcstore.crypto.buffers import OutputBuffer
 from dcstore.crypto.format import (
     DEFAULT_SEGMENT_SIZE,
     MAX_HEADER_SIZE,
@@ -36,13 +37,17 @@ from dcstore.crypto.format import (
     parse_header,
 )
 from dcstore.crypto.keyring import Keyring
-from dcstore.crypto.segments import ObjectCipher, plain_run_size
+from dcstore.crypto.segments import ObjectCipher
 from dcstore.crypto.sources import KeySource, open_key_source
 from dcstore.errors import ConfigError, IntegrityError, NotFoundError
 
 HEADER_CACHE_ENTRIES = 4096
 RANGE_ATTEMPTS = 3
-"""A range read that fails because the object was overwritten meanwhile is retried."""
+"""A read that fails because the object was overwritten meanwhile is retried."""
+READ_CHUNK_BYTES = 16 << 20
+"""Larger objects are read in ranged runs of whole segments of at most this size:
+bounded memory, no page faults for the ciphertext (below glibc's mmap threshold),
+and pipelining when ``threads > 1``."""
 
 
 class EncryptedBackend(Backend):
@@ -169,23 +174,19 @@ class EncryptedBackend(Backend):
 
     def get(self, key: str) -> bytes:
         validate_key(key)
-        blob = self.inner.get(key)
-        what = self._what(key)
-        header = parse_header(blob, what)
-        layout = Layout.from_cipher_size(header.size, header.segment_size, len(blob), what)
-        cipher = self._cipher(header, key)
-        out = bytearray(layout.plain_size)
-        cipher.decrypt_into(
-            layout, 0, layout.segments, memoryview(blob)[header.size :], out, self._executor()
-        )
-        return bytes(out)
+        return self._retrying(key, self._read_all)
 
     def get_range(self, key: str, start: int, end: int) -> bytes:
         validate_key(key)
+        return self._retrying(key, lambda meta: self._read_range(meta, start, end))
+
+    def _retrying(self, key: str, read: Callable[[ObjectMeta], bytes]) -> bytes:
+        """Run ``read(inner meta)``; an integrity failure caused by a concurrent
+        overwrite (the version changed) is retried, a real one is raised."""
         for attempt in range(1, RANGE_ATTEMPTS + 1):
             meta = self.inner.head(key)
             try:
-                return self._read_range(meta, start, end)
+                return read(meta)
             except IntegrityError:
                 if attempt == RANGE_ATTEMPTS or self._unchanged(meta):
                     raise
@@ -197,23 +198,61 @@ class EncryptedBackend(Backend):
         except NotFoundError:
             return False
 
+    def _read_all(self, meta: ObjectMeta) -> bytes:
+        if meta.size > READ_CHUNK_BYTES:
+            _, layout = self._layout(meta)
+            return self._read_range(meta, 0, layout.plain_size)
+        blob = self.inner.get(meta.key)  # small: one request, header included
+        what = self._what(meta.key)
+        header = parse_header(blob, what)
+        layout = Layout.from_cipher_size(header.size, header.segment_size, len(blob), what)
+        out = OutputBuffer(layout.plain_size)
+        try:
+            self._cipher(header, meta.key).decrypt_into(
+                layout, 0, layout.segments, memoryview(blob)[header.size :], out.view
+            )
+        except BaseException:
+            out.discard()
+            raise
+        return out.finish()
+
     def _read_range(self, meta: ObjectMeta, start: int, end: int) -> bytes:
+        """Plaintext ``[start, end)``: only the covering segments are fetched, in runs
+        of at most :data:`READ_CHUNK_BYTES` (pipelined over ``threads``)."""
         header, layout = self._layout(meta)
         check_range(meta.key, start, end, layout.plain_size)
         if start == end:
             return b""
-        size = layout.segment_size
-        first, stop = start // size, (end - 1) // size + 1
-        c0, c1 = layout.cipher_span(first)[0], layout.cipher_span(stop - 1)[1]
-        blob = self.inner.get_range(meta.key, c0, c1)
-        out = bytearray(plain_run_size(layout, first, stop))
-        self._cipher(header, meta.key).decrypt_into(
-            layout, first, stop, blob, out, self._executor()
-        )
-        offset = first * size
-        if start == offset and end - offset == len(out):
-            return bytes(out)
-        return bytes(memoryview(out)[start - offset : end - offset])
+        cipher = self._cipher(header, meta.key)
+        first, stop = layout.segments_for(start, end)
+        runs = layout.runs(first, stop, READ_CHUNK_BYTES)
+        out = OutputBuffer(end - start)
+
+        def read_run(run: tuple[int, int]) -> None:
+            r0, r1 = run
+            c0, c1 = layout.cipher_span(r0)[0], layout.cipher_span(r1 - 1)[1]
+            blob = self.inner.get_range(meta.key, c0, c1)
+            p0, p1 = layout.plain_span(r0)[0], layout.plain_span(r1 - 1)[1]
+            if start <= p0 and p1 <= end:
+                cipher.decrypt_into(layout, r0, r1, blob, out.view[p0 - start : p1 - start])
+                return
+            scratch = bytearray(p1 - p0)  # a run at an unaligned edge of the range
+            cipher.decrypt_into(layout, r0, r1, blob, scratch)
+            lo, hi = max(start, p0), min(end, p1)
+            out.view[lo - start : hi - start] = memoryview(scratch)[lo - p0 : hi - p0]
+
+        try:
+            pool = self._executor()
+            if pool is None or len(runs) < 2:
+                for run in runs:
+                    read_run(run)
+            else:
+                for future in [pool.submit(read_run, run) for run in runs]:
+                    future.result()
+        except BaseException:
+            out.discard()
+            raise
+        return out.finish()
 
     def head(self, key: str) -> ObjectMeta:
         validate_key(key)

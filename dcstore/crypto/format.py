@@ -201,6 +201,16 @@ class Layout:
         pstart, pend = self.plain_span(index)
         return start, start + (pend - pstart) + TAG_SIZE
 
+    def segments_for(self, start: int, end: int) -> tuple[int, int]:
+        """Segments ``[first, stop)`` holding plaintext ``[start, end)`` (``start < end``)."""
+        return start // self.segment_size, (end - 1) // self.segment_size + 1
+
+    def runs(self, first: int, stop: int, max_bytes: int) -> list[tuple[int, int]]:
+        """``[first, stop)`` cut into runs of whole segments, each at most ``max_bytes``
+        of ciphertext (at least one segment)."""
+        step = max(1, max_bytes // (self.segment_size + TAG_SIZE))
+        return [(i, min(stop, i + step)) for i in range(first, stop, step)]
+
     @classmethod
     def from_cipher_size(
         cls, header_size: int, segment_size: int, cipher_size: int, what: str

@@ -2,8 +2,8 @@
 
 Segments are processed with ``AESGCM.encrypt_into`` / ``decrypt_into`` from
 memoryview slices into one preallocated buffer, so no per-segment ``bytes``
-are created; the OpenSSL calls release the GIL, so threads decrypting
-different objects (or the segments of one, see ``pool``) run in parallel.
+are created; the OpenSSL calls release the GIL, so threads working on
+different objects, or on different runs of one, run in parallel.
 
 A failing segment raises :class:`IntegrityError` naming the object; the
 output buffer may then hold plaintext of segments already checked and must
@@ -18,7 +18,7 @@ from concurrent.futures import Executor
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from dcstore.crypto.format import TAG_SIZE, Header, Layout, segment_ad, segment_nonce
+from dcstore.crypto.format import Header, Layout, segment_ad, segment_nonce
 from dcstore.errors import IntegrityError
 
 Buffer = bytes | bytearray | memoryview
@@ -79,7 +79,6 @@ class ObjectCipher:
         stop: int,
         cipher: Buffer,
         out: Buffer,
-        pool: Executor | None = None,
     ) -> None:
         """Decrypt segments ``[first, stop)`` of the object into ``out``.
 
@@ -111,12 +110,5 @@ class ObjectCipher:
                     "(corrupt, truncated, extended, reordered or renamed object)"
                 ) from None
 
-        _run(stop - first, lambda j: step(first + j), pool, PARALLEL_MIN_SEGMENTS)
-
-
-def plain_run_size(layout: Layout, first: int, stop: int) -> int:
-    """Plaintext bytes of segments ``[first, stop)``."""
-    return layout.plain_span(stop - 1)[1] - layout.plain_span(first)[0]
-
-
-__all__ = ["TAG_SIZE", "ObjectCipher", "plain_run_size"]
+        for i in range(first, stop):
+            step(i)
