@@ -111,4 +111,4 @@ def cassandra_pair(cassandra_url: str) -> Iterator[list[PrivateNode]]:
         yield nodes
     finally:
         for node in nodes:
-            node.stop(wipe=True)
+            node.stop(kill=True, wipe=True)  # its data is thrown away anyway
