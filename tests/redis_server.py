@@ -151,8 +151,8 @@ def _wait_gone(pid: int) -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture
-def private_redis() -> Iterator[type[PrivateRedis]]:
+@pytest.fixture(name="private_redis")
+def private_redis_fixture() -> Iterator[type[PrivateRedis]]:
     """A factory: ``private_redis(*redis_args, cluster=False)``, stopped after the test."""
     started: list[PrivateRedis] = []
 

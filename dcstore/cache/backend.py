@@ -27,6 +27,7 @@ traded for never serving stale data without any cross-process invalidation.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
@@ -38,7 +39,7 @@ from typing import Any
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
 from dcstore.backends.keys import validate_key
 from dcstore.cache.breaker import CircuitBreaker, TierSkipped
-from dcstore.cache.tier import CachePolicy, CacheTier, with_ratio
+from dcstore.cache.tier import CachePolicy, CacheTier, CacheUnavailableError, with_ratio
 from dcstore.errors import NotFoundError
 
 Chunk = bytes | memoryview
@@ -150,7 +151,7 @@ class CachedBackend(Backend):
                 try:
                     return self._fill(key, meta, names, first)
                 finally:
-                    self._quietly(lambda: self.tier.release_lease(lease, token))
+                    self._release(lease, token)
             self._wait_for_lease(lease, deadline)
             chunks = self._lookup(names, meta, first)
             if chunks is not None:
@@ -158,6 +159,12 @@ class CachedBackend(Backend):
                 self._count(hits=1, single_flight_waits=1, bytes_from_cache=nbytes)
                 return chunks
             # the fetcher failed, died or its chunks were evicted: try to take over
+
+    def _release(self, lease: str, token: str) -> None:
+        """Drop our lease even while the circuit is open (a write may have failed
+        while deletes still work, e.g. out of memory); if it fails, it expires."""
+        with contextlib.suppress(CacheUnavailableError):
+            self.tier.release_lease(lease, token)
 
     def _wait_for_lease(self, lease: str, deadline: float) -> None:
         delay = 0.001

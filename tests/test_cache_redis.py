@@ -1,0 +1,269 @@
+"""CachedBackend on real Redis: the shared standalone server and the shared 3-node cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis_server import (  # noqa: F401 - private_redis is a fixture
+    CountingBackend,
+    private_redis_fixture,
+    shared_cluster_url,
+    shared_redis_url,
+)
+
+from dcstore.backends.base import Backend
+from dcstore.backends.local import LocalBackend
+from dcstore.cache import CachedBackend, open_cache_tier
+from dcstore.cache.redis_tier import RedisTier
+from dcstore.store import open_store
+from dcstore.testing.conformance import BackendConformance, payload
+
+MiB = 1 << 20
+TESTS = Path(__file__).resolve().parent
+
+
+def with_query(url: str, **query: object) -> str:
+    qs = "&".join(f"{k}={v}" for k, v in query.items())
+    return f"{url}{'&' if '?' in url else '?'}{qs}"
+
+
+def fresh_url(base: str, **query: object) -> str:
+    """The tier URL under a namespace of its own."""
+    return with_query(base, namespace=f"t{uuid.uuid4().hex[:12]}", stats_interval=0, **query)
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+def base_url(request: pytest.FixtureRequest) -> str:
+    return shared_redis_url() if request.param == "standalone" else shared_cluster_url()
+
+
+@pytest.fixture
+def tier_url(base_url: str) -> Iterator[str]:
+    url = fresh_url(base_url, chunk_bytes=64 * 1024)
+    yield url
+    open_cache_tier(url).clear()
+
+
+def raw_client(tier: RedisTier) -> redis.Redis | redis.RedisCluster:
+    return tier._redis()
+
+
+def all_values(tier: RedisTier) -> dict[bytes, bytes]:
+    client = raw_client(tier)
+    out = {}
+    for key in client.scan_iter(match=f"{tier.namespace}:*"):
+        if client.type(key) == b"string":
+            out[key] = client.get(key)
+    return out
+
+
+class TestRedisConformance(BackendConformance):
+    @pytest.fixture
+    def backend(self) -> Iterator[Backend]:
+        url = fresh_url(shared_redis_url(), chunk_bytes=MiB)
+        yield CachedBackend(LocalBackend_or_memory(), url)
+        open_cache_tier(url).clear()
+
+
+class TestRedisClusterConformance(BackendConformance):
+    large_object_size = 16 * MiB + 1
+
+    @pytest.fixture
+    def backend(self) -> Iterator[Backend]:
+        url = fresh_url(shared_cluster_url(), chunk_bytes=MiB)
+        yield CachedBackend(LocalBackend_or_memory(), url)
+        open_cache_tier(url).clear()
+
+
+def LocalBackend_or_memory() -> Backend:
+    from dcstore.backends.memory import MemoryBackend
+
+    return MemoryBackend(f"redis-conf-{uuid.uuid4().hex}")
+
+
+def test_hits_come_from_redis(tier_url: str, tmp_path: Path) -> None:
+    origin = CountingBackend(LocalBackend(tmp_path))
+    store = CachedBackend(origin, tier_url)
+    data = payload(300_000)
+    store.put("d/a.bin", data)
+    assert store.get("d/a.bin") == data
+    assert store.get("d/a.bin") == data
+    assert store.get_range("d/a.bin", 70_000, 200_000) == data[70_000:200_000]
+    assert origin.reads == 1
+    tier = store.tier
+    assert isinstance(tier, RedisTier)
+    chunks = [v for k, v in all_values(tier).items() if b"lease" not in k]
+    assert len(chunks) == 5 and b"".join(sorted(chunks, key=data.index)) == data
+    store.flush_stats()
+    shared = tier.read_stats()
+    assert (shared["hits"], shared["misses"], shared["bytes_from_origin"]) == (2, 1, len(data))
+
+
+def test_redis_holds_ciphertext_only(tier_url: str, tmp_path: Path) -> None:
+    from dcstore.crypto import Keyring, write_key_file
+
+    keyfile = tmp_path / "kek.json"
+    write_key_file(keyfile, Keyring.generate())
+    marker = b"PLAINTEXT-MARKER-" * 4096
+    with open_store(str(tmp_path / "origin"), cache=tier_url, keys=f"file://{keyfile}") as store:
+        store.put("secret/shard-000.tar", marker)
+        assert store.get("secret/shard-000.tar") == marker
+        assert store.get_range("secret/shard-000.tar", 17, 1000) == marker[17:1000]
+        tier = open_cache_tier(tier_url)
+        assert isinstance(tier, RedisTier)
+        values = all_values(tier)
+        assert values, "the cache should hold the object's chunks"
+        for key, value in values.items():
+            assert b"PLAINTEXT" not in key and b"PLAINTEXT" not in value
+            assert b"secret" not in key  # keys are digests, not object names
+        ciphertext = LocalBackend(tmp_path / "origin").get("secret/shard-000.tar")
+        assert any(v in ciphertext for v in values.values() if len(v) > 1000)
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from dcstore.store import open_store
+    from dcstore.testing.conformance import payload
+    root, cache, seed = sys.argv[1:]
+    with open_store(root, cache=cache) as store:
+        store.put("k.bin", payload(200_000, int(seed)))
+    """
+)
+
+
+def test_overwrite_from_another_process_is_seen(tier_url: str, tmp_path: Path) -> None:
+    root = str(tmp_path / "origin")
+    store = open_store(root, cache=tier_url)
+    for seed in (1, 2, 3):
+        subprocess.run([sys.executable, "-c", WRITER, root, tier_url, str(seed)], check=True)
+        assert store.get("k.bin") == payload(200_000, seed)
+        assert store.get("k.bin") == payload(200_000, seed)  # a hit of the new version
+        assert store.get_range("k.bin", 5, 70_000) == payload(200_000, seed)[5:70_000]
+    store.close()
+
+
+READER = textwrap.dedent(
+    """
+    import sys
+    from dcstore.store import open_store
+    root, cache = sys.argv[1:]
+    with open_store(root, cache=cache) as store:
+        for meta in list(store.list("")):
+            store.get(meta.key)
+    """
+)
+
+
+def dcstore_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dcstore.cli", *args], capture_output=True, text=True
+    )
+
+
+def test_stats_are_shared_and_cli_shows_and_clears(tier_url: str, tmp_path: Path) -> None:
+    root = str(tmp_path / "origin")
+    origin = LocalBackend(root)
+    for i in range(4):
+        origin.put(f"s/{i}.bin", payload(100_000, i))
+    for _ in range(2):  # two processes, one after the other: 4 misses then 4 hits
+        subprocess.run([sys.executable, "-c", READER, root, tier_url], check=True)
+    out = dcstore_cli("cache", "stats", tier_url, "--json")
+    assert out.returncode == 0, out.stderr
+    stats = json.loads(out.stdout)
+    assert stats["hits"] == 4 and stats["misses"] == 4
+    assert stats["bytes_from_cache"] == stats["bytes_from_origin"] == 400_000
+    assert stats["hit_ratio"] == 0.5
+    human = dcstore_cli("cache", "stats", tier_url)
+    assert "hit ratio" in human.stdout and "50.0%" in human.stdout
+    cleared = dcstore_cli("cache", "clear", tier_url)
+    assert cleared.returncode == 0, cleared.stderr
+    tier = open_cache_tier(tier_url)
+    assert isinstance(tier, RedisTier)
+    assert all_values(tier) == {} and tier.read_stats()["hits"] == 0
+
+
+def test_cli_reports_an_unreachable_tier() -> None:
+    out = dcstore_cli("cache", "stats", "redis://127.0.0.1:1/0?connect_timeout=0.2")
+    assert out.returncode == 5 and "127.0.0.1:1" in out.stderr
+
+
+def test_ttl_is_set_on_chunks(base_url: str, tmp_path: Path) -> None:
+    url = fresh_url(base_url, ttl=60)
+    store = CachedBackend(LocalBackend(tmp_path), url)
+    store.put("k", payload(1000))
+    store.get("k")
+    tier = store.tier
+    assert isinstance(tier, RedisTier)
+    client = raw_client(tier)
+    keys = list(client.scan_iter(match=f"{tier.namespace}:*"))
+    chunk_keys = [k for k in keys if b"stats" not in k]
+    assert chunk_keys and all(0 < client.pttl(k) <= 60_000 for k in chunk_keys)
+    tier.clear()
+
+
+def test_namespaces_are_isolated(base_url: str, tmp_path: Path) -> None:
+    a, b = fresh_url(base_url), fresh_url(base_url)
+    origin = CountingBackend(LocalBackend(tmp_path))
+    origin.put("k", payload(1000))
+    CachedBackend(origin, a).get("k")
+    CachedBackend(origin, b).get("k")
+    assert origin.reads == 2  # b does not see a's chunks
+    assert open_cache_tier(a).clear() >= 1
+    CachedBackend(origin, b).get("k")
+    assert origin.reads == 2  # clearing a left b alone
+    open_cache_tier(b).clear()
+
+
+def test_pickled_stack_reconnects_in_a_spawned_process(tier_url: str, tmp_path: Path) -> None:
+    import multiprocessing
+
+    store = open_store(str(tmp_path), cache=tier_url)
+    store.put("k", payload(70_000))
+    store.get("k")
+    clone = pickle.loads(pickle.dumps(store))
+    assert clone.get("k") == payload(70_000)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        assert pool.apply(_read_in_worker, (store, "k")) == payload(70_000)
+
+
+def _read_in_worker(store: Backend, key: str) -> bytes:
+    return store.get(key)
+
+
+def test_password_from_file_is_not_pickled(private_redis, tmp_path: Path) -> None:
+    server = private_redis(password="pw-" + uuid.uuid4().hex)
+    secret = server.password
+    pwfile = tmp_path / "redis.pw"
+    pwfile.write_text(secret + "\n")
+    url = with_query(server.url, password_file=pwfile, stats_interval=0)
+    store = CachedBackend(LocalBackend(tmp_path / "o"), url)
+    store.put("k", payload(5000))
+    assert store.get("k") == payload(5000)
+    assert store.get("k") == payload(5000)
+    assert store.stats()["hits"] == 1 and store.stats()["errors"] == 0
+    blob = pickle.dumps(store)
+    assert secret.encode() not in blob
+    assert secret not in str(store.tier) + repr(store.tier)
+    clone = pickle.loads(blob)
+    assert clone.get("k") == payload(5000) and clone.stats()["hits"] == 1
+    # the URL form works too, and never shows the password
+    url_pw = server.url.replace("redis://", f"redis://:{secret}@")
+    tier = open_cache_tier(url_pw)
+    assert secret not in str(tier) and tier.read_stats()["hits"] == 2
+    # a wrong password is a tier fault: reads still succeed from the origin
+    wrong = CachedBackend(LocalBackend(tmp_path / "o"), url_pw.replace(secret, "nope"))
+    assert wrong.get("k") == payload(5000)
+    assert wrong.stats()["errors"] == 1 and wrong.stats()["misses"] == 1
+    assert secret not in os.environ.get("REDISCLI_AUTH", "")
