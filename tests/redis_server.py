@@ -57,8 +57,11 @@ def shared_cluster_url() -> str:
 class PrivateRedis:
     """A standalone redis-server (or 3-node cluster) of the test's own, started by our script."""
 
-    def __init__(self, *args: str, cluster: bool = False, password: str | None = None):
+    def __init__(
+        self, *args: str, cluster: bool = False, password: str | None = None, tls: bool = False
+    ):
         self.args = list(args)
+        self.tls = tls
         self.cluster = cluster
         self.password = password
         self.name = f"private-{uuid.uuid4().hex[:8]}"
@@ -91,6 +94,8 @@ class PrivateRedis:
         env["REDIS_CLUSTER_PORT" if self.cluster else "REDIS_PORT"] = str(self.port)
         if self.password:
             env["REDIS_PASSWORD"] = self.password
+        if self.tls:
+            env["REDIS_TLS"] = "1"
         return env
 
     def start(self) -> str:
@@ -156,8 +161,10 @@ def private_redis_fixture() -> Iterator[type[PrivateRedis]]:
     """A factory: ``private_redis(*redis_args, cluster=False)``, stopped after the test."""
     started: list[PrivateRedis] = []
 
-    def make(*args: str, cluster: bool = False, password: str | None = None) -> PrivateRedis:
-        server = PrivateRedis(*args, cluster=cluster, password=password)
+    def make(
+        *args: str, cluster: bool = False, password: str | None = None, tls: bool = False
+    ) -> PrivateRedis:
+        server = PrivateRedis(*args, cluster=cluster, password=password, tls=tls)
         started.append(server)
         server.start()
         return server

@@ -267,3 +267,19 @@ def test_password_from_file_is_not_pickled(private_redis, tmp_path: Path) -> Non
     assert wrong.get("k") == payload(5000)
     assert wrong.stats()["errors"] == 1 and wrong.stats()["misses"] == 1
     assert secret not in os.environ.get("REDISCLI_AUTH", "")
+
+
+def test_tls(private_redis, tmp_path: Path) -> None:
+    server = private_redis(tls=True)
+    assert server.url.startswith("rediss://")
+    store = CachedBackend(LocalBackend(tmp_path), with_query(server.url, stats_interval=0))
+    store.put("k", payload(100_000))
+    for _ in range(3):
+        assert store.get("k") == payload(100_000)
+    assert store.stats()["hits"] == 2 and store.stats()["errors"] == 0
+    clone = pickle.loads(pickle.dumps(store))
+    assert clone.get("k") == payload(100_000) and clone.stats()["hits"] == 1
+    # a plain-text client against the TLS port is a tier fault, not a failed read
+    plain = server.url.split("?")[0].replace("rediss://", "redis://") + "?socket_timeout=0.5"
+    wrong = CachedBackend(LocalBackend(tmp_path), plain)
+    assert wrong.get("k") == payload(100_000) and wrong.stats()["errors"] == 1

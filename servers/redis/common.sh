@@ -19,6 +19,7 @@ port_busy() {  # true when something listens on 127.0.0.1:$1
 # start_node PORT DIR [extra redis-server args...]: start one daemonized node, wait for PONG.
 start_node() {
     local port="$1" dir="$2"; shift 2
+    CERT_DIR="$dir"
     if [ -f "$dir/redis.pid" ] && kill -0 "$(cat "$dir/redis.pid")" 2>/dev/null; then
         echo "redis on port $port already running (pid $(cat "$dir/redis.pid"))" >&2
         return 0
@@ -28,9 +29,15 @@ start_node() {
         return 1
     fi
     mkdir -p "$dir"
-    local auth=()
+    local auth=() listen=(--port "$port")
     if [ -n "${REDIS_PASSWORD:-}" ]; then auth=(--requirepass "$REDIS_PASSWORD"); fi
-    redis-server --daemonize yes --bind 127.0.0.1 --port "$port" \
+    if [ "${REDIS_TLS:-0}" = 1 ]; then
+        make_cert "$dir"
+        listen=(--port 0 --tls-port "$port" --tls-cert-file "$dir/tls/cert.pem"
+                --tls-key-file "$dir/tls/key.pem" --tls-ca-cert-file "$dir/tls/cert.pem"
+                --tls-auth-clients no)
+    fi
+    redis-server --daemonize yes --bind 127.0.0.1 "${listen[@]}" \
         --save "" --appendonly no --protected-mode yes \
         --dir "$dir" --logfile "$dir/redis.log" --pidfile "$dir/redis.pid" \
         --maxmemory "${REDIS_MAXMEMORY:-1gb}" --maxmemory-policy "${REDIS_POLICY:-allkeys-lru}" \
@@ -38,12 +45,25 @@ start_node() {
     wait_ready "$port"
 }
 
-cli() {  # cli PORT args...: redis-cli with the password from the environment
+make_cert() {  # a self-signed certificate for 127.0.0.1, made once per data dir
+    local dir="$1"
+    [ -s "$dir/tls/cert.pem" ] && return 0
+    command -v openssl >/dev/null || apt-get install -y -qq openssl >/dev/null
+    mkdir -p "$dir/tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=127.0.0.1" \
+        -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+        -keyout "$dir/tls/key.pem" -out "$dir/tls/cert.pem" 2>/dev/null
+    chmod 600 "$dir/tls/key.pem"
+}
+
+cli() {  # cli PORT args...: redis-cli with the password (and TLS) from the environment
     local port="$1"; shift
+    local tls=()
+    if [ "${REDIS_TLS:-0}" = 1 ]; then tls=(--tls --cacert "$CERT_DIR/tls/cert.pem"); fi
     if [ -n "${REDIS_PASSWORD:-}" ]; then
-        REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -h 127.0.0.1 -p "$port" "$@"
+        REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -h 127.0.0.1 -p "$port" "${tls[@]}" "$@"
     else
-        redis-cli -h 127.0.0.1 -p "$port" "$@"
+        redis-cli -h 127.0.0.1 -p "$port" "${tls[@]}" "$@"
     fi
 }
 

@@ -6,7 +6,9 @@
 #
 # Environment: REDIS_PORT, REDIS_CLUSTER_PORT, REDIS_NAME (data dir name under
 # .servers/redis/, default "standalone" / "cluster"), REDIS_MAXMEMORY (1gb),
-# REDIS_POLICY (allkeys-lru), REDIS_PASSWORD (requirepass, optional).
+# REDIS_POLICY (allkeys-lru), REDIS_PASSWORD (requirepass, optional),
+# REDIS_TLS=1 (standalone only: TLS on the port with a self-signed certificate
+# made in the data dir; the printed rediss:// URL names it as ca_file).
 # Extra arguments after the mode go to redis-server (e.g. --maxmemory 2mb).
 # Data, logs and pids live in .servers/redis/<name>/; nothing is persisted.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -20,7 +22,11 @@ standalone)
     start_node "$PORT" "$DIR" "$@"
     # a real query: write, read back, delete
     [ "$(cli "$PORT" set dcstore:ready 1)" = "OK" ] && cli "$PORT" del dcstore:ready >/dev/null
-    echo "redis://127.0.0.1:$PORT/0"
+    if [ "${REDIS_TLS:-0}" = 1 ]; then
+        echo "rediss://127.0.0.1:$PORT/0?ca_file=$DIR/tls/cert.pem"
+    else
+        echo "redis://127.0.0.1:$PORT/0"
+    fi
     ;;
 cluster)
     BASE="${REDIS_CLUSTER_PORT:-7000}"
