@@ -60,18 +60,19 @@ class PrivateFerretDB:
             **extra,
         }
 
-    def start(self) -> None:
-        subprocess.run(
-            [str(SCRIPTS / "start.sh")], env=self._env(), check=True, capture_output=True
+    def _run(self, script: str, **extra: str) -> None:
+        done = subprocess.run(
+            [str(SCRIPTS / script)], env=self._env(**extra), capture_output=True, text=True
         )
+        if done.returncode != 0:
+            raise RuntimeError(f"{script} failed ({done.returncode}): {done.stderr.strip()}")
+
+    def start(self) -> None:
+        self._run("start.sh")
 
     def stop(self, signal: str = "TERM") -> None:
-        subprocess.run(
-            [str(SCRIPTS / "stop.sh")],
-            env=self._env(FERRETDB_SIGNAL=signal),
-            check=True,
-            capture_output=True,
-        )
+        """Stop the server; ``signal="KILL"`` simulates a crash."""
+        self._run("stop.sh", FERRETDB_SIGNAL=signal)
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,14 @@ from pymongo.collection import Collection
 
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
 from dcstore.backends.keys import validate_key, validate_prefix
+from dcstore.backends.mongodb_config import (
+    DEFAULT_DRIVER_OPTIONS,
+    DRIVER_OPTIONS,
+    SECRET_OPTIONS,
+    read_driver_options,
+)
 from dcstore.backends.mongodb_errors import map_errors
+from dcstore.backends.mongodb_gc import remove_orphans
 from dcstore.backends.options import Options, ParsedUrl
 from dcstore.errors import BackendUnavailableError, ConfigError, IntegrityError, NotFoundError
 
@@ -59,64 +66,6 @@ DEFAULT_CHUNK_SIZE = 4 * MiB
 MAX_CHUNK_SIZE = 15 * MiB  # a chunk document must stay under the 16 MiB BSON limit
 BATCH_BYTES = 16 * MiB  # bytes per reply batch and per insert_many call
 READ_ATTEMPTS = 5  # re-resolutions when a concurrent overwrite removes the revision being read
-
-# Driver options accepted in the URL (MongoDB connection-string names) and their types.
-DRIVER_OPTIONS: dict[str, str] = {
-    "w": "w",
-    "journal": "bool",
-    "wTimeoutMS": "int",
-    "readPreference": "str",
-    "readConcernLevel": "str",
-    "replicaSet": "str",
-    "directConnection": "bool",
-    "authSource": "str",
-    "authMechanism": "str",
-    "tls": "bool",
-    "tlsCAFile": "str",
-    "tlsCertificateKeyFile": "str",
-    "tlsCertificateKeyFilePassword": "str",
-    "tlsAllowInvalidCertificates": "bool",
-    "tlsAllowInvalidHostnames": "bool",
-    "tlsInsecure": "bool",
-    "serverSelectionTimeoutMS": "int",
-    "connectTimeoutMS": "int",
-    "socketTimeoutMS": "int",
-    "maxPoolSize": "int",
-    "appName": "str",
-    "compressors": "str",
-    "retryWrites": "bool",
-    "retryReads": "bool",
-}
-SECRET_OPTIONS = frozenset({"tlsCertificateKeyFilePassword"})
-DEFAULT_DRIVER_OPTIONS: dict[str, Any] = {
-    "w": "majority",
-    "serverSelectionTimeoutMS": 3000,
-    "connectTimeoutMS": 3000,
-    "socketTimeoutMS": 120_000,
-}
-
-
-def _read_driver_options(options: Options) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, kind in DRIVER_OPTIONS.items():
-        if kind == "bool":
-            value: Any = options.bool(name, None)  # type: ignore[arg-type]
-        elif kind == "int":
-            value = options.raw(name)
-            if value is not None:
-                try:
-                    value = int(value)
-                except (TypeError, ValueError):
-                    raise ConfigError(
-                        f"option {name!r} must be an integer, got {value!r}"
-                    ) from None
-        else:
-            value = options.str(name)
-            if kind == "w" and value is not None and value.isdigit():
-                value = int(value)
-        if value is not None:
-            out[name] = value
-    return out
 
 
 class _Conn:
@@ -165,6 +114,7 @@ class MongoBackend(Backend):
         self.driver_options = {**DEFAULT_DRIVER_OPTIONS, **self._given_options}
         self._lock = threading.Lock()
         self._conn: _Conn | None = None
+        self._url = self._render_url()
 
     @classmethod
     def from_url(cls, url: ParsedUrl, options: Options) -> MongoBackend:
@@ -178,11 +128,14 @@ class MongoBackend(Backend):
             username=url.username,
             password=url.password,
             scheme=url.scheme,
-            driver_options=_read_driver_options(options),
+            driver_options=read_driver_options(options),
         )
 
     @property
     def url(self) -> str:
+        return self._url
+
+    def _render_url(self) -> str:
         query: dict[str, Any] = {"bucket": self.bucket}
         if self.chunk_size != DEFAULT_CHUNK_SIZE:
             query["chunk_size"] = self.chunk_size
@@ -280,14 +233,22 @@ class MongoBackend(Backend):
             data = self._read_chunks(conn, key, doc, start, stop)
             if data is not None:
                 return data
-        raise BackendUnavailableError(
-            f"{self.url}: {key!r} was replaced {READ_ATTEMPTS} times while being read"
+            # Chunks missing: usually a concurrent overwrite or delete removed this
+            # revision after we resolved it (or a lagging secondary answered): try again.
+            with self._errors("get", key):
+                vanished = not conn.files.count_documents({"_id": doc["_id"]}, limit=1)
+        if vanished:
+            raise BackendUnavailableError(
+                f"{self.url}: {key!r} was replaced {READ_ATTEMPTS} times while being read"
+            )
+        raise IntegrityError(
+            f"{self.url}: object {key!r} revision {doc['_id']} has missing or truncated chunks"
         )
 
     def _read_chunks(
         self, conn: _Conn, key: str, doc: Mapping[str, Any], start: int, end: int
     ) -> bytes | None:
-        """Bytes ``[start, end)`` of revision ``doc``; None if that revision vanished."""
+        """Bytes ``[start, end)`` of revision ``doc``; None if a chunk is missing or short."""
         size, cs = int(doc["length"]), int(doc["chunkSize"])
         first, last = start // cs, (end - 1) // cs
         pieces: list[Any] = []
@@ -307,14 +268,7 @@ class MongoBackend(Backend):
                 expected += 1
             cursor.close()
         if expected != last + 1:
-            with self._errors("get", key):
-                still_there = conn.files.count_documents({"_id": doc["_id"]}, limit=1)
-            if not still_there:
-                return None
-            raise IntegrityError(
-                f"{self.url}: object {key!r} revision {doc['_id']} has a missing or "
-                f"truncated chunk {expected}"
-            )
+            return None
         head_cut, last_keep = start - first * cs, end - last * cs
         if len(pieces) == 1:
             return bytes(pieces[0][head_cut:last_keep])
@@ -446,41 +400,11 @@ class MongoBackend(Backend):
     # -- maintenance -----------------------------------------------------------------
 
     def remove_orphans(self, min_age_s: float = 3600.0) -> int:
-        """Delete chunks that no ``files`` document refers to and superseded revisions.
+        """Delete chunks no ``files`` document refers to, and superseded revisions.
 
-        Only uploads started more than ``min_age_s`` seconds ago are considered, so
-        uploads in flight are never touched. Returns the number of revisions removed.
+        Only uploads started more than ``min_age_s`` seconds ago are touched, so
+        uploads in flight are safe. Returns the number of revisions removed.
         """
         conn = self._writable()
-        cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=min_age_s)
-        removed: list[Any] = []
         with self._errors("remove_orphans"):
-            previous = None
-            for doc in conn.files.find(
-                {},
-                projection={"filename": 1, "uploadDate": 1},
-                sort=[("filename", ASCENDING), ("uploadDate", DESCENDING), ("_id", DESCENDING)],
-            ):
-                superseded = doc["filename"] == previous
-                previous = doc["filename"]
-                if superseded and doc["uploadDate"].replace(tzinfo=dt.timezone.utc) < cutoff:
-                    removed.append(doc["_id"])
-            if removed:
-                conn.files.delete_many({"_id": {"$in": removed}})
-            candidates = [
-                d["_id"]
-                for d in conn.chunks.aggregate(
-                    [
-                        {"$match": {"files_id": {"$lt": ObjectId.from_datetime(cutoff)}}},
-                        {"$group": {"_id": "$files_id"}},
-                    ]
-                )
-            ]
-            live = {
-                d["_id"]
-                for d in conn.files.find({"_id": {"$in": candidates}}, projection={"_id": 1})
-            }
-            orphans = [c for c in candidates if c not in live]
-            if orphans or removed:
-                conn.chunks.delete_many({"files_id": {"$in": orphans + removed}})
-        return len(orphans) + len(removed)
+            return remove_orphans(conn.files, conn.chunks, min_age_s)

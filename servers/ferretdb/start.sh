@@ -24,7 +24,9 @@ if [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null && ping_ok; th
   exit 0
 fi
 
-if ! "$PY" -c "import socket,sys; s=socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1])))" "$PORT" 2>/dev/null; then
+# SO_REUSEADDR like the server itself: TIME_WAIT leftovers of a previous run are fine,
+# a live listener is not.
+if ! "$PY" -c "import socket as S,sys; s=S.socket(); s.setsockopt(S.SOL_SOCKET, S.SO_REUSEADDR, 1); s.bind(('127.0.0.1', int(sys.argv[1])))" "$PORT" 2>/dev/null; then
   echo "port $PORT on 127.0.0.1 is already in use; set FERRETDB_PORT" >&2
   exit 1
 fi
