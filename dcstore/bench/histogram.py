@@ -9,9 +9,11 @@ tools (Java, C, Go, HdrHistogram's online plotter) read too.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import numpy as np
 from hdrh.histogram import HdrHistogram
 
 LOWEST_NS = 1
@@ -24,6 +26,21 @@ PERCENTILES: tuple[tuple[str, float], ...] = (
     ("p99", 99.0),
     ("p999", 99.9),
 )
+
+
+@functools.lru_cache(maxsize=4)
+def _median_equivalents(counts_len: int, half_magnitude: int, unit_magnitude: int) -> np.ndarray:
+    """The value HdrHistogram reports for each counts index (middle of its bucket)."""
+    half = 1 << half_magnitude
+    index = np.arange(counts_len, dtype=np.int64)
+    bucket = (index >> half_magnitude) - 1
+    sub = (index & (half - 1)) + half
+    first = bucket < 0
+    sub[first] -= half
+    bucket[first] = 0
+    lowest = sub << (bucket + unit_magnitude)
+    size = np.left_shift(1, bucket + unit_magnitude)
+    return (lowest + (size >> 1)).astype(np.float64)
 
 
 class LatencyHistogram:
@@ -69,15 +86,31 @@ class LatencyHistogram:
         if not self.count:
             return dict.fromkeys(keys, None)
         values = self._hdr.get_percentile_to_value_dict([p for _, p in PERCENTILES])
+        mean, stdev = self._moments_ns()
         out: dict[str, float | None] = {
             "min": self._hdr.get_min_value() / 1000.0,
-            "mean": self._hdr.get_mean_value() / 1000.0,
-            "stdev": self._hdr.get_stddev() / 1000.0,
+            "mean": mean / 1000.0,
+            "stdev": stdev / 1000.0,
         }
         for name, pct in PERCENTILES:
             out[name] = values[pct] / 1000.0
         out["max"] = self._hdr.get_max_value() / 1000.0
         return out
+
+    def _moments_ns(self) -> tuple[float, float]:
+        """Mean and standard deviation as HdrHistogram defines them, vectorised.
+
+        (``HdrHistogram.get_mean_value`` walks every bucket in Python: ~0.3 s each.)
+        """
+        hdr = self._hdr
+        counts = np.ctypeslib.as_array(hdr.counts)[: hdr.counts_len].astype(np.float64)
+        values = _median_equivalents(
+            hdr.counts_len, hdr.sub_bucket_half_count_magnitude, hdr.unit_magnitude
+        )[: len(counts)]  # decoded histograms may carry a truncated counts array
+        total = counts.sum()
+        mean = float((counts * values).sum() / total)
+        stdev = float(np.sqrt((counts * (values - mean) ** 2).sum() / total))
+        return mean, stdev
 
     def cdf_us(self) -> Iterator[tuple[float, float]]:
         """(latency µs, fraction of ops at or below it) for every recorded bucket."""

@@ -198,10 +198,14 @@ def print_result(result: BenchResult, console: Console | None = None) -> None:
         console.print(f"[yellow]warning[/yellow]: {warning}", highlight=False)
     if result.status != "complete":
         err = result.error or {}
+        kept = (
+            "the figures above were measured before it"
+            if result.status == "partial"
+            else "nothing was measured"
+        )
         console.print(
-            f"[bold red]{result.status.upper()}[/bold red]: stopped by "
-            f"{err.get('type', '?')}: {err.get('message', '')}; the results above are what "
-            f"was measured before",
+            f"[bold red]{result.status.upper()}[/bold red]: stopped by {err.get('type', '?')}; "
+            f"{kept}",
             highlight=False,
         )
 

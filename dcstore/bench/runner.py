@@ -272,6 +272,9 @@ class _ProcessRun:
         interval_ns = int(spec.interval * 1e9)
         base = (self.process * spec.threads + slot) * _SLOT_FIELDS
         progress = self.progress
+        delay = self.t0_ns - time.monotonic_ns()
+        if delay > 0:
+            time.sleep(delay / 1e9)
         while not self.stop.is_set():
             claim = self._claim()
             if claim is None:

@@ -32,7 +32,13 @@ from dcstore.bench.runner import LoadSpec, ProgressCallback, run
 from dcstore.bench.stacks import StackSpec
 from dcstore.bench.units import format_size
 from dcstore.bench.workloads import BACKEND_OPS, BackendWorkload
-from dcstore.errors import ConfigError, DcstoreError, IntegrityError, NotFoundError
+from dcstore.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    DcstoreError,
+    IntegrityError,
+    NotFoundError,
+)
 
 OBJECT_BUDGET_BYTES = 512 * 1024**2
 MAX_OBJECTS = 64
@@ -189,7 +195,7 @@ class StorageBench:
         except (Exception, KeyboardInterrupt) as exc:
             error = exc
         finally:
-            self._cleanup()
+            self._cleanup(skip=isinstance(error, BackendUnavailableError))
         result = self.result
         result.finished_at = now_iso()
         if error is not None:
@@ -293,12 +299,18 @@ class StorageBench:
         if complete:
             target.ready.add(objects.size)
 
-    def _cleanup(self) -> None:
+    def _cleanup(self, skip: bool = False) -> None:
+        """Delete what was written (unless ``keep``; skipped when the store is unreachable)."""
         for target in self.targets:
             store, target.store = target.store, None
             if store is None:
                 continue
-            if not self.config.keep:
+            if skip and target.written:
+                self.result.warnings.append(
+                    f"objects under {self.prefix} on {target.stack.name} were not deleted: "
+                    f"the store is unavailable"
+                )
+            elif not self.config.keep:
                 try:
                     for size in sorted(target.written):
                         for key in self._objects(size).all_keys():
