@@ -198,23 +198,53 @@ class EncryptedBackend(Backend):
         except NotFoundError:
             return False
 
+    def _run(self, tasks: list[Callable[[], None]]) -> None:
+        """Run ``tasks`` on the pool (or inline); wait for *all* before raising the
+        first error, so no task still writes into an output being discarded."""
+        pool = self._executor()
+        if pool is None or len(tasks) < 2:
+            for task in tasks:
+                task()
+            return
+        failures = []
+        for future in [pool.submit(task) for task in tasks]:
+            try:
+                future.result()
+            except BaseException as exc:
+                failures.append(exc)
+        if failures:
+            raise failures[0]
+
     def _read_all(self, meta: ObjectMeta) -> bytes:
         if meta.size > READ_CHUNK_BYTES:
             _, layout = self._layout(meta)
             return self._read_range(meta, 0, layout.plain_size)
-        blob = self.inner.get(meta.key)  # small: one request, header included
+        blob = memoryview(self.inner.get(meta.key))  # small: one request, header included
         what = self._what(meta.key)
         header = parse_header(blob, what)
         layout = Layout.from_cipher_size(header.size, header.segment_size, len(blob), what)
+        cipher = self._cipher(header, meta.key)
         out = OutputBuffer(layout.plain_size)
+
+        def decrypt(run: tuple[int, int]) -> Callable[[], None]:
+            (c0, c1), (p0, p1) = _spans(layout, *run)
+            return lambda: cipher.decrypt_into(layout, *run, blob[c0:c1], out.view[p0:p1])
+
         try:
-            self._cipher(header, meta.key).decrypt_into(
-                layout, 0, layout.segments, memoryview(blob)[header.size :], out.view
-            )
+            self._run([decrypt(run) for run in self._runs(layout, 0, layout.segments)])
         except BaseException:
             out.discard()
             raise
         return out.finish()
+
+    def _runs(self, layout: Layout, first: int, stop: int) -> list[tuple[int, int]]:
+        """Segment runs to fetch/decrypt as units: at most READ_CHUNK_BYTES, and
+        with ``threads > 1`` small enough to give every thread two runs."""
+        limit = READ_CHUNK_BYTES
+        if self.threads > 1:
+            total = layout.cipher_span(stop - 1)[1] - layout.cipher_span(first)[0]
+            limit = min(limit, -(-total // (2 * self.threads)))
+        return layout.runs(first, stop, limit)
 
     def _read_range(self, meta: ObjectMeta, start: int, end: int) -> bytes:
         """Plaintext ``[start, end)``: only the covering segments are fetched, in runs
@@ -224,31 +254,26 @@ class EncryptedBackend(Backend):
         if start == end:
             return b""
         cipher = self._cipher(header, meta.key)
-        first, stop = layout.segments_for(start, end)
-        runs = layout.runs(first, stop, READ_CHUNK_BYTES)
         out = OutputBuffer(end - start)
 
-        def read_run(run: tuple[int, int]) -> None:
-            r0, r1 = run
-            c0, c1 = layout.cipher_span(r0)[0], layout.cipher_span(r1 - 1)[1]
-            blob = self.inner.get_range(meta.key, c0, c1)
-            p0, p1 = layout.plain_span(r0)[0], layout.plain_span(r1 - 1)[1]
-            if start <= p0 and p1 <= end:
-                cipher.decrypt_into(layout, r0, r1, blob, out.view[p0 - start : p1 - start])
-                return
-            scratch = bytearray(p1 - p0)  # a run at an unaligned edge of the range
-            cipher.decrypt_into(layout, r0, r1, blob, scratch)
-            lo, hi = max(start, p0), min(end, p1)
-            out.view[lo - start : hi - start] = memoryview(scratch)[lo - p0 : hi - p0]
+        def read_run(run: tuple[int, int]) -> Callable[[], None]:
+            def task() -> None:
+                (c0, c1), (p0, p1) = _spans(layout, *run)
+                blob = self.inner.get_range(meta.key, c0, c1)
+                if start <= p0 and p1 <= end:
+                    cipher.decrypt_into(layout, *run, blob, out.view[p0 - start : p1 - start])
+                    return
+                scratch = bytearray(p1 - p0)  # a run at an unaligned edge of the range
+                cipher.decrypt_into(layout, *run, blob, scratch)
+                lo, hi = max(start, p0), min(end, p1)
+                out.view[lo - start : hi - start] = memoryview(scratch)[lo - p0 : hi - p0]
+
+            return task
 
         try:
-            pool = self._executor()
-            if pool is None or len(runs) < 2:
-                for run in runs:
-                    read_run(run)
-            else:
-                for future in [pool.submit(read_run, run) for run in runs]:
-                    future.result()
+            self._run(
+                [read_run(run) for run in self._runs(layout, *layout.segments_for(start, end))]
+            )
         except BaseException:
             out.discard()
             raise
@@ -285,3 +310,10 @@ class EncryptedBackend(Backend):
         if pool is not None:
             pool.shutdown(wait=True)
         self.inner.close()
+
+
+def _spans(layout: Layout, first: int, stop: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Ciphertext and plaintext ``[start, end)`` of segments ``[first, stop)``."""
+    cipher = (layout.cipher_span(first)[0], layout.cipher_span(stop - 1)[1])
+    plain = (layout.plain_span(first)[0], layout.plain_span(stop - 1)[1])
+    return cipher, plain

@@ -55,10 +55,23 @@ class ObjectCipher:
 
     def encrypt(self, data: Buffer, pool: Executor | None = None) -> bytearray:
         """The whole encrypted object (header + segments) for plaintext ``data``."""
+        size = memoryview(data).nbytes
+        out = bytearray(self.layout(size).cipher_size)
+        self.encrypt_into(data, out, pool)
+        return out
+
+    def layout(self, plain_size: int) -> Layout:
+        """The layout of a ``plain_size``-byte object under this header."""
+        return Layout(self.header.size, self.header.segment_size, plain_size)
+
+    def encrypt_into(self, data: Buffer, out: Buffer, pool: Executor | None = None) -> None:
+        """Write the encrypted object for ``data`` into ``out`` (exactly
+        ``layout(len(data)).cipher_size`` bytes, e.g. a reused buffer)."""
         src = memoryview(data).cast("B")
-        layout = Layout(self.header.size, self.header.segment_size, len(src))
-        out = bytearray(layout.cipher_size)
-        dst = memoryview(out)
+        layout = self.layout(len(src))
+        dst = memoryview(out).cast("B")
+        if len(dst) != layout.cipher_size:
+            raise ValueError(f"output must be {layout.cipher_size} bytes, got {len(dst)}")
         dst[: layout.header_size] = self.header.encode()
         last = layout.segments - 1
         prefix = self.header.nonce_prefix
@@ -70,7 +83,6 @@ class ObjectCipher:
             self._aead.encrypt_into(nonce, src[p0:p1], self._ad, dst[c0:c1])
 
         _run(layout.segments, step, pool, PARALLEL_MIN_SEGMENTS)
-        return out
 
     def decrypt_into(
         self,
