@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: install, start the real servers
 # (Redis, HDFS, Cassandra, a MongoDB-wire server), lint, run pytest, stop the servers.
+# Servers start in the background while Python dependencies install.
 # Exits non-zero on any failure, including "no tests collected".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
+mkdir -p .servers
+trap 'servers/down.sh >/dev/null 2>&1 || true' EXIT
+servers/up.sh > .servers/up.log 2>&1 &
+up_pid=$!
+
 scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 
-if [ -x servers/up.sh ]; then
-    trap 'servers/down.sh || true' EXIT
-    servers/up.sh
-    # shellcheck disable=SC1091
-    source .servers/env.sh
-    export DCSTORE_REQUIRE_SERVERS=1
+if ! wait "$up_pid"; then
+    cat .servers/up.log >&2
+    echo "test.sh: a server failed to start" >&2
+    exit 1
 fi
+cat .servers/up.log
+# shellcheck disable=SC1091
+source .servers/env.sh
+export DCSTORE_REQUIRE_SERVERS=1
+echo "test.sh: servers up after $(( $(date +%s) - start )) s"
 
 set +e
 .venv/bin/python -m pytest "$@"
