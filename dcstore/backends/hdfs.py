@@ -1,0 +1,413 @@
+"""HDFS backend on ``hdfs-native`` (a Rust client: no JVM, releases the GIL).
+
+URL: ``hdfs://namenode:port/base/path`` (one NameNode), ``hdfs://nameservice/base``
+(HA: NameNodes from the Hadoop configuration) or ``viewfs://cluster/base``.
+Keys map to files under the base path; ``/`` in a key is a directory.
+
+Options (URL query or keyword):
+    conf_dir           directory with core-site.xml / hdfs-site.xml; without it the driver
+                       reads ``$HADOOP_CONF_DIR`` (or ``$HADOOP_HOME/etc/hadoop``) itself
+    replication        replication of new files (default: the cluster's)
+    block_size         block size of new files in bytes (default: the cluster's)
+    failover_attempts  NameNode connection attempts per call inside the driver (default 2;
+                       dcstore's RetryPolicy retries on top of that)
+    failover_sleep_ms  base backoff between those attempts (default 100 ms)
+    timeout            socket timeout in seconds for NameNode/DataNode I/O (default 60)
+    hadoop_conf        extra Hadoop settings: a dict, or ``"key=value;key=value"``
+
+Guarantees (see :mod:`dcstore.backends.base`):
+    * ``put`` writes ``<dir>/.dcstore-tmp-<uuid>`` in the target's directory, closes it and
+      renames it over the target (one NameNode operation): readers see the old or the new
+      file. An interrupted put leaves the old object and, at worst, a hidden temporary file.
+    * The version is ``<mtime>-<size>``; ``put`` sets the new file's modification time to
+      ``max(now, previous mtime + 1 ms)``, so sequential overwrites always change it.
+      Overwrites of one key racing within the same millisecond may share a token.
+    * ``list`` walks directories lazily, in key order, skipping ``.dcstore*`` entries.
+    * A key cannot be both an object and a "directory" of other keys (HDFS is a tree).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
+from dcstore.backends.keys import RESERVED_PREFIX, validate_key, validate_prefix
+from dcstore.backends.options import Options, ParsedUrl, parse_url
+from dcstore.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    DcstoreError,
+    IntegrityError,
+    KeyAccessError,
+    NotFoundError,
+    StorageFullError,
+)
+
+try:
+    import hdfs_native
+except ImportError as exc:  # pragma: no cover - exercised through the registry
+    raise ImportError("hdfs-native is required for hdfs:// URLs", name="hdfs_native") from exc
+
+_RPC_ERROR = re.compile(r'RPCError\("([^"]+)", "(.*)', re.DOTALL)
+_VARIANT = re.compile(r"^([A-Za-z]+)\(")
+
+#: Remote (Java) exception classes, last dotted part, by the dcstore error they become.
+_REMOTE: dict[str, type[DcstoreError]] = {
+    "FileNotFoundException": NotFoundError,
+    "PathIsDirectoryException": NotFoundError,
+    "AccessControlException": KeyAccessError,
+    "AuthorizationException": KeyAccessError,
+    "InvalidToken": KeyAccessError,
+    "DSQuotaExceededException": StorageFullError,
+    "NSQuotaExceededException": StorageFullError,
+    "QuotaExceededException": StorageFullError,
+    "SafeModeException": BackendUnavailableError,
+    "StandbyException": BackendUnavailableError,
+    "RetriableException": BackendUnavailableError,
+    "ObserverRetryOnActiveException": BackendUnavailableError,
+    "ServerTooBusyException": BackendUnavailableError,
+    "CallQueueOverflowException": BackendUnavailableError,
+    "ConnectTimeoutException": BackendUnavailableError,
+    "NotReplicatedYetException": BackendUnavailableError,
+}
+#: Driver (hdfs-native ``HdfsError``) variants that are not remote exceptions.
+_DRIVER: dict[str, type[DcstoreError]] = {
+    "IOError": BackendUnavailableError,
+    "DataTransferError": BackendUnavailableError,
+    "BlocksNotFound": BackendUnavailableError,
+    "OperationFailed": BackendUnavailableError,
+    "InvalidRPCResponse": BackendUnavailableError,
+    "FatalRPCError": BackendUnavailableError,
+    "ChecksumError": IntegrityError,
+    "InvalidPath": ConfigError,
+    "InvalidArgument": ConfigError,
+    "UrlParseError": ConfigError,
+    "XmlParseError": ConfigError,
+    "UnsupportedFeature": ConfigError,
+    "UnsupportedErasureCodingPolicy": ConfigError,
+    "SASLError": KeyAccessError,
+    "GSSAPIError": KeyAccessError,
+    "NoSASLMechanism": KeyAccessError,
+}
+#: Messages of otherwise generic remote IOExceptions that mean "not enough DataNodes now".
+_TRANSIENT_TEXT = ("could only be written to", "could only be replicated to", "safe mode")
+
+
+def _remote_error(exc: BaseException) -> tuple[str, str]:
+    """(short Java class, first message line) of a driver RPC error, else (variant, text)."""
+    text = str(exc)
+    match = _RPC_ERROR.search(text)
+    if match:
+        cls = match.group(1).rsplit(".", 1)[-1].split("$")[-1]
+        message = match.group(2).split("\\n", 1)[0].split("\n", 1)[0]
+        return cls, message.removesuffix('")')
+    variant = _VARIANT.match(text)
+    return (variant.group(1) if variant else ""), text.split("\n", 1)[0]
+
+
+def _classify(exc: Exception) -> tuple[type[DcstoreError], str]:
+    """The dcstore error class for a driver exception, and a one-line description."""
+    name, message = _remote_error(exc)
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError)):
+        return NotFoundError, "not found"
+    if isinstance(exc, PermissionError):
+        return KeyAccessError, f"permission denied: {message}"
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return BackendUnavailableError, message
+    if isinstance(exc, ValueError):
+        return ConfigError, message
+    described = f"{name}: {message}" if name and not message.startswith(name) else message
+    if name == "AccessControlException" and message.endswith("(is not a directory)"):
+        return NotFoundError, f"not found ({message})"  # a path through an object
+    if name in _REMOTE:
+        return _REMOTE[name], described
+    if name in _DRIVER:
+        return _DRIVER[name], described
+    if any(text in message for text in _TRANSIENT_TEXT):
+        return BackendUnavailableError, described
+    if name == "ParentNotDirectoryException":
+        return DcstoreError, f"{described} (on HDFS a key cannot also be a prefix of other keys)"
+    if isinstance(exc, OSError):  # socket-level failures (reset, refused, unreachable)
+        return BackendUnavailableError, described
+    return DcstoreError, described
+
+
+class HdfsBackend(Backend):
+    """Objects as files under a base directory of an HDFS (or viewfs) namespace."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        conf_dir: str | None = None,
+        replication: int = 0,
+        block_size: int = 0,
+        failover_attempts: int = 2,
+        failover_sleep_ms: int = 100,
+        timeout: float = 60.0,
+        hadoop_conf: Mapping[str, str] | str | None = None,
+    ) -> None:
+        parsed = parse_url(url)
+        if parsed.scheme not in ("hdfs", "viewfs"):
+            raise ConfigError(f"not an hdfs:// or viewfs:// URL: {parsed.safe()}")
+        if replication < 0 or block_size < 0 or failover_attempts < 1 or timeout <= 0:
+            raise ConfigError(
+                f"{parsed.safe()}: replication/block_size must be >= 0, "
+                "failover_attempts >= 1 and timeout > 0"
+            )
+        self._parsed = parsed
+        self._root = parsed.path.rstrip("/")
+        self._conf_dir = conf_dir
+        self._replication = replication
+        self._block_size = block_size
+        self._failover_attempts = failover_attempts
+        self._failover_sleep_ms = failover_sleep_ms
+        self._timeout = timeout
+        self._extra = _conf_pairs(hadoop_conf)
+        self._client: Any = None
+        self._client_pid = 0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: ParsedUrl, options: Options) -> HdfsBackend:
+        return cls(
+            url.safe(path=url.path, query={}),
+            conf_dir=options.str("conf_dir"),
+            replication=options.int("replication", 0),
+            block_size=options.int("block_size", 0),
+            failover_attempts=options.int("failover_attempts", 2),
+            failover_sleep_ms=options.int("failover_sleep_ms", 100),
+            timeout=options.float("timeout", 60.0),
+            hadoop_conf=options.raw("hadoop_conf"),
+        )
+
+    # -- identity, pickling, connections ----------------------------------------------
+
+    @property
+    def url(self) -> str:
+        query: dict[str, str] = {}
+        if self._conf_dir:
+            query["conf_dir"] = self._conf_dir
+        for name, value, default in (
+            ("replication", self._replication, 0),
+            ("block_size", self._block_size, 0),
+            ("failover_attempts", self._failover_attempts, 2),
+            ("failover_sleep_ms", self._failover_sleep_ms, 100),
+            ("timeout", self._timeout, 60.0),
+        ):
+            if value != default:
+                query[name] = str(value)
+        if self._extra:
+            query["hadoop_conf"] = ";".join(f"{k}={v}" for k, v in sorted(self._extra.items()))
+        return self._parsed.safe(query=query)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_client"] = None
+        state["_client_pid"] = 0
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._client = None
+
+    def _hadoop_config(self) -> dict[str, str]:
+        base = max(1, self._failover_sleep_ms)
+        return {
+            "dfs.client.failover.max.attempts": str(self._failover_attempts),
+            "dfs.client.failover.sleep.base.millis": str(base),
+            "dfs.client.failover.sleep.max.millis": str(base * 10),
+            "dfs.client.socket-timeout": str(int(self._timeout * 1000)),
+            **self._extra,
+        }
+
+    def _fs(self) -> Any:
+        """The driver client, created lazily (and again in a forked or unpickled process)."""
+        client = self._client
+        if client is not None and self._client_pid == os.getpid():
+            return client
+        with self._lock:
+            if self._client is None or self._client_pid != os.getpid():
+                netloc = self._parsed.netloc
+                target = f"{self._parsed.scheme}://{netloc}" if netloc else None
+                with self._errors("connect"):
+                    self._client = hdfs_native.Client(
+                        target, config=self._hadoop_config(), config_dir=self._conf_dir
+                    )
+                self._client_pid = os.getpid()
+            return self._client
+
+    # -- error mapping: the one place driver exceptions become dcstore errors -------------
+
+    @contextlib.contextmanager
+    def _errors(self, key: str) -> Iterator[None]:
+        try:
+            yield
+        except DcstoreError:
+            raise
+        except Exception as exc:
+            error, message = _classify(exc)
+            raise error(f"{self._parsed.safe()} [{key}]: {message}") from exc
+
+    # -- paths --------------------------------------------------------------------------
+
+    def _path(self, key: str) -> str:
+        return f"{self._root}/{key}"
+
+    def _meta(self, key: str, status: Any) -> ObjectMeta:
+        return ObjectMeta(key, status.length, f"{status.modification_time}-{status.length}")
+
+    def _stat(self, key: str) -> Any:
+        with self._errors(key):
+            status = self._fs().get_file_info(self._path(key))
+        if status.isdir:
+            raise NotFoundError(f"{self._parsed.safe()} [{key}]: not found (a directory)")
+        return status
+
+    # -- the contract -------------------------------------------------------------------
+
+    def get(self, key: str) -> bytes:
+        validate_key(key)
+        return self._read(key, None, None)
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        validate_key(key)
+        return self._read(key, start, end)
+
+    def _read(self, key: str, start: int | None, end: int | None) -> bytes:
+        # A reader that opened the file just before an overwrite may find its blocks
+        # deleted; it re-opens once and reads the new object (never a mix).
+        for attempt in (1, 2):
+            with self._errors(key):
+                reader = self._fs().read(self._path(key))
+            size = len(reader)
+            lo, hi = (0, size) if start is None or end is None else (start, end)
+            check_range(key, lo, hi, size)
+            if lo == hi:
+                return b""
+            try:
+                with self._errors(key):
+                    return reader.read_range(lo, hi - lo)
+            except BackendUnavailableError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def put(self, key: str, data: Buffer) -> ObjectMeta:
+        validate_key(key)
+        view = memoryview(data).cast("B")
+        path = self._path(key)
+        parent = path.rsplit("/", 1)[0]
+        tmp = f"{parent}/{RESERVED_PREFIX}-tmp-{uuid.uuid4().hex}"
+        fs = self._fs()
+        options = hdfs_native.WriteOptions(
+            block_size=self._block_size or None,
+            replication=self._replication or None,
+            overwrite=False,
+            create_parent=True,
+        )
+        try:
+            with self._errors(key):
+                writer = fs.create(tmp, options)
+                try:
+                    if len(view):
+                        writer.write(view)
+                finally:
+                    writer.close()
+                mtime = int(time.time() * 1000)
+                with contextlib.suppress(FileNotFoundError):
+                    previous = fs.get_file_info(path)
+                    mtime = max(mtime, previous.modification_time + 1)
+                fs.set_times(tmp, mtime, mtime)
+                self._rename_over(fs, tmp, path)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                fs.delete(tmp, False)
+            raise
+        return ObjectMeta(key, len(view), f"{mtime}-{len(view)}")
+
+    @staticmethod
+    def _rename_over(fs: Any, tmp: str, path: str) -> None:
+        try:
+            fs.rename(tmp, path, True)
+        except RuntimeError as exc:
+            # An empty directory left behind by deleted keys ("a/b" gone, now put "a").
+            if "must both be directories" not in str(exc):
+                raise
+            fs.delete(path, False)
+            fs.rename(tmp, path, True)
+
+    def head(self, key: str) -> ObjectMeta:
+        validate_key(key)
+        return self._meta(key, self._stat(key))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
+        validate_prefix(prefix)
+        directory, _, name_prefix = prefix.rpartition("/")
+        return self._walk(directory, name_prefix)
+
+    def _walk(self, directory: str, name_prefix: str) -> Iterator[ObjectMeta]:
+        """Yield objects under ``directory`` whose first name starts with ``name_prefix``.
+
+        Siblings are ordered by ``name`` for files and ``name + "/"`` for directories,
+        which is exactly the order of the full keys.
+        """
+        dir_path = f"{self._root}/{directory}" if directory else (self._root or "/")
+        try:
+            with self._errors(directory or "/"):
+                entries = list(self._fs().list_status(dir_path, False))
+        except NotFoundError:
+            return
+        if len(entries) == 1 and not entries[0].isdir and entries[0].path.rstrip("/") == dir_path:
+            return  # listing a file returns the file itself: the prefix names an object
+        children = []
+        for status in entries:
+            name = status.path.rstrip("/").rsplit("/", 1)[-1]
+            if name.startswith(RESERVED_PREFIX) or not name.startswith(name_prefix):
+                continue
+            children.append((name + "/" if status.isdir else name, name, status))
+        children.sort(key=lambda child: child[0])
+        for _, name, status in children:
+            key = f"{directory}/{name}" if directory else name
+            if status.isdir:
+                yield from self._walk(key, "")
+            else:
+                yield self._meta(key, status)
+
+    def delete(self, key: str) -> None:
+        validate_key(key)
+        with contextlib.suppress(NotFoundError), self._errors(key):
+            try:
+                self._fs().delete(self._path(key), False)
+            except RuntimeError as exc:
+                # A non-empty directory is a prefix, not an object: nothing to delete.
+                if _remote_error(exc)[0] != "PathIsNotEmptyDirectoryException":
+                    raise
+
+
+def _conf_pairs(value: Mapping[str, str] | str | None) -> dict[str, str]:
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    pairs: dict[str, str] = {}
+    for item in str(value).split(";"):
+        if not item.strip():
+            continue
+        name, sep, setting = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"hadoop_conf expects key=value pairs separated by ';', got {item!r}")
+        pairs[name.strip()] = setting.strip()
+    return pairs

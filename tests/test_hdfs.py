@@ -1,0 +1,204 @@
+"""HdfsBackend against a real HDFS (MiniDFSCluster in CI): conformance and HDFS specifics."""
+
+from __future__ import annotations
+
+import pickle
+import uuid
+from collections.abc import Iterator
+
+import hdfs_native
+import pytest
+from hdfs_server import REPO, hdfs_base, hdfs_url  # noqa: F401 - fixtures
+
+from dcstore.backends.base import Backend
+from dcstore.backends.hdfs import HdfsBackend, _classify
+from dcstore.backends.registry import open_backend
+from dcstore.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    DcstoreError,
+    IntegrityError,
+    KeyAccessError,
+    NotFoundError,
+    StorageFullError,
+)
+from dcstore.store import open_store
+from dcstore.testing.conformance import BackendConformance
+
+MiB = 1 << 20
+
+
+class TestHdfsConformance(BackendConformance):
+    """The backend alone, under a fresh base directory per test."""
+
+    @pytest.fixture
+    def backend(self, hdfs_base: str) -> Iterator[Backend]:  # noqa: F811
+        backend = open_backend(hdfs_base)
+        yield backend
+        backend.close()
+
+
+class TestHdfsStoreConformance(BackendConformance):
+    """The retrying stack from ``open_store``, with small blocks so objects span blocks."""
+
+    large_object_size = 16 * MiB + 1
+    state_machine_examples = 10
+
+    @pytest.fixture
+    def backend(self, hdfs_base: str) -> Iterator[Backend]:  # noqa: F811
+        store = open_store(hdfs_base, retries=3, block_size=MiB)
+        yield store
+        store.close()
+
+
+@pytest.fixture
+def hdfs(hdfs_base: str) -> Iterator[HdfsBackend]:  # noqa: F811
+    backend = open_backend(hdfs_base)
+    assert isinstance(backend, HdfsBackend)
+    yield backend
+    backend.close()
+
+
+def _client(backend: HdfsBackend) -> hdfs_native.Client:
+    return backend._fs()
+
+
+def test_multi_block_ranges(hdfs_base: str) -> None:  # noqa: F811
+    """Ranges across 1 MiB block boundaries come back exactly."""
+    backend = open_backend(hdfs_base, block_size=MiB, replication=1)
+    data = bytes(range(256)) * (3 * MiB // 256) + b"tail"
+    backend.put("blocks", data)
+    status = _client(backend).get_file_info(backend._path("blocks"))
+    assert status.blocksize == MiB and status.replication == 1
+    for start, end in [(MiB - 3, MiB + 3), (0, 2 * MiB + 1), (3 * MiB - 1, len(data))]:
+        assert backend.get_range("blocks", start, end) == data[start:end]
+
+
+def test_temporary_files_are_hidden_and_removed(hdfs: HdfsBackend) -> None:
+    hdfs.put("dir/a", b"1")
+    fs = _client(hdfs)
+    # A temporary file left by a killed writer is not listed and not an object.
+    with fs.create(hdfs._path("dir/.dcstore-tmp-left-behind")) as writer:
+        writer.write(b"partial")
+    assert [m.key for m in hdfs.list()] == ["dir/a"]
+    names = sorted(s.path.rsplit("/", 1)[-1] for s in fs.list_status(hdfs._path("dir")))
+    # put cleaned up after itself: only the object and the planted file remain.
+    assert names == [".dcstore-tmp-left-behind", "a"]
+
+
+def test_version_is_monotonic_across_fast_overwrites(hdfs: HdfsBackend) -> None:
+    versions = [hdfs.put("v", b"same").version for _ in range(15)]
+    assert len(set(versions)) == 15
+    mtimes = [int(v.split("-")[0]) for v in versions]
+    assert mtimes == sorted(mtimes)
+    assert hdfs.head("v").version == versions[-1]
+
+
+def test_put_over_a_leftover_empty_directory(hdfs: HdfsBackend) -> None:
+    hdfs.put("a/b", b"child")
+    hdfs.delete("a/b")  # leaves the empty directory "a"
+    hdfs.put("a", b"now a file")
+    assert hdfs.get("a") == b"now a file"
+    assert [m.key for m in hdfs.list()] == ["a"]
+
+
+def test_key_under_an_object_is_a_clear_error(hdfs: HdfsBackend) -> None:
+    hdfs.put("f", b"file")
+    with pytest.raises(DcstoreError, match="prefix"):
+        hdfs.put("f/g", b"x")
+    assert list(hdfs.list("f/")) == []
+    assert [m.key for m in hdfs.list("f")] == ["f"]
+
+
+def test_delete_of_a_prefix_keeps_the_objects(hdfs: HdfsBackend) -> None:
+    hdfs.put("p/q", b"1")
+    hdfs.delete("p")
+    assert hdfs.get("p/q") == b"1"
+
+
+def test_url_and_pickle_keep_options(hdfs_base: str) -> None:  # noqa: F811
+    backend = open_backend(hdfs_base, replication=1, block_size=2 * MiB, timeout=30)
+    assert backend.url == f"{hdfs_base}?block_size={2 * MiB}&replication=1&timeout=30.0"
+    clone = pickle.loads(pickle.dumps(backend))
+    assert clone.url == backend.url
+    reopened = open_backend(backend.url)
+    reopened.put("x", b"1")
+    assert clone.get("x") == b"1"
+
+
+def test_conf_dir_and_default_fs(hdfs_url: str) -> None:  # noqa: F811
+    """A URL without host takes fs.defaultFS from the configuration directory."""
+    conf_dir = REPO / ".servers" / "hdfs" / f"nn-{hdfs_url.rsplit(':', 1)[-1]}" / "conf"
+    if not (conf_dir / "core-site.xml").exists():
+        pytest.skip(f"no client configuration at {conf_dir} (server not started by start.sh)")
+    base = f"/dcstore-test/{uuid.uuid4().hex[:12]}"
+    backend = open_backend(f"hdfs://{base}", conf_dir=str(conf_dir))
+    backend.put("k", b"via conf_dir")
+    assert open_backend(f"{hdfs_url}{base}").get("k") == b"via conf_dir"
+
+
+def test_unknown_option_and_bad_values() -> None:
+    with pytest.raises(ConfigError, match="unknown option"):
+        open_backend("hdfs://127.0.0.1:9/x?colour=blue")
+    with pytest.raises(ConfigError):
+        open_backend("hdfs://127.0.0.1:9/x", replication=-1)
+    with pytest.raises(ConfigError, match="key=value"):
+        open_backend("hdfs://127.0.0.1:9/x", hadoop_conf="nonsense")
+
+
+def test_unreachable_namenode_is_unavailable() -> None:
+    backend = open_backend("hdfs://127.0.0.1:1/x", failover_attempts=1)
+    with pytest.raises(BackendUnavailableError, match=r"127\.0\.0\.1:1"):
+        backend.head("k")
+
+
+@pytest.mark.parametrize(
+    "exc,expected",
+    [
+        (FileNotFoundError("/x"), NotFoundError),
+        (OSError("Connection refused (os error 111)"), BackendUnavailableError),
+        (
+            RuntimeError('RPCError("org.apache.hadoop.ipc.StandbyException", "x")'),
+            BackendUnavailableError,
+        ),
+        (
+            RuntimeError(
+                'RPCError("org.apache.hadoop.hdfs.server.namenode.SafeModeException", '
+                '"Cannot create file. Name node is in safe mode.\\n\\tat org...")'
+            ),
+            BackendUnavailableError,
+        ),
+        (
+            RuntimeError('RPCError("org.apache.hadoop.security.AccessControlException", "no")'),
+            KeyAccessError,
+        ),
+        (
+            RuntimeError(
+                'RPCError("org.apache.hadoop.hdfs.protocol.DSQuotaExceededException", "full")'
+            ),
+            StorageFullError,
+        ),
+        (
+            RuntimeError(
+                'RPCError("org.apache.hadoop.ipc.RemoteException", "File /x could only be '
+                'written to 0 of the 1 minReplication nodes.")'
+            ),
+            BackendUnavailableError,
+        ),
+        (RuntimeError('DataTransferError("DataNode read failed")'), BackendUnavailableError),
+        (RuntimeError('ChecksumError("bad")'), IntegrityError),
+        (RuntimeError('InvalidPath("p")'), ConfigError),
+        (
+            RuntimeError(
+                'RPCError("org.apache.hadoop.security.AccessControlException", '
+                '"/base/b (is not a directory)\\n\\tat org...")'
+            ),
+            NotFoundError,
+        ),
+        (RuntimeError('RPCError("java.lang.IllegalStateException", "odd")'), DcstoreError),
+    ],
+)
+def test_error_classification(exc: Exception, expected: type) -> None:
+    error, message = _classify(exc)
+    assert error is expected
+    assert "\n" not in message and "\\n" not in message
