@@ -90,12 +90,16 @@ class LiveReporter:
 
 
 def _loop(params: dict[str, Any]) -> str:
+    if "step_s" in params:
+        return f"step {params['step_s'] * 1000:g}ms" if params["step_s"] else "no step"
     if params.get("loop") == "open":
         return f"open {params.get('rate'):g}/s"
     return "closed"
 
 
 def _workers(params: dict[str, Any]) -> str:
+    if "workers" in params:
+        return f"{params['workers']} workers"
     if params.get("processes", 1) > 1:
         return f"{params['processes']}x{params['threads']}"
     return str(params.get("threads", 1))
@@ -140,7 +144,7 @@ def extra_table(result: BenchResult, title: str | None = None) -> Table | None:
     """Suite-specific figures (``CaseResult.extra``), if any case has them."""
     keys: list[str] = []
     for case in result.cases:
-        keys += [k for k in case.extra if k not in keys]
+        keys += [k for k, v in case.extra.items() if k not in keys and not isinstance(v, str)]
     if not keys:
         return None
     table = Table(title=title, title_justify="left", header_style="bold")
@@ -150,8 +154,7 @@ def extra_table(result: BenchResult, title: str | None = None) -> Table | None:
     for case in result.cases:
         cells = []
         for key in keys:
-            value = case.extra.get(key)
-            cells.append(format_rate(value) if isinstance(value, float) else str(value or "-"))
+            cells.append(_format_extra(key, case.extra.get(key)))
         table.add_row(f"{case.target}: {case.name}", *cells)
     return table
 
@@ -162,6 +165,20 @@ def make_console(stderr: bool = False) -> Console:
     if not console.is_terminal:
         console = Console(stderr=stderr, width=160)
     return console
+
+
+def _format_extra(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if "ratio" in key or key.endswith("_pct"):
+        return f"{value:.3f}" if "ratio" in key else f"{value:.1f}%"
+    if ("bytes" in key or key.startswith("rss")) and isinstance(value, int):
+        return format_size(value)
+    if key.endswith("_s") and not key.endswith("_per_s"):
+        return f"{value:.3g}s"
+    return format_rate(value) if isinstance(value, float) else f"{value:,}"
 
 
 def print_result(result: BenchResult, console: Console | None = None) -> None:
@@ -187,9 +204,12 @@ def print_result(result: BenchResult, console: Console | None = None) -> None:
     grouped: dict[str, list[str]] = {}
     for case in result.cases:
         for warning in case.warnings:
-            grouped.setdefault(warning, []).append(case.name)
+            names = grouped.setdefault(warning, [])
+            if case.name not in names:
+                names.append(case.name)
     for warning, names in grouped.items():
-        where = "all cases" if len(names) == len(result.cases) > 1 else ", ".join(names)
+        every = len(names) == len({c.name for c in result.cases}) > 1
+        where = "all cases" if every else ", ".join(names)
         console.print(f"[yellow]warning[/yellow]: {where}: {warning}", highlight=False)
     for case in result.cases:
         for sample in case.error_samples:

@@ -131,7 +131,9 @@ class Measurement:
         self.timeline_bytes[bucket] += nbytes
 
     def merge(self, other: Measurement) -> Measurement:
-        for name in ("ops", "bytes", "errors", "warmup_ops", "bytes_verified", "verify_failures"):
+        for name in (
+            "ops", "bytes", "errors", "warmup_ops", "bytes_verified", "verify_failures",
+        ):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.window_start_ns = self.window_start_ns or other.window_start_ns
         self.window_end_ns = max(self.window_end_ns, other.window_end_ns)

@@ -19,16 +19,13 @@ when nothing was measured), together with the exception to report.
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from typing import Protocol
 
 from dcstore.backends.base import Backend
-from dcstore.bench.machine import machine_facts
 from dcstore.bench.payload import ObjectSet
-from dcstore.bench.results import BenchResult, CaseResult, case_from_measurement, error_info
-from dcstore.bench.runner import LoadSpec, ProgressCallback, run
+from dcstore.bench.results import BenchResult, CaseResult
+from dcstore.bench.runner import LoadSpec
+from dcstore.bench.session import Reporter, Session, default_prefix, interleave
 from dcstore.bench.stacks import StackSpec
 from dcstore.bench.units import format_size
 from dcstore.bench.workloads import BACKEND_OPS, BackendWorkload
@@ -42,27 +39,6 @@ from dcstore.errors import (
 
 OBJECT_BUDGET_BYTES = 512 * 1024**2
 MAX_OBJECTS = 64
-
-
-class Reporter(Protocol):
-    """Where progress goes (a live terminal display, or nothing)."""
-
-    def phase(self, text: str) -> None: ...
-
-    def case_started(self, name: str, spec: LoadSpec) -> ProgressCallback | None: ...
-
-    def case_finished(self, case: CaseResult) -> None: ...
-
-
-class SilentReporter:
-    def phase(self, text: str) -> None:
-        pass
-
-    def case_started(self, name: str, spec: LoadSpec) -> ProgressCallback | None:
-        return None
-
-    def case_finished(self, case: CaseResult) -> None:
-        pass
 
 
 @dataclass(frozen=True)
@@ -121,15 +97,6 @@ class StorageConfig:
         return max(1, min(MAX_OBJECTS, OBJECT_BUDGET_BYTES // size))
 
 
-def default_prefix() -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    return f"dcstore-bench/{stamp}-{os.getpid()}"
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def case_name(op: str, size: int, spec: LoadSpec) -> str:
     name = f"{op} {format_size(size)} x{spec.workers}"
     if spec.processes > 1:
@@ -165,20 +132,14 @@ class StorageBench:
         self.config = config
         self.prefix = config.prefix or default_prefix()
         self.targets = [_Target(s) for s in stacks]
-        self.reporter = reporter or SilentReporter()
-        self.result = BenchResult(
-            suite=suite,
-            status="complete",
-            started_at=now_iso(),
-            finished_at="",
-            command=list(command or []),
-            config={
-                **asdict(config),
-                "prefix": self.prefix,
-                "stacks": [s.describe() for s in stacks],
-            },
-            machine=machine_facts(),
+        self.session = Session(
+            suite,
+            {**asdict(config), "prefix": self.prefix, "stacks": [s.describe() for s in stacks]},
+            command,
+            reporter,
         )
+        self.reporter = self.session.reporter
+        self.result = self.session.result
         if max(config.processes) > 1 and "put" in config.ops:
             for stack in stacks:
                 if stack.process_local:
@@ -189,20 +150,10 @@ class StorageBench:
 
     def run(self) -> tuple[BenchResult, BaseException | None]:
         """Run everything; never raises for benchmark failures (see module doc)."""
-        error: BaseException | None = None
-        try:
-            self._run_matrix()
-        except (Exception, KeyboardInterrupt) as exc:
-            error = exc
-        finally:
-            self._cleanup(skip=isinstance(error, BackendUnavailableError))
-        result = self.result
-        result.finished_at = now_iso()
-        if error is not None:
-            measured = any(case.ops for case in result.cases)
-            result.status = "partial" if measured else "failed"
-            result.error = error_info(error)
-        return result, error
+        return self.session.run(
+            self._run_matrix,
+            lambda error: self._cleanup(skip=isinstance(error, BackendUnavailableError)),
+        )
 
     # -- the matrix ----------------------------------------------------------------------
 
@@ -220,10 +171,8 @@ class StorageBench:
             objects = self._objects(size)
             for op in cfg.ops:
                 for load in cfg.loads():
-                    for rep in range(cfg.repetitions):
-                        shift = rep % len(self.targets)
-                        for target in self.targets[shift:] + self.targets[:shift]:
-                            self._run_case(target, objects, op, load, rep)
+                    for rep, target in interleave(self.targets, cfg.repetitions):
+                        self._run_case(target, objects, op, load, rep)
 
     def _store(self, target: _Target) -> Backend:
         if target.store is None:
@@ -241,8 +190,7 @@ class StorageBench:
         workload = BackendWorkload(
             store, objects, op, self.config.range_size, self.config.seed + rep, self.config.verify
         )
-        on_progress = self.reporter.case_started(f"{target.stack.name}: {name}", load)
-        measurement = run(workload, load, on_progress)
+        measurement = self.session.measure(name, target.stack.name, load, workload)
         if op == "put":
             target.written.add(objects.size)
         params = {
@@ -255,15 +203,14 @@ class StorageBench:
             "repetition": rep,
             "stack": target.stack.describe(),
         }
-        case = case_from_measurement(name, target.stack.name, params, load, measurement)
-        self.result.cases.append(case)
-        if measurement.fatal is None and not measurement.interrupted and op == "put":
-            self._read_back(target, store, objects, case, load)
-        self.reporter.case_finished(case)
-        if measurement.interrupted:
-            raise KeyboardInterrupt
-        if measurement.fatal is not None:
-            raise measurement.fatal
+
+        def read_back(case: CaseResult) -> None:
+            if op == "put":
+                self._read_back(target, store, objects, case, load)
+
+        self.session.record(
+            name, target.stack.name, params, load, measurement, before_report=read_back
+        )
 
     def _populate(self, target: _Target, store: Backend, objects: ObjectSet) -> None:
         self.reporter.phase(

@@ -2,24 +2,18 @@
 
 Subcommands: ``backend URL`` (put / get / get_range), ``compare URL URL ...``
 (interleaved repetitions, ratios), ``show RESULT.json`` (re-render),
-``diff A.json B.json``, and the component suites ``crypto``, ``cache`` and
-``loader`` when their modules are installed.
+``diff A.json B.json``, and the component suites ``crypto`` (our format vs
+raw AES-GCM), ``cache`` (hit / miss paths through the hot tier) and ``loader``
+(ShardedDataset + DataLoader throughput, data-wait, memory).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from typing import Any
 
 from dcstore.errors import ConfigError, DcstoreError
-
-_COMPONENT_SUITES = (
-    "dcstore.bench.crypto_suite",
-    "dcstore.bench.cache_suite",
-    "dcstore.bench.loader_suite",
-)
 
 
 def register(subparsers: Any) -> None:
@@ -66,9 +60,76 @@ def register(subparsers: Any) -> None:
     diff_parser.add_argument("b", help="result B (--json file)")
     diff_parser.set_defaults(func=_diff)
 
-    for name in _COMPONENT_SUITES:
-        if importlib.util.find_spec(name) is not None:
-            importlib.import_module(name).register(sub)
+    crypto = sub.add_parser(
+        "crypto",
+        help="EncryptedBackend vs raw AES-GCM on the same buffers",
+        description="Encrypt / decrypt MB/s and latency of dcstore's encrypted format "
+        "(EncryptedBackend over an in-process store) next to one-shot cryptography AESGCM, "
+        "on the same buffers, interleaved; the ratio is per repetition.",
+    )
+    crypto.add_argument("--size", default="64KiB,1MiB,4MiB", help="buffer sizes")
+    crypto.add_argument("--direction", default="encrypt,decrypt", help="encrypt,decrypt")
+    crypto.add_argument("--buffers", type=int, default=4, help="distinct buffers per size")
+    crypto.add_argument("--segment-size", help="dcstore segment size (default: the format's)")
+    crypto.add_argument(
+        "--segment-threads", type=int, default=1, help="EncryptedBackend threads per object"
+    )
+    crypto.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
+    crypto.add_argument("--no-verify", action="store_true", help="do not check decryptions")
+    add_load_options(crypto, duration="2s", warmup="0.5s", rate=False)
+    add_output_options(crypto)
+    crypto.set_defaults(func=_crypto)
+
+    cache = sub.add_parser(
+        "cache",
+        help="origin / miss / hit read paths through the hot tier",
+        description="Reads of the same objects from the origin, through the cache when "
+        "every read misses, and when every read hits; hit ratio and bytes from cache "
+        "and origin as CachedBackend counted them. Worker threads only.",
+    )
+    cache.add_argument("url", help="origin storage URL or path")
+    cache.add_argument("--cache", default="memory", help="tier: 'memory' or redis://host:port/db")
+    cache.add_argument("--keys", help="key source URL: stack EncryptedBackend on top")
+    cache.add_argument("--op", default="get", help="get,get_range (default get)")
+    cache.add_argument("--path", default="origin,miss,hit", help="origin,miss,hit")
+    cache.add_argument("--size", default="1MiB", help="object sizes")
+    cache.add_argument("--range-size", default="64KiB", help="bytes per get_range")
+    cache.add_argument("--objects", type=int, default=16, help="objects per size")
+    cache.add_argument("--reps", type=int, default=1, help="repetitions (default 1)")
+    cache.add_argument("--no-verify", action="store_true", help="do not check the bytes read")
+    cache.add_argument("--prefix", help="key prefix (default dcstore-bench/<time>-<pid>)")
+    add_stack_options(cache, cache_and_keys=False)
+    add_load_options(cache, duration="3s", warmup="0.5s", rate=False, processes=False)
+    add_output_options(cache)
+    cache.set_defaults(func=_cache)
+
+    loader = sub.add_parser(
+        "loader",
+        help="ShardedDataset + DataLoader: samples/s, data-wait, memory",
+        description="Iterate a packed dataset as a training loop does (batched in the "
+        "workers) and report samples/s, MB/s, time to first batch, data-wait %% at a "
+        "simulated step time, and peak RSS of the main process and the workers. "
+        "--synthetic N packs N random samples first (at a location without a dataset).",
+    )
+    loader.add_argument("url", help="dataset location (URL or path)")
+    loader.add_argument("--synthetic", type=int, metavar="N", help="pack N samples first")
+    loader.add_argument("--sample-size", default="100KiB", help="synthetic sample size")
+    loader.add_argument("--shard-size", default="64MiB", help="synthetic shard size")
+    loader.add_argument("--workers", default="2", help="DataLoader workers, list (default 2)")
+    loader.add_argument("--batch-size", type=int, default=64, help="samples per batch")
+    loader.add_argument("--step", default="0", help="simulated step times, list (e.g. 0,20ms)")
+    end = loader.add_mutually_exclusive_group()
+    end.add_argument("--duration", default="10s", help="time per case ('0': whole epoch)")
+    end.add_argument("--batches", type=int, help="batches per case instead of a duration")
+    loader.add_argument("--prefetch-threads", type=int, default=2, help="per worker")
+    loader.add_argument("--prefetch-bytes", default="128MiB", help="read-ahead per worker")
+    loader.add_argument("--no-shuffle", action="store_true", help="read in stored order")
+    loader.add_argument("--seed", type=int, default=0, help="shuffle and data seed")
+    loader.add_argument("--keep", action="store_true", help="keep the synthetic dataset")
+    loader.add_argument("--no-verify", action="store_true", help="do not check samples")
+    add_stack_options(loader)
+    add_output_options(loader)
+    loader.set_defaults(func=_loader)
 
 
 def add_output_options(parser: argparse.ArgumentParser, progress: bool = True) -> None:
@@ -82,22 +143,43 @@ def add_output_options(parser: argparse.ArgumentParser, progress: bool = True) -
         )
 
 
-def add_load_options(parser: argparse.ArgumentParser) -> None:
-    """Workers, loop, duration, warm-up, errors: shared by every suite."""
+def add_load_options(
+    parser: argparse.ArgumentParser,
+    *,
+    duration: str = "5s",
+    warmup: str = "1s",
+    rate: bool = True,
+    processes: bool = True,
+) -> None:
+    """Workers, loop, duration, warm-up, errors."""
     load = parser.add_argument_group("load")
     load.add_argument("--threads", default="1", help="worker threads, list (default 1)")
-    load.add_argument("--processes", default="1", help="worker processes, list (default 1)")
-    load.add_argument(
-        "--rate", type=float, help="open loop: total intended ops/s (latency from intended start)"
-    )
+    if processes:
+        load.add_argument("--processes", default="1", help="worker processes, list (default 1)")
+    if rate:
+        load.add_argument(
+            "--rate", type=float, help="open loop: total ops/s (latency from intended start)"
+        )
     end = load.add_mutually_exclusive_group()
-    end.add_argument("--duration", default="5s", help="measured time per case (default 5s)")
-    end.add_argument("--ops", type=int, help="measured operations per case instead of a duration")
-    load.add_argument("--warmup", default="1s", help="unrecorded warm-up per case (default 1s)")
+    end.add_argument("--duration", default=duration, help=f"measured time per case ({duration})")
+    end.add_argument("--ops", type=int, help="operations per case instead of a duration")
+    load.add_argument("--warmup", default=warmup, help=f"unrecorded warm-up per case ({warmup})")
     load.add_argument("--seed", type=int, default=0, help="seed of data and access order")
     load.add_argument(
         "--max-errors", type=int, default=0, help="errors tolerated before stopping (default 0)"
     )
+
+
+def add_stack_options(parser: argparse.ArgumentParser, cache_and_keys: bool = True) -> None:
+    stack = parser.add_argument_group("stack (as open_store)")
+    if cache_and_keys:
+        stack.add_argument("--cache", help="hot tier: 'memory' or redis://host:6379/0")
+        stack.add_argument("--keys", help="key source URL: encrypt with EncryptedBackend")
+    stack.add_argument(
+        "-o", "--option", action="append", default=[], metavar="NAME=VALUE",
+        help="backend option (repeatable)",
+    )  # fmt: skip
+    stack.add_argument("--retries", type=int, default=4, help="attempts for transient errors")
 
 
 def add_storage_options(parser: argparse.ArgumentParser) -> None:
@@ -109,14 +191,7 @@ def add_storage_options(parser: argparse.ArgumentParser) -> None:
     work.add_argument("--no-verify", action="store_true", help="do not check the bytes read")
     work.add_argument("--prefix", help="key prefix (default dcstore-bench/<time>-<pid>)")
     work.add_argument("--keep", action="store_true", help="keep the objects written")
-    stack = parser.add_argument_group("stack (as open_store)")
-    stack.add_argument("--cache", help="hot tier: 'memory' or redis://host:6379/0")
-    stack.add_argument("--keys", help="key source URL: encrypt with EncryptedBackend")
-    stack.add_argument(
-        "-o", "--option", action="append", default=[], metavar="NAME=VALUE",
-        help="backend option (repeatable)",
-    )  # fmt: skip
-    stack.add_argument("--retries", type=int, default=4, help="attempts for transient errors")
+    add_stack_options(parser)
     add_load_options(parser)
     add_output_options(parser)
 
@@ -158,18 +233,10 @@ def storage_config(args: argparse.Namespace, repetitions: int = 1) -> Any:
 def _run_storage(args: argparse.Namespace, urls: list[str], suite: str, reps: int) -> int:
     from dcstore.bench.compare import summarize
     from dcstore.bench.render import LiveReporter
-    from dcstore.bench.stacks import StackSpec
     from dcstore.bench.storage import StorageBench
 
-    defaults = {
-        "cache": args.cache,
-        "keys": args.keys,
-        "options": _options(args.option),
-        "retries": args.retries,
-    }
-    if getattr(args, "label", None):
-        defaults["label"] = args.label
-    stacks = [StackSpec.parse(url, **defaults) for url in urls]
+    label = {"label": args.label} if getattr(args, "label", None) else {}
+    stacks = [_stack(args, url, **label) for url in urls]
     config = storage_config(args, reps)
     with LiveReporter(enabled=not args.no_progress) as reporter:
         bench = StorageBench(stacks, config, suite=suite, command=sys.argv, reporter=reporter)
@@ -221,6 +288,100 @@ def _compare(args: argparse.Namespace) -> int:
     if args.reps < 1:
         raise ConfigError("--reps must be at least 1")
     return _run_storage(args, args.urls, "compare", args.reps)
+
+
+def _stack(args: argparse.Namespace, url: str, **overrides: Any) -> Any:
+    from dcstore.bench.stacks import StackSpec
+
+    defaults = {
+        "cache": getattr(args, "cache", None),
+        "keys": getattr(args, "keys", None),
+        "options": _options(args.option),
+        "retries": args.retries,
+        **overrides,
+    }
+    return StackSpec.parse(url, **defaults)
+
+
+def _crypto(args: argparse.Namespace) -> int:
+    from dcstore.bench.crypto_suite import CryptoConfig, run_crypto
+    from dcstore.bench.render import LiveReporter
+    from dcstore.bench.units import parse_duration, parse_list, parse_size
+
+    config = CryptoConfig(
+        sizes=tuple(parse_list(args.size, parse_size)),
+        directions=tuple(parse_list(args.direction, str)),
+        threads=tuple(parse_list(args.threads, int)),
+        processes=tuple(parse_list(args.processes, int)),
+        duration=None if args.ops is not None else parse_duration(args.duration),
+        op_count=args.ops,
+        warmup=parse_duration(args.warmup),
+        buffers=args.buffers,
+        seed=args.seed,
+        repetitions=args.reps,
+        segment_size=parse_size(args.segment_size) if args.segment_size else None,
+        segment_threads=args.segment_threads,
+        verify=not args.no_verify,
+        max_errors=args.max_errors,
+    )
+    with LiveReporter(enabled=not args.no_progress) as reporter:
+        result, error = run_crypto(config, sys.argv, reporter)
+    return finish(result, error, args)
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from dcstore.bench.cache_suite import CacheBench, CacheConfig
+    from dcstore.bench.render import LiveReporter
+    from dcstore.bench.units import parse_duration, parse_list, parse_size
+
+    config = CacheConfig(
+        cache=args.cache,
+        ops=tuple(parse_list(args.op, str)),
+        paths=tuple(parse_list(args.path, str)),
+        sizes=tuple(parse_list(args.size, parse_size)),
+        range_size=parse_size(args.range_size),
+        threads=tuple(parse_list(args.threads, int)),
+        duration=None if args.ops is not None else parse_duration(args.duration),
+        op_count=args.ops,
+        warmup=parse_duration(args.warmup),
+        objects=args.objects,
+        seed=args.seed,
+        verify=not args.no_verify,
+        max_errors=args.max_errors,
+        repetitions=args.reps,
+        prefix=args.prefix,
+    )
+    stack = _stack(args, args.url, cache=None)
+    with LiveReporter(enabled=not args.no_progress) as reporter:
+        result, error = CacheBench(stack, config, sys.argv, reporter).run()
+    return finish(result, error, args)
+
+
+def _loader(args: argparse.Namespace) -> int:
+    from dcstore.bench.loader_suite import LoaderBench, LoaderConfig
+    from dcstore.bench.render import LiveReporter
+    from dcstore.bench.units import parse_duration, parse_list, parse_size
+
+    duration = None if args.batches is not None else parse_duration(args.duration)
+    config = LoaderConfig(
+        workers=tuple(parse_list(args.workers, int)),
+        batch_size=args.batch_size,
+        step_times=tuple(parse_list(args.step, parse_duration)),
+        duration=duration or None,
+        batches=args.batches,
+        prefetch_threads=args.prefetch_threads,
+        prefetch_bytes=parse_size(args.prefetch_bytes),
+        shuffle=not args.no_shuffle,
+        seed=args.seed,
+        synthetic=args.synthetic,
+        sample_size=parse_size(args.sample_size),
+        shard_size=parse_size(args.shard_size),
+        keep=args.keep,
+        verify=not args.no_verify,
+    )
+    with LiveReporter(enabled=not args.no_progress) as reporter:
+        result, error = LoaderBench(_stack(args, args.url), config, sys.argv, reporter).run()
+    return finish(result, error, args)
 
 
 def _show(args: argparse.Namespace) -> int:
