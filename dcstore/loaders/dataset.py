@@ -1,0 +1,306 @@
+"""``ShardedDataset``: the PyTorch ``IterableDataset`` over a packed dataset.
+
+Usage::
+
+    ds = ShardedDataset("file:///data/imagenet", keys="file:///etc/dcstore/kek.json",
+                        shuffle=True, seed=0).decode("rgb8").to_tuple("jpg", "cls")
+    loader = DataLoader(ds, batch_size=256, num_workers=8, pin_memory=True)
+    for epoch in range(epochs):
+        ds.set_epoch(epoch)
+        for images, labels in loader: ...
+
+Guarantees:
+
+* Per epoch every sample is read exactly once across ranks and workers
+  (see :mod:`dcstore.loaders.plan` for padding when the world size does not
+  divide the sample count), every rank yields the same number of samples,
+  the order is a pure function of (seed, epoch, rank, world, worker, workers).
+  Rank and world come from ``torch.distributed`` when it is initialised.
+* Each worker reads ahead with its own thread pool, bounded by
+  ``prefetch_bytes``; nothing is shared between processes. Workers receive
+  the manifest and a picklable store (never key material).
+* ``state_dict()``/``load_state_dict()`` follow torchdata's
+  ``StatefulDataLoader`` protocol: resuming continues after the last sample
+  handed out, without re-reading consumed data. To resume with a different
+  ``num_workers``, pass :meth:`state_from_loader` of the loader's state.
+* ``set_epoch(e)`` sets the epoch of the next pass; a pass that completes
+  advances the epoch of the object that ran it (persistent workers advance
+  on their own; with non-persistent workers call ``set_epoch``, as with
+  ``DistributedSampler``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from torch.utils.data import IterableDataset, get_worker_info
+
+from dcstore.backends.base import Backend
+from dcstore.errors import ConfigError
+from dcstore.loaders import stages
+from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, load_manifest
+from dcstore.loaders.plan import Layer, WorkerPlan, plan_epoch
+from dcstore.loaders.prefetch import Prefetcher
+from dcstore.loaders.reader import Progress, Sample, SkipPolicy, read_plan, read_sample
+
+STATE_VERSION = 1
+
+
+@dataclass
+class _Pass:
+    """The pass in progress: who runs it, what it resumed from, how far it got."""
+
+    worker: int
+    workers: int
+    layers: list[Layer]
+    consumed: int
+    progress: Progress
+
+
+def _distributed() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
+    """Samples of the dataset at ``url_or_store``, streamed in a planned order.
+
+    ``cache`` and ``keys`` are passed to :func:`dcstore.store.open_store`
+    (ignored when a :class:`Backend` is given). ``window`` is the minimum
+    number of samples shuffled together (whole shard spans are mixed; memory
+    grows with it). ``on_error="skip"`` skips unreadable shards (see
+    :class:`SkipPolicy`); the default raises naming the shard.
+    """
+
+    def __init__(
+        self,
+        url_or_store: str | Backend,
+        *,
+        cache: Any = None,
+        keys: Any = None,
+        shuffle: bool = False,
+        seed: int = 0,
+        window: int = 0,
+        drop_last: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
+        prefetch_bytes: int = 128 * 1024 * 1024,
+        prefetch_threads: int = 2,
+        on_error: str = "raise",
+        manifest_key: str = MANIFEST_KEY,
+    ):
+        super().__init__()
+        if on_error not in ("raise", "skip"):
+            raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if isinstance(url_or_store, Backend) and cache is None and keys is None:
+            self.store: Backend = url_or_store
+        else:
+            from dcstore.store import open_store
+
+            self.store = open_store(url_or_store, cache=cache, keys=keys)
+        self.manifest: Manifest = load_manifest(self.store, manifest_key)
+        self.shuffle = shuffle
+        self.seed = seed
+        self.window = window
+        self.drop_last = drop_last
+        self._rank, self._world = rank, world_size
+        self.prefetcher = Prefetcher(threads=prefetch_threads, max_bytes=prefetch_bytes)
+        self.on_error = on_error
+        self.epoch = 0
+        self.stages: list[stages.Stage] = []
+        self._resume: dict[str, Any] | None = None
+        self._skip = SkipPolicy() if on_error == "skip" else None
+        self._progress = Progress()
+        self._active: _Pass | None = None
+
+    # -- stages (webdataset style; each returns self) -----------------------------------
+
+    def compose(self, stage: stages.Stage) -> ShardedDataset:
+        """Append a generator stage ``stage(iterator) -> iterator``."""
+        self.stages.append(stage)
+        return self
+
+    def decode(self, *handlers: str | stages.Handler) -> ShardedDataset:
+        return self.compose(stages.decode(*handlers))
+
+    def to_tuple(self, *fields: str) -> ShardedDataset:
+        return self.compose(stages.to_tuple(*fields))
+
+    def map(self, fn: Callable[[Any], Any]) -> ShardedDataset:
+        return self.compose(stages.map_stage(fn))
+
+    def map_dict(self, **fns: Callable[[Any], Any]) -> ShardedDataset:
+        return self.compose(stages.map_dict(**fns))
+
+    def select(self, predicate: Callable[[Any], bool]) -> ShardedDataset:
+        return self.compose(stages.select(predicate))
+
+    def batched(
+        self, batch_size: int, collate_fn: Callable[[list[Any]], Any] | None = None, *,
+        partial: bool = True,
+    ) -> ShardedDataset:  # fmt: skip
+        """Batch in the worker; use with ``DataLoader(ds, batch_size=None)``."""
+        return self.compose(stages.batched(batch_size, collate_fn, partial=partial))
+
+    # -- planning -------------------------------------------------------------------------
+
+    @property
+    def rank_world(self) -> tuple[int, int]:
+        if self._rank is not None and self._world is not None:
+            return self._rank, self._world
+        rank, world = _distributed()
+        return (self._rank if self._rank is not None else rank), (self._world or world)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use ``epoch`` for the next pass (clears any resumption state of another epoch)."""
+        if self._resume is not None and self._resume["epoch"] != epoch:
+            self._resume = None
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        """Samples this rank yields per epoch (all its workers together)."""
+        world = self.rank_world[1]
+        total = self.manifest.num_samples
+        return total // world if self.drop_last else -(-total // world)
+
+    def _resolve(self, worker: int, workers: int) -> tuple[list[Layer], int]:
+        """(earlier layers, samples of this worker's plan already consumed)."""
+        if self._resume is None:
+            return [], 0
+        state = self._resume
+        rank, world = self.rank_world
+        if state["world"] != world or state["rank"] != rank:
+            raise ConfigError(
+                f"resume state is for rank {state['rank']} of {state['world']}, "
+                f"this is rank {rank} of {world}"
+            )
+        layers: list[Layer] = [(int(n), tuple(p)) for n, p in state["layers"]]
+        positions = {int(w): int(p) for w, p in state["positions"].items()}
+        if state["workers"] == workers and worker in positions:
+            return layers, positions[worker]
+        if len(positions) == state["workers"]:
+            done = tuple(positions[w] for w in range(state["workers"]))
+            return [*layers, (int(state["workers"]), done)], 0
+        raise ConfigError(
+            f"resume state holds {len(positions)} of {state['workers']} worker positions; "
+            f"to resume with {workers} workers load ShardedDataset.state_from_loader(...)"
+        )
+
+    def plan(self, worker: int = 0, workers: int = 1) -> WorkerPlan:
+        """This rank's plan for ``worker`` of ``workers`` this epoch, after any resume state."""
+        layers, consumed = self._resolve(worker, workers)
+        rank, world = self.rank_world
+        plan = plan_epoch(
+            self.manifest.counts, seed=self.seed, epoch=self.epoch, rank=rank, world=world,
+            worker=worker, workers=workers, shuffle=self.shuffle, drop_last=self.drop_last,
+            window=self.window, resume=layers,
+        )  # fmt: skip
+        return plan.skip(consumed) if consumed else plan
+
+    # -- iteration ------------------------------------------------------------------------
+
+    def samples(self) -> Iterator[Sample]:
+        """This worker's raw samples for the epoch (no stages), tracking progress."""
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        layers, consumed = self._resolve(worker, workers)
+        plan = self.plan(worker, workers)
+        if self._skip is not None and self._resume is not None:
+            self._skip.skipped.update(self._resume.get("skipped_shards", ()))
+        self._progress = Progress()
+        self._active = _Pass(worker, workers, layers, consumed, self._progress)
+        return read_plan(
+            self.store, self.manifest, plan, self.prefetcher, self._progress, self._skip
+        )
+
+    def __iter__(self) -> Iterator[Any]:
+        epoch = self.epoch
+        yield from stages.compose(self.samples(), self.stages)
+        # A completed pass: the next one on this object is the next epoch.
+        self._resume = None
+        self._active = None
+        if self.epoch == epoch:
+            self.epoch = epoch + 1
+
+    # -- resumption -----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where this worker (or the main-process pass) is in the epoch."""
+        rank, world = self.rank_world
+        active = self._active
+        if active is None:
+            info = get_worker_info()
+            if info is None and self._resume is not None:
+                return copy.deepcopy(self._resume)  # loaded, for workers to resolve
+            worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+            active = _Pass(worker, workers, *self._resolve(worker, workers), Progress())
+        return {
+            "version": STATE_VERSION,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "epoch": self.epoch,
+            "rank": rank,
+            "world": world,
+            "manifest_version": self.manifest.version,
+            "layers": [[n, list(p)] for n, p in active.layers],
+            "workers": active.workers,
+            "positions": {str(active.worker): active.consumed + active.progress.pos},
+            "skipped_shards": sorted(self._skip.skipped) if self._skip is not None else [],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume from :meth:`state_dict` (one worker's) or :meth:`state_from_loader`."""
+        if state.get("version") != STATE_VERSION:
+            raise ConfigError(f"unsupported ShardedDataset state version {state.get('version')!r}")
+        if state["manifest_version"] != self.manifest.version:
+            raise ConfigError(
+                f"resume state is for dataset version {state['manifest_version']}, "
+                f"{self.store.url} now holds {self.manifest.version}"
+            )
+        if state["seed"] != self.seed or state["shuffle"] != self.shuffle:
+            raise ConfigError("resume state was made with a different seed or shuffle setting")
+        self._resume = copy.deepcopy(dict(state))
+        self._active = None
+        self.epoch = state["epoch"]
+
+    @staticmethod
+    def merge_states(states: list[Mapping[str, Any]]) -> dict[str, Any]:
+        """One state from the states of every worker of one loader."""
+        if not states:
+            raise ConfigError("no worker states to merge")
+        merged = copy.deepcopy(dict(states[0]))
+        for state in states[1:]:
+            merged["positions"].update(state["positions"])
+            merged["skipped_shards"] = sorted({*merged["skipped_shards"], *state["skipped_shards"]})
+        return merged
+
+    @classmethod
+    def state_from_loader(cls, loader_state: Mapping[str, Any]) -> dict[str, Any]:
+        """The dataset state inside a ``StatefulDataLoader.state_dict()``, all workers merged."""
+        workers = loader_state.get("_snapshot", {}).get("_worker_snapshots")
+        if workers:
+            states = [w.get("dataset_state") for w in workers.values()]
+        else:  # num_workers=0
+            states = [loader_state.get("dataset_state")]
+        states = [s for s in states if s]
+        if not states:
+            raise ConfigError("the loader state holds no ShardedDataset state")
+        return cls.merge_states(states)
+
+    # -- random access --------------------------------------------------------------------
+
+    def read(self, index: int) -> Sample:
+        """Global sample ``index`` (no stages), read with one range request."""
+        return read_sample(self.store, self.manifest, index)
+
+    def __repr__(self) -> str:
+        return (
+            f"ShardedDataset({self.store.url!r}, samples={self.manifest.num_samples}, "
+            f"shards={len(self.manifest.shards)}, version={self.manifest.version!r})"
+        )

@@ -1,0 +1,154 @@
+"""The dataset manifest: one Parquet object that *is* a dataset version.
+
+A manifest lists every shard (key, byte size, sample count, key id) and, per
+sample, its key and its byte range in the shard, so a loader starts without
+listing the backend and can read any single sample with one range request.
+
+Guarantees:
+
+* The manifest is written last, with one atomic ``put``: a reader sees the
+  previous dataset version or the complete new one, never a half-written
+  dataset. Shards of a version live under a version-named prefix and are
+  never modified.
+* ``Manifest`` is immutable and pickles cheaply (NumPy arrays), so
+  ``DataLoader`` workers receive it instead of re-reading it.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dcstore.backends.base import Backend
+from dcstore.errors import IntegrityError, NotFoundError
+
+MANIFEST_KEY = "manifest.parquet"
+FORMAT = "dcstore-shards/1"
+
+_SCHEMA = pa.schema(
+    [
+        ("shard", pa.string()),
+        ("size", pa.int64()),
+        ("samples", pa.int64()),
+        ("key_id", pa.string()),
+        ("keys", pa.list_(pa.string())),
+        ("offsets", pa.list_(pa.int64())),
+        ("lengths", pa.list_(pa.int64())),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One shard: its object key, size, key id, and per-sample byte ranges."""
+
+    key: str
+    size: int
+    key_id: str | None
+    sample_keys: tuple[str, ...]
+    offsets: np.ndarray
+    lengths: np.ndarray
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.offsets)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A dataset version: its shards in order, addressed by global sample index."""
+
+    version: str
+    shards: tuple[ShardInfo, ...]
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @cached_property
+    def counts(self) -> np.ndarray:
+        """Samples per shard."""
+        return np.asarray([s.num_samples for s in self.shards], dtype=np.int64)
+
+    @cached_property
+    def starts(self) -> np.ndarray:
+        """Global index of each shard's first sample (length ``len(shards) + 1``)."""
+        return np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.starts[-1])
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(s.size for s in self.shards)
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(shard index, sample index in shard) of global sample ``index``."""
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"sample {index} out of range (dataset has {self.num_samples})")
+        shard = int(np.searchsorted(self.starts, index, side="right")) - 1
+        return shard, index - int(self.starts[shard])
+
+    def to_parquet(self) -> bytes:
+        """Serialise to Parquet bytes (schema version in the file metadata)."""
+        table = pa.table(
+            {
+                "shard": [s.key for s in self.shards],
+                "size": [s.size for s in self.shards],
+                "samples": [s.num_samples for s in self.shards],
+                "key_id": [s.key_id for s in self.shards],
+                "keys": [list(s.sample_keys) for s in self.shards],
+                "offsets": [s.offsets.tolist() for s in self.shards],
+                "lengths": [s.lengths.tolist() for s in self.shards],
+            },
+            schema=_SCHEMA,
+        )
+        meta = {b"dcstore.format": FORMAT.encode(), b"dcstore.version": self.version.encode()}
+        meta.update({f"user.{k}".encode(): v.encode() for k, v in self.metadata.items()})
+        table = table.replace_schema_metadata(meta)
+        sink = io.BytesIO()
+        pq.write_table(table, sink, compression="zstd")
+        return sink.getvalue()
+
+    @classmethod
+    def from_parquet(cls, data: bytes, *, where: str = "manifest") -> Manifest:
+        """Parse Parquet bytes; a foreign or damaged file raises :class:`IntegrityError`."""
+        try:
+            table = pq.read_table(pa.BufferReader(data))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise IntegrityError(f"{where}: not a readable dcstore manifest ({exc})") from exc
+        meta = table.schema.metadata or {}
+        if meta.get(b"dcstore.format") != FORMAT.encode():
+            raise IntegrityError(f"{where}: not a {FORMAT} manifest")
+        cols = table.to_pydict()
+        shards = tuple(
+            ShardInfo(
+                key=cols["shard"][i],
+                size=cols["size"][i],
+                key_id=cols["key_id"][i],
+                sample_keys=tuple(cols["keys"][i]),
+                offsets=np.asarray(cols["offsets"][i], dtype=np.int64),
+                lengths=np.asarray(cols["lengths"][i], dtype=np.int64),
+            )
+            for i in range(table.num_rows)
+        )
+        user = {k.decode()[5:]: v.decode() for k, v in meta.items() if k.startswith(b"user.")}
+        return cls(meta[b"dcstore.version"].decode(), shards, user)
+
+    def commit(self, store: Backend, key: str = MANIFEST_KEY) -> None:
+        """Publish this version with one atomic put (call after every shard is written)."""
+        store.put(key, self.to_parquet())
+
+
+def load_manifest(store: Backend, key: str = MANIFEST_KEY) -> Manifest:
+    """Read the committed manifest of the dataset in ``store``."""
+    try:
+        data = store.get(key)
+    except NotFoundError as exc:
+        raise NotFoundError(
+            f"{store.url}: no dataset here (missing {key!r}; pack one with `dcstore pack`)"
+        ) from exc
+    return Manifest.from_parquet(data, where=f"{store.url}/{key}")

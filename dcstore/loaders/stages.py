@@ -1,0 +1,197 @@
+"""webdataset-style pipeline stages: plain generator functions over samples.
+
+Each stage is ``stage(iterator) -> iterator``; :class:`ShardedDataset` applies
+them in the worker, in order. They keep webdataset's semantics:
+
+* ``decode(*handlers)``: each handler is ``handler(field, data) -> value | None``
+  (webdataset's protocol, so ``webdataset.imagehandler("rgb8")`` works);
+  the first non-None result wins; fields no handler takes are left as is.
+  Strings name built-ins: ``"basic"`` (txt/cls/json/npy/...), ``"pil"``,
+  ``"rgb8"``, ``"torchrgb8"``. User handlers receive ``bytes``.
+* ``to_tuple("jpg;png", "cls")``: ``;`` separates alternatives; a missing
+  field raises ``KeyError`` naming the sample.
+* ``batched(n, collate_fn)``: in-worker batching (one inter-process transfer
+  per batch, the fast path); the last partial batch is kept unless
+  ``partial=False``.
+* ``map``/``map_dict``/``select`` as in webdataset.
+
+Stages never buffer samples across yields except ``batched``, whose buffer
+is empty whenever it yields, so the loader's resumption state stays exact.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+Sample = dict[str, Any]
+Stage = Callable[[Iterator[Any]], Iterator[Any]]
+Handler = Callable[[str, Any], Any]
+
+
+def _basic(field: str, data: Any) -> Any:
+    ext = field.rsplit(".", 1)[-1]
+    if ext in ("txt", "text", "transcript"):
+        return str(data, "utf-8")
+    if ext in ("cls", "cls2", "class", "count", "index", "inx", "id"):
+        return int(str(data, "ascii"))
+    if ext in ("json", "jsn"):
+        return json.loads(bytes(data))
+    if ext == "npy":
+        import numpy as np
+
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    if ext == "pth":
+        import torch
+
+        return torch.load(io.BytesIO(data), weights_only=True)
+    return None
+
+
+_IMAGE_EXTS = ("jpg", "jpeg", "png", "ppm", "pgm", "pbm", "pnm", "webp", "bmp", "tif", "tiff")
+
+
+def _image(mode: str) -> Handler:
+    def handler(field: str, data: Any) -> Any:
+        if field.rsplit(".", 1)[-1] not in _IMAGE_EXTS:
+            return None
+        import numpy as np
+        from PIL import Image
+
+        img = Image.open(io.BytesIO(data))
+        if mode == "pil":
+            return img
+        arr = np.asarray(img.convert("RGB"))
+        if mode == "torchrgb8":
+            import torch
+
+            return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+        return arr
+
+    return handler
+
+
+_NAMED: dict[str, Handler] = {
+    "basic": _basic,
+    "pil": _image("pil"),
+    "rgb8": _image("rgb8"),
+    "torchrgb8": _image("torchrgb8"),
+}
+
+
+def _handler(spec: str | Handler) -> Handler:
+    if isinstance(spec, str):
+        if spec not in _NAMED:
+            raise ValueError(f"unknown decoder {spec!r}; built-ins: {', '.join(_NAMED)}")
+        return _NAMED[spec]
+    named = {id(h) for h in _NAMED.values()}
+
+    def as_bytes(field: str, data: Any) -> Any:
+        return spec(field, bytes(data) if isinstance(data, memoryview) else data)
+
+    return spec if id(spec) in named else as_bytes
+
+
+def decode(*handlers: str | Handler) -> Stage:
+    """Decode fields with the first handler that accepts them (default: ``"basic"``)."""
+    chain = [_handler(h) for h in (handlers or ("basic",))]
+
+    def stage(samples: Iterator[Sample]) -> Iterator[Sample]:
+        for sample in samples:
+            out = {}
+            for field, value in sample.items():
+                if not field.startswith("__"):
+                    for handler in chain:
+                        decoded = handler(field, value)
+                        if decoded is not None:
+                            value = decoded
+                            break
+                out[field] = value
+            yield out
+
+    return stage
+
+
+def to_tuple(*fields: str) -> Stage:
+    """Turn samples into tuples of the named fields (``"a;b"``: the first present)."""
+    choices = [f.split(";") for f in fields]
+
+    def pick(sample: Sample, names: Sequence[str]) -> Any:
+        for name in names:
+            if name in sample:
+                return sample[name]
+        raise KeyError(f"sample {sample.get('__key__')!r} has none of the fields {names}")
+
+    def stage(samples: Iterator[Sample]) -> Iterator[tuple[Any, ...]]:
+        for sample in samples:
+            yield tuple(pick(sample, names) for names in choices)
+
+    return stage
+
+
+def map_stage(fn: Callable[[Any], Any]) -> Stage:
+    """Apply ``fn`` to every item."""
+
+    def stage(items: Iterator[Any]) -> Iterator[Any]:
+        return map(fn, items)
+
+    return stage
+
+
+def map_dict(**fns: Callable[[Any], Any]) -> Stage:
+    """Apply ``fns[field]`` to that field of every sample."""
+
+    def stage(samples: Iterator[Sample]) -> Iterator[Sample]:
+        for sample in samples:
+            out = dict(sample)
+            for field, fn in fns.items():
+                out[field] = fn(out[field])
+            yield out
+
+    return stage
+
+
+def select(predicate: Callable[[Any], bool]) -> Stage:
+    """Keep the items for which ``predicate`` is true (dropped ones count as consumed)."""
+
+    def stage(items: Iterator[Any]) -> Iterator[Any]:
+        return filter(predicate, items)
+
+    return stage
+
+
+def batched(
+    batch_size: int,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+    *,
+    partial: bool = True,
+) -> Stage:
+    """Group items into lists of ``batch_size`` and collate them (torch's default)."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be positive")
+    if collate_fn is None:
+        from torch.utils.data import default_collate
+
+        collate_fn = default_collate
+
+    def stage(items: Iterator[Any]) -> Iterator[Any]:
+        batch: list[Any] = []
+        for item in items:
+            batch.append(item)
+            if len(batch) == batch_size:
+                out, batch = collate_fn(batch), []
+                yield out
+        if batch and partial:
+            yield collate_fn(batch)
+
+    return stage
+
+
+def compose(source: Iterable[Any], stages: Sequence[Stage]) -> Iterator[Any]:
+    """Apply ``stages`` to ``source`` in order."""
+    items: Iterator[Any] = iter(source)
+    for stage in stages:
+        items = stage(items)
+    return items

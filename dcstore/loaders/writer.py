@@ -1,0 +1,189 @@
+"""``ShardWriter``: webdataset-style samples -> tar shards + manifest, through any store.
+
+Guarantees:
+
+* Shards are WebDataset-compatible tar files of about ``shard_size`` bytes
+  (a sample is never split; one larger sample makes one larger shard),
+  deterministic byte for byte for the same samples.
+* Each shard is one atomic ``put`` (encrypted when the store is opened with
+  ``keys``) under ``shards/<version>/``; the manifest is committed last, and
+  only when the writer closes without an exception, so a half-written dataset
+  is never visible and a failed pack leaves the previous version current.
+* Memory is bounded by about two shards (one being filled, one being put).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from dcstore.backends.base import Backend
+from dcstore.errors import ConfigError
+from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, ShardInfo
+from dcstore.loaders.tario import END_OF_ARCHIVE, member_bytes, split_name
+
+DEFAULT_SHARD_SIZE = 64 * 1024 * 1024
+
+
+def _field_bytes(key: str, field: str, value: Any) -> bytes | bytearray | memoryview:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value).encode()
+    raise ConfigError(
+        f"sample {key!r} field {field!r}: expected bytes, str or a number, "
+        f"got {type(value).__name__} (encode it first)"
+    )
+
+
+def _key_id(store: Backend) -> str | None:
+    """The id of the key that encrypts new objects in ``store``, if it encrypts."""
+    current = getattr(store, "current_key_id", None)
+    if callable(current):
+        current = current()
+    return None if current is None else str(current)
+
+
+class ShardWriter:
+    """Write samples (``{"__key__": ..., "jpg": b"...", "cls": b"3"}``) as a dataset.
+
+    ``store`` is a URL or a :class:`Backend`; ``cache``/``keys`` are passed to
+    :func:`dcstore.store.open_store`. Use as a context manager, or call
+    :meth:`close` to commit; :meth:`abort` discards the version.
+    """
+
+    def __init__(
+        self,
+        store: str | Backend,
+        *,
+        cache: Any = None,
+        keys: Any = None,
+        shard_size: int = DEFAULT_SHARD_SIZE,
+        metadata: Mapping[str, str] | None = None,
+        manifest_key: str = MANIFEST_KEY,
+    ):
+        if shard_size <= 0:
+            raise ConfigError(f"shard_size must be positive, got {shard_size}")
+        if isinstance(store, str) or cache is not None or keys is not None:
+            from dcstore.store import open_store
+
+            store = open_store(store, cache=cache, keys=keys)
+        self.store: Backend = store
+        self.shard_size = shard_size
+        self.manifest_key = manifest_key
+        self.metadata = dict(metadata or {})
+        self.version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
+        self.samples_written = 0
+        self.bytes_written = 0
+        self._shards: list[ShardInfo] = []
+        self._pieces: list[bytes | memoryview] = []
+        self._size = 0
+        self._keys: list[str] = []
+        self._offsets: list[int] = []
+        self._lengths: list[int] = []
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="dcstore-pack")
+        self._pending: Future[None] | None = None
+        self._closed = False
+
+    def write(self, sample: Mapping[str, Any]) -> None:
+        """Append one sample; fields other than ``__key__`` must be bytes, str or numbers."""
+        if self._closed:
+            raise ConfigError("ShardWriter is closed")
+        key = sample.get("__key__")
+        if not isinstance(key, str) or not key:
+            raise ConfigError(f"every sample needs a non-empty str '__key__', got {key!r}")
+        if split_name(key + ".x")[0] != key:
+            raise ConfigError(f"sample key {key!r} must not contain '.' after its last '/'")
+        pieces: list[bytes | memoryview] = []
+        for field, value in sample.items():
+            if field.startswith("__"):
+                continue
+            if not field or "/" in field:
+                raise ConfigError(f"sample {key!r}: bad field name {field!r}")
+            pieces.extend(member_bytes(f"{key}.{field}", _field_bytes(key, field, value)))
+        if not pieces:
+            raise ConfigError(f"sample {key!r} has no fields")
+        length = sum(len(p) for p in pieces)
+        if self._size and self._size + length + len(END_OF_ARCHIVE) > self.shard_size:
+            self._flush()
+        self._keys.append(key)
+        self._offsets.append(self._size)
+        self._lengths.append(length)
+        self._pieces.extend(pieces)
+        self._size += length
+        self.samples_written += 1
+
+    def _flush(self) -> None:
+        if not self._keys:
+            return
+        self._pieces.append(END_OF_ARCHIVE)
+        data = b"".join(self._pieces)
+        key = f"shards/{self.version}/{len(self._shards):06d}.tar"
+        self._shards.append(
+            ShardInfo(
+                key=key,
+                size=len(data),
+                key_id=_key_id(self.store),
+                sample_keys=tuple(self._keys),
+                offsets=np.asarray(self._offsets, dtype=np.int64),
+                lengths=np.asarray(self._lengths, dtype=np.int64),
+            )
+        )
+        self._pieces, self._keys, self._offsets, self._lengths, self._size = [], [], [], [], 0
+        self._wait()
+        self._pending = self._pool.submit(self.store.put, key, data)
+        self.bytes_written += len(data)
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self) -> Manifest:
+        """Write the last shard, then commit the manifest; return it."""
+        if self._closed:
+            raise ConfigError("ShardWriter is closed")
+        try:
+            self._flush()
+            self._wait()
+            manifest = Manifest(self.version, tuple(self._shards), self.metadata)
+            manifest.commit(self.store, self.manifest_key)
+        finally:
+            self._closed = True
+            self._pool.shutdown()
+        return manifest
+
+    def abort(self) -> None:
+        """Stop without committing: the previous dataset version stays current."""
+        self._closed = True
+        with contextlib.suppress(Exception):  # the shard is orphaned either way
+            self._wait()
+        self._pool.shutdown()
+
+    @property
+    def shards(self) -> tuple[ShardInfo, ...]:
+        """Shards handed to the store so far."""
+        return tuple(self._shards)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

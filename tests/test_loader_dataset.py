@@ -1,0 +1,189 @@
+"""ShardedDataset end to end over a real local store: DataLoader, ranks, resume, errors."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from dcstore.errors import IntegrityError, NotFoundError
+from dcstore.loaders import ShardedDataset, ShardWriter
+from dcstore.store import open_store
+
+N = 600
+
+
+@pytest.fixture(scope="module")
+def dataset_url(tmp_path_factory) -> str:
+    url = f"file://{tmp_path_factory.mktemp('ds')}"
+    rng = random.Random(0)
+    with ShardWriter(url, shard_size=40_000) as writer:  # uneven shards, ~20 samples each
+        for i in range(N):
+            writer.write({"__key__": f"k/{i:05d}", "bin": bytes(rng.randrange(3000)), "cls": i})
+    return url
+
+
+def index_of(sample) -> int:
+    assert int(bytes(sample["cls"])) == sample["__index__"]
+    return sample["__index__"]
+
+
+def indices(loader) -> list[int]:
+    return [int(i) for batch in loader for i in batch]
+
+
+def test_every_sample_once_with_workers(dataset_url) -> None:
+    for workers in (0, 1, 3):
+        ds = ShardedDataset(dataset_url, shuffle=True, seed=1, window=50).map(index_of)
+        got = indices(DataLoader(ds, batch_size=32, num_workers=workers))
+        assert sorted(got) == list(range(N))
+
+
+def test_ranks_partition_the_epoch_evenly(dataset_url) -> None:
+    world = 7  # 600 = 7 * 85 + 5: two samples repeated
+    seen: Counter[int] = Counter()
+    steps = set()
+    for rank in range(world):
+        ds = ShardedDataset(dataset_url, shuffle=True, seed=2, rank=rank, world_size=world)
+        ds.map(index_of)
+        batches = list(DataLoader(ds, batch_size=10, num_workers=2))
+        steps.add(len(batches))
+        seen.update(int(i) for b in batches for i in b)
+    assert len(steps) == 1
+    assert set(seen) == set(range(N)) and sum(seen.values()) == 86 * world
+
+
+def test_order_is_deterministic_and_changes_per_epoch(dataset_url) -> None:
+    def order(epoch: int, seed: int = 3) -> list[int]:
+        ds = ShardedDataset(dataset_url, shuffle=True, seed=seed).map(index_of)
+        ds.set_epoch(epoch)
+        return indices(DataLoader(ds, batch_size=50, num_workers=2))
+
+    assert order(0) == order(0)
+    assert order(0) != order(1) and order(0) != order(0, seed=4)
+
+
+def test_persistent_workers_advance_the_epoch(dataset_url) -> None:
+    ds = ShardedDataset(dataset_url, shuffle=True, seed=3).map(index_of)
+    loader = DataLoader(ds, batch_size=50, num_workers=2, persistent_workers=True)
+    first, second = indices(loader), indices(loader)
+    assert sorted(first) == sorted(second) == list(range(N)) and first != second
+
+
+@pytest.mark.parametrize("workers,new_workers", [(0, 0), (2, 2), (2, 3), (3, 1), (0, 2)])
+def test_resume_mid_epoch_exactly_once(dataset_url, workers, new_workers) -> None:
+    rng = random.Random(workers * 10 + new_workers)
+    for _ in range(3):
+        ds = ShardedDataset(dataset_url, shuffle=True, seed=9, window=30).map(index_of)
+        ds.set_epoch(4)
+        loader = StatefulDataLoader(ds, batch_size=8, num_workers=workers)
+        stop = rng.randrange(1, N // 8)
+        got: list[int] = []
+        for step, batch in enumerate(loader):
+            got.extend(int(i) for i in batch)
+            if step + 1 == stop:
+                state = loader.state_dict()
+                break
+        ds2 = ShardedDataset(dataset_url, shuffle=True, seed=9, window=30).map(index_of)
+        if new_workers == workers:
+            loader2 = StatefulDataLoader(ds2, batch_size=8, num_workers=new_workers)
+            loader2.load_state_dict(state)
+        else:
+            ds2.load_state_dict(ShardedDataset.state_from_loader(state))
+            loader2 = StatefulDataLoader(ds2, batch_size=8, num_workers=new_workers)
+        rest = indices(loader2)
+        assert sorted(got + rest) == list(range(N)), (stop, len(got), len(rest))
+
+
+def test_resume_twice_with_changing_workers(dataset_url) -> None:
+    got: list[int] = []
+    state = None
+    for workers, steps in ((2, 7), (3, 5), (1, None)):
+        ds = ShardedDataset(dataset_url, shuffle=True, seed=1).map(index_of)
+        if state is not None:
+            ds.load_state_dict(ShardedDataset.state_from_loader(state))
+        loader = StatefulDataLoader(ds, batch_size=8, num_workers=workers)
+        for step, batch in enumerate(loader):
+            got.extend(int(i) for i in batch)
+            if steps is not None and step + 1 == steps:
+                state = loader.state_dict()
+                break
+    assert sorted(got) == list(range(N))
+
+
+def test_random_access_by_range(dataset_url) -> None:
+    ds = ShardedDataset(dataset_url)
+    for i in (0, 17, N - 1):
+        sample = ds.read(i)
+        assert sample["__key__"] == f"k/{i:05d}" and int(bytes(sample["cls"])) == i
+    with pytest.raises(IndexError):
+        ds.read(N)
+
+
+def test_stages_batched_in_worker(dataset_url) -> None:
+    ds = (
+        ShardedDataset(dataset_url)
+        .decode()
+        .to_tuple("cls", "bin")
+        .map(lambda t: (t[0], len(t[1])))
+        .batched(64)
+    )
+    batches = list(DataLoader(ds, batch_size=None, num_workers=2))
+    labels = torch.cat([b[0] for b in batches])
+    assert sorted(labels.tolist()) == list(range(N))
+
+
+def corrupt_copy(src_url: str, dst, how: str) -> tuple[str, str]:
+    src, dst_store = open_store(src_url), open_store(f"file://{dst}")
+    victim = None
+    for meta in src.list():
+        data = src.get(meta.key)
+        if victim is None and meta.key.endswith("00003.tar"):
+            victim = meta.key
+            if how == "missing":
+                continue
+            data = bytearray(data)
+            header = int(ShardedDataset(src_url).manifest.shards[3].offsets[5])
+            data[header + 10] ^= 0xFF  # a member name byte: the header checksum fails
+        dst_store.put(meta.key, bytes(data))
+    return f"file://{dst}", victim
+
+
+@pytest.mark.parametrize("how", ["corrupt", "missing"])
+def test_bad_shard_raises_naming_it(dataset_url, tmp_path, how) -> None:
+    url, victim = corrupt_copy(dataset_url, tmp_path, how)
+    ds = ShardedDataset(url)
+    with pytest.raises(IntegrityError if how == "corrupt" else NotFoundError, match=victim):
+        list(ds)
+
+
+def test_skip_policy_counts_and_resumes_skipping(dataset_url, tmp_path, caplog) -> None:
+    url, victim = corrupt_copy(dataset_url, tmp_path, "missing")
+    ds = ShardedDataset(url, on_error="skip").map(index_of)
+    got = list(ds)
+    lost = N - len(got)
+    assert lost > 0 and ds._skip.skipped_samples == lost
+    assert victim in caplog.text
+    state_ds = ShardedDataset(url, on_error="skip")
+    it = iter(state_ds)
+    for _ in range(150):
+        next(it)
+    state = state_ds.state_dict()
+    assert state["skipped_shards"] == [3]
+    resumed = ShardedDataset(url, on_error="skip")
+    resumed.load_state_dict(state)
+    assert 150 + len(list(resumed)) == N - lost
+
+
+def test_failed_pack_never_becomes_visible(tmp_path) -> None:
+    url = f"file://{tmp_path}"
+    with pytest.raises(RuntimeError), ShardWriter(url, shard_size=1000) as writer:
+        for i in range(50):
+            writer.write({"__key__": f"s{i}", "bin": bytes(300)})
+        raise RuntimeError("interrupted")
+    with pytest.raises(NotFoundError):
+        ShardedDataset(url)

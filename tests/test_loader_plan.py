@@ -1,0 +1,109 @@
+"""Invariants of the pure epoch plan (exactly-once, equal ranks, determinism, resume)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dcstore.loaders.plan import plan_epoch
+
+counts_st = st.lists(st.integers(0, 40), min_size=1, max_size=12)
+
+
+def everything(counts, world, workers, **kw) -> dict[tuple[int, int], list[int]]:
+    return {
+        (r, w): plan_epoch(counts, rank=r, world=world, worker=w, workers=workers, **kw)
+        .indices()
+        .tolist()
+        for r in range(world)
+        for w in range(workers)
+    }
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    counts_st,
+    st.integers(1, 5),
+    st.integers(1, 4),
+    st.booleans(),
+    st.integers(0, 50),
+    st.integers(0, 3),
+)
+def test_exactly_once_and_equal_ranks(counts, world, workers, shuffle, window, seed) -> None:
+    total = sum(counts)
+    plans = everything(counts, world, workers, seed=seed, epoch=1, shuffle=shuffle, window=window)
+    seen = Counter(i for ids in plans.values() for i in ids)
+    per_rank = -(-total // world)
+    assert set(seen) == set(range(total))
+    assert sum(seen.values()) == per_rank * world  # padding: < world repeats in all
+    for w in range(workers):  # worker w gets the same count on every rank: equal steps
+        assert len({len(plans[r, w]) for r in range(world)}) == 1
+    if total % world == 0:
+        assert all(c == 1 for c in seen.values())
+
+
+@settings(max_examples=100, deadline=None)
+@given(counts_st, st.integers(1, 5), st.integers(1, 3))
+def test_drop_last_reads_each_at_most_once(counts, world, workers) -> None:
+    plans = everything(counts, world, workers, seed=3, drop_last=True)
+    seen = Counter(i for ids in plans.values() for i in ids)
+    assert all(c == 1 for c in seen.values())
+    assert sum(seen.values()) == (sum(counts) // world) * world
+
+
+def test_deterministic_and_changes_with_epoch() -> None:
+    counts = [100] * 20
+    a = plan_epoch(counts, seed=7, epoch=0, workers=2, worker=1).indices()
+    b = plan_epoch(counts, seed=7, epoch=0, workers=2, worker=1).indices()
+    c = plan_epoch(counts, seed=7, epoch=1, workers=2, worker=1).indices()
+    d = plan_epoch(counts, seed=8, epoch=0, workers=2, worker=1).indices()
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c) and not np.array_equal(a, d)
+    unshuffled = plan_epoch(counts, shuffle=False, epoch=5).indices()
+    assert unshuffled.tolist() == list(range(2000))
+
+
+def test_uneven_shards_still_balance_ranks() -> None:
+    counts = [1000, 1, 1, 1, 3, 500]
+    plans = everything(counts, 4, 3, seed=0)
+    for r in range(4):
+        assert sum(len(plans[r, w]) for w in range(3)) == -(-sum(counts) // 4)
+
+
+@settings(max_examples=150, deadline=None)
+@given(counts_st, st.integers(1, 4), st.integers(1, 4), st.integers(1, 4), st.data())
+def test_resume_with_other_worker_counts_is_exactly_once(counts, world, w1, w2, data) -> None:
+    kw = {"seed": 5, "epoch": 2, "world": world, "window": 10}
+    for rank in range(world):
+        first = [
+            plan_epoch(counts, rank=rank, worker=w, workers=w1, **kw).indices() for w in range(w1)
+        ]
+        pos1 = tuple(data.draw(st.integers(0, len(p))) for p in first)
+        consumed = [int(i) for p, n in zip(first, pos1, strict=True) for i in p[:n]]
+        second = [
+            plan_epoch(counts, rank=rank, worker=w, workers=w2, resume=[(w1, pos1)], **kw)
+            for w in range(w2)
+        ]
+        pos2 = tuple(data.draw(st.integers(0, len(p))) for p in second)
+        consumed += [int(i) for p, n in zip(second, pos2, strict=True) for i in p.indices()[:n]]
+        third = [
+            plan_epoch(
+                counts,
+                rank=rank,
+                worker=w,
+                workers=1 + w2 % 3,
+                resume=[(w1, pos1), (w2, pos2)],
+                **kw,
+            )
+            for w in range(1 + w2 % 3)
+        ]
+        consumed += [int(i) for p in third for i in p.indices()]
+        whole = [
+            int(i)
+            for w in range(w1)
+            for i in plan_epoch(counts, rank=rank, worker=w, workers=w1, **kw).indices()
+        ]
+        assert Counter(consumed) == Counter(whole)

@@ -1,0 +1,89 @@
+"""Tar writing/parsing: webdataset/tarfile compatibility, zero copy, corruption."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+
+from dcstore.errors import IntegrityError
+from dcstore.loaders.tario import (
+    END_OF_ARCHIVE,
+    TarFormatError,
+    group_samples,
+    iter_samples,
+    member_bytes,
+    parse_members,
+    split_name,
+)
+
+
+def build(members: list[tuple[str, bytes]]) -> bytes:
+    return b"".join(b"".join(bytes(p) for p in member_bytes(n, d)) for n, d in members) + (
+        END_OF_ARCHIVE
+    )
+
+
+def test_tarfile_reads_what_we_write() -> None:
+    long = "d/" + "x" * 150 + "/sample.jpg"
+    uni = "dïr/ünïcode.txt"
+    data = build([("a/s1.jpg", b"jpeg"), ("a/s1.cls", b"3"), (long, b"L" * 700), (uni, b"")])
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        names = [(m.name, tf.extractfile(m).read()) for m in tf.getmembers()]
+    assert names == [("a/s1.jpg", b"jpeg"), ("a/s1.cls", b"3"), (long, b"L" * 700), (uni, b"")]
+
+
+def test_we_read_what_tarfile_writes() -> None:
+    sink = io.BytesIO()
+    with tarfile.open(fileobj=sink, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        for name, payload in [("k1.png", b"p" * 10), ("k1.json", b"{}"), ("z" * 120 + ".a", b"1")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tf.addfile(info, io.BytesIO(payload))
+        directory = tarfile.TarInfo("adir")
+        directory.type = tarfile.DIRTYPE
+        tf.addfile(directory)  # directories are skipped
+    members = parse_members(sink.getvalue())
+    assert [m.name for m in members] == ["k1.png", "k1.json", "z" * 120 + ".a"]
+    samples = list(iter_samples(sink.getvalue()))
+    assert samples[0]["__key__"] == "k1" and bytes(samples[0]["json"]) == b"{}"
+
+
+def test_payloads_are_zero_copy_views() -> None:
+    data = bytearray(build([("s.bin", b"abc")]))
+    sample = next(iter_samples(data))
+    data[512] = ord("X")
+    assert isinstance(sample["bin"], memoryview) and bytes(sample["bin"]) == b"Xbc"
+
+
+def test_grouping_and_split_name() -> None:
+    assert split_name("a.b/c.D.Gz") == ("a.b/c", "d.gz")
+    assert split_name("noext") == ("noext", "")
+    data = build([("x/1.a", b"1"), ("x/1.b", b"2"), ("x/2.a", b"3")])
+    spans = group_samples(parse_members(data))
+    assert [s.key for s in spans] == ["x/1", "x/2"]
+    assert spans[0].start == 0 and spans[1].start == spans[0].end
+
+
+@pytest.mark.parametrize("where", [0, 100, 148, 600])
+def test_corruption_is_detected(where: int) -> None:
+    data = bytearray(build([("s.bin", b"abc" * 300)]))
+    if where == 600:  # truncate mid-payload
+        data = data[:700]
+    else:
+        data[where] ^= 0x55
+    with pytest.raises(IntegrityError):
+        parse_members(data)
+
+
+def test_truncated_header_is_an_error() -> None:
+    data = build([("s.bin", b"abc")])[: -1024 - 300]
+    with pytest.raises(TarFormatError):
+        parse_members(data)
+
+
+def test_range_without_end_blocks_parses_with_base() -> None:
+    data = build([("a.x", b"1" * 10), ("b.x", b"2" * 10)])
+    members = parse_members(data[1024:2048], base=1024)
+    assert members[0].name == "b.x" and members[0].data == 1536
