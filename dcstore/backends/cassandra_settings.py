@@ -23,7 +23,9 @@ tls                    false            TLS to the native port; ``tls_ca``, ``tl
 connect_timeout        10               seconds
 request_timeout        30               seconds per request
 compression            false            native-protocol compression (needs lz4)
-protocol_version       5                native protocol (4 for Cassandra 3.x)
+protocol_version       4                native protocol; 4 works with Cassandra 2.2-5.x and is
+                                        2-4x faster than 5 for 1 MiB cells in cassandra-driver
+                                        3.29/3.30 (its v5 framing copies and checksums in Python)
 abandon_after          3600             seconds after which an unfinished put is abandoned
 =====================  ===============  =====================================================
 """
@@ -80,7 +82,7 @@ class CassandraSettings:
     connect_timeout: float = 10.0
     request_timeout: float = 30.0
     compression: bool = False
-    protocol_version: int = 5
+    protocol_version: int = 4
     abandon_after: float = 3600.0
 
     def __post_init__(self) -> None:
