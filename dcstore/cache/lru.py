@@ -58,18 +58,19 @@ class LruTier(CacheTier):
         """Bytes held now."""
         return self._bytes
 
-    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+    def get_many(self, keys: Sequence[str], sizes: Sequence[int]) -> list[Buffer] | None:
         now = time.monotonic()
-        out: list[bytes | None] = []
+        out: list[Buffer] = []
         with self._lock:
-            for key in keys:
+            for key, size in zip(keys, sizes, strict=True):
                 item = self._items.get(key)
                 if item is not None and item[1] is not None and item[1] <= now:
                     self._drop(key)
                     item = None
-                if item is not None:
-                    self._items.move_to_end(key)
-                out.append(None if item is None else item[0])
+                if item is None or len(item[0]) != size:
+                    return None
+                self._items.move_to_end(key)
+                out.append(item[0])
         return out
 
     def set_many(self, items: Sequence[tuple[str, Buffer]]) -> None:

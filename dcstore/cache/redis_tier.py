@@ -32,6 +32,7 @@ from urllib.parse import quote
 
 from dcstore.backends.base import Buffer
 from dcstore.backends.options import Options, ParsedUrl
+from dcstore.cache.resp import Desync, ReplyError, read_mget, reply_capacity
 from dcstore.cache.tier import STAT_FIELDS, CachePolicy, CacheTier, CacheUnavailableError, MiB
 from dcstore.errors import ConfigError
 
@@ -47,6 +48,9 @@ SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
 MGET_BYTES = 16 * MiB
 """Chunks fetched per MGET round trip (in bytes): large enough to amortise the
 round trip, small enough that a miss stops early and memory stays bounded."""
+
+KEEP_BUFFER_BYTES = 80 * MiB
+"""Receive buffers up to this size are kept per thread for reuse."""
 
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -117,6 +121,7 @@ class RedisTier(CacheTier):
 
     def _init_state(self) -> None:
         self._lock = threading.Lock()
+        self._local = threading.local()
         self._client: Any = None
         self._release: Any = None
 
@@ -237,18 +242,68 @@ class RedisTier(CacheTier):
 
     # -- the tier contract -----------------------------------------------------------
 
-    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+    def get_many(self, keys: Sequence[str], sizes: Sequence[int]) -> list[Buffer] | None:
+        """MGETs of at most :data:`MGET_BYTES` each, received in place (:mod:`.resp`)
+        into this thread's reused buffer; stops at the first batch with a miss."""
+        full = [self.key(k) for k in keys]
+        buf = self._buffer(sum(reply_capacity(sizes[i : i + 1]) for i in range(len(sizes))))
         step = max(1, MGET_BYTES // self.policy.chunk_bytes)
-        out: list[bytes | None] = []
+        view = memoryview(buf)
+        out: list[Buffer] = []
+        pos = 0
         with self._errors("MGET"):
             client = self._redis()
-            for i in range(0, len(keys), step):
-                got = client.execute_command("MGET", *[self.key(k) for k in keys[i : i + step]])
-                out.extend(got)
-                if any(v is None for v in got):
-                    out.extend([None] * (len(keys) - len(out)))
-                    break
+            for i in range(0, len(full), step):
+                batch, batch_sizes = full[i : i + step], sizes[i : i + step]
+                got = self._mget_into(client, batch, buf, pos, batch_sizes)
+                if got is None:
+                    return self._mget_slow(client, full, sizes)
+                offsets, pos = got
+                if offsets is None:
+                    return None
+                out.extend(view[o : o + n] for o, n in zip(offsets, batch_sizes, strict=True))
         return out
+
+    def _buffer(self, size: int) -> bytearray:
+        """This thread's receive buffer, at least ``size`` bytes (kept if not huge)."""
+        local = self._local
+        buf: bytearray | None = getattr(local, "buf", None)
+        if buf is None or len(buf) < size:
+            buf = bytearray(size + (size >> 3))
+            if len(buf) <= KEEP_BUFFER_BYTES:
+                local.buf = buf
+        return buf
+
+    def _mget_into(
+        self, client: Any, keys: list[str], buf: bytearray, pos: int, sizes: Sequence[int]
+    ) -> tuple[list[int] | None, int] | None:
+        """One MGET on a pooled connection, read by :func:`read_mget`; ``None`` when the
+        server answered with an error (a cluster redirect): use :meth:`_mget_slow`."""
+        if self.cluster:
+            node = client.get_node_from_key(keys[0])
+            pool = client.get_redis_connection(node).connection_pool
+        else:
+            pool = client.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_command("MGET", *keys)
+            return read_mget(conn._sock, buf, pos, sizes)
+        except ReplyError:
+            return None
+        except BaseException as exc:
+            conn.disconnect()  # the reply was not fully read: the connection is unusable
+            if isinstance(exc, Desync):
+                raise redis.ResponseError(f"unexpected MGET reply: {exc}") from exc
+            raise
+        finally:
+            pool.release(conn)
+
+    def _mget_slow(self, client: Any, keys: list[str], sizes: Sequence[int]) -> list[Buffer] | None:
+        """MGET through redis-py (follows cluster redirects and refreshes the slot map)."""
+        values = client.execute_command("MGET", *keys)
+        if any(v is None or len(v) != n for v, n in zip(values, sizes, strict=True)):
+            return None
+        return list(values)
 
     def set_many(self, items: Sequence[tuple[str, Buffer]]) -> None:
         ttl = self.policy.ttl
@@ -326,7 +381,11 @@ class RedisTier(CacheTier):
 
     def __getstate__(self) -> dict[str, Any]:
         # no connections; a password from a file is not held at all (re-read when connecting)
-        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_client", "_release")}
+        return {
+            k: v
+            for k, v in self.__dict__.items()
+            if k not in ("_lock", "_client", "_release", "_local")
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)

@@ -118,8 +118,13 @@ class CacheTier(abc.ABC):
         """The tier's URL without secrets."""
 
     @abc.abstractmethod
-    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        """Values of ``keys`` (one hash slot), ``None`` for each missing one."""
+    def get_many(self, keys: Sequence[str], sizes: Sequence[int]) -> list[Buffer] | None:
+        """The values of ``keys`` (one hash slot), or ``None`` unless every one is
+        present with its expected size in ``sizes``.
+
+        A value may be a view into a buffer the tier reuses: it stays valid only
+        until the calling thread's next ``get_many``; copy what must live longer.
+        """
 
     @abc.abstractmethod
     def set_many(self, items: Sequence[tuple[str, Buffer]]) -> None:

@@ -1,0 +1,78 @@
+"""Receiving a RESP2/RESP3 ``MGET`` reply of known value sizes straight into one buffer.
+
+redis-py + hiredis copy a large value several times (socket buffer -> parser
+buffer -> a new ``bytes`` per value); the hit path then joins chunks into one
+more new object. Here the reply lands once in a reused buffer and the values
+are parsed in place; the caller makes the one copy it returns.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+
+
+class ReplyError(Exception):
+    """The server answered with an error (e.g. ``MOVED``); the connection is still usable."""
+
+
+class Desync(Exception):
+    """The reply was not what was expected; the connection must be dropped."""
+
+
+def reply_capacity(sizes: Sequence[int]) -> int:
+    """Bytes of the reply to an MGET whose values all exist with ``sizes``."""
+    return len(f"*{len(sizes)}\r\n") + sum(len(f"${n}\r\n") + n + 2 for n in sizes)
+
+
+def read_mget(
+    sock: socket.socket, buf: bytearray, start: int, sizes: Sequence[int]
+) -> tuple[list[int] | None, int]:
+    """Receive the reply to ``MGET k1..kn`` into ``buf[start:]``.
+
+    ``buf`` must hold ``start + reply_capacity(sizes)`` bytes. Returns the
+    offsets of the values in ``buf`` (``None`` if any value is missing) and the
+    offset after the reply. A value of another size raises :class:`Desync`.
+    """
+    view = memoryview(buf)
+    cap = len(buf)
+    got = pos = start
+
+    def fill(upto: int) -> None:
+        nonlocal got
+        while got < upto:
+            if got >= cap:
+                raise Desync("reply larger than expected")
+            n = sock.recv_into(view[got:cap])
+            if not n:
+                raise ConnectionError("connection closed by the server")
+            got += n
+
+    def line() -> bytes:
+        nonlocal pos
+        while True:
+            end = buf.find(b"\r\n", pos, got)
+            if end >= 0:
+                text = bytes(view[pos:end])
+                pos = end + 2
+                return text
+            fill(got + 1)
+
+    first = line()
+    if first.startswith(b"-"):
+        raise ReplyError(first[1:].decode("utf-8", "replace"))
+    if first != b"*%d" % len(sizes):
+        raise Desync(f"unexpected reply header {first[:40]!r}")
+    offsets: list[int] = []
+    complete = True
+    for expected in sizes:
+        head = line()
+        if head in (b"$-1", b"_"):  # RESP2 / RESP3 null: a missing key
+            complete = False
+            continue
+        if not head.startswith(b"$") or int(head[1:]) != expected:
+            raise Desync(f"unexpected value header {head[:40]!r}")
+        fill(pos + expected + 2)
+        offsets.append(pos)
+        pos += expected + 2
+    return (offsets if complete else None), pos
