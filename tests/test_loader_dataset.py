@@ -187,3 +187,24 @@ def test_failed_pack_never_becomes_visible(tmp_path) -> None:
         raise RuntimeError("interrupted")
     with pytest.raises(NotFoundError):
         ShardedDataset(url)
+
+
+def test_encrypted_dataset_round_trip(tmp_path) -> None:
+    from dcstore.crypto import Keyring, write_key_file
+
+    keyring = Keyring.generate()
+    write_key_file(tmp_path / "kek.json", keyring)
+    keys = f"file://{tmp_path / 'kek.json'}"
+    url = f"file://{tmp_path / 'data'}"
+    with ShardWriter(url, keys=keys, shard_size=20_000) as writer:
+        for i in range(200):
+            writer.write({"__key__": f"s{i:04d}", "bin": b"secret" * 200, "cls": i})
+    raw = open_store(url)
+    shard = next(m.key for m in raw.list("shards/"))
+    assert b"ustar" not in raw.get(shard) and b"secret" not in raw.get(shard)
+    ds = ShardedDataset(url, keys=keys, shuffle=True).map(index_of)
+    assert {s.key_id for s in ds.manifest.shards} == {keyring.primary}
+    assert sorted(indices(DataLoader(ds, batch_size=16, num_workers=2))) == list(range(200))
+    assert bytes(ShardedDataset(url, keys=keys).read(150)["cls"]) == b"150"
+    with pytest.raises(IntegrityError):  # plaintext reader of an encrypted dataset
+        list(ShardedDataset(url))

@@ -9,7 +9,8 @@ Guarantees:
   ``keys``) under ``shards/<version>/``; the manifest is committed last, and
   only when the writer closes without an exception, so a half-written dataset
   is never visible and a failed pack leaves the previous version current.
-* Memory is bounded by about two shards (one being filled, one being put).
+* Memory is bounded by about two shards (one being filled, one being put);
+  payloads are copied once, into the shard buffer, during ``write``.
 """
 
 from __future__ import annotations
@@ -47,10 +48,8 @@ def _field_bytes(key: str, field: str, value: Any) -> bytes | bytearray | memory
 
 def _key_id(store: Backend) -> str | None:
     """The id of the key that encrypts new objects in ``store``, if it encrypts."""
-    current = getattr(store, "current_key_id", None)
-    if callable(current):
-        current = current()
-    return None if current is None else str(current)
+    keyring = getattr(store, "keyring", None)  # EncryptedBackend: new objects use the primary
+    return None if keyring is None else str(keyring.primary)
 
 
 class ShardWriter:
@@ -85,8 +84,7 @@ class ShardWriter:
         self.samples_written = 0
         self.bytes_written = 0
         self._shards: list[ShardInfo] = []
-        self._pieces: list[bytes | memoryview] = []
-        self._size = 0
+        self._buf = bytearray()
         self._keys: list[str] = []
         self._offsets: list[int] = []
         self._lengths: list[int] = []
@@ -113,20 +111,22 @@ class ShardWriter:
         if not pieces:
             raise ConfigError(f"sample {key!r} has no fields")
         length = sum(len(p) for p in pieces)
-        if self._size and self._size + length + len(END_OF_ARCHIVE) > self.shard_size:
+        size = len(self._buf)
+        if size and size + length + len(END_OF_ARCHIVE) > self.shard_size:
             self._flush()
+            size = 0
         self._keys.append(key)
-        self._offsets.append(self._size)
+        self._offsets.append(size)
         self._lengths.append(length)
-        self._pieces.extend(pieces)
-        self._size += length
+        for piece in pieces:  # the only copy of the payload: callers may reuse their buffers
+            self._buf += piece
         self.samples_written += 1
 
     def _flush(self) -> None:
         if not self._keys:
             return
-        self._pieces.append(END_OF_ARCHIVE)
-        data = b"".join(self._pieces)
+        data, self._buf = self._buf, bytearray()
+        data += END_OF_ARCHIVE
         key = f"shards/{self.version}/{len(self._shards):06d}.tar"
         self._shards.append(
             ShardInfo(
@@ -138,7 +138,7 @@ class ShardWriter:
                 lengths=np.asarray(self._lengths, dtype=np.int64),
             )
         )
-        self._pieces, self._keys, self._offsets, self._lengths, self._size = [], [], [], [], 0
+        self._keys, self._offsets, self._lengths = [], [], []
         self._wait()
         self._pending = self._pool.submit(self.store.put, key, data)
         self.bytes_written += len(data)

@@ -1,0 +1,24 @@
+"""``dcstore demo`` runs end to end (small size) and reports its figures."""
+
+from __future__ import annotations
+
+from dcstore.cli.main import main
+
+
+def test_demo_small(tmp_path, capsys) -> None:
+    argv = [
+        "demo",
+        "--samples",
+        "1200",
+        "--image-size",
+        "16",
+        "--batch-size",
+        "100",
+        "--workdir",
+        str(tmp_path),
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "packed 1200 encrypted samples" in out
+    assert "samples/s" in out and "MB/s" in out and "data-wait" in out
+    assert (tmp_path / "kek.json").exists()
