@@ -298,3 +298,50 @@ def test_redis_urls_parse_without_connecting(tmp_path) -> None:
     ):
         with pytest.raises(ConfigError):
             open_cache_tier(bad)
+
+
+def _reply_through_socket(reply: bytes, sizes: list[int], piece: int = 7):
+    """Feed ``reply`` in small pieces through a socket pair and parse it."""
+    import socket
+
+    from dcstore.cache.resp import read_mget, reply_capacity
+
+    a, b = socket.socketpair()
+    with a, b:
+
+        def send() -> None:
+            for i in range(0, len(reply), piece):
+                b.sendall(reply[i : i + piece])
+            b.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        buf = bytearray(10 + reply_capacity(sizes))
+        try:
+            offsets, end = read_mget(a, buf, 10, sizes)
+        finally:
+            sender.join()
+    if offsets is None:
+        return None, end
+    return [bytes(buf[o : o + n]) for o, n in zip(offsets, sizes, strict=True)], end
+
+
+def test_resp_mget_reader() -> None:
+    from dcstore.cache.resp import Desync, ReplyError
+
+    vals = [b"hello", b"", b"x" * 1000]
+    reply = b"*3\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(v), v) for v in vals)
+    for piece in (1, 7, 4096):
+        got, end = _reply_through_socket(reply, [5, 0, 1000], piece)
+        assert got == vals and end == 10 + len(reply)
+    for null in (b"$-1\r\n", b"_\r\n"):  # RESP2 and RESP3 nulls
+        got, _ = _reply_through_socket(b"*2\r\n$5\r\nhello\r\n" + null, [5, 3])
+        assert got is None
+    with pytest.raises(ReplyError, match="MOVED"):
+        _reply_through_socket(b"-MOVED 3999 127.0.0.1:7001\r\n", [5])
+    with pytest.raises(Desync):
+        _reply_through_socket(b"*1\r\n$6\r\nhello!\r\n", [5])
+    with pytest.raises(Desync):
+        _reply_through_socket(b"*2\r\n$5\r\nhello\r\n", [5])  # two values, one expected
+    with pytest.raises(ConnectionError):
+        _reply_through_socket(b"*2\r\n$5\r\nhello\r\n", [5, 5])  # truncated

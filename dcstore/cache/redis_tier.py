@@ -246,7 +246,7 @@ class RedisTier(CacheTier):
         """MGETs of at most :data:`MGET_BYTES` each, received in place (:mod:`.resp`)
         into this thread's reused buffer; stops at the first batch with a miss."""
         full = [self.key(k) for k in keys]
-        buf = self._buffer(sum(reply_capacity(sizes[i : i + 1]) for i in range(len(sizes))))
+        buf = self._buffer(reply_capacity(sizes) + 8 * len(sizes))  # + a header per batch
         step = max(1, MGET_BYTES // self.policy.chunk_bytes)
         view = memoryview(buf)
         out: list[Buffer] = []

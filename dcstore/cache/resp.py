@@ -11,6 +11,9 @@ from __future__ import annotations
 import socket
 from collections.abc import Sequence
 
+ERROR_ROOM = 512
+"""Extra room so that an error reply always fits."""
+
 
 class ReplyError(Exception):
     """The server answered with an error (e.g. ``MOVED``); the connection is still usable."""
@@ -21,8 +24,10 @@ class Desync(Exception):
 
 
 def reply_capacity(sizes: Sequence[int]) -> int:
-    """Bytes of the reply to an MGET whose values all exist with ``sizes``."""
-    return len(f"*{len(sizes)}\r\n") + sum(len(f"${n}\r\n") + n + 2 for n in sizes)
+    """Room for the reply to an MGET whose values all exist with ``sizes`` (or an
+    error line such as a cluster redirect)."""
+    exact = len(f"*{len(sizes)}\r\n") + sum(len(f"${n}\r\n") + n + 2 for n in sizes)
+    return exact + ERROR_ROOM
 
 
 def read_mget(
