@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         StackSpec(args.url, retries=args.retries, label="dcstore"),
     ]
     config = storage_config(args, args.reps)
-    with LiveReporter(enabled=not args.no_progress) as reporter:
+    with LiveReporter(live=not args.no_progress) as reporter:
         bench = StorageBench(stacks, config, suite="compare", command=sys.argv, reporter=reporter)
         result, error = bench.run()
     result.summary = summarize(result)
