@@ -1,7 +1,7 @@
 """Test helpers for MongoDB-wire servers: the shared server's URL and private FerretDB instances.
 
-* ``mongodb_url`` (session fixture): ``DCSTORE_TEST_MONGODB_URL``; skips when unset,
-  fails instead when ``DCSTORE_REQUIRE_SERVERS=1``.
+* ``mongodb_url`` (session fixture): ``DCSTORE_TEST_MONGODB_URL`` through
+  :func:`serverenv.server_url` (skips when unset, fails under ``DCSTORE_REQUIRE_SERVERS=1``).
 * :class:`PrivateFerretDB`: an instance of our own on a free port, started and
   stopped through ``servers/ferretdb/start.sh`` / ``stop.sh``, for tests that stop,
   kill or restart the server without disturbing the shared one.
@@ -16,26 +16,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from serverenv import server_url
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "servers" / "ferretdb"
-ENV_URL = "DCSTORE_TEST_MONGODB_URL"
-
-
-def require_servers() -> bool:
-    return os.environ.get("DCSTORE_REQUIRE_SERVERS") == "1"
 
 
 @pytest.fixture(scope="session")
 def mongodb_url() -> str:
     """URL of the shared MongoDB-wire server, e.g. ``mongodb://127.0.0.1:27017/dcstore``."""
-    url = os.environ.get(ENV_URL)
-    if not url:
-        message = f"{ENV_URL} is not set (start one with servers/ferretdb/start.sh)"
-        if require_servers():
-            pytest.fail(message + " and DCSTORE_REQUIRE_SERVERS=1")
-        pytest.skip(message)
-    return url
+    return server_url("mongodb")
 
 
 def free_port() -> int:

@@ -17,6 +17,8 @@ from dcstore.backends.registry import open_backend
 from dcstore.store import open_store
 from dcstore.testing.conformance import BackendConformance, payload
 
+pytestmark = pytest.mark.server("mongodb")
+
 MiB = 1 << 20
 
 

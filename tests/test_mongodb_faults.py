@@ -23,6 +23,8 @@ from dcstore.errors import BackendUnavailableError
 from dcstore.store import open_store
 from dcstore.testing.conformance import payload
 
+pytestmark = pytest.mark.server("mongodb")
+
 MiB = 1 << 20
 FAST_FAIL = "serverSelectionTimeoutMS=500&connectTimeoutMS=500&socketTimeoutMS=5000"
 
