@@ -27,11 +27,15 @@ traded for never serving stale data without any cross-process invalidation.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
+import multiprocessing.util
+import os
 import threading
 import time
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -66,6 +70,7 @@ class CachedBackend(Backend):
         self._pending: Counter[str] = Counter()
         self._totals: Counter[str] = Counter()
         self._last_flush = time.monotonic()
+        self._pid = 0
         self._breaker = CircuitBreaker(
             str(self.tier), self.policy.retry_interval, lambda: self._bump({"errors": 1})
         )
@@ -242,6 +247,9 @@ class CachedBackend(Backend):
             pass
 
     def _bump(self, counts: dict[str, int]) -> None:
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            _flush_at_exit(self)
         with self._lock:
             self._pending.update(counts)
             self._totals.update(counts)
@@ -281,6 +289,27 @@ class CachedBackend(Backend):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._init_state()
+
+
+_LIVE: weakref.WeakSet[CachedBackend] = weakref.WeakSet()
+_HOOKED_PID = 0
+
+
+def _flush_all() -> None:
+    for backend in list(_LIVE):
+        with contextlib.suppress(Exception):
+            backend.flush_stats()
+
+
+def _flush_at_exit(backend: CachedBackend) -> None:
+    """Flush ``backend``'s counters when this process exits, including DataLoader
+    workers, which end with ``os._exit`` (multiprocessing finalizers run; atexit does not)."""
+    global _HOOKED_PID
+    _LIVE.add(backend)
+    if os.getpid() != _HOOKED_PID:
+        _HOOKED_PID = os.getpid()
+        atexit.register(_flush_all)
+        multiprocessing.util.Finalize(None, _flush_all, exitpriority=100)
 
 
 def _assemble(chunks: Sequence[Chunk], start: int, end: int) -> bytes:
