@@ -13,7 +13,7 @@ from dcstore.backends.memory import MemoryBackend
 from dcstore.crypto import EncryptedBackend, Keyring, parse_header
 from dcstore.crypto.rotation import check_retirable, key_usage, rewrap, rotate
 from dcstore.crypto.verify import verify
-from dcstore.errors import ConfigError, KeyAccessError
+from dcstore.errors import ConfigError, IntegrityError, KeyAccessError
 
 SEG = 4096
 
@@ -185,3 +185,22 @@ def test_range_read_survives_a_concurrent_overwrite() -> None:
     counting.get_range = racing_get_range  # type: ignore[method-assign]
     assert enc.get_range("r", SEG, SEG + 10) == b"b" * 10
     assert raced
+
+
+def test_a_stale_cached_header_is_dropped_not_fatal() -> None:
+    counting = CountingBackend(MemoryBackend(f"stale-{uuid.uuid4().hex[:8]}"))
+    enc = EncryptedBackend(counting, Keyring.generate(), segment_size=SEG)
+    enc.put("s", b"x" * 3 * SEG)
+    enc.put("other", b"y" * 3 * SEG)
+    version = counting.head("s").version
+    other_header = enc._header(counting.head("other"))
+    enc._remember(("s", version), other_header)  # as if a version token had been reused
+    assert enc.get_range("s", 5, SEG + 5) == b"x" * SEG
+    blob = bytearray(counting.get("s"))
+    blob[parse_header(blob, "s").size + 3] ^= 1  # real damage: raised after one fresh retry
+    counting.put("s", bytes(blob))
+    counting.ranges.clear()
+    with pytest.raises(IntegrityError):
+        enc.get_range("s", 0, 10)
+    headers_read = [r for r in counting.ranges if r[1] == 0]
+    assert len(headers_read) == 1

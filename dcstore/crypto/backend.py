@@ -181,16 +181,24 @@ class EncryptedBackend(Backend):
         return self._retrying(key, lambda meta: self._read_range(meta, start, end))
 
     def _retrying(self, key: str, read: Callable[[ObjectMeta], bytes]) -> bytes:
-        """Run ``read(inner meta)``; an integrity failure caused by a concurrent
-        overwrite (the version changed) is retried, a real one is raised."""
+        """Run ``read(inner meta)``. On an integrity failure the cached header is
+        dropped and the read retried once with a fresh one, and again while the
+        object keeps changing (a concurrent overwrite); otherwise it is raised."""
         for attempt in range(1, RANGE_ATTEMPTS + 1):
             meta = self.inner.head(key)
+            with self._lock:
+                was_cached = (key, meta.version) in self._headers
             try:
                 return read(meta)
             except IntegrityError:
-                if attempt == RANGE_ATTEMPTS or self._unchanged(meta):
+                self._forget((key, meta.version))
+                if attempt == RANGE_ATTEMPTS or (self._unchanged(meta) and not was_cached):
                     raise
         raise AssertionError("unreachable")
+
+    def _forget(self, cache_key: tuple[str, str]) -> None:
+        with self._lock:
+            self._headers.pop(cache_key, None)
 
     def _unchanged(self, meta: ObjectMeta) -> bool:
         try:
