@@ -345,3 +345,26 @@ def test_resp_mget_reader() -> None:
         _reply_through_socket(b"*2\r\n$5\r\nhello\r\n", [5])  # two values, one expected
     with pytest.raises(ConnectionError):
         _reply_through_socket(b"*2\r\n$5\r\nhello\r\n", [5, 5])  # truncated
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:1/0?connect_timeout=0.2",
+        "redis+cluster://127.0.0.1:1,127.0.0.1:2?connect_timeout=0.2",
+    ],
+)
+def test_unreachable_redis_reads_the_origin(url: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="dcstore.cache")
+    origin = CountingBackend(MemoryBackend(f"down-{uuid.uuid4().hex}"))
+    store = CachedBackend(origin, url)
+    store.put("k", payload(1000))
+    for _ in range(5):
+        assert store.get("k") == payload(1000)
+    assert origin.reads == 5
+    assert store.stats()["errors"] == 1 and store.stats()["misses"] == 5
+    assert episode_count(caplog) == 1
+
+
+def episode_count(caplog: pytest.LogCaptureFixture) -> int:
+    return sum("reading from the origin" in r.getMessage() for r in caplog.records)

@@ -40,6 +40,7 @@ try:
     import redis
     from redis.backoff import NoBackoff
     from redis.cluster import ClusterNode, RedisCluster
+    from redis.exceptions import RedisClusterException
     from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ConfigError("the redis cache tier needs redis-py: pip install 'dcstore[redis]'") from exc
@@ -229,7 +230,7 @@ class RedisTier(CacheTier):
         """Map every failure of the Redis client to :class:`CacheUnavailableError`."""
         try:
             yield
-        except (redis.RedisError, OSError) as exc:
+        except (redis.RedisError, RedisClusterException, OSError) as exc:
             self._client = None  # reconnect (and re-discover a cluster) next time
             detail = str(exc).splitlines()[0] if str(exc) else ""
             raise CacheUnavailableError(

@@ -75,7 +75,7 @@ def read_mget(
         if head in (b"$-1", b"_"):  # RESP2 / RESP3 null: a missing key
             complete = False
             continue
-        if not head.startswith(b"$") or int(head[1:]) != expected:
+        if not head.startswith(b"$") or head[1:] != b"%d" % expected:
             raise Desync(f"unexpected value header {head[:40]!r}")
         fill(pos + expected + 2)
         offsets.append(pos)
