@@ -7,7 +7,8 @@ stand in for the GPU step. Per case it reports samples/s and MB/s after the
 first batch, the time to the first batch, the data-wait share (time blocked
 in ``next()`` over the loop time), the distribution of per-batch waits, and the
 peak resident memory of the main process and of the workers (psutil, sampled
-every 20 ms).
+every 20 ms). Forked workers share pages with the parent and each counts them in
+its RSS, so the workers' sum is an upper bound.
 
 ``synthetic`` packs a dataset of fixed-size random samples first (untimed) at a
 URL that must not hold a dataset yet, checks every sample read against what
@@ -159,7 +160,8 @@ class LoaderBench:
                 f"{self.stack.name} already holds a dataset: omit --synthetic to benchmark it, "
                 f"or point --synthetic at an empty location"
             )
-        objects = ObjectSet("samples", cfg.sample_size, cfg.synthetic or 1, cfg.seed)
+        # contents are rebuilt when checked, so the main process's RSS stays honest
+        objects = ObjectSet("samples", cfg.sample_size, cfg.synthetic or 1, cfg.seed, keep=False)
         self.session.reporter.phase(
             f"packing {objects.count} samples of {format_size(cfg.sample_size)} into "
             f"{self.stack.name} (untimed)"

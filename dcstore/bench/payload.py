@@ -19,13 +19,15 @@ from dcstore.errors import IntegrityError
 class ObjectSet:
     """``count`` objects of ``size`` bytes stored under ``prefix``."""
 
-    def __init__(self, prefix: str, size: int, count: int, seed: int):
+    def __init__(self, prefix: str, size: int, count: int, seed: int, *, keep: bool = True):
         if count < 1:
             raise ValueError("an object set needs at least one object")
         self.prefix = prefix.rstrip("/")
         self.size = size
         self.count = count
         self.seed = seed
+        self.keep = keep
+        """Keep built contents in memory (False: rebuild on every use; for huge sets)."""
         self._contents: dict[int, memoryview] = {}
         self._lock = threading.Lock()
 
@@ -47,14 +49,11 @@ class ObjectSet:
         """The bytes of object ``index`` (a read-only view; built on first use)."""
         view = self._contents.get(index)
         if view is None:
-            with self._lock:
-                view = self._contents.get(index)
-                if view is None:
-                    words = np.random.SFC64([self.seed, self.size, index]).random_raw(
-                        -(-self.size // 8)
-                    )
-                    view = memoryview(words).cast("B")[: self.size].toreadonly()
-                    self._contents[index] = view
+            words = np.random.SFC64([self.seed, self.size, index]).random_raw(-(-self.size // 8))
+            view = memoryview(words).cast("B")[: self.size].toreadonly()
+            if self.keep:
+                with self._lock:
+                    view = self._contents.setdefault(index, view)
         return view
 
     def verify(self, index: int, data: bytes, start: int = 0, end: int | None = None) -> int:

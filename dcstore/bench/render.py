@@ -20,10 +20,9 @@ class LiveReporter:
     On a non-terminal (CI logs, pipes) it prints one line per finished case instead.
     """
 
-    def __init__(self, console: Console | None = None, enabled: bool = True):
+    def __init__(self, console: Console | None = None, live: bool = True):
         self.console = console or Console(stderr=True)
-        self.live = enabled and self.console.is_terminal
-        self.enabled = enabled
+        self.live = live and self.console.is_terminal
         self._progress: Progress | None = None
 
     def __enter__(self) -> LiveReporter:
@@ -48,8 +47,7 @@ class LiveReporter:
             self._progress = None
 
     def phase(self, text: str) -> None:
-        if self.enabled:
-            self.console.print(f"[dim]{text}[/dim]")
+        self.console.print(f"[dim]{text}[/dim]", highlight=False)
 
     def case_started(self, name: str, spec: LoadSpec) -> ProgressCallback | None:
         if self._progress is None:
@@ -77,9 +75,7 @@ class LiveReporter:
         return update
 
     def case_finished(self, case: CaseResult) -> None:
-        if self._progress is not None:
-            return
-        if self.enabled:
+        if self._progress is None:
             p99 = format_latency_us(case.latency_us["p99"])
             errors = f", {case.errors} errors" if case.errors else ""
             self.console.print(
@@ -112,7 +108,8 @@ def cases_table(result: BenchResult, title: str | None = None) -> Table:
     table = Table(title=title, title_justify="left", header_style="bold")
     if many_targets:
         table.add_column("target", overflow="fold")
-    for name in ("op", "size", "conc", "loop"):
+    show_loop = any(_loop(c.params) != "closed" for c in result.cases)
+    for name in ("op", "size", "conc", *(("loop",) if show_loop else ())):
         table.add_column(name)
     if has_reps:
         table.add_column("rep", justify="right")
@@ -125,7 +122,7 @@ def cases_table(result: BenchResult, title: str | None = None) -> Table:
             str(p.get("op", "-")) + ("" if case.status == "complete" else f" [{case.status}]"),
             format_size(p["size"]) if p.get("size") else "-",
             _workers(p),
-            _loop(p),
+            *((_loop(p),) if show_loop else ()),
         ]
         if has_reps:
             row.append(str(p.get("repetition", 0) + 1))
@@ -201,19 +198,24 @@ def print_result(result: BenchResult, console: Console | None = None) -> None:
         console.print(extra)
     for table in summary_tables(result):
         console.print(table)
+    many_targets = len({c.target for c in result.cases}) > 1
+
+    def label(case: CaseResult) -> str:
+        return f"{case.target}: {case.name}" if many_targets else case.name
+
     grouped: dict[str, list[str]] = {}
     for case in result.cases:
         for warning in case.warnings:
             names = grouped.setdefault(warning, [])
-            if case.name not in names:
-                names.append(case.name)
+            if label(case) not in names:
+                names.append(label(case))
     for warning, names in grouped.items():
-        every = len(names) == len({c.name for c in result.cases}) > 1
+        every = len(names) == len({label(c) for c in result.cases}) > 1
         where = "all cases" if every else ", ".join(names)
         console.print(f"[yellow]warning[/yellow]: {where}: {warning}", highlight=False)
     for case in result.cases:
         for sample in case.error_samples:
-            console.print(f"[red]error[/red]: {case.name}: {sample}", highlight=False)
+            console.print(f"[red]error[/red]: {label(case)}: {sample}", highlight=False)
     for warning in result.warnings:
         console.print(f"[yellow]warning[/yellow]: {warning}", highlight=False)
     if result.status != "complete":

@@ -150,8 +150,8 @@ def stability_warnings(m: Measurement, spec: LoadSpec) -> list[str]:
         cv = statistics.pstdev(full) / statistics.fmean(full)
         if cv > MAX_STABLE_CV:
             warnings.append(
-                f"throughput varied by {cv:.0%} (coefficient of variation) between "
-                f"{spec.interval:g}s intervals: the system is noisy, repeat or run longer"
+                f"throughput varied by more than {MAX_STABLE_CV:.0%} (coefficient of variation) "
+                f"between {spec.interval:g}s intervals: the system is noisy; repeat or run longer"
             )
     if spec.rate and m.elapsed_s > 0:
         achieved = m.ops / m.elapsed_s

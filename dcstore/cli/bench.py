@@ -76,7 +76,7 @@ def register(subparsers: Any) -> None:
     )
     crypto.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
     crypto.add_argument("--no-verify", action="store_true", help="do not check decryptions")
-    add_load_options(crypto, duration="2s", warmup="0.5s", rate=False)
+    add_load_options(crypto, duration="3s", warmup="0.5s", rate=False)
     add_output_options(crypto)
     crypto.set_defaults(func=_crypto)
 
@@ -238,7 +238,7 @@ def _run_storage(args: argparse.Namespace, urls: list[str], suite: str, reps: in
     label = {"label": args.label} if getattr(args, "label", None) else {}
     stacks = [_stack(args, url, **label) for url in urls]
     config = storage_config(args, reps)
-    with LiveReporter(enabled=not args.no_progress) as reporter:
+    with LiveReporter(live=not args.no_progress) as reporter:
         bench = StorageBench(stacks, config, suite=suite, command=sys.argv, reporter=reporter)
         result, error = bench.run()
     if suite == "compare":
@@ -324,7 +324,7 @@ def _crypto(args: argparse.Namespace) -> int:
         verify=not args.no_verify,
         max_errors=args.max_errors,
     )
-    with LiveReporter(enabled=not args.no_progress) as reporter:
+    with LiveReporter(live=not args.no_progress) as reporter:
         result, error = run_crypto(config, sys.argv, reporter)
     return finish(result, error, args)
 
@@ -352,7 +352,7 @@ def _cache(args: argparse.Namespace) -> int:
         prefix=args.prefix,
     )
     stack = _stack(args, args.url, cache=None)
-    with LiveReporter(enabled=not args.no_progress) as reporter:
+    with LiveReporter(live=not args.no_progress) as reporter:
         result, error = CacheBench(stack, config, sys.argv, reporter).run()
     return finish(result, error, args)
 
@@ -379,7 +379,7 @@ def _loader(args: argparse.Namespace) -> int:
         keep=args.keep,
         verify=not args.no_verify,
     )
-    with LiveReporter(enabled=not args.no_progress) as reporter:
+    with LiveReporter(live=not args.no_progress) as reporter:
         result, error = LoaderBench(_stack(args, args.url), config, sys.argv, reporter).run()
     return finish(result, error, args)
 
