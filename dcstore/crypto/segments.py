@@ -18,10 +18,9 @@ from concurrent.futures import Executor
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from dcstore.backends.base import Buffer
 from dcstore.crypto.format import Header, Layout, segment_ad, segment_nonce
 from dcstore.errors import IntegrityError
-
-Buffer = bytes | bytearray | memoryview
 
 PARALLEL_MIN_SEGMENTS = 4
 """Objects with fewer segments are processed on the calling thread."""
@@ -32,7 +31,10 @@ def _run(count: int, step: Callable[[int], None], pool: Executor | None, paralle
         for i in range(count):
             step(i)
         return
-    for future in [pool.submit(step, i) for i in range(count)]:
+    futures = [pool.submit(step, i) for i in range(count)]
+    for future in futures:  # wait for every task before raising the first error
+        future.exception()
+    for future in futures:
         future.result()
 
 
