@@ -85,3 +85,15 @@ def test_redis_killed_and_restarted_mid_epoch(private_redis, dataset: tuple[Path
     assert sorted(run_epoch(loader)) == expected
     stats = open_cache_tier(cache).read_stats()
     assert stats["misses"] > 0 and stats["errors"] >= 1
+
+
+def test_sharded_dataset_accepts_a_cache_url(private_redis, dataset: tuple[Path, str]) -> None:
+    root, keys = dataset
+    server: PrivateRedis = private_redis()
+    cache = f"{server.url}?stats_interval=0"
+    for _ in range(2):
+        ds = loaders.ShardedDataset(str(root), cache=cache, keys=keys)
+        assert sorted(key_of(s) for s in ds) == sorted(f"s{i:05d}" for i in range(SAMPLES))
+    stats = open_cache_tier(cache).read_stats()
+    assert stats["hits"] >= stats["misses"] > 0
+    assert stats["bytes_from_origin"] <= sum(m.size for m in LocalBackend(root).list(""))
