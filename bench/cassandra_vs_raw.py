@@ -21,6 +21,7 @@ the overhead of dcstore relative to raw. Example::
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import threading
 import time
@@ -147,12 +148,14 @@ def run_case(op: Callable[[int], int], threads: int, duration: float) -> dict[st
             moved[0] += nbytes
 
     start = time.monotonic()
+    cpu0 = _cpu()
     pool = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
     for t in pool:
         t.start()
     for t in pool:
         t.join()
     elapsed = time.monotonic() - start
+    cpu = _cpu() - cpu0
     if errors:
         raise errors[0]
     lat.sort()
@@ -162,11 +165,18 @@ def run_case(op: Callable[[int], int], threads: int, duration: float) -> dict[st
 
     return {
         "mbps": moved[0] / elapsed / 1e6,
+        "cpu_s_per_gb": cpu / (moved[0] / 1e9) if moved[0] else float("nan"),
         "ops": len(lat),
         "p50": pct(0.50),
         "p90": pct(0.90),
         "p99": pct(0.99),
     }
+
+
+def _cpu() -> float:
+    """CPU seconds of this process (all threads, including the driver's event loop)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def main() -> None:
@@ -234,13 +244,16 @@ def main() -> None:
                     for name, res in results.items()
                 }
                 overhead = 1 - med["dcstore"]["mbps"] / med["raw"]["mbps"]
+                cpu_overhead = med["dcstore"]["cpu_s_per_gb"] / med["raw"]["cpu_s_per_gb"] - 1
                 for name in ("raw", "dcstore"):
                     m = med[name]
                     spread = [round(r["mbps"]) for r in results[name]]
                     rows.append(
                         f"| {op} | {size >> 20} MiB | {threads} | {name} | {m['mbps']:.0f} "
                         f"| {spread} | {m['p50']:.1f} | {m['p90']:.1f} | {m['p99']:.1f} "
-                        f"| {int(m['ops'])} | {'' if name == 'raw' else f'{overhead:+.1%}'} |"
+                        f"| {int(m['ops'])} | {m['cpu_s_per_gb']:.2f} "
+                        f"| {'' if name == 'raw' else f'{overhead:+.1%}'} "
+                        f"| {'' if name == 'raw' else f'{cpu_overhead:+.1%}'} |"
                     )
                 summary.append((op, size, threads, med["dcstore"]["mbps"], med["raw"]["mbps"]))
                 print(rows[-2], rows[-1], sep="\n", flush=True)
@@ -249,8 +262,8 @@ def main() -> None:
 
     header = (
         "| op | size | threads | impl | MB/s (median) | MB/s per rep | p50 ms | p90 ms "
-        "| p99 ms | ops (median) | dcstore overhead |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|"
+        "| p99 ms | ops (median) | client CPU s/GB | overhead (MB/s) | overhead (CPU/GB) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     table = header + "\n" + "\n".join(rows)
     print()

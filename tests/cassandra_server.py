@@ -42,8 +42,10 @@ def cassandra_url() -> str:
 class PrivateNode:
     """One node of a private cluster; its data survives stop/start until ``wipe``."""
 
-    def __init__(self, name: str, address: str, seeds: str, cluster: str):
+    def __init__(self, name: str, address: str, seeds: str, cluster: str, **env: str) -> None:
         self.name, self.address, self.seeds, self.cluster = name, address, seeds, cluster
+        self.env = env
+        self.dir = REPO / ".servers" / "cassandra" / name
 
     def _env(self, **extra: str) -> dict[str, str]:
         return {
@@ -54,6 +56,7 @@ class PrivateNode:
             "CASSANDRA_CLUSTER": self.cluster,
             "CASSANDRA_HEAP": os.environ.get("DCSTORE_TEST_CASSANDRA_PAIR_HEAP", "768m"),
             "CASSANDRA_MEMTABLE": "128MiB",
+            **self.env,
             **extra,
         }
 
@@ -81,7 +84,7 @@ class PrivateNode:
         )
 
     def rss_bytes(self) -> int:
-        pid = (REPO / ".servers" / "cassandra" / self.name / "cassandra.pid").read_text().strip()
+        pid = (self.dir / "cassandra.pid").read_text().strip()
         with open(f"/proc/{pid}/status") as status:
             for line in status:
                 if line.startswith("VmRSS:"):

@@ -22,7 +22,8 @@ Guarantees (beyond :mod:`dcstore.backends.base`):
   that has not committed within ``abandon_after / 2`` gives up, so a slow writer
   never commits chunks a sweeper removed.
 * Chunk requests use prepared statements, token-aware routing and
-  ``execute_async`` with at most ``max_in_flight`` requests per call;
+  ``execute_async`` with at most ``max_in_flight`` requests outstanding per backend
+  (shared by its threads; :mod:`dcstore.backends.cassandra_session`);
   ``get_range`` fetches only the chunks it overlaps.
 * Commits need ``serial_consistency`` (a quorum of replicas); reads and chunk
   writes use ``read_consistency`` / ``write_consistency``.
@@ -36,41 +37,27 @@ import os
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 import cassandra
-from cassandra.auth import PlainTextAuthProvider
-from cassandra.cluster import (
-    EXEC_PROFILE_DEFAULT,
-    Cluster,
-    ExecutionProfile,
-    NoHostAvailable,
-    ResponseFuture,
-    ResultSet,
-    Session,
-)
-from cassandra.connection import ConnectionBusy
-from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
-from cassandra.query import PreparedStatement, tuple_factory
+from cassandra.cluster import ResultSet
 
 from dcstore.backends import cassandra_schema as schema
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
 from dcstore.backends.cassandra_errors import map_errors
 from dcstore.backends.cassandra_schema import Layout, bucket_of
+from dcstore.backends.cassandra_session import Session, connect
 from dcstore.backends.cassandra_settings import CassandraSettings
 from dcstore.backends.keys import validate_key, validate_prefix
 from dcstore.backends.options import Options, ParsedUrl
-from dcstore.errors import BackendUnavailableError, ConfigError, IntegrityError, NotFoundError
+from dcstore.errors import BackendUnavailableError, IntegrityError, NotFoundError
 
 log = logging.getLogger(__name__)
 
 READ_ATTEMPTS = 5  # restarts when a concurrent overwrite deletes the version being read
 CAS_ATTEMPTS = 32  # compare-and-set rounds under contention
-LIST_PAGE = 1000
-DDL_TIMEOUT = 120.0
 
 
 class Current(NamedTuple):
@@ -84,67 +71,14 @@ class _StaleRead(Exception):
     """A chunk of the version being read is gone (overwritten meanwhile)."""
 
 
-class _Conn:
-    """One process's cluster, session and prepared statements (recreated after fork or close)."""
-
-    def __init__(
-        self,
-        cluster: Cluster,
-        session: Session,
-        stmts: dict[str, PreparedStatement],
-        request_timeout: float,
-    ):
-        self.pid = os.getpid()
-        self.request_timeout = request_timeout
-        self.cluster = cluster
-        self.session = session
-        self.stmts = stmts
-
-    def run(self, name: str, params: Iterable[Any]) -> ResultSet:
-        return self._settle(
-            self.stmts[name], params, self.session.execute_async(self.stmts[name], params)
-        )
-
-    def window(self, name: str, params: Iterable[Iterable[Any]], limit: int) -> Iterator[ResultSet]:
-        """Results of ``name`` for each parameter tuple, in order, at most ``limit`` in flight."""
-        stmt, pending = self.stmts[name], deque()
-        for p in params:
-            if len(pending) >= limit:
-                yield self._settle(stmt, *pending.popleft())
-            pending.append((p, self.session.execute_async(stmt, p)))
-        while pending:
-            yield self._settle(stmt, *pending.popleft())
-
-    def _settle(self, stmt: PreparedStatement, params: Any, future: ResponseFuture) -> ResultSet:
-        """Wait for ``future``; resend while the connection's socket buffer is full.
-
-        The driver fails a request at once with ``ConnectionBusy`` (before sending it) when
-        the socket cannot take more bytes, which large chunk writes cause routinely: that is
-        back-pressure, so wait for earlier requests to drain and send it again.
-        """
-        deadline = time.monotonic() + self.request_timeout
-        delay = 0.001
-        while True:
-            try:
-                return future.result()
-            except NoHostAvailable as exc:
-                errors = list((exc.errors or {}).values())
-                if not errors or not all(isinstance(e, ConnectionBusy) for e in errors):
-                    raise
-                if time.monotonic() > deadline:
-                    raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
-            future = self.session.execute_async(stmt, params)
-
-
 class CassandraBackend(Backend):
     """Chunked objects in a Cassandra keyspace; thread-safe, picklable (reconnects lazily)."""
 
     def __init__(self, settings: CassandraSettings | None = None, **kwargs: Any):
         self.settings = settings or CassandraSettings(**kwargs)
+        self._url = self.settings.url
         self._lock = threading.Lock()
-        self._conn: _Conn | None = None
+        self._conn: Session | None = None
 
     @classmethod
     def from_url(cls, url: ParsedUrl, options: Options) -> CassandraBackend:
@@ -152,7 +86,7 @@ class CassandraBackend(Backend):
 
     @property
     def url(self) -> str:
-        return self.settings.url
+        return self._url
 
     def __getstate__(self) -> dict[str, Any]:
         return {"settings": self.settings}
@@ -162,92 +96,21 @@ class CassandraBackend(Backend):
 
     # -- connection ------------------------------------------------------------------------
 
-    def _connection(self) -> _Conn:
+    def _connection(self) -> Session:
         conn = self._conn
         if conn is not None and conn.pid == os.getpid():
             return conn
         with self._lock:
             if self._conn is None or self._conn.pid != os.getpid():
-                self._conn = self._connect()  # a parent's cluster is abandoned, never shut down
+                # a parent's cluster (after fork) is abandoned, never shut down
+                self._conn = connect(self.settings, self.url)
             return self._conn
-
-    def _connect(self) -> _Conn:
-        s = self.settings
-        profile = ExecutionProfile(
-            load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=s.local_dc)),
-            consistency_level=s.read_cl,
-            serial_consistency_level=s.serial_cl,
-            request_timeout=s.request_timeout,
-            row_factory=tuple_factory,
-        )
-        auth = PlainTextAuthProvider(s.username, s.password or "") if s.username else None
-        ssl_options = {"server_hostname": s.tls_server_hostname} if s.tls_server_hostname else None
-        cluster = Cluster(
-            contact_points=list(s.hosts),
-            port=s.port,
-            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
-            auth_provider=auth,
-            ssl_context=s.ssl_context(),
-            ssl_options=ssl_options,
-            connect_timeout=s.connect_timeout,
-            control_connection_timeout=s.connect_timeout,
-            compression=s.compression,
-            protocol_version=s.protocol_version,
-        )
-        try:
-            session = cluster.connect()
-            self._ensure_schema(cluster, session)
-            stmts = self._prepare(session)
-        except BaseException:
-            cluster.shutdown()
-            raise
-        return _Conn(cluster, session, stmts, s.request_timeout)
-
-    def _ensure_schema(self, cluster: Cluster, session: Session) -> None:
-        s = self.settings
-        meta = cluster.metadata.keyspaces.get(s.keyspace)
-        if meta is None:
-            if not s.create_keyspace:
-                raise ConfigError(f"{self.url}: keyspace {s.keyspace!r} does not exist")
-            local_dc = s.local_dc or _contact_dc(session)
-            nodes = sum(1 for h in cluster.metadata.all_hosts() if h.datacenter == local_dc)
-            factor = s.replication_factor or max(1, min(3, nodes))
-            replication = schema.replication_map(s.replication, factor, local_dc)
-            log.info("%s: creating keyspace with replication %s", self.url, replication)
-            session.execute(schema.keyspace_cql(s.keyspace, replication), timeout=DDL_TIMEOUT)
-            meta = cluster.metadata.keyspaces.get(s.keyspace)
-        tables = meta.tables if meta is not None else {}
-        for cql, name in zip(
-            schema.tables_cql(s.keyspace),
-            (schema.OBJECTS, schema.CHUNKS, schema.UPLOADS),
-            strict=True,
-        ):
-            if name not in tables:
-                session.execute(cql, timeout=DDL_TIMEOUT)
-
-    def _prepare(self, session: Session) -> dict[str, PreparedStatement]:
-        s = self.settings
-        stmts = {}
-        for name, cql in schema.statements_cql(s.keyspace).items():
-            stmt = session.prepare(cql)
-            lwt = name in ("create", "replace", "remove")
-            writes = lwt or name in ("chunk_put", "part_drop", "intent_put", "intent_drop")
-            stmt.consistency_level = s.write_cl if writes else s.read_cl
-            stmt.is_idempotent = not lwt
-            if name.startswith("list") or name == "intents_all":
-                stmt.fetch_size = LIST_PAGE
-            stmts[name] = stmt
-        serial = session.prepare(schema.statements_cql(s.keyspace)["head"])
-        serial.consistency_level = s.serial_cl
-        serial.is_idempotent = True
-        stmts["head_serial"] = serial
-        return stmts
 
     def close(self) -> None:
         with self._lock:
             conn, self._conn = self._conn, None
-        if conn is not None and conn.pid == os.getpid():
-            conn.cluster.shutdown()
+        if conn is not None:
+            conn.close()
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -255,26 +118,22 @@ class CassandraBackend(Backend):
         return self.settings.root + validate_key(key)
 
     @staticmethod
-    def _current(conn: _Conn, full: str, serial: bool = False) -> Current | None:
-        row = conn.run("head_serial" if serial else "head", (bucket_of(full), full)).one()
-        if row is None:
-            return None
-        version, size, chunk_size, part_chunks = row
-        return Current(version, Layout(size, chunk_size, part_chunks))
+    def _current(conn: Session, full: str, serial: bool = False) -> Current | None:
+        return _as_current(
+            conn.run("head_serial" if serial else "head", (bucket_of(full), full)).one()
+        )
 
-    def _require(self, conn: _Conn, key: str, full: str) -> Current:
+    def _require(self, conn: Session, key: str, full: str) -> Current:
         cur = self._current(conn, full)
         if cur is None:
             raise NotFoundError(f"{self.url}: no object {key!r}")
         return cur
 
-    def _read_chunks(self, conn: _Conn, cur: Current, first: int, last: int) -> list[bytes]:
+    def _read_chunks(self, conn: Session, cur: Current, first: int, last: int) -> list[bytes]:
         lay, v = cur.layout, cur.version
         params = ((v, lay.part_of(i), i) for i in range(first, last + 1))
         out = []
-        for idx, rs in enumerate(
-            conn.window("chunk_get", params, self.settings.max_in_flight), first
-        ):
+        for idx, rs in enumerate(conn.window("chunk_get", params), first):
             row = rs.one()
             if row is None:
                 raise _StaleRead(idx)
@@ -316,15 +175,17 @@ class CassandraBackend(Backend):
                 return b"".join([head, *parts[1:-1], tail])
             raise BackendUnavailableError(f"{self.url}: {key!r} kept changing while being read")
 
-    def _drop_version(self, conn: _Conn, version: uuid.UUID, layout: Layout) -> None:
+    def _drop_version(self, conn: Session, version: uuid.UUID, layout: Layout) -> None:
         params = ((version, part) for part in range(layout.parts))
-        for _ in conn.window("part_drop", params, self.settings.max_in_flight):
+        for _ in conn.window("part_drop", params):
             pass
 
-    def _commit(self, conn: _Conn, full: str, version: uuid.UUID, lay: Layout) -> Current | None:
-        """Compare-and-set the metadata row to ``version``; return the version it replaced."""
+    def _commit(
+        self, conn: Session, full: str, version: uuid.UUID, lay: Layout, cur: Current | None
+    ) -> Current | None:
+        """Compare-and-set the metadata row from ``cur`` (as last read) to ``version``;
+        return the version it replaced."""
         b = bucket_of(full)
-        cur = self._current(conn, full)
         for _ in range(CAS_ATTEMPTS):
             if cur is None:
                 name, params = (
@@ -346,7 +207,7 @@ class CassandraBackend(Backend):
             cur = now
         raise BackendUnavailableError(f"{self.url}: gave up committing {full!r} under contention")
 
-    def _sweep_rows(self, conn: _Conn, rows: Iterable[Any], older_than: float) -> int:
+    def _sweep_rows(self, conn: Session, rows: Iterable[Any], older_than: float) -> int:
         """Reclaim the chunks of intents older than ``older_than`` seconds; return how many."""
         cutoff = time.time() - older_than
         reclaimed = 0
@@ -384,11 +245,15 @@ class CassandraBackend(Backend):
         with map_errors(self.url, "put", key):
             conn = self._connection()
             t0 = time.monotonic()
-            self._sweep_rows(conn, conn.run("intents_of", (b, full)), s.abandon_after)
             started = datetime.now(timezone.utc)
-            conn.run(
-                "intent_put", (b, full, version, started, lay.size, s.chunk_size, s.part_chunks)
-            )
+            # One round trip: earlier intents of this key, the current version, our intent.
+            pending = [
+                conn.submit("intents_of", (b, full)),
+                conn.submit("head", (b, full)),
+                conn.submit("intent_put", (b, full, version, started, *_layout_row(lay))),
+            ]
+            intents, head, _ = [conn.settle(p) for p in pending]
+            self._sweep_rows(conn, [r for r in intents if r[1] != version], s.abandon_after)
             committed = False
             try:
                 cs = s.chunk_size
@@ -396,23 +261,24 @@ class CassandraBackend(Backend):
                     (version, lay.part_of(i), i, view[i * cs : (i + 1) * cs])
                     for i in range(lay.chunks)
                 )
-                for _ in conn.window("chunk_put", params, s.max_in_flight):
+                for _ in conn.window("chunk_put", params):
                     pass
                 if time.monotonic() - t0 > s.abandon_after / 2:
                     raise BackendUnavailableError(
                         f"{self.url}: put {key!r} took longer than abandon_after/2; abandoned"
                     )
-                replaced = self._commit(conn, full, version, lay)
+                replaced = self._commit(conn, full, version, lay, _as_current(head.one()))
                 committed = True
             finally:
                 if not committed:
                     self._discard(conn, b, full, version, lay)
-            conn.run("intent_drop", (b, full, version))
+            intent_done = conn.submit("intent_drop", (b, full, version))
             if replaced is not None:
                 self._drop_version(conn, replaced.version, replaced.layout)
+            conn.settle(intent_done)
         return ObjectMeta(key, lay.size, str(version))
 
-    def _discard(self, conn: _Conn, b: int, full: str, version: uuid.UUID, lay: Layout) -> None:
+    def _discard(self, conn: Session, b: int, full: str, version: uuid.UUID, lay: Layout) -> None:
         """Best effort after a failed put: remove its chunks unless it might have committed."""
         try:
             cur = self._current(conn, full, serial=True)
@@ -427,8 +293,10 @@ class CassandraBackend(Backend):
         b = bucket_of(full)
         with map_errors(self.url, "delete", key):
             conn = self._connection()
-            self._sweep_rows(conn, conn.run("intents_of", (b, full)), self.settings.abandon_after)
-            cur = self._current(conn, full)
+            pending = [conn.submit("intents_of", (b, full)), conn.submit("head", (b, full))]
+            intents, head = [conn.settle(p) for p in pending]
+            self._sweep_rows(conn, intents, self.settings.abandon_after)
+            cur = _as_current(head.one())
             for _ in range(CAS_ATTEMPTS):
                 if cur is None:
                     return
@@ -448,18 +316,14 @@ class CassandraBackend(Backend):
         upper = schema.prefix_successor(lower)
         with map_errors(self.url, "list", prefix):
             conn = self._connection()
-            if upper is None:
-                futures = [
-                    conn.session.execute_async(conn.stmts["list"], (b, lower))
-                    for b in range(schema.META_BUCKETS)
-                ]
-            else:
-                futures = [
-                    conn.session.execute_async(conn.stmts["list_to"], (b, lower, upper))
-                    for b in range(schema.META_BUCKETS)
-                ]
+            futures = [
+                conn.submit("list", (b, lower))
+                if upper is None
+                else conn.submit("list_to", (b, lower, upper))
+                for b in range(schema.META_BUCKETS)
+            ]
             # ResultSet.__iter__ restarts the page it is on: hand merge plain generators.
-            pages = [_rows(f.result()) for f in futures]
+            pages = [_rows(conn.settle(f)) for f in futures]
             for full, size, version in heapq.merge(*pages):
                 if full.startswith(lower):
                     yield ObjectMeta(full[len(root) :], size, str(version))
@@ -483,8 +347,12 @@ def _rows(result: ResultSet) -> Iterator[Any]:
     yield from result
 
 
-def _contact_dc(session: Session) -> str:
-    for host in session.hosts:
-        if host.datacenter:
-            return host.datacenter
-    raise ConfigError("cannot tell the local data centre; pass local_dc=")
+def _as_current(row: Any) -> Current | None:
+    if row is None:
+        return None
+    version, size, chunk_size, part_chunks = row
+    return Current(version, Layout(size, chunk_size, part_chunks))
+
+
+def _layout_row(lay: Layout) -> tuple[int, int, int]:
+    return lay.size, lay.chunk_size, lay.part_chunks

@@ -5,6 +5,7 @@
   failures, overloaded or bootstrapping nodes and server errors:
   :class:`BackendUnavailableError` (retried by :class:`dcstore.retry.RetryingBackend`).
 * Failed authentication and missing permissions: :class:`KeyAccessError`.
+* TLS handshake failures (untrusted certificate, wrong host name): :class:`ConfigError`.
 * Invalid requests and schema problems (a missing keyspace when ``create_keyspace``
   is off, bad replication options): :class:`ConfigError`.
 * Anything else from the driver: :class:`DcstoreError`.
@@ -60,9 +61,14 @@ def _no_host_cause(exc: NoHostAvailable) -> BaseException | None:
     causes = list((exc.errors or {}).values())
     if causes and all(isinstance(c, ACCESS) for c in causes):
         return causes[0]
-    if causes and all(isinstance(c, ssl.SSLError) for c in causes):
+    if causes and all(_is_tls_failure(c) for c in causes):
         return causes[0]
     return None
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    # The driver re-raises handshake failures as a plain OSError naming the SSL error.
+    return isinstance(exc, ssl.SSLError) or "[SSL" in str(exc)
 
 
 @contextmanager
@@ -77,7 +83,7 @@ def map_errors(url: str, op: str, key: str = "") -> Iterator[None]:
         cause = _no_host_cause(exc)
         if isinstance(cause, ACCESS):
             raise KeyAccessError(f"{where}: access denied ({_detail(cause)})") from exc
-        if isinstance(cause, ssl.SSLError):
+        if cause is not None:
             raise ConfigError(f"{where}: TLS handshake failed ({_detail(cause)})") from exc
         raise BackendUnavailableError(f"{where}: Cassandra unavailable ({_detail(exc)})") from exc
     except ACCESS as exc:

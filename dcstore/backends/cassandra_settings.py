@@ -16,7 +16,9 @@ create_keyspace        true             create keyspace and tables when missing
 replication            (none)           ``dc1:3,dc2:3`` or ``simple:N`` for a new keyspace
 replication_factor     min(3, nodes)    replicas in ``local_dc`` for a new keyspace
 local_dc               (contact DC)     data centre for LOCAL_* levels and routing
-username / password    (none)           PlainTextAuthProvider credentials
+username / password    (none)           PlainTextAuthProvider credentials (``password`` as a
+                                        keyword option; never in a URL)
+password_file          (none)           file holding the password, read at connect time
 tls                    false            TLS to the native port; ``tls_ca``, ``tls_cert``,
                                         ``tls_key``, ``tls_verify`` (true),
                                         ``tls_server_hostname``
@@ -62,6 +64,7 @@ class CassandraSettings:
     root: str = ""
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    password_file: str | None = None
     consistency: str = "LOCAL_QUORUM"
     read_consistency: str | None = None
     write_consistency: str | None = None
@@ -124,6 +127,18 @@ class CassandraSettings:
     def serial_cl(self) -> int:
         return parse_consistency(self.serial_consistency, "serial_consistency")
 
+    def secret(self) -> str:
+        """The password: given directly, or the first line of ``password_file``."""
+        if self.password is not None:
+            return self.password
+        if self.password_file is None:
+            return ""
+        try:
+            with open(self.password_file, encoding="utf-8") as fh:
+                return fh.readline().rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"cannot read password_file {self.password_file!r}: {exc}") from exc
+
     def ssl_context(self) -> ssl.SSLContext | None:
         if not self.tls:
             return None
@@ -166,6 +181,7 @@ class CassandraSettings:
             root=f"{root}/" if root else "",
             username=options.str("username", url.username),
             password=options.str("password", url.password),
+            password_file=options.str("password_file"),
             consistency=options.str("consistency", d.consistency) or d.consistency,
             read_consistency=options.str("read_consistency"),
             write_consistency=options.str("write_consistency"),

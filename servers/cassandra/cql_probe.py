@@ -3,12 +3,13 @@
 
 Standard library only, so start.sh works before any virtualenv exists. Prints the release
 version and exits 0 when the query succeeds, 1 otherwise.
-Usage: cql_probe.py HOST PORT [USER PASSWORD]
+Usage: cql_probe.py HOST PORT [USER PASSWORD] [--tls]  (TLS without certificate checks)
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 import sys
 
@@ -54,8 +55,14 @@ def _cell_len(payload: bytes) -> int:
     return 0
 
 
-def probe(host: str, port: int, user: str = "cassandra", password: str = "cassandra") -> str:  # noqa: S107
-    with socket.create_connection((host, port), timeout=5) as sock:
+def probe(
+    host: str,
+    port: int,
+    user: str = "cassandra",
+    password: str = "cassandra",  # noqa: S107 - Cassandra's default superuser
+    tls: bool = False,
+) -> str:
+    with _connect(host, port, tls) as sock:
         op, _ = _request(
             sock, OP_STARTUP, struct.pack(">H", 1) + _string("CQL_VERSION") + _string("3.0.0")
         )
@@ -76,11 +83,22 @@ def probe(host: str, port: int, user: str = "cassandra", password: str = "cassan
         return payload[-n:].decode() if n else "?"
 
 
+def _connect(host: str, port: int, tls: bool) -> socket.socket:
+    sock = socket.create_connection((host, port), timeout=5)
+    if not tls:
+        return sock
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # readiness only; clients verify the certificate
+    return ctx.wrap_socket(sock)
+
+
 def main() -> int:
-    host, port = sys.argv[1], int(sys.argv[2])
-    creds = sys.argv[3:5]
+    args = [a for a in sys.argv[1:] if a != "--tls"]
+    host, port = args[0], int(args[1])
+    creds = args[2:4]
     try:
-        print(probe(host, port, *creds))
+        print(probe(host, port, *creds, tls="--tls" in sys.argv))
     except (OSError, RuntimeError) as exc:
         print(f"not ready: {exc}", file=sys.stderr)
         return 1

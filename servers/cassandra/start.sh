@@ -11,6 +11,8 @@
 #                           7000-7005 are often taken by a Redis Cluster on loopback)
 #   CASSANDRA_HEAP          JVM max heap (default 1g); CASSANDRA_MEMTABLE memtable heap space (default 256MiB)
 #   CASSANDRA_AUTH=1        enable PasswordAuthenticator (superuser cassandra/cassandra)
+#   CASSANDRA_TLS=1         TLS-only CQL port with a self-signed certificate for the listen address
+#                           (CA file: <node dir>/tls/cert.pem; needs openssl)
 #   CASSANDRA_FRESH=1       wipe this node's data before starting
 #   CASSANDRA_START_TIMEOUT seconds to wait for CQL (default 240)
 # A second node of the same cluster:  CASSANDRA_NODE=node2 CASSANDRA_LISTEN=127.0.0.2 CASSANDRA_SEEDS=127.0.0.1 start.sh
@@ -36,7 +38,9 @@ URL="cassandra://$LISTEN:$PORT"
 
 log() { echo "[cassandra:$NODE] $*" >&2; }
 
-probe() { python3 "$HERE/cql_probe.py" "$LISTEN" "$PORT" >/dev/null 2>&1; }
+PROBE_ARGS=()
+if [[ "${CASSANDRA_TLS:-0}" == 1 ]]; then PROBE_ARGS+=(--tls); fi
+probe() { python3 "$HERE/cql_probe.py" "$LISTEN" "$PORT" "${PROBE_ARGS[@]}" >/dev/null 2>&1; }
 
 # 0. Already running (our pid, answering CQL)? Then starting is a no-op.
 if [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
@@ -82,6 +86,26 @@ sed -e "s|@CLUSTER@|$CLUSTER|" -e "s|@SEEDS@|$SEEDS|" -e "s|@LISTEN@|$LISTEN|g" 
     -e "s|@AUTHENTICATOR@|$AUTHENTICATOR|" \
     "$HERE/cassandra.yaml.in" > "$NODEDIR/conf/cassandra.yaml"
 cp "$HERE/logback.xml" "$NODEDIR/conf/logback.xml"
+if [[ "${CASSANDRA_TLS:-0}" == 1 ]]; then
+  TLS="$NODEDIR/tls"
+  if [[ ! -f "$TLS/node.p12" ]]; then
+    command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl >/dev/null; }
+    mkdir -p "$TLS"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=$LISTEN" \
+      -addext "subjectAltName=IP:$LISTEN" -keyout "$TLS/key.pem" -out "$TLS/cert.pem" 2>/dev/null
+    openssl pkcs12 -export -in "$TLS/cert.pem" -inkey "$TLS/key.pem" -name node \
+      -passout pass:dcstore-test -out "$TLS/node.p12"
+  fi
+  cat >> "$NODEDIR/conf/cassandra.yaml" <<YAML
+client_encryption_options:
+  enabled: true
+  optional: false
+  keystore: $TLS/node.p12
+  keystore_password: dcstore-test
+  store_type: PKCS12
+  require_client_auth: false
+YAML
+fi
 
 # 5. JVM flags: Cassandra 5.0's jvm-server.options + jvm17-server.options essentials, small heap, jamm agent.
 JVM_OPTS=(

@@ -1,0 +1,197 @@
+"""One process's connection to Cassandra for the ``cassandra://`` backend.
+
+:func:`connect` builds the driver ``Cluster`` (token-aware, DC-aware routing; the
+configured consistency, timeouts, credentials and TLS), creates the keyspace and
+tables when missing, and prepares every statement. :class:`Session` runs them:
+
+* every request of the backend, from any thread, passes one bounded semaphore
+  (``max_in_flight``), so many threads reading large objects cannot pile hundreds of
+  1 MiB responses onto one connection and one server;
+* :meth:`Session.window` pipelines a stream of requests in order with at most
+  ``max_in_flight`` of them outstanding;
+* requests the driver refuses because the socket buffer is full (``ConnectionBusy``,
+  raised before anything is sent) are sent again once earlier ones drain.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from cassandra.auth import PlainTextAuthProvider
+from cassandra.cluster import (
+    EXEC_PROFILE_DEFAULT,
+    Cluster,
+    ExecutionProfile,
+    NoHostAvailable,
+    ResponseFuture,
+    ResultSet,
+)
+from cassandra.cluster import Session as DriverSession
+from cassandra.connection import ConnectionBusy
+from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.query import PreparedStatement, tuple_factory
+
+from dcstore.backends import cassandra_schema as schema
+from dcstore.backends.cassandra_settings import CassandraSettings
+from dcstore.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+LIST_PAGE = 1000
+DDL_TIMEOUT = 120.0
+LWT = ("create", "replace", "remove")
+WRITES = ("chunk_put", "part_drop", "intent_put", "intent_drop")
+
+
+class Session:
+    """Cluster, driver session and prepared statements of one process."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        session: DriverSession,
+        stmts: dict[str, PreparedStatement],
+        settings: CassandraSettings,
+    ):
+        self.pid = os.getpid()
+        self.cluster = cluster
+        self.session = session
+        self.stmts = stmts
+        self.request_timeout = settings.request_timeout
+        self.limit = settings.max_in_flight
+        self._slots = threading.BoundedSemaphore(settings.max_in_flight)
+
+    def submit(self, name: str, params: Any) -> tuple[str, Any, ResponseFuture]:
+        """Send ``name`` once a slot is free; the slot returns when the response arrives."""
+        self._slots.acquire()
+        try:
+            future = self.session.execute_async(self.stmts[name], params)
+        except BaseException:
+            self._slots.release()
+            raise
+        released = threading.Lock()
+
+        def release(_: Any) -> None:
+            if released.acquire(blocking=False):  # exactly once, whatever the driver calls
+                self._slots.release()
+
+        future.add_callbacks(release, release)
+        return name, params, future
+
+    def settle(self, pending: tuple[str, Any, ResponseFuture]) -> ResultSet:
+        """The result of a submitted request; resend it while the socket buffer is full."""
+        name, params, future = pending
+        deadline = time.monotonic() + self.request_timeout
+        delay = 0.001
+        while True:
+            try:
+                return future.result()
+            except NoHostAvailable as exc:
+                errors = list((exc.errors or {}).values())
+                if not errors or not all(isinstance(e, ConnectionBusy) for e in errors):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            future = self.submit(name, params)[2]
+
+    def run(self, name: str, params: Any) -> ResultSet:
+        return self.settle(self.submit(name, params))
+
+    def window(self, name: str, params: Iterable[Any]) -> Iterator[ResultSet]:
+        """Results of ``name`` for each parameter tuple, in order, pipelined."""
+        pending: deque[tuple[str, Any, ResponseFuture]] = deque()
+        for p in params:
+            if len(pending) >= self.limit:
+                yield self.settle(pending.popleft())
+            pending.append(self.submit(name, p))
+        while pending:
+            yield self.settle(pending.popleft())
+
+    def close(self) -> None:
+        if self.pid == os.getpid():
+            self.cluster.shutdown()
+
+
+def connect(settings: CassandraSettings, url: str) -> Session:
+    """Open the cluster, make sure the schema exists, prepare the statements."""
+    s = settings
+    profile = ExecutionProfile(
+        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=s.local_dc)),
+        consistency_level=s.read_cl,
+        serial_consistency_level=s.serial_cl,
+        request_timeout=s.request_timeout,
+        row_factory=tuple_factory,
+    )
+    auth = PlainTextAuthProvider(s.username, s.secret()) if s.username else None
+    ssl_options = {"server_hostname": s.tls_server_hostname} if s.tls_server_hostname else None
+    cluster = Cluster(
+        contact_points=list(s.hosts),
+        port=s.port,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        auth_provider=auth,
+        ssl_context=s.ssl_context(),
+        ssl_options=ssl_options,
+        connect_timeout=s.connect_timeout,
+        control_connection_timeout=s.connect_timeout,
+        compression=s.compression,
+        protocol_version=s.protocol_version,
+    )
+    try:
+        session = cluster.connect()
+        _ensure_schema(s, url, cluster, session)
+        stmts = _prepare(s, session)
+    except BaseException:
+        cluster.shutdown()
+        raise
+    return Session(cluster, session, stmts, s)
+
+
+def _ensure_schema(s: CassandraSettings, url: str, cluster: Cluster, session: Any) -> None:
+    meta = cluster.metadata.keyspaces.get(s.keyspace)
+    if meta is None:
+        if not s.create_keyspace:
+            raise ConfigError(f"{url}: keyspace {s.keyspace!r} does not exist")
+        local_dc = s.local_dc or _contact_dc(session)
+        nodes = sum(1 for h in cluster.metadata.all_hosts() if h.datacenter == local_dc)
+        factor = s.replication_factor or max(1, min(3, nodes))
+        replication = schema.replication_map(s.replication, factor, local_dc)
+        log.info("%s: creating keyspace with replication %s", url, replication)
+        session.execute(schema.keyspace_cql(s.keyspace, replication), timeout=DDL_TIMEOUT)
+        meta = cluster.metadata.keyspaces.get(s.keyspace)
+    tables = meta.tables if meta is not None else {}
+    names = (schema.OBJECTS, schema.CHUNKS, schema.UPLOADS)
+    for cql, name in zip(schema.tables_cql(s.keyspace), names, strict=True):
+        if name not in tables:
+            session.execute(cql, timeout=DDL_TIMEOUT)
+
+
+def _prepare(s: CassandraSettings, session: Any) -> dict[str, PreparedStatement]:
+    statements = schema.statements_cql(s.keyspace)
+    stmts = {}
+    for name, cql in statements.items():
+        stmt = session.prepare(cql)
+        stmt.consistency_level = s.write_cl if name in LWT + WRITES else s.read_cl
+        stmt.is_idempotent = name not in LWT
+        if name.startswith("list") or name == "intents_all":
+            stmt.fetch_size = LIST_PAGE
+        stmts[name] = stmt
+    serial = session.prepare(statements["head"])
+    serial.consistency_level = s.serial_cl  # a Paxos read: sees any in-progress commit
+    serial.is_idempotent = True
+    stmts["head_serial"] = serial
+    return stmts
+
+
+def _contact_dc(session: Any) -> str:
+    for host in session.hosts:
+        if host.datacenter:
+            return host.datacenter
+    raise ConfigError("cannot tell the local data centre; pass local_dc=")
