@@ -254,3 +254,19 @@ def test_prefix_successor(prefix: str) -> None:
     for s in (prefix, prefix + "\U0010ffff" * 3, prefix + "zzz"):
         assert s < succ
         assert s.encode() < succ.encode()
+
+
+def test_maintenance_sweep_command(cass: CassandraBackend) -> None:
+    import json
+    import subprocess
+    import sys
+
+    cass.put("x", b"1")
+    done = subprocess.run(
+        [sys.executable, "-m", "dcstore.cli", "maintenance", "sweep", cass.url, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"url": cass.url, "reclaimed": 0}
