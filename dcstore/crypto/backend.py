@@ -37,7 +37,7 @@ from dcstore.crypto.format import (
     parse_header,
 )
 from dcstore.crypto.keyring import Keyring
-from dcstore.crypto.segments import ObjectCipher
+from dcstore.crypto.segments import ObjectCipher, run_tasks
 from dcstore.crypto.sources import KeySource, open_key_source
 from dcstore.errors import ConfigError, IntegrityError, NotFoundError
 
@@ -207,21 +207,7 @@ class EncryptedBackend(Backend):
             return False
 
     def _run(self, tasks: list[Callable[[], None]]) -> None:
-        """Run ``tasks`` on the pool (or inline); wait for *all* before raising the
-        first error, so no task still writes into an output being discarded."""
-        pool = self._executor()
-        if pool is None or len(tasks) < 2:
-            for task in tasks:
-                task()
-            return
-        failures = []
-        for future in [pool.submit(task) for task in tasks]:
-            try:
-                future.result()
-            except BaseException as exc:
-                failures.append(exc)
-        if failures:
-            raise failures[0]
+        run_tasks(tasks, self._executor())
 
     def _read_all(self, meta: ObjectMeta) -> bytes:
         if meta.size > READ_CHUNK_BYTES:

@@ -12,6 +12,7 @@ be discarded by the caller (every caller here does).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from concurrent.futures import Executor
 
@@ -26,13 +27,16 @@ PARALLEL_MIN_SEGMENTS = 4
 """Objects with fewer segments are processed on the calling thread."""
 
 
-def _run(count: int, step: Callable[[int], None], pool: Executor | None, parallel_min: int) -> None:
-    if pool is None or count < parallel_min:
-        for i in range(count):
-            step(i)
+def run_tasks(tasks: list[Callable[[], None]], pool: Executor | None) -> None:
+    """Run ``tasks`` on ``pool`` (inline without one, or for a single task). Every
+    task finishes before the first error is raised, so none still writes into a
+    buffer the caller is about to discard."""
+    if pool is None or len(tasks) < 2:
+        for task in tasks:
+            task()
         return
-    futures = [pool.submit(step, i) for i in range(count)]
-    for future in futures:  # wait for every task before raising the first error
+    futures = [pool.submit(task) for task in tasks]
+    for future in futures:
         future.exception()
     for future in futures:
         future.result()
@@ -84,7 +88,9 @@ class ObjectCipher:
             nonce = segment_nonce(prefix, i, i == last)
             self._aead.encrypt_into(nonce, src[p0:p1], self._ad, dst[c0:c1])
 
-        _run(layout.segments, step, pool, PARALLEL_MIN_SEGMENTS)
+        if layout.segments < PARALLEL_MIN_SEGMENTS:
+            pool = None
+        run_tasks([functools.partial(step, i) for i in range(layout.segments)], pool)
 
     def decrypt_into(
         self,
