@@ -198,8 +198,8 @@ class MongoBackend(Backend):
 
     # -- reads -----------------------------------------------------------------------
 
-    def _current(self, conn: _Conn, key: str) -> dict[str, Any]:
-        with self._errors("head", key):
+    def _current(self, conn: _Conn, key: str, op: str = "head") -> dict[str, Any]:
+        with self._errors(op, key):
             doc = conn.files.find_one(
                 {"filename": key},
                 projection={"length": 1, "chunkSize": 1, "uploadDate": 1},
@@ -224,7 +224,7 @@ class MongoBackend(Backend):
         validate_key(key)
         conn = self._connection()
         for _ in range(READ_ATTEMPTS):
-            doc = self._current(conn, key)
+            doc = self._current(conn, key, "get")
             size = int(doc["length"])
             stop = size if end is None else end
             check_range(key, start, stop, size)

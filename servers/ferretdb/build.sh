@@ -15,9 +15,41 @@ if [[ -x "$BIN" ]]; then
   exit 0
 fi
 
-if ! command -v go >/dev/null 2>&1; then
-  echo "go not found; installing golang-go (the go.mod toolchain line fetches a newer one if needed)" >&2
-  apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go >&2
+# Go >= 1.21 switches to the toolchain go.mod needs by itself (GOTOOLCHAIN=auto, through the
+# module proxy). Without Go, or with an older one (Debian 12 ships 1.19), fetch the official
+# toolchain module golang.org/toolchain from the Go module proxy once and use it.
+go_ok() { command -v go >/dev/null 2>&1 && go version | grep -Eq 'go1\.(2[1-9]|[3-9][0-9])'; }
+if ! go_ok; then
+  GO_VERSION="${FERRETDB_GO_VERSION:-go1.24.3}"
+  TOOLCHAIN="$REPO/.servers/ferretdb/toolchain/$GO_VERSION"
+  if [[ ! -x "$TOOLCHAIN/bin/go" ]]; then
+    PROXY="$(go env GOPROXY 2>/dev/null || echo "${GOPROXY:-https://proxy.golang.org}")"
+    PROXY="${PROXY%%,*}"
+    [[ "$PROXY" == direct || "$PROXY" == off ]] && PROXY=https://proxy.golang.org
+    ZIP_URL="$PROXY/golang.org/toolchain/@v/v0.0.1-$GO_VERSION.linux-$(uname -m | sed 's/x86_64/amd64/;s/aarch64/arm64/').zip"
+    echo "no Go >= 1.21 here; fetching the $GO_VERSION toolchain module from $PROXY" >&2
+    mkdir -p "$TOOLCHAIN.tmp"
+    python3 - "$ZIP_URL" "$TOOLCHAIN.tmp" <<'PY'
+import io, os, sys, urllib.request, zipfile
+url, dest = sys.argv[1], sys.argv[2]
+with urllib.request.urlopen(url, timeout=600) as resp:
+    archive = zipfile.ZipFile(io.BytesIO(resp.read()))
+first = archive.namelist()[0]  # golang.org/toolchain@v0.0.1-goX.linux-ARCH/...
+prefix = first[: first.index("/", first.index("@")) + 1]
+for info in archive.infolist():
+    name = info.filename[len(prefix):]
+    if not name or info.is_dir():
+        continue
+    path = os.path.join(dest, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with archive.open(info) as src, open(path, "wb") as out:
+        out.write(src.read())
+    mode = (info.external_attr >> 16) & 0o777
+    os.chmod(path, mode or 0o644)
+PY
+    rm -rf "$TOOLCHAIN" && mv "$TOOLCHAIN.tmp" "$TOOLCHAIN"
+  fi
+  export GOROOT="$TOOLCHAIN" PATH="$TOOLCHAIN/bin:$PATH" GOTOOLCHAIN=local
 fi
 
 mkdir -p "$BIN_DIR"
