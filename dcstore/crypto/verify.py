@@ -15,6 +15,7 @@ from dcstore.backends.base import ObjectMeta
 from dcstore.backends.keys import validate_prefix
 from dcstore.crypto.backend import EncryptedBackend
 from dcstore.crypto.format import Layout
+from dcstore.crypto.segments import ObjectCipher
 from dcstore.errors import DcstoreError, IntegrityError, KeyAccessError, NotFoundError
 
 READ_BYTES = 64 << 20
@@ -58,25 +59,22 @@ def verify_object(store: EncryptedBackend, meta: ObjectMeta) -> ObjectCheck:
     return ObjectCheck(key, meta.size, problem, "integrity", bad)
 
 
-def _bad_segments(store: EncryptedBackend, meta: ObjectMeta, layout: Layout, cipher) -> list[int]:
-    per_read = max(1, READ_BYTES // (layout.segment_size + 16))
-    scratch = bytearray(min(layout.plain_size, per_read * layout.segment_size))
-    view = memoryview(scratch)
+def _bad_segments(
+    store: EncryptedBackend, meta: ObjectMeta, layout: Layout, cipher: ObjectCipher
+) -> list[int]:
+    """Indices of the segments that fail; reads runs of at most READ_BYTES and
+    decrypts each segment on its own into one reused scratch buffer."""
+    scratch = memoryview(bytearray(min(layout.plain_size, layout.segment_size)))
     bad: list[int] = []
-    for first in range(0, layout.segments, per_read):
-        stop = min(layout.segments, first + per_read)
-        c0, c1 = layout.cipher_span(first)[0], layout.cipher_span(stop - 1)[1]
-        blob = memoryview(store.inner.get_range(meta.key, c0, c1))
-        if len(blob) != c1 - c0:
-            bad.extend(range(first, stop))
-            continue
+    for first, stop in layout.runs(0, layout.segments, READ_BYTES):
+        c_base = layout.cipher_span(first)[0]
+        blob = memoryview(store.inner.get_range(meta.key, c_base, layout.cipher_span(stop - 1)[1]))
         for i in range(first, stop):
-            s0, s1 = layout.cipher_span(i)
+            c0, c1 = layout.cipher_span(i)
             p0, p1 = layout.plain_span(i)
-            base = layout.plain_span(first)[0]
             try:
                 cipher.decrypt_into(
-                    layout, i, i + 1, blob[s0 - c0 : s1 - c0], view[p0 - base : p1 - base]
+                    layout, i, i + 1, blob[c0 - c_base : c1 - c_base], scratch[: p1 - p0]
                 )
             except IntegrityError:
                 bad.append(i)
