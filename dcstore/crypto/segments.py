@@ -23,6 +23,12 @@ from dcstore.backends.base import Buffer
 from dcstore.crypto.format import Header, Layout, segment_ad, segment_nonce
 from dcstore.errors import IntegrityError
 
+if not hasattr(AESGCM, "decrypt_into"):  # pragma: no cover - depends on the installed version
+    raise ImportError(
+        "dcstore.crypto needs a cryptography release with AESGCM.encrypt_into/decrypt_into "
+        "(46 or newer): pip install -U cryptography"
+    )
+
 PARALLEL_MIN_SEGMENTS = 4
 """Objects with fewer segments are processed on the calling thread."""
 
