@@ -191,8 +191,8 @@ class LocalBackend(Backend):
         path = self._path(key)
         try:
             os.unlink(path)
-        except FileNotFoundError:
-            return
+        except (FileNotFoundError, NotADirectoryError):
+            return  # nothing there (or a parent is an object, so this key cannot exist)
         except IsADirectoryError:
             return  # a prefix, not an object
         except OSError as exc:

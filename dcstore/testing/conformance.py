@@ -233,6 +233,9 @@ class BackendConformance:
         backend.delete(ns + "d")
         backend.delete(ns + "d")
         backend.delete(ns + "never-existed")
+        backend.put(ns + "file", b"f")
+        backend.delete(ns + "file/below/an/object")  # a path through an object: nothing there
+        backend.delete(ns + "file")
         with pytest.raises(NotFoundError):
             backend.get(ns + "d")
         assert list(backend.list(ns)) == []
