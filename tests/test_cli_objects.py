@@ -65,3 +65,15 @@ def test_errors_are_one_line(tmp_path, args, code, message) -> None:
 def test_debug_shows_traceback(tmp_path) -> None:
     done = run("--debug", "get", str(tmp_path), "missing")
     assert done.returncode != 0 and b"Traceback" in done.stderr
+
+
+def test_encrypted_round_trip_with_key_file(tmp_path) -> None:
+    kek = tmp_path / "kek.json"
+    assert run("keys", "new", "--keys", str(kek)).returncode == 0
+    store = str(tmp_path / "enc")
+    assert run("put", store, "a", "-", "--keys", str(kek), input=b"secret sample").returncode == 0
+    raw = run("get", store, "a").stdout
+    assert raw.startswith(b"DCSE") and b"secret sample" not in raw
+    env = {**os.environ, "DCSTORE_KEYS_FILE": str(kek)}
+    done = subprocess.run([*DCSTORE, "get", store, "a"], capture_output=True, env=env, check=False)
+    assert done.stdout == b"secret sample"

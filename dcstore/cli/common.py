@@ -17,6 +17,7 @@ from rich.progress import (
 )
 
 from dcstore.backends.base import Backend
+from dcstore.errors import ConfigError
 from dcstore.store import open_store
 
 PROGRESS_THRESHOLD = 4 << 20
@@ -41,19 +42,23 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def open_from_args(url: str, args: argparse.Namespace) -> Backend:
-    """Open ``url`` with the stack options given on the command line."""
+def open_from_args(url: str, args: argparse.Namespace, *, env_keys: bool = True) -> Backend:
+    """Open ``url`` with the stack options given on the command line.
+
+    Keys come from ``--keys``, else (when ``env_keys``) from ``DCSTORE_KEYS_FILE``
+    or ``DCSTORE_KEYS``; without any, the store is opened unencrypted.
+    """
+    from dcstore.cli.keys import key_source_from
+
     options: dict[str, str] = {}
     for item in getattr(args, "option", []) or []:
         name, sep, value = item.partition("=")
         if not sep:
-            from dcstore.errors import ConfigError
-
             raise ConfigError(f"option {item!r} must look like NAME=VALUE")
         options[name] = value
-    return open_store(
-        url, cache=getattr(args, "cache", None), keys=getattr(args, "keys", None), **options
-    )
+    spec = getattr(args, "keys", None)
+    keys = key_source_from(spec) if env_keys else (spec or None)
+    return open_store(url, cache=getattr(args, "cache", None), keys=keys, **options)
 
 
 def print_json(value: Any) -> None:

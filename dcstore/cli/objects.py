@@ -106,7 +106,10 @@ def cmd_rm(args: argparse.Namespace) -> int:
 def cmd_cp(args: argparse.Namespace) -> int:
     src_args = argparse.Namespace(**{**vars(args), "keys": args.src_keys, "cache": None})
     dst_args = argparse.Namespace(**{**vars(args), "keys": args.dest_keys, "cache": None})
-    with open_from_args(args.src, src_args) as src, open_from_args(args.dest, dst_args) as dst:
+    with (
+        open_from_args(args.src, src_args, env_keys=False) as src,
+        open_from_args(args.dest, dst_args, env_keys=False) as dst,
+    ):
         total = sum(m.size for m in src.list(args.prefix))
         with transfer_progress(total > PROGRESS_THRESHOLD) as progress:
             task = progress.add_task(f"cp {args.prefix or '*'}", total=total)
