@@ -36,9 +36,11 @@ def indices(loader) -> list[int]:
     return [int(i) for batch in loader for i in batch]
 
 
-def test_every_sample_once_with_workers(dataset_url) -> None:
+@pytest.mark.parametrize("run_bytes", [16 << 20, 5000, 1])
+def test_every_sample_once_with_workers(dataset_url, run_bytes) -> None:
     for workers in (0, 1, 3):
-        ds = ShardedDataset(dataset_url, shuffle=True, seed=1, window=50).map(index_of)
+        ds = ShardedDataset(dataset_url, shuffle=True, seed=1, window=50, run_bytes=run_bytes)
+        ds.map(index_of)
         got = indices(DataLoader(ds, batch_size=32, num_workers=workers))
         assert sorted(got) == list(range(N))
 
@@ -208,3 +210,19 @@ def test_encrypted_dataset_round_trip(tmp_path) -> None:
     assert bytes(ShardedDataset(url, keys=keys).read(150)["cls"]) == b"150"
     with pytest.raises(IntegrityError):  # plaintext reader of an encrypted dataset
         list(ShardedDataset(url))
+
+
+def test_runs_are_sample_aligned_and_bounded(dataset_url) -> None:
+    import numpy as np
+
+    from dcstore.loaders.reader import runs_for
+
+    manifest = ShardedDataset(dataset_url).manifest
+    block = np.arange(manifest.num_samples)
+    for limit in (1, 5000, 30_000, 1 << 30):
+        runs = runs_for(manifest, block, limit)
+        assert sum(r.last - r.first + 1 for r in runs) == manifest.num_samples
+        for r in runs:
+            info = manifest.shards[r.shard]
+            assert r.end - r.start <= limit or r.first == r.last
+            assert r.start in (0, int(info.offsets[r.first]))

@@ -41,10 +41,18 @@ from torch.utils.data import IterableDataset, get_worker_info
 from dcstore.backends.base import Backend
 from dcstore.errors import ConfigError
 from dcstore.loaders import stages
+from dcstore.loaders.alloc import recycle_run_buffers
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, load_manifest
 from dcstore.loaders.plan import Layer, WorkerPlan, plan_epoch
 from dcstore.loaders.prefetch import Prefetcher
-from dcstore.loaders.reader import Progress, Sample, SkipPolicy, read_plan, read_sample
+from dcstore.loaders.reader import (
+    DEFAULT_RUN_BYTES,
+    Progress,
+    Sample,
+    SkipPolicy,
+    read_plan,
+    read_sample,
+)
 
 STATE_VERSION = 1
 
@@ -75,7 +83,11 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
     (ignored when a :class:`Backend` is given). ``window`` is the minimum
     number of samples shuffled together (whole shard spans are mixed; memory
     grows with it). ``on_error="skip"`` skips unreadable shards (see
-    :class:`SkipPolicy`); the default raises naming the shard.
+    :class:`SkipPolicy`); the default raises naming the shard. Shards are
+    fetched in sample-aligned runs of at most ``run_bytes``, at most
+    ``prefetch_bytes`` ahead per worker on ``prefetch_threads`` threads;
+    ``tune_malloc`` applies :func:`~dcstore.loaders.alloc.recycle_run_buffers`
+    in worker processes.
     """
 
     def __init__(
@@ -94,6 +106,8 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
         prefetch_threads: int = 2,
         on_error: str = "raise",
         manifest_key: str = MANIFEST_KEY,
+        run_bytes: int = DEFAULT_RUN_BYTES,
+        tune_malloc: bool = True,
     ):
         super().__init__()
         if on_error not in ("raise", "skip"):
@@ -112,6 +126,8 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
         self._rank, self._world = rank, world_size
         self.prefetcher = Prefetcher(threads=prefetch_threads, max_bytes=prefetch_bytes)
         self.on_error = on_error
+        self.run_bytes = run_bytes
+        self.tune_malloc = tune_malloc
         self.epoch = 0
         self.stages: list[stages.Stage] = []
         self._resume: dict[str, Any] | None = None
@@ -209,6 +225,8 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
         """This worker's raw samples for the epoch (no stages), tracking progress."""
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if info is not None and self.tune_malloc:
+            recycle_run_buffers()
         layers, consumed = self._resolve(worker, workers)
         plan = self.plan(worker, workers)
         if self._skip is not None and self._resume is not None:
@@ -216,8 +234,9 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
         self._progress = Progress()
         self._active = _Pass(worker, workers, layers, consumed, self._progress)
         return read_plan(
-            self.store, self.manifest, plan, self.prefetcher, self._progress, self._skip
-        )
+            self.store, self.manifest, plan, self.prefetcher, self._progress, self._skip,
+            self.run_bytes,
+        )  # fmt: skip
 
     def __iter__(self) -> Iterator[Any]:
         epoch = self.epoch

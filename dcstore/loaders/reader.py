@@ -2,10 +2,10 @@
 
 Guarantees:
 
-* Each block of the plan is read as the fewest byte ranges that cover its
-  samples (whole shards with one ``get``, partial ones with ``get_range``
-  from the manifest offsets), so a resumed or partial reader never fetches
-  samples it will not yield.
+* Each block of the plan is read as the fewest sample-aligned byte ranges
+  (at most ``run_bytes`` each, from the manifest offsets) that cover its
+  samples, so a resumed or partial reader never fetches samples it will not
+  yield, and buffers stay small enough for the allocator to recycle.
 * Samples come out in plan order as dicts ``{"__key__", "__index__",
   "__url__", field: memoryview}``; fields are read-only slices of the fetched
   buffer (no copy). Keep ``bytes(value)`` if a field must outlive the sample.
@@ -32,6 +32,11 @@ from dcstore.loaders.prefetch import Prefetcher
 from dcstore.loaders.tario import group_samples, parse_members, sample_dict
 
 log = logging.getLogger(__name__)
+
+DEFAULT_RUN_BYTES = 16 << 20
+"""Shards are fetched in sample-aligned runs of at most this many bytes: smaller than
+glibc's largest mmap threshold (32 MiB), so run buffers are recycled by the allocator
+instead of being freshly mapped and page-faulted for every shard (PERF-NOTES)."""
 
 Sample = dict[str, object]
 
@@ -67,8 +72,11 @@ class Progress:
     pos: int = 0
 
 
-def runs_for(manifest: Manifest, block: np.ndarray) -> list[Run]:
-    """The fewest contiguous runs covering the samples of ``block``."""
+def runs_for(
+    manifest: Manifest, block: np.ndarray, max_bytes: int = DEFAULT_RUN_BYTES
+) -> list[Run]:
+    """The fewest contiguous runs covering the samples of ``block``, each at most
+    ``max_bytes`` unless one sample is larger (a whole small shard is one run)."""
     if len(block) == 0:
         return []
     ids = np.unique(block)
@@ -79,12 +87,16 @@ def runs_for(manifest: Manifest, block: np.ndarray) -> list[Run]:
     for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(ids)], strict=True):
         shard, first, last = int(shards[lo]), int(local[lo]), int(local[hi - 1])
         info = manifest.shards[shard]
-        if first == 0 and last == info.num_samples - 1:
-            start, end = 0, info.size
-        else:
+        if first == 0 and last == info.num_samples - 1 and info.size <= max_bytes:
+            runs.append(Run(shard, first, last, 0, info.size))
+            continue
+        ends = info.offsets + info.lengths
+        while first <= last:
             start = int(info.offsets[first])
-            end = int(info.offsets[last] + info.lengths[last])
-        runs.append(Run(shard, first, last, start, end))
+            stop = int(np.searchsorted(ends, start + max_bytes, side="right")) - 1
+            stop = min(max(stop, first), last)
+            runs.append(Run(shard, first, stop, start, int(ends[stop])))
+            first = stop + 1
     return runs
 
 
@@ -132,10 +144,11 @@ def read_plan(
     prefetcher: Prefetcher,
     progress: Progress,
     skip: SkipPolicy | None = None,
+    run_bytes: int = DEFAULT_RUN_BYTES,
 ) -> Iterator[Sample]:
     """Yield the plan's samples in order, fetching ahead with ``prefetcher``."""
     blocks = plan.blocks
-    block_runs = [runs_for(manifest, b) for b in blocks]
+    block_runs = [runs_for(manifest, b, run_bytes) for b in blocks]
     skipped = skip.skipped if skip is not None else set()
 
     def wanted() -> Iterator[Run]:
