@@ -57,7 +57,13 @@ from dcstore.backends.mongodb_config import (
 from dcstore.backends.mongodb_errors import map_errors
 from dcstore.backends.mongodb_gc import remove_orphans
 from dcstore.backends.options import Options, ParsedUrl
-from dcstore.errors import BackendUnavailableError, ConfigError, IntegrityError, NotFoundError
+from dcstore.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    DcstoreError,
+    IntegrityError,
+    NotFoundError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -377,7 +383,7 @@ class MongoBackend(Backend):
                 if ids:
                     conn.files.delete_many({"_id": {"$in": ids}})
                     conn.chunks.delete_many({"files_id": {"$in": ids}})
-        except BackendUnavailableError as exc:
+        except DcstoreError as exc:
             # The new revision is committed; leftovers are invisible and swept later.
             log.warning("%s; older revisions stay until remove_orphans", exc)
 
@@ -385,7 +391,7 @@ class MongoBackend(Backend):
         try:
             with self._errors("put (removing chunks of a failed upload)"):
                 conn.chunks.delete_many({"files_id": {"$in": ids}})
-        except BackendUnavailableError as exc:
+        except DcstoreError as exc:  # never hide the error that failed the upload
             log.warning("%s; orphan chunks stay until remove_orphans", exc)
 
     def delete(self, key: str) -> None:
