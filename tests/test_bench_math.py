@@ -152,3 +152,23 @@ def test_measurement_merge_and_wire_round_trip() -> None:
     assert a.timeline_ops == [1, 0, 1] and a.timeline_bytes == [10, 0, 20]
     assert a.error_types == {"ValueError": 1}
     assert a.error_samples == ["ValueError: boom"]
+
+
+def test_object_contents_are_deterministic_distinct_and_verified() -> None:
+    from dcstore.bench.payload import ObjectSet
+    from dcstore.errors import IntegrityError
+
+    a, b = ObjectSet("p", 3 << 20, 3, seed=1), ObjectSet("p", 3 << 20, 3, seed=1)
+    assert a.content(2) == b.content(2) and a.content(1) != a.content(2)
+    assert ObjectSet("p", 3 << 20, 3, seed=2).content(2) != a.content(2)
+    data = a.content(1)
+    assert a.verify(1, bytes(bytearray(data))) == len(data)
+    assert a.verify(1, data[5 : 2 << 20], 5, 2 << 20) == (2 << 20) - 5
+    flipped = bytearray(data)
+    flipped[(2 << 20) + 7] ^= 0x40
+    with pytest.raises(IntegrityError, match=f"offset {(2 << 20) + 7}"):
+        a.verify(1, bytes(flipped))
+    with pytest.raises(IntegrityError, match="offset"):
+        a.verify(2, data)  # the wrong object
+    with pytest.raises(IntegrityError, match="read 10 bytes"):
+        a.verify(1, data[:10])

@@ -158,3 +158,24 @@ def test_a_fatal_error_in_a_worker_process_reaches_the_parent() -> None:
     assert isinstance(m.fatal, StorageFullError)
     assert m.errors >= 1
     assert 3 <= m.ops <= 10
+
+
+def test_corrupted_objects_on_disk_are_caught_by_verification(tmp_path) -> None:
+    from dcstore.backends.local import LocalBackend
+    from dcstore.bench.payload import ObjectSet
+    from dcstore.bench.workloads import BackendWorkload
+
+    store = LocalBackend(tmp_path)
+    objects = ObjectSet("bench", 64 * 1024, 4, seed=0)
+    for i in range(objects.count):
+        store.put(objects.key(i), objects.content(i))
+    victim = tmp_path / objects.key(2)
+    raw = bytearray(victim.read_bytes())
+    raw[1000] ^= 0xFF
+    victim.write_bytes(raw)
+    for op in ("get", "get_range"):
+        workload = BackendWorkload(store, objects, op, range_size=64 * 1024, seed=3)
+        m = run(workload, LoadSpec(ops=200, warmup=0, max_errors=1000))
+        assert m.verify_failures > 0
+        assert m.error_types == {"IntegrityError": m.verify_failures}
+        assert m.ops + m.errors == 200

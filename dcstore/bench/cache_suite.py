@@ -80,7 +80,7 @@ class MissWorkload(BackendWorkload):
     so its next read misses. Workers walk the objects round-robin from their own offset."""
 
     def operation(self, worker: int, workers: int) -> Operation:
-        objects, store, verify = self.objects, self.store, self.verify
+        objects, store, verify = self.objects.build(), self.store, self.verify
         rng = worker_rng(self.seed, worker)
         counter = iter(range(worker, 1 << 62, workers))
         span = min(self.range_size, objects.size)

@@ -141,7 +141,7 @@ class CryptoWorkload:
         with lock:
             if "ready" in state:
                 return state
-            objects = self.objects
+            objects = self.objects.build()
             if self.impl == "aesgcm":
                 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 

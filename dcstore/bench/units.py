@@ -23,6 +23,7 @@ _SIZE_UNITS = {
     "kib": 1024,
     "mib": 1024**2,
     "gib": 1024**3,
+    "tib": 1024**4,
 }
 _DURATION_UNITS = {"": 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "m": 60.0, "min": 60.0, "h": 3600.0}
 _NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
@@ -75,7 +76,7 @@ def parse_list(text: str, parse: type[int] | object = int) -> list:
 
 def format_size(size: int | float) -> str:
     """Binary units, exact when possible: 4194304 -> ``"4MiB"``, 1500 -> ``"1.46KiB"``."""
-    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+    for unit, factor in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
         if size >= factor:
             value = size / factor
             return f"{value:.0f}{unit}" if value == int(value) else f"{value:.3g}{unit}"

@@ -58,7 +58,7 @@ class BackendWorkload:
             raise ValueError(f"unknown operation {self.op!r}; accepted: {', '.join(BACKEND_OPS)}")
 
     def operation(self, worker: int, workers: int) -> Operation:
-        objects, store, verify = self.objects, self.store, self.verify
+        objects, store, verify = self.objects.build(), self.store, self.verify
         rng = worker_rng(self.seed, worker)
         if self.op == "put":
             counter = iter(range(worker, 1 << 62, workers))
