@@ -45,11 +45,9 @@ def run(args: argparse.Namespace, root: str, single_flight: bool) -> tuple[float
     ns = f"sf{uuid.uuid4().hex[:8]}"
     cache = f"{args.redis}?namespace={ns}&single_flight={str(single_flight).lower()}"
     log = os.path.join(root, f".log-{ns}")
-    start_at = time.time() + 1.0
+    start_at = time.time() + 3.0  # after every interpreter has started
     ctx = multiprocessing.get_context("spawn")
-    bw = parse_size(
-        args.bandwidth.removesuffix("/s").replace("MB", "000000").replace("GB", "000000000")
-    )
+    bw = args.bandwidth * 1e6
     procs = [
         ctx.Process(target=reader, args=(root, cache, log, start_at, args.latency, bw))
         for _ in range(args.processes)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import platform
 import statistics
 import subprocess
@@ -142,7 +143,7 @@ def main() -> None:
             dc.append(
                 threaded_rate(lambda i: store.get(keys[i % len(keys)]), clients, args.seconds, size)
             )
-        rows.append((clients, statistics.median(rb), statistics.median(py), statistics.median(dc)))
+        rows.append((clients, rb, py, dc))
     stats = store.stats()
     assert stats["misses"] == len(keys), stats  # every measured read was a hit
     open_cache_tier(tier_url).clear()
@@ -156,14 +157,17 @@ def main() -> None:
         "",
         f"Server {args.redis} (redis-server {raw.info()['redis_version']}), "
         f"{platform.node()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-        f"median of {args.rounds} alternating rounds of {args.seconds:g} s.",
+        f"median (min-max) of {args.rounds} alternating rounds of {args.seconds:g} s; "
+        f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs.",
         "",
         "| clients/threads | redis-benchmark GET MB/s | redis-py GET MB/s "
         "| dcstore hit MB/s | dcstore / redis-benchmark |",
         "|---:|---:|---:|---:|---:|",
     ]
-    for clients, rb_m, py_m, dc_m in rows:
-        lines.append(f"| {clients} | {rb_m:,.0f} | {py_m:,.0f} | {dc_m:,.0f} | {dc_m / rb_m:.0%} |")
+    for clients, rb, py, dc in rows:
+        cells = [f"{statistics.median(v):,.0f} ({min(v):,.0f}-{max(v):,.0f})" for v in (rb, py, dc)]
+        ratio = statistics.median(dc) / statistics.median(rb)
+        lines.append(f"| {clients} | {' | '.join(cells)} | {ratio:.0%} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
