@@ -37,7 +37,7 @@ import time
 import uuid
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
@@ -99,22 +99,20 @@ class CachedBackend(Backend):
             self._count(not_admitted=1, misses=1, bytes_from_origin=end - start)
             return self._origin(key, meta, start, end)
         size = self.policy.chunk_bytes
-        first, last = start // size, (end - 1) // size
-        oid = self._object_id(key, meta)
-        names = [f"{{{oid}}}:{i}" for i in range(first, last + 1)]
+        span = _Span(self._object_id(key, meta), start, end, size, meta.size)
         try:
-            chunks = self._lookup(names, meta, first)
-            if chunks is not None:
+            values = self._lookup(span.names(span.indices))
+            if all(v is not None for v in values):
                 self._count(hits=1, bytes_from_cache=end - start)
-            else:
-                chunks = self._miss(key, meta, oid, names, first)
+                return _assemble(values, start - span.first * size, end - span.first * size)  # type: ignore[arg-type]
+            chunks = self._complete(key, meta, span, values)
         except TierSkipped:
-            chunks = None
             self._count(misses=1, bytes_from_origin=end - start)
-        if chunks is None:
             return self._origin(key, meta, start, end)
-        offset = first * size
-        return _assemble(chunks, start - offset, end - offset)
+        except _Overwritten:
+            self._count(misses=1, bytes_from_origin=end - start)
+            return self._origin(key, meta, start, end)
+        return _assemble(chunks, start - span.first * size, end - span.first * size)
 
     def _origin(self, key: str, meta: ObjectMeta, start: int, end: int) -> bytes:
         if start == 0 and end == meta.size:
@@ -125,78 +123,97 @@ class CachedBackend(Backend):
         ident = f"{self.inner.url}\0{key}\0{meta.version}\0{meta.size}\0{self.policy.chunk_bytes}"
         return hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()
 
-    def _chunk_len(self, meta: ObjectMeta, index: int) -> int:
-        size = self.policy.chunk_bytes
-        return min(size, meta.size - index * size)
+    def _lookup(self, names: list[tuple[str, int]]) -> list[Buffer | None]:
+        """Each chunk if present with its exact length, else ``None``.
 
-    def _lookup(self, names: Sequence[str], meta: ObjectMeta, first: int) -> list[Chunk] | None:
-        """All chunks present with their exact lengths, else ``None``.
-
-        The chunks may be views into the tier's reused buffer: copy them before
-        the next lookup in this thread (``_assemble`` does).
+        Values may be views into the tier's reused buffer: copy them before the
+        next lookup in this thread.
         """
-        sizes = [self._chunk_len(meta, first + i) for i in range(len(names))]
         with self._breaker.guard():
-            values = self.tier.get_many(names, sizes)
-        if values is None or [memoryview(v).nbytes for v in values] != sizes:
-            return None
-        return values  # type: ignore[return-value]
+            values = self.tier.get_many([n for n, _ in names], [s for _, s in names])
+        return [
+            v if v is not None and memoryview(v).nbytes == s else None
+            for v, (_, s) in zip(values, names, strict=True)
+        ]
 
-    def _miss(
-        self, key: str, meta: ObjectMeta, oid: str, names: Sequence[str], first: int
-    ) -> list[Chunk] | None:
-        """Fill the chunks once across all readers (single-flight) and return them."""
-        if not self.policy.single_flight:
-            return self._fill(key, meta, names, first)
-        lease = f"{{{oid}}}:lease:{first}-{first + len(names) - 1}"
+    def _complete(
+        self, key: str, meta: ObjectMeta, span: _Span, values: list[Buffer | None]
+    ) -> list[Chunk]:
+        """Fill the missing chunks of ``span`` and return all of them.
+
+        Single-flight per chunk: a reader takes the leases of the missing chunks it
+        can, fetches each contiguous run of those from the origin, and waits for
+        the chunks others hold leases on. A lease whose holder died expires after
+        ``lease_ttl``; a holder that failed releases it; either way a waiter then
+        takes over.
+        """
+        chunks: list[Chunk | None] = [None if v is None else bytes(v) for v in values]
+        from_tier = {i for i, v in enumerate(values) if v is not None}
+        filled = waited = False
         token = uuid.uuid4().hex
         deadline = time.monotonic() + self.policy.wait_timeout
-        while True:
-            with self._breaker.guard():
-                mine = self.tier.try_lease(lease, token, self.policy.lease_ttl)
-            if mine:
-                try:
-                    return self._fill(key, meta, names, first)
-                finally:
-                    self._release(lease, token)
-            self._wait_for_lease(lease, deadline)
-            chunks = self._lookup(names, meta, first)
-            if chunks is not None:
-                nbytes = sum(len(c) for c in chunks)
-                self._count(hits=1, single_flight_waits=1, bytes_from_cache=nbytes)
-                return chunks
-            # the fetcher failed, died or its chunks were evicted: try to take over
+        while missing := [i for i, c in enumerate(chunks) if c is None]:
+            leases = span.leases(missing)
+            if self.policy.single_flight:
+                with self._breaker.guard():
+                    got = self.tier.try_leases(leases, token, self.policy.lease_ttl)
+            else:
+                got = [True] * len(missing)
+            mine = [i for i, g in zip(missing, got, strict=True) if g]
+            try:
+                for lo, hi in _runs(mine):
+                    chunks[lo : hi + 1] = self._fill(key, meta, span, lo, hi)
+                    filled = True
+            finally:
+                if self.policy.single_flight and mine:
+                    self._release(span.leases(mine), token)
+            others = [i for i in missing if chunks[i] is None]
+            if others:
+                waited = True
+                self._wait_for_leases(span.leases(others), deadline)
+                for i, v in zip(others, self._lookup(span.names(others)), strict=True):
+                    if v is not None:
+                        chunks[i] = bytes(v)
+                        from_tier.add(i)
+        cached = sum(span.overlap(i) for i in from_tier)
+        self._count(
+            hits=0 if filled else 1,
+            misses=1 if filled else 0,
+            bytes_from_cache=cached,
+            single_flight_waits=1 if waited else 0,
+        )
+        return chunks  # type: ignore[return-value]
 
-    def _release(self, lease: str, token: str) -> None:
-        """Drop our lease even while the circuit is open (a write may have failed
-        while deletes still work, e.g. out of memory); if it fails, it expires."""
+    def _release(self, leases: list[str], token: str) -> None:
+        """Drop our leases even while the circuit is open (a write may have failed
+        while deletes still work, e.g. out of memory); if that fails, they expire."""
         with contextlib.suppress(CacheUnavailableError):
-            self.tier.release_lease(lease, token)
+            self.tier.release_leases(leases, token)
 
-    def _wait_for_lease(self, lease: str, deadline: float) -> None:
+    def _wait_for_leases(self, leases: list[str], deadline: float) -> None:
         delay = 0.001
         while True:
             time.sleep(delay)
             delay = min(delay * 2, 0.02)
             with self._breaker.guard():
-                if not self.tier.lease_held(lease):
+                if not self.tier.leases_held(leases):
                     return
             if time.monotonic() > deadline:
                 raise TierSkipped  # waited long enough: read the origin directly
 
-    def _fill(
-        self, key: str, meta: ObjectMeta, names: Sequence[str], first: int
-    ) -> list[Chunk] | None:
-        """Read the chunks' span from the origin, store it, return its chunk views."""
-        size = self.policy.chunk_bytes
-        lo, hi = first * size, min(meta.size, (first + len(names)) * size)
-        data = self._origin(key, meta, lo, hi)
-        self._count(misses=1, bytes_from_origin=len(data))
-        if len(data) != hi - lo or self.inner.head(key).version != meta.version:
-            return None  # overwritten meanwhile: do not cache, re-read the origin
+    def _fill(self, key: str, meta: ObjectMeta, span: _Span, lo: int, hi: int) -> list[Chunk]:
+        """Read chunks ``lo..hi`` of ``span`` from the origin, store them, return views."""
+        size = span.chunk
+        start = (span.first + lo) * size
+        end = min(meta.size, (span.first + hi + 1) * size)
+        data = self._origin(key, meta, start, end)
+        self._count(bytes_from_origin=len(data))
+        if len(data) != end - start or self.inner.head(key).version != meta.version:
+            raise _Overwritten  # do not cache; the caller re-reads the origin
         view = memoryview(data)
         chunks: list[Chunk] = [view[o : o + size] for o in range(0, len(data), size)]
-        self._quietly(lambda: self.tier.set_many(list(zip(names, chunks, strict=True))))
+        items = list(zip([n for n, _ in span.names(range(lo, hi + 1))], chunks, strict=True))
+        self._quietly(lambda: self.tier.set_many(items))
         return chunks
 
     # -- writes and metadata ------------------------------------------------------------
@@ -289,6 +306,47 @@ class CachedBackend(Backend):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._init_state()
+
+
+class _Overwritten(Exception):
+    """The object changed while a fill was read: serve this read from the origin."""
+
+
+class _Span:
+    """The chunks covering ``[start, end)`` of one object version; indices are relative
+    to the first chunk."""
+
+    def __init__(self, oid: str, start: int, end: int, chunk: int, size: int):
+        self.oid, self.start, self.end, self.chunk, self.size = oid, start, end, chunk, size
+        self.first = start // chunk
+        self.indices = range((end - 1) // chunk - self.first + 1)
+
+    def names(self, indices: Iterable[int]) -> list[tuple[str, int]]:
+        """(tier key, exact length) of each chunk."""
+        out = []
+        for i in indices:
+            n = self.first + i
+            out.append((f"{{{self.oid}}}:{n}", min(self.chunk, self.size - n * self.chunk)))
+        return out
+
+    def leases(self, indices: Iterable[int]) -> list[str]:
+        return [f"{{{self.oid}}}:lease:{self.first + i}" for i in indices]
+
+    def overlap(self, i: int) -> int:
+        """Bytes of chunk ``i`` inside ``[start, end)``."""
+        lo = (self.first + i) * self.chunk
+        return min(self.end, lo + self.chunk) - max(self.start, lo)
+
+
+def _runs(indices: list[int]) -> list[tuple[int, int]]:
+    """Maximal runs ``(lo, hi)`` of consecutive integers in sorted ``indices``."""
+    runs: list[tuple[int, int]] = []
+    for i in indices:
+        if runs and runs[-1][1] == i - 1:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    return runs
 
 
 _LIVE: weakref.WeakSet[CachedBackend] = weakref.WeakSet()

@@ -58,9 +58,9 @@ class LruTier(CacheTier):
         """Bytes held now."""
         return self._bytes
 
-    def get_many(self, keys: Sequence[str], sizes: Sequence[int]) -> list[Buffer] | None:
+    def get_many(self, keys: Sequence[str], sizes: Sequence[int]) -> list[Buffer | None]:
         now = time.monotonic()
-        out: list[Buffer] = []
+        out: list[Buffer | None] = []
         with self._lock:
             for key, size in zip(keys, sizes, strict=True):
                 item = self._items.get(key)
@@ -68,7 +68,8 @@ class LruTier(CacheTier):
                     self._drop(key)
                     item = None
                 if item is None or len(item[0]) != size:
-                    return None
+                    out.append(None)
+                    continue
                 self._items.move_to_end(key)
                 out.append(item[0])
         return out
@@ -97,24 +98,28 @@ class LruTier(CacheTier):
             for key in keys:
                 self._drop(key)
 
-    def try_lease(self, key: str, token: str, ttl: float) -> bool:
+    def try_leases(self, keys: Sequence[str], token: str, ttl: float) -> list[bool]:
+        now = time.monotonic()
+        out = []
+        with self._lock:
+            for key in keys:
+                held = self._leases.get(key)
+                free = held is None or held[1] <= now
+                if free:
+                    self._leases[key] = (token, now + ttl)
+                out.append(free)
+        return out
+
+    def leases_held(self, keys: Sequence[str]) -> bool:
         now = time.monotonic()
         with self._lock:
-            held = self._leases.get(key)
-            if held is not None and held[1] > now:
-                return False
-            self._leases[key] = (token, now + ttl)
-            return True
+            return any(self._leases.get(k, ("", 0.0))[1] > now for k in keys)
 
-    def lease_held(self, key: str) -> bool:
+    def release_leases(self, keys: Sequence[str], token: str) -> None:
         with self._lock:
-            held = self._leases.get(key)
-            return held is not None and held[1] > time.monotonic()
-
-    def release_lease(self, key: str, token: str) -> None:
-        with self._lock:
-            if self._leases.get(key, ("", 0.0))[0] == token:
-                del self._leases[key]
+            for key in keys:
+                if self._leases.get(key, ("", 0.0))[0] == token:
+                    del self._leases[key]
 
     def add_stats(self, counts: Mapping[str, int]) -> None:
         with self._lock:

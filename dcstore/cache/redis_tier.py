@@ -54,8 +54,11 @@ KEEP_BUFFER_BYTES = 80 * MiB
 """Receive buffers up to this size are kept per thread for reuse."""
 
 _RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
+local n = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('get', key) == ARGV[1] then n = n + redis.call('del', key) end
+end
+return n
 """
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
@@ -243,14 +246,14 @@ class RedisTier(CacheTier):
 
     # -- the tier contract -----------------------------------------------------------
 
-    def get_many(self, keys: Sequence[str], sizes: Sequence[int]) -> list[Buffer] | None:
+    def get_many(self, keys: Sequence[str], sizes: Sequence[int]) -> list[Buffer | None]:
         """MGETs of at most :data:`MGET_BYTES` each, received in place (:mod:`.resp`)
-        into this thread's reused buffer; stops at the first batch with a miss."""
+        into this thread's reused buffer."""
         full = [self.key(k) for k in keys]
         buf = self._buffer(reply_capacity(sizes) + 8 * len(sizes))  # + a header per batch
         step = max(1, MGET_BYTES // self.policy.chunk_bytes)
         view = memoryview(buf)
-        out: list[Buffer] = []
+        out: list[Buffer | None] = []
         pos = 0
         with self._errors("MGET"):
             client = self._redis()
@@ -260,9 +263,7 @@ class RedisTier(CacheTier):
                 if got is None:
                     return self._mget_slow(client, full, sizes)
                 offsets, pos = got
-                if offsets is None:
-                    return None
-                out.extend(view[o : o + n] for o, n in zip(offsets, batch_sizes, strict=True))
+                out.extend(None if o is None else view[o : o + n] for o, n in offsets)
         return out
 
     def _buffer(self, size: int) -> bytearray:
@@ -277,7 +278,7 @@ class RedisTier(CacheTier):
 
     def _mget_into(
         self, client: Any, keys: list[str], buf: bytearray, pos: int, sizes: Sequence[int]
-    ) -> tuple[list[int] | None, int] | None:
+    ) -> tuple[list[tuple[int | None, int]], int] | None:
         """One MGET on a pooled connection, read by :func:`read_mget`; ``None`` when the
         server answered with an error (a cluster redirect): use :meth:`_mget_slow`."""
         if self.cluster:
@@ -299,12 +300,12 @@ class RedisTier(CacheTier):
         finally:
             pool.release(conn)
 
-    def _mget_slow(self, client: Any, keys: list[str], sizes: Sequence[int]) -> list[Buffer] | None:
+    def _mget_slow(self, client: Any, keys: list[str], sizes: Sequence[int]) -> list[Buffer | None]:
         """MGET through redis-py (follows cluster redirects and refreshes the slot map)."""
         values = client.execute_command("MGET", *keys)
-        if any(v is None or len(v) != n for v, n in zip(values, sizes, strict=True)):
-            return None
-        return list(values)
+        return [
+            v if v is not None and len(v) == n else None for v, n in zip(values, sizes, strict=True)
+        ]
 
     def set_many(self, items: Sequence[tuple[str, Buffer]]) -> None:
         ttl = self.policy.ttl
@@ -324,18 +325,22 @@ class RedisTier(CacheTier):
                 pipe.unlink(self.key(key))
             pipe.execute()
 
-    def try_lease(self, key: str, token: str, ttl: float) -> bool:
+    def try_leases(self, keys: Sequence[str], token: str, ttl: float) -> list[bool]:
+        px = max(1, int(ttl * 1000))
         with self._errors("lease"):
-            return bool(self._redis().set(self.key(key), token, nx=True, px=int(ttl * 1000)))
+            pipe = self._redis().pipeline(transaction=False)
+            for key in keys:
+                pipe.set(self.key(key), token, nx=True, px=px)
+            return [bool(r) for r in pipe.execute()]
 
-    def lease_held(self, key: str) -> bool:
+    def leases_held(self, keys: Sequence[str]) -> bool:
         with self._errors("lease check"):
-            return bool(self._redis().exists(self.key(key)))
+            return bool(self._redis().exists(*[self.key(k) for k in keys]))
 
-    def release_lease(self, key: str, token: str) -> None:
+    def release_leases(self, keys: Sequence[str], token: str) -> None:
         with self._errors("lease release"):
             self._redis()
-            self._release(keys=[self.key(key)], args=[token])
+            self._release(keys=[self.key(k) for k in keys], args=[token])
 
     def add_stats(self, counts: Mapping[str, int]) -> None:
         nonzero = {k: v for k, v in counts.items() if v}

@@ -32,12 +32,13 @@ def reply_capacity(sizes: Sequence[int]) -> int:
 
 def read_mget(
     sock: socket.socket, buf: bytearray, start: int, sizes: Sequence[int]
-) -> tuple[list[int] | None, int]:
+) -> tuple[list[tuple[int | None, int]], int]:
     """Receive the reply to ``MGET k1..kn`` into ``buf[start:]``.
 
-    ``buf`` must hold ``start + reply_capacity(sizes)`` bytes. Returns the
-    offsets of the values in ``buf`` (``None`` if any value is missing) and the
-    offset after the reply. A value of another size raises :class:`Desync`.
+    ``buf`` must hold ``start + reply_capacity(sizes)`` bytes. Returns, for each
+    key, ``(offset of its value in buf, size)`` or ``(None, size)`` when it is
+    missing, and the offset after the reply. A value of another size raises
+    :class:`Desync`.
     """
     view = memoryview(buf)
     cap = len(buf)
@@ -68,16 +69,15 @@ def read_mget(
         raise ReplyError(first[1:].decode("utf-8", "replace"))
     if first != b"*%d" % len(sizes):
         raise Desync(f"unexpected reply header {first[:40]!r}")
-    offsets: list[int] = []
-    complete = True
+    values: list[tuple[int | None, int]] = []
     for expected in sizes:
         head = line()
         if head in (b"$-1", b"_"):  # RESP2 / RESP3 null: a missing key
-            complete = False
+            values.append((None, expected))
             continue
         if not head.startswith(b"$") or head[1:] != b"%d" % expected:
             raise Desync(f"unexpected value header {head[:40]!r}")
         fill(pos + expected + 2)
-        offsets.append(pos)
+        values.append((pos, expected))
         pos += expected + 2
-    return (offsets if complete else None), pos
+    return values, pos

@@ -118,9 +118,9 @@ class CacheTier(abc.ABC):
         """The tier's URL without secrets."""
 
     @abc.abstractmethod
-    def get_many(self, keys: Sequence[str], sizes: Sequence[int]) -> list[Buffer] | None:
-        """The values of ``keys`` (one hash slot), or ``None`` unless every one is
-        present with its expected size in ``sizes``.
+    def get_many(self, keys: Sequence[str], sizes: Sequence[int]) -> list[Buffer | None]:
+        """The value of each of ``keys`` (all in one hash slot), or ``None`` where it is
+        missing or its size is not the expected one in ``sizes``.
 
         A value may be a view into a buffer the tier reuses: it stays valid only
         until the calling thread's next ``get_many``; copy what must live longer.
@@ -135,16 +135,16 @@ class CacheTier(abc.ABC):
         """Remove the keys; missing keys are fine."""
 
     @abc.abstractmethod
-    def try_lease(self, key: str, token: str, ttl: float) -> bool:
-        """Take the lease ``key`` for ``ttl`` seconds unless someone holds it."""
+    def try_leases(self, keys: Sequence[str], token: str, ttl: float) -> list[bool]:
+        """For each lease key (one hash slot): take it for ``ttl`` seconds unless held."""
 
     @abc.abstractmethod
-    def lease_held(self, key: str) -> bool:
-        """Whether anyone holds the lease ``key``."""
+    def leases_held(self, keys: Sequence[str]) -> bool:
+        """Whether anyone holds any of the leases."""
 
     @abc.abstractmethod
-    def release_lease(self, key: str, token: str) -> None:
-        """Drop the lease if ``token`` still holds it."""
+    def release_leases(self, keys: Sequence[str], token: str) -> None:
+        """Drop each lease that ``token`` still holds."""
 
     @abc.abstractmethod
     def add_stats(self, counts: Mapping[str, int]) -> None:
