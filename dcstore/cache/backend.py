@@ -7,16 +7,16 @@ Guarantees
   overwrite from any process is seen by the next read. A fill is stored only
   if the version did not change while it was fetched.
 * Never partial: objects are cached as chunks of ``policy.chunk_bytes``; a read
-  uses the tier only if every chunk it needs is present with its exact length.
-  Otherwise it is a miss, served from the origin.
+  is assembled from complete chunks only: each one it needs is present with its
+  exact length, or fetched from the origin (only the missing ones).
 * Faults never fail a read: any tier failure (down, restarted, timeout, out of
   memory, cluster node gone) sends the read to the origin; a circuit breaker
   warns once per episode, counts errors and retries the tier every
   ``policy.retry_interval`` seconds, so the cache recovers by itself.
-* Single-flight: concurrent misses of the same chunks (threads, processes,
-  nodes) take a lease in the tier; one reader fills, the others wait for the
-  chunks. A fetcher that dies leaves a lease that expires after
-  ``policy.lease_ttl``; then a waiter takes over.
+* Single-flight per chunk: concurrent misses of the same chunks (threads,
+  processes, nodes) take leases in the tier; each chunk is fetched by one reader
+  while the others wait for it. A fetcher that dies leaves leases that expire
+  after ``policy.lease_ttl``; then a waiter takes over.
 * ``put`` and ``delete`` pass through and drop the previous version's chunks.
 * Below encryption (see :func:`dcstore.store.open_store`) the tier holds
   ciphertext only.

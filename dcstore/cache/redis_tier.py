@@ -16,7 +16,7 @@ Options: ``namespace`` (key prefix, default ``dcstore``), ``password_file``
 
 Keys: ``<namespace>:{<object digest>}:<chunk>`` for chunks (the hash tag keeps
 an object's chunks in one cluster slot, so one MGET fetches them),
-``<namespace>:{<digest>}:lease:<span>`` for leases and ``<namespace>:stats``
+``<namespace>:{<digest>}:lease:<chunk>`` for single-flight leases and ``<namespace>:stats``
 (a hash) for the shared counters.
 """
 
