@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dcstore.bench.histogram import LatencyHistogram
-from dcstore.bench.runner import Measurement
+from dcstore.bench.measurement import Measurement
 from dcstore.bench.units import format_size, parse_duration, parse_list, parse_size
 from dcstore.errors import ConfigError
 

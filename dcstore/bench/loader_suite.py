@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from dcstore.bench.measurement import Measurement
 from dcstore.bench.payload import ObjectSet
 from dcstore.bench.results import BenchResult
-from dcstore.bench.runner import LoadSpec, Measurement
+from dcstore.bench.runner import LoadSpec
 from dcstore.bench.session import Reporter, Session
 from dcstore.bench.stacks import StackSpec
 from dcstore.bench.units import format_size

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from dcstore.bench.histogram import LatencyHistogram
-from dcstore.bench.runner import LoadSpec, Measurement
+from dcstore.bench.measurement import Measurement
+from dcstore.bench.runner import LoadSpec
 from dcstore.errors import ConfigError
 
 SCHEMA = "dcstore-bench/1"

@@ -14,8 +14,9 @@ from datetime import datetime, timezone
 from typing import Any, Protocol, TypeVar
 
 from dcstore.bench.machine import machine_facts
+from dcstore.bench.measurement import Measurement
 from dcstore.bench.results import BenchResult, CaseResult, case_from_measurement, error_info
-from dcstore.bench.runner import LoadSpec, Measurement, ProgressCallback
+from dcstore.bench.runner import LoadSpec, ProgressCallback
 
 T = TypeVar("T")
 
