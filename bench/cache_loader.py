@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--latency", type=float, default=0.02, help="seconds per origin read")
     ap.add_argument("--bandwidth", type=float, default=200, help="origin MB/s per read")
+    ap.add_argument("--chunk", default="", help="chunk_bytes of the tier (default: its default)")
     ap.add_argument("--out")
     args = ap.parse_args()
 
@@ -92,6 +93,8 @@ def main() -> None:
         dataset_bytes = sum(m.size for m in LocalBackend(root).list("shards/"))
         ns = f"loader{uuid.uuid4().hex[:8]}"
         cache = f"{args.redis}{'&' if '?' in args.redis else '?'}namespace={ns}"
+        if args.chunk:
+            cache += f"&chunk_bytes={parse_size(args.chunk)}"
         log = os.path.join(tmp, "origin.log")
         cached = epochs(root, keys, cache, args, log)
         stats = open_cache_tier(cache).read_stats()
