@@ -4,12 +4,18 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 STATE="${REDIS_STATE_DIR:-$REPO/.servers/redis}"
 
-ensure_redis() {
-    if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
-        echo "installing redis-server (apt)..." >&2
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq && apt-get install -y -qq redis-server redis-tools >/dev/null
-    fi
+ensure_redis() {  # install Debian's redis-server once, even when two starts race (up.sh)
+    command -v redis-server >/dev/null && command -v redis-cli >/dev/null && return 0
+    mkdir -p "$STATE"
+    (
+        flock 9
+        if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+            echo "installing redis-server (apt)..." >&2
+            export DEBIAN_FRONTEND=noninteractive
+            apt-get -o DPkg::Lock::Timeout=300 update -qq
+            apt-get -o DPkg::Lock::Timeout=300 install -y -qq redis-server redis-tools >/dev/null
+        fi
+    ) 9>"$STATE/.install.lock"
 }
 
 port_busy() {  # true when something listens on 127.0.0.1:$1
