@@ -119,4 +119,9 @@ def test_loader_refuses_to_pack_over_an_existing_dataset(tmp_path: Path, capsys)
     capsys.readouterr()
     assert bench("loader", where, "--synthetic", "50", *args) == EXIT_CONFIG
     assert "already holds a dataset" in capsys.readouterr().err
-    assert bench("loader", where, *args) == 0  # benchmarking the existing one is fine
+    out = tmp_path / "existing.json"
+    # benchmarking the existing dataset is fine, also through DeviceLoader
+    assert bench("loader", where, *args, "--device", "cpu", "--json", str(out)) == 0
+    (case,) = load(out).cases
+    assert case.params["device"] == "cpu" and case.ops >= 1
+    assert case.bytes_verified == 0  # nothing to check against: not packed by this run

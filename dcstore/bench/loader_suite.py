@@ -1,7 +1,8 @@
 """``dcstore bench loader``: what a training loop gets from ``ShardedDataset`` + ``DataLoader``.
 
 The dataset is opened exactly as users open it (``ShardedDataset(url, cache=...,
-keys=...)``, batched in the workers, ``DataLoader(batch_size=None)``). A loop
+keys=...)``, batched in the workers, ``DataLoader(batch_size=None)``, and with
+``device`` through ``DeviceLoader``: pinned, copied on a side CUDA stream). A loop
 takes batches and, when a step time is given, sleeps that long per batch to
 stand in for the GPU step. Per case it reports samples/s and MB/s after the
 first batch, the time to the first batch, the data-wait share (time blocked
@@ -55,6 +56,8 @@ class LoaderConfig:
     shard_size: int = 64 * 1024**2
     keep: bool = False
     verify: bool = True
+    device: str | None = None
+    """Feed batches through ``DeviceLoader`` to this device ("cuda", "cpu"); None: plain."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or min(self.workers) < 0 or min(self.step_times) < 0:
@@ -203,7 +206,11 @@ class LoaderBench:
         samples = verify_ns = wait_ns = verified_in_window_ns = 0
         first_batch_s: float | None = None
         on_progress = self.session.reporter.case_started(f"{self.stack.name}: {name}", load)
-        loader = DataLoader(ds, batch_size=None, num_workers=workers)
+        loader: Any = DataLoader(ds, batch_size=None, num_workers=workers)
+        if cfg.device:
+            from dcstore.loaders import DeviceLoader
+
+            loader = DeviceLoader(loader, cfg.device)
         it: Any = None
         with RssSampler() as rss:
             start = time.monotonic_ns()
@@ -256,6 +263,7 @@ class LoaderBench:
             "batch_size": cfg.batch_size,
             "workers": workers,
             "step_s": step,
+            "device": cfg.device,
             "dataset_samples": raw.manifest.num_samples,
             "dataset_bytes": raw.manifest.total_bytes,
             "seed": cfg.seed,
@@ -281,7 +289,7 @@ class LoaderBench:
         if self.expected is None or not self.config.verify:
             return 0
         start = time.monotonic_ns()
-        data = batch["data"].numpy()
+        data = batch["data"].cpu().numpy()
         offset = 0
         for key, size in zip(batch["__key__"], batch["sizes"], strict=True):
             index = int(key[1:])

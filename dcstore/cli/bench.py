@@ -127,6 +127,9 @@ def register(subparsers: Any) -> None:
     loader.add_argument("--seed", type=int, default=0, help="shuffle and data seed")
     loader.add_argument("--keep", action="store_true", help="keep the synthetic dataset")
     loader.add_argument("--no-verify", action="store_true", help="do not check samples")
+    loader.add_argument(
+        "--device", help="feed batches through DeviceLoader to this device (cuda, cpu)"
+    )
     add_stack_options(loader)
     add_output_options(loader)
     loader.set_defaults(func=_loader)
@@ -378,6 +381,7 @@ def _loader(args: argparse.Namespace) -> int:
         shard_size=parse_size(args.shard_size),
         keep=args.keep,
         verify=not args.no_verify,
+        device=args.device,
     )
     with LiveReporter(live=not args.no_progress) as reporter:
         result, error = LoaderBench(_stack(args, args.url), config, sys.argv, reporter).run()
