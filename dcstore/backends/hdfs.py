@@ -24,6 +24,10 @@ Guarantees (see :mod:`dcstore.backends.base`):
       Overwrites of one key racing within the same millisecond may share a token.
     * ``list`` walks directories lazily, in key order, skipping ``.dcstore*`` entries.
     * A key cannot be both an object and a "directory" of other keys (HDFS is a tree).
+    * Safe across threads and pickling. Not across ``fork`` once the driver was used:
+      hdfs-native's async runtime does not survive it and reads in the child can hang.
+      A ``DataLoader`` over HDFS should use ``multiprocessing_context="forkserver"`` (or
+      ``"spawn"``); a child forked after use gets a :class:`HdfsForkWarning`.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import re
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -98,6 +103,28 @@ _DRIVER: dict[str, type[DcstoreError]] = {
 }
 #: Messages of otherwise generic remote IOExceptions that mean "not enough DataNodes now".
 _TRANSIENT_TEXT = ("could only be written to", "could only be replicated to", "safe mode")
+
+
+class HdfsForkWarning(RuntimeWarning):
+    """hdfs-native was used before this process was forked; its I/O may hang here."""
+
+
+#: The process that started hdfs-native's runtime (inherited, hence stale, after fork).
+_driver_pid = 0
+
+
+def _note_driver_use() -> None:
+    global _driver_pid
+    pid = os.getpid()
+    if _driver_pid and _driver_pid != pid:
+        warnings.warn(
+            "hdfs-native was used in the parent before this process was forked; its runtime "
+            "is not fork-safe and reads may hang: start DataLoader workers with "
+            "multiprocessing_context='forkserver' or 'spawn'",
+            HdfsForkWarning,
+            stacklevel=3,
+        )
+    _driver_pid = pid
 
 
 def _remote_error(exc: BaseException) -> tuple[str, str]:
@@ -242,6 +269,7 @@ class HdfsBackend(Backend):
             if self._client is None or self._client_pid != os.getpid():
                 netloc = self._parsed.netloc
                 target = f"{self._parsed.scheme}://{netloc}" if netloc else None
+                _note_driver_use()
                 with self._errors("connect"):
                     self._client = hdfs_native.Client(
                         target, config=self._hadoop_config(), config_dir=self._conf_dir
