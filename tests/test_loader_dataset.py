@@ -36,10 +36,10 @@ def indices(loader) -> list[int]:
     return [int(i) for batch in loader for i in batch]
 
 
-@pytest.mark.parametrize("run_bytes", [16 << 20, 5000, 1])
-def test_every_sample_once_with_workers(dataset_url, run_bytes) -> None:
+@pytest.mark.parametrize("window_bytes", [4 << 20, 5000, 512])
+def test_every_sample_once_with_workers(dataset_url, window_bytes) -> None:
     for workers in (0, 1, 3):
-        ds = ShardedDataset(dataset_url, shuffle=True, seed=1, window=50, run_bytes=run_bytes)
+        ds = ShardedDataset(dataset_url, shuffle=True, seed=1, window=50, window_bytes=window_bytes)
         ds.map(index_of)
         got = indices(DataLoader(ds, batch_size=32, num_workers=workers))
         assert sorted(got) == list(range(N))
@@ -212,17 +212,16 @@ def test_encrypted_dataset_round_trip(tmp_path) -> None:
         list(ShardedDataset(url))
 
 
-def test_runs_are_sample_aligned_and_bounded(dataset_url) -> None:
+def test_windows_are_aligned_and_cover_each_sample_once(dataset_url) -> None:
     import numpy as np
 
-    from dcstore.loaders.reader import runs_for
+    from dcstore.loaders.reader import windows_for
 
     manifest = ShardedDataset(dataset_url).manifest
     block = np.arange(manifest.num_samples)
-    for limit in (1, 5000, 30_000, 1 << 30):
-        runs = runs_for(manifest, block, limit)
-        assert sum(r.last - r.first + 1 for r in runs) == manifest.num_samples
-        for r in runs:
-            info = manifest.shards[r.shard]
-            assert r.end - r.start <= limit or r.first == r.last
-            assert r.start in (0, int(info.offsets[r.first]))
+    for limit in (512, 5000, 30_000, 1 << 30):
+        windows = windows_for(manifest, block, limit)
+        assert sum(max(0, w.last - w.first + 1) for w in windows) == manifest.num_samples
+        for w in windows:
+            assert w.end - w.start <= limit
+            assert w.group_start or w.start % limit == 0

@@ -46,7 +46,7 @@ from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, load_manifest
 from dcstore.loaders.plan import Layer, WorkerPlan, plan_epoch
 from dcstore.loaders.prefetch import Prefetcher
 from dcstore.loaders.reader import (
-    DEFAULT_RUN_BYTES,
+    DEFAULT_WINDOW_BYTES,
     Progress,
     Sample,
     SkipPolicy,
@@ -84,7 +84,7 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
     number of samples shuffled together (whole shard spans are mixed; memory
     grows with it). ``on_error="skip"`` skips unreadable shards (see
     :class:`SkipPolicy`); the default raises naming the shard. Shards are
-    fetched in sample-aligned runs of at most ``run_bytes``, at most
+    fetched in aligned windows of ``window_bytes``, at most
     ``prefetch_bytes`` ahead per worker on ``prefetch_threads`` threads;
     ``tune_malloc`` applies :func:`~dcstore.loaders.alloc.recycle_run_buffers`
     in worker processes.
@@ -102,11 +102,11 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
         drop_last: bool = False,
         rank: int | None = None,
         world_size: int | None = None,
-        prefetch_bytes: int = 128 * 1024 * 1024,
+        prefetch_bytes: int = 64 * 1024 * 1024,
         prefetch_threads: int = 2,
         on_error: str = "raise",
         manifest_key: str = MANIFEST_KEY,
-        run_bytes: int = DEFAULT_RUN_BYTES,
+        window_bytes: int = DEFAULT_WINDOW_BYTES,
         tune_malloc: bool = True,
     ):
         super().__init__()
@@ -126,7 +126,7 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
         self._rank, self._world = rank, world_size
         self.prefetcher = Prefetcher(threads=prefetch_threads, max_bytes=prefetch_bytes)
         self.on_error = on_error
-        self.run_bytes = run_bytes
+        self.window_bytes = window_bytes
         self.tune_malloc = tune_malloc
         self.epoch = 0
         self.stages: list[stages.Stage] = []
@@ -235,7 +235,7 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
         self._active = _Pass(worker, workers, layers, consumed, self._progress)
         return read_plan(
             self.store, self.manifest, plan, self.prefetcher, self._progress, self._skip,
-            self.run_bytes,
+            self.window_bytes,
         )  # fmt: skip
 
     def __iter__(self) -> Iterator[Any]:

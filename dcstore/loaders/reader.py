@@ -1,19 +1,24 @@
-"""Reading samples: a worker's plan -> byte ranges -> zero-copy sample dicts.
+"""Reading samples: a worker's plan -> aligned byte windows -> zero-copy sample dicts.
 
 Guarantees:
 
-* Each block of the plan is read as the fewest sample-aligned byte ranges
-  (at most ``run_bytes`` each, from the manifest offsets) that cover its
-  samples, so a resumed or partial reader never fetches samples it will not
-  yield, and buffers stay small enough for the allocator to recycle.
+* A block of the plan is read as byte *windows*: the samples it needs from
+  one shard form contiguous groups, and each group is fetched with
+  ``get_range`` in windows that end on multiples of ``window_bytes``
+  (rounded up to the encryption segment size, so an encrypted window
+  decrypts whole segments once). Only needed samples are fetched: a resumed
+  or partial reader never re-reads consumed data.
 * Samples come out in plan order as dicts ``{"__key__", "__index__",
-  "__url__", field: memoryview}``; fields are read-only slices of the fetched
-  buffer (no copy). Keep ``bytes(value)`` if a field must outlive the sample.
+  "__url__", field: memoryview}``. Fields are read-only views of the fetched
+  window (no copy); only a sample that straddles two windows is copied
+  (joined) once. Keep ``bytes(value)`` if a field must outlive the sample.
+* Buffers are at most ``window_bytes`` (default 4 MiB), small enough for the
+  allocator to recycle instead of page-faulting fresh memory for each shard.
 * A shard that cannot be read or parsed raises the backend's error (or
-  :class:`IntegrityError` for a malformed tar / a sample count that does not
-  match the manifest), naming the shard. With a :class:`SkipPolicy`, its
-  samples are skipped instead, counted, logged, and remembered.
-* ``read_sample`` reads one sample by range (random access).
+  :class:`IntegrityError` for a malformed tar or a sample count that does
+  not match the manifest), naming the shard. With a :class:`SkipPolicy`, its
+  samples are skipped instead, counted, logged and remembered.
+* ``read_sample`` reads one sample with one range request (random access).
 """
 
 from __future__ import annotations
@@ -33,23 +38,22 @@ from dcstore.loaders.tario import group_samples, parse_members, sample_dict
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RUN_BYTES = 16 << 20
-"""Shards are fetched in sample-aligned runs of at most this many bytes: smaller than
-glibc's largest mmap threshold (32 MiB), so run buffers are recycled by the allocator
-instead of being freshly mapped and page-faulted for every shard (PERF-NOTES)."""
-
 Sample = dict[str, object]
+
+DEFAULT_WINDOW_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
-class Run:
-    """Contiguous samples ``[first, last]`` of one shard and their byte range."""
+class Window:
+    """Bytes ``[start, end)`` of one shard; samples ``first..last`` end inside it."""
 
     shard: int
-    first: int
-    last: int
     start: int
     end: int
+    first: int
+    last: int
+    group_start: bool
+    """True for the first window of a contiguous group (no straddler can precede it)."""
 
 
 @dataclass
@@ -72,62 +76,98 @@ class Progress:
     pos: int = 0
 
 
-def runs_for(
-    manifest: Manifest, block: np.ndarray, max_bytes: int = DEFAULT_RUN_BYTES
-) -> list[Run]:
-    """The fewest contiguous runs covering the samples of ``block``, each at most
-    ``max_bytes`` unless one sample is larger (a whole small shard is one run)."""
+def aligned_window(store: Backend, window_bytes: int) -> int:
+    """``window_bytes`` rounded up to the store's encryption segment size, if any."""
+    segment = getattr(store, "segment_size", None)
+    if isinstance(segment, int) and segment > 0:
+        return max(segment, -(-window_bytes // segment) * segment)
+    return window_bytes
+
+
+def windows_for(
+    manifest: Manifest, block: np.ndarray, window_bytes: int = DEFAULT_WINDOW_BYTES
+) -> list[Window]:
+    """The aligned windows covering the samples of ``block``, in shard/byte order."""
     if len(block) == 0:
         return []
     ids = np.unique(block)
     shards = np.searchsorted(manifest.starts, ids, side="right") - 1
     local = ids - manifest.starts[shards]
     breaks = np.nonzero((np.diff(shards) != 0) | (np.diff(local) != 1))[0] + 1
-    runs = []
+    out = []
     for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(ids)], strict=True):
         shard, first, last = int(shards[lo]), int(local[lo]), int(local[hi - 1])
         info = manifest.shards[shard]
-        if first == 0 and last == info.num_samples - 1 and info.size <= max_bytes:
-            runs.append(Run(shard, first, last, 0, info.size))
-            continue
         ends = info.offsets + info.lengths
-        while first <= last:
-            start = int(info.offsets[first])
-            stop = int(np.searchsorted(ends, start + max_bytes, side="right")) - 1
-            stop = min(max(stop, first), last)
-            runs.append(Run(shard, first, stop, start, int(ends[stop])))
-            first = stop + 1
-    return runs
-
-
-def fetch_run(store: Backend, manifest: Manifest, run: Run) -> bytes:
-    """The bytes of ``run`` (one ``get`` for a whole shard, else one ``get_range``)."""
-    info = manifest.shards[run.shard]
-    if run.start == 0 and run.end == info.size:
-        return store.get(info.key)
-    return store.get_range(info.key, run.start, run.end)
-
-
-def parse_run(store: Backend, manifest: Manifest, run: Run, data: bytes) -> list[Sample]:
-    """Split the fetched bytes of ``run`` into its samples, checked against the manifest."""
-    info = manifest.shards[run.shard]
-    view = memoryview(data)
-    spans = group_samples(parse_members(view, base=run.start))
-    expected = run.last - run.first + 1
-    if len(spans) != expected:
-        raise IntegrityError(
-            f"{store.url}/{info.key}: found {len(spans)} samples in bytes "
-            f"[{run.start}, {run.end}), the manifest lists {expected}"
-        )
-    url = f"{store.url}/{info.key}"
-    base = int(manifest.starts[run.shard]) + run.first
-    out = []
-    for i, span in enumerate(spans):
-        sample = sample_dict(view, span, run.start)
-        sample["__index__"] = base + i
-        sample["__url__"] = url
-        out.append(sample)
+        a, stop = int(info.offsets[first]), int(ends[last])
+        group_start = True
+        while a < stop:
+            b = min(stop, (a // window_bytes + 1) * window_bytes)
+            j0 = max(first, int(np.searchsorted(ends, a, side="right")))
+            j1 = min(last, int(np.searchsorted(ends, b, side="right")) - 1)
+            out.append(Window(shard, a, b, j0, j1, group_start))
+            group_start = False
+            a = b
     return out
+
+
+def _check(store: Backend, key: str, found: int, expected: int, start: int, end: int) -> None:
+    if found != expected:
+        raise IntegrityError(
+            f"{store.url}/{key}: found {found} samples in bytes [{start}, {end}), "
+            f"the manifest lists {expected}"
+        )
+
+
+class _GroupParser:
+    """Turns consecutive windows of one shard into samples, joining straddlers."""
+
+    def __init__(self, store: Backend, manifest: Manifest):
+        self.store = store
+        self.manifest = manifest
+        self.held: list[tuple[int, memoryview]] = []
+
+    def parse(self, win: Window, data: bytes) -> list[Sample]:
+        info = self.manifest.shards[win.shard]
+        if win.group_start:
+            self.held = []
+        view = memoryview(data)
+        url = f"{self.store.url}/{info.key}"
+        base = int(self.manifest.starts[win.shard])
+        out: list[Sample] = []
+        j = win.first
+        if j <= win.last and int(info.offsets[j]) < win.start:  # straddles from earlier windows
+            out.append(self._straddler(win, view, j, url, base))
+            j += 1
+        if j <= win.last:
+            lo, hi = int(info.offsets[j]), int(info.offsets[win.last] + info.lengths[win.last])
+            part = view[lo - win.start : hi - win.start]
+            spans = group_samples(parse_members(part, base=lo))
+            _check(self.store, info.key, len(spans), win.last - j + 1, lo, hi)
+            for i, span in enumerate(spans):
+                sample = sample_dict(part, span, lo)
+                sample["__index__"] = base + j + i
+                sample["__url__"] = url
+                out.append(sample)
+        nxt = win.last + 1
+        if nxt < info.num_samples and int(info.offsets[nxt]) < win.end:
+            self.held = [(s, v) for s, v in self.held if s + len(v) > int(info.offsets[nxt])]
+            self.held.append((win.start, view))
+        else:
+            self.held = []
+        return out
+
+    def _straddler(self, win: Window, view: memoryview, j: int, url: str, base: int) -> Sample:
+        info = self.manifest.shards[win.shard]
+        lo, hi = int(info.offsets[j]), int(info.offsets[j] + info.lengths[j])
+        pieces = [v[max(0, lo - s) :] for s, v in self.held if s + len(v) > lo]
+        joined = b"".join([*pieces, view[: hi - win.start]])
+        spans = group_samples(parse_members(joined, base=lo))
+        _check(self.store, info.key, len(spans), 1, lo, hi)
+        sample = sample_dict(memoryview(joined), spans[0], lo)
+        sample["__index__"] = base + j
+        sample["__url__"] = url
+        return sample
 
 
 def _named(store: Backend, key: str, exc: BaseException) -> BaseException:
@@ -144,36 +184,41 @@ def read_plan(
     prefetcher: Prefetcher,
     progress: Progress,
     skip: SkipPolicy | None = None,
-    run_bytes: int = DEFAULT_RUN_BYTES,
+    window_bytes: int = DEFAULT_WINDOW_BYTES,
 ) -> Iterator[Sample]:
     """Yield the plan's samples in order, fetching ahead with ``prefetcher``."""
+    window_bytes = aligned_window(store, window_bytes)
     blocks = plan.blocks
-    block_runs = [runs_for(manifest, b, run_bytes) for b in blocks]
+    block_windows = [windows_for(manifest, b, window_bytes) for b in blocks]
     skipped = skip.skipped if skip is not None else set()
 
-    def wanted() -> Iterator[Run]:
-        for runs in block_runs:
-            yield from (r for r in runs if r.shard not in skipped)
+    def fetch(win: Window) -> bytes | None:
+        if win.shard in skipped:
+            return None
+        return store.get_range(manifest.shards[win.shard].key, win.start, win.end)
 
-    results = prefetcher.map(
-        lambda r: fetch_run(store, manifest, r), wanted(), lambda r: r.end - r.start
-    )
-    for block, runs in zip(blocks, block_runs, strict=True):
+    def wanted() -> Iterator[Window]:
+        for windows in block_windows:
+            yield from windows
+
+    results = prefetcher.map(fetch, wanted(), lambda w: w.end - w.start)
+    parser = _GroupParser(store, manifest)
+    for block, windows in zip(blocks, block_windows, strict=True):
         by_index: dict[int, Sample] = {}
-        for run in runs:
-            if run.shard in skipped:
-                continue
+        for win in windows:
             got = next(results)
-            key = manifest.shards[run.shard].key
+            if win.shard in skipped:
+                continue
+            key = manifest.shards[win.shard].key
             try:
                 if got.error is not None:
                     raise got.error
-                for sample in parse_run(store, manifest, run, got.value):  # type: ignore[arg-type]
+                for sample in parser.parse(win, got.value):  # type: ignore[arg-type]
                     by_index[sample["__index__"]] = sample  # type: ignore[index]
             except Exception as exc:
                 if skip is None or not isinstance(exc, (DcstoreError, OSError)):
                     raise _named(store, key, exc) from exc
-                skipped.add(run.shard)
+                skipped.add(win.shard)
                 log.warning("skipping shard %s/%s: %s", store.url, key, exc)
             del got
         for index in block.tolist():
@@ -192,9 +237,14 @@ def read_sample(store: Backend, manifest: Manifest, index: int) -> Sample:
     shard, local = manifest.locate(index)
     info = manifest.shards[shard]
     start = int(info.offsets[local])
-    run = Run(shard, local, local, start, start + int(info.lengths[local]))
+    end = start + int(info.lengths[local])
     try:
-        data = store.get_range(info.key, run.start, run.end)
-        return parse_run(store, manifest, run, data)[0]
+        data = memoryview(store.get_range(info.key, start, end))
+        spans = group_samples(parse_members(data, base=start))
+        _check(store, info.key, len(spans), 1, start, end)
     except DcstoreError as exc:
         raise _named(store, info.key, exc) from exc
+    sample = sample_dict(data, spans[0], start)
+    sample["__index__"] = index
+    sample["__url__"] = f"{store.url}/{info.key}"
+    return sample

@@ -1,0 +1,432 @@
+"""ShardedDataset vs webdataset, MosaicML Streaming and LitData (and a pread floor).
+
+One synthetic dataset (default 20,000 samples of 90-110 KiB, ~64 MiB shards),
+written once per format under --root (reused when present), page cache warmed,
+then read for one epoch per run by each loader through
+``DataLoader(num_workers=2, batch_size=64)``, in interleaved repetitions
+(loader order rotated each rep), in two variants:
+
+* ``touch``: the collate reads one byte per 4 KiB page of every payload in the
+  worker and returns a tiny tensor (the storage and format path);
+* ``tensor``: the collate copies the payloads into one shared-memory uint8
+  tensor handed to the main process, which reads one byte per page of it
+  (end to end).
+
+The ``pread`` floor reads the same payload bytes with one ``os.pread`` per
+sample from the plaintext tar files (one flat file per shard) by the
+manifest's offsets. webdataset reads the plaintext ShardedDataset shards
+(they are webdataset tars). Peak RSS and PSS are summed over the main
+process and its workers (psutil, sampled every 100 ms).
+
+Then, for ShardedDataset: time to first batch (manifest load + worker start +
+first batch) and data-wait % with a fixed synthetic step (default 20 ms).
+
+Usage: .venv/bin/python bench/loaders_compare.py [--reps 3] [--out bench/results/loaders.md]
+Needs: pip install mosaicml-streaming litdata (bench-only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import hashlib
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+POOL = np.random.default_rng(1234).integers(0, 256, 16 << 20, dtype=np.uint8).tobytes()
+PAGE = 4096
+
+
+def payload_size(i: int, mean_kib: int) -> int:
+    h = int.from_bytes(hashlib.blake2b(i.to_bytes(8, "little"), digest_size=4).digest(), "little")
+    return mean_kib * 1024 + (h % (20 * 1024)) - 10 * 1024
+
+
+def payload(i: int, mean_kib: int) -> bytes:
+    size = payload_size(i, mean_kib)
+    start = (i * 7919 * 64) % (len(POOL) - size)
+    return POOL[start : start + size]
+
+
+# -- collates (identical for every loader) -------------------------------------------------
+
+
+def _field(sample: Any) -> Any:
+    return sample["bin"]
+
+
+def collate_touch(samples: list[Any]) -> torch.Tensor:
+    """Read one byte per page of every payload in the worker; return a tiny tensor."""
+    total = acc = 0
+    for s in samples:
+        a = np.frombuffer(_field(s), dtype=np.uint8)
+        acc += int(a[::PAGE].sum())
+        total += a.size
+    return torch.tensor([len(samples), total, acc], dtype=torch.int64)
+
+
+def collate_tensor(samples: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copy payloads into one shared-memory uint8 tensor (+ sizes) for the main process."""
+    views = [np.frombuffer(_field(s), dtype=np.uint8) for s in samples]
+    sizes = np.fromiter((v.size for v in views), dtype=np.int64, count=len(views))
+    total = int(sizes.sum())
+    if get_worker_info() is not None:  # as default_collate does: no extra copy to shm
+        storage = torch.UntypedStorage._new_shared(total)
+        out = torch.empty(0, dtype=torch.uint8).set_(storage, 0, (total,), (1,))
+    else:
+        out = torch.empty(total, dtype=torch.uint8)
+    arr = out.numpy()
+    pos = 0
+    for v in views:
+        arr[pos : pos + v.size] = v
+        pos += v.size
+    return out, torch.from_numpy(sizes)
+
+
+def consume(batch: Any, variant: str) -> tuple[int, int]:
+    """(samples, payload bytes) of a batch; the tensor variant reads it in the main process."""
+    if variant == "touch":
+        return int(batch[0]), int(batch[1])
+    data, sizes = batch
+    int(data[::PAGE].sum())
+    return len(sizes), int(sizes.sum())
+
+
+# -- datasets -------------------------------------------------------------------------------
+
+
+class PreadFloor(IterableDataset):
+    """The payload bytes read with one pread per sample from the plaintext tar shards."""
+
+    def __init__(self, root: Path, manifest: Any, mean_kib: int):
+        self.files = [str(root / s.key) for s in manifest.shards]
+        self.samples = [
+            (shard, int(off) + 512, payload_size(int(manifest.starts[shard]) + j, mean_kib))
+            for shard, s in enumerate(manifest.shards)
+            for j, off in enumerate(s.offsets)
+        ]
+
+    def __iter__(self) -> Iterator[dict[str, bytes]]:
+        info = get_worker_info()
+        w, n = (info.id, info.num_workers) if info else (0, 1)
+        share = len(self.samples) // n + 1
+        fds: dict[int, int] = {}
+        try:
+            for shard, off, size in self.samples[w * share : (w + 1) * share]:
+                fd = fds.get(shard)
+                if fd is None:
+                    fd = fds[shard] = os.open(self.files[shard], os.O_RDONLY)
+                yield {"bin": os.pread(fd, size, off)}
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+
+
+def litdata_item(i: int, kib: int) -> dict[str, bytes]:
+    return {"bin": payload(i, kib)}
+
+
+def prepare(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
+    """Write every format once (reused if complete); return dataset factories."""
+    from dcstore.crypto import Keyring, write_key_file
+    from dcstore.loaders import ShardedDataset, ShardWriter
+
+    root = Path(args.root)
+    plain, enc, key_file = root / "dcstore-plain", root / "dcstore-enc", root / "kek.json"
+    n, kib, shard = args.samples, args.size_kib, args.shard_mib << 20
+    if not key_file.exists():
+        write_key_file(key_file, Keyring.generate())
+    keys = f"file://{key_file}"
+    for where, k in ((plain, None), (enc, keys)):
+        if not (where / "manifest.parquet").exists():
+            t0 = time.perf_counter()
+            with ShardWriter(f"file://{where}", keys=k, shard_size=shard) as w:
+                for i in range(n):
+                    w.write({"__key__": f"s{i:08d}", "bin": payload(i, kib)})
+            print(f"wrote {where.name} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    factories: dict[str, Callable[[], Any]] = {
+        "dcstore": lambda: ShardedDataset(f"file://{plain}"),
+        "dcstore-encrypted": lambda: ShardedDataset(f"file://{enc}", keys=keys),
+    }
+    manifest = ShardedDataset(f"file://{plain}").manifest
+    factories["pread-floor"] = lambda: PreadFloor(plain, manifest, kib)
+    tars = [str(plain / s.key) for s in manifest.shards]
+    try:
+        import webdataset as wds
+
+        factories["webdataset"] = lambda: wds.WebDataset(
+            tars, shardshuffle=False, nodesplitter=wds.split_by_node,
+            workersplitter=wds.split_by_worker,
+        )  # fmt: skip
+    except ImportError:
+        print("webdataset not installed: skipped", file=sys.stderr)
+    try:
+        from streaming import MDSWriter, StreamingDataset
+
+        mds = root / "mds"
+        if not (mds / "index.json").exists():
+            t0 = time.perf_counter()
+            with MDSWriter(out=str(mds), columns={"bin": "bytes"}, size_limit=shard) as w:
+                for i in range(n):
+                    w.write({"bin": payload(i, kib)})
+            print(f"wrote mds in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+
+        def mosaic() -> Any:
+            from streaming.base.util import clean_stale_shared_memory
+
+            clean_stale_shared_memory()
+            return StreamingDataset(local=str(mds), shuffle=False, batch_size=args.batch)
+
+        factories["mosaicml-streaming"] = mosaic
+    except ImportError:
+        print("mosaicml-streaming not installed: skipped", file=sys.stderr)
+    try:
+        import litdata
+
+        lit = root / "litdata"
+        if not (lit / "index.json").exists():
+            t0 = time.perf_counter()
+            make = functools.partial(litdata_item, kib=kib)
+            litdata.optimize(
+                fn=make, inputs=list(range(n)), output_dir=str(lit), chunk_bytes=shard,
+                num_workers=2, mode="overwrite", verbose=False,
+            )  # fmt: skip
+            print(f"wrote litdata in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        factories["litdata"] = lambda: litdata.StreamingDataset(input_dir=str(lit))
+    except ImportError:
+        print("litdata not installed: skipped", file=sys.stderr)
+    return factories
+
+
+def warm_page_cache(root: Path) -> None:
+    buf = bytearray(8 << 20)
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            with open(p, "rb", buffering=0) as f:
+                while f.readinto(buf):
+                    pass
+
+
+# -- measurement ----------------------------------------------------------------------------
+
+
+def _pss(pid: int) -> int:
+    """PSS from /proc/PID/smaps_rollup (psutil's full smaps walk is far too slow here)."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class MemorySampler:
+    """Peak summed RSS and PSS of this process and its children, sampled every 100 ms."""
+
+    def __init__(self) -> None:
+        self.rss = self.pss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.wait(0.1):
+            rss = pss = 0
+            for p in [me, *me.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error, OSError):
+                    rss += p.memory_info().rss
+                    pss += _pss(p.pid)
+            self.rss, self.pss = max(self.rss, rss), max(self.pss, pss)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_epoch(factory: Callable[[], Any], variant: str, args: argparse.Namespace) -> dict:
+    collate = collate_touch if variant == "touch" else collate_tensor
+    with MemorySampler() as mem:
+        t0 = time.perf_counter()
+        ds = factory()
+        loader = DataLoader(ds, batch_size=args.batch, num_workers=args.workers, collate_fn=collate)
+        samples = nbytes = 0
+        first = None
+        for batch in loader:
+            n, b = consume(batch, variant)
+            samples, nbytes = samples + n, nbytes + b
+            if first is None:
+                first = time.perf_counter()
+        end = time.perf_counter()
+    steady = end - (first or end)
+    return {
+        "samples": samples,
+        "samples_s": samples / (end - t0),
+        "mb_s": nbytes / 1e6 / (end - t0),
+        "first_batch_s": (first or end) - t0,
+        "steady_samples_s": samples / steady if steady else 0.0,
+        "rss_mib": mem.rss / 2**20,
+        "pss_mib": mem.pss / 2**20,
+    }
+
+
+def _gpu_step(ms: float) -> Callable[[Any], None]:
+    """A CUDA step of about ``ms`` milliseconds (a calibrated spin kernel), synchronised."""
+    cycles = 10_000_000
+    torch.cuda._sleep(cycles)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    torch.cuda._sleep(cycles)
+    torch.cuda.synchronize()
+    per_ms = cycles / ((time.perf_counter() - t0) * 1e3)
+
+    def step(batch: Any) -> None:
+        data, _sizes = batch
+        data[:: PAGE * 16].float().sum()
+        torch.cuda._sleep(int(per_ms * ms))
+        torch.cuda.synchronize()
+
+    return step
+
+
+def data_wait(factory: Callable[[], Any], args: argparse.Namespace) -> dict:
+    """Data-wait % of a loop with a fixed step: on CUDA through DeviceLoader, else a sleep."""
+    from dcstore.loaders import DataWaitMeter, DeviceLoader
+
+    cuda = torch.cuda.is_available() and not args.cpu_step
+    t0 = time.perf_counter()
+    loader = DataLoader(factory(), batch_size=args.batch, num_workers=args.workers,
+                        collate_fn=collate_tensor, pin_memory=cuda)  # fmt: skip
+    if cuda:
+        step = _gpu_step(args.step_ms)
+        feed = DeviceLoader(loader, "cuda", warmup=args.warmup_steps)
+        batches: Any = feed
+    else:
+        feed = DataWaitMeter(warmup=args.warmup_steps)
+        batches = feed.wrap(loader)
+
+        def step(batch: Any) -> None:
+            consume(batch, "tensor")
+            time.sleep(args.step_ms / 1000)
+
+    for batch in batches:
+        step(batch)
+    meter = feed.meter if cuda else feed
+    s = meter.summary()
+    s["total_s"] = time.perf_counter() - t0
+    s["device"] = "cuda" if cuda else "cpu"
+    return s
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--samples", type=int, default=20_000)
+    p.add_argument("--size-kib", type=int, default=100)
+    p.add_argument("--shard-mib", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--variants", default="touch,tensor")
+    p.add_argument("--only", default="", help="comma-separated loader names")
+    p.add_argument("--step-ms", type=float, default=20.0)
+    p.add_argument("--warmup-steps", type=int, default=5)
+    p.add_argument("--root", default="bench/results/tmp/loaders")
+    p.add_argument("--out", default="")
+    p.add_argument("--prepare-only", action="store_true")
+    p.add_argument("--cpu-step", action="store_true", help="sleep for the step even with CUDA")
+    args = p.parse_args()
+    args.root = str(Path(args.root).resolve())
+    Path(args.root).mkdir(parents=True, exist_ok=True)
+    factories = prepare(args)
+    if args.only:
+        factories = {k: v for k, v in factories.items() if k in args.only.split(",")}
+    if args.prepare_only:
+        return 0
+    warm_page_cache(Path(args.root))
+    results: dict[tuple[str, str], list[dict]] = {}
+    names = list(factories)
+    for rep in range(args.reps):
+        order = names[rep % len(names) :] + names[: rep % len(names)]
+        for variant in args.variants.split(","):
+            for name in order:
+                r = run_epoch(factories[name], variant, args)
+                results.setdefault((variant, name), []).append(r)
+                print(
+                    f"rep {rep} {variant:6} {name:20} {r['samples_s']:8.0f} samples/s "
+                    f"{r['mb_s']:7.0f} MB/s first {r['first_batch_s']:.2f}s "
+                    f"rss {r['rss_mib']:.0f} pss {r['pss_mib']:.0f} MiB",
+                    file=sys.stderr,
+                )
+    waits = {n: data_wait(factories[n], args) for n in ("dcstore", "dcstore-encrypted")
+             if n in factories}  # fmt: skip
+    report = render(args, results, waits)
+    print(report)
+    if args.out:
+        Path(args.out).write_text(report)
+    return 0
+
+
+def render(args: argparse.Namespace, results: dict, waits: dict) -> str:
+    libs = ("webdataset", "mosaicml-streaming", "litdata")
+    lines = [
+        "# Loader comparison: one epoch, DataLoader("
+        f"num_workers={args.workers}, batch_size={args.batch})",
+        "",
+        f"{args.samples} samples of {args.size_kib} KiB +-10 KiB, {args.shard_mib} MiB shards, "
+        f"page cache warm, {args.reps} interleaved reps (median shown; samples/s counts from "
+        "DataLoader creation, so it includes worker start-up).",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}; "
+        f"`{' '.join(sys.argv)}`",
+        "",
+    ]
+    for variant in args.variants.split(","):
+        rows = {name: r for (v, name), r in results.items() if v == variant}
+        med = {n: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for n, rs in rows.items()}
+        best_lib = max((med[n]["samples_s"] for n in libs if n in med), default=0.0)
+        lines += [f"## variant `{variant}`", "",
+                  "| loader | samples/s | MB/s | x fastest library | first batch s | "
+                  "peak RSS MiB | peak PSS MiB | reps (samples/s) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+        for name, m in sorted(med.items(), key=lambda kv: -kv[1]["samples_s"]):
+            ratio = f"{m['samples_s'] / best_lib:.2f}" if best_lib else "-"
+            reps = ", ".join(f"{x['samples_s']:.0f}" for x in rows[name])
+            lines.append(
+                f"| {name} | {m['samples_s']:.0f} | {m['mb_s']:.0f} | {ratio} | "
+                f"{m['first_batch_s']:.2f} | {m['rss_mib']:.0f} | {m['pss_mib']:.0f} | {reps} |"
+            )
+        if "dcstore" in med and "dcstore-encrypted" in med:
+            enc = med["dcstore-encrypted"]["samples_s"] / med["dcstore"]["samples_s"]
+            lines += ["", f"encrypted / plaintext: {enc:.2f}x"]
+        lines.append("")
+    if waits:
+        lines += [f"## ShardedDataset with a {args.step_ms:g} ms synthetic step "
+                  f"(tensor variant, {args.warmup_steps} warm-up steps excluded; on CUDA the "
+                  "step is a spin kernel and batches go through DeviceLoader, pinned)", "",
+                  "| dataset | step on | steps | data-wait % | wait p50 ms | wait p99 ms | "
+                  "first batch s |",
+                  "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for name, s in waits.items():
+            lines.append(
+                f"| {name} | {s['device']} | {s['steps']:.0f} | {s['data_wait_pct']:.2f} | "
+                f"{s['wait_p50_ms']:.2f} | {s['wait_p99_ms']:.2f} | {s['first_batch_s']:.2f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
