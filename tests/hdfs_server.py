@@ -27,22 +27,29 @@ def require_servers() -> bool:
     return os.environ.get("DCSTORE_REQUIRE_SERVERS") == "1"
 
 
+def join(url: str, path: str) -> str:
+    """``url`` with ``path`` appended to its path, keeping its query (client options)."""
+    base, sep, query = url.partition("?")
+    return f"{base.rstrip('/')}/{path.strip('/')}{sep}{query}"
+
+
 @pytest.fixture(scope="session")
 def hdfs_url() -> str:
-    """URL of the shared MiniDFS, e.g. ``hdfs://127.0.0.1:9000``."""
+    """URL of the shared cluster, e.g. ``hdfs://127.0.0.1:9000`` (a query such as
+    ``?hadoop_conf=dfs.client.use.datanode.hostname%3Dtrue`` for compose is kept)."""
     url = os.environ.get(ENV_URL)
     if not url:
         message = f"{ENV_URL} is not set (start one with servers/hdfs/start.sh)"
         if require_servers():
             pytest.fail(message + " and DCSTORE_REQUIRE_SERVERS=1")
         pytest.skip(message)
-    return url.rstrip("/")
+    return url
 
 
 @pytest.fixture
 def hdfs_base(hdfs_url: str) -> str:
     """A fresh, unique base directory on the shared cluster for one test."""
-    return f"{hdfs_url}/dcstore-test/{uuid.uuid4().hex[:12]}"
+    return join(hdfs_url, f"dcstore-test/{uuid.uuid4().hex[:12]}")
 
 
 def free_port() -> int:

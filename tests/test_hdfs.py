@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import hdfs_native
 import pytest
-from hdfs_server import REPO, hdfs_base, hdfs_url  # noqa: F401 - fixtures
+from hdfs_server import REPO, hdfs_base, hdfs_url, join  # noqa: F401 - fixtures
 
 from dcstore.backends.base import Backend
 from dcstore.backends.hdfs import HdfsBackend, _classify
@@ -118,7 +118,8 @@ def test_delete_of_a_prefix_keeps_the_objects(hdfs: HdfsBackend) -> None:
 
 def test_url_and_pickle_keep_options(hdfs_base: str) -> None:  # noqa: F811
     backend = open_backend(hdfs_base, replication=1, block_size=2 * MiB, timeout=30)
-    assert backend.url == f"{hdfs_base}?block_size={2 * MiB}&replication=1&timeout=30.0"
+    assert backend.url.partition("?")[0] == hdfs_base.partition("?")[0]
+    assert f"block_size={2 * MiB}&" in backend.url and "&replication=1&timeout=30.0" in backend.url
     clone = pickle.loads(pickle.dumps(backend))
     assert clone.url == backend.url
     reopened = open_backend(backend.url)
@@ -128,13 +129,14 @@ def test_url_and_pickle_keep_options(hdfs_base: str) -> None:  # noqa: F811
 
 def test_conf_dir_and_default_fs(hdfs_url: str) -> None:  # noqa: F811
     """A URL without host takes fs.defaultFS from the configuration directory."""
-    conf_dir = REPO / ".servers" / "hdfs" / f"nn-{hdfs_url.rsplit(':', 1)[-1]}" / "conf"
+    port = hdfs_url.partition("?")[0].rstrip("/").rsplit(":", 1)[-1]
+    conf_dir = REPO / ".servers" / "hdfs" / f"nn-{port}" / "conf"
     if not (conf_dir / "core-site.xml").exists():
         pytest.skip(f"no client configuration at {conf_dir} (server not started by start.sh)")
     base = f"/dcstore-test/{uuid.uuid4().hex[:12]}"
     backend = open_backend(f"hdfs://{base}", conf_dir=str(conf_dir))
     backend.put("k", b"via conf_dir")
-    assert open_backend(f"{hdfs_url}{base}").get("k") == b"via conf_dir"
+    assert open_backend(join(hdfs_url, base)).get("k") == b"via conf_dir"
 
 
 def test_unknown_option_and_bad_values() -> None:

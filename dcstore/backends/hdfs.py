@@ -350,8 +350,7 @@ class HdfsBackend(Backend):
             with self._errors(key):
                 writer = fs.create(tmp, options)
                 try:
-                    if len(view):
-                        writer.write(view)
+                    _write_all(writer, data, view)
                 finally:
                     writer.close()
                 mtime = int(time.time() * 1000)
@@ -423,6 +422,20 @@ class HdfsBackend(Backend):
                 # A non-empty directory is a prefix, not an object: nothing to delete.
                 if _remote_error(exc)[0] != "PathIsNotEmptyDirectoryException":
                     raise
+
+
+_WRITE_CHUNK = 8 << 20
+
+
+def _write_all(writer: Any, data: Buffer, view: memoryview) -> None:
+    """Write ``data``; hdfs-native takes bytes and bytearray fast, but a memoryview about 30x
+    slower (measured), so views go in bytes copies of 8 MiB."""
+    if isinstance(data, (bytes, bytearray)):
+        if data:
+            writer.write(data)
+        return
+    for offset in range(0, len(view), _WRITE_CHUNK):
+        writer.write(bytes(view[offset : offset + _WRITE_CHUNK]))
 
 
 def _conf_pairs(value: Mapping[str, str] | str | None) -> dict[str, str]:
