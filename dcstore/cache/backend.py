@@ -106,10 +106,7 @@ class CachedBackend(Backend):
                 self._count(hits=1, bytes_from_cache=end - start)
                 return _assemble(values, start - span.first * size, end - span.first * size)  # type: ignore[arg-type]
             chunks = self._complete(key, meta, span, values)
-        except TierSkipped:
-            self._count(misses=1, bytes_from_origin=end - start)
-            return self._origin(key, meta, start, end)
-        except _Overwritten:
+        except (TierSkipped, _Overwritten):  # tier unusable, or object replaced meanwhile
             self._count(misses=1, bytes_from_origin=end - start)
             return self._origin(key, meta, start, end)
         return _assemble(chunks, start - span.first * size, end - span.first * size)
