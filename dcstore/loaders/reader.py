@@ -8,7 +8,9 @@ Guarantees:
   (rounded up to the encryption segment size, so an encrypted window
   decrypts whole segments once). Only needed samples are fetched: a resumed
   or partial reader never re-reads consumed data.
-* Samples come out in plan order as dicts ``{"__key__", "__index__",
+* Samples come out in plan order, each as soon as the windows it needs are
+  parsed (an unshuffled block streams; a shuffled one waits for its
+  windows), as dicts ``{"__key__", "__index__",
   "__url__", field: memoryview}``. Fields are read-only views of the fetched
   window (no copy); only a sample that straddles two windows is copied
   (joined) once. Keep ``bytes(value)`` if a field must outlive the sample.
@@ -170,6 +172,40 @@ class _GroupParser:
         return sample
 
 
+class _BlockOrder:
+    """Hands out one block's samples in plan order as they become available."""
+
+    def __init__(
+        self, block: np.ndarray, manifest: Manifest, progress: Progress, skip: SkipPolicy | None
+    ):
+        self.order = block.tolist()
+        self.unique = len(np.unique(block)) == len(self.order)  # padding may repeat one
+        self.ready: dict[int, Sample] = {}
+        self.done = 0
+        self.manifest, self.progress, self.skip = manifest, progress, skip
+
+    def add(self, samples: list[Sample]) -> None:
+        for sample in samples:
+            self.ready[sample["__index__"]] = sample  # type: ignore[index]
+
+    def emit(self, final: bool) -> Iterator[Sample]:
+        """Yield the next samples in order, as far as they are parsed (or lost)."""
+        skip = self.skip
+        while self.done < len(self.order):
+            index = self.order[self.done]
+            sample = self.ready.pop(index, None) if self.unique else self.ready.get(index)
+            if sample is None:
+                lost = skip is not None and self.manifest.locate(index)[0] in skip.skipped
+                if not (final or lost):
+                    return
+                if skip is not None:
+                    skip.skipped_samples += 1
+            self.done += 1
+            self.progress.pos += 1
+            if sample is not None:
+                yield sample
+
+
 def _named(store: Backend, key: str, exc: BaseException) -> BaseException:
     """``exc`` re-raised so that its message names the shard."""
     if isinstance(exc, DcstoreError) and key not in str(exc):
@@ -204,7 +240,7 @@ def read_plan(
     results = prefetcher.map(fetch, wanted(), lambda w: w.end - w.start)
     parser = _GroupParser(store, manifest)
     for block, windows in zip(blocks, block_windows, strict=True):
-        by_index: dict[int, Sample] = {}
+        out = _BlockOrder(block, manifest, progress, skip)
         for win in windows:
             got = next(results)
             if win.shard in skipped:
@@ -213,23 +249,15 @@ def read_plan(
             try:
                 if got.error is not None:
                     raise got.error
-                for sample in parser.parse(win, got.value):  # type: ignore[arg-type]
-                    by_index[sample["__index__"]] = sample  # type: ignore[index]
+                out.add(parser.parse(win, got.value))  # type: ignore[arg-type]
             except Exception as exc:
                 if skip is None or not isinstance(exc, (DcstoreError, OSError)):
                     raise _named(store, key, exc) from exc
                 skipped.add(win.shard)
                 log.warning("skipping shard %s/%s: %s", store.url, key, exc)
             del got
-        for index in block.tolist():
-            sample = by_index.get(index)
-            progress.pos += 1
-            if sample is None:
-                if skip is not None:
-                    skip.skipped_samples += 1
-                continue
-            yield sample
-        del by_index
+            yield from out.emit(final=False)
+        yield from out.emit(final=True)
 
 
 def read_sample(store: Backend, manifest: Manifest, index: int) -> Sample:
