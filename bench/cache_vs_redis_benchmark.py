@@ -146,6 +146,7 @@ def main() -> None:
         rows.append((clients, rb, py, dc))
     stats = store.stats()
     assert stats["misses"] == len(keys), stats  # every measured read was a hit
+    store.flush_stats()
     open_cache_tier(tier_url).clear()
     raw.delete(raw_key)
 

@@ -184,8 +184,11 @@ def test_stats_are_shared_and_cli_shows_and_clears(tier_url: str, tmp_path: Path
     assert stats["hits"] == 4 and stats["misses"] == 4
     assert stats["bytes_from_cache"] == stats["bytes_from_origin"] == 400_000
     assert stats["hit_ratio"] == 0.5
+    assert stats["server"]["maxmemory_policy"] == "allkeys-lru"
+    assert stats["server"]["nodes"] in (1, 3) and stats["server"]["used_memory"] > 0
     human = dcstore_cli("cache", "stats", tier_url)
     assert "hit ratio" in human.stdout and "50.0%" in human.stdout
+    assert "policy allkeys-lru" in human.stdout and "warning" not in human.stdout
     cleared = dcstore_cli("cache", "clear", tier_url)
     assert cleared.returncode == 0, cleared.stderr
     tier = open_cache_tier(tier_url)

@@ -358,6 +358,26 @@ class RedisTier(CacheTier):
         values = {k.decode(): int(v) for k, v in raw.items()}
         return {name: values.get(name, 0) for name in STAT_FIELDS}
 
+    def server_info(self) -> dict[str, Any]:
+        """Memory and eviction figures of the server(s), summed over cluster nodes."""
+        with self._errors("INFO"):
+            client = self._redis()
+            if self.cluster:
+                nodes = list(client.info(target_nodes=RedisCluster.PRIMARIES).values())
+            else:
+                nodes = [client.info()]
+            try:
+                policy_name = client.config_get("maxmemory-policy").get(
+                    "maxmemory-policy", "unknown"
+                )
+            except redis.ResponseError:  # CONFIG disabled (managed services)
+                policy_name = "unknown"
+        total = {
+            name: sum(int(n.get(name, 0)) for n in nodes if isinstance(n, dict))
+            for name in ("used_memory", "maxmemory", "evicted_keys")
+        }
+        return {**total, "maxmemory_policy": policy_name, "nodes": len(nodes)}
+
     def clear(self) -> int:
         count = 0
         with self._errors("clear"):

@@ -49,11 +49,13 @@ def _human_bytes(n: float) -> str:
 def cmd_stats(args: argparse.Namespace) -> int:
     tier = _open(args)
     try:
-        stats = with_ratio(tier.read_stats())
+        stats: dict[str, object] = dict(with_ratio(tier.read_stats()))
+        info = getattr(tier, "server_info", None)  # Redis tiers (redis-py is optional)
+        server = info() if info is not None else None
     finally:
         tier.close()
     if args.json:
-        print_json(stats)
+        print_json({**stats, "server": server})
         print()
         return 0
     print(f"cache {tier}")
@@ -66,6 +68,18 @@ def cmd_stats(args: argparse.Namespace) -> int:
         else:
             text = str(int(value))
         print(f"  {label:<26} {text}")
+    if server is not None:
+        limit = _human_bytes(server["maxmemory"]) if server["maxmemory"] else "no limit"
+        print(
+            f"server ({server['nodes']} node(s)): {_human_bytes(server['used_memory'])} used "
+            f"of maxmemory {limit}, policy {server['maxmemory_policy']}, "
+            f"{server['evicted_keys']} keys evicted"
+        )
+        if not server["maxmemory"] or not str(server["maxmemory_policy"]).startswith("allkeys-"):
+            print(
+                "  warning: set maxmemory and an allkeys-lru/allkeys-lfu policy "
+                "(docs/cache.md, Redis server settings)"
+            )
     return 0
 
 
