@@ -4,9 +4,9 @@
 #   servers/redis/start.sh             standalone on $REDIS_PORT (6379)
 #   servers/redis/start.sh cluster     3-node Redis Cluster on $REDIS_CLUSTER_PORT.. +2 (7000-7002)
 #
-# Environment: REDIS_PORT, REDIS_CLUSTER_PORT, REDIS_NAME (data dir name under
-# .servers/redis/, default "standalone" / "cluster"), REDIS_MAXMEMORY (1gb),
-# REDIS_POLICY (allkeys-lru), REDIS_PASSWORD (requirepass, optional),
+# Environment: REDIS_PORT, REDIS_CLUSTER_PORT, REDIS_NAME (the data dir under
+# .servers/redis/ of ONE server or ONE cluster: use different names for a standalone and
+# a cluster; default "standalone" / "cluster"), REDIS_MAXMEMORY (1gb), REDIS_POLICY (allkeys-lru), REDIS_PASSWORD (requirepass, optional),
 # REDIS_TLS=1 (standalone only: TLS on the port with a self-signed certificate
 # made in the data dir; the printed rediss:// URL names it as ca_file).
 # Extra arguments after the mode go to redis-server (e.g. --maxmemory 2mb).
