@@ -13,6 +13,7 @@ from ferretdb_server import mongodb_url  # noqa: F401 - fixture
 
 from dcstore.backends.base import Backend
 from dcstore.backends.mongodb import MongoBackend
+from dcstore.backends.mongodb_gc import chunk_id
 from dcstore.backends.registry import open_backend
 from dcstore.store import open_store
 from dcstore.testing.conformance import BackendConformance, payload
@@ -120,17 +121,38 @@ def test_get_range_reads_only_needed_chunks(
     monkeypatch.setattr(conn.chunks, "find", recording_find)
     start = 256 * 1024 + 10
     assert mongo.get_range("r", start, start + 300_000) == data[start : start + 300_000]
-    assert [f["n"] for f in filters] == [{"$gte": 1, "$lte": 2}]
+    version = mongo.head("r").version
+    assert filters == [{"_id": f"{version}.1"}, {"_id": f"{version}.2"}]  # point lookups
 
 
-def test_large_files_read_in_bounded_batches(mongodb_url: str) -> None:  # noqa: F811
-    """FerretDB v1 batches by document count only: 4 MiB chunks x 101 would exceed 48 MB."""
-    backend = open_backend(mongodb_url, bucket=_bucket())
+def test_get_range_of_foreign_files_queries_a_chunk_range(
+    mongo: MongoBackend, raw_db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = payload(1_000_000, 12)
+    bucket = gridfs.GridFSBucket(raw_db, mongo.bucket, chunk_size_bytes=100_000)
+    bucket.upload_from_stream("foreign", data)
+    conn = mongo._connection()
+    filters: list[dict] = []
+    real_find = conn.chunks.find
+
+    def recording_find(filter, *args, **kwargs):
+        filters.append(filter)
+        return real_find(filter, *args, **kwargs)
+
+    monkeypatch.setattr(conn.chunks, "find", recording_find)
+    assert mongo.get_range("foreign", 250_000, 420_000) == data[250_000:420_000]
+    assert [f["n"] for f in filters] == [{"$gte": 2, "$lte": 4}]
+
+
+def test_large_foreign_files_read_in_bounded_batches(mongo: MongoBackend, raw_db) -> None:
+    """FerretDB v1 batches replies by document count only: 4 MiB chunks x 101 would exceed
+    the 48 MB message limit unless the reader bounds the batch size (dcstore does)."""
     data = payload(60 * MiB + 1, 6)
-    backend.put("big", data)
-    assert backend.get("big") == data
-    backend.delete("big")
-    backend.close()
+    bucket = gridfs.GridFSBucket(raw_db, mongo.bucket, chunk_size_bytes=4 * MiB)
+    bucket.upload_from_stream("big-foreign", data)
+    assert mongo.get("big-foreign") == data
+    mongo.delete("big-foreign")
+    assert raw_db[f"{mongo.bucket}.chunks"].count_documents({}) == 0
 
 
 def test_failed_upload_keeps_old_object_and_removes_its_chunks(
@@ -170,7 +192,9 @@ def test_remove_orphans(mongo: MongoBackend, raw_db) -> None:
     stale["_id"] = pymongo.collection.ObjectId()
     stale["uploadDate"] = stale["uploadDate"].replace(year=2001)
     files.insert_one(stale)
-    chunks.insert_one({"files_id": stale["_id"], "n": 0, "data": b"y"})
+    chunks.insert_one(
+        {"_id": chunk_id(stale["_id"], 0), "files_id": stale["_id"], "n": 0, "data": b"y"}
+    )
     assert mongo.remove_orphans() == 1  # the stale revision; the fresh orphan is too young
     assert chunks.count_documents({"files_id": orphan_id}) == 3
     assert chunks.count_documents({"files_id": stale["_id"]}) == 0

@@ -9,9 +9,11 @@ in ``<bucket>.files`` and ``<bucket>.chunks``.
 Guarantees (beyond :mod:`dcstore.backends.base`):
 
 * Layout is standard GridFS: one ``files`` document per revision (``_id``,
-  ``filename`` = key, ``length``, ``chunkSize``, ``uploadDate``) and chunk
-  documents ``{files_id, n, data}``. Objects written by other GridFS tools are
-  readable (any chunk size).
+  ``filename`` = key, ``length``, ``chunkSize``, ``uploadDate``, ``metadata``)
+  and chunk documents ``{_id, files_id, n, data}``. dcstore's chunk ``_id`` is
+  ``"<files_id>.<n>"`` (see :mod:`dcstore.backends.mongodb_gc`) so it reads and
+  deletes chunks by ``_id``; objects written by other GridFS tools are read with
+  the standard ``(files_id, n)`` query (any chunk size).
 * ``put`` writes every chunk first and the ``files`` document last: that insert
   is the commit point. Readers resolve a key to its newest committed revision
   (``uploadDate`` then ``_id``, both descending), so they see the old object or
@@ -26,7 +28,7 @@ Guarantees (beyond :mod:`dcstore.backends.base`):
 * Unreachable servers raise :class:`BackendUnavailableError` after
   ``serverSelectionTimeoutMS`` (3 s by default, so retries stay quick).
 
-Replies are read in batches of at most 16 MiB: servers that do not cap batch
+Chunk cursors ask for batches of at most 16 MiB: servers that do not cap batch
 size in bytes themselves (FerretDB v1) would otherwise exceed the 48 MB message
 limit on large files.
 """
@@ -55,7 +57,15 @@ from dcstore.backends.mongodb_config import (
     read_driver_options,
 )
 from dcstore.backends.mongodb_errors import map_errors
-from dcstore.backends.mongodb_gc import remove_orphans
+from dcstore.backends.mongodb_gc import (
+    MARK,
+    REVISION_FIELDS,
+    addressed,
+    chunk_id,
+    delete_chunks,
+    drop_revisions,
+    remove_orphans,
+)
 from dcstore.backends.options import Options, ParsedUrl
 from dcstore.errors import (
     BackendUnavailableError,
@@ -208,7 +218,7 @@ class MongoBackend(Backend):
         with self._errors(op, key):
             doc = conn.files.find_one(
                 {"filename": key},
-                projection={"length": 1, "chunkSize": 1, "uploadDate": 1},
+                projection=REVISION_FIELDS,
                 sort=[("uploadDate", DESCENDING), ("_id", DESCENDING)],
             )
         if doc is None:
@@ -242,7 +252,7 @@ class MongoBackend(Backend):
             # Chunks missing: usually a concurrent overwrite or delete removed this
             # revision after we resolved it (or a lagging secondary answered): try again.
             with self._errors("get", key):
-                vanished = not conn.files.count_documents({"_id": doc["_id"]}, limit=1)
+                vanished = conn.files.find_one({"_id": doc["_id"]}, {"_id": 1}) is None
         if vanished:
             raise BackendUnavailableError(
                 f"{self.url}: {key!r} was replaced {READ_ATTEMPTS} times while being read"
@@ -258,22 +268,29 @@ class MongoBackend(Backend):
         size, cs = int(doc["length"]), int(doc["chunkSize"])
         first, last = start // cs, (end - 1) // cs
         pieces: list[Any] = []
-        expected = first
         with self._errors("get", key):
-            cursor = conn.chunks.find(
-                {"files_id": doc["_id"], "n": {"$gte": first, "$lte": last}},
-                projection={"_id": 0, "n": 1, "data": 1},
-                sort=[("n", ASCENDING)],
-                batch_size=max(1, BATCH_BYTES // cs - 1),
-            )
-            for chunk in cursor:
-                data = chunk["data"]
-                if chunk["n"] != expected or len(data) != min(cs, size - expected * cs):
-                    break
-                pieces.append(data)
-                expected += 1
-            cursor.close()
-        if expected != last + 1:
+            if addressed(doc):
+                # One indexed point lookup per chunk: served without scans by every server.
+                for n in range(first, last + 1):
+                    chunk = conn.chunks.find_one({"_id": chunk_id(doc["_id"], n)}, {"data": 1})
+                    if chunk is None or len(chunk["data"]) != min(cs, size - n * cs):
+                        return None
+                    pieces.append(chunk["data"])
+            else:
+                # Written by another GridFS tool: the standard (files_id, n) range query.
+                cursor = conn.chunks.find(
+                    {"files_id": doc["_id"], "n": {"$gte": first, "$lte": last}},
+                    projection={"_id": 0, "n": 1, "data": 1},
+                    sort=[("n", ASCENDING)],
+                    batch_size=max(1, BATCH_BYTES // cs - 1),
+                )
+                for expected, chunk in enumerate(cursor, start=first):
+                    data = chunk["data"]
+                    if chunk["n"] != expected or len(data) != min(cs, size - expected * cs):
+                        break
+                    pieces.append(data)
+                cursor.close()
+        if len(pieces) != last - first + 1:
             return None
         head_cut, last_keep = start - first * cs, end - last * cs
         if len(pieces) == 1:
@@ -317,16 +334,17 @@ class MongoBackend(Backend):
         validate_key(key)
         view = memoryview(data).cast("B")
         size, cs = view.nbytes, self.chunk_size
+        n_chunks = -(-size // cs)
         conn = self._writable()
         files_id = ObjectId()
         per_call = max(1, BATCH_BYTES // cs)
         try:
             with self._errors("put", key):
-                n_chunks = -(-size // cs)
                 for batch in range(0, n_chunks, per_call):
                     conn.chunks.insert_many(
                         [
                             {
+                                "_id": chunk_id(files_id, n),
                                 "files_id": files_id,
                                 "n": n,
                                 "data": bytes(view[n * cs : (n + 1) * cs]),
@@ -337,7 +355,8 @@ class MongoBackend(Backend):
                     )
                 upload = self._upload_date(conn, key)
         except BaseException:
-            self._drop_chunks(conn, [files_id])  # not committed: nothing refers to them
+            # Not committed: nothing refers to these chunks.
+            self._drop_chunks(conn, [chunk_id(files_id, n) for n in range(n_chunks)])
             raise
         # Commit point. If this raises, the revision may or may not be committed, so its
         # chunks stay; remove_orphans deletes them later if no files document refers to them.
@@ -349,6 +368,7 @@ class MongoBackend(Backend):
                     "chunkSize": cs,
                     "uploadDate": upload,
                     "filename": key,
+                    "metadata": {MARK: True},
                 }
             )
         self._drop_older(conn, key, files_id, upload)
@@ -379,18 +399,17 @@ class MongoBackend(Backend):
                         {"uploadDate": upload, "_id": {"$lt": files_id}},
                     ],
                 }
-                ids = [d["_id"] for d in conn.files.find(older, projection={"_id": 1})]
-                if ids:
-                    conn.files.delete_many({"_id": {"$in": ids}})
-                    conn.chunks.delete_many({"files_id": {"$in": ids}})
+                drop_revisions(
+                    conn.files, conn.chunks, list(conn.files.find(older, REVISION_FIELDS))
+                )
         except DcstoreError as exc:
             # The new revision is committed; leftovers are invisible and swept later.
             log.warning("%s; older revisions stay until remove_orphans", exc)
 
-    def _drop_chunks(self, conn: _Conn, ids: list[Any]) -> None:
+    def _drop_chunks(self, conn: _Conn, ids: list[str]) -> None:
         try:
             with self._errors("put (removing chunks of a failed upload)"):
-                conn.chunks.delete_many({"files_id": {"$in": ids}})
+                delete_chunks(conn.chunks, ids)
         except DcstoreError as exc:  # never hide the error that failed the upload
             log.warning("%s; orphan chunks stay until remove_orphans", exc)
 
@@ -398,10 +417,8 @@ class MongoBackend(Backend):
         validate_key(key)
         conn = self._connection()
         with self._errors("delete", key):
-            ids = [d["_id"] for d in conn.files.find({"filename": key}, projection={"_id": 1})]
-            if ids:
-                conn.files.delete_many({"_id": {"$in": ids}})
-                conn.chunks.delete_many({"files_id": {"$in": ids}})
+            revisions = list(conn.files.find({"filename": key}, REVISION_FIELDS))
+            drop_revisions(conn.files, conn.chunks, revisions)
 
     # -- maintenance -----------------------------------------------------------------
 

@@ -1,45 +1,92 @@
-"""Garbage collection for GridFS buckets written by dcstore (or any GridFS writer).
+"""Addressing and removing GridFS chunks, for dcstore-written and foreign revisions.
 
-Two kinds of leftovers are invisible to readers but take space:
+dcstore gives each chunk a deterministic ``_id`` (:func:`chunk_id`:
+``"<files_id hex>.<n>"``) and marks its ``files`` documents with
+``metadata.dcstore_chunk_ids``. Chunks keep the standard ``files_id`` and ``n``
+fields, so every GridFS reader still finds them; dcstore itself reads and deletes
+them by ``_id``, the one lookup every MongoDB-wire server serves from an index
+(FerretDB v1 answers any other filter by scanning the whole collection).
+Revisions written by other tools (ObjectId chunk ids) are handled by ``files_id``.
+
+Leftovers that readers never see but that take space:
 
 * orphan chunks: an upload that died before inserting its ``files`` document
   (the commit point) left chunks whose ``files_id`` no ``files`` document has;
 * superseded revisions: a writer that died after its commit but before deleting
   the revisions it replaced left older ``files`` documents (and their chunks).
 
-:func:`remove_orphans` deletes both, but only for uploads that started more
-than ``min_age_s`` ago (the ``files_id`` ObjectId carries its creation second),
-so uploads still in flight are never touched.
+:func:`remove_orphans` deletes both, only for uploads started more than
+``min_age_s`` ago (the ``files_id`` ObjectId carries its creation second), so
+uploads still in flight are never touched.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, DeleteOne
 from pymongo.collection import Collection
+
+MARK = "dcstore_chunk_ids"
+REVISION_FIELDS = {"length": 1, "chunkSize": 1, "uploadDate": 1, "metadata": 1}
+
+
+def chunk_id(files_id: Any, n: int) -> str:
+    """The ``_id`` dcstore gives chunk ``n`` of revision ``files_id``."""
+    return f"{files_id}.{n}"
+
+
+def addressed(doc: Mapping[str, Any]) -> bool:
+    """True if the revision's chunks carry :func:`chunk_id` ids (written by dcstore)."""
+    metadata = doc.get("metadata")
+    return isinstance(metadata, Mapping) and bool(metadata.get(MARK))
+
+
+def chunk_count(doc: Mapping[str, Any]) -> int:
+    return -(-int(doc["length"]) // int(doc["chunkSize"]))
+
+
+def delete_chunks(chunks: Collection, ids: Iterable[str]) -> None:
+    """Delete chunks by ``_id`` in one round trip (missing ones are fine)."""
+    ops = [DeleteOne({"_id": i}) for i in ids]
+    if ops:
+        chunks.bulk_write(ops, ordered=False)
+
+
+def drop_revisions(files: Collection, chunks: Collection, docs: list[Mapping[str, Any]]) -> None:
+    """Delete revisions: their ``files`` documents first (readers stop finding them), then
+    their chunks. ``docs`` need ``_id`` and :data:`REVISION_FIELDS`."""
+    if not docs:
+        return
+    files.bulk_write([DeleteOne({"_id": d["_id"]}) for d in docs], ordered=False)
+    delete_chunks(
+        chunks, (chunk_id(d["_id"], n) for d in docs if addressed(d) for n in range(chunk_count(d)))
+    )
+    foreign = [d["_id"] for d in docs if not addressed(d)]
+    if foreign:
+        chunks.delete_many({"files_id": {"$in": foreign}})
 
 
 def remove_orphans(files: Collection, chunks: Collection, min_age_s: float = 3600.0) -> int:
     """Delete orphan chunks and superseded revisions older than ``min_age_s``; return how many."""
     cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=min_age_s)
-    superseded: list[Any] = []
+    superseded: list[Mapping[str, Any]] = []
     previous = None
     for doc in files.find(
         {},
-        projection={"filename": 1, "uploadDate": 1},
+        projection={"filename": 1, **REVISION_FIELDS},
         sort=[("filename", ASCENDING), ("uploadDate", DESCENDING), ("_id", DESCENDING)],
     ):
         if (
             doc["filename"] == previous
             and doc["uploadDate"].replace(tzinfo=dt.timezone.utc) < cutoff
         ):
-            superseded.append(doc["_id"])
+            superseded.append(doc)
         previous = doc["filename"]
-    if superseded:
-        files.delete_many({"_id": {"$in": superseded}})
+    drop_revisions(files, chunks, superseded)
     started_before = ObjectId.from_datetime(cutoff)
     candidates = [
         d["_id"]
@@ -52,6 +99,6 @@ def remove_orphans(files: Collection, chunks: Collection, min_age_s: float = 360
     ]
     live = {d["_id"] for d in files.find({"_id": {"$in": candidates}}, projection={"_id": 1})}
     orphans = [c for c in candidates if c not in live]
-    if orphans or superseded:
-        chunks.delete_many({"files_id": {"$in": orphans + superseded}})
+    if orphans:
+        chunks.delete_many({"files_id": {"$in": orphans}})
     return len(orphans) + len(superseded)
