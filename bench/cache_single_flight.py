@@ -30,18 +30,33 @@ from dcstore.backends.local import LocalBackend
 from dcstore.cache import CachedBackend, open_cache_tier
 
 
-def reader(root: str, cache: str, log: str, start_at: float, latency: float, bw: float) -> None:
+def reader(
+    root: str, cache: str, log: str, start_at: float, latency: float, bw: float, keys: str
+) -> None:
+    """Read every object once (plain mode) or one loader epoch (``keys`` given)."""
     origin = SlowOrigin(LocalBackend(root), latency=latency, bandwidth=bw, log=log)
-    store = CachedBackend(origin, cache)
-    keys = [m.key for m in origin.list("")]
-    while time.time() < start_at:
-        time.sleep(0.0005)
-    for key in keys:
-        store.get(key)
+    if keys:
+        from dcstore.loaders.dataset import ShardedDataset
+        from dcstore.store import open_store
+
+        store = open_store(origin, cache=cache, keys=keys)
+        ds = ShardedDataset(store, shuffle=False)
+        while time.time() < start_at:
+            time.sleep(0.0005)
+        assert sum(1 for _ in ds) == len(ds)
+    else:
+        store = CachedBackend(origin, cache)
+        names = [m.key for m in origin.list("")]
+        while time.time() < start_at:
+            time.sleep(0.0005)
+        for name in names:
+            store.get(name)
     store.close()
 
 
-def run(args: argparse.Namespace, root: str, single_flight: bool) -> tuple[float, float, dict]:
+def run(
+    args: argparse.Namespace, root: str, single_flight: bool, keys: str
+) -> tuple[float, float, dict]:
     ns = f"sf{uuid.uuid4().hex[:8]}"
     cache = f"{args.redis}?namespace={ns}&single_flight={str(single_flight).lower()}"
     log = os.path.join(root, f".log-{ns}")
@@ -49,7 +64,7 @@ def run(args: argparse.Namespace, root: str, single_flight: bool) -> tuple[float
     ctx = multiprocessing.get_context("spawn")
     bw = args.bandwidth * 1e6
     procs = [
-        ctx.Process(target=reader, args=(root, cache, log, start_at, args.latency, bw))
+        ctx.Process(target=reader, args=(root, cache, log, start_at, args.latency, bw, keys))
         for _ in range(args.processes)
     ]
     for p in procs:
@@ -66,6 +81,20 @@ def run(args: argparse.Namespace, root: str, single_flight: bool) -> tuple[float
     return total, wall, stats
 
 
+def pack(tmp: str, root: str, total: int, shard_size: int) -> str:
+    """An encrypted dataset of 100 KiB samples, ``total`` bytes; returns its key URL."""
+    from dcstore.crypto import Keyring, write_key_file
+    from dcstore.loaders import ShardWriter
+
+    keyfile = Path(tmp) / "kek.json"
+    write_key_file(keyfile, Keyring.generate())
+    blob = os.urandom(100 * 1024)
+    with ShardWriter(root, keys=f"file://{keyfile}", shard_size=shard_size) as writer:
+        for i in range(total // len(blob)):
+            writer.write({"__key__": f"s{i:07d}", "bin": blob})
+    return f"file://{keyfile}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/0")
@@ -74,18 +103,27 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--latency", type=float, default=0.02, help="seconds per origin read")
     ap.add_argument("--bandwidth", type=float, default=200, help="origin MB/s per read")
+    ap.add_argument(
+        "--loader",
+        action="store_true",
+        help="pack the objects' bytes as an encrypted dataset (shards of --size) and read one "
+        "ShardedDataset epoch per process instead of plain gets",
+    )
     ap.add_argument("--out")
     args = ap.parse_args()
     size = parse_size(args.size)
-    with tempfile.TemporaryDirectory(prefix="dcstore-sf-") as root:
-        origin = LocalBackend(root)
-        for i in range(args.objects):
-            origin.put(f"ds/{i:04d}.bin", os.urandom(size))
-        dataset = args.objects * size
-        results = {sf: run(args, root, sf) for sf in (True, False)}
+    with tempfile.TemporaryDirectory(prefix="dcstore-sf-") as tmp:
+        root = os.path.join(tmp, "origin")
+        keys = pack(tmp, root, args.objects * size, size) if args.loader else ""
+        if not args.loader:
+            for i in range(args.objects):
+                LocalBackend(root).put(f"ds/{i:04d}.bin", os.urandom(size))
+        dataset = sum(m.size for m in LocalBackend(root).list("ds/" if not keys else "shards/"))
+        results = {sf: run(args, root, sf, keys) for sf in (True, False)}
     cmd = " ".join(["bench/cache_single_flight.py", *sys.argv[1:]])
     lines = [
-        f"### {args.processes} processes read one {args.objects} x {args.size} dataset at once",
+        f"### {args.processes} processes read one {args.objects} x {args.size} dataset at once"
+        + (" (one encrypted ShardedDataset epoch each)" if args.loader else ""),
         "",
         f"`{cmd}`",
         "",
