@@ -286,7 +286,10 @@ class RedisTier(CacheTier):
             pool = client.get_redis_connection(node).connection_pool
         else:
             pool = client.connection_pool
-        conn = pool.get_connection()
+        try:
+            conn = pool.get_connection()
+        except TypeError:  # redis-py < 5.3 wants a command name
+            conn = pool.get_connection("MGET")
         try:
             conn.send_command("MGET", *keys)
             return read_mget(conn._sock, buf, pos, sizes)
