@@ -225,3 +225,12 @@ def test_windows_are_aligned_and_cover_each_sample_once(dataset_url) -> None:
         for w in windows:
             assert w.end - w.start <= limit
             assert w.group_start or w.start % limit == 0
+
+
+def test_map_style_with_a_random_sampler(dataset_url) -> None:
+    from dcstore.loaders import ShardedMapDataset
+
+    ds = ShardedMapDataset(dataset_url, transform=index_of)
+    assert len(ds) == N and ds[-1] == N - 1
+    loader = DataLoader(ds, batch_size=50, shuffle=True, num_workers=2)
+    assert sorted(indices(loader)) == list(range(N))

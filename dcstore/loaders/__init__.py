@@ -19,11 +19,13 @@ from dcstore.loaders.writer import ShardWriter
 if TYPE_CHECKING:
     from dcstore.loaders.dataset import ShardedDataset
     from dcstore.loaders.device import DataWaitMeter, DeviceLoader
+    from dcstore.loaders.mapstyle import ShardedMapDataset
 
 _LAZY = {
     "ShardedDataset": "dcstore.loaders.dataset",
     "DeviceLoader": "dcstore.loaders.device",
     "DataWaitMeter": "dcstore.loaders.device",
+    "ShardedMapDataset": "dcstore.loaders.mapstyle",
 }
 
 
@@ -41,6 +43,7 @@ __all__ = [
     "ShardInfo",
     "ShardWriter",
     "ShardedDataset",
+    "ShardedMapDataset",
     "WorkerPlan",
     "load_manifest",
     "plan_epoch",

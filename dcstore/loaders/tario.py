@@ -28,6 +28,7 @@ from dcstore.errors import IntegrityError
 
 BLOCK = 512
 END_OF_ARCHIVE = bytes(2 * BLOCK)
+_ZERO_BLOCK = bytes(BLOCK)
 _REGULAR = (ord("0"), 0, ord("7"))
 _SKIPPED = tuple(ord(c) for c in "123456V")
 
@@ -114,6 +115,9 @@ class Member:
     """Offset of the member's first header block (pax/long-name header included)."""
     data: int
     size: int
+    key: str
+    """The sample key and field of ``name`` (see :func:`split_name`)."""
+    field: str
 
 
 def _cstr(raw: bytes) -> bytes:
@@ -167,7 +171,7 @@ def parse_members(buf: bytes | bytearray | memoryview, base: int = 0) -> list[Me
     start: int | None = None
     while pos + BLOCK <= total:
         hdr = bytes(view[pos : pos + BLOCK])
-        if hdr == bytes(BLOCK):
+        if hdr == _ZERO_BLOCK:
             break
         headers.append(pos)
         try:
@@ -196,7 +200,7 @@ def parse_members(buf: bytes | bytearray | memoryview, base: int = 0) -> list[Me
                     prefix = _cstr(hdr[345:500])
                     if prefix:
                         name = prefix.decode("utf-8", "surrogateescape") + "/" + name
-            members.append(Member(name, base + start, base + data, size))
+            members.append(Member(name, base + start, base + data, size, *split_name(name)))
             long_name = start = None
         elif kind == ord("x"):
             long_name = _pax_path(bytes(view[data : data + size]), base + pos) or long_name
@@ -219,9 +223,9 @@ def _verify_checksums(view: memoryview, headers: list[int], checks: list[int], b
     if not headers:
         return
     arr = np.frombuffer(view, dtype=np.uint8)
-    idx = np.asarray(headers, dtype=np.int64)
-    rows = arr[idx[:, None] + np.arange(BLOCK, dtype=np.int64)].astype(np.int64)
-    sums = rows.sum(axis=1) - rows[:, 148:156].sum(axis=1) + 8 * 32
+    blocks = arr[: len(arr) - len(arr) % BLOCK].reshape(-1, BLOCK)  # headers are block-aligned
+    rows = blocks[np.asarray(headers, dtype=np.int64) // BLOCK]
+    sums = rows.sum(axis=1, dtype=np.int64) - rows[:, 148:156].sum(axis=1, dtype=np.int64) + 256
     bad = np.nonzero(sums != np.asarray(checks, dtype=np.int64))[0]
     if len(bad):
         raise TarFormatError(f"tar header checksum mismatch at offset {base + headers[bad[0]]}")
@@ -252,7 +256,7 @@ def group_samples(members: list[Member]) -> list[SampleSpan]:
     group: list[Member] = []
     key = None
     for m in members:
-        k, _ = split_name(m.name)
+        k = m.key
         if group and k != key:
             samples.append(_span(key, group))  # type: ignore[arg-type]
             group = []
@@ -272,9 +276,8 @@ def sample_dict(view: memoryview, span: SampleSpan, base: int = 0) -> dict[str, 
     """The webdataset dict of one sample: ``__key__`` plus field -> memoryview slice."""
     out: dict[str, object] = {"__key__": span.key}
     for m in span.members:
-        _, field = split_name(m.name)
         start = m.data - base
-        out[field] = view[start : start + m.size]
+        out[m.field] = view[start : start + m.size]
     return out
 
 

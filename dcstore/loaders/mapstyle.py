@@ -1,0 +1,50 @@
+"""``ShardedMapDataset``: map-style access to a packed dataset, one range read per sample.
+
+For samplers that need ``dataset[i]`` (weighted, curriculum, evaluation
+subsets). Each item is one ``get_range`` of the sample's bytes through the
+manifest offsets (encrypted stores decrypt only the covering segments).
+Streaming with :class:`~dcstore.loaders.ShardedDataset` is much faster for
+whole epochs; use this when the access pattern is random.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from dcstore.backends.base import Backend
+from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, load_manifest
+from dcstore.loaders.reader import read_sample
+
+
+class ShardedMapDataset(Dataset):  # type: ignore[type-arg]
+    """``ds[i]`` is global sample ``i`` (a webdataset dict), passed through ``transform``."""
+
+    def __init__(
+        self,
+        url_or_store: str | Backend,
+        *,
+        cache: Any = None,
+        keys: Any = None,
+        transform: Callable[[dict[str, Any]], Any] | None = None,
+        manifest_key: str = MANIFEST_KEY,
+    ):
+        if isinstance(url_or_store, Backend) and cache is None and keys is None:
+            self.store: Backend = url_or_store
+        else:
+            from dcstore.store import open_store
+
+            self.store = open_store(url_or_store, cache=cache, keys=keys)
+        self.manifest: Manifest = load_manifest(self.store, manifest_key)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return self.manifest.num_samples
+
+    def __getitem__(self, index: int) -> Any:
+        if index < 0:
+            index += len(self)
+        sample = read_sample(self.store, self.manifest, index)
+        return self.transform(sample) if self.transform is not None else sample
