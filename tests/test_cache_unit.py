@@ -392,3 +392,28 @@ def test_single_flight_is_per_chunk_for_overlapping_ranges() -> None:
     assert all(results[(a, b)] == data[a:b] for a, b in ranges)
     assert origin.bytes_read == len(data)  # every chunk fetched exactly once
     assert store.stats()["single_flight_waits"] >= 1
+
+
+def test_small_ranges_are_read_as_slices_of_chunks() -> None:
+    store, origin = cached(1000)
+    data = payload(5000)
+    store.put("k", data)
+    store.get("k")
+    tier = store.tier
+    assert isinstance(tier, LruTier)
+    calls: list[int] = []
+    real = tier.get_slices
+
+    def spy(items):  # type: ignore[no-untyped-def]
+        calls.append(len(items))
+        return real(items)
+
+    tier.get_slices = spy  # type: ignore[method-assign]
+    assert store.get_range("k", 10, 20) == data[10:20]  # inside one chunk
+    assert store.get_range("k", 990, 1010) == data[990:1010]  # across two chunks
+    assert store.get_range("k", 0, 1000) == data[0:1000]  # a whole chunk: plain lookup
+    assert calls == [1, 2]
+    tier.delete_many([sorted(tier._items)[0]])  # chunk 0 evicted: a miss, refilled
+    assert store.get_range("k", 10, 20) == data[10:20]
+    assert origin.bytes_read == 5000 + 1000
+    assert store.stats()["hits"] == 3 and store.stats()["misses"] == 2

@@ -47,6 +47,9 @@ from dcstore.cache.tier import CachePolicy, CacheTier, CacheUnavailableError, wi
 from dcstore.errors import NotFoundError
 
 Chunk = bytes | bytearray | memoryview
+SLICE_RATIO = 4
+"""A range smaller than 1/SLICE_RATIO of the chunks covering it is read as slices of
+them (GETRANGE), so a small read does not move whole chunks."""
 
 
 class CachedBackend(Backend):
@@ -101,6 +104,11 @@ class CachedBackend(Backend):
         size = self.policy.chunk_bytes
         span = _Span(self._object_id(key, meta), start, end, size, meta.size)
         try:
+            if (end - start) * SLICE_RATIO < span.bytes:
+                sliced = self._lookup_slices(span)
+                if sliced is not None:
+                    self._count(hits=1, bytes_from_cache=end - start)
+                    return sliced
             values = self._lookup(span.names(span.indices))
             if all(v is not None for v in values):
                 self._count(hits=1, bytes_from_cache=end - start)
@@ -132,6 +140,22 @@ class CachedBackend(Backend):
             v if v is not None and memoryview(v).nbytes == s else None
             for v, (_, s) in zip(values, names, strict=True)
         ]
+
+    def _lookup_slices(self, span: _Span) -> bytes | None:
+        """A small range read from the tier as slices of its chunks, or ``None``."""
+        items = []
+        for i, (name, size) in zip(span.indices, span.names(span.indices), strict=True):
+            lo = (span.first + i) * span.chunk
+            a, b = max(span.start - lo, 0), min(span.end - lo, size)
+            items.append((name, a, b))
+        with self._breaker.guard():
+            values = self.tier.get_slices(items)
+        parts = []
+        for value, (_, a, b) in zip(values, items, strict=True):
+            if value is None or len(value) != b - a:
+                return None
+            parts.append(value)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _complete(
         self, key: str, meta: ObjectMeta, span: _Span, values: list[Buffer | None]
@@ -317,6 +341,8 @@ class _Span:
         self.oid, self.start, self.end, self.chunk, self.size = oid, start, end, chunk, size
         self.first = start // chunk
         self.indices = range((end - 1) // chunk - self.first + 1)
+        self.bytes = min(size, (self.first + len(self.indices)) * chunk) - self.first * chunk
+        """Bytes of the whole chunks covering the range."""
 
     def names(self, indices: Iterable[int]) -> list[tuple[str, int]]:
         """(tier key, exact length) of each chunk."""

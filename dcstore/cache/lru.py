@@ -58,7 +58,9 @@ class LruTier(CacheTier):
         """Bytes held now."""
         return self._bytes
 
-    def get_many(self, keys: Sequence[str], sizes: Sequence[int]) -> list[Buffer | None]:
+    def get_many(
+        self, keys: Sequence[str], sizes: Sequence[int], exact: bool = True
+    ) -> list[Buffer | None]:
         now = time.monotonic()
         out: list[Buffer | None] = []
         with self._lock:
@@ -67,12 +69,19 @@ class LruTier(CacheTier):
                 if item is not None and item[1] is not None and item[1] <= now:
                     self._drop(key)
                     item = None
-                if item is None or len(item[0]) != size:
+                if item is None or (exact and len(item[0]) != size):
                     out.append(None)
                     continue
                 self._items.move_to_end(key)
                 out.append(item[0])
         return out
+
+    def get_slices(self, items: Sequence[tuple[str, int, int]]) -> list[bytes | None]:
+        values = self.get_many([k for k, _, _ in items], [-1] * len(items), exact=False)
+        return [
+            None if v is None else bytes(memoryview(v)[a:b])
+            for v, (_, a, b) in zip(values, items, strict=True)
+        ]
 
     def set_many(self, items: Sequence[tuple[str, Buffer]]) -> None:
         ttl = self.policy.ttl

@@ -127,6 +127,11 @@ class CacheTier(abc.ABC):
         """
 
     @abc.abstractmethod
+    def get_slices(self, items: Sequence[tuple[str, int, int]]) -> list[bytes | None]:
+        """Bytes ``[start, end)`` of each ``(key, start, end)`` (one hash slot), or
+        ``None`` where the value is missing (``end`` must lie inside the value)."""
+
+    @abc.abstractmethod
     def set_many(self, items: Sequence[tuple[str, Buffer]]) -> None:
         """Store every item (with the policy's TTL); order of visibility is unspecified."""
 
