@@ -233,10 +233,12 @@ def _pss(pid: int) -> int:
 
 
 class MemorySampler:
-    """Peak summed RSS and PSS of this process and its children, sampled every 100 ms."""
+    """Peak summed RSS and PSS of this process and its children, and the children's
+    CPU time (last reading before each exits), sampled every 100 ms."""
 
     def __init__(self) -> None:
         self.rss = self.pss = 0
+        self.child_cpu: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -248,6 +250,9 @@ class MemorySampler:
                 with contextlib.suppress(psutil.Error, OSError):
                     rss += p.memory_info().rss
                     pss += _pss(p.pid)
+                    if p.pid != me.pid:
+                        t = p.cpu_times()
+                        self.child_cpu[p.pid] = t.user + t.system
             self.rss, self.pss = max(self.rss, rss), max(self.pss, pss)
 
     def __enter__(self) -> MemorySampler:
@@ -262,6 +267,7 @@ class MemorySampler:
 def run_epoch(factory: Callable[[], Any], variant: str, args: argparse.Namespace) -> dict:
     collate = collate_touch if variant == "touch" else collate_tensor
     with MemorySampler() as mem:
+        cpu0 = time.process_time()
         t0 = time.perf_counter()
         ds = factory()
         loader = DataLoader(ds, batch_size=args.batch, num_workers=args.workers, collate_fn=collate)
@@ -273,6 +279,8 @@ def run_epoch(factory: Callable[[], Any], variant: str, args: argparse.Namespace
             if first is None:
                 first = time.perf_counter()
         end = time.perf_counter()
+        cpu = time.process_time() - cpu0
+    cpu += sum(mem.child_cpu.values())
     steady = end - (first or end)
     return {
         "samples": samples,
@@ -280,6 +288,7 @@ def run_epoch(factory: Callable[[], Any], variant: str, args: argparse.Namespace
         "mb_s": nbytes / 1e6 / (end - t0),
         "first_batch_s": (first or end) - t0,
         "steady_samples_s": samples / steady if steady else 0.0,
+        "cpu_us": 1e6 * cpu / max(samples, 1),
         "rss_mib": mem.rss / 2**20,
         "pss_mib": mem.pss / 2**20,
     }
@@ -368,6 +377,7 @@ def main() -> int:
                 results.setdefault((variant, name), []).append(r)
                 print(
                     f"rep {rep} {variant:6} {name:20} {r['samples_s']:8.0f} samples/s "
+                    f"cpu {r['cpu_us']:5.0f} us/sample "
                     f"{r['mb_s']:7.0f} MB/s first {r['first_batch_s']:.2f}s "
                     f"rss {r['rss_mib']:.0f} pss {r['pss_mib']:.0f} MiB",
                     file=sys.stderr,
@@ -398,20 +408,25 @@ def render(args: argparse.Namespace, results: dict, waits: dict) -> str:
         rows = {name: r for (v, name), r in results.items() if v == variant}
         med = {n: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for n, rs in rows.items()}
         best_lib = max((med[n]["samples_s"] for n in libs if n in med), default=0.0)
+        least_cpu = min((med[n]["cpu_us"] for n in libs if n in med), default=0.0)
         lines += [f"## variant `{variant}`", "",
-                  "| loader | samples/s | MB/s | x fastest library | first batch s | "
-                  "peak RSS MiB | peak PSS MiB | reps (samples/s) |",
-                  "|---|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+                  "| loader | samples/s | MB/s | x fastest library | CPU us/sample | "
+                  "x least-CPU library | first batch s | peak RSS MiB | peak PSS MiB | "
+                  "reps (samples/s) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
         for name, m in sorted(med.items(), key=lambda kv: -kv[1]["samples_s"]):
             ratio = f"{m['samples_s'] / best_lib:.2f}" if best_lib else "-"
+            cpu_ratio = f"{least_cpu / m['cpu_us']:.2f}" if least_cpu else "-"
             reps = ", ".join(f"{x['samples_s']:.0f}" for x in rows[name])
             lines.append(
                 f"| {name} | {m['samples_s']:.0f} | {m['mb_s']:.0f} | {ratio} | "
-                f"{m['first_batch_s']:.2f} | {m['rss_mib']:.0f} | {m['pss_mib']:.0f} | {reps} |"
+                f"{m['cpu_us']:.0f} | {cpu_ratio} | {m['first_batch_s']:.2f} | "
+                f"{m['rss_mib']:.0f} | {m['pss_mib']:.0f} | {reps} |"
             )
         if "dcstore" in med and "dcstore-encrypted" in med:
             enc = med["dcstore-encrypted"]["samples_s"] / med["dcstore"]["samples_s"]
-            lines += ["", f"encrypted / plaintext: {enc:.2f}x"]
+            enc_cpu = med["dcstore"]["cpu_us"] / med["dcstore-encrypted"]["cpu_us"]
+            lines += ["", f"encrypted / plaintext: {enc:.2f}x samples/s, {enc_cpu:.2f}x by CPU"]
         lines.append("")
     if waits:
         lines += [f"## ShardedDataset with a {args.step_ms:g} ms synthetic step "
