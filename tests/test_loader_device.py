@@ -29,11 +29,11 @@ def test_data_wait_is_measured() -> None:
     for _ in meter.wrap(batches(6, delay=0.02)):
         time.sleep(0.02)  # the "step": wait is about half of it
     s = meter.summary()
-    assert 30 < s["data_wait_pct"] < 70 and s["wait_p50_ms"] >= 15
+    assert 15 < s["data_wait_pct"] < 85 and s["wait_p50_ms"] >= 15
     meter = DataWaitMeter(warmup=0)
     for _ in meter.wrap(batches(6)):
         time.sleep(0.02)
-    assert meter.summary()["data_wait_pct"] < 5
+    assert meter.summary()["data_wait_pct"] < 10
 
 
 @pytest.mark.gpu
@@ -52,8 +52,8 @@ def test_cuda_copies_on_a_side_stream(tmp_path) -> None:
     seen = []
     for x, idx in loader:
         assert x.is_cuda and x.shape == (len(idx), 4096)
-        assert torch.equal(x[:, 0].cpu().long(), (idx % 251).long())
-        seen.extend(idx.tolist())
+        assert torch.equal(x[:, 0].cpu().long(), (idx.cpu() % 251).long())
+        seen.extend(idx.cpu().tolist())
         torch.cuda._sleep(1_000_000)  # ~a step of GPU work overlapping the next copy
     assert sorted(seen) == list(range(512))
     assert loader.summary()["steps"] == 8
