@@ -28,6 +28,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from cassandra.cluster import (
     EXEC_PROFILE_DEFAULT,
@@ -156,8 +157,6 @@ def run_case(op: Callable[[int], int], threads: int, duration: float) -> dict[st
         t.join()
     elapsed = time.monotonic() - start
     cpu = _cpu() - cpu0
-    if errors:
-        raise errors[0]
     lat.sort()
 
     def pct(p: float) -> float:
@@ -170,7 +169,22 @@ def run_case(op: Callable[[int], int], threads: int, duration: float) -> dict[st
         "p50": pct(0.50),
         "p90": pct(0.90),
         "p99": pct(0.99),
+        "failed": float(bool(errors)),
+        "error": f"{type(errors[0]).__name__}: {errors[0]}"[:200] if errors else "",
     }
+
+
+def _median(reps: list[dict[str, Any]]) -> dict[str, float]:
+    """Medians over the repetitions that completed without errors (NaN if none did)."""
+    ok = [r for r in reps if not r["failed"]] or [reps[0]]
+    out = {k: statistics.median(r[k] for r in ok) for k in ok[0] if k != "error"}
+    out["failed_reps"] = sum(1 for r in reps if r["failed"])
+    if len(ok) == 1 and ok[0]["failed"]:
+        out = {k: float("nan") for k in out} | {"failed_reps": len(reps)}
+    for r in reps:
+        if r["error"]:
+            print(f"  error: {r['error']}", flush=True)
+    return out
 
 
 def _cpu() -> float:
@@ -239,19 +253,16 @@ def main() -> None:
                         for v in raw_written:
                             raw.drop(v, lay)
                         raw_written.clear()
-                med = {
-                    name: {k: statistics.median(r[k] for r in res) for k in res[0]}
-                    for name, res in results.items()
-                }
-                overhead = 1 - med["dcstore"]["mbps"] / med["raw"]["mbps"]
+                med = {name: _median(res) for name, res in results.items()}
+                overhead = 1 - med["dcstore"]["mbps"] / med["raw"]["mbps"]  # NaN if raw failed
                 cpu_overhead = med["dcstore"]["cpu_s_per_gb"] / med["raw"]["cpu_s_per_gb"] - 1
                 for name in ("raw", "dcstore"):
                     m = med[name]
-                    spread = [round(r["mbps"]) for r in results[name]]
+                    spread = ["fail" if r["failed"] else round(r["mbps"]) for r in results[name]]
                     rows.append(
                         f"| {op} | {size >> 20} MiB | {threads} | {name} | {m['mbps']:.0f} "
                         f"| {spread} | {m['p50']:.1f} | {m['p90']:.1f} | {m['p99']:.1f} "
-                        f"| {int(m['ops'])} | {m['cpu_s_per_gb']:.2f} "
+                        f"| {m['ops']:.0f} | {m['cpu_s_per_gb']:.2f} "
                         f"| {'' if name == 'raw' else f'{overhead:+.1%}'} "
                         f"| {'' if name == 'raw' else f'{cpu_overhead:+.1%}'} |"
                     )

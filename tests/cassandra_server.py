@@ -1,8 +1,10 @@
 """Test helpers for Cassandra: the shared node's URL and private clusters of our own.
 
 * ``cassandra_url`` (session fixture): ``DCSTORE_TEST_CASSANDRA_URL`` (e.g.
-  ``cassandra://127.0.0.1:9042``); skips when unset, fails instead when
-  ``DCSTORE_REQUIRE_SERVERS=1``.
+  ``cassandra://127.0.0.1:9042/dcstore_test``; keyspace ``dcstore_test`` when the URL
+  names none), always with a keyspace; tests add a root prefix of their own after it.
+  Skips when unset, fails instead when ``DCSTORE_REQUIRE_SERVERS=1``.
+* ``cassandra_hosts``: the same URL without keyspace (``cassandra://host:port``).
 * :class:`PrivateNode`: a node of a private cluster, started and stopped through
   ``servers/cassandra/start.sh`` / ``stop.sh`` on its own loopback address
   (127.0.0.2, 127.0.0.3, ...), so fault tests never disturb the shared node.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,15 +31,23 @@ def require_servers() -> bool:
 
 
 @pytest.fixture(scope="session")
-def cassandra_url() -> str:
-    """URL of the shared node without keyspace, e.g. ``cassandra://127.0.0.1:9042``."""
+def cassandra_hosts() -> str:
+    """The shared node's URL without keyspace or options, e.g. ``cassandra://127.0.0.1:9042``."""
     url = os.environ.get(ENV_URL)
     if not url:
         message = f"{ENV_URL} is not set (start one with servers/cassandra/start.sh)"
         if require_servers():
             pytest.fail(message + " and DCSTORE_REQUIRE_SERVERS=1")
         pytest.skip(message)
-    return url.rstrip("/")
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0].split('?', 1)[0]}"
+
+
+@pytest.fixture(scope="session")
+def cassandra_url(cassandra_hosts: str) -> str:
+    """The shared node's URL with its keyspace, e.g. ``cassandra://127.0.0.1:9042/dcstore_test``."""
+    url = os.environ[ENV_URL].split("?", 1)[0].rstrip("/")
+    return url if url != cassandra_hosts else f"{cassandra_hosts}/{TEST_KEYSPACE}"
 
 
 class PrivateNode:
@@ -102,15 +113,40 @@ def wait_started(procs: list[subprocess.Popen[str]]) -> None:
         raise RuntimeError("private Cassandra node failed to start:\n" + "\n".join(errors))
 
 
+def wait_ring(addresses: list[str], timeout: float = 120.0) -> None:
+    """Wait until every node sees every other one as a live peer."""
+    from cassandra.cluster import Cluster
+
+    deadline = time.monotonic() + timeout
+    for address in addresses:
+        others = set(addresses) - {address}
+        cluster = Cluster([address], protocol_version=4)
+        try:
+            session = cluster.connect()
+            while True:
+                rows = session.execute("SELECT peer FROM system.peers")
+                if others <= {str(row.peer) for row in rows}:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{address} does not see {others} after {timeout} s")
+                time.sleep(0.5)
+        finally:
+            cluster.shutdown()
+
+
 @pytest.fixture(scope="module")
-def cassandra_pair(cassandra_url: str) -> Iterator[list[PrivateNode]]:
+def cassandra_pair(cassandra_hosts: str) -> Iterator[list[PrivateNode]]:
     """A private two-node cluster on 127.0.0.2 and 127.0.0.3 (same ports as the shared node)."""
+    # Both are seeds, so they can start in parallel (a non-seed refuses to start when no
+    # seed answers its first gossip round yet).
+    seeds = "127.0.0.2,127.0.0.3"
     nodes = [
-        PrivateNode("pair-a", "127.0.0.2", "127.0.0.2", "dcstore-pair"),
-        PrivateNode("pair-b", "127.0.0.3", "127.0.0.2", "dcstore-pair"),
+        PrivateNode("pair-a", "127.0.0.2", seeds, "dcstore-pair"),
+        PrivateNode("pair-b", "127.0.0.3", seeds, "dcstore-pair"),
     ]
     try:
         wait_started([n.start(fresh=True) for n in nodes])
+        wait_ring(["127.0.0.2", "127.0.0.3"])
         yield nodes
     finally:
         for node in nodes:

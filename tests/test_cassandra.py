@@ -6,11 +6,14 @@ import pickle
 import uuid
 from collections.abc import Iterator
 
+import cassandra
 import pytest
-from cassandra_server import TEST_KEYSPACE, cassandra_url  # noqa: F401 - fixture
+from cassandra.cluster import NoHostAvailable
+from cassandra_server import cassandra_hosts, cassandra_url  # noqa: F401 - fixtures
 
 from dcstore.backends.base import Backend
 from dcstore.backends.cassandra import CassandraBackend
+from dcstore.backends.cassandra_errors import map_errors
 from dcstore.backends.cassandra_schema import (
     CHUNKS,
     UPLOADS,
@@ -22,7 +25,13 @@ from dcstore.backends.cassandra_schema import (
 from dcstore.backends.cassandra_settings import CassandraSettings
 from dcstore.backends.options import Options, parse_url
 from dcstore.backends.registry import open_backend
-from dcstore.errors import BackendUnavailableError, ConfigError, IntegrityError
+from dcstore.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    DcstoreError,
+    IntegrityError,
+    KeyAccessError,
+)
 from dcstore.store import open_store
 from dcstore.testing.conformance import BackendConformance, payload
 
@@ -35,9 +44,7 @@ class TestCassandraConformance(BackendConformance):
 
     @pytest.fixture
     def backend(self, cassandra_url: str) -> Iterator[Backend]:  # noqa: F811
-        backend = open_backend(
-            f"{cassandra_url}/{TEST_KEYSPACE}", chunk_size=256 * KiB, part_chunks=4
-        )
+        backend = open_backend(cassandra_url, chunk_size=256 * KiB, part_chunks=4)
         yield backend
         backend.close()
 
@@ -49,7 +56,7 @@ class TestCassandraStoreConformance(BackendConformance):
 
     @pytest.fixture
     def backend(self, cassandra_url: str) -> Iterator[Backend]:  # noqa: F811
-        store = open_store(f"{cassandra_url}/{TEST_KEYSPACE}/store-root", retries=3)
+        store = open_store(f"{cassandra_url}/store-root", retries=3)
         yield store
         store.close()
 
@@ -57,7 +64,7 @@ class TestCassandraStoreConformance(BackendConformance):
 @pytest.fixture
 def cass(cassandra_url: str) -> Iterator[CassandraBackend]:  # noqa: F811
     backend = open_backend(
-        f"{cassandra_url}/{TEST_KEYSPACE}/t{uuid.uuid4().hex[:8]}",
+        f"{cassandra_url}/t{uuid.uuid4().hex[:8]}",
         chunk_size=64 * KiB,
         part_chunks=4,
     )
@@ -162,8 +169,8 @@ def test_pickled_backend_reconnects(cass: CassandraBackend) -> None:
     clone.close()
 
 
-def test_existing_keyspace_is_required_when_creation_is_off(cassandra_url: str) -> None:  # noqa: F811
-    backend = open_backend(f"{cassandra_url}/dcstore_absent_ks", create_keyspace=False)
+def test_existing_keyspace_is_required_when_creation_is_off(cassandra_hosts: str) -> None:  # noqa: F811
+    backend = open_backend(f"{cassandra_hosts}/dcstore_absent_ks", create_keyspace=False)
     with pytest.raises(ConfigError, match="does not exist"):
         backend.head("x")
 
@@ -270,3 +277,30 @@ def test_maintenance_sweep_command(cass: CassandraBackend) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"url": cass.url, "reclaimed": 0}
+
+
+@pytest.mark.parametrize(
+    "exc,expected",
+    [
+        (cassandra.Unavailable("x", 1, 2, 1), BackendUnavailableError),
+        (cassandra.ReadTimeout("x"), BackendUnavailableError),
+        (cassandra.OperationTimedOut("x"), BackendUnavailableError),
+        (
+            NoHostAvailable("down", {"h": ConnectionRefusedError(111, "refused")}),
+            BackendUnavailableError,
+        ),
+        (NoHostAvailable("auth", {"h": cassandra.AuthenticationFailed("bad")}), KeyAccessError),
+        (
+            NoHostAvailable("tls", {"h": OSError(1, "[SSL: CERTIFICATE_VERIFY_FAILED]")}),
+            ConfigError,
+        ),
+        (cassandra.Unauthorized("no"), KeyAccessError),
+        (cassandra.InvalidRequest("bad"), ConfigError),
+        (cassandra.DriverException("other"), DcstoreError),
+    ],
+)
+def test_error_mapping(exc: Exception, expected: type[Exception]) -> None:
+    with pytest.raises(expected) as info, map_errors("cassandra://h:9042/ks", "get", "a/b"):
+        raise exc
+    assert "cassandra://h:9042/ks: get 'a/b'" in str(info.value)
+    assert info.value.__cause__ is exc

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cassandra_server import TEST_KEYSPACE, cassandra_url  # noqa: F401 - fixture
+from cassandra_server import cassandra_hosts, cassandra_url  # noqa: F401 - fixtures
 from serverenv import server_url
 
 from dcstore.backends.registry import open_backend
@@ -40,7 +40,7 @@ def test_encrypted_dataset_on_cassandra_behind_redis(
     keyfile = tmp_path / "kek.json"
     write_key_file(keyfile, Keyring.generate())
     keys = f"file://{keyfile}"
-    url = f"{cassandra_url}/{TEST_KEYSPACE}/e2e-{uuid.uuid4().hex[:8]}"
+    url = f"{cassandra_url}/e2e-{uuid.uuid4().hex[:8]}"
     redis = server_url("redis")
     cache = f"{redis}{'&' if '?' in redis else '?'}namespace=e2e-{uuid.uuid4().hex[:8]}"
 

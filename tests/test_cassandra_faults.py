@@ -18,8 +18,8 @@ import uuid
 
 import pytest
 from cassandra_server import (  # noqa: F401 - fixtures
-    TEST_KEYSPACE,
     PrivateNode,
+    cassandra_hosts,
     cassandra_pair,
     cassandra_url,
 )
@@ -72,7 +72,7 @@ def _chunks_of(backend: CassandraBackend, version: uuid.UUID, parts: int) -> int
 
 
 def test_killed_writer_leaves_previous_version(cassandra_url: str) -> None:  # noqa: F811
-    url = f"{cassandra_url}/{TEST_KEYSPACE}/kill{uuid.uuid4().hex[:8]}"
+    url = f"{cassandra_url}/kill{uuid.uuid4().hex[:8]}"
     backend = open_backend(url)
     assert isinstance(backend, CassandraBackend)
     old = payload(3 * MiB + 11, 1)
@@ -116,7 +116,7 @@ def test_killed_writer_leaves_previous_version(cassandra_url: str) -> None:  # n
 
 
 def test_next_put_reclaims_abandoned_versions(cassandra_url: str) -> None:  # noqa: F811
-    url = f"{cassandra_url}/{TEST_KEYSPACE}/next{uuid.uuid4().hex[:8]}"
+    url = f"{cassandra_url}/next{uuid.uuid4().hex[:8]}"
     backend = open_backend(url, abandon_after=2, chunk_size=64 * 1024, part_chunks=2)
     assert isinstance(backend, CassandraBackend)
     backend.put("k", b"v1")
@@ -124,13 +124,13 @@ def test_next_put_reclaims_abandoned_versions(cassandra_url: str) -> None:  # no
     ghost = uuid.uuid4()
     full = backend.settings.root + "k"
     conn.session.execute(
-        f"INSERT INTO {TEST_KEYSPACE}.{UPLOADS} (bucket, key, version, started, size,"
+        f"INSERT INTO {backend.settings.keyspace}.{UPLOADS} (bucket, key, version, started, size,"
         " chunk_size, part_chunks) VALUES (%s, %s, %s, toTimestamp(now()), %s, %s, %s)",
         (bucket_of(full), full, ghost, 3 * 64 * 1024, 64 * 1024, 2),
     )
     for idx in range(3):
         conn.session.execute(
-            f"INSERT INTO {TEST_KEYSPACE}.{CHUNKS} (version, part, idx, data)"
+            f"INSERT INTO {backend.settings.keyspace}.{CHUNKS} (version, part, idx, data)"
             " VALUES (%s, %s, %s, %s)",
             (ghost, idx // 2, idx, b"g" * 64 * 1024),
         )

@@ -7,7 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cassandra_server import PrivateNode, cassandra_url, wait_started  # noqa: F401 - fixture
+from cassandra_server import (  # noqa: F401 - fixtures
+    PrivateNode,
+    cassandra_hosts,
+    cassandra_url,
+    wait_started,
+)
 
 from dcstore.backends.registry import open_backend
 from dcstore.errors import ConfigError, DcstoreError, KeyAccessError

@@ -6,9 +6,11 @@ tables when missing, and prepares every statement. :class:`Session` runs them:
 
 * every request of the backend, from any thread, passes one bounded semaphore
   (``max_in_flight``), so many threads reading large objects cannot pile hundreds of
-  1 MiB responses onto one connection and one server;
-* :meth:`Session.window` pipelines a stream of requests in order with at most
-  ``max_in_flight`` of them outstanding;
+  1 MiB responses onto one connection and one server. Measured (bench/results/
+  cassandra.md): 16 threads x 16 requests made the server run out of direct memory or
+  the clients time out; a backend-wide limit of 64 read 2-3x slower than 16 at 4 and
+  16 threads;
+* :meth:`Session.window` pipelines one call's requests in order, within that limit;
 * requests the driver refuses because the socket buffer is full (``ConnectionBusy``,
   raised before anything is sent) are sent again once earlier ones drain.
 """

@@ -111,7 +111,8 @@ fi
 JVM_OPTS=(
   -Xms256m "-Xmx$HEAP" -Xss256k -XX:+UseG1GC -XX:+ParallelRefProcEnabled -XX:MaxTenuringThreshold=1
   -XX:G1HeapRegionSize=4m -XX:MaxGCPauseMillis=300 -XX:+UseThreadPriorities -XX:+PerfDisableSharedMem
-  -XX:+CrashOnOutOfMemoryError -XX:MaxDirectMemorySize=512m -ea -da:net.openhft...
+  -XX:+CrashOnOutOfMemoryError -ea -da:net.openhft...
+  "-XX:ErrorFile=$NODEDIR/logs/hs_err_pid%p.log" "-XX:HeapDumpPath=$NODEDIR/logs"
   -Djava.net.preferIPv4Stack=true -Djava.security.manager=allow -Djdk.attach.allowAttachSelf=true
   -Dio.netty.tryReflectionSetAccessible=true -Dio.netty.allocator.useCacheForAllThreads=true
   -Dio.netty.allocator.maxOrder=11
@@ -149,8 +150,8 @@ JVM_OPTS=(
 
 # 6. Start detached; record our pid.
 log "starting $VERSION on $LISTEN:$PORT (cluster $CLUSTER, seeds $SEEDS, heap $HEAP)"
-setsid java "${JVM_OPTS[@]}" -cp "$NODEDIR/conf:$DIST/lib/*" org.apache.cassandra.service.CassandraDaemon \
-  >"$NODEDIR/logs/stdout.log" 2>&1 </dev/null &
+(cd "$NODEDIR" && exec setsid java "${JVM_OPTS[@]}" -cp "$NODEDIR/conf:$DIST/lib/*" \
+  org.apache.cassandra.service.CassandraDaemon >"$NODEDIR/logs/stdout.log" 2>&1 </dev/null) &
 echo $! > "$PIDFILE"
 PID=$!
 
