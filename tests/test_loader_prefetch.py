@@ -1,0 +1,54 @@
+"""Prefetcher: order kept, bytes in flight bounded, errors delivered in place, fork-safe."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+from dcstore.loaders.prefetch import Prefetcher
+
+
+def test_order_and_byte_bound() -> None:
+    lock = threading.Lock()
+    active = {"bytes": 0, "peak": 0}
+    sizes = [random.Random(i).randrange(1, 40) for i in range(200)]
+
+    def fetch(i: int) -> int:
+        with lock:
+            active["bytes"] += sizes[i]
+            active["peak"] = max(active["peak"], active["bytes"])
+        time.sleep(random.random() / 1000)
+        with lock:
+            active["bytes"] -= sizes[i]
+        return i * 2
+
+    pf = Prefetcher(threads=4, max_bytes=64)
+    got = [r.value for r in pf.map(fetch, range(200), lambda i: sizes[i])]
+    assert got == [i * 2 for i in range(200)]
+    assert pf.peak_bytes <= 64 and active["peak"] <= 64
+
+
+def test_oversized_item_still_proceeds_and_errors_come_in_place() -> None:
+    def fetch(i: int) -> int:
+        if i == 3:
+            raise OSError("boom")
+        return i
+
+    results = list(Prefetcher(threads=2, max_bytes=10).map(fetch, range(6), lambda i: 100))
+    assert [r.value for r in results] == [0, 1, 2, None, 4, 5]
+    assert isinstance(results[3].error, OSError)
+
+
+def test_closing_early_cancels_the_rest() -> None:
+    started = []
+
+    def fetch(i: int) -> int:
+        started.append(i)
+        time.sleep(0.01)
+        return i
+
+    gen = Prefetcher(threads=1, max_bytes=3).map(fetch, range(100), lambda i: 1)
+    assert next(gen).value == 0
+    gen.close()
+    assert len(started) <= 5
