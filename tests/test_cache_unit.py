@@ -417,3 +417,14 @@ def test_small_ranges_are_read_as_slices_of_chunks() -> None:
     assert store.get_range("k", 10, 20) == data[10:20]
     assert origin.bytes_read == 5000 + 1000
     assert store.stats()["hits"] == 3 and store.stats()["misses"] == 2
+
+
+def test_pack_set_is_the_resp_command_without_copying_the_value() -> None:
+    from dcstore.cache.resp import pack_set
+
+    value = memoryview(b"hello world")
+    pieces = pack_set(b"ns:{x}:0", value, None)
+    assert pieces[1] is value
+    assert b"".join(pieces) == b"*3\r\n$3\r\nSET\r\n$8\r\nns:{x}:0\r\n$11\r\nhello world\r\n"
+    with_ttl = b"".join(pack_set(b"k", b"v", 1500))
+    assert with_ttl == b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n$2\r\nPX\r\n$4\r\n1500\r\n"

@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 from dcstore.backends.base import Buffer
 from dcstore.backends.options import Options, ParsedUrl
-from dcstore.cache.resp import Desync, ReplyError, read_mget, reply_capacity
+from dcstore.cache.resp import reply_capacity
 from dcstore.cache.tier import STAT_FIELDS, CachePolicy, CacheTier, CacheUnavailableError, MiB
 from dcstore.errors import ConfigError
 
@@ -42,13 +42,15 @@ try:
     from redis.cluster import ClusterNode, RedisCluster
     from redis.exceptions import RedisClusterException
     from redis.retry import Retry
+
+    from dcstore.cache.redis_io import mget_into, set_values
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ConfigError("the redis cache tier needs redis-py: pip install 'dcstore[redis]'") from exc
 
 SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
 MGET_BYTES = 16 * MiB
 """Chunks fetched per MGET round trip (in bytes): large enough to amortise the
-round trip, small enough that a miss stops early and memory stays bounded."""
+round trip, small enough to bound the server's reply buffer per client."""
 
 KEEP_BUFFER_BYTES = 80 * MiB
 """Receive buffers up to this size are kept per thread for reuse."""
@@ -259,7 +261,7 @@ class RedisTier(CacheTier):
             client = self._redis()
             for i in range(0, len(full), step):
                 batch, batch_sizes = full[i : i + step], sizes[i : i + step]
-                got = self._mget_into(client, batch, buf, pos, batch_sizes)
+                got = mget_into(client, self.cluster, batch, buf, pos, batch_sizes)
                 if got is None:
                     return self._mget_slow(client, full, sizes)
                 offsets, pos = got
@@ -275,33 +277,6 @@ class RedisTier(CacheTier):
             if len(buf) <= KEEP_BUFFER_BYTES:
                 local.buf = buf
         return buf
-
-    def _mget_into(
-        self, client: Any, keys: list[str], buf: bytearray, pos: int, sizes: Sequence[int]
-    ) -> tuple[list[tuple[int | None, int]], int] | None:
-        """One MGET on a pooled connection, read by :func:`read_mget`; ``None`` when the
-        server answered with an error (a cluster redirect): use :meth:`_mget_slow`."""
-        if self.cluster:
-            node = client.get_node_from_key(keys[0])
-            pool = client.get_redis_connection(node).connection_pool
-        else:
-            pool = client.connection_pool
-        try:
-            conn = pool.get_connection()
-        except TypeError:  # redis-py < 5.3 wants a command name
-            conn = pool.get_connection("MGET")
-        try:
-            conn.send_command("MGET", *keys)
-            return read_mget(conn._sock, buf, pos, sizes)
-        except ReplyError:
-            return None
-        except BaseException as exc:
-            conn.disconnect()  # the reply was not fully read: the connection is unusable
-            if isinstance(exc, Desync):
-                raise redis.ResponseError(f"unexpected MGET reply: {exc}") from exc
-            raise
-        finally:
-            pool.release(conn)
 
     def _mget_slow(self, client: Any, keys: list[str], sizes: Sequence[int]) -> list[Buffer | None]:
         """MGET through redis-py (follows cluster redirects and refreshes the slot map)."""
@@ -323,11 +298,11 @@ class RedisTier(CacheTier):
     def set_many(self, items: Sequence[tuple[str, Buffer]]) -> None:
         ttl = self.policy.ttl
         px = None if ttl is None else max(1, int(ttl * 1000))
+        if not items:
+            return
         with self._errors("SET"):
-            pipe = self._redis().pipeline(transaction=False)
-            for key, value in items:
-                pipe.set(self.key(key), value, px=px)
-            pipe.execute()
+            full = [(self.key(k), v) for k, v in items]
+            set_values(self._redis(), self.cluster, full, px)
 
     def delete_many(self, keys: Sequence[str]) -> None:
         if not keys:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import socket
 from collections.abc import Sequence
 
+from dcstore.backends.base import Buffer
+
 ERROR_ROOM = 512
 """Extra room so that an error reply always fits."""
 
@@ -81,3 +83,15 @@ def read_mget(
         values.append((pos, expected))
         pos += expected + 2
     return values, pos
+
+
+def pack_set(key: bytes, value: Buffer, px: int | None) -> list[Buffer]:
+    """``SET key value [PX px]`` as protocol pieces; ``value`` is not copied."""
+    n = memoryview(value).nbytes
+    argc = 5 if px is not None else 3
+    head = b"*%d\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n" % (argc, len(key), key, n)
+    tail = b"\r\n"
+    if px is not None:
+        ttl = b"%d" % px
+        tail += b"$2\r\nPX\r\n$%d\r\n%s\r\n" % (len(ttl), ttl)
+    return [head, value, tail]
