@@ -18,7 +18,7 @@ Guarantees (beyond :mod:`dcstore.backends.base`):
   is the commit point. Readers resolve a key to its newest committed revision
   (``uploadDate`` then ``_id``, both descending), so they see the old object or
   the whole new one. A new revision is dated after the revision it replaces
-  even if clocks disagree; older revisions are deleted after the commit.
+  even if clocks disagree; the revisions it replaced are deleted after the commit.
 * An interrupted ``put`` leaves the previous revision current. Chunks it wrote
   before failing are deleted at once when the failure happened before the
   commit; chunks left by a crashed process carry no ``files`` document and are
@@ -353,7 +353,7 @@ class MongoBackend(Backend):
                         ],
                         ordered=True,
                     )
-                upload = self._upload_date(conn, key)
+                replaced, upload = self._revisions(conn, key)
         except BaseException:
             # Not committed: nothing refers to these chunks.
             self._drop_chunks(conn, [chunk_id(files_id, n) for n in range(n_chunks)])
@@ -371,40 +371,28 @@ class MongoBackend(Backend):
                     "metadata": {MARK: True},
                 }
             )
-        self._drop_older(conn, key, files_id, upload)
+        self._drop_replaced(conn, key, replaced)
         return ObjectMeta(key, size, str(files_id))
 
-    def _upload_date(self, conn: _Conn, key: str) -> dt.datetime:
-        """Now (BSON millisecond precision), but later than the current revision's date."""
+    def _revisions(self, conn: _Conn, key: str) -> tuple[list[dict[str, Any]], dt.datetime]:
+        """The committed revisions of ``key`` and an ``uploadDate`` later than all of them:
+        now (BSON millisecond precision), or 1 ms after the newest if clocks disagree."""
+        revisions = list(conn.files.find({"filename": key}, REVISION_FIELDS))
         now = dt.datetime.now(dt.timezone.utc)
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
-        doc = conn.files.find_one(
-            {"filename": key},
-            projection={"uploadDate": 1},
-            sort=[("uploadDate", DESCENDING), ("_id", DESCENDING)],
-        )
-        if doc is not None:
+        for doc in revisions:
             previous = doc["uploadDate"].replace(tzinfo=dt.timezone.utc)
             now = max(now, previous + dt.timedelta(milliseconds=1))
-        return now
+        return revisions, now
 
-    def _drop_older(self, conn: _Conn, key: str, files_id: ObjectId, upload: dt.datetime) -> None:
-        """Delete revisions of ``key`` older than the one just committed (best effort)."""
+    def _drop_replaced(self, conn: _Conn, key: str, replaced: list[dict[str, Any]]) -> None:
+        """Delete the revisions the new one replaced (best effort: the put is committed)."""
         try:
-            with self._errors("put (removing older revisions)", key):
-                older = {
-                    "filename": key,
-                    "$or": [
-                        {"uploadDate": {"$lt": upload}},
-                        {"uploadDate": upload, "_id": {"$lt": files_id}},
-                    ],
-                }
-                drop_revisions(
-                    conn.files, conn.chunks, list(conn.files.find(older, REVISION_FIELDS))
-                )
+            with self._errors("put (removing replaced revisions)", key):
+                drop_revisions(conn.files, conn.chunks, replaced)
         except DcstoreError as exc:
-            # The new revision is committed; leftovers are invisible and swept later.
-            log.warning("%s; older revisions stay until remove_orphans", exc)
+            # Leftovers are invisible; the next put of the key or remove_orphans drops them.
+            log.warning("%s; replaced revisions stay until remove_orphans", exc)
 
     def _drop_chunks(self, conn: _Conn, ids: list[str]) -> None:
         try:
