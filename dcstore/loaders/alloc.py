@@ -12,7 +12,6 @@ process, and only inside ``DataLoader`` workers (never the training process).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 M_TRIM_THRESHOLD = -1
@@ -24,11 +23,8 @@ def recycle_run_buffers(mmap_threshold: int = 32 << 20, trim: int = 512 << 20) -
     """Tune glibc malloc in this process; True if applied (now or before)."""
     if os.getpid() in _done:
         return True
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL("libc.so.6")  # find_library would spawn ldconfig: too slow here
         ok = libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold) and libc.mallopt(M_TRIM_THRESHOLD, trim)
     except (OSError, AttributeError):
         return False
