@@ -131,6 +131,10 @@ def test_unreachable_server_is_unavailable_quickly() -> None:
         (pe.OperationFailure("not authorized", 13), KeyAccessError),
         (pe.OperationFailure("disk full", 14031), StorageFullError),
         (pe.OperationFailure("bad query", 2), DcstoreError),
+        (
+            pe.OperationFailure("DeleteAll] database is locked (5) (SQLITE_BUSY)", 1),
+            BackendUnavailableError,
+        ),
         (pe.ConfigurationError("bad option"), ConfigError),
         (pe.DocumentTooLarge("too big"), ConfigError),
         (pe.ProtocolError("message too large"), DcstoreError),

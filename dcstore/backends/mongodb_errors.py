@@ -1,7 +1,8 @@
 """The one place where pymongo's exceptions become dcstore errors.
 
 * Server selection timeouts, lost connections, network timeouts, primary
-  step-downs, shutdowns and write-concern timeouts: :class:`BackendUnavailableError`
+  step-downs, shutdowns, write-concern timeouts and FerretDB's SQLite lock
+  contention (``SQLITE_BUSY``): :class:`BackendUnavailableError`
   (retried by :class:`dcstore.retry.RetryingBackend`).
 * Authentication and authorization failures: :class:`KeyAccessError`.
 * A full disk: :class:`StorageFullError`.
@@ -32,6 +33,8 @@ TRANSIENT_CODES = frozenset(
 )
 AUTH_CODES = frozenset({13, 18, 8000})  # Unauthorized, AuthenticationFailed, Atlas auth
 DISK_FULL_CODES = frozenset({14031})  # OutOfDiskSpace
+# FerretDB v1 (SQLite) reports write contention as InternalError "database is locked".
+BUSY_MARKERS = ("SQLITE_BUSY", "database is locked")
 MAX_DETAIL = 300
 
 
@@ -56,7 +59,11 @@ def map_errors(url: str, op: str, key: str = "") -> Iterator[None]:
         raise BackendUnavailableError(f"{where}: MongoDB unavailable ({_detail(exc)})") from exc
     except pe.OperationFailure as exc:
         code = exc.code or 0
-        if code in TRANSIENT_CODES or exc.has_error_label("RetryableWriteError"):
+        if (
+            code in TRANSIENT_CODES
+            or exc.has_error_label("RetryableWriteError")
+            or any(marker in str(exc) for marker in BUSY_MARKERS)
+        ):
             raise BackendUnavailableError(f"{where}: MongoDB unavailable ({_detail(exc)})") from exc
         if code in AUTH_CODES:
             raise KeyAccessError(f"{where}: access denied ({_detail(exc)})") from exc
