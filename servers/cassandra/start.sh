@@ -68,7 +68,7 @@ if ! compgen -G "$DIST/lib/cassandra-all-$VERSION.jar" >/dev/null; then
   log "resolving org.apache.cassandra:cassandra-all:$VERSION from Maven Central"
   mkdir -p "$BASE"
   rm -rf "$DIST.tmp"
-  mvn -B -q -f "$HERE/pom.xml" -Dcassandra.version="$VERSION" \
+  mvn -B -q -Dstyle.color=never -f "$HERE/pom.xml" -Dcassandra.version="$VERSION" \
     org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
     -DincludeScope=runtime -DoutputDirectory="$DIST.tmp/lib" >&2
   mv "$DIST.tmp" "$DIST"
