@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
 # Stop the Cassandra node started by start.sh (by its recorded pid only). CASSANDRA_NODE selects the node
 # (default node1); CASSANDRA_KILL=1 sends SIGKILL at once (crash simulation); CASSANDRA_WIPE=1 removes its data.
+# `stop.sh all` stops every node started from this checkout (shared, private test nodes, bench).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
+if [[ "${1:-}" == all ]]; then
+  for pidfile in "$REPO"/.servers/cassandra/*/cassandra.pid; do
+    [[ -e "$pidfile" ]] || continue
+    CASSANDRA_NODE="$(basename "$(dirname "$pidfile")")" "$0"
+  done
+  exit 0
+fi
 NODE="${CASSANDRA_NODE:-node1}"
 NODEDIR="$REPO/.servers/cassandra/$NODE"
 PIDFILE="$NODEDIR/cassandra.pid"
