@@ -6,5 +6,5 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 "$HERE/redis/stop.sh" cluster
 "$HERE/ferretdb/stop.sh"
 "$HERE/hdfs/stop.sh"
-"$HERE/cassandra/stop.sh"
+"$HERE/cassandra/stop.sh" all
 exit 0

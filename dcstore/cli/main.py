@@ -29,6 +29,8 @@ SUBCOMMAND_MODULES = (
     "dcstore.cli.maintenance",
 )
 
+NOISY_DRIVER_LOGGERS = ("cassandra", "pymongo", "hdfs_native")
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
@@ -92,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.debug:
+        # Drivers log whole tracebacks at WARNING for conditions dcstore reports in one line.
+        for noisy in NOISY_DRIVER_LOGGERS:
+            logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
