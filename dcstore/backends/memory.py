@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import os
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +21,16 @@ from dcstore.backends.options import Options, ParsedUrl
 from dcstore.errors import NotFoundError
 
 _versions = itertools.count(1)
+_process_tag = uuid.uuid4().hex[:12]
+"""Makes versions unique across processes sharing a cache (counters restart per process)."""
+
+
+def _new_process_tag() -> None:
+    global _process_tag
+    _process_tag = uuid.uuid4().hex[:12]
+
+
+os.register_at_fork(after_in_child=_new_process_tag)
 
 
 class _Space:
@@ -72,7 +84,7 @@ class MemoryBackend(Backend):
     def put(self, key: str, data: Buffer) -> ObjectMeta:
         validate_key(key)
         blob = bytes(data)
-        version = f"m{next(_versions)}"
+        version = f"m{_process_tag}-{next(_versions)}"
         space = self._space
         with space.lock:
             if key not in space.objects:
