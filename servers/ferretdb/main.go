@@ -2,6 +2,9 @@
 //
 // It listens on one loopback TCP address, keeps its SQLite files in -dir, never sends
 // telemetry (the embedded package disables it), and exits cleanly on SIGINT/SIGTERM.
+// SQLite runs in WAL mode (FerretDB's default) with synchronous=normal (acknowledged
+// writes survive a crash of this process) and a long busy timeout, so concurrent
+// writers on a slow shared machine wait for the lock instead of failing.
 package main
 
 import (
@@ -21,6 +24,8 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:27017", "TCP address to listen on")
 	dir := flag.String("dir", "", "directory for the SQLite databases (created if missing)")
 	level := flag.String("log-level", "warn", "log level: debug, info, warn, error")
+	busy := flag.Int("busy-timeout-ms", 60000, "SQLite busy timeout: how long a write waits for the lock")
+	sync := flag.String("synchronous", "normal", "SQLite synchronous mode (WAL): normal survives process crashes, full also power loss")
 	flag.Parse()
 
 	if *dir == "" {
@@ -48,7 +53,7 @@ func main() {
 		Listener:  ferretdb.ListenerConfig{TCP: *listen},
 		Logger:    logger,
 		Handler:   "sqlite",
-		SQLiteURL: "file:" + abs + "/",
+		SQLiteURL: fmt.Sprintf("file:%s/?_pragma=busy_timeout(%d)&_pragma=synchronous(%s)", abs, *busy, *sync),
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
