@@ -400,8 +400,8 @@ def render(args: argparse.Namespace, results: dict, waits: dict) -> str:
         f"{args.samples} samples of {args.size_kib} KiB +-10 KiB, {args.shard_mib} MiB shards, "
         f"page cache warm, {args.reps} interleaved reps (median shown; samples/s counts from "
         "DataLoader creation, so it includes worker start-up).",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}; "
-        f"`{' '.join(sys.argv)}`",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"load average at the end {os.getloadavg()[0]:.1f}; `{' '.join(sys.argv)}`",
         "",
     ]
     for variant in args.variants.split(","):
