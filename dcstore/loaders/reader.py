@@ -64,7 +64,9 @@ class SkipPolicy:
 
     ``skipped`` holds shard indices already skipped (restored from a resumed
     state, so a resumed run skips the same shards without retrying them);
-    ``skipped_samples`` counts samples lost in this process.
+    ``skipped_samples`` counts samples lost in this process. Skipping makes
+    the affected rank yield fewer samples: under DDP, ranks may then run
+    different step counts, so use it where that is handled (or not at all).
     """
 
     skipped: set[int] = field(default_factory=set)
