@@ -146,6 +146,20 @@ def test_unknown_option_and_bad_values() -> None:
         open_backend("hdfs://127.0.0.1:9/x", replication=-1)
     with pytest.raises(ConfigError, match="key=value"):
         open_backend("hdfs://127.0.0.1:9/x", hadoop_conf="nonsense")
+    with pytest.raises(ConfigError, match="keywords"):
+        HdfsBackend("hdfs://127.0.0.1:9/x?replication=2")
+    with pytest.raises(ConfigError, match="viewfs"):
+        HdfsBackend("file:///tmp/x")
+
+
+def test_hadoop_conf_survives_the_url() -> None:
+    backend = open_backend(
+        "hdfs://127.0.0.1:9/x?hadoop_conf=dfs.client.use.datanode.hostname%3Dtrue"
+    )
+    assert isinstance(backend, HdfsBackend)
+    assert backend._hadoop_config()["dfs.client.use.datanode.hostname"] == "true"
+    again = open_backend(backend.url)
+    assert isinstance(again, HdfsBackend) and again._extra == backend._extra
 
 
 def test_unreachable_namenode_is_unavailable() -> None:

@@ -184,6 +184,11 @@ class HdfsBackend(Backend):
         parsed = parse_url(url)
         if parsed.scheme not in ("hdfs", "viewfs"):
             raise ConfigError(f"not an hdfs:// or viewfs:// URL: {parsed.safe()}")
+        if parsed.query:
+            raise ConfigError(
+                f"{parsed.safe(query={})}: pass options as keywords here, or open the URL "
+                "with its query through open_backend/open_store"
+            )
         if replication < 0 or block_size < 0 or failover_attempts < 1 or timeout <= 0:
             raise ConfigError(
                 f"{parsed.safe()}: replication/block_size must be >= 0, "
