@@ -26,11 +26,27 @@ from dcstore.errors import (
 from dcstore.store import open_store
 
 if TYPE_CHECKING:
-    from dcstore.loaders import ShardedDataset, ShardWriter
+    from dcstore.loaders import (
+        DataWaitMeter,
+        DeviceLoader,
+        ShardedDataset,
+        ShardedMapDataset,
+        ShardWriter,
+    )
 
 __version__ = "0.1.0"
 
-_LAZY = {"ShardedDataset": "dcstore.loaders", "ShardWriter": "dcstore.loaders"}
+_LAZY = {
+    name: "dcstore.loaders"
+    for name in (
+        "DataWaitMeter",
+        "DeviceLoader",
+        "ShardWriter",
+        "ShardedDataset",
+        "ShardedMapDataset",
+        "ShardedMapDataset",
+    )
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -46,7 +62,9 @@ __all__ = [
     "Backend",
     "BackendUnavailableError",
     "ConfigError",
+    "DataWaitMeter",
     "DcstoreError",
+    "DeviceLoader",
     "IntegrityError",
     "InvalidKeyError",
     "InvalidRangeError",
@@ -55,6 +73,7 @@ __all__ = [
     "ObjectMeta",
     "ShardWriter",
     "ShardedDataset",
+    "ShardedMapDataset",
     "StorageFullError",
     "open_backend",
     "open_store",
