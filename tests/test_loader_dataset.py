@@ -139,6 +139,18 @@ def test_stages_batched_in_worker(dataset_url) -> None:
     assert sorted(labels.tolist()) == list(range(N))
 
 
+def label_and_size(item: tuple) -> tuple:
+    return item[0], len(item[1])
+
+
+def test_stages_pickle_for_spawned_workers(dataset_url) -> None:
+    """Workers started with spawn/forkserver (needed by HDFS) receive the pickled pipeline."""
+    ds = ShardedDataset(dataset_url).decode().to_tuple("cls", "bin").map(label_and_size).batched(50)
+    loader = DataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context="spawn")
+    labels = torch.cat([labels for labels, _ in loader])
+    assert sorted(labels.tolist()) == list(range(N))
+
+
 def corrupt_copy(src_url: str, dst, how: str) -> tuple[str, str]:
     src, dst_store = open_store(src_url), open_store(f"file://{dst}")
     victim = None

@@ -5,7 +5,8 @@ them in the worker, in order. They keep webdataset's semantics:
 
 * ``decode(*handlers)``: each handler is ``handler(field, data) -> value | None``
   (webdataset's protocol, so ``webdataset.imagehandler("rgb8")`` works);
-  the first non-None result wins; fields no handler takes are left as is.
+  the first non-None result wins; fields no handler takes are left as is;
+  ``"basic"`` is always tried last, as in webdataset.
   Strings name built-ins: ``"basic"`` (txt/cls/json/npy/...), ``"pil"``,
   ``"rgb8"``, ``"torchrgb8"``. User handlers receive ``bytes``.
 * ``to_tuple("jpg;png", "cls")``: ``;`` separates alternatives; a missing
@@ -21,6 +22,7 @@ is empty whenever it yields, so the loader's resumption state stays exact.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -53,32 +55,33 @@ def _basic(field: str, data: Any) -> Any:
 _IMAGE_EXTS = ("jpg", "jpeg", "png", "ppm", "pgm", "pbm", "pnm", "webp", "bmp", "tif", "tiff")
 
 
-def _image(mode: str) -> Handler:
-    def handler(field: str, data: Any) -> Any:
-        if field.rsplit(".", 1)[-1] not in _IMAGE_EXTS:
-            return None
-        import numpy as np
-        from PIL import Image
+def _decode_image(mode: str, field: str, data: Any) -> Any:
+    if field.rsplit(".", 1)[-1] not in _IMAGE_EXTS:
+        return None
+    import numpy as np
+    from PIL import Image
 
-        img = Image.open(io.BytesIO(data))
-        if mode == "pil":
-            return img
-        arr = np.asarray(img.convert("RGB"))
-        if mode == "torchrgb8":
-            import torch
+    img = Image.open(io.BytesIO(data))
+    if mode == "pil":
+        return img
+    arr = np.array(img.convert("RGB"))  # writable, so torch can wrap it without a warning
+    if mode == "torchrgb8":
+        import torch
 
-            return torch.from_numpy(arr.copy()).permute(2, 0, 1)
-        return arr
-
-    return handler
+        return torch.from_numpy(arr).permute(2, 0, 1)
+    return arr
 
 
 _NAMED: dict[str, Handler] = {
     "basic": _basic,
-    "pil": _image("pil"),
-    "rgb8": _image("rgb8"),
-    "torchrgb8": _image("torchrgb8"),
+    "pil": functools.partial(_decode_image, "pil"),
+    "rgb8": functools.partial(_decode_image, "rgb8"),
+    "torchrgb8": functools.partial(_decode_image, "torchrgb8"),
 }
+
+
+def _call_with_bytes(handler: Handler, field: str, data: Any) -> Any:
+    return handler(field, bytes(data) if isinstance(data, memoryview) else data)
 
 
 def _handler(spec: str | Handler) -> Handler:
@@ -86,80 +89,103 @@ def _handler(spec: str | Handler) -> Handler:
         if spec not in _NAMED:
             raise ValueError(f"unknown decoder {spec!r}; built-ins: {', '.join(_NAMED)}")
         return _NAMED[spec]
-    named = {id(h) for h in _NAMED.values()}
+    return functools.partial(_call_with_bytes, spec)
 
-    def as_bytes(field: str, data: Any) -> Any:
-        return spec(field, bytes(data) if isinstance(data, memoryview) else data)
 
-    return spec if id(spec) in named else as_bytes
+# Stages are functools.partial objects over module-level generators, so a dataset
+# with stages pickles (DataLoader workers started with spawn or forkserver).
+
+
+def _decode(chain: Sequence[Handler], samples: Iterator[Sample]) -> Iterator[Sample]:
+    for sample in samples:
+        out = {}
+        for field, value in sample.items():
+            if not field.startswith("__"):
+                for handler in chain:
+                    decoded = handler(field, value)
+                    if decoded is not None:
+                        value = decoded
+                        break
+            out[field] = value
+        yield out
 
 
 def decode(*handlers: str | Handler) -> Stage:
-    """Decode fields with the first handler that accepts them (default: ``"basic"``)."""
-    chain = [_handler(h) for h in (handlers or ("basic",))]
+    """Decode fields with the first handler that accepts them.
 
-    def stage(samples: Iterator[Sample]) -> Iterator[Sample]:
-        for sample in samples:
-            out = {}
-            for field, value in sample.items():
-                if not field.startswith("__"):
-                    for handler in chain:
-                        decoded = handler(field, value)
-                        if decoded is not None:
-                            value = decoded
-                            break
-                out[field] = value
-            yield out
+    As in webdataset, the ``"basic"`` handlers (txt, cls, json, npy, ...) always
+    come last, so ``decode("rgb8")`` also turns ``cls`` into an ``int``.
+    """
+    specs = list(handlers)
+    if "basic" not in specs:
+        specs.append("basic")
+    return functools.partial(_decode, [_handler(h) for h in specs])
 
-    return stage
+
+def _pick(sample: Sample, names: Sequence[str]) -> Any:
+    for name in names:
+        if name in sample:
+            return sample[name]
+    raise KeyError(f"sample {sample.get('__key__')!r} has none of the fields {names}")
+
+
+def _to_tuple(
+    choices: Sequence[Sequence[str]], samples: Iterator[Sample]
+) -> Iterator[tuple[Any, ...]]:
+    for sample in samples:
+        yield tuple(_pick(sample, names) for names in choices)
 
 
 def to_tuple(*fields: str) -> Stage:
     """Turn samples into tuples of the named fields (``"a;b"``: the first present)."""
-    choices = [f.split(";") for f in fields]
+    return functools.partial(_to_tuple, [f.split(";") for f in fields])
 
-    def pick(sample: Sample, names: Sequence[str]) -> Any:
-        for name in names:
-            if name in sample:
-                return sample[name]
-        raise KeyError(f"sample {sample.get('__key__')!r} has none of the fields {names}")
 
-    def stage(samples: Iterator[Sample]) -> Iterator[tuple[Any, ...]]:
-        for sample in samples:
-            yield tuple(pick(sample, names) for names in choices)
-
-    return stage
+def _map(fn: Callable[[Any], Any], items: Iterator[Any]) -> Iterator[Any]:
+    return map(fn, items)
 
 
 def map_stage(fn: Callable[[Any], Any]) -> Stage:
     """Apply ``fn`` to every item."""
+    return functools.partial(_map, fn)
 
-    def stage(items: Iterator[Any]) -> Iterator[Any]:
-        return map(fn, items)
 
-    return stage
+def _map_dict(fns: dict[str, Callable[[Any], Any]], samples: Iterator[Sample]) -> Iterator[Sample]:
+    for sample in samples:
+        out = dict(sample)
+        for field, fn in fns.items():
+            out[field] = fn(out[field])
+        yield out
 
 
 def map_dict(**fns: Callable[[Any], Any]) -> Stage:
     """Apply ``fns[field]`` to that field of every sample."""
+    return functools.partial(_map_dict, fns)
 
-    def stage(samples: Iterator[Sample]) -> Iterator[Sample]:
-        for sample in samples:
-            out = dict(sample)
-            for field, fn in fns.items():
-                out[field] = fn(out[field])
-            yield out
 
-    return stage
+def _select(predicate: Callable[[Any], bool], items: Iterator[Any]) -> Iterator[Any]:
+    return filter(predicate, items)
 
 
 def select(predicate: Callable[[Any], bool]) -> Stage:
     """Keep the items for which ``predicate`` is true (dropped ones count as consumed)."""
+    return functools.partial(_select, predicate)
 
-    def stage(items: Iterator[Any]) -> Iterator[Any]:
-        return filter(predicate, items)
 
-    return stage
+def _batched(
+    batch_size: int,
+    collate_fn: Callable[[list[Any]], Any],
+    keep_partial: bool,
+    items: Iterator[Any],
+) -> Iterator[Any]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == batch_size:
+            out, batch = collate_fn(batch), []
+            yield out
+    if batch and keep_partial:
+        yield collate_fn(batch)
 
 
 def batched(
@@ -175,18 +201,7 @@ def batched(
         from torch.utils.data import default_collate
 
         collate_fn = default_collate
-
-    def stage(items: Iterator[Any]) -> Iterator[Any]:
-        batch: list[Any] = []
-        for item in items:
-            batch.append(item)
-            if len(batch) == batch_size:
-                out, batch = collate_fn(batch), []
-                yield out
-        if batch and partial:
-            yield collate_fn(batch)
-
-    return stage
+    return functools.partial(_batched, batch_size, collate_fn, partial)
 
 
 def compose(source: Iterable[Any], stages: Sequence[Stage]) -> Iterator[Any]:
