@@ -5,7 +5,7 @@
         --latency 0.02 --bandwidth 200 [--out FILE]
 
 Packs an encrypted dataset into a local directory, then runs
-``ShardedDataset(open_store(SlowOrigin(dir), cache=redis, keys=kek), shuffle=True)``
+``ShardedDataset(open_store(InstrumentedBackend(dir), cache=redis, keys=kek), shuffle=True)``
 batched in the worker (256 samples, a cheap collate) under a ``DataLoader``.
 Epoch 1 starts with an empty namespace (every shard comes from the slow origin
 and is cached); epochs 2.. are served by Redis. A third column runs the same
@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cache_origin import SlowOrigin, origin_bytes
 from cache_vs_redis_benchmark import parse_size
 
 from dcstore.backends.local import LocalBackend
 from dcstore.cache import open_cache_tier
 from dcstore.store import open_store
+from dcstore.testing.instrumented import InstrumentedBackend, logged_bytes
 
 
 def count_batch(samples: list[dict[str, Any]]) -> int:
@@ -43,7 +43,7 @@ def epochs(root: str, keys: str, cache: str | None, args: argparse.Namespace, lo
 
     from dcstore.loaders.dataset import ShardedDataset
 
-    origin = SlowOrigin(
+    origin = InstrumentedBackend(
         LocalBackend(root), latency=args.latency, bandwidth=args.bandwidth * 1e6, log=log
     )
     store = open_store(origin, cache=cache, keys=keys)
@@ -53,12 +53,12 @@ def epochs(root: str, keys: str, cache: str | None, args: argparse.Namespace, lo
     rows = []
     for epoch in range(args.epochs):
         ds.set_epoch(epoch)
-        before = origin_bytes(log)
+        before = logged_bytes(log)
         started = time.perf_counter()
         n = sum(loader)
         took = time.perf_counter() - started
         assert n == args.samples, n
-        rows.append((epoch + 1, n / took, took, origin_bytes(log) - before))
+        rows.append((epoch + 1, n / took, took, logged_bytes(log) - before))
     return rows
 
 

@@ -3,7 +3,7 @@
     .venv/bin/python bench/cache_single_flight.py --redis redis://127.0.0.1:6379/0 \
         --objects 32 --size 4MiB --processes 2 --latency 0.02 --bandwidth 200 [--out FILE]
 
-The origin is a local directory behind :class:`SlowOrigin` (latency per request
+The origin is a local directory behind :class:`InstrumentedBackend` (latency per request
 plus a bandwidth cap), logging every origin read. Each run starts with an empty
 namespace; every process reads every object once, in the same order, starting at
 the same instant (the worst case for duplicate fetches). Reported: origin bytes
@@ -23,18 +23,18 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cache_origin import SlowOrigin, origin_bytes
 from cache_vs_redis_benchmark import parse_size
 
 from dcstore.backends.local import LocalBackend
 from dcstore.cache import CachedBackend, open_cache_tier
+from dcstore.testing.instrumented import InstrumentedBackend, logged_bytes
 
 
 def reader(
     root: str, cache: str, log: str, start_at: float, latency: float, bw: float, keys: str
 ) -> None:
     """Read every object once (plain mode) or one loader epoch (``keys`` given)."""
-    origin = SlowOrigin(LocalBackend(root), latency=latency, bandwidth=bw, log=log)
+    origin = InstrumentedBackend(LocalBackend(root), latency=latency, bandwidth=bw, log=log)
     if keys:
         from dcstore.loaders.dataset import ShardedDataset
         from dcstore.store import open_store
@@ -76,7 +76,7 @@ def run(
     tier = open_cache_tier(cache)
     stats = tier.read_stats()
     tier.clear()
-    total = origin_bytes(log)
+    total = logged_bytes(log)
     os.unlink(log)
     return total, wall, stats
 

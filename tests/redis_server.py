@@ -13,17 +13,13 @@ import os
 import signal
 import socket
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from serverenv import server_url
-
-from dcstore.backends.base import Backend, Buffer, ObjectMeta
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "servers" / "redis"
@@ -174,72 +170,3 @@ def private_redis_fixture() -> Iterator[type[PrivateRedis]]:
         with contextlib.suppress(OSError):
             server.signal(signal.SIGCONT)  # un-pause a node a test left stopped
         server.stop()
-
-
-class CountingBackend(Backend):
-    """Test origin wrapper: counts bytes read, optionally slow, optionally logged to a file.
-
-    ``log`` (a path) receives one line per origin read, appended atomically, so
-    several processes' reads can be summed.
-    """
-
-    def __init__(self, inner: Backend, delay: float = 0.0, log: str | None = None):
-        self.inner, self.delay, self.log = inner, delay, log
-        self._lock = threading.Lock()
-        self.reads = 0
-        self.bytes_read = 0
-
-    def _record(self, n: int) -> None:
-        if self.delay:
-            time.sleep(self.delay)
-        with self._lock:
-            self.reads += 1
-            self.bytes_read += n
-        if self.log:
-            fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, f"{os.getpid()} {n}\n".encode())
-            finally:
-                os.close(fd)
-
-    @property
-    def url(self) -> str:
-        return self.inner.url
-
-    def get(self, key: str) -> bytes:
-        data = self.inner.get(key)
-        self._record(len(data))
-        return data
-
-    def get_range(self, key: str, start: int, end: int) -> bytes:
-        data = self.inner.get_range(key, start, end)
-        self._record(len(data))
-        return data
-
-    def put(self, key: str, data: Buffer) -> ObjectMeta:
-        return self.inner.put(key, data)
-
-    def head(self, key: str) -> ObjectMeta:
-        return self.inner.head(key)
-
-    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
-        return self.inner.list(prefix)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"inner": self.inner, "delay": self.delay, "log": self.log}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(**state)  # type: ignore[misc]
-
-
-def logged_bytes(log: str) -> int:
-    """Total origin bytes recorded in a :class:`CountingBackend` log file."""
-    if not os.path.exists(log):
-        return 0
-    return sum(int(line.split()[1]) for line in Path(log).read_text().splitlines())

@@ -14,22 +14,21 @@ from pathlib import Path
 
 import pytest
 from redis_server import (  # noqa: F401 - private_redis_fixture is a fixture
-    CountingBackend,
     PrivateRedis,
-    logged_bytes,
     private_redis_fixture,
 )
 
 from dcstore.backends.local import LocalBackend
 from dcstore.cache import CachedBackend, open_cache_tier
 from dcstore.testing.conformance import payload
+from dcstore.testing.instrumented import InstrumentedBackend, logged_bytes
 
 pytestmark = pytest.mark.slow
 KiB = 1 << 10
 
 
-def origin_with(tmp_path: Path, n: int, size: int) -> CountingBackend:
-    origin = CountingBackend(LocalBackend(tmp_path / "origin"))
+def origin_with(tmp_path: Path, n: int, size: int) -> InstrumentedBackend:
+    origin = InstrumentedBackend(LocalBackend(tmp_path / "origin"))
     for i in range(n):
         origin.put(f"o/{i:03d}.bin", payload(size, i))
     return origin
@@ -152,11 +151,11 @@ READER = textwrap.dedent(
     """
     import sys, time
     sys.path.insert(0, sys.argv[1])
-    from redis_server import CountingBackend
+    from dcstore.testing.instrumented import InstrumentedBackend
     from dcstore.backends.local import LocalBackend
     from dcstore.cache import CachedBackend
     root, cache, log, start_at, delay = sys.argv[2:]
-    origin = CountingBackend(LocalBackend(root), delay=float(delay), log=log)
+    origin = InstrumentedBackend(LocalBackend(root), latency=float(delay), log=log)
     store = CachedBackend(origin, cache)
     while time.time() < float(start_at):
         time.sleep(0.001)
@@ -213,11 +212,11 @@ HOLDER = textwrap.dedent(
     """
     import sys
     sys.path.insert(0, sys.argv[1])
-    from redis_server import CountingBackend
+    from dcstore.testing.instrumented import InstrumentedBackend
     from dcstore.backends.local import LocalBackend
     from dcstore.cache import CachedBackend
     root, cache = sys.argv[2:]
-    store = CachedBackend(CountingBackend(LocalBackend(root), delay=60), cache)
+    store = CachedBackend(InstrumentedBackend(LocalBackend(root), latency=60), cache)
     store.get("k.bin")  # takes the lease, then hangs in the slow origin until killed
     """
 )
@@ -234,7 +233,7 @@ def test_killed_fetcher_lease_is_taken_over(private_redis, tmp_path: Path) -> No
         wait_for(lambda: "lease" in server.cli("--scan", "--pattern", "*lease*"))
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-        origin = CountingBackend(LocalBackend(root))
+        origin = InstrumentedBackend(LocalBackend(root))
         store = CachedBackend(origin, cache)
         started = time.monotonic()
         assert store.get("k.bin") == payload(300 * KiB)

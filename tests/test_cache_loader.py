@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 from redis_server import (  # noqa: F401 - private_redis_fixture is a fixture
-    CountingBackend,
     PrivateRedis,
     private_redis_fixture,
 )
@@ -16,6 +15,7 @@ from dcstore.backends.local import LocalBackend
 from dcstore.cache import open_cache_tier
 from dcstore.store import open_store
 from dcstore.testing.conformance import payload
+from dcstore.testing.instrumented import InstrumentedBackend
 
 torch_data = pytest.importorskip("torch.utils.data")
 loaders = pytest.importorskip("dcstore.loaders.dataset")
@@ -56,7 +56,9 @@ def test_redis_killed_and_restarted_mid_epoch(private_redis, dataset: tuple[Path
     server: PrivateRedis = private_redis()
     cache = f"{server.url}?retry_interval=0.2&connect_timeout=0.3&socket_timeout=1&stats_interval=0"
     # a slow origin so that the epoch is long enough to kill Redis in its middle
-    store = open_store(CountingBackend(LocalBackend(root), delay=0.01), cache=cache, keys=keys)
+    store = open_store(
+        InstrumentedBackend(LocalBackend(root), latency=0.01), cache=cache, keys=keys
+    )
     ds = loaders.ShardedDataset(store, shuffle=True, seed=3, prefetch_bytes=64 * 1024).map(key_of)
     loader = torch_data.DataLoader(ds, batch_size=None, num_workers=2, persistent_workers=False)
     expected = sorted(f"s{i:05d}" for i in range(SAMPLES))

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import redis
 from redis_server import (  # noqa: F401 - private_redis is a fixture
-    CountingBackend,
     private_redis_fixture,
     shared_cluster_url,
     shared_redis_url,
@@ -27,6 +26,7 @@ from dcstore.cache import CachedBackend, open_cache_tier
 from dcstore.cache.redis_tier import RedisTier
 from dcstore.store import open_store
 from dcstore.testing.conformance import BackendConformance, payload
+from dcstore.testing.instrumented import InstrumentedBackend
 
 MiB = 1 << 20
 TESTS = Path(__file__).resolve().parent
@@ -92,7 +92,7 @@ def LocalBackend_or_memory() -> Backend:
 
 
 def test_hits_come_from_redis(tier_url: str, tmp_path: Path) -> None:
-    origin = CountingBackend(LocalBackend(tmp_path))
+    origin = InstrumentedBackend(LocalBackend(tmp_path))
     store = CachedBackend(origin, tier_url)
     data = payload(300_000)
     store.put("d/a.bin", data)
@@ -217,7 +217,7 @@ def test_ttl_is_set_on_chunks(base_url: str, tmp_path: Path) -> None:
 
 def test_namespaces_are_isolated(base_url: str, tmp_path: Path) -> None:
     a, b = fresh_url(base_url), fresh_url(base_url)
-    origin = CountingBackend(LocalBackend(tmp_path))
+    origin = InstrumentedBackend(LocalBackend(tmp_path))
     origin.put("k", payload(1000))
     CachedBackend(origin, a).get("k")
     CachedBackend(origin, b).get("k")

@@ -11,7 +11,6 @@ from collections.abc import Iterator, Sequence
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from redis_server import CountingBackend
 
 from dcstore.backends.base import Backend, Buffer
 from dcstore.backends.memory import MemoryBackend
@@ -24,12 +23,13 @@ from dcstore.cache import (
 )
 from dcstore.errors import ConfigError, NotFoundError
 from dcstore.testing.conformance import BackendConformance, payload
+from dcstore.testing.instrumented import InstrumentedBackend
 
 MiB = 1 << 20
 
 
-def cached(chunk: int = 1000, **policy: object) -> tuple[CachedBackend, CountingBackend]:
-    origin = CountingBackend(MemoryBackend(f"cache-{uuid.uuid4().hex}"))
+def cached(chunk: int = 1000, **policy: object) -> tuple[CachedBackend, InstrumentedBackend]:
+    origin = InstrumentedBackend(MemoryBackend(f"cache-{uuid.uuid4().hex}"))
     tier = LruTier(max_bytes=64 * MiB, policy=CachePolicy(chunk_bytes=chunk, **policy))  # type: ignore[arg-type]
     return CachedBackend(origin, tier), origin
 
@@ -175,7 +175,7 @@ def test_lru_is_bounded_in_bytes() -> None:
 
 @pytest.mark.parametrize("single_flight", [True, False])
 def test_single_flight_between_threads(single_flight: bool) -> None:
-    origin = CountingBackend(MemoryBackend(f"sf-{uuid.uuid4().hex}"), delay=0.2)
+    origin = InstrumentedBackend(MemoryBackend(f"sf-{uuid.uuid4().hex}"), latency=0.2)
     policy = CachePolicy(chunk_bytes=1000, single_flight=single_flight)
     store = CachedBackend(origin, LruTier(policy=policy))
     data = payload(5000)
@@ -226,7 +226,7 @@ def test_tier_faults_never_fail_reads(caplog: pytest.LogCaptureFixture) -> None:
     import time
 
     tier = FlakyTier(policy=CachePolicy(chunk_bytes=100, retry_interval=0.1))
-    origin = CountingBackend(MemoryBackend(f"flaky-{uuid.uuid4().hex}"))
+    origin = InstrumentedBackend(MemoryBackend(f"flaky-{uuid.uuid4().hex}"))
     store = CachedBackend(origin, tier)
     data = payload(1000)
     store.put("k", data)
@@ -357,7 +357,7 @@ def test_resp_mget_reader() -> None:
 )
 def test_unreachable_redis_reads_the_origin(url: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="dcstore.cache")
-    origin = CountingBackend(MemoryBackend(f"down-{uuid.uuid4().hex}"))
+    origin = InstrumentedBackend(MemoryBackend(f"down-{uuid.uuid4().hex}"))
     store = CachedBackend(origin, url)
     store.put("k", payload(1000))
     for _ in range(5):
@@ -372,7 +372,7 @@ def episode_count(caplog: pytest.LogCaptureFixture) -> int:
 
 
 def test_single_flight_is_per_chunk_for_overlapping_ranges() -> None:
-    origin = CountingBackend(MemoryBackend(f"ov-{uuid.uuid4().hex}"), delay=0.2)
+    origin = InstrumentedBackend(MemoryBackend(f"ov-{uuid.uuid4().hex}"), latency=0.2)
     store = CachedBackend(origin, LruTier(policy=CachePolicy(chunk_bytes=100)))
     data = payload(1000)
     store.put("k", data)

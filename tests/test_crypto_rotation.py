@@ -4,51 +4,17 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
-from dcstore.backends.base import Backend, Buffer, ObjectMeta
 from dcstore.backends.memory import MemoryBackend
 from dcstore.crypto import EncryptedBackend, Keyring, parse_header
 from dcstore.crypto.rotation import check_retirable, key_usage, rewrap, rotate
 from dcstore.crypto.verify import verify
 from dcstore.errors import ConfigError, IntegrityError, KeyAccessError
+from dcstore.testing.instrumented import InstrumentedBackend
 
 SEG = 4096
-
-
-class CountingBackend(Backend):
-    """Records the byte ranges read, to prove ranged reads touch only needed segments."""
-
-    def __init__(self, inner: Backend):
-        self.inner = inner
-        self.ranges: list[tuple[str, int, int]] = []
-        self.gets = 0
-
-    @property
-    def url(self) -> str:
-        return self.inner.url
-
-    def get(self, key: str) -> bytes:
-        self.gets += 1
-        return self.inner.get(key)
-
-    def get_range(self, key: str, start: int, end: int) -> bytes:
-        self.ranges.append((key, start, end))
-        return self.inner.get_range(key, start, end)
-
-    def put(self, key: str, data: Buffer) -> ObjectMeta:
-        return self.inner.put(key, data)
-
-    def head(self, key: str) -> ObjectMeta:
-        return self.inner.head(key)
-
-    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
-        return self.inner.list(prefix)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
 
 
 def fresh(keyring: Keyring) -> tuple[EncryptedBackend, MemoryBackend]:
@@ -150,7 +116,7 @@ def test_verify_reports_every_failure() -> None:
 
 
 def test_ranges_read_only_needed_segments() -> None:
-    counting = CountingBackend(MemoryBackend(f"count-{uuid.uuid4().hex[:8]}"))
+    counting = InstrumentedBackend(MemoryBackend(f"count-{uuid.uuid4().hex[:8]}"))
     enc = EncryptedBackend(counting, Keyring.generate(), segment_size=SEG)
     data = os.urandom(40 * SEG + 123)
     enc.put("big", data)
@@ -170,7 +136,7 @@ def test_ranges_read_only_needed_segments() -> None:
 
 def test_range_read_survives_a_concurrent_overwrite() -> None:
     """A range whose header was read before an overwrite is retried, not reported corrupt."""
-    counting = CountingBackend(MemoryBackend(f"race-{uuid.uuid4().hex[:8]}"))
+    counting = InstrumentedBackend(MemoryBackend(f"race-{uuid.uuid4().hex[:8]}"))
     enc = EncryptedBackend(counting, Keyring.generate(), segment_size=SEG)
     enc.put("r", b"a" * 3 * SEG)
     original_get_range = counting.get_range
@@ -188,7 +154,7 @@ def test_range_read_survives_a_concurrent_overwrite() -> None:
 
 
 def test_a_stale_cached_header_is_dropped_not_fatal() -> None:
-    counting = CountingBackend(MemoryBackend(f"stale-{uuid.uuid4().hex[:8]}"))
+    counting = InstrumentedBackend(MemoryBackend(f"stale-{uuid.uuid4().hex[:8]}"))
     enc = EncryptedBackend(counting, Keyring.generate(), segment_size=SEG)
     enc.put("s", b"x" * 3 * SEG)
     enc.put("other", b"y" * 3 * SEG)
