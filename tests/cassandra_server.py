@@ -19,26 +19,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from serverenv import server_url
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "servers" / "cassandra"
-ENV_URL = "DCSTORE_TEST_CASSANDRA_URL"
 TEST_KEYSPACE = "dcstore_test"
-
-
-def require_servers() -> bool:
-    return os.environ.get("DCSTORE_REQUIRE_SERVERS") == "1"
 
 
 @pytest.fixture(scope="session")
 def cassandra_hosts() -> str:
     """The shared node's URL without keyspace or options, e.g. ``cassandra://127.0.0.1:9042``."""
-    url = os.environ.get(ENV_URL)
-    if not url:
-        message = f"{ENV_URL} is not set (start one with servers/cassandra/start.sh)"
-        if require_servers():
-            pytest.fail(message + " and DCSTORE_REQUIRE_SERVERS=1")
-        pytest.skip(message)
+    url = server_url("cassandra")
     scheme, _, rest = url.partition("://")
     return f"{scheme}://{rest.split('/', 1)[0].split('?', 1)[0]}"
 
@@ -46,7 +37,7 @@ def cassandra_hosts() -> str:
 @pytest.fixture(scope="session")
 def cassandra_url(cassandra_hosts: str) -> str:
     """The shared node's URL with its keyspace, e.g. ``cassandra://127.0.0.1:9042/dcstore_test``."""
-    url = os.environ[ENV_URL].split("?", 1)[0].rstrip("/")
+    url = server_url("cassandra").split("?", 1)[0].rstrip("/")
     return url if url != cassandra_hosts else f"{cassandra_hosts}/{TEST_KEYSPACE}"
 
 

@@ -17,14 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from serverenv import server_url
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "servers" / "hdfs"
-ENV_URL = "DCSTORE_TEST_HDFS_URL"
-
-
-def require_servers() -> bool:
-    return os.environ.get("DCSTORE_REQUIRE_SERVERS") == "1"
 
 
 def join(url: str, path: str) -> str:
@@ -37,13 +33,7 @@ def join(url: str, path: str) -> str:
 def hdfs_url() -> str:
     """URL of the shared cluster, e.g. ``hdfs://127.0.0.1:9000`` (a query such as
     ``?hadoop_conf=dfs.client.use.datanode.hostname%3Dtrue`` for compose is kept)."""
-    url = os.environ.get(ENV_URL)
-    if not url:
-        message = f"{ENV_URL} is not set (start one with servers/hdfs/start.sh)"
-        if require_servers():
-            pytest.fail(message + " and DCSTORE_REQUIRE_SERVERS=1")
-        pytest.skip(message)
-    return url
+    return server_url("hdfs")
 
 
 @pytest.fixture
