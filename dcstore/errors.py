@@ -58,3 +58,15 @@ __all__ = [
     "NotFoundError",
     "StorageFullError",
 ]
+
+
+def driver_detail(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message`` of a driver exception on one line, cut at ``limit`` characters.
+
+    For error messages that wrap a driver's exception; drivers never put
+    credentials in these messages, and callers never pass exceptions that do.
+    """
+    text = " ".join(str(exc).split())
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return f"{type(exc).__name__}: {text}"

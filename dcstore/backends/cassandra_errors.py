@@ -29,9 +29,8 @@ from dcstore.errors import (
     ConfigError,
     DcstoreError,
     KeyAccessError,
+    driver_detail,
 )
-
-MAX_DETAIL = 300
 
 TRANSIENT: tuple[type[BaseException], ...] = (
     cassandra.Unavailable,
@@ -47,13 +46,6 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 ACCESS: tuple[type[BaseException], ...] = (cassandra.AuthenticationFailed, cassandra.Unauthorized)
-
-
-def _detail(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    if len(text) > MAX_DETAIL:
-        text = text[:MAX_DETAIL] + "..."
-    return f"{type(exc).__name__}: {text}"
 
 
 def _no_host_cause(exc: NoHostAvailable) -> BaseException | None:
@@ -82,15 +74,19 @@ def map_errors(url: str, op: str, key: str = "") -> Iterator[None]:
     except NoHostAvailable as exc:
         cause = _no_host_cause(exc)
         if isinstance(cause, ACCESS):
-            raise KeyAccessError(f"{where}: access denied ({_detail(cause)})") from exc
+            raise KeyAccessError(f"{where}: access denied ({driver_detail(cause)})") from exc
         if cause is not None:
-            raise ConfigError(f"{where}: TLS handshake failed ({_detail(cause)})") from exc
-        raise BackendUnavailableError(f"{where}: Cassandra unavailable ({_detail(exc)})") from exc
+            raise ConfigError(f"{where}: TLS handshake failed ({driver_detail(cause)})") from exc
+        raise BackendUnavailableError(
+            f"{where}: Cassandra unavailable ({driver_detail(exc)})"
+        ) from exc
     except ACCESS as exc:
-        raise KeyAccessError(f"{where}: access denied ({_detail(exc)})") from exc
+        raise KeyAccessError(f"{where}: access denied ({driver_detail(exc)})") from exc
     except TRANSIENT as exc:
-        raise BackendUnavailableError(f"{where}: Cassandra unavailable ({_detail(exc)})") from exc
+        raise BackendUnavailableError(
+            f"{where}: Cassandra unavailable ({driver_detail(exc)})"
+        ) from exc
     except (cassandra.InvalidRequest, cassandra.ConfigurationException) as exc:
-        raise ConfigError(f"{where}: rejected by Cassandra ({_detail(exc)})") from exc
+        raise ConfigError(f"{where}: rejected by Cassandra ({driver_detail(exc)})") from exc
     except (cassandra.DriverException, protocol.ErrorMessage) as exc:
-        raise DcstoreError(f"{where}: Cassandra error ({_detail(exc)})") from exc
+        raise DcstoreError(f"{where}: Cassandra error ({driver_detail(exc)})") from exc
