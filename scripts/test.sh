@@ -7,9 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 mkdir -p .servers
-trap 'servers/down.sh >/dev/null 2>&1 || true' EXIT
 servers/up.sh > .servers/up.log 2>&1 &
 up_pid=$!
+# On any exit, let a still-running up.sh finish first, so down.sh stops every server it started.
+trap 'wait "$up_pid" 2>/dev/null; servers/down.sh >/dev/null 2>&1 || true' EXIT
 
 scripts/setup.sh
 .venv/bin/ruff check .
