@@ -4,30 +4,8 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
+source "$HERE/../stop_pid.sh"
 PORT="${HDFS_PORT:-9000}"
 STATE="${HDFS_STATE:-$REPO/.servers/hdfs/nn-$PORT}"
-PIDFILE="$STATE/minidfs.pid"
-SIG="${HDFS_SIGNAL:-TERM}"
-
-if [[ ! -f "$PIDFILE" ]]; then
-  echo "[hdfs:$PORT] no pid file ($PIDFILE); nothing to stop" >&2
-else
-  PID="$(cat "$PIDFILE")"
-  # Only signal the process if it is still our launcher (pids get reused).
-  if kill -0 "$PID" 2>/dev/null && tr '\0' ' ' <"/proc/$PID/cmdline" | grep -q "dcstore.minidfs.Main"; then
-    kill -s "$SIG" "$PID"
-    for _ in $(seq 1 200); do
-      kill -0 "$PID" 2>/dev/null || break
-      sleep 0.1
-    done
-    if kill -0 "$PID" 2>/dev/null; then
-      echo "[hdfs:$PORT] pid $PID ignored SIG$SIG for 20 s; sending KILL" >&2
-      kill -KILL "$PID" 2>/dev/null || true
-    fi
-    echo "[hdfs:$PORT] stopped (pid $PID)" >&2
-  else
-    echo "[hdfs:$PORT] pid $PID is not running" >&2
-  fi
-  rm -f "$PIDFILE"
-fi
+stop_own_pid "hdfs:$PORT" "$STATE/minidfs.pid" "dcstore.minidfs.Main" "${HDFS_SIGNAL:-TERM}" 20
 if [[ "${HDFS_WIPE:-0}" == 1 ]]; then rm -rf "$STATE"; fi
