@@ -4,8 +4,9 @@ dcstore gives each chunk a deterministic ``_id`` (:func:`chunk_id`:
 ``"<files_id hex>.<n>"``) and marks its ``files`` documents with
 ``metadata.dcstore_chunk_ids``. Chunks keep the standard ``files_id`` and ``n``
 fields, so every GridFS reader still finds them; dcstore itself reads and deletes
-them by ``_id``, the one lookup every MongoDB-wire server serves from an index
-(FerretDB v1 answers any other filter by scanning the whole collection).
+them by ``_id``: MongoDB serves that from its ``_id`` index, and it is the only filter
+FerretDB v1 passes down to SQLite (any other filter makes it decode every document of
+the collection).
 Revisions written by other tools (ObjectId chunk ids) are handled by ``files_id``.
 
 Leftovers that readers never see but that take space:
