@@ -42,6 +42,17 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def parse_options(items: list[str]) -> dict[str, str]:
+    """``["NAME=VALUE", ...]`` from ``--opt`` flags as a dict; anything else is a ConfigError."""
+    options: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"option {item!r} must look like NAME=VALUE")
+        options[name] = value
+    return options
+
+
 def open_from_args(url: str, args: argparse.Namespace, *, env_keys: bool = True) -> Backend:
     """Open ``url`` with the stack options given on the command line.
 
@@ -50,12 +61,7 @@ def open_from_args(url: str, args: argparse.Namespace, *, env_keys: bool = True)
     """
     from dcstore.cli.keys import key_source_from
 
-    options: dict[str, str] = {}
-    for item in getattr(args, "option", []) or []:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"option {item!r} must look like NAME=VALUE")
-        options[name] = value
+    options = parse_options(getattr(args, "option", []) or [])
     spec = getattr(args, "keys", None)
     keys = key_source_from(spec) if env_keys else (spec or None)
     return open_store(url, cache=getattr(args, "cache", None), keys=keys, **options)

@@ -13,17 +13,11 @@ import json
 import sys
 
 from dcstore.backends.registry import open_backend
-from dcstore.errors import ConfigError
+from dcstore.cli.common import parse_options
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    options: dict[str, str] = {}
-    for item in args.option:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"option {item!r} must look like NAME=VALUE")
-        options[name] = value
-    with open_backend(args.url, **options) as backend:
+    with open_backend(args.url, **parse_options(args.option)) as backend:
         if hasattr(backend, "sweep"):
             reclaimed = backend.sweep(older_than=args.older_than)
         elif hasattr(backend, "remove_orphans"):
