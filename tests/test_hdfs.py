@@ -11,7 +11,8 @@ import pytest
 from hdfs_server import REPO, hdfs_base, hdfs_url, join  # noqa: F401 - fixtures
 
 from dcstore.backends.base import Backend
-from dcstore.backends.hdfs import HdfsBackend, _classify
+from dcstore.backends.hdfs import HdfsBackend
+from dcstore.backends.hdfs_errors import classify_error
 from dcstore.backends.registry import open_backend
 from dcstore.errors import (
     BackendUnavailableError,
@@ -215,6 +216,6 @@ def test_unreachable_namenode_is_unavailable() -> None:
     ],
 )
 def test_error_classification(exc: Exception, expected: type) -> None:
-    error, message = _classify(exc)
+    error, message = classify_error(exc)
     assert error is expected
     assert "\n" not in message and "\\n" not in message
