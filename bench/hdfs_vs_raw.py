@@ -38,7 +38,7 @@ from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
 from dcstore.backends.hdfs import HdfsBackend
 from dcstore.backends.registry import open_backend
 from dcstore.bench.stacks import StackSpec
-from dcstore.cli.bench import add_storage_options, finish, storage_config
+from dcstore.cli.bench import add_storage_options, run_stacks
 from dcstore.errors import DcstoreError, NotFoundError
 
 
@@ -174,10 +174,6 @@ class RawStack(StackSpec):
 def main(argv: list[str] | None = None) -> int:
     import getpass
 
-    from dcstore.bench.compare import summarize
-    from dcstore.bench.render import LiveReporter
-    from dcstore.bench.storage import StorageBench
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("url", help="hdfs://namenode:port/base/path[?options]")
     parser.add_argument("--http", default="http://127.0.0.1:9870", help="NameNode HTTP address")
@@ -198,12 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         "dcstore": StackSpec(args.url, retries=args.retries, label="dcstore"),
     }
     stacks = [known[name] for name in args.stacks.split(",")]
-    config = storage_config(args, args.reps)
-    with LiveReporter(live=not args.no_progress) as reporter:
-        bench = StorageBench(stacks, config, suite="compare", command=sys.argv, reporter=reporter)
-        result, error = bench.run()
-    result.summary = summarize(result)
-    return finish(result, error, args)
+    return run_stacks(stacks, args, "compare", args.reps)
 
 
 if __name__ == "__main__":

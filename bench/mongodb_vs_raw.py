@@ -42,7 +42,7 @@ from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
 from dcstore.backends.mongodb import BATCH_BYTES, MongoBackend
 from dcstore.backends.registry import open_backend
 from dcstore.bench.stacks import StackSpec
-from dcstore.cli.bench import add_storage_options, finish, storage_config
+from dcstore.cli.bench import add_storage_options, run_stacks
 from dcstore.errors import NotFoundError
 
 
@@ -174,9 +174,6 @@ class RawStack(StackSpec):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dcstore.bench.compare import summarize
-    from dcstore.bench.render import LiveReporter
-    from dcstore.bench.storage import StorageBench
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("url", help="mongodb://host:port/db[?bucket=..&chunk_size=..]")
@@ -196,12 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--raw: unknown mode in {args.raw!r}")
     stacks: list[StackSpec] = [RawStack(args.url, label=f"raw-{m}", mode=m) for m in modes]
     stacks.append(StackSpec(args.url, retries=args.retries, label="dcstore"))
-    config = storage_config(args, args.reps)
-    with LiveReporter(live=not args.no_progress) as reporter:
-        bench = StorageBench(stacks, config, suite="compare", command=sys.argv, reporter=reporter)
-        result, error = bench.run()
-    result.summary = summarize(result)
-    return finish(result, error, args)
+    return run_stacks(stacks, args, "compare", args.reps)
 
 
 if __name__ == "__main__":

@@ -234,12 +234,20 @@ def storage_config(args: argparse.Namespace, repetitions: int = 1) -> Any:
 
 
 def _run_storage(args: argparse.Namespace, urls: list[str], suite: str, reps: int) -> int:
+    label = {"label": args.label} if getattr(args, "label", None) else {}
+    return run_stacks([_stack(args, url, **label) for url in urls], args, suite, reps)
+
+
+def run_stacks(stacks: list[Any], args: argparse.Namespace, suite: str, reps: int) -> int:
+    """Run the storage workloads of ``args`` on ``stacks``; save and print; exit code.
+
+    Used by ``bench backend`` / ``bench compare`` and by the raw-client comparison
+    scripts in ``bench/`` (which add stacks of their own).
+    """
     from dcstore.bench.compare import summarize
     from dcstore.bench.render import LiveReporter
     from dcstore.bench.storage import StorageBench
 
-    label = {"label": args.label} if getattr(args, "label", None) else {}
-    stacks = [_stack(args, url, **label) for url in urls]
     config = storage_config(args, reps)
     with LiveReporter(live=not args.no_progress) as reporter:
         bench = StorageBench(stacks, config, suite=suite, command=sys.argv, reporter=reporter)
