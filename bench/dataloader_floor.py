@@ -59,6 +59,8 @@ def measure(batches: Iterable[Any], step: float, steps: int) -> str:
         except StopIteration:
             break
         waits.append(time.perf_counter() - start)
+    for _ in it:  # drain, so workers and the receiving thread end cleanly
+        pass
     waits.sort()
     pct = 100 * sum(waits) / (sum(waits) + step * len(waits))
     return (
