@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import threading
 import time
 
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from dcstore.errors import IntegrityError
 from dcstore.loaders import DataWaitMeter, DeviceLoader, ShardedDataset, ShardWriter
+from dcstore.loaders.receive import Received
 
 
 def batches(n: int, delay: float = 0.0):
@@ -34,6 +38,62 @@ def test_data_wait_is_measured() -> None:
     for _ in meter.wrap(batches(6)):
         time.sleep(0.02)
     assert meter.summary()["data_wait_pct"] < 10
+
+
+def test_batches_are_received_ahead_in_a_thread() -> None:
+    def timed(depth: int) -> float:
+        loader = DeviceLoader(batches(8, delay=0.02), "cpu", warmup=1, depth=depth)
+        for _ in loader:
+            time.sleep(0.04)  # the step: long enough for the thread to receive the next batch
+        return loader.summary()["data_wait_pct"]
+
+    assert timed(2) < 15 < timed(0)
+
+
+def test_receiving_is_bounded_and_keeps_order() -> None:
+    produced = []
+
+    def counted():
+        for b in batches(50):
+            produced.append(b["k"])
+            yield b
+
+    it = iter(Received(counted(), depth=2))
+    assert next(it)["k"] == 0
+    time.sleep(0.2)
+    assert len(produced) <= 4  # the one handed out, two queued, one being put
+    assert [b["k"] for b in it] == list(range(1, 50))
+
+
+def test_loader_errors_are_raised_in_the_caller() -> None:
+    def failing():
+        yield from batches(3)
+        raise IntegrityError("shard s-00002.tar: bad tar header")
+
+    got = []
+    with pytest.raises(IntegrityError, match="s-00002"):
+        for b in DeviceLoader(failing(), "cpu"):
+            got.append(b["k"])
+    assert got == [0, 1, 2]
+
+
+def _receivers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "dcstore-receive"]
+
+
+def test_breaking_out_stops_the_thread_and_the_workers(tmp_path) -> None:
+    url = f"file://{tmp_path}"
+    with ShardWriter(url, shard_size=1 << 16) as writer:
+        for i in range(2000):
+            writer.write({"__key__": f"s{i:05d}", "bin": bytes(512)})
+    ds = ShardedDataset(url).map(lambda s: s["__index__"])
+    for i, _ in enumerate(DeviceLoader(DataLoader(ds, batch_size=4, num_workers=2), "cpu")):
+        if i == 2:
+            break
+    deadline = time.monotonic() + 10
+    while (_receivers() or mp.active_children()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _receivers() and not mp.active_children()
 
 
 @pytest.mark.gpu

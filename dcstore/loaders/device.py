@@ -3,13 +3,19 @@
 ``DeviceLoader(loader, device)`` wraps any iterable of batches (tensors, or
 tuples/lists/dicts of them). Guarantees:
 
-* On CUDA, batch ``n+1`` is pinned (unless already) and copied to the device
-  on a side stream while the caller runs step ``n``; the batch handed out is
-  ready for the current stream (it waits on the copy's event and the
-  tensors are recorded on the consuming stream, so memory is not reused
-  early). Non-tensor leaves pass through unchanged.
-* Without CUDA (or ``device="cpu"``) batches pass through unchanged: the same
-  code runs everywhere.
+* Batches are received from ``loader`` in a background thread, ``depth``
+  ahead (:class:`~dcstore.loaders.receive.Received`; ``depth=0`` receives in
+  the caller's thread): ``DataLoader``'s inter-process hand-off then overlaps
+  the caller's step instead of counting as data-wait. Order and exceptions
+  are the loader's.
+* On CUDA, that thread also pins each batch (unless already pinned), and
+  batch ``n+1`` is copied to the device on a side stream while the caller
+  runs step ``n``; the batch handed out is ready for the current stream (it
+  waits on the copy's event and the tensors are recorded on the consuming
+  stream, so memory is not reused early). Non-tensor leaves pass through
+  unchanged.
+* Without CUDA (or ``device="cpu"``) batches are handed out as received: the
+  same code runs everywhere.
 * Every loader measures, per step, the time the caller waited for data (time
   spent inside ``next()``) and the whole step time (from one ``next()`` to
   the next). :meth:`DataWaitMeter.summary` reports data-wait % of step time,
@@ -19,11 +25,13 @@ tuples/lists/dicts of them). Guarantees:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from dcstore.loaders.receive import Received
 
 
 @dataclass
@@ -40,12 +48,13 @@ class DataWaitMeter:
         it = iter(batches)
         start = time.perf_counter()
         previous = None
+        held: list[Any] = []  # popped before yielding: the caller alone decides when it is freed
         while True:
             t0 = time.perf_counter()
             if previous is not None:
                 self.steps.append(t0 - previous)
             try:
-                batch = next(it)
+                held.append(next(it))
             except StopIteration:
                 return
             t1 = time.perf_counter()
@@ -53,7 +62,7 @@ class DataWaitMeter:
             if self.first_batch is None:
                 self.first_batch = t1 - start
             previous = t0
-            yield batch
+            yield held.pop()
 
     def summary(self) -> dict[str, float]:
         """Steps, data-wait % of step time after warm-up, median/p99 wait, first batch."""
@@ -90,16 +99,29 @@ def _map(obj: Any, fn: Any) -> Any:
     return obj
 
 
+def _use_device(device: torch.device) -> Callable[[], None]:
+    """Make ``device`` current in the calling thread (index resolved here, in the caller's)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return lambda: torch.cuda.set_device(index)
+
+
+def _pin(batch: Any) -> Any:
+    return _map(batch, lambda t: t if t.is_pinned() else t.pin_memory())
+
+
 class DeviceLoader:
     """Iterate ``loader`` with batches moved to ``device``, overlapping the copy."""
 
     def __init__(self, loader: Iterable[Any], device: str | torch.device | None = None, *,
-                 warmup: int = 1):  # fmt: skip
+                 warmup: int = 1, depth: int = 2):  # fmt: skip
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        if depth < 0:
+            raise ValueError("depth must be >= 0")
         self.loader = loader
         self.device = torch.device(device)
         self.warmup = warmup
+        self.depth = depth
         self.meter = DataWaitMeter(warmup)
 
     @property
@@ -111,23 +133,29 @@ class DeviceLoader:
 
     def __iter__(self) -> Iterator[Any]:
         self.meter = DataWaitMeter(self.warmup)
-        source = self._staged() if self.cuda else iter(self.loader)
-        return self.meter.wrap(source)
+        prepare = _pin if self.cuda else None
+        if self.depth:
+            setup = _use_device(self.device) if self.cuda else None
+            received: Iterator[Any] = Received(self.loader, self.depth, prepare, setup=setup)
+        else:
+            received = map(prepare, self.loader) if prepare else iter(self.loader)
+        return self.meter.wrap(self._staged(received) if self.cuda else received)
 
-    def _staged(self) -> Iterator[Any]:
+    def _staged(self, pinned_batches: Iterator[Any]) -> Iterator[Any]:
         stream = torch.cuda.Stream(self.device)
-        pending: tuple[Any, torch.cuda.Event] | None = None
-        for batch in self.loader:
+        pending: list[tuple[Any, torch.cuda.Event]] = []
+        for pinned in pinned_batches:
             with torch.cuda.stream(stream):
-                pinned = _map(batch, lambda t: t if t.is_pinned() else t.pin_memory())
                 moved = _map(pinned, lambda t: t.to(self.device, non_blocking=True))
                 event = torch.cuda.Event()
                 event.record(stream)
-            if pending is not None:
-                yield self._ready(*pending)
-            pending = (moved, event)
-        if pending is not None:
-            yield self._ready(*pending)
+            del pinned  # the caching host allocator keeps it until the copy is done
+            pending.append((moved, event))
+            del moved
+            if len(pending) > 1:
+                yield self._ready(*pending.pop(0))
+        if pending:
+            yield self._ready(*pending.pop())
 
     def _ready(self, batch: Any, event: torch.cuda.Event) -> Any:
         current = torch.cuda.current_stream(self.device)
