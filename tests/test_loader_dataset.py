@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from dcstore.errors import IntegrityError, NotFoundError
+from dcstore.errors import ConfigError, IntegrityError, NotFoundError
 from dcstore.loaders import ShardedDataset, ShardWriter
 from dcstore.store import open_store
 
@@ -76,12 +76,22 @@ def test_persistent_workers_advance_the_epoch(dataset_url) -> None:
     assert sorted(first) == sorted(second) == list(range(N)) and first != second
 
 
+def in_epoch(ds: ShardedDataset, epoch: int) -> ShardedDataset:
+    ds.set_epoch(epoch)
+    return ds
+
+
+@pytest.mark.parametrize("buffer", [0, 64])
 @pytest.mark.parametrize("workers,new_workers", [(0, 0), (2, 2), (2, 3), (3, 1), (0, 2)])
-def test_resume_mid_epoch_exactly_once(dataset_url, workers, new_workers) -> None:
+def test_resume_mid_epoch_exactly_once(dataset_url, workers, new_workers, buffer) -> None:
     rng = random.Random(workers * 10 + new_workers)
+    kw = {"shuffle": True, "seed": 9, "window": 30, "shuffle_buffer": buffer}
+    whole = indices(
+        DataLoader(in_epoch(ShardedDataset(dataset_url, **kw).map(index_of), 4), batch_size=8,
+                   num_workers=workers)
+    )  # fmt: skip
     for _ in range(3):
-        ds = ShardedDataset(dataset_url, shuffle=True, seed=9, window=30).map(index_of)
-        ds.set_epoch(4)
+        ds = in_epoch(ShardedDataset(dataset_url, **kw).map(index_of), 4)
         loader = StatefulDataLoader(ds, batch_size=8, num_workers=workers)
         stop = rng.randrange(1, N // 8)
         got: list[int] = []
@@ -90,7 +100,7 @@ def test_resume_mid_epoch_exactly_once(dataset_url, workers, new_workers) -> Non
             if step + 1 == stop:
                 state = loader.state_dict()
                 break
-        ds2 = ShardedDataset(dataset_url, shuffle=True, seed=9, window=30).map(index_of)
+        ds2 = ShardedDataset(dataset_url, **kw).map(index_of)
         if new_workers == workers:
             loader2 = StatefulDataLoader(ds2, batch_size=8, num_workers=new_workers)
             loader2.load_state_dict(state)
@@ -99,6 +109,29 @@ def test_resume_mid_epoch_exactly_once(dataset_url, workers, new_workers) -> Non
             loader2 = StatefulDataLoader(ds2, batch_size=8, num_workers=new_workers)
         rest = indices(loader2)
         assert sorted(got + rest) == list(range(N)), (stop, len(got), len(rest))
+        if new_workers == workers:  # the same run, continued: the same order
+            assert got + rest == whole
+
+
+def test_shuffle_buffer_reorders_and_holds_copies(dataset_url) -> None:
+    def first_pass(**kw):
+        ds = ShardedDataset(dataset_url, shuffle=False, seed=2, **kw)
+        return list(ds)
+
+    plain, buffered = first_pass(), first_pass(shuffle_buffer=100)
+    order = [s["__index__"] for s in buffered]
+    assert order != list(range(N)) and sorted(order) == list(range(N))
+    assert order == [s["__index__"] for s in first_pass(shuffle_buffer=100)]
+    assert [bytes(s["bin"]) for s in sorted(buffered, key=index_of)] == [
+        bytes(s["bin"]) for s in plain
+    ]
+    # samples that wait in the buffer are copies: they do not pin their fetch windows
+    viewing_a_window = [s for s in buffered if len(s["bin"].obj) != len(s["bin"])]
+    assert len(viewing_a_window) < N // 10  # only those handed out as soon as parsed
+    ds = ShardedDataset(dataset_url, shuffle=False, seed=2, shuffle_buffer=100)
+    state = ds.state_dict()
+    with pytest.raises(ConfigError, match="shuffle_buffer"):
+        ShardedDataset(dataset_url, shuffle=False, seed=2).load_state_dict(state)
 
 
 def test_resume_twice_with_changing_workers(dataset_url) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dcstore.loaders.plan import plan_epoch
+from dcstore.loaders.plan import plan_epoch, shuffle_buffer_order
 
 counts_st = st.lists(st.integers(0, 40), min_size=1, max_size=12)
 
@@ -31,10 +31,14 @@ def everything(counts, world, workers, **kw) -> dict[tuple[int, int], list[int]]
     st.booleans(),
     st.integers(0, 50),
     st.integers(0, 3),
+    st.sampled_from([0, 2, 7]),
 )
-def test_exactly_once_and_equal_ranks(counts, world, workers, shuffle, window, seed) -> None:
+def test_exactly_once_and_equal_ranks(
+    counts, world, workers, shuffle, window, seed, buffer
+) -> None:
     total = sum(counts)
-    plans = everything(counts, world, workers, seed=seed, epoch=1, shuffle=shuffle, window=window)
+    kw = {"seed": seed, "epoch": 1, "shuffle": shuffle, "window": window, "buffer": buffer}
+    plans = everything(counts, world, workers, **kw)
     seen = Counter(i for ids in plans.values() for i in ids)
     per_rank = -(-total // world)
     assert set(seen) == set(range(total))
@@ -74,9 +78,18 @@ def test_uneven_shards_still_balance_ranks() -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(counts_st, st.integers(1, 4), st.integers(1, 4), st.integers(1, 4), st.data())
-def test_resume_with_other_worker_counts_is_exactly_once(counts, world, w1, w2, data) -> None:
-    kw = {"seed": 5, "epoch": 2, "world": world, "window": 10}
+@given(
+    counts_st,
+    st.integers(1, 4),
+    st.integers(1, 4),
+    st.integers(1, 4),
+    st.sampled_from([0, 5]),
+    st.data(),
+)
+def test_resume_with_other_worker_counts_is_exactly_once(
+    counts, world, w1, w2, buffer, data
+) -> None:
+    kw = {"seed": 5, "epoch": 2, "world": world, "window": 10, "buffer": buffer}
     for rank in range(world):
         first = [
             plan_epoch(counts, rank=rank, worker=w, workers=w1, **kw).indices() for w in range(w1)
@@ -107,3 +120,29 @@ def test_resume_with_other_worker_counts_is_exactly_once(counts, world, w1, w2, 
             for i in plan_epoch(counts, rank=rank, worker=w, workers=w1, **kw).indices()
         ]
         assert Counter(consumed) == Counter(whole)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 300), st.integers(0, 40), st.integers(0, 2**32 - 1))
+def test_shuffle_buffer_order_is_a_bounded_delay_permutation(n, size, seed) -> None:
+    ids = np.arange(1000, 1000 + n)
+    out = shuffle_buffer_order(ids, size, np.random.default_rng(seed))
+    assert sorted(out.tolist()) == ids.tolist()
+    assert np.array_equal(out, shuffle_buffer_order(ids, size, np.random.default_rng(seed)))
+    read_at = out - 1000  # the k-th sample handed out is among the first k + size read
+    assert all(int(r) < k + max(size, 1) for k, r in enumerate(read_at))
+    if size <= 1:
+        assert np.array_equal(out, ids)
+
+
+def test_shuffle_buffer_plan_changes_order_and_resumes_where_it_stopped() -> None:
+    counts = [50] * 8
+    plain = plan_epoch(counts, seed=1, shuffle=False)
+    buffered = plan_epoch(counts, seed=1, shuffle=False, buffer=64)
+    assert sorted(buffered.indices().tolist()) == plain.indices().tolist()
+    assert not np.array_equal(buffered.indices(), plain.indices())
+    # blocks keep the read order; skipping continues the hand-out order exactly
+    assert np.array_equal(np.concatenate(buffered.blocks), plain.indices())
+    rest = buffered.skip(123)
+    assert np.array_equal(rest.indices(), buffered.indices()[123:])
+    assert sorted(np.concatenate(rest.blocks).tolist()) == sorted(rest.indices().tolist())

@@ -82,8 +82,12 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
     ``cache`` and ``keys`` are passed to :func:`dcstore.store.open_store`
     (ignored when a :class:`Backend` is given). ``window`` is the minimum
     number of samples shuffled together (whole shard spans are mixed; memory
-    grows with it). ``on_error="skip"`` skips unreadable shards (see
-    :class:`SkipPolicy`); the default raises naming the shard. Shards are
+    grows with it). ``shuffle_buffer=N`` then passes each worker's samples
+    through a shuffle buffer of ``N`` samples, like webdataset's
+    ``.shuffle(N)`` but deterministic and resumable (memory: up to ``N``
+    samples, copied out of their fetch windows). ``on_error="skip"`` skips
+    unreadable shards (see :class:`SkipPolicy`); the default raises naming
+    the shard. Shards are
     fetched in aligned windows of ``window_bytes``, at most
     ``prefetch_bytes`` ahead per worker on ``prefetch_threads`` threads;
     ``tune_malloc`` applies :func:`~dcstore.loaders.alloc.recycle_run_buffers`
@@ -99,6 +103,7 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
         shuffle: bool = False,
         seed: int = 0,
         window: int = 0,
+        shuffle_buffer: int = 0,
         drop_last: bool = False,
         rank: int | None = None,
         world_size: int | None = None,
@@ -112,6 +117,8 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
         super().__init__()
         if on_error not in ("raise", "skip"):
             raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if shuffle_buffer < 0:
+            raise ConfigError(f"shuffle_buffer must be >= 0, got {shuffle_buffer}")
         if isinstance(url_or_store, Backend) and cache is None and keys is None:
             self.store: Backend = url_or_store
         else:
@@ -122,6 +129,7 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
         self.shuffle = shuffle
         self.seed = seed
         self.window = window
+        self.shuffle_buffer = shuffle_buffer
         self.drop_last = drop_last
         self._rank, self._world = rank, world_size
         self.prefetcher = Prefetcher(threads=prefetch_threads, max_bytes=prefetch_bytes)
@@ -215,7 +223,7 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
         plan = plan_epoch(
             self.manifest.counts, seed=self.seed, epoch=self.epoch, rank=rank, world=world,
             worker=worker, workers=workers, shuffle=self.shuffle, drop_last=self.drop_last,
-            window=self.window, resume=layers,
+            window=self.window, buffer=self.shuffle_buffer, resume=layers,
         )  # fmt: skip
         return plan.skip(consumed) if consumed else plan
 
@@ -263,6 +271,7 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
             "version": STATE_VERSION,
             "seed": self.seed,
             "shuffle": self.shuffle,
+            "shuffle_buffer": self.shuffle_buffer,
             "epoch": self.epoch,
             "rank": rank,
             "world": world,
@@ -282,8 +291,11 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
                 f"resume state is for dataset version {state['manifest_version']}, "
                 f"{self.store.url} now holds {self.manifest.version}"
             )
-        if state["seed"] != self.seed or state["shuffle"] != self.shuffle:
-            raise ConfigError("resume state was made with a different seed or shuffle setting")
+        made_with = (state["seed"], state["shuffle"], state.get("shuffle_buffer", 0))
+        if made_with != (self.seed, self.shuffle, self.shuffle_buffer):
+            raise ConfigError(
+                "resume state was made with a different seed, shuffle or shuffle_buffer setting"
+            )
         self._resume = copy.deepcopy(dict(state))
         self._active = None
         self.epoch = state["epoch"]

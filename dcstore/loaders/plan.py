@@ -18,10 +18,15 @@ only on its arguments. Guarantees (tested directly):
   span), which bounds the memory a block needs.
 * Ranks and workers read contiguous runs of the epoch order, so each reads
   whole shards except at most two partial ones (read by range).
+* ``buffer=N`` also passes each worker's samples through a shuffle buffer of
+  ``N`` samples (webdataset's ``.shuffle(N)``), computed here as a pure
+  emission order over the read order: the ``k``-th sample handed out is among
+  the first ``k + N`` read, so a reader holds at most ``N`` samples waiting.
 
-Resumption composes: a *layer* ``(workers, positions)`` records how far each
-worker of an earlier run got; the samples not yet read are re-split among the
-current workers, in order, so a run may resume with a different worker count.
+Resumption composes: a *layer* ``(workers, positions)`` records how many
+samples each worker of an earlier run handed out; the samples not yet handed
+out are re-split among the current workers, in read order, so a run may resume
+with a different worker count.
 """
 
 from __future__ import annotations
@@ -40,19 +45,29 @@ class WorkerPlan:
     """What one worker reads, in order: blocks of global sample indices.
 
     Samples of one block are fetched together; ``len(self)`` is the total.
+    ``order``, when set, is the order samples are handed out in (a shuffle
+    buffer's); otherwise they are handed out block by block, in block order.
     """
 
     blocks: tuple[np.ndarray, ...]
+    order: np.ndarray | None = None
 
     def __len__(self) -> int:
         return sum(len(b) for b in self.blocks)
 
     def indices(self) -> np.ndarray:
+        """Sample indices in the order they are handed out."""
+        if self.order is not None:
+            return self.order
         return np.concatenate(self.blocks) if self.blocks else np.empty(0, np.int64)
 
     def skip(self, n: int) -> WorkerPlan:
-        """The plan without its first ``n`` samples."""
-        return WorkerPlan(_split_blocks(self.blocks, [n])[1])
+        """The plan without the first ``n`` samples handed out (read order kept)."""
+        if self.order is None:
+            return WorkerPlan(_split_blocks(self.blocks, [n])[1])
+        out = self.order[:n]
+        blocks = tuple(b[~np.isin(b, out)] for b in self.blocks)
+        return WorkerPlan(tuple(b for b in blocks if len(b)), self.order[n:])
 
 
 def _rng(*entropy: int) -> np.random.Generator:
@@ -90,6 +105,32 @@ def rank_spans(
         spans.append((shard, begin, begin + take))
         lo += take
     return spans
+
+
+def shuffle_buffer_order(ids: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``ids`` (read order) in the order a shuffle buffer of ``size`` hands them out.
+
+    webdataset's algorithm: each sample read enters the buffer; while the
+    buffer holds ``size``, a uniformly drawn one leaves; at the end the rest
+    leave in random order.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    if size <= 1 or len(ids) <= 1:
+        return ids.copy()
+    out = np.empty(len(ids), dtype=np.int64)
+    draws = rng.random(len(ids))
+    buf: list[int] = []
+    k = 0
+    for sample in ids.tolist():
+        buf.append(sample)
+        if len(buf) >= size:
+            j = int(draws[k] * len(buf))
+            out[k] = buf[j]
+            buf[j] = buf[-1]
+            buf.pop()
+            k += 1
+    out[k:] = np.asarray(buf, dtype=np.int64)[rng.permutation(len(buf))]
+    return out
 
 
 def _share(n: int, parts: int, part: int) -> tuple[int, int]:
@@ -173,12 +214,14 @@ def plan_epoch(
     shuffle: bool = True,
     drop_last: bool = False,
     window: int = 0,
+    buffer: int = 0,
     resume: Sequence[Layer] = (),
 ) -> WorkerPlan:
     """The blocks worker ``worker`` of ``workers`` on rank ``rank`` of ``world`` reads.
 
-    ``resume`` lists earlier runs' layers (oldest first); the result then
-    covers exactly the samples those runs had not consumed.
+    ``buffer`` > 1 sets the plan's hand-out order to a shuffle buffer's of that
+    many samples. ``resume`` lists earlier runs' layers (oldest first); the
+    result then covers exactly the samples those runs had not handed out.
     """
     if not 0 <= worker < workers:
         raise ValueError(f"worker {worker} is outside {workers} workers")
@@ -189,24 +232,32 @@ def plan_epoch(
         shuffle=shuffle, drop_last=drop_last,
     )  # fmt: skip
 
-    def blocks_for(w: int, nw: int) -> list[np.ndarray]:
-        return _layer0_blocks(
+    def plan_for(blocks: Sequence[np.ndarray], layer: int, w: int, nw: int) -> WorkerPlan:
+        if buffer <= 1:
+            return WorkerPlan(tuple(blocks))
+        ids = np.concatenate(blocks) if blocks else np.empty(0, np.int64)
+        rng = _rng(seed, epoch, rank, nw, w, layer, 0xB0FF)
+        return WorkerPlan(tuple(blocks), shuffle_buffer_order(ids, buffer, rng))
+
+    def layer0(w: int, nw: int) -> WorkerPlan:
+        blocks = _layer0_blocks(
             counts_arr, starts, spans, seed=seed, epoch=epoch, rank=rank,
             worker=w, workers=nw, shuffle=shuffle, window=window,
         )  # fmt: skip
+        return plan_for(blocks, 0, w, nw)
 
     if not resume:
-        return WorkerPlan(tuple(blocks_for(worker, workers)))
+        return layer0(worker, workers)
     layer_workers, positions = resume[0]
-    parts = [blocks_for(w, layer_workers) for w in range(layer_workers)]
+    parts = [layer0(w, layer_workers) for w in range(layer_workers)]
     for i, (layer_workers, positions) in enumerate(resume):
         if len(positions) != layer_workers:
             raise ValueError(f"resume layer {i} has {len(positions)} positions for {layer_workers}")
         remaining: list[np.ndarray] = []
-        for blocks, pos in zip(parts, positions, strict=True):
-            remaining.extend(_split_blocks(blocks, [pos])[1])
+        for part, pos in zip(parts, positions, strict=True):
+            remaining.extend(part.skip(pos).blocks)
         nxt = resume[i + 1][0] if i + 1 < len(resume) else workers
         n = sum(len(b) for b in remaining)
         cuts = [_share(n, nxt, w)[1] for w in range(nxt - 1)]
-        parts = [list(p) for p in _split_blocks(remaining, cuts)]
-    return WorkerPlan(tuple(parts[worker]))
+        parts = [plan_for(p, i + 1, w, nxt) for w, p in enumerate(_split_blocks(remaining, cuts))]
+    return parts[worker]

@@ -10,7 +10,10 @@ Guarantees:
   or partial reader never re-reads consumed data.
 * Samples come out in plan order, each as soon as the windows it needs are
   parsed (an unshuffled block streams; a shuffled one waits for its
-  windows), as dicts ``{"__key__", "__index__",
+  windows; with a shuffle buffer, the plan's hand-out order runs across
+  blocks and waiting samples are copied out of their windows, so memory is
+  bounded by the buffer, not by the windows it touched), as dicts
+  ``{"__key__", "__index__",
   "__url__", field: memoryview}``. Fields are read-only views of the fetched
   window (no copy); only a sample that straddles two windows is copied
   (joined) once. Keep ``bytes(value)`` if a field must outlive the sample.
@@ -174,20 +177,33 @@ class _GroupParser:
         return sample
 
 
+def _detached(sample: Sample) -> Sample:
+    """``sample`` with its fields copied out of the window they view."""
+    return {k: memoryview(bytes(v)) if isinstance(v, memoryview) else v for k, v in sample.items()}
+
+
 class _BlockOrder:
-    """Hands out one block's samples in plan order as they become available."""
+    """Hands out samples in ``order`` as they become available."""
 
     def __init__(
-        self, block: np.ndarray, manifest: Manifest, progress: Progress, skip: SkipPolicy | None
+        self,
+        order: np.ndarray,
+        manifest: Manifest,
+        progress: Progress,
+        skip: SkipPolicy | None,
+        detach: bool = False,
     ):
-        self.order = block.tolist()
-        self.unique = len(np.unique(block)) == len(self.order)  # padding may repeat one
+        self.order = order.tolist()
+        self.unique = len(np.unique(order)) == len(self.order)  # padding may repeat one
         self.ready: dict[int, Sample] = {}
         self.done = 0
+        self.detach = detach
         self.manifest, self.progress, self.skip = manifest, progress, skip
 
     def add(self, samples: list[Sample]) -> None:
         for sample in samples:
+            if self.detach and sample["__index__"] != self.order[self.done]:
+                sample = _detached(sample)
             self.ready[sample["__index__"]] = sample  # type: ignore[index]
 
     def emit(self, final: bool) -> Iterator[Sample]:
@@ -226,8 +242,10 @@ def read_plan(
 ) -> Iterator[Sample]:
     """Yield the plan's samples in order, fetching ahead with ``prefetcher``."""
     window_bytes = aligned_window(store, window_bytes)
-    blocks = plan.blocks
-    block_windows = [windows_for(manifest, b, window_bytes) for b in blocks]
+    block_windows = [windows_for(manifest, b, window_bytes) for b in plan.blocks]
+    units = list(zip(plan.blocks, block_windows, strict=True))
+    if plan.order is not None:  # one hand-out order across all blocks
+        units = [(plan.order, [w for windows in block_windows for w in windows])]
     skipped = skip.skipped if skip is not None else set()
 
     def fetch(win: Window) -> bytes | None:
@@ -236,13 +254,13 @@ def read_plan(
         return store.get_range(manifest.shards[win.shard].key, win.start, win.end)
 
     def wanted() -> Iterator[Window]:
-        for windows in block_windows:
+        for _, windows in units:
             yield from windows
 
     results = prefetcher.map(fetch, wanted(), lambda w: w.end - w.start)
     parser = _GroupParser(store, manifest)
-    for block, windows in zip(blocks, block_windows, strict=True):
-        out = _BlockOrder(block, manifest, progress, skip)
+    for order, windows in units:
+        out = _BlockOrder(order, manifest, progress, skip, detach=plan.order is not None)
         for win in windows:
             got = next(results)
             if win.shard in skipped:
