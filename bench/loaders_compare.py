@@ -314,32 +314,33 @@ def _gpu_step(ms: float) -> Callable[[Any], None]:
 
 
 def data_wait(factory: Callable[[], Any], args: argparse.Namespace) -> dict:
-    """Data-wait % of a loop with a fixed step: on CUDA through DeviceLoader, else a sleep."""
-    from dcstore.loaders import DataWaitMeter, DeviceLoader
+    """Data-wait % of a loop with a fixed step, through DeviceLoader (the step is a CUDA
+    spin kernel on a GPU, else a sleep after reading the batch)."""
+    from dcstore.loaders import DeviceLoader
 
     cuda = torch.cuda.is_available() and not args.cpu_step
     t0 = time.perf_counter()
     loader = DataLoader(factory(), batch_size=args.batch, num_workers=args.workers,
                         collate_fn=collate_tensor, pin_memory=cuda)  # fmt: skip
+    feed = DeviceLoader(loader, "cuda" if cuda else "cpu", warmup=args.warmup_steps)
     if cuda:
         step = _gpu_step(args.step_ms)
-        feed = DeviceLoader(loader, "cuda", warmup=args.warmup_steps)
-        batches: Any = feed
     else:
-        feed = DataWaitMeter(warmup=args.warmup_steps)
-        batches = feed.wrap(loader)
 
         def step(batch: Any) -> None:
             consume(batch, "tensor")
             time.sleep(args.step_ms / 1000)
 
-    for batch in batches:
+    for batch in feed:
         step(batch)
-    meter = feed.meter if cuda else feed
-    s = meter.summary()
+    s = feed.summary()
     s["total_s"] = time.perf_counter() - t0
     s["device"] = "cuda" if cuda else "cpu"
     return s
+
+
+def variants(args: argparse.Namespace) -> list[str]:
+    return [v for v in args.variants.split(",") if v]
 
 
 def main() -> int:
@@ -350,7 +351,7 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--variants", default="touch,tensor")
+    p.add_argument("--variants", default="touch,tensor", help='"" measures data-wait only')
     p.add_argument("--only", default="", help="comma-separated loader names")
     p.add_argument("--step-ms", type=float, default=20.0)
     p.add_argument("--warmup-steps", type=int, default=5)
@@ -371,7 +372,7 @@ def main() -> int:
     names = list(factories)
     for rep in range(args.reps):
         order = names[rep % len(names) :] + names[: rep % len(names)]
-        for variant in args.variants.split(","):
+        for variant in variants(args):
             for name in order:
                 r = run_epoch(factories[name], variant, args)
                 results.setdefault((variant, name), []).append(r)
@@ -391,6 +392,16 @@ def main() -> int:
     return 0
 
 
+def per_rep(what: str, rows: dict, name: str, others: tuple[str, ...]) -> str:
+    """Ratios within each repetition (the loaders of one rep ran back to back)."""
+    ratios = [
+        rep["samples_s"] / max(rows[o][i]["samples_s"] for o in others if o in rows)
+        for i, rep in enumerate(rows[name])
+    ]
+    listed = ", ".join(f"{r:.2f}" for r in ratios)
+    return f"\n{what}, per rep: {listed} (median {statistics.median(ratios):.2f}x)"
+
+
 def render(args: argparse.Namespace, results: dict, waits: dict) -> str:
     libs = ("webdataset", "mosaicml-streaming", "litdata")
     lines = [
@@ -404,7 +415,7 @@ def render(args: argparse.Namespace, results: dict, waits: dict) -> str:
         f"load average at the end {os.getloadavg()[0]:.1f}; `{' '.join(sys.argv)}`",
         "",
     ]
-    for variant in args.variants.split(","):
+    for variant in variants(args):
         rows = {name: r for (v, name), r in results.items() if v == variant}
         med = {n: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for n, rs in rows.items()}
         best_lib = max((med[n]["samples_s"] for n in libs if n in med), default=0.0)
@@ -427,6 +438,9 @@ def render(args: argparse.Namespace, results: dict, waits: dict) -> str:
             enc = med["dcstore-encrypted"]["samples_s"] / med["dcstore"]["samples_s"]
             enc_cpu = med["dcstore"]["cpu_us"] / med["dcstore-encrypted"]["cpu_us"]
             lines += ["", f"encrypted / plaintext: {enc:.2f}x samples/s, {enc_cpu:.2f}x by CPU"]
+            lines.append(per_rep("encrypted / plaintext", rows, "dcstore-encrypted", ("dcstore",)))
+        if "dcstore" in med and any(n in med for n in libs):
+            lines.append(per_rep("dcstore / fastest library", rows, "dcstore", libs))
         lines.append("")
     if waits:
         lines += [f"## ShardedDataset with a {args.step_ms:g} ms synthetic step "

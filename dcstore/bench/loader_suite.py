@@ -222,6 +222,7 @@ class LoaderBench:
                 m.window_start_ns = m.window_end_ns = first
                 while batch is not None:
                     verify_ns += self._verify(batch, m)
+                    batch = None  # the step frees the previous batch (not a data wait)
                     if step:
                         time.sleep(step)
                     before = time.monotonic_ns()
