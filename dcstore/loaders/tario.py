@@ -20,7 +20,7 @@ members with the same key form one sample.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -106,8 +106,7 @@ def member_bytes(name: str, data: bytes | bytearray | memoryview) -> list[bytes 
     return [member_header(name, len(view)), view, bytes(pad)]
 
 
-@dataclass(frozen=True, slots=True)
-class Member:
+class Member(NamedTuple):
     """One regular file in a tar buffer: its name and payload position."""
 
     name: str
@@ -240,8 +239,7 @@ def split_name(name: str) -> tuple[str, str]:
     return name[:dot], name[dot + 1 :].lower()
 
 
-@dataclass(frozen=True, slots=True)
-class SampleSpan:
+class SampleSpan(NamedTuple):
     """One sample's extent in a tar buffer: key, byte range, and member list."""
 
     key: str
