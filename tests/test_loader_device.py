@@ -96,6 +96,29 @@ def test_breaking_out_stops_the_thread_and_the_workers(tmp_path) -> None:
     assert not _receivers() and not mp.active_children()
 
 
+def slow_index(sample) -> int:
+    time.sleep(0.002)
+    return sample["__index__"]
+
+
+def test_an_abandoned_pass_does_not_race_the_next_one(tmp_path) -> None:
+    url = f"file://{tmp_path}"
+    with ShardWriter(url, shard_size=1 << 16) as writer:
+        for i in range(800):
+            writer.write({"__key__": f"s{i:05d}", "bin": bytes(256)})
+    ds = ShardedDataset(url, shuffle=True).map(slow_index)  # the old thread waits in next()
+    loader = DataLoader(ds, batch_size=8, num_workers=2, persistent_workers=True)
+    feed = DeviceLoader(loader, "cpu")
+    for i, _ in enumerate(feed):  # epoch 0, abandoned after 3 batches
+        if i == 2:
+            break
+    old = feed._receiver.thread
+    ds.set_epoch(1)
+    second = iter(feed)
+    assert not old.is_alive()  # it let go of the loader before the new pass started
+    assert sorted(int(x) for b in second for x in b) == list(range(800))
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_copies_on_a_side_stream(tmp_path) -> None:

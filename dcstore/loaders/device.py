@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from dcstore.loaders.receive import Received
+from dcstore.loaders.receive import Received, ReceiverHandle
 
 
 @dataclass
@@ -123,6 +123,7 @@ class DeviceLoader:
         self.warmup = warmup
         self.depth = depth
         self.meter = DataWaitMeter(warmup)
+        self._receiver: ReceiverHandle | None = None
 
     @property
     def cuda(self) -> bool:
@@ -134,9 +135,14 @@ class DeviceLoader:
     def __iter__(self) -> Iterator[Any]:
         self.meter = DataWaitMeter(self.warmup)
         prepare = _pin if self.cuda else None
+        if self._receiver is not None:  # an abandoned pass may still hold the loader
+            self._receiver.stop()
+            self._receiver = None
         if self.depth:
             setup = _use_device(self.device) if self.cuda else None
-            received: Iterator[Any] = Received(self.loader, self.depth, prepare, setup=setup)
+            receiving = Received(self.loader, self.depth, prepare, setup=setup)
+            self._receiver = receiving.handle()
+            received: Iterator[Any] = receiving
         else:
             received = map(prepare, self.loader) if prepare else iter(self.loader)
         return self.meter.wrap(self._staged(received) if self.cuda else received)

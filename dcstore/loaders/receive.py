@@ -16,6 +16,9 @@ of adding to its data-wait. Guarantees:
 * :meth:`close` (also on garbage collection) stops the thread after the batch
   it is receiving and drops what was queued; the loader's iterator is then
   released in that thread, which shuts ``DataLoader`` workers down.
+  :meth:`handle` lets an owner wait for that (e.g. before iterating the same
+  ``DataLoader`` again: with ``persistent_workers`` its iterator is reused,
+  and two threads must never drive it at once).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 _BATCH, _END, _ERROR = range(3)
@@ -59,6 +63,19 @@ def _pump(
         _put(q, stop, _END, None)
     except BaseException as exc:  # handed to the consumer, raised there
         _put(q, stop, _ERROR, exc)
+
+
+@dataclass(frozen=True)
+class ReceiverHandle:
+    """Stops a :class:`Received`'s thread without keeping the batches alive."""
+
+    stop_event: threading.Event
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        """Stop the thread and wait until it has let go of the loader."""
+        self.stop_event.set()
+        self.thread.join()
 
 
 class Received:
@@ -100,6 +117,9 @@ class Received:
         if kind == _ERROR:
             raise value
         raise StopIteration
+
+    def handle(self) -> ReceiverHandle:
+        return ReceiverHandle(self._stop, self._thread)
 
     @property
     def alive(self) -> bool:
