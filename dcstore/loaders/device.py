@@ -106,7 +106,8 @@ def _use_device(device: torch.device) -> Callable[[], None]:
 
 
 def _pin(batch: Any) -> Any:
-    return _map(batch, lambda t: t if t.is_pinned() else t.pin_memory())
+    """CPU tensors pinned (unless already); tensors on a device left as they are."""
+    return _map(batch, lambda t: t if t.device.type != "cpu" or t.is_pinned() else t.pin_memory())
 
 
 class DeviceLoader:
