@@ -109,6 +109,7 @@ def test_an_abandoned_pass_does_not_race_the_next_one(tmp_path) -> None:
     ds = ShardedDataset(url, shuffle=True).map(slow_index)  # the old thread waits in next()
     loader = DataLoader(ds, batch_size=8, num_workers=2, persistent_workers=True)
     feed = DeviceLoader(loader, "cpu")
+    assert feed.warmup == 2  # each worker's first batch includes its start-up
     for i, _ in enumerate(feed):  # epoch 0, abandoned after 3 batches
         if i == 2:
             break

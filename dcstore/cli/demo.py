@@ -55,6 +55,9 @@ def _collate(size: int):
     return collate
 
 
+WARMUP_STEPS = 5
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
     from torch.utils.data import DataLoader
@@ -77,7 +80,10 @@ def run(args: argparse.Namespace) -> int:
         )
         ds = ShardedDataset(url, keys=keys, shuffle=True, seed=0)
         ds.batched(args.batch_size, _collate(args.image_size))
-        loader = DeviceLoader(DataLoader(ds, batch_size=None, num_workers=args.workers))
+        # warm-up as in bench/loaders_compare.py: worker start-up and the model's first steps
+        loader = DeviceLoader(
+            DataLoader(ds, batch_size=None, num_workers=args.workers), warmup=WARMUP_STEPS
+        )
         model = _model(args.image_size).to(loader.device)
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         torch.manual_seed(0)
@@ -103,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
             f"train accuracy {100 * correct / max(seen, 1):.1f}%"
         )
         print(loader.meter.format())
+        print(
+            f"the whole epoch, start-up included: {sum(loader.meter.waits):.2f} s of "
+            f"{elapsed:.2f} s waiting for data ({100 * sum(loader.meter.waits) / elapsed:.1f}%)"
+        )
     finally:
         if not args.keep and not args.workdir:
             shutil.rmtree(work, ignore_errors=True)

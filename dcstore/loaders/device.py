@@ -19,7 +19,9 @@ tuples/lists/dicts of them). Guarantees:
 * Every loader measures, per step, the time the caller waited for data (time
   spent inside ``next()``) and the whole step time (from one ``next()`` to
   the next). :meth:`DataWaitMeter.summary` reports data-wait % of step time,
-  skipping ``warmup`` steps (the first batch includes worker start-up).
+  skipping ``warmup`` steps (``DeviceLoader``'s default: one per
+  ``DataLoader`` worker, at least one — each worker's first batch includes
+  its start-up).
 """
 
 from __future__ import annotations
@@ -114,7 +116,9 @@ class DeviceLoader:
     """Iterate ``loader`` with batches moved to ``device``, overlapping the copy."""
 
     def __init__(self, loader: Iterable[Any], device: str | torch.device | None = None, *,
-                 warmup: int = 1, depth: int = 2):  # fmt: skip
+                 warmup: int | None = None, depth: int = 2):  # fmt: skip
+        if warmup is None:
+            warmup = max(1, int(getattr(loader, "num_workers", 0) or 0))
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if depth < 0:
