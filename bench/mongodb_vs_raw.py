@@ -42,7 +42,8 @@ from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
 from dcstore.backends.mongodb import BATCH_BYTES, MongoBackend
 from dcstore.backends.registry import open_backend
 from dcstore.bench.stacks import StackSpec
-from dcstore.cli.bench import add_storage_options, run_stacks
+from dcstore.cli.bench import run_stacks
+from dcstore.cli.bench_options import add_storage_options
 from dcstore.errors import NotFoundError
 
 

@@ -47,7 +47,7 @@ def parse_options(items: list[str]) -> dict[str, str]:
     options: dict[str, str] = {}
     for item in items:
         name, sep, value = item.partition("=")
-        if not sep:
+        if not sep or not name:
             raise ConfigError(f"option {item!r} must look like NAME=VALUE")
         options[name] = value
     return options
