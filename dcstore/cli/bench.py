@@ -19,6 +19,7 @@ from dcstore.cli.bench_options import (
     add_stack_options,
     add_storage_options,
     storage_config,
+    workload_fields,
 )
 from dcstore.cli.common import parse_options
 from dcstore.errors import ConfigError, DcstoreError
@@ -253,24 +254,13 @@ def _crypto(args: argparse.Namespace) -> int:
 def _cache(args: argparse.Namespace) -> int:
     from dcstore.bench.cache_suite import CacheBench, CacheConfig
     from dcstore.bench.render import LiveReporter
-    from dcstore.bench.units import parse_duration, parse_list, parse_size
+    from dcstore.bench.units import parse_list
 
     config = CacheConfig(
+        **workload_fields(args),
         cache=args.cache,
-        ops=tuple(parse_list(args.op, str)),
         paths=tuple(parse_list(args.path, str)),
-        sizes=tuple(parse_list(args.size, parse_size)),
-        range_size=parse_size(args.range_size),
-        threads=tuple(parse_list(args.threads, int)),
-        duration=None if args.ops is not None else parse_duration(args.duration),
-        op_count=args.ops,
-        warmup=parse_duration(args.warmup),
-        objects=args.objects,
-        seed=args.seed,
-        verify=not args.no_verify,
-        max_errors=args.max_errors,
         repetitions=args.reps,
-        prefix=args.prefix,
     )
     stack = _stack(args, args.url, cache=None)
     with LiveReporter(live=not args.no_progress) as reporter:

@@ -71,25 +71,34 @@ def add_storage_options(parser: argparse.ArgumentParser) -> None:
     add_output_options(parser)
 
 
-def storage_config(args: argparse.Namespace, repetitions: int = 1) -> Any:
-    from dcstore.bench.storage import StorageConfig
+def workload_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields the storage and cache suites both take from the shared options."""
     from dcstore.bench.units import parse_duration, parse_list, parse_size
 
+    return {
+        "ops": tuple(parse_list(args.op, str)),
+        "sizes": tuple(parse_list(args.size, parse_size)),
+        "range_size": parse_size(args.range_size),
+        "threads": tuple(parse_list(args.threads, int)),
+        "duration": None if args.ops is not None else parse_duration(args.duration),
+        "op_count": args.ops,
+        "warmup": parse_duration(args.warmup),
+        "objects": args.objects,
+        "seed": args.seed,
+        "verify": not args.no_verify,
+        "max_errors": args.max_errors,
+        "prefix": args.prefix,
+    }
+
+
+def storage_config(args: argparse.Namespace, repetitions: int = 1) -> Any:
+    from dcstore.bench.storage import StorageConfig
+    from dcstore.bench.units import parse_list
+
     return StorageConfig(
-        ops=tuple(parse_list(args.op, str)),
-        sizes=tuple(parse_list(args.size, parse_size)),
-        range_size=parse_size(args.range_size),
-        threads=tuple(parse_list(args.threads, int)),
+        **workload_fields(args),
         processes=tuple(parse_list(args.processes, int)),
         rate=args.rate,
-        duration=None if args.ops is not None else parse_duration(args.duration),
-        op_count=args.ops,
-        warmup=parse_duration(args.warmup),
-        objects=args.objects,
-        seed=args.seed,
-        verify=not args.no_verify,
-        max_errors=args.max_errors,
         repetitions=repetitions,
-        prefix=args.prefix,
         keep=args.keep,
     )
