@@ -17,6 +17,10 @@ Guarantees:
   "__url__", field: memoryview}``. Fields are read-only views of the fetched
   window (no copy); only a sample that straddles two windows is copied
   (joined) once. Keep ``bytes(value)`` if a field must outlive the sample.
+* The samples wholly inside a window are parsed by the prefetch thread that
+  fetched it (:func:`parse_inner`), ahead of the consumer — also while a
+  ``DataLoader`` worker waits for its next request — so a shuffled block
+  is ready when its turn comes; the consumer only joins straddlers.
 * Buffers are at most ``window_bytes`` (default 4 MiB), small enough for the
   allocator to recycle instead of page-faulting fresh memory for each shard.
 * A shard that cannot be read or parsed raises the backend's error (or
@@ -126,36 +130,61 @@ def _check(store: Backend, key: str, found: int, expected: int, start: int, end:
         )
 
 
+@dataclass
+class _Parsed:
+    """A fetched window and the samples wholly inside it (parsed in a prefetch thread)."""
+
+    data: bytes
+    inner: list[Sample]
+
+
+def _straddles(manifest: Manifest, win: Window) -> bool:
+    """Whether the window's first sample began in an earlier window."""
+    return win.first <= win.last and int(manifest.shards[win.shard].offsets[win.first]) < win.start
+
+
+def parse_inner(store: Backend, manifest: Manifest, win: Window, data: bytes) -> list[Sample]:
+    """The samples that lie wholly inside ``win`` (a pure function: thread-safe)."""
+    info = manifest.shards[win.shard]
+    j = win.first + (1 if _straddles(manifest, win) else 0)
+    if j > win.last:
+        return []
+    view = memoryview(data)
+    url = f"{store.url}/{info.key}"
+    base = int(manifest.starts[win.shard])
+    lo, hi = int(info.offsets[j]), int(info.offsets[win.last] + info.lengths[win.last])
+    part = view[lo - win.start : hi - win.start]
+    spans = group_samples(parse_members(part, base=lo))
+    _check(store, info.key, len(spans), win.last - j + 1, lo, hi)
+    out = []
+    for i, span in enumerate(spans):
+        sample = sample_dict(part, span, lo)
+        sample["__index__"] = base + j + i
+        sample["__url__"] = url
+        out.append(sample)
+    return out
+
+
 class _GroupParser:
-    """Turns consecutive windows of one shard into samples, joining straddlers."""
+    """Joins the samples that straddle consecutive windows of one shard."""
 
     def __init__(self, store: Backend, manifest: Manifest):
         self.store = store
         self.manifest = manifest
         self.held: list[tuple[int, memoryview]] = []
 
-    def parse(self, win: Window, data: bytes) -> list[Sample]:
+    def parse(self, win: Window, parsed: _Parsed) -> list[Sample]:
+        """The window's samples in order: a straddler (if any), then its inner ones."""
         info = self.manifest.shards[win.shard]
         if win.group_start:
             self.held = []
-        view = memoryview(data)
-        url = f"{self.store.url}/{info.key}"
-        base = int(self.manifest.starts[win.shard])
+        view = memoryview(parsed.data)
         out: list[Sample] = []
-        j = win.first
-        if j <= win.last and int(info.offsets[j]) < win.start:  # straddles from earlier windows
-            out.append(self._straddler(win, view, j, url, base))
-            j += 1
-        if j <= win.last:
-            lo, hi = int(info.offsets[j]), int(info.offsets[win.last] + info.lengths[win.last])
-            part = view[lo - win.start : hi - win.start]
-            spans = group_samples(parse_members(part, base=lo))
-            _check(self.store, info.key, len(spans), win.last - j + 1, lo, hi)
-            for i, span in enumerate(spans):
-                sample = sample_dict(part, span, lo)
-                sample["__index__"] = base + j + i
-                sample["__url__"] = url
-                out.append(sample)
+        if _straddles(self.manifest, win):
+            url = f"{self.store.url}/{info.key}"
+            base = int(self.manifest.starts[win.shard])
+            out.append(self._straddler(win, view, win.first, url, base))
+        out.extend(parsed.inner)
         nxt = win.last + 1
         if nxt < info.num_samples and int(info.offsets[nxt]) < win.end:
             self.held = [(s, v) for s, v in self.held if s + len(v) > int(info.offsets[nxt])]
@@ -248,10 +277,11 @@ def read_plan(
         units = [(plan.order, [w for windows in block_windows for w in windows])]
     skipped = skip.skipped if skip is not None else set()
 
-    def fetch(win: Window) -> bytes | None:
+    def fetch(win: Window) -> _Parsed | None:
         if win.shard in skipped:
             return None
-        return store.get_range(manifest.shards[win.shard].key, win.start, win.end)
+        data = store.get_range(manifest.shards[win.shard].key, win.start, win.end)
+        return _Parsed(data, parse_inner(store, manifest, win, data))
 
     def wanted() -> Iterator[Window]:
         for _, windows in units:
