@@ -121,11 +121,6 @@ class Received:
     def handle(self) -> ReceiverHandle:
         return ReceiverHandle(self._stop, self._thread)
 
-    @property
-    def alive(self) -> bool:
-        """Whether the receiving thread is still running."""
-        return self._thread.is_alive()
-
     def close(self) -> None:
         """Stop receiving and drop the queued batches (does not wait for the thread)."""
         self._done = True
