@@ -24,14 +24,8 @@ PROGRESS_THRESHOLD = 4 << 20
 """Transfers larger than this (bytes) show a progress bar on a terminal."""
 
 
-def add_store_options(parser: argparse.ArgumentParser) -> None:
-    """Options that select the stack above the storage URL."""
-    parser.add_argument(
-        "--keys", metavar="URL", help="key source, e.g. file:///etc/dcstore/kek.json"
-    )
-    parser.add_argument(
-        "--cache", metavar="URL", help="hot tier, e.g. memory or redis://host:6379/0"
-    )
+def add_opt_flag(parser: argparse.ArgumentParser) -> None:
+    """``--opt NAME=VALUE`` (repeatable) into ``args.option``; read with :func:`parse_options`."""
     parser.add_argument(
         "--opt",
         dest="option",
@@ -40,6 +34,17 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="backend option (repeatable), same as a URL query parameter",
     )
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    """Options that select the stack above the storage URL."""
+    parser.add_argument(
+        "--keys", metavar="URL", help="key source, e.g. file:///etc/dcstore/kek.json"
+    )
+    parser.add_argument(
+        "--cache", metavar="URL", help="hot tier, e.g. memory or redis://host:6379/0"
+    )
+    add_opt_flag(parser)
 
 
 def parse_options(items: list[str]) -> dict[str, str]:

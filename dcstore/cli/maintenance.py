@@ -13,7 +13,7 @@ import json
 import sys
 
 from dcstore.backends.registry import open_backend
-from dcstore.cli.common import parse_options
+from dcstore.cli.common import add_opt_flag, parse_options
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -49,13 +49,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     s.add_argument("url", metavar="URL", help="storage URL, e.g. cassandra://host:9042/ks")
     s.add_argument("--older-than", type=float, default=None, metavar="SECONDS")
-    s.add_argument(
-        "--opt",
-        dest="option",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="backend option (repeatable), same as a URL query parameter",
-    )
+    add_opt_flag(s)
     s.add_argument("--json", action="store_true", help="machine-readable result")
     s.set_defaults(func=cmd_sweep)

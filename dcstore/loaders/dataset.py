@@ -42,7 +42,7 @@ from dcstore.backends.base import Backend
 from dcstore.errors import ConfigError
 from dcstore.loaders import stages
 from dcstore.loaders.alloc import recycle_run_buffers
-from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, load_manifest
+from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, open_dataset
 from dcstore.loaders.plan import Layer, WorkerPlan, plan_epoch
 from dcstore.loaders.prefetch import Prefetcher
 from dcstore.loaders.reader import (
@@ -119,13 +119,11 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
             raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if shuffle_buffer < 0:
             raise ConfigError(f"shuffle_buffer must be >= 0, got {shuffle_buffer}")
-        if isinstance(url_or_store, Backend) and cache is None and keys is None:
-            self.store: Backend = url_or_store
-        else:
-            from dcstore.store import open_store
-
-            self.store = open_store(url_or_store, cache=cache, keys=keys)
-        self.manifest: Manifest = load_manifest(self.store, manifest_key)
+        self.store: Backend
+        self.manifest: Manifest
+        self.store, self.manifest = open_dataset(
+            url_or_store, cache=cache, keys=keys, manifest_key=manifest_key
+        )
         self.shuffle = shuffle
         self.seed = seed
         self.window = window

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -152,3 +153,18 @@ def load_manifest(store: Backend, key: str = MANIFEST_KEY) -> Manifest:
             f"{store.url}: no dataset here (missing {key!r}; pack one with `dcstore pack`)"
         ) from exc
     return Manifest.from_parquet(data, where=f"{store.url}/{key}")
+
+
+def open_dataset(
+    url_or_store: str | Backend, *, cache: Any = None, keys: Any = None,
+    manifest_key: str = MANIFEST_KEY,
+) -> tuple[Backend, Manifest]:  # fmt: skip
+    """The store at ``url_or_store`` (a :class:`Backend` is used as is unless ``cache`` or
+    ``keys`` ask for a stack: see :func:`dcstore.store.open_store`) and its manifest."""
+    if isinstance(url_or_store, Backend) and cache is None and keys is None:
+        store = url_or_store
+    else:
+        from dcstore.store import open_store
+
+        store = open_store(url_or_store, cache=cache, keys=keys)
+    return store, load_manifest(store, manifest_key)

@@ -15,7 +15,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from dcstore.backends.base import Backend
-from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, load_manifest
+from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, open_dataset
 from dcstore.loaders.reader import read_sample
 
 
@@ -31,13 +31,11 @@ class ShardedMapDataset(Dataset):  # type: ignore[type-arg]
         transform: Callable[[dict[str, Any]], Any] | None = None,
         manifest_key: str = MANIFEST_KEY,
     ):
-        if isinstance(url_or_store, Backend) and cache is None and keys is None:
-            self.store: Backend = url_or_store
-        else:
-            from dcstore.store import open_store
-
-            self.store = open_store(url_or_store, cache=cache, keys=keys)
-        self.manifest: Manifest = load_manifest(self.store, manifest_key)
+        self.store: Backend
+        self.manifest: Manifest
+        self.store, self.manifest = open_dataset(
+            url_or_store, cache=cache, keys=keys, manifest_key=manifest_key
+        )
         self.transform = transform
 
     def __len__(self) -> int:
