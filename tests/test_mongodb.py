@@ -105,20 +105,26 @@ def test_overwrite_removes_old_revision_and_chunks(mongo: MongoBackend, raw_db) 
     assert raw_db[f"{mongo.bucket}.chunks"].count_documents({}) == 4
 
 
-def test_get_range_reads_only_needed_chunks(
-    mongo: MongoBackend, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    data = payload(4 * MiB, 5)
-    mongo.put("r", data)
-    conn = mongo._connection()
+def record_chunk_finds(mongo: MongoBackend, monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """The filters of every later ``find`` on the backend's chunks collection, in order."""
+    chunks = mongo._connection().chunks
     filters: list[dict] = []
-    real_find = conn.chunks.find
+    real_find = chunks.find
 
     def recording_find(filter, *args, **kwargs):
         filters.append(filter)
         return real_find(filter, *args, **kwargs)
 
-    monkeypatch.setattr(conn.chunks, "find", recording_find)
+    monkeypatch.setattr(chunks, "find", recording_find)
+    return filters
+
+
+def test_get_range_reads_only_needed_chunks(
+    mongo: MongoBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = payload(4 * MiB, 5)
+    mongo.put("r", data)
+    filters = record_chunk_finds(mongo, monkeypatch)
     start = 256 * 1024 + 10
     assert mongo.get_range("r", start, start + 300_000) == data[start : start + 300_000]
     version = mongo.head("r").version
@@ -131,15 +137,7 @@ def test_get_range_of_foreign_files_queries_a_chunk_range(
     data = payload(1_000_000, 12)
     bucket = gridfs.GridFSBucket(raw_db, mongo.bucket, chunk_size_bytes=100_000)
     bucket.upload_from_stream("foreign", data)
-    conn = mongo._connection()
-    filters: list[dict] = []
-    real_find = conn.chunks.find
-
-    def recording_find(filter, *args, **kwargs):
-        filters.append(filter)
-        return real_find(filter, *args, **kwargs)
-
-    monkeypatch.setattr(conn.chunks, "find", recording_find)
+    filters = record_chunk_finds(mongo, monkeypatch)
     assert mongo.get_range("foreign", 250_000, 420_000) == data[250_000:420_000]
     assert [f["n"] for f in filters] == [{"$gte": 2, "$lte": 4}]
 
