@@ -52,3 +52,27 @@ def test_closing_early_cancels_the_rest() -> None:
     assert next(gen).value == 0
     gen.close()
     assert len(started) <= 5
+
+
+def test_closed_inside_one_of_its_own_fetches_without_deadlock() -> None:
+    """The garbage collector may finalize an abandoned ``map`` generator in whichever thread
+    allocates, e.g. a pool thread running one of that generator's fetches (seen in CI: the
+    process then hung at exit, joining that thread)."""
+    suspended = threading.Event()
+    gen_box: list = []
+    closed = threading.Event()
+
+    def fetch(i: int) -> int:
+        if i == 1:
+            suspended.wait(5)
+            gen_box[0].close()  # what the collector does with an unreachable generator
+            closed.set()
+        return i
+
+    pf = Prefetcher(threads=1, max_bytes=2)
+    gen = pf.map(fetch, range(10), lambda i: 1)
+    gen_box.append(gen)
+    assert next(gen).value == 0
+    suspended.set()
+    assert closed.wait(5), "closing the generator from its own fetch blocked"
+    pf.close()

@@ -9,7 +9,10 @@ that process; nothing is shared across processes). Guarantees:
   the item the consumer is working on is not counted.
 * An exception raised by a fetch is returned in its place, as the value, so
   the consumer decides (raise or skip) at the item's position.
-* Closing the generator cancels what has not started and waits for the rest.
+* Closing the generator cancels what has not started and never blocks: fetches
+  already running finish in the background and their results are dropped. (The
+  garbage collector may close an abandoned generator in any thread, including a
+  pool thread running one of its fetches; waiting there would deadlock.)
 """
 
 from __future__ import annotations
@@ -94,9 +97,6 @@ class Prefetcher:
         finally:
             for _, future in window:
                 future.cancel()
-            for _, future in window:
-                if not future.cancelled():
-                    future.exception()
 
     def close(self) -> None:
         """Stop the threads (the prefetcher restarts them if used again)."""

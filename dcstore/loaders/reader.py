@@ -32,6 +32,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -288,26 +289,27 @@ def read_plan(
             yield from windows
 
     results = prefetcher.map(fetch, wanted(), lambda w: w.end - w.start)
-    parser = _GroupParser(store, manifest)
-    for order, windows in units:
-        out = _BlockOrder(order, manifest, progress, skip, detach=plan.order is not None)
-        for win in windows:
-            got = next(results)
-            if win.shard in skipped:
-                continue
-            key = manifest.shards[win.shard].key
-            try:
-                if got.error is not None:
-                    raise got.error
-                out.add(parser.parse(win, got.value))  # type: ignore[arg-type]
-            except Exception as exc:
-                if skip is None or not isinstance(exc, (DcstoreError, OSError)):
-                    raise _named(store, key, exc) from exc
-                skipped.add(win.shard)
-                log.warning("skipping shard %s/%s: %s", store.url, key, exc)
-            del got
-            yield from out.emit(final=False)
-        yield from out.emit(final=True)
+    with contextlib.closing(results):  # stop fetching as soon as this reader is closed
+        parser = _GroupParser(store, manifest)
+        for order, windows in units:
+            out = _BlockOrder(order, manifest, progress, skip, detach=plan.order is not None)
+            for win in windows:
+                got = next(results)
+                if win.shard in skipped:
+                    continue
+                key = manifest.shards[win.shard].key
+                try:
+                    if got.error is not None:
+                        raise got.error
+                    out.add(parser.parse(win, got.value))  # type: ignore[arg-type]
+                except Exception as exc:
+                    if skip is None or not isinstance(exc, (DcstoreError, OSError)):
+                        raise _named(store, key, exc) from exc
+                    skipped.add(win.shard)
+                    log.warning("skipping shard %s/%s: %s", store.url, key, exc)
+                del got
+                yield from out.emit(final=False)
+            yield from out.emit(final=True)
 
 
 def read_sample(store: Backend, manifest: Manifest, index: int) -> Sample:
