@@ -95,12 +95,33 @@ def test_version_is_monotonic_across_fast_overwrites(hdfs: HdfsBackend) -> None:
     assert hdfs.head("v").version == versions[-1]
 
 
-def test_put_over_a_leftover_empty_directory(hdfs: HdfsBackend) -> None:
-    hdfs.put("a/b", b"child")
-    hdfs.delete("a/b")  # leaves the empty directory "a"
-    hdfs.put("a", b"now a file")
+def test_delete_removes_the_directories_it_empties(hdfs: HdfsBackend) -> None:
+    hdfs.put("a/b/c", b"deep")
+    hdfs.put("a/x", b"sibling")
+    hdfs.delete("a/b/c")  # "a/b" is empty now, "a" is not
+    fs = _client(hdfs)
+    assert [s.path.rsplit("/", 1)[-1] for s in fs.list_status(hdfs._path("a"))] == ["x"]
+    hdfs.delete("a/x")
+    assert list(fs.list_status(hdfs._root)) == []
+    hdfs.put("a", b"now a file")  # found by hypothesis: put "b/d/e", delete it, put "b"
     assert hdfs.get("a") == b"now a file"
-    assert [m.key for m in hdfs.list()] == ["a"]
+
+
+def test_put_over_an_empty_directory_tree(hdfs: HdfsBackend) -> None:
+    fs = _client(hdfs)
+    fs.mkdirs(hdfs._path("t/u/v"), create_parent=True)  # e.g. left by an older dcstore
+    fs.mkdirs(hdfs._path("t/w"), create_parent=True)
+    hdfs.put("t", b"file")
+    assert hdfs.get("t") == b"file"
+    assert [m.key for m in hdfs.list()] == ["t"]
+
+
+def test_put_over_a_prefix_of_objects_is_refused(hdfs: HdfsBackend) -> None:
+    hdfs.put("p/q/r", b"kept")
+    with pytest.raises(DcstoreError, match="prefix"):
+        hdfs.put("p", b"x")
+    assert hdfs.get("p/q/r") == b"kept"
+    assert [m.key for m in hdfs.list()] == ["p/q/r"]
 
 
 def test_key_under_an_object_is_a_clear_error(hdfs: HdfsBackend) -> None:

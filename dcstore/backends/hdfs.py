@@ -25,9 +25,12 @@ Guarantees (see :mod:`dcstore.backends.base`):
     * ``list`` walks directories lazily, in key order, skipping ``.dcstore*`` entries.
     * A key cannot be both an object and a "directory" of other keys (HDFS is a tree).
     * Safe across threads and pickling. Not across ``fork`` once the driver was used:
-      hdfs-native's async runtime does not survive it and reads in the child can hang.
-      A ``DataLoader`` over HDFS should use ``multiprocessing_context="forkserver"`` (or
+      DataNode reads in the child stall (measured: ~60 s, hdfs-native 0.14.7). A
+      ``DataLoader`` over HDFS should use ``multiprocessing_context="forkserver"`` (or
       ``"spawn"``); a child forked after use gets a :class:`HdfsForkWarning`.
+    * Forking after use is harmless for everything else (e.g. ``DataLoader`` workers of
+      a local dataset): a forked child never frees a client inherited from its parent,
+      as freeing one there hangs for good with the GIL held (measured).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import threading
 import time
 import uuid
 import warnings
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -59,10 +63,10 @@ except ImportError as exc:  # pragma: no cover - exercised through the registry
 
 
 class HdfsForkWarning(RuntimeWarning):
-    """hdfs-native was used before this process was forked; its I/O may hang here."""
+    """hdfs-native was used before this process was forked; its reads may stall here."""
 
 
-#: The process that started hdfs-native's runtime (inherited, hence stale, after fork).
+#: The process that last opened a client (inherited, hence stale, after fork).
 _driver_pid = 0
 
 
@@ -71,13 +75,29 @@ def _note_driver_use() -> None:
     pid = os.getpid()
     if _driver_pid and _driver_pid != pid:
         warnings.warn(
-            "hdfs-native was used in the parent before this process was forked; its runtime "
-            "is not fork-safe and reads may hang: start DataLoader workers with "
+            "hdfs-native was used in the parent before this process was forked and its "
+            "reads may stall here: start DataLoader workers with "
             "multiprocessing_context='forkserver' or 'spawn'",
             HdfsForkWarning,
             stacklevel=3,
         )
     _driver_pid = pid
+
+
+#: Clients this process opened. A forked child keeps them (and its parent's) alive forever.
+_OPENED: weakref.WeakSet[Any] = weakref.WeakSet()
+_INHERITED: list[Any] = []
+
+
+def _keep_inherited_clients() -> None:
+    """After ``fork``, in the child: hold every client inherited from the parent for good,
+    including ones only reachable from garbage, so neither an overwrite of
+    ``HdfsBackend._client`` nor the garbage collector frees one there."""
+    _INHERITED.extend(_OPENED)
+    _OPENED.clear()
+
+
+os.register_at_fork(after_in_child=_keep_inherited_clients)
 
 
 class HdfsBackend(Backend):
@@ -193,6 +213,7 @@ class HdfsBackend(Backend):
                     self._client = hdfs_native.Client(
                         target, config=self._hadoop_config(), config_dir=self._conf_dir
                     )
+                _OPENED.add(self._client)
                 self._client_pid = os.getpid()
             return self._client
 
@@ -289,10 +310,11 @@ class HdfsBackend(Backend):
         try:
             fs.rename(tmp, path, True)
         except RuntimeError as exc:
-            # An empty directory left behind by deleted keys ("a/b" gone, now put "a").
+            # A directory at the target: fine once no object is left under it ("a/b/c"
+            # deleted, now put "a"); otherwise the key is a prefix of other keys.
             if "must both be directories" not in str(exc):
                 raise
-            fs.delete(path, False)
+            _remove_empty_tree(fs, path)
             fs.rename(tmp, path, True)
 
     def head(self, key: str) -> ObjectMeta:
@@ -333,14 +355,40 @@ class HdfsBackend(Backend):
                 yield self._meta(key, status)
 
     def delete(self, key: str) -> None:
+        """Delete the file, then the directories it leaves empty (up to the base path)."""
         validate_key(key)
+        fs = self._fs()
         with contextlib.suppress(NotFoundError), self._errors(key):
             try:
-                self._fs().delete(self._path(key), False)
+                fs.delete(self._path(key), False)
             except RuntimeError as exc:
                 # A non-empty directory is a prefix, not an object: nothing to delete.
-                if remote_error(exc)[0] != "PathIsNotEmptyDirectoryException":
+                if not _not_empty(exc):
                     raise
+                return
+            parents = key.split("/")[:-1]
+            while parents:
+                try:
+                    fs.delete(self._path("/".join(parents)), False)
+                except RuntimeError as exc:
+                    if not _not_empty(exc):
+                        raise
+                    return  # the NameNode refuses a non-empty directory: a concurrent put keeps it
+                parents.pop()
+
+
+def _not_empty(exc: RuntimeError) -> bool:
+    return remote_error(exc)[0] == "PathIsNotEmptyDirectoryException"
+
+
+def _remove_empty_tree(fs: Any, path: str) -> None:
+    """Remove the directory ``path`` and the directories below it, bottom-up, each only
+    if empty: the NameNode checks every delete, so an object under ``path`` (also one put
+    concurrently) is never removed and the last delete raises."""
+    for status in fs.list_status(path, False):
+        if status.isdir:
+            _remove_empty_tree(fs, status.path)
+    fs.delete(path, False)
 
 
 _WRITE_CHUNK = 8 << 20

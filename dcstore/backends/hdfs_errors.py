@@ -97,7 +97,7 @@ def classify_error(exc: Exception) -> tuple[type[DcstoreError], str]:
         return _DRIVER[name], described
     if any(text in message for text in _TRANSIENT_TEXT):
         return BackendUnavailableError, described
-    if name == "ParentNotDirectoryException":
+    if name in ("ParentNotDirectoryException", "PathIsNotEmptyDirectoryException"):
         return DcstoreError, f"{described} (on HDFS a key cannot also be a prefix of other keys)"
     if isinstance(exc, OSError):  # socket-level failures (reset, refused, unreachable)
         return BackendUnavailableError, described
