@@ -27,13 +27,18 @@ source .servers/env.sh
 export DCSTORE_REQUIRE_SERVERS=1
 echo "test.sh: servers up after $(( $(date +%s) - start )) s"
 
+# A backstop well inside CI's 90 minutes: on SIGTERM pytest prints every thread's stack
+# (tests/conftest.py), so a hang is reported with its place.
+limit="${DCSTORE_TEST_TIMEOUT_S:-3000}"
 set +e
-.venv/bin/python -m pytest "$@"
+timeout --kill-after=60 "$limit" .venv/bin/python -m pytest "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then
     echo "test.sh: pytest collected no tests: failing on purpose" >&2
     status=1
+elif [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+    echo "test.sh: pytest ran past ${limit} s and was stopped" >&2
 fi
 echo "test.sh: finished with status $status in $(( $(date +%s) - start )) s"
 exit "$status"
