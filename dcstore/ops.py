@@ -47,6 +47,11 @@ def copy_prefix(
 
 
 def get_many(backend: Backend, keys: Iterable[str], *, workers: int = 4) -> Iterator[bytes]:
-    """Fetch ``keys`` concurrently, yielding the objects in the order given."""
-    with ThreadPoolExecutor(max(1, workers)) as pool:
+    """Fetch ``keys`` concurrently, yielding the objects in the order given. Closing the
+    generator early cancels the fetches not started and does not wait for running ones
+    (the collector may close an abandoned generator in any thread, even one of its pool's)."""
+    pool = ThreadPoolExecutor(max(1, workers))
+    try:
         yield from pool.map(backend.get, keys)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
