@@ -14,7 +14,7 @@ import pytest
 from e2e_dataset import new_key_file, pack_encrypted, read_two_epochs
 from hdfs_server import hdfs_base, hdfs_url  # noqa: F401 - fixtures
 
-from dcstore.backends.hdfs import HdfsForkWarning
+from dcstore.backends.hdfs_fork import HdfsForkWarning
 from dcstore.backends.registry import open_backend
 
 pytest.importorskip("torch")

@@ -27,10 +27,8 @@ Guarantees (see :mod:`dcstore.backends.base`):
     * Safe across threads and pickling. Not across ``fork`` once the driver was used:
       DataNode reads in the child stall (measured: ~60 s, hdfs-native 0.14.7). A
       ``DataLoader`` over HDFS should use ``multiprocessing_context="forkserver"`` (or
-      ``"spawn"``); a child forked after use gets a :class:`HdfsForkWarning`.
-    * Forking after use is harmless for everything else (e.g. ``DataLoader`` workers of
-      a local dataset): a forked child never frees a client inherited from its parent,
-      as freeing one there hangs for good with the GIL held (measured).
+      ``"spawn"``); a child forked after use gets a ``HdfsForkWarning``. Forking after
+      use is harmless for everything else (see :mod:`dcstore.backends.hdfs_fork`).
 """
 
 from __future__ import annotations
@@ -40,13 +38,12 @@ import os
 import threading
 import time
 import uuid
-import warnings
-import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
 from dcstore.backends.hdfs_errors import classify_error, remote_error
+from dcstore.backends.hdfs_fork import note_open, opened
 from dcstore.backends.keys import RESERVED_PREFIX, validate_key, validate_prefix
 from dcstore.backends.options import Options, ParsedUrl, parse_url
 from dcstore.errors import (
@@ -60,44 +57,6 @@ try:
     import hdfs_native
 except ImportError as exc:  # pragma: no cover - exercised through the registry
     raise ImportError("hdfs-native is required for hdfs:// URLs", name="hdfs_native") from exc
-
-
-class HdfsForkWarning(RuntimeWarning):
-    """hdfs-native was used before this process was forked; its reads may stall here."""
-
-
-#: The process that last opened a client (inherited, hence stale, after fork).
-_driver_pid = 0
-
-
-def _note_driver_use() -> None:
-    global _driver_pid
-    pid = os.getpid()
-    if _driver_pid and _driver_pid != pid:
-        warnings.warn(
-            "hdfs-native was used in the parent before this process was forked and its "
-            "reads may stall here: start DataLoader workers with "
-            "multiprocessing_context='forkserver' or 'spawn'",
-            HdfsForkWarning,
-            stacklevel=3,
-        )
-    _driver_pid = pid
-
-
-#: Clients this process opened. A forked child keeps them (and its parent's) alive forever.
-_OPENED: weakref.WeakSet[Any] = weakref.WeakSet()
-_INHERITED: list[Any] = []
-
-
-def _keep_inherited_clients() -> None:
-    """After ``fork``, in the child: hold every client inherited from the parent for good,
-    including ones only reachable from garbage, so neither an overwrite of
-    ``HdfsBackend._client`` nor the garbage collector frees one there."""
-    _INHERITED.extend(_OPENED)
-    _OPENED.clear()
-
-
-os.register_at_fork(after_in_child=_keep_inherited_clients)
 
 
 class HdfsBackend(Backend):
@@ -208,12 +167,12 @@ class HdfsBackend(Backend):
             if self._client is None or self._client_pid != os.getpid():
                 netloc = self._parsed.netloc
                 target = f"{self._parsed.scheme}://{netloc}" if netloc else None
-                _note_driver_use()
+                note_open()
                 with self._errors("connect"):
                     self._client = hdfs_native.Client(
                         target, config=self._hadoop_config(), config_dir=self._conf_dir
                     )
-                _OPENED.add(self._client)
+                opened(self._client)
                 self._client_pid = os.getpid()
             return self._client
 
