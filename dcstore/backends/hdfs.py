@@ -318,26 +318,23 @@ class HdfsBackend(Backend):
         validate_key(key)
         fs = self._fs()
         with contextlib.suppress(NotFoundError), self._errors(key):
-            try:
-                fs.delete(self._path(key), False)
-            except RuntimeError as exc:
-                # A non-empty directory is a prefix, not an object: nothing to delete.
-                if not _not_empty(exc):
-                    raise
-                return
+            if not _delete_unless_nonempty(fs, self._path(key)):
+                return  # a non-empty directory is a prefix, not an object: nothing to delete
             parents = key.split("/")[:-1]
-            while parents:
-                try:
-                    fs.delete(self._path("/".join(parents)), False)
-                except RuntimeError as exc:
-                    if not _not_empty(exc):
-                        raise
-                    return  # the NameNode refuses a non-empty directory: a concurrent put keeps it
+            while parents and _delete_unless_nonempty(fs, self._path("/".join(parents))):
                 parents.pop()
 
 
-def _not_empty(exc: RuntimeError) -> bool:
-    return remote_error(exc)[0] == "PathIsNotEmptyDirectoryException"
+def _delete_unless_nonempty(fs: Any, path: str) -> bool:
+    """Delete the file or directory ``path``; False if it is a non-empty directory (the
+    NameNode checks, so a directory a concurrent put writes into is kept)."""
+    try:
+        fs.delete(path, False)
+    except RuntimeError as exc:
+        if remote_error(exc)[0] != "PathIsNotEmptyDirectoryException":
+            raise
+        return False
+    return True
 
 
 def _remove_empty_tree(fs: Any, path: str) -> None:
