@@ -37,16 +37,16 @@ import time
 import uuid
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
 from dcstore.backends.keys import validate_key
 from dcstore.cache.breaker import CircuitBreaker, TierSkipped
+from dcstore.cache.chunks import Chunk, ChunkSpan, assemble, consecutive_runs
 from dcstore.cache.tier import CachePolicy, CacheTier, CacheUnavailableError, with_ratio
 from dcstore.errors import NotFoundError
 
-Chunk = bytes | bytearray | memoryview
 SLICE_RATIO = 4
 """A range smaller than 1/SLICE_RATIO of the chunks covering it is read as slices of
 them (GETRANGE), so a small read does not move whole chunks."""
@@ -102,7 +102,7 @@ class CachedBackend(Backend):
             self._count(not_admitted=1, misses=1, bytes_from_origin=end - start)
             return self._origin(key, meta, start, end)
         size = self.policy.chunk_bytes
-        span = _Span(self._object_id(key, meta), start, end, size, meta.size)
+        span = ChunkSpan(self._object_id(key, meta), start, end, size, meta.size)
         try:
             if (end - start) * SLICE_RATIO < span.bytes:
                 sliced = self._lookup_slices(span)
@@ -112,12 +112,12 @@ class CachedBackend(Backend):
             values = self._lookup(span.names(span.indices))
             if all(v is not None for v in values):
                 self._count(hits=1, bytes_from_cache=end - start)
-                return _assemble(values, start - span.first * size, end - span.first * size)  # type: ignore[arg-type]
+                return assemble(values, start - span.first * size, end - span.first * size)  # type: ignore[arg-type]
             chunks = self._complete(key, meta, span, values)
         except (TierSkipped, _Overwritten):  # tier unusable, or object replaced meanwhile
             self._count(misses=1, bytes_from_origin=end - start)
             return self._origin(key, meta, start, end)
-        return _assemble(chunks, start - span.first * size, end - span.first * size)
+        return assemble(chunks, start - span.first * size, end - span.first * size)
 
     def _origin(self, key: str, meta: ObjectMeta, start: int, end: int) -> bytes:
         if start == 0 and end == meta.size:
@@ -141,7 +141,7 @@ class CachedBackend(Backend):
             for v, (_, s) in zip(values, names, strict=True)
         ]
 
-    def _lookup_slices(self, span: _Span) -> bytes | None:
+    def _lookup_slices(self, span: ChunkSpan) -> bytes | None:
         """A small range read from the tier as slices of its chunks, or ``None``."""
         items = []
         for i, (name, size) in zip(span.indices, span.names(span.indices), strict=True):
@@ -158,7 +158,7 @@ class CachedBackend(Backend):
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _complete(
-        self, key: str, meta: ObjectMeta, span: _Span, values: list[Buffer | None]
+        self, key: str, meta: ObjectMeta, span: ChunkSpan, values: list[Buffer | None]
     ) -> list[Chunk]:
         """Fill the missing chunks of ``span`` and return all of them.
 
@@ -182,7 +182,7 @@ class CachedBackend(Backend):
                 got = [True] * len(missing)
             mine = [i for i, g in zip(missing, got, strict=True) if g]
             try:
-                for lo, hi in _runs(mine):
+                for lo, hi in consecutive_runs(mine):
                     chunks[lo : hi + 1] = self._fill(key, meta, span, lo, hi)
                     filled = True
             finally:
@@ -222,7 +222,7 @@ class CachedBackend(Backend):
             if time.monotonic() > deadline:
                 raise TierSkipped  # waited long enough: read the origin directly
 
-    def _fill(self, key: str, meta: ObjectMeta, span: _Span, lo: int, hi: int) -> list[Chunk]:
+    def _fill(self, key: str, meta: ObjectMeta, span: ChunkSpan, lo: int, hi: int) -> list[Chunk]:
         """Read chunks ``lo..hi`` of ``span`` from the origin, store them, return views."""
         size = span.chunk
         start = (span.first + lo) * size
@@ -333,45 +333,6 @@ class _Overwritten(Exception):
     """The object changed while a fill was read: serve this read from the origin."""
 
 
-class _Span:
-    """The chunks covering ``[start, end)`` of one object version; indices are relative
-    to the first chunk."""
-
-    def __init__(self, oid: str, start: int, end: int, chunk: int, size: int):
-        self.oid, self.start, self.end, self.chunk, self.size = oid, start, end, chunk, size
-        self.first = start // chunk
-        self.indices = range((end - 1) // chunk - self.first + 1)
-        self.bytes = min(size, (self.first + len(self.indices)) * chunk) - self.first * chunk
-        """Bytes of the whole chunks covering the range."""
-
-    def names(self, indices: Iterable[int]) -> list[tuple[str, int]]:
-        """(tier key, exact length) of each chunk."""
-        out = []
-        for i in indices:
-            n = self.first + i
-            out.append((f"{{{self.oid}}}:{n}", min(self.chunk, self.size - n * self.chunk)))
-        return out
-
-    def leases(self, indices: Iterable[int]) -> list[str]:
-        return [f"{{{self.oid}}}:lease:{self.first + i}" for i in indices]
-
-    def overlap(self, i: int) -> int:
-        """Bytes of chunk ``i`` inside ``[start, end)``."""
-        lo = (self.first + i) * self.chunk
-        return min(self.end, lo + self.chunk) - max(self.start, lo)
-
-
-def _runs(indices: list[int]) -> list[tuple[int, int]]:
-    """Maximal runs ``(lo, hi)`` of consecutive integers in sorted ``indices``."""
-    runs: list[tuple[int, int]] = []
-    for i in indices:
-        if runs and runs[-1][1] == i - 1:
-            runs[-1] = (runs[-1][0], i)
-        else:
-            runs.append((i, i))
-    return runs
-
-
 _LIVE: weakref.WeakSet[CachedBackend] = weakref.WeakSet()
 _HOOKED_PID = 0
 
@@ -391,18 +352,3 @@ def _flush_at_exit(backend: CachedBackend) -> None:
         _HOOKED_PID = os.getpid()
         atexit.register(_flush_all)
         multiprocessing.util.Finalize(None, _flush_all, exitpriority=100)
-
-
-def _assemble(chunks: Sequence[Chunk], start: int, end: int) -> bytes:
-    """Bytes ``[start, end)`` of the concatenated chunks, with at most one copy."""
-    head = chunks[0]
-    base = head.obj if isinstance(head, memoryview) else None
-    if isinstance(base, bytes) and all(isinstance(c, memoryview) and c.obj is base for c in chunks):
-        return base if (start, end) == (0, len(base)) else base[start:end]
-    if len(chunks) == 1:
-        whole = (start, end) == (0, len(head))
-        return head if whole and isinstance(head, bytes) else bytes(memoryview(head)[start:end])
-    views = [memoryview(c) for c in chunks]
-    tail = end - sum(len(v) for v in views[:-1])
-    views[0], views[-1] = views[0][start:], views[-1][:tail]
-    return b"".join(views)
