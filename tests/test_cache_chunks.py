@@ -14,6 +14,9 @@ def test_span_names_leases_and_overlaps_cover_exactly_the_range() -> None:
     assert span.names(span.indices) == [("{v1}:0", 8), ("{v1}:1", 8), ("{v1}:2", 8)]
     assert span.leases([1]) == ["{v1}:lease:1"]
     assert [span.overlap(i) for i in span.indices] == [3, 8, 7]
+    assert span.slices() == [("{v1}:0", 5, 8), ("{v1}:1", 0, 8), ("{v1}:2", 0, 7)]
+    data = bytes(range(26))
+    assert span.join([data[0:8], data[8:16], data[16:24]]) == data[5:23]
 
 
 def test_last_chunk_is_short_and_indices_are_relative_to_the_first() -> None:
@@ -21,6 +24,7 @@ def test_last_chunk_is_short_and_indices_are_relative_to_the_first() -> None:
     assert span.first == 2 and list(span.indices) == [0, 1]
     assert span.names(span.indices) == [("{v2}:2", 8), ("{v2}:3", 2)]
     assert span.bytes == 10
+    assert span.slices() == [("{v2}:2", 1, 8), ("{v2}:3", 0, 2)]
 
 
 def test_consecutive_runs() -> None:

@@ -43,7 +43,7 @@ from typing import Any
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
 from dcstore.backends.keys import validate_key
 from dcstore.cache.breaker import CircuitBreaker, TierSkipped
-from dcstore.cache.chunks import Chunk, ChunkSpan, assemble, consecutive_runs
+from dcstore.cache.chunks import Chunk, ChunkSpan, consecutive_runs
 from dcstore.cache.tier import CachePolicy, CacheTier, CacheUnavailableError, with_ratio
 from dcstore.errors import NotFoundError
 
@@ -101,8 +101,7 @@ class CachedBackend(Backend):
         if meta.size > self.policy.max_object_bytes:
             self._count(not_admitted=1, misses=1, bytes_from_origin=end - start)
             return self._origin(key, meta, start, end)
-        size = self.policy.chunk_bytes
-        span = ChunkSpan(self._object_id(key, meta), start, end, size, meta.size)
+        span = ChunkSpan(self._object_id(key, meta), start, end, self.policy.chunk_bytes, meta.size)
         try:
             if (end - start) * SLICE_RATIO < span.bytes:
                 sliced = self._lookup_slices(span)
@@ -112,12 +111,12 @@ class CachedBackend(Backend):
             values = self._lookup(span.names(span.indices))
             if all(v is not None for v in values):
                 self._count(hits=1, bytes_from_cache=end - start)
-                return assemble(values, start - span.first * size, end - span.first * size)  # type: ignore[arg-type]
+                return span.join(values)  # type: ignore[arg-type]
             chunks = self._complete(key, meta, span, values)
         except (TierSkipped, _Overwritten):  # tier unusable, or object replaced meanwhile
             self._count(misses=1, bytes_from_origin=end - start)
             return self._origin(key, meta, start, end)
-        return assemble(chunks, start - span.first * size, end - span.first * size)
+        return span.join(chunks)
 
     def _origin(self, key: str, meta: ObjectMeta, start: int, end: int) -> bytes:
         if start == 0 and end == meta.size:
@@ -143,11 +142,7 @@ class CachedBackend(Backend):
 
     def _lookup_slices(self, span: ChunkSpan) -> bytes | None:
         """A small range read from the tier as slices of its chunks, or ``None``."""
-        items = []
-        for i, (name, size) in zip(span.indices, span.names(span.indices), strict=True):
-            lo = (span.first + i) * span.chunk
-            a, b = max(span.start - lo, 0), min(span.end - lo, size)
-            items.append((name, a, b))
+        items = span.slices()
         with self._breaker.guard():
             values = self.tier.get_slices(items)
         parts = []

@@ -34,10 +34,25 @@ class ChunkSpan:
     def leases(self, indices: Iterable[int]) -> list[str]:
         return [f"{{{self.oid}}}:lease:{self.first + i}" for i in indices]
 
+    def within(self, i: int) -> tuple[int, int]:
+        """``(a, b)``: the part of chunk ``i`` inside ``[start, end)``, relative to the chunk."""
+        lo = (self.first + i) * self.chunk
+        return max(self.start - lo, 0), min(self.end - lo, self.chunk)
+
     def overlap(self, i: int) -> int:
         """Bytes of chunk ``i`` inside ``[start, end)``."""
-        lo = (self.first + i) * self.chunk
-        return min(self.end, lo + self.chunk) - max(self.start, lo)
+        a, b = self.within(i)
+        return b - a
+
+    def slices(self) -> list[tuple[str, int, int]]:
+        """(tier key, a, b) of every chunk: the range read as slices of its chunks."""
+        names = self.names(self.indices)
+        return [(name, *self.within(i)) for i, (name, _) in zip(self.indices, names, strict=True)]
+
+    def join(self, chunks: Sequence[Chunk]) -> bytes:
+        """Bytes ``[start, end)`` of the object from all of this span's chunks."""
+        base = self.first * self.chunk
+        return assemble(chunks, self.start - base, self.end - base)
 
 
 def consecutive_runs(indices: list[int]) -> list[tuple[int, int]]:
@@ -56,18 +71,17 @@ def assemble(chunks: Sequence[Chunk], start: int, end: int) -> bytes:
 
     ``chunks`` are exactly those covering the range: ``end`` falls in the last one.
     Views that share one ``bytes`` and add up to its length (one origin read cut
-    into chunks) are taken to tile it in order; a whole-range read of them returns
-    that ``bytes`` itself, without a copy.
+    into chunks) are taken to tile it in order and are sliced from it directly;
+    the whole range is that ``bytes`` itself, without a copy.
     """
     head = chunks[0]
     base = head.obj if isinstance(head, memoryview) else None
     if (
         isinstance(base, bytes)
-        and (start, end) == (0, len(base))
         and all(isinstance(c, memoryview) and c.obj is base for c in chunks)
         and sum(len(c) for c in chunks) == len(base)
     ):
-        return base
+        return base if (start, end) == (0, len(base)) else base[start:end]
     if len(chunks) == 1:
         whole = (start, end) == (0, len(head))
         return head if whole and isinstance(head, bytes) else bytes(memoryview(head)[start:end])
