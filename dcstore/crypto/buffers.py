@@ -11,6 +11,13 @@ it through ``PyBytes_AsString`` before any other code sees it. The object is
 never hashed or shared while being written. Elsewhere (or for small sizes,
 where the copy is cheap and CPython may share singletons) it falls back to
 a ``bytearray`` that :meth:`OutputBuffer.finish` copies into ``bytes``.
+
+Ownership: the memory is owned by the Python objects that views hold (the
+``bytes`` through the ctypes array, or the ``bytearray``), never by a raw
+address, so a thread writing through a view cannot outlive the memory.
+Measured (``get`` of an encrypted object, 1 thread, 2-vCPU VM, medians of 15):
+4 MiB 2.8-3.3 GB/s direct vs 0.5-0.6 GB/s through a bytearray and a copy;
+64 MiB 0.70 vs 0.40-0.51 GB/s.
 """
 
 from __future__ import annotations
@@ -50,8 +57,14 @@ class OutputBuffer:
         if _API is not None and size >= DIRECT_MIN_SIZE:
             new, addr = _API
             self._result: bytes | bytearray = new(None, size)  # type: ignore[operator]
-            self._array = (ctypes.c_char * size).from_address(addr(self._result))  # type: ignore[operator]
-            self.view = memoryview(self._array).cast("B")  # type: ignore[arg-type]
+            array = (ctypes.c_char * size).from_address(addr(self._result))  # type: ignore[operator]
+            # from_address does not own the memory: the array must keep its ``bytes`` alive.
+            # Every view (and slice of one) holds the array, so memory that a thread is
+            # still writing through a view can never be freed under it, whatever the caller
+            # does with this OutputBuffer (discard after an interrupt included).
+            array.owner = self._result
+            self._array = array
+            self.view = memoryview(array).cast("B")
         else:
             self._result = bytearray(size)
             self.view = memoryview(self._result)
@@ -64,7 +77,11 @@ class OutputBuffer:
         return result if isinstance(result, bytes) else bytes(result)
 
     def discard(self) -> None:
-        """Drop the (possibly partly decrypted) contents."""
+        """Drop the (possibly partly decrypted) contents.
+
+        Safe while other threads still write through slices of :attr:`view`:
+        they keep the memory alive until they finish; nobody reads it after.
+        """
         self.view.release()
         self._array = None
         self._result = b""

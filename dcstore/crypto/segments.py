@@ -34,16 +34,26 @@ PARALLEL_MIN_SEGMENTS = 4
 
 
 def run_tasks(tasks: list[Callable[[], None]], pool: Executor | None) -> None:
-    """Run ``tasks`` on ``pool`` (inline without one, or for a single task). Every
-    task finishes before the first error is raised, so none still writes into a
-    buffer the caller is about to discard."""
+    """Run ``tasks`` on ``pool`` (inline without one, or for a single task).
+
+    When a task fails, every task finishes before the first error is raised.
+    When the wait itself is interrupted (``KeyboardInterrupt``, ``SystemExit``),
+    tasks not yet started are cancelled and the interrupt propagates at once;
+    tasks already running finish in the background, writing into buffers that
+    their own views keep alive (see :mod:`dcstore.crypto.buffers`).
+    """
     if pool is None or len(tasks) < 2:
         for task in tasks:
             task()
         return
     futures = [pool.submit(task) for task in tasks]
-    for future in futures:
-        future.exception()
+    try:
+        for future in futures:
+            future.exception()
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
     for future in futures:
         future.result()
 
