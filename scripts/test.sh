@@ -9,13 +9,22 @@ start=$(date +%s)
 mkdir -p .servers
 servers/up.sh > .servers/up.log 2>&1 &
 up_pid=$!
+mkdir -p .tools
+scripts/tools.sh > .tools/tools.log 2>&1 &
+tools_pid=$!
 # On any exit, let a still-running up.sh finish first, so down.sh stops every server it started.
-trap 'wait "$up_pid" 2>/dev/null; servers/down.sh >/dev/null 2>&1 || true' EXIT
+trap 'wait "$up_pid" "$tools_pid" 2>/dev/null; servers/down.sh >/dev/null 2>&1 || true' EXIT
 
 scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 
+if ! wait "$tools_pid"; then
+    cat .tools/tools.log >&2
+    echo "test.sh: a test tool failed to build" >&2
+    exit 1
+fi
+cat .tools/tools.log
 if ! wait "$up_pid"; then
     cat .servers/up.log >&2
     echo "test.sh: a server failed to start" >&2
