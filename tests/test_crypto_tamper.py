@@ -148,6 +148,30 @@ def test_bytes_appended(stored, extra: int) -> None:
     assert_rejected(enc, KEY, len(data))
 
 
+@pytest.mark.parametrize("segments", [1, 3])
+@pytest.mark.parametrize("extra", [1, 15, 16, 17, SEG + TAG_SIZE])
+def test_bytes_appended_to_whole_segments(segments: int, extra: int) -> None:
+    """A plaintext of whole segments leaves no partial segment to absorb an append:
+    16 appended bytes looked like an empty final segment and were once accepted."""
+    enc, inner, _ = make()
+    data = plaintext(segments * SEG)
+    enc.put(KEY, data)
+    inner.put(KEY, inner.get(KEY) + plaintext(extra))
+    assert_rejected(enc, KEY, len(data))
+    if extra <= TAG_SIZE:  # no layout fits: even head (which authenticates nothing) sees it
+        with pytest.raises(IntegrityError):
+            enc.head(KEY)
+
+
+def test_empty_final_segment_only_for_an_empty_object() -> None:
+    full = SEG + TAG_SIZE
+    assert Layout.from_cipher_size(10, SEG, 10 + TAG_SIZE, "t").plain_size == 0
+    assert Layout.from_cipher_size(10, SEG, 10 + 2 * full, "t").plain_size == 2 * SEG
+    for size in (10 + full + TAG_SIZE, 10 + 2 * full + TAG_SIZE):
+        with pytest.raises(IntegrityError, match="final segment without plaintext"):
+            Layout.from_cipher_size(10, SEG, size, "t")
+
+
 def test_valid_tail_segment_appended(stored) -> None:
     """Appending a copy of the (authentic) last segment is still detected."""
     enc, inner, data, blob = stored

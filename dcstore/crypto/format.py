@@ -217,8 +217,11 @@ class Layout:
     ) -> Layout:
         """Invert :attr:`cipher_size`; :class:`IntegrityError` if no layout fits.
 
-        A fitting layout is necessary, not sufficient: truncation at a segment
-        boundary is detected by the last-segment flag in the nonce.
+        The writer never produces a final segment without plaintext unless the
+        object is empty, so such a size (e.g. 16 bytes appended to an object of
+        whole segments) is rejected. A fitting layout is necessary, not
+        sufficient: truncation at a segment boundary is detected only when the
+        last segment is authenticated (its nonce carries the last-segment flag).
         """
         payload = cipher_size - header_size
         full = segment_size + TAG_SIZE
@@ -228,6 +231,11 @@ class Layout:
         last = payload - (count - 1) * full
         if last < TAG_SIZE:
             raise IntegrityError(f"{what}: truncated or extended (partial segment tag)")
+        if last == TAG_SIZE and count > 1:
+            raise IntegrityError(f"{what}: extended (a final segment without plaintext)")
         if count > MAX_SEGMENTS:
             raise IntegrityError(f"{what}: too many segments")
-        return cls(header_size, segment_size, payload - TAG_SIZE * count)
+        layout = cls(header_size, segment_size, payload - TAG_SIZE * count)
+        if layout.cipher_size != cipher_size:  # pragma: no cover - guaranteed by the checks above
+            raise IntegrityError(f"{what}: size {cipher_size} fits no layout")
+        return layout
