@@ -314,13 +314,23 @@ class EncryptedBackend(Backend):
                     raise
         raise AssertionError("unreachable")
 
-    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
+    def list(
+        self, prefix: str = "", *, on_damaged: Callable[[IntegrityError], None] | None = None
+    ) -> Iterator[ObjectMeta]:
+        """Objects under ``prefix`` with plaintext sizes. An object whose header or
+        size is corrupt raises :class:`IntegrityError`, ending the listing, unless
+        ``on_damaged`` is given: then it receives the error and the listing goes on."""
         validate_prefix(prefix)
         for meta in self.inner.list(prefix):
             try:
                 _, layout = self._layout(meta)
             except NotFoundError:
                 continue  # deleted while listing
+            except IntegrityError as exc:
+                if on_damaged is None:
+                    raise
+                on_damaged(exc)
+                continue
             yield ObjectMeta(meta.key, layout.plain_size, meta.version)
 
     def delete(self, key: str) -> None:
