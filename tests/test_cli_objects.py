@@ -77,3 +77,27 @@ def test_encrypted_round_trip_with_key_file(tmp_path) -> None:
     env = {**os.environ, "DCSTORE_KEYS_FILE": str(kek)}
     done = subprocess.run([*DCSTORE, "get", store, "a"], capture_output=True, env=env, check=False)
     assert done.stdout == b"secret sample"
+
+
+def test_ls_lists_around_a_damaged_header(tmp_path) -> None:
+    kek = tmp_path / "kek.json"
+    assert run("keys", "new", "--keys", str(kek)).returncode == 0
+    store = str(tmp_path / "enc")
+    for name in ("a", "b", "c"):
+        assert run("put", store, name, "-", "--keys", str(kek), input=b"x" * 100).returncode == 0
+    with open(tmp_path / "enc" / "b", "r+b") as f:
+        f.write(b"XXXX")  # bad magic
+    for extra in ([], ["--json"]):
+        listed = run("ls", store, "--keys", str(kek), *extra)
+        assert listed.returncode == 6
+        errors = listed.stderr.decode().strip().splitlines()
+        assert errors == [
+            f"dcstore: error: file://{store}: object 'b': not a dcstore "
+            "encrypted object (bad magic)"
+        ]
+        out = listed.stdout.decode()
+        if extra:
+            keys = [m["key"] for m in json.loads(out)]
+        else:
+            keys = [line.split()[-1] for line in out.splitlines()]
+        assert keys == ["a", "c"]

@@ -45,7 +45,7 @@ def test_keys_lifecycle_and_verify(tmp_path: Path) -> None:
     assert by_id["k1"]["objects"] == 3 and by_id["k1"]["state"] == "active"
     assert by_id["k2"] == {"id": "k2", "state": "primary", "objects": 0, "bytes": 0}
 
-    refused = run("keys", "retire", "k1", store, "--keys", str(keys))
+    refused = run("keys", "retire", "k1", store, "--keys", str(keys), "--min-age", "0")
     assert refused.returncode == 2 and "still wraps 3 object(s)" in refused.stderr
 
     rotated = run("keys", "rotate", store, "--keys", str(keys), "--prefix", "a/")
@@ -54,7 +54,9 @@ def test_keys_lifecycle_and_verify(tmp_path: Path) -> None:
     assert "1 object(s) not under the primary" in run("keys", "status", store, env=env).stdout
     assert "1 rewrapped" in run("keys", "rotate", store, env=env).stdout
 
-    assert run("keys", "retire", "k1", store, "--keys", str(keys)).returncode == 0
+    young = run("keys", "retire", "k1", store, "--keys", str(keys))
+    assert young.returncode == 2 and "--min-age" in young.stderr
+    assert run("keys", "retire", "k1", store, "--keys", str(keys), "--min-age", "0").returncode == 0
     listed = run("keys", "list", "--keys", str(keys)).stdout.split()
     assert listed == ["primary", "k2", "retired", "k1"]
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from dcstore.backends.memory import MemoryBackend
 from dcstore.crypto import EncryptedBackend, Keyring, parse_header
 from dcstore.crypto.format import TAG_SIZE, Layout
-from dcstore.errors import IntegrityError, KeyAccessError
+from dcstore.errors import IntegrityError, InvalidRangeError, KeyAccessError
 
 SEG = 64
 KEY = "shards/train-000.tar"
@@ -139,6 +139,26 @@ def test_truncation_at_every_length(stored) -> None:
         with pytest.raises(IntegrityError) as info:
             enc.get(KEY)
         assert repr(KEY) in str(info.value), length
+
+
+def test_truncation_at_a_boundary_is_seen_only_with_the_new_last_segment(stored) -> None:
+    """The guarantee as docs/format.md words it: head and ranges away from the end
+    see an authentic but shorter object; get, verify and a range that includes the
+    (new) last segment reject it; a range past the new end is out of range."""
+    from dcstore.crypto.verify import verify
+
+    enc, inner, data, blob = stored
+    layout = layout_of(blob)
+    inner.put(KEY, blob[: layout.cipher_span(1)[1]])  # segments 0 and 1 left
+    assert enc.head(KEY).size == 2 * SEG
+    assert enc.get_range(KEY, 0, SEG) == data[:SEG]
+    with pytest.raises(IntegrityError):
+        enc.get_range(KEY, SEG, SEG + 1)
+    with pytest.raises(IntegrityError):
+        enc.get(KEY)
+    with pytest.raises(InvalidRangeError):
+        enc.get_range(KEY, 0, 3 * SEG)
+    assert [c.bad_segments for c in verify(enc)] == [[1]]
 
 
 @pytest.mark.parametrize("extra", [1, 15, 16, 17, SEG, SEG + TAG_SIZE, SEG + TAG_SIZE + 1, 999])

@@ -15,13 +15,20 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-VECTORS = json.loads(
-    (Path(__file__).parent / "vectors" / "format-v1.json").read_text(encoding="utf-8")
-)["vectors"]
+FILE = json.loads((Path(__file__).parent / "vectors" / "format-v1.json").read_text("utf-8"))
+VECTORS = FILE["vectors"]
+REJECTED = FILE["rejected"]
 
 
 class Rejected(Exception):
-    pass
+    """docs/format.md: the object is corrupt (dcstore: IntegrityError)."""
+
+
+class KeyProblem(Exception):
+    """docs/format.md: a key access error (dcstore: KeyAccessError)."""
+
+
+SPEC_ERRORS = {"IntegrityError": Rejected, "KeyAccessError": KeyProblem}
 
 
 def u32(b: bytes) -> int:
@@ -46,16 +53,23 @@ def decrypt_per_spec(obj: bytes, name: str, keks: dict[str, bytes]) -> bytes:
     key_id = obj[17 : 17 + kid_len]
     wrap_nonce = obj[17 + kid_len : 29 + kid_len]
     wrapped = obj[29 + kid_len : 77 + kid_len]
-    # 2. unwrap
-    wrap_ad = b"dcstore/v1 wrap\x00" + bytes([kid_len]) + key_id + obj[6:10] + prefix
-    dek = AESGCM(keks[key_id.decode("ascii")]).decrypt(wrap_nonce, wrapped, wrap_ad)
-    # 3. sizes
+    # 2. sizes
     d, f = len(obj) - h, s + 16
     if d < 16:
         raise Rejected("no segment")
     n = -(-d // f)
-    if d - (n - 1) * f < 16:
-        raise Rejected("partial tag")
+    last = d - (n - 1) * f
+    if last < 16 or (n > 1 and last < 17):
+        raise Rejected("partial tag, or a final segment without plaintext")
+    # 3. unwrap
+    wrap_ad = b"dcstore/v1 wrap\x00" + bytes([kid_len]) + key_id + obj[6:10] + prefix
+    kek = keks.get(key_id.decode("ascii"))
+    if kek is None:
+        raise KeyProblem("no such key")
+    try:
+        dek = AESGCM(kek).decrypt(wrap_nonce, wrapped, wrap_ad)
+    except InvalidTag:
+        raise KeyProblem("does not unwrap") from None
     # 4. segments
     ad = b"dcstore/v1 segment\x00" + obj[6:10] + name.encode("utf-8")
     aead = AESGCM(dek)
@@ -111,6 +125,47 @@ def test_dcstore_reads_the_vectors(vector: dict) -> None:
         assert enc.get_range(vector["object_name"], 1, len(plain)) == plain[1:]
 
 
+@pytest.mark.parametrize("vector", REJECTED, ids=lambda v: v["case"])
+def test_rejected_vector_per_spec(vector: dict) -> None:
+    keks = {vector["key_id"]: bytes.fromhex(vector["kek"])}
+    with pytest.raises(SPEC_ERRORS[vector["error"]]):
+        decrypt_per_spec(bytes.fromhex(vector["object"]), vector["object_name"], keks)
+
+
+@pytest.mark.parametrize("vector", REJECTED, ids=lambda v: v["case"])
+def test_dcstore_rejects_with_the_named_error(vector: dict) -> None:
+    from dcstore.backends.memory import MemoryBackend
+    from dcstore.crypto import EncryptedBackend, Keyring
+    from dcstore.crypto.verify import verify
+
+    keyring = Keyring({vector["key_id"]: bytes.fromhex(vector["kek"])}, vector["key_id"])
+    inner = MemoryBackend(f"rejected-{vector['case']}")
+    name = vector["object_name"]
+    inner.put(name, bytes.fromhex(vector["object"]))
+    enc = EncryptedBackend(inner, keyring)
+    with pytest.raises(Exception) as info:
+        enc.get(name)
+    assert type(info.value).__name__ == vector["error"]
+    assert repr(name) in str(info.value)
+    (check,) = verify(enc)
+    assert check.kind == {"IntegrityError": "integrity", "KeyAccessError": "key"}[vector["error"]]
+
+
+def test_rejected_vectors_cover_the_listed_attacks() -> None:
+    assert {v["case"] for v in REJECTED} >= {
+        "appended-empty-final-segment",
+        "truncated-at-segment-boundary",
+        "swapped-segments",
+        "flipped-tag-bit",
+        "flipped-header-bit",
+        "flipped-wrapped-key-bit",
+        "renamed-object",
+        "wrong-kek",
+        "bad-magic",
+        "bad-version",
+    }
+
+
 def test_vectors_file_is_up_to_date() -> None:
     """The checked-in vectors equal what the generator produces now (format unchanged)."""
     import importlib.util
@@ -120,4 +175,5 @@ def test_vectors_file_is_up_to_date() -> None:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.build()["vectors"] == VECTORS
+    built = module.build()
+    assert built["vectors"] == VECTORS and built["rejected"] == REJECTED

@@ -9,6 +9,7 @@ printed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from typing import Any
@@ -22,11 +23,13 @@ from dcstore.crypto import (
     KeySource,
     new_key_id,
 )
-from dcstore.crypto.rotation import check_retirable, key_usage, rotate
-from dcstore.errors import ConfigError, NotFoundError
+from dcstore.crypto.rotation import key_usage, retire_key, rotate
+from dcstore.errors import ConfigError
 
 ENV_KEYS_FILE = "DCSTORE_KEYS_FILE"
 ENV_KEYS = "DCSTORE_KEYS"
+DEFAULT_RETIRE_MIN_AGE = 3600.0
+"""Seconds a key must have been non-primary before ``keys retire`` destroys it."""
 
 
 def key_source_from(spec: str | None, environ: Any = None) -> KeySource | None:
@@ -71,13 +74,16 @@ def _encrypted_store(url: str, args: argparse.Namespace) -> EncryptedBackend:
 def cmd_new(args: argparse.Namespace) -> int:
     source = _require_file(args)
     new_id = args.id or new_key_id()
-    try:
-        keyring = source.load().with_new_key(new_id, primary=not args.no_primary)
-        verb = "added"
-    except NotFoundError:
-        keyring = Keyring.generate(new_id)
-        verb = "created key file with"
-    source.save(keyring)
+    verb = "added"
+
+    def add(current: Keyring | None) -> Keyring:
+        nonlocal verb
+        if current is None:
+            verb = "created key file with"
+            return Keyring.generate(new_id)
+        return current.with_new_key(new_id, primary=not args.no_primary)
+
+    keyring = source.update(add)
     role = "primary" if new_id == keyring.primary else "not primary"
     print(f"{verb} key {new_id} ({role}) in {source.path}", file=sys.stderr)
     print(new_id)
@@ -152,17 +158,12 @@ def cmd_rotate(args: argparse.Namespace) -> int:
 
 
 def cmd_retire(args: argparse.Namespace) -> int:
+    if args.prefix is not None:
+        raise ConfigError("keys retire checks every object of each store; drop --prefix")
     source = _require_file(args)
-    keyring = source.load()
-    if args.key_id not in keyring:
-        raise ConfigError(f"key {args.key_id!r} is not an active key in {source.path}")
-    checked = 0
-    for url in args.stores:
-        args.keys = source
-        with open_from_args(url, args) as store:
-            assert isinstance(store, EncryptedBackend)
-            checked += check_retirable(store, args.key_id, args.prefix)
-    source.save(keyring.retire(args.key_id))
+    with contextlib.ExitStack() as stack:
+        stores = [stack.enter_context(_encrypted_store(url, args)) for url in args.stores]
+        checked = retire_key(source, stores, args.key_id, args.min_age)
     print(
         f"retired {args.key_id}: no object among {checked} in {len(args.stores)} store(s) uses it"
     )
@@ -201,9 +202,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="print every rewrapped object")
     p.set_defaults(func=cmd_rotate)
 
-    p = sub.add_parser("retire", help="destroy a key that no object in the given stores uses")
+    p = sub.add_parser(
+        "retire", help="destroy a non-primary key that no object in the given stores uses"
+    )
     p.add_argument("key_id", metavar="KEY_ID")
     p.add_argument("stores", metavar="URL", nargs="+", help="every store that may use the key")
-    p.add_argument("--prefix", default="", help="only check objects under this prefix")
+    p.add_argument("--prefix", help=argparse.SUPPRESS)  # refused: retire checks whole stores
+    p.add_argument(
+        "--min-age",
+        type=float,
+        default=DEFAULT_RETIRE_MIN_AGE,
+        metavar="SECONDS",
+        help="refuse unless the key stopped being primary at least this long ago "
+        f"(default {DEFAULT_RETIRE_MIN_AGE:.0f}; 0 after a compromise, once writers stopped)",
+    )
     add_store_options(p)
     p.set_defaults(func=cmd_retire)

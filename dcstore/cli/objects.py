@@ -18,6 +18,9 @@ from dcstore.cli.common import (
     print_json,
     transfer_progress,
 )
+from dcstore.cli.main import describe, exit_code_for
+from dcstore.crypto import EncryptedBackend
+from dcstore.errors import IntegrityError
 from dcstore.ops import copy_prefix
 
 
@@ -26,15 +29,26 @@ def _meta_dict(meta: ObjectMeta) -> dict[str, Any]:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    """List every readable object; each damaged encrypted object is one stderr line,
+    and the exit code is then that of its error (after the whole listing)."""
+    damaged: list[IntegrityError] = []
+
+    def report(exc: IntegrityError) -> None:
+        damaged.append(exc)
+        print(f"dcstore: error: {describe(exc)}", file=sys.stderr)
+
     with open_from_args(args.store, args) as store:
-        metas = store.list(args.prefix)
+        if isinstance(store, EncryptedBackend):
+            metas = store.list(args.prefix, on_damaged=report)
+        else:
+            metas = store.list(args.prefix)
         if args.json:
             print_json([_meta_dict(m) for m in metas])
-            return 0
-        for meta in metas:
-            size = human_size(meta.size) if args.human else str(meta.size)
-            print(f"{size:>12}  {meta.key}")
-    return 0
+        else:
+            for meta in metas:
+                size = human_size(meta.size) if args.human else str(meta.size)
+                print(f"{size:>12}  {meta.key}")
+    return exit_code_for(damaged[0]) if damaged else 0
 
 
 def cmd_stat(args: argparse.Namespace) -> int:

@@ -11,8 +11,16 @@ Guarantees (on top of the :class:`~dcstore.backends.base.Backend` contract):
   :class:`IntegrityError` naming the object, and no plaintext is returned.
   A missing, retired or wrong key raises :class:`KeyAccessError`.
 * ``get_range`` reads (``inner.get_range``) and decrypts only the segments
-  covering the range; ``head`` and ``list`` report plaintext sizes, computed
-  from the ciphertext size and the header (headers are cached by version).
+  covering the range, with the same guarantee for the bytes it returns; a
+  truncation at a segment boundary is seen only by a read that includes the
+  (new) last segment. ``head`` and ``list`` report plaintext sizes computed
+  from the ciphertext size and the header (headers are cached by version):
+  they reject sizes no writer produces, but authenticate nothing.
+* Before wrapping a new data key (``put``), the backend asks its key source
+  whether it changed (one ``stat`` for a key file) and reloads it if so; a
+  read that meets a key id the loaded keyring lacks reloads once if the
+  source changed (always, for sources without a version). So a long-lived
+  writer follows ``dcstore keys new`` / ``retire`` without a restart.
 * The backend pickles its :class:`KeySource`, never keys: each process loads
   the keyring itself on first use.
 """
@@ -21,7 +29,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -81,6 +89,7 @@ class EncryptedBackend(Backend):
     def _start(self) -> None:
         self._lock = threading.Lock()
         self._keyring: Keyring | None = None
+        self._key_version: Hashable | None = None
         self._headers: OrderedDict[tuple[str, str], Header] = OrderedDict()
         self._pool: ThreadPoolExecutor | None = None
 
@@ -111,9 +120,26 @@ class EncryptedBackend(Backend):
         keyring = self._keyring
         if keyring is None:
             with self._lock:
-                if self._keyring is None:
-                    self._keyring = self.keys.load()
-                keyring = self._keyring
+                keyring = self._keyring or self._load_locked()
+        return keyring
+
+    def current_keyring(self, *, unversioned: bool = False) -> Keyring:
+        """The keyring, first reloaded if the key source's :meth:`~KeySource.version`
+        changed since it was loaded; with ``unversioned``, also reloaded when the
+        source has no version. Called before every wrap."""
+        keyring = self.keyring
+        version = self.keys.version()
+        if version == self._key_version and not (version is None and unversioned):
+            return keyring
+        with self._lock:
+            if self._keyring is not keyring:  # another thread reloaded meanwhile
+                return self._keyring or self._load_locked()
+            return self._load_locked()
+
+    def _load_locked(self) -> Keyring:
+        version = self.keys.version()  # before loading: a change during the load reloads again
+        keyring = self.keys.load()
+        self._keyring, self._key_version = keyring, version
         return keyring
 
     def reload_keys(self) -> None:
@@ -135,7 +161,10 @@ class EncryptedBackend(Backend):
 
     def _cipher(self, header: Header, key: str) -> ObjectCipher:
         what = self._what(key)
-        return ObjectCipher(header, self.keyring.unwrap(header, what), key, what)
+        keyring = self.keyring
+        if header.key_id not in keyring:  # added (or restored) since we loaded?
+            keyring = self.current_keyring(unversioned=True)
+        return ObjectCipher(header, keyring.unwrap(header, what), key, what)
 
     def _header(self, meta: ObjectMeta) -> Header:
         cache_key = (meta.key, meta.version)
@@ -166,7 +195,7 @@ class EncryptedBackend(Backend):
 
     def put(self, key: str, data: Buffer) -> ObjectMeta:
         validate_key(key)
-        header, dek = self.keyring.new_header(self.segment_size)
+        header, dek = self.current_keyring().new_header(self.segment_size)
         blob = ObjectCipher(header, dek, key, self._what(key)).encrypt(data, self._executor())
         meta = self.inner.put(key, blob)
         self._remember((key, meta.version), header)
@@ -285,13 +314,23 @@ class EncryptedBackend(Backend):
                     raise
         raise AssertionError("unreachable")
 
-    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
+    def list(
+        self, prefix: str = "", *, on_damaged: Callable[[IntegrityError], None] | None = None
+    ) -> Iterator[ObjectMeta]:
+        """Objects under ``prefix`` with plaintext sizes. An object whose header or
+        size is corrupt raises :class:`IntegrityError`, ending the listing, unless
+        ``on_damaged`` is given: then it receives the error and the listing goes on."""
         validate_prefix(prefix)
         for meta in self.inner.list(prefix):
             try:
                 _, layout = self._layout(meta)
             except NotFoundError:
                 continue  # deleted while listing
+            except IntegrityError as exc:
+                if on_damaged is None:
+                    raise
+                on_damaged(exc)
+                continue
             yield ObjectMeta(meta.key, layout.plain_size, meta.version)
 
     def delete(self, key: str) -> None:

@@ -6,11 +6,14 @@ Guarantees:
   messages, and a :class:`Keyring` refuses to pickle: processes receive a
   :class:`~dcstore.crypto.sources.KeySource` and load keys themselves.
 * A keyring is immutable; :meth:`Keyring.with_new_key` and
-  :meth:`Keyring.retire` return new keyrings.
+  :meth:`Keyring.retire` return new keyrings. It records when each active key
+  stopped being primary (:meth:`Keyring.demoted_at`), so retirement can wait
+  until writes begun under it have landed.
 * Data keys are wrapped with AES-256-GCM under the primary KEK with a random
   12-byte nonce, associated data binding key id, segment size and nonce
   prefix (see ``docs/format.md``). Random wrap nonces bound one KEK to about
-  2**32 wrapped data keys; rotate long before that.
+  2**32 wrapped data keys (every ``put`` and every rewrap is one); a new
+  primary starts a fresh count.
 """
 
 from __future__ import annotations
@@ -51,9 +54,15 @@ def new_key_id() -> str:
 class Keyring:
     """KEKs by id, the id of the primary (used for new wraps) and retired ids."""
 
-    __slots__ = ("_aeads", "_keys", "_primary", "_retired")
+    __slots__ = ("_aeads", "_demoted", "_keys", "_primary", "_retired")
 
-    def __init__(self, keys: Mapping[str, bytes], primary: str, retired: Iterable[str] = ()):
+    def __init__(
+        self,
+        keys: Mapping[str, bytes],
+        primary: str,
+        retired: Iterable[str] = (),
+        demoted: Mapping[str, datetime] | None = None,
+    ):
         for key_id, material in keys.items():
             check_key_id(key_id)
             if not isinstance(material, bytes) or len(material) != KEK_SIZE:
@@ -67,6 +76,7 @@ class Keyring:
         self._keys = dict(keys)
         self._primary = primary
         self._retired = retired_ids
+        self._demoted = {k: t for k, t in (demoted or {}).items() if k in keys and k != primary}
         self._aeads = {key_id: AESGCM(material) for key_id, material in self._keys.items()}
 
     @classmethod
@@ -87,6 +97,10 @@ class Keyring:
     @property
     def retired(self) -> frozenset[str]:
         return self._retired
+
+    def demoted_at(self, key_id: str) -> datetime | None:
+        """When the active key ``key_id`` stopped being primary (``None``: unknown or primary)."""
+        return self._demoted.get(key_id)
 
     def __contains__(self, key_id: object) -> bool:
         return key_id in self._keys
@@ -109,12 +123,18 @@ class Keyring:
         if key_id in self._keys or key_id in self._retired:
             raise ConfigError(f"key id {key_id!r} already exists in the keyring")
         keys = {**self._keys, key_id: os.urandom(KEK_SIZE)}
-        return Keyring(keys, key_id if primary else self._primary, self._retired)
+        return Keyring(keys, self._primary, self._retired, self._demoted).with_primary(
+            key_id if primary else self._primary
+        )
 
     def with_primary(self, key_id: str) -> Keyring:
-        """A copy whose primary is ``key_id`` (which must be usable)."""
+        """A copy whose primary is ``key_id`` (which must be usable); the old
+        primary is recorded as demoted now."""
         self._require(key_id, "the keyring")
-        return Keyring(self._keys, key_id, self._retired)
+        demoted = dict(self._demoted)
+        if key_id != self._primary:
+            demoted[self._primary] = datetime.now(timezone.utc)
+        return Keyring(self._keys, key_id, self._retired, demoted)
 
     def retire(self, key_id: str) -> Keyring:
         """A copy where ``key_id``'s material is destroyed and its id kept as retired.
@@ -126,7 +146,7 @@ class Keyring:
         if key_id == self._primary:
             raise ConfigError(f"key {key_id!r} is the primary; make another key primary first")
         keys = {k: v for k, v in self._keys.items() if k != key_id}
-        return Keyring(keys, self._primary, self._retired | {key_id})
+        return Keyring(keys, self._primary, self._retired | {key_id}, self._demoted)
 
     # -- wrapping data keys --------------------------------------------------
 
@@ -177,9 +197,12 @@ class Keyring:
     def to_document(self) -> dict[str, Any]:
         """The JSON-able key file document. It holds key material: write it 0600."""
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        keys: list[dict[str, Any]] = [
-            {"id": k, "key": base64.b64encode(v).decode("ascii")} for k, v in self._keys.items()
-        ]
+        keys: list[dict[str, Any]] = []
+        for key_id, material in self._keys.items():
+            entry = {"id": key_id, "key": base64.b64encode(material).decode("ascii")}
+            if key_id in self._demoted:
+                entry["demoted"] = self._demoted[key_id].isoformat(timespec="seconds")
+            keys.append(entry)
         keys += [{"id": k, "retired": True} for k in sorted(self._retired)]
         return {
             "format": KEYFILE_FORMAT,
@@ -202,6 +225,8 @@ class Keyring:
             raise ConfigError(f"{where}: unsupported key file version {doc.get('version')!r}")
         keys: dict[str, bytes] = {}
         retired: list[str] = []
+        demoted: dict[str, datetime] = {}
+        updated = _timestamp(doc.get("updated"))
         entries = doc.get("keys")
         if not isinstance(entries, list) or not entries:
             raise ConfigError(f"{where}: 'keys' must be a non-empty list")
@@ -223,7 +248,22 @@ class Keyring:
             if len(material) != KEK_SIZE:
                 raise ConfigError(f"{where}: key {key_id!r} is not {KEK_SIZE} base64 bytes")
             keys[key_id] = material
+            # Files written before "demoted" existed: the last update is a safe upper bound.
+            when = _timestamp(entry.get("demoted")) or updated
+            if when is not None:
+                demoted[key_id] = when
         primary = doc.get("primary")
         if primary not in keys:
             raise ConfigError(f"{where}: primary {primary!r} is not an active key in the file")
-        return cls(keys, primary, retired)
+        return cls(keys, primary, retired, demoted)
+
+
+def _timestamp(value: object) -> datetime | None:
+    """An ISO-8601 time with a zone from a key file, else ``None``."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None

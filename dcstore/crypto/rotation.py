@@ -10,17 +10,27 @@ Guarantees:
   (shards are write-once): an overwrite between the read and the write of
   one object is detected by its version only up to the final ``put``.
 * :func:`key_usage` reads headers only (one small ranged read per object).
+* :func:`retire_key` destroys a KEK only when it is not the primary, stopped
+  being primary at least ``min_age`` seconds ago (recorded in the key file),
+  and no object of the given stores — each scanned whole — needs it. Writers
+  reload a changed key file before every wrap, so what remains is a ``put``
+  that wrapped its data key before the key stopped being primary and lands
+  more than ``min_age`` later, or a writer whose key source cannot report
+  changes (``docs/format.md``, "Security considerations").
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from dcstore.backends.base import ObjectMeta
 from dcstore.backends.keys import validate_key, validate_prefix
 from dcstore.crypto.backend import EncryptedBackend
 from dcstore.crypto.format import parse_header
+from dcstore.crypto.keyring import Keyring
+from dcstore.crypto.sources import FileKeySource
 from dcstore.errors import ConfigError, DcstoreError, NotFoundError
 
 
@@ -53,7 +63,7 @@ def rewrap(store: EncryptedBackend, key: str) -> RewrapResult:
     """Rewrap one object's data key under the primary KEK; payload bytes unchanged."""
     validate_key(key)
     inner = store.inner
-    keyring = store.keyring
+    keyring = store.current_keyring()
     before = inner.head(key)
     blob = inner.get(key)
     what = store._what(key)
@@ -100,25 +110,68 @@ def key_usage(store: EncryptedBackend, prefix: str = "") -> KeyUsage:
     return usage
 
 
-def check_retirable(store: EncryptedBackend, key_id: str, prefix: str = "") -> int:
-    """Raise :class:`ConfigError` unless no object under ``prefix`` uses ``key_id``.
+def check_retirable(store: EncryptedBackend, key_id: str) -> int:
+    """Raise :class:`ConfigError` unless no object in the whole store uses ``key_id``.
 
     Returns the number of objects checked. Objects with unreadable headers
     also block retirement: they might depend on the key.
     """
-    if key_id == store.keyring.primary:
+    if key_id == store.current_keyring().primary:
         raise ConfigError(f"key {key_id!r} is the primary key; add and rotate to a new one first")
-    usage = key_usage(store, prefix)
-    where = f"{store.url} (prefix {prefix!r})" if prefix else store.url
+    usage = key_usage(store)
     if usage.objects.get(key_id):
         raise ConfigError(
-            f"key {key_id!r} still wraps {usage.objects[key_id]} object(s) in {where}; "
+            f"key {key_id!r} still wraps {usage.objects[key_id]} object(s) in {store.url}; "
             "run 'dcstore keys rotate' first"
         )
     if usage.unreadable:
         key, reason = usage.unreadable[0]
         raise ConfigError(
-            f"{len(usage.unreadable)} object(s) in {where} have unreadable headers "
+            f"{len(usage.unreadable)} object(s) in {store.url} have unreadable headers "
             f"(first: {key!r}: {reason}); cannot prove the key is unused"
         )
     return sum(usage.objects.values())
+
+
+def check_demoted_long_enough(keyring: Keyring, key_id: str, min_age: float) -> None:
+    """Raise :class:`ConfigError` unless ``key_id`` stopped being primary ``min_age``
+    seconds ago or earlier: a ``put`` that wrapped its data key just before
+    ``keys new`` may still be uploading, invisible to a store scan."""
+    if key_id == keyring.primary:
+        raise ConfigError(f"key {key_id!r} is the primary key; add and rotate to a new one first")
+    if min_age <= 0:
+        return
+    since = keyring.demoted_at(key_id)
+    age = None if since is None else (datetime.now(timezone.utc) - since).total_seconds()
+    if age is None or age < min_age:
+        when = "at an unknown time" if age is None else f"{age:.0f} s ago"
+        raise ConfigError(
+            f"key {key_id!r} stopped being primary {when}; retire waits {min_age:.0f} s "
+            "(--min-age) so that writes begun under it have landed"
+        )
+
+
+def retire_key(
+    source: FileKeySource, stores: Sequence[EncryptedBackend], key_id: str, min_age: float
+) -> int:
+    """Destroy ``key_id`` in the key file once it has been non-primary for ``min_age``
+    seconds and no object of any of ``stores`` (each scanned whole) uses it.
+
+    The scan runs without the key file lock; the change itself is a locked
+    read-modify-write that checks the key is still non-primary and old enough.
+    Returns the number of objects checked.
+    """
+    keyring = source.load()
+    if key_id not in keyring:
+        raise ConfigError(f"key {key_id!r} is not an active key in {source.path}")
+    check_demoted_long_enough(keyring, key_id, min_age)
+    checked = sum(check_retirable(store, key_id) for store in stores)
+
+    def retire(current: Keyring | None) -> Keyring:
+        if current is None or key_id not in current:
+            raise ConfigError(f"key {key_id!r} is no longer an active key in {source.path}")
+        check_demoted_long_enough(current, key_id, min_age)
+        return current.retire(key_id)
+
+    source.update(retire)
+    return checked

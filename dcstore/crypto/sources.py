@@ -8,8 +8,11 @@ and ``describe``.
 Built in:
 
 * :class:`FileKeySource` — a JSON key file (``docs/format.md``) that must not
-  be readable by group or others; written atomically with mode 0600 by
-  :func:`write_key_file`.
+  be readable by group or others. :meth:`FileKeySource.update` changes it:
+  read-modify-write under an exclusive ``flock`` on a sidecar ``<file>.lock``,
+  then an atomic, fsynced replace with mode 0600 (:func:`write_key_file`), so
+  concurrent ``keys new``/``retire`` never lose a key. Its :meth:`version`
+  is one ``stat`` (device, inode, size, mtime): writers reload when it changes.
 * :class:`EnvKeySource` — the same document in an environment variable. For
   the CLI only: the library never constructs it and never reads the
   environment on its own.
@@ -21,10 +24,13 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import fcntl
+import json
 import os
 import re
 import stat
 import tempfile
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -43,6 +49,15 @@ class KeySource(abc.ABC):
     @abc.abstractmethod
     def describe(self) -> str:
         """A secret-free description for messages and ``repr``."""
+
+    def version(self) -> Hashable | None:
+        """A cheap token that changes whenever :meth:`load` may return another keyring.
+
+        ``None`` (the default) means the source cannot tell cheaply; writers then
+        keep the keyring they loaded, and a read that meets an unknown key id
+        loads it again.
+        """
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.describe()!r})"
@@ -76,9 +91,50 @@ class FileKeySource(KeySource):
             text = f.read()
         return Keyring.from_document(text, f"key file {self.path}")
 
+    def version(self) -> Hashable:
+        """``(device, inode, size, mtime_ns)`` of the key file: every update replaces
+        the file, so the inode changes even within one mtime tick."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return "missing"
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    @property
+    def lock_path(self) -> Path:
+        """The sidecar lock file (kept; removing lock files reintroduces races)."""
+        return self.path.with_name(self.path.name + ".lock")
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the exclusive lock every update of this key file takes."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def update(self, change: Callable[[Keyring | None], Keyring]) -> Keyring:
+        """Read-modify-write the key file under :meth:`locked`; returns the new keyring.
+
+        ``change`` receives the current keyring (``None`` if there is no file
+        yet) and returns the one to write; an exception from it leaves the file
+        untouched.
+        """
+        with self.locked():
+            try:
+                current: Keyring | None = self.load()
+            except NotFoundError:
+                current = None
+            keyring = change(current)
+            write_key_file(self.path, keyring)
+        return keyring
+
     def save(self, keyring: Keyring) -> None:
-        """Atomically replace the key file with ``keyring`` (mode 0600)."""
-        write_key_file(self.path, keyring)
+        """Replace the key file with ``keyring`` under the lock (mode 0600)."""
+        self.update(lambda _current: keyring)
 
 
 class EnvKeySource(KeySource):
@@ -118,9 +174,11 @@ class StaticKeySource(KeySource):
 
 
 def write_key_file(path: str | os.PathLike[str], keyring: Keyring) -> None:
-    """Write ``keyring`` to ``path`` atomically, created with mode 0600, fsynced."""
-    import json
+    """Write ``keyring`` to ``path`` atomically, created with mode 0600, fsynced.
 
+    Takes no lock: to change a key file other processes may change too, use
+    :meth:`FileKeySource.update`.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".kek-", dir=target.parent)  # mkstemp: mode 0600

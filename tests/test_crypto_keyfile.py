@@ -1,0 +1,149 @@
+"""A shared key file changing under running writers: reload, locked updates, safe retire.
+
+These run the ``dcstore keys`` CLI in real processes against a key file that a
+long-lived :class:`EncryptedBackend` in this process keeps using.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from dcstore.backends.local import LocalBackend
+from dcstore.crypto import EncryptedBackend, FileKeySource, Keyring, parse_header, write_key_file
+from dcstore.errors import ConfigError, KeyAccessError
+
+DCSTORE = [sys.executable, "-m", "dcstore.cli"]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DCSTORE_KEYS")}
+    return subprocess.run([*DCSTORE, *args], capture_output=True, text=True, check=False, env=env)
+
+
+def key_id_of(root: Path, key: str) -> str:
+    return parse_header((root / key).read_bytes(), key).key_id
+
+
+def test_long_lived_writer_follows_new_and_retire(tmp_path: Path) -> None:
+    """Once reproduced data loss: a writer that loaded the keyring once kept wrapping
+    under k1 after ``keys new`` + ``rotate`` + ``retire k1``; nobody could read those objects."""
+    keys, root = tmp_path / "kek.json", tmp_path / "store"
+    assert cli("keys", "new", "--keys", str(keys), "--id", "k1").returncode == 0
+    writer = EncryptedBackend(LocalBackend(root), f"file://{keys}", segment_size=1024)
+    writer.put("a/0", b"before" * 500)
+
+    assert cli("keys", "new", "--keys", str(keys), "--id", "k2").returncode == 0
+    assert cli("keys", "rotate", str(root), "--keys", str(keys)).returncode == 0
+    retired = cli("keys", "retire", "k1", str(root), "--keys", str(keys), "--min-age", "0")
+    assert retired.returncode == 0, retired.stderr
+
+    writer.put("a/1", b"after" * 500)  # the same process, no explicit reload
+    assert key_id_of(root, "a/1") == "k2"
+    got = cli("get", str(root), "a/1", "--keys", str(keys))
+    assert got.returncode == 0 and got.stdout == "after" * 500
+
+
+def test_retire_checks_the_whole_store_and_waits_min_age(tmp_path: Path) -> None:
+    keys, root = tmp_path / "kek.json", tmp_path / "store"
+    assert cli("keys", "new", "--keys", str(keys), "--id", "k1").returncode == 0
+    writer = EncryptedBackend(LocalBackend(root), f"file://{keys}", segment_size=1024)
+    for name in ("p/0", "q/0", "q/1"):
+        writer.put(name, name.encode())
+    assert cli("keys", "new", "--keys", str(keys), "--id", "k2").returncode == 0
+    assert cli("keys", "rotate", str(root), "--prefix", "p/", "--keys", str(keys)).returncode == 0
+
+    prefixed = cli("keys", "retire", "k1", str(root), "--keys", str(keys), "--prefix", "p/")
+    assert prefixed.returncode == 2 and "drop --prefix" in prefixed.stderr
+    young = cli("keys", "retire", "k1", str(root), "--keys", str(keys))
+    assert young.returncode == 2 and "stopped being primary" in young.stderr
+    used = cli("keys", "retire", "k1", str(root), "--keys", str(keys), "--min-age", "0")
+    assert used.returncode == 2
+    assert used.stderr.strip().splitlines() == [
+        f"dcstore: error: key 'k1' still wraps 2 object(s) in file://{root}; "
+        "run 'dcstore keys rotate' first"
+    ]
+    assert "k1" in FileKeySource(keys).load()  # nothing destroyed
+    assert writer.get("q/1") == b"q/1"
+
+
+def test_retire_age_comes_from_the_key_file(tmp_path: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from dcstore.crypto.rotation import check_demoted_long_enough
+
+    ring = Keyring.generate("k1").with_new_key("k2")
+    since = ring.demoted_at("k1")
+    assert since is not None and ring.demoted_at("k2") is None
+    doc = ring.to_document()
+    assert [e.get("demoted") for e in doc["keys"]] == [since.isoformat(timespec="seconds"), None]
+    with pytest.raises(ConfigError, match="stopped being primary 0 s ago"):
+        check_demoted_long_enough(ring, "k1", 60)
+    check_demoted_long_enough(ring, "k1", 0)
+
+    old = (datetime.now(timezone.utc) - timedelta(hours=2)).isoformat(timespec="seconds")
+    for entry in doc["keys"]:
+        entry.pop("demoted", None)  # a file written before "demoted" existed
+    doc["updated"] = old
+    legacy = Keyring.from_document(json.dumps(doc), "doc")
+    check_demoted_long_enough(legacy, "k1", 3600)  # "updated" bounds the demotion time
+    doc["updated"] = "not a time"
+    with pytest.raises(ConfigError, match="unknown time"):
+        check_demoted_long_enough(Keyring.from_document(json.dumps(doc), "doc"), "k1", 1)
+    assert legacy.with_primary("k1").demoted_at("k1") is None
+
+
+def test_concurrent_keys_new_lose_no_key(tmp_path: Path) -> None:
+    keys = tmp_path / "kek.json"
+    ids = [f"k{i}" for i in range(8)]
+    with ThreadPoolExecutor(len(ids)) as pool:
+        results = list(pool.map(lambda i: cli("keys", "new", "--keys", str(keys), "--id", i), ids))
+    assert [r.returncode for r in results] == [0] * len(ids), [r.stderr for r in results]
+    keyring = FileKeySource(keys).load()
+    assert keyring.ids == sorted(ids)
+    assert sorted(r.stderr.split()[0] for r in results).count("created") == 1
+    assert (keys.stat().st_mode & 0o777, Path(f"{keys}.lock").stat().st_mode & 0o777) == (
+        0o600,
+        0o600,
+    )
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".kek-")] == []
+
+
+def test_failed_update_leaves_the_file_alone(tmp_path: Path) -> None:
+    source = FileKeySource(tmp_path / "kek.json")
+    source.save(Keyring.generate("k1"))
+    before, version = source.path.read_bytes(), source.version()
+
+    def refuse(current: Keyring | None) -> Keyring:
+        raise ConfigError("no")
+
+    with pytest.raises(ConfigError):
+        source.update(refuse)
+    assert source.path.read_bytes() == before and source.version() == version
+    source.update(lambda current: current.with_new_key("k2"))  # type: ignore[union-attr]
+    assert source.version() != version
+
+
+def test_reader_meets_a_newer_key_and_reloads_once(tmp_path: Path) -> None:
+    keys, root = tmp_path / "kek.json", tmp_path / "store"
+    write_key_file(keys, Keyring.generate("k1"))
+    reader = EncryptedBackend(LocalBackend(root), f"file://{keys}", segment_size=1024)
+    assert reader.keyring.ids == ["k1"]
+    assert cli("keys", "new", "--keys", str(keys), "--id", "k2").returncode == 0
+    src = tmp_path / "x"
+    src.write_bytes(b"x" * 5000)
+    assert cli("put", str(root), "x", str(src), "--keys", str(keys)).returncode == 0
+    assert reader.get("x") == b"x" * 5000  # k2 was unknown to the loaded keyring
+    assert reader.keyring.ids == ["k1", "k2"]
+
+    other = tmp_path / "other.json"
+    write_key_file(other, Keyring.generate("k3"))
+    stranger = EncryptedBackend(LocalBackend(root), f"file://{other}")
+    with pytest.raises(KeyAccessError, match="not in the keyring"):
+        stranger.get("x")
