@@ -23,7 +23,7 @@ from dcstore.crypto import (
     new_key_id,
 )
 from dcstore.crypto.rotation import check_retirable, key_usage, rotate
-from dcstore.errors import ConfigError, NotFoundError
+from dcstore.errors import ConfigError
 
 ENV_KEYS_FILE = "DCSTORE_KEYS_FILE"
 ENV_KEYS = "DCSTORE_KEYS"
@@ -71,10 +71,10 @@ def _encrypted_store(url: str, args: argparse.Namespace) -> EncryptedBackend:
 def cmd_new(args: argparse.Namespace) -> int:
     source = _require_file(args)
     new_id = args.id or new_key_id()
-    try:
+    if os.path.lexists(source.path):
         keyring = source.load().with_new_key(new_id, primary=not args.no_primary)
         verb = "added"
-    except NotFoundError:
+    else:
         keyring = Keyring.generate(new_id)
         verb = "created key file with"
     source.save(keyring)
