@@ -30,7 +30,7 @@ def test_round_trip_and_listing(tmp_path) -> None:
     assert run("get", store, "data/in.bin", "-o", str(out)).returncode == 0
     assert out.read_bytes() == src.read_bytes()
     assert run("get", store, "data/stdin.txt").stdout == b"hello"
-    copied = run("cp", store, "memory://cli", "data/", "--json")
+    copied = run("cp", "-r", store, "memory://cli", "data/", "--json")
     assert json.loads(copied.stdout) == {"objects": 2, "bytes": (6 << 20) + 5}
     assert run("rm", store, "data/stdin.txt", "data/stdin.txt").returncode == 0
     assert run("ls", store).stdout.decode().split()[-1] == "data/in.bin"
@@ -45,14 +45,34 @@ def test_round_trip_and_listing(tmp_path) -> None:
         (["ls", "{store}", "--opt", "nope=1"], 2, "unknown option(s) nope"),
         (["get", "{store}", "/abs"], 2, "absolute"),
         (["put", "{store}", "k", "{missing_file}"], 3, "No such file"),
+        (["put", "{store}", "k", "{dir}"], 2, "is a directory"),
+        (["ls", "{missing_dir}"], 3, "no objects (no such store"),
+        (["ls", "{store}", "nothing/"], 3, "no objects under prefix 'nothing/'"),
+        (["rm", "{store}", "a"], 2, "use rm -r"),
+        (["rm", "{store}", "a/1", "missing"], 3, "no object 'missing'"),
+        (["rm", "-r", "{store}", "zzz"], 3, "no objects under prefix 'zzz'"),
+        (["cp", "{store}/a", "{dir}/x"], 2, "use cp -r"),
+        (["cp", "{store}", "{dir}/x"], 2, "use cp -r"),
+        (["cp", "{store}/nope", "{dir}/x"], 3, "no such object"),
+        (["cp", "-r", "{store}", "{dir}/copy", "zzz"], 3, "no objects under prefix 'zzz'"),
+        (["cp", "{store}", "{dir}/copy", "a/"], 2, "add -r"),
+        (["cp", "memory://", "{dir}/x"], 2, "names a store, not an object"),
+        (["put", "{store}", "k", "{file}", "--keys", "{dir}"], 2, "is a directory"),
+        (["put", "{store}", "k", "{file}", "--keys", "{missing_file}"], 2, "does not exist"),
     ],
 )
 def test_errors_are_one_line(tmp_path, args, code, message) -> None:
     (tmp_path / "f").write_bytes(b"x")
+    (tmp_path / "d").mkdir()
+    for key in ("a/1", "a/2"):
+        (tmp_path / "s" / key).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "s" / key).write_bytes(b"kept")
     fill = {
         "store": str(tmp_path / "s"),
         "file": str(tmp_path / "f"),
+        "dir": str(tmp_path / "d"),
         "missing_file": str(tmp_path / "nofile"),
+        "missing_dir": str(tmp_path / "nodir"),
     }
     done = run(*[a.format(**fill) for a in args])
     err = done.stderr.decode()
@@ -60,6 +80,7 @@ def test_errors_are_one_line(tmp_path, args, code, message) -> None:
     assert message in err
     assert err.startswith("dcstore: error:") and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err
+    assert sorted(p.name for p in (tmp_path / "s" / "a").iterdir()) == ["1", "2"]  # kept
 
 
 def test_debug_shows_traceback(tmp_path) -> None:
