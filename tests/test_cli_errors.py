@@ -3,9 +3,11 @@ errors with their exit codes (docs/cli.md), no driver logs, help texts, missing 
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +85,14 @@ def test_help_texts_have_no_printf_escapes() -> None:
         text = parser.format_help()
         assert "%%" not in text and "%(" not in text, parser.prog
         assert "--debug" in text and "--version" in text, parser.prog
+
+
+def test_docs_table_lists_every_exit_code() -> None:
+    from dcstore import errors
+    from dcstore.cli import exits
+
+    text = (Path(__file__).parents[1] / "docs" / "cli.md").read_text()
+    documented = dict(re.findall(r"^\| (\d+) \| `(\w+)`", text, re.M))
+    for cls, code in exits._EXIT_CODES:
+        if issubclass(cls, errors.DcstoreError):
+            assert documented[str(code)] == cls.__name__
