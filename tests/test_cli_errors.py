@@ -96,3 +96,24 @@ def test_docs_table_lists_every_exit_code() -> None:
     for cls, code in exits._EXIT_CODES:
         if issubclass(cls, errors.DcstoreError):
             assert documented[str(code)] == cls.__name__
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["bogus"], "invalid choice: 'bogus'"),
+        (["ls"], "required: store (see: dcstore ls --help)"),
+        (["cp", "a", "b", "--workers", "x"], "invalid int value"),
+    ],
+)
+def test_usage_errors_are_one_line(args, message) -> None:
+    done = run(*args)
+    assert done.returncode == EXIT_CONFIG and message in one_error_line(done)
+
+
+def test_bad_key_file_is_reported_before_reading_anything(tmp_path) -> None:
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "plain").write_bytes(b"not encrypted")
+    done = run("get", str(tmp_path / "s"), "plain", "--keys", str(tmp_path / "none.json"))
+    assert done.returncode == EXIT_CONFIG
+    assert f"key file {tmp_path / 'none.json'} does not exist" in one_error_line(done)

@@ -62,14 +62,21 @@ def open_from_args(url: str, args: argparse.Namespace, *, env_keys: bool = True)
     """Open ``url`` with the stack options given on the command line.
 
     Keys come from ``--keys``, else (when ``env_keys``) from ``DCSTORE_KEYS_FILE``
-    or ``DCSTORE_KEYS``; without any, the store is opened unencrypted.
+    or ``DCSTORE_KEYS``; without any, the store is opened unencrypted. The keys
+    are loaded now, so a bad key file is the error reported, not a later symptom.
     """
     from dcstore.cli.keys import key_source_from
 
     options = parse_options(getattr(args, "option", []) or [])
     spec = getattr(args, "keys", None)
     keys = key_source_from(spec) if env_keys else (spec or None)
-    return open_store(url, cache=getattr(args, "cache", None), keys=keys, **options)
+    store = open_store(url, cache=getattr(args, "cache", None), keys=keys, **options)
+    if keys is not None:
+        from dcstore.crypto import EncryptedBackend
+
+        if isinstance(store, EncryptedBackend):
+            store.keyring  # noqa: B018 - load now: a key file problem is reported first
+    return store
 
 
 def print_json(value: Any) -> None:

@@ -16,6 +16,7 @@ import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from dcstore import __version__, errors
 from dcstore.cli.exits import (
@@ -64,6 +65,13 @@ NOISY_DRIVER_LOGGERS = ("cassandra", "pymongo", "hdfs_native", "redis")
 """Drivers that log tracebacks for conditions dcstore reports in one line."""
 
 
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line too (subcommand parsers inherit this class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"dcstore: error: {message} (see: {self.prog} --help)\n")
+
+
 def _add_global_flags(parser: argparse.ArgumentParser, *, default: object) -> None:
     parser.add_argument(
         "--debug", action="store_true", default=default, help="show tracebacks and debug logs"
@@ -81,7 +89,7 @@ def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="dcstore",
         description="Storage and caching for AI training data: HDFS, Cassandra, "
         "MongoDB and local disk, encrypted, behind a Redis hot tier.",
