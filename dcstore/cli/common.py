@@ -16,8 +16,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from dcstore.backends.base import Backend
-from dcstore.errors import ConfigError
+from dcstore.backends.base import Backend, ObjectMeta
+from dcstore.errors import ConfigError, NotFoundError
 from dcstore.store import open_store
 
 PROGRESS_THRESHOLD = 4 << 20
@@ -77,6 +77,20 @@ def open_from_args(url: str, args: argparse.Namespace, *, env_keys: bool = True)
         if isinstance(store, EncryptedBackend):
             store.keyring  # noqa: B018 - load now: a key file problem is reported first
     return store
+
+
+def head_object(store: Backend, key: str, command: str) -> ObjectMeta:
+    """``store.head(key)``; when there is no such object but keys start with ``key``,
+    a :class:`ConfigError` saying that ``command -r`` handles a prefix."""
+    try:
+        return store.head(key)
+    except NotFoundError:
+        if next(iter(store.list(key)), None) is None:
+            raise
+    raise ConfigError(
+        f"{store.url}: {key!r} is not an object but a prefix of objects: "
+        f"use {command} -r for every key starting with it"
+    )
 
 
 def print_json(value: Any) -> None:

@@ -22,12 +22,13 @@ from dcstore.backends.base import Backend, ObjectMeta
 from dcstore.cli.common import (
     PROGRESS_THRESHOLD,
     add_opt_flag,
+    head_object,
     human_size,
     open_from_args,
     print_json,
     transfer_progress,
 )
-from dcstore.errors import ConfigError, NotFoundError
+from dcstore.errors import ConfigError
 from dcstore.ops import copy_object, copy_prefix
 
 
@@ -54,17 +55,6 @@ def _open(url: str, args: argparse.Namespace, keys: str | None) -> Backend:
     return open_from_args(url, argparse.Namespace(**{**vars(args), "keys": keys}), env_keys=False)
 
 
-def _check_is_object(src: Backend, key: str, location: str) -> ObjectMeta:
-    try:
-        return src.head(key)
-    except NotFoundError:
-        if next(iter(src.list(key)), None) is None:
-            raise
-    raise ConfigError(
-        f"{location} is not an object but a prefix: use cp -r to copy every object under it"
-    )
-
-
 def _copy_one(args: argparse.Namespace) -> list[ObjectMeta]:
     src_url, src_key = split_location(args.src)
     if _is_directory(args.dest):
@@ -75,7 +65,7 @@ def _copy_one(args: argparse.Namespace) -> list[ObjectMeta]:
         _open(src_url, args, args.src_keys) as src,
         _open(dst_url, args, args.dest_keys) as dst,
     ):
-        meta = _check_is_object(src, src_key, args.src)
+        meta = head_object(src, src_key, "cp")
         with transfer_progress(meta.size > PROGRESS_THRESHOLD) as progress:
             task = progress.add_task(f"cp {src_key}", total=meta.size)
             advance = functools.partial(progress.advance, task)

@@ -21,13 +21,13 @@ from dcstore.backends.base import Backend, ObjectMeta
 from dcstore.cli.common import (
     PROGRESS_THRESHOLD,
     add_store_options,
+    head_object,
     human_size,
     open_from_args,
     print_json,
     transfer_progress,
 )
 from dcstore.errors import ConfigError, NotFoundError
-from dcstore.ops import exists
 
 
 def _meta_dict(meta: ObjectMeta) -> dict[str, Any]:
@@ -138,14 +138,7 @@ def _keys_to_remove(store: Backend, key: str, recursive: bool) -> list[str]:
         if not keys:
             raise _nothing_under(store, key)
         return keys
-    if exists(store, key):
-        return [key]
-    if next(iter(store.list(key)), None) is not None:
-        raise ConfigError(
-            f"{store.url}: {key!r} is not an object but a prefix of objects: "
-            f"use rm -r to delete every key starting with it"
-        )
-    raise NotFoundError(f"{store.url}: no object {key!r}")
+    return [head_object(store, key, "rm").key]
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
