@@ -51,6 +51,14 @@ def _is_directory(location: str) -> bool:
     return base.endswith("/") or ("://" not in base and os.path.isdir(base))
 
 
+def _without_trailing_slash(location: str) -> str:
+    base, qmark, query = location.partition("?")
+    stripped = base.rstrip("/")
+    if not stripped or stripped.endswith(":"):  # "/" or "scheme://"
+        return location
+    return stripped + qmark + query
+
+
 def _open(url: str, args: argparse.Namespace, keys: str | None) -> Backend:
     return open_from_args(url, argparse.Namespace(**{**vars(args), "keys": keys}), env_keys=False)
 
@@ -58,7 +66,7 @@ def _open(url: str, args: argparse.Namespace, keys: str | None) -> Backend:
 def _copy_one(args: argparse.Namespace) -> list[ObjectMeta]:
     src_url, src_key = split_location(args.src)
     if _is_directory(args.dest):
-        dst_url, dst_key = args.dest, src_key
+        dst_url, dst_key = _without_trailing_slash(args.dest), src_key
     else:
         dst_url, dst_key = split_location(args.dest)
     with (
