@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from dcstore.backends.base import Backend, ObjectMeta
-from dcstore.errors import NotFoundError
+from dcstore.errors import IntegrityError, NotFoundError
 
 
 def exists(backend: Backend, key: str) -> bool:
@@ -18,9 +18,45 @@ def exists(backend: Backend, key: str) -> bool:
     return True
 
 
-def copy_object(src: Backend, dst: Backend, key: str, dst_key: str | None = None) -> ObjectMeta:
-    """Copy one object; the destination put is atomic."""
-    return dst.put(dst_key or key, src.get(key))
+COPY_CHUNK_BYTES = 8 << 20
+"""Objects larger than this are copied in ranged reads of this size (bounded memory)."""
+
+
+def read_chunks(src: Backend, meta: ObjectMeta, chunk: int = COPY_CHUNK_BYTES) -> Iterator[bytes]:
+    """Object ``meta`` in ranged reads of ``chunk`` bytes. Raises :class:`IntegrityError`
+    after the last chunk if the object changed meanwhile, so a writer fed by this
+    stream (``put_stream``) never commits a mix of two versions."""
+    for start in range(0, meta.size, chunk):
+        yield src.get_range(meta.key, start, min(meta.size, start + chunk))
+    if src.head(meta.key).version != meta.version:
+        raise IntegrityError(f"{src.url}: {meta.key!r} changed while it was copied")
+
+
+def copy_object(
+    src: Backend,
+    dst: Backend,
+    key: str,
+    dst_key: str | None = None,
+    *,
+    on_bytes: Callable[[int], None] | None = None,
+) -> ObjectMeta:
+    """Copy one object; the destination put is atomic. Large objects stream through
+    in chunks of :data:`COPY_CHUNK_BYTES`; ``on_bytes(n)`` reports progress."""
+    meta = src.head(key)
+    if meta.size <= COPY_CHUNK_BYTES:
+        data = src.get(key)
+        written = dst.put(dst_key or key, data)
+        if on_bytes is not None:
+            on_bytes(len(data))
+        return written
+
+    def reported() -> Iterator[bytes]:
+        for chunk in read_chunks(src, meta):
+            if on_bytes is not None:
+                on_bytes(len(chunk))
+            yield chunk
+
+    return dst.put_stream(dst_key or key, reported(), meta.size)
 
 
 def copy_prefix(
@@ -31,8 +67,13 @@ def copy_prefix(
     workers: int = 4,
     on_copied: Callable[[ObjectMeta], None] | None = None,
 ) -> list[ObjectMeta]:
-    """Copy every object under ``prefix`` with ``workers`` threads; return what was written."""
+    """Copy every object under ``prefix`` with ``workers`` threads; return what was written.
+
+    :class:`NotFoundError` if no object matches: copying nothing is never a success.
+    """
     metas = list(src.list(prefix))
+    if not metas:
+        raise NotFoundError(f"{src.url}: no objects under prefix {prefix!r}")
     written: list[ObjectMeta] = []
 
     def one(meta: ObjectMeta) -> ObjectMeta:

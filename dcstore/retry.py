@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -63,6 +63,10 @@ class RetryingBackend(Backend):
 
     def put(self, key: str, data: Buffer) -> ObjectMeta:
         return self.policy.call(f"put {key}", lambda: self.inner.put(key, data))
+
+    def put_stream(self, key: str, chunks: Iterable[Buffer], size: int) -> ObjectMeta:
+        """Not retried: a stream is consumed by the first attempt."""
+        return self.inner.put_stream(key, chunks, size)
 
     def head(self, key: str) -> ObjectMeta:
         return self.policy.call(f"head {key}", lambda: self.inner.head(key))

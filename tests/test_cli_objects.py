@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -30,7 +31,7 @@ def test_round_trip_and_listing(tmp_path) -> None:
     assert run("get", store, "data/in.bin", "-o", str(out)).returncode == 0
     assert out.read_bytes() == src.read_bytes()
     assert run("get", store, "data/stdin.txt").stdout == b"hello"
-    copied = run("cp", store, "memory://cli", "data/", "--json")
+    copied = run("cp", "-r", store, "memory://cli", "data/", "--json")
     assert json.loads(copied.stdout) == {"objects": 2, "bytes": (6 << 20) + 5}
     assert run("rm", store, "data/stdin.txt", "data/stdin.txt").returncode == 0
     assert run("ls", store).stdout.decode().split()[-1] == "data/in.bin"
@@ -45,14 +46,34 @@ def test_round_trip_and_listing(tmp_path) -> None:
         (["ls", "{store}", "--opt", "nope=1"], 2, "unknown option(s) nope"),
         (["get", "{store}", "/abs"], 2, "absolute"),
         (["put", "{store}", "k", "{missing_file}"], 3, "No such file"),
+        (["put", "{store}", "k", "{dir}"], 2, "is a directory"),
+        (["ls", "{missing_dir}"], 3, "no objects (no such store"),
+        (["ls", "{store}", "nothing/"], 3, "no objects under prefix 'nothing/'"),
+        (["rm", "{store}", "a"], 2, "use rm -r"),
+        (["rm", "{store}", "a/1", "missing"], 3, "no such object"),
+        (["rm", "-r", "{store}", "zzz"], 3, "no objects under prefix 'zzz'"),
+        (["cp", "{store}/a", "{dir}/x"], 2, "use cp -r"),
+        (["cp", "{store}", "{dir}/x"], 2, "use cp -r"),
+        (["cp", "{store}/nope", "{dir}/x"], 3, "no such object"),
+        (["cp", "-r", "{store}", "{dir}/copy", "zzz"], 3, "no objects under prefix 'zzz'"),
+        (["cp", "{store}", "{dir}/copy", "a/"], 2, "add -r"),
+        (["cp", "memory://", "{dir}/x"], 2, "names a store, not an object"),
+        (["put", "{store}", "k", "{file}", "--keys", "{dir}"], 2, "is a directory"),
+        (["put", "{store}", "k", "{file}", "--keys", "{missing_file}"], 2, "does not exist"),
     ],
 )
 def test_errors_are_one_line(tmp_path, args, code, message) -> None:
     (tmp_path / "f").write_bytes(b"x")
+    (tmp_path / "d").mkdir()
+    for key in ("a/1", "a/2"):
+        (tmp_path / "s" / key).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "s" / key).write_bytes(b"kept")
     fill = {
         "store": str(tmp_path / "s"),
         "file": str(tmp_path / "f"),
+        "dir": str(tmp_path / "d"),
         "missing_file": str(tmp_path / "nofile"),
+        "missing_dir": str(tmp_path / "nodir"),
     }
     done = run(*[a.format(**fill) for a in args])
     err = done.stderr.decode()
@@ -60,6 +81,7 @@ def test_errors_are_one_line(tmp_path, args, code, message) -> None:
     assert message in err
     assert err.startswith("dcstore: error:") and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err
+    assert sorted(p.name for p in (tmp_path / "s" / "a").iterdir()) == ["1", "2"]  # kept
 
 
 def test_debug_shows_traceback(tmp_path) -> None:
@@ -101,3 +123,97 @@ def test_ls_lists_around_a_damaged_header(tmp_path) -> None:
         else:
             keys = [line.split()[-1] for line in out.splitlines()]
         assert keys == ["a", "c"]
+
+
+def test_cp_file_to_key_and_back_like_aws_s3_cp(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    kek = tmp_path / "kek.json"
+    assert run("keys", "new", "--keys", str(kek)).returncode == 0
+    Path("file.bin").write_bytes(b"payload" * 1000)
+    done = run("cp", "./file.bin", "./store/a/b.bin", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"objects": 1, "bytes": 7000}
+    assert run("get", "store", "a/b.bin").stdout == b"payload" * 1000
+    assert run("cp", "./store/a/b.bin", "./back.bin").returncode == 0
+    assert Path("back.bin").read_bytes() == b"payload" * 1000
+    # A destination directory (or one ending in /) keeps the name; encrypt on the way.
+    Path("enc").mkdir()
+    assert run("cp", "file.bin", "enc", "--dest-keys", str(kek)).returncode == 0
+    assert b"payload" not in Path("enc/file.bin").read_bytes()
+    done = run("cp", "enc/file.bin", "plain/", "--src-keys", str(kek))
+    assert done.returncode == 0, done.stderr
+    assert Path("plain/file.bin").read_bytes() == b"payload" * 1000
+
+
+def test_rm_recursive_deletes_a_prefix_only(tmp_path) -> None:
+    store = tmp_path / "s"
+    for key in ("a/1", "a/2/3", "ab", "b"):
+        (store / key).parent.mkdir(parents=True, exist_ok=True)
+        (store / key).write_bytes(b"x")
+    assert run("rm", "-r", str(store), "a/").returncode == 0
+    assert run("ls", str(store)).stdout.decode().split()[1::2] == ["ab", "b"]
+    assert run("rm", str(store), "ab", "b").returncode == 0
+    assert run("ls", str(store)).returncode == 3
+
+
+def _peak_rss_mib(*args: str) -> float:
+    """Peak RSS of ``dcstore ARGS`` run in a child process (its own process tree)."""
+    script = (
+        "import resource, subprocess, sys\n"
+        "subprocess.run(sys.argv[1:], check=True)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, *DCSTORE, *args], capture_output=True, check=True
+    )
+    return int(done.stdout) / 1024  # ru_maxrss is in KiB on Linux
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss units differ")
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_put_of_a_large_file_streams(tmp_path, encrypted) -> None:
+    size = 96 << 20
+    big, small = tmp_path / "big.bin", tmp_path / "small.bin"
+    with open(big, "wb") as f:
+        f.truncate(size)  # sparse: the test measures dcstore, not the disk
+    small.write_bytes(b"x")
+    extra = ["--opt", "fsync=false"]
+    if encrypted:
+        kek = tmp_path / "kek.json"
+        assert run("keys", "new", "--keys", str(kek)).returncode == 0
+        extra += ["--keys", str(kek)]
+    store = str(tmp_path / "store")
+    baseline = _peak_rss_mib("put", store, "small", str(small), *extra)
+    peak = _peak_rss_mib("put", store, "big", str(big), *extra)
+    assert peak - baseline < 32, f"put of {size >> 20} MiB grew RSS by {peak - baseline:.0f} MiB"
+    stat = json.loads(run("stat", store, "big", "--json", *extra[2:]).stdout)
+    assert stat["size"] == size
+
+
+def test_put_progress_advances_with_bytes(tmp_path, monkeypatch) -> None:
+    from dcstore.cli import objects
+    from dcstore.cli.main import main
+
+    advances: list[int] = []
+
+    class Recorder:
+        def __enter__(self) -> Recorder:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def add_task(self, description: str, total: int | None) -> int:
+            assert total == size
+            return 0
+
+        def advance(self, task: int, n: int) -> None:
+            advances.append(n)
+
+    monkeypatch.setattr(objects, "transfer_progress", lambda enabled: Recorder())
+    size = 5 * objects.READ_CHUNK_BYTES + 3
+    src = tmp_path / "f.bin"
+    src.write_bytes(os.urandom(size))
+    assert main(["put", str(tmp_path / "s"), "k", str(src)]) == 0
+    assert advances == [objects.READ_CHUNK_BYTES] * 5 + [3]
+    assert (tmp_path / "s" / "k").read_bytes() == src.read_bytes()

@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import pickle
+import re
 import threading
 import uuid
 from pathlib import Path
@@ -23,7 +24,7 @@ from dcstore.crypto import (
     write_key_file,
 )
 from dcstore.crypto.keyring import KEK_SIZE
-from dcstore.errors import ConfigError, KeyAccessError, NotFoundError
+from dcstore.errors import ConfigError, KeyAccessError
 
 
 def materials(keyring: Keyring) -> list[str]:
@@ -59,8 +60,10 @@ def test_key_file_readable_by_others_is_refused(key_file: Path, mode: int) -> No
 
 
 def test_key_file_errors(tmp_path: Path) -> None:
-    with pytest.raises(NotFoundError):
+    with pytest.raises(ConfigError, match=r"missing\.json does not exist"):
         FileKeySource(tmp_path / "missing.json").load()
+    with pytest.raises(ConfigError, match=f"{re.escape(str(tmp_path))} is a directory"):
+        FileKeySource(tmp_path).load()
     bad = tmp_path / "bad.json"
     bad.write_text('{"format": "dcstore-keyring", "version": 1, "primary": "x", "keys": []}')
     os.chmod(bad, 0o600)

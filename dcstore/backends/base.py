@@ -9,6 +9,11 @@ Guarantees
 * ``put`` is atomic: a concurrent or later reader sees the old object or the
   whole new one, never a prefix or a mix. An interrupted put leaves the
   previous object readable.
+* ``put_stream(key, chunks, size)`` is ``put`` of an object given as an
+  iterable of buffers of ``size`` bytes in all, with the same atomicity; a
+  stream of another length fails with :class:`IntegrityError` and writes
+  nothing. Local disk and the wrappers stream it in bounded memory; other
+  backends inherit the default, which joins the chunks and calls ``put``.
 * ``get_range(key, start, end)`` returns exactly bytes ``[start, end)``;
   ``0 <= start <= end <= size`` or :class:`InvalidRangeError`.
 * ``head`` returns the size and a version token that changes on every
@@ -29,13 +34,15 @@ Guarantees
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 
+from dcstore.backends.streams import Buffer
+from dcstore.backends.streams import join as join_stream
 from dcstore.errors import InvalidRangeError
 
-Buffer = bytes | bytearray | memoryview
+__all__ = ["Backend", "Buffer", "ObjectMeta", "check_range"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +69,14 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def put(self, key: str, data: Buffer) -> ObjectMeta:
         """Atomically create or replace the object; return its new metadata."""
+
+    def put_stream(self, key: str, chunks: Iterable[Buffer], size: int) -> ObjectMeta:
+        """``put`` of the concatenation of ``chunks`` (exactly ``size`` bytes).
+
+        This default holds the whole object in memory; backends that can write
+        incrementally override it. Wrappers forward it explicitly.
+        """
+        return self.put(key, join_stream(chunks, size, f"{self.url}: put {key!r}"))
 
     @abc.abstractmethod
     def head(self, key: str) -> ObjectMeta:

@@ -9,6 +9,7 @@ Guarantees beyond the Backend contract:
   shows them.
 * Keys cannot escape the root (see :mod:`dcstore.backends.keys`); symlinks
   inside the root are not followed out of it for writes.
+* ``put_stream`` writes the chunks into the temporary file as they come.
 * ``get_range`` uses ``pread``: only the requested bytes are read.
 * The version token combines inode, mtime (ns) and size; a rename-based
   overwrite always creates a new inode.
@@ -21,12 +22,13 @@ import errno
 import os
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
 from dcstore.backends.keys import RESERVED_PREFIX, validate_key, validate_prefix
 from dcstore.backends.options import Options, ParsedUrl
+from dcstore.backends.streams import sized
 from dcstore.errors import (
     ConfigError,
     DcstoreError,
@@ -68,7 +70,8 @@ class LocalBackend(Backend):
     def _error(self, exc: OSError, key: str, action: str) -> DcstoreError:
         where = f"{self.url}: cannot {action} {key!r}"
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            return NotFoundError(f"{where}: no such object")
+            missing = "no such object" if self.root.is_dir() else "no such store directory"
+            return NotFoundError(f"{where}: {missing}")
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             return KeyAccessError(f"{where}: permission denied")
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -153,26 +156,39 @@ class LocalBackend(Backend):
     # -- writes --------------------------------------------------------------------------
 
     def put(self, key: str, data: Buffer) -> ObjectMeta:
-        path = self._path(key)
         view = memoryview(data).cast("B")
+        return self._put(key, lambda: sized((view,), len(view), ""), replayable=True)
+
+    def put_stream(self, key: str, chunks: Iterable[Buffer], size: int) -> ObjectMeta:
+        """Streams ``chunks`` into the temporary file: memory stays bounded by one chunk."""
+        stream = sized(chunks, size, f"{self.url}: put {key!r}")
+        return self._put(key, lambda: stream, replayable=False)
+
+    def _put(
+        self, key: str, views: Callable[[], Iterator[memoryview]], *, replayable: bool
+    ) -> ObjectMeta:
+        path = self._path(key)
         for _ in range(8):  # a concurrent delete may remove our fresh parent directory
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                return self._write_and_rename(key, path, view)
-            except FileNotFoundError:
+                return self._write_and_rename(key, path, views())
+            except FileNotFoundError as exc:
+                if not replayable:
+                    raise self._error(exc, key, "write") from exc
                 continue
             except OSError as exc:
                 raise self._error(exc, key, "write") from exc
         raise DcstoreError(f"{self.url}: cannot write {key!r}: its directory keeps vanishing")
 
-    def _write_and_rename(self, key: str, path: Path, view: memoryview) -> ObjectMeta:
+    def _write_and_rename(self, key: str, path: Path, views: Iterator[memoryview]) -> ObjectMeta:
         tmp = path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             try:
-                written = 0
-                while written < len(view):
-                    written += os.write(fd, view[written:])
+                for view in views:
+                    written = 0
+                    while written < len(view):
+                        written += os.write(fd, view[written:])
                 if self.fsync:
                     os.fsync(fd)
                 st = os.fstat(fd)

@@ -66,11 +66,17 @@ def open_backend(url: str, **options: Any) -> Backend:
 
     Options come from the URL's query string and from ``options`` (which win).
     Raises :class:`ConfigError` for an unknown scheme, a malformed URL or an
-    unknown option, naming what is accepted.
+    unknown option, naming the URL (without password or query) and what is accepted.
     """
     parsed = parse_url(url)
-    cls = _load_class(parsed.scheme)
-    reader = Options(parsed.scheme, parsed.query, options)
-    backend = cls.from_url(parsed, reader)  # type: ignore[attr-defined]
-    reader.finish()
+    try:
+        cls = _load_class(parsed.scheme)
+        reader = Options(parsed.scheme, parsed.query, options)
+        backend = cls.from_url(parsed, reader)  # type: ignore[attr-defined]
+        reader.finish()
+    except ConfigError as exc:
+        where = parsed.safe(query={})  # no password, no query (options may hold secrets)
+        if where in str(exc):
+            raise
+        raise type(exc)(f"{where}: {exc}") from exc
     return backend

@@ -37,7 +37,7 @@ import time
 import uuid
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
@@ -235,9 +235,15 @@ class CachedBackend(Backend):
     # -- writes and metadata ------------------------------------------------------------
 
     def put(self, key: str, data: Buffer) -> ObjectMeta:
+        return self._replace(key, lambda: self.inner.put(key, data))
+
+    def put_stream(self, key: str, chunks: Iterable[Buffer], size: int) -> ObjectMeta:
+        return self._replace(key, lambda: self.inner.put_stream(key, chunks, size))
+
+    def _replace(self, key: str, write: Callable[[], ObjectMeta]) -> ObjectMeta:
         validate_key(key)
         old = self._head_or_none(key)
-        meta = self.inner.put(key, data)
+        meta = write()
         if old is not None:
             self._forget(key, old)
         return meta

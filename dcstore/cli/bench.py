@@ -116,7 +116,7 @@ def register(subparsers: Any) -> None:
         "loader",
         help="ShardedDataset + DataLoader: samples/s, data-wait, memory",
         description="Iterate a packed dataset as a training loop does (batched in the "
-        "workers) and report samples/s, MB/s, time to first batch, data-wait %% at a "
+        "workers) and report samples/s, MB/s, time to first batch, data-wait % at a "
         "simulated step time, and peak RSS of the main process and the workers. "
         "--synthetic N packs N random samples first (at a location without a dataset).",
     )

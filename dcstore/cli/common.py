@@ -16,8 +16,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from dcstore.backends.base import Backend
-from dcstore.errors import ConfigError
+from dcstore.backends.base import Backend, ObjectMeta
+from dcstore.errors import ConfigError, NotFoundError
 from dcstore.store import open_store
 
 PROGRESS_THRESHOLD = 4 << 20
@@ -62,14 +62,35 @@ def open_from_args(url: str, args: argparse.Namespace, *, env_keys: bool = True)
     """Open ``url`` with the stack options given on the command line.
 
     Keys come from ``--keys``, else (when ``env_keys``) from ``DCSTORE_KEYS_FILE``
-    or ``DCSTORE_KEYS``; without any, the store is opened unencrypted.
+    or ``DCSTORE_KEYS``; without any, the store is opened unencrypted. The keys
+    are loaded now, so a bad key file is the error reported, not a later symptom.
     """
     from dcstore.cli.keys import key_source_from
 
     options = parse_options(getattr(args, "option", []) or [])
     spec = getattr(args, "keys", None)
     keys = key_source_from(spec) if env_keys else (spec or None)
-    return open_store(url, cache=getattr(args, "cache", None), keys=keys, **options)
+    store = open_store(url, cache=getattr(args, "cache", None), keys=keys, **options)
+    if keys is not None:
+        from dcstore.crypto import EncryptedBackend
+
+        if isinstance(store, EncryptedBackend):
+            store.keyring  # noqa: B018 - load now: a key file problem is reported first
+    return store
+
+
+def head_object(store: Backend, key: str, command: str) -> ObjectMeta:
+    """``store.head(key)``; when there is no such object but keys start with ``key``,
+    a :class:`ConfigError` saying that ``command -r`` handles a prefix."""
+    try:
+        return store.head(key)
+    except NotFoundError:
+        if next(iter(store.list(key)), None) is None:
+            raise
+    raise ConfigError(
+        f"{store.url}: {key!r} is not an object but a prefix of objects: "
+        f"use {command} -r for every key starting with it"
+    )
 
 
 def print_json(value: Any) -> None:

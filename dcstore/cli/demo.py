@@ -125,7 +125,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="pack a synthetic dataset encrypted and train one epoch through it",
         description="Builds a synthetic image-like dataset, packs it encrypted into a local "
         "store with a new key file, trains a small model for one epoch through "
-        "ShardedDataset + DataLoader, and prints samples/s, MB/s and data-wait %%.",
+        "ShardedDataset + DataLoader, and prints samples/s, MB/s and data-wait %.",
     )
     p.add_argument("--samples", type=int, default=20_000)
     p.add_argument("--image-size", type=int, default=32)

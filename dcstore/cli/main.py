@@ -1,25 +1,57 @@
-"""The ``dcstore`` command line: argument parsing, exit codes, one-line errors.
+"""The ``dcstore`` command line: argument parsing, global flags, one-line errors.
 
 Subcommands live in sibling modules that expose ``register(subparsers)``;
 each parser sets ``func(args) -> int``. Modules listed in
 :data:`SUBCOMMAND_MODULES` that are not present are skipped, so commands
-appear as their components land.
+appear as their components land. Every failure is printed as one line,
+``dcstore: error: ...``, and exits with the code of its class
+(:mod:`dcstore.cli.exits`); ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-from dcstore import errors
+from dcstore import __version__, errors
+from dcstore.cli.exits import (
+    EXIT_ACCESS,
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_INTEGRITY,
+    EXIT_INTERRUPTED,
+    EXIT_NO_SPACE,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    describe,
+    exit_code_for,
+    missing_extra,
+)
+
+__all__ = [
+    "EXIT_ACCESS",
+    "EXIT_CONFIG",
+    "EXIT_FAILURE",
+    "EXIT_INTEGRITY",
+    "EXIT_INTERRUPTED",
+    "EXIT_NOT_FOUND",
+    "EXIT_NO_SPACE",
+    "EXIT_OK",
+    "EXIT_UNAVAILABLE",
+    "build_parser",
+    "entry",
+    "main",
+]
 
 SUBCOMMAND_MODULES = (
     "dcstore.cli.objects",
+    "dcstore.cli.copy",
     "dcstore.cli.demo",
     "dcstore.cli.pack",
     "dcstore.cli.bench",
@@ -29,75 +61,75 @@ SUBCOMMAND_MODULES = (
     "dcstore.cli.maintenance",
 )
 
-NOISY_DRIVER_LOGGERS = ("cassandra", "pymongo", "hdfs_native")
+NOISY_DRIVER_LOGGERS = ("cassandra", "pymongo", "hdfs_native", "redis")
+"""Drivers that log tracebacks for conditions dcstore reports in one line."""
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2
-EXIT_NOT_FOUND = 3
-EXIT_ACCESS = 4
-EXIT_UNAVAILABLE = 5
-EXIT_INTEGRITY = 6
-EXIT_NO_SPACE = 7
-EXIT_INTERRUPTED = 130
 
-_EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
-    (errors.ConfigError, EXIT_CONFIG),
-    (errors.NotFoundError, EXIT_NOT_FOUND),
-    (errors.KeyAccessError, EXIT_ACCESS),
-    (errors.BackendUnavailableError, EXIT_UNAVAILABLE),
-    (errors.IntegrityError, EXIT_INTEGRITY),
-    (errors.StorageFullError, EXIT_NO_SPACE),
-    (FileNotFoundError, EXIT_NOT_FOUND),
-    (PermissionError, EXIT_ACCESS),
-)
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line too (subcommand parsers inherit this class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"dcstore: error: {message} (see: {self.prog} --help)\n")
+
+
+def _add_global_flags(parser: argparse.ArgumentParser, *, default: object) -> None:
+    parser.add_argument(
+        "--debug", action="store_true", default=default, help="show tracebacks and debug logs"
+    )
+    parser.add_argument("--version", action="version", version=f"dcstore {__version__}")
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                found += [child, *_subparsers(child)]
+    return found
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="dcstore",
         description="Storage and caching for AI training data: HDFS, Cassandra, "
         "MongoDB and local disk, encrypted, behind a Redis hot tier.",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    _add_global_flags(parser, default=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in SUBCOMMAND_MODULES:
         if importlib.util.find_spec(name) is not None:
             importlib.import_module(name).register(sub)
+    for child in _subparsers(parser):
+        # SUPPRESS: a flag given before the subcommand is not reset by the subparser.
+        _add_global_flags(child, default=argparse.SUPPRESS)
     return parser
 
 
-def exit_code_for(exc: BaseException) -> int:
-    """The exit code the CLI uses for an exception."""
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return EXIT_NO_SPACE
-    for cls, code in _EXIT_CODES:
-        if isinstance(exc, cls):
-            return code
-    return EXIT_FAILURE
+def all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """``parser`` and every (nested) subcommand parser below it."""
+    return [parser, *_subparsers(parser)]
 
 
-def describe(exc: BaseException) -> str:
-    """One line naming what went wrong."""
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        where = f" ({exc.filename})" if exc.filename else ""
-        return f"no space left on device{where}"
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0]
+def _configure_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not debug:
+        for noisy in NOISY_DRIVER_LOGGERS:
+            logging.getLogger(noisy).setLevel(logging.CRITICAL + 1)
+
+
+def _fail(exc: BaseException) -> int:
+    print(f"dcstore: error: {describe(exc)}", file=sys.stderr)
+    return exit_code_for(exc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    if not args.debug:
-        # Drivers log whole tracebacks at WARNING for conditions dcstore reports in one line.
-        for noisy in NOISY_DRIVER_LOGGERS:
-            logging.getLogger(noisy).setLevel(logging.ERROR)
+    _configure_logging(args.debug)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -108,8 +140,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (errors.DcstoreError, OSError) as exc:
         if args.debug:
             raise
-        print(f"dcstore: error: {describe(exc)}", file=sys.stderr)
-        return exit_code_for(exc)
+        return _fail(exc)
+    except ImportError as exc:
+        hint = missing_extra(exc)
+        if args.debug or hint is None:
+            raise
+        return _fail(hint)
 
 
 def entry() -> None:

@@ -1,31 +1,44 @@
-"""Object commands: ``ls``, ``stat``, ``get``, ``put``, ``rm``, ``cp``."""
+"""Object commands: ``ls``, ``stat``, ``get``, ``put``, ``rm`` (``cp``: :mod:`dcstore.cli.copy`).
+
+Nothing matched is an error: ``ls`` of a missing store or an empty prefix and
+``rm`` of a missing key exit with the not-found code; ``rm`` of a prefix needs ``-r``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import itertools
 import os
+import stat
 import sys
 import tempfile
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
 
-from dcstore.backends.base import ObjectMeta
+from dcstore.backends.base import Backend, ObjectMeta
 from dcstore.cli.common import (
     PROGRESS_THRESHOLD,
     add_store_options,
+    head_object,
     human_size,
     open_from_args,
     print_json,
     transfer_progress,
 )
-from dcstore.cli.main import describe, exit_code_for
+from dcstore.cli.exits import describe, exit_code_for
 from dcstore.crypto import EncryptedBackend
-from dcstore.errors import IntegrityError
-from dcstore.ops import copy_prefix
+from dcstore.errors import ConfigError, IntegrityError, NotFoundError
 
 
 def _meta_dict(meta: ObjectMeta) -> dict[str, Any]:
     return {"key": meta.key, "size": meta.size, "version": meta.version}
+
+
+def _nothing_under(store: Backend, prefix: str) -> NotFoundError:
+    where = f" under prefix {prefix!r}" if prefix else " (no such store, or it is empty)"
+    return NotFoundError(f"{store.url}: no objects{where}")
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -39,9 +52,13 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
     with open_from_args(args.store, args) as store:
         if isinstance(store, EncryptedBackend):
-            metas = store.list(args.prefix, on_damaged=report)
+            listing = iter(store.list(args.prefix, on_damaged=report))
         else:
-            metas = store.list(args.prefix)
+            listing = iter(store.list(args.prefix))
+        first = next(listing, None)
+        if first is None and not damaged:
+            raise _nothing_under(store, args.prefix)
+        metas = listing if first is None else itertools.chain([first], listing)
         if args.json:
             print_json([_meta_dict(m) for m in metas])
         else:
@@ -92,52 +109,59 @@ def cmd_get(args: argparse.Namespace) -> int:
     return 0
 
 
+READ_CHUNK_BYTES = 1 << 20
+"""``put`` reads its file in chunks of this size (memory stays bounded)."""
+
+
+def _read_chunks(f: BinaryIO, advance: Callable[[int], None]) -> Iterator[bytes]:
+    while chunk := f.read(READ_CHUNK_BYTES):
+        advance(len(chunk))
+        yield chunk
+
+
+def _open_input(path: str) -> contextlib.AbstractContextManager[BinaryIO]:
+    """The file to upload (``-``: stdin); a directory is a :class:`ConfigError`."""
+    if path == "-":
+        return contextlib.nullcontext(sys.stdin.buffer)
+    if os.path.isdir(path):
+        raise ConfigError(f"{path} is a directory: put uploads one file (cp -r copies stores)")
+    return open(path, "rb")
+
+
 def cmd_put(args: argparse.Namespace) -> int:
-    if args.file == "-":
-        data = sys.stdin.buffer.read()
-    else:
-        with open(args.file, "rb") as f:
-            data = f.read()
-    with (
-        open_from_args(args.store, args) as store,
-        transfer_progress(len(data) > PROGRESS_THRESHOLD) as progress,
-    ):
-        task = progress.add_task(f"put {args.key}", total=len(data))
-        meta = store.put(args.key, data)
-        progress.update(task, completed=len(data))
+    """Stream a regular file (bounded memory); pipes are read whole first."""
+    with _open_input(args.file) as f, open_from_args(args.store, args) as store:
+        st = os.fstat(f.fileno())
+        size = st.st_size - f.tell() if stat.S_ISREG(st.st_mode) else None
+        with transfer_progress((size or 0) > PROGRESS_THRESHOLD) as progress:
+            task = progress.add_task(f"put {args.key}", total=size)
+            if size is None:
+                meta = store.put(args.key, f.read())
+            else:
+                advance = functools.partial(progress.advance, task)
+                meta = store.put_stream(args.key, _read_chunks(f, advance), size)
     if args.json:
         print_json(_meta_dict(meta))
     return 0
 
 
+def _keys_to_remove(store: Backend, key: str, recursive: bool) -> list[str]:
+    if recursive:
+        keys = [m.key for m in store.list(key)]
+        if not keys:
+            raise _nothing_under(store, key)
+        return keys
+    return [head_object(store, key, "rm").key]
+
+
 def cmd_rm(args: argparse.Namespace) -> int:
+    """Every argument is resolved before anything is deleted."""
     with open_from_args(args.store, args) as store:
-        for key in args.keys_to_remove:
+        doomed = [
+            k for key in args.keys_to_remove for k in _keys_to_remove(store, key, args.recursive)
+        ]
+        for key in dict.fromkeys(doomed):
             store.delete(key)
-    return 0
-
-
-def cmd_cp(args: argparse.Namespace) -> int:
-    src_args = argparse.Namespace(**{**vars(args), "keys": args.src_keys, "cache": None})
-    dst_args = argparse.Namespace(**{**vars(args), "keys": args.dest_keys, "cache": None})
-    with (
-        open_from_args(args.src, src_args, env_keys=False) as src,
-        open_from_args(args.dest, dst_args, env_keys=False) as dst,
-    ):
-        total = sum(m.size for m in src.list(args.prefix))
-        with transfer_progress(total > PROGRESS_THRESHOLD) as progress:
-            task = progress.add_task(f"cp {args.prefix or '*'}", total=total)
-            written = copy_prefix(
-                src,
-                dst,
-                args.prefix,
-                workers=args.workers,
-                on_copied=lambda m: progress.advance(task, m.size),
-            )
-    if args.json:
-        print_json({"objects": len(written), "bytes": sum(m.size for m in written)})
-    else:
-        print(f"copied {len(written)} objects, {human_size(sum(m.size for m in written))}")
     return 0
 
 
@@ -172,26 +196,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_store_options(p)
     p.set_defaults(func=cmd_put)
 
-    p = sub.add_parser("rm", help="delete objects (missing ones are not an error)")
+    p = sub.add_parser(
+        "rm",
+        help="delete objects (-r: every key starting with a prefix)",
+        description="Delete objects. A missing key is an error (not-found exit code); "
+        "a prefix needs -r, which deletes every key that starts with it (as ls shows).",
+    )
     p.add_argument("store")
     p.add_argument("keys_to_remove", nargs="+", metavar="key")
+    p.add_argument(
+        "-r", "--recursive", action="store_true", help="delete every key starting with each KEY"
+    )
     add_store_options(p)
     p.set_defaults(func=cmd_rm)
-
-    p = sub.add_parser("cp", help="copy every object under a prefix between two stores")
-    p.add_argument("src", help="source storage URL")
-    p.add_argument("dest", help="destination storage URL")
-    p.add_argument("prefix", nargs="?", default="", help="only keys starting with this")
-    p.add_argument("--src-keys", metavar="URL", help="key source to decrypt the source")
-    p.add_argument("--dest-keys", metavar="URL", help="key source to encrypt the destination")
-    p.add_argument("--workers", type=int, default=4)
-    p.add_argument("--json", action="store_true")
-    p.add_argument(
-        "--opt",
-        dest="option",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="backend option for both stores (repeatable)",
-    )
-    p.set_defaults(func=cmd_cp)

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
 from dcstore.backends.keys import validate_key, validate_prefix
+from dcstore.backends.streams import sized
 from dcstore.crypto.buffers import OutputBuffer
 from dcstore.crypto.format import (
     DEFAULT_SEGMENT_SIZE,
@@ -200,6 +201,18 @@ class EncryptedBackend(Backend):
         meta = self.inner.put(key, blob)
         self._remember((key, meta.version), header)
         return ObjectMeta(key, memoryview(data).nbytes, meta.version)
+
+    def put_stream(self, key: str, chunks: Iterable[Buffer], size: int) -> ObjectMeta:
+        """Encrypts segment by segment into ``inner.put_stream``: memory stays
+        bounded by a segment (plus what the inner backend holds)."""
+        validate_key(key)
+        header, dek = self.keyring.new_header(self.segment_size)
+        what = self._what(key)
+        cipher = ObjectCipher(header, dek, key, what)
+        blob = cipher.encrypt_stream(sized(chunks, size, what), size)
+        meta = self.inner.put_stream(key, blob, cipher.layout(size).cipher_size)
+        self._remember((key, meta.version), header)
+        return ObjectMeta(key, size, meta.version)
 
     def get(self, key: str) -> bytes:
         validate_key(key)

@@ -13,13 +13,14 @@ be discarded by the caller (every caller here does).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from dcstore.backends.base import Buffer
+from dcstore.backends.streams import BlockReader
 from dcstore.crypto.format import Header, Layout, segment_ad, segment_nonce
 from dcstore.errors import IntegrityError
 
@@ -107,6 +108,27 @@ class ObjectCipher:
         if layout.segments < PARALLEL_MIN_SEGMENTS:
             pool = None
         run_tasks([functools.partial(step, i) for i in range(layout.segments)], pool)
+
+    def encrypt_stream(self, views: Iterator[memoryview], size: int) -> Iterator[bytearray]:
+        """The encrypted object for a ``size``-byte plaintext stream, one header and then
+        one buffer per segment: memory stays bounded by a segment. ``views`` must hold
+        exactly ``size`` bytes (see :func:`dcstore.backends.streams.sized`)."""
+        layout = self.layout(size)
+        yield bytearray(self.header.encode())
+        reader = BlockReader(views)
+        plain = bytearray(self.header.segment_size)
+        last = layout.segments - 1
+        for i in range(layout.segments):
+            p0, p1 = layout.plain_span(i)
+            c0, c1 = layout.cipher_span(i)
+            src = memoryview(plain)[: p1 - p0]
+            if reader.read_into(src) != len(src):
+                raise IntegrityError(f"{self.what}: plaintext stream ended early")
+            out = bytearray(c1 - c0)
+            nonce = segment_nonce(self.header.nonce_prefix, i, i == last)
+            self._aead.encrypt_into(nonce, src, self._ad, out)
+            yield out
+        reader.finish()
 
     def decrypt_into(
         self,

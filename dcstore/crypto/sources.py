@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -36,7 +37,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from dcstore.crypto.keyring import Keyring
-from dcstore.errors import ConfigError, KeyAccessError, NotFoundError
+from dcstore.errors import ConfigError, KeyAccessError
 
 
 class KeySource(abc.ABC):
@@ -73,22 +74,37 @@ class FileKeySource(KeySource):
         return f"file://{self.path}"
 
     def load(self) -> Keyring:
+        """Read the key file. A missing, unreadable or non-regular file is a
+        :class:`ConfigError` naming the path; a symlink, or a file others may
+        read, is a :class:`KeyAccessError`."""
         try:
             fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         except FileNotFoundError:
-            raise NotFoundError(f"key file {self.path} does not exist") from None
+            raise ConfigError(f"key file {self.path} does not exist") from None
         except OSError as exc:
-            raise KeyAccessError(f"cannot open key file {self.path}: {exc.strerror}") from None
-        with os.fdopen(fd, "rb") as f:
-            mode = os.fstat(f.fileno()).st_mode
-            if not stat.S_ISREG(mode):
-                raise KeyAccessError(f"key file {self.path} is not a regular file")
-            if mode & 0o077:
-                raise KeyAccessError(
-                    f"key file {self.path} is accessible by group or others "
-                    f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {self.path}"
-                )
-            text = f.read()
+            if exc.errno == errno.ELOOP:
+                raise KeyAccessError(f"key file {self.path} is a symlink (refused)") from None
+            raise ConfigError(f"cannot read key file {self.path}: {exc.strerror}") from None
+        text = b""
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISREG(mode) and not mode & 0o077:
+                with os.fdopen(fd, "rb") as f:
+                    fd = -1  # closed by f
+                    text = f.read()
+        except OSError as exc:
+            raise ConfigError(f"cannot read key file {self.path}: {exc.strerror}") from None
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+            raise ConfigError(f"key file {self.path} is {kind}")
+        if mode & 0o077:
+            raise KeyAccessError(
+                f"key file {self.path} is accessible by group or others "
+                f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {self.path}"
+            )
         return Keyring.from_document(text, f"key file {self.path}")
 
     def version(self) -> Hashable:
@@ -124,10 +140,7 @@ class FileKeySource(KeySource):
         untouched.
         """
         with self.locked():
-            try:
-                current: Keyring | None = self.load()
-            except NotFoundError:
-                current = None
+            current = self.load() if os.path.lexists(self.path) else None
             keyring = change(current)
             write_key_file(self.path, keyring)
         return keyring

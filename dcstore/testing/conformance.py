@@ -16,6 +16,7 @@ Class attributes tune the cost for remote servers: ``large_object_size``
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import pickle
 import random
 import threading
@@ -27,6 +28,7 @@ import pytest
 from dcstore.backends.base import Backend, ObjectMeta
 from dcstore.errors import (
     ConfigError,
+    IntegrityError,
     InvalidKeyError,
     InvalidRangeError,
     NotFoundError,
@@ -107,6 +109,26 @@ class BackendConformance:
         backend.put(ns + "mv", memoryview(data)[100:])
         assert backend.get(ns + "ba") == data
         assert backend.get(ns + "mv") == data[100:]
+
+    @pytest.mark.parametrize("size", [0, 1, 9 * MiB + 5])
+    def test_put_stream(self, backend: Backend, ns: str, size: int) -> None:
+        data = payload(size, 13)
+        cuts = [0, *range(1, size, MiB + 3), size]  # uneven chunks, and an empty one
+        chunks = [data[a:b] for a, b in itertools.pairwise(cuts)] + [b""]
+        meta = backend.put_stream(ns + "s", iter(chunks), size)
+        assert (meta.key, meta.size) == (ns + "s", size)
+        assert backend.get(ns + "s") == data
+        assert backend.head(ns + "s").version == meta.version
+
+    @pytest.mark.parametrize("given", [99, 101])
+    def test_put_stream_of_wrong_length_writes_nothing(
+        self, backend: Backend, ns: str, given: int
+    ) -> None:
+        backend.put(ns + "w", b"old")
+        with pytest.raises(IntegrityError):
+            backend.put_stream(ns + "w", iter([b"x" * given]), 100)
+        assert backend.get(ns + "w") == b"old"
+        assert [m.key for m in backend.list(ns)] == [ns + "w"]
 
     @pytest.mark.slow
     def test_large_round_trip(self, backend: Backend, ns: str) -> None:

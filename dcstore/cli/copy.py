@@ -1,0 +1,136 @@
+"""``dcstore cp``: copy one object, or with ``-r`` every object under a prefix.
+
+Without ``-r``, SRC and DEST name objects as ``STORE/KEY`` (the last path
+segment is the key, the rest the store), so a plain file is an object of its
+directory, as with ``aws s3 cp``::
+
+    dcstore cp ./file.bin ./store/b.bin        # a local file to a key
+    dcstore cp ./store/b.bin ./copy.bin        # a key to a local file
+    dcstore cp ./file.bin memory://tmp/        # DEST ending in / (or a directory): same name
+
+With ``-r``, SRC and DEST are stores and the optional PREFIX selects keys.
+Copying nothing is an error (not found), never "copied 0 objects".
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+
+from dcstore.backends.base import Backend, ObjectMeta
+from dcstore.cli.common import (
+    PROGRESS_THRESHOLD,
+    add_opt_flag,
+    head_object,
+    human_size,
+    open_from_args,
+    print_json,
+    transfer_progress,
+)
+from dcstore.errors import ConfigError
+from dcstore.ops import copy_object, copy_prefix
+
+
+def split_location(location: str) -> tuple[str, str]:
+    """``STORE/KEY`` -> ``(STORE, KEY)``: the key is the last path segment; a query
+    string stays with the store. A bare name is a key of the current directory."""
+    base, qmark, query = location.partition("?")
+    store, slash, key = base.rpartition("/")
+    if not key or store.endswith(":/") or base.endswith("://"):
+        raise ConfigError(f"{location!r} names a store, not an object (for a prefix use cp -r)")
+    if not slash:
+        store = "."
+    elif not store or store.endswith("://"):
+        store += "/"
+    return store + qmark + query, key
+
+
+def _is_directory(location: str) -> bool:
+    base = location.partition("?")[0]
+    return base.endswith("/") or ("://" not in base and os.path.isdir(base))
+
+
+def _without_trailing_slash(location: str) -> str:
+    base, qmark, query = location.partition("?")
+    stripped = base.rstrip("/")
+    if not stripped or stripped.endswith(":"):  # "/" or "scheme://"
+        return location
+    return stripped + qmark + query
+
+
+def _open(url: str, args: argparse.Namespace, keys: str | None) -> Backend:
+    return open_from_args(url, argparse.Namespace(**{**vars(args), "keys": keys}), env_keys=False)
+
+
+def _copy_one(args: argparse.Namespace) -> list[ObjectMeta]:
+    src_url, src_key = split_location(args.src)
+    if _is_directory(args.dest):
+        dst_url, dst_key = _without_trailing_slash(args.dest), src_key
+    else:
+        dst_url, dst_key = split_location(args.dest)
+    with (
+        _open(src_url, args, args.src_keys) as src,
+        _open(dst_url, args, args.dest_keys) as dst,
+    ):
+        meta = head_object(src, src_key, "cp")
+        with transfer_progress(meta.size > PROGRESS_THRESHOLD) as progress:
+            task = progress.add_task(f"cp {src_key}", total=meta.size)
+            advance = functools.partial(progress.advance, task)
+            copy_object(src, dst, src_key, dst_key, on_bytes=advance)
+    return [meta]
+
+
+def _copy_prefix(args: argparse.Namespace) -> list[ObjectMeta]:
+    with (
+        _open(args.src, args, args.src_keys) as src,
+        _open(args.dest, args, args.dest_keys) as dst,
+    ):
+        total = sum(m.size for m in src.list(args.prefix))
+        with transfer_progress(total > PROGRESS_THRESHOLD) as progress:
+            task = progress.add_task(f"cp {args.prefix or '*'}", total=total)
+            return copy_prefix(
+                src,
+                dst,
+                args.prefix,
+                workers=args.workers,
+                on_copied=lambda m: progress.advance(task, m.size),
+            )
+
+
+def cmd_cp(args: argparse.Namespace) -> int:
+    if args.prefix is not None and not args.recursive:
+        raise ConfigError("a PREFIX argument copies many objects: add -r")
+    if args.recursive:
+        args.prefix = args.prefix or ""
+        copied = _copy_prefix(args)
+    else:
+        copied = _copy_one(args)
+    size = sum(m.size for m in copied)
+    if args.json:
+        print_json({"objects": len(copied), "bytes": size})
+    else:
+        print(f"copied {len(copied)} object(s), {human_size(size)}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cp",
+        help="copy an object (a local file is one), or with -r a prefix, between stores",
+        description="Copy one object, SRC and DEST as STORE/KEY (a local file is an object of "
+        "its directory; a DEST ending in / or naming a directory keeps the name), or with -r "
+        "every object under PREFIX from store SRC to store DEST. Copying nothing is an error.",
+    )
+    p.add_argument("src", help="STORE/KEY, a local file, or with -r a store")
+    p.add_argument("dest", help="STORE/KEY, a local file or directory, or with -r a store")
+    p.add_argument("prefix", nargs="?", default=None, help="with -r: keys starting with this")
+    p.add_argument(
+        "-r", "--recursive", action="store_true", help="copy every object (under PREFIX)"
+    )
+    p.add_argument("--src-keys", metavar="URL", help="key source to decrypt the source")
+    p.add_argument("--dest-keys", metavar="URL", help="key source to encrypt the destination")
+    p.add_argument("--workers", type=int, default=4, help="parallel copies with -r")
+    p.add_argument("--json", action="store_true")
+    add_opt_flag(p)
+    p.set_defaults(func=cmd_cp, cache=None)

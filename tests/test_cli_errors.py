@@ -1,0 +1,119 @@
+"""CLI-wide behaviour, run as a user would: global flags anywhere, --version, one-line
+errors with their exit codes (docs/cli.md), no driver logs, help texts, missing extras."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dcstore import __version__
+from dcstore.cli.main import EXIT_CONFIG, EXIT_UNAVAILABLE, all_parsers, build_parser
+
+DCSTORE = [sys.executable, "-m", "dcstore.cli"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*DCSTORE, *args], capture_output=True, text=True, check=False)
+
+
+def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dcstore: error: "), done.stderr
+    return lines[0]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once the socket is closed
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_global_flags_before_or_after_the_subcommand(tmp_path, where) -> None:
+    args = ["get", str(tmp_path), "missing"]
+    done = run("--debug", *args) if where == "before" else run(*args, "--debug")
+    assert done.returncode != 0 and "Traceback" in done.stderr
+    assert run("maintenance", "sweep", str(tmp_path), "--version").stdout.strip() == (
+        f"dcstore {__version__}"
+    )
+
+
+def test_version() -> None:
+    done = run("--version")
+    assert (done.returncode, done.stdout.strip()) == (0, f"dcstore {__version__}")
+
+
+def test_unreachable_cassandra_is_one_line_without_driver_logs() -> None:
+    port = closed_port()
+    url = f"cassandra://127.0.0.1:{port}/ks?connect_timeout=1"
+    done = run("ls", url)
+    line = one_error_line(done)
+    assert done.returncode == EXIT_UNAVAILABLE
+    assert f"cassandra://127.0.0.1:{port}/ks" in line and "unavailable" in line
+    debug = run("ls", url, "--debug")
+    assert "Traceback" in debug.stderr
+
+
+def test_missing_extra_gives_the_pip_hint(tmp_path) -> None:
+    # The bench extra's modules made unimportable, as on an install without it.
+    script = (
+        "import sys\n"
+        "for name in ('hdrh', 'psutil', 'matplotlib'):\n"
+        "    sys.modules[name] = None\n"
+        "from dcstore.cli.main import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    args = ["bench", "backend", str(tmp_path), "--duration", "0.1s"]
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, check=False
+    )
+    line = one_error_line(done)
+    assert done.returncode == EXIT_CONFIG
+    assert "pip install 'dcstore[bench]'" in line
+
+
+def test_help_texts_have_no_printf_escapes() -> None:
+    assert "usage: dcstore" in run("--help").stdout
+    parsers = all_parsers(build_parser())
+    assert len(parsers) > 20
+    for parser in parsers:
+        text = parser.format_help()
+        assert "%%" not in text and "%(" not in text, parser.prog
+        assert "--debug" in text and "--version" in text, parser.prog
+
+
+def test_docs_table_lists_every_exit_code() -> None:
+    from dcstore import errors
+    from dcstore.cli import exits
+
+    text = (Path(__file__).parents[1] / "docs" / "cli.md").read_text()
+    documented = dict(re.findall(r"^\| (\d+) \| `(\w+)`", text, re.M))
+    for cls, code in exits._EXIT_CODES:
+        if issubclass(cls, errors.DcstoreError):
+            assert documented[str(code)] == cls.__name__
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["bogus"], "invalid choice: 'bogus'"),
+        (["ls"], "required: store (see: dcstore ls --help)"),
+        (["cp", "a", "b", "--workers", "x"], "invalid int value"),
+    ],
+)
+def test_usage_errors_are_one_line(args, message) -> None:
+    done = run(*args)
+    assert done.returncode == EXIT_CONFIG and message in one_error_line(done)
+
+
+def test_bad_key_file_is_reported_before_reading_anything(tmp_path) -> None:
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "plain").write_bytes(b"not encrypted")
+    done = run("get", str(tmp_path / "s"), "plain", "--keys", str(tmp_path / "none.json"))
+    assert done.returncode == EXIT_CONFIG
+    assert f"key file {tmp_path / 'none.json'} does not exist" in one_error_line(done)
