@@ -25,7 +25,8 @@ def make_folder(root: Path, n: int) -> None:
 def test_pack_folder_then_read(tmp_path, capsys) -> None:
     make_folder(tmp_path / "src", 60)
     url = f"file://{tmp_path / 'out'}"
-    assert main(["pack", str(tmp_path / "src"), url, "--shard-size", "4KiB", "-q"]) == 0
+    args = ["--layout", "flat", "--group", "--shard-size", "4KiB", "-q"]
+    assert main(["pack", str(tmp_path / "src"), url, *args]) == 0
     assert "packed 60 samples" in capsys.readouterr().out
     manifest = load_manifest(open_store(url))
     assert manifest.num_samples == 60 and len(manifest.shards) > 3
@@ -37,7 +38,8 @@ def test_pack_folder_then_read(tmp_path, capsys) -> None:
 def test_shards_are_readable_by_tarfile_and_webdataset(tmp_path) -> None:
     make_folder(tmp_path / "src", 12)
     out = tmp_path / "out"
-    assert main(["pack", str(tmp_path / "src"), f"file://{out}", "-q"]) == 0
+    args = ["--layout", "flat", "--group", "--no-shuffle", "--no-names", "-q"]
+    assert main(["pack", str(tmp_path / "src"), f"file://{out}", *args]) == 0
     (shard,) = out.glob("shards/*/*.tar")
     with tarfile.open(shard) as tf:
         assert len(tf.getnames()) == 24
