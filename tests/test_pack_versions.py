@@ -40,9 +40,13 @@ def add_orphans(url: str) -> list[str]:
 
 def check_versions_and_gc(src: Path, url: str, capsys) -> None:
     """Three packs keep two versions; gc --dry-run lists orphans, gc removes only them."""
-    versions = []
-    for _ in range(3):
-        assert pack(src, url, "--workers", "2") == 0
+    with open_backend(url) as store:  # the first version packed by two processes
+        plan = plan_source(src)
+        versions = [
+            pack_plan(store, plan, shard_size=16384, workers=2, min_bytes_per_worker=0).version
+        ]
+    for _ in range(2):
+        assert pack(src, url) == 0
         versions.append(load_manifest(open_store(url)).version)
     current = load_manifest(open_store(url))
     assert current.previous == (versions[1],)
@@ -102,7 +106,12 @@ def test_parallel_pack_equals_serial_and_counts_every_byte(tmp_path: Path) -> No
         counted: list[int] = []
         with open_backend(f"file://{tmp_path / f'w{workers}'}") as store:
             manifest = pack_plan(
-                store, plan, shard_size=8 * 1024, workers=workers, progress=counted.append
+                store,
+                plan,
+                shard_size=8 * 1024,
+                workers=workers,
+                progress=counted.append,
+                min_bytes_per_worker=0,  # processes even for this small plan
             )
             shards = [store.get(s.key) for s in manifest.shards]
         assert sum(counted) == plan.total_bytes == expected

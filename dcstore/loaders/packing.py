@@ -38,6 +38,8 @@ Progress = Callable[[int], None]
 MAX_OPEN_FILES = 64
 JOBS_PER_WORKER = 4
 """Runs per worker process: enough to balance uneven runs, few enough to stay cheap."""
+MIN_BYTES_PER_WORKER = 128 * 1024 * 1024
+"""Input bytes that justify one more process (starting one costs about a second)."""
 
 
 def default_workers() -> int:
@@ -197,10 +199,16 @@ def pack_plan(
     manifest_key: str = MANIFEST_KEY,
     metadata: Mapping[str, str] | None = None,
     progress: Progress | None = None,
+    min_bytes_per_worker: int = MIN_BYTES_PER_WORKER,
 ) -> Manifest:
-    """Pack ``plan`` (in its order) into ``store`` as a new version and commit it."""
+    """Pack ``plan`` (in its order) into ``store`` as a new version and commit it.
+
+    Uses up to ``workers`` processes, at most one per ``min_bytes_per_worker`` of input.
+    """
     report: Progress = progress or (lambda nbytes: None)
     version = new_version()
+    if min_bytes_per_worker > 0:
+        workers = min(workers, plan.total_bytes // min_bytes_per_worker)
     jobs = split_jobs(plan.samples, shard_size, workers)
     if workers > 1 and len(jobs) > 1:
         shards = _run_parallel(store, version, shard_size, jobs, workers, report)
