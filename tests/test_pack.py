@@ -70,6 +70,8 @@ def test_pack_existing_tars_and_encrypt(tmp_path) -> None:
 
 
 def test_writer_rejects_bad_samples(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="keep must be at least 1"):
+        ShardWriter(f"file://{tmp_path}", keep=0)
     with ShardWriter(f"file://{tmp_path}") as writer:
         for bad in (
             {"bin": b"x"},

@@ -43,6 +43,12 @@ def archive_key(version: str) -> str:
     return f"{ARCHIVE_PREFIX}{version}.parquet"
 
 
+def check_keep(keep: int) -> None:
+    """Refuse a ``keep`` that would not keep the version being committed."""
+    if keep < 1:
+        raise ConfigError(f"keep must be at least 1 (the current version), got {keep}")
+
+
 def _read_current(store: Backend, key: str) -> tuple[Manifest, bytes] | None:
     try:
         data = store.get(key)
@@ -68,8 +74,7 @@ def commit_version(
     Returns the committed manifest (with its ``previous`` list) and the
     versions that were removed.
     """
-    if keep < 1:
-        raise ConfigError(f"keep must be at least 1 (the current version), got {keep}")
+    check_keep(keep)
     current = _read_current(store, key)
     history: list[str] = []
     if current is not None and current[0].version != manifest.version:

@@ -30,7 +30,7 @@ from dcstore.backends.base import Backend
 from dcstore.errors import ConfigError
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, ShardInfo
 from dcstore.loaders.tario import END_OF_ARCHIVE, member_bytes, split_name
-from dcstore.loaders.versions import DEFAULT_KEEP, commit_version, shard_key
+from dcstore.loaders.versions import DEFAULT_KEEP, check_keep, commit_version, shard_key
 
 DEFAULT_SHARD_SIZE = 64 * 1024 * 1024
 
@@ -92,6 +92,7 @@ class ShardWriter:
     ):
         if shard_size <= 0:
             raise ConfigError(f"shard_size must be positive, got {shard_size}")
+        check_keep(keep)
         if isinstance(store, str) or cache is not None or keys is not None:
             from dcstore.store import open_store
 
