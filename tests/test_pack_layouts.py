@@ -140,6 +140,17 @@ def test_index_of_files_with_labels(tmp_path: Path, fmt: str) -> None:
     assert bytes(s4["png"]) == image_bytes(4, "PNG") and bytes(s4["path.txt"]) == b"raw/04.png"
 
 
+def test_index_with_integer_labels_keeps_them(tmp_path: Path) -> None:
+    rows = [{"path": f"{i}.jpg", "label": i * 7} for i in range(3)]
+    for i in range(3):
+        write_image(tmp_path / "src" / f"{i}.jpg", i)
+    index = tmp_path / "index.jsonl"
+    index.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert pack(tmp_path / "src", tmp_path / "ds", "--index", str(index)) == 0
+    ds = ShardedDataset(f"file://{tmp_path / 'ds'}")
+    assert ds.classes == [] and {bytes(s["cls"]) for s in ds} == {b"0", b"7", b"14"}
+
+
 def test_index_paths_stay_inside_src(tmp_path: Path, capsys) -> None:
     write_image(tmp_path / "src" / "a.jpg", 0)
     index = tmp_path / "index.jsonl"

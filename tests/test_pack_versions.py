@@ -121,3 +121,17 @@ def test_parallel_pack_equals_serial_and_counts_every_byte(tmp_path: Path) -> No
     assert serial_bytes == parallel_bytes  # byte for byte, shard for shard
     assert [s.sample_keys for s in serial.shards] == [s.sample_keys for s in parallel.shards]
     assert serial.classes == parallel.classes == tuple(f"c{i}" for i in range(5))
+
+
+def test_failed_parallel_pack_commits_nothing_and_gc_cleans_up(tmp_path: Path) -> None:
+    make_imagefolder(tmp_path / "images", ["a", "b"], 20)
+    plan = plan_source(tmp_path / "images")
+    (tmp_path / "images" / "b" / "b_019.jpg").unlink()  # vanishes between plan and pack
+    url = f"file://{tmp_path / 'ds'}"
+    with open_backend(url) as store, pytest.raises(FileNotFoundError, match=r"b_019\.jpg"):
+        pack_plan(store, plan, shard_size=4096, workers=2, min_bytes_per_worker=0)
+    assert not (tmp_path / "ds" / "manifest.parquet").exists()
+    assert shard_versions(url)  # the runs that succeeded left their shards
+    assert main(["pack", str(tmp_path / "images"), url, "-q"]) == 0
+    assert main(["gc", url]) == 0
+    assert len(shard_versions(url)) == 1 and len(list(ShardedDataset(url))) == 39
