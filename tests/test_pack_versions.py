@@ -135,3 +135,18 @@ def test_failed_parallel_pack_commits_nothing_and_gc_cleans_up(tmp_path: Path) -
     assert main(["pack", str(tmp_path / "images"), url, "-q"]) == 0
     assert main(["gc", url]) == 0
     assert len(shard_versions(url)) == 1 and len(list(ShardedDataset(url))) == 39
+
+
+def test_parallel_pack_of_an_encrypted_store(tmp_path: Path) -> None:
+    from dcstore.crypto import Keyring, write_key_file
+
+    write_key_file(tmp_path / "kek.json", Keyring.generate())
+    keys = f"file://{tmp_path / 'kek.json'}"
+    make_imagefolder(tmp_path / "images", ["a", "b"], 15)
+    url = f"file://{tmp_path / 'enc'}"
+    plan = plan_source(tmp_path / "images").shuffled(0)
+    store = open_store(url, keys=keys)  # workers unpickle the key source, not key material
+    manifest = pack_plan(store, plan, shard_size=4096, workers=2, min_bytes_per_worker=0)
+    assert len(manifest.shards) > 2 and all(s.key_id for s in manifest.shards)
+    got = [s["__key__"] for s in ShardedDataset(url, keys=keys)]
+    assert got == [spec.key for spec in plan.samples]
