@@ -116,7 +116,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--workers",
         type=positive_int,
         metavar="N",
-        help="processes that read and write shards (default: one per core, at most 8)",
+        help="processes that pack shards (default: one per core, at most 8; at most one "
+        "per 128 MiB of input)",
     )
     p.add_argument(
         "--keep",

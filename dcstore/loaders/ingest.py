@@ -216,6 +216,8 @@ def plan_source(
     if layout not in LAYOUTS:
         raise ConfigError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
     index_path = None if index is None else Path(index)
+    if index_path is not None and layout not in ("auto", "index"):
+        raise ConfigError(f"an index file is read only with layout 'index', not {layout!r}")
     if layout == "auto":
         layout = detect_layout(root, index_path)
     if layout == "index":
