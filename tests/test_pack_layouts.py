@@ -42,6 +42,12 @@ def test_imagefolder_gives_labels_and_a_class_table(tmp_path: Path, capsys) -> N
         decode(sample["jpg"])
 
 
+def test_split_folders_packed_as_classes_get_a_note(tmp_path: Path, capsys) -> None:
+    make_imagefolder(tmp_path / "data", ["train", "val"], 2)
+    assert pack(tmp_path / "data", tmp_path / "ds") == 0
+    assert "look like dataset splits" in capsys.readouterr().err
+
+
 def test_one_file_is_one_sample_and_extensions_are_normalised(tmp_path: Path) -> None:
     src = tmp_path / "photos"
     write_image(src / "photo.2023.jpg", 1)

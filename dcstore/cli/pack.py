@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from dcstore.cli.common import add_store_options, human_size, open_from_args, transfer_progress
 from dcstore.errors import ConfigError
+
+SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing"})
+"""Folder names that are dataset splits, not classes (ImageFolder's usual mistake)."""
 
 
 def parse_size(text: str) -> int:
@@ -30,6 +34,13 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_source(
         args.src, layout=args.layout, index=args.index, group=args.group, names=args.names
     )
+    splits = sorted(set(plan.classes) & SPLIT_NAMES)
+    if plan.layout == "imagefolder" and splits:
+        print(
+            f"dcstore: note: class folders {', '.join(splits)} look like dataset splits; "
+            f"to pack one split, pass its folder (e.g. {Path(args.src) / splits[0]})",
+            file=sys.stderr,
+        )
     if args.shuffle:
         plan = plan.shuffled(args.seed)
     store = open_from_args(args.dest, args)
