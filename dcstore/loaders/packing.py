@@ -27,7 +27,7 @@ from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from typing import IO, Any, NamedTuple
 
 from dcstore.backends.base import Backend
-from dcstore.errors import IntegrityError
+from dcstore.errors import ConfigError, IntegrityError
 from dcstore.loaders.ingest import FileSlice, PackPlan, SampleSpec
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, ShardInfo
 from dcstore.loaders.tario import member_header, padded
@@ -205,6 +205,8 @@ def pack_plan(
 
     Uses up to ``workers`` processes, at most one per ``min_bytes_per_worker`` of input.
     """
+    if not plan.samples:
+        raise ConfigError("nothing to pack: the plan has no samples")
     report: Progress = progress or (lambda nbytes: None)
     version = new_version()
     if min_bytes_per_worker > 0:
