@@ -94,3 +94,14 @@ def test_new_version_replaces_old_atomically(tmp_path) -> None:
                 writer.write({"__key__": f"v{n}_{i}", "bin": b"x"})
     ds = ShardedDataset(url)
     assert ds.manifest.num_samples == 8 and all(s["__key__"].startswith("v8") for s in ds)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a.jpg", "x" * 96 + ".jpg", "d/" * 60 + "k.jpg", "y" * 150 + ".jpg", "été/ü.jpg"],
+)
+def test_planned_header_length_matches_the_writer(name: str) -> None:
+    from dcstore.loaders.packing import header_length
+    from dcstore.loaders.tario import member_header
+
+    assert header_length(name) == len(member_header(name, 12345))

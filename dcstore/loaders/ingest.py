@@ -30,7 +30,7 @@ keeps the original relative path(s). Hidden files (``.name``) are skipped.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -90,13 +90,20 @@ class SourceFile(NamedTuple):
     extra: tuple[tuple[str, bytes], ...] = ()
 
 
-def visible_files(root: Path) -> list[Path]:
-    """Regular files under ``root``, sorted, skipping hidden files and folders."""
-    found = []
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [Path(folder, f) for f in files if not f.startswith(".")]
-    return sorted(found)
+def iter_visible(root: Path) -> Iterator[str]:
+    """Paths (relative to ``root``, ``/``-separated) of the files under it, hidden ones
+    (``.name``, or inside a ``.folder``) skipped; in no particular order."""
+    top = os.fspath(root)
+    for folder, dirs, files in os.walk(top, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        rel = os.path.relpath(folder, top).replace(os.sep, "/")
+        prefix = "" if rel == "." else rel + "/"
+        yield from (prefix + f for f in files if not f.startswith("."))
+
+
+def visible_files(root: Path) -> list[str]:
+    """:func:`iter_visible`, sorted."""
+    return sorted(iter_visible(root))
 
 
 def sample_name(rel: str, group: bool) -> tuple[str, str]:
@@ -137,9 +144,9 @@ def plan_files(
                 f"{root}: {next(iter(fields.values()))[0]} and {file.rel} both map to sample "
                 f"{key!r}; pass --group to pack them as one sample, or rename one"
             )
-        size = (root / file.rel).stat().st_size
+        path = os.path.join(root, file.rel)
         where = f"{root}, sample {key!r}"
-        _add_field(fields, field, file.rel, FileSlice(str(root / file.rel), 0, size), where)
+        _add_field(fields, field, file.rel, FileSlice(path, 0, os.stat(path).st_size), where)
         for name, value in file.extra:
             _add_field(fields, name, file.rel, value, where)
     specs = []
@@ -170,7 +177,7 @@ def plan_imagefolder(root: Path, *, group: bool, names: bool) -> PackPlan:
         if not found:
             raise ConfigError(f"{root / name}: class folder has no files")
         label = (("cls", str(index).encode()),)
-        files += [SourceFile(p.relative_to(root).as_posix(), label) for p in found]
+        files += [SourceFile(f"{name}/{rel}", label) for rel in found]
     if not classes:
         raise ConfigError(f"{root}: no class folders")
     return PackPlan(plan_files(root, files, group=group, names=names), classes, "imagefolder")
@@ -178,7 +185,7 @@ def plan_imagefolder(root: Path, *, group: bool, names: bool) -> PackPlan:
 
 def plan_flat(root: Path, *, group: bool, names: bool) -> PackPlan:
     """Every visible file under ``root``."""
-    files = [SourceFile(p.relative_to(root).as_posix()) for p in visible_files(root)]
+    files = [SourceFile(rel) for rel in visible_files(root)]
     if not files:
         raise ConfigError(f"{root}: no files to pack")
     return PackPlan(plan_files(root, files, group=group, names=names), (), "flat")
@@ -192,8 +199,9 @@ def detect_layout(src: Path, index: Path | None) -> str:
         if src.suffix == ".tar":
             return "webdataset"
         raise ConfigError(f"{src}: pack a folder, a .tar, or a folder of .tar shards")
-    files = visible_files(src)
-    if files and all(p.suffix == ".tar" for p in files):
+    files = iter_visible(src)
+    first = next(files, None)
+    if first is not None and all(rel.endswith(".tar") for rel in (first, *files)):
         return "webdataset"
     children = [c for c in src.iterdir() if not c.name.startswith(".")]
     return "imagefolder" if children and all(c.is_dir() for c in children) else "flat"

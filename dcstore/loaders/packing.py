@@ -30,12 +30,14 @@ from dcstore.backends.base import Backend
 from dcstore.errors import ConfigError, IntegrityError
 from dcstore.loaders.ingest import FileSlice, PackPlan, SampleSpec
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, ShardInfo
-from dcstore.loaders.tario import member_header, padded
+from dcstore.loaders.tario import BLOCK, member_header, padded
 from dcstore.loaders.versions import DEFAULT_KEEP, commit_version
 from dcstore.loaders.writer import DEFAULT_SHARD_SIZE, ShardWriter, new_version, starts_new_shard
 
 Progress = Callable[[int], None]
 MAX_OPEN_FILES = 64
+USTAR_NAME = 100
+"""Longest name a ustar header holds without a prefix or a pax header."""
 JOBS_PER_WORKER = 4
 """Runs per worker process: enough to balance uneven runs, few enough to stay cheap."""
 MIN_BYTES_PER_WORKER = 128 * 1024 * 1024
@@ -47,12 +49,19 @@ def default_workers() -> int:
     return min(os.cpu_count() or 1, 8)
 
 
+def header_length(name: str) -> int:
+    """Bytes of the header(s) :func:`member_header` writes for member ``name``."""
+    if len(name) <= USTAR_NAME and name.isascii():
+        return BLOCK  # the name fits one ustar header
+    return len(member_header(name, 0))  # a pax header first: its length depends on the name
+
+
 def sample_length(spec: SampleSpec) -> int:
     """Tar bytes the sample takes in a shard (headers, payloads, padding)."""
     total = 0
     for name, payload in spec.fields:
         size = payload.size if isinstance(payload, FileSlice) else len(payload)
-        total += len(member_header(f"{spec.key}.{name}", size)) + padded(size)
+        total += header_length(f"{spec.key}.{name}") + padded(size)
     return total
 
 
