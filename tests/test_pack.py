@@ -25,7 +25,8 @@ def make_folder(root: Path, n: int) -> None:
 def test_pack_folder_then_read(tmp_path, capsys) -> None:
     make_folder(tmp_path / "src", 60)
     url = f"file://{tmp_path / 'out'}"
-    assert main(["pack", str(tmp_path / "src"), url, "--shard-size", "4KiB", "-q"]) == 0
+    args = ["--layout", "flat", "--group", "--shard-size", "4KiB", "-q"]
+    assert main(["pack", str(tmp_path / "src"), url, *args]) == 0
     assert "packed 60 samples" in capsys.readouterr().out
     manifest = load_manifest(open_store(url))
     assert manifest.num_samples == 60 and len(manifest.shards) > 3
@@ -37,7 +38,8 @@ def test_pack_folder_then_read(tmp_path, capsys) -> None:
 def test_shards_are_readable_by_tarfile_and_webdataset(tmp_path) -> None:
     make_folder(tmp_path / "src", 12)
     out = tmp_path / "out"
-    assert main(["pack", str(tmp_path / "src"), f"file://{out}", "-q"]) == 0
+    args = ["--layout", "flat", "--group", "--no-shuffle", "--no-names", "-q"]
+    assert main(["pack", str(tmp_path / "src"), f"file://{out}", *args]) == 0
     (shard,) = out.glob("shards/*/*.tar")
     with tarfile.open(shard) as tf:
         assert len(tf.getnames()) == 24
@@ -68,6 +70,8 @@ def test_pack_existing_tars_and_encrypt(tmp_path) -> None:
 
 
 def test_writer_rejects_bad_samples(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="keep must be at least 1"):
+        ShardWriter(f"file://{tmp_path}", keep=0)
     with ShardWriter(f"file://{tmp_path}") as writer:
         for bad in (
             {"bin": b"x"},
@@ -90,3 +94,14 @@ def test_new_version_replaces_old_atomically(tmp_path) -> None:
                 writer.write({"__key__": f"v{n}_{i}", "bin": b"x"})
     ds = ShardedDataset(url)
     assert ds.manifest.num_samples == 8 and all(s["__key__"].startswith("v8") for s in ds)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a.jpg", "x" * 96 + ".jpg", "d/" * 60 + "k.jpg", "y" * 150 + ".jpg", "été/ü.jpg"],
+)
+def test_planned_header_length_matches_the_writer(name: str) -> None:
+    from dcstore.loaders.packing import header_length
+    from dcstore.loaders.tario import member_header
+
+    assert header_length(name) == len(member_header(name, 12345))

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -106,6 +107,7 @@ def transfer_progress(enabled: bool) -> Progress:
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
+        console=Console(stderr=True),
         disable=not (enabled and sys.stderr.isatty()),
         transient=True,
     )

@@ -4,6 +4,10 @@
 whose writer died before committing (Cassandra: intent rows older than the limit;
 MongoDB: orphaned GridFS chunks and superseded revisions). Backends that never leave
 such garbage (local, memory, HDFS) report that there is nothing to sweep.
+
+``dcstore gc STORE [--dry-run]`` deletes the shards and archived manifests of a
+dataset that its current manifest and the versions it keeps no longer
+reference (versions dropped by hand, packs that failed or were interrupted).
 """
 
 from __future__ import annotations
@@ -13,7 +17,13 @@ import json
 import sys
 
 from dcstore.backends.registry import open_backend
-from dcstore.cli.common import add_opt_flag, parse_options
+from dcstore.cli.common import (
+    add_opt_flag,
+    add_store_options,
+    human_size,
+    open_from_args,
+    parse_options,
+)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -36,7 +46,52 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    from dcstore.loaders.versions import collect_garbage
+
+    with open_from_args(args.store, args) as store:
+        garbage = collect_garbage(store, args.manifest, dry_run=args.dry_run)
+    total = sum(meta.size for meta in garbage)
+    verb = "would remove" if args.dry_run else "removed"
+    if args.json:
+        json.dump(
+            {
+                "url": store.url,
+                "dry_run": args.dry_run,
+                "objects": [{"key": m.key, "size": m.size} for m in garbage],
+                "bytes": total,
+            },
+            sys.stdout,
+        )
+        sys.stdout.write("\n")
+        return 0
+    for meta in garbage:
+        print(f"{verb} {meta.key} ({human_size(meta.size)})")
+    print(f"{store.url}: {verb} {len(garbage)} object(s), {human_size(total)}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
+    g = subparsers.add_parser(
+        "gc",
+        help="delete dataset objects no kept version references",
+        description="Delete every object under shards/ and versions/ of the dataset at STORE "
+        "that neither its current manifest nor the earlier versions it keeps reference, "
+        "and print each one. Do not run it while a pack into STORE is in progress (its "
+        "shards are not referenced until it commits).",
+    )
+    g.add_argument("store", metavar="STORE", help="storage URL of the dataset")
+    g.add_argument(
+        "--dry-run", action="store_true", help="print what would be removed, remove nothing"
+    )
+    g.add_argument(
+        "--manifest", default="manifest.parquet", metavar="KEY",
+        help="the dataset's manifest key (default manifest.parquet)",
+    )  # fmt: skip
+    g.add_argument("--json", action="store_true", help="machine-readable result")
+    add_store_options(g)
+    g.set_defaults(func=cmd_gc)
+
     p = subparsers.add_parser("maintenance", help="storage housekeeping (sweep abandoned puts)")
     sub = p.add_subparsers(dest="maintenance_command", metavar="ACTION")
     sub.required = True

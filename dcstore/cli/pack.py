@@ -1,13 +1,17 @@
-"""``dcstore pack SRC DEST``: a folder of files or webdataset .tar shards -> a dataset."""
+"""``dcstore pack SRC DEST``: image folders, files, .tar shards or an index -> a dataset."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from dcstore.cli.common import add_store_options, human_size, open_from_args, transfer_progress
 from dcstore.errors import ConfigError
+
+SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing"})
+"""Folder names that are dataset splits, not classes (ImageFolder's usual mistake)."""
 
 
 def parse_size(text: str) -> int:
@@ -23,49 +27,122 @@ def parse_size(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dcstore.loaders.ingest import source_samples
-    from dcstore.loaders.writer import ShardWriter
+    from dcstore.loaders.ingest import plan_source
+    from dcstore.loaders.packing import default_workers, pack_plan
+    from dcstore.loaders.versions import DEFAULT_KEEP
 
-    samples, total = source_samples(args.src)
+    plan = plan_source(
+        args.src, layout=args.layout, index=args.index, group=args.group, names=args.names
+    )
+    splits = sorted(set(plan.classes) & SPLIT_NAMES)
+    if plan.layout == "imagefolder" and splits:
+        print(
+            f"dcstore: note: class folders {', '.join(splits)} look like dataset splits; "
+            f"to pack one split, pass its folder (e.g. {Path(args.src) / splits[0]})",
+            file=sys.stderr,
+        )
+    if args.shuffle:
+        plan = plan.shuffled(args.seed)
     store = open_from_args(args.dest, args)
     start = time.perf_counter()
-    done = 0
     with transfer_progress(not args.quiet) as progress:
-        task = progress.add_task(f"packing {args.src}", total=total)
-        writer = ShardWriter(store, shard_size=args.shard_size)
-        try:
-            for sample in samples:
-                writer.write(sample)
-                done += sum(len(v) for k, v in sample.items() if k[:2] != "__")  # type: ignore[arg-type]
-                progress.update(task, completed=done)
-            manifest = writer.close()
-        except BaseException:
-            writer.abort()
-            raise
-    rate = human_size(done / max(time.perf_counter() - start, 1e-9))
+        task = progress.add_task(f"packing {args.src}", total=plan.total_bytes)
+        manifest = pack_plan(
+            store,
+            plan,
+            shard_size=args.shard_size,
+            workers=args.workers or default_workers(),
+            keep=args.keep or DEFAULT_KEEP,
+            progress=lambda nbytes: progress.advance(task, nbytes),
+        )
+    rate = human_size(plan.total_bytes / max(time.perf_counter() - start, 1e-9))
+    classes = f", {len(manifest.classes)} classes" if manifest.classes else ""
     print(
-        f"packed {manifest.num_samples} samples into {len(manifest.shards)} shards "
-        f"({human_size(manifest.total_bytes)}) at {store.url}, version {manifest.version}, "
-        f"{'encrypted' if args.keys else 'plaintext'}, {rate}/s",
+        f"packed {manifest.num_samples} samples ({plan.layout}{classes}) into "
+        f"{len(manifest.shards)} shards ({human_size(manifest.total_bytes)}) at {store.url}, "
+        f"version {manifest.version}, {'encrypted' if args.keys else 'plaintext'}, {rate}/s; "
+        f"keeping {1 + len(manifest.previous)} version(s)",
         file=sys.stdout,
     )
     return 0
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "pack",
-        help="pack a folder of files or .tar shards into a dataset",
-        description="Pack SRC (a folder whose files a/key.ext group into samples by key, or "
-        "webdataset .tar shards) into WebDataset-compatible tar shards plus a manifest at "
-        "DEST; the manifest is committed last. With --keys the shards are encrypted.",
+        help="pack image folders, files, .tar shards or an index into a dataset",
+        description="Pack SRC into WebDataset-compatible tar shards plus a manifest at DEST "
+        "(committed last; with --keys the shards are encrypted). One file is one sample "
+        "(key: its path without the extension; field: the extension, lower-cased); class "
+        "folders (ImageFolder) add field cls and a class table. Samples are shuffled at "
+        "pack time. Each pack is a new version; the last --keep versions stay readable "
+        "and older ones are deleted after the commit.",
     )
-    p.add_argument("src", metavar="SRC", help="folder of files, a .tar, or a folder of .tar")
+    p.add_argument(
+        "src", metavar="SRC", help="folder of class folders or files, a .tar, or a folder of .tar"
+    )
     p.add_argument("dest", metavar="DEST", help="storage URL of the dataset")
     p.add_argument(
-        "--shard-size", type=parse_size, default=64 * 1024**2, metavar="SIZE",
+        "--layout",
+        default="auto",
+        metavar="LAYOUT",
+        help="how SRC is organised: auto (default: detect), imagefolder, flat, webdataset, index",
+    )
+    p.add_argument(
+        "--index",
+        metavar="FILE",
+        help="JSONL/CSV/Parquet table of files: column path (relative to SRC), optional "
+        "label, other columns become fields",
+    )
+    p.add_argument(
+        "--group",
+        action="store_true",
+        help="group files webdataset-style: x.jpg + x.json (same name up to the first dot) "
+        "make one sample",
+    )
+    p.add_argument(
+        "--no-names",
+        dest="names",
+        action="store_false",
+        help="do not store the original file names (field path.txt)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="pack-time shuffle seed (default 0)")
+    p.add_argument(
+        "--no-shuffle",
+        dest="shuffle",
+        action="store_false",
+        help="keep the sorted source order (class by class for an ImageFolder)",
+    )
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        metavar="N",
+        help="processes that pack shards (default: one per core, at most 8; at most one "
+        "per 128 MiB of input)",
+    )
+    p.add_argument(
+        "--keep",
+        type=positive_int,
+        metavar="N",
+        help="versions to keep, the new one included (default 2)",
+    )
+    p.add_argument(
+        "--shard-size",
+        type=parse_size,
+        default=64 * 1024**2,
+        metavar="SIZE",
         help="target shard size (default 64MiB)",
-    )  # fmt: skip
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_store_options(p)
     p.set_defaults(func=run)

@@ -322,6 +322,16 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
             raise ConfigError("the loader state holds no ShardedDataset state")
         return cls.merge_states(states)
 
+    @property
+    def classes(self) -> list[str]:
+        """Class names from the manifest (``cls`` is an index here); empty without a table."""
+        return list(self.manifest.classes)
+
+    @property
+    def class_to_idx(self) -> dict[str, int]:
+        """Class name -> ``cls`` index, like torchvision's ``ImageFolder.class_to_idx``."""
+        return self.manifest.class_to_idx
+
     # -- random access --------------------------------------------------------------------
 
     def read(self, index: int) -> Sample:

@@ -1,70 +1,241 @@
-"""Sources for packing: a folder of files, or existing webdataset ``.tar`` shards.
+"""What ``dcstore pack`` reads: source layouts planned into sample specs.
 
-Guarantees: samples come out in a deterministic order (sorted paths); in a
-folder, files ``a/b/key.ext`` sharing ``a/b/key`` form one sample (webdataset's
-naming rule), with keys relative to the folder; tar members are grouped the
-same way (one tar in memory at a time; payloads are views into it).
+A :class:`PackPlan` lists every sample as a :class:`SampleSpec` (its key and,
+per field, a byte range of a source file or inline bytes) without reading any
+payload, so the packer knows every sample's size up front, can shuffle, and
+can split the work into whole shards across processes.
+
+Layouts (``auto`` picks ``index`` when an index file is given, ``webdataset``
+for a ``.tar`` or a folder of only ``.tar``, ``imagefolder`` for a folder
+holding only sub-folders, else ``flat``):
+
+* ``imagefolder``: ``SRC/<class>/**/file`` as torchvision's ImageFolder; class
+  names sorted, field ``cls`` = the class index in ASCII digits.
+* ``flat``: every file under ``SRC``.
+* ``webdataset``: the samples of existing tar shards, unchanged.
+* ``index``: a JSONL/CSV/Parquet table with a ``path`` column (relative to
+  ``SRC``), an optional ``label`` column (``cls``) and other columns as fields.
+
+Naming guarantees (files, not tars): one file is one sample, keyed by its path
+relative to ``SRC`` without the final extension (dots left in the key become
+``_``, since a reader splits a tar member name at the first dot); the field is
+the final extension lower-cased. With ``group=True`` files are grouped by
+webdataset's rule instead (key up to the first dot of the file name: ``x.jpg``
+and ``x.json`` form one sample). Two files that map to the same key and field,
+or (without ``group``) to the same key, are a :class:`ConfigError` naming
+both; nothing is merged silently. Unless ``names=False``, field ``path.txt``
+keeps the original relative path(s). Hidden files (``.name``) are skipped.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
 
 from dcstore.errors import ConfigError, NotFoundError
-from dcstore.loaders.tario import iter_samples, split_name
+from dcstore.loaders.tario import split_name
 
-Sample = dict[str, object]
-
-
-def tar_paths(src: Path) -> list[Path]:
-    """The ``.tar`` files named by ``src`` (a file, or a folder holding only tars)."""
-    if src.is_file():
-        return [src]
-    return sorted(p for p in src.rglob("*.tar") if p.is_file())
+LAYOUTS = ("auto", "imagefolder", "flat", "webdataset", "index")
+NAME_FIELD = "path.txt"
 
 
-def is_tar_source(src: Path) -> bool:
-    """True if ``src`` is a tar file or a folder whose files are all ``.tar``."""
-    if src.is_file():
-        return src.suffix == ".tar"
-    files = [p for p in src.rglob("*") if p.is_file()]
-    return bool(files) and all(p.suffix == ".tar" for p in files)
+class FileSlice(NamedTuple):
+    """``size`` bytes of the file at ``path`` from ``offset``."""
+
+    path: str
+    offset: int
+    size: int
 
 
-def samples_from_tars(paths: list[Path]) -> Iterator[Sample]:
-    """Every sample of every tar, in order."""
-    for path in paths:
-        yield from iter_samples(path.read_bytes())
+Payload = FileSlice | bytes
 
 
-def samples_from_folder(src: Path) -> Iterator[Sample]:
-    """Group the files under ``src`` into samples by webdataset key."""
-    files = sorted(p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file())
-    sample: Sample = {}
-    for rel in files:
+class SampleSpec(NamedTuple):
+    """One sample to pack: its key and its fields' payloads, in field order."""
+
+    key: str
+    fields: tuple[tuple[str, Payload], ...]
+
+    @property
+    def size(self) -> int:
+        """Payload bytes of the sample (what the progress bar counts)."""
+        return sum(p.size if isinstance(p, FileSlice) else len(p) for _, p in self.fields)
+
+
+class PackPlan(NamedTuple):
+    """The samples of a source in pack order, its class table and detected layout."""
+
+    samples: list[SampleSpec]
+    classes: tuple[str, ...]
+    layout: str
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(s.size for s in self.samples)
+
+    def shuffled(self, seed: int) -> PackPlan:
+        """The same plan in an order that is a pure function of ``seed``."""
+        order = np.random.default_rng(seed).permutation(len(self.samples))
+        return self._replace(samples=[self.samples[i] for i in order])
+
+
+class SourceFile(NamedTuple):
+    """A file found in a source: its path relative to the root and extra fields."""
+
+    rel: str
+    extra: tuple[tuple[str, bytes], ...] = ()
+
+
+def iter_visible(root: Path) -> Iterator[str]:
+    """Paths (relative to ``root``, ``/``-separated) of the files under it, hidden ones
+    (``.name``, or inside a ``.folder``) skipped; in no particular order."""
+    top = os.fspath(root)
+    for folder, dirs, files in os.walk(top, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        rel = os.path.relpath(folder, top).replace(os.sep, "/")
+        prefix = "" if rel == "." else rel + "/"
+        yield from (prefix + f for f in files if not f.startswith("."))
+
+
+def visible_files(root: Path) -> list[str]:
+    """:func:`iter_visible`, sorted."""
+    return sorted(iter_visible(root))
+
+
+def sample_name(rel: str, group: bool) -> tuple[str, str]:
+    """(sample key, field) of the file at relative path ``rel`` (see the module rules)."""
+    if group:
         key, field = split_name(rel)
-        if not field:
-            raise ConfigError(f"{src / rel}: a file needs an extension to name its field")
-        if sample and sample["__key__"] != key:
-            yield sample
-            sample = {}
-        sample["__key__"] = key
-        sample[field] = (src / rel).read_bytes()
-    if sample:
-        yield sample
+    else:
+        head, slash, base = rel.rpartition("/")
+        stem, dot, ext = base.rpartition(".")
+        key, field = (head + slash + stem.replace(".", "_"), ext.lower()) if dot else (rel, "")
+    if not field or not key.rpartition("/")[2]:
+        raise ConfigError(f"{rel}: a file needs a name and an extension to name its field")
+    return key, field
 
 
-def source_samples(src: str | os.PathLike[str]) -> tuple[Iterator[Sample], int]:
-    """(samples, total input bytes) of a folder of files or of ``.tar`` shards."""
-    path = Path(src)
-    if not path.exists():
-        raise NotFoundError(f"{path}: no such file or folder")
-    if is_tar_source(path):
-        paths = tar_paths(path)
-        return samples_from_tars(paths), sum(p.stat().st_size for p in paths)
-    if path.is_file():
-        raise ConfigError(f"{path}: pack a folder of files or .tar shards")
-    total = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return samples_from_folder(path), total
+def _add_field(
+    fields: dict[str, tuple[str, Payload]], name: str, rel: str, payload: Payload, where: str
+) -> None:
+    """Add field ``name`` from file ``rel`` unless another file already gave it."""
+    if name in fields and fields[name][1] != payload:
+        other = fields[name][0]
+        if other == rel:
+            raise ConfigError(f"{where}: {rel} is field {name!r}, which the layout sets itself")
+        raise ConfigError(f"{where}: {other} and {rel} both map to field {name!r}")
+    fields.setdefault(name, (rel, payload))
+
+
+def plan_files(
+    root: Path, files: Iterable[SourceFile], *, group: bool, names: bool
+) -> list[SampleSpec]:
+    """Samples from files under ``root``, named and collision-checked; sorted by key."""
+    samples: dict[str, dict[str, tuple[str, Payload]]] = {}
+    for file in files:
+        key, field = sample_name(file.rel, group)
+        fields = samples.setdefault(key, {})
+        if fields and not group:
+            raise ConfigError(
+                f"{root}: {next(iter(fields.values()))[0]} and {file.rel} both map to sample "
+                f"{key!r}; pass --group to pack them as one sample, or rename one"
+            )
+        path = os.path.join(root, file.rel)
+        where = f"{root}, sample {key!r}"
+        _add_field(fields, field, file.rel, FileSlice(path, 0, os.stat(path).st_size), where)
+        for name, value in file.extra:
+            _add_field(fields, name, file.rel, value, where)
+    specs = []
+    for key in sorted(samples):
+        fields = samples[key]
+        if names:
+            if NAME_FIELD in fields:
+                raise ConfigError(
+                    f"{root}: {fields[NAME_FIELD][0]} maps to field {NAME_FIELD!r}, which holds "
+                    "the original file names; pass --no-names to pack it under that field"
+                )
+            rels = sorted({rel for rel, _ in fields.values()})
+            fields[NAME_FIELD] = (rels[0], "\n".join(rels).encode())
+        specs.append(SampleSpec(key, tuple((name, p) for name, (_, p) in sorted(fields.items()))))
+    return specs
+
+
+def plan_imagefolder(root: Path, *, group: bool, names: bool) -> PackPlan:
+    """``root/<class>/**/file`` -> samples with ``cls``; classes sorted like torchvision."""
+    children = [c for c in sorted(root.iterdir()) if not c.name.startswith(".")]
+    stray = [c for c in children if not c.is_dir()]
+    if stray:
+        raise ConfigError(f"{stray[0]}: an imagefolder holds only class folders")
+    classes = tuple(c.name for c in children)
+    files: list[SourceFile] = []
+    for index, name in enumerate(classes):
+        found = visible_files(root / name)
+        if not found:
+            raise ConfigError(f"{root / name}: class folder has no files")
+        label = (("cls", str(index).encode()),)
+        files += [SourceFile(f"{name}/{rel}", label) for rel in found]
+    if not classes:
+        raise ConfigError(f"{root}: no class folders")
+    return PackPlan(plan_files(root, files, group=group, names=names), classes, "imagefolder")
+
+
+def plan_flat(root: Path, *, group: bool, names: bool) -> PackPlan:
+    """Every visible file under ``root``."""
+    files = [SourceFile(rel) for rel in visible_files(root)]
+    if not files:
+        raise ConfigError(f"{root}: no files to pack")
+    return PackPlan(plan_files(root, files, group=group, names=names), (), "flat")
+
+
+def detect_layout(src: Path, index: Path | None) -> str:
+    """The layout ``auto`` means for ``src`` (see the module docstring)."""
+    if index is not None:
+        return "index"
+    if src.is_file():
+        if src.suffix == ".tar":
+            return "webdataset"
+        raise ConfigError(f"{src}: pack a folder, a .tar, or a folder of .tar shards")
+    files = iter_visible(src)
+    first = next(files, None)
+    if first is not None and all(rel.endswith(".tar") for rel in (first, *files)):
+        return "webdataset"
+    children = [c for c in src.iterdir() if not c.name.startswith(".")]
+    return "imagefolder" if children and all(c.is_dir() for c in children) else "flat"
+
+
+def plan_source(
+    src: str | os.PathLike[str],
+    *,
+    layout: str = "auto",
+    index: str | os.PathLike[str] | None = None,
+    group: bool = False,
+    names: bool = True,
+) -> PackPlan:
+    """Plan packing ``src`` in ``layout``; samples sorted by key (shuffle with ``shuffled``)."""
+    from dcstore.loaders.ingest_sources import plan_index, plan_tars
+
+    root = Path(src)
+    if not root.exists():
+        raise NotFoundError(f"{root}: no such file or folder")
+    if layout not in LAYOUTS:
+        raise ConfigError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
+    index_path = None if index is None else Path(index)
+    if index_path is not None and layout not in ("auto", "index"):
+        raise ConfigError(f"an index file is read only with layout 'index', not {layout!r}")
+    if layout == "auto":
+        layout = detect_layout(root, index_path)
+    if layout == "index":
+        if index_path is None:
+            raise ConfigError("layout 'index' needs an index file (--index)")
+        return plan_index(root, index_path, group=group, names=names)
+    if layout == "webdataset":
+        return plan_tars(root)
+    if not root.is_dir():
+        raise ConfigError(f"{root}: layout {layout!r} needs a folder")
+    if layout == "imagefolder":
+        return plan_imagefolder(root, group=group, names=names)
+    return plan_flat(root, group=group, names=names)

@@ -17,6 +17,7 @@ Guarantees:
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -67,6 +68,15 @@ class Manifest:
     version: str
     shards: tuple[ShardInfo, ...]
     metadata: dict[str, str] = field(default_factory=dict)
+    classes: tuple[str, ...] = ()
+    """Class names; a sample's ``cls`` field is its index here (empty: no class table)."""
+    previous: tuple[str, ...] = ()
+    """Earlier versions still kept in the store, newest first (see ``loaders.versions``)."""
+
+    @property
+    def class_to_idx(self) -> dict[str, int]:
+        """Class name -> index, like torchvision's ``ImageFolder.class_to_idx``."""
+        return {name: i for i, name in enumerate(self.classes)}
 
     @cached_property
     def counts(self) -> np.ndarray:
@@ -108,6 +118,8 @@ class Manifest:
             schema=_SCHEMA,
         )
         meta = {b"dcstore.format": FORMAT.encode(), b"dcstore.version": self.version.encode()}
+        meta[b"dcstore.classes"] = json.dumps(list(self.classes)).encode()
+        meta[b"dcstore.previous"] = json.dumps(list(self.previous)).encode()
         meta.update({f"user.{k}".encode(): v.encode() for k, v in self.metadata.items()})
         table = table.replace_schema_metadata(meta)
         sink = io.BytesIO()
@@ -137,7 +149,9 @@ class Manifest:
             for i in range(table.num_rows)
         )
         user = {k.decode()[5:]: v.decode() for k, v in meta.items() if k.startswith(b"user.")}
-        return cls(meta[b"dcstore.version"].decode(), shards, user)
+        classes = tuple(json.loads(meta.get(b"dcstore.classes", b"[]")))
+        previous = tuple(json.loads(meta.get(b"dcstore.previous", b"[]")))
+        return cls(meta[b"dcstore.version"].decode(), shards, user, classes, previous)
 
     def commit(self, store: Backend, key: str = MANIFEST_KEY) -> None:
         """Publish this version with one atomic put (call after every shard is written)."""

@@ -41,6 +41,16 @@ class ShardedMapDataset(Dataset):  # type: ignore[type-arg]
     def __len__(self) -> int:
         return self.manifest.num_samples
 
+    @property
+    def classes(self) -> list[str]:
+        """Class names from the manifest (``cls`` is an index here); empty without a table."""
+        return list(self.manifest.classes)
+
+    @property
+    def class_to_idx(self) -> dict[str, int]:
+        """Class name -> ``cls`` index, like torchvision's ``ImageFolder.class_to_idx``."""
+        return self.manifest.class_to_idx
+
     def __getitem__(self, index: int) -> Any:
         if index < 0:
             index += len(self)

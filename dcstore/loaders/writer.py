@@ -9,6 +9,7 @@ Guarantees:
   ``keys``) under ``shards/<version>/``; the manifest is committed last, and
   only when the writer closes without an exception, so a half-written dataset
   is never visible and a failed pack leaves the previous version current.
+  The store keeps the last ``keep`` versions (see :mod:`dcstore.loaders.versions`).
 * Memory is bounded by about two shards (one being filled, one being put);
   payloads are copied once, into the shard buffer, during ``write``.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
@@ -29,8 +30,19 @@ from dcstore.backends.base import Backend
 from dcstore.errors import ConfigError
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, ShardInfo
 from dcstore.loaders.tario import END_OF_ARCHIVE, member_bytes, split_name
+from dcstore.loaders.versions import DEFAULT_KEEP, check_keep, commit_version, shard_key
 
 DEFAULT_SHARD_SIZE = 64 * 1024 * 1024
+
+
+def new_version() -> str:
+    """A fresh version name: UTC time (sorts by time) plus random bits."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
+
+
+def starts_new_shard(filled: int, length: int, shard_size: int) -> bool:
+    """Whether a sample of ``length`` tar bytes goes to a new shard after ``filled`` bytes."""
+    return filled > 0 and filled + length + len(END_OF_ARCHIVE) > shard_size
 
 
 def _field_bytes(key: str, field: str, value: Any) -> bytes | bytearray | memoryview:
@@ -57,7 +69,11 @@ class ShardWriter:
 
     ``store`` is a URL or a :class:`Backend`; ``cache``/``keys`` are passed to
     :func:`dcstore.store.open_store`. Use as a context manager, or call
-    :meth:`close` to commit; :meth:`abort` discards the version.
+    :meth:`close` to commit; :meth:`abort` discards the version. ``classes``
+    is the class table stored in the manifest; ``keep`` how many versions the
+    store keeps after the commit. Several writers may share one ``version``
+    (``first_shard`` numbers their shards apart) and end with :meth:`finish`;
+    one manifest then commits all their shards.
     """
 
     def __init__(
@@ -69,9 +85,14 @@ class ShardWriter:
         shard_size: int = DEFAULT_SHARD_SIZE,
         metadata: Mapping[str, str] | None = None,
         manifest_key: str = MANIFEST_KEY,
+        classes: Sequence[str] = (),
+        keep: int = DEFAULT_KEEP,
+        version: str | None = None,
+        first_shard: int = 0,
     ):
         if shard_size <= 0:
             raise ConfigError(f"shard_size must be positive, got {shard_size}")
+        check_keep(keep)
         if isinstance(store, str) or cache is not None or keys is not None:
             from dcstore.store import open_store
 
@@ -80,7 +101,10 @@ class ShardWriter:
         self.shard_size = shard_size
         self.manifest_key = manifest_key
         self.metadata = dict(metadata or {})
-        self.version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
+        self.classes = tuple(classes)
+        self.keep = keep
+        self.version = version or new_version()
+        self.first_shard = first_shard
         self.samples_written = 0
         self.bytes_written = 0
         self._shards: list[ShardInfo] = []
@@ -112,7 +136,7 @@ class ShardWriter:
             raise ConfigError(f"sample {key!r} has no fields")
         length = sum(len(p) for p in pieces)
         size = len(self._buf)
-        if size and size + length + len(END_OF_ARCHIVE) > self.shard_size:
+        if starts_new_shard(size, length, self.shard_size):
             self._flush()
             size = 0
         self._keys.append(key)
@@ -127,7 +151,7 @@ class ShardWriter:
             return
         data, self._buf = self._buf, bytearray()
         data += END_OF_ARCHIVE
-        key = f"shards/{self.version}/{len(self._shards):06d}.tar"
+        key = shard_key(self.version, self.first_shard + len(self._shards))
         self._shards.append(
             ShardInfo(
                 key=key,
@@ -148,19 +172,22 @@ class ShardWriter:
             pending, self._pending = self._pending, None
             pending.result()
 
-    def close(self) -> Manifest:
-        """Write the last shard, then commit the manifest; return it."""
+    def finish(self) -> tuple[ShardInfo, ...]:
+        """Write the last shard and stop without committing; return every shard written."""
         if self._closed:
             raise ConfigError("ShardWriter is closed")
         try:
             self._flush()
             self._wait()
-            manifest = Manifest(self.version, tuple(self._shards), self.metadata)
-            manifest.commit(self.store, self.manifest_key)
         finally:
             self._closed = True
             self._pool.shutdown()
-        return manifest
+        return tuple(self._shards)
+
+    def close(self) -> Manifest:
+        """Write the last shard, then commit the manifest; return it."""
+        manifest = Manifest(self.version, self.finish(), self.metadata, self.classes)
+        return commit_version(self.store, manifest, self.manifest_key, self.keep)[0]
 
     def abort(self) -> None:
         """Stop without committing: the previous dataset version stays current."""

@@ -1,0 +1,135 @@
+"""Sources that describe their samples themselves: webdataset tars and index tables.
+
+* Tars: every sample of every ``.tar`` (sorted paths), keys and fields as
+  stored (webdataset's grouping); headers are parsed from a memory map, no
+  payload is read. A key in two tars, or a field twice in a sample, is a
+  :class:`ConfigError`.
+* Index (``.jsonl``/``.json``, ``.csv``, ``.parquet``): one row per file. Column
+  ``path`` (relative to ``SRC``, never absolute or ``..``) names the file;
+  ``label`` becomes ``cls`` (integers as given; text labels get a class table,
+  sorted, and their index); every other non-empty column becomes a field of
+  that name (text as UTF-8, numbers in ASCII). Naming and collisions follow
+  the file rules of :mod:`dcstore.loaders.ingest`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import mmap
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from dcstore.errors import ConfigError, NotFoundError
+from dcstore.loaders.ingest import FileSlice, PackPlan, SampleSpec, SourceFile, plan_files
+from dcstore.loaders.tario import group_samples, parse_members
+
+PATH_COLUMN = "path"
+LABEL_COLUMN = "label"
+
+
+def tar_paths(src: Path) -> list[Path]:
+    """The ``.tar`` files named by ``src`` (a file, or a folder of tars)."""
+    if src.is_file():
+        return [src]
+    return sorted(p for p in src.rglob("*.tar") if p.is_file())
+
+
+def plan_tars(src: Path) -> PackPlan:
+    """The samples of the tar(s) at ``src`` as byte ranges of the tar files."""
+    specs: list[SampleSpec] = []
+    seen: dict[str, Path] = {}
+    for path in tar_paths(src):
+        with path.open("rb") as f:
+            if path.stat().st_size == 0:
+                continue
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                view = memoryview(mapped)
+                try:
+                    spans = group_samples(parse_members(view))
+                finally:
+                    view.release()
+        for span in spans:
+            if span.key in seen:
+                raise ConfigError(f"sample {span.key!r} is in both {seen[span.key]} and {path}")
+            seen[span.key] = path
+            fields = [(m.field, FileSlice(str(path), m.data, m.size)) for m in span.members]
+            if len({name for name, _ in fields}) != len(fields):
+                raise ConfigError(f"{path}: sample {span.key!r} has a field twice")
+            specs.append(SampleSpec(span.key, tuple(fields)))
+    if not specs:
+        raise ConfigError(f"{src}: no samples in the .tar file(s)")
+    return PackPlan(specs, (), "webdataset")
+
+
+def read_index(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSONL, CSV or Parquet index file."""
+    if not path.is_file():
+        raise NotFoundError(f"{path}: no such index file")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        with path.open(encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        if not all(isinstance(row, dict) for row in rows):
+            raise ConfigError(f"{path}: every line must be a JSON object")
+        return rows
+    if suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    raise ConfigError(f"{path}: index files are .jsonl, .csv or .parquet")
+
+
+def _relative(root: Path, value: object, where: str) -> str:
+    rel = PurePosixPath(str(value or ""))
+    if not str(value or "") or rel.is_absolute() or ".." in rel.parts:
+        raise ConfigError(f"{where}: path {value!r} must be relative to {root}, without '..'")
+    if not (root / rel).is_file():
+        raise NotFoundError(f"{where}: {root / rel} does not exist")
+    return rel.as_posix()
+
+
+def _field_value(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (str, int, float)):
+        return str(value).encode("utf-8")
+    return json.dumps(value).encode("utf-8")
+
+
+def _labels(rows: list[dict[str, Any]]) -> tuple[list[bytes | None], tuple[str, ...]]:
+    """Each row's ``cls`` bytes (None without a label) and the class table."""
+    values = [row.get(LABEL_COLUMN) for row in rows]
+    given = [v for v in values if v not in (None, "")]
+    if all(isinstance(v, int) or (isinstance(v, str) and v.isdigit()) for v in given):
+        return [None if v in (None, "") else str(int(v)).encode() for v in values], ()
+    classes = tuple(sorted({str(v) for v in given}))
+    index = {name: i for i, name in enumerate(classes)}
+    return [None if v in (None, "") else str(index[str(v)]).encode() for v in values], classes
+
+
+def plan_index(root: Path, index: Path, *, group: bool, names: bool) -> PackPlan:
+    """Samples of the files an index table lists, with its labels and columns."""
+    rows = read_index(index)
+    if not rows:
+        raise ConfigError(f"{index}: the index has no rows")
+    labels, classes = _labels(rows)
+    files = []
+    for number, (row, label) in enumerate(zip(rows, labels, strict=True), 1):
+        where = f"{index} row {number}"
+        if PATH_COLUMN not in row:
+            raise ConfigError(f"{where}: no {PATH_COLUMN!r} column")
+        bad = [c for c in row if not c or c.startswith("__") or "/" in c]
+        if bad:
+            raise ConfigError(f"{where}: column {bad[0]!r} cannot name a field")
+        extra = [("cls", label)] if label is not None else []
+        extra += [
+            (column, _field_value(value))
+            for column, value in row.items()
+            if column not in (PATH_COLUMN, LABEL_COLUMN) and value not in (None, "")
+        ]
+        files.append(SourceFile(_relative(root, row[PATH_COLUMN], where), tuple(extra)))
+    return PackPlan(plan_files(root, files, group=group, names=names), classes, "index")

@@ -1,0 +1,121 @@
+"""Dataset versions in a store: commit keeping the last N, and garbage collection.
+
+Layout: the current manifest at ``manifest.parquet`` (or the writer's
+``manifest_key``), the shards of version ``V`` under ``shards/V/``, and each
+earlier version that is still kept as an immutable copy of its manifest at
+``versions/V.parquet`` (open it with ``manifest_key="versions/V.parquet"``).
+The current manifest lists the kept earlier versions, newest first.
+
+Guarantees:
+
+* :func:`commit_version` publishes the new manifest with one atomic put, after
+  archiving the one it replaces; only then does it delete the versions that
+  fall out of the last ``keep``, so a failed commit removes nothing and readers
+  of the version just replaced keep working (``keep >= 2``).
+* :func:`collect_garbage` deletes only objects under ``shards/`` and
+  ``versions/`` that no kept manifest references; the manifest itself and any
+  other object are never touched. A pack in progress into the same store has
+  not yet committed its shards, so do not collect garbage concurrently with one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from dcstore.backends.base import Backend, ObjectMeta
+from dcstore.errors import ConfigError, NotFoundError
+from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, load_manifest
+
+DEFAULT_KEEP = 2
+"""Versions a store keeps by default: the current one and the one it replaced."""
+
+SHARDS_PREFIX = "shards/"
+ARCHIVE_PREFIX = "versions/"
+
+
+def shard_key(version: str, index: int) -> str:
+    """The object key of shard ``index`` of ``version``."""
+    return f"{SHARDS_PREFIX}{version}/{index:06d}.tar"
+
+
+def archive_key(version: str) -> str:
+    """The object key of the kept copy of ``version``'s manifest."""
+    return f"{ARCHIVE_PREFIX}{version}.parquet"
+
+
+def check_keep(keep: int) -> None:
+    """Refuse a ``keep`` that would not keep the version being committed."""
+    if keep < 1:
+        raise ConfigError(f"keep must be at least 1 (the current version), got {keep}")
+
+
+def _read_current(store: Backend, key: str) -> tuple[Manifest, bytes] | None:
+    try:
+        data = store.get(key)
+    except NotFoundError:
+        return None
+    return Manifest.from_parquet(data, where=f"{store.url}/{key}"), data
+
+
+def remove_version(store: Backend, version: str) -> int:
+    """Delete ``version``'s shards and archived manifest; return the shards removed."""
+    doomed = [meta.key for meta in store.list(f"{SHARDS_PREFIX}{version}/")]
+    for key in doomed:
+        store.delete(key)
+    store.delete(archive_key(version))  # a missing object is not an error
+    return len(doomed)
+
+
+def commit_version(
+    store: Backend, manifest: Manifest, key: str = MANIFEST_KEY, keep: int = DEFAULT_KEEP
+) -> tuple[Manifest, tuple[str, ...]]:
+    """Make ``manifest`` current, keeping the last ``keep`` versions in all.
+
+    Returns the committed manifest (with its ``previous`` list) and the
+    versions that were removed.
+    """
+    check_keep(keep)
+    current = _read_current(store, key)
+    history: list[str] = []
+    if current is not None and current[0].version != manifest.version:
+        old, data = current
+        history = [old.version, *old.previous]
+        if keep > 1:
+            store.put(archive_key(old.version), data)
+    kept, dropped = tuple(history[: keep - 1]), tuple(history[keep - 1 :])
+    committed = dataclasses.replace(manifest, previous=kept)
+    committed.commit(store, key)
+    for version in dropped:
+        remove_version(store, version)
+    return committed, dropped
+
+
+def kept_manifests(store: Backend, key: str = MANIFEST_KEY) -> list[Manifest]:
+    """The current manifest and the archived ones it keeps (missing archives skipped)."""
+    current = load_manifest(store, key)
+    manifests = [current]
+    for version in current.previous:
+        found = _read_current(store, archive_key(version))
+        if found is not None:
+            manifests.append(found[0])
+    return manifests
+
+
+def collect_garbage(
+    store: Backend, key: str = MANIFEST_KEY, *, dry_run: bool = False
+) -> list[ObjectMeta]:
+    """Delete (unless ``dry_run``) every object under ``shards/`` and ``versions/`` that the
+    current manifest and the versions it keeps do not reference; return those objects."""
+    manifests = kept_manifests(store, key)
+    referenced = {shard.key for m in manifests for shard in m.shards}
+    referenced |= {archive_key(v) for v in manifests[0].previous}
+    garbage = [
+        meta
+        for prefix in (SHARDS_PREFIX, ARCHIVE_PREFIX)
+        for meta in store.list(prefix)
+        if meta.key not in referenced
+    ]
+    if not dry_run:
+        for meta in garbage:
+            store.delete(meta.key)
+    return garbage

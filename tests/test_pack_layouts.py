@@ -1,0 +1,193 @@
+"""``dcstore pack`` layouts with real image files: ImageFolder, flat + sidecars, webdataset
+tars, JSONL/CSV/Parquet index; naming, extension normalisation, collisions, class balance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pack_sources import decode, image_bytes, make_imagefolder, make_tar, write_image
+
+from dcstore.cli.main import main
+from dcstore.loaders import ShardedDataset, ShardedMapDataset, load_manifest
+from dcstore.store import open_store
+
+
+def pack(src: Path, dest: Path, *args: str) -> int:
+    return main(["pack", str(src), f"file://{dest}", "-q", "--workers", "1", *args])
+
+
+def samples(dest: Path, **kwargs) -> list[dict]:
+    return list(ShardedDataset(f"file://{dest}", **kwargs))
+
+
+def test_imagefolder_gives_labels_and_a_class_table(tmp_path: Path, capsys) -> None:
+    written = ["dog", "cat", "bird"]
+    make_imagefolder(tmp_path / "images", written, 4)
+    assert pack(tmp_path / "images", tmp_path / "ds") == 0
+    assert "(imagefolder, 3 classes)" in capsys.readouterr().out
+    ds = ShardedDataset(f"file://{tmp_path / 'ds'}")
+    assert ds.classes == ["bird", "cat", "dog"]  # sorted, like torchvision's ImageFolder
+    assert ds.class_to_idx == {"bird": 0, "cat": 1, "dog": 2}
+    assert ShardedMapDataset(f"file://{tmp_path / 'ds'}").classes == ds.classes
+    got = list(ds)
+    assert len(got) == 12
+    for sample in got:
+        folder = bytes(sample["path.txt"]).decode().split("/")[0]
+        assert sample["__key__"].startswith(folder + "/")
+        assert ds.classes[int(bytes(sample["cls"]))] == folder
+        i = int(sample["__key__"].rsplit("_", 1)[1])
+        assert bytes(sample["jpg"]) == image_bytes(written.index(folder) * 1000 + i)
+        decode(sample["jpg"])
+
+
+def test_split_folders_packed_as_classes_get_a_note(tmp_path: Path, capsys) -> None:
+    make_imagefolder(tmp_path / "data", ["train", "val"], 2)
+    assert pack(tmp_path / "data", tmp_path / "ds") == 0
+    assert "look like dataset splits" in capsys.readouterr().err
+
+
+def test_one_file_is_one_sample_and_extensions_are_normalised(tmp_path: Path) -> None:
+    src = tmp_path / "photos"
+    write_image(src / "photo.2023.jpg", 1)
+    write_image(src / "photo.2024.jpg", 2)
+    write_image(src / "x.JPEG", 3)
+    write_image(src / "sub" / "y.PNG", 4, "PNG")
+    (src / ".DS_Store").write_bytes(b"hidden files are skipped")
+    assert pack(src, tmp_path / "ds", "--no-shuffle") == 0
+    got = {s["__key__"]: s for s in samples(tmp_path / "ds")}
+    assert sorted(got) == ["photo_2023", "photo_2024", "sub/y", "x"]
+    assert bytes(got["photo_2023"]["path.txt"]) == b"photo.2023.jpg"
+    assert bytes(got["photo_2024"]["jpg"]) == image_bytes(2)
+    assert sorted(k for k in got["x"] if not k.startswith("__")) == ["jpeg", "path.txt"]
+    assert bytes(got["x"]["path.txt"]) == b"x.JPEG"
+    assert bytes(got["sub/y"]["png"]) == image_bytes(4, "PNG")
+    assert load_manifest(open_store(f"file://{tmp_path / 'ds'}")).classes == ()
+
+
+@pytest.mark.parametrize(
+    ("files", "group", "message"),
+    [
+        (["a.JPG", "a.jpg"], True, "a.JPG and a.jpg both map to field 'jpg'"),
+        (["a.JPG", "a.jpg"], False, "a.JPG and a.jpg both map to sample 'a'"),
+        (["x.jpg", "x.json"], False, "pass --group"),
+        (["a.b.jpg", "a_b.jpg"], False, "a.b.jpg and a_b.jpg both map to sample 'a_b'"),
+    ],
+)
+def test_collisions_are_one_line_errors_and_write_nothing(
+    tmp_path: Path, capsys, files: list[str], group: bool, message: str
+) -> None:
+    for i, name in enumerate(files):
+        write_image(tmp_path / "src" / name, i)
+    flags = ["--group"] if group else []
+    assert pack(tmp_path / "src", tmp_path / "ds", *flags) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "ds").exists()
+
+
+def test_flat_folder_with_sidecars_groups_into_one_sample(tmp_path: Path) -> None:
+    src = tmp_path / "flat"
+    for i in range(5):
+        write_image(src / f"img{i}.jpg", i)
+        (src / f"img{i}.json").write_text(json.dumps({"caption": f"picture {i}"}))
+        (src / f"img{i}.cls").write_text(str(i % 2))
+    assert pack(src, tmp_path / "ds", "--group") == 0
+    got = {s["__key__"]: s for s in samples(tmp_path / "ds")}
+    assert sorted(got) == [f"img{i}" for i in range(5)]
+    s3 = got["img3"]
+    assert json.loads(bytes(s3["json"])) == {"caption": "picture 3"}
+    assert bytes(s3["cls"]) == b"1" and decode(s3["jpg"]) == decode(image_bytes(3))
+    assert bytes(s3["path.txt"]).decode().split("\n") == ["img3.cls", "img3.jpg", "img3.json"]
+
+
+def test_webdataset_shards_are_repacked_sample_for_sample(tmp_path: Path) -> None:
+    for t in range(3):
+        members = {}
+        for i in range(6):
+            members[f"s{t}_{i}.jpg"] = image_bytes(t * 10 + i)
+            members[f"s{t}_{i}.cls"] = b"%d" % (i % 3)
+        make_tar(tmp_path / "tars" / f"shard-{t:02d}.tar", members)
+    assert pack(tmp_path / "tars", tmp_path / "ds", "--shard-size", "4KiB") == 0
+    got = {s["__key__"]: s for s in samples(tmp_path / "ds")}
+    assert len(got) == 18 and bytes(got["s2_4"]["jpg"]) == image_bytes(24)
+    assert bytes(got["s2_4"]["cls"]) == b"1" and "path.txt" not in got["s2_4"]
+    make_tar(tmp_path / "tars" / "dup.tar", {"s0_0.jpg": image_bytes(0)})
+    assert pack(tmp_path / "tars", tmp_path / "ds2") == 2
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_index_of_files_with_labels(tmp_path: Path, fmt: str) -> None:
+    src = tmp_path / "files"
+    rows = []
+    for i in range(9):
+        write_image(src / "raw" / f"{i:02d}.png", i, "PNG")
+        label = ["zebra", "ant", "moth"][i % 3]
+        rows.append({"path": f"raw/{i:02d}.png", "label": label, "caption": f"a {label}"})
+    index = tmp_path / f"index.{fmt}"
+    if fmt == "jsonl":
+        index.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif fmt == "csv":
+        lines = ["path,label,caption", *(f"{r['path']},{r['label']},{r['caption']}" for r in rows)]
+        index.write_text("\n".join(lines) + "\n")
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), index)
+    assert pack(src, tmp_path / "ds", "--index", str(index)) == 0
+    ds = ShardedDataset(f"file://{tmp_path / 'ds'}")
+    assert ds.classes == ["ant", "moth", "zebra"]
+    got = {s["__key__"]: s for s in ds}
+    assert len(got) == 9
+    s4 = got["raw/04"]
+    assert ds.classes[int(bytes(s4["cls"]))] == "ant" and bytes(s4["caption"]) == b"a ant"
+    assert bytes(s4["png"]) == image_bytes(4, "PNG") and bytes(s4["path.txt"]) == b"raw/04.png"
+
+
+def test_index_with_integer_labels_keeps_them(tmp_path: Path) -> None:
+    rows = [{"path": f"{i}.jpg", "label": i * 7} for i in range(3)]
+    for i in range(3):
+        write_image(tmp_path / "src" / f"{i}.jpg", i)
+    index = tmp_path / "index.jsonl"
+    index.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert pack(tmp_path / "src", tmp_path / "ds", "--index", str(index)) == 0
+    ds = ShardedDataset(f"file://{tmp_path / 'ds'}")
+    assert ds.classes == [] and {bytes(s["cls"]) for s in ds} == {b"0", b"7", b"14"}
+
+
+def test_index_paths_stay_inside_src(tmp_path: Path, capsys) -> None:
+    write_image(tmp_path / "src" / "a.jpg", 0)
+    index = tmp_path / "index.jsonl"
+    index.write_text(json.dumps({"path": "../outside.jpg"}) + "\n")
+    assert pack(tmp_path / "src", tmp_path / "ds", "--index", str(index)) == 2
+    assert "without '..'" in capsys.readouterr().err
+
+
+def classes_per_batch(dest: Path, batch: int = 64) -> list[int]:
+    got = samples(dest, shuffle=True, seed=0)
+    return [len({bytes(s["cls"]) for s in got[i : i + batch]}) for i in range(0, len(got), batch)]
+
+
+def test_pack_time_shuffle_balances_classes_in_a_batch(tmp_path: Path) -> None:
+    classes = [f"class{c}" for c in range(10)]
+    make_imagefolder(tmp_path / "images", classes, 40)
+    assert pack(tmp_path / "images", tmp_path / "mixed", "--shard-size", "256KiB") == 0
+    assert (
+        pack(tmp_path / "images", tmp_path / "sorted", "--shard-size", "256KiB", "--no-shuffle")
+        == 0
+    )
+    mixed = classes_per_batch(tmp_path / "mixed")
+    assert min(mixed[:-1]) >= 8, mixed  # 64 draws from 10 equal classes: all but rarely 1
+    assert max(classes_per_batch(tmp_path / "sorted")[:-1]) <= 6  # the problem it solves
+
+
+def test_shuffle_is_deterministic_per_seed(tmp_path: Path) -> None:
+    make_imagefolder(tmp_path / "images", ["a", "b"], 10)
+    orders = []
+    for name, seed in (("one", "7"), ("two", "7"), ("three", "8")):
+        assert pack(tmp_path / "images", tmp_path / name, "--seed", seed) == 0
+        orders.append([s["__key__"] for s in samples(tmp_path / name)])
+    assert orders[0] == orders[1] != orders[2]
+    assert sorted(orders[0]) == sorted(orders[2])

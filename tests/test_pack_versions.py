@@ -1,0 +1,152 @@
+"""Pack versions (keep the last N), ``dcstore gc`` (dry run and real), parallel == serial,
+byte-accurate progress; on local disk and on the real HDFS server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hdfs_server import hdfs_base, hdfs_url  # noqa: F401 - fixtures
+from pack_sources import make_imagefolder
+
+from dcstore.backends.registry import open_backend
+from dcstore.cli.main import main
+from dcstore.loaders import ShardedDataset, ShardWriter, load_manifest
+from dcstore.loaders.ingest import plan_source
+from dcstore.loaders.packing import pack_plan
+from dcstore.loaders.versions import archive_key
+from dcstore.store import open_store
+
+
+def pack(src: Path, url: str, *args: str) -> int:
+    return main(["pack", str(src), url, "-q", "--shard-size", "16KiB", *args])
+
+
+def shard_versions(url: str) -> set[str]:
+    with open_backend(url) as store:
+        return {meta.key.split("/")[1] for meta in store.list("shards/")}
+
+
+def add_orphans(url: str) -> list[str]:
+    """Garbage a crashed pack leaves: shards of a version that never committed."""
+    with open_backend(url) as store:
+        writer = ShardWriter(store, shard_size=1024)
+        for i in range(3):
+            writer.write({"__key__": f"orphan{i}", "bin": bytes(2000)})
+        writer.abort()  # two shards were put, no manifest committed
+        return sorted(m.key for m in store.list(f"shards/{writer.version}/"))
+
+
+def check_versions_and_gc(src: Path, url: str, capsys) -> None:
+    """Three packs keep two versions; gc --dry-run lists orphans, gc removes only them."""
+    with open_backend(url) as store:  # the first version packed by two processes
+        plan = plan_source(src)
+        versions = [
+            pack_plan(store, plan, shard_size=16384, workers=2, min_bytes_per_worker=0).version
+        ]
+    for _ in range(2):
+        assert pack(src, url) == 0
+        versions.append(load_manifest(open_store(url)).version)
+    current = load_manifest(open_store(url))
+    assert current.previous == (versions[1],)
+    assert shard_versions(url) == {versions[1], versions[2]}  # the oldest was deleted
+    previous = ShardedDataset(url, manifest_key=archive_key(versions[1]))
+    assert previous.manifest.version == versions[1] and len(list(previous)) == 24
+
+    orphans = add_orphans(url)
+    assert len(orphans) == 2
+    capsys.readouterr()
+    assert main(["gc", url, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"would remove {key}" in out for key in orphans)
+    assert "would remove 2 object(s)" in out
+    assert len(shard_versions(url)) == 3  # nothing removed
+    assert main(["gc", url, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert sorted(o["key"] for o in report["objects"]) == orphans and not report["dry_run"]
+    assert shard_versions(url) == {versions[1], versions[2]}
+    assert main(["gc", url]) == 0
+    assert "removed 0 object(s)" in capsys.readouterr().out
+    assert len(list(ShardedDataset(url))) == 24 and len(list(previous)) == 24
+
+    assert pack(src, url, "--keep", "1") == 0  # keep 1: the replaced versions go at once
+    assert len(shard_versions(url)) == 1 and load_manifest(open_store(url)).previous == ()
+    with open_backend(url) as store:
+        assert list(store.list("versions/")) == []
+
+
+def test_versions_and_gc_on_local_disk(tmp_path: Path, capsys) -> None:
+    make_imagefolder(tmp_path / "images", ["a", "b", "c"], 8)
+    check_versions_and_gc(tmp_path / "images", f"file://{tmp_path / 'ds'}", capsys)
+
+
+@pytest.mark.server("hdfs")
+def test_versions_and_gc_on_hdfs(tmp_path: Path, hdfs_base: str, capsys) -> None:  # noqa: F811
+    make_imagefolder(tmp_path / "images", ["a", "b", "c"], 8)
+    check_versions_and_gc(tmp_path / "images", f"{hdfs_base}/ds", capsys)
+
+
+def test_gc_without_a_dataset_removes_nothing(tmp_path: Path, capsys) -> None:
+    url = f"file://{tmp_path}"
+    add_orphans(url)
+    assert main(["gc", url]) == 3
+    assert "no dataset here" in capsys.readouterr().err
+    assert len(shard_versions(url)) == 1
+
+
+def test_parallel_pack_equals_serial_and_counts_every_byte(tmp_path: Path) -> None:
+    make_imagefolder(tmp_path / "images", [f"c{i}" for i in range(5)], 30)
+    plan = plan_source(tmp_path / "images").shuffled(3)
+    files = list((tmp_path / "images").rglob("*.jpg"))
+    names = sum(len(p.relative_to(tmp_path / "images").as_posix()) for p in files)
+    expected = sum(p.stat().st_size for p in files) + len(files) + names  # + cls + path.txt
+    results = {}
+    for workers in (1, 2):
+        counted: list[int] = []
+        with open_backend(f"file://{tmp_path / f'w{workers}'}") as store:
+            manifest = pack_plan(
+                store,
+                plan,
+                shard_size=8 * 1024,
+                workers=workers,
+                progress=counted.append,
+                min_bytes_per_worker=0,  # processes even for this small plan
+            )
+            shards = [store.get(s.key) for s in manifest.shards]
+        assert sum(counted) == plan.total_bytes == expected
+        results[workers] = (manifest, shards)
+    (serial, serial_bytes), (parallel, parallel_bytes) = results[1], results[2]
+    assert len(serial.shards) > 8
+    assert serial_bytes == parallel_bytes  # byte for byte, shard for shard
+    assert [s.sample_keys for s in serial.shards] == [s.sample_keys for s in parallel.shards]
+    assert serial.classes == parallel.classes == tuple(f"c{i}" for i in range(5))
+
+
+def test_failed_parallel_pack_commits_nothing_and_gc_cleans_up(tmp_path: Path) -> None:
+    make_imagefolder(tmp_path / "images", ["a", "b"], 20)
+    plan = plan_source(tmp_path / "images")
+    (tmp_path / "images" / "b" / "b_019.jpg").unlink()  # vanishes between plan and pack
+    url = f"file://{tmp_path / 'ds'}"
+    with open_backend(url) as store, pytest.raises(FileNotFoundError, match=r"b_019\.jpg"):
+        pack_plan(store, plan, shard_size=4096, workers=2, min_bytes_per_worker=0)
+    assert not (tmp_path / "ds" / "manifest.parquet").exists()
+    assert shard_versions(url)  # the runs that succeeded left their shards
+    assert main(["pack", str(tmp_path / "images"), url, "-q"]) == 0
+    assert main(["gc", url]) == 0
+    assert len(shard_versions(url)) == 1 and len(list(ShardedDataset(url))) == 39
+
+
+def test_parallel_pack_of_an_encrypted_store(tmp_path: Path) -> None:
+    from dcstore.crypto import Keyring, write_key_file
+
+    write_key_file(tmp_path / "kek.json", Keyring.generate())
+    keys = f"file://{tmp_path / 'kek.json'}"
+    make_imagefolder(tmp_path / "images", ["a", "b"], 15)
+    url = f"file://{tmp_path / 'enc'}"
+    plan = plan_source(tmp_path / "images").shuffled(0)
+    store = open_store(url, keys=keys)  # workers unpickle the key source, not key material
+    manifest = pack_plan(store, plan, shard_size=4096, workers=2, min_bytes_per_worker=0)
+    assert len(manifest.shards) > 2 and all(s.key_id for s in manifest.shards)
+    got = [s["__key__"] for s in ShardedDataset(url, keys=keys)]
+    assert got == [spec.key for spec in plan.samples]
