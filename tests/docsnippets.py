@@ -28,7 +28,8 @@ RUN_LANGS = ("python", "bash", "sh", "console")
 SKIP_RE = re.compile(r"^<!-- snippet: skip \((?P<reason>[^)]+)\) -->\s*$")
 FENCE_RE = re.compile(r"^(?P<fence>`{3,})(?P<lang>[\w+-]*)\s*$")
 CODE_LOOKS = re.compile(
-    r"^(\$ |>>> |import \w|from [\w.]+ import |export \w+=|dcstore |\.venv/|servers/|docker )",
+    r"^(\$ |>>> |import \w|from [\w.]+ import |export \w+=|dcstore [a-z]|\.venv/"
+    r"|servers/\S+\.sh\b|docker (compose|run) )",
     re.MULTILINE,
 )
 RUN_ID = uuid.uuid4().hex[:8]
