@@ -11,7 +11,11 @@ def add_output_options(parser: argparse.ArgumentParser, progress: bool = True) -
     out = parser.add_argument_group("output")
     out.add_argument("--json", metavar="FILE", help="write the full result as JSON ('-': stdout)")
     out.add_argument("--parquet", metavar="FILE", help="write one row per case as Parquet")
-    out.add_argument("--plot", metavar="FILE.png", help="latency CDF and throughput bars")
+    out.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="figure: latency CDFs and throughput bars (loader: samples/s, data-wait %%)",
+    )
     if progress:
         out.add_argument(
             "--no-progress", action="store_true", help="no live display (one line per case)"

@@ -3,7 +3,8 @@
 ``Backend.get`` returns ``bytes``, but ``decrypt_into`` needs a writable
 buffer. Copying a ``bytearray`` into ``bytes`` costs a full extra pass over
 memory — and for buffers above glibc's mmap threshold (32 MiB) a second
-round of page faults, which on our VMs runs at ~1.7 GB/s (PERF-NOTES).
+round of page faults, which runs at under 1 GB/s on a 2-vCPU VM
+(``bench/page_faults.py``; ``bench/results/page-faults.md``).
 
 On CPython, :func:`new_bytes` does what C extensions do: allocate an
 uninitialised ``bytes`` with ``PyBytes_FromStringAndSize(NULL, n)`` and fill

@@ -2,8 +2,8 @@
 
 Fetched runs are fresh ``bytes`` of up to 16 MiB. By default glibc may serve
 such sizes with a new ``mmap`` and trim freed heap back to the OS, so every
-run pays first-touch page faults (~1.6 GB/s on our VMs, slower than the read
-itself; see PERF-NOTES). :func:`recycle_run_buffers` sets
+run pays first-touch page faults (under 1 GB/s on a 2-vCPU VM, slower than
+the read itself; ``bench/results/page-faults.md``). :func:`recycle_run_buffers` sets
 ``M_MMAP_THRESHOLD`` to 32 MiB and ``M_TRIM_THRESHOLD`` to 512 MiB, so run
 buffers come from the heap and freed ones are reused. It is applied once per
 process, and only inside ``DataLoader`` workers (never the training process).
