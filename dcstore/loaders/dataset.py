@@ -49,6 +49,7 @@ from dcstore.loaders.reader import (
     DEFAULT_WINDOW_BYTES,
     Progress,
     Sample,
+    SampleOptions,
     SkipPolicy,
     read_plan,
     read_sample,
@@ -86,8 +87,11 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
     through a shuffle buffer of ``N`` samples, like webdataset's
     ``.shuffle(N)`` but deterministic and resumable (memory: up to ``N``
     samples, copied out of their fetch windows). ``on_error="skip"`` skips
-    unreadable shards (see :class:`SkipPolicy`); the default raises naming
-    the shard. Shards are
+    unreadable shards (see :class:`SkipPolicy`) and samples that fail their
+    checksum; the default raises naming the shard (and sample). Samples are
+    webdataset dicts of ``bytes``; ``zero_copy=True`` hands out read-only
+    memoryviews of the fetch buffers instead (see ``docs/samples.md``).
+    ``verify_checksums=False`` skips the per-sample checksum check. Shards are
     fetched in aligned windows of ``window_bytes``, at most
     ``prefetch_bytes`` ahead per worker on ``prefetch_threads`` threads;
     ``tune_malloc`` applies :func:`~dcstore.loaders.alloc.recycle_run_buffers`
@@ -113,6 +117,8 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
         manifest_key: str = MANIFEST_KEY,
         window_bytes: int = DEFAULT_WINDOW_BYTES,
         tune_malloc: bool = True,
+        zero_copy: bool = False,
+        verify_checksums: bool = True,
     ):
         super().__init__()
         if on_error not in ("raise", "skip"):
@@ -134,6 +140,7 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
         self.on_error = on_error
         self.window_bytes = window_bytes
         self.tune_malloc = tune_malloc
+        self.sample_options = SampleOptions(zero_copy=zero_copy, verify=verify_checksums)
         self.epoch = 0
         self.stages: list[stages.Stage] = []
         self._resume: dict[str, Any] | None = None
@@ -241,7 +248,7 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
         self._active = _Pass(worker, workers, layers, consumed, self._progress)
         return read_plan(
             self.store, self.manifest, plan, self.prefetcher, self._progress, self._skip,
-            self.window_bytes,
+            self.window_bytes, self.sample_options,
         )  # fmt: skip
 
     def __iter__(self) -> Iterator[Any]:
@@ -326,7 +333,7 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
 
     def read(self, index: int) -> Sample:
         """Global sample ``index`` (no stages), read with one range request."""
-        return read_sample(self.store, self.manifest, index)
+        return read_sample(self.store, self.manifest, index, self.sample_options)
 
     def __repr__(self) -> str:
         return (
