@@ -42,6 +42,7 @@ from dcstore.backends.base import Backend
 from dcstore.errors import ConfigError
 from dcstore.loaders import stages
 from dcstore.loaders.alloc import recycle_run_buffers
+from dcstore.loaders.handlers import ErrorHandler, reraise_exception
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, open_dataset
 from dcstore.loaders.plan import Layer, WorkerPlan, plan_epoch
 from dcstore.loaders.prefetch import Prefetcher
@@ -148,24 +149,40 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
         self._progress = Progress()
         self._active: _Pass | None = None
 
-    # -- stages (webdataset style; each returns self) -----------------------------------
+    # -- stages (webdataset style, see :mod:`~dcstore.loaders.stages`; each returns self) --
 
     def compose(self, stage: stages.Stage) -> ShardedDataset:
         """Append a generator stage ``stage(iterator) -> iterator``."""
         self.stages.append(stage)
         return self
 
-    def decode(self, *handlers: str | stages.Handler) -> ShardedDataset:
-        return self.compose(stages.decode(*handlers))
+    def decode(
+        self, *handlers: str | stages.Handler, handler: ErrorHandler = reraise_exception
+    ) -> ShardedDataset:
+        return self.compose(stages.decode(*handlers, handler=handler))
 
-    def to_tuple(self, *fields: str) -> ShardedDataset:
-        return self.compose(stages.to_tuple(*fields))
+    def to_tuple(self, *fields: str, handler: ErrorHandler = reraise_exception) -> ShardedDataset:
+        return self.compose(stages.to_tuple(*fields, handler=handler))
 
-    def map(self, fn: Callable[[Any], Any]) -> ShardedDataset:
-        return self.compose(stages.map_stage(fn))
+    def map(
+        self, fn: Callable[[Any], Any], handler: ErrorHandler = reraise_exception
+    ) -> ShardedDataset:
+        return self.compose(stages.map_stage(fn, handler))
 
-    def map_dict(self, **fns: Callable[[Any], Any]) -> ShardedDataset:
-        return self.compose(stages.map_dict(**fns))
+    def map_dict(
+        self, handler: ErrorHandler = reraise_exception, **fns: Callable[[Any], Any]
+    ) -> ShardedDataset:
+        return self.compose(stages.map_dict(handler, **fns))
+
+    def map_tuple(
+        self, *fns: Callable[[Any], Any] | None, handler: ErrorHandler = reraise_exception
+    ) -> ShardedDataset:
+        return self.compose(stages.map_tuple(*fns, handler=handler))
+
+    def rename(
+        self, *, keep: bool = True, handler: ErrorHandler = reraise_exception, **names: str
+    ) -> ShardedDataset:
+        return self.compose(stages.rename(keep=keep, handler=handler, **names))
 
     def select(self, predicate: Callable[[Any], bool]) -> ShardedDataset:
         return self.compose(stages.select(predicate))
