@@ -18,6 +18,7 @@ from dcstore.cli.common import (
     print_json,
     transfer_progress,
 )
+from dcstore.crypto.format import refuse_ciphertext
 from dcstore.ops import copy_prefix
 
 
@@ -70,6 +71,8 @@ def cmd_get(args: argparse.Namespace) -> int:
             task = progress.add_task(f"get {args.key}", total=meta.size)
             data = store.get(args.key)
             progress.update(task, completed=len(data))
+        if getattr(store, "keyring", None) is None:  # read without keys: never emit ciphertext
+            refuse_ciphertext(data, f"{args.store}/{args.key}")
     if args.output in (None, "-"):
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
