@@ -73,7 +73,7 @@ def test_default_collate_batches_raw_samples(image_url, workers) -> None:
 
 
 def resize_32(image: np.ndarray) -> np.ndarray:
-    return np.asarray(Image.fromarray(image).resize((32, 32)))
+    return np.array(Image.fromarray(image).resize((32, 32)))
 
 
 def test_decode_resize_to_tuple_batched_on_images_of_different_sizes(image_url) -> None:
