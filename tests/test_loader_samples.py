@@ -94,12 +94,18 @@ def test_decode_resize_to_tuple_batched_on_images_of_different_sizes(image_url) 
     )
 
 
-def test_rename_and_map_tuple_match_webdataset(image_url) -> None:
+def label_unless_zero(sample: dict) -> dict | None:
+    return {"n": int(sample["cls"])} if sample["cls"] != b"0" else None
+
+
+def test_rename_map_and_map_tuple_match_webdataset(image_url) -> None:
     raw = list(ShardedDataset(image_url))
     for keep in (True, False):
         ours = list(stages.rename(keep=keep, image="png;jpg", label="cls")(iter(raw)))
         theirs = list(wds.filters.rename(keep=keep, image="png;jpg", label="cls")(iter(raw)))
         assert ours == theirs
+    ours = list(stages.map_stage(label_unless_zero)(iter(raw)))
+    assert ours == list(wds.filters.map(label_unless_zero)(iter(raw)))
     pairs = [(s["cls"], s["json"]) for s in raw]
     ours = list(stages.map_tuple(int, None)(iter(pairs)))
     assert ours == list(wds.filters.map_tuple(int, None)(iter(pairs)))
@@ -132,7 +138,6 @@ def test_error_handlers_per_stage(image_url) -> None:
 
 
 def test_map_drops_none_and_keeps_the_key(image_url) -> None:
-    ds = ShardedDataset(image_url).map(lambda s: {"n": int(s["cls"])} if s["cls"] != b"0" else None)
-    out = list(ds)
+    out = list(ShardedDataset(image_url).map(label_unless_zero))
     assert len(out) == N - N // 3
     assert all(set(s) == {"n", "__key__"} for s in out)

@@ -163,8 +163,8 @@ def to_tuple(*fields: str, handler: ErrorHandler = reraise_exception) -> Stage:
 
 def _mapped(fn: Callable[[Any], Any], item: Any) -> Any:
     result = fn(item)
-    if isinstance(item, dict) and isinstance(result, dict) and "__key__" in item:
-        result.setdefault("__key__", item["__key__"])
+    if isinstance(item, dict) and isinstance(result, dict):
+        result["__key__"] = item.get("__key__")
     return result
 
 
