@@ -15,6 +15,7 @@ import pytest
 
 from dcstore.errors import IntegrityError, KeyAccessError
 from dcstore.loaders import ShardedDataset, ShardedMapDataset, ShardWriter, load_manifest
+from dcstore.loaders.verify import verify_shard
 from dcstore.store import open_store
 
 N = 120
@@ -99,6 +100,16 @@ def test_manifest_without_checksums_still_loads(dataset_url, tmp_path) -> None:
     loaded = load_manifest(dst)
     assert all(s.checksums is None for s in loaded.shards)
     assert [s["__index__"] for s in ShardedDataset(f"file://{tmp_path}")] == list(range(N))
+
+
+@pytest.mark.parametrize("read_bytes", [1, 64 << 20])  # one sample per read, whole shards
+def test_verify_shard_names_only_the_bad_sample(corrupt_url, read_bytes) -> None:
+    url, shard_key = corrupt_url
+    store = open_store(url)
+    checks = [verify_shard(store, info, read_bytes) for info in load_manifest(store).shards]
+    bad = [c for c in checks if not c.ok]
+    assert [c.key for c in bad] == [shard_key] and bad[0].kind == "integrity"
+    assert (bad[0].problem or "").endswith(f"do not match their checksum (s/{VICTIM:04d})")
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

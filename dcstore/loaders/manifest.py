@@ -1,7 +1,8 @@
 """The dataset manifest: one Parquet object that *is* a dataset version.
 
 A manifest lists every shard (key, byte size, sample count, key id) and, per
-sample, its key and its byte range in the shard, so a loader starts without
+sample, its key, its byte range in the shard and the XXH3-64 checksum of those
+bytes (:mod:`dcstore.loaders.checksum`; absent in older manifests), so a loader starts without
 listing the backend and can read any single sample with one range request.
 
 Guarantees:
