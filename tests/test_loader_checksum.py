@@ -77,7 +77,7 @@ def test_skip_counts_the_corrupt_sample(corrupt_url, caplog, buffer) -> None:
     with caplog.at_level(logging.WARNING):
         got = sorted(s["__index__"] for s in ds)
     assert got == [i for i in range(N) if i != VICTIM]
-    assert ds._skip is not None and ds._skip.skipped_samples == 1
+    assert ds.skipped_samples == 1
     assert f"s/{VICTIM:04d}" in caplog.text
 
 

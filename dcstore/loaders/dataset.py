@@ -203,6 +203,11 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
         rank, world = _distributed()
         return (self._rank if self._rank is not None else rank), (self._world or world)
 
+    @property
+    def skipped_samples(self) -> int:
+        """Samples this process skipped with ``on_error="skip"`` (counted per worker)."""
+        return self._skip.skipped_samples if self._skip is not None else 0
+
     def set_epoch(self, epoch: int) -> None:
         """Use ``epoch`` for the next pass (clears any resumption state of another epoch)."""
         if self._resume is not None and self._resume["epoch"] != epoch:
