@@ -94,7 +94,10 @@ def test_encrypted_round_trip_with_key_file(tmp_path) -> None:
     assert run("keys", "new", "--keys", str(kek)).returncode == 0
     store = str(tmp_path / "enc")
     assert run("put", store, "a", "-", "--keys", str(kek), input=b"secret sample").returncode == 0
-    raw = run("get", store, "a").stdout
+    refused = run("get", store, "a")  # without keys: a key error, never ciphertext
+    assert refused.returncode == 4 and refused.stdout == b""
+    assert b"is encrypted: pass keys=" in refused.stderr
+    raw = (Path(store) / "a").read_bytes()
     assert raw.startswith(b"DCSE") and b"secret sample" not in raw
     env = {**os.environ, "DCSTORE_KEYS_FILE": str(kek)}
     done = subprocess.run([*DCSTORE, "get", store, "a"], capture_output=True, env=env, check=False)

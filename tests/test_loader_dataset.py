@@ -10,8 +10,8 @@ import torch
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from dcstore.errors import ConfigError, IntegrityError, NotFoundError
-from dcstore.loaders import ShardedDataset, ShardWriter
+from dcstore.errors import ConfigError, IntegrityError, KeyAccessError, NotFoundError
+from dcstore.loaders import ShardedDataset, ShardedMapDataset, ShardWriter
 from dcstore.store import open_store
 
 N = 600
@@ -115,7 +115,7 @@ def test_resume_mid_epoch_exactly_once(dataset_url, workers, new_workers, buffer
 
 def test_shuffle_buffer_reorders_and_holds_copies(dataset_url) -> None:
     def first_pass(**kw):
-        ds = ShardedDataset(dataset_url, shuffle=False, seed=2, **kw)
+        ds = ShardedDataset(dataset_url, shuffle=False, seed=2, zero_copy=True, **kw)
         return list(ds)
 
     plain, buffered = first_pass(), first_pass(shuffle_buffer=100)
@@ -125,7 +125,7 @@ def test_shuffle_buffer_reorders_and_holds_copies(dataset_url) -> None:
     assert [bytes(s["bin"]) for s in sorted(buffered, key=index_of)] == [
         bytes(s["bin"]) for s in plain
     ]
-    # samples that wait in the buffer are copies: they do not pin their fetch windows
+    # zero-copy samples that wait in the buffer are copies: they do not pin their fetch windows
     viewing_a_window = [s for s in buffered if len(s["bin"].obj) != len(s["bin"])]
     assert len(viewing_a_window) < N // 10  # only those handed out as soon as parsed
     ds = ShardedDataset(dataset_url, shuffle=False, seed=2, shuffle_buffer=100)
@@ -253,8 +253,10 @@ def test_encrypted_dataset_round_trip(tmp_path) -> None:
     assert {s.key_id for s in ds.manifest.shards} == {keyring.primary}
     assert sorted(indices(DataLoader(ds, batch_size=16, num_workers=2))) == list(range(200))
     assert bytes(ShardedDataset(url, keys=keys).read(150)["cls"]) == b"150"
-    with pytest.raises(IntegrityError):  # plaintext reader of an encrypted dataset
-        list(ShardedDataset(url))
+    with pytest.raises(KeyAccessError, match=r"manifest.parquet is encrypted: pass keys="):
+        ShardedDataset(url)  # opened without keys: says so, not "corrupt"
+    with pytest.raises(KeyAccessError, match="is encrypted"):
+        ShardedMapDataset(url)
 
 
 def test_windows_are_aligned_and_cover_each_sample_once(dataset_url) -> None:

@@ -24,11 +24,10 @@ Guarantees (see :mod:`dcstore.backends.base`):
       Overwrites of one key racing within the same millisecond may share a token.
     * ``list`` walks directories lazily, in key order, skipping ``.dcstore*`` entries.
     * A key cannot be both an object and a "directory" of other keys (HDFS is a tree).
-    * Safe across threads and pickling. Not across ``fork`` once the driver was used:
-      DataNode reads in the child stall (measured: ~60 s, hdfs-native 0.14.7). A
-      ``DataLoader`` over HDFS should use ``multiprocessing_context="forkserver"`` (or
-      ``"spawn"``); a child forked after use gets a ``HdfsForkWarning``. Forking after
-      use is harmless for everything else (see :mod:`dcstore.backends.hdfs_fork`).
+    * Safe across threads, pickling and ``fork``: a child forked within 3 s of a read
+      waits out the driver's DataNode connection cache before its first read (once),
+      instead of stalling ~60 s per read on a connection bound to the parent's runtime
+      (hdfs-native 0.14.7); see :mod:`dcstore.backends.hdfs_fork`.
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ from typing import Any
 
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
 from dcstore.backends.hdfs_errors import classify_error, remote_error
-from dcstore.backends.hdfs_fork import note_open, opened
+from dcstore.backends.hdfs_fork import note_open, note_read, opened
 from dcstore.backends.keys import RESERVED_PREFIX, validate_key, validate_prefix
 from dcstore.backends.options import Options, ParsedUrl, parse_url
 from dcstore.errors import (
@@ -226,7 +225,10 @@ class HdfsBackend(Backend):
                 return b""
             try:
                 with self._errors(key):
-                    return reader.read_range(lo, hi - lo)
+                    try:
+                        return reader.read_range(lo, hi - lo)
+                    finally:
+                        note_read()
             except BackendUnavailableError:
                 if attempt == 2:
                     raise

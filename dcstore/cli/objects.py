@@ -29,6 +29,7 @@ from dcstore.cli.common import (
 )
 from dcstore.cli.exits import describe, exit_code_for
 from dcstore.crypto import EncryptedBackend
+from dcstore.crypto.format import refuse_ciphertext
 from dcstore.errors import ConfigError, IntegrityError, NotFoundError
 
 
@@ -101,6 +102,8 @@ def cmd_get(args: argparse.Namespace) -> int:
             task = progress.add_task(f"get {args.key}", total=meta.size)
             data = store.get(args.key)
             progress.update(task, completed=len(data))
+        if getattr(store, "keyring", None) is None:  # read without keys: never emit ciphertext
+            refuse_ciphertext(data, f"{args.store}/{args.key}")
     if args.output in (None, "-"):
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()

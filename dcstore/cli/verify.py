@@ -1,21 +1,49 @@
-"""``dcstore verify URL``: authenticate every segment of every object, report all failures."""
+"""``dcstore verify URL``: check every object or sample, report all failures.
+
+With keys: authenticate every segment of every encrypted object. Without
+keys: check every sample of the plaintext dataset at URL against the
+checksums in its manifest (an encrypted dataset says it needs keys).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 
-from dcstore.cli.common import add_store_options, human_size, print_json
-from dcstore.cli.keys import _encrypted_store
+from dcstore.cli.common import add_store_options, human_size, open_from_args, print_json
+from dcstore.cli.keys import ENV_KEYS, ENV_KEYS_FILE, _encrypted_store, key_source_from
 from dcstore.cli.main import EXIT_ACCESS, EXIT_FAILURE, EXIT_INTEGRITY
-from dcstore.crypto.verify import verify
+from dcstore.crypto.verify import ObjectCheck, verify
+from dcstore.errors import ConfigError, NotFoundError
+from dcstore.loaders.manifest import MANIFEST_KEY, load_manifest
+from dcstore.loaders.verify import verify_dataset
+
+
+@contextlib.contextmanager
+def _checks(args: argparse.Namespace) -> Iterator[Iterator[ObjectCheck]]:
+    """Encrypted objects when keys are given, else the plaintext dataset's samples."""
+    if key_source_from(args.keys) is not None:
+        with _encrypted_store(args.store, args) as store:
+            yield verify(store, args.prefix)
+        return
+    with open_from_args(args.store, args) as store:
+        try:
+            manifest = load_manifest(store)
+        except NotFoundError:
+            raise ConfigError(
+                f"no keys and no {MANIFEST_KEY} in {args.store}: pass --keys PATH or set "
+                f"{ENV_KEYS_FILE} or {ENV_KEYS} to verify encrypted objects"
+            ) from None
+        yield verify_dataset(store, manifest, args.prefix)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     checked = total = 0
     failures = []
-    with _encrypted_store(args.store, args) as store:
-        for check in verify(store, args.prefix):
+    with _checks(args) as checks:
+        for check in checks:
             checked += 1
             total += check.size
             if check.ok:
@@ -51,9 +79,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "verify", help="check every segment of every encrypted object; report all failures"
+        "verify",
+        help="check every segment of every encrypted object (with keys), or every sample "
+        "of a plaintext dataset; report all failures",
     )
-    p.add_argument("store", metavar="URL", help="storage URL of encrypted objects")
+    p.add_argument("store", metavar="URL", help="storage URL (encrypted objects or a dataset)")
     p.add_argument("--prefix", default="", help="only objects under this prefix")
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.add_argument("-v", "--verbose", action="store_true", help="also list intact objects")

@@ -32,7 +32,7 @@ import re
 import zlib
 from dataclasses import dataclass
 
-from dcstore.errors import IntegrityError
+from dcstore.errors import IntegrityError, KeyAccessError
 
 MAGIC = b"DCSE"
 VERSION = 1
@@ -161,6 +161,23 @@ def parse_header(data: bytes | memoryview, what: str) -> Header:
         wrap_nonce=bytes(mv[at : at + WRAP_NONCE_SIZE]),
         wrapped_dek=bytes(mv[at + WRAP_NONCE_SIZE : at + WRAP_NONCE_SIZE + WRAPPED_DEK_SIZE]),
     )
+
+
+def is_encrypted_object(data: bytes | memoryview) -> bool:
+    """Whether ``data`` starts with a well-formed encrypted-object header (magic and CRC)."""
+    if bytes(memoryview(data)[:4]) != MAGIC:
+        return False
+    try:
+        parse_header(data, "object")
+    except IntegrityError:
+        return False
+    return True
+
+
+def refuse_ciphertext(data: bytes | memoryview, what: str) -> None:
+    """Raise :class:`KeyAccessError` if ``data`` (read without keys) is an encrypted object."""
+    if is_encrypted_object(data):
+        raise KeyAccessError(f"{what} is encrypted: pass keys=... (CLI: --keys URL)")
 
 
 def segment_nonce(nonce_prefix: bytes, index: int, last: bool) -> bytes:

@@ -42,6 +42,7 @@ from dcstore.backends.base import Backend
 from dcstore.errors import ConfigError
 from dcstore.loaders import stages
 from dcstore.loaders.alloc import recycle_run_buffers
+from dcstore.loaders.handlers import ErrorHandler, reraise_exception
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, open_dataset
 from dcstore.loaders.plan import Layer, WorkerPlan, plan_epoch
 from dcstore.loaders.prefetch import Prefetcher
@@ -49,6 +50,7 @@ from dcstore.loaders.reader import (
     DEFAULT_WINDOW_BYTES,
     Progress,
     Sample,
+    SampleOptions,
     SkipPolicy,
     read_plan,
     read_sample,
@@ -86,8 +88,11 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
     through a shuffle buffer of ``N`` samples, like webdataset's
     ``.shuffle(N)`` but deterministic and resumable (memory: up to ``N``
     samples, copied out of their fetch windows). ``on_error="skip"`` skips
-    unreadable shards (see :class:`SkipPolicy`); the default raises naming
-    the shard. Shards are
+    unreadable shards (see :class:`SkipPolicy`) and samples that fail their
+    checksum; the default raises naming the shard (and sample). Samples are
+    webdataset dicts of ``bytes``; ``zero_copy=True`` hands out read-only
+    memoryviews of the fetch buffers instead (see ``docs/samples.md``).
+    ``verify_checksums=False`` skips the per-sample checksum check. Shards are
     fetched in aligned windows of ``window_bytes``, at most
     ``prefetch_bytes`` ahead per worker on ``prefetch_threads`` threads;
     ``tune_malloc`` applies :func:`~dcstore.loaders.alloc.recycle_run_buffers`
@@ -113,6 +118,8 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
         manifest_key: str = MANIFEST_KEY,
         window_bytes: int = DEFAULT_WINDOW_BYTES,
         tune_malloc: bool = True,
+        zero_copy: bool = False,
+        verify_checksums: bool = True,
     ):
         super().__init__()
         if on_error not in ("raise", "skip"):
@@ -134,6 +141,7 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
         self.on_error = on_error
         self.window_bytes = window_bytes
         self.tune_malloc = tune_malloc
+        self.sample_options = SampleOptions(zero_copy=zero_copy, verify=verify_checksums)
         self.epoch = 0
         self.stages: list[stages.Stage] = []
         self._resume: dict[str, Any] | None = None
@@ -141,24 +149,40 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
         self._progress = Progress()
         self._active: _Pass | None = None
 
-    # -- stages (webdataset style; each returns self) -----------------------------------
+    # -- stages (webdataset style, see :mod:`~dcstore.loaders.stages`; each returns self) --
 
     def compose(self, stage: stages.Stage) -> ShardedDataset:
         """Append a generator stage ``stage(iterator) -> iterator``."""
         self.stages.append(stage)
         return self
 
-    def decode(self, *handlers: str | stages.Handler) -> ShardedDataset:
-        return self.compose(stages.decode(*handlers))
+    def decode(
+        self, *handlers: str | stages.Handler, handler: ErrorHandler = reraise_exception
+    ) -> ShardedDataset:
+        return self.compose(stages.decode(*handlers, handler=handler))
 
-    def to_tuple(self, *fields: str) -> ShardedDataset:
-        return self.compose(stages.to_tuple(*fields))
+    def to_tuple(self, *fields: str, handler: ErrorHandler = reraise_exception) -> ShardedDataset:
+        return self.compose(stages.to_tuple(*fields, handler=handler))
 
-    def map(self, fn: Callable[[Any], Any]) -> ShardedDataset:
-        return self.compose(stages.map_stage(fn))
+    def map(
+        self, fn: Callable[[Any], Any], handler: ErrorHandler = reraise_exception
+    ) -> ShardedDataset:
+        return self.compose(stages.map_stage(fn, handler))
 
-    def map_dict(self, **fns: Callable[[Any], Any]) -> ShardedDataset:
-        return self.compose(stages.map_dict(**fns))
+    def map_dict(
+        self, handler: ErrorHandler = reraise_exception, **fns: Callable[[Any], Any]
+    ) -> ShardedDataset:
+        return self.compose(stages.map_dict(handler, **fns))
+
+    def map_tuple(
+        self, *fns: Callable[[Any], Any] | None, handler: ErrorHandler = reraise_exception
+    ) -> ShardedDataset:
+        return self.compose(stages.map_tuple(*fns, handler=handler))
+
+    def rename(
+        self, *, keep: bool = True, handler: ErrorHandler = reraise_exception, **names: str
+    ) -> ShardedDataset:
+        return self.compose(stages.rename(keep=keep, handler=handler, **names))
 
     def select(self, predicate: Callable[[Any], bool]) -> ShardedDataset:
         return self.compose(stages.select(predicate))
@@ -178,6 +202,11 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
             return self._rank, self._world
         rank, world = _distributed()
         return (self._rank if self._rank is not None else rank), (self._world or world)
+
+    @property
+    def skipped_samples(self) -> int:
+        """Samples this process skipped with ``on_error="skip"`` (counted per worker)."""
+        return self._skip.skipped_samples if self._skip is not None else 0
 
     def set_epoch(self, epoch: int) -> None:
         """Use ``epoch`` for the next pass (clears any resumption state of another epoch)."""
@@ -241,7 +270,7 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
         self._active = _Pass(worker, workers, layers, consumed, self._progress)
         return read_plan(
             self.store, self.manifest, plan, self.prefetcher, self._progress, self._skip,
-            self.window_bytes,
+            self.window_bytes, self.sample_options,
         )  # fmt: skip
 
     def __iter__(self) -> Iterator[Any]:
@@ -336,7 +365,7 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
 
     def read(self, index: int) -> Sample:
         """Global sample ``index`` (no stages), read with one range request."""
-        return read_sample(self.store, self.manifest, index)
+        return read_sample(self.store, self.manifest, index, self.sample_options)
 
     def __repr__(self) -> str:
         return (

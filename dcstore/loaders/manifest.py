@@ -1,7 +1,8 @@
 """The dataset manifest: one Parquet object that *is* a dataset version.
 
 A manifest lists every shard (key, byte size, sample count, key id) and, per
-sample, its key and its byte range in the shard, so a loader starts without
+sample, its key, its byte range in the shard and the XXH3-64 checksum of those
+bytes (:mod:`dcstore.loaders.checksum`; absent in older manifests), so a loader starts without
 listing the backend and can read any single sample with one range request.
 
 Guarantees:
@@ -27,7 +28,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dcstore.backends.base import Backend
+from dcstore.crypto.format import refuse_ciphertext
 from dcstore.errors import IntegrityError, NotFoundError
+from dcstore.loaders.checksum import ALGORITHM
 
 MANIFEST_KEY = "manifest.parquet"
 FORMAT = "dcstore-shards/1"
@@ -41,8 +44,10 @@ _SCHEMA = pa.schema(
         ("keys", pa.list_(pa.string())),
         ("offsets", pa.list_(pa.int64())),
         ("lengths", pa.list_(pa.int64())),
+        ("checksums", pa.list_(pa.uint64())),
     ]
 )
+_CHECKSUM_META = b"dcstore.checksum"
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,9 @@ class ShardInfo:
     sample_keys: tuple[str, ...]
     offsets: np.ndarray
     lengths: np.ndarray
+    checksums: np.ndarray | None = None
+    """Per-sample :func:`~dcstore.loaders.checksum.sample_checksum` (uint64); None in
+    manifests written before checksums existed."""
 
     @property
     def num_samples(self) -> int:
@@ -114,12 +122,19 @@ class Manifest:
                 "keys": [list(s.sample_keys) for s in self.shards],
                 "offsets": [s.offsets.tolist() for s in self.shards],
                 "lengths": [s.lengths.tolist() for s in self.shards],
+                "checksums": [
+                    None if s.checksums is None else s.checksums.tolist() for s in self.shards
+                ],
             },
             schema=_SCHEMA,
         )
-        meta = {b"dcstore.format": FORMAT.encode(), b"dcstore.version": self.version.encode()}
-        meta[b"dcstore.classes"] = json.dumps(list(self.classes)).encode()
-        meta[b"dcstore.previous"] = json.dumps(list(self.previous)).encode()
+        meta = {
+            b"dcstore.format": FORMAT.encode(),
+            b"dcstore.version": self.version.encode(),
+            b"dcstore.classes": json.dumps(list(self.classes)).encode(),
+            b"dcstore.previous": json.dumps(list(self.previous)).encode(),
+            _CHECKSUM_META: ALGORITHM.encode(),
+        }
         meta.update({f"user.{k}".encode(): v.encode() for k, v in self.metadata.items()})
         table = table.replace_schema_metadata(meta)
         sink = io.BytesIO()
@@ -137,6 +152,10 @@ class Manifest:
         if meta.get(b"dcstore.format") != FORMAT.encode():
             raise IntegrityError(f"{where}: not a {FORMAT} manifest")
         cols = table.to_pydict()
+        checksums = cols.get("checksums") or [None] * table.num_rows
+        algorithm = meta.get(_CHECKSUM_META, ALGORITHM.encode()).decode()
+        if algorithm != ALGORITHM and any(c is not None for c in checksums):
+            raise IntegrityError(f"{where}: unsupported sample checksum {algorithm!r}")
         shards = tuple(
             ShardInfo(
                 key=cols["shard"][i],
@@ -145,6 +164,9 @@ class Manifest:
                 sample_keys=tuple(cols["keys"][i]),
                 offsets=np.asarray(cols["offsets"][i], dtype=np.int64),
                 lengths=np.asarray(cols["lengths"][i], dtype=np.int64),
+                checksums=None
+                if checksums[i] is None
+                else np.asarray(checksums[i], dtype=np.uint64),
             )
             for i in range(table.num_rows)
         )
@@ -166,7 +188,10 @@ def load_manifest(store: Backend, key: str = MANIFEST_KEY) -> Manifest:
         raise NotFoundError(
             f"{store.url}: no dataset here (missing {key!r}; pack one with `dcstore pack`)"
         ) from exc
-    return Manifest.from_parquet(data, where=f"{store.url}/{key}")
+    where = f"{store.url}/{key}"
+    if getattr(store, "keyring", None) is None:
+        refuse_ciphertext(data, f"dataset {where}")
+    return Manifest.from_parquet(data, where=where)
 
 
 def open_dataset(

@@ -16,11 +16,14 @@ from torch.utils.data import Dataset
 
 from dcstore.backends.base import Backend
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, open_dataset
-from dcstore.loaders.reader import read_sample
+from dcstore.loaders.reader import SampleOptions, read_sample
 
 
 class ShardedMapDataset(Dataset):  # type: ignore[type-arg]
-    """``ds[i]`` is global sample ``i`` (a webdataset dict), passed through ``transform``."""
+    """``ds[i]`` is global sample ``i`` (a webdataset dict), passed through ``transform``.
+
+    ``zero_copy`` and ``verify_checksums`` are as for :class:`ShardedDataset`.
+    """
 
     def __init__(
         self,
@@ -30,6 +33,8 @@ class ShardedMapDataset(Dataset):  # type: ignore[type-arg]
         keys: Any = None,
         transform: Callable[[dict[str, Any]], Any] | None = None,
         manifest_key: str = MANIFEST_KEY,
+        zero_copy: bool = False,
+        verify_checksums: bool = True,
     ):
         self.store: Backend
         self.manifest: Manifest
@@ -37,6 +42,7 @@ class ShardedMapDataset(Dataset):  # type: ignore[type-arg]
             url_or_store, cache=cache, keys=keys, manifest_key=manifest_key
         )
         self.transform = transform
+        self.sample_options = SampleOptions(zero_copy=zero_copy, verify=verify_checksums)
 
     def __len__(self) -> int:
         return self.manifest.num_samples
@@ -54,5 +60,5 @@ class ShardedMapDataset(Dataset):  # type: ignore[type-arg]
     def __getitem__(self, index: int) -> Any:
         if index < 0:
             index += len(self)
-        sample = read_sample(self.store, self.manifest, index)
+        sample = read_sample(self.store, self.manifest, index, self.sample_options)
         return self.transform(sample) if self.transform is not None else sample

@@ -12,11 +12,15 @@ Guarantees:
   parsed (an unshuffled block streams; a shuffled one waits for its
   windows; with a shuffle buffer, the plan's hand-out order runs across
   blocks and waiting samples are copied out of their windows, so memory is
-  bounded by the buffer, not by the windows it touched), as dicts
-  ``{"__key__", "__index__",
-  "__url__", field: memoryview}``. Fields are read-only views of the fetched
-  window (no copy); only a sample that straddles two windows is copied
-  (joined) once. Keep ``bytes(value)`` if a field must outlive the sample.
+  bounded by the buffer, not by the windows it touched), as webdataset dicts
+  ``{"__key__", "__index__", "__url__", field: bytes}``. With
+  ``SampleOptions(zero_copy=True)`` fields are read-only memoryviews of the
+  fetched window instead (no copy; only a sample that straddles two windows
+  is joined once); keep ``bytes(value)`` if such a field must outlive the sample.
+* Each sample is checked against its checksum in the manifest, when the
+  manifest has one, unless ``SampleOptions(verify=False)``: a mismatch raises
+  :class:`IntegrityError` naming the shard and the sample, or, with a
+  :class:`SkipPolicy`, skips that one sample (counted and logged).
 * The samples wholly inside a window are parsed by the prefetch thread that
   fetched it (:func:`parse_inner`), ahead of the consumer — also while a
   ``DataLoader`` worker waits for its next request — so a shuffled block
@@ -41,16 +45,27 @@ import numpy as np
 
 from dcstore.backends.base import Backend
 from dcstore.errors import DcstoreError, IntegrityError
+from dcstore.loaders.checksum import CorruptSample, mismatch, sample_checksum
 from dcstore.loaders.manifest import Manifest
 from dcstore.loaders.plan import WorkerPlan
 from dcstore.loaders.prefetch import Prefetcher
-from dcstore.loaders.tario import group_samples, parse_members, sample_dict
+from dcstore.loaders.tario import SampleSpan, group_samples, parse_members, sample_dict
 
 log = logging.getLogger(__name__)
 
 Sample = dict[str, object]
 
 DEFAULT_WINDOW_BYTES = 4 << 20
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    """How samples are handed out."""
+
+    zero_copy: bool = False
+    """Fields as read-only memoryviews of the fetched window instead of ``bytes``."""
+    verify: bool = True
+    """Check each sample against the manifest's checksum (when it has one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +151,7 @@ class _Parsed:
     """A fetched window and the samples wholly inside it (parsed in a prefetch thread)."""
 
     data: bytes
-    inner: list[Sample]
+    inner: list[Sample | CorruptSample]
 
 
 def _straddles(manifest: Manifest, win: Window) -> bool:
@@ -144,47 +159,61 @@ def _straddles(manifest: Manifest, win: Window) -> bool:
     return win.first <= win.last and int(manifest.shards[win.shard].offsets[win.first]) < win.start
 
 
-def parse_inner(store: Backend, manifest: Manifest, win: Window, data: bytes) -> list[Sample]:
+def _sample(
+    store: Backend, manifest: Manifest, shard: int, local: int,
+    view: memoryview, span: SampleSpan, base: int, options: SampleOptions,
+) -> Sample | CorruptSample:  # fmt: skip
+    """Sample ``local`` of ``shard`` from ``view`` (shard bytes from ``base``), checked."""
+    info = manifest.shards[shard]
+    index = int(manifest.starts[shard]) + local
+    url = f"{store.url}/{info.key}"
+    if options.verify and info.checksums is not None:
+        record = view[span.start - base : span.end - base]
+        if sample_checksum(record) != int(info.checksums[local]):
+            return mismatch(url, span.key, index)
+    sample = sample_dict(view, span, base, zero_copy=options.zero_copy)
+    sample["__index__"] = index
+    sample["__url__"] = url
+    return sample
+
+
+def parse_inner(
+    store: Backend, manifest: Manifest, win: Window, data: bytes, options: SampleOptions
+) -> list[Sample | CorruptSample]:
     """The samples that lie wholly inside ``win`` (a pure function: thread-safe)."""
     info = manifest.shards[win.shard]
     j = win.first + (1 if _straddles(manifest, win) else 0)
     if j > win.last:
         return []
     view = memoryview(data)
-    url = f"{store.url}/{info.key}"
-    base = int(manifest.starts[win.shard])
     lo, hi = int(info.offsets[j]), int(info.offsets[win.last] + info.lengths[win.last])
     part = view[lo - win.start : hi - win.start]
     spans = group_samples(parse_members(part, base=lo))
     _check(store, info.key, len(spans), win.last - j + 1, lo, hi)
-    out = []
-    for i, span in enumerate(spans):
-        sample = sample_dict(part, span, lo)
-        sample["__index__"] = base + j + i
-        sample["__url__"] = url
-        out.append(sample)
-    return out
+    return [
+        _sample(store, manifest, win.shard, j + i, part, span, lo, options)
+        for i, span in enumerate(spans)
+    ]
 
 
 class _GroupParser:
     """Joins the samples that straddle consecutive windows of one shard."""
 
-    def __init__(self, store: Backend, manifest: Manifest):
+    def __init__(self, store: Backend, manifest: Manifest, options: SampleOptions):
         self.store = store
         self.manifest = manifest
+        self.options = options
         self.held: list[tuple[int, memoryview]] = []
 
-    def parse(self, win: Window, parsed: _Parsed) -> list[Sample]:
+    def parse(self, win: Window, parsed: _Parsed) -> list[Sample | CorruptSample]:
         """The window's samples in order: a straddler (if any), then its inner ones."""
         info = self.manifest.shards[win.shard]
         if win.group_start:
             self.held = []
         view = memoryview(parsed.data)
-        out: list[Sample] = []
+        out: list[Sample | CorruptSample] = []
         if _straddles(self.manifest, win):
-            url = f"{self.store.url}/{info.key}"
-            base = int(self.manifest.starts[win.shard])
-            out.append(self._straddler(win, view, win.first, url, base))
+            out.append(self._straddler(win, view, win.first))
         out.extend(parsed.inner)
         nxt = win.last + 1
         if nxt < info.num_samples and int(info.offsets[nxt]) < win.end:
@@ -194,22 +223,25 @@ class _GroupParser:
             self.held = []
         return out
 
-    def _straddler(self, win: Window, view: memoryview, j: int, url: str, base: int) -> Sample:
+    def _straddler(self, win: Window, view: memoryview, j: int) -> Sample | CorruptSample:
         info = self.manifest.shards[win.shard]
         lo, hi = int(info.offsets[j]), int(info.offsets[j] + info.lengths[j])
         pieces = [v[max(0, lo - s) :] for s, v in self.held if s + len(v) > lo]
-        joined = b"".join([*pieces, view[: hi - win.start]])
+        joined = memoryview(b"".join([*pieces, view[: hi - win.start]]))
         spans = group_samples(parse_members(joined, base=lo))
         _check(self.store, info.key, len(spans), 1, lo, hi)
-        sample = sample_dict(memoryview(joined), spans[0], lo)
-        sample["__index__"] = base + j
-        sample["__url__"] = url
-        return sample
+        return _sample(self.store, self.manifest, win.shard, j, joined, spans[0], lo, self.options)
 
 
-def _detached(sample: Sample) -> Sample:
+def _detached(sample: Sample | CorruptSample) -> Sample | CorruptSample:
     """``sample`` with its fields copied out of the window they view."""
+    if isinstance(sample, CorruptSample):
+        return sample
     return {k: memoryview(bytes(v)) if isinstance(v, memoryview) else v for k, v in sample.items()}
+
+
+def _index(sample: Sample | CorruptSample) -> int:
+    return sample.index if isinstance(sample, CorruptSample) else sample["__index__"]  # type: ignore[return-value]
 
 
 class _BlockOrder:
@@ -225,16 +257,17 @@ class _BlockOrder:
     ):
         self.order = order.tolist()
         self.unique = len(np.unique(order)) == len(self.order)  # padding may repeat one
-        self.ready: dict[int, Sample] = {}
+        self.ready: dict[int, Sample | CorruptSample] = {}
         self.done = 0
         self.detach = detach
         self.manifest, self.progress, self.skip = manifest, progress, skip
 
-    def add(self, samples: list[Sample]) -> None:
+    def add(self, samples: list[Sample | CorruptSample]) -> None:
         for sample in samples:
-            if self.detach and sample["__index__"] != self.order[self.done]:
+            index = _index(sample)
+            if self.detach and index != self.order[self.done]:
                 sample = _detached(sample)
-            self.ready[sample["__index__"]] = sample  # type: ignore[index]
+            self.ready[index] = sample
 
     def emit(self, final: bool) -> Iterator[Sample]:
         """Yield the next samples in order, as far as they are parsed (or lost)."""
@@ -248,6 +281,12 @@ class _BlockOrder:
                     return
                 if skip is not None:
                     skip.skipped_samples += 1
+            elif isinstance(sample, CorruptSample):
+                if skip is None:
+                    raise IntegrityError(sample.message)
+                skip.skipped_samples += 1
+                log.warning("skipping %s", sample.message)
+                sample = None
             self.done += 1
             self.progress.pos += 1
             if sample is not None:
@@ -269,6 +308,7 @@ def read_plan(
     progress: Progress,
     skip: SkipPolicy | None = None,
     window_bytes: int = DEFAULT_WINDOW_BYTES,
+    options: SampleOptions = SampleOptions(),
 ) -> Iterator[Sample]:
     """Yield the plan's samples in order, fetching ahead with ``prefetcher``."""
     window_bytes = aligned_window(store, window_bytes)
@@ -282,7 +322,7 @@ def read_plan(
         if win.shard in skipped:
             return None
         data = store.get_range(manifest.shards[win.shard].key, win.start, win.end)
-        return _Parsed(data, parse_inner(store, manifest, win, data))
+        return _Parsed(data, parse_inner(store, manifest, win, data, options))
 
     def wanted() -> Iterator[Window]:
         for _, windows in units:
@@ -290,7 +330,7 @@ def read_plan(
 
     results = prefetcher.map(fetch, wanted(), lambda w: w.end - w.start)
     with contextlib.closing(results):  # stop fetching as soon as this reader is closed
-        parser = _GroupParser(store, manifest)
+        parser = _GroupParser(store, manifest, options)
         for order, windows in units:
             out = _BlockOrder(order, manifest, progress, skip, detach=plan.order is not None)
             for win in windows:
@@ -312,8 +352,11 @@ def read_plan(
             yield from out.emit(final=True)
 
 
-def read_sample(store: Backend, manifest: Manifest, index: int) -> Sample:
-    """Read global sample ``index`` with one range request."""
+def read_sample(
+    store: Backend, manifest: Manifest, index: int,
+    options: SampleOptions = SampleOptions(),
+) -> Sample:  # fmt: skip
+    """Read global sample ``index`` with one range request (checked as :func:`read_plan`)."""
     shard, local = manifest.locate(index)
     info = manifest.shards[shard]
     start = int(info.offsets[local])
@@ -324,7 +367,7 @@ def read_sample(store: Backend, manifest: Manifest, index: int) -> Sample:
         _check(store, info.key, len(spans), 1, start, end)
     except DcstoreError as exc:
         raise _named(store, info.key, exc) from exc
-    sample = sample_dict(data, spans[0], start)
-    sample["__index__"] = index
-    sample["__url__"] = f"{store.url}/{info.key}"
+    sample = _sample(store, manifest, shard, local, data, spans[0], start, options)
+    if isinstance(sample, CorruptSample):
+        raise IntegrityError(sample.message)
     return sample

@@ -14,7 +14,13 @@ them in the worker, in order. They keep webdataset's semantics:
 * ``batched(n, collate_fn)``: in-worker batching (one inter-process transfer
   per batch, the fast path); the last partial batch is kept unless
   ``partial=False``.
-* ``map``/``map_dict``/``select`` as in webdataset.
+* ``map`` (a ``None`` result drops the item; a dict result keeps the
+  sample's ``__key__``), ``map_dict``, ``map_tuple(f, None, ...)``,
+  ``rename(new="old;alt")`` and ``select`` as in webdataset.
+* Error handlers: ``decode``, ``to_tuple``, ``map``, ``map_dict``,
+  ``map_tuple`` and ``rename`` take webdataset's ``handler=`` (see
+  :mod:`dcstore.loaders.handlers`): by default an error is raised; with
+  ``warn_and_continue`` / ``ignore_and_continue`` the failing item is dropped.
 
 Stages never buffer samples across yields except ``batched``, whose buffer
 is empty whenever it yields, so the loader's resumption state stays exact.
@@ -27,6 +33,8 @@ import io
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
+
+from dcstore.loaders.handlers import ErrorHandler, reraise_exception
 
 Sample = dict[str, Any]
 Stage = Callable[[Iterator[Any]], Iterator[Any]]
@@ -96,21 +104,34 @@ def _handler(spec: str | Handler) -> Handler:
 # with stages pickles (DataLoader workers started with spawn or forkserver).
 
 
-def _decode(chain: Sequence[Handler], samples: Iterator[Sample]) -> Iterator[Sample]:
-    for sample in samples:
-        out = {}
-        for field, value in sample.items():
-            if not field.startswith("__"):
-                for handler in chain:
-                    decoded = handler(field, value)
-                    if decoded is not None:
-                        value = decoded
-                        break
-            out[field] = value
-        yield out
+def _guarded(
+    fn: Callable[[Any], Any], handler: ErrorHandler, items: Iterator[Any]
+) -> Iterator[Any]:
+    """``fn(item)`` for each item; an exception goes to ``handler`` (webdataset's convention)."""
+    for item in items:
+        try:
+            result = fn(item)
+        except Exception as exc:
+            if handler(exc):
+                continue
+            break
+        yield result
 
 
-def decode(*handlers: str | Handler) -> Stage:
+def _decode_sample(chain: Sequence[Handler], sample: Sample) -> Sample:
+    out = {}
+    for field, value in sample.items():
+        if not field.startswith("__"):
+            for handler in chain:
+                decoded = handler(field, value)
+                if decoded is not None:
+                    value = decoded
+                    break
+        out[field] = value
+    return out
+
+
+def decode(*handlers: str | Handler, handler: ErrorHandler = reraise_exception) -> Stage:
     """Decode fields with the first handler that accepts them.
 
     As in webdataset, the ``"basic"`` handlers (txt, cls, json, npy, ...) always
@@ -119,7 +140,8 @@ def decode(*handlers: str | Handler) -> Stage:
     specs = list(handlers)
     if "basic" not in specs:
         specs.append("basic")
-    return functools.partial(_decode, [_handler(h) for h in specs])
+    chain = [_handler(h) for h in specs]
+    return functools.partial(_guarded, functools.partial(_decode_sample, chain), handler)
 
 
 def _pick(sample: Sample, names: Sequence[str]) -> Any:
@@ -129,38 +151,82 @@ def _pick(sample: Sample, names: Sequence[str]) -> Any:
     raise KeyError(f"sample {sample.get('__key__')!r} has none of the fields {names}")
 
 
-def _to_tuple(
-    choices: Sequence[Sequence[str]], samples: Iterator[Sample]
-) -> Iterator[tuple[Any, ...]]:
-    for sample in samples:
-        yield tuple(_pick(sample, names) for names in choices)
+def _tuple_of(choices: Sequence[Sequence[str]], sample: Sample) -> tuple[Any, ...]:
+    return tuple(_pick(sample, names) for names in choices)
 
 
-def to_tuple(*fields: str) -> Stage:
+def to_tuple(*fields: str, handler: ErrorHandler = reraise_exception) -> Stage:
     """Turn samples into tuples of the named fields (``"a;b"``: the first present)."""
-    return functools.partial(_to_tuple, [f.split(";") for f in fields])
+    choices = [f.split(";") for f in fields]
+    return functools.partial(_guarded, functools.partial(_tuple_of, choices), handler)
 
 
-def _map(fn: Callable[[Any], Any], items: Iterator[Any]) -> Iterator[Any]:
-    return map(fn, items)
+def _mapped(fn: Callable[[Any], Any], item: Any) -> Any:
+    result = fn(item)
+    if isinstance(item, dict) and isinstance(result, dict):
+        result["__key__"] = item.get("__key__")
+    return result
 
 
-def map_stage(fn: Callable[[Any], Any]) -> Stage:
-    """Apply ``fn`` to every item."""
-    return functools.partial(_map, fn)
+def _dropping_none(items: Iterator[Any]) -> Iterator[Any]:
+    return (item for item in items if item is not None)
 
 
-def _map_dict(fns: dict[str, Callable[[Any], Any]], samples: Iterator[Sample]) -> Iterator[Sample]:
-    for sample in samples:
-        out = dict(sample)
-        for field, fn in fns.items():
-            out[field] = fn(out[field])
-        yield out
+def map_stage(fn: Callable[[Any], Any], handler: ErrorHandler = reraise_exception) -> Stage:
+    """Apply ``fn`` to every item; a ``None`` result drops the item (as in webdataset)."""
+    return functools.partial(_map_then_drop, functools.partial(_mapped, fn), handler)
 
 
-def map_dict(**fns: Callable[[Any], Any]) -> Stage:
+def _map_then_drop(
+    fn: Callable[[Any], Any], handler: ErrorHandler, items: Iterator[Any]
+) -> Iterator[Any]:
+    return _dropping_none(_guarded(fn, handler, items))
+
+
+def _map_fields(fns: dict[str, Callable[[Any], Any]], sample: Sample) -> Sample:
+    out = dict(sample)
+    for field, fn in fns.items():
+        out[field] = fn(out[field])
+    return out
+
+
+def map_dict(handler: ErrorHandler = reraise_exception, **fns: Callable[[Any], Any]) -> Stage:
     """Apply ``fns[field]`` to that field of every sample."""
-    return functools.partial(_map_dict, fns)
+    return functools.partial(_guarded, functools.partial(_map_fields, fns), handler)
+
+
+def _map_elements(fns: Sequence[Callable[[Any], Any] | None], item: Sequence[Any]) -> tuple:
+    if len(item) < len(fns):
+        raise ValueError(f"map_tuple got {len(fns)} functions for a tuple of {len(item)}")
+    head = tuple(v if fn is None else fn(v) for fn, v in zip(fns, item, strict=False))
+    return head + tuple(item[len(fns) :])
+
+
+def map_tuple(
+    *fns: Callable[[Any], Any] | None, handler: ErrorHandler = reraise_exception
+) -> Stage:
+    """Apply ``fns[i]`` to element ``i`` of every tuple (``None``: unchanged)."""
+    return functools.partial(_guarded, functools.partial(_map_elements, fns), handler)
+
+
+def _renamed(names: dict[str, list[str]], keep: bool, sample: Sample) -> Sample:
+    picked = {new: _pick(sample, olds) for new, olds in names.items()}
+    if not keep:
+        return picked
+    replaced = {old for olds in names.values() for old in olds}
+    out = {k: v for k, v in sample.items() if k not in replaced}
+    out.update(picked)
+    return out
+
+
+def rename(*, keep: bool = True, handler: ErrorHandler = reraise_exception, **names: str) -> Stage:
+    """Rename fields, webdataset style: ``rename(image="jpg;png", label="cls")``.
+
+    Each new name takes the first present of its ``;``-separated old names;
+    ``keep=False`` drops every other field.
+    """
+    choices = {new: old.split(";") for new, old in names.items()}
+    return functools.partial(_guarded, functools.partial(_renamed, choices, keep), handler)
 
 
 def _select(predicate: Callable[[Any], bool], items: Iterator[Any]) -> Iterator[Any]:

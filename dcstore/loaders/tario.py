@@ -270,12 +270,18 @@ def _span(key: str, group: list[Member]) -> SampleSpan:
     return SampleSpan(key, group[0].offset, last.data + padded(last.size), tuple(group))
 
 
-def sample_dict(view: memoryview, span: SampleSpan, base: int = 0) -> dict[str, object]:
-    """The webdataset dict of one sample: ``__key__`` plus field -> memoryview slice."""
+def sample_dict(
+    view: memoryview, span: SampleSpan, base: int = 0, *, zero_copy: bool = True
+) -> dict[str, object]:
+    """The webdataset dict of one sample: ``__key__`` plus field -> payload.
+
+    Payloads are memoryview slices of ``view`` (``zero_copy``) or ``bytes`` copies.
+    """
     out: dict[str, object] = {"__key__": span.key}
     for m in span.members:
         start = m.data - base
-        out[m.field] = view[start : start + m.size]
+        payload = view[start : start + m.size]
+        out[m.field] = payload if zero_copy else bytes(payload)
     return out
 
 

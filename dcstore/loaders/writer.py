@@ -10,6 +10,8 @@ Guarantees:
   only when the writer closes without an exception, so a half-written dataset
   is never visible and a failed pack leaves the previous version current.
   The store keeps the last ``keep`` versions (see :mod:`dcstore.loaders.versions`).
+* The manifest records each sample's checksum (:mod:`dcstore.loaders.checksum`),
+  which loaders check on read.
 * Memory is bounded by about two shards (one being filled, one being put);
   payloads are copied once, into the shard buffer, during ``write``.
 """
@@ -28,6 +30,7 @@ import numpy as np
 
 from dcstore.backends.base import Backend
 from dcstore.errors import ConfigError
+from dcstore.loaders.checksum import sample_checksum
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, ShardInfo
 from dcstore.loaders.tario import END_OF_ARCHIVE, member_bytes, split_name
 from dcstore.loaders.versions import DEFAULT_KEEP, check_keep, commit_version, shard_key
@@ -112,6 +115,7 @@ class ShardWriter:
         self._keys: list[str] = []
         self._offsets: list[int] = []
         self._lengths: list[int] = []
+        self._checksums: list[int] = []
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="dcstore-pack")
         self._pending: Future[None] | None = None
         self._closed = False
@@ -144,6 +148,8 @@ class ShardWriter:
         self._lengths.append(length)
         for piece in pieces:  # the only copy of the payload: callers may reuse their buffers
             self._buf += piece
+        with memoryview(self._buf) as record:
+            self._checksums.append(sample_checksum(record[size:]))
         self.samples_written += 1
 
     def _flush(self) -> None:
@@ -160,9 +166,10 @@ class ShardWriter:
                 sample_keys=tuple(self._keys),
                 offsets=np.asarray(self._offsets, dtype=np.int64),
                 lengths=np.asarray(self._lengths, dtype=np.int64),
+                checksums=np.asarray(self._checksums, dtype=np.uint64),
             )
         )
-        self._keys, self._offsets, self._lengths = [], [], []
+        self._keys, self._offsets, self._lengths, self._checksums = [], [], [], []
         self._wait()
         self._pending = self._pool.submit(self.store.put, key, data)
         self.bytes_written += len(data)

@@ -1,0 +1,147 @@
+"""Plaintext integrity: per-sample checksums in the manifest, checked on read and by
+``dcstore verify``; encrypted data read without keys says so (API and CLI)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dcstore.errors import IntegrityError, KeyAccessError
+from dcstore.loaders import ShardedDataset, ShardedMapDataset, ShardWriter, load_manifest
+from dcstore.loaders.verify import verify_shard
+from dcstore.store import open_store
+
+N = 120
+VICTIM = 37  # global index of the sample whose payload byte is flipped
+DCSTORE = [sys.executable, "-m", "dcstore.cli"]
+
+
+def write_dataset(url: str, **kw) -> None:
+    with ShardWriter(url, shard_size=40_000, **kw) as writer:
+        for i in range(N):
+            writer.write({"__key__": f"s/{i:04d}", "bin": bytes([i % 251]) * (700 + 13 * i)})
+
+
+@pytest.fixture(scope="module")
+def dataset_url(tmp_path_factory) -> str:
+    url = f"file://{tmp_path_factory.mktemp('plain')}"
+    write_dataset(url)
+    return url
+
+
+@pytest.fixture
+def corrupt_url(dataset_url, tmp_path) -> tuple[str, str]:
+    """A copy of the dataset with one payload byte of sample VICTIM flipped; its shard key."""
+    src, dst = open_store(dataset_url), open_store(f"file://{tmp_path}")
+    manifest = load_manifest(src)
+    shard, local = manifest.locate(VICTIM)
+    info = manifest.shards[shard]
+    for meta in src.list():
+        data = bytearray(src.get(meta.key))
+        if meta.key == info.key:
+            data[int(info.offsets[local]) + 512 + 100] ^= 0x01  # inside the payload
+        dst.put(meta.key, bytes(data))
+    return f"file://{tmp_path}", info.key
+
+
+def test_manifest_records_a_checksum_per_sample(dataset_url) -> None:
+    manifest = load_manifest(open_store(dataset_url))
+    assert len(manifest.shards) > 2
+    for info in manifest.shards:
+        assert info.checksums is not None and len(info.checksums) == info.num_samples
+    assert sum(len(set(i.checksums.tolist())) for i in manifest.shards) == N
+
+
+@pytest.mark.parametrize("window_bytes", [4096, 4 << 20])  # straddling and whole windows
+def test_flipped_payload_byte_raises_naming_shard_and_sample(corrupt_url, window_bytes) -> None:
+    url, shard_key = corrupt_url
+    ds = ShardedDataset(url, window_bytes=window_bytes)
+    with pytest.raises(IntegrityError, match=rf"{shard_key}: sample 's/{VICTIM:04d}'"):
+        list(ds)
+    with pytest.raises(IntegrityError, match=f"s/{VICTIM:04d}"):
+        ShardedMapDataset(url)[VICTIM]
+    assert ShardedMapDataset(url)[VICTIM + 1]["__key__"] == f"s/{VICTIM + 1:04d}"
+
+
+@pytest.mark.parametrize("buffer", [0, 30])
+def test_skip_counts_the_corrupt_sample(corrupt_url, caplog, buffer) -> None:
+    url, _ = corrupt_url
+    ds = ShardedDataset(url, on_error="skip", shuffle_buffer=buffer, window_bytes=4096)
+    with caplog.at_level(logging.WARNING):
+        got = sorted(s["__index__"] for s in ds)
+    assert got == [i for i in range(N) if i != VICTIM]
+    assert ds.skipped_samples == 1
+    assert f"s/{VICTIM:04d}" in caplog.text
+
+
+def test_opt_out_reads_without_checking(corrupt_url) -> None:
+    url, _ = corrupt_url
+    got = list(ShardedDataset(url, verify_checksums=False))
+    assert len(got) == N and got[VICTIM]["bin"] != bytes([VICTIM % 251]) * (700 + 13 * VICTIM)
+    assert len(ShardedMapDataset(url, verify_checksums=False)[VICTIM]["bin"]) > 0
+
+
+def test_manifest_without_checksums_still_loads(dataset_url, tmp_path) -> None:
+    src, dst = open_store(dataset_url), open_store(f"file://{tmp_path}")
+    for meta in src.list():
+        dst.put(meta.key, src.get(meta.key))
+    manifest = load_manifest(src)
+    old = dataclasses.replace(
+        manifest, shards=tuple(dataclasses.replace(s, checksums=None) for s in manifest.shards)
+    )
+    old.commit(dst)
+    loaded = load_manifest(dst)
+    assert all(s.checksums is None for s in loaded.shards)
+    assert [s["__index__"] for s in ShardedDataset(f"file://{tmp_path}")] == list(range(N))
+
+
+@pytest.mark.parametrize("read_bytes", [1, 64 << 20])  # one sample per read, whole shards
+def test_verify_shard_names_only_the_bad_sample(corrupt_url, read_bytes) -> None:
+    url, shard_key = corrupt_url
+    store = open_store(url)
+    checks = [verify_shard(store, info, read_bytes) for info in load_manifest(store).shards]
+    bad = [c for c in checks if not c.ok]
+    assert [c.key for c in bad] == [shard_key] and bad[0].kind == "integrity"
+    assert (bad[0].problem or "").endswith(f"do not match their checksum (s/{VICTIM:04d})")
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DCSTORE_KEYS")}
+    return subprocess.run([*DCSTORE, *args], capture_output=True, text=True, env=env, check=False)
+
+
+def test_cli_verify_checks_every_sample_of_a_plaintext_dataset(dataset_url, corrupt_url) -> None:
+    ok = run("verify", dataset_url)
+    assert ok.returncode == 0, ok.stderr
+    assert f"checked {len(load_manifest(open_store(dataset_url)).shards)} object(s)" in ok.stderr
+    url, shard_key = corrupt_url
+    bad = run("verify", url)
+    assert bad.returncode == 6
+    assert f"FAILED  {shard_key}" in bad.stdout and f"s/{VICTIM:04d}" in bad.stdout
+    report = json.loads(run("verify", url, "--json").stdout)
+    assert [f["key"] for f in report["failed"]] == [shard_key]
+
+
+def test_encrypted_data_without_keys_is_a_key_error(tmp_path: Path) -> None:
+    kek = tmp_path / "kek.json"
+    assert run("keys", "new", "--keys", str(kek)).returncode == 0
+    url = f"file://{tmp_path / 'enc'}"
+    write_dataset(url, keys=f"file://{kek}")
+    with pytest.raises(KeyAccessError, match="is encrypted: pass keys="):
+        ShardedDataset(url)
+    out = tmp_path / "x"
+    got = run("get", url, "manifest.parquet", "-o", str(out))
+    assert got.returncode == 4 and not out.exists()
+    assert got.stderr.count("\n") == 1 and "is encrypted: pass keys=" in got.stderr
+    to_stdout = run("get", url, "manifest.parquet")
+    assert to_stdout.returncode == 4 and to_stdout.stdout == ""
+    verify = run("verify", url)
+    assert verify.returncode == 4 and "is encrypted" in verify.stderr
+    assert run("verify", url, "--keys", str(kek)).returncode == 0

@@ -1,0 +1,143 @@
+"""Samples behave as in webdataset: bytes fields, default_collate, webdataset-style user code,
+``map_tuple``/``rename``/error handlers, and a resize step before batching real JPEGs."""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import webdataset as wds
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from dcstore.loaders import ShardedDataset, ShardedMapDataset, ShardWriter, stages
+from dcstore.loaders.handlers import ignore_and_continue, warn_and_continue
+
+N = 24
+SIZES = [(40, 30), (64, 48), (33, 77), (120, 90)]
+
+
+def jpeg(size: tuple[int, int], shade: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, (shade, 255 - shade, 7)).save(out, format="JPEG")
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def image_url(tmp_path_factory) -> str:
+    url = f"file://{tmp_path_factory.mktemp('images')}"
+    with ShardWriter(url, shard_size=64 * 1024) as writer:
+        for i in range(N):
+            writer.write(
+                {
+                    "__key__": f"img/{i:04d}",
+                    "jpg": jpeg(SIZES[i % len(SIZES)], i * 10),
+                    "cls": i % 3,
+                    "json": json.dumps({"id": i}),
+                }
+            )
+    return url
+
+
+def test_raw_fields_are_bytes_and_webdataset_code_runs_unchanged(image_url) -> None:
+    samples = list(ShardedDataset(image_url))
+    assert len(samples) == N
+    for i, s in enumerate(samples):
+        assert all(type(s[f]) is bytes for f in ("jpg", "cls", "json"))
+        assert json.loads(s["json"]) == {"id": i}
+        assert int(s["cls"].decode()) == i % 3
+        assert Image.open(io.BytesIO(s["jpg"])).size == SIZES[i % len(SIZES)]
+    one = ShardedMapDataset(image_url)[5]
+    assert type(one["jpg"]) is bytes and json.loads(one["json"]) == {"id": 5}
+
+
+def test_zero_copy_opt_in_hands_out_memoryviews(image_url) -> None:
+    views = list(ShardedDataset(image_url, zero_copy=True))
+    plain = list(ShardedDataset(image_url))
+    assert all(isinstance(s["jpg"], memoryview) for s in views)
+    assert [bytes(s["jpg"]) for s in views] == [s["jpg"] for s in plain]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_default_collate_batches_raw_samples(image_url, workers) -> None:
+    loader = DataLoader(ShardedDataset(image_url), batch_size=8, num_workers=workers)
+    batches = list(loader)  # each worker ends with its own partial batch
+    keys = [k for b in batches for k in b["__key__"]]
+    assert sorted(keys) == [f"img/{i:04d}" for i in range(N)]
+    assert all(type(b["jpg"]) is list and type(b["jpg"][0]) is bytes for b in batches)
+    assert isinstance(batches[0]["__index__"], torch.Tensor)
+
+
+def resize_32(image: np.ndarray) -> np.ndarray:
+    return np.array(Image.fromarray(image).resize((32, 32)))
+
+
+def test_decode_resize_to_tuple_batched_on_images_of_different_sizes(image_url) -> None:
+    ds = (
+        ShardedDataset(image_url, shuffle=True, seed=1)
+        .decode("rgb8")
+        .to_tuple("jpg", "cls")
+        .map_tuple(resize_32, None)
+        .batched(4)
+    )
+    batches = list(DataLoader(ds, batch_size=None, num_workers=2))
+    assert len(batches) == N // 4  # 12 samples per worker: 3 full batches each
+    for images, labels in batches:
+        assert images.shape == (4, 32, 32, 3) and images.dtype == torch.uint8
+        assert labels.shape == (4,)
+    assert sorted(int(c) for _, labels in batches for c in labels) == sorted(
+        i % 3 for i in range(N)
+    )
+
+
+def label_unless_zero(sample: dict) -> dict | None:
+    return {"n": int(sample["cls"])} if sample["cls"] != b"0" else None
+
+
+def test_rename_map_and_map_tuple_match_webdataset(image_url) -> None:
+    raw = list(ShardedDataset(image_url))
+    for keep in (True, False):
+        ours = list(stages.rename(keep=keep, image="png;jpg", label="cls")(iter(raw)))
+        theirs = list(wds.filters.rename(keep=keep, image="png;jpg", label="cls")(iter(raw)))
+        assert ours == theirs
+    ours = list(stages.map_stage(label_unless_zero)(iter(raw)))
+    assert ours == list(wds.filters.map(label_unless_zero)(iter(raw)))
+    pairs = [(s["cls"], s["json"]) for s in raw]
+    ours = list(stages.map_tuple(int, None)(iter(pairs)))
+    assert ours == list(wds.filters.map_tuple(int, None)(iter(pairs)))
+    assert ours[4] == (1, b'{"id": 4}')
+
+
+def fails_on_odd(sample: dict) -> dict:
+    if int(sample["cls"]) % 3 == 1:
+        raise ValueError(f"bad {sample['__key__']}")
+    return sample
+
+
+def test_error_handlers_per_stage(image_url) -> None:
+    with pytest.raises(ValueError, match="bad img/0001"):
+        list(ShardedDataset(image_url).map(fails_on_odd))
+    kept = list(ShardedDataset(image_url).map(fails_on_odd, handler=ignore_and_continue))
+    assert [s["__index__"] for s in kept] == [i for i in range(N) if i % 3 != 1]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tuples = list(ShardedDataset(image_url).to_tuple("png", handler=warn_and_continue))
+    assert tuples == [] and len(caught) == N and "png" in str(caught[0].message)
+    decoded = list(
+        ShardedDataset(image_url)
+        .map_dict(jpg=lambda b: b[:2] + b"broken")
+        .decode("rgb8", handler=ignore_and_continue)
+    )
+    assert decoded == []  # every image fails to decode and is dropped
+    renamed = list(ShardedDataset(image_url).rename(image="png", handler=ignore_and_continue))
+    assert renamed == []
+
+
+def test_map_drops_none_and_keeps_the_key(image_url) -> None:
+    out = list(ShardedDataset(image_url).map(label_unless_zero))
+    assert len(out) == N - N // 3
+    assert all(set(s) == {"n", "__key__"} for s in out)
