@@ -42,6 +42,23 @@ def test_imagefolder_gives_labels_and_a_class_table(tmp_path: Path, capsys) -> N
         decode(sample["jpg"])
 
 
+def test_imagefolder_packs_images_only_and_says_what_it_skipped(tmp_path: Path, capsys) -> None:
+    make_imagefolder(tmp_path / "images", ["cat", "dog"], 3)
+    (tmp_path / "images" / "cat" / "notes.txt").write_text("not a picture")
+    (tmp_path / "images" / "dog" / "Thumbs.db").write_bytes(b"\0" * 8)
+    assert pack(tmp_path / "images", tmp_path / "ds") == 0
+    err = capsys.readouterr().err
+    assert "skipped 2 file(s) that are not images (cat/notes.txt and 1 more)" in err
+    got = samples(tmp_path / "ds")
+    assert len(got) == 6 and all("jpg" in s for s in got)
+    # Folders with no image at all (audio, say) are packed whole, with labels.
+    for name in ("a", "b"):
+        (tmp_path / "audio" / name).mkdir(parents=True)
+        (tmp_path / "audio" / name / "x.wav").write_bytes(name.encode())
+    assert pack(tmp_path / "audio", tmp_path / "ds2") == 0
+    assert sorted(bytes(s["cls"]) for s in samples(tmp_path / "ds2")) == [b"0", b"1"]
+
+
 def test_split_folders_packed_as_classes_get_a_note(tmp_path: Path, capsys) -> None:
     make_imagefolder(tmp_path / "data", ["train", "val"], 2)
     assert pack(tmp_path / "data", tmp_path / "ds") == 0

@@ -34,6 +34,14 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_source(
         args.src, layout=args.layout, index=args.index, group=args.group, names=args.names
     )
+    if plan.skipped:
+        more = f" and {len(plan.skipped) - 1} more" if len(plan.skipped) > 1 else ""
+        print(
+            f"dcstore: note: skipped {len(plan.skipped)} file(s) that are not images "
+            f"({plan.skipped[0]}{more}); pass --group to pack them beside their images, "
+            "or --layout flat",
+            file=sys.stderr,
+        )
     splits = sorted(set(plan.classes) & SPLIT_NAMES)
     if plan.layout == "imagefolder" and splits:
         print(

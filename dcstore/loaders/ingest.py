@@ -43,6 +43,12 @@ LAYOUTS = ("auto", "imagefolder", "flat", "webdataset", "index")
 NAME_FIELD = "path.txt"
 
 
+IMAGE_EXTENSIONS = frozenset(
+    ("jpg", "jpeg", "png", "ppm", "bmp", "pgm", "tif", "tiff", "webp", "gif")
+)
+"""torchvision's ``IMG_EXTENSIONS`` plus ``gif``: what an ImageFolder packs by default."""
+
+
 class FileSlice(NamedTuple):
     """``size`` bytes of the file at ``path`` from ``offset``."""
 
@@ -67,11 +73,13 @@ class SampleSpec(NamedTuple):
 
 
 class PackPlan(NamedTuple):
-    """The samples of a source in pack order, its class table and detected layout."""
+    """The samples of a source in pack order, its class table, detected layout, and the
+    files the layout left out (relative paths, sorted)."""
 
     samples: list[SampleSpec]
     classes: tuple[str, ...]
     layout: str
+    skipped: tuple[str, ...] = ()
 
     @property
     def total_bytes(self) -> int:
@@ -164,23 +172,39 @@ def plan_files(
     return specs
 
 
+def is_image(rel: str) -> bool:
+    """Whether ``rel`` has one of :data:`IMAGE_EXTENSIONS` (any case)."""
+    return rel.rpartition(".")[2].lower() in IMAGE_EXTENSIONS
+
+
 def plan_imagefolder(root: Path, *, group: bool, names: bool) -> PackPlan:
-    """``root/<class>/**/file`` -> samples with ``cls``; classes sorted like torchvision."""
+    """``root/<class>/**/file`` -> samples with ``cls``; classes sorted like torchvision.
+
+    Like torchvision's ``ImageFolder``, only images become samples when the folders hold
+    any (other files are reported in ``skipped``); with ``group`` every file joins the
+    sample of its name, and folders without any image (audio, say) are packed whole.
+    """
     children = [c for c in sorted(root.iterdir()) if not c.name.startswith(".")]
     stray = [c for c in children if not c.is_dir()]
     if stray:
         raise ConfigError(f"{stray[0]}: an imagefolder holds only class folders")
     classes = tuple(c.name for c in children)
-    files: list[SourceFile] = []
-    for index, name in enumerate(classes):
-        found = visible_files(root / name)
-        if not found:
-            raise ConfigError(f"{root / name}: class folder has no files")
-        label = (("cls", str(index).encode()),)
-        files += [SourceFile(f"{name}/{rel}", label) for rel in found]
     if not classes:
         raise ConfigError(f"{root}: no class folders")
-    return PackPlan(plan_files(root, files, group=group, names=names), classes, "imagefolder")
+    found = {name: visible_files(root / name) for name in classes}
+    all_rels = [f"{name}/{rel}" for name in classes for rel in found[name]]
+    images_only = not group and any(is_image(rel) for rel in all_rels)
+    skipped = tuple(rel for rel in all_rels if images_only and not is_image(rel))
+    files: list[SourceFile] = []
+    for index, name in enumerate(classes):
+        label = (("cls", str(index).encode()),)
+        kept = [rel for rel in found[name] if not images_only or is_image(rel)]
+        if not kept:
+            what = "images" if images_only else "files"
+            raise ConfigError(f"{root / name}: class folder has no {what}")
+        files += [SourceFile(f"{name}/{rel}", label) for rel in kept]
+    samples = plan_files(root, files, group=group, names=names)
+    return PackPlan(samples, classes, "imagefolder", skipped)
 
 
 def plan_flat(root: Path, *, group: bool, names: bool) -> PackPlan:
