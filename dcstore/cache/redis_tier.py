@@ -23,7 +23,6 @@ an object's chunks in one cluster slot, so one MGET fetches them),
 from __future__ import annotations
 
 import contextlib
-import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from urllib.parse import quote
 
 from dcstore.backends.base import Buffer
 from dcstore.backends.options import Options, ParsedUrl
+from dcstore.cache.endpoints import check_namespace, parse_host, query_string
 from dcstore.cache.resp import reply_capacity
 from dcstore.cache.tier import STAT_FIELDS, CachePolicy, CacheTier, CacheUnavailableError, MiB
 from dcstore.errors import ConfigError
@@ -62,22 +62,6 @@ for _, key in ipairs(KEYS) do
 end
 return n
 """
-_NAMESPACE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-
-
-def _parse_host(entry: str, default_port: int = 6379) -> tuple[str, int]:
-    """``host``, ``host:port`` or ``[v6addr]:port``."""
-    if entry.startswith("["):
-        host, _, rest = entry[1:].partition("]")
-        port = rest.lstrip(":")
-    elif entry.count(":") == 1:
-        host, port = entry.split(":")
-    else:
-        host, port = entry, ""
-    try:
-        return host or "127.0.0.1", int(port) if port else default_port
-    except ValueError:
-        raise ConfigError(f"bad redis host {entry!r}: expected host:port") from None
 
 
 class RedisTier(CacheTier):
@@ -108,15 +92,13 @@ class RedisTier(CacheTier):
             raise ConfigError("several redis hosts need the redis+cluster:// scheme")
         if cluster and db != 0:
             raise ConfigError("Redis Cluster has only database 0")
-        if not _NAMESPACE.match(namespace):
-            raise ConfigError(f"cache namespace must match {_NAMESPACE.pattern}, got {namespace!r}")
         if password and password_file:
             raise ConfigError("give the redis password in the URL or in password_file, not both")
         self.hosts = [(h, int(p)) for h, p in hosts]
         self.db, self.cluster, self.tls = db, cluster, tls
         self.username, self.password_file = username, password_file
         self._url_password = password
-        self.namespace = namespace
+        self.namespace = check_namespace(namespace)
         self.socket_timeout, self.connect_timeout = socket_timeout, connect_timeout
         self.ca_file, self.cert_file, self.key_file = ca_file, cert_file, key_file
         self.tls_verify = tls_verify
@@ -142,7 +124,7 @@ class RedisTier(CacheTier):
         except ValueError:
             raise ConfigError(f"redis database must be a number, got {path!r}") from None
         tier = cls(
-            [_parse_host(h) for h in url.hosts] or [("127.0.0.1", 6379)],
+            [parse_host(h, 6379, "redis") for h in url.hosts] or [("127.0.0.1", 6379)],
             db=db,
             cluster=cluster,
             tls=url.scheme.startswith("rediss"),
@@ -165,21 +147,21 @@ class RedisTier(CacheTier):
         scheme = ("rediss" if self.tls else "redis") + ("+cluster" if self.cluster else "")
         user = f"{quote(self.username)}@" if self.username else ""
         hosts = ",".join(f"{h}:{p}" for h, p in self.hosts)
-        query = dict(self.policy.query())
-        extras = {
-            "namespace": None if self.namespace == "dcstore" else self.namespace,
-            "password_file": self.password_file,
-            "socket_timeout": None if self.socket_timeout == 2.0 else self.socket_timeout,
-            "connect_timeout": None if self.connect_timeout == 1.0 else self.connect_timeout,
-            "ca_file": self.ca_file,
-            "cert_file": self.cert_file,
-            "key_file": self.key_file,
-            "tls_verify": None if self.tls_verify else "false",
-        }
-        query.update({k: str(v) for k, v in extras.items() if v is not None})
-        qs = "&".join(f"{k}={quote(v)}" for k, v in sorted(query.items()))
+        query: dict[str, object | None] = dict(self.policy.query())
+        query.update(
+            {
+                "namespace": None if self.namespace == "dcstore" else self.namespace,
+                "password_file": self.password_file,
+                "socket_timeout": None if self.socket_timeout == 2.0 else self.socket_timeout,
+                "connect_timeout": None if self.connect_timeout == 1.0 else self.connect_timeout,
+                "ca_file": self.ca_file,
+                "cert_file": self.cert_file,
+                "key_file": self.key_file,
+                "tls_verify": None if self.tls_verify else "false",
+            }
+        )
         db = "" if self.cluster else f"/{self.db}"
-        return f"{scheme}://{user}{hosts}{db}" + (f"?{qs}" if qs else "")
+        return f"{scheme}://{user}{hosts}{db}{query_string(query)}"
 
     # -- connections -----------------------------------------------------------------
 
