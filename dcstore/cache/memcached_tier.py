@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -103,6 +104,7 @@ class MemcachedTier(CacheTier):
     def _init_state(self) -> None:
         self._lock = threading.Lock()
         self._client: TaggedHashClient | None = None
+        self._pid = os.getpid()
 
     @classmethod
     def from_url(cls, url: ParsedUrl, options: Options) -> MemcachedTier:
@@ -148,6 +150,8 @@ class MemcachedTier(CacheTier):
     # -- connections -----------------------------------------------------------------
 
     def _memcached(self) -> TaggedHashClient:
+        if self._pid != os.getpid():  # forked (a DataLoader worker): never share sockets
+            self._init_state()
         client = self._client
         if client is None:
             with self._lock:
@@ -170,7 +174,7 @@ class MemcachedTier(CacheTier):
         """Map every failure of a server to :class:`CacheUnavailableError`."""
         try:
             yield
-        except (MemcacheError, OSError) as exc:
+        except (MemcacheError, OSError, ValueError) as exc:  # ValueError: a garbled reply
             detail = str(exc).splitlines()[0] if str(exc) else ""
             raise CacheUnavailableError(
                 f"cache tier {self.url}: {what} failed: {type(exc).__name__}: {detail}"
@@ -297,7 +301,7 @@ class MemcachedTier(CacheTier):
                 client.close()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_client")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_client", "_pid")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
