@@ -150,3 +150,25 @@ def test_cli_stats_names_the_servers_and_clear_counts(tmp_path: Path) -> None:
 def test_cli_reports_an_unreachable_tier() -> None:
     out = dcstore_cli("cache", "stats", "memcached://127.0.0.1:1?connect_timeout=0.2")
     assert out.returncode == 5 and "127.0.0.1:1" in out.stderr
+
+
+def test_bench_cache_on_memcached(tmp_path: Path) -> None:
+    from dcstore.bench.results import BenchResult
+    from dcstore.cli.main import main
+
+    url = fresh(shared_memcached_url())
+    out = tmp_path / "cache.json"
+    rc = main([
+        "bench", "cache", str(tmp_path / "origin"), "--cache", url, "--op", "get,get_range",
+        "--size", "700KiB", "--objects", "4", "--duration", "0.3s", "--warmup", "0.1s",
+        "--no-progress", "--json", str(out),
+    ])  # fmt: skip
+    assert rc == 0
+    result = BenchResult.from_dict(json.loads(out.read_text()))
+    by = {(c.params["path"], c.params["op"]): c for c in result.cases}
+    for op in ("get", "get_range"):
+        hit, miss = by["hit", op], by["miss", op]
+        assert hit.extra["hit_ratio"] == 1.0 and hit.extra["bytes_from_origin"] == 0
+        assert miss.extra["hit_ratio"] == 0.0 and miss.extra["cache_errors"] == 0
+        assert all(c.ops > 0 and c.errors == 0 and c.bytes_verified > 0 for c in (hit, miss))
+    tier_of(url).clear()
