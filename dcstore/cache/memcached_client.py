@@ -20,6 +20,11 @@ from urllib.parse import unquote
 from pymemcache.client.hash import HashClient
 from pymemcache.exceptions import MemcacheError
 
+from dcstore.cache.memcached_io import get_into
+
+ROUTES_KEPT = 1 << 16
+"""Placements remembered (then forgotten all at once)."""
+
 
 def route_of(key: str) -> str:
     """The part of ``key`` that places it: the first ``{...}`` tag, else the whole key."""
@@ -29,10 +34,47 @@ def route_of(key: str) -> str:
 
 
 class TaggedHashClient(HashClient):
-    """A HashClient that places every key by :func:`route_of`."""
+    """A pooled HashClient that places every key by :func:`route_of`, remembers
+    placements until the ring changes, and receives large values in place."""
+
+    def __init__(self, servers: Any, **kwargs: Any):
+        self._routes: dict[str, Any] = {}
+        super().__init__(servers, use_pooling=True, **kwargs)
+
+    def add_server(self, server: Any, port: Any = None) -> None:
+        self._routes = {}
+        super().add_server(server, port)
+
+    def remove_server(self, server: Any, port: Any = None) -> None:
+        self._routes = {}
+        super().remove_server(server, port)
 
     def _get_client(self, key: str) -> Any:
-        return super()._get_client(route_of(key))
+        if self._dead_clients:
+            self._retry_dead()  # may put a server back: then the routes are forgotten
+        route = route_of(key)
+        client = self._routes.get(route)
+        if client is None:
+            client = super()._get_client(route)  # rendezvous hashing, in Python: slow
+            if client is not None:
+                if len(self._routes) >= ROUTES_KEPT:
+                    self._routes = {}
+                self._routes[route] = client
+        return client
+
+    def get_into(
+        self, keys: list[str], buf: bytearray, start: int
+    ) -> tuple[dict[bytes, tuple[int, int]], bytearray, int]:
+        """:func:`~dcstore.cache.memcached_io.get_into` of keys that share a route; a
+        server that cannot be reached leaves the ring, as in the other commands."""
+        client = self._get_client(keys[0])
+        if client is None:
+            raise MemcacheError("all memcached servers are down")
+        try:
+            return get_into(client, [k.encode() for k in keys], buf, start)
+        except OSError:
+            self._mark_failed_server(client.server)
+            raise
 
     def server_clients(self) -> dict[str, Any]:
         """``"host:port"`` -> the (pooled) client of every configured server, dead or alive."""

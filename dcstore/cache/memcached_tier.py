@@ -34,6 +34,7 @@ from typing import Any
 
 from dcstore.backends.base import Buffer
 from dcstore.backends.options import Options, ParsedUrl
+from dcstore.cache.buffers import ReceiveBuffers
 from dcstore.cache.endpoints import check_namespace, parse_host, query_string
 from dcstore.cache.tier import STAT_FIELDS, CachePolicy, CacheTier, CacheUnavailableError, MiB
 from dcstore.errors import ConfigError
@@ -42,6 +43,7 @@ try:
     from pymemcache.exceptions import MemcacheError
 
     from dcstore.cache.memcached_client import TaggedHashClient, list_keys
+    from dcstore.cache.memcached_io import reply_capacity
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ConfigError(
         "the memcached cache tier needs pymemcache: pip install 'dcstore[memcached]'"
@@ -104,6 +106,7 @@ class MemcachedTier(CacheTier):
     def _init_state(self) -> None:
         self._lock = threading.Lock()
         self._client: TaggedHashClient | None = None
+        self._buffers = ReceiveBuffers()
         self._pid = os.getpid()
 
     @classmethod
@@ -158,7 +161,6 @@ class MemcachedTier(CacheTier):
                 if self._client is None:
                     self._client = TaggedHashClient(
                         self.hosts,
-                        use_pooling=True,
                         connect_timeout=self.connect_timeout,
                         timeout=self.socket_timeout,
                         no_delay=True,
@@ -187,19 +189,25 @@ class MemcachedTier(CacheTier):
     # -- the tier contract -----------------------------------------------------------
 
     def get_many(self, keys: Sequence[str], sizes: Sequence[int]) -> list[Buffer | None]:
-        """``get_multi`` requests of at most :data:`GET_BYTES` each (one object's keys
-        share a server)."""
+        """``get`` requests of at most :data:`GET_BYTES` each to the server holding the
+        object (its keys share a route), received in place (:mod:`.memcached_io`)
+        into this thread's reused buffer."""
         full = [self.key(k) for k in keys]
         step = max(1, GET_BYTES // self.policy.chunk_bytes)
-        found: dict[str, bytes] = {}
+        encoded = [k.encode() for k in full]
+        buf = self._buffers.get(reply_capacity(encoded, list(sizes)))
+        found: dict[bytes, tuple[int, int]] = {}
+        end = 0
         with self._errors("get"):
             client = self._memcached()
             for i in range(0, len(full), step):
-                found.update(client.get_many(full[i : i + step]))
+                got, buf, end = client.get_into(full[i : i + step], buf, end)
+                found.update(got)
+        view = memoryview(buf)
         out: list[Buffer | None] = []
-        for key, size in zip(full, sizes, strict=True):
-            value = found.get(key)
-            out.append(value if value is not None and len(value) == size else None)
+        for key, size in zip(encoded, sizes, strict=True):
+            offset, length = found.get(key, (0, -1))
+            out.append(view[offset : offset + length] if length == size else None)
         return out
 
     def get_slices(self, items: Sequence[tuple[str, int, int]]) -> list[bytes | None]:
@@ -301,7 +309,11 @@ class MemcachedTier(CacheTier):
                 client.close()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_client", "_pid")}
+        return {
+            k: v
+            for k, v in self.__dict__.items()
+            if k not in ("_lock", "_client", "_pid", "_buffers")
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)

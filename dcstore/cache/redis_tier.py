@@ -31,6 +31,7 @@ from urllib.parse import quote
 
 from dcstore.backends.base import Buffer
 from dcstore.backends.options import Options, ParsedUrl
+from dcstore.cache.buffers import ReceiveBuffers
 from dcstore.cache.endpoints import check_namespace, parse_host, query_string
 from dcstore.cache.resp import reply_capacity
 from dcstore.cache.tier import STAT_FIELDS, CachePolicy, CacheTier, CacheUnavailableError, MiB
@@ -52,8 +53,6 @@ MGET_BYTES = 16 * MiB
 """Chunks fetched per MGET round trip (in bytes): large enough to amortise the
 round trip, small enough to bound the server's reply buffer per client."""
 
-KEEP_BUFFER_BYTES = 80 * MiB
-"""Receive buffers up to this size are kept per thread for reuse."""
 
 _RELEASE = """
 local n = 0
@@ -109,7 +108,7 @@ class RedisTier(CacheTier):
 
     def _init_state(self) -> None:
         self._lock = threading.Lock()
-        self._local = threading.local()
+        self._buffers = ReceiveBuffers()
         self._client: Any = None
         self._release: Any = None
 
@@ -234,7 +233,7 @@ class RedisTier(CacheTier):
         """MGETs of at most :data:`MGET_BYTES` each, received in place (:mod:`.resp`)
         into this thread's reused buffer."""
         full = [self.key(k) for k in keys]
-        buf = self._buffer(reply_capacity(sizes) + 8 * len(sizes))  # + a header per batch
+        buf = self._buffers.get(reply_capacity(sizes) + 8 * len(sizes))  # + a header per batch
         step = max(1, MGET_BYTES // self.policy.chunk_bytes)
         view = memoryview(buf)
         out: list[Buffer | None] = []
@@ -249,16 +248,6 @@ class RedisTier(CacheTier):
                 offsets, pos = got
                 out.extend(None if o is None else view[o : o + n] for o, n in offsets)
         return out
-
-    def _buffer(self, size: int) -> bytearray:
-        """This thread's receive buffer, at least ``size`` bytes (kept if not huge)."""
-        local = self._local
-        buf: bytearray | None = getattr(local, "buf", None)
-        if buf is None or len(buf) < size:
-            buf = bytearray(size + (size >> 3))
-            if len(buf) <= KEEP_BUFFER_BYTES:
-                local.buf = buf
-        return buf
 
     def _mget_slow(self, client: Any, keys: list[str], sizes: Sequence[int]) -> list[Buffer | None]:
         """MGET through redis-py (follows cluster redirects and refreshes the slot map)."""
@@ -380,7 +369,7 @@ class RedisTier(CacheTier):
         return {
             k: v
             for k, v in self.__dict__.items()
-            if k not in ("_lock", "_client", "_release", "_local")
+            if k not in ("_lock", "_client", "_release", "_buffers")
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
