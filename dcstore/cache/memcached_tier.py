@@ -15,7 +15,8 @@ to half of ``item_size_max`` (memcached's own slab chunk limit) and must leave
 Keys: ``<namespace>:{<object digest>}:<chunk>`` for chunks and
 ``<namespace>:{<digest>}:lease:<chunk>`` for leases, placed on a server by the
 digest (:mod:`.memcached_client`), so an object's chunks come from one server
-in one round trip; ``<namespace>:stats:<counter>`` for the shared counters.
+in one round trip; ``<namespace>:{stats:<namespace>}:<counter>`` for the shared
+counters (all on one server: read in one round trip, and lost together if it restarts).
 Leases are ``add`` (set if absent) with an expiry, released by a
 compare-and-delete. Memory is bounded by each server's ``-m`` (its LRU evicts)
 and, in this process, by fetching at most :data:`GET_BYTES` per request.
@@ -23,20 +24,17 @@ and, in this process, by fetching at most :data:`GET_BYTES` per request.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import os
-import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dcstore.backends.base import Buffer
 from dcstore.backends.options import Options, ParsedUrl
-from dcstore.cache.buffers import ReceiveBuffers
 from dcstore.cache.endpoints import check_namespace, parse_host, query_string
-from dcstore.cache.tier import STAT_FIELDS, CachePolicy, CacheTier, CacheUnavailableError, MiB
+from dcstore.cache.network_tier import NetworkTier
+from dcstore.cache.tier import STAT_FIELDS, CachePolicy, MiB
 from dcstore.errors import ConfigError
 
 try:
@@ -71,8 +69,10 @@ def expiry(seconds: float | None) -> int:
     return whole if whole <= MAX_RELATIVE_EXPIRY else int(time.time()) + whole
 
 
-class MemcachedTier(CacheTier):
+class MemcachedTier(NetworkTier):
     """Chunks, leases and statistics spread over memcached servers; see the module docstring."""
+
+    FAULTS = (MemcacheError, OSError, ValueError)  # ValueError: a garbled reply
 
     def __init__(
         self,
@@ -102,12 +102,6 @@ class MemcachedTier(CacheTier):
                 "lower chunk_bytes or raise item_size_max with the servers' -I"
             )
         self._init_state()
-
-    def _init_state(self) -> None:
-        self._lock = threading.Lock()
-        self._client: TaggedHashClient | None = None
-        self._buffers = ReceiveBuffers()
-        self._pid = os.getpid()
 
     @classmethod
     def from_url(cls, url: ParsedUrl, options: Options) -> MemcachedTier:
@@ -152,39 +146,20 @@ class MemcachedTier(CacheTier):
 
     # -- connections -----------------------------------------------------------------
 
+    def _connect(self) -> TaggedHashClient:
+        return TaggedHashClient(
+            self.hosts,
+            connect_timeout=self.connect_timeout,
+            timeout=self.socket_timeout,
+            no_delay=True,
+            retry_attempts=0,  # a failed server leaves the ring at once...
+            dead_timeout=self.dead_timeout,  # ...and is retried after this
+            default_noreply=False,
+        )
+
     def _memcached(self) -> TaggedHashClient:
-        if self._pid != os.getpid():  # forked (a DataLoader worker): never share sockets
-            self._init_state()
-        client = self._client
-        if client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = TaggedHashClient(
-                        self.hosts,
-                        connect_timeout=self.connect_timeout,
-                        timeout=self.socket_timeout,
-                        no_delay=True,
-                        retry_attempts=0,  # a failed server leaves the ring at once...
-                        dead_timeout=self.dead_timeout,  # ...and is retried after this
-                        default_noreply=False,
-                    )
-                client = self._client
+        client: TaggedHashClient = self._connection()
         return client
-
-    @contextlib.contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        """Map every failure of a server to :class:`CacheUnavailableError`."""
-        try:
-            yield
-        except (MemcacheError, OSError, ValueError) as exc:  # ValueError: a garbled reply
-            detail = str(exc).splitlines()[0] if str(exc) else ""
-            raise CacheUnavailableError(
-                f"cache tier {self.url}: {what} failed: {type(exc).__name__}: {detail}"
-            ) from exc
-
-    def key(self, suffix: str) -> str:
-        """The full memcached key of a namespace-relative key."""
-        return f"{self.namespace}:{suffix}"
 
     # -- the tier contract -----------------------------------------------------------
 
@@ -256,7 +231,7 @@ class MemcachedTier(CacheTier):
                     client.delete_if(key, int(cas))
 
     def _stat_key(self, name: str) -> str:
-        return self.key(f"stats:{name}")
+        return self.key(f"{{stats:{self.namespace}}}:{name}")
 
     def add_stats(self, counts: Mapping[str, int]) -> None:
         """``incr`` each counter; a missing one is created with ``add`` (or, if another
@@ -300,21 +275,3 @@ class MemcachedTier(CacheTier):
                 for key in list_keys(host, port, prefix, self.socket_timeout):
                     count += bool(server.delete(key))
         return count
-
-    def close(self) -> None:
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                client.close()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {
-            k: v
-            for k, v in self.__dict__.items()
-            if k not in ("_lock", "_client", "_pid", "_buffers")
-        }
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._init_state()

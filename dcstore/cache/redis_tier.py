@@ -22,19 +22,17 @@ an object's chunks in one cluster slot, so one MGET fetches them),
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from dcstore.backends.base import Buffer
 from dcstore.backends.options import Options, ParsedUrl
-from dcstore.cache.buffers import ReceiveBuffers
 from dcstore.cache.endpoints import check_namespace, parse_host, query_string
+from dcstore.cache.network_tier import NetworkTier
 from dcstore.cache.resp import reply_capacity
-from dcstore.cache.tier import STAT_FIELDS, CachePolicy, CacheTier, CacheUnavailableError, MiB
+from dcstore.cache.tier import STAT_FIELDS, CachePolicy, MiB
 from dcstore.errors import ConfigError
 
 try:
@@ -63,8 +61,11 @@ return n
 """
 
 
-class RedisTier(CacheTier):
+class RedisTier(NetworkTier):
     """Chunks, leases and statistics in Redis; see the module docstring for URLs."""
+
+    FAULTS = (redis.RedisError, RedisClusterException, OSError)
+    TRANSIENT = (*NetworkTier.TRANSIENT, "_release")  # a password from a file is not held
 
     def __init__(
         self,
@@ -107,9 +108,7 @@ class RedisTier(CacheTier):
         self._init_state()
 
     def _init_state(self) -> None:
-        self._lock = threading.Lock()
-        self._buffers = ReceiveBuffers()
-        self._client: Any = None
+        super()._init_state()
         self._release: Any = None
 
     @classmethod
@@ -203,29 +202,10 @@ class RedisTier(CacheTier):
         return client
 
     def _redis(self) -> Any:
-        client = self._client
-        if client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = self._connect()
-                client = self._client
-        return client
+        return self._connection()
 
-    @contextlib.contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        """Map every failure of the Redis client to :class:`CacheUnavailableError`."""
-        try:
-            yield
-        except (redis.RedisError, RedisClusterException, OSError) as exc:
-            self._client = None  # reconnect (and re-discover a cluster) next time
-            detail = str(exc).splitlines()[0] if str(exc) else ""
-            raise CacheUnavailableError(
-                f"cache tier {self.url}: {what} failed: {type(exc).__name__}: {detail}"
-            ) from exc
-
-    def key(self, suffix: str) -> str:
-        """The full Redis key of a namespace-relative key."""
-        return f"{self.namespace}:{suffix}"
+    def _on_fault(self) -> None:
+        self._client = None  # reconnect (and re-discover a cluster) next time
 
     # -- the tier contract -----------------------------------------------------------
 
@@ -356,22 +336,3 @@ class RedisTier(CacheTier):
         for key in keys:
             pipe.unlink(key)
         return sum(int(n) for n in pipe.execute())
-
-    def close(self) -> None:
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                client.close()
-
-    def __getstate__(self) -> dict[str, Any]:
-        # no connections; a password from a file is not held at all (re-read when connecting)
-        return {
-            k: v
-            for k, v in self.__dict__.items()
-            if k not in ("_lock", "_client", "_release", "_buffers")
-        }
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._init_state()
