@@ -4,12 +4,14 @@ pymemcache reads replies 4 KiB at a time (with a socket timeout, each read is a 
 plus a recv) and joins the pieces into a new ``bytes`` per value. Here the reply lands
 in the caller's reused buffer with large ``recv_into`` calls and values are returned as
 offsets into it. The connection is one of pymemcache's pooled ones; a connection whose
-reply was not read to the end is closed, never reused.
+reply was not read to the end is closed, never reused. Its timeout is enforced by the
+kernel instead of a ``poll`` per read (:func:`kernel_timeouts`).
 """
 
 from __future__ import annotations
 
 import socket
+import struct
 from typing import Any
 
 from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError
@@ -34,11 +36,26 @@ def get_into(
         try:
             if client.sock is None:
                 client._connect()
+            if client.sock.gettimeout() is not None:
+                kernel_timeouts(client.sock)
             client.sock.sendall(b"get " + b" ".join(keys) + b"\r\n")
             return _read_values(client.sock, buf, start)
         except BaseException:
             client.close()  # the reply may be half read: never reuse this connection
             raise
+
+
+def kernel_timeouts(sock: socket.socket) -> None:
+    """Move the socket's timeout into the kernel (``SO_RCVTIMEO``/``SO_SNDTIMEO``) and make
+    it blocking: Python then skips its ``poll`` before every ``recv``; a timeout still
+    raises an ``OSError`` (``EAGAIN``)."""
+    timeout = sock.gettimeout()
+    assert timeout is not None
+    seconds = int(timeout)
+    timeval = struct.pack("ll", seconds, int((timeout - seconds) * 1e6))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    sock.settimeout(None)
 
 
 def _read_values(
