@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start every real server the test suite uses, in parallel, on 127.0.0.1:
-# Redis (standalone + 3-node cluster), HDFS (MiniDFSCluster), Cassandra 5.0 and FerretDB.
+# Redis (standalone + 3-node cluster), three memcached servers, HDFS (MiniDFSCluster),
+# Cassandra 5.0 and FerretDB.
 # Writes .servers/env.sh exporting DCSTORE_TEST_<NAME>_URL; `source` it to point tests
 # and benchmarks at them. servers/down.sh stops them. Each start script installs or
 # builds what it needs on first use (apt, Maven, Go) and reuses its caches later.
@@ -15,6 +16,7 @@ if [ -x "$REPO/.venv/bin/python" ]; then export PATH="$REPO/.venv/bin:$PATH"; fi
 declare -A START=(
     [redis]="$HERE/redis/start.sh standalone"
     [redis_cluster]="$HERE/redis/start.sh cluster"
+    [memcached]="$HERE/memcached/start.sh"
     [mongodb]="$HERE/ferretdb/start.sh"
     [hdfs]="$HERE/hdfs/start.sh"
     [cassandra]="$HERE/cassandra/start.sh"

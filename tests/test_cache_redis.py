@@ -1,4 +1,5 @@
-"""CachedBackend on real Redis: the shared standalone server and the shared 3-node cluster."""
+"""CachedBackend on the real shared tiers: the Redis standalone server, the 3-node Redis
+cluster and the three memcached servers (tier-generic tests run on each)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from memcached_server import memcached_entries, shared_memcached_url
 from redis_server import (  # noqa: F401 - private_redis is a fixture
     private_redis_fixture,
     shared_cluster_url,
@@ -22,7 +24,7 @@ from redis_server import (  # noqa: F401 - private_redis is a fixture
 
 from dcstore.backends.base import Backend
 from dcstore.backends.local import LocalBackend
-from dcstore.cache import CachedBackend, open_cache_tier
+from dcstore.cache import CachedBackend, CacheTier, open_cache_tier
 from dcstore.cache.redis_tier import RedisTier
 from dcstore.store import open_store
 from dcstore.testing.conformance import BackendConformance, payload
@@ -42,9 +44,16 @@ def fresh_url(base: str, **query: object) -> str:
     return with_query(base, namespace=f"t{uuid.uuid4().hex[:12]}", stats_interval=0, **query)
 
 
-@pytest.fixture(params=["standalone", "cluster"])
+SHARED_TIERS = {
+    "standalone": shared_redis_url,
+    "cluster": shared_cluster_url,
+    "memcached": shared_memcached_url,
+}
+
+
+@pytest.fixture(params=sorted(SHARED_TIERS))
 def base_url(request: pytest.FixtureRequest) -> str:
-    return shared_redis_url() if request.param == "standalone" else shared_cluster_url()
+    return SHARED_TIERS[request.param]()
 
 
 @pytest.fixture
@@ -58,13 +67,21 @@ def raw_client(tier: RedisTier) -> redis.Redis | redis.RedisCluster:
     return tier._redis()
 
 
-def all_values(tier: RedisTier) -> dict[bytes, bytes]:
+def all_entries(tier: CacheTier) -> dict[bytes, tuple[bytes, float | None]]:
+    """Every string key of the tier's namespace: ``key -> (value, seconds to live or None)``."""
+    if not isinstance(tier, RedisTier):
+        return memcached_entries(tier)
     client = raw_client(tier)
     out = {}
     for key in client.scan_iter(match=f"{tier.namespace}:*"):
         if client.type(key) == b"string":
-            out[key] = client.get(key)
+            ttl = client.pttl(key)
+            out[key] = (client.get(key), ttl / 1000 if ttl >= 0 else None)
     return out
+
+
+def all_values(tier: CacheTier) -> dict[bytes, bytes]:
+    return {k: v for k, (v, _) in all_entries(tier).items()}
 
 
 class TestRedisConformance(BackendConformance):
@@ -85,13 +102,23 @@ class TestRedisClusterConformance(BackendConformance):
         open_cache_tier(url).clear()
 
 
+class TestMemcachedConformance(BackendConformance):
+    large_object_size = 16 * MiB + 1
+
+    @pytest.fixture
+    def backend(self) -> Iterator[Backend]:
+        url = fresh_url(shared_memcached_url(), chunk_bytes=512 * 1024)
+        yield CachedBackend(LocalBackend_or_memory(), url)
+        open_cache_tier(url).clear()
+
+
 def LocalBackend_or_memory() -> Backend:
     from dcstore.backends.memory import MemoryBackend
 
     return MemoryBackend(f"redis-conf-{uuid.uuid4().hex}")
 
 
-def test_hits_come_from_redis(tier_url: str, tmp_path: Path) -> None:
+def test_hits_come_from_the_tier(tier_url: str, tmp_path: Path) -> None:
     origin = InstrumentedBackend(LocalBackend(tmp_path))
     store = CachedBackend(origin, tier_url)
     data = payload(300_000)
@@ -101,15 +128,14 @@ def test_hits_come_from_redis(tier_url: str, tmp_path: Path) -> None:
     assert store.get_range("d/a.bin", 70_000, 200_000) == data[70_000:200_000]
     assert origin.reads == 1
     tier = store.tier
-    assert isinstance(tier, RedisTier)
-    chunks = [v for k, v in all_values(tier).items() if b"lease" not in k]
+    chunks = [v for k, v in all_values(tier).items() if b"lease" not in k and b"stats" not in k]
     assert len(chunks) == 5 and b"".join(sorted(chunks, key=data.index)) == data
     store.flush_stats()
     shared = tier.read_stats()
     assert (shared["hits"], shared["misses"], shared["bytes_from_origin"]) == (2, 1, len(data))
 
 
-def test_redis_holds_ciphertext_only(tier_url: str, tmp_path: Path) -> None:
+def test_tier_holds_ciphertext_only(tier_url: str, tmp_path: Path) -> None:
     from dcstore.crypto import Keyring, write_key_file
 
     keyfile = tmp_path / "kek.json"
@@ -119,9 +145,7 @@ def test_redis_holds_ciphertext_only(tier_url: str, tmp_path: Path) -> None:
         store.put("secret/shard-000.tar", marker)
         assert store.get("secret/shard-000.tar") == marker
         assert store.get_range("secret/shard-000.tar", 17, 1000) == marker[17:1000]
-        tier = open_cache_tier(tier_url)
-        assert isinstance(tier, RedisTier)
-        values = all_values(tier)
+        values = all_values(open_cache_tier(tier_url))
         assert values, "the cache should hold the object's chunks"
         for key, value in values.items():
             assert b"PLAINTEXT" not in key and b"PLAINTEXT" not in value
@@ -184,15 +208,15 @@ def test_stats_are_shared_and_cli_shows_and_clears(tier_url: str, tmp_path: Path
     assert stats["hits"] == 4 and stats["misses"] == 4
     assert stats["bytes_from_cache"] == stats["bytes_from_origin"] == 400_000
     assert stats["hit_ratio"] == 0.5
-    assert stats["server"]["maxmemory_policy"] == "allkeys-lru"
+    policy = "memcached-lru" if tier_url.startswith("memcached:") else "allkeys-lru"
+    assert stats["server"]["maxmemory_policy"] == policy
     assert stats["server"]["nodes"] in (1, 3) and stats["server"]["used_memory"] > 0
     human = dcstore_cli("cache", "stats", tier_url)
     assert "hit ratio" in human.stdout and "50.0%" in human.stdout
-    assert "policy allkeys-lru" in human.stdout and "warning" not in human.stdout
+    assert f"policy {policy}" in human.stdout and "warning" not in human.stdout
     cleared = dcstore_cli("cache", "clear", tier_url)
     assert cleared.returncode == 0, cleared.stderr
     tier = open_cache_tier(tier_url)
-    assert isinstance(tier, RedisTier)
     assert all_values(tier) == {} and tier.read_stats()["hits"] == 0
 
 
@@ -207,11 +231,8 @@ def test_ttl_is_set_on_chunks(base_url: str, tmp_path: Path) -> None:
     store.put("k", payload(1000))
     store.get("k")
     tier = store.tier
-    assert isinstance(tier, RedisTier)
-    client = raw_client(tier)
-    keys = list(client.scan_iter(match=f"{tier.namespace}:*"))
-    chunk_keys = [k for k in keys if b"stats" not in k]
-    assert chunk_keys and all(0 < client.pttl(k) <= 60_000 for k in chunk_keys)
+    ttls = [ttl for k, (_, ttl) in all_entries(tier).items() if b"stats" not in k]
+    assert ttls and all(ttl is not None and 0 < ttl <= 60 for ttl in ttls), ttls
     tier.clear()
 
 

@@ -2,8 +2,9 @@
 
 ``CachedBackend(inner, cache)`` wraps a :class:`~dcstore.backends.base.Backend`;
 ``open_cache_tier(spec)`` opens the in-process LRU (``"memory"``, the
-embedded default) or Redis (``"redis://host:6379/0"``, ``"rediss://..."``,
-``"redis+cluster://h1:p1,h2:p2"``). See ``docs/cache.md``.
+embedded default), Redis (``"redis://host:6379/0"``, ``"rediss://..."``,
+``"redis+cluster://h1:p1,h2:p2"``) or Memcached (``"memcached://h1:11211,h2:11211"``).
+See ``docs/cache.md``.
 """
 
 from dcstore.cache.backend import CachedBackend

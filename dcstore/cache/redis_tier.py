@@ -22,18 +22,17 @@ an object's chunks in one cluster slot, so one MGET fetches them),
 
 from __future__ import annotations
 
-import contextlib
-import re
-import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from dcstore.backends.base import Buffer
 from dcstore.backends.options import Options, ParsedUrl
+from dcstore.cache.endpoints import check_namespace, parse_host, query_string
+from dcstore.cache.network_tier import NetworkTier
 from dcstore.cache.resp import reply_capacity
-from dcstore.cache.tier import STAT_FIELDS, CachePolicy, CacheTier, CacheUnavailableError, MiB
+from dcstore.cache.tier import STAT_FIELDS, CachePolicy, MiB
 from dcstore.errors import ConfigError
 
 try:
@@ -52,8 +51,6 @@ MGET_BYTES = 16 * MiB
 """Chunks fetched per MGET round trip (in bytes): large enough to amortise the
 round trip, small enough to bound the server's reply buffer per client."""
 
-KEEP_BUFFER_BYTES = 80 * MiB
-"""Receive buffers up to this size are kept per thread for reuse."""
 
 _RELEASE = """
 local n = 0
@@ -62,26 +59,13 @@ for _, key in ipairs(KEYS) do
 end
 return n
 """
-_NAMESPACE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
-def _parse_host(entry: str, default_port: int = 6379) -> tuple[str, int]:
-    """``host``, ``host:port`` or ``[v6addr]:port``."""
-    if entry.startswith("["):
-        host, _, rest = entry[1:].partition("]")
-        port = rest.lstrip(":")
-    elif entry.count(":") == 1:
-        host, port = entry.split(":")
-    else:
-        host, port = entry, ""
-    try:
-        return host or "127.0.0.1", int(port) if port else default_port
-    except ValueError:
-        raise ConfigError(f"bad redis host {entry!r}: expected host:port") from None
-
-
-class RedisTier(CacheTier):
+class RedisTier(NetworkTier):
     """Chunks, leases and statistics in Redis; see the module docstring for URLs."""
+
+    FAULTS = (redis.RedisError, RedisClusterException, OSError)
+    TRANSIENT = (*NetworkTier.TRANSIENT, "_release")  # a password from a file is not held
 
     def __init__(
         self,
@@ -108,15 +92,13 @@ class RedisTier(CacheTier):
             raise ConfigError("several redis hosts need the redis+cluster:// scheme")
         if cluster and db != 0:
             raise ConfigError("Redis Cluster has only database 0")
-        if not _NAMESPACE.match(namespace):
-            raise ConfigError(f"cache namespace must match {_NAMESPACE.pattern}, got {namespace!r}")
         if password and password_file:
             raise ConfigError("give the redis password in the URL or in password_file, not both")
         self.hosts = [(h, int(p)) for h, p in hosts]
         self.db, self.cluster, self.tls = db, cluster, tls
         self.username, self.password_file = username, password_file
         self._url_password = password
-        self.namespace = namespace
+        self.namespace = check_namespace(namespace)
         self.socket_timeout, self.connect_timeout = socket_timeout, connect_timeout
         self.ca_file, self.cert_file, self.key_file = ca_file, cert_file, key_file
         self.tls_verify = tls_verify
@@ -126,9 +108,7 @@ class RedisTier(CacheTier):
         self._init_state()
 
     def _init_state(self) -> None:
-        self._lock = threading.Lock()
-        self._local = threading.local()
-        self._client: Any = None
+        super()._init_state()
         self._release: Any = None
 
     @classmethod
@@ -142,7 +122,7 @@ class RedisTier(CacheTier):
         except ValueError:
             raise ConfigError(f"redis database must be a number, got {path!r}") from None
         tier = cls(
-            [_parse_host(h) for h in url.hosts] or [("127.0.0.1", 6379)],
+            [parse_host(h, 6379, "redis") for h in url.hosts] or [("127.0.0.1", 6379)],
             db=db,
             cluster=cluster,
             tls=url.scheme.startswith("rediss"),
@@ -165,21 +145,21 @@ class RedisTier(CacheTier):
         scheme = ("rediss" if self.tls else "redis") + ("+cluster" if self.cluster else "")
         user = f"{quote(self.username)}@" if self.username else ""
         hosts = ",".join(f"{h}:{p}" for h, p in self.hosts)
-        query = dict(self.policy.query())
-        extras = {
-            "namespace": None if self.namespace == "dcstore" else self.namespace,
-            "password_file": self.password_file,
-            "socket_timeout": None if self.socket_timeout == 2.0 else self.socket_timeout,
-            "connect_timeout": None if self.connect_timeout == 1.0 else self.connect_timeout,
-            "ca_file": self.ca_file,
-            "cert_file": self.cert_file,
-            "key_file": self.key_file,
-            "tls_verify": None if self.tls_verify else "false",
-        }
-        query.update({k: str(v) for k, v in extras.items() if v is not None})
-        qs = "&".join(f"{k}={quote(v)}" for k, v in sorted(query.items()))
+        query: dict[str, object | None] = dict(self.policy.query())
+        query.update(
+            {
+                "namespace": None if self.namespace == "dcstore" else self.namespace,
+                "password_file": self.password_file,
+                "socket_timeout": None if self.socket_timeout == 2.0 else self.socket_timeout,
+                "connect_timeout": None if self.connect_timeout == 1.0 else self.connect_timeout,
+                "ca_file": self.ca_file,
+                "cert_file": self.cert_file,
+                "key_file": self.key_file,
+                "tls_verify": None if self.tls_verify else "false",
+            }
+        )
         db = "" if self.cluster else f"/{self.db}"
-        return f"{scheme}://{user}{hosts}{db}" + (f"?{qs}" if qs else "")
+        return f"{scheme}://{user}{hosts}{db}{query_string(query)}"
 
     # -- connections -----------------------------------------------------------------
 
@@ -222,29 +202,10 @@ class RedisTier(CacheTier):
         return client
 
     def _redis(self) -> Any:
-        client = self._client
-        if client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = self._connect()
-                client = self._client
-        return client
+        return self._connection()
 
-    @contextlib.contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        """Map every failure of the Redis client to :class:`CacheUnavailableError`."""
-        try:
-            yield
-        except (redis.RedisError, RedisClusterException, OSError) as exc:
-            self._client = None  # reconnect (and re-discover a cluster) next time
-            detail = str(exc).splitlines()[0] if str(exc) else ""
-            raise CacheUnavailableError(
-                f"cache tier {self.url}: {what} failed: {type(exc).__name__}: {detail}"
-            ) from exc
-
-    def key(self, suffix: str) -> str:
-        """The full Redis key of a namespace-relative key."""
-        return f"{self.namespace}:{suffix}"
+    def _on_fault(self) -> None:
+        self._client = None  # reconnect (and re-discover a cluster) next time
 
     # -- the tier contract -----------------------------------------------------------
 
@@ -252,7 +213,7 @@ class RedisTier(CacheTier):
         """MGETs of at most :data:`MGET_BYTES` each, received in place (:mod:`.resp`)
         into this thread's reused buffer."""
         full = [self.key(k) for k in keys]
-        buf = self._buffer(reply_capacity(sizes) + 8 * len(sizes))  # + a header per batch
+        buf = self._buffers.get(reply_capacity(sizes) + 8 * len(sizes))  # + a header per batch
         step = max(1, MGET_BYTES // self.policy.chunk_bytes)
         view = memoryview(buf)
         out: list[Buffer | None] = []
@@ -267,16 +228,6 @@ class RedisTier(CacheTier):
                 offsets, pos = got
                 out.extend(None if o is None else view[o : o + n] for o, n in offsets)
         return out
-
-    def _buffer(self, size: int) -> bytearray:
-        """This thread's receive buffer, at least ``size`` bytes (kept if not huge)."""
-        local = self._local
-        buf: bytearray | None = getattr(local, "buf", None)
-        if buf is None or len(buf) < size:
-            buf = bytearray(size + (size >> 3))
-            if len(buf) <= KEEP_BUFFER_BYTES:
-                local.buf = buf
-        return buf
 
     def _mget_slow(self, client: Any, keys: list[str], sizes: Sequence[int]) -> list[Buffer | None]:
         """MGET through redis-py (follows cluster redirects and refreshes the slot map)."""
@@ -385,22 +336,3 @@ class RedisTier(CacheTier):
         for key in keys:
             pipe.unlink(key)
         return sum(int(n) for n in pipe.execute())
-
-    def close(self) -> None:
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                client.close()
-
-    def __getstate__(self) -> dict[str, Any]:
-        # no connections; a password from a file is not held at all (re-read when connecting)
-        return {
-            k: v
-            for k, v in self.__dict__.items()
-            if k not in ("_lock", "_client", "_release", "_local")
-        }
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._init_state()

@@ -4,8 +4,10 @@
   in-process LRU (:class:`~dcstore.cache.lru.LruTier`), the embedded default.
 * ``"redis://..."``, ``"rediss://..."``, ``"redis+cluster://h1:p1,h2:p2"``,
   ``"rediss+cluster://..."``: Redis (:class:`~dcstore.cache.redis_tier.RedisTier`).
+* ``"memcached://h1:11211,h2:11211"``: Memcached servers with client-side
+  consistent hashing (:class:`~dcstore.cache.memcached_tier.MemcachedTier`).
 
-Both accept the :class:`~dcstore.cache.tier.CachePolicy` options in the query
+All accept the :class:`~dcstore.cache.tier.CachePolicy` options in the query
 string (``chunk_bytes``, ``max_object_bytes``, ``ttl``, ``single_flight``, ...)
 and ``namespace``; unknown options are a :class:`ConfigError`.
 """
@@ -19,6 +21,7 @@ from dcstore.errors import ConfigError
 
 LRU_SCHEMES = ("memory", "lru")
 REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
+MEMCACHED_SCHEMES = ("memcached",)
 
 
 def open_cache_tier(spec: CacheTier | str) -> CacheTier:
@@ -44,8 +47,13 @@ def open_cache_tier(spec: CacheTier | str) -> CacheTier:
         from dcstore.cache.redis_tier import RedisTier
 
         tier = RedisTier.from_url(url, options)
+    elif url.scheme in MEMCACHED_SCHEMES:
+        from dcstore.cache.memcached_tier import MemcachedTier
+
+        tier = MemcachedTier.from_url(url, options)
     else:
-        accepted = ", ".join(f"{s}://" for s in (*LRU_SCHEMES, *REDIS_SCHEMES))
+        schemes = (*LRU_SCHEMES, *REDIS_SCHEMES, *MEMCACHED_SCHEMES)
+        accepted = ", ".join(f"{s}://" for s in schemes)
         raise ConfigError(f"unknown cache scheme {url.scheme!r}; accepted: {accepted}")
     options.finish()
     return tier

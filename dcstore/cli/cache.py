@@ -1,6 +1,7 @@
 """``dcstore cache stats URL`` and ``dcstore cache clear URL``: the shared hot tier.
 
-``URL`` is the cache tier's URL (``redis://host:6379/0?namespace=...``); the
+``URL`` is the cache tier's URL (``redis://host:6379/0?namespace=...`` or
+``memcached://h1:11211,h2:11211?namespace=...``); the
 statistics are those every process using that namespace has reported.
 ``--password-file`` (or ``DCSTORE_CACHE_PASSWORD_FILE``) supplies a Redis
 password without putting it on the command line.
@@ -34,7 +35,9 @@ def _open(args: argparse.Namespace) -> CacheTier:
         url += ("&" if "?" in url else "?") + f"password_file={password_file}"
     tier = open_cache_tier(url)
     if isinstance(tier, LruTier):
-        raise ConfigError("the in-process cache has no shared state; give a redis:// URL")
+        raise ConfigError(
+            "the in-process cache has no shared state; give a redis:// or memcached:// URL"
+        )
     return tier
 
 
@@ -50,7 +53,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     tier = _open(args)
     try:
         stats: dict[str, object] = dict(with_ratio(tier.read_stats()))
-        info = getattr(tier, "server_info", None)  # Redis tiers (redis-py is optional)
+        info = getattr(tier, "server_info", None)  # shared tiers (their clients are optional)
         server = info() if info is not None else None
     finally:
         tier.close()
@@ -75,7 +78,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
             f"of maxmemory {limit}, policy {server['maxmemory_policy']}, "
             f"{server['evicted_keys']} keys evicted"
         )
-        if not server["maxmemory"] or not str(server["maxmemory_policy"]).startswith("allkeys-"):
+        evicts = str(server["maxmemory_policy"]).startswith(("allkeys-", "memcached-"))
+        if not server["maxmemory"] or not evicts:
             print(
                 "  warning: set maxmemory and an allkeys-lru/allkeys-lfu policy "
                 "(docs/cache.md, Redis server settings)"
@@ -102,7 +106,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("clear", cmd_clear, "remove every key of the tier's namespace (chunks, leases, stats)"),
     ):
         p = cmds.add_parser(name, help=text)
-        p.add_argument("url", help="cache URL, e.g. redis://host:6379/0?namespace=dcstore")
+        p.add_argument(
+            "url", help="cache URL, e.g. redis://host:6379/0 or memcached://h1:11211,h2:11211"
+        )
         p.add_argument("--password-file", help="file holding the Redis password")
         if name == "stats":
             p.add_argument("--json", action="store_true")

@@ -1,0 +1,82 @@
+"""What the tiers on servers share: one lazily made client per process, key names,
+failures mapped to :class:`CacheUnavailableError`, pickling without connections."""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from dcstore.cache.buffers import ReceiveBuffers
+from dcstore.cache.tier import CacheTier, CacheUnavailableError
+
+
+class NetworkTier(CacheTier):
+    """A tier whose store is reached through a client object made by :meth:`_connect`.
+
+    The client is made on first use, again in a forked child (a DataLoader worker must
+    not share its parent's sockets) and after :meth:`close`; it is never pickled.
+    """
+
+    FAULTS: tuple[type[BaseException], ...] = (OSError,)
+    """Exceptions of the client that mean the store failed (down, timeout, refused)."""
+    TRANSIENT: tuple[str, ...] = ("_lock", "_client", "_pid", "_buffers")
+    """Attributes that are per process and never pickled."""
+
+    def _init_state(self) -> None:
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._pid = os.getpid()
+        self._buffers = ReceiveBuffers()
+
+    @abc.abstractmethod
+    def _connect(self) -> Any:
+        """A new client of the store (connections may open lazily)."""
+
+    def _connection(self) -> Any:
+        """This process's client, made on first use."""
+        if self._pid != os.getpid():
+            self._init_state()
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._connect()
+                client = self._client
+        return client
+
+    def _on_fault(self) -> None:
+        """Called when an operation failed, before the error is raised."""
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """Map every failure of the store (:data:`FAULTS`) to :class:`CacheUnavailableError`."""
+        try:
+            yield
+        except self.FAULTS as exc:
+            self._on_fault()
+            detail = str(exc).splitlines()[0] if str(exc) else ""
+            raise CacheUnavailableError(
+                f"cache tier {self.url}: {what} failed: {type(exc).__name__}: {detail}"
+            ) from exc
+
+    def key(self, suffix: str) -> str:
+        """The store's key of a namespace-relative key."""
+        return f"{self.namespace}:{suffix}"
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in self.TRANSIENT}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_state()

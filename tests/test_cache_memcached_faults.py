@@ -1,0 +1,204 @@
+"""Memcached faults never fail a read; single-flight across processes; bounded memory.
+Private memcached groups only (three servers unless said otherwise)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from memcached_server import (  # noqa: F401 - private_memcached_fixture is a fixture
+    PrivateMemcached,
+    memcached_entries,
+    private_memcached_fixture,
+)
+from test_cache_faults import HOLDER, origin_with, run_readers, wait_for
+
+from dcstore.backends.local import LocalBackend
+from dcstore.cache import CachedBackend, open_cache_tier
+from dcstore.store import open_store
+from dcstore.testing.conformance import payload
+from dcstore.testing.instrumented import InstrumentedBackend, logged_bytes
+
+pytestmark = pytest.mark.slow
+KiB = 1 << 10
+SAMPLES = 600
+FAST_FAILOVER = "retry_interval=0.2&dead_timeout=1&connect_timeout=0.3&socket_timeout=1"
+
+
+def sample_of(item: dict[str, Any]) -> tuple[str, bytes]:
+    return str(item["__key__"]), bytes(item["bin"])
+
+
+def epoch(loader: Any) -> list[tuple[str, bytes]]:
+    return sorted((key, data) for key, data in loader)
+
+
+def test_one_of_three_killed_and_restarted_mid_epoch(private_memcached, tmp_path: Path) -> None:
+    """Every sample once with the right bytes while a server dies and comes back empty."""
+    torch_data = pytest.importorskip("torch.utils.data")
+    from dcstore.crypto import Keyring, write_key_file
+    from dcstore.loaders import ShardedDataset, ShardWriter
+
+    keyfile = tmp_path / "kek.json"
+    write_key_file(keyfile, Keyring.generate())
+    keys = f"file://{keyfile}"
+    root = tmp_path / "origin"
+    with ShardWriter(str(root), keys=keys, shard_size=32 * 1024) as writer:
+        for i in range(SAMPLES):
+            writer.write({"__key__": f"s{i:05d}", "bin": payload(1500, i)})
+    group: PrivateMemcached = private_memcached()
+    cache = f"{group.url}?chunk_bytes=16384&stats_interval=0&{FAST_FAILOVER}"
+    # a slow origin, so that the epoch is long enough to kill a server in its middle
+    store = open_store(
+        InstrumentedBackend(LocalBackend(root), latency=0.01), cache=cache, keys=keys
+    )
+    ds = ShardedDataset(store, shuffle=True, seed=3, prefetch_bytes=64 * 1024).map(sample_of)
+    loader = torch_data.DataLoader(ds, batch_size=None, num_workers=2, persistent_workers=False)
+    expected = sorted((f"s{i:05d}", payload(1500, i)) for i in range(SAMPLES))
+
+    ds.set_epoch(0)
+    assert epoch(loader) == expected  # fills the tier
+    events: list[str] = []
+    seen: list[tuple[str, bytes]] = []
+    # kill a server that does not hold the shared counters (they would be lost with it)
+    tier = open_cache_tier(cache)
+    stats_port = tier._memcached()._get_client(tier._stat_key("hits")).server[1]  # type: ignore[attr-defined]
+    victim = next(i for i, port in enumerate(group.ports) if port != stats_port)
+    ds.set_epoch(1)
+    for key, data in loader:  # the DataLoader hands tuples over as lists
+        seen.append((key, data))
+        if len(seen) == SAMPLES // 4:
+            group.kill9(node=victim)
+            events.append("killed")
+        elif len(seen) == SAMPLES // 2:
+            group.start()  # the same port, empty
+            events.append("restarted")
+    assert events == ["killed", "restarted"]
+    assert len(seen) == SAMPLES and sorted(seen) == expected  # every sample once, right bytes
+    ds.set_epoch(2)  # all three serve again: the epoch refills and completes
+    assert epoch(loader) == expected
+    stats = tier.read_stats()
+    assert stats["errors"] >= 1 and stats["hits"] > 0 and stats["misses"] > 0
+
+
+def test_a_dead_server_leaves_the_ring_and_the_others_keep_serving(
+    private_memcached, tmp_path: Path
+) -> None:
+    group: PrivateMemcached = private_memcached()
+    origin = origin_with(tmp_path, 12, 100 * KiB)
+    store = CachedBackend(origin, f"{group.url}?chunk_bytes=32768&{FAST_FAILOVER}")
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def reader() -> None:  # reads continuously through kill and restart
+        try:
+            while not stop.is_set():
+                for i in range(12):
+                    assert store.get(f"o/{i:03d}.bin") == payload(100 * KiB, i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        wait_for(lambda: store.stats()["hits"] > 24)
+        group.kill9(node=0)
+        wait_for(lambda: store.stats()["errors"] >= 1)
+        hits = store.stats()["hits"]
+        # the survivors take over the dead server's objects: hits go on while it is down
+        wait_for(lambda: store.stats()["hits"] > hits + 48)
+        group.start()  # the same port, empty: back in the ring after dead_timeout, refilled
+        wait_for(lambda: bool(memcached_entries_on(group, 0)))
+        hits = store.stats()["hits"]
+        wait_for(lambda: store.stats()["hits"] > hits + 48)
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors, errors
+
+
+def memcached_entries_on(group: PrivateMemcached, node: int) -> dict[bytes, Any]:
+    url = f"memcached://127.0.0.1:{group.ports[node]}"
+    return memcached_entries(open_cache_tier(url))
+
+
+def test_paused_server_times_out_to_the_origin(private_memcached, tmp_path: Path) -> None:
+    group: PrivateMemcached = private_memcached()
+    origin = origin_with(tmp_path, 6, 100 * KiB)
+    store = CachedBackend(origin, f"{group.url}?{FAST_FAILOVER}&socket_timeout=0.3")
+    for i in range(6):
+        store.get(f"o/{i:03d}.bin")
+    group.signal(signal.SIGSTOP, node=2)
+    try:
+        for _ in range(3):
+            for i in range(6):
+                assert store.get(f"o/{i:03d}.bin") == payload(100 * KiB, i)
+    finally:
+        group.signal(signal.SIGCONT, node=2)
+    assert store.stats()["errors"] >= 1
+
+
+def test_memory_is_bounded_by_the_servers_lru(private_memcached, tmp_path: Path) -> None:
+    group: PrivateMemcached = private_memcached(count=1, memory_mb=4)
+    origin = origin_with(tmp_path, 24, 512 * KiB)
+    url = f"{group.url}?chunk_bytes=131072"
+    store = CachedBackend(origin, url)
+    for _ in range(2):
+        for i in range(24):
+            assert store.get(f"o/{i:03d}.bin") == payload(512 * KiB, i)
+    info = open_cache_tier(url).server_info()  # type: ignore[attr-defined]
+    assert info["evicted_keys"] > 0 and info["used_memory"] <= info["maxmemory"]
+    assert store.stats()["errors"] == 0  # eviction is a miss, not a fault
+
+
+@pytest.mark.parametrize("single_flight", [True, False])
+def test_single_flight_across_processes(
+    private_memcached, tmp_path: Path, single_flight: bool
+) -> None:
+    group: PrivateMemcached = private_memcached()
+    root = tmp_path / "origin"
+    origin = LocalBackend(root)
+    for i in range(6):
+        origin.put(f"s/{i}.bin", payload(512 * KiB, i))
+    log = tmp_path / "origin.log"
+    cache = f"{group.url}?chunk_bytes=131072&single_flight={str(single_flight).lower()}"
+    run_readers(root, cache, log, n=3, delay=0.3)
+    ratio = logged_bytes(str(log)) / (6 * 512 * KiB)
+    stats = open_cache_tier(cache).read_stats()
+    if single_flight:
+        assert ratio <= 1.05, ratio  # the guarantee, whatever the timing
+        assert stats["single_flight_waits"] >= 1
+    else:
+        assert ratio >= 1.5, ratio  # simultaneous misses each read the origin
+
+
+def test_killed_fetcher_lease_is_taken_over(private_memcached, tmp_path: Path) -> None:
+    group: PrivateMemcached = private_memcached()
+    root = tmp_path / "origin"
+    LocalBackend(root).put("k.bin", payload(300 * KiB))
+    cache = f"{group.url}?namespace=lease{uuid.uuid4().hex[:6]}&lease_ttl=2&stats_interval=0"
+    tests = str(Path(__file__).resolve().parent)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, tests, str(root), cache])
+    try:
+        tier = open_cache_tier(cache)
+        wait_for(lambda: any(b"lease" in k for k in memcached_entries(tier)))
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        origin = InstrumentedBackend(LocalBackend(root))
+        store = CachedBackend(origin, cache)
+        started = time.monotonic()
+        assert store.get("k.bin") == payload(300 * KiB)
+        waited = time.monotonic() - started
+        assert 0.3 < waited < 6, waited  # waited for the dead fetcher's lease to expire
+        assert origin.reads == 1  # then took over and filled the cache
+        assert store.get("k.bin") == payload(300 * KiB) and origin.reads == 1
+    finally:
+        if holder.poll() is None:
+            holder.kill()
