@@ -172,3 +172,38 @@ def test_bench_cache_on_memcached(tmp_path: Path) -> None:
         assert miss.extra["hit_ratio"] == 0.0 and miss.extra["cache_errors"] == 0
         assert all(c.ops > 0 and c.errors == 0 and c.bytes_verified > 0 for c in (hit, miss))
     tier_of(url).clear()
+
+
+def test_pymemcache_internals_the_fast_get_borrows() -> None:
+    """memcached_io uses pymemcache's pooled connections directly (a measured speed-up,
+    bench/results/cache.md); pyproject fences the version, and this fails if they move."""
+    import pymemcache
+    from pymemcache.client.base import Client, PooledClient
+
+    assert pymemcache.__version__.startswith("4.0")
+    pooled = PooledClient(("127.0.0.1", 1), connect_timeout=0.1, timeout=0.1)
+    assert hasattr(pooled.client_pool, "get_and_release")
+    client = Client(("127.0.0.1", 1))
+    assert client.sock is None and callable(client._connect)
+
+
+@pytest.mark.parametrize(
+    "reply, message",
+    [
+        (b"VALUE k 0 99999999999\r\n", "announces a value of"),
+        (b"VALUE k 0 -5\r\n", "announces a value of"),
+        (b"X" * 5000, "too long"),
+    ],
+)
+def test_a_garbled_reply_never_sizes_an_allocation(reply: bytes, message: str) -> None:
+    import socket
+
+    from pymemcache.exceptions import MemcacheError
+
+    from dcstore.cache.memcached_io import _read_values
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(reply)
+        with pytest.raises(MemcacheError, match=message):
+            _read_values(ours, bytearray(256), 0)

@@ -18,6 +18,10 @@ from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError
 
 RECV_BYTES = 1 << 20
 """Most bytes asked of one ``recv_into``."""
+MAX_VALUE_BYTES = 1 << 30
+"""memcached's largest possible item (``-I 1024m``): a longer announced value is garbage."""
+MAX_HEADER_BYTES = 1024
+"""A ``VALUE <key> <flags> <bytes>`` line is under 300 bytes (keys are at most 250)."""
 
 
 def reply_capacity(keys: list[bytes], sizes: list[int]) -> int:
@@ -66,6 +70,8 @@ def _read_values(
     while True:
         end_of_line = buf.find(b"\r\n", pos, filled)
         while end_of_line < 0:
+            if filled - pos > MAX_HEADER_BYTES:
+                raise MemcacheError("a get reply line is too long")
             buf, filled = _receive(sock, buf, filled, filled + 64)
             end_of_line = buf.find(b"\r\n", pos, filled)
         header = bytes(buf[pos:end_of_line])
@@ -78,6 +84,8 @@ def _read_values(
             raise MemcacheError(f"unexpected get reply: {header[:80]!r}")
         value = end_of_line + 2
         length = int(parts[3])
+        if not 0 <= length <= MAX_VALUE_BYTES:
+            raise MemcacheError(f"a get reply announces a value of {length} bytes")
         while filled < value + length + 2:
             buf, filled = _receive(sock, buf, filled, value + length + 2)
         if buf[value + length : value + length + 2] != b"\r\n":
