@@ -50,6 +50,7 @@ def server_versions() -> dict[str, str]:
         "cassandra": cassandra[1],
         "ghcr.io/ferretdb/ferretdb": ferretdb[1],
         "redis": "7.0.15",  # Debian bookworm's redis-server, which servers/redis installs
+        "memcached": "1.6.18",  # Debian bookworm's memcached, which servers/memcached installs
     }
 
 
@@ -85,11 +86,16 @@ def test_image_pinned_to_the_version_the_tests_run(file, name, svc) -> None:
     assert tag.split("-")[0] == expected, f"{file}:{name}: {image}, tests run {expected}"
 
 
-def test_the_local_redis_is_the_pinned_version() -> None:
-    if not shutil.which("redis-server"):
-        pytest.skip("redis-server is not installed here")
-    out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
-    assert f"v={server_versions()['redis']} " in out
+@pytest.mark.parametrize(
+    "binary, args, shown",
+    [("redis-server", "--version", "v={} "), ("memcached", "-V", "memcached {}")],
+)
+def test_the_local_servers_are_the_pinned_versions(binary: str, args: str, shown: str) -> None:
+    if not shutil.which(binary):
+        pytest.skip(f"{binary} is not installed here")
+    out = subprocess.run([binary, args], capture_output=True, text=True).stdout
+    image = binary.removesuffix("-server")
+    assert shown.format(server_versions()[image]) in out
 
 
 def test_the_main_file_includes_every_test_server_without_port_clashes() -> None:
