@@ -5,9 +5,9 @@ normative description; this module is its reference implementation.
 
 Layout of an encrypted object::
 
-    header (81 + L bytes) | segment 0 | segment 1 | ... | segment n-1
+    header (v1: 81 + L bytes, v2: 24 + L + W) | segment 0 | ... | segment n-1
 
-Header (all integers big-endian)::
+Version-1 header (all integers big-endian)::
 
     0       4   magic  b"DCSE"
     4       1   format version (1)
