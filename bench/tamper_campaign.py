@@ -2,9 +2,10 @@
 ``dcstore get`` and ``dcstore verify`` reject each one (exit 4 or 6, no output file).
 
     python bench/tamper_campaign.py [--segment 1024] [--flips-per-segment 6] [--seed 0]
-                                    [--header-stride 1]
+                                    [--header-stride 1] [--key-types aes,rsa,x25519]
 
-Objects of awkward sizes (empty, 1 byte, around one and several segments) are
+For each key type (``aes``: format v1; ``rsa``, ``x25519``: public-key wraps,
+format v2), objects of awkward sizes (empty, 1 byte, around one and several segments) are
 written through the Python API with a small segment size, then each case writes a
 damaged copy into a fresh local store and runs the real CLI entry point in-process.
 Prints the number of cases per kind, tried and caught; exits 1 if any was missed.
@@ -26,6 +27,7 @@ from dcstore.backends.local import LocalBackend
 from dcstore.cli.main import main as cli
 from dcstore.crypto import EncryptedBackend, FileKeySource, Keyring, parse_header
 from dcstore.crypto.format import TAG_SIZE, Layout
+from dcstore.crypto.kek import KEY_TYPES
 
 REJECTED = {4, 6}  # KeyAccessError, IntegrityError
 
@@ -83,15 +85,18 @@ def rejected(argv: list[str], output: Path | None) -> bool:
     return code in REJECTED and (output is None or not output.exists()) and bool(lines)
 
 
-def run(segment: int, flips: int, seed: int, header_stride: int = 1) -> Counter[tuple[str, bool]]:
-    """Tally of (tamper kind, caught by both get and verify)."""
+def run(
+    segment: int, flips: int, seed: int, header_stride: int = 1, key_type: str = "aes"
+) -> Counter[tuple[str, bool]]:
+    """Tally of (tamper kind, caught by both get and verify) for objects under a
+    ``key_type`` key."""
     rng = random.Random(seed)
     tally: Counter[tuple[str, bool]] = Counter()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         keyfile, wrongfile = root / "kek.json", root / "wrong.json"
-        FileKeySource(str(keyfile)).save(Keyring.generate("kek-campaign"))
-        FileKeySource(str(wrongfile)).save(Keyring.generate("kek-campaign"))
+        FileKeySource(str(keyfile)).save(Keyring.generate("kek-campaign", key_type))
+        FileKeySource(str(wrongfile)).save(Keyring.generate("kek-campaign", key_type))
         source = LocalBackend(str(root / "source"))
         enc = EncryptedBackend(source, FileKeySource(str(keyfile)), segment_size=segment)
         sizes = [0, 1, segment - 1, segment, segment + 1, 2 * segment, 3 * segment + 20]
@@ -121,17 +126,23 @@ def main() -> int:
     parser.add_argument("--flips-per-segment", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--header-stride", type=int, default=1, help="flip every Nth header byte")
+    parser.add_argument(
+        "--key-types", default=",".join(KEY_TYPES), help="comma-separated key types to campaign"
+    )
     args = parser.parse_args()
-    tally = run(args.segment, args.flips_per_segment, args.seed, args.header_stride)
-    kinds = sorted({kind for kind, _ in tally})
-    print(f"{'tamper kind':<34} {'tried':>6} {'caught':>6}")
-    for kind in kinds:
-        caught, missed = tally[(kind, True)], tally[(kind, False)]
-        print(f"{kind:<34} {caught + missed:>6} {caught:>6}")
-    total = sum(tally.values())
-    caught = sum(n for (_, ok), n in tally.items() if ok)
-    print(f"{'all':<34} {total:>6} {caught:>6}")
-    return 0 if caught == total else 1
+    missed_any = False
+    for key_type in args.key_types.split(","):
+        tally = run(args.segment, args.flips_per_segment, args.seed, args.header_stride, key_type)
+        kinds = sorted({kind for kind, _ in tally})
+        print(f"{'tamper kind (' + key_type + ' key)':<34} {'tried':>6} {'caught':>6}")
+        for kind in kinds:
+            caught, missed = tally[(kind, True)], tally[(kind, False)]
+            print(f"{kind:<34} {caught + missed:>6} {caught:>6}")
+        total = sum(tally.values())
+        caught = sum(n for (_, ok), n in tally.items() if ok)
+        print(f"{'all':<34} {total:>6} {caught:>6}\n")
+        missed_any |= caught != total
+    return 1 if missed_any else 0
 
 
 if __name__ == "__main__":

@@ -43,7 +43,14 @@ def test_keys_lifecycle_and_verify(tmp_path: Path) -> None:
     status = json.loads(run("keys", "status", store, "--keys", str(keys), "--json").stdout)
     by_id = {r["id"]: r for r in status["keys"]}
     assert by_id["k1"]["objects"] == 3 and by_id["k1"]["state"] == "active"
-    assert by_id["k2"] == {"id": "k2", "state": "primary", "objects": 0, "bytes": 0}
+    assert by_id["k2"] == {
+        "id": "k2",
+        "state": "primary",
+        "type": "aes",
+        "private": True,
+        "objects": 0,
+        "bytes": 0,
+    }
 
     refused = run("keys", "retire", "k1", store, "--keys", str(keys), "--min-age", "0")
     assert refused.returncode == 2 and "still wraps 3 object(s)" in refused.stderr
@@ -58,7 +65,7 @@ def test_keys_lifecycle_and_verify(tmp_path: Path) -> None:
     assert young.returncode == 2 and "--min-age" in young.stderr
     assert run("keys", "retire", "k1", store, "--keys", str(keys), "--min-age", "0").returncode == 0
     listed = run("keys", "list", "--keys", str(keys)).stdout.split()
-    assert listed == ["primary", "k2", "retired", "k1"]
+    assert listed == ["primary", "aes", "k2", "retired", "-", "k1"]
 
     out = tmp_path / "out.tar"
     got = run("get", store, "a/shard-0.tar", "-o", str(out), "--keys", str(keys))

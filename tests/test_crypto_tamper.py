@@ -1,7 +1,12 @@
-"""Bad input: every kind of tampering is rejected, naming the object, never returning plaintext."""
+"""Bad input: every kind of tampering is rejected, naming the object, never returning plaintext.
+
+Every test runs for each key type: ``aes`` (format v1) and the public-key
+wraps ``rsa`` and ``x25519`` (format v2).
+"""
 
 from __future__ import annotations
 
+import functools
 import uuid
 import zlib
 
@@ -12,14 +17,27 @@ from hypothesis import strategies as st
 from dcstore.backends.memory import MemoryBackend
 from dcstore.crypto import EncryptedBackend, Keyring, parse_header
 from dcstore.crypto.format import TAG_SIZE, Layout
+from dcstore.crypto.kek import KEY_TYPES
 from dcstore.errors import IntegrityError, InvalidRangeError, KeyAccessError
 
 SEG = 64
 KEY = "shards/train-000.tar"
 
 
-def make(segment_size: int = SEG) -> tuple[EncryptedBackend, MemoryBackend, Keyring]:
-    keyring = Keyring.generate("kek-a")
+@pytest.fixture(scope="module", params=KEY_TYPES)
+def key_type(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@functools.cache
+def keyring_of(key_type: str, key_id: str = "kek-a", variant: int = 0) -> Keyring:
+    """A keyring with one fresh key (cached: RSA key generation is slow; keyrings
+    are immutable). Another ``variant`` is other key material under the same id."""
+    return Keyring.generate(key_id, key_type)
+
+
+def make(key_type: str, segment_size: int = SEG) -> tuple[EncryptedBackend, MemoryBackend, Keyring]:
+    keyring = keyring_of(key_type)
     inner = MemoryBackend(f"tamper-{uuid.uuid4().hex[:8]}")
     return EncryptedBackend(inner, keyring, segment_size=segment_size), inner, keyring
 
@@ -44,8 +62,8 @@ def assert_rejected(enc: EncryptedBackend, key: str, size_hint: int, exc: type =
 
 
 @pytest.fixture
-def stored() -> tuple[EncryptedBackend, MemoryBackend, bytes, bytes]:
-    enc, inner, _ = make()
+def stored(key_type: str) -> tuple[EncryptedBackend, MemoryBackend, bytes, bytes]:
+    enc, inner, _ = make(key_type)
     data = plaintext(3 * SEG + 20)  # 3 full segments and a partial one
     enc.put(KEY, data)
     return enc, inner, data, inner.get(KEY)
@@ -170,10 +188,10 @@ def test_bytes_appended(stored, extra: int) -> None:
 
 @pytest.mark.parametrize("segments", [1, 3])
 @pytest.mark.parametrize("extra", [1, 15, 16, 17, SEG + TAG_SIZE])
-def test_bytes_appended_to_whole_segments(segments: int, extra: int) -> None:
+def test_bytes_appended_to_whole_segments(key_type: str, segments: int, extra: int) -> None:
     """A plaintext of whole segments leaves no partial segment to absorb an append:
     16 appended bytes looked like an empty final segment and were once accepted."""
-    enc, inner, _ = make()
+    enc, inner, _ = make(key_type)
     data = plaintext(segments * SEG)
     enc.put(KEY, data)
     inner.put(KEY, inner.get(KEY) + plaintext(extra))
@@ -201,8 +219,8 @@ def test_valid_tail_segment_appended(stored) -> None:
     assert_rejected(enc, KEY, len(data))
 
 
-def test_zero_length_object() -> None:
-    enc, inner, _ = make()
+def test_zero_length_object(key_type: str) -> None:
+    enc, inner, _ = make(key_type)
     enc.put("empty", b"")
     blob = inner.get("empty")
     assert enc.get("empty") == b"" and enc.head("empty").size == 0
@@ -217,8 +235,8 @@ def test_zero_length_object() -> None:
     assert_rejected(enc, "empty", 0)
 
 
-def test_plaintext_object_is_not_accepted() -> None:
-    enc, inner, _ = make()
+def test_plaintext_object_is_not_accepted(key_type: str) -> None:
+    enc, inner, _ = make(key_type)
     inner.put("plain.tar", plaintext(5000))
     assert_rejected(enc, "plain.tar", 10)
     with pytest.raises(IntegrityError):
@@ -230,7 +248,7 @@ def test_unknown_key_id_is_a_key_error(stored) -> None:
     enc, inner, _data, blob = stored
     h = layout_of(blob).header_size
     bad = bytearray(blob[:h])
-    bad[17] = ord("z")  # first character of the key id "kek-a"
+    bad[blob.index(b"kek-a")] = ord("z")  # first character of the key id
     bad[h - 4 :] = zlib.crc32(bad[: h - 4]).to_bytes(4, "big")
     inner.put(KEY, bytes(bad) + blob[h:])
     with pytest.raises(KeyAccessError) as info:
@@ -238,10 +256,10 @@ def test_unknown_key_id_is_a_key_error(stored) -> None:
     assert repr(KEY) in str(info.value) and "'zek-a'" in str(info.value)
 
 
-def test_wrong_key_material_under_the_same_id() -> None:
-    enc, inner, _ = make()
+def test_wrong_key_material_under_the_same_id(key_type: str) -> None:
+    enc, inner, _ = make(key_type)
     enc.put(KEY, plaintext(300))
-    impostor = EncryptedBackend(inner, Keyring.generate("kek-a"), segment_size=SEG)
+    impostor = EncryptedBackend(inner, keyring_of(key_type, variant=1), segment_size=SEG)
     with pytest.raises(KeyAccessError) as info:
         impostor.get(KEY)
     assert repr(KEY) in str(info.value)
@@ -249,11 +267,11 @@ def test_wrong_key_material_under_the_same_id() -> None:
         impostor.get_range(KEY, 0, 10)
 
 
-def test_missing_and_retired_keys() -> None:
-    enc, inner, keyring = make()
+def test_missing_and_retired_keys(key_type: str) -> None:
+    enc, inner, keyring = make(key_type)
     enc.put(KEY, plaintext(300))
     rotated = keyring.with_new_key("kek-b")
-    other = EncryptedBackend(inner, Keyring.generate("kek-b"), segment_size=SEG)
+    other = EncryptedBackend(inner, keyring_of(key_type, "kek-b"), segment_size=SEG)
     with pytest.raises(KeyAccessError, match="not in the keyring"):
         other.get(KEY)
     retired = EncryptedBackend(inner, rotated.retire("kek-a"), segment_size=SEG)
@@ -270,9 +288,11 @@ def test_failure_messages_hold_no_secret(stored) -> None:
     inner.put(KEY, bytes(bad))
     with pytest.raises(IntegrityError) as info:
         enc.get(KEY)
-    text = str(info.value) + repr(info.value) + repr(enc)
+    text = str(info.value) + repr(info.value) + repr(enc) + repr(enc.keyring)
     header = parse_header(blob, "x")
-    for secret in (header.wrapped_dek.hex(), header.nonce_prefix.hex()):
+    document = enc.keyring.to_document()["keys"][0]
+    material = [document.get(field) for field in ("key", "private")]
+    for secret in (header.wrapped_dek.hex(), header.nonce_prefix.hex(), *filter(None, material)):
         assert secret not in text
 
 
@@ -285,9 +305,9 @@ def test_failure_messages_hold_no_secret(stored) -> None:
     span=st.tuples(st.integers(0, 3000), st.integers(0, 3000)),
 )
 def test_random_sizes_round_trip_and_reject_flips(
-    size: int, segment_size: int, flip: int, bit: int, span: tuple[int, int]
+    key_type: str, size: int, segment_size: int, flip: int, bit: int, span: tuple[int, int]
 ) -> None:
-    enc, inner, _ = make(segment_size)
+    enc, inner, _ = make(key_type, segment_size)
     data = plaintext(size)
     enc.put("h/obj", data)
     blob = inner.get("h/obj")
@@ -305,13 +325,13 @@ def test_random_sizes_round_trip_and_reject_flips(
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_large_object_read_in_runs_rejects_damage_in_any_run(threads: int) -> None:
+def test_large_object_read_in_runs_rejects_damage_in_any_run(key_type: str, threads: int) -> None:
     """Objects above READ_CHUNK_BYTES are read in ranged runs (pipelined with threads)."""
     import os
 
     from dcstore.crypto.backend import READ_CHUNK_BYTES
 
-    keyring = Keyring.generate("kek-a")
+    keyring = keyring_of(key_type)
     inner = MemoryBackend(f"runs-{uuid.uuid4().hex[:8]}")
     enc = EncryptedBackend(inner, keyring, segment_size=1 << 20, threads=threads)
     data = os.urandom(2 * READ_CHUNK_BYTES + 12345)
@@ -319,7 +339,8 @@ def test_large_object_read_in_runs_rejects_damage_in_any_run(threads: int) -> No
     assert enc.get(KEY) == data
     assert enc.get_range(KEY, 5, len(data) - 3) == data[5:-3]
     blob = inner.get(KEY)
-    for offset in (100, READ_CHUNK_BYTES + 7, len(blob) - 1):
+    first_segment = layout_of(blob).header_size + 100
+    for offset in (first_segment, READ_CHUNK_BYTES + 7, len(blob) - 1):
         bad = bytearray(blob)
         bad[offset] ^= 4
         inner.put(KEY, bytes(bad))

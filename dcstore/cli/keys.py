@@ -1,4 +1,8 @@
-"""``dcstore keys``: create, list, rotate, inspect and retire key-encryption keys.
+"""``dcstore keys``: create, list, export, rotate, inspect and retire key-encryption keys.
+
+Key types: ``aes`` (secret), ``rsa`` and ``x25519`` (key pairs: ``keys
+export-public`` writes a key file with only the public halves, for nodes that
+write objects they cannot read).
 
 Key sources on the command line: ``--keys PATH|file:///PATH``, else the
 environment: ``DCSTORE_KEYS_FILE`` (a key file path) or ``DCSTORE_KEYS``
@@ -23,7 +27,9 @@ from dcstore.crypto import (
     KeySource,
     new_key_id,
 )
+from dcstore.crypto.kek import DEFAULT_RSA_BITS, KEY_TYPES
 from dcstore.crypto.rotation import key_usage, retire_key, rotate
+from dcstore.crypto.sources import write_key_file
 from dcstore.errors import ConfigError
 
 ENV_KEYS_FILE = "DCSTORE_KEYS_FILE"
@@ -80,14 +86,43 @@ def cmd_new(args: argparse.Namespace) -> int:
         nonlocal verb
         if current is None:
             verb = "created key file with"
-            return Keyring.generate(new_id)
-        return current.with_new_key(new_id, primary=not args.no_primary)
+            return Keyring.generate(new_id, args.type, args.bits)
+        return current.with_new_key(
+            new_id, primary=not args.no_primary, key_type=args.type, bits=args.bits
+        )
 
     keyring = source.update(add)
     role = "primary" if new_id == keyring.primary else "not primary"
-    print(f"{verb} key {new_id} ({role}) in {source.path}", file=sys.stderr)
+    print(f"{verb} {args.type} key {new_id} ({role}) in {source.path}", file=sys.stderr)
     print(new_id)
     return 0
+
+
+def cmd_export_public(args: argparse.Namespace) -> int:
+    source = _require_source(args)
+    output = os.path.abspath(args.output)
+    if isinstance(source, FileKeySource) and str(source.path) == output:
+        raise ConfigError("export-public would overwrite the key file itself; choose another -o")
+    if os.path.lexists(output) and not args.force:
+        raise ConfigError(f"{output} exists; pass --force to replace it")
+    public = source.load().public_only()
+    write_key_file(output, public)
+    print(f"wrote the public halves of {', '.join(public.ids)} to {output}", file=sys.stderr)
+    return 0
+
+
+def _type_fields(keyring: Keyring, key_id: str) -> dict[str, Any]:
+    """``type`` (``aes``, ``rsa``, ``x25519``; ``None`` unless active) and ``private``
+    (whether the key can unwrap: false for a public half)."""
+    if key_id not in keyring:
+        return {"type": None, "private": False}
+    return {"type": keyring.key_type(key_id), "private": keyring.can_unwrap(key_id)}
+
+
+def _type_column(row: dict[str, Any]) -> str:
+    if row["type"] is None:
+        return "-"
+    return row["type"] + ("" if row["private"] else " (public)")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -96,11 +131,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         {"id": k, "state": "primary" if k == keyring.primary else "active"} for k in keyring.ids
     ]
     rows += [{"id": k, "state": "retired"} for k in sorted(keyring.retired)]
+    rows = [{**row, **_type_fields(keyring, row["id"])} for row in rows]
     if args.json:
         print_json(rows)
     else:
         for row in rows:
-            print(f"{row['state']:<8} {row['id']}")
+            print(f"{row['state']:<8} {_type_column(row):<17} {row['id']}")
     return 0
 
 
@@ -121,6 +157,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         {
             "id": k,
             "state": state(k),
+            **_type_fields(keyring, k),
             "objects": usage.objects.get(k, 0),
             "bytes": usage.bytes.get(k, 0),
         }
@@ -131,9 +168,12 @@ def cmd_status(args: argparse.Namespace) -> int:
             {"keys": rows, "unreadable": [dict(key=k, error=e) for k, e in usage.unreadable]}
         )
     else:
-        print(f"{'KEY ID':<28} {'STATE':<8} {'OBJECTS':>8} {'BYTES':>12}")
+        print(f"{'KEY ID':<28} {'STATE':<8} {'TYPE':<17} {'OBJECTS':>8} {'BYTES':>12}")
         for r in rows:
-            print(f"{r['id']:<28} {r['state']:<8} {r['objects']:>8} {human_size(r['bytes']):>12}")
+            size = human_size(r["bytes"])
+            print(
+                f"{r['id']:<28} {r['state']:<8} {_type_column(r):<17} {r['objects']:>8} {size:>12}"
+            )
         for key, error in usage.unreadable:
             print(f"unreadable: {key}: {error}", file=sys.stderr)
     stale = sum(n for k, n in usage.objects.items() if k != keyring.primary)
@@ -187,10 +227,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = parser("new", "add a fresh random key (primary unless --no-primary)", store=False)
     p.add_argument("--id", help="key id (default: kek-YYYYMMDD-xxxxxx)")
+    p.add_argument(
+        "--type",
+        choices=KEY_TYPES,
+        default="aes",
+        help="aes: secret key (default); rsa, x25519: key pair whose public half "
+        "(keys export-public) writes objects only the private half reads",
+    )
+    p.add_argument(
+        "--bits", type=int, help=f"rsa modulus size, 3072..8192 (default {DEFAULT_RSA_BITS})"
+    )
     p.add_argument("--no-primary", action="store_true", help="add without making it primary")
     p.set_defaults(func=cmd_new)
 
-    p = parser("list", "list key ids and their state", store=False)
+    p = parser("export-public", "write a key file with only the public halves", store=False)
+    p.add_argument("-o", "--output", required=True, metavar="PATH", help="the public key file")
+    p.add_argument("--force", action="store_true", help="replace PATH if it exists")
+    p.set_defaults(func=cmd_export_public)
+
+    p = parser("list", "list key ids, their state and type", store=False)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
 

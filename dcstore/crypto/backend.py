@@ -39,10 +39,11 @@ from dcstore.backends.streams import sized
 from dcstore.crypto.buffers import OutputBuffer
 from dcstore.crypto.format import (
     DEFAULT_SEGMENT_SIZE,
-    MAX_HEADER_SIZE,
+    MAX_V1_HEADER_SIZE,
     Header,
     Layout,
     check_segment_size,
+    header_size_hint,
     parse_header,
 )
 from dcstore.crypto.keyring import Keyring
@@ -174,7 +175,10 @@ class EncryptedBackend(Backend):
             if header is not None:
                 self._headers.move_to_end(cache_key)
                 return header
-        prefix = self.inner.get_range(meta.key, 0, min(meta.size, MAX_HEADER_SIZE))
+        prefix = self.inner.get_range(meta.key, 0, min(meta.size, MAX_V1_HEADER_SIZE))
+        whole = min(header_size_hint(prefix), meta.size)  # <= MAX_HEADER_SIZE
+        if whole > len(prefix):  # a version-2 (public-key) header: fetch its remainder
+            prefix = bytes(prefix) + self.inner.get_range(meta.key, len(prefix), whole)
         header = parse_header(prefix, self._what(meta.key))
         self._remember(cache_key, header)
         return header

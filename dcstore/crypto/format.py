@@ -1,13 +1,13 @@
-"""The dcstore encrypted-object format, version 1: header layout and derivations.
+"""The dcstore encrypted-object format, versions 1 and 2: header layout and derivations.
 
 Pure functions over bytes; no keys are held here. ``docs/format.md`` is the
 normative description; this module is its reference implementation.
 
 Layout of an encrypted object::
 
-    header (81 + L bytes) | segment 0 | segment 1 | ... | segment n-1
+    header (v1: 81 + L bytes, v2: 24 + L + W) | segment 0 | ... | segment n-1
 
-Header (all integers big-endian)::
+Version-1 header (all integers big-endian)::
 
     0       4   magic  b"DCSE"
     4       1   format version (1)
@@ -18,6 +18,20 @@ Header (all integers big-endian)::
     17+L   12   wrap nonce (random)
     29+L   48   wrapped data key: AES-256-GCM(KEK, wrap nonce, DEK, wrap AD) = 32 + 16 tag
     77+L    4   CRC-32 of bytes [0, 77+L)  (corruption check, not security)
+
+Version 2 is the same object with a header for a public-key wrap (RSA-OAEP or
+HPKE; the version-1 header stays what AES key-encryption keys write)::
+
+    0       4   magic  b"DCSE"
+    4       1   format version (2)
+    5       1   L = key id length, 1..64
+    6       4   S = plaintext segment size
+    10      7   nonce prefix
+    17      1   wrap type (WRAP_RSA_OAEP_SHA256 or WRAP_HPKE_X25519)
+    18      2   W = wrapped data key length, 1..MAX_WRAPPED_SIZE
+    20      L   key id (ASCII)
+    20+L    W   wrapped data key (wrap AD: OAEP label or HPKE info)
+    20+L+W  4   CRC-32 of bytes [0, 20+L+W)
 
 Every segment but the last holds exactly ``S`` plaintext bytes; the last holds
 0..S (an empty object is one empty final segment). Each segment is the
@@ -36,6 +50,17 @@ from dcstore.errors import IntegrityError, KeyAccessError
 
 MAGIC = b"DCSE"
 VERSION = 1
+"""Format version of headers wrapped with AES-256-GCM (``WRAP_AES_GCM``)."""
+PUBLIC_KEY_VERSION = 2
+"""Format version of headers wrapped with a public key (every other wrap type)."""
+WRAP_AES_GCM = 0
+"""Wrap type of version-1 headers (implicit: not stored)."""
+WRAP_RSA_OAEP_SHA256 = 1
+WRAP_HPKE_X25519 = 2
+"""HPKE (RFC 9180) base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM."""
+PUBLIC_KEY_WRAPS = frozenset({WRAP_RSA_OAEP_SHA256, WRAP_HPKE_X25519})
+MAX_WRAPPED_SIZE = 1024
+"""Largest wrapped data key of a version-2 header (an RSA-8192 ciphertext)."""
 TAG_SIZE = 16
 DEK_SIZE = 32
 NONCE_PREFIX_SIZE = 7
@@ -44,7 +69,11 @@ WRAPPED_DEK_SIZE = DEK_SIZE + TAG_SIZE
 FIXED_HEADER_SIZE = 81
 """Header size without the key id: ``header_size = FIXED_HEADER_SIZE + len(key_id)``."""
 MAX_KEY_ID_SIZE = 64
-MAX_HEADER_SIZE = FIXED_HEADER_SIZE + MAX_KEY_ID_SIZE
+MAX_V1_HEADER_SIZE = FIXED_HEADER_SIZE + MAX_KEY_ID_SIZE
+V2_FIXED_HEADER_SIZE = 24
+"""Version-2 header size without key id and wrapped key: ``24 + L + W``."""
+MAX_HEADER_SIZE = V2_FIXED_HEADER_SIZE + MAX_KEY_ID_SIZE + MAX_WRAPPED_SIZE
+"""Largest header of any version: a reader fetching this many bytes has the whole header."""
 MIN_SEGMENT_SIZE = 16
 MAX_SEGMENT_SIZE = 1 << 28
 DEFAULT_SEGMENT_SIZE = 4 << 20
@@ -52,6 +81,7 @@ MAX_SEGMENTS = 1 << 32
 
 SEGMENT_AD_LABEL = b"dcstore/v1 segment\x00"
 WRAP_AD_LABEL = b"dcstore/v1 wrap\x00"
+PUBLIC_WRAP_AD_LABEL = b"dcstore/v2 wrap\x00"
 
 KEY_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -76,90 +106,120 @@ def check_segment_size(segment_size: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Header:
-    """A parsed header. ``wrapped_dek`` is ciphertext; no secret is held here."""
+    """A parsed header. ``wrapped_dek`` is ciphertext; no secret is held here.
+
+    ``wrap_type`` is ``WRAP_AES_GCM`` for version 1 (with ``wrap_nonce``), else
+    a public-key wrap of version 2 (``wrap_nonce`` empty).
+    """
 
     key_id: str
     segment_size: int
     nonce_prefix: bytes
     wrap_nonce: bytes
     wrapped_dek: bytes
+    wrap_type: int = WRAP_AES_GCM
+
+    @property
+    def version(self) -> int:
+        return VERSION if self.wrap_type == WRAP_AES_GCM else PUBLIC_KEY_VERSION
 
     @property
     def size(self) -> int:
         """Encoded length in bytes; the first segment starts here."""
-        return FIXED_HEADER_SIZE + len(self.key_id)
+        if self.wrap_type == WRAP_AES_GCM:
+            return FIXED_HEADER_SIZE + len(self.key_id)
+        return V2_FIXED_HEADER_SIZE + len(self.key_id) + len(self.wrapped_dek)
 
     def wrap_ad(self) -> bytes:
-        """Associated data of the data-key wrap: binds key id, segment size, nonce prefix."""
+        """Associated data of the data-key wrap: binds key id, segment size, nonce
+        prefix and, in version 2, the wrap type."""
         kid = self.key_id.encode("ascii")
-        return (
-            WRAP_AD_LABEL
-            + bytes([len(kid)])
-            + kid
-            + self.segment_size.to_bytes(4, "big")
-            + self.nonce_prefix
-        )
+        if self.wrap_type == WRAP_AES_GCM:
+            label = WRAP_AD_LABEL
+        else:
+            label = PUBLIC_WRAP_AD_LABEL + bytes([self.wrap_type])
+        size = self.segment_size.to_bytes(4, "big")
+        return label + bytes([len(kid)]) + kid + size + self.nonce_prefix
 
     def encode(self) -> bytes:
         """The header bytes, CRC included."""
         kid = self.key_id.encode("ascii")
-        body = b"".join(
-            (
-                MAGIC,
-                bytes([VERSION, len(kid)]),
-                self.segment_size.to_bytes(4, "big"),
-                self.nonce_prefix,
-                kid,
-                self.wrap_nonce,
-                self.wrapped_dek,
-            )
-        )
+        if self.wrap_type == WRAP_AES_GCM:
+            wrap = (self.wrap_nonce, self.wrapped_dek)
+            fields = (bytes([VERSION, len(kid)]), self.segment_size.to_bytes(4, "big"))
+            tail: tuple[bytes, ...] = (self.nonce_prefix, kid, *wrap)
+        else:
+            fields = (bytes([PUBLIC_KEY_VERSION, len(kid)]), self.segment_size.to_bytes(4, "big"))
+            wrap_info = bytes([self.wrap_type]) + len(self.wrapped_dek).to_bytes(2, "big")
+            tail = (self.nonce_prefix, wrap_info, kid, self.wrapped_dek)
+        body = b"".join((MAGIC, *fields, *tail))
         return body + zlib.crc32(body).to_bytes(4, "big")
 
 
 def header_size_hint(prefix: bytes | memoryview) -> int:
-    """Header length announced by the first 6 bytes (not yet checked by the CRC)."""
+    """Header length announced by the first 6 (version 2: 20) bytes, not yet
+    checked by the CRC; at most :data:`MAX_HEADER_SIZE`."""
     if len(prefix) < 6:
         return FIXED_HEADER_SIZE
-    return FIXED_HEADER_SIZE + prefix[5]
+    if prefix[4] != PUBLIC_KEY_VERSION:
+        return FIXED_HEADER_SIZE + prefix[5]
+    if len(prefix) < 20:
+        return V2_FIXED_HEADER_SIZE + prefix[5]
+    wrapped = min(int.from_bytes(prefix[18:20], "big"), MAX_WRAPPED_SIZE)
+    return V2_FIXED_HEADER_SIZE + prefix[5] + wrapped
 
 
 def parse_header(data: bytes | memoryview, what: str) -> Header:
     """Parse and check the header at the start of ``data``.
 
     Raises :class:`IntegrityError` (naming ``what``) for a wrong magic, an
-    unsupported version, a bad length or segment size, or a CRC mismatch.
-    Authenticity is established later, by unwrapping the data key and the
-    segment tags.
+    unsupported version or wrap type, a bad length or segment size, or a CRC
+    mismatch. Lengths are checked against their stated maxima before use, so
+    nothing is sized by an unchecked field. Authenticity is established later,
+    by unwrapping the data key and the segment tags.
     """
     mv = memoryview(data)
-    if len(mv) < FIXED_HEADER_SIZE + 1:
-        raise IntegrityError(f"{what}: too short to be an encrypted object ({len(mv)} bytes)")
+    too_short = IntegrityError(f"{what}: too short to be an encrypted object ({len(mv)} bytes)")
+    if len(mv) < 20:
+        raise too_short
     if bytes(mv[0:4]) != MAGIC:
         raise IntegrityError(f"{what}: not a dcstore encrypted object (bad magic)")
-    if mv[4] != VERSION:
+    if mv[4] not in (VERSION, PUBLIC_KEY_VERSION):
         raise IntegrityError(f"{what}: unsupported encrypted format version {mv[4]}")
     kid_len = mv[5]
-    size = FIXED_HEADER_SIZE + kid_len
-    if not (1 <= kid_len <= MAX_KEY_ID_SIZE) or len(mv) < size:
+    if not 1 <= kid_len <= MAX_KEY_ID_SIZE:
         raise IntegrityError(f"{what}: corrupt header (bad key id length)")
+    if mv[4] == VERSION:
+        wrap_type, kid_at, wrapped_size = WRAP_AES_GCM, 17, WRAPPED_DEK_SIZE
+        size = FIXED_HEADER_SIZE + kid_len
+    else:
+        wrap_type, kid_at = mv[17], 20
+        wrapped_size = int.from_bytes(mv[18:20], "big")
+        if wrap_type not in PUBLIC_KEY_WRAPS:
+            raise IntegrityError(f"{what}: corrupt header (unknown wrap type {wrap_type})")
+        if not 1 <= wrapped_size <= MAX_WRAPPED_SIZE:
+            raise IntegrityError(f"{what}: corrupt header (bad wrapped key length)")
+        size = V2_FIXED_HEADER_SIZE + kid_len + wrapped_size
+    if len(mv) < size:
+        raise too_short
     crc_at = size - _CRC_SIZE
     if zlib.crc32(mv[:crc_at]) != int.from_bytes(mv[crc_at:size], "big"):
         raise IntegrityError(f"{what}: corrupt header (checksum mismatch)")
     segment_size = int.from_bytes(mv[6:10], "big")
-    kid_bytes = bytes(mv[17 : 17 + kid_len])
     try:
-        key_id = check_key_id(kid_bytes.decode("ascii"))
+        key_id = check_key_id(bytes(mv[kid_at : kid_at + kid_len]).decode("ascii"))
         check_segment_size(segment_size)
     except (UnicodeDecodeError, ValueError) as exc:
         raise IntegrityError(f"{what}: corrupt header ({exc})") from None
-    at = 17 + kid_len
+    at = kid_at + kid_len
+    nonce_size = WRAP_NONCE_SIZE if wrap_type == WRAP_AES_GCM else 0
     return Header(
         key_id=key_id,
         segment_size=segment_size,
         nonce_prefix=bytes(mv[10:17]),
-        wrap_nonce=bytes(mv[at : at + WRAP_NONCE_SIZE]),
-        wrapped_dek=bytes(mv[at + WRAP_NONCE_SIZE : at + WRAP_NONCE_SIZE + WRAPPED_DEK_SIZE]),
+        wrap_nonce=bytes(mv[at : at + nonce_size]),
+        wrapped_dek=bytes(mv[at + nonce_size : at + nonce_size + wrapped_size]),
+        wrap_type=wrap_type,
     )
 
 

@@ -9,17 +9,18 @@ Guarantees:
   :meth:`Keyring.retire` return new keyrings. It records when each active key
   stopped being primary (:meth:`Keyring.demoted_at`), so retirement can wait
   until writes begun under it have landed.
-* Data keys are wrapped with AES-256-GCM under the primary KEK with a random
-  12-byte nonce, associated data binding key id, segment size and nonce
-  prefix (see ``docs/format.md``). Random wrap nonces bound one KEK to about
-  2**32 wrapped data keys (every ``put`` and every rewrap is one); a new
-  primary starts a fresh count.
+* Data keys are wrapped under the primary KEK, whose type decides how
+  (:mod:`dcstore.crypto.kek`): ``aes`` with AES-256-GCM and a random 12-byte
+  nonce (format v1; random wrap nonces bound one KEK to about 2**32 wraps,
+  every ``put`` and every rewrap is one), ``rsa`` with RSA-OAEP-SHA256 and
+  ``x25519`` with HPKE (format v2). The associated data binds key id,
+  segment size and nonce prefix (``docs/format.md``). A keyring may hold only
+  the public half of public-key KEKs (:meth:`Keyring.public_only`): it wraps,
+  and every unwrap under such a key raises :class:`KeyAccessError`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import os
 import secrets
@@ -27,20 +28,24 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, NoReturn
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from dcstore.crypto.format import (
     DEK_SIZE,
     NONCE_PREFIX_SIZE,
-    WRAP_NONCE_SIZE,
     Header,
     check_key_id,
     check_segment_size,
 )
+from dcstore.crypto.kek import (
+    AES_KEK_SIZE,
+    KEY_TYPE_OF_WRAP,
+    AesKek,
+    Kek,
+    kek_from_entry,
+    new_kek,
+)
 from dcstore.errors import ConfigError, KeyAccessError
 
-KEK_SIZE = 32
+KEK_SIZE = AES_KEK_SIZE
 KEYFILE_FORMAT = "dcstore-keyring"
 KEYFILE_VERSION = 1
 
@@ -52,38 +57,48 @@ def new_key_id() -> str:
 
 
 class Keyring:
-    """KEKs by id, the id of the primary (used for new wraps) and retired ids."""
+    """KEKs by id, the id of the primary (used for new wraps) and retired ids.
 
-    __slots__ = ("_aeads", "_demoted", "_keys", "_primary", "_retired")
+    ``keys`` maps ids to :class:`~dcstore.crypto.kek.Kek` objects, or to 32
+    bytes for an ``aes`` key.
+    """
+
+    __slots__ = ("_demoted", "_keys", "_primary", "_retired")
 
     def __init__(
         self,
-        keys: Mapping[str, bytes],
+        keys: Mapping[str, bytes | Kek],
         primary: str,
         retired: Iterable[str] = (),
         demoted: Mapping[str, datetime] | None = None,
     ):
+        keks: dict[str, Kek] = {}
         for key_id, material in keys.items():
             check_key_id(key_id)
-            if not isinstance(material, bytes) or len(material) != KEK_SIZE:
-                raise ConfigError(f"key {key_id!r} must be {KEK_SIZE} bytes")
+            if isinstance(material, Kek):
+                keks[key_id] = material
+            elif isinstance(material, bytes) and len(material) == KEK_SIZE:
+                keks[key_id] = AesKek(material)
+            else:
+                raise ConfigError(f"key {key_id!r} must be {KEK_SIZE} bytes or a Kek")
         retired_ids = frozenset(check_key_id(k) for k in retired)
         if primary not in keys:
             raise ConfigError(f"primary key {primary!r} is not in the keyring")
         if retired_ids & keys.keys():
             both = ", ".join(sorted(retired_ids & keys.keys()))
             raise ConfigError(f"key(s) {both} are both active and retired")
-        self._keys = dict(keys)
+        self._keys = keks
         self._primary = primary
         self._retired = retired_ids
         self._demoted = {k: t for k, t in (demoted or {}).items() if k in keys and k != primary}
-        self._aeads = {key_id: AESGCM(material) for key_id, material in self._keys.items()}
 
     @classmethod
-    def generate(cls, key_id: str | None = None) -> Keyring:
-        """A keyring holding one fresh random KEK, which is primary."""
+    def generate(
+        cls, key_id: str | None = None, key_type: str = "aes", bits: int | None = None
+    ) -> Keyring:
+        """A keyring holding one fresh KEK of ``key_type`` (``bits``: rsa only), primary."""
         key_id = check_key_id(key_id or new_key_id())
-        return cls({key_id: os.urandom(KEK_SIZE)}, key_id)
+        return cls({key_id: new_kek(key_type, bits)}, key_id)
 
     @property
     def primary(self) -> str:
@@ -97,6 +112,14 @@ class Keyring:
     @property
     def retired(self) -> frozenset[str]:
         return self._retired
+
+    def key_type(self, key_id: str) -> str:
+        """``aes``, ``rsa`` or ``x25519`` for an active key (KeyError otherwise)."""
+        return self._keys[key_id].key_type
+
+    def can_unwrap(self, key_id: str) -> bool:
+        """Whether the active key ``key_id`` holds what unwrapping needs (its private half)."""
+        return self._keys[key_id].has_private
 
     def demoted_at(self, key_id: str) -> datetime | None:
         """When the active key ``key_id`` stopped being primary (``None``: unknown or primary)."""
@@ -117,12 +140,19 @@ class Keyring:
 
     # -- evolving the keyring ------------------------------------------------
 
-    def with_new_key(self, key_id: str | None = None, *, primary: bool = True) -> Keyring:
-        """A copy with a fresh random KEK added (and made primary unless ``primary=False``)."""
+    def with_new_key(
+        self,
+        key_id: str | None = None,
+        *,
+        primary: bool = True,
+        key_type: str = "aes",
+        bits: int | None = None,
+    ) -> Keyring:
+        """A copy with a fresh KEK of ``key_type`` added (primary unless ``primary=False``)."""
         key_id = check_key_id(key_id or new_key_id())
         if key_id in self._keys or key_id in self._retired:
             raise ConfigError(f"key id {key_id!r} already exists in the keyring")
-        keys = {**self._keys, key_id: os.urandom(KEK_SIZE)}
+        keys = {**self._keys, key_id: new_kek(key_type, bits)}
         return Keyring(keys, self._primary, self._retired, self._demoted).with_primary(
             key_id if primary else self._primary
         )
@@ -148,12 +178,26 @@ class Keyring:
         keys = {k: v for k, v in self._keys.items() if k != key_id}
         return Keyring(keys, self._primary, self._retired | {key_id}, self._demoted)
 
+    def public_only(self) -> Keyring:
+        """The keyring an ingest node gets: the public halves of the public-key
+        KEKs only (secret ``aes`` keys are left out), same primary, retired ids kept.
+
+        :class:`ConfigError` if the primary is an ``aes`` key (it has no public half).
+        """
+        keys = {k: pub for k, kek in self._keys.items() if (pub := kek.public_only()) is not None}
+        if self._primary not in keys:
+            raise ConfigError(
+                f"primary key {self._primary!r} is an aes key and has no public half; "
+                "add a public-key primary first: dcstore keys new --type rsa"
+            )
+        return Keyring(keys, self._primary, self._retired, self._demoted)
+
     # -- wrapping data keys --------------------------------------------------
 
-    def _require(self, key_id: str, what: str) -> AESGCM:
-        aead = self._aeads.get(key_id)
-        if aead is not None:
-            return aead
+    def _require(self, key_id: str, what: str) -> Kek:
+        kek = self._keys.get(key_id)
+        if kek is not None:
+            return kek
         if key_id in self._retired:
             raise KeyAccessError(f"{what}: needs key {key_id!r}, which is retired")
         raise KeyAccessError(f"{what}: needs key {key_id!r}, which is not in the keyring")
@@ -163,34 +207,28 @@ class Keyring:
         check_segment_size(segment_size)
         dek = os.urandom(DEK_SIZE)
         header = Header(self._primary, segment_size, os.urandom(NONCE_PREFIX_SIZE), b"", b"")
-        return self._wrap(header, dek), dek
-
-    def _wrap(self, header: Header, dek: bytes) -> Header:
-        wrap_nonce = os.urandom(WRAP_NONCE_SIZE)
-        aead = self._aeads[header.key_id]
-        wrapped = aead.encrypt(wrap_nonce, dek, header.wrap_ad())
-        return Header(header.key_id, header.segment_size, header.nonce_prefix, wrap_nonce, wrapped)
+        return self._keys[self._primary].wrap(header, dek), dek
 
     def unwrap(self, header: Header, what: str) -> bytes:
         """The data key of ``header``.
 
-        :class:`KeyAccessError` if its KEK is unknown, retired, or does not
-        unwrap it (wrong key material under that id).
+        :class:`KeyAccessError` if its KEK is unknown, retired, of another
+        type than the header's wrap, holds only its public half, or does not
+        unwrap it (wrong key material under that id, or an altered header).
         """
-        aead = self._require(header.key_id, what)
-        try:
-            return aead.decrypt(header.wrap_nonce, header.wrapped_dek, header.wrap_ad())
-        except InvalidTag:
+        kek = self._require(header.key_id, what)
+        if kek.wrap_type != header.wrap_type:
             raise KeyAccessError(
-                f"{what}: the data key does not unwrap under key {header.key_id!r} "
-                "(wrong key material for that id, or an altered header)"
-            ) from None
+                f"{what}: its data key is wrapped for an {KEY_TYPE_OF_WRAP[header.wrap_type]} "
+                f"key, but key {header.key_id!r} is an {kek.key_type} key"
+            )
+        return kek.unwrap(header, what)
 
     def rewrap(self, header: Header, what: str) -> Header:
         """``header`` with its data key rewrapped under the primary; payload unaffected."""
         dek = self.unwrap(header, what)
         fresh = Header(self._primary, header.segment_size, header.nonce_prefix, b"", b"")
-        return self._wrap(fresh, dek)
+        return self._keys[self._primary].wrap(fresh, dek)
 
     # -- key file document ---------------------------------------------------
 
@@ -198,8 +236,8 @@ class Keyring:
         """The JSON-able key file document. It holds key material: write it 0600."""
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         keys: list[dict[str, Any]] = []
-        for key_id, material in self._keys.items():
-            entry = {"id": key_id, "key": base64.b64encode(material).decode("ascii")}
+        for key_id, kek in self._keys.items():
+            entry = {"id": key_id, "type": kek.key_type, **kek.entry()}
             if key_id in self._demoted:
                 entry["demoted"] = self._demoted[key_id].isoformat(timespec="seconds")
             keys.append(entry)
@@ -223,7 +261,7 @@ class Keyring:
             raise ConfigError(f"{where}: not a {KEYFILE_FORMAT} document")
         if doc.get("version") != KEYFILE_VERSION:
             raise ConfigError(f"{where}: unsupported key file version {doc.get('version')!r}")
-        keys: dict[str, bytes] = {}
+        keys: dict[str, Kek] = {}
         retired: list[str] = []
         demoted: dict[str, datetime] = {}
         updated = _timestamp(doc.get("updated"))
@@ -241,13 +279,7 @@ class Keyring:
             if entry.get("retired"):
                 retired.append(key_id)
                 continue
-            try:
-                material = base64.b64decode(entry.get("key", ""), validate=True)
-            except (binascii.Error, TypeError, ValueError):
-                material = b""
-            if len(material) != KEK_SIZE:
-                raise ConfigError(f"{where}: key {key_id!r} is not {KEK_SIZE} base64 bytes")
-            keys[key_id] = material
+            keys[key_id] = kek_from_entry(entry, f"{where}: key {key_id!r}")
             # Files written before "demoted" existed: the last update is a safe upper bound.
             when = _timestamp(entry.get("demoted")) or updated
             if when is not None:

@@ -1,9 +1,10 @@
-"""Regenerate ``format-v1.json``: deterministic vectors from fixed keys and nonces.
+"""Regenerate ``format-v1.json`` (``make_vectors_v2.py``: ``format-v2.json``).
 
 Run: ``.venv/bin/python tests/vectors/make_vectors.py``. The vectors are built
 with the reference implementation (``dcstore.crypto``) from fixed "random"
 values; ``tests/test_crypto_vectors.py`` checks them with an independent
 decryptor written from ``docs/format.md``.
+
 
 ``rejected`` vectors are damaged copies of valid ones that every decryptor
 must refuse, each with the error class dcstore raises: ``IntegrityError``
@@ -266,6 +267,10 @@ def build() -> dict:
     }
 
 
+def write(path: Path, document: dict) -> None:
+    path.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {path}")
+
+
 if __name__ == "__main__":
-    OUT.write_text(json.dumps(build(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"wrote {OUT}")
+    write(OUT, build())
