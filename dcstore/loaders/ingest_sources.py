@@ -77,9 +77,9 @@ def read_index(path: Path) -> list[dict[str, Any]]:
         with path.open(newline="", encoding="utf-8") as f:
             return list(csv.DictReader(f))
     if suffix == ".parquet":
-        import pyarrow.parquet as pq
+        from dcstore.loaders.manifest import read_parquet_in_this_thread
 
-        return pq.read_table(path).to_pylist()
+        return read_parquet_in_this_thread(path).to_pylist()
     raise ConfigError(f"{path}: index files are .jsonl, .csv or .parquet")
 
 
