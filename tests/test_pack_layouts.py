@@ -48,7 +48,9 @@ def test_imagefolder_packs_images_only_and_says_what_it_skipped(tmp_path: Path, 
     (tmp_path / "images" / "dog" / "Thumbs.db").write_bytes(b"\0" * 8)
     assert pack(tmp_path / "images", tmp_path / "ds") == 0
     err = capsys.readouterr().err
-    assert "skipped 2 file(s) that are not images (cat/notes.txt and 1 more)" in err
+    assert (
+        "skipped 2 file(s) that are not images in class folders (cat/notes.txt and 1 more)" in err
+    )
     got = samples(tmp_path / "ds")
     assert len(got) == 6 and all("jpg" in s for s in got)
     # Folders with no image at all (audio, say) are packed whole, with labels.
@@ -57,6 +59,23 @@ def test_imagefolder_packs_images_only_and_says_what_it_skipped(tmp_path: Path, 
         (tmp_path / "audio" / name / "x.wav").write_bytes(name.encode())
     assert pack(tmp_path / "audio", tmp_path / "ds2") == 0
     assert sorted(bytes(s["cls"]) for s in samples(tmp_path / "ds2")) == [b"0", b"1"]
+
+
+def test_files_beside_the_class_folders_are_skipped_like_torchvision(
+    tmp_path: Path, capsys
+) -> None:
+    make_imagefolder(tmp_path / "images", ["cat", "dog"], 3)
+    (tmp_path / "images" / "README.txt").write_text("where these came from")
+    assert pack(tmp_path / "images", tmp_path / "ds") == 0
+    err = capsys.readouterr()
+    assert "(imagefolder, 2 classes)" in err.out
+    assert "skipped 1 file(s) that are not images in class folders (README.txt)" in err.err
+    got = samples(tmp_path / "ds")
+    assert len(got) == 6 and sorted({bytes(s["cls"]) for s in got}) == [b"0", b"1"]
+    # An image beside the folders makes the layout ambiguous: every file, flat.
+    write_image(tmp_path / "images" / "loose.jpg", 9)
+    assert pack(tmp_path / "images", tmp_path / "ds2") == 0
+    assert "(flat)" in capsys.readouterr().out
 
 
 def test_split_folders_packed_as_classes_get_a_note(tmp_path: Path, capsys) -> None:

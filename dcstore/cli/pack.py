@@ -37,9 +37,9 @@ def run(args: argparse.Namespace) -> int:
     if plan.skipped:
         more = f" and {len(plan.skipped) - 1} more" if len(plan.skipped) > 1 else ""
         print(
-            f"dcstore: note: skipped {len(plan.skipped)} file(s) that are not images "
-            f"({plan.skipped[0]}{more}); pass --group to pack them beside their images, "
-            "or --layout flat",
+            f"dcstore: note: skipped {len(plan.skipped)} file(s) that are not images in "
+            f"class folders ({plan.skipped[0]}{more}); pass --group to pack files beside "
+            "their images, or --layout flat to pack every file",
             file=sys.stderr,
         )
     splits = sorted(set(plan.classes) & SPLIT_NAMES)

@@ -7,7 +7,7 @@ can split the work into whole shards across processes.
 
 Layouts (``auto`` picks ``index`` when an index file is given, ``webdataset``
 for a ``.tar`` or a folder of only ``.tar``, ``imagefolder`` for a folder
-holding only sub-folders, else ``flat``):
+holding sub-folders and no image beside them, else ``flat``):
 
 * ``imagefolder``: ``SRC/<class>/**/file`` as torchvision's ImageFolder; class
   names sorted, field ``cls`` = the class index in ASCII digits.
@@ -180,21 +180,20 @@ def is_image(rel: str) -> bool:
 def plan_imagefolder(root: Path, *, group: bool, names: bool) -> PackPlan:
     """``root/<class>/**/file`` -> samples with ``cls``; classes sorted like torchvision.
 
-    Like torchvision's ``ImageFolder``, only images become samples when the folders hold
-    any (other files are reported in ``skipped``); with ``group`` every file joins the
-    sample of its name, and folders without any image (audio, say) are packed whole.
+    Like torchvision's ``ImageFolder``, files beside the class folders (a README) are not
+    samples, and only images become samples when the folders hold any; both are reported
+    in ``skipped``. With ``group`` every file in a class folder joins the sample of its
+    name, and folders without any image (audio, say) are packed whole.
     """
     children = [c for c in sorted(root.iterdir()) if not c.name.startswith(".")]
-    stray = [c for c in children if not c.is_dir()]
-    if stray:
-        raise ConfigError(f"{stray[0]}: an imagefolder holds only class folders")
-    classes = tuple(c.name for c in children)
+    classes = tuple(c.name for c in children if c.is_dir())
     if not classes:
         raise ConfigError(f"{root}: no class folders")
+    outside = tuple(c.name for c in children if not c.is_dir())
     found = {name: visible_files(root / name) for name in classes}
     all_rels = [f"{name}/{rel}" for name in classes for rel in found[name]]
     images_only = not group and any(is_image(rel) for rel in all_rels)
-    skipped = tuple(rel for rel in all_rels if images_only and not is_image(rel))
+    skipped = outside + tuple(rel for rel in all_rels if images_only and not is_image(rel))
     files: list[SourceFile] = []
     for index, name in enumerate(classes):
         label = (("cls", str(index).encode()),)
@@ -228,7 +227,9 @@ def detect_layout(src: Path, index: Path | None) -> str:
     if first is not None and all(rel.endswith(".tar") for rel in (first, *files)):
         return "webdataset"
     children = [c for c in src.iterdir() if not c.name.startswith(".")]
-    return "imagefolder" if children and all(c.is_dir() for c in children) else "flat"
+    folders = [c for c in children if c.is_dir()]
+    loose_images = [c for c in children if not c.is_dir() and is_image(c.name)]
+    return "imagefolder" if folders and not loose_images else "flat"
 
 
 def plan_source(

@@ -44,6 +44,7 @@ def read_parquet_in_this_thread(source: Any) -> pa.Table:
     """
     return pq.ParquetFile(source).read(use_threads=False)
 
+
 MANIFEST_KEY = "manifest.parquet"
 FORMAT = "dcstore-shards/1"
 
