@@ -2,9 +2,12 @@
 
 One synthetic dataset (default 20,000 samples of 90-110 KiB, ~64 MiB shards),
 written once per format under --root (reused when present), page cache warmed,
-then read for one epoch per run by each loader through
-``DataLoader(num_workers=2, batch_size=64)``, in interleaved repetitions
-(loader order rotated each rep), in two variants:
+then read for one epoch per run by each loader the way its docs recommend, shuffling
+on for every loader (``--no-shuffle`` turns it off for all): ``DataLoader(num_workers=2,
+batch_size=64)``, LitData through its ``StreamingDataLoader``; webdataset with shard
+shuffling and a 1,000-sample shuffle buffer, Streaming with its default shuffle
+algorithm, ShardedDataset and the pread floor with a seeded permutation. Interleaved
+repetitions (loader order rotated each rep), in two variants:
 
 * ``touch``: the collate reads one byte per 4 KiB page of every payload in the
   worker and returns a tiny tensor (the storage and format path);
@@ -111,7 +114,8 @@ def consume(batch: Any, variant: str) -> tuple[int, int]:
 class PreadFloor(IterableDataset):
     """The payload bytes read with one pread per sample from the plaintext tar shards."""
 
-    def __init__(self, root: Path, manifest: Any, mean_kib: int):
+    def __init__(self, root: Path, manifest: Any, mean_kib: int, shuffle: bool):
+        self.shuffle = shuffle
         self.files = [str(root / s.key) for s in manifest.shards]
         self.samples = [
             (shard, int(off) + 512, payload_size(int(manifest.starts[shard]) + j, mean_kib))
@@ -122,10 +126,14 @@ class PreadFloor(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, bytes]]:
         info = get_worker_info()
         w, n = (info.id, info.num_workers) if info else (0, 1)
+        order = np.arange(len(self.samples))
+        if self.shuffle:
+            order = np.random.default_rng(0).permutation(order)
         share = len(self.samples) // n + 1
         fds: dict[int, int] = {}
         try:
-            for shard, off, size in self.samples[w * share : (w + 1) * share]:
+            for i in order[w * share : (w + 1) * share]:
+                shard, off, size = self.samples[i]
                 fd = fds.get(shard)
                 if fd is None:
                     fd = fds[shard] = os.open(self.files[shard], os.O_RDONLY)
@@ -158,19 +166,25 @@ def prepare(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
                     w.write({"__key__": f"s{i:08d}", "bin": payload(i, kib)})
             print(f"wrote {where.name} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     factories: dict[str, Callable[[], Any]] = {
-        "dcstore": lambda: ShardedDataset(f"file://{plain}"),
-        "dcstore-encrypted": lambda: ShardedDataset(f"file://{enc}", keys=keys),
+        "dcstore": lambda: ShardedDataset(f"file://{plain}", shuffle=args.shuffle, seed=0),
+        "dcstore-encrypted": lambda: ShardedDataset(
+            f"file://{enc}", keys=keys, shuffle=args.shuffle, seed=0
+        ),
     }
     manifest = ShardedDataset(f"file://{plain}").manifest
-    factories["pread-floor"] = lambda: PreadFloor(plain, manifest, kib)
+    factories["pread-floor"] = lambda: PreadFloor(plain, manifest, kib, args.shuffle)
     tars = [str(plain / s.key) for s in manifest.shards]
     try:
         import webdataset as wds
 
-        factories["webdataset"] = lambda: wds.WebDataset(
-            tars, shardshuffle=False, nodesplitter=wds.split_by_node,
-            workersplitter=wds.split_by_worker,
-        )  # fmt: skip
+        def webdataset() -> Any:
+            ds = wds.WebDataset(
+                tars, shardshuffle=len(tars) if args.shuffle else False,
+                nodesplitter=wds.split_by_node, workersplitter=wds.split_by_worker,
+            )  # fmt: skip
+            return ds.shuffle(1000) if args.shuffle else ds
+
+        factories["webdataset"] = webdataset
     except ImportError:
         print("webdataset not installed: skipped", file=sys.stderr)
     try:
@@ -188,7 +202,7 @@ def prepare(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
             from streaming.base.util import clean_stale_shared_memory
 
             clean_stale_shared_memory()
-            return StreamingDataset(local=str(mds), shuffle=False, batch_size=args.batch)
+            return StreamingDataset(local=str(mds), shuffle=args.shuffle, batch_size=args.batch)
 
         factories["mosaicml-streaming"] = mosaic
     except ImportError:
@@ -205,7 +219,9 @@ def prepare(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
                 num_workers=2, mode="overwrite", verbose=False,
             )  # fmt: skip
             print(f"wrote litdata in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-        factories["litdata"] = lambda: litdata.StreamingDataset(input_dir=str(lit))
+        factories["litdata"] = lambda: litdata.StreamingDataset(
+            input_dir=str(lit), shuffle=args.shuffle
+        )
     except ImportError:
         print("litdata not installed: skipped", file=sys.stderr)
     return factories
@@ -264,13 +280,24 @@ class MemorySampler:
         self._thread.join()
 
 
-def run_epoch(factory: Callable[[], Any], variant: str, args: argparse.Namespace) -> dict:
+def make_loader(name: str, ds: Any, collate: Callable, args: argparse.Namespace) -> Any:
+    """The loader each library's docs recommend: LitData's own, else torch's DataLoader."""
+    loader_class: Any = DataLoader
+    if name == "litdata":
+        from litdata import StreamingDataLoader
+
+        loader_class = StreamingDataLoader
+    return loader_class(ds, batch_size=args.batch, num_workers=args.workers, collate_fn=collate)
+
+
+def run_epoch(
+    name: str, factory: Callable[[], Any], variant: str, args: argparse.Namespace
+) -> dict:
     collate = collate_touch if variant == "touch" else collate_tensor
     with MemorySampler() as mem:
         cpu0 = time.process_time()
         t0 = time.perf_counter()
-        ds = factory()
-        loader = DataLoader(ds, batch_size=args.batch, num_workers=args.workers, collate_fn=collate)
+        loader = make_loader(name, factory(), collate, args)
         samples = nbytes = 0
         first = None
         for batch in loader:
@@ -358,6 +385,8 @@ def main() -> int:
     p.add_argument("--root", default="bench/results/tmp/loaders")
     p.add_argument("--out", default="")
     p.add_argument("--prepare-only", action="store_true")
+    p.add_argument("--no-shuffle", dest="shuffle", action="store_false",
+                   help="read in storage order (every loader); default: shuffle all")  # fmt: skip
     p.add_argument("--cpu-step", action="store_true", help="sleep for the step even with CUDA")
     args = p.parse_args()
     args.root = str(Path(args.root).resolve())
@@ -374,7 +403,7 @@ def main() -> int:
         order = names[rep % len(names) :] + names[: rep % len(names)]
         for variant in variants(args):
             for name in order:
-                r = run_epoch(factories[name], variant, args)
+                r = run_epoch(name, factories[name], variant, args)
                 results.setdefault((variant, name), []).append(r)
                 print(
                     f"rep {rep} {variant:6} {name:20} {r['samples_s']:8.0f} samples/s "
@@ -409,8 +438,10 @@ def render(args: argparse.Namespace, results: dict, waits: dict) -> str:
         f"num_workers={args.workers}, batch_size={args.batch})",
         "",
         f"{args.samples} samples of {args.size_kib} KiB +-10 KiB, {args.shard_mib} MiB shards, "
-        f"page cache warm, {args.reps} interleaved reps (median shown; samples/s counts from "
-        "DataLoader creation, so it includes worker start-up).",
+        f"page cache warm, shuffling {'on' if args.shuffle else 'off'} for every loader, "
+        f"{args.reps} interleaved reps (median shown; samples/s counts from "
+        "DataLoader creation, so it includes worker start-up; LitData through its "
+        "StreamingDataLoader).",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
         f"load average at the end {os.getloadavg()[0]:.1f}; `{' '.join(sys.argv)}`",
         "",
