@@ -61,6 +61,9 @@ class RetryingBackend(Backend):
     def get_range(self, key: str, start: int, end: int) -> bytes:
         return self.policy.call(f"get {key}", lambda: self.inner.get_range(key, start, end))
 
+    def map_range(self, key: str, start: int, end: int) -> memoryview | None:
+        return self.policy.call(f"get {key}", lambda: self.inner.map_range(key, start, end))
+
     def put(self, key: str, data: Buffer) -> ObjectMeta:
         return self.policy.call(f"put {key}", lambda: self.inner.put(key, data))
 

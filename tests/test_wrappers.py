@@ -8,7 +8,18 @@ import pytest
 
 from dcstore.backends.base import Backend
 
-CONTRACT = ("get", "get_range", "put", "put_stream", "head", "list", "delete", "close", "url")
+CONTRACT = (
+    "get",
+    "get_range",
+    "map_range",
+    "put",
+    "put_stream",
+    "head",
+    "list",
+    "delete",
+    "close",
+    "url",
+)
 WRAPPERS = [
     ("dcstore.retry", "RetryingBackend"),
     ("dcstore.cache", "CachedBackend"),

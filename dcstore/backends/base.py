@@ -70,6 +70,16 @@ class Backend(abc.ABC):
     def put(self, key: str, data: Buffer) -> ObjectMeta:
         """Atomically create or replace the object; return its new metadata."""
 
+    def map_range(self, key: str, start: int, end: int) -> memoryview | None:
+        """Bytes ``[start, end)`` as a read-only view of a memory mapping, or ``None``.
+
+        Only a store whose objects are local files maps them (the page cache, no
+        copy); every other store returns ``None`` and the caller uses ``get_range``.
+        The view owns its mapping: it stays valid as long as the view (or a slice
+        of it) is alive. Wrappers that pass bytes through unchanged forward it.
+        """
+        return None
+
     def put_stream(self, key: str, chunks: Iterable[Buffer], size: int) -> ObjectMeta:
         """``put`` of the concatenation of ``chunks`` (exactly ``size`` bytes).
 

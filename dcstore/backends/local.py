@@ -11,6 +11,12 @@ Guarantees beyond the Backend contract:
   inside the root are not followed out of it for writes.
 * ``put_stream`` writes the chunks into the temporary file as they come.
 * ``get_range`` uses ``pread``: only the requested bytes are read.
+* ``map_range`` maps the requested pages of the file (``MAP_POPULATE``: one
+  system call maps page-cache pages, no copy). A mapping sees the file it
+  opened: an overwrite (a rename) leaves it on the old file. A file truncated
+  *in place* while a view of it is read makes the process fail with SIGBUS, as
+  any memory-mapped reader (numpy's memmap, LitData) does; dcstore itself never
+  truncates a file in place.
 * The version token combines inode, mtime (ns) and size; a rename-based
   overwrite always creates a new inode.
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import mmap
 import os
 import stat
 import uuid
@@ -39,6 +46,7 @@ from dcstore.errors import (
 )
 
 TEMP_PREFIX = f"{RESERVED_PREFIX}-tmp-"
+MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # Linux: map every page at once
 
 
 class LocalBackend(Backend):
@@ -83,32 +91,54 @@ class LocalBackend(Backend):
     # -- reads ---------------------------------------------------------------------------
 
     def get(self, key: str) -> bytes:
-        path = self._path(key)
+        fd, _ = self._open_object(key)
         try:
-            with open(path, "rb", buffering=0) as f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    raise IsADirectoryError(errno.EISDIR, "is a directory")
+            with open(fd, "rb", buffering=0) as f:
                 return f.read()
-        except IsADirectoryError:
-            raise NotFoundError(f"{self.url}: no object {key!r} (it is a prefix)") from None
         except OSError as exc:
             raise self._error(exc, key, "read") from exc
 
-    def get_range(self, key: str, start: int, end: int) -> bytes:
-        path = self._path(key)
+    def _open_object(self, key: str) -> tuple[int, int]:
+        """A read-only descriptor of the object's file and its size (a prefix is not found)."""
         try:
-            fd = os.open(path, os.O_RDONLY)
-        except IsADirectoryError:
-            raise NotFoundError(f"{self.url}: no object {key!r} (it is a prefix)") from None
+            fd = os.open(self._path(key), os.O_RDONLY)
         except OSError as exc:
             raise self._error(exc, key, "read") from exc
         try:
-            check_range(key, start, end, os.fstat(fd).st_size)
+            st = os.fstat(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise self._error(exc, key, "read") from exc
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise NotFoundError(f"{self.url}: no object {key!r} (it is a prefix)")
+        return fd, st.st_size
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        fd, size = self._open_object(key)
+        try:
+            check_range(key, start, end, size)
             return os.pread(fd, end - start, start) if end > start else b""
         except OSError as exc:
             raise self._error(exc, key, "read") from exc
         finally:
             os.close(fd)
+
+    def map_range(self, key: str, start: int, end: int) -> memoryview | None:
+        fd, size = self._open_object(key)
+        try:
+            check_range(key, start, end, size)
+            if end == start:
+                return memoryview(b"")
+            offset = start - start % mmap.ALLOCATIONGRANULARITY
+            mapping = mmap.mmap(
+                fd, end - offset, flags=MAP_FLAGS, prot=mmap.PROT_READ, offset=offset
+            )
+        except OSError as exc:
+            raise self._error(exc, key, "read") from exc
+        finally:
+            os.close(fd)
+        return memoryview(mapping)[start - offset :]
 
     def head(self, key: str) -> ObjectMeta:
         try:

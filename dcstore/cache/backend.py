@@ -89,6 +89,10 @@ class CachedBackend(Backend):
         meta = self.inner.head(key)
         return self._read(key, meta, 0, meta.size)
 
+    def map_range(self, key: str, start: int, end: int) -> memoryview | None:
+        """Never maps: every read goes through the tier."""
+        return None
+
     def get_range(self, key: str, start: int, end: int) -> bytes:
         validate_key(key)
         meta = self.inner.head(key)

@@ -222,6 +222,10 @@ class EncryptedBackend(Backend):
         validate_key(key)
         return self._retrying(key, self._read_all)
 
+    def map_range(self, key: str, start: int, end: int) -> memoryview | None:
+        """Never maps: the stored bytes are ciphertext, the plaintext is decrypted."""
+        return None
+
     def get_range(self, key: str, start: int, end: int) -> bytes:
         validate_key(key)
         return self._retrying(key, lambda meta: self._read_range(meta, start, end))

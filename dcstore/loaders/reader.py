@@ -27,6 +27,9 @@ Guarantees:
   is ready when its turn comes; the consumer only joins straddlers.
 * Buffers are at most ``window_bytes`` (default 4 MiB), small enough for the
   allocator to recycle instead of page-faulting fresh memory for each shard.
+  A store that maps its files (local disk, plaintext: ``Backend.map_range``)
+  hands out windows of the page cache instead: no copy into a buffer at all,
+  and with ``zero_copy`` the fields are views of the mapping.
 * A shard that cannot be read or parsed raises the backend's error (or
   :class:`IntegrityError` for a malformed tar or a sample count that does
   not match the manifest), naming the shard. With a :class:`SkipPolicy`, its
@@ -150,7 +153,7 @@ def _check(store: Backend, key: str, found: int, expected: int, start: int, end:
 class _Parsed:
     """A fetched window and the samples wholly inside it (parsed in a prefetch thread)."""
 
-    data: bytes
+    data: bytes | memoryview
     inner: list[Sample | CorruptSample]
 
 
@@ -178,7 +181,11 @@ def _sample(
 
 
 def parse_inner(
-    store: Backend, manifest: Manifest, win: Window, data: bytes, options: SampleOptions
+    store: Backend,
+    manifest: Manifest,
+    win: Window,
+    data: bytes | memoryview,
+    options: SampleOptions,
 ) -> list[Sample | CorruptSample]:
     """The samples that lie wholly inside ``win`` (a pure function: thread-safe)."""
     info = manifest.shards[win.shard]
@@ -321,7 +328,10 @@ def read_plan(
     def fetch(win: Window) -> _Parsed | None:
         if win.shard in skipped:
             return None
-        data = store.get_range(manifest.shards[win.shard].key, win.start, win.end)
+        key = manifest.shards[win.shard].key
+        data = store.map_range(key, win.start, win.end)
+        if data is None:
+            data = store.get_range(key, win.start, win.end)
         return _Parsed(data, parse_inner(store, manifest, win, data, options))
 
     def wanted() -> Iterator[Window]:

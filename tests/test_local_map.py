@@ -1,0 +1,75 @@
+"""Local files are read as views of the page cache (``Backend.map_range``)."""
+
+from __future__ import annotations
+
+import mmap
+import random
+from pathlib import Path
+
+import pytest
+
+from dcstore import ShardedDataset, ShardWriter
+from dcstore.backends.local import LocalBackend
+from dcstore.errors import InvalidRangeError, NotFoundError
+from dcstore.store import open_store
+
+DATA = random.Random(7).randbytes(3 * mmap.ALLOCATIONGRANULARITY + 123)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalBackend:
+    backend = LocalBackend(str(tmp_path / "store"))
+    backend.put("dir/obj", DATA)
+    return backend
+
+
+def test_views_equal_ranged_reads_at_any_alignment(store: LocalBackend) -> None:
+    rng = random.Random(1)
+    cases = [(0, len(DATA)), (len(DATA), len(DATA)), (4095, 4097), (4096, 8192)]
+    cases += [tuple(sorted(rng.sample(range(len(DATA) + 1), 2))) for _ in range(50)]
+    for start, end in cases:
+        view = store.map_range("dir/obj", start, end)
+        assert view is not None and view.readonly
+        assert bytes(view) == store.get_range("dir/obj", start, end) == DATA[start:end]
+
+
+def test_bad_ranges_and_missing_objects_are_named(store: LocalBackend) -> None:
+    with pytest.raises(InvalidRangeError, match="dir/obj"):
+        store.map_range("dir/obj", 0, len(DATA) + 1)
+    with pytest.raises(NotFoundError, match="missing"):
+        store.map_range("missing", 0, 1)
+    with pytest.raises(NotFoundError, match="prefix"):
+        store.map_range("dir", 0, 1)
+
+
+def test_a_view_owns_its_mapping_past_overwrite_and_delete(store: LocalBackend) -> None:
+    view = store.map_range("dir/obj", 100, 200)
+    store.put("dir/obj", b"new")  # a rename: the view stays on the old file
+    assert bytes(view) == DATA[100:200]
+    store.delete("dir/obj")
+    part = view[10:20]
+    del view
+    assert bytes(part) == DATA[110:120]
+
+
+def test_only_stores_that_pass_bytes_through_map(tmp_path: Path, store: LocalBackend) -> None:
+    assert open_store(str(tmp_path / "store")).map_range("dir/obj", 0, 1) is not None
+    keys = tmp_path / "k.json"
+    from dcstore.crypto import Keyring, write_key_file
+
+    write_key_file(keys, Keyring.generate())
+    encrypted = open_store(str(tmp_path / "enc"), keys=str(keys))
+    encrypted.put("x", b"secret")
+    assert encrypted.map_range("x", 0, 1) is None
+    cached = open_store(str(tmp_path / "store"), cache="memory://")
+    assert cached.map_range("dir/obj", 0, 1) is None
+
+
+def test_zero_copy_samples_view_the_mapped_shard(tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'ds'}"
+    with ShardWriter(url, shard_size=1 << 16) as writer:
+        for i in range(40):
+            writer.write({"__key__": f"s{i:03d}", "bin": bytes([i]) * (3000 + i)})
+    views = list(ShardedDataset(url, zero_copy=True, shuffle=True))
+    assert all(isinstance(s["bin"].obj, mmap.mmap) for s in views)
+    assert sorted(bytes(s["bin"]) for s in views) == [bytes([i]) * (3000 + i) for i in range(40)]
