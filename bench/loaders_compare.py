@@ -9,6 +9,9 @@ shuffling and a 1,000-sample shuffle buffer, Streaming with its default shuffle
 algorithm, ShardedDataset and the pread floor with a seeded permutation. Interleaved
 repetitions (loader order rotated each rep), in two variants:
 
+``dcstore-pread`` is ShardedDataset over a local store that does not map its files
+(``pread`` into window buffers, as before ``Backend.map_range``).
+
 * ``touch``: the collate reads one byte per 4 KiB page of every payload in the
   worker and returns a tiny tensor (the storage and format path);
 * ``tensor``: the collate copies the payloads into one shared-memory uint8
@@ -37,6 +40,7 @@ import hashlib
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -48,6 +52,9 @@ import numpy as np
 import psutil
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from dcstore.backends.local import LocalBackend
+from dcstore.retry import RetryingBackend
 
 POOL = np.random.default_rng(1234).integers(0, 256, 16 << 20, dtype=np.uint8).tobytes()
 PAGE = 4096
@@ -143,6 +150,13 @@ class PreadFloor(IterableDataset):
                 os.close(fd)
 
 
+class PreadOnly(RetryingBackend):
+    """A local store that does not map its files: ShardedDataset as before map_range."""
+
+    def map_range(self, key: str, start: int, end: int) -> memoryview | None:
+        return None
+
+
 def litdata_item(i: int, kib: int) -> dict[str, bytes]:
     return {"bin": payload(i, kib)}
 
@@ -167,6 +181,9 @@ def prepare(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
             print(f"wrote {where.name} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     factories: dict[str, Callable[[], Any]] = {
         "dcstore": lambda: ShardedDataset(f"file://{plain}", shuffle=args.shuffle, seed=0),
+        "dcstore-pread": lambda: ShardedDataset(
+            PreadOnly(LocalBackend(str(plain))), shuffle=args.shuffle, seed=0
+        ),
         "dcstore-encrypted": lambda: ShardedDataset(
             f"file://{enc}", keys=keys, shuffle=args.shuffle, seed=0
         ),
@@ -391,6 +408,10 @@ def main() -> int:
     args = p.parse_args()
     args.root = str(Path(args.root).resolve())
     Path(args.root).mkdir(parents=True, exist_ok=True)
+    if not args.prepare_only:
+        # Write the datasets in a child process: litdata.optimize leaves this process
+        # with a state that made every later epoch start 30x slower (first batch 3-5 s).
+        subprocess.run([sys.executable, __file__, *sys.argv[1:], "--prepare-only"], check=True)
     factories = prepare(args)
     if args.only:
         factories = {k: v for k, v in factories.items() if k in args.only.split(",")}
