@@ -51,7 +51,7 @@ fi
 # 1. Tools: Java 17+ and Maven (installed from Debian when missing).
 if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
   log "installing openjdk-17-jdk-headless and maven"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jdk-headless maven >/dev/null
+  "$HERE/../apt_install.sh" openjdk-17-jdk-headless maven
 fi
 JAVA_MAJOR="$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)"
 if [[ "${JAVA_MAJOR:-0}" -lt 17 ]]; then log "Java 17+ required (found ${JAVA_MAJOR:-none})"; exit 1; fi
@@ -89,7 +89,7 @@ cp "$HERE/logback.xml" "$NODEDIR/conf/logback.xml"
 if [[ "${CASSANDRA_TLS:-0}" == 1 ]]; then
   TLS="$NODEDIR/tls"
   if [[ ! -f "$TLS/node.p12" ]]; then
-    command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl >/dev/null; }
+    command -v openssl >/dev/null || "$HERE/../apt_install.sh" openssl
     mkdir -p "$TLS"
     openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=$LISTEN" \
       -addext "subjectAltName=IP:$LISTEN" -keyout "$TLS/key.pem" -out "$TLS/cert.pem" 2>/dev/null

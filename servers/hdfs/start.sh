@@ -53,8 +53,7 @@ fi
 # 1. Tools: Java 17+, Maven and curl (installed from Debian when missing).
 if ! command -v java >/dev/null || ! command -v mvn >/dev/null || ! command -v curl >/dev/null; then
   log "installing openjdk-17-jdk-headless, maven and curl"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-    openjdk-17-jdk-headless maven curl >/dev/null
+  "$HERE/../apt_install.sh" openjdk-17-jdk-headless maven curl
 fi
 JAVA_MAJOR="$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)"
 if [[ "${JAVA_MAJOR:-0}" -lt 17 ]]; then log "Java 17+ required (found ${JAVA_MAJOR:-none})"; exit 1; fi

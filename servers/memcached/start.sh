@@ -16,17 +16,7 @@ STATE="${MEMCACHED_STATE_DIR:-$REPO/.servers/memcached}"
 DIR="$STATE/${MEMCACHED_NAME:-shared}"
 mkdir -p "$DIR"
 
-if ! command -v memcached >/dev/null; then  # Debian's memcached, once, even when starts race
-    (
-        flock 9
-        if ! command -v memcached >/dev/null; then
-            echo "installing memcached (apt)..." >&2
-            export DEBIAN_FRONTEND=noninteractive
-            apt-get -o DPkg::Lock::Timeout=300 update -qq
-            apt-get -o DPkg::Lock::Timeout=300 install -y -qq memcached >/dev/null
-        fi
-    ) 9>"$STATE/.install.lock"
-fi
+command -v memcached >/dev/null || "$HERE/../apt_install.sh" memcached
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 running() { [ -f "$DIR/$1.pid" ] && kill -0 "$(cat "$DIR/$1.pid")" 2>/dev/null; }

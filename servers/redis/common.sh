@@ -6,16 +6,7 @@ STATE="${REDIS_STATE_DIR:-$REPO/.servers/redis}"
 
 ensure_redis() {  # install Debian's redis-server once, even when two starts race (up.sh)
     command -v redis-server >/dev/null && command -v redis-cli >/dev/null && return 0
-    mkdir -p "$STATE"
-    (
-        flock 9
-        if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
-            echo "installing redis-server (apt)..." >&2
-            export DEBIAN_FRONTEND=noninteractive
-            apt-get -o DPkg::Lock::Timeout=300 update -qq
-            apt-get -o DPkg::Lock::Timeout=300 install -y -qq redis-server redis-tools >/dev/null
-        fi
-    ) 9>"$STATE/.install.lock"
+    "$HERE/../apt_install.sh" redis-server redis-tools
 }
 
 port_busy() {  # true when something listens on 127.0.0.1:$1
@@ -54,7 +45,7 @@ start_node() {
 make_cert() {  # a self-signed certificate for 127.0.0.1, made once per data dir
     local dir="$1"
     [ -s "$dir/tls/cert.pem" ] && return 0
-    command -v openssl >/dev/null || apt-get install -y -qq openssl >/dev/null
+    command -v openssl >/dev/null || "$HERE/../apt_install.sh" openssl
     mkdir -p "$dir/tls"
     openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=127.0.0.1" \
         -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
