@@ -153,7 +153,9 @@ class PreadFloor(IterableDataset):
 class PreadOnly(RetryingBackend):
     """A local store that does not map its files: ShardedDataset as before map_range."""
 
-    def map_range(self, key: str, start: int, end: int) -> memoryview | None:
+    def map_range(
+        self, key: str, start: int, end: int, *, version: str | None = None
+    ) -> memoryview | None:
         return None
 
 

@@ -22,6 +22,7 @@ from dcstore.errors import (
     KeyAccessError,
     NotFoundError,
     StorageFullError,
+    VersionChangedError,
 )
 from dcstore.store import open_store
 
@@ -75,6 +76,7 @@ __all__ = [
     "ShardedDataset",
     "ShardedMapDataset",
     "StorageFullError",
+    "VersionChangedError",
     "open_backend",
     "open_store",
 ]

@@ -32,6 +32,11 @@ class BackendUnavailableError(DcstoreError, ConnectionError):
     """A transient failure reaching the storage: the only class that is retried."""
 
 
+class VersionChangedError(DcstoreError):
+    """The object is no longer the version the read asked for (``version=``):
+    it was replaced or rewritten. Never retried: the caller decides."""
+
+
 class StorageFullError(DcstoreError, OSError):
     """The storage has no room for the write; the previous object is kept."""
 
@@ -57,6 +62,7 @@ __all__ = [
     "KeyAccessError",
     "NotFoundError",
     "StorageFullError",
+    "VersionChangedError",
 ]
 
 

@@ -55,14 +55,20 @@ class RetryingBackend(Backend):
     def url(self) -> str:
         return self.inner.url
 
-    def get(self, key: str) -> bytes:
-        return self.policy.call(f"get {key}", lambda: self.inner.get(key))
+    def get(self, key: str, *, version: str | None = None) -> bytes:
+        return self.policy.call(f"get {key}", lambda: self.inner.get(key, version=version))
 
-    def get_range(self, key: str, start: int, end: int) -> bytes:
-        return self.policy.call(f"get {key}", lambda: self.inner.get_range(key, start, end))
+    def get_range(self, key: str, start: int, end: int, *, version: str | None = None) -> bytes:
+        return self.policy.call(
+            f"get {key}", lambda: self.inner.get_range(key, start, end, version=version)
+        )
 
-    def map_range(self, key: str, start: int, end: int) -> memoryview | None:
-        return self.policy.call(f"get {key}", lambda: self.inner.map_range(key, start, end))
+    def map_range(
+        self, key: str, start: int, end: int, *, version: str | None = None
+    ) -> memoryview | None:
+        return self.policy.call(
+            f"get {key}", lambda: self.inner.map_range(key, start, end, version=version)
+        )
 
     def put(self, key: str, data: Buffer) -> ObjectMeta:
         return self.policy.call(f"put {key}", lambda: self.inner.put(key, data))
@@ -71,8 +77,8 @@ class RetryingBackend(Backend):
         """Not retried: a stream is consumed by the first attempt."""
         return self.inner.put_stream(key, chunks, size)
 
-    def head(self, key: str) -> ObjectMeta:
-        return self.policy.call(f"head {key}", lambda: self.inner.head(key))
+    def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
+        return self.policy.call(f"head {key}", lambda: self.inner.head(key, version=version))
 
     def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
         items = self.policy.call(f"list {prefix}", lambda: iter(self.inner.list(prefix)))

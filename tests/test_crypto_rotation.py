@@ -142,11 +142,11 @@ def test_range_read_survives_a_concurrent_overwrite() -> None:
     original_get_range = counting.get_range
     raced = []
 
-    def racing_get_range(key: str, start: int, end: int) -> bytes:
+    def racing_get_range(key: str, start: int, end: int, *, version: str | None = None) -> bytes:
         if start > 0 and not raced:  # the first segment read: overwrite just before it
             raced.append(True)
             enc.put("r", b"b" * 3 * SEG)
-        return original_get_range(key, start, end)
+        return original_get_range(key, start, end, version=version)
 
     counting.get_range = racing_get_range  # type: ignore[method-assign]
     assert enc.get_range("r", SEG, SEG + 10) == b"b" * 10

@@ -18,6 +18,12 @@ Guarantees
   ``0 <= start <= end <= size`` or :class:`InvalidRangeError`.
 * ``head`` returns the size and a version token that changes on every
   overwrite (even with identical content).
+* Reads take a keyword-only ``version=`` (a token from ``head``, ``put`` or
+  ``list``): ``get``, ``get_range``, ``map_range`` and ``head`` then serve
+  exactly that version or raise :class:`VersionChangedError`, at the cost of
+  the metadata the read fetches anyway. A version is immutable, so a layer that
+  still holds its bytes (the cache) may serve them after the origin replaced
+  the object; a read without ``version=`` always gets the current object.
 * ``list(prefix)`` is lazy and yields :class:`ObjectMeta` sorted by key;
   ``prefix`` is a plain string prefix of the key.
 * ``delete`` is idempotent: deleting a missing key is not an error.
@@ -40,9 +46,9 @@ from types import TracebackType
 
 from dcstore.backends.streams import Buffer
 from dcstore.backends.streams import join as join_stream
-from dcstore.errors import InvalidRangeError
+from dcstore.errors import InvalidRangeError, VersionChangedError
 
-__all__ = ["Backend", "Buffer", "ObjectMeta", "check_range"]
+__all__ = ["Backend", "Buffer", "ObjectMeta", "check_range", "check_version"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,18 +65,20 @@ class Backend(abc.ABC):
     """Abstract object store; see the module docstring for the guarantees."""
 
     @abc.abstractmethod
-    def get(self, key: str) -> bytes:
-        """Return the whole object."""
+    def get(self, key: str, *, version: str | None = None) -> bytes:
+        """Return the whole object (exactly ``version`` when given)."""
 
     @abc.abstractmethod
-    def get_range(self, key: str, start: int, end: int) -> bytes:
-        """Return bytes ``[start, end)`` of the object."""
+    def get_range(self, key: str, start: int, end: int, *, version: str | None = None) -> bytes:
+        """Return bytes ``[start, end)`` of the object (exactly ``version`` when given)."""
 
     @abc.abstractmethod
     def put(self, key: str, data: Buffer) -> ObjectMeta:
         """Atomically create or replace the object; return its new metadata."""
 
-    def map_range(self, key: str, start: int, end: int) -> memoryview | None:
+    def map_range(
+        self, key: str, start: int, end: int, *, version: str | None = None
+    ) -> memoryview | None:
         """Bytes ``[start, end)`` as a read-only view of a memory mapping, or ``None``.
 
         Only a store whose objects are local files maps them (the page cache, no
@@ -89,8 +97,8 @@ class Backend(abc.ABC):
         return self.put(key, join_stream(chunks, size, f"{self.url}: put {key!r}"))
 
     @abc.abstractmethod
-    def head(self, key: str) -> ObjectMeta:
-        """Return size and version of the object."""
+    def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
+        """Return size and version of the object (exactly ``version`` when given)."""
 
     @abc.abstractmethod
     def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
@@ -130,3 +138,11 @@ def check_range(key: str, start: int, end: int, size: int) -> None:
     """Raise :class:`InvalidRangeError` unless ``0 <= start <= end <= size``."""
     if not (0 <= start <= end <= size):
         raise InvalidRangeError(f"range [{start}, {end}) is outside object {key!r} of {size} bytes")
+
+
+def check_version(url: str, key: str, expected: str | None, actual: str) -> None:
+    """Raise :class:`VersionChangedError` unless ``expected`` is None or ``actual``."""
+    if expected is not None and expected != actual:
+        raise VersionChangedError(
+            f"{url}: object {key!r} changed: it is version {actual}, the read asked for {expected}"
+        )

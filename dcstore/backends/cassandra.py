@@ -45,7 +45,7 @@ import cassandra
 from cassandra.cluster import ResultSet
 
 from dcstore.backends import cassandra_schema as schema
-from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
+from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range, check_version
 from dcstore.backends.cassandra_errors import map_errors
 from dcstore.backends.cassandra_schema import Layout, bucket_of
 from dcstore.backends.cassandra_session import Session, connect
@@ -145,12 +145,13 @@ class CassandraBackend(Backend):
             out.append(row[0])
         return out
 
-    def _read(self, key: str, span: tuple[int, int] | None) -> bytes:
+    def _read(self, key: str, span: tuple[int, int] | None, version: str | None) -> bytes:
         full = self._full(key)
         with map_errors(self.url, "get", key):
             conn = self._connection()
             cur = self._require(conn, key, full)
             for _ in range(READ_ATTEMPTS):
+                check_version(self.url, key, version, str(cur.version))
                 size, cs = cur.layout.size, cur.layout.chunk_size
                 start, end = span if span is not None else (0, size)
                 check_range(key, start, end, size)
@@ -224,16 +225,17 @@ class CassandraBackend(Backend):
 
     # -- the contract ----------------------------------------------------------------------
 
-    def get(self, key: str) -> bytes:
-        return self._read(key, None)
+    def get(self, key: str, *, version: str | None = None) -> bytes:
+        return self._read(key, None, version)
 
-    def get_range(self, key: str, start: int, end: int) -> bytes:
-        return self._read(key, (start, end))
+    def get_range(self, key: str, start: int, end: int, *, version: str | None = None) -> bytes:
+        return self._read(key, (start, end), version)
 
-    def head(self, key: str) -> ObjectMeta:
+    def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
         full = self._full(key)
         with map_errors(self.url, "head", key):
             cur = self._require(self._connection(), key, full)
+        check_version(self.url, key, version, str(cur.version))
         return ObjectMeta(key, cur.layout.size, str(cur.version))
 
     def put(self, key: str, data: Buffer) -> ObjectMeta:

@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
+from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range, check_version
 from dcstore.backends.hdfs_errors import classify_error, remote_error
 from dcstore.backends.hdfs_fork import note_open, note_read, opened
 from dcstore.backends.keys import RESERVED_PREFIX, validate_key, validate_prefix
@@ -204,15 +204,18 @@ class HdfsBackend(Backend):
 
     # -- the contract -------------------------------------------------------------------
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, *, version: str | None = None) -> bytes:
         validate_key(key)
-        return self._read(key, None, None)
+        return self._read(key, None, None, version)
 
-    def get_range(self, key: str, start: int, end: int) -> bytes:
+    def get_range(self, key: str, start: int, end: int, *, version: str | None = None) -> bytes:
         validate_key(key)
-        return self._read(key, start, end)
+        return self._read(key, start, end, version)
 
-    def _read(self, key: str, start: int | None, end: int | None) -> bytes:
+    def _read(self, key: str, start: int | None, end: int | None, version: str | None) -> bytes:
+        """Open (one NameNode RPC), read; with ``version``, the file status is checked
+        *after* the read: versions only move forward (put makes mtimes increase), so
+        the expected version still current afterwards means it was the one read."""
         # A reader that opened the file just before an overwrite may find its blocks
         # deleted; it re-opens once and reads the new object (never a mix).
         for attempt in (1, 2):
@@ -221,18 +224,27 @@ class HdfsBackend(Backend):
             size = len(reader)
             lo, hi = (0, size) if start is None or end is None else (start, end)
             check_range(key, lo, hi, size)
-            if lo == hi:
-                return b""
             try:
-                with self._errors(key):
-                    try:
-                        return reader.read_range(lo, hi - lo)
-                    finally:
-                        note_read()
+                data = self._read_span(key, reader, lo, hi)
             except BackendUnavailableError:
+                if version is not None:
+                    self.head(key, version=version)  # replaced while being read?
                 if attempt == 2:
                     raise
+                continue
+            if version is not None:
+                self.head(key, version=version)
+            return data
         raise AssertionError("unreachable")
+
+    def _read_span(self, key: str, reader: Any, lo: int, hi: int) -> bytes:
+        if lo == hi:
+            return b""
+        with self._errors(key):
+            try:
+                return reader.read_range(lo, hi - lo)
+            finally:
+                note_read()
 
     def put(self, key: str, data: Buffer) -> ObjectMeta:
         validate_key(key)
@@ -278,9 +290,11 @@ class HdfsBackend(Backend):
             _remove_empty_tree(fs, path)
             fs.rename(tmp, path, True)
 
-    def head(self, key: str) -> ObjectMeta:
+    def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
         validate_key(key)
-        return self._meta(key, self._stat(key))
+        meta = self._meta(key, self._stat(key))
+        check_version(self.url, key, version, meta.version)
+        return meta
 
     def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
         validate_prefix(prefix)

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
+from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range, check_version
 from dcstore.backends.keys import validate_key, validate_prefix
 from dcstore.backends.options import Options, ParsedUrl
 from dcstore.errors import NotFoundError
@@ -66,18 +66,19 @@ class MemoryBackend(Backend):
     def url(self) -> str:
         return f"memory://{self.name}"
 
-    def _entry(self, key: str) -> tuple[bytes, str]:
+    def _entry(self, key: str, version: str | None) -> tuple[bytes, str]:
         validate_key(key)
         entry = self._space.objects.get(key)
         if entry is None:
             raise NotFoundError(f"{self.url}: no object {key!r}")
+        check_version(self.url, key, version, entry[1])
         return entry
 
-    def get(self, key: str) -> bytes:
-        return self._entry(key)[0]
+    def get(self, key: str, *, version: str | None = None) -> bytes:
+        return self._entry(key, version)[0]
 
-    def get_range(self, key: str, start: int, end: int) -> bytes:
-        data = self._entry(key)[0]
+    def get_range(self, key: str, start: int, end: int, *, version: str | None = None) -> bytes:
+        data = self._entry(key, version)[0]
         check_range(key, start, end, len(data))
         return data[start:end]
 
@@ -92,8 +93,8 @@ class MemoryBackend(Backend):
             space.objects[key] = (blob, version)
         return ObjectMeta(key, len(blob), version)
 
-    def head(self, key: str) -> ObjectMeta:
-        data, version = self._entry(key)
+    def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
+        data, version = self._entry(key, version)
         return ObjectMeta(key, len(data), version)
 
     def list(self, prefix: str = "") -> Iterator[ObjectMeta]:

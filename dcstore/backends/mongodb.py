@@ -48,7 +48,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, MongoClient
 from pymongo.collection import Collection
 
-from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
+from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range, check_version
 from dcstore.backends.keys import validate_key, validate_prefix
 from dcstore.backends.mongodb_config import (
     DEFAULT_DRIVER_OPTIONS,
@@ -225,22 +225,24 @@ class MongoBackend(Backend):
             raise NotFoundError(f"{self.url}: no object {key!r}")
         return doc
 
-    def head(self, key: str) -> ObjectMeta:
+    def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
         validate_key(key)
         doc = self._current(self._connection(), key)
+        check_version(self.url, key, version, str(doc["_id"]))
         return ObjectMeta(key, int(doc["length"]), str(doc["_id"]))
 
-    def get(self, key: str) -> bytes:
-        return self._read(key, 0, None)
+    def get(self, key: str, *, version: str | None = None) -> bytes:
+        return self._read(key, 0, None, version)
 
-    def get_range(self, key: str, start: int, end: int) -> bytes:
-        return self._read(key, start, end)
+    def get_range(self, key: str, start: int, end: int, *, version: str | None = None) -> bytes:
+        return self._read(key, start, end, version)
 
-    def _read(self, key: str, start: int, end: int | None) -> bytes:
+    def _read(self, key: str, start: int, end: int | None, version: str | None) -> bytes:
         validate_key(key)
         conn = self._connection()
         for _ in range(READ_ATTEMPTS):
             doc = self._current(conn, key, "get")
+            check_version(self.url, key, version, str(doc["_id"]))
             size = int(doc["length"])
             stop = size if end is None else end
             check_range(key, start, stop, size)

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
+from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range, check_version
 from dcstore.bench.payload import ObjectSet
 from dcstore.bench.results import BenchResult
 from dcstore.bench.runner import LoadSpec
@@ -59,17 +59,19 @@ class HoldingBackend(Backend):
     def url(self) -> str:
         return "memory://bench-holding"
 
-    def _entry(self, key: str) -> tuple[Buffer, str]:
+    def _entry(self, key: str, version: str | None = None) -> tuple[Buffer, str]:
         try:
-            return self._objects[key]
+            entry = self._objects[key]
         except KeyError:
             raise NotFoundError(f"{self.url}: no object {key!r}") from None
+        check_version(self.url, key, version, entry[1])
+        return entry
 
-    def get(self, key: str) -> bytes:
-        return self._entry(key)[0]  # type: ignore[return-value]
+    def get(self, key: str, *, version: str | None = None) -> bytes:
+        return self._entry(key, version)[0]  # type: ignore[return-value]
 
-    def get_range(self, key: str, start: int, end: int) -> bytes:
-        data = self._entry(key)[0]
+    def get_range(self, key: str, start: int, end: int, *, version: str | None = None) -> bytes:
+        data = self._entry(key, version)[0]
         check_range(key, start, end, len(data))
         return bytes(memoryview(data)[start:end])
 
@@ -78,8 +80,8 @@ class HoldingBackend(Backend):
         self._objects[key] = (data, version)
         return ObjectMeta(key, memoryview(data).nbytes, version)
 
-    def head(self, key: str) -> ObjectMeta:
-        data, version = self._entry(key)
+    def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
+        data, version = self._entry(key, version)
         return ObjectMeta(key, memoryview(data).nbytes, version)
 
     def list(self, prefix: str = "") -> Iterator[ObjectMeta]:

@@ -2,10 +2,14 @@
 
 Guarantees
 ----------
-* Never stale: every read asks the origin for the object's current version
-  (``head``, one small request) and the cache key carries that version, so an
-  overwrite from any process is seen by the next read. A fill is stored only
-  if the version did not change while it was fetched.
+* Never stale: the cache key carries the object's version. A read without
+  ``version=`` asks the origin for the current one (``head``, one small
+  request), so an overwrite from any process is seen by the next read. A read
+  with ``version=`` (the encryption layer above passes the version it learnt;
+  a dataset's manifest pins its shards') asks the origin nothing when the tier
+  holds that version: its size is kept in the tier beside its chunks. Fills
+  read the origin with ``version=``, so a fill of a replaced object raises
+  :class:`VersionChangedError` instead of caching the wrong bytes.
 * Never partial: objects are cached as chunks of ``policy.chunk_bytes``; a read
   is assembled from complete chunks only: each one it needs is present with its
   exact length, or fetched from the origin (only the missing ones).
@@ -21,8 +25,9 @@ Guarantees
 * Below encryption (see :func:`dcstore.store.open_store`) the tier holds
   ciphertext only.
 
-Cost: one origin ``head`` per read (two extra per miss: fill and re-check),
-traded for never serving stale data without any cross-process invalidation.
+Cost, counted at the origin: a read with ``version=`` that hits makes no
+request; a miss makes one metadata lookup (the version's size, once per
+version) and the fill reads. A read without ``version=`` adds one ``head``.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -45,11 +50,17 @@ from dcstore.backends.keys import validate_key
 from dcstore.cache.breaker import CircuitBreaker, TierSkipped
 from dcstore.cache.chunks import Chunk, ChunkSpan, consecutive_runs
 from dcstore.cache.tier import CachePolicy, CacheTier, CacheUnavailableError, with_ratio
-from dcstore.errors import NotFoundError
+from dcstore.errors import NotFoundError, VersionChangedError
 
 SLICE_RATIO = 4
 """A range smaller than 1/SLICE_RATIO of the chunks covering it is read as slices of
 them (GETRANGE), so a small read does not move whole chunks."""
+READ_ATTEMPTS = 3
+"""A read of the current version that meets an overwrite starts again, at most this
+many times in all."""
+SIZES_IN_PROCESS = 4096
+"""Versions whose size this process remembers (a version's size never changes)."""
+SIZE_BYTES = 8
 
 
 class CachedBackend(Backend):
@@ -74,6 +85,7 @@ class CachedBackend(Backend):
         self._totals: Counter[str] = Counter()
         self._last_flush = time.monotonic()
         self._pid = 0
+        self._sizes: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._breaker = CircuitBreaker(
             str(self.tier), self.policy.retry_interval, lambda: self._bump({"errors": 1})
         )
@@ -84,20 +96,85 @@ class CachedBackend(Backend):
 
     # -- reads -----------------------------------------------------------------------
 
-    def get(self, key: str) -> bytes:
-        validate_key(key)
-        meta = self.inner.head(key)
-        return self._read(key, meta, 0, meta.size)
+    def get(self, key: str, *, version: str | None = None) -> bytes:
+        return self._versioned(key, version, lambda meta: self._read(key, meta, 0, meta.size))
 
-    def map_range(self, key: str, start: int, end: int) -> memoryview | None:
+    def map_range(
+        self, key: str, start: int, end: int, *, version: str | None = None
+    ) -> memoryview | None:
         """Never maps: every read goes through the tier."""
         return None
 
-    def get_range(self, key: str, start: int, end: int) -> bytes:
+    def get_range(self, key: str, start: int, end: int, *, version: str | None = None) -> bytes:
+        def read(meta: ObjectMeta) -> bytes:
+            check_range(key, start, end, meta.size)
+            return self._read(key, meta, start, end)
+
+        return self._versioned(key, version, read)
+
+    def _versioned(
+        self, key: str, version: str | None, read: Callable[[ObjectMeta], bytes]
+    ) -> bytes:
+        """``read(meta)`` of ``version``, or of the current version (asked of the origin),
+        started again if the object is replaced meanwhile."""
         validate_key(key)
-        meta = self.inner.head(key)
-        check_range(key, start, end, meta.size)
-        return self._read(key, meta, start, end)
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            meta = self.head(key, version=version)
+            try:
+                return read(meta)
+            except VersionChangedError:
+                self._forget_size(key, meta.version)
+                if version is not None or attempt == READ_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
+        """Without ``version``, the origin's answer. With it, the version's size from
+        this process's memory or the tier when either has it (no origin request),
+        else the origin's answer for exactly that version."""
+        if version is None:
+            return self.inner.head(key)
+        validate_key(key)
+        size = self._known_size(key, version)
+        if size is not None:
+            return ObjectMeta(key, size, version)
+        meta = self.inner.head(key, version=version)
+        self._remember_size(meta, in_tier=True)
+        return meta
+
+    def _size_name(self, key: str, version: str) -> str:
+        ident = f"{self.inner.url}\0{key}\0{version}"
+        return f"{{{hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()}}}:size"
+
+    def _known_size(self, key: str, version: str) -> int | None:
+        with self._lock:
+            size = self._sizes.get((key, version))
+            if size is not None:
+                self._sizes.move_to_end((key, version))
+                return size
+        try:
+            with self._breaker.guard():
+                (value,) = self.tier.get_many([self._size_name(key, version)], [SIZE_BYTES])
+        except TierSkipped:
+            return None
+        if value is None or memoryview(value).nbytes != SIZE_BYTES:
+            return None
+        size = int.from_bytes(memoryview(value), "big")
+        self._remember_size(ObjectMeta(key, size, version), in_tier=False)
+        return size
+
+    def _remember_size(self, meta: ObjectMeta, *, in_tier: bool) -> None:
+        with self._lock:
+            self._sizes[meta.key, meta.version] = meta.size
+            while len(self._sizes) > SIZES_IN_PROCESS:
+                self._sizes.popitem(last=False)
+        if in_tier:
+            item = (self._size_name(meta.key, meta.version), meta.size.to_bytes(SIZE_BYTES, "big"))
+            self._quietly(lambda: self.tier.set_many([item]))
+
+    def _forget_size(self, key: str, version: str) -> None:
+        with self._lock:
+            self._sizes.pop((key, version), None)
 
     def _read(self, key: str, meta: ObjectMeta, start: int, end: int) -> bytes:
         if start == end:
@@ -117,15 +194,15 @@ class CachedBackend(Backend):
                 self._count(hits=1, bytes_from_cache=end - start)
                 return span.join(values)  # type: ignore[arg-type]
             chunks = self._complete(key, meta, span, values)
-        except (TierSkipped, _Overwritten):  # tier unusable, or object replaced meanwhile
+        except TierSkipped:  # tier unusable: read the origin directly
             self._count(misses=1, bytes_from_origin=end - start)
             return self._origin(key, meta, start, end)
         return span.join(chunks)
 
     def _origin(self, key: str, meta: ObjectMeta, start: int, end: int) -> bytes:
         if start == 0 and end == meta.size:
-            return self.inner.get(key)
-        return self.inner.get_range(key, start, end)
+            return self.inner.get(key, version=meta.version)
+        return self.inner.get_range(key, start, end, version=meta.version)
 
     def _object_id(self, key: str, meta: ObjectMeta) -> str:
         ident = f"{self.inner.url}\0{key}\0{meta.version}\0{meta.size}\0{self.policy.chunk_bytes}"
@@ -226,10 +303,8 @@ class CachedBackend(Backend):
         size = span.chunk
         start = (span.first + lo) * size
         end = min(meta.size, (span.first + hi + 1) * size)
-        data = self._origin(key, meta, start, end)
+        data = self._origin(key, meta, start, end)  # exactly meta.version, or it raises
         self._count(bytes_from_origin=len(data))
-        if len(data) != end - start or self.inner.head(key).version != meta.version:
-            raise _Overwritten  # do not cache; the caller re-reads the origin
         view = memoryview(data)
         chunks: list[Chunk] = [view[o : o + size] for o in range(0, len(data), size)]
         items = list(zip([n for n, _ in span.names(range(lo, hi + 1))], chunks, strict=True))
@@ -259,9 +334,6 @@ class CachedBackend(Backend):
         if old is not None:
             self._forget(key, old)
 
-    def head(self, key: str) -> ObjectMeta:
-        return self.inner.head(key)
-
     def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
         return self.inner.list(prefix)
 
@@ -272,12 +344,15 @@ class CachedBackend(Backend):
             return None
 
     def _forget(self, key: str, meta: ObjectMeta) -> None:
-        """Drop a replaced version's chunks (unreachable anyway; this frees memory)."""
-        if meta.size > self.policy.max_object_bytes or meta.size == 0:
-            return
-        oid = self._object_id(key, meta)
-        count = -(-meta.size // self.policy.chunk_bytes)
-        self._quietly(lambda: self.tier.delete_many([f"{{{oid}}}:{i}" for i in range(count)]))
+        """Drop a replaced version's size and chunks: reads pinned to it then ask the
+        origin (and get :class:`VersionChangedError`); the memory is freed."""
+        self._forget_size(key, meta.version)
+        names = [self._size_name(key, meta.version)]
+        if 0 < meta.size <= self.policy.max_object_bytes:
+            oid = self._object_id(key, meta)
+            count = -(-meta.size // self.policy.chunk_bytes)
+            names += [f"{{{oid}}}:{i}" for i in range(count)]
+        self._quietly(lambda: self.tier.delete_many(names))
 
     # -- statistics and housekeeping ----------------------------------------------------
 
@@ -332,10 +407,6 @@ class CachedBackend(Backend):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._init_state()
-
-
-class _Overwritten(Exception):
-    """The object changed while a fill was read: serve this read from the origin."""
 
 
 _LIVE: weakref.WeakSet[CachedBackend] = weakref.WeakSet()

@@ -22,6 +22,7 @@ _EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (errors.KeyAccessError, EXIT_ACCESS),
     (errors.BackendUnavailableError, EXIT_UNAVAILABLE),
     (errors.IntegrityError, EXIT_INTEGRITY),
+    (errors.VersionChangedError, EXIT_INTEGRITY),  # the data is not what its manifest lists
     (errors.StorageFullError, EXIT_NO_SPACE),
     (FileNotFoundError, EXIT_NOT_FOUND),
     (PermissionError, EXIT_ACCESS),

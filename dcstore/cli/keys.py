@@ -31,6 +31,7 @@ from dcstore.crypto.kek import DEFAULT_RSA_BITS, KEY_TYPES
 from dcstore.crypto.rotation import key_usage, retire_key, rotate
 from dcstore.crypto.sources import write_key_file
 from dcstore.errors import ConfigError
+from dcstore.loaders.versions import repin
 
 ENV_KEYS_FILE = "DCSTORE_KEYS_FILE"
 ENV_KEYS = "DCSTORE_KEYS"
@@ -184,16 +185,22 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_rotate(args: argparse.Namespace) -> int:
     counts = {"rewrapped": 0, "current": 0, "failed": 0}
+    new_versions: dict[str, str] = {}
     with _encrypted_store(args.store, args) as store:
         for result in rotate(store, args.prefix):
             counts[result.status] += 1
             if result.status == "failed":
                 print(f"FAILED {result.key}: {result.error}", file=sys.stderr)
-            elif result.status == "rewrapped" and args.verbose:
-                print(f"rewrapped {result.key}: {result.old_key_id} -> {result.new_key_id}")
+            elif result.status == "rewrapped":
+                new_versions[result.key] = result.version or ""
+                if args.verbose:
+                    print(f"rewrapped {result.key}: {result.old_key_id} -> {result.new_key_id}")
         primary = store.keyring.primary
+        manifests = repin(store, new_versions) if new_versions else 0
     summary = ", ".join(f"{n} {k}" for k, n in counts.items())
     print(f"rotation to {primary}: {summary}")
+    if manifests:
+        print(f"recorded the new shard versions in {manifests} dataset manifest(s)")
     return 1 if counts["failed"] else 0
 
 

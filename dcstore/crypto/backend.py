@@ -16,6 +16,11 @@ Guarantees (on top of the :class:`~dcstore.backends.base.Backend` contract):
   (new) last segment. ``head`` and ``list`` report plaintext sizes computed
   from the ciphertext size and the header (headers are cached by version):
   they reject sizes no writer produces, but authenticate nothing.
+* A read learns the object's version once (``inner.head``, or the caller's
+  ``version=``) and every inner read asks for exactly that version, so a
+  cache below answers without the origin and an overwrite during the read is
+  a :class:`VersionChangedError` from below, never a mix: the read then starts
+  again on the new version, unless the caller pinned one.
 * Before wrapping a new data key (``put``), the backend asks its key source
   whether it changed (one ``stat`` for a key file) and reloads it if so; a
   read that meets a key id the loaded keyring lacks reloads once if the
@@ -31,7 +36,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
 from dcstore.backends.keys import validate_key, validate_prefix
@@ -49,11 +54,13 @@ from dcstore.crypto.format import (
 from dcstore.crypto.keyring import Keyring
 from dcstore.crypto.segments import ObjectCipher, run_tasks
 from dcstore.crypto.sources import KeySource, open_key_source
-from dcstore.errors import ConfigError, IntegrityError, NotFoundError
+from dcstore.errors import ConfigError, IntegrityError, NotFoundError, VersionChangedError
 
+T = TypeVar("T")
 HEADER_CACHE_ENTRIES = 4096
 RANGE_ATTEMPTS = 3
-"""A read that fails because the object was overwritten meanwhile is retried."""
+"""A read of the current version that fails because the object was overwritten
+meanwhile starts again, at most this many times in all."""
 READ_CHUNK_BYTES = 16 << 20
 """Larger objects are read in ranged runs of whole segments of at most this size:
 bounded memory, no page faults for the ciphertext (below glibc's mmap threshold),
@@ -175,10 +182,14 @@ class EncryptedBackend(Backend):
             if header is not None:
                 self._headers.move_to_end(cache_key)
                 return header
-        prefix = self.inner.get_range(meta.key, 0, min(meta.size, MAX_V1_HEADER_SIZE))
+        version = meta.version
+        prefix = self.inner.get_range(
+            meta.key, 0, min(meta.size, MAX_V1_HEADER_SIZE), version=version
+        )
         whole = min(header_size_hint(prefix), meta.size)  # <= MAX_HEADER_SIZE
         if whole > len(prefix):  # a version-2 (public-key) header: fetch its remainder
-            prefix = bytes(prefix) + self.inner.get_range(meta.key, len(prefix), whole)
+            rest = self.inner.get_range(meta.key, len(prefix), whole, version=version)
+            prefix = bytes(prefix) + rest
         header = parse_header(prefix, self._what(meta.key))
         self._remember(cache_key, header)
         return header
@@ -218,43 +229,45 @@ class EncryptedBackend(Backend):
         self._remember((key, meta.version), header)
         return ObjectMeta(key, size, meta.version)
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, *, version: str | None = None) -> bytes:
         validate_key(key)
-        return self._retrying(key, self._read_all)
+        return self._retrying(key, version, self._read_all)
 
-    def map_range(self, key: str, start: int, end: int) -> memoryview | None:
+    def map_range(
+        self, key: str, start: int, end: int, *, version: str | None = None
+    ) -> memoryview | None:
         """Never maps: the stored bytes are ciphertext, the plaintext is decrypted."""
         return None
 
-    def get_range(self, key: str, start: int, end: int) -> bytes:
+    def get_range(self, key: str, start: int, end: int, *, version: str | None = None) -> bytes:
         validate_key(key)
-        return self._retrying(key, lambda meta: self._read_range(meta, start, end))
+        return self._retrying(key, version, lambda meta: self._read_range(meta, start, end))
 
-    def _retrying(self, key: str, read: Callable[[ObjectMeta], bytes]) -> bytes:
-        """Run ``read(inner meta)``. On an integrity failure the cached header is
-        dropped and the read retried once with a fresh one, and again while the
-        object keeps changing (a concurrent overwrite); otherwise it is raised."""
+    def _retrying(self, key: str, version: str | None, read: Callable[[ObjectMeta], T]) -> T:
+        """Run ``read(inner meta)`` of ``version`` (the current one when None).
+
+        An overwrite during an unpinned read starts it again on the new version. An
+        integrity failure drops the header cached for the version and, if the header
+        came from that cache, retries once with a fresh one; otherwise it is raised.
+        """
         for attempt in range(1, RANGE_ATTEMPTS + 1):
-            meta = self.inner.head(key)
+            meta = self.inner.head(key, version=version)
             with self._lock:
                 was_cached = (key, meta.version) in self._headers
             try:
                 return read(meta)
+            except VersionChangedError:
+                if version is not None or attempt == RANGE_ATTEMPTS:
+                    raise
             except IntegrityError:
                 self._forget((key, meta.version))
-                if attempt == RANGE_ATTEMPTS or (self._unchanged(meta) and not was_cached):
+                if attempt == RANGE_ATTEMPTS or not was_cached:
                     raise
         raise AssertionError("unreachable")
 
     def _forget(self, cache_key: tuple[str, str]) -> None:
         with self._lock:
             self._headers.pop(cache_key, None)
-
-    def _unchanged(self, meta: ObjectMeta) -> bool:
-        try:
-            return self.inner.head(meta.key).version == meta.version
-        except NotFoundError:
-            return False
 
     def _run(self, tasks: list[Callable[[], None]]) -> None:
         run_tasks(tasks, self._executor())
@@ -263,7 +276,8 @@ class EncryptedBackend(Backend):
         if meta.size > READ_CHUNK_BYTES:
             _, layout = self._layout(meta)
             return self._read_range(meta, 0, layout.plain_size)
-        blob = memoryview(self.inner.get(meta.key))  # small: one request, header included
+        # Small: one request, header included.
+        blob = memoryview(self.inner.get(meta.key, version=meta.version))
         what = self._what(meta.key)
         header = parse_header(blob, what)
         layout = Layout.from_cipher_size(header.size, header.segment_size, len(blob), what)
@@ -303,7 +317,7 @@ class EncryptedBackend(Backend):
         def read_run(run: tuple[int, int]) -> Callable[[], None]:
             def task() -> None:
                 (c0, c1), (p0, p1) = _spans(layout, *run)
-                blob = self.inner.get_range(meta.key, c0, c1)
+                blob = self.inner.get_range(meta.key, c0, c1, version=meta.version)
                 if start <= p0 and p1 <= end:
                     cipher.decrypt_into(layout, *run, blob, out.view[p0 - start : p1 - start])
                     return
@@ -323,17 +337,13 @@ class EncryptedBackend(Backend):
             raise
         return out.finish()
 
-    def head(self, key: str) -> ObjectMeta:
+    def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
         validate_key(key)
-        for attempt in range(1, RANGE_ATTEMPTS + 1):
-            meta = self.inner.head(key)
-            try:
-                _, layout = self._layout(meta)
-                return ObjectMeta(key, layout.plain_size, meta.version)
-            except IntegrityError:
-                if attempt == RANGE_ATTEMPTS or self._unchanged(meta):
-                    raise
-        raise AssertionError("unreachable")
+        return self._retrying(key, version, self._plain_meta)
+
+    def _plain_meta(self, meta: ObjectMeta) -> ObjectMeta:
+        _, layout = self._layout(meta)
+        return ObjectMeta(meta.key, layout.plain_size, meta.version)
 
     def list(
         self, prefix: str = "", *, on_damaged: Callable[[IntegrityError], None] | None = None
@@ -344,7 +354,10 @@ class EncryptedBackend(Backend):
         validate_prefix(prefix)
         for meta in self.inner.list(prefix):
             try:
-                _, layout = self._layout(meta)
+                try:
+                    plain = self._plain_meta(meta)
+                except VersionChangedError:  # replaced while listing: describe the new one
+                    plain = self.head(meta.key)
             except NotFoundError:
                 continue  # deleted while listing
             except IntegrityError as exc:
@@ -352,7 +365,7 @@ class EncryptedBackend(Backend):
                     raise
                 on_damaged(exc)
                 continue
-            yield ObjectMeta(meta.key, layout.plain_size, meta.version)
+            yield plain
 
     def delete(self, key: str) -> None:
         validate_key(key)

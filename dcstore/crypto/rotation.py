@@ -43,6 +43,8 @@ class RewrapResult:
     old_key_id: str | None = None
     new_key_id: str | None = None
     error: str | None = None
+    version: str | None = None
+    """The object's version after the rewrap (a rewrap is a write: the version changes)."""
 
 
 @dataclass
@@ -78,8 +80,8 @@ def rewrap(store: EncryptedBackend, key: str) -> RewrapResult:
     out[len(encoded) :] = payload
     if inner.head(key).version != before.version:
         return RewrapResult(key, "failed", header.key_id, error="overwritten during rotation")
-    inner.put(key, out)
-    return RewrapResult(key, "rewrapped", header.key_id, fresh.key_id)
+    written = inner.put(key, out)
+    return RewrapResult(key, "rewrapped", header.key_id, fresh.key_id, version=written.version)
 
 
 def rotate(store: EncryptedBackend, prefix: str = "") -> Iterator[RewrapResult]:

@@ -1,6 +1,7 @@
 """The dataset manifest: one Parquet object that *is* a dataset version.
 
-A manifest lists every shard (key, byte size, sample count, key id) and, per
+A manifest lists every shard (key, byte size, sample count, key id, and the
+object version its write returned) and, per
 sample, its key, its byte range in the shard and the XXH3-64 checksum of those
 bytes (:mod:`dcstore.loaders.checksum`; absent in older manifests), so a loader starts without
 listing the backend and can read any single sample with one range request.
@@ -17,6 +18,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from dataclasses import dataclass, field
@@ -58,6 +60,7 @@ _SCHEMA = pa.schema(
         ("offsets", pa.list_(pa.int64())),
         ("lengths", pa.list_(pa.int64())),
         ("checksums", pa.list_(pa.uint64())),
+        ("version", pa.string()),
     ]
 )
 _CHECKSUM_META = b"dcstore.checksum"
@@ -76,6 +79,11 @@ class ShardInfo:
     checksums: np.ndarray | None = None
     """Per-sample :func:`~dcstore.loaders.checksum.sample_checksum` (uint64); None in
     manifests written before checksums existed."""
+    version: str | None = None
+    """The shard object's version when the manifest was written: loaders read exactly
+    it (``version=``), so a warm cache serves them without asking the origin and a
+    replaced shard is a :class:`~dcstore.errors.VersionChangedError`. None in
+    manifests written before versions were recorded (reads then ask for the current one)."""
 
     @property
     def num_samples(self) -> int:
@@ -93,6 +101,15 @@ class Manifest:
     """Class names; a sample's ``cls`` field is its index here (empty: no class table)."""
     previous: tuple[str, ...] = ()
     """Earlier versions still kept in the store, newest first (see ``loaders.versions``)."""
+    versions_of: str = ""
+    """URL of the store whose object versions the shards' ``version`` fields are: a copy
+    of the dataset elsewhere has other versions, so :func:`load_manifest` from any other
+    store drops them (reads then ask for the current shard)."""
+
+    def unpinned(self) -> Manifest:
+        """This manifest without shard versions."""
+        shards = tuple(dataclasses.replace(s, version=None) for s in self.shards)
+        return dataclasses.replace(self, shards=shards, versions_of="")
 
     @property
     def class_to_idx(self) -> dict[str, int]:
@@ -138,6 +155,7 @@ class Manifest:
                 "checksums": [
                     None if s.checksums is None else s.checksums.tolist() for s in self.shards
                 ],
+                "version": [s.version for s in self.shards],
             },
             schema=_SCHEMA,
         )
@@ -146,6 +164,7 @@ class Manifest:
             b"dcstore.version": self.version.encode(),
             b"dcstore.classes": json.dumps(list(self.classes)).encode(),
             b"dcstore.previous": json.dumps(list(self.previous)).encode(),
+            b"dcstore.versions_of": self.versions_of.encode(),
             _CHECKSUM_META: ALGORITHM.encode(),
         }
         meta.update({f"user.{k}".encode(): v.encode() for k, v in self.metadata.items()})
@@ -166,6 +185,7 @@ class Manifest:
             raise IntegrityError(f"{where}: not a {FORMAT} manifest")
         cols = table.to_pydict()
         checksums = cols.get("checksums") or [None] * table.num_rows
+        versions = cols.get("version") or [None] * table.num_rows
         algorithm = meta.get(_CHECKSUM_META, ALGORITHM.encode()).decode()
         if algorithm != ALGORITHM and any(c is not None for c in checksums):
             raise IntegrityError(f"{where}: unsupported sample checksum {algorithm!r}")
@@ -180,13 +200,16 @@ class Manifest:
                 checksums=None
                 if checksums[i] is None
                 else np.asarray(checksums[i], dtype=np.uint64),
+                version=versions[i],
             )
             for i in range(table.num_rows)
         )
         user = {k.decode()[5:]: v.decode() for k, v in meta.items() if k.startswith(b"user.")}
         classes = tuple(json.loads(meta.get(b"dcstore.classes", b"[]")))
         previous = tuple(json.loads(meta.get(b"dcstore.previous", b"[]")))
-        return cls(meta[b"dcstore.version"].decode(), shards, user, classes, previous)
+        versions_of = meta.get(b"dcstore.versions_of", b"").decode()
+        version = meta[b"dcstore.version"].decode()
+        return cls(version, shards, user, classes, previous, versions_of)
 
     def commit(self, store: Backend, key: str = MANIFEST_KEY) -> None:
         """Publish this version with one atomic put (call after every shard is written)."""
@@ -204,7 +227,8 @@ def load_manifest(store: Backend, key: str = MANIFEST_KEY) -> Manifest:
     where = f"{store.url}/{key}"
     if getattr(store, "keyring", None) is None:
         refuse_ciphertext(data, f"dataset {where}")
-    return Manifest.from_parquet(data, where=where)
+    manifest = Manifest.from_parquet(data, where=where)
+    return manifest if manifest.versions_of == store.url else manifest.unpinned()
 
 
 def open_dataset(

@@ -225,5 +225,7 @@ def pack_plan(
         shards = _run_parallel(store, version, shard_size, jobs, workers, report)
     else:
         shards = [s for job in jobs for s in run_job(store, version, shard_size, job, report)]
-    manifest = Manifest(version, tuple(shards), dict(metadata or {}), plan.classes)
+    manifest = Manifest(
+        version, tuple(shards), dict(metadata or {}), plan.classes, versions_of=store.url
+    )
     return commit_version(store, manifest, manifest_key, keep)[0]

@@ -328,10 +328,10 @@ def read_plan(
     def fetch(win: Window) -> _Parsed | None:
         if win.shard in skipped:
             return None
-        key = manifest.shards[win.shard].key
-        data = store.map_range(key, win.start, win.end)
+        info = manifest.shards[win.shard]  # read exactly the version the manifest pins
+        data = store.map_range(info.key, win.start, win.end, version=info.version)
         if data is None:
-            data = store.get_range(key, win.start, win.end)
+            data = store.get_range(info.key, win.start, win.end, version=info.version)
         return _Parsed(data, parse_inner(store, manifest, win, data, options))
 
     def wanted() -> Iterator[Window]:
@@ -372,7 +372,7 @@ def read_sample(
     start = int(info.offsets[local])
     end = start + int(info.lengths[local])
     try:
-        data = memoryview(store.get_range(info.key, start, end))
+        data = memoryview(store.get_range(info.key, start, end, version=info.version))
         spans = group_samples(parse_members(data, base=start))
         _check(store, info.key, len(spans), 1, start, end)
     except DcstoreError as exc:

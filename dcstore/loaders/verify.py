@@ -40,7 +40,7 @@ def _bad_samples(store: Backend, info: ShardInfo, read_bytes: int) -> list[str]:
     for first, stop in _runs(info, read_bytes):
         lo = int(info.offsets[first])
         hi = int(info.offsets[stop - 1] + info.lengths[stop - 1])
-        data = memoryview(store.get_range(info.key, lo, hi))
+        data = memoryview(store.get_range(info.key, lo, hi, version=info.version))
         spans = group_samples(parse_members(data, base=lo))
         if len(spans) != stop - first:
             raise IntegrityError(

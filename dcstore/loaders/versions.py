@@ -12,6 +12,9 @@ Guarantees:
   archiving the one it replaces; only then does it delete the versions that
   fall out of the last ``keep``, so a failed commit removes nothing and readers
   of the version just replaced keep working (``keep >= 2``).
+* :func:`repin` records new shard versions (after ``dcstore keys rotate``
+  rewrote the shards' headers) in every manifest of the store that lists them,
+  each with one atomic put.
 * :func:`collect_garbage` deletes only objects under ``shards/`` and
   ``versions/`` that no kept manifest references; the manifest itself and any
   other object are never touched. A pack in progress into the same store has
@@ -21,6 +24,7 @@ Guarantees:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 from dcstore.backends.base import Backend, ObjectMeta
 from dcstore.errors import ConfigError, NotFoundError
@@ -99,6 +103,32 @@ def kept_manifests(store: Backend, key: str = MANIFEST_KEY) -> list[Manifest]:
         if found is not None:
             manifests.append(found[0])
     return manifests
+
+
+def repin(store: Backend, versions: Mapping[str, str], key: str = MANIFEST_KEY) -> int:
+    """Record ``versions`` (shard key -> its new object version) in the current manifest
+    and the archived ones it keeps; return how many manifests changed. A store with no
+    dataset changes nothing."""
+    try:
+        current = load_manifest(store, key)
+    except NotFoundError:
+        return 0
+    targets = [(key, current)]
+    for version in current.previous:
+        found = _read_current(store, archive_key(version))
+        if found is not None:
+            targets.append((archive_key(version), found[0]))
+    changed = 0
+    for manifest_key, manifest in targets:
+        if not any(s.key in versions for s in manifest.shards):
+            continue
+        shards = tuple(
+            dataclasses.replace(s, version=versions[s.key]) if s.key in versions else s
+            for s in manifest.shards
+        )
+        dataclasses.replace(manifest, shards=shards).commit(store, manifest_key)
+        changed += 1
+    return changed
 
 
 def collect_garbage(

@@ -19,6 +19,7 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import secrets
 import time
 from collections.abc import Mapping, Sequence
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from dcstore.backends.base import Backend
+from dcstore.backends.base import Backend, ObjectMeta
 from dcstore.errors import ConfigError
 from dcstore.loaders.checksum import sample_checksum
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, ShardInfo
@@ -117,7 +118,7 @@ class ShardWriter:
         self._lengths: list[int] = []
         self._checksums: list[int] = []
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="dcstore-pack")
-        self._pending: Future[None] | None = None
+        self._pending: tuple[int, Future[ObjectMeta]] | None = None  # (shard index, put)
         self._closed = False
 
     def write(self, sample: Mapping[str, Any]) -> None:
@@ -171,13 +172,14 @@ class ShardWriter:
         )
         self._keys, self._offsets, self._lengths, self._checksums = [], [], [], []
         self._wait()
-        self._pending = self._pool.submit(self.store.put, key, data)
+        self._pending = (len(self._shards) - 1, self._pool.submit(self.store.put, key, data))
         self.bytes_written += len(data)
 
     def _wait(self) -> None:
         if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()
+            (index, pending), self._pending = self._pending, None
+            written = pending.result()  # record the version the shard became
+            self._shards[index] = dataclasses.replace(self._shards[index], version=written.version)
 
     def finish(self) -> tuple[ShardInfo, ...]:
         """Write the last shard and stop without committing; return every shard written."""
@@ -193,7 +195,9 @@ class ShardWriter:
 
     def close(self) -> Manifest:
         """Write the last shard, then commit the manifest; return it."""
-        manifest = Manifest(self.version, self.finish(), self.metadata, self.classes)
+        manifest = Manifest(
+            self.version, self.finish(), self.metadata, self.classes, versions_of=self.store.url
+        )
         return commit_version(self.store, manifest, self.manifest_key, self.keep)[0]
 
     def abort(self) -> None:

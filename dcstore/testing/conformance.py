@@ -32,6 +32,7 @@ from dcstore.errors import (
     InvalidKeyError,
     InvalidRangeError,
     NotFoundError,
+    VersionChangedError,
 )
 
 MiB = 1 << 20
@@ -180,6 +181,39 @@ class BackendConformance:
         assert backend.get(ns + "o") == b"other"
         assert len({first.version, second.version, third.version}) == 3
         assert backend.head(ns + "o").size == 5
+
+    def test_reads_of_a_version(self, backend: Backend, ns: str) -> None:
+        data = bytes(range(256)) * 40
+        meta = backend.put(ns + "v", data)
+        v = backend.head(ns + "v").version
+        assert v == meta.version
+        assert backend.get(ns + "v", version=v) == data
+        assert backend.get_range(ns + "v", 5, 4000, version=v) == data[5:4000]
+        assert backend.head(ns + "v", version=v) == backend.head(ns + "v")
+        view = backend.map_range(ns + "v", 1, 100, version=v)
+        assert view is None or bytes(view) == data[1:100]
+
+    def test_reads_of_a_replaced_version_fail(self, backend: Backend, ns: str) -> None:
+        old = backend.put(ns + "v", b"first version").version
+        assert backend.get(ns + "v", version=old) == b"first version"  # may fill a cache
+        new = backend.put(ns + "v", b"second version!").version
+        reads = [
+            lambda: backend.get(ns + "v", version=old),
+            lambda: backend.get_range(ns + "v", 0, 5, version=old),
+            lambda: backend.head(ns + "v", version=old),
+        ]
+        for read in reads:
+            with pytest.raises(VersionChangedError, match=r"changed"):
+                read()
+        try:
+            view = backend.map_range(ns + "v", 0, 5, version=old)
+        except VersionChangedError:
+            view = None
+        assert view is None, "map_range served a replaced version"
+        assert backend.get(ns + "v", version=new) == b"second version!"
+        backend.delete(ns + "v")
+        with pytest.raises(NotFoundError):
+            backend.get(ns + "v", version=new)
 
     def test_reader_never_sees_a_mix(self, backend: Backend, ns: str) -> None:
         size = 2 * MiB + 3

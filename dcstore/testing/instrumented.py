@@ -4,9 +4,10 @@
 ``latency`` seconds per read request plus ``bytes / bandwidth``, counts reads
 and bytes in this process, and (with ``log``) appends ``<pid> <bytes>`` per
 read to a file so several processes' origin traffic can be summed with
-:func:`logged_bytes`. Writes, ``head``, ``list`` and ``delete`` pass through
-untouched. It pickles (counters restart in the receiving process), so it can
-stand in as a deliberately slow origin under a DataLoader.
+:func:`logged_bytes`. It counts ``head`` requests too (``heads``); writes,
+``list`` and ``delete`` pass through untouched. It pickles (counters restart in
+the receiving process), so it can stand in as a deliberately slow origin under a
+DataLoader.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class InstrumentedBackend(Backend):
         self.log = os.fspath(log) if log is not None else None
         self._lock = threading.Lock()
         self.gets = 0
+        self.heads = 0
         self.ranges: list[tuple[str, int, int]] = []
         self.bytes_read = 0
 
@@ -61,15 +63,15 @@ class InstrumentedBackend(Backend):
     def url(self) -> str:
         return self.inner.url
 
-    def get(self, key: str) -> bytes:
-        data = self.inner.get(key)
+    def get(self, key: str, *, version: str | None = None) -> bytes:
+        data = self.inner.get(key, version=version)
         with self._lock:
             self.gets += 1
         self._record(len(data))
         return data
 
-    def get_range(self, key: str, start: int, end: int) -> bytes:
-        data = self.inner.get_range(key, start, end)
+    def get_range(self, key: str, start: int, end: int, *, version: str | None = None) -> bytes:
+        data = self.inner.get_range(key, start, end, version=version)
         with self._lock:
             self.ranges.append((key, start, end))
         self._record(len(data))
@@ -78,8 +80,11 @@ class InstrumentedBackend(Backend):
     def put(self, key: str, data: Buffer) -> ObjectMeta:
         return self.inner.put(key, data)
 
-    def head(self, key: str) -> ObjectMeta:
-        return self.inner.head(key)
+    def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
+        meta = self.inner.head(key, version=version)
+        with self._lock:
+            self.heads += 1
+        return meta
 
     def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
         return self.inner.list(prefix)
