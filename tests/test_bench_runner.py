@@ -78,6 +78,14 @@ def test_warmup_is_run_but_not_recorded() -> None:
     assert sum(m.timeline_ops) == m.ops
 
 
+def test_an_operation_slower_than_the_window_is_measured_not_zero() -> None:
+    """A put stalled longer than warm-up plus duration (a loaded CI disk) is one slow op."""
+    m = run(SleepWorkload(seconds=0.4), LoadSpec(threads=2, duration=0.1, warmup=0.05))
+    assert m.ops >= 2  # at least one per worker
+    assert m.histogram.summary_us()["p50"] >= 390_000
+    assert m.elapsed_s >= 0.3
+
+
 def test_closed_loop_latency_is_the_service_time() -> None:
     m = run(SleepWorkload(seconds=0.02), LoadSpec(threads=1, duration=1.0, warmup=0))
     summary = m.histogram.summary_us()

@@ -232,7 +232,10 @@ def test_ttl_is_set_on_chunks(base_url: str, tmp_path: Path) -> None:
     store.get("k")
     tier = store.tier
     ttls = [ttl for k, (_, ttl) in all_entries(tier).items() if b"stats" not in k]
-    assert ttls and all(ttl is not None and 0 < ttl <= 60 for ttl in ttls), ttls
+    # memcached reports expiry in whole seconds of its own clock, which ticks once a second,
+    # so the remaining time read against ours can be up to a second or two over.
+    slack = 2.5 if base_url.startswith("memcached") else 0.0
+    assert ttls and all(ttl is not None and 0 < ttl <= 60 + slack for ttl in ttls), ttls
     tier.clear()
 
 

@@ -10,7 +10,9 @@
 * Warm-up: operations that start (or are scheduled) before ``t0 + warmup``
   are run but not recorded.
 * End: after ``duration`` seconds of measurement, or after ``ops`` measured
-  operations in total.
+  operations in total. In a closed loop each worker measures at least one
+  operation, so one operation slower than the whole window (a stalled fsync)
+  is reported as slow, never as zero operations per second.
 * Errors: every failure is counted by type; a full disk, a bad configuration,
   an access error or more than ``max_errors`` errors stops the run, and what
   was measured until then is returned with the exception (never lost).
@@ -148,8 +150,9 @@ class _ProcessRun:
             total.window_end_ns = max(total.window_end_ns, self.end_ns)
         return total
 
-    def _claim(self) -> tuple[int, bool] | None:
-        """Next sequence number, or None when the run is over."""
+    def _claim(self, measured_one: bool = True) -> tuple[int, bool] | None:
+        """Next sequence number, or None when the run is over (``measured_one``: this
+        worker has measured an operation; a closed-loop worker always measures one)."""
         with self.lock:
             seq = self.next_seq
             self.next_seq += 1
@@ -159,7 +162,8 @@ class _ProcessRun:
         else:
             intended = time.monotonic_ns()
         measured = intended >= self.measure_ns
-        if self.end_ns is not None and intended >= self.end_ns:
+        over = self.end_ns is not None and intended >= self.end_ns
+        if over and (spec.rate or measured_one):
             return None
         if measured and self.quota is not None:
             with self.lock:
@@ -177,7 +181,7 @@ class _ProcessRun:
         if delay > 0:
             time.sleep(delay / 1e9)
         while not self.stop.is_set():
-            claim = self._claim()
+            claim = self._claim(measured_one=m.ops > 0 or m.errors > 0)
             if claim is None:
                 break
             intended, measured = claim
