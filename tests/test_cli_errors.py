@@ -92,10 +92,13 @@ def test_docs_table_lists_every_exit_code() -> None:
     from dcstore.cli import exits
 
     text = (Path(__file__).parents[1] / "docs" / "cli.md").read_text()
-    documented = dict(re.findall(r"^\| (\d+) \| `(\w+)`", text, re.M))
+    documented = {  # exit code -> the error classes named in its row
+        code: set(re.findall(r"`(\w+)`", names))
+        for code, names in re.findall(r"^\| (\d+) \| ([^|]*)\|", text, re.M)
+    }
     for cls, code in exits._EXIT_CODES:
         if issubclass(cls, errors.DcstoreError):
-            assert documented[str(code)] == cls.__name__
+            assert cls.__name__ in documented[str(code)], (code, cls.__name__)
 
 
 @pytest.mark.parametrize(

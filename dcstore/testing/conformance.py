@@ -222,9 +222,13 @@ class BackendConformance:
         stop = threading.Event()
         bad: list[str] = []
 
-        def reader() -> None:
+        def reader() -> None:  # every read returns one whole version, never an error
             while not stop.is_set():
-                got = backend.get(ns + "atomic")
+                try:
+                    got = backend.get(ns + "atomic")
+                except Exception as exc:  # reported below
+                    bad.append(f"read failed: {exc!r:.300}")
+                    continue
                 if got not in blobs:
                     bad.append(f"mixed read of {len(got)} bytes")
 
