@@ -175,14 +175,24 @@ class Manifest:
 
     @classmethod
     def from_parquet(cls, data: bytes, *, where: str = "manifest") -> Manifest:
-        """Parse Parquet bytes; a foreign or damaged file raises :class:`IntegrityError`."""
+        """Parse Parquet bytes. A foreign, damaged or inconsistent file (a missing or
+        mistyped column, sample ranges outside their shard, undecodable metadata)
+        raises :class:`IntegrityError` naming ``where``, and nothing else escapes."""
         try:
             table = read_parquet_in_this_thread(pa.BufferReader(data))
-        except (pa.ArrowInvalid, OSError) as exc:
+        except (pa.ArrowException, OSError, ValueError) as exc:  # ValueError: bad UTF-8 names
             raise IntegrityError(f"{where}: not a readable dcstore manifest ({exc})") from exc
         meta = table.schema.metadata or {}
         if meta.get(b"dcstore.format") != FORMAT.encode():
             raise IntegrityError(f"{where}: not a {FORMAT} manifest")
+        _check_schema(table.schema, where)
+        try:
+            return cls._from_table(table, meta, where)
+        except (KeyError, ValueError, TypeError) as exc:  # metadata: missing, bad JSON or UTF-8
+            raise IntegrityError(f"{where}: damaged manifest metadata ({exc!r:.200})") from None
+
+    @classmethod
+    def _from_table(cls, table: pa.Table, meta: dict[bytes, bytes], where: str) -> Manifest:
         cols = table.to_pydict()
         checksums = cols.get("checksums") or [None] * table.num_rows
         versions = cols.get("version") or [None] * table.num_rows
@@ -190,17 +200,21 @@ class Manifest:
         if algorithm != ALGORITHM and any(c is not None for c in checksums):
             raise IntegrityError(f"{where}: unsupported sample checksum {algorithm!r}")
         shards = tuple(
-            ShardInfo(
-                key=cols["shard"][i],
-                size=cols["size"][i],
-                key_id=cols["key_id"][i],
-                sample_keys=tuple(cols["keys"][i]),
-                offsets=np.asarray(cols["offsets"][i], dtype=np.int64),
-                lengths=np.asarray(cols["lengths"][i], dtype=np.int64),
-                checksums=None
-                if checksums[i] is None
-                else np.asarray(checksums[i], dtype=np.uint64),
-                version=versions[i],
+            _checked(
+                ShardInfo(
+                    key=cols["shard"][i],
+                    size=cols["size"][i],
+                    key_id=cols["key_id"][i],
+                    sample_keys=tuple(cols["keys"][i] or ()),
+                    offsets=np.asarray(cols["offsets"][i] or (), dtype=np.int64),
+                    lengths=np.asarray(cols["lengths"][i] or (), dtype=np.int64),
+                    checksums=None
+                    if checksums[i] is None
+                    else np.asarray(checksums[i], dtype=np.uint64),
+                    version=versions[i],
+                ),
+                cols["samples"][i],
+                f"{where}: shard {i}",
             )
             for i in range(table.num_rows)
         )
@@ -214,6 +228,44 @@ class Manifest:
     def commit(self, store: Backend, key: str = MANIFEST_KEY) -> None:
         """Publish this version with one atomic put (call after every shard is written)."""
         store.put(key, self.to_parquet())
+
+
+_OPTIONAL_COLUMNS = ("checksums", "version")
+
+
+def _check_schema(schema: pa.Schema, where: str) -> None:
+    """Every column a manifest needs is there, with its type (older files lack the optional)."""
+    for expected in _SCHEMA:
+        index = schema.get_field_index(expected.name)
+        if index < 0:
+            if expected.name in _OPTIONAL_COLUMNS:
+                continue
+            raise IntegrityError(f"{where}: manifest has no column {expected.name!r}")
+        if schema.field(index).type != expected.type:
+            raise IntegrityError(
+                f"{where}: manifest column {expected.name!r} is {schema.field(index).type},"
+                f" expected {expected.type}"
+            )
+
+
+def _checked(shard: ShardInfo, samples: int | None, what: str) -> ShardInfo:
+    """``shard`` if its row is consistent: a key and size, one offset, length (and
+    checksum) per sample key, every sample inside the shard."""
+    if shard.key is None or shard.size is None or shard.size < 0:
+        raise IntegrityError(f"{what}: no shard key or size")
+    n = len(shard.sample_keys)
+    counts = {n, samples, len(shard.offsets), len(shard.lengths)}
+    if shard.checksums is not None:
+        counts.add(len(shard.checksums))
+    if len(counts) != 1 or any(k is None for k in shard.sample_keys):
+        raise IntegrityError(f"{what} ({shard.key!r}): sample counts disagree")
+    if n and (  # each bounded first, so the sum cannot overflow int64
+        min(shard.offsets.min(), shard.lengths.min()) < 0
+        or max(shard.offsets.max(), shard.lengths.max()) > shard.size
+        or (shard.offsets + shard.lengths).max() > shard.size
+    ):
+        raise IntegrityError(f"{what} ({shard.key!r}): a sample lies outside the shard")
+    return shard
 
 
 def load_manifest(store: Backend, key: str = MANIFEST_KEY) -> Manifest:
