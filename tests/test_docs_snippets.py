@@ -1,4 +1,4 @@
-"""Every code block of README.md, docs/*.md and fuzz/README.md runs, so the docs cannot rot (issue 16).
+"""Every code block of README.md, docs/*.md and fuzz/README.md runs, so the docs cannot rot.
 
 How blocks run, the skip marker and the placeholder substitutions: tests/docsnippets.py.
 One test per block, named ``FILE:LINE`` of its opening fence.
