@@ -12,10 +12,12 @@ For each object size, alternating within each round (one thread):
 * ``tier``: ``MemcachedTier.get_many`` of the same keys (key names, routing, size checks);
 * ``memcached``: ``CachedBackend.get`` of the object through the Memcached tier: origin
   ``head`` (an in-memory origin, ~free) + the chunks + assembly;
-* ``redis``: the same ``CachedBackend.get`` through the Redis tier, same ``chunk_bytes``.
+* ``redis``: the same ``CachedBackend.get`` through the Redis tier, same ``chunk_bytes``;
+* ``pinned``: ``CachedBackend.get(key, version=...)`` through the Memcached tier, as
+  ShardedDataset reads a shard its manifest pins (no origin ``head``).
 
-Prints medians (MB/s) and the ratios tier/raw, get/raw (``raw``: pymemcache's defaults,
-blocking sockets) and get/raw+timeout (the raw client with the tier's socket timeout)
+Prints medians (MB/s) and the ratios tier/raw, get/raw, pinned/raw (``raw``: pymemcache's
+defaults, blocking sockets) and get/raw+timeout (the raw client with the tier's socket timeout)
 as a Markdown table.
 """
 
@@ -81,9 +83,9 @@ def main() -> None:
     }
     print(
         "| object | chunks | raw MB/s | raw+timeout MB/s | tier MB/s | memcached get MB/s "
-        "| redis get MB/s | tier/raw | get/raw | get/raw+timeout |"
+        "| redis get MB/s | pinned get MB/s | tier/raw | get/raw | pinned/raw | get/raw+timeout |"
     )
-    print("|---" * 10 + "|")
+    print("|---" * 12 + "|")
     try:
         for text in args.size.split(","):
             size = parse_size(text)
@@ -105,6 +107,7 @@ def main() -> None:
                 "raw_timeouts": partial(raw_timeouts[f"{host}:{port}"].get_many, full),
                 "tier": partial(tier.get_many, names, sizes),
                 **{name: partial(s.get, key) for name, s in stacks.items()},
+                "pinned": partial(stacks["memcached"].get, key, version=origin.head(key).version),
             }
             figures: dict[str, list[float]] = {name: [] for name in ops}
             for _ in range(args.rounds):
@@ -114,8 +117,9 @@ def main() -> None:
             redis = f"{med['redis']:.0f}" if "redis" in med else "-"
             print(
                 f"| {text} | {n} | {med['raw']:.0f} | {med['raw_timeouts']:.0f} "
-                f"| {med['tier']:.0f} | {med['memcached']:.0f} | {redis} "
+                f"| {med['tier']:.0f} | {med['memcached']:.0f} | {redis} | {med['pinned']:.0f} "
                 f"| {med['tier'] / med['raw']:.2f} | {med['memcached'] / med['raw']:.2f} "
+                f"| {med['pinned'] / med['raw']:.2f} "
                 f"| {med['memcached'] / med['raw_timeouts']:.2f} |"
             )
     finally:
