@@ -127,8 +127,8 @@ class CachedBackend(Backend):
     ) -> bytes:
         """``read(meta)`` of ``version`` (or VersionChangedError), or of the current
         version (asked of the origin), started again if the object is replaced meanwhile
-        and read by ``direct()`` from the origin after READ_ATTEMPTS such races."""
-        validate_key(key)
+        and read by ``direct()`` from the origin after READ_ATTEMPTS such races. The key
+        is validated by ``head``."""
         for _ in range(READ_ATTEMPTS):
             meta = self.head(key, version=version)
             try:
@@ -155,8 +155,7 @@ class CachedBackend(Backend):
         return meta
 
     def _size_name(self, key: str, version: str) -> str:
-        ident = f"{self.inner.url}\0{key}\0{version}"
-        return f"{{{hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()}}}:size"
+        return f"{{{self._digest(key, version)}}}:size"
 
     def _known_size(self, key: str, version: str) -> int | None:
         with self._lock:
@@ -217,7 +216,11 @@ class CachedBackend(Backend):
         return self.inner.get_range(key, start, end, version=meta.version)
 
     def _object_id(self, key: str, meta: ObjectMeta) -> str:
-        ident = f"{self.inner.url}\0{key}\0{meta.version}\0{meta.size}\0{self.policy.chunk_bytes}"
+        return self._digest(key, meta.version, meta.size, self.policy.chunk_bytes)
+
+    def _digest(self, key: str, *parts: object) -> str:
+        """A tier name for (origin URL, key, parts): one version of one object's data."""
+        ident = "\0".join([self.inner.url, key, *map(str, parts)])
         return hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()
 
     def _lookup(self, names: list[tuple[str, int]]) -> list[Buffer | None]:
