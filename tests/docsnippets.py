@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC_FILES = ("README.md", "docs/*.md", "fuzz/README.md")
+DOC_FILES = ("README.md", "docs/*.md", "fuzz/README.md", "tests/chaos/README.md")
 RUN_LANGS = ("python", "bash", "sh", "console")
 SKIP_RE = re.compile(r"^<!-- snippet: skip \((?P<reason>[^)]+)\) -->\s*$")
 FENCE_RE = re.compile(r"^(?P<fence>`{3,})(?P<lang>[\w+-]*)\s*$")

@@ -5,6 +5,8 @@
 #   CASSANDRA_VERSION       cassandra-all version (default 5.0.8)
 #   CASSANDRA_NODE          node name; data/logs/pid live in $REPO/.servers/cassandra/<node> (default node1)
 #   CASSANDRA_LISTEN        listen + rpc address (default 127.0.0.1; any 127.x.y.z works on Linux loopback)
+#   CASSANDRA_BROADCAST_RPC address drivers are told to reach this node at (default: the listen
+#                           address; e.g. a fault proxy listening on another loopback address)
 #   CASSANDRA_SEEDS         comma-separated seed addresses (default: the listen address)
 #   CASSANDRA_CLUSTER       cluster name (default dcstore)
 #   CASSANDRA_PORT          CQL native port (default 9042); CASSANDRA_STORAGE_PORT inter-node port (default 7400:
@@ -24,6 +26,7 @@ VERSION="${CASSANDRA_VERSION:-5.0.8}"
 NODE="${CASSANDRA_NODE:-node1}"
 LISTEN="${CASSANDRA_LISTEN:-127.0.0.1}"
 SEEDS="${CASSANDRA_SEEDS:-$LISTEN}"
+BROADCAST_RPC="${CASSANDRA_BROADCAST_RPC:-$LISTEN}"
 CLUSTER="${CASSANDRA_CLUSTER:-dcstore}"
 PORT="${CASSANDRA_PORT:-9042}"
 STORAGE_PORT="${CASSANDRA_STORAGE_PORT:-7400}"
@@ -81,6 +84,7 @@ mkdir -p "$NODEDIR"/{conf,data,logs,triggers}
 AUTHENTICATOR=AllowAllAuthenticator
 if [[ "${CASSANDRA_AUTH:-0}" == 1 ]]; then AUTHENTICATOR=PasswordAuthenticator; fi
 sed -e "s|@CLUSTER@|$CLUSTER|" -e "s|@SEEDS@|$SEEDS|" -e "s|@LISTEN@|$LISTEN|g" \
+    -e "s|@BROADCAST_RPC@|$BROADCAST_RPC|" \
     -e "s|@STORAGE_PORT@|$STORAGE_PORT|" -e "s|@NATIVE_PORT@|$PORT|" -e "s|@DATA@|$NODEDIR/data|g" \
     -e "s|@MEMTABLE@|$MEMTABLE|" -e "s|@COMMITLOG_SPACE@|${CASSANDRA_COMMITLOG_SPACE:-1024MiB}|" \
     -e "s|@AUTHENTICATOR@|$AUTHENTICATOR|" \
