@@ -6,11 +6,19 @@ replies are parsed into a new ``bytes`` per value. Here commands go out as
 header + the caller's own buffer (zero copy), and MGET replies land in a reused
 buffer (:mod:`dcstore.cache.resp`). Connections, AUTH, TLS, database selection
 and cluster slot routing stay redis-py's.
+
+The one private name used is ``Connection._sock`` (the connected socket, read directly
+for MGET replies). It is fenced three ways: ``pyproject.toml`` accepts only the redis-py
+majors it was tested with (5.3 up to 8.x), :func:`connected_socket` checks it at run time
+(anything else falls back to redis-py's own MGET, slower but correct), and
+``tests/test_cache_redis_fence.py`` asserts the fast path is the one taken. Measured
+reason (bench/results/cache.md): it saves one copy of every cached byte on a hit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -42,15 +50,27 @@ def pooled(client: Any, cluster: bool, key: str) -> Iterator[Any]:
         pool.release(conn)
 
 
+def connected_socket(conn: Any) -> socket.socket | None:
+    """redis-py's connected socket (private ``Connection._sock``), or None if this
+    redis-py keeps it elsewhere (then callers use redis-py's documented API)."""
+    sock = getattr(conn, "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
 def mget_into(
     client: Any, cluster: bool, keys: list[str], buf: bytearray, pos: int, sizes: Sequence[int]
 ) -> tuple[list[tuple[int | None, int]], int] | None:
     """One MGET received in place by :func:`read_mget`; ``None`` when the server
-    answered with an error (a cluster redirect): then use redis-py's MGET."""
+    answered with an error (a cluster redirect) or the socket is not where this module
+    expects it: then use redis-py's MGET."""
     try:
         with pooled(client, cluster, keys[0]) as conn:
             conn.send_command("MGET", *keys)
-            return read_mget(conn._sock, buf, pos, sizes)
+            sock = connected_socket(conn)
+            if sock is None:
+                conn.read_response()  # keep the connection in sync, then redis-py's MGET
+                return None
+            return read_mget(sock, buf, pos, sizes)
     except ReplyError:
         return None
     except Desync as exc:
