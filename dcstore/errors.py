@@ -9,7 +9,23 @@ from __future__ import annotations
 
 
 class DcstoreError(Exception):
-    """Base class of every dcstore error."""
+    """Base class of every dcstore error.
+
+    ``url`` (the store's URL, never a secret) and ``key`` (the object) say where it
+    happened when known, None otherwise; both survive pickling. Backends set them through
+    :func:`dcstore.backends.error_map.mapped_errors`; the loader fills them in (and names
+    the shard in the message) on errors raised below it without them.
+    """
+
+    url: str | None = None
+    key: str | None = None
+
+    def __init__(self, *args: object, url: str | None = None, key: str | None = None) -> None:
+        super().__init__(*args)
+        if url is not None:
+            self.url = url
+        if key is not None:
+            self.key = key
 
 
 class NotFoundError(DcstoreError, FileNotFoundError):

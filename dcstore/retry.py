@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from dcstore.backends.base import Backend, Buffer, ObjectMeta
+from dcstore.backends.base import Backend, Buffer, ObjectMeta, Wrapper
 from dcstore.errors import BackendUnavailableError
 
 T = TypeVar("T")
@@ -32,7 +32,7 @@ class RetryPolicy:
             except BackendUnavailableError as exc:
                 if attempt >= self.attempts:
                     raise BackendUnavailableError(
-                        f"{exc} (gave up after {self.attempts} attempts)"
+                        f"{exc} (gave up after {self.attempts} attempts)", url=exc.url, key=exc.key
                     ) from exc
                 delay = random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
                 log.info("%s: %s; retrying in %.2fs", what, exc, delay)
@@ -40,7 +40,7 @@ class RetryPolicy:
         raise AssertionError("unreachable")
 
 
-class RetryingBackend(Backend):
+class RetryingBackend(Wrapper):
     """Retries transient failures of ``inner``; every other error passes through.
 
     ``put`` is retried too: it is atomic, so a repeated put is harmless.

@@ -86,7 +86,7 @@ def test_namenode_stopped_then_back(private_minidfs3: PrivateMiniDfs) -> None:  
         elapsed = time.monotonic() - started
         message = str(info.value)
         assert "gave up after 3 attempts" in message
-        assert f"127.0.0.1:{cluster.port}" in message and "[k]" in message
+        assert f"127.0.0.1:{cluster.port}" in message and "'k'" in message
         assert elapsed < 30, f"took {elapsed:.1f}s to give up"
         with pytest.raises(BackendUnavailableError):
             store.put("k", b"during the outage")

@@ -16,14 +16,14 @@ Messages name the URL (never a password) and the key.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import cassandra
 from cassandra import protocol
 from cassandra.cluster import NoHostAvailable
 from cassandra.connection import ConnectionException
 
+from dcstore.backends.error_map import mapped_errors
 from dcstore.errors import (
     BackendUnavailableError,
     ConfigError,
@@ -63,30 +63,26 @@ def _is_tls_failure(exc: BaseException) -> bool:
     return isinstance(exc, ssl.SSLError) or "[SSL" in str(exc)
 
 
-@contextmanager
-def map_errors(url: str, op: str, key: str = "") -> Iterator[None]:
-    """Translate cassandra-driver exceptions raised inside the block (``raise ... from exc``)."""
-    where = f"{url}: {op}" + (f" {key!r}" if key else "")
-    try:
-        yield
-    except DcstoreError:
-        raise
-    except NoHostAvailable as exc:
+def classify(exc: Exception) -> tuple[type[DcstoreError], str] | None:
+    """The dcstore error class and detail for a cassandra-driver exception (else None)."""
+    if isinstance(exc, NoHostAvailable):
         cause = _no_host_cause(exc)
         if isinstance(cause, ACCESS):
-            raise KeyAccessError(f"{where}: access denied ({driver_detail(cause)})") from exc
+            return KeyAccessError, f"access denied ({driver_detail(cause)})"
         if cause is not None:
-            raise ConfigError(f"{where}: TLS handshake failed ({driver_detail(cause)})") from exc
-        raise BackendUnavailableError(
-            f"{where}: Cassandra unavailable ({driver_detail(exc)})"
-        ) from exc
-    except ACCESS as exc:
-        raise KeyAccessError(f"{where}: access denied ({driver_detail(exc)})") from exc
-    except TRANSIENT as exc:
-        raise BackendUnavailableError(
-            f"{where}: Cassandra unavailable ({driver_detail(exc)})"
-        ) from exc
-    except (cassandra.InvalidRequest, cassandra.ConfigurationException) as exc:
-        raise ConfigError(f"{where}: rejected by Cassandra ({driver_detail(exc)})") from exc
-    except (cassandra.DriverException, protocol.ErrorMessage) as exc:
-        raise DcstoreError(f"{where}: Cassandra error ({driver_detail(exc)})") from exc
+            return ConfigError, f"TLS handshake failed ({driver_detail(cause)})"
+        return BackendUnavailableError, f"Cassandra unavailable ({driver_detail(exc)})"
+    if isinstance(exc, ACCESS):
+        return KeyAccessError, f"access denied ({driver_detail(exc)})"
+    if isinstance(exc, TRANSIENT):
+        return BackendUnavailableError, f"Cassandra unavailable ({driver_detail(exc)})"
+    if isinstance(exc, (cassandra.InvalidRequest, cassandra.ConfigurationException)):
+        return ConfigError, f"rejected by Cassandra ({driver_detail(exc)})"
+    if isinstance(exc, (cassandra.DriverException, protocol.ErrorMessage)):
+        return DcstoreError, f"Cassandra error ({driver_detail(exc)})"
+    return None
+
+
+def map_errors(url: str, op: str, key: str = "") -> AbstractContextManager[None]:
+    """Translate cassandra-driver exceptions raised inside the block (``raise ... from exc``)."""
+    return mapped_errors(url, op, key, classify)

@@ -41,6 +41,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range, check_version
+from dcstore.backends.error_map import mapped_errors
 from dcstore.backends.hdfs_errors import classify_error, remote_error
 from dcstore.backends.hdfs_fork import note_open, note_read, opened
 from dcstore.backends.keys import RESERVED_PREFIX, validate_key, validate_prefix
@@ -48,7 +49,6 @@ from dcstore.backends.options import Options, ParsedUrl, parse_url
 from dcstore.errors import (
     BackendUnavailableError,
     ConfigError,
-    DcstoreError,
     NotFoundError,
 )
 
@@ -177,15 +177,8 @@ class HdfsBackend(Backend):
 
     # -- error mapping: the one place driver exceptions become dcstore errors -------------
 
-    @contextlib.contextmanager
-    def _errors(self, key: str) -> Iterator[None]:
-        try:
-            yield
-        except DcstoreError:
-            raise
-        except Exception as exc:
-            error, message = classify_error(exc)
-            raise error(f"{self._parsed.safe()} [{key}]: {message}") from exc
+    def _errors(self, op: str, key: str = "") -> contextlib.AbstractContextManager[None]:
+        return mapped_errors(self._parsed.safe(), op, key, classify_error)
 
     # -- paths --------------------------------------------------------------------------
 
@@ -196,7 +189,7 @@ class HdfsBackend(Backend):
         return ObjectMeta(key, status.length, f"{status.modification_time}-{status.length}")
 
     def _stat(self, key: str) -> Any:
-        with self._errors(key):
+        with self._errors("stat", key):
             status = self._fs().get_file_info(self._path(key))
         if status.isdir:
             raise NotFoundError(f"{self._parsed.safe()} [{key}]: not found (a directory)")
@@ -219,7 +212,7 @@ class HdfsBackend(Backend):
         # A reader that opened the file just before an overwrite may find its blocks
         # deleted; it re-opens once and reads the new object (never a mix).
         for attempt in (1, 2):
-            with self._errors(key):
+            with self._errors("get", key):
                 reader = self._fs().read(self._path(key))
             size = len(reader)
             lo, hi = (0, size) if start is None or end is None else (start, end)
@@ -240,7 +233,7 @@ class HdfsBackend(Backend):
     def _read_span(self, key: str, reader: Any, lo: int, hi: int) -> bytes:
         if lo == hi:
             return b""
-        with self._errors(key):
+        with self._errors("read", key):
             try:
                 return reader.read_range(lo, hi - lo)
             finally:
@@ -260,7 +253,7 @@ class HdfsBackend(Backend):
             create_parent=True,
         )
         try:
-            with self._errors(key):
+            with self._errors("put", key):
                 writer = fs.create(tmp, options)
                 try:
                     _write_all(writer, data, view)
@@ -309,7 +302,7 @@ class HdfsBackend(Backend):
         """
         dir_path = f"{self._root}/{directory}" if directory else (self._root or "/")
         try:
-            with self._errors(directory or "/"):
+            with self._errors("list", directory or "/"):
                 entries = list(self._fs().list_status(dir_path, False))
         except NotFoundError:
             return
@@ -333,7 +326,7 @@ class HdfsBackend(Backend):
         """Delete the file, then the directories it leaves empty (up to the base path)."""
         validate_key(key)
         fs = self._fs()
-        with contextlib.suppress(NotFoundError), self._errors(key):
+        with contextlib.suppress(NotFoundError), self._errors("delete", key):
             if not _delete_unless_nonempty(fs, self._path(key)):
                 return  # a non-empty directory is a prefix, not an object: nothing to delete
             parents = key.split("/")[:-1]

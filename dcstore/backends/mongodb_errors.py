@@ -14,17 +14,18 @@ Messages name the URL (never a password) and the key.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 from pymongo import errors as pe
 
+from dcstore.backends.error_map import mapped_errors
 from dcstore.errors import (
     BackendUnavailableError,
     ConfigError,
     DcstoreError,
     KeyAccessError,
     StorageFullError,
+    driver_detail,
 )
 
 # Server error codes that mean "try again later" (MongoDB's retryable-reads/writes specs).
@@ -35,46 +36,36 @@ AUTH_CODES = frozenset({13, 18, 8000})  # Unauthorized, AuthenticationFailed, At
 DISK_FULL_CODES = frozenset({14031})  # OutOfDiskSpace
 # FerretDB v1 (SQLite) reports write contention as InternalError "database is locked".
 BUSY_MARKERS = ("SQLITE_BUSY", "database is locked")
-MAX_DETAIL = 300
 
 
-def _detail(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    if len(text) > MAX_DETAIL:
-        text = text[:MAX_DETAIL] + "..."
-    return f"{type(exc).__name__}: {text}"
-
-
-@contextmanager
-def map_errors(url: str, op: str, key: str = "") -> Iterator[None]:
-    """Translate pymongo exceptions raised inside the block (``raise ... from exc``)."""
-    where = f"{url}: {op}" + (f" {key!r}" if key else "")
-    try:
-        yield
-    except DcstoreError:
-        raise
-    except (pe.ConnectionFailure, pe.ExecutionTimeout, pe.WTimeoutError) as exc:
+def classify(exc: Exception) -> tuple[type[DcstoreError], str] | None:
+    """The dcstore error class and detail for a pymongo exception (else None)."""
+    if isinstance(exc, (pe.ConnectionFailure, pe.ExecutionTimeout, pe.WTimeoutError)):
         # ConnectionFailure covers AutoReconnect, NetworkTimeout, NotPrimaryError and
         # ServerSelectionTimeoutError.
-        raise BackendUnavailableError(f"{where}: MongoDB unavailable ({_detail(exc)})") from exc
-    except pe.OperationFailure as exc:
+        return BackendUnavailableError, f"MongoDB unavailable ({driver_detail(exc)})"
+    if isinstance(exc, pe.OperationFailure):
         code = exc.code or 0
         if (
             code in TRANSIENT_CODES
             or exc.has_error_label("RetryableWriteError")
             or any(marker in str(exc) for marker in BUSY_MARKERS)
         ):
-            raise BackendUnavailableError(f"{where}: MongoDB unavailable ({_detail(exc)})") from exc
+            return BackendUnavailableError, f"MongoDB unavailable ({driver_detail(exc)})"
         if code in AUTH_CODES:
-            raise KeyAccessError(f"{where}: access denied ({_detail(exc)})") from exc
+            return KeyAccessError, f"access denied ({driver_detail(exc)})"
         if code in DISK_FULL_CODES:
-            raise StorageFullError(f"{where}: server out of disk space ({_detail(exc)})") from exc
-        raise DcstoreError(f"{where}: MongoDB error ({_detail(exc)})") from exc
-    except (pe.ConfigurationError, pe.InvalidURI, pe.InvalidName) as exc:
-        raise ConfigError(f"{where}: bad MongoDB configuration ({_detail(exc)})") from exc
-    except pe.DocumentTooLarge as exc:
-        raise ConfigError(
-            f"{where}: document too large; lower chunk_size ({_detail(exc)})"
-        ) from exc
-    except pe.PyMongoError as exc:
-        raise DcstoreError(f"{where}: MongoDB error ({_detail(exc)})") from exc
+            return StorageFullError, f"server out of disk space ({driver_detail(exc)})"
+        return DcstoreError, f"MongoDB error ({driver_detail(exc)})"
+    if isinstance(exc, (pe.ConfigurationError, pe.InvalidURI, pe.InvalidName)):
+        return ConfigError, f"bad MongoDB configuration ({driver_detail(exc)})"
+    if isinstance(exc, pe.DocumentTooLarge):
+        return ConfigError, f"document too large; lower chunk_size ({driver_detail(exc)})"
+    if isinstance(exc, pe.PyMongoError):
+        return DcstoreError, f"MongoDB error ({driver_detail(exc)})"
+    return None
+
+
+def map_errors(url: str, op: str, key: str = "") -> AbstractContextManager[None]:
+    """Translate pymongo exceptions raised inside the block (``raise ... from exc``)."""
+    return mapped_errors(url, op, key, classify)

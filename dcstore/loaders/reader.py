@@ -108,8 +108,8 @@ class Progress:
 
 def aligned_window(store: Backend, window_bytes: int) -> int:
     """``window_bytes`` rounded up to the store's encryption segment size, if any."""
-    segment = getattr(store, "segment_size", None)
-    if isinstance(segment, int) and segment > 0:
+    segment = store.read_alignment
+    if segment:
         return max(segment, -(-window_bytes // segment) * segment)
     return window_bytes
 
@@ -301,9 +301,13 @@ class _BlockOrder:
 
 
 def _named(store: Backend, key: str, exc: BaseException) -> BaseException:
-    """``exc`` re-raised so that its message names the shard."""
-    if isinstance(exc, DcstoreError) and key not in str(exc):
-        return type(exc)(f"shard {store.url}/{key}: {exc}")
+    """``exc`` itself, naming the shard: a dcstore error raised without a location gets
+    ``url`` / ``key`` and its message is prefixed with the shard (same object, type and
+    traceback; nothing is rebuilt)."""
+    if isinstance(exc, DcstoreError) and exc.key is None:
+        exc.url, exc.key = store.url, key
+        if key not in str(exc):
+            exc.args = (f"shard {store.url}/{key}: {exc}", *exc.args[1:])
     return exc
 
 
@@ -354,7 +358,7 @@ def read_plan(
                     out.add(parser.parse(win, got.value))  # type: ignore[arg-type]
                 except Exception as exc:
                     if skip is None or not isinstance(exc, (DcstoreError, OSError)):
-                        raise _named(store, key, exc) from exc
+                        raise _named(store, key, exc)  # noqa: B904 - the same exception
                     skipped.add(win.shard)
                     log.warning("skipping shard %s/%s: %s", store.url, key, exc)
                 del got
@@ -376,7 +380,7 @@ def read_sample(
         spans = group_samples(parse_members(data, base=start))
         _check(store, info.key, len(spans), 1, start, end)
     except DcstoreError as exc:
-        raise _named(store, info.key, exc) from exc
+        raise _named(store, info.key, exc)  # noqa: B904 - the same exception
     sample = _sample(store, manifest, shard, local, data, spans[0], start, options)
     if isinstance(sample, CorruptSample):
         raise IntegrityError(sample.message)
