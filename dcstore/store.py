@@ -10,18 +10,29 @@ Data flows down on write and up on read::
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from dcstore.backends.base import Backend
 from dcstore.backends.registry import open_backend
 from dcstore.retry import RetryingBackend, RetryPolicy
 
+if TYPE_CHECKING:
+    from dcstore.cache.tier import CacheTier
+    from dcstore.crypto.keyring import Keyring
+    from dcstore.crypto.sources import KeySource
+
+CacheSpec: TypeAlias = "CacheTier | str"
+"""A cache tier, or its URL (``"memory"``, ``"redis://host:6379/0"``, ...)."""
+KeySpec: TypeAlias = "KeySource | Keyring | str | os.PathLike[str]"
+"""A key source, a keyring, ``file:///abs/kek.json`` or a path to a key file."""
+
 
 def open_store(
     url: str | Backend,
     *,
-    cache: Any = None,
-    keys: Any = None,
+    cache: CacheSpec | None = None,
+    keys: KeySpec | None = None,
     retries: int = 4,
     **options: Any,
 ) -> Backend:

@@ -179,7 +179,7 @@ def test_failed_upload_keeps_old_object_and_removes_its_chunks(
     )
 
 
-def test_remove_orphans(mongo: MongoBackend, raw_db) -> None:
+def test_sweep_removes_orphans(mongo: MongoBackend, raw_db) -> None:
     keep = mongo.put("keep", payload(600_000, 9))
     chunks = raw_db[f"{mongo.bucket}.chunks"]
     files = raw_db[f"{mongo.bucket}.files"]
@@ -193,11 +193,11 @@ def test_remove_orphans(mongo: MongoBackend, raw_db) -> None:
     chunks.insert_one(
         {"_id": chunk_id(stale["_id"], 0), "files_id": stale["_id"], "n": 0, "data": b"y"}
     )
-    assert mongo.remove_orphans() == 1  # the stale revision; the fresh orphan is too young
+    assert mongo.sweep() == 1  # the stale revision; the fresh orphan is too young
     assert chunks.count_documents({"files_id": orphan_id}) == 3
     assert chunks.count_documents({"files_id": stale["_id"]}) == 0
     time.sleep(1.1)  # upload start times (ObjectId) have one-second resolution
-    assert mongo.remove_orphans(min_age_s=0) == 1
+    assert mongo.sweep(older_than=0) == 1
     assert chunks.count_documents({"files_id": orphan_id}) == 0
     assert files.count_documents({"filename": "keep"}) == 1
     assert mongo.get("keep") == payload(600_000, 9)

@@ -130,9 +130,9 @@ def test_writer_killed_mid_upload(mongodb_url: str) -> None:  # noqa: F811
     assert backend.get("obj") == b"previous version"
     assert backend.head("obj") == old
     assert chunks.count_documents({"files_id": {"$ne": old_id}}) >= 8  # orphans, invisible
-    assert backend.remove_orphans() == 0  # too young: could be an upload in flight
+    assert backend.sweep() == 0  # too young: could be an upload in flight
     time.sleep(1.1)
-    assert backend.remove_orphans(min_age_s=0) == 1
+    assert backend.sweep(older_than=0) == 1
     assert chunks.count_documents({"files_id": {"$ne": old_id}}) == 0
     assert backend.get("obj") == b"previous version"
     client.close()

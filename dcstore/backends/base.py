@@ -35,6 +35,12 @@ Guarantees
 * A backend pickles; connections are reopened lazily in the receiving
   process, so a ``torch.utils.data.DataLoader`` can ship it to workers.
 * Methods are thread-safe.
+
+Declared capabilities (defaults here; every :class:`Wrapper` forwards them to the
+backend it wraps, so stacking one more wrapper never switches them off):
+``read_alignment`` (the byte granularity reads should align to: an encrypted store's
+segment size), ``encryption_key_id`` (the key new objects are encrypted under) and
+``sweep(older_than=)`` (reclaim what abandoned writes left behind).
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from dcstore.backends.streams import Buffer
 from dcstore.backends.streams import join as join_stream
 from dcstore.errors import InvalidRangeError, VersionChangedError
 
-__all__ = ["Backend", "Buffer", "ObjectMeta", "check_range", "check_version"]
+__all__ = ["Backend", "Buffer", "ObjectMeta", "Wrapper", "check_range", "check_version"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +122,25 @@ class Backend(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release connections; the backend reopens lazily if used again."""
 
+    # -- declared capabilities ------------------------------------------------------------
+
+    @property
+    def read_alignment(self) -> int | None:
+        """Reads starting and ending on multiples of this many bytes cost least (an
+        encrypted store's segment size); None: any range is as cheap."""
+        return None
+
+    @property
+    def encryption_key_id(self) -> str | None:
+        """The id of the key new objects are encrypted under; None: stored as given."""
+        return None
+
+    def sweep(self, older_than: float | None = None) -> int | None:
+        """Reclaim the data of writes abandoned more than ``older_than`` seconds ago (the
+        backend's own default when None); return how many writes were reclaimed, or None
+        when this backend never leaves any behind."""
+        return None
+
     def __enter__(self) -> Backend:
         return self
 
@@ -146,3 +171,22 @@ def check_version(url: str, key: str, expected: str | None, actual: str) -> None
         raise VersionChangedError(
             f"{url}: object {key!r} changed: it is version {actual}, the read asked for {expected}"
         )
+
+
+class Wrapper(Backend):
+    """A backend in front of another one (``inner``): retries, cache, encryption,
+    instrumentation. Forwards the declared capabilities; a wrapper that changes one
+    (encryption sets the alignment and the key id) overrides it."""
+
+    inner: Backend
+
+    @property
+    def read_alignment(self) -> int | None:
+        return self.inner.read_alignment
+
+    @property
+    def encryption_key_id(self) -> str | None:
+        return self.inner.encryption_key_id
+
+    def sweep(self, older_than: float | None = None) -> int | None:
+        return self.inner.sweep(older_than)

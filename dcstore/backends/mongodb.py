@@ -22,7 +22,7 @@ Guarantees (beyond :mod:`dcstore.backends.base`):
 * An interrupted ``put`` leaves the previous revision current. Chunks it wrote
   before failing are deleted at once when the failure happened before the
   commit; chunks left by a crashed process carry no ``files`` document and are
-  removed by :meth:`MongoBackend.remove_orphans` once older than a grace period.
+  removed by :meth:`MongoBackend.sweep` once older than a grace period.
 * ``get_range`` fetches only the chunks that overlap the range.
 * The version token is the ``_id`` (ObjectId) of the current revision.
 * Unreachable servers raise :class:`BackendUnavailableError` after
@@ -361,7 +361,7 @@ class MongoBackend(Backend):
             self._drop_chunks(conn, [chunk_id(files_id, n) for n in range(n_chunks)])
             raise
         # Commit point. If this raises, the revision may or may not be committed, so its
-        # chunks stay; remove_orphans deletes them later if no files document refers to them.
+        # chunks stay; sweep deletes them later if no files document refers to them.
         with self._errors("put", key):
             conn.files.insert_one(
                 {
@@ -393,15 +393,15 @@ class MongoBackend(Backend):
             with self._errors("put (removing replaced revisions)", key):
                 drop_revisions(conn.files, conn.chunks, replaced)
         except DcstoreError as exc:
-            # Leftovers are invisible; the next put of the key or remove_orphans drops them.
-            log.warning("%s; replaced revisions stay until remove_orphans", exc)
+            # Leftovers are invisible; the next put of the key or sweep drops them.
+            log.warning("%s; replaced revisions stay until sweep", exc)
 
     def _drop_chunks(self, conn: _Conn, ids: list[str]) -> None:
         try:
             with self._errors("put (removing chunks of a failed upload)"):
                 delete_chunks(conn.chunks, ids)
         except DcstoreError as exc:  # never hide the error that failed the upload
-            log.warning("%s; orphan chunks stay until remove_orphans", exc)
+            log.warning("%s; orphan chunks stay until sweep", exc)
 
     def delete(self, key: str) -> None:
         validate_key(key)
@@ -412,12 +412,14 @@ class MongoBackend(Backend):
 
     # -- maintenance -----------------------------------------------------------------
 
-    def remove_orphans(self, min_age_s: float = 3600.0) -> int:
+    def sweep(self, older_than: float | None = None) -> int:
         """Delete chunks no ``files`` document refers to, and superseded revisions.
 
-        Only uploads started more than ``min_age_s`` seconds ago are touched, so
-        uploads in flight are safe. Returns the number of revisions removed.
+        Only uploads started more than ``older_than`` seconds ago (default an hour) are
+        touched, so uploads in flight are safe. Returns the number of revisions removed.
         """
         conn = self._writable()
-        with self._errors("remove_orphans"):
-            return remove_orphans(conn.files, conn.chunks, min_age_s)
+        with self._errors("sweep"):
+            return remove_orphans(
+                conn.files, conn.chunks, 3600.0 if older_than is None else older_than
+            )

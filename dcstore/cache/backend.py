@@ -45,7 +45,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
+from dcstore.backends.base import Backend, Buffer, ObjectMeta, Wrapper, check_range
 from dcstore.backends.keys import validate_key
 from dcstore.cache.breaker import CircuitBreaker, TierSkipped
 from dcstore.cache.chunks import Chunk, ChunkSpan, consecutive_runs
@@ -64,7 +64,7 @@ SIZES_IN_PROCESS = 4096
 SIZE_BYTES = 8
 
 
-class CachedBackend(Backend):
+class CachedBackend(Wrapper):
     """Reads through ``cache`` (a tier or its URL, see :func:`open_cache_tier`)."""
 
     def __init__(

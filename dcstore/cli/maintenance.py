@@ -28,14 +28,7 @@ from dcstore.cli.common import (
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     with open_backend(args.url, **parse_options(args.option)) as backend:
-        if hasattr(backend, "sweep"):
-            reclaimed = backend.sweep(older_than=args.older_than)
-        elif hasattr(backend, "remove_orphans"):
-            reclaimed = backend.remove_orphans(
-                3600.0 if args.older_than is None else args.older_than
-            )
-        else:
-            reclaimed = None
+        reclaimed = backend.sweep(older_than=args.older_than)
     if args.json:
         json.dump({"url": str(backend), "reclaimed": reclaimed}, sys.stdout)
         sys.stdout.write("\n")

@@ -102,7 +102,7 @@ def cmd_get(args: argparse.Namespace) -> int:
             task = progress.add_task(f"get {args.key}", total=meta.size)
             data = store.get(args.key)
             progress.update(task, completed=len(data))
-        if getattr(store, "keyring", None) is None:  # read without keys: never emit ciphertext
+        if store.encryption_key_id is None:  # read without keys: never emit ciphertext
             refuse_ciphertext(data, f"{args.store}/{args.key}")
     if args.output in (None, "-"):
         sys.stdout.buffer.write(data)

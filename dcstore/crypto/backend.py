@@ -38,7 +38,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
+from dcstore.backends.base import Backend, Buffer, ObjectMeta, Wrapper, check_range
 from dcstore.backends.keys import validate_key, validate_prefix
 from dcstore.backends.streams import sized
 from dcstore.crypto.buffers import OutputBuffer
@@ -67,7 +67,7 @@ bounded memory, no page faults for the ciphertext (below glibc's mmap threshold)
 and pipelining when ``threads > 1``."""
 
 
-class EncryptedBackend(Backend):
+class EncryptedBackend(Wrapper):
     """Encrypts ``put`` and authenticates and decrypts reads of ``inner``.
 
     ``keys`` is a :class:`KeySource`, a :class:`Keyring` (single process: it
@@ -131,6 +131,16 @@ class EncryptedBackend(Backend):
             with self._lock:
                 keyring = self._keyring or self._load_locked()
         return keyring
+
+    @property
+    def read_alignment(self) -> int:
+        """Segment-aligned reads decrypt no byte twice."""
+        return self.segment_size
+
+    @property
+    def encryption_key_id(self) -> str:
+        """The primary key of the current keyring (reloaded if the key file changed)."""
+        return str(self.current_keyring().primary)
 
     def current_keyring(self, *, unversioned: bool = False) -> Keyring:
         """The keyring, first reloaded if the key source's :meth:`~KeySource.version`

@@ -55,6 +55,7 @@ from dcstore.loaders.reader import (
     read_plan,
     read_sample,
 )
+from dcstore.store import CacheSpec, KeySpec
 
 STATE_VERSION = 1
 
@@ -103,8 +104,8 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
         self,
         url_or_store: str | Backend,
         *,
-        cache: Any = None,
-        keys: Any = None,
+        cache: CacheSpec | None = None,
+        keys: KeySpec | None = None,
         shuffle: bool = False,
         seed: int = 0,
         window: int = 0,

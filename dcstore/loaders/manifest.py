@@ -33,6 +33,7 @@ from dcstore.backends.base import Backend
 from dcstore.crypto.format import refuse_ciphertext
 from dcstore.errors import IntegrityError, NotFoundError
 from dcstore.loaders.checksum import ALGORITHM
+from dcstore.store import CacheSpec, KeySpec
 
 
 def read_parquet_in_this_thread(source: Any) -> pa.Table:
@@ -277,14 +278,14 @@ def load_manifest(store: Backend, key: str = MANIFEST_KEY) -> Manifest:
             f"{store.url}: no dataset here (missing {key!r}; pack one with `dcstore pack`)"
         ) from exc
     where = f"{store.url}/{key}"
-    if getattr(store, "keyring", None) is None:
+    if store.encryption_key_id is None:
         refuse_ciphertext(data, f"dataset {where}")
     manifest = Manifest.from_parquet(data, where=where)
     return manifest if manifest.versions_of == store.url else manifest.unpinned()
 
 
 def open_dataset(
-    url_or_store: str | Backend, *, cache: Any = None, keys: Any = None,
+    url_or_store: str | Backend, *, cache: CacheSpec | None = None, keys: KeySpec | None = None,
     manifest_key: str = MANIFEST_KEY,
 ) -> tuple[Backend, Manifest]:  # fmt: skip
     """The store at ``url_or_store`` (a :class:`Backend` is used as is unless ``cache`` or

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from dcstore.backends.base import Backend
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, open_dataset
 from dcstore.loaders.reader import SampleOptions, read_sample
+from dcstore.store import CacheSpec, KeySpec
 
 
 class ShardedMapDataset(Dataset):  # type: ignore[type-arg]
@@ -29,8 +30,8 @@ class ShardedMapDataset(Dataset):  # type: ignore[type-arg]
         self,
         url_or_store: str | Backend,
         *,
-        cache: Any = None,
-        keys: Any = None,
+        cache: CacheSpec | None = None,
+        keys: KeySpec | None = None,
         transform: Callable[[dict[str, Any]], Any] | None = None,
         manifest_key: str = MANIFEST_KEY,
         zero_copy: bool = False,

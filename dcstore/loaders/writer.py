@@ -35,6 +35,7 @@ from dcstore.loaders.checksum import sample_checksum
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, ShardInfo
 from dcstore.loaders.tario import END_OF_ARCHIVE, member_bytes, split_name
 from dcstore.loaders.versions import DEFAULT_KEEP, check_keep, commit_version, shard_key
+from dcstore.store import CacheSpec, KeySpec
 
 DEFAULT_SHARD_SIZE = 64 * 1024 * 1024
 
@@ -64,8 +65,7 @@ def _field_bytes(key: str, field: str, value: Any) -> bytes | bytearray | memory
 
 def _key_id(store: Backend) -> str | None:
     """The id of the key that encrypts new objects in ``store``, if it encrypts."""
-    keyring = getattr(store, "keyring", None)  # EncryptedBackend: new objects use the primary
-    return None if keyring is None else str(keyring.primary)
+    return store.encryption_key_id
 
 
 class ShardWriter:
@@ -84,8 +84,8 @@ class ShardWriter:
         self,
         store: str | Backend,
         *,
-        cache: Any = None,
-        keys: Any = None,
+        cache: CacheSpec | None = None,
+        keys: KeySpec | None = None,
         shard_size: int = DEFAULT_SHARD_SIZE,
         metadata: Mapping[str, str] | None = None,
         manifest_key: str = MANIFEST_KEY,

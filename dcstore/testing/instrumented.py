@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dcstore.backends.base import Backend, Buffer, ObjectMeta
+from dcstore.backends.base import Backend, Buffer, ObjectMeta, Wrapper
 
 
-class InstrumentedBackend(Backend):
+class InstrumentedBackend(Wrapper):
     """``inner`` with read counters and optional injected latency and bandwidth."""
 
     def __init__(
