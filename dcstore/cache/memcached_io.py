@@ -36,17 +36,21 @@ def get_into(
     pymemcache ``PooledClient``), the reply received at ``buf[start:]``. Returns
     ``key -> (offset, length)`` of each value found, the buffer holding them (``buf``,
     or a larger copy if the reply outgrew it) and the end of the reply in it."""
-    with pooled.client_pool.get_and_release(destroy_on_fail=True) as client:
-        try:
-            if client.sock is None:
-                client._connect()
-            if client.sock.gettimeout() is not None:
-                kernel_timeouts(client.sock)
-            client.sock.sendall(b"get " + b" ".join(keys) + b"\r\n")
-            return _read_values(client.sock, buf, start)
-        except BaseException:
-            client.close()  # the reply may be half read: never reuse this connection
-            raise
+    pool = pooled.client_pool
+    client = pool.get()
+    try:
+        if client.sock is None:
+            client._connect()
+        if client.sock.gettimeout() is not None:
+            kernel_timeouts(client.sock)
+        client.sock.sendall(b"get " + b" ".join(keys) + b"\r\n")
+        reply = _read_values(client.sock, buf, start)
+    except BaseException:
+        client.close()  # the reply may be half read: never reuse this connection
+        pool.destroy(client)
+        raise
+    pool.release(client)
+    return reply
 
 
 def kernel_timeouts(sock: socket.socket) -> None:

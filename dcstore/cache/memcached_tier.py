@@ -176,7 +176,7 @@ class MemcachedTier(NetworkTier):
         with self._errors("get"):
             client = self._memcached()
             for i in range(0, len(full), step):
-                got, buf, end = client.get_into(full[i : i + step], buf, end)
+                got, buf, end = client.get_into(full[i], encoded[i : i + step], buf, end)
                 found.update(got)
         view = memoryview(buf)
         out: list[Buffer | None] = []
