@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import hashlib
 import multiprocessing.util
 import os
@@ -207,7 +208,7 @@ class CachedBackend(Backend):
                     self._count(hits=1, bytes_from_cache=end - start)
                     return sliced
             values = self._lookup(span.names(span.indices))
-            if all(v is not None for v in values):
+            if None not in values:
                 self._count(hits=1, bytes_from_cache=end - start)
                 return span.join(values)  # type: ignore[arg-type]
             chunks = self._complete(key, meta, span, values)
@@ -226,8 +227,7 @@ class CachedBackend(Backend):
 
     def _digest(self, key: str, *parts: object) -> str:
         """A tier name for (origin URL, key, parts): one version of one object's data."""
-        ident = "\0".join([self.inner.url, key, *map(str, parts)])
-        return hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()
+        return _digest(self.inner.url, key, *parts)
 
     def _lookup(self, names: list[tuple[str, int]]) -> list[Buffer | None]:
         """Each chunk if present with its exact length, else ``None``.
@@ -434,6 +434,14 @@ def _add(into: dict[str, int], counts: Mapping[str, int]) -> None:
     """Add ``counts`` to the counters ``into`` (plain ints: cheaper than ``Counter``)."""
     for name, n in counts.items():
         into[name] += n
+
+
+@functools.lru_cache(maxsize=SIZES_IN_PROCESS)
+def _digest(*parts: object) -> str:
+    """The blake2b digest of ``parts`` (as text), remembered: every read of a version
+    names its chunks with it."""
+    ident = "\0".join(map(str, parts))
+    return hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()
 
 
 _LIVE: weakref.WeakSet[CachedBackend] = weakref.WeakSet()
