@@ -389,9 +389,11 @@ class CachedBackend(Backend):
         if self._pid != os.getpid():
             self._pid = os.getpid()
             _flush_at_exit(self)
+        pending, totals = self._pending, self._totals
         with self._lock:
-            _add(self._pending, counts)
-            _add(self._totals, counts)
+            for name, n in counts.items():
+                pending[name] += n
+                totals[name] += n
 
     def _count(self, **counts: int) -> None:
         self._bump(counts)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError
@@ -24,7 +25,7 @@ MAX_HEADER_BYTES = 1024
 """A ``VALUE <key> <flags> <bytes>`` line is under 300 bytes (keys are at most 250)."""
 
 
-def reply_capacity(keys: list[bytes], sizes: list[int]) -> int:
+def reply_capacity(keys: Sequence[bytes], sizes: Sequence[int]) -> int:
     """Bytes of a ``get`` reply holding every key with its expected size."""
     return sum(len(k) + n + 40 for k, n in zip(keys, sizes, strict=True)) + 8
 
