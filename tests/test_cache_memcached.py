@@ -182,7 +182,7 @@ def test_pymemcache_internals_the_fast_get_borrows() -> None:
 
     assert pymemcache.__version__.startswith("4.0")
     pooled = PooledClient(("127.0.0.1", 1), connect_timeout=0.1, timeout=0.1)
-    assert hasattr(pooled.client_pool, "get_and_release")
+    assert all(callable(getattr(pooled.client_pool, m)) for m in ("get", "release", "destroy"))
     client = Client(("127.0.0.1", 1))
     assert client.sock is None and callable(client._connect)
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import hashlib
 import multiprocessing.util
 import os
@@ -41,15 +42,21 @@ import threading
 import time
 import uuid
 import weakref
-from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, Wrapper, check_range
 from dcstore.backends.keys import validate_key
 from dcstore.cache.breaker import CircuitBreaker, TierSkipped
 from dcstore.cache.chunks import Chunk, ChunkSpan, consecutive_runs
-from dcstore.cache.tier import CachePolicy, CacheTier, CacheUnavailableError, with_ratio
+from dcstore.cache.tier import (
+    STAT_FIELDS,
+    CachePolicy,
+    CacheTier,
+    CacheUnavailableError,
+    with_ratio,
+)
 from dcstore.errors import NotFoundError, VersionChangedError
 
 SLICE_RATIO = 4
@@ -82,8 +89,8 @@ class CachedBackend(Wrapper):
 
     def _init_state(self) -> None:
         self._lock = threading.Lock()
-        self._pending: Counter[str] = Counter()
-        self._totals: Counter[str] = Counter()
+        self._pending = dict.fromkeys(STAT_FIELDS, 0)
+        self._totals = dict.fromkeys(STAT_FIELDS, 0)
         self._last_flush = time.monotonic()
         self._pid = 0
         self._sizes: OrderedDict[tuple[str, str], int] = OrderedDict()
@@ -164,7 +171,7 @@ class CachedBackend(Wrapper):
                 self._sizes.move_to_end((key, version))
                 return size
         try:
-            with self._breaker.guard():
+            with self._breaker:
                 (value,) = self.tier.get_many([self._size_name(key, version)], [SIZE_BYTES])
         except TierSkipped:
             return None
@@ -201,7 +208,7 @@ class CachedBackend(Wrapper):
                     self._count(hits=1, bytes_from_cache=end - start)
                     return sliced
             values = self._lookup(span.names(span.indices))
-            if all(v is not None for v in values):
+            if None not in values:
                 self._count(hits=1, bytes_from_cache=end - start)
                 return span.join(values)  # type: ignore[arg-type]
             chunks = self._complete(key, meta, span, values)
@@ -220,8 +227,7 @@ class CachedBackend(Wrapper):
 
     def _digest(self, key: str, *parts: object) -> str:
         """A tier name for (origin URL, key, parts): one version of one object's data."""
-        ident = "\0".join([self.inner.url, key, *map(str, parts)])
-        return hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()
+        return _digest(self.inner.url, key, *parts)
 
     def _lookup(self, names: list[tuple[str, int]]) -> list[Buffer | None]:
         """Each chunk if present with its exact length, else ``None``.
@@ -229,7 +235,7 @@ class CachedBackend(Wrapper):
         Values may be views into the tier's reused buffer: copy them before the
         next lookup in this thread.
         """
-        with self._breaker.guard():
+        with self._breaker:
             values = self.tier.get_many([n for n, _ in names], [s for _, s in names])
         return [
             v if v is not None and memoryview(v).nbytes == s else None
@@ -239,7 +245,7 @@ class CachedBackend(Wrapper):
     def _lookup_slices(self, span: ChunkSpan) -> bytes | None:
         """A small range read from the tier as slices of its chunks, or ``None``."""
         items = span.slices()
-        with self._breaker.guard():
+        with self._breaker:
             values = self.tier.get_slices(items)
         parts = []
         for value, (_, a, b) in zip(values, items, strict=True):
@@ -267,7 +273,7 @@ class CachedBackend(Wrapper):
         while missing := [i for i, c in enumerate(chunks) if c is None]:
             leases = span.leases(missing)
             if self.policy.single_flight:
-                with self._breaker.guard():
+                with self._breaker:
                     got = self.tier.try_leases(leases, token, self.policy.lease_ttl)
             else:
                 got = [True] * len(missing)
@@ -307,7 +313,7 @@ class CachedBackend(Wrapper):
         while True:
             time.sleep(delay)
             delay = min(delay * 2, 0.02)
-            with self._breaker.guard():
+            with self._breaker:
                 if not self.tier.leases_held(leases):
                     return
             if time.monotonic() > deadline:
@@ -374,18 +380,20 @@ class CachedBackend(Wrapper):
     def _quietly(self, op: Callable[[], Any]) -> None:
         """Run a tier operation whose failure must not affect the caller."""
         try:
-            with self._breaker.guard():
+            with self._breaker:
                 op()
         except TierSkipped:
             pass
 
-    def _bump(self, counts: dict[str, int]) -> None:
+    def _bump(self, counts: Mapping[str, int]) -> None:
         if self._pid != os.getpid():
             self._pid = os.getpid()
             _flush_at_exit(self)
+        pending, totals = self._pending, self._totals
         with self._lock:
-            self._pending.update(counts)
-            self._totals.update(counts)
+            for name, n in counts.items():
+                pending[name] += n
+                totals[name] += n
 
     def _count(self, **counts: int) -> None:
         self._bump(counts)
@@ -395,16 +403,16 @@ class CachedBackend(Wrapper):
     def flush_stats(self) -> None:
         """Send this process's pending counters to the tier (kept if it is down)."""
         with self._lock:
-            pending, self._pending = self._pending, Counter()
+            pending, self._pending = self._pending, dict.fromkeys(STAT_FIELDS, 0)
             self._last_flush = time.monotonic()
-        if not pending:
+        if not any(pending.values()):
             return
         try:
-            with self._breaker.guard():
+            with self._breaker:
                 self.tier.add_stats(pending)
         except TierSkipped:
             with self._lock:
-                self._pending.update(pending)
+                _add(self._pending, pending)
 
     def stats(self) -> dict[str, float | int]:
         """This process's counters since it opened the backend, with ``hit_ratio``."""
@@ -422,6 +430,20 @@ class CachedBackend(Wrapper):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._init_state()
+
+
+def _add(into: dict[str, int], counts: Mapping[str, int]) -> None:
+    """Add ``counts`` to the counters ``into`` (plain ints: cheaper than ``Counter``)."""
+    for name, n in counts.items():
+        into[name] += n
+
+
+@functools.lru_cache(maxsize=SIZES_IN_PROCESS)
+def _digest(*parts: object) -> str:
+    """The blake2b digest of ``parts`` (as text), remembered: every read of a version
+    names its chunks with it."""
+    ident = "\0".join(map(str, parts))
+    return hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()
 
 
 _LIVE: weakref.WeakSet[CachedBackend] = weakref.WeakSet()

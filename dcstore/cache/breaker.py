@@ -9,11 +9,10 @@ logs that the tier recovered.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from dcstore.cache.tier import CacheUnavailableError
@@ -26,7 +25,8 @@ class TierSkipped(Exception):
 
 
 class CircuitBreaker:
-    """Thread-safe closed/open state with one warning per failure episode."""
+    """Thread-safe closed/open state with one warning per failure episode; ``with
+    breaker:`` runs a block against the tier (see :meth:`__enter__`, :meth:`__exit__`)."""
 
     def __init__(self, name: str, retry_interval: float, on_error: Callable[[], None]):
         self.name = name
@@ -45,17 +45,25 @@ class CircuitBreaker:
         """Whether a call may use the tier now (closed, or time to probe)."""
         return not self._open or time.monotonic() >= self._retry_at
 
-    @contextlib.contextmanager
-    def guard(self) -> Iterator[None]:
-        """Run the block against the tier; raise :class:`TierSkipped` if it must not or failed."""
+    def __enter__(self) -> None:
+        """Enter a block against the tier: raise :class:`TierSkipped` if it must not run.
+
+        A plain context manager (not ``@contextmanager``): it sits on every cache read."""
         if not self.allow():
             raise TierSkipped
-        try:
-            yield
-        except CacheUnavailableError as exc:
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> bool:
+        """Close the circuit after a success; open it after a tier failure, raising
+        :class:`TierSkipped` in its place. Other exceptions pass through."""
+        if kind is None:
+            self.success()
+            return False
+        if isinstance(exc, CacheUnavailableError):
             self.failure(exc)
             raise TierSkipped from exc
-        self.success()
+        return False
 
     def failure(self, exc: BaseException) -> None:
         self._on_error()

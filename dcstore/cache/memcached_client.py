@@ -63,15 +63,16 @@ class TaggedHashClient(HashClient):
         return client
 
     def get_into(
-        self, keys: list[str], buf: bytearray, start: int
+        self, route: str, keys: list[bytes], buf: bytearray, start: int
     ) -> tuple[dict[bytes, tuple[int, int]], bytearray, int]:
-        """:func:`~dcstore.cache.memcached_io.get_into` of keys that share a route; a
-        server that cannot be reached leaves the ring, as in the other commands."""
-        client = self._get_client(keys[0])
+        """:func:`~dcstore.cache.memcached_io.get_into` of ``keys`` (encoded), which share
+        the route of ``route`` (one of them); a server that cannot be reached leaves the
+        ring, as in the other commands."""
+        client = self._get_client(route)
         if client is None:
             raise MemcacheError("all memcached servers are down")
         try:
-            return get_into(client, [k.encode() for k in keys], buf, start)
+            return get_into(client, keys, buf, start)
         except OSError:
             self._mark_failed_server(client.server)
             raise

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError
@@ -24,7 +25,7 @@ MAX_HEADER_BYTES = 1024
 """A ``VALUE <key> <flags> <bytes>`` line is under 300 bytes (keys are at most 250)."""
 
 
-def reply_capacity(keys: list[bytes], sizes: list[int]) -> int:
+def reply_capacity(keys: Sequence[bytes], sizes: Sequence[int]) -> int:
     """Bytes of a ``get`` reply holding every key with its expected size."""
     return sum(len(k) + n + 40 for k, n in zip(keys, sizes, strict=True)) + 8
 
@@ -36,17 +37,21 @@ def get_into(
     pymemcache ``PooledClient``), the reply received at ``buf[start:]``. Returns
     ``key -> (offset, length)`` of each value found, the buffer holding them (``buf``,
     or a larger copy if the reply outgrew it) and the end of the reply in it."""
-    with pooled.client_pool.get_and_release(destroy_on_fail=True) as client:
-        try:
-            if client.sock is None:
-                client._connect()
-            if client.sock.gettimeout() is not None:
-                kernel_timeouts(client.sock)
-            client.sock.sendall(b"get " + b" ".join(keys) + b"\r\n")
-            return _read_values(client.sock, buf, start)
-        except BaseException:
-            client.close()  # the reply may be half read: never reuse this connection
-            raise
+    pool = pooled.client_pool
+    client = pool.get()
+    try:
+        if client.sock is None:
+            client._connect()
+        if client.sock.gettimeout() is not None:
+            kernel_timeouts(client.sock)
+        client.sock.sendall(b"get " + b" ".join(keys) + b"\r\n")
+        reply = _read_values(client.sock, buf, start)
+    except BaseException:
+        client.close()  # the reply may be half read: never reuse this connection
+        pool.destroy(client)
+        raise
+    pool.release(client)
+    return reply
 
 
 def kernel_timeouts(sock: socket.socket) -> None:

@@ -167,16 +167,15 @@ class MemcachedTier(NetworkTier):
         """``get`` requests of at most :data:`GET_BYTES` each to the server holding the
         object (its keys share a route), received in place (:mod:`.memcached_io`)
         into this thread's reused buffer."""
-        full = [self.key(k) for k in keys]
         step = max(1, GET_BYTES // self.policy.chunk_bytes)
-        encoded = [k.encode() for k in full]
-        buf = self._buffers.get(reply_capacity(encoded, list(sizes)))
+        encoded = [self.key(k).encode() for k in keys]
+        buf = self._buffers.get(reply_capacity(encoded, sizes))
         found: dict[bytes, tuple[int, int]] = {}
         end = 0
         with self._errors("get"):
             client = self._memcached()
-            for i in range(0, len(full), step):
-                got, buf, end = client.get_into(full[i : i + step], buf, end)
+            for i in range(0, len(keys), step):
+                got, buf, end = client.get_into(self.key(keys[i]), encoded[i : i + step], buf, end)
                 found.update(got)
         view = memoryview(buf)
         out: list[Buffer | None] = []

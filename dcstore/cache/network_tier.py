@@ -7,7 +7,6 @@ import abc
 import contextlib
 import os
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 from dcstore.cache.buffers import ReceiveBuffers
@@ -51,17 +50,9 @@ class NetworkTier(CacheTier):
     def _on_fault(self) -> None:
         """Called when an operation failed, before the error is raised."""
 
-    @contextlib.contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
+    def _errors(self, what: str) -> _FaultMap:
         """Map every failure of the store (:data:`FAULTS`) to :class:`CacheUnavailableError`."""
-        try:
-            yield
-        except self.FAULTS as exc:
-            self._on_fault()
-            detail = str(exc).splitlines()[0] if str(exc) else ""
-            raise CacheUnavailableError(
-                f"cache tier {self.url}: {what} failed: {type(exc).__name__}: {detail}"
-            ) from exc
+        return _FaultMap(self, what)
 
     def key(self, suffix: str) -> str:
         """The store's key of a namespace-relative key."""
@@ -80,3 +71,27 @@ class NetworkTier(CacheTier):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._init_state()
+
+
+class _FaultMap:
+    """The context manager of :meth:`NetworkTier._errors`: a plain class, not
+    ``@contextmanager``, as it is entered on every cache read."""
+
+    __slots__ = ("tier", "what")
+
+    def __init__(self, tier: NetworkTier, what: str):
+        self.tier, self.what = tier, what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> bool:
+        if exc is None or not isinstance(exc, self.tier.FAULTS):
+            return False
+        self.tier._on_fault()
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise CacheUnavailableError(
+            f"cache tier {self.tier.url}: {self.what} failed: {type(exc).__name__}: {detail}"
+        ) from exc
