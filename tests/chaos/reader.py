@@ -36,11 +36,13 @@ def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     results: list[dict[str, Any]] = []
     datasets = {}
+    stores = []
     for d in spec["datasets"]:  # one ShardedDataset per dataset and run: its manifest is pinned
         started = time.monotonic()
         try:
             store = open_store(d["url"], cache=d["cache"], keys=spec["keys"],
                                retries=spec["retries"])  # fmt: skip
+            stores.append(store)
             ds = ShardedDataset(store, shuffle=True, seed=spec["seed"], rank=spec["rank"],
                                 world_size=spec["world"])  # fmt: skip
             generation = int(ds.manifest.metadata["generation"])
@@ -63,6 +65,8 @@ def main(spec_path: str) -> None:
                 json.dump(results, f)
     with open(spec["out"], "w") as f:
         json.dump(results, f)
+    for store in stores:  # drivers' threads stop before the interpreter does
+        store.close()
 
 
 def _line(exc: BaseException) -> str:

@@ -106,7 +106,8 @@ class ChaosRun:
 
     def run(self, min_rounds: int = 1, epochs: int = 2) -> Report:
         for d in self.datasets:  # generation 0, before any fault
-            pack(self.store(d), 0)
+            with self.store(d) as store:
+                pack(store, 0)
         self.injector.start()
         disk = threading.Thread(target=self._disk_full, daemon=True)
         disk.start()
@@ -143,7 +144,8 @@ class ChaosRun:
 
     def _pack(self, dataset: dict[str, str], generation: int) -> None:
         try:
-            pack(self.store(dataset), generation)
+            with self.store(dataset) as store:
+                pack(store, generation)
             self.generation[dataset["name"]] = generation
             self.report.packs["committed"] += 1
         except Exception as exc:
@@ -209,13 +211,14 @@ class ChaosRun:
 
     def _check_final(self, dataset: dict[str, str]) -> None:
         name = dataset["name"]
-        ds = ShardedDataset(self.store(dataset))
-        generation = int(ds.manifest.metadata["generation"])
+        with self.store(dataset) as store:
+            ds = ShardedDataset(store)
+            generation = int(ds.manifest.metadata["generation"])
+            got = dict(fingerprint(s) for s in ds)
         if generation != self.generation[name]:
             self.report.harness.append(f"{name}: current generation {generation}, "
                                        f"last committed {self.generation[name]}")  # fmt: skip
         want = expected(generation)
-        got = dict(fingerprint(s) for s in ds)
         if got != want:
             self.report.harness.append(f"{name}: the final clean read differs")
 
