@@ -18,6 +18,7 @@ trap 'wait "$up_pid" "$tools_pid" 2>/dev/null; servers/down.sh >/dev/null 2>&1 |
 scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/python -m mypy  # strict on dcstore/ (pyproject.toml [tool.mypy])
 
 if ! wait "$tools_pid"; then
     cat .tools/tools.log >&2

@@ -49,10 +49,14 @@ import abc
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from dcstore.backends.streams import Buffer
 from dcstore.backends.streams import join as join_stream
 from dcstore.errors import InvalidRangeError, VersionChangedError
+
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11+; annotations are not evaluated at run time
 
 __all__ = ["Backend", "Buffer", "ObjectMeta", "Wrapper", "check_range", "check_version"]
 
@@ -141,7 +145,7 @@ class Backend(abc.ABC):
         when this backend never leaves any behind."""
         return None
 
-    def __enter__(self) -> Backend:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -187,6 +187,7 @@ class CassandraBackend(Backend):
         """Compare-and-set the metadata row from ``cur`` (as last read) to ``version``;
         return the version it replaced."""
         b = bucket_of(full)
+        params: tuple[Any, ...]
         for _ in range(CAS_ATTEMPTS):
             if cur is None:
                 name, params = (

@@ -50,7 +50,7 @@ ACCESS: tuple[type[BaseException], ...] = (cassandra.AuthenticationFailed, cassa
 
 def _no_host_cause(exc: NoHostAvailable) -> BaseException | None:
     """The common cause when every host failed the same way (e.g. bad credentials)."""
-    causes = list((exc.errors or {}).values())
+    causes: list[BaseException] = list((exc.errors or {}).values())
     if causes and all(isinstance(c, ACCESS) for c in causes):
         return causes[0]
     if causes and all(_is_tls_failure(c) for c in causes):

@@ -83,7 +83,7 @@ def parse_consistency(name: str, what: str) -> int:
     if value is None:
         accepted = ", ".join(sorted(ConsistencyLevel.name_to_value))
         raise ConfigError(f"{what} {name!r} is not a consistency level; accepted: {accepted}")
-    return value
+    return int(value)
 
 
 def replication_map(spec: str | None, factor: int | None, local_dc: str) -> dict[str, str]:

@@ -195,5 +195,5 @@ def _prepare(s: CassandraSettings, session: Any) -> dict[str, PreparedStatement]
 def _contact_dc(session: Any) -> str:
     for host in session.hosts:
         if host.datacenter:
-            return host.datacenter
+            return str(host.datacenter)
     raise ConfigError("cannot tell the local data centre; pass local_dc=")

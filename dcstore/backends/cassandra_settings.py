@@ -174,38 +174,38 @@ class CassandraSettings:
         hosts, port = _hosts_and_port(url.hosts)
         keyspace, _, root = url.path.strip("/").partition("/")
         d = cls()
-        timeout = options.float("connect_timeout", d.connect_timeout)
+        timeout = options.number("connect_timeout", d.connect_timeout)
         return cls(
             hosts=hosts,
             port=port,
             keyspace=keyspace or d.keyspace,
             root=f"{root}/" if root else "",
-            username=options.str("username", url.username),
-            password=options.str("password", url.password),
-            password_file=options.str("password_file"),
-            consistency=options.str("consistency", d.consistency) or d.consistency,
-            read_consistency=options.str("read_consistency"),
-            write_consistency=options.str("write_consistency"),
-            serial_consistency=options.str("serial_consistency", d.serial_consistency)
+            username=options.text("username", url.username),
+            password=options.text("password", url.password),
+            password_file=options.text("password_file"),
+            consistency=options.text("consistency", d.consistency) or d.consistency,
+            read_consistency=options.text("read_consistency"),
+            write_consistency=options.text("write_consistency"),
+            serial_consistency=options.text("serial_consistency", d.serial_consistency)
             or d.serial_consistency,
-            chunk_size=options.int("chunk_size", d.chunk_size),
-            part_chunks=options.int("part_chunks", d.part_chunks),
-            max_in_flight=options.int("max_in_flight", d.max_in_flight),
-            create_keyspace=options.bool("create_keyspace", d.create_keyspace),
-            replication=options.str("replication"),
+            chunk_size=options.integer("chunk_size", d.chunk_size),
+            part_chunks=options.integer("part_chunks", d.part_chunks),
+            max_in_flight=options.integer("max_in_flight", d.max_in_flight),
+            create_keyspace=options.flag("create_keyspace", d.create_keyspace),
+            replication=options.text("replication"),
             replication_factor=_opt_int(options.raw("replication_factor")),
-            local_dc=options.str("local_dc"),
-            tls=options.bool("tls", d.tls),
-            tls_ca=options.str("tls_ca"),
-            tls_cert=options.str("tls_cert"),
-            tls_key=options.str("tls_key"),
-            tls_verify=options.bool("tls_verify", d.tls_verify),
-            tls_server_hostname=options.str("tls_server_hostname"),
+            local_dc=options.text("local_dc"),
+            tls=options.flag("tls", d.tls),
+            tls_ca=options.text("tls_ca"),
+            tls_cert=options.text("tls_cert"),
+            tls_key=options.text("tls_key"),
+            tls_verify=options.flag("tls_verify", d.tls_verify),
+            tls_server_hostname=options.text("tls_server_hostname"),
             connect_timeout=timeout,
-            request_timeout=options.float("request_timeout", d.request_timeout),
-            compression=options.bool("compression", d.compression),
-            protocol_version=options.int("protocol_version", d.protocol_version),
-            abandon_after=options.float("abandon_after", d.abandon_after),
+            request_timeout=options.number("request_timeout", d.request_timeout),
+            compression=options.flag("compression", d.compression),
+            protocol_version=options.integer("protocol_version", d.protocol_version),
+            abandon_after=options.number("abandon_after", d.abandon_after),
         )
 
 

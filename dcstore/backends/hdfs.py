@@ -103,12 +103,12 @@ class HdfsBackend(Backend):
     def from_url(cls, url: ParsedUrl, options: Options) -> HdfsBackend:
         return cls(
             url.safe(path=url.path, query={}),
-            conf_dir=options.str("conf_dir"),
-            replication=options.int("replication", 0),
-            block_size=options.int("block_size", 0),
-            failover_attempts=options.int("failover_attempts", 2),
-            failover_sleep_ms=options.int("failover_sleep_ms", 100),
-            timeout=options.float("timeout", 60.0),
+            conf_dir=options.text("conf_dir"),
+            replication=options.integer("replication", 0),
+            block_size=options.integer("block_size", 0),
+            failover_attempts=options.integer("failover_attempts", 2),
+            failover_sleep_ms=options.integer("failover_sleep_ms", 100),
+            timeout=options.number("timeout", 60.0),
             hadoop_conf=options.raw("hadoop_conf"),
         )
 
@@ -235,7 +235,7 @@ class HdfsBackend(Backend):
             return b""
         with self._errors("read", key):
             try:
-                return reader.read_range(lo, hi - lo)
+                return bytes(reader.read_range(lo, hi - lo))
             finally:
                 note_read()
 

@@ -65,7 +65,7 @@ class LocalBackend(Backend):
             )
         if not url.path:
             raise ConfigError("file:// URL has no path")
-        return cls(url.path, fsync=options.bool("fsync", True))
+        return cls(url.path, fsync=options.flag("fsync", True))
 
     @property
     def url(self) -> str:

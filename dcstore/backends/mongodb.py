@@ -35,13 +35,14 @@ limit on large files.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import datetime as dt
 import logging
 import os
 import threading
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, urlencode
 
 from bson import ObjectId
@@ -87,7 +88,7 @@ READ_ATTEMPTS = 5  # re-resolutions when a concurrent overwrite removes the revi
 class _Conn:
     """One process's client and collections (recreated after fork or close)."""
 
-    def __init__(self, client: MongoClient, files: Collection, chunks: Collection):
+    def __init__(self, client: MongoClient[Any], files: Collection[Any], chunks: Collection[Any]):
         self.pid = os.getpid()
         self.client = client
         self.files = files
@@ -139,8 +140,8 @@ class MongoBackend(Backend):
         return cls(
             url.hosts,
             url.path.strip("/") or "dcstore",
-            options.str("bucket", "fs") or "fs",
-            chunk_size=options.int("chunk_size", DEFAULT_CHUNK_SIZE),
+            options.text("bucket", "fs") or "fs",
+            chunk_size=options.integer("chunk_size", DEFAULT_CHUNK_SIZE),
             username=url.username,
             password=url.password,
             scheme=url.scheme,
@@ -171,7 +172,7 @@ class MongoBackend(Backend):
             if self._conn is None or self._conn.pid != os.getpid():
                 # After fork the parent's client is unusable: leave it, open a new one.
                 with self._errors("connect"):
-                    client: MongoClient = MongoClient(
+                    client: MongoClient[Any] = MongoClient(
                         f"{self.scheme}://{','.join(self.hosts)}/",
                         username=self.username,
                         password=self._password,
@@ -223,7 +224,7 @@ class MongoBackend(Backend):
             )
         if doc is None:
             raise NotFoundError(f"{self.url}: no object {key!r}")
-        return doc
+        return cast("dict[str, Any]", doc)
 
     def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
         validate_key(key)
@@ -376,7 +377,9 @@ class MongoBackend(Backend):
         self._drop_replaced(conn, key, replaced)
         return ObjectMeta(key, size, str(files_id))
 
-    def _revisions(self, conn: _Conn, key: str) -> tuple[list[dict[str, Any]], dt.datetime]:
+    def _revisions(
+        self, conn: _Conn, key: str
+    ) -> tuple[builtins.list[dict[str, Any]], dt.datetime]:
         """The committed revisions of ``key`` and an ``uploadDate`` later than all of them:
         now (BSON millisecond precision), or 1 ms after the newest if clocks disagree."""
         revisions = list(conn.files.find({"filename": key}, REVISION_FIELDS))
@@ -387,7 +390,9 @@ class MongoBackend(Backend):
             now = max(now, previous + dt.timedelta(milliseconds=1))
         return revisions, now
 
-    def _drop_replaced(self, conn: _Conn, key: str, replaced: list[dict[str, Any]]) -> None:
+    def _drop_replaced(
+        self, conn: _Conn, key: str, replaced: builtins.list[dict[str, Any]]
+    ) -> None:
         """Delete the revisions the new one replaced (best effort: the put is committed)."""
         try:
             with self._errors("put (removing replaced revisions)", key):
@@ -396,7 +401,7 @@ class MongoBackend(Backend):
             # Leftovers are invisible; the next put of the key or sweep drops them.
             log.warning("%s; replaced revisions stay until sweep", exc)
 
-    def _drop_chunks(self, conn: _Conn, ids: list[str]) -> None:
+    def _drop_chunks(self, conn: _Conn, ids: builtins.list[str]) -> None:
         try:
             with self._errors("put (removing chunks of a failed upload)"):
                 delete_chunks(conn.chunks, ids)

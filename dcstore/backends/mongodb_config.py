@@ -53,7 +53,7 @@ def read_driver_options(options: Options) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, kind in DRIVER_OPTIONS.items():
         if kind == "bool":
-            value: Any = options.bool(name, None)  # type: ignore[arg-type]
+            value: Any = options.flag(name, None)  # type: ignore[arg-type]
         elif kind == "int":
             value = options.raw(name)
             if value is not None:
@@ -64,7 +64,7 @@ def read_driver_options(options: Options) -> dict[str, Any]:
                         f"option {name!r} must be an integer, got {value!r}"
                     ) from None
         else:
-            value = options.str(name)
+            value = options.text(name)
             if kind == "w" and value is not None and value.isdigit():
                 value = int(value)
         if value is not None:

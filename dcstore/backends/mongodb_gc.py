@@ -24,7 +24,7 @@ uploads still in flight are never touched.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from bson import ObjectId
@@ -50,14 +50,16 @@ def chunk_count(doc: Mapping[str, Any]) -> int:
     return -(-int(doc["length"]) // int(doc["chunkSize"]))
 
 
-def delete_chunks(chunks: Collection, ids: Iterable[str]) -> None:
+def delete_chunks(chunks: Collection[Any], ids: Iterable[str]) -> None:
     """Delete chunks by ``_id`` in one round trip (missing ones are fine)."""
     ops = [DeleteOne({"_id": i}) for i in ids]
     if ops:
         chunks.bulk_write(ops, ordered=False)
 
 
-def drop_revisions(files: Collection, chunks: Collection, docs: list[Mapping[str, Any]]) -> None:
+def drop_revisions(
+    files: Collection[Any], chunks: Collection[Any], docs: Sequence[Mapping[str, Any]]
+) -> None:
     """Delete revisions: their ``files`` documents first (readers stop finding them), then
     their chunks. ``docs`` need ``_id`` and :data:`REVISION_FIELDS`."""
     if not docs:
@@ -71,7 +73,9 @@ def drop_revisions(files: Collection, chunks: Collection, docs: list[Mapping[str
         chunks.delete_many({"files_id": {"$in": foreign}})
 
 
-def remove_orphans(files: Collection, chunks: Collection, min_age_s: float = 3600.0) -> int:
+def remove_orphans(
+    files: Collection[Any], chunks: Collection[Any], min_age_s: float = 3600.0
+) -> int:
     """Delete orphan chunks and superseded revisions older than ``min_age_s``; return how many."""
     cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=min_age_s)
     superseded: list[Mapping[str, Any]] = []

@@ -84,11 +84,11 @@ class Options:
         value = self._take(name)
         return default if value is None else value
 
-    def str(self, name: str, default: str | None = None) -> str | None:
+    def text(self, name: str, default: str | None = None) -> str | None:
         value = self._take(name)
         return default if value is None else str(value)
 
-    def int(self, name: str, default: int) -> int:
+    def integer(self, name: str, default: int) -> int:
         value = self._take(name)
         if value is None:
             return default
@@ -97,7 +97,7 @@ class Options:
         except (TypeError, ValueError):
             raise ConfigError(f"option {name!r} must be an integer, got {value!r}") from None
 
-    def float(self, name: str, default: float) -> float:
+    def number(self, name: str, default: float) -> float:
         value = self._take(name)
         if value is None:
             return default
@@ -106,7 +106,7 @@ class Options:
         except (TypeError, ValueError):
             raise ConfigError(f"option {name!r} must be a number, got {value!r}") from None
 
-    def bool(self, name: str, default: bool) -> bool:
+    def flag(self, name: str, default: bool) -> bool:
         value = self._take(name)
         if value is None:
             return default

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, cast
 
 from dcstore.backends.base import Backend
 from dcstore.backends.options import Options, parse_url
@@ -58,7 +58,7 @@ def _load_class(scheme: str) -> type[Backend]:
         raise ConfigError(
             f"the {scheme}:// backend needs a driver that is not installed ({exc.name}){hint}"
         ) from exc
-    return getattr(module, class_name)
+    return cast("type[Backend]", getattr(module, class_name))
 
 
 def open_backend(url: str, **options: Any) -> Backend:
@@ -72,7 +72,7 @@ def open_backend(url: str, **options: Any) -> Backend:
     try:
         cls = _load_class(parsed.scheme)
         reader = Options(parsed.scheme, parsed.query, options)
-        backend = cls.from_url(parsed, reader)  # type: ignore[attr-defined]
+        backend: Backend = cls.from_url(parsed, reader)  # type: ignore[attr-defined]
         reader.finish()
     except ConfigError as exc:
         where = parsed.safe(query={})  # no password, no query (options may hold secrets)

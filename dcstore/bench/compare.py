@@ -66,17 +66,17 @@ def summarize(result: BenchResult) -> list[dict[str, Any]]:
 
 
 def _median_latency(cases: list[CaseResult], key: str) -> float | None:
-    values = [c.latency_us[key] for c in cases if c.latency_us.get(key) is not None]
+    values = [v for c in cases if (v := c.latency_us.get(key)) is not None]
     return statistics.median(values) if values else None
 
 
 def diff(a: BenchResult, b: BenchResult) -> tuple[Table, list[str]]:
     """A table of B against A for the cases both have, plus warnings about the comparison."""
     warnings = []
-    for key in _MACHINE_KEYS:
-        if a.machine.get(key) != b.machine.get(key):
+    for field in _MACHINE_KEYS:
+        if a.machine.get(field) != b.machine.get(field):
             warnings.append(
-                f"machines differ in {key}: {a.machine.get(key)!r} vs {b.machine.get(key)!r}"
+                f"machines differ in {field}: {a.machine.get(field)!r} vs {b.machine.get(field)!r}"
             )
     warnings.append(
         "A and B were measured at different times: prefer `dcstore bench compare`, "

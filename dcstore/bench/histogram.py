@@ -40,7 +40,7 @@ def _median_equivalents(counts_len: int, half_magnitude: int, unit_magnitude: in
     bucket[first] = 0
     lowest = sub << (bucket + unit_magnitude)
     size = np.left_shift(1, bucket + unit_magnitude)
-    return (lowest + (size >> 1)).astype(np.float64)
+    return np.asarray(lowest + (size >> 1), dtype=np.float64)
 
 
 class LatencyHistogram:
@@ -78,7 +78,7 @@ class LatencyHistogram:
 
     def percentile_us(self, percentile: float) -> float:
         """The latency at ``percentile`` (0-100) in µs: HdrHistogram's highest equivalent value."""
-        return self._hdr.get_value_at_percentile(percentile) / 1000.0
+        return float(self._hdr.get_value_at_percentile(percentile)) / 1000.0
 
     def summary_us(self) -> dict[str, float | None]:
         """min, mean, stdev, p50, p90, p99, p99.9 and max in microseconds (None when empty)."""
@@ -124,7 +124,7 @@ class LatencyHistogram:
         """HdrHistogram V2 compressed, base64 (empty string for an empty histogram)."""
         if not self.count:
             return ""
-        return self._hdr.encode().decode("ascii")
+        return str(self._hdr.encode().decode("ascii"))
 
     @classmethod
     def decode(cls, data: str) -> LatencyHistogram:

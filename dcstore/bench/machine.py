@@ -32,7 +32,8 @@ def _cpuinfo() -> tuple[str | None, list[str]]:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return platform.processor() or None, []
-    model, flags = None, set()
+    model: str | None = None
+    flags: set[str] = set()
     for line in text.splitlines():
         name, _, value = line.partition(":")
         name = name.strip()
@@ -72,6 +73,7 @@ def machine_facts() -> dict[str, Any]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
+    usable: int | None
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):

@@ -10,6 +10,7 @@ built lazily, once per process, and shared by every thread.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -33,10 +34,10 @@ class ObjectSet:
         self._contents: dict[int, bytes] = {}
         self._lock = threading.Lock()
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in ("_contents", "_lock")}
 
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._contents = {}
         self._lock = threading.Lock()
@@ -52,7 +53,7 @@ class ObjectSet:
         data = self._contents.get(index)
         if data is None:
             words = np.random.SFC64([self.seed, self.size, index]).random_raw(-(-self.size // 8))
-            data = memoryview(words).cast("B")[: self.size].tobytes()
+            data = words.data.cast("B")[: self.size].tobytes()
             if self.keep:
                 with self._lock:
                     data = self._contents.setdefault(index, data)

@@ -119,7 +119,9 @@ def build_figure(result: BenchResult) -> Any:
     return fig
 
 
-def _storage_figure(plt: Any, series: list[Series], targets: list[str], colours: dict) -> Any:
+def _storage_figure(
+    plt: Any, series: list[Series], targets: list[str], colours: dict[str, Any]
+) -> Any:
     names = _unique([s.name for s in series])
     many = len(targets) > 1
     panels = names[:MAX_PANELS] if many else [""]
@@ -157,7 +159,9 @@ def _storage_figure(plt: Any, series: list[Series], targets: list[str], colours:
     return fig
 
 
-def _loader_figure(plt: Any, series: list[Series], targets: list[str], colours: dict) -> Any:
+def _loader_figure(
+    plt: Any, series: list[Series], targets: list[str], colours: dict[str, Any]
+) -> Any:
     names = _unique([s.name for s in series])
     height = max(3.5, 0.35 * len(series) + 1.8)
     fig, (rate, wait) = plt.subplots(1, 2, figsize=(13, height), layout="constrained", sharey=True)
@@ -209,7 +213,7 @@ def _bars(
     series: list[Series],
     names: list[str],
     targets: list[str],
-    colours: dict,
+    colours: dict[str, Any],
     value: Callable[[CaseResult], float | None],
     fmt: str = "%s",
 ) -> None:

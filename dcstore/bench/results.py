@@ -108,7 +108,13 @@ class BenchResult:
         return cls(**top)
 
 
-_TYPES = {"str": str, "int": int, "float": (int, float), "list": list, "dict": dict}
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "str": str,
+    "int": int,
+    "float": (int, float),
+    "list": list,
+    "dict": dict,
+}
 
 
 def _check_fields(doc: dict[str, Any], cls: type, where: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ always reported in decimal MB/s (10**6 bytes per second).
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from dcstore.errors import ConfigError
 
@@ -58,12 +59,12 @@ def parse_duration(text: str | float) -> float:
     return seconds
 
 
-def parse_list(text: str, parse: type[int] | object = int) -> list:
+def parse_list(text: str, parse: type[int] | object = int) -> list[Any]:
     """Split ``"1,4,8"`` and parse each item with ``parse``; duplicates are dropped."""
     items = [part.strip() for part in str(text).split(",") if part.strip()]
     if not items:
         raise ConfigError(f"empty list {text!r}")
-    out: list = []
+    out: list[Any] = []
     for item in items:
         try:
             value = parse(item)  # type: ignore[operator]

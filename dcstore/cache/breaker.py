@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from dcstore.cache.tier import CacheUnavailableError
 
@@ -54,7 +54,7 @@ class CircuitBreaker:
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> bool:
+    ) -> Literal[False]:
         """Close the circuit after a success; open it after a tier failure, raising
         :class:`TierSkipped` in its place. Other exceptions pass through."""
         if kind is None:

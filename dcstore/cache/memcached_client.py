@@ -33,7 +33,7 @@ def route_of(key: str) -> str:
     return key[start + 1 : end] if start >= 0 and end > start + 1 else key
 
 
-class TaggedHashClient(HashClient):
+class TaggedHashClient(HashClient):  # type: ignore[misc]  # pymemcache is untyped
     """A pooled HashClient that places every key by :func:`route_of`, remembers
     placements until the ring changes, and receives large values in place."""
 
@@ -89,7 +89,7 @@ class TaggedHashClient(HashClient):
         reply = client.raw_command(f"md {key} C{cas}".encode())
         if reply not in (b"HD", b"NF", b"EX"):
             raise MemcacheError(f"unexpected reply to meta delete: {reply[:80]!r}")
-        return reply == b"HD"
+        return bool(reply == b"HD")
 
 
 def list_keys(host: str, port: int, prefix: str, timeout: float) -> list[str]:

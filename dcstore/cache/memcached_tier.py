@@ -109,17 +109,17 @@ class MemcachedTier(NetworkTier):
             raise ConfigError(f"not a memcached URL scheme: {url.scheme!r}")
         if url.username or url.password or url.path.strip("/"):
             raise ConfigError("a memcached URL takes hosts and options only (no user, no path)")
-        item_size_max = options.int("item_size_max", DEFAULT_ITEM_SIZE_MAX)
+        item_size_max = options.integer("item_size_max", DEFAULT_ITEM_SIZE_MAX)
         chunk_given = "chunk_bytes" in url.query
         policy = CachePolicy.from_options(options)
         if not chunk_given:
             policy = dataclasses.replace(policy, chunk_bytes=item_size_max // 2)
         return cls(
             [parse_host(h, DEFAULT_PORT, "memcached") for h in url.hosts],
-            namespace=options.str("namespace", "dcstore") or "dcstore",
-            socket_timeout=options.float("socket_timeout", 2.0),
-            connect_timeout=options.float("connect_timeout", 1.0),
-            dead_timeout=options.float("dead_timeout", 5.0),
+            namespace=options.text("namespace", "dcstore") or "dcstore",
+            socket_timeout=options.number("socket_timeout", 2.0),
+            connect_timeout=options.number("connect_timeout", 1.0),
+            dead_timeout=options.number("dead_timeout", 5.0),
             item_size_max=item_size_max,
             policy=policy,
         )

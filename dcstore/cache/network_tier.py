@@ -7,7 +7,7 @@ import abc
 import contextlib
 import os
 import threading
-from typing import Any
+from typing import Any, Literal
 
 from dcstore.cache.buffers import ReceiveBuffers
 from dcstore.cache.tier import CacheTier, CacheUnavailableError
@@ -87,7 +87,7 @@ class _FaultMap:
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> bool:
+    ) -> Literal[False]:
         if exc is None or not isinstance(exc, self.tier.FAULTS):
             return False
         self.tier._on_fault()

@@ -128,14 +128,14 @@ class RedisTier(NetworkTier):
             tls=url.scheme.startswith("rediss"),
             username=url.username,
             password=url.password,
-            password_file=options.str("password_file"),
-            namespace=options.str("namespace", "dcstore") or "dcstore",
-            socket_timeout=options.float("socket_timeout", 2.0),
-            connect_timeout=options.float("connect_timeout", 1.0),
-            ca_file=options.str("ca_file"),
-            cert_file=options.str("cert_file"),
-            key_file=options.str("key_file"),
-            tls_verify=options.bool("tls_verify", True),
+            password_file=options.text("password_file"),
+            namespace=options.text("namespace", "dcstore") or "dcstore",
+            socket_timeout=options.number("socket_timeout", 2.0),
+            connect_timeout=options.number("connect_timeout", 1.0),
+            ca_file=options.text("ca_file"),
+            cert_file=options.text("cert_file"),
+            key_file=options.text("key_file"),
+            tls_verify=options.flag("tls_verify", True),
             policy=CachePolicy.from_options(options),
         )
         return tier
@@ -192,8 +192,9 @@ class RedisTier(NetworkTier):
                 ssl_cert_reqs="required" if self.tls_verify else "none",
                 ssl_check_hostname=self.tls_verify,
             )
+        client: redis.Redis | RedisCluster
         if self.cluster:
-            nodes = [ClusterNode(h, p) for h, p in self.hosts]
+            nodes = [ClusterNode(h, p) for h, p in self.hosts]  # type: ignore[no-untyped-call]
             client = RedisCluster(startup_nodes=nodes, **kwargs)
         else:
             host, port = self.hosts[0]

@@ -39,8 +39,8 @@ def open_cache_tier(spec: CacheTier | str) -> CacheTier:
         if url.netloc or url.path.strip("/"):
             raise ConfigError(f"the in-process cache takes no host or path: {spec!r}")
         tier = LruTier(
-            max_bytes=options.int("max_bytes", DEFAULT_MAX_BYTES),
-            namespace=options.str("namespace", "dcstore") or "dcstore",
+            max_bytes=options.integer("max_bytes", DEFAULT_MAX_BYTES),
+            namespace=options.text("namespace", "dcstore") or "dcstore",
             policy=CachePolicy.from_options(options),
         )
     elif url.scheme in REDIS_SCHEMES:

@@ -77,16 +77,16 @@ class CachePolicy:
     def from_options(cls, options: Options) -> CachePolicy:
         """Read the policy options from a :class:`dcstore.backends.options.Options`."""
         d = cls()
-        ttl = options.float("ttl", 0.0)
+        ttl = options.number("ttl", 0.0)
         return cls(
-            chunk_bytes=options.int("chunk_bytes", d.chunk_bytes),
-            max_object_bytes=options.int("max_object_bytes", d.max_object_bytes),
+            chunk_bytes=options.integer("chunk_bytes", d.chunk_bytes),
+            max_object_bytes=options.integer("max_object_bytes", d.max_object_bytes),
             ttl=ttl or None,
-            single_flight=options.bool("single_flight", d.single_flight),
-            lease_ttl=options.float("lease_ttl", d.lease_ttl),
-            wait_timeout=options.float("wait_timeout", d.wait_timeout),
-            retry_interval=options.float("retry_interval", d.retry_interval),
-            stats_interval=options.float("stats_interval", d.stats_interval),
+            single_flight=options.flag("single_flight", d.single_flight),
+            lease_ttl=options.number("lease_ttl", d.lease_ttl),
+            wait_timeout=options.number("wait_timeout", d.wait_timeout),
+            retry_interval=options.number("retry_interval", d.retry_interval),
+            stats_interval=options.number("stats_interval", d.stats_interval),
         )
 
     def query(self) -> dict[str, str]:

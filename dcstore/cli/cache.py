@@ -52,7 +52,7 @@ def _human_bytes(n: float) -> str:
 def cmd_stats(args: argparse.Namespace) -> int:
     tier = _open(args)
     try:
-        stats: dict[str, object] = dict(with_ratio(tier.read_stats()))
+        stats: dict[str, float] = dict(with_ratio(tier.read_stats()))
         info = getattr(tier, "server_info", None)  # shared tiers (their clients are optional)
         server = info() if info is not None else None
     finally:
@@ -97,7 +97,7 @@ def cmd_clear(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cache = sub.add_parser("cache", help="statistics and clearing of the shared hot tier")
     cmds = cache.add_subparsers(dest="cache_command", metavar="ACTION")
     cmds.required = True

@@ -68,7 +68,7 @@ def open_from_args(url: str, args: argparse.Namespace, *, env_keys: bool = True)
     """
     from dcstore.cli.keys import key_source_from
 
-    options = parse_options(getattr(args, "option", []) or [])
+    options: dict[str, Any] = parse_options(getattr(args, "option", []) or [])
     spec = getattr(args, "keys", None)
     keys = key_source_from(spec) if env_keys else (spec or None)
     store = open_store(url, cache=getattr(args, "cache", None), keys=keys, **options)

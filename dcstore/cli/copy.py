@@ -114,7 +114,7 @@ def cmd_cp(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "cp",
         help="copy an object (a local file is one), or with -r a prefix, between stores",

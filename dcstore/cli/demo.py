@@ -10,14 +10,16 @@ import argparse
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 CLASSES = 10
 
 
-def synthetic_images(n: int, size: int, seed: int = 0):
+def synthetic_images(n: int, size: int, seed: int = 0) -> Iterator[dict[str, Any]]:
     """Image-like samples whose class is recoverable from a coloured blob."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size]
@@ -30,7 +32,7 @@ def synthetic_images(n: int, size: int, seed: int = 0):
         yield {"__key__": f"img{i:07d}", "rgb": img.tobytes(), "cls": label}
 
 
-def _model(size: int):
+def _model(size: int) -> Any:
     import torch
     from torch import nn
 
@@ -41,8 +43,8 @@ def _model(size: int):
     ).to(memory_format=torch.contiguous_format)  # fmt: skip
 
 
-def _collate(size: int):
-    def collate(samples: list[dict]):
+def _collate(size: int) -> Callable[[list[dict[str, Any]]], tuple[Any, Any]]:
+    def collate(samples: list[dict[str, Any]]) -> tuple[Any, Any]:
         import torch
 
         data = np.empty((len(samples), 3 * size * size), dtype=np.uint8)
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             out = model(x)
             loss = torch.nn.functional.cross_entropy(out, labels)
             opt.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             losses.append(loss.item())
             seen += len(labels)
@@ -119,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "demo",
         help="pack a synthetic dataset encrypted and train one epoch through it",

@@ -123,7 +123,7 @@ def _type_fields(keyring: Keyring, key_id: str) -> dict[str, Any]:
 def _type_column(row: dict[str, Any]) -> str:
     if row["type"] is None:
         return "-"
-    return row["type"] + ("" if row["private"] else " (public)")
+    return str(row["type"]) + ("" if row["private"] else " (public)")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -217,7 +217,7 @@ def cmd_retire(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = subparsers.add_parser("keys", help="manage key-encryption keys and rotation")
     sub = keys.add_subparsers(dest="keys_command", metavar="ACTION")
     sub.required = True

@@ -64,7 +64,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g = subparsers.add_parser(
         "gc",
         help="delete dataset objects no kept version references",

@@ -168,7 +168,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("ls", help="list objects (sorted) under a prefix")
     p.add_argument("store", help="storage URL or path")
     p.add_argument("prefix", nargs="?", default="")

@@ -85,7 +85,7 @@ def positive_int(text: str) -> int:
     return value
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "pack",
         help="pack image folders, files, .tar shards or an index into a dataset",

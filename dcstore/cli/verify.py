@@ -77,7 +77,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if failures else 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "verify",
         help="check every segment of every encrypted object (with keys), or every sample "

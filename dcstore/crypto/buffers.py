@@ -63,7 +63,7 @@ class OutputBuffer:
             # Every view (and slice of one) holds the array, so memory that a thread is
             # still writing through a view can never be freed under it, whatever the caller
             # does with this OutputBuffer (discard after an interrupt included).
-            array.owner = self._result
+            array.owner = self._result  # type: ignore[attr-defined]  # a plain attribute
             self._array = array
             self.view = memoryview(array).cast("B")
         else:

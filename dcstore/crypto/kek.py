@@ -257,10 +257,10 @@ class RsaKek(PublicKek):
         return padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=ad)
 
     def _encrypt(self, dek: bytes, ad: bytes) -> bytes:
-        return self._public.encrypt(dek, self._padding(ad))
+        return bytes(self._public.encrypt(dek, self._padding(ad)))
 
     def _decrypt(self, wrapped: bytes, ad: bytes) -> bytes:
-        return self._private.decrypt(wrapped, self._padding(ad))
+        return bytes(self._private.decrypt(wrapped, self._padding(ad)))
 
     def _check(self, what: str) -> None:
         if not isinstance(self._public, rsa.RSAPublicKey) or not (

@@ -271,7 +271,9 @@ class Keyring:
         for i, entry in enumerate(entries):
             key_id = entry.get("id") if isinstance(entry, dict) else None
             try:
-                check_key_id(key_id)  # type: ignore[arg-type]
+                if not isinstance(key_id, str):
+                    raise ValueError("not a string")
+                check_key_id(key_id)
             except ValueError:
                 raise ConfigError(f"{where}: keys[{i}] has a bad id") from None
             if key_id in keys or key_id in retired:

@@ -153,12 +153,12 @@ class DeviceLoader:
         return self.meter.wrap(self._staged(received) if self.cuda else received)
 
     def _staged(self, pinned_batches: Iterator[Any]) -> Iterator[Any]:
-        stream = torch.cuda.Stream(self.device)
+        stream = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
         pending: list[tuple[Any, torch.cuda.Event]] = []
         for pinned in pinned_batches:
             with torch.cuda.stream(stream):
                 moved = _map(pinned, lambda t: t.to(self.device, non_blocking=True))
-                event = torch.cuda.Event()
+                event = torch.cuda.Event()  # type: ignore[no-untyped-call]
                 event.record(stream)
             del pinned  # the caching host allocator keeps it until the copy is done
             pending.append((moved, event))

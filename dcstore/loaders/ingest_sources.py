@@ -18,7 +18,7 @@ import csv
 import json
 import mmap
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, cast
 
 from dcstore.errors import ConfigError, NotFoundError
 from dcstore.loaders.ingest import FileSlice, PackPlan, SampleSpec, SourceFile, plan_files
@@ -79,7 +79,7 @@ def read_index(path: Path) -> list[dict[str, Any]]:
     if suffix == ".parquet":
         from dcstore.loaders.manifest import read_parquet_in_this_thread
 
-        return read_parquet_in_this_thread(path).to_pylist()
+        return cast("list[dict[str, Any]]", read_parquet_in_this_thread(path).to_pylist())
     raise ConfigError(f"{path}: index files are .jsonl, .csv or .parquet")
 
 

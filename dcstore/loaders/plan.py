@@ -75,7 +75,7 @@ def _rng(*entropy: int) -> np.random.Generator:
 
 
 def rank_spans(
-    counts: Sequence[int],
+    counts: Sequence[int] | np.ndarray,
     *,
     seed: int,
     epoch: int,
@@ -87,13 +87,13 @@ def rank_spans(
     """The ``(shard, start, end)`` spans rank ``rank`` reads this epoch, in order."""
     if not 0 <= rank < world:
         raise ValueError(f"rank {rank} is outside world size {world}")
-    counts = np.asarray(counts, dtype=np.int64)
-    total = int(counts.sum())
+    sizes = np.asarray(counts, dtype=np.int64)
+    total = int(sizes.sum())
     if total == 0:
         return []
-    order = _rng(seed, epoch, 0x5A4D).permutation(len(counts)) if shuffle else range(len(counts))
-    order = [int(s) for s in order if counts[s] > 0]
-    starts = np.concatenate([[0], np.cumsum(counts[order])])
+    shards = _rng(seed, epoch, 0x5A4D).permutation(len(sizes)) if shuffle else range(len(sizes))
+    order = [int(s) for s in shards if sizes[s] > 0]
+    starts = np.concatenate([[0], np.cumsum(sizes[order])])
     per_rank = total // world if drop_last else -(-total // world)
     lo, hi = rank * per_rank, (rank + 1) * per_rank
     spans: list[tuple[int, int, int]] = []
@@ -101,7 +101,7 @@ def rank_spans(
         p = lo % total
         i = int(np.searchsorted(starts, p, side="right")) - 1
         shard, begin = order[i], p - int(starts[i])
-        take = min(int(counts[shard]) - begin, hi - lo)
+        take = min(int(sizes[shard]) - begin, hi - lo)
         spans.append((shard, begin, begin + take))
         lo += take
     return spans
@@ -204,7 +204,7 @@ def _layer0_blocks(
 
 
 def plan_epoch(
-    counts: Sequence[int],
+    counts: Sequence[int] | np.ndarray,
     *,
     seed: int = 0,
     epoch: int = 0,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, TypeVar
 
@@ -65,7 +65,7 @@ class Prefetcher:
 
     def map(
         self, fn: Callable[[T], R], items: Iterable[T], size_of: Callable[[T], int]
-    ) -> Iterator[Fetched[T, R]]:
+    ) -> Generator[Fetched[T, R], None, None]:
         """Yield :class:`Fetched` results of ``fn(item)`` in order."""
         pool = self._executor()
         source = iter(items)

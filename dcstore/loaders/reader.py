@@ -333,9 +333,12 @@ def read_plan(
         if win.shard in skipped:
             return None
         info = manifest.shards[win.shard]  # read exactly the version the manifest pins
-        data = store.map_range(info.key, win.start, win.end, version=info.version)
-        if data is None:
-            data = store.get_range(info.key, win.start, win.end, version=info.version)
+        mapped = store.map_range(info.key, win.start, win.end, version=info.version)
+        data = (
+            store.get_range(info.key, win.start, win.end, version=info.version)
+            if mapped is None
+            else mapped
+        )
         return _Parsed(data, parse_inner(store, manifest, win, data, options))
 
     def wanted() -> Iterator[Window]:

@@ -195,7 +195,9 @@ def map_dict(handler: ErrorHandler = reraise_exception, **fns: Callable[[Any], A
     return functools.partial(_guarded, functools.partial(_map_fields, fns), handler)
 
 
-def _map_elements(fns: Sequence[Callable[[Any], Any] | None], item: Sequence[Any]) -> tuple:
+def _map_elements(
+    fns: Sequence[Callable[[Any], Any] | None], item: Sequence[Any]
+) -> tuple[Any, ...]:
     if len(item) < len(fns):
         raise ValueError(f"map_tuple got {len(fns)} functions for a tuple of {len(item)}")
     head = tuple(v if fn is None else fn(v) for fn, v in zip(fns, item, strict=False))
