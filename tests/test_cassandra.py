@@ -10,6 +10,7 @@ import cassandra
 import pytest
 from cassandra.cluster import NoHostAvailable
 from cassandra_server import cassandra_hosts, cassandra_url  # noqa: F401 - fixtures
+from full_stack import full_stack, stack_keys  # noqa: F401 - fixture
 
 from dcstore.backends.base import Backend
 from dcstore.backends.cassandra import CassandraBackend
@@ -32,7 +33,6 @@ from dcstore.errors import (
     IntegrityError,
     KeyAccessError,
 )
-from dcstore.store import open_store
 from dcstore.testing.conformance import BackendConformance, payload
 
 MiB = 1 << 20
@@ -50,13 +50,15 @@ class TestCassandraConformance(BackendConformance):
 
 
 class TestCassandraStoreConformance(BackendConformance):
-    """The retrying stack from ``open_store`` with the default layout (1 MiB x 16)."""
+    """The stack users run: ``open_store`` with keys, the Redis tier and retries, over
+    the default layout (1 MiB x 16)."""
 
     state_machine_examples = 10
 
     @pytest.fixture
-    def backend(self, cassandra_url: str) -> Iterator[Backend]:  # noqa: F811
-        store = open_store(f"{cassandra_url}/store-root", retries=3)
+    def backend(self, cassandra_url: str, stack_keys: str) -> Iterator[Backend]:  # noqa: F811
+        # a root of its own: an encrypted listing refuses objects that are not encrypted
+        store, _ = full_stack(f"{cassandra_url}/store-{uuid.uuid4().hex[:10]}", stack_keys)
         yield store
         store.close()
 

@@ -1,4 +1,5 @@
-"""The conformance suite on the embedded backends: memory and local disk."""
+"""The conformance suite on the embedded backends (memory, local disk), and on the stack
+users run over local disk (keys and the shared Redis tier: skipped without it)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from full_stack import full_stack, stack_keys  # noqa: F401 - fixture
 
 from dcstore.backends.base import Backend
 from dcstore.backends.local import LocalBackend
@@ -34,4 +36,16 @@ class TestRetryingLocalConformance(BackendConformance):
     @pytest.fixture
     def backend(self, tmp_path) -> Iterator[Backend]:
         with open_store(str(tmp_path / "store")) as store:
+            yield store
+
+
+class TestLocalFullStackConformance(BackendConformance):
+    """The stack users run on local disk: keys, the shared Redis tier, retries."""
+
+    large_object_size = 1 << 20
+
+    @pytest.fixture
+    def backend(self, tmp_path, stack_keys: str) -> Iterator[Backend]:  # noqa: F811
+        store, _ = full_stack(str(tmp_path / "store"), stack_keys)
+        with store:
             yield store

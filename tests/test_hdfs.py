@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import hdfs_native
 import pytest
+from full_stack import full_stack, stack_keys  # noqa: F401 - fixture
 from hdfs_server import REPO, hdfs_base, hdfs_url, join  # noqa: F401 - fixtures
 
 from dcstore.backends.base import Backend
@@ -23,7 +24,6 @@ from dcstore.errors import (
     NotFoundError,
     StorageFullError,
 )
-from dcstore.store import open_store
 from dcstore.testing.conformance import BackendConformance
 
 MiB = 1 << 20
@@ -40,14 +40,15 @@ class TestHdfsConformance(BackendConformance):
 
 
 class TestHdfsStoreConformance(BackendConformance):
-    """The retrying stack from ``open_store``, with small blocks so objects span blocks."""
+    """The stack users run: ``open_store`` with keys, the Redis tier and retries, with
+    small blocks so objects span blocks."""
 
     large_object_size = 16 * MiB + 1
     state_machine_examples = 10
 
     @pytest.fixture
-    def backend(self, hdfs_base: str) -> Iterator[Backend]:  # noqa: F811
-        store = open_store(hdfs_base, retries=3, block_size=MiB)
+    def backend(self, hdfs_base: str, stack_keys: str) -> Iterator[Backend]:  # noqa: F811
+        store, _ = full_stack(hdfs_base, stack_keys, block_size=MiB)
         yield store
         store.close()
 

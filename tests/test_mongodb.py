@@ -10,12 +10,12 @@ import gridfs
 import pymongo
 import pytest
 from ferretdb_server import mongodb_url  # noqa: F401 - fixture
+from full_stack import full_stack, stack_keys  # noqa: F401 - fixture
 
 from dcstore.backends.base import Backend
 from dcstore.backends.mongodb import MongoBackend
 from dcstore.backends.mongodb_gc import chunk_id
 from dcstore.backends.registry import open_backend
-from dcstore.store import open_store
 from dcstore.testing.conformance import BackendConformance, payload
 
 pytestmark = pytest.mark.server("mongodb")
@@ -43,14 +43,20 @@ class TestMongoConformance(BackendConformance):
 
 
 class TestMongoStoreConformance(BackendConformance):
-    """The retrying stack from ``open_store`` with the default 4 MiB chunks."""
+    """The stack users run: ``open_store`` with keys, the Redis tier and retries, over
+    the default 4 MiB chunks."""
 
     large_object_size = 16 * MiB + 1
     state_machine_examples = 10
 
     @pytest.fixture
-    def backend(self, mongodb_url: str, conformance_bucket: str) -> Iterator[Backend]:  # noqa: F811
-        store = open_store(mongodb_url, bucket=conformance_bucket + "s", retries=3)
+    def backend(
+        self,
+        mongodb_url: str,  # noqa: F811
+        conformance_bucket: str,
+        stack_keys: str,  # noqa: F811
+    ) -> Iterator[Backend]:
+        store, _ = full_stack(mongodb_url, stack_keys, bucket=conformance_bucket + "s")
         yield store
         store.close()
 
