@@ -36,15 +36,7 @@ from dcstore.backends.memory import MemoryBackend
 from dcstore.cache import CachedBackend
 from dcstore.cache.memcached_tier import MemcachedTier
 from dcstore.testing.conformance import payload
-
-UNITS = {"KiB": 1 << 10, "MiB": 1 << 20, "B": 1}
-
-
-def parse_size(text: str) -> int:
-    for unit, factor in UNITS.items():
-        if text.endswith(unit):
-            return int(float(text[: -len(unit)]) * factor)
-    return int(text)
+from dcstore.units import parse_size
 
 
 def rate(op: Callable[[], object], nbytes: int, seconds: float) -> float:

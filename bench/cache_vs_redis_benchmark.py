@@ -33,15 +33,7 @@ import redis
 
 from dcstore.backends.memory import MemoryBackend
 from dcstore.cache import CachedBackend, open_cache_tier
-
-UNITS = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "B": 1}
-
-
-def parse_size(text: str) -> int:
-    for unit, factor in UNITS.items():
-        if text.endswith(unit):
-            return int(float(text[: -len(unit)]) * factor)
-    return int(text)
+from dcstore.units import parse_size
 
 
 def redis_benchmark(host: str, port: int, size: int, clients: int, seconds: float) -> float:

@@ -44,15 +44,7 @@ from cassandra.query import tuple_factory
 from dcstore.backends.cassandra import CassandraBackend
 from dcstore.backends.cassandra_schema import CHUNKS, Layout
 from dcstore.store import open_store
-
-UNITS = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
-
-
-def parse_size(text: str) -> int:
-    for suffix, mult in UNITS.items():
-        if text.endswith(suffix):
-            return int(float(text[: -len(suffix)]) * mult)
-    return int(text)
+from dcstore.units import parse_size
 
 
 class Raw:

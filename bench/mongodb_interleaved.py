@@ -31,8 +31,8 @@ from mongodb_vs_raw import RawGridFS
 from dcstore.backends.base import Backend
 from dcstore.backends.mongodb import MongoBackend
 from dcstore.backends.registry import open_backend
-from dcstore.bench.units import parse_size
 from dcstore.store import open_store
+from dcstore.units import parse_size
 
 
 def open_stacks(url: str, names: list[str]) -> dict[str, Backend]:

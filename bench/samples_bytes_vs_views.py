@@ -8,6 +8,7 @@ does not decide the comparison. Run: ``python bench/samples_bytes_vs_views.py``.
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import tempfile
@@ -54,4 +55,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     main()

@@ -9,8 +9,9 @@ import pytest
 
 from dcstore.bench.histogram import LatencyHistogram
 from dcstore.bench.measurement import Measurement
-from dcstore.bench.units import format_size, parse_duration, parse_list, parse_size
+from dcstore.bench.units import format_size, parse_list
 from dcstore.errors import ConfigError
+from dcstore.units import parse_duration, parse_size
 
 
 @pytest.mark.parametrize(

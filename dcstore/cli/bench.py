@@ -228,7 +228,8 @@ def _stack(args: argparse.Namespace, url: str, **overrides: Any) -> Any:
 def _crypto(args: argparse.Namespace) -> int:
     from dcstore.bench.crypto_suite import CryptoConfig, run_crypto
     from dcstore.bench.render import LiveReporter
-    from dcstore.bench.units import parse_duration, parse_list, parse_size
+    from dcstore.bench.units import parse_list
+    from dcstore.units import parse_duration, parse_size
 
     config = CryptoConfig(
         sizes=tuple(parse_list(args.size, parse_size)),
@@ -271,7 +272,8 @@ def _cache(args: argparse.Namespace) -> int:
 def _loader(args: argparse.Namespace) -> int:
     from dcstore.bench.loader_suite import LoaderBench, LoaderConfig
     from dcstore.bench.render import LiveReporter
-    from dcstore.bench.units import parse_duration, parse_list, parse_size
+    from dcstore.bench.units import parse_list
+    from dcstore.units import parse_duration, parse_size
 
     duration = None if args.batches is not None else parse_duration(args.duration)
     config = LoaderConfig(

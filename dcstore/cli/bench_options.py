@@ -77,7 +77,8 @@ def add_storage_options(parser: argparse.ArgumentParser) -> None:
 
 def workload_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The config fields the storage and cache suites both take from the shared options."""
-    from dcstore.bench.units import parse_duration, parse_list, parse_size
+    from dcstore.bench.units import parse_list
+    from dcstore.units import parse_duration, parse_size
 
     return {
         "ops": tuple(parse_list(args.op, str)),

@@ -8,22 +8,10 @@ import time
 from pathlib import Path
 
 from dcstore.cli.common import add_store_options, human_size, open_from_args, transfer_progress
-from dcstore.errors import ConfigError
+from dcstore.units import parse_size
 
 SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing"})
 """Folder names that are dataset splits, not classes (ImageFolder's usual mistake)."""
-
-
-def parse_size(text: str) -> int:
-    """``64MiB``, ``1GB``, ``500k``, ``123`` -> bytes."""
-    units = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "ki": 1024, "mi": 1024**2, "gi": 1024**3}
-    raw = text.strip().lower().removesuffix("b")
-    number = raw.rstrip("kmgi")
-    unit = raw[len(number) :]
-    try:
-        return int(float(number) * units[unit])
-    except (ValueError, KeyError):
-        raise ConfigError(f"bad size {text!r}; use e.g. 64MiB, 1GB, 500k") from None
 
 
 def run(args: argparse.Namespace) -> int:
