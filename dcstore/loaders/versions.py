@@ -120,7 +120,7 @@ def repin(store: Backend, versions: Mapping[str, str], key: str = MANIFEST_KEY) 
             targets.append((archive_key(version), found[0]))
     changed = 0
     for manifest_key, manifest in targets:
-        if not any(s.key in versions for s in manifest.shards):
+        if not any(k in versions for k in manifest.table.keys):
             continue
         shards = tuple(
             dataclasses.replace(s, version=versions[s.key]) if s.key in versions else s
@@ -137,7 +137,7 @@ def collect_garbage(
     """Delete (unless ``dry_run``) every object under ``shards/`` and ``versions/`` that the
     current manifest and the versions it keeps do not reference; return those objects."""
     manifests = kept_manifests(store, key)
-    referenced = {shard.key for m in manifests for shard in m.shards}
+    referenced = {k for m in manifests for k in m.table.keys}
     referenced |= {archive_key(v) for v in manifests[0].previous}
     garbage = [
         meta
