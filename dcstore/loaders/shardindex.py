@@ -9,8 +9,8 @@ columns when one of its shards is first indexed.
 Guarantees:
 
 * Memory per process is the shard table plus at most ``CACHED_ROW_GROUPS`` decoded
-  row groups and ``CACHED_SAMPLES`` samples of :class:`ShardInfo` (always the last
-  shard used); a file written as one row group is decoded once and kept.
+  row groups and ``CACHED_SAMPLES`` samples of :class:`ShardInfo` (the shards loaded
+  last, at least one); a file written as one row group is decoded once and kept.
 * A shard's row is checked (:func:`check_shard`) before it is handed out, so no
   offset is trusted unchecked; a damaged file raises :class:`IntegrityError`
   naming ``where``, and nothing else escapes.
@@ -357,15 +357,16 @@ class ShardIndex(Sequence[ShardInfo]):
     def __getitem__(self, i: int | slice) -> ShardInfo | Sequence[ShardInfo]:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
+        info = self._shards.get(i)  # a hit takes no lock: the hot path of every sample read
+        if info is not None:
+            return info
         n = len(self)
         if not -n <= i < n:
             raise IndexError(f"shard {i} out of range ({n} shards)")
         i %= n
         with self._lock:
             info = self._shards.get(i)
-            if info is not None:
-                self._shards.move_to_end(i)
-            else:
+            if info is None:
                 info = self._load(i)
                 self._shards[i] = info
                 self._cached_samples += info.num_samples
