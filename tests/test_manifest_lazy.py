@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from dcstore.backends.memory import MemoryBackend
-from dcstore.errors import IntegrityError, VersionChangedError
+from dcstore.crypto import EncryptedBackend, Keyring
+from dcstore.errors import IntegrityError, KeyAccessError, VersionChangedError
 from dcstore.loaders import shardindex
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, load_manifest
 from dcstore.loaders.shardindex import ShardIndex, row_groups
@@ -143,3 +144,18 @@ def test_shard_counts_that_overflow_are_refused() -> None:
     store.put(MANIFEST_KEY, sink.getvalue().to_pybytes())
     with pytest.raises(IntegrityError, match="sample counts out of range"):
         load_manifest(store)
+
+
+def test_an_encrypted_manifest_reads_by_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ranges of an encrypted manifest decrypt only their segments; without keys the
+    dataset is refused as encrypted, as before."""
+    monkeypatch.setattr(shardindex, "WHOLE_BELOW", 0)
+    plain, eager = _dataset("lazy-plain", shards=6)
+    inner = MemoryBackend("lazy-encrypted")
+    store = EncryptedBackend(inner, Keyring.generate("k"), segment_size=4096)
+    store.put(MANIFEST_KEY, plain.get(MANIFEST_KEY))
+    manifest = load_manifest(store)
+    for got, want in zip(manifest.shards, eager.shards, strict=True):
+        assert (got.key, got.sample_keys) == (want.key, want.sample_keys)
+    with pytest.raises(KeyAccessError, match="is encrypted"):
+        load_manifest(inner)

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dcstore.backends.base import Backend, ObjectMeta
 from dcstore.errors import ConfigError, NotFoundError
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, load_manifest
+from dcstore.loaders.shardindex import BytesSource
 
 DEFAULT_KEEP = 2
 """Versions a store keeps by default: the current one and the one it replaced."""
@@ -58,7 +59,7 @@ def _read_current(store: Backend, key: str) -> tuple[Manifest, bytes] | None:
         data = store.get(key)
     except NotFoundError:
         return None
-    return Manifest.from_parquet(data, where=f"{store.url}/{key}"), data
+    return Manifest.open(BytesSource(data), f"{store.url}/{key}"), data  # shards read on use
 
 
 def remove_version(store: Backend, version: str) -> int:
