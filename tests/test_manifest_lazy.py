@@ -73,8 +73,10 @@ def test_a_shard_is_read_from_its_row_group_only(monkeypatch: pytest.MonkeyPatch
     opened = sum(b - a for a, b in store.ranges)
     assert manifest.num_samples == 32000 and len(manifest.shards) == 16
     assert opened < size / 4, (opened, size)
+    assert len(store.ranges) <= 3 + 8  # probe, footer, one span per row group
     store.ranges.clear()
     _same(manifest.shards[7], eager.shards[7])
+    assert len(store.ranges) == 1  # the row group's per-sample columns, as one span
     assert 0 < sum(b - a for a, b in store.ranges) < size / 6
     for got, want in zip(manifest.shards, eager.shards, strict=True):
         _same(got, want)

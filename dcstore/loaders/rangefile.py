@@ -3,7 +3,9 @@
 Lets pyarrow read a Parquet footer and single column chunks with range requests
 instead of fetching the whole object. Guarantees: every read asks for exactly the
 version given (a replaced object is a :class:`~dcstore.errors.VersionChangedError`),
-and never past ``size``.
+and never past ``size``. :meth:`RangeFile.prefetch` fetches a span with one request
+and serves the reads inside it (adjacent column chunks of a row group), doing what
+Arrow's pre-buffering would without its I/O thread.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ class RangeFile(io.RawIOBase):
         super().__init__()
         self.store, self.key, self.size, self.version = store, key, size, version
         self.pos = 0
-        self.requests = 0
+        self._start, self._data = 0, b""
 
     def readable(self) -> bool:
         return True
@@ -37,22 +39,25 @@ class RangeFile(io.RawIOBase):
         return self.pos
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        end = min(self.size, self.pos + len(buffer))
-        if end <= self.pos:
-            return 0
-        data = self.store.get_range(self.key, self.pos, end, version=self.version)
-        self.requests += 1
-        n = len(data)
-        memoryview(buffer).cast("B")[:n] = data
-        self.pos += n
-        return n
+        data = self.read(len(buffer))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+    def prefetch(self, start: int, end: int) -> None:
+        """Fetch ``[start, end)`` now; reads inside it are served from memory."""
+        start, end = max(0, start), min(self.size, end)
+        self._start, self._data = start, b""
+        if start < end:  # else (a damaged footer's span) reads ask the store themselves
+            self._data = bytes(self.store.get_range(self.key, start, end, version=self.version))
 
     def read(self, size: int = -1) -> bytes:
-        """One range request for ``size`` bytes (all the rest when negative)."""
+        """``size`` bytes from the position (all the rest when negative)."""
         end = self.size if size < 0 else min(self.size, self.pos + size)
         if end <= self.pos:
             return b""
-        data = bytes(self.store.get_range(self.key, self.pos, end, version=self.version))
-        self.requests += 1
+        if self._start <= self.pos and end <= self._start + len(self._data):
+            data = self._data[self.pos - self._start : end - self._start]
+        else:
+            data = bytes(self.store.get_range(self.key, self.pos, end, version=self.version))
         self.pos += len(data)
         return data

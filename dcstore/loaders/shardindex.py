@@ -110,14 +110,12 @@ class ObjectSource:
     refuse: bool = False
 
     def open(self) -> BinaryIO | pa.NativeFile:
-        if self.size <= WHOLE_BELOW:
-            data = self.store.get(self.key, version=self.version)
-            head = data
-        else:
-            head = self.store.get_range(self.key, 0, min(_PROBE, self.size), version=self.version)
+        whole = self.size <= WHOLE_BELOW
+        end = self.size if whole else min(_PROBE, self.size)
+        data = self.store.get_range(self.key, 0, end, version=self.version)
         if self.refuse:
-            refuse_ciphertext(head, f"dataset {self.store.url}/{self.key}")
-        if self.size <= WHOLE_BELOW:
+            refuse_ciphertext(data, f"dataset {self.store.url}/{self.key}")
+        if whole:
             return pa.BufferReader(data)
         return RangeFile(self.store, self.key, self.size, self.version)  # type: ignore[return-value]
 
@@ -232,6 +230,19 @@ def _decode(table: pa.Table, where: str) -> _RowGroup:
     )
 
 
+def _span(group: pq.RowGroupMetaData, names: list[str]) -> tuple[int, int]:
+    """The byte span of the column chunks of ``names`` in ``group`` (adjacent in our files)."""
+    lo, hi = 1 << 62, 0
+    for c in range(group.num_columns):
+        chunk = group.column(c)
+        if chunk.path_in_schema.split(".")[0] in names:
+            start = chunk.data_page_offset
+            if chunk.has_dictionary_page and chunk.dictionary_page_offset is not None:
+                start = min(start, chunk.dictionary_page_offset)
+            lo, hi = min(lo, start), max(hi, start + chunk.total_compressed_size)
+    return lo, max(lo, hi)
+
+
 def _row(column: tuple[np.ndarray, Any], r: int) -> Any:
     bounds, values = column
     return values[int(bounds[r]) : int(bounds[r + 1])]
@@ -244,6 +255,7 @@ class ShardIndex(Sequence[ShardInfo]):
         self.source, self.where, self.pinned = source, where, pinned
         self._lock = threading.RLock()
         self._file: pq.ParquetFile | None = None
+        self._ranges: RangeFile | None = None
         self._table: ShardTable | None = None
         self._group_starts = np.zeros(1, dtype=np.int64)
         self._groups: OrderedDict[int, _RowGroup] = OrderedDict()
@@ -271,8 +283,9 @@ class ShardIndex(Sequence[ShardInfo]):
         with self._lock:
             if self._file is None:
                 opened = self.source.open()  # store errors (missing, encrypted) pass as they are
+                self._ranges = opened if isinstance(opened, RangeFile) else None
                 try:
-                    parquet = pq.ParquetFile(opened)
+                    parquet = pq.ParquetFile(opened, pre_buffer=False)  # it starts an I/O thread
                 except (pa.ArrowException, OSError, ValueError) as exc:  # ValueError: bad UTF-8
                     raise IntegrityError(
                         f"{self.where}: not a readable dcstore manifest ({exc})"
@@ -294,7 +307,8 @@ class ShardIndex(Sequence[ShardInfo]):
             if self._table is None:
                 parquet = self.file
                 names = [c for c in SHARD_COLUMNS if c in parquet.schema_arrow.names]
-                raw = self._read(lambda: parquet.read(columns=names, use_threads=False))
+                parts = [self._read_group(g, names) for g in range(parquet.num_row_groups)]
+                raw = self._read(lambda: pa.concat_tables(parts))
                 table = ShardTable.read(raw, self.where)
                 if not self.pinned:
                     table = dataclasses.replace(table, versions=[None] * len(table.keys))
@@ -313,12 +327,18 @@ class ShardIndex(Sequence[ShardInfo]):
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise IntegrityError(f"{self.where}: not a readable dcstore manifest ({exc})") from exc
 
+    def _read_group(self, g: int, names: list[str]) -> pa.Table:
+        """Columns ``names`` of row group ``g`` (by ranges: one request for their span)."""
+        parquet = self.file
+        if self._ranges is not None:
+            self._ranges.prefetch(*_span(parquet.metadata.row_group(g), names))
+        return self._read(lambda: parquet.read_row_group(g, columns=names, use_threads=False))
+
     def _group(self, g: int) -> _RowGroup:
         group = self._groups.get(g)
         if group is None:
-            parquet = self.file
-            names = [c for c in SAMPLE_COLUMNS if c in parquet.schema_arrow.names]
-            raw = self._read(lambda: parquet.read_row_group(g, columns=names, use_threads=False))
+            names = [c for c in SAMPLE_COLUMNS if c in self.file.schema_arrow.names]
+            raw = self._read_group(g, names)
             group = self._read(lambda: _decode(raw, self.where))
             algorithm = self.metadata.get(CHECKSUM_META, ALGORITHM.encode())
             has = group.has_checksums
