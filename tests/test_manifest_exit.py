@@ -19,10 +19,13 @@ from dcstore.loaders.writer import ShardWriter
 LOAD = """
 import os, sys
 from dcstore.backends.local import LocalBackend
+from dcstore.loaders import shardindex
 from dcstore.loaders.manifest import load_manifest
+if sys.argv[2:] == ["ranges"]:
+    shardindex.WHOLE_BELOW = 0  # read as a large manifest is
 before = len(os.listdir("/proc/self/task"))
 m = load_manifest(LocalBackend(sys.argv[1]))
-assert m.num_samples == 3, m.num_samples
+assert m.num_samples == 3 and len(m.shards[0].offsets) == 3, m.num_samples
 print(len(os.listdir("/proc/self/task")) - before)
 """
 
@@ -36,14 +39,18 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _run(root: Path) -> subprocess.Popen[bytes]:
+def _run(root: Path, *how: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-c", LOAD, str(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-c", LOAD, str(root), *how],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 
-def test_loading_a_manifest_starts_no_thread(dataset: Path) -> None:
-    out, err = _run(dataset).communicate(timeout=120)
+@pytest.mark.parametrize("how", [(), ("ranges",)], ids=["whole", "ranges"])
+def test_loading_a_manifest_starts_no_thread(dataset: Path, how: tuple[str, ...]) -> None:
+    """Read whole or by ranges (Arrow's pre-buffering of ranges would start an I/O thread)."""
+    out, err = _run(dataset, *how).communicate(timeout=120)
     assert out.decode().strip() == "0", err.decode()
 
 

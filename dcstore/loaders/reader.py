@@ -40,6 +40,7 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -323,10 +324,13 @@ def read_plan(
 ) -> Iterator[Sample]:
     """Yield the plan's samples in order, fetching ahead with ``prefetcher``."""
     window_bytes = aligned_window(store, window_bytes)
-    block_windows = [windows_for(manifest, b, window_bytes) for b in plan.blocks]
-    units = list(zip(plan.blocks, block_windows, strict=True))
-    if plan.order is not None:  # one hand-out order across all blocks
-        units = [(plan.order, [w for windows in block_windows for w in windows])]
+    units: Iterator[tuple[np.ndarray, list[Window]]]
+    if plan.order is None:  # each block's windows when the read reaches it
+        units = ((b, windows_for(manifest, b, window_bytes)) for b in plan.blocks)
+    else:  # one hand-out order across all blocks
+        every = [w for b in plan.blocks for w in windows_for(manifest, b, window_bytes)]
+        units = iter([(plan.order, every)])
+    ahead, units = itertools.tee(units)  # both consumed in this thread
     skipped = skip.skipped if skip is not None else set()
 
     def fetch(win: Window) -> _Parsed | None:
@@ -342,7 +346,7 @@ def read_plan(
         return _Parsed(data, parse_inner(store, manifest, win, data, options))
 
     def wanted() -> Iterator[Window]:
-        for _, windows in units:
+        for _, windows in ahead:
             yield from windows
 
     results = prefetcher.map(fetch, wanted(), lambda w: w.end - w.start)

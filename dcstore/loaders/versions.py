@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dcstore.backends.base import Backend, ObjectMeta
 from dcstore.errors import ConfigError, NotFoundError
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, load_manifest
+from dcstore.loaders.shardindex import BytesSource
 
 DEFAULT_KEEP = 2
 """Versions a store keeps by default: the current one and the one it replaced."""
@@ -58,7 +59,7 @@ def _read_current(store: Backend, key: str) -> tuple[Manifest, bytes] | None:
         data = store.get(key)
     except NotFoundError:
         return None
-    return Manifest.from_parquet(data, where=f"{store.url}/{key}"), data
+    return Manifest.open(BytesSource(data), f"{store.url}/{key}"), data  # shards read on use
 
 
 def remove_version(store: Backend, version: str) -> int:
@@ -120,7 +121,7 @@ def repin(store: Backend, versions: Mapping[str, str], key: str = MANIFEST_KEY) 
             targets.append((archive_key(version), found[0]))
     changed = 0
     for manifest_key, manifest in targets:
-        if not any(s.key in versions for s in manifest.shards):
+        if not any(k in versions for k in manifest.table.keys):
             continue
         shards = tuple(
             dataclasses.replace(s, version=versions[s.key]) if s.key in versions else s
@@ -137,7 +138,7 @@ def collect_garbage(
     """Delete (unless ``dry_run``) every object under ``shards/`` and ``versions/`` that the
     current manifest and the versions it keeps do not reference; return those objects."""
     manifests = kept_manifests(store, key)
-    referenced = {shard.key for m in manifests for shard in m.shards}
+    referenced = {k for m in manifests for k in m.table.keys}
     referenced |= {archive_key(v) for v in manifests[0].previous}
     garbage = [
         meta
