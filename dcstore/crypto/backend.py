@@ -20,7 +20,10 @@ Guarantees (on top of the :class:`~dcstore.backends.base.Backend` contract):
   ``version=``) and every inner read asks for exactly that version, so a
   cache below answers without the origin and an overwrite during the read is
   a :class:`VersionChangedError` from below, never a mix: the read then starts
-  again on the new version, unless the caller pinned one.
+  again on the new version, unless the caller pinned one. A whole ``get`` that
+  loses that race :data:`RANGE_ATTEMPTS` times reads the object once unpinned
+  (the backend returns one whole version) and decrypts it in memory, so it never
+  fails because writers are busy; a ranged read raises after as many races.
 * Before wrapping a new data key (``put``), the backend asks its key source
   whether it changed (one ``stat`` for a key file) and reloads it if so; a
   read that meets a key id the loaded keyring lacks reloads once if the
@@ -241,7 +244,14 @@ class EncryptedBackend(Wrapper):
 
     def get(self, key: str, *, version: str | None = None) -> bytes:
         validate_key(key)
-        return self._retrying(key, version, self._read_all)
+        try:
+            return self._retrying(key, version, self._read_all)
+        except VersionChangedError:
+            if version is not None:
+                raise
+        # Overwritten during every attempt: one unpinned read below returns one whole
+        # version (the backend contract), decrypted from memory.
+        return self._decrypt_whole(key, memoryview(self.inner.get(key)))
 
     def map_range(
         self, key: str, start: int, end: int, *, version: str | None = None
@@ -287,11 +297,16 @@ class EncryptedBackend(Wrapper):
             _, layout = self._layout(meta)
             return self._read_range(meta, 0, layout.plain_size)
         # Small: one request, header included.
-        blob = memoryview(self.inner.get(meta.key, version=meta.version))
-        what = self._what(meta.key)
+        return self._decrypt_whole(
+            meta.key, memoryview(self.inner.get(meta.key, version=meta.version))
+        )
+
+    def _decrypt_whole(self, key: str, blob: memoryview) -> bytes:
+        """The plaintext of a whole stored object held in memory."""
+        what = self._what(key)
         header = parse_header(blob, what)
         layout = Layout.from_cipher_size(header.size, header.segment_size, len(blob), what)
-        cipher = self._cipher(header, meta.key)
+        cipher = self._cipher(header, key)
         out = OutputBuffer(layout.plain_size)
 
         def decrypt(run: tuple[int, int]) -> Callable[[], None]:
