@@ -42,7 +42,7 @@ from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import tuple_factory
 
 from dcstore.backends.cassandra import CassandraBackend
-from dcstore.backends.cassandra_schema import CHUNKS, Layout
+from dcstore.backends.cassandra.schema import CHUNKS, Layout
 from dcstore.store import open_store
 from dcstore.units import parse_size
 

@@ -39,7 +39,7 @@ from bson import ObjectId
 from pymongo import DESCENDING, DeleteOne, MongoClient
 
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range
-from dcstore.backends.mongodb import BATCH_BYTES, MongoBackend
+from dcstore.backends.mongodb.backend import BATCH_BYTES, MongoBackend
 from dcstore.backends.registry import open_backend
 from dcstore.bench.stacks import StackSpec
 from dcstore.cli.bench import run_stacks

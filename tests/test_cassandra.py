@@ -14,8 +14,8 @@ from full_stack import full_stack, stack_keys  # noqa: F401 - fixture
 
 from dcstore.backends.base import Backend
 from dcstore.backends.cassandra import CassandraBackend
-from dcstore.backends.cassandra_errors import map_errors
-from dcstore.backends.cassandra_schema import (
+from dcstore.backends.cassandra.errors import map_errors
+from dcstore.backends.cassandra.schema import (
     CHUNKS,
     UPLOADS,
     Layout,
@@ -23,7 +23,7 @@ from dcstore.backends.cassandra_schema import (
     prefix_successor,
     replication_map,
 )
-from dcstore.backends.cassandra_settings import CassandraSettings
+from dcstore.backends.cassandra.settings import CassandraSettings
 from dcstore.backends.options import Options, parse_url
 from dcstore.backends.registry import open_backend
 from dcstore.errors import (

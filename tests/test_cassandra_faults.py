@@ -25,7 +25,7 @@ from cassandra_server import (  # noqa: F401 - fixtures
 )
 
 from dcstore.backends.cassandra import CassandraBackend
-from dcstore.backends.cassandra_schema import CHUNKS, UPLOADS, bucket_of
+from dcstore.backends.cassandra.schema import CHUNKS, UPLOADS, bucket_of
 from dcstore.backends.registry import open_backend
 from dcstore.testing.conformance import payload
 

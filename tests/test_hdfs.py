@@ -13,7 +13,7 @@ from hdfs_server import REPO, hdfs_base, hdfs_url, join  # noqa: F401 - fixtures
 
 from dcstore.backends.base import Backend
 from dcstore.backends.hdfs import HdfsBackend
-from dcstore.backends.hdfs_errors import classify_error
+from dcstore.backends.hdfs.errors import classify_error
 from dcstore.backends.registry import open_backend
 from dcstore.errors import (
     BackendUnavailableError,

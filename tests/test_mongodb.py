@@ -14,7 +14,7 @@ from full_stack import full_stack, stack_keys  # noqa: F401 - fixture
 
 from dcstore.backends.base import Backend
 from dcstore.backends.mongodb import MongoBackend
-from dcstore.backends.mongodb_gc import chunk_id
+from dcstore.backends.mongodb.gc import chunk_id
 from dcstore.backends.registry import open_backend
 from dcstore.testing.conformance import BackendConformance, payload
 

@@ -8,7 +8,7 @@ import pytest
 from pymongo import errors as pe
 
 from dcstore.backends.mongodb import MongoBackend
-from dcstore.backends.mongodb_errors import map_errors
+from dcstore.backends.mongodb.errors import map_errors
 from dcstore.backends.registry import open_backend
 from dcstore.errors import (
     BackendUnavailableError,

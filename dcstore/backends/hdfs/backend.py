@@ -27,7 +27,7 @@ Guarantees (see :mod:`dcstore.backends.base`):
     * Safe across threads, pickling and ``fork``: a child forked within 3 s of a read
       waits out the driver's DataNode connection cache before its first read (once),
       instead of stalling ~60 s per read on a connection bound to the parent's runtime
-      (hdfs-native 0.14.7); see :mod:`dcstore.backends.hdfs_fork`.
+      (hdfs-native 0.14.7); see :mod:`dcstore.backends.hdfs.fork`.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ from typing import Any
 
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range, check_version
 from dcstore.backends.error_map import mapped_errors
-from dcstore.backends.hdfs_errors import classify_error, remote_error
-from dcstore.backends.hdfs_fork import note_open, note_read, opened
+from dcstore.backends.hdfs.errors import classify_error, remote_error
+from dcstore.backends.hdfs.fork import note_open, note_read, opened
 from dcstore.backends.keys import RESERVED_PREFIX, validate_key, validate_prefix
 from dcstore.backends.options import Options, ParsedUrl, parse_url
 from dcstore.errors import (

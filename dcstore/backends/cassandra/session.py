@@ -38,9 +38,8 @@ from cassandra.cluster import Session as DriverSession
 from cassandra.connection import ConnectionBusy
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 from cassandra.query import PreparedStatement, tuple_factory
-
-from dcstore.backends import cassandra_schema as schema
-from dcstore.backends.cassandra_settings import CassandraSettings
+from dcstore.backends.cassandra import schema
+from dcstore.backends.cassandra.settings import CassandraSettings
 from dcstore.errors import ConfigError
 
 log = logging.getLogger(__name__)

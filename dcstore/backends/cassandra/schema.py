@@ -29,7 +29,6 @@ import zlib
 from dataclasses import dataclass
 
 from cassandra import ConsistencyLevel
-
 from dcstore.errors import ConfigError
 
 MiB = 1 << 20

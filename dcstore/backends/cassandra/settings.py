@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from dcstore.backends.cassandra_schema import (
+from dcstore.backends.cassandra.schema import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_PART_CHUNKS,
     MAX_CHUNK_SIZE,

@@ -11,7 +11,7 @@ Guarantees (beyond :mod:`dcstore.backends.base`):
 * Layout is standard GridFS: one ``files`` document per revision (``_id``,
   ``filename`` = key, ``length``, ``chunkSize``, ``uploadDate``, ``metadata``)
   and chunk documents ``{_id, files_id, n, data}``. dcstore's chunk ``_id`` is
-  ``"<files_id>.<n>"`` (see :mod:`dcstore.backends.mongodb_gc`) so it reads and
+  ``"<files_id>.<n>"`` (see :mod:`dcstore.backends.mongodb.gc`) so it reads and
   deletes chunks by ``_id``; objects written by other GridFS tools are read with
   the standard ``(files_id, n)`` query (any chunk size).
 * ``put`` writes every chunk first and the ``files`` document last: that insert
@@ -51,14 +51,14 @@ from pymongo.collection import Collection
 
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range, check_version
 from dcstore.backends.keys import validate_key, validate_prefix
-from dcstore.backends.mongodb_config import (
+from dcstore.backends.mongodb.config import (
     DEFAULT_DRIVER_OPTIONS,
     DRIVER_OPTIONS,
     SECRET_OPTIONS,
     read_driver_options,
 )
-from dcstore.backends.mongodb_errors import map_errors
-from dcstore.backends.mongodb_gc import (
+from dcstore.backends.mongodb.errors import map_errors
+from dcstore.backends.mongodb.gc import (
     MARK,
     REVISION_FIELDS,
     addressed,

@@ -1,7 +1,7 @@
 """``cassandra://``: objects as bounded chunks plus a metadata row, on Apache Cassandra 4/5.
 
-Layout: :mod:`dcstore.backends.cassandra_schema`; options:
-:mod:`dcstore.backends.cassandra_settings`.
+Layout: :mod:`dcstore.backends.cassandra.schema`; options:
+:mod:`dcstore.backends.cassandra.settings`.
 
 Guarantees (beyond :mod:`dcstore.backends.base`):
 
@@ -23,7 +23,7 @@ Guarantees (beyond :mod:`dcstore.backends.base`):
   never commits chunks a sweeper removed.
 * Chunk requests use prepared statements, token-aware routing and
   ``execute_async`` with at most ``max_in_flight`` requests outstanding per backend
-  (shared by its threads; :mod:`dcstore.backends.cassandra_session`);
+  (shared by its threads; :mod:`dcstore.backends.cassandra.session`);
   ``get_range`` fetches only the chunks it overlaps.
 * Commits need ``serial_consistency`` (a quorum of replicas); reads and chunk
   writes use ``read_consistency`` / ``write_consistency``.
@@ -43,13 +43,12 @@ from typing import Any, NamedTuple
 
 import cassandra
 from cassandra.cluster import ResultSet
-
-from dcstore.backends import cassandra_schema as schema
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range, check_version
-from dcstore.backends.cassandra_errors import map_errors
-from dcstore.backends.cassandra_schema import Layout, bucket_of
-from dcstore.backends.cassandra_session import Session, connect
-from dcstore.backends.cassandra_settings import CassandraSettings
+from dcstore.backends.cassandra import schema
+from dcstore.backends.cassandra.errors import map_errors
+from dcstore.backends.cassandra.schema import Layout, bucket_of
+from dcstore.backends.cassandra.session import Session, connect
+from dcstore.backends.cassandra.settings import CassandraSettings
 from dcstore.backends.keys import validate_key, validate_prefix
 from dcstore.backends.options import Options, ParsedUrl
 from dcstore.errors import BackendUnavailableError, IntegrityError, NotFoundError

@@ -22,7 +22,6 @@ import cassandra
 from cassandra import protocol
 from cassandra.cluster import NoHostAvailable
 from cassandra.connection import ConnectionException
-
 from dcstore.backends.error_map import mapped_errors
 from dcstore.errors import (
     BackendUnavailableError,
