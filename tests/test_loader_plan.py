@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dcstore.loaders.plan import Block, plan_epoch, shuffle_buffer_order
+from dcstore.loaders.plan import Block, BlockTable, plan_epoch, shuffle_buffer_order
 
 counts_st = st.lists(st.integers(0, 40), min_size=1, max_size=12)
 
@@ -152,7 +152,7 @@ def test_plan_is_lazy_and_materialises_a_block_on_access() -> None:
     counts = [1000] * 100_000  # 100M samples: an eager plan would hold 100 MB per worker
     plan = plan_epoch(counts, seed=1, window=4096, workers=8, worker=3)
     assert len(plan) == 12_500_000
-    assert all(isinstance(p, Block) for p in plan.parts)
+    assert isinstance(plan.parts, BlockTable)
     first = plan.blocks[0]
     assert len(first) >= 4096 and len(np.unique(first)) == len(first)
     rest = plan.skip(4321)  # cuts the first (permuted) block, still lazily

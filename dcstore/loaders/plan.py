@@ -37,6 +37,7 @@ with a different worker count.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import overload
@@ -87,6 +88,39 @@ Part = Block | np.ndarray
 """One block of a plan: lazy (:class:`Block`) or explicit global sample indices."""
 
 
+class BlockTable(Sequence[Block]):
+    """Consecutive blocks as arrays: block ``i`` is runs ``bounds[i]:bounds[i + 1]``
+    of ``[first, end)`` global index ranges, permuted with ``key + (i, 0xB10C)``
+    when ``key`` is set. O(runs) memory; a :class:`Block` is built on access."""
+
+    def __init__(
+        self, first: np.ndarray, end: np.ndarray, bounds: np.ndarray, key: tuple[int, ...] | None
+    ) -> None:
+        self.first, self.end, self.bounds, self.key = first, end, bounds, key
+
+    @property
+    def samples(self) -> int:
+        """Samples in all the blocks."""
+        return int(self.end.sum() - self.first.sum())
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+    @overload
+    def __getitem__(self, i: int) -> Block: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Block]: ...
+    def __getitem__(self, i: int | slice) -> Block | Sequence[Block]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        lo, hi = int(self.bounds[i]), int(self.bounds[i + 1])
+        runs = zip(self.first[lo:hi].tolist(), self.end[lo:hi].tolist(), strict=True)
+        return Block.of(list(runs), None if self.key is None else (*self.key, i, 0xB10C))
+
+
 def _ids(part: Part) -> np.ndarray:
     return part.indices() if isinstance(part, Block) else part
 
@@ -94,7 +128,7 @@ def _ids(part: Part) -> np.ndarray:
 class _Blocks(Sequence[np.ndarray]):
     """A plan's blocks as index arrays, each materialised when it is accessed."""
 
-    def __init__(self, parts: tuple[Part, ...]) -> None:
+    def __init__(self, parts: Sequence[Part]) -> None:
         self._parts = parts
 
     def __len__(self) -> int:
@@ -122,7 +156,7 @@ class WorkerPlan:
     block, in block order.
     """
 
-    parts: tuple[Part, ...]
+    parts: Sequence[Part]
     order: np.ndarray | None = None
 
     @property
@@ -131,6 +165,8 @@ class WorkerPlan:
         return _Blocks(self.parts)
 
     def __len__(self) -> int:
+        if isinstance(self.parts, BlockTable):
+            return self.parts.samples
         return sum(len(p) for p in self.parts)
 
     def indices(self) -> np.ndarray:
@@ -142,8 +178,8 @@ class WorkerPlan:
     def skip(self, n: int) -> WorkerPlan:
         """The plan without the first ``n`` samples handed out (read order kept).
 
-        Lazy without a shuffle buffer; with one, the remaining blocks are
-        materialised (O(samples)).
+        Without a shuffle buffer the blocks stay lazy (O(blocks) work, the
+        cut block sliced); with one they are materialised (O(samples)).
         """
         if self.order is None:
             return WorkerPlan(_split_blocks(self.parts, [n])[1])
@@ -167,26 +203,45 @@ def rank_spans(
     drop_last: bool = False,
 ) -> list[tuple[int, int, int]]:
     """The ``(shard, start, end)`` spans rank ``rank`` reads this epoch, in order."""
+    shard, begin, end = _span_arrays(
+        np.asarray(counts, dtype=np.int64), seed=seed, epoch=epoch, rank=rank, world=world,
+        shuffle=shuffle, drop_last=drop_last,
+    )  # fmt: skip
+    return list(zip(shard.tolist(), begin.tolist(), end.tolist(), strict=True))
+
+
+def _span_arrays(
+    sizes: np.ndarray, *, seed: int, epoch: int, rank: int, world: int, shuffle: bool,
+    drop_last: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """:func:`rank_spans` as ``(shard, start, end)`` arrays, in O(shards) numpy work."""
     if not 0 <= rank < world:
         raise ValueError(f"rank {rank} is outside world size {world}")
-    sizes = np.asarray(counts, dtype=np.int64)
     total = int(sizes.sum())
+    empty = np.empty(0, np.int64)
     if total == 0:
-        return []
-    shards = _rng(seed, epoch, 0x5A4D).permutation(len(sizes)) if shuffle else range(len(sizes))
-    order = [int(s) for s in shards if sizes[s] > 0]
+        return empty, empty, empty
+    shards = _rng(seed, epoch, 0x5A4D).permutation(len(sizes)) if shuffle else np.arange(len(sizes))
+    order = shards[sizes[shards] > 0]
     starts = np.concatenate([[0], np.cumsum(sizes[order])])
     per_rank = total // world if drop_last else -(-total // world)
-    lo, hi = rank * per_rank, (rank + 1) * per_rank
-    spans: list[tuple[int, int, int]] = []
-    while lo < hi:
-        p = lo % total
-        i = int(np.searchsorted(starts, p, side="right")) - 1
-        shard, begin = order[i], p - int(starts[i])
-        take = min(int(sizes[shard]) - begin, hi - lo)
-        spans.append((shard, begin, begin + take))
-        lo += take
-    return spans
+    first = rank * per_rank % total  # the rank's run of the epoch order wraps at most once
+    ends = [min(first + per_rank, total), first + per_rank - total]
+    pieces = [(first, ends[0]), (0, ends[1])] if ends[1] > 0 else [(first, ends[0])]
+    parts = [_order_spans(order, starts, lo, hi) for lo, hi in pieces]
+    cols = [np.concatenate([part[k] for part in parts]) for k in range(3)]
+    return cols[0], cols[1], cols[2]
+
+
+def _order_spans(
+    order: np.ndarray, starts: np.ndarray, lo: int, hi: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spans covering positions ``[lo, hi)`` of the epoch order (shards ``order``)."""
+    i = np.arange(np.searchsorted(starts, lo, side="right") - 1, np.searchsorted(starts, hi))
+    if lo >= hi:
+        i = i[:0]
+    base = starts[i]
+    return order[i], np.maximum(lo - base, 0), np.minimum(hi, starts[i + 1]) - base
 
 
 def shuffle_buffer_order(ids: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -248,7 +303,7 @@ def _split_blocks(blocks: Sequence[Part], cuts: Sequence[int]) -> list[tuple[Par
 
 def _layer0_blocks(
     starts: np.ndarray,
-    spans: list[tuple[int, int, int]],
+    spans: tuple[np.ndarray, np.ndarray, np.ndarray],
     *,
     seed: int,
     epoch: int,
@@ -257,34 +312,35 @@ def _layer0_blocks(
     workers: int,
     shuffle: bool,
     window: int,
-) -> list[Block]:
+) -> BlockTable:
     """Worker ``worker``'s share of the rank's ``spans`` as lazy blocks: O(spans).
 
     Each block gathers consecutive runs until it holds ``window`` samples; with
     ``shuffle`` its order is a permutation seeded by (seed, epoch, rank,
     workers, worker, block), drawn only when the block is materialised.
     """
-    n = sum(e - s for _, s, e in spans)
-    lo, hi = _share(n, workers, worker)
-    groups: list[list[tuple[int, int]]] = []
-    group: list[tuple[int, int]] = []
-    size = pos = 0
-    for shard, s, e in spans:
-        a, b = max(s, s + lo - pos), min(e, s + hi - pos)
-        pos += e - s
-        if a >= b:
-            continue
-        group.append((int(starts[shard]) + a, int(starts[shard]) + b))
-        size += b - a
-        if size >= window:
-            groups.append(group)
-            group, size = [], 0
-    if group:
-        groups.append(group)
-    return [
-        Block.of(runs, (seed, epoch, rank, workers, worker, i, 0xB10C) if shuffle else None)
-        for i, runs in enumerate(groups)
-    ]
+    shard, begin, end = spans
+    pos = np.concatenate([[0], np.cumsum(end - begin)]).astype(np.int64)
+    lo, hi = _share(int(pos[-1]), workers, worker)
+    a = begin + np.maximum(lo - pos[:-1], 0)
+    b = np.minimum(end, begin + hi - pos[:-1])
+    keep = a < b
+    first, last = starts[shard[keep]] + a[keep], starts[shard[keep]] + b[keep]
+    key = (seed, epoch, rank, workers, worker) if shuffle else None
+    return BlockTable(first, last, _group_bounds(last - first, window), key)
+
+
+def _group_bounds(sizes: np.ndarray, window: int) -> np.ndarray:
+    """Greedy groups of consecutive ``sizes`` each summing to at least ``window``
+    (the last one may hold less): their boundaries, O(groups) steps."""
+    if window <= 1:
+        return np.arange(len(sizes) + 1)
+    cum = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+    bounds = [0]
+    while bounds[-1] < len(sizes):
+        nxt = bisect.bisect_left(cum, cum[bounds[-1]] + window)
+        bounds.append(min(max(nxt, bounds[-1] + 1), len(sizes)))
+    return np.asarray(bounds, dtype=np.int64)
 
 
 def plan_epoch(
@@ -312,13 +368,13 @@ def plan_epoch(
         raise ValueError(f"worker {worker} is outside {workers} workers")
     counts_arr = np.asarray(counts, dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(counts_arr)]).astype(np.int64)
-    spans = rank_spans(
+    spans = _span_arrays(
         counts_arr, seed=seed, epoch=epoch, rank=rank, world=world,
         shuffle=shuffle, drop_last=drop_last,
     )  # fmt: skip
 
     def plan_for(blocks: Sequence[Part], layer: int, w: int, nw: int) -> WorkerPlan:
-        plan = WorkerPlan(tuple(blocks))
+        plan = WorkerPlan(blocks)
         if buffer <= 1:
             return plan
         rng = _rng(seed, epoch, rank, nw, w, layer, 0xB0FF)
