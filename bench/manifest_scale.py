@@ -111,10 +111,10 @@ def rss_mb():
 
 from dcstore.loaders import ShardedDataset
 import torch  # noqa: F401 - imported before the baseline, as in a training process
-url, iterate = sys.argv[1], sys.argv[2] == "1"
+url, iterate, shuffle = sys.argv[1], sys.argv[2] == "1", sys.argv[3] == "1"
 base = rss_mb()
 t = time.perf_counter()
-ds = ShardedDataset(url)
+ds = ShardedDataset(url, shuffle=shuffle)
 n = ds.manifest.num_samples
 out = {"samples": n, "open_s": time.perf_counter() - t, "open_rss_mb": rss_mb() - base}
 blob = pickle.dumps(ds)
@@ -122,7 +122,11 @@ out["pickle_bytes"] = len(blob)
 t = time.perf_counter()
 ds.read(0)
 out["read0_s"] = time.perf_counter() - t
-if iterate:
+if iterate and shuffle:  # only shard 0 is real: time the plan and its first block instead
+    t = time.perf_counter()
+    ds.plan().blocks[0]
+    out["plan_first_s"] = time.perf_counter() - t
+elif iterate:
     t = time.perf_counter()
     next(iter(ds))
     out["iter_first_s"] = time.perf_counter() - t
@@ -138,12 +142,13 @@ print(json.dumps(out))
 """
 
 
-def measure(root: Path, code: str | None, iterate: bool) -> dict[str, float]:
+def measure(root: Path, code: str | None, iterate: bool, shuffle: bool) -> dict[str, float]:
     """The measurements of :data:`MEASURE` in a fresh process."""
     env = dict(os.environ)
     env["PYTHONPATH"] = code = code or str(Path(__file__).resolve().parents[1])
     done = subprocess.run(  # run in ``code``: ``-c`` puts the working directory first on the path
-        [sys.executable, "-c", MEASURE, f"file://{root}", "1" if iterate else "0"],
+        [sys.executable, "-c", MEASURE, f"file://{root}", "1" if iterate else "0",
+         "1" if shuffle else "0"],
         capture_output=True, text=True, env=env, cwd=code, check=False,
     )  # fmt: skip
     if done.returncode != 0:
@@ -158,6 +163,9 @@ def main() -> None:
     parser.add_argument("--root", type=Path, required=True, help="where datasets are built")
     parser.add_argument("--code", help="PYTHONPATH of the dcstore to measure (default: this one)")
     parser.add_argument("--no-iter", action="store_true", help="skip next(iter(ds)) (plans N)")
+    parser.add_argument(
+        "--shuffle", action="store_true", help="time the shuffled plan and its first block instead"
+    )
     args = parser.parse_args()
     for samples in args.samples:
         root = args.root / f"n{samples}"
@@ -165,7 +173,7 @@ def main() -> None:
         if not (root / MANIFEST_KEY).exists():
             built = build(root, samples, args.per_shard)
         size = (root / MANIFEST_KEY).stat().st_size / 2**20
-        got = measure(root, args.code, not args.no_iter)
+        got = measure(root, args.code, not args.no_iter, args.shuffle)
         print(json.dumps({"N": samples, "manifest_mb": round(size, 1), **built, **got}), flush=True)
 
 

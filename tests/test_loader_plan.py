@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dcstore.loaders.plan import plan_epoch, shuffle_buffer_order
+from dcstore.loaders.plan import Block, BlockTable, plan_epoch, shuffle_buffer_order
 
 counts_st = st.lists(st.integers(0, 40), min_size=1, max_size=12)
 
@@ -146,3 +146,16 @@ def test_shuffle_buffer_plan_changes_order_and_resumes_where_it_stopped() -> Non
     rest = buffered.skip(123)
     assert np.array_equal(rest.indices(), buffered.indices()[123:])
     assert sorted(np.concatenate(rest.blocks).tolist()) == sorted(rest.indices().tolist())
+
+
+def test_plan_is_lazy_and_materialises_a_block_on_access() -> None:
+    counts = [1000] * 100_000  # 100M samples: an eager plan would hold 100 MB per worker
+    plan = plan_epoch(counts, seed=1, window=4096, workers=8, worker=3)
+    assert len(plan) == 12_500_000
+    assert isinstance(plan.parts, BlockTable)
+    first = plan.blocks[0]
+    assert len(first) >= 4096 and len(np.unique(first)) == len(first)
+    rest = plan.skip(4321)  # cuts the first (permuted) block, still lazily
+    assert all(isinstance(p, Block) for p in rest.parts) and len(rest) == len(plan) - 4321
+    assert np.array_equal(rest.blocks[0], first[4321:])
+    assert np.array_equal(rest.blocks[1], plan.blocks[1])

@@ -23,6 +23,12 @@ only on its arguments. Guarantees (tested directly):
   emission order over the read order: the ``k``-th sample handed out is among
   the first ``k + N`` read, so a reader holds at most ``N`` samples waiting.
 
+The plan is lazy: ``plan_epoch`` costs O(shards of the rank) in time and
+memory; a block's indices (and its permutation, seeded per block) are computed
+when the block is accessed, so a reader holds only the blocks it has reached.
+A shuffle buffer's order, and skipping through it, stay O(samples of the
+worker): the buffer's emission order runs across all blocks.
+
 Resumption composes: a *layer* ``(workers, positions)`` records how many
 samples each worker of an earlier run handed out; the samples not yet handed
 out are re-split among the current workers, in read order, so a run may resume
@@ -31,8 +37,10 @@ with a different worker count.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 
@@ -41,30 +49,140 @@ Layer = tuple[int, tuple[int, ...]]
 
 
 @dataclass(frozen=True)
+class Block:
+    """Samples fetched together, held as O(runs) until :meth:`indices` is called.
+
+    The block's order is its ``runs`` (``[start, end)`` global index ranges)
+    concatenated, permuted by a generator seeded with ``key`` when set; the
+    block is positions ``[lo, hi)`` of that order. Materialising it costs
+    O(samples of the whole block), whichever slice it is.
+    """
+
+    runs: tuple[tuple[int, int], ...]
+    key: tuple[int, ...] | None
+    lo: int
+    hi: int
+
+    @classmethod
+    def of(cls, runs: Sequence[tuple[int, int]], key: tuple[int, ...] | None = None) -> Block:
+        """The whole block of ``runs`` (permuted with ``key`` when given)."""
+        return cls(tuple(runs), key, 0, sum(e - s for s, e in runs))
+
+    def __len__(self) -> int:
+        return self.hi - self.lo
+
+    def __getitem__(self, part: slice) -> Block:
+        """Positions ``part`` (no step) of this block's order, still lazy."""
+        start, stop, _ = part.indices(len(self))
+        return Block(self.runs, self.key, self.lo + start, self.lo + max(start, stop))
+
+    def indices(self) -> np.ndarray:
+        """The block's global sample indices, in order."""
+        ids = np.concatenate([np.arange(s, e, dtype=np.int64) for s, e in self.runs])
+        if self.key is not None:
+            ids = _rng(*self.key).permutation(ids)
+        return ids[self.lo : self.hi]
+
+
+Part = Block | np.ndarray
+"""One block of a plan: lazy (:class:`Block`) or explicit global sample indices."""
+
+
+class BlockTable(Sequence[Block]):
+    """Consecutive blocks as arrays: block ``i`` is runs ``bounds[i]:bounds[i + 1]``
+    of ``[first, end)`` global index ranges, permuted with ``key + (i, 0xB10C)``
+    when ``key`` is set. O(runs) memory; a :class:`Block` is built on access."""
+
+    def __init__(
+        self, first: np.ndarray, end: np.ndarray, bounds: np.ndarray, key: tuple[int, ...] | None
+    ) -> None:
+        self.first, self.end, self.bounds, self.key = first, end, bounds, key
+
+    @property
+    def samples(self) -> int:
+        """Samples in all the blocks."""
+        return int(self.end.sum() - self.first.sum())
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+    @overload
+    def __getitem__(self, i: int) -> Block: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Block]: ...
+    def __getitem__(self, i: int | slice) -> Block | Sequence[Block]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        lo, hi = int(self.bounds[i]), int(self.bounds[i + 1])
+        runs = zip(self.first[lo:hi].tolist(), self.end[lo:hi].tolist(), strict=True)
+        return Block.of(list(runs), None if self.key is None else (*self.key, i, 0xB10C))
+
+
+def _ids(part: Part) -> np.ndarray:
+    return part.indices() if isinstance(part, Block) else part
+
+
+class _Blocks(Sequence[np.ndarray]):
+    """A plan's blocks as index arrays, each materialised when it is accessed."""
+
+    def __init__(self, parts: Sequence[Part]) -> None:
+        self._parts = parts
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+    @overload
+    def __getitem__(self, i: int) -> np.ndarray: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[np.ndarray]: ...
+    def __getitem__(self, i: int | slice) -> np.ndarray | Sequence[np.ndarray]:
+        if isinstance(i, slice):
+            return _Blocks(self._parts[i])
+        return _ids(self._parts[i])
+
+
+@dataclass(frozen=True)
 class WorkerPlan:
     """What one worker reads, in order: blocks of global sample indices.
 
-    Samples of one block are fetched together; ``len(self)`` is the total.
-    ``order``, when set, is the order samples are handed out in (a shuffle
-    buffer's); otherwise they are handed out block by block, in block order.
+    ``parts`` hold each block lazily (O(shards) for a whole plan); ``blocks``
+    materialises one block's indices when it is accessed, so a reader going
+    block by block holds only the blocks it has reached. ``len(self)`` is the
+    total. ``order``, when set, is the order samples are handed out in (a
+    shuffle buffer's, O(samples)); otherwise they are handed out block by
+    block, in block order.
     """
 
-    blocks: tuple[np.ndarray, ...]
+    parts: Sequence[Part]
     order: np.ndarray | None = None
 
+    @property
+    def blocks(self) -> Sequence[np.ndarray]:
+        """Each block's sample indices, materialised on access."""
+        return _Blocks(self.parts)
+
     def __len__(self) -> int:
-        return sum(len(b) for b in self.blocks)
+        if isinstance(self.parts, BlockTable):
+            return self.parts.samples
+        return sum(len(p) for p in self.parts)
 
     def indices(self) -> np.ndarray:
-        """Sample indices in the order they are handed out."""
+        """Sample indices in the order they are handed out (materialises them all)."""
         if self.order is not None:
             return self.order
-        return np.concatenate(self.blocks) if self.blocks else np.empty(0, np.int64)
+        return np.concatenate(self.blocks) if self.parts else np.empty(0, np.int64)
 
     def skip(self, n: int) -> WorkerPlan:
-        """The plan without the first ``n`` samples handed out (read order kept)."""
+        """The plan without the first ``n`` samples handed out (read order kept).
+
+        Without a shuffle buffer the blocks stay lazy (O(blocks) work, the
+        cut block sliced); with one they are materialised (O(samples)).
+        """
         if self.order is None:
-            return WorkerPlan(_split_blocks(self.blocks, [n])[1])
+            return WorkerPlan(_split_blocks(self.parts, [n])[1])
         out = self.order[:n]
         blocks = tuple(b[~np.isin(b, out)] for b in self.blocks)
         return WorkerPlan(tuple(b for b in blocks if len(b)), self.order[n:])
@@ -85,26 +203,45 @@ def rank_spans(
     drop_last: bool = False,
 ) -> list[tuple[int, int, int]]:
     """The ``(shard, start, end)`` spans rank ``rank`` reads this epoch, in order."""
+    shard, begin, end = _span_arrays(
+        np.asarray(counts, dtype=np.int64), seed=seed, epoch=epoch, rank=rank, world=world,
+        shuffle=shuffle, drop_last=drop_last,
+    )  # fmt: skip
+    return list(zip(shard.tolist(), begin.tolist(), end.tolist(), strict=True))
+
+
+def _span_arrays(
+    sizes: np.ndarray, *, seed: int, epoch: int, rank: int, world: int, shuffle: bool,
+    drop_last: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """:func:`rank_spans` as ``(shard, start, end)`` arrays, in O(shards) numpy work."""
     if not 0 <= rank < world:
         raise ValueError(f"rank {rank} is outside world size {world}")
-    sizes = np.asarray(counts, dtype=np.int64)
     total = int(sizes.sum())
+    empty = np.empty(0, np.int64)
     if total == 0:
-        return []
-    shards = _rng(seed, epoch, 0x5A4D).permutation(len(sizes)) if shuffle else range(len(sizes))
-    order = [int(s) for s in shards if sizes[s] > 0]
+        return empty, empty, empty
+    shards = _rng(seed, epoch, 0x5A4D).permutation(len(sizes)) if shuffle else np.arange(len(sizes))
+    order = shards[sizes[shards] > 0]
     starts = np.concatenate([[0], np.cumsum(sizes[order])])
     per_rank = total // world if drop_last else -(-total // world)
-    lo, hi = rank * per_rank, (rank + 1) * per_rank
-    spans: list[tuple[int, int, int]] = []
-    while lo < hi:
-        p = lo % total
-        i = int(np.searchsorted(starts, p, side="right")) - 1
-        shard, begin = order[i], p - int(starts[i])
-        take = min(int(sizes[shard]) - begin, hi - lo)
-        spans.append((shard, begin, begin + take))
-        lo += take
-    return spans
+    first = rank * per_rank % total  # the rank's run of the epoch order wraps at most once
+    ends = [min(first + per_rank, total), first + per_rank - total]
+    pieces = [(first, ends[0]), (0, ends[1])] if ends[1] > 0 else [(first, ends[0])]
+    parts = [_order_spans(order, starts, lo, hi) for lo, hi in pieces]
+    cols = [np.concatenate([part[k] for part in parts]) for k in range(3)]
+    return cols[0], cols[1], cols[2]
+
+
+def _order_spans(
+    order: np.ndarray, starts: np.ndarray, lo: int, hi: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spans covering positions ``[lo, hi)`` of the epoch order (shards ``order``)."""
+    i = np.arange(np.searchsorted(starts, lo, side="right") - 1, np.searchsorted(starts, hi))
+    if lo >= hi:
+        i = i[:0]
+    base = starts[i]
+    return order[i], np.maximum(lo - base, 0), np.minimum(hi, starts[i + 1]) - base
 
 
 def shuffle_buffer_order(ids: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -140,12 +277,10 @@ def _share(n: int, parts: int, part: int) -> tuple[int, int]:
     return lo, lo + q + (1 if part < r else 0)
 
 
-def _split_blocks(
-    blocks: Sequence[np.ndarray], cuts: Sequence[int]
-) -> list[tuple[np.ndarray, ...]]:
-    """Split a block sequence at sample positions ``cuts`` (ascending)."""
-    out: list[tuple[np.ndarray, ...]] = []
-    current: list[np.ndarray] = []
+def _split_blocks(blocks: Sequence[Part], cuts: Sequence[int]) -> list[tuple[Part, ...]]:
+    """Split a block sequence at sample positions ``cuts`` (ascending); blocks stay lazy."""
+    out: list[tuple[Part, ...]] = []
+    current: list[Part] = []
     pos = 0
     cuts = list(cuts)
     for block in blocks:
@@ -167,9 +302,8 @@ def _split_blocks(
 
 
 def _layer0_blocks(
-    counts: np.ndarray,
     starts: np.ndarray,
-    spans: list[tuple[int, int, int]],
+    spans: tuple[np.ndarray, np.ndarray, np.ndarray],
     *,
     seed: int,
     epoch: int,
@@ -178,29 +312,35 @@ def _layer0_blocks(
     workers: int,
     shuffle: bool,
     window: int,
-) -> list[np.ndarray]:
-    n = sum(e - s for _, s, e in spans)
-    lo, hi = _share(n, workers, worker)
-    blocks: list[np.ndarray] = []
-    group: list[np.ndarray] = []
-    pos = 0
-    for shard, s, e in spans:
-        a, b = max(s, s + lo - pos), min(e, s + hi - pos)
-        pos += e - s
-        if a >= b:
-            continue
-        group.append(np.arange(starts[shard] + a, starts[shard] + b, dtype=np.int64))
-        if sum(len(g) for g in group) >= window:
-            blocks.append(np.concatenate(group))
-            group = []
-    if group:
-        blocks.append(np.concatenate(group))
-    if shuffle:
-        blocks = [
-            _rng(seed, epoch, rank, workers, worker, i, 0xB10C).permutation(b)
-            for i, b in enumerate(blocks)
-        ]
-    return blocks
+) -> BlockTable:
+    """Worker ``worker``'s share of the rank's ``spans`` as lazy blocks: O(spans).
+
+    Each block gathers consecutive runs until it holds ``window`` samples; with
+    ``shuffle`` its order is a permutation seeded by (seed, epoch, rank,
+    workers, worker, block), drawn only when the block is materialised.
+    """
+    shard, begin, end = spans
+    pos = np.concatenate([[0], np.cumsum(end - begin)]).astype(np.int64)
+    lo, hi = _share(int(pos[-1]), workers, worker)
+    a = begin + np.maximum(lo - pos[:-1], 0)
+    b = np.minimum(end, begin + hi - pos[:-1])
+    keep = a < b
+    first, last = starts[shard[keep]] + a[keep], starts[shard[keep]] + b[keep]
+    key = (seed, epoch, rank, workers, worker) if shuffle else None
+    return BlockTable(first, last, _group_bounds(last - first, window), key)
+
+
+def _group_bounds(sizes: np.ndarray, window: int) -> np.ndarray:
+    """Greedy groups of consecutive ``sizes`` each summing to at least ``window``
+    (the last one may hold less): their boundaries, O(groups) steps."""
+    if window <= 1:
+        return np.arange(len(sizes) + 1)
+    cum = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+    bounds = [0]
+    while bounds[-1] < len(sizes):
+        nxt = bisect.bisect_left(cum, cum[bounds[-1]] + window)
+        bounds.append(min(max(nxt, bounds[-1] + 1), len(sizes)))
+    return np.asarray(bounds, dtype=np.int64)
 
 
 def plan_epoch(
@@ -228,21 +368,21 @@ def plan_epoch(
         raise ValueError(f"worker {worker} is outside {workers} workers")
     counts_arr = np.asarray(counts, dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(counts_arr)]).astype(np.int64)
-    spans = rank_spans(
+    spans = _span_arrays(
         counts_arr, seed=seed, epoch=epoch, rank=rank, world=world,
         shuffle=shuffle, drop_last=drop_last,
     )  # fmt: skip
 
-    def plan_for(blocks: Sequence[np.ndarray], layer: int, w: int, nw: int) -> WorkerPlan:
+    def plan_for(blocks: Sequence[Part], layer: int, w: int, nw: int) -> WorkerPlan:
+        plan = WorkerPlan(blocks)
         if buffer <= 1:
-            return WorkerPlan(tuple(blocks))
-        ids = np.concatenate(blocks) if blocks else np.empty(0, np.int64)
+            return plan
         rng = _rng(seed, epoch, rank, nw, w, layer, 0xB0FF)
-        return WorkerPlan(tuple(blocks), shuffle_buffer_order(ids, buffer, rng))
+        return WorkerPlan(plan.parts, shuffle_buffer_order(plan.indices(), buffer, rng))
 
     def layer0(w: int, nw: int) -> WorkerPlan:
         blocks = _layer0_blocks(
-            counts_arr, starts, spans, seed=seed, epoch=epoch, rank=rank,
+            starts, spans, seed=seed, epoch=epoch, rank=rank,
             worker=w, workers=nw, shuffle=shuffle, window=window,
         )  # fmt: skip
         return plan_for(blocks, 0, w, nw)
@@ -254,9 +394,9 @@ def plan_epoch(
     for i, (layer_workers, positions) in enumerate(resume):
         if len(positions) != layer_workers:
             raise ValueError(f"resume layer {i} has {len(positions)} positions for {layer_workers}")
-        remaining: list[np.ndarray] = []
+        remaining: list[Part] = []
         for part, pos in zip(parts, positions, strict=True):
-            remaining.extend(part.skip(pos).blocks)
+            remaining.extend(part.skip(pos).parts)
         nxt = resume[i + 1][0] if i + 1 < len(resume) else workers
         n = sum(len(b) for b in remaining)
         cuts = [_share(n, nxt, w)[1] for w in range(nxt - 1)]
