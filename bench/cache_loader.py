@@ -90,7 +90,7 @@ def main() -> None:
         with ShardWriter(root, keys=keys, shard_size=parse_size(args.shard_size)) as w:
             for i in range(args.samples):
                 w.write({"__key__": f"s{i:07d}", "bin": blob, "cls": i % 1000})
-        dataset_bytes = sum(m.size for m in LocalBackend(root).list("shards/"))
+        dataset_bytes = sum(m.size for m in LocalBackend(root).list_objects("shards/"))
         ns = f"loader{uuid.uuid4().hex[:8]}"
         cache = f"{args.redis}{'&' if '?' in args.redis else '?'}namespace={ns}"
         if args.chunk:

@@ -46,7 +46,7 @@ def reader(
         assert sum(1 for _ in ds) == len(ds)
     else:
         store = CachedBackend(origin, cache)
-        names = [m.key for m in origin.list("")]
+        names = [m.key for m in origin.list_objects("")]
         while time.time() < start_at:
             time.sleep(0.0005)
         for name in names:
@@ -118,7 +118,9 @@ def main() -> None:
         if not args.loader:
             for i in range(args.objects):
                 LocalBackend(root).put(f"ds/{i:04d}.bin", os.urandom(size))
-        dataset = sum(m.size for m in LocalBackend(root).list("ds/" if not keys else "shards/"))
+        dataset = sum(
+            m.size for m in LocalBackend(root).list_objects("ds/" if not keys else "shards/")
+        )
         results = {sf: run(args, root, sf, keys) for sf in (True, False)}
     cmd = " ".join(["bench/cache_single_flight.py", *sys.argv[1:]])
     lines = [

@@ -52,8 +52,8 @@ class _Raw(Backend):
     def head(self, key: str) -> ObjectMeta:
         return self.like.head(key)
 
-    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
-        return self.like.list(prefix)
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectMeta]:
+        return self.like.list_objects(prefix)
 
     def delete(self, key: str) -> None:
         self.like.delete(key)

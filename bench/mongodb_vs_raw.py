@@ -153,8 +153,8 @@ class RawGridFS(Backend):
         doc = self._newest(key)
         return ObjectMeta(key, doc["length"], str(doc["_id"]))
 
-    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
-        return iter(self.like.list(prefix))
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectMeta]:
+        return iter(self.like.list_objects(prefix))
 
     def delete(self, key: str) -> None:
         for doc in self.files.find({"filename": key}, projection={"_id": 1}):

@@ -56,8 +56,8 @@ class Counting(Backend):
     def put(self, key: str, data: Buffer) -> ObjectMeta:
         return self.inner.put(key, data)
 
-    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
-        return self.inner.list(prefix)
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectMeta]:
+        return self.inner.list_objects(prefix)
 
     def delete(self, key: str) -> None:
         self.inner.delete(key)
@@ -91,7 +91,7 @@ def main() -> None:
         assert sum(1 for _ in ds) == args.samples
         c = origin.counts
         print(f"{epoch:>5} {c['head']:>6} {c['get']:>6} {c['get_range']:>10}")
-    for meta in list(origin.list()):
+    for meta in list(origin.list_objects()):
         origin.delete(meta.key)
 
 

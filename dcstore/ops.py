@@ -71,7 +71,7 @@ def copy_prefix(
 
     :class:`NotFoundError` if no object matches: copying nothing is never a success.
     """
-    metas = list(src.list(prefix))
+    metas = list(src.list_objects(prefix))
     if not metas:
         raise NotFoundError(f"{src.url}: no objects under prefix {prefix!r}")
     written: list[ObjectMeta] = []

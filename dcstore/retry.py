@@ -44,7 +44,7 @@ class RetryingBackend(Wrapper):
     """Retries transient failures of ``inner``; every other error passes through.
 
     ``put`` is retried too: it is atomic, so a repeated put is harmless.
-    ``list`` retries only the start of the listing.
+    ``list_objects`` retries only the start of the listing.
     """
 
     def __init__(self, inner: Backend, policy: RetryPolicy | None = None):
@@ -80,8 +80,8 @@ class RetryingBackend(Wrapper):
     def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
         return self.policy.call(f"head {key}", lambda: self.inner.head(key, version=version))
 
-    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
-        items = self.policy.call(f"list {prefix}", lambda: iter(self.inner.list(prefix)))
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectMeta]:
+        items = self.policy.call(f"list {prefix}", lambda: iter(self.inner.list_objects(prefix)))
         yield from items
 
     def delete(self, key: str) -> None:

@@ -39,7 +39,7 @@ def pack_encrypted(url: str, keys: str, shard_size: int = 128 * 1024) -> tuple[s
         for i in range(SAMPLES):
             writer.write(sample(i))
     with open_backend(url) as raw:
-        shards = [m.key for m in raw.list() if m.key.endswith(".tar")]
+        shards = [m.key for m in raw.list_objects() if m.key.endswith(".tar")]
         assert len(shards) >= 4, shards
         first = raw.get(shards[0])
     assert payload(2000, 0)[:64] not in first, "shards are stored encrypted"

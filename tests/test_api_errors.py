@@ -56,7 +56,7 @@ def test_unreachable_server_is_unavailable(url: str) -> None:
     port = closed_port()
     store = open_store(url.format(port=port), retries=1)
     with pytest.raises(BackendUnavailableError) as info:
-        list(store.list())
+        list(store.list_objects())
     message = str(info.value)
     assert f"user@127.0.0.1:{port}" in message and "s3cret" not in message
     assert len(message.splitlines()) == 1

@@ -162,7 +162,7 @@ READER = textwrap.dedent(
     store = CachedBackend(origin, cache)
     while time.time() < float(start_at):
         time.sleep(0.001)
-    for meta in list(origin.list("")):
+    for meta in list(origin.list_objects("")):
         store.get(meta.key)
     store.close()
     """

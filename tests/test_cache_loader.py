@@ -98,4 +98,4 @@ def test_sharded_dataset_accepts_a_cache_url(private_redis, dataset: tuple[Path,
         assert sorted(key_of(s) for s in ds) == sorted(f"s{i:05d}" for i in range(SAMPLES))
     stats = open_cache_tier(cache).read_stats()
     assert stats["hits"] >= stats["misses"] > 0
-    assert stats["bytes_from_origin"] <= sum(m.size for m in LocalBackend(root).list(""))
+    assert stats["bytes_from_origin"] <= sum(m.size for m in LocalBackend(root).list_objects(""))

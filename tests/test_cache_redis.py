@@ -183,7 +183,7 @@ READER = textwrap.dedent(
     from dcstore.store import open_store
     root, cache = sys.argv[1:]
     with open_store(root, cache=cache) as store:
-        for meta in list(store.list("")):
+        for meta in list(store.list_objects("")):
             store.get(meta.key)
     """
 )

@@ -48,7 +48,7 @@ def test_password_file_and_verified_tls(secure_node: PrivateNode, tmp_path: Path
     )
     backend.put("a/b", b"over tls" * 1000)
     assert backend.get("a/b") == b"over tls" * 1000
-    assert [m.key for m in backend.list()] == ["a/b"]
+    assert [m.key for m in backend.list_objects()] == ["a/b"]
     assert "cassandra@" in str(backend) and ":cassandra@" not in str(backend)
     backend.close()
 

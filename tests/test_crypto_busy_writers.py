@@ -43,8 +43,8 @@ class AlwaysReplaced(Wrapper):
     def put(self, key: str, data: Buffer) -> ObjectMeta:
         return self.inner.put(key, data)
 
-    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
-        return self.inner.list(prefix)
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectMeta]:
+        return self.inner.list_objects(prefix)
 
     def delete(self, key: str) -> None:
         self.inner.delete(key)

@@ -65,7 +65,7 @@ def test_the_loader_names_the_shard_on_the_same_exception() -> None:
     with ShardWriter(store, shard_size=1000) as writer:
         for i in range(20):
             writer.write({"__key__": f"s{i:03d}", "bin": bytes(200)})
-    shard = next(m.key for m in store.list() if m.key.endswith(".tar"))
+    shard = next(m.key for m in store.list_objects() if m.key.endswith(".tar"))
     store.delete(shard)
     with pytest.raises(NotFoundError) as info:
         list(ShardedDataset(store))

@@ -82,7 +82,7 @@ def test_temporary_files_are_hidden_and_removed(hdfs: HdfsBackend) -> None:
     # A temporary file left by a killed writer is not listed and not an object.
     with fs.create(hdfs._path("dir/.dcstore-tmp-left-behind")) as writer:
         writer.write(b"partial")
-    assert [m.key for m in hdfs.list()] == ["dir/a"]
+    assert [m.key for m in hdfs.list_objects()] == ["dir/a"]
     names = sorted(s.path.rsplit("/", 1)[-1] for s in fs.list_status(hdfs._path("dir")))
     # put cleaned up after itself: only the object and the planted file remain.
     assert names == [".dcstore-tmp-left-behind", "a"]
@@ -114,7 +114,7 @@ def test_put_over_an_empty_directory_tree(hdfs: HdfsBackend) -> None:
     fs.mkdirs(hdfs._path("t/w"), create_parent=True)
     hdfs.put("t", b"file")
     assert hdfs.get("t") == b"file"
-    assert [m.key for m in hdfs.list()] == ["t"]
+    assert [m.key for m in hdfs.list_objects()] == ["t"]
 
 
 def test_put_over_a_prefix_of_objects_is_refused(hdfs: HdfsBackend) -> None:
@@ -122,15 +122,15 @@ def test_put_over_a_prefix_of_objects_is_refused(hdfs: HdfsBackend) -> None:
     with pytest.raises(DcstoreError, match="prefix"):
         hdfs.put("p", b"x")
     assert hdfs.get("p/q/r") == b"kept"
-    assert [m.key for m in hdfs.list()] == ["p/q/r"]
+    assert [m.key for m in hdfs.list_objects()] == ["p/q/r"]
 
 
 def test_key_under_an_object_is_a_clear_error(hdfs: HdfsBackend) -> None:
     hdfs.put("f", b"file")
     with pytest.raises(DcstoreError, match="prefix"):
         hdfs.put("f/g", b"x")
-    assert list(hdfs.list("f/")) == []
-    assert [m.key for m in hdfs.list("f")] == ["f"]
+    assert list(hdfs.list_objects("f/")) == []
+    assert [m.key for m in hdfs.list_objects("f")] == ["f"]
 
 
 def test_delete_of_a_prefix_keeps_the_objects(hdfs: HdfsBackend) -> None:

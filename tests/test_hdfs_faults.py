@@ -142,7 +142,7 @@ def test_killed_writer_leaves_previous_object(private_minidfs3: PrivateMiniDfs) 
 
     assert backend.get("victim") == old
     assert backend.head("victim") == meta
-    assert [m.key for m in backend.list()] == ["victim"]
+    assert [m.key for m in backend.list_objects()] == ["victim"]
     # The key stays writable (the dead writer's lease is on its temporary file only).
     backend.put("victim", b"next")
     assert backend.get("victim") == b"next"

@@ -43,7 +43,7 @@ def corrupt_url(dataset_url, tmp_path) -> tuple[str, str]:
     manifest = load_manifest(src)
     shard, local = manifest.locate(VICTIM)
     info = manifest.shards[shard]
-    for meta in src.list():
+    for meta in src.list_objects():
         data = bytearray(src.get(meta.key))
         if meta.key == info.key:
             data[int(info.offsets[local]) + 512 + 100] ^= 0x01  # inside the payload
@@ -90,7 +90,7 @@ def test_opt_out_reads_without_checking(corrupt_url) -> None:
 
 def test_manifest_without_checksums_still_loads(dataset_url, tmp_path) -> None:
     src, dst = open_store(dataset_url), open_store(f"file://{tmp_path}")
-    for meta in src.list():
+    for meta in src.list_objects():
         dst.put(meta.key, src.get(meta.key))
     manifest = load_manifest(src)
     old = dataclasses.replace(

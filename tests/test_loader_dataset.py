@@ -187,7 +187,7 @@ def test_stages_pickle_for_spawned_workers(dataset_url) -> None:
 def corrupt_copy(src_url: str, dst, how: str) -> tuple[str, str]:
     src, dst_store = open_store(src_url), open_store(f"file://{dst}")
     victim = None
-    for meta in src.list():
+    for meta in src.list_objects():
         data = src.get(meta.key)
         if victim is None and meta.key.endswith("00003.tar"):
             victim = meta.key
@@ -247,7 +247,7 @@ def test_encrypted_dataset_round_trip(tmp_path) -> None:
         for i in range(200):
             writer.write({"__key__": f"s{i:04d}", "bin": b"secret" * 200, "cls": i})
     raw = open_store(url)
-    shard = next(m.key for m in raw.list("shards/"))
+    shard = next(m.key for m in raw.list_objects("shards/"))
     assert b"ustar" not in raw.get(shard) and b"secret" not in raw.get(shard)
     ds = ShardedDataset(url, keys=keys, shuffle=True).map(index_of)
     assert {s.key_id for s in ds.manifest.shards} == {keyring.primary}

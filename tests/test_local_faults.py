@@ -41,7 +41,7 @@ def test_killed_writer_keeps_previous_object(tmp_path) -> None:
     finally:
         proc.kill()
     assert store.get("shard.tar") == b"old" * 1000
-    assert [m.key for m in store.list()] == ["shard.tar"]
+    assert [m.key for m in store.list_objects()] == ["shard.tar"]
     store.put("shard.tar", b"fine")
     assert store.get("shard.tar") == b"fine"
 
@@ -62,7 +62,7 @@ def test_disk_full_keeps_previous_object(tmp_path) -> None:
             store.put("obj", b"x" * (2 << 20))
         assert isinstance(info.value, OSError)
         assert store.get("obj") == b"previous"
-        assert [m.key for m in store.list()] == ["obj"]
+        assert [m.key for m in store.list_objects()] == ["obj"]
         assert not [p for p in os.listdir(mount) if p.startswith(".dcstore")]
     finally:
         subprocess.run(["umount", str(mount)], check=False)
@@ -79,7 +79,7 @@ def _list_as_unprivileged(root) -> str:
                 os.setgid(65534)
                 os.setuid(65534)
             try:
-                list(LocalBackend(root).list())
+                list(LocalBackend(root).list_objects())
                 message = "no error"
             except Exception as exc:
                 message = f"{type(exc).__name__}: {exc}"

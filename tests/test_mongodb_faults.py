@@ -91,7 +91,7 @@ def test_server_down_mid_reads_then_back(private_ferretdb: PrivateFerretDB, how:
     for key, data in objects.items():
         assert store.get(key) == data
         assert store.head(key).version == versions[key]
-    assert [m.key for m in store.list("")] == sorted(objects)
+    assert [m.key for m in store.list_objects("")] == sorted(objects)
     store.close()
 
 

@@ -101,7 +101,7 @@ def test_keys_are_validated_before_any_io() -> None:
         lambda: b.put("a//b", b""),
         lambda: b.head(""),
         lambda: b.delete("a/./b"),
-        lambda: b.list("../"),
+        lambda: b.list_objects("../"),
     ):
         with pytest.raises(InvalidKeyError):
             call()

@@ -18,7 +18,7 @@ def test_exists_and_copies(tmp_path: Path) -> None:
     assert exists(src, "d/0") and not exists(src, "d") and not exists(src, "nope")
     copied = copy_prefix(src, dst, "d/", workers=3)
     assert sorted(m.key for m in copied) == [f"d/{i}" for i in range(5)]
-    assert [m.key for m in dst.list()] == [f"d/{i}" for i in range(5)]
+    assert [m.key for m in dst.list_objects()] == [f"d/{i}" for i in range(5)]
     assert copy_object(src, dst, "other", "renamed").size == 1 and dst.get("renamed") == b"x"
 
 

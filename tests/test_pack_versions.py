@@ -25,7 +25,7 @@ def pack(src: Path, url: str, *args: str) -> int:
 
 def shard_versions(url: str) -> set[str]:
     with open_backend(url) as store:
-        return {meta.key.split("/")[1] for meta in store.list("shards/")}
+        return {meta.key.split("/")[1] for meta in store.list_objects("shards/")}
 
 
 def add_orphans(url: str) -> list[str]:
@@ -35,7 +35,7 @@ def add_orphans(url: str) -> list[str]:
         for i in range(3):
             writer.write({"__key__": f"orphan{i}", "bin": bytes(2000)})
         writer.abort()  # two shards were put, no manifest committed
-        return sorted(m.key for m in store.list(f"shards/{writer.version}/"))
+        return sorted(m.key for m in store.list_objects(f"shards/{writer.version}/"))
 
 
 def check_versions_and_gc(src: Path, url: str, capsys) -> None:
@@ -73,7 +73,7 @@ def check_versions_and_gc(src: Path, url: str, capsys) -> None:
     assert pack(src, url, "--keep", "1") == 0  # keep 1: the replaced versions go at once
     assert len(shard_versions(url)) == 1 and load_manifest(open_store(url)).previous == ()
     with open_backend(url) as store:
-        assert list(store.list("versions/")) == []
+        assert list(store.list_objects("versions/")) == []
 
 
 def test_versions_and_gc_on_local_disk(tmp_path: Path, capsys) -> None:

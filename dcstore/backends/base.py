@@ -19,12 +19,12 @@ Guarantees
 * ``head`` returns the size and a version token that changes on every
   overwrite (even with identical content).
 * Reads take a keyword-only ``version=`` (a token from ``head``, ``put`` or
-  ``list``): ``get``, ``get_range``, ``map_range`` and ``head`` then serve
+  ``list_objects``): ``get``, ``get_range``, ``map_range`` and ``head`` then serve
   exactly that version or raise :class:`VersionChangedError`, at the cost of
   the metadata the read fetches anyway. A version is immutable, so a layer that
   still holds its bytes (the cache) may serve them after the origin replaced
   the object; a read without ``version=`` always gets the current object.
-* ``list(prefix)`` is lazy and yields :class:`ObjectMeta` sorted by key;
+* ``list_objects(prefix)`` is lazy and yields :class:`ObjectMeta` sorted by key;
   ``prefix`` is a plain string prefix of the key.
 * ``delete`` is idempotent: deleting a missing key is not an error.
 * Keys follow :mod:`dcstore.backends.keys`; bad keys raise
@@ -63,7 +63,7 @@ __all__ = ["Backend", "Buffer", "ObjectMeta", "Wrapper", "check_range", "check_v
 
 @dataclass(frozen=True, slots=True)
 class ObjectMeta:
-    """What ``head`` and ``list`` report about one object."""
+    """What ``head`` and ``list_objects`` report about one object."""
 
     key: str
     size: int
@@ -111,7 +111,7 @@ class Backend(abc.ABC):
         """Return size and version of the object (exactly ``version`` when given)."""
 
     @abc.abstractmethod
-    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectMeta]:
         """Yield every object whose key starts with ``prefix``, sorted by key."""
 
     @abc.abstractmethod

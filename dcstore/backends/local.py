@@ -5,7 +5,7 @@ Guarantees beyond the Backend contract:
 * ``put`` writes a temporary file in the target's directory, fsyncs it,
   renames it over the target and fsyncs the directory: readers in any thread
   or process see the old or the new file, and a crash leaves the old one.
-  Temporary files use the reserved ``.dcstore`` prefix, so ``list`` never
+  Temporary files use the reserved ``.dcstore`` prefix, so ``list_objects`` never
   shows them.
 * Keys cannot escape the root (see :mod:`dcstore.backends.keys`); symlinks
   inside the root are not followed out of it for writes.
@@ -160,7 +160,7 @@ class LocalBackend(Backend):
         check_version(self.url, key, version, meta.version)
         return meta
 
-    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectMeta]:
         validate_prefix(prefix)
         # Start at the deepest directory the prefix names, then filter by prefix.
         base_parts = prefix.split("/")[:-1]

@@ -97,7 +97,7 @@ class MemoryBackend(Backend):
         data, version = self._entry(key, version)
         return ObjectMeta(key, len(data), version)
 
-    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectMeta]:
         validate_prefix(prefix)
         space = self._space
         with space.lock:

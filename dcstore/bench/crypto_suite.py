@@ -84,7 +84,7 @@ class HoldingBackend(Backend):
         data, version = self._entry(key, version)
         return ObjectMeta(key, memoryview(data).nbytes, version)
 
-    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectMeta]:
         for key in sorted(k for k in self._objects if k.startswith(prefix)):
             yield self.head(key)
 

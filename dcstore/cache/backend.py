@@ -355,8 +355,8 @@ class CachedBackend(Wrapper):
         if old is not None:
             self._forget(key, old)
 
-    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
-        return self.inner.list(prefix)
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectMeta]:
+        return self.inner.list_objects(prefix)
 
     def _head_or_none(self, key: str) -> ObjectMeta | None:
         try:

@@ -86,7 +86,7 @@ def head_object(store: Backend, key: str, command: str) -> ObjectMeta:
     try:
         return store.head(key)
     except NotFoundError:
-        if next(iter(store.list(key)), None) is None:
+        if next(iter(store.list_objects(key)), None) is None:
             raise
     raise ConfigError(
         f"{store.url}: {key!r} is not an object but a prefix of objects: "

@@ -86,7 +86,7 @@ def _copy_prefix(args: argparse.Namespace) -> list[ObjectMeta]:
         _open(args.src, args, args.src_keys) as src,
         _open(args.dest, args, args.dest_keys) as dst,
     ):
-        total = sum(m.size for m in src.list(args.prefix))
+        total = sum(m.size for m in src.list_objects(args.prefix))
         with transfer_progress(total > PROGRESS_THRESHOLD) as progress:
             task = progress.add_task(f"cp {args.prefix or '*'}", total=total)
             return copy_prefix(

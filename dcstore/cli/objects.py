@@ -53,9 +53,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
     with open_from_args(args.store, args) as store:
         if isinstance(store, EncryptedBackend):
-            listing = iter(store.list(args.prefix, on_damaged=report))
+            listing = iter(store.list_objects(args.prefix, on_damaged=report))
         else:
-            listing = iter(store.list(args.prefix))
+            listing = iter(store.list_objects(args.prefix))
         first = next(listing, None)
         if first is None and not damaged:
             raise _nothing_under(store, args.prefix)
@@ -150,7 +150,7 @@ def cmd_put(args: argparse.Namespace) -> int:
 
 def _keys_to_remove(store: Backend, key: str, recursive: bool) -> list[str]:
     if recursive:
-        keys = [m.key for m in store.list(key)]
+        keys = [m.key for m in store.list_objects(key)]
         if not keys:
             raise _nothing_under(store, key)
         return keys

@@ -13,7 +13,7 @@ Guarantees (on top of the :class:`~dcstore.backends.base.Backend` contract):
 * ``get_range`` reads (``inner.get_range``) and decrypts only the segments
   covering the range, with the same guarantee for the bytes it returns; a
   truncation at a segment boundary is seen only by a read that includes the
-  (new) last segment. ``head`` and ``list`` report plaintext sizes computed
+  (new) last segment. ``head`` and ``list_objects`` report plaintext sizes computed
   from the ciphertext size and the header (headers are cached by version):
   they reject sizes no writer produces, but authenticate nothing.
 * A read learns the object's version once (``inner.head``, or the caller's
@@ -370,14 +370,14 @@ class EncryptedBackend(Wrapper):
         _, layout = self._layout(meta)
         return ObjectMeta(meta.key, layout.plain_size, meta.version)
 
-    def list(
+    def list_objects(
         self, prefix: str = "", *, on_damaged: Callable[[IntegrityError], None] | None = None
     ) -> Iterator[ObjectMeta]:
         """Objects under ``prefix`` with plaintext sizes. An object whose header or
         size is corrupt raises :class:`IntegrityError`, ending the listing, unless
         ``on_damaged`` is given: then it receives the error and the listing goes on."""
         validate_prefix(prefix)
-        for meta in self.inner.list(prefix):
+        for meta in self.inner.list_objects(prefix):
             try:
                 try:
                     plain = self._plain_meta(meta)

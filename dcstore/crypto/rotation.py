@@ -87,7 +87,7 @@ def rewrap(store: EncryptedBackend, key: str) -> RewrapResult:
 def rotate(store: EncryptedBackend, prefix: str = "") -> Iterator[RewrapResult]:
     """Rewrap every object under ``prefix`` not yet under the primary; yields one result each."""
     validate_prefix(prefix)
-    for meta in store.inner.list(prefix):
+    for meta in store.inner.list_objects(prefix):
         try:
             yield rewrap(store, meta.key)
         except NotFoundError:
@@ -100,7 +100,7 @@ def key_usage(store: EncryptedBackend, prefix: str = "") -> KeyUsage:
     """Which KEK each object under ``prefix`` depends on (headers only)."""
     validate_prefix(prefix)
     usage = KeyUsage()
-    for meta in store.inner.list(prefix):
+    for meta in store.inner.list_objects(prefix):
         try:
             header = store._header(ObjectMeta(meta.key, meta.size, meta.version))
         except NotFoundError:

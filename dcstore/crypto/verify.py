@@ -84,7 +84,7 @@ def _bad_segments(
 def verify(store: EncryptedBackend, prefix: str = "") -> Iterator[ObjectCheck]:
     """Check every object under ``prefix``; yields one :class:`ObjectCheck` each, in key order."""
     validate_prefix(prefix)
-    for meta in store.inner.list(prefix):
+    for meta in store.inner.list_objects(prefix):
         try:
             yield verify_object(store, meta)
         except NotFoundError:

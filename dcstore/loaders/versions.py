@@ -64,7 +64,7 @@ def _read_current(store: Backend, key: str) -> tuple[Manifest, bytes] | None:
 
 def remove_version(store: Backend, version: str) -> int:
     """Delete ``version``'s shards and archived manifest; return the shards removed."""
-    doomed = [meta.key for meta in store.list(f"{SHARDS_PREFIX}{version}/")]
+    doomed = [meta.key for meta in store.list_objects(f"{SHARDS_PREFIX}{version}/")]
     for key in doomed:
         store.delete(key)
     store.delete(archive_key(version))  # a missing object is not an error
@@ -143,7 +143,7 @@ def collect_garbage(
     garbage = [
         meta
         for prefix in (SHARDS_PREFIX, ARCHIVE_PREFIX)
-        for meta in store.list(prefix)
+        for meta in store.list_objects(prefix)
         if meta.key not in referenced
     ]
     if not dry_run:

@@ -129,7 +129,7 @@ class BackendConformance:
         with pytest.raises(IntegrityError):
             backend.put_stream(ns + "w", iter([b"x" * given]), 100)
         assert backend.get(ns + "w") == b"old"
-        assert [m.key for m in backend.list(ns)] == [ns + "w"]
+        assert [m.key for m in backend.list_objects(ns)] == [ns + "w"]
 
     @pytest.mark.slow
     def test_large_round_trip(self, backend: Backend, ns: str) -> None:
@@ -266,7 +266,7 @@ class BackendConformance:
             backend.put(key, f"value {i}".encode())
         for i, key in enumerate(keys):
             assert backend.get(key) == f"value {i}".encode()
-        listed = [m.key for m in backend.list(ns)]
+        listed = [m.key for m in backend.list_objects(ns)]
         assert listed == sorted(keys)
 
     # -- missing objects and delete ----------------------------------------------------
@@ -299,7 +299,7 @@ class BackendConformance:
         backend.delete(ns + "file")
         with pytest.raises(NotFoundError):
             backend.get(ns + "d")
-        assert list(backend.list(ns)) == []
+        assert list(backend.list_objects(ns)) == []
 
     # -- list --------------------------------------------------------------------------
 
@@ -310,23 +310,23 @@ class BackendConformance:
                 continue  # "a" would be a file and a directory at once on a filesystem
             backend.put(ns + key, key.encode())
         expected = sorted(ns + k for k in keys if k != "a")
-        got = backend.list(ns)
+        got = backend.list_objects(ns)
         assert iter(got) is got, "list must be lazy (an iterator)"
         metas = list(got)
         assert [m.key for m in metas] == expected
         assert all(m.size == len(m.key) - len(ns) for m in metas)
-        assert [m.key for m in backend.list(ns + "a")] == [
+        assert [m.key for m in backend.list_objects(ns + "a")] == [
             ns + k for k in ("a.txt", "a/b", "a/c/d", "ab")
         ]
-        assert [m.key for m in backend.list(ns + "a/")] == [ns + "a/b", ns + "a/c/d"]
-        assert [m.key for m in backend.list(ns + "c")] == [ns + "c-1", ns + "c/1"]
-        assert list(backend.list(ns + "nothing")) == []
-        everything = [m.key for m in backend.list()]
+        assert [m.key for m in backend.list_objects(ns + "a/")] == [ns + "a/b", ns + "a/c/d"]
+        assert [m.key for m in backend.list_objects(ns + "c")] == [ns + "c-1", ns + "c/1"]
+        assert list(backend.list_objects(ns + "nothing")) == []
+        everything = [m.key for m in backend.list_objects()]
         assert everything == sorted(everything)
 
     def test_list_versions_match_head(self, backend: Backend, ns: str) -> None:
         backend.put(ns + "v", b"1")
-        (meta,) = list(backend.list(ns))
+        (meta,) = list(backend.list_objects(ns))
         assert meta == backend.head(ns + "v")
 
     # -- pickle, str, close --------------------------------------------------------------
@@ -361,8 +361,8 @@ class BackendConformance:
 
         with concurrent.futures.ThreadPoolExecutor(self.concurrency) as pool:
             list(pool.map(work, range(48)))
-        assert len(list(backend.list(ns + "own/"))) == 48
-        assert len(list(backend.list(ns + "t/"))) == 6
+        assert len(list(backend.list_objects(ns + "own/"))) == 48
+        assert len(list(backend.list_objects(ns + "t/"))) == 6
 
     # -- model-based -------------------------------------------------------------------
 

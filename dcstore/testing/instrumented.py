@@ -5,7 +5,7 @@
 and bytes in this process, and (with ``log``) appends ``<pid> <bytes>`` per
 read to a file so several processes' origin traffic can be summed with
 :func:`logged_bytes`. It counts ``head`` requests too (``heads``); writes,
-``list`` and ``delete`` pass through untouched. It pickles (counters restart in
+``list_objects`` and ``delete`` pass through untouched. It pickles (counters restart in
 the receiving process), so it can stand in as a deliberately slow origin under a
 DataLoader.
 """
@@ -86,8 +86,8 @@ class InstrumentedBackend(Wrapper):
             self.heads += 1
         return meta
 
-    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
-        return self.inner.list(prefix)
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectMeta]:
+        return self.inner.list_objects(prefix)
 
     def delete(self, key: str) -> None:
         self.inner.delete(key)

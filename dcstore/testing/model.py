@@ -59,7 +59,7 @@ def run_model_test(backend: Backend, ns: str, max_examples: int = 25) -> None:
 
         @invariant()
         def listing_matches(self) -> None:
-            got = [(m.key[len(self.prefix) :], m.size) for m in backend.list(self.prefix)]
+            got = [(m.key[len(self.prefix) :], m.size) for m in backend.list_objects(self.prefix)]
             assert got == sorted((k, len(v)) for k, v in self.model.items())
 
     run_state_machine_as_test(

@@ -308,7 +308,7 @@ class CassandraBackend(Backend):
                 cur = self._current(conn, full, serial=True)
             raise BackendUnavailableError(f"{self.url}: gave up deleting {key!r} under contention")
 
-    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectMeta]:
         validate_prefix(prefix)
         return self._list(prefix)
 

@@ -9,7 +9,7 @@ Three tables in the keyspace (format 1)::
 * ``dcstore_objects`` is the commit point: a key points at exactly one immutable
   version. ``bucket = crc32(key) % META_BUCKETS`` spreads the metadata over
   :data:`META_BUCKETS` partitions; ``key`` is the clustering column, so each
-  bucket is sorted and ``list`` merges the buckets lazily.
+  bucket is sorted and ``list_objects`` merges the buckets lazily.
 * ``dcstore_chunks`` holds a version's bytes in chunks of ``chunk_size`` bytes;
   chunk ``idx`` lives in partition ``(version, idx // part_chunks)``. With the
   defaults (1 MiB chunks, 16 per partition) a 1 GiB object is 64 partitions of

@@ -22,7 +22,7 @@ Guarantees (see :mod:`dcstore.backends.base`):
     * The version is ``<mtime>-<size>``; ``put`` sets the new file's modification time to
       ``max(now, previous mtime + 1 ms)``, so sequential overwrites always change it.
       Overwrites of one key racing within the same millisecond may share a token.
-    * ``list`` walks directories lazily, in key order, skipping ``.dcstore*`` entries.
+    * ``list_objects`` walks directories lazily, in key order, skipping ``.dcstore*`` entries.
     * A key cannot be both an object and a "directory" of other keys (HDFS is a tree).
     * Safe across threads, pickling and ``fork``: a child forked within 3 s of a read
       waits out the driver's DataNode connection cache before its first read (once),
@@ -289,7 +289,7 @@ class HdfsBackend(Backend):
         check_version(self.url, key, version, meta.version)
         return meta
 
-    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectMeta]:
         validate_prefix(prefix)
         directory, _, name_prefix = prefix.rpartition("/")
         return self._walk(directory, name_prefix)

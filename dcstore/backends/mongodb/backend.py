@@ -35,7 +35,6 @@ limit on large files.
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import datetime as dt
 import logging
@@ -303,7 +302,7 @@ class MongoBackend(Backend):
         views[-1] = views[-1][:last_keep]
         return b"".join(views)
 
-    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
+    def list_objects(self, prefix: str = "") -> Iterator[ObjectMeta]:
         validate_prefix(prefix)
         return self._list(prefix)
 
@@ -377,9 +376,7 @@ class MongoBackend(Backend):
         self._drop_replaced(conn, key, replaced)
         return ObjectMeta(key, size, str(files_id))
 
-    def _revisions(
-        self, conn: _Conn, key: str
-    ) -> tuple[builtins.list[dict[str, Any]], dt.datetime]:
+    def _revisions(self, conn: _Conn, key: str) -> tuple[list[dict[str, Any]], dt.datetime]:
         """The committed revisions of ``key`` and an ``uploadDate`` later than all of them:
         now (BSON millisecond precision), or 1 ms after the newest if clocks disagree."""
         revisions = list(conn.files.find({"filename": key}, REVISION_FIELDS))
@@ -390,9 +387,7 @@ class MongoBackend(Backend):
             now = max(now, previous + dt.timedelta(milliseconds=1))
         return revisions, now
 
-    def _drop_replaced(
-        self, conn: _Conn, key: str, replaced: builtins.list[dict[str, Any]]
-    ) -> None:
+    def _drop_replaced(self, conn: _Conn, key: str, replaced: list[dict[str, Any]]) -> None:
         """Delete the revisions the new one replaced (best effort: the put is committed)."""
         try:
             with self._errors("put (removing replaced revisions)", key):
@@ -401,7 +396,7 @@ class MongoBackend(Backend):
             # Leftovers are invisible; the next put of the key or sweep drops them.
             log.warning("%s; replaced revisions stay until sweep", exc)
 
-    def _drop_chunks(self, conn: _Conn, ids: builtins.list[str]) -> None:
+    def _drop_chunks(self, conn: _Conn, ids: list[str]) -> None:
         try:
             with self._errors("put (removing chunks of a failed upload)"):
                 delete_chunks(conn.chunks, ids)
