@@ -15,7 +15,7 @@ CONTRACT = (
     "put",
     "put_stream",
     "head",
-    "list",
+    "list_objects",
     "delete",
     "close",
     "url",
