@@ -10,7 +10,13 @@ algorithm, ShardedDataset and the pread floor with a seeded permutation. Interle
 repetitions (loader order rotated each rep), in two variants:
 
 ``dcstore-pread`` is ShardedDataset over a local store that does not map its files
-(``pread`` into window buffers, as before ``Backend.map_range``).
+(``pread`` into window buffers, as before ``Backend.map_range``). ``dcstore-ring`` (and
+``-encrypted``) is ShardedDataset (``zero_copy=True``) through ``RingLoader`` instead of
+``DataLoader``: each worker collates payloads straight into reusable shared-memory slots
+and the main process receives a slot number (``tensor`` variant only). ``ring-floor`` is
+the ceiling of that transport with no format at all: worker processes ``os.preadv`` the
+payloads by manifest offsets straight into pre-faulted shared-memory slots, slot numbers
+go through queues, the main process reads one byte per page and returns the slot.
 
 * ``touch``: the collate reads one byte per 4 KiB page of every payload in the
   worker and returns a tiny tensor (the storage and format path);
@@ -58,6 +64,7 @@ from dcstore.retry import RetryingBackend
 
 POOL = np.random.default_rng(1234).integers(0, 256, 16 << 20, dtype=np.uint8).tobytes()
 PAGE = 4096
+RING_ONLY = ("dcstore-ring", "dcstore-ring-encrypted", "ring-floor")
 
 
 def payload_size(i: int, mean_kib: int) -> int:
@@ -106,8 +113,29 @@ def collate_tensor(samples: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
     return out, torch.from_numpy(sizes)
 
 
+def ring_fields(sample: dict[str, Any]) -> dict[str, Any]:
+    return {"bin": sample["bin"]}
+
+
+def consume_ring(batch: dict[str, Any]) -> tuple[int, int]:
+    """A RingLoader batch: its payloads are views packed back to back in one slot; read
+    one byte per page of that span, as ``consume`` does of the ``tensor`` variant's tensor."""
+    views = batch["bin"]
+    first, last = views[0], views[-1]
+    total = last.storage_offset() + last.numel() - first.storage_offset()
+    span = torch.empty(0, dtype=torch.uint8).set_(
+        first.untyped_storage(), first.storage_offset(), (total,)
+    )
+    int(span[::PAGE].sum())
+    return len(views), sum(v.numel() for v in views)
+
+
 def consume(batch: Any, variant: str) -> tuple[int, int]:
     """(samples, payload bytes) of a batch; the tensor variant reads it in the main process."""
+    if isinstance(batch, tuple) and isinstance(batch[0], int):  # RingFloor: read already
+        return batch
+    if isinstance(batch, dict):
+        return consume_ring(batch)
     if variant == "touch":
         return int(batch[0]), int(batch[1])
     data, sizes = batch
@@ -150,6 +178,70 @@ class PreadFloor(IterableDataset):
                 os.close(fd)
 
 
+def _ring_floor_worker(
+    ring: torch.Tensor, files: list[str], work: list[list[tuple[int, int, int]]],
+    slots: list[int], slot_bytes: int, free: Any, done: Any,
+) -> None:  # fmt: skip
+    """preadv each batch's payloads straight into a free slot; send the slot number."""
+    view = memoryview(ring.numpy())
+    fds = [os.open(f, os.O_RDONLY) for f in files]
+    for batch in work:
+        slot = free.get()
+        pos = base = slot * slot_bytes
+        for shard, off, size in batch:
+            os.preadv(fds[shard], [view[pos : pos + size]], off)
+            pos += size
+        done.put((slot, len(batch), pos - base))
+    done.put(None)
+
+
+class RingFloor:
+    """The ring transport's ceiling: no format, no checksums, one preadv per sample."""
+
+    def __init__(self, floor: PreadFloor, batch: int, workers: int, slots: int = 4):
+        self.floor, self.batch, self.workers, self.slots = floor, batch, workers, slots
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork")
+        order = np.arange(len(self.floor.samples))
+        if self.floor.shuffle:
+            order = np.random.default_rng(0).permutation(order)
+        slot_bytes = self.batch * max(size for _, _, size in self.floor.samples)
+        n = self.workers * self.slots
+        ring = torch.zeros(n * slot_bytes, dtype=torch.uint8).share_memory_()  # pre-faulted
+        arr = ring.numpy()
+        done = ctx.Queue()
+        procs, frees = [], []
+        share = -(-len(order) // self.workers)
+        for w in range(self.workers):
+            mine = [self.floor.samples[i] for i in order[w * share : (w + 1) * share]]
+            work = [mine[i : i + self.batch] for i in range(0, len(mine), self.batch)]
+            free = ctx.Queue()
+            slots = list(range(w * self.slots, (w + 1) * self.slots))
+            for slot in slots:
+                free.put(slot)
+            p = ctx.Process(target=_ring_floor_worker, daemon=True, args=(
+                ring, self.floor.files, work, slots, slot_bytes, free, done))  # fmt: skip
+            p.start()
+            procs.append(p)
+            frees.append(free)
+        running = self.workers
+        while running:
+            got = done.get()
+            if got is None:
+                running -= 1
+                continue
+            slot, count, nbytes = got
+            start = slot * slot_bytes
+            int(arr[start : start + nbytes : PAGE].sum())
+            yield count, nbytes
+            frees[slot // self.slots].put(slot)
+        for p in procs:
+            p.join()
+
+
 class PreadOnly(RetryingBackend):
     """A local store that does not map its files: ShardedDataset as before map_range."""
 
@@ -166,7 +258,7 @@ def litdata_item(i: int, kib: int) -> dict[str, bytes]:
 def prepare(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
     """Write every format once (reused if complete); return dataset factories."""
     from dcstore.crypto import Keyring, write_key_file
-    from dcstore.loaders import ShardedDataset, ShardWriter
+    from dcstore.loaders import RingLoader, ShardedDataset, ShardWriter
 
     root = Path(args.root)
     plain, enc, key_file = root / "dcstore-plain", root / "dcstore-enc", root / "kek.json"
@@ -190,8 +282,18 @@ def prepare(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
             f"file://{enc}", keys=keys, shuffle=args.shuffle, seed=0
         ),
     }
+
+    def ring(where: Path, k: str | None) -> RingLoader:
+        ds = ShardedDataset(f"file://{where}", keys=k, shuffle=args.shuffle, seed=0, zero_copy=True)
+        return RingLoader(ds.map(ring_fields), args.batch, num_workers=args.workers)
+
+    factories["dcstore-ring"] = lambda: ring(plain, None)
+    factories["dcstore-ring-encrypted"] = lambda: ring(enc, keys)
     manifest = ShardedDataset(f"file://{plain}").manifest
     factories["pread-floor"] = lambda: PreadFloor(plain, manifest, kib, args.shuffle)
+    factories["ring-floor"] = lambda: RingFloor(
+        PreadFloor(plain, manifest, kib, args.shuffle), args.batch, args.workers
+    )
     tars = [str(plain / s.key) for s in manifest.shards]
     try:
         import webdataset as wds
@@ -301,6 +403,8 @@ class MemorySampler:
 
 def make_loader(name: str, ds: Any, collate: Callable, args: argparse.Namespace) -> Any:
     """The loader each library's docs recommend: LitData's own, else torch's DataLoader."""
+    if name in RING_ONLY:
+        return ds  # RingLoader / RingFloor: already a loader (tensor variant only)
     loader_class: Any = DataLoader
     if name == "litdata":
         from litdata import StreamingDataLoader
@@ -426,6 +530,8 @@ def main() -> int:
         order = names[rep % len(names) :] + names[: rep % len(names)]
         for variant in variants(args):
             for name in order:
+                if name in RING_ONLY and variant != "tensor":
+                    continue
                 r = run_epoch(name, factories[name], variant, args)
                 results.setdefault((variant, name), []).append(r)
                 print(

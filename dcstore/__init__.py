@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from dcstore.loaders import (
         DataWaitMeter,
         DeviceLoader,
+        RingLoader,
         ShardedDataset,
         ShardedMapDataset,
         ShardWriter,
@@ -42,9 +43,9 @@ _LAZY = {
     for name in (
         "DataWaitMeter",
         "DeviceLoader",
+        "RingLoader",
         "ShardWriter",
         "ShardedDataset",
-        "ShardedMapDataset",
         "ShardedMapDataset",
     )
 }
@@ -72,6 +73,7 @@ __all__ = [
     "KeyAccessError",
     "NotFoundError",
     "ObjectMeta",
+    "RingLoader",
     "ShardWriter",
     "ShardedDataset",
     "ShardedMapDataset",

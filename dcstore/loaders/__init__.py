@@ -2,7 +2,8 @@
 
 ``ShardWriter`` / ``dcstore pack`` write a dataset (tar shards + a Parquet
 manifest committed last); ``ShardedDataset`` streams it into a
-``DataLoader`` (planned, prefetched, resumable, DDP-safe); ``DeviceLoader``
+``DataLoader`` (planned, prefetched, resumable, DDP-safe); ``RingLoader``
+hands batches over in reusable shared memory instead; ``DeviceLoader``
 feeds a GPU and measures data-wait. Torch is imported only when
 ``ShardedDataset`` or ``DeviceLoader`` is used.
 """
@@ -20,12 +21,14 @@ if TYPE_CHECKING:
     from dcstore.loaders.dataset import ShardedDataset
     from dcstore.loaders.device import DataWaitMeter, DeviceLoader
     from dcstore.loaders.mapstyle import ShardedMapDataset
+    from dcstore.loaders.ringloader import RingLoader
 
 _LAZY = {
     "ShardedDataset": "dcstore.loaders.dataset",
     "DeviceLoader": "dcstore.loaders.device",
     "DataWaitMeter": "dcstore.loaders.device",
     "ShardedMapDataset": "dcstore.loaders.mapstyle",
+    "RingLoader": "dcstore.loaders.ringloader",
 }
 
 
@@ -40,6 +43,7 @@ __all__ = [
     "DataWaitMeter",
     "DeviceLoader",
     "Manifest",
+    "RingLoader",
     "ShardInfo",
     "ShardWriter",
     "ShardedDataset",

@@ -287,14 +287,21 @@ class ShardedDataset(IterableDataset):  # type: ignore[type-arg]
 
     def state_dict(self) -> dict[str, Any]:
         """Where this worker (or the main-process pass) is in the epoch."""
-        rank, world = self.rank_world
         active = self._active
         if active is None:
             info = get_worker_info()
             if info is None and self._resume is not None:
                 return copy.deepcopy(self._resume)  # loaded, for workers to resolve
             worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-            active = _Pass(worker, workers, *self._resolve(worker, workers), Progress())
+            return self.worker_state(worker, workers)
+        return self._state(active)
+
+    def worker_state(self, worker: int, workers: int) -> dict[str, Any]:
+        """The state worker ``worker`` of ``workers`` starts this pass from (before reading)."""
+        return self._state(_Pass(worker, workers, *self._resolve(worker, workers), Progress()))
+
+    def _state(self, active: _Pass) -> dict[str, Any]:
+        rank, world = self.rank_world
         return {
             "version": STATE_VERSION,
             "seed": self.seed,

@@ -15,7 +15,10 @@ tuples/lists/dicts of them). Guarantees:
   stream, so memory is not reused early). Non-tensor leaves pass through
   unchanged.
 * Without CUDA (or ``device="cpu"``) batches are handed out as received: the
-  same code runs everywhere.
+  same code runs everywhere. A :class:`~dcstore.loaders.ringloader.RingLoader`
+  is then read in the caller's thread (its hand-off is a slot number; views
+  received ahead would only hold slots). On CUDA its batches are pinned (one
+  copy out of the slot, which frees it) and copied like any other.
 * Every loader measures, per step, the time the caller waited for data (time
   spent inside ``next()``) and the whole step time (from one ``next()`` to
   the next). :meth:`DataWaitMeter.summary` reports data-wait % of step time,
@@ -34,6 +37,7 @@ from typing import Any
 import torch
 
 from dcstore.loaders.receive import Received, ReceiverHandle
+from dcstore.loaders.ringloader import RingLoader
 
 
 @dataclass
@@ -123,6 +127,8 @@ class DeviceLoader:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if depth < 0:
             raise ValueError("depth must be >= 0")
+        if isinstance(loader, RingLoader) and torch.device(device).type != "cuda":
+            depth = 0  # its batches are views of reused slots: receiving ahead only holds them
         self.loader = loader
         self.device = torch.device(device)
         self.warmup = warmup

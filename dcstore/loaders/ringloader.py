@@ -1,0 +1,205 @@
+"""``RingLoader``: a ``DataLoader`` whose batches arrive in reusable shared memory.
+
+Usage (in place of ``DataLoader(ds, batch_size=64, num_workers=8)``)::
+
+    loader = RingLoader(ds, batch_size=64, num_workers=8)
+    for epoch in range(epochs):
+        ds.set_epoch(epoch)
+        for images, labels in loader: ...
+
+Guarantees:
+
+* Batches are shaped as ``default_collate`` shapes them (tensors stacked,
+  numbers as tensors, dicts and tuples kept), except that bytes-like fields
+  arrive as a list of uint8 tensors (raw payloads, e.g. for
+  ``torchvision.io.decode_jpeg``) instead of failing to collate.
+* Each worker collates its batches straight into a few slots of shared memory
+  it reuses (:mod:`dcstore.loaders.ring`); the main process receives a slot
+  number and views it. Nothing is copied or allocated per batch after warm-up.
+* A batch's tensors stay valid as long as they are referenced: a slot is
+  rewritten only after every view of its batch is gone. A batch still
+  referenced ``hold`` batches later is given up by the loader (its worker writes
+  a new buffer), so keeping batches costs memory, never correctness.
+* Everything the dataset guarantees holds: with ``ShardedDataset`` every
+  sample exactly once across ranks and workers, the planned order, and
+  :meth:`state_dict` / :meth:`load_state_dict` resume after the last batch
+  handed out (StatefulDataLoader style, any ``num_workers`` on resume).
+  Batches are formed per worker, as ``DataLoader`` does for iterable datasets:
+  each worker's last batch may be short (``drop_last`` drops it).
+* The shared memory is unlinked when it is created: nothing is left in
+  ``/dev/shm`` after a crash, ``kill -9`` or ^C. A worker waiting for a slot
+  stops when the loader is closed or the main process is gone.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from dcstore.errors import ConfigError
+from dcstore.loaders.ring import Delivery, RingStopped, SlotViews, SlotWriter, new_flags
+
+DEFAULT_SLOT_BYTES = 1 << 20
+
+
+def _delivered(item: Any) -> Any:
+    """The DataLoader's collate: a delivery passes as it is."""
+    return item
+
+
+class _RingSource(IterableDataset):  # type: ignore[type-arg]
+    """The dataset's samples, batched per worker into that worker's slots."""
+
+    def __init__(self, dataset: Any, batch_size: int, drop_last: bool, flags: Any, min_bytes: int):
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.flags = flags
+        self.min_bytes = min_bytes
+
+    def __iter__(self) -> Iterator[Delivery]:
+        info = get_worker_info()
+        writer = SlotWriter(
+            self.flags, info.id if info is not None else 0,
+            shared=info is not None, min_bytes=self.min_bytes,
+        )  # fmt: skip
+        stateful = hasattr(self.dataset, "state_dict")
+        batch: list[Any] = []
+        try:
+            for item in self.dataset:
+                batch.append(item)
+                if len(batch) == self.batch_size:
+                    yield self._deliver(writer, batch, stateful)
+                    batch = []
+            if batch and not self.drop_last:
+                yield self._deliver(writer, batch, stateful)
+        except RingStopped:
+            return
+
+    def _deliver(self, writer: SlotWriter, batch: list[Any], stateful: bool) -> Delivery:
+        delivery = writer.write(batch)
+        if stateful:
+            delivery.state = self.dataset.state_dict()
+        return delivery
+
+
+class RingLoader:
+    """Batches of ``dataset`` (an iterable dataset, e.g. ``ShardedDataset``) through
+    reusable shared-memory slots. The other arguments are ``DataLoader``'s;
+    ``hold`` is how many batches later a still-referenced batch is given up,
+    ``slot_bytes`` the smallest slot (slots grow to fit a batch and a quarter)."""
+
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: int,
+        *,
+        num_workers: int = 0,
+        drop_last: bool = False,
+        prefetch_factor: int = 2,
+        hold: int = 2,
+        slot_bytes: int = DEFAULT_SLOT_BYTES,
+        persistent_workers: bool = False,
+        multiprocessing_context: Any = None,
+        worker_init_fn: Any = None,
+        timeout: float = 0,
+    ):
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if hold < 1:
+            raise ConfigError(f"hold must be >= 1, got {hold}")
+        if persistent_workers and num_workers == 0:
+            raise ConfigError("persistent_workers needs num_workers > 0")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.drop_last = drop_last
+        self.prefetch_factor = prefetch_factor
+        self.hold = hold
+        self.slot_bytes = slot_bytes
+        self.persistent_workers = persistent_workers
+        self._loader_args: dict[str, Any] = {
+            "multiprocessing_context": multiprocessing_context,
+            "worker_init_fn": worker_init_fn,
+            "timeout": timeout,
+        }
+        self._loader: DataLoader[Any] | None = None
+        self._views: SlotViews | None = None
+        self._states: dict[int, dict[str, Any]] = {}
+        self.stats = {"batches": 0, "retired": 0, "buffers": 0}
+        """This pass: batches handed out, given up while referenced, slot buffers received."""
+
+    @property
+    def slots_per_worker(self) -> int:
+        """In flight (``prefetch_factor``), held (``hold``) and one being written."""
+        return (self.prefetch_factor if self.num_workers else 0) + self.hold + 1
+
+    def _start(self) -> tuple[DataLoader[Any], SlotViews]:
+        if self._loader is not None and self._views is not None and self.persistent_workers:
+            return self._loader, self._views
+        flags = new_flags(self.num_workers, self.slots_per_worker)
+        source = _RingSource(self.dataset, self.batch_size, self.drop_last, flags, self.slot_bytes)
+        loader: DataLoader[Any] = DataLoader(
+            source, batch_size=None, num_workers=self.num_workers, collate_fn=_delivered,
+            persistent_workers=self.persistent_workers,
+            prefetch_factor=self.prefetch_factor if self.num_workers else None,
+            **self._loader_args,
+        )  # fmt: skip
+        self._loader, self._views = loader, SlotViews(flags)
+        return loader, self._views
+
+    def __iter__(self) -> Iterator[Any]:
+        loader, views = self._start()
+        self._states = {}
+        counted = {"batches": views.count, "retired": views.retired, "buffers": views.buffers}
+        deliveries = iter(loader)
+        try:
+            while True:
+                views.retire_older(self.hold)
+                try:
+                    delivery = next(deliveries)
+                except StopIteration:
+                    return
+                batch = views.receive(delivery)
+                if delivery.state is not None:
+                    self._states[delivery.worker] = delivery.state
+                now = {"batches": views.count, "retired": views.retired, "buffers": views.buffers}
+                self.stats = {k: now[k] - counted[k] for k in now}
+                yield batch
+                del batch
+        finally:
+            if not self.persistent_workers:
+                views.stop()  # a worker waiting for a slot gives up; then the loader shuts down
+                del deliveries
+
+    def __len__(self) -> int:
+        """Batches per epoch (this rank), counted per worker as they are formed."""
+        plan = getattr(self.dataset, "plan", None)
+        if plan is None:
+            n = len(self.dataset)
+            return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        workers = max(1, self.num_workers)
+        sizes = [len(plan(w, workers)) for w in range(workers)]
+        if self.drop_last:
+            return sum(s // self.batch_size for s in sizes)
+        return sum(-(-s // self.batch_size) for s in sizes)
+
+    # -- resumption -----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The dataset's position after the last batch handed out, every worker merged."""
+        merge = getattr(self.dataset, "merge_states", None)
+        initial = getattr(self.dataset, "worker_state", None)
+        if merge is None or initial is None:
+            raise ConfigError(f"{type(self.dataset).__name__} cannot be resumed (no state_dict)")
+        workers = max(1, self.num_workers)
+        states = [self._states.get(w) or initial(w, workers) for w in range(workers)]
+        return {"dataset": merge(states)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume at :meth:`state_dict`'s position (from the next ``iter``)."""
+        self.dataset.load_state_dict(copy.deepcopy(state["dataset"]))
+        self._states = {}

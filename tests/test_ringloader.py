@@ -1,0 +1,267 @@
+"""RingLoader over a real local store: batch shapes, exactly-once, lifetimes, resumption,
+worker and main-process crashes (no shared memory left behind)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, IterableDataset, default_collate
+
+from dcstore.errors import ConfigError
+from dcstore.loaders import DeviceLoader, RingLoader, ShardedDataset, ShardWriter
+
+N = 500
+
+
+def payload(i: int) -> bytes:
+    return bytes([i % 251]) * (100 + (i * 37) % 3000)
+
+
+@pytest.fixture(scope="module")
+def dataset_url(tmp_path_factory) -> str:
+    url = f"file://{tmp_path_factory.mktemp('ringds')}"
+    with ShardWriter(url, shard_size=60_000) as writer:
+        for i in range(N):
+            writer.write({"__key__": f"k{i:05d}", "bin": payload(i), "cls": i % 5})
+    return url
+
+
+def fields(sample: dict) -> dict:
+    return {"i": sample["__index__"], "bin": sample["bin"], "key": sample["__key__"]}
+
+
+def dataset(url: str, **kw) -> ShardedDataset:
+    return ShardedDataset(url, shuffle=True, seed=3, **kw).map(fields)
+
+
+def check(batch) -> list[int]:
+    """The batch's sample indices, after checking every payload byte for byte."""
+    got = batch["i"].tolist()
+    assert batch["i"].dtype == torch.int64
+    for i, view, key in zip(got, batch["bin"], batch["key"], strict=True):
+        assert view.dtype == torch.uint8 and bytes(view.numpy()) == payload(i)
+        assert key == f"k{i:05d}"
+    return got
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_sample_once_with_intact_payloads(dataset_url, workers) -> None:
+    loader = RingLoader(dataset(dataset_url), batch_size=32, num_workers=workers)
+    for _ in range(2):  # a second epoch reuses nothing stale
+        seen = [i for batch in loader for i in check(batch)]
+        assert sorted(seen) == list(range(N))
+        assert loader.stats["batches"] == len(loader)
+        assert loader.stats["retired"] == 0  # a plain loop frees every slot for reuse
+        assert loader.stats["buffers"] <= max(1, workers) * loader.slots_per_worker
+
+
+def test_ranks_split_the_epoch_and_match_the_plain_dataloader(dataset_url) -> None:
+    seen: Counter[int] = Counter()
+    for rank in range(3):
+        ring = RingLoader(dataset(dataset_url, rank=rank, world_size=3), 16, num_workers=2)
+        plain = DataLoader(dataset(dataset_url, rank=rank, world_size=3), 16, num_workers=2,
+                           collate_fn=lambda b: [s["i"] for s in b])  # fmt: skip
+        got = [i for batch in ring for i in check(batch)]
+        assert got == [i for batch in plain for i in batch]  # same plan, same order
+        seen.update(got)
+    assert set(seen) == set(range(N))
+
+
+def test_batches_kept_by_the_caller_are_never_overwritten(dataset_url) -> None:
+    loader = RingLoader(dataset(dataset_url), batch_size=32, num_workers=2, slot_bytes=4096)
+    kept = list(loader)  # every batch kept: slots are given up, not rewritten
+    assert sorted(i for batch in kept for i in check(batch)) == list(range(N))
+    assert loader.stats["retired"] > 0
+
+
+def test_collates_like_default_collate() -> None:
+    samples = [
+        {"x": torch.full((2, 3), float(i)), "n": np.arange(4) + i, "y": i, "f": i / 2,
+         "b": i % 2 == 0, "s": f"s{i}", "none": None, "t": (i, torch.tensor([i, -i]))}
+        for i in range(5)
+    ]  # fmt: skip
+
+    class Fixed(IterableDataset):
+        def __iter__(self):
+            return iter(samples)
+
+    (batch,) = list(RingLoader(Fixed(), batch_size=5))
+    expected = default_collate([{k: v for k, v in s.items() if k != "none"} for s in samples])
+    for key in ("x", "n", "y", "f", "b"):
+        assert torch.equal(batch[key], expected[key]) and batch[key].dtype == expected[key].dtype
+    assert batch["s"] == expected["s"] and batch["none"] == [None] * 5
+    assert isinstance(batch["t"], tuple)
+    assert torch.equal(batch["t"][0], expected["t"][0])
+    assert torch.equal(batch["t"][1], expected["t"][1])
+
+
+def test_unequal_tensors_fail_as_default_collate_does() -> None:
+    class Ragged(IterableDataset):
+        def __iter__(self):
+            return iter([torch.zeros(2), torch.zeros(3)])
+
+    with pytest.raises(RuntimeError, match="stack expects each tensor to be equal size"):
+        list(RingLoader(Ragged(), batch_size=2))
+
+
+def test_bad_arguments_are_config_errors(dataset_url) -> None:
+    with pytest.raises(ConfigError, match="batch_size"):
+        RingLoader(dataset(dataset_url), batch_size=0)
+    with pytest.raises(ConfigError, match="persistent_workers"):
+        RingLoader(dataset(dataset_url), batch_size=4, persistent_workers=True)
+
+
+@pytest.mark.parametrize(("before", "after"), [(2, 2), (2, 3), (0, 2)])
+def test_resumes_after_the_last_batch_handed_out(dataset_url, before, after) -> None:
+    first = RingLoader(dataset(dataset_url), batch_size=16, num_workers=before)
+    seen: list[int] = []
+    for n, batch in enumerate(first):
+        seen += check(batch)
+        if n == 9:
+            state = first.state_dict()
+            break
+    second = RingLoader(dataset(dataset_url), batch_size=16, num_workers=after)
+    second.load_state_dict(state)
+    seen += [i for batch in second for i in check(batch)]
+    assert sorted(seen) == list(range(N))
+
+
+def test_persistent_workers_and_spawned_workers(dataset_url) -> None:
+    persistent = RingLoader(dataset(dataset_url), 32, num_workers=2, persistent_workers=True)
+    for _ in range(2):
+        assert sorted(i for b in persistent for i in check(b)) == list(range(N))
+    spawned = RingLoader(dataset(dataset_url), 32, num_workers=2, multiprocessing_context="spawn")
+    assert sorted(i for b in spawned for i in check(b)) == list(range(N))
+
+
+def test_device_loader_hands_ring_batches_out_intact(dataset_url) -> None:
+    feed = DeviceLoader(RingLoader(dataset(dataset_url), 32, num_workers=2), "cpu")
+    assert sorted(i for b in feed for i in check(b)) == list(range(N))
+    assert feed.loader.stats["retired"] == 0
+
+
+def test_breaking_out_stops_the_workers(dataset_url) -> None:
+    others = set(_children())  # e.g. multiprocessing's resource tracker
+    loader = RingLoader(dataset(dataset_url), batch_size=8, num_workers=2)
+    for n, _ in enumerate(loader):
+        if n == 2:
+            assert len(set(_children()) - others) == 2
+            break
+    deadline = time.monotonic() + 30
+    while set(_children()) - others and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not set(_children()) - others
+
+
+def _children() -> list[int]:
+    me = str(os.getpid())
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[1] == me:
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+# -- crashes: nothing may be left in /dev/shm or running ------------------------------------
+
+CHILD = textwrap.dedent(
+    """
+    import os, sys, time
+    from dcstore.loaders import RingLoader, ShardedDataset
+
+    def children():
+        me = str(os.getpid())
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[1] == me:
+                        yield int(pid)
+            except OSError:
+                pass
+
+    ds = ShardedDataset(sys.argv[1], shuffle=True, seed=3)
+    loader = RingLoader(ds, batch_size=4, num_workers=2)
+    for n, batch in enumerate(loader):
+        if n == 3:
+            print("workers", *children(), flush=True)
+        time.sleep(0.05)
+    """
+)
+
+
+def _shm() -> set[str]:
+    return set(os.listdir("/dev/shm"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split()[2] != "Z"
+
+
+@pytest.mark.parametrize("how", ["kill-main", "interrupt-main", "kill-worker"])
+def test_no_shared_memory_or_process_outlives_a_crash(dataset_url, tmp_path, how) -> None:
+    before = _shm()
+    child = subprocess.Popen([sys.executable, "-c", CHILD, dataset_url],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    assert line.startswith("workers"), child.stderr.read() if child.stderr else line
+    workers = [int(p) for p in line.split()[1:]]
+    if how == "kill-main":
+        child.kill()
+    elif how == "interrupt-main":
+        child.send_signal(signal.SIGINT)
+    else:
+        os.kill(workers[0], signal.SIGKILL)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode != 0
+    if how == "kill-worker":
+        assert f"DataLoader worker (pid {workers[0]}) is killed by signal" in err
+    if how == "interrupt-main":
+        assert "KeyboardInterrupt" in err
+    deadline = time.monotonic() + 30  # torch's workers notice a dead parent within 5 s
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in workers)
+    assert _shm() - before == set()
+
+
+def test_shared_memory_is_unlinked_while_in_use(dataset_url) -> None:
+    before = _shm()
+    loader = RingLoader(dataset(dataset_url), batch_size=8, num_workers=2)
+    for n, batch in enumerate(loader):
+        if n == 40:  # every slot allocated long ago (a name exists only while being created)
+            assert loader.stats["buffers"] == 2 * loader.slots_per_worker
+            assert _shm() - before == set()
+            check(batch)
+    assert Path("/dev/shm").is_dir()
+
+
+def test_random_kept_subsets_stay_intact(dataset_url) -> None:
+    rng = random.Random(5)
+    loader = RingLoader(dataset(dataset_url), batch_size=16, num_workers=2, hold=1)
+    kept = []
+    for batch in loader:
+        if rng.random() < 0.3:
+            kept.append(batch)
+    for batch in kept:
+        check(batch)
