@@ -1,7 +1,9 @@
 """``dcstore demo``: pack a synthetic image dataset encrypted, train one epoch through it.
 
 No server needed: the dataset lives in a local store under a work folder with
-a freshly generated key file. Prints samples/s, MB/s and data-wait %.
+a freshly generated key file. Batches reach the training loop through
+``RingLoader`` (reused shared-memory slots; ``--loader dataloader`` for torch's
+``DataLoader`` with the same samples). Prints samples/s, MB/s and data-wait %.
 """
 
 from __future__ import annotations
@@ -43,18 +45,25 @@ def _model(size: int) -> Any:
     ).to(memory_format=torch.contiguous_format)  # fmt: skip
 
 
-def _collate(size: int) -> Callable[[list[dict[str, Any]]], tuple[Any, Any]]:
-    def collate(samples: list[dict[str, Any]]) -> tuple[Any, Any]:
-        import torch
+def _image_and_label(size: int) -> Callable[[dict[str, Any]], tuple[Any, int]]:
+    def image_and_label(sample: dict[str, Any]) -> tuple[Any, int]:
+        image = np.frombuffer(sample["rgb"], dtype=np.uint8).reshape(3, size, size)
+        return image, int(bytes(sample["cls"]))
 
-        data = np.empty((len(samples), 3 * size * size), dtype=np.uint8)
-        labels = np.empty(len(samples), dtype=np.int64)
-        for i, s in enumerate(samples):
-            data[i] = np.frombuffer(s["rgb"], dtype=np.uint8)
-            labels[i] = int(bytes(s["cls"]))
-        return torch.from_numpy(data).view(-1, 3, size, size), torch.from_numpy(labels)
+    return image_and_label
 
-    return collate
+
+def _loader(ds: Any, args: argparse.Namespace) -> Any:
+    """The batches: RingLoader, or torch's DataLoader collating the same samples."""
+    from torch.utils.data import DataLoader, default_collate
+
+    from dcstore.loaders import RingLoader
+
+    ds.map(_image_and_label(args.image_size))
+    if args.loader == "ring":
+        return RingLoader(ds, args.batch_size, num_workers=args.workers)
+    ds.batched(args.batch_size, default_collate)
+    return DataLoader(ds, batch_size=None, num_workers=args.workers)
 
 
 WARMUP_STEPS = 5
@@ -62,7 +71,6 @@ WARMUP_STEPS = 5
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    from torch.utils.data import DataLoader
 
     from dcstore.crypto import Keyring, write_key_file
     from dcstore.loaders import DeviceLoader, ShardedDataset, ShardWriter
@@ -81,11 +89,8 @@ def run(args: argparse.Namespace) -> int:
             f"into {len(writer.shards)} shards at {url} in {time.perf_counter() - t0:.1f} s"
         )
         ds = ShardedDataset(url, keys=keys, shuffle=True, seed=0)
-        ds.batched(args.batch_size, _collate(args.image_size))
         # warm-up as in bench/loaders_compare.py: worker start-up and the model's first steps
-        loader = DeviceLoader(
-            DataLoader(ds, batch_size=None, num_workers=args.workers), warmup=WARMUP_STEPS
-        )
+        loader = DeviceLoader(_loader(ds, args), warmup=WARMUP_STEPS)
         model = _model(args.image_size).to(loader.device)
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         torch.manual_seed(0)
@@ -105,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
         elapsed = time.perf_counter() - start
         mb = seen * 3 * args.image_size**2 / 1e6
         print(
-            f"trained 1 epoch on {loader.device}: {seen} samples in {elapsed:.1f} s = "
+            f"trained 1 epoch on {loader.device} through {type(loader.loader).__name__}: "
+            f"{seen} samples in {elapsed:.1f} s = "
             f"{seen / elapsed:,.0f} samples/s, {mb / elapsed:,.1f} MB/s; "
             f"loss {np.mean(losses[:5]):.2f} -> {np.mean(losses[-5:]):.2f}, "
             f"train accuracy {100 * correct / max(seen, 1):.1f}%"
@@ -127,12 +133,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="pack a synthetic dataset encrypted and train one epoch through it",
         description="Builds a synthetic image-like dataset, packs it encrypted into a local "
         "store with a new key file, trains a small model for one epoch through "
-        "ShardedDataset + DataLoader, and prints samples/s, MB/s and data-wait %.",
+        "ShardedDataset + RingLoader (or DataLoader), and prints samples/s, MB/s and "
+        "data-wait %.",
     )
     p.add_argument("--samples", type=int, default=20_000)
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument(
+        "--loader", choices=("ring", "dataloader"), default="ring",
+        help="RingLoader (default) or torch's DataLoader (batches collated in the worker)",
+    )  # fmt: skip
     p.add_argument("--shard-size", type=int, default=16 * 1024**2)
     p.add_argument("--workdir", help="keep the dataset and key file here (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir")

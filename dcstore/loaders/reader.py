@@ -163,22 +163,32 @@ def _straddles(manifest: Manifest, win: Window) -> bool:
     return win.first <= win.last and int(manifest.shards[win.shard].offsets[win.first]) < win.start
 
 
-def _sample(
-    store: Backend, manifest: Manifest, shard: int, local: int,
-    view: memoryview, span: SampleSpan, base: int, options: SampleOptions,
-) -> Sample | CorruptSample:  # fmt: skip
-    """Sample ``local`` of ``shard`` from ``view`` (shard bytes from ``base``), checked."""
+def _samples(
+    store: Backend, manifest: Manifest, shard: int, first: int,
+    view: memoryview, spans: list[SampleSpan], base: int, options: SampleOptions,
+) -> list[Sample | CorruptSample]:  # fmt: skip
+    """Samples ``first, first + 1, ...`` of ``shard`` from ``view`` (shard bytes from
+    ``base``), each checked against its checksum (what is per shard is looked up once)."""
     info = manifest.shards[shard]
-    index = int(manifest.starts[shard]) + local
     url = f"{store.url}/{info.key}"
+    index = int(manifest.starts[shard]) + first
+    sums = None
     if options.verify and info.checksums is not None:
-        record = view[span.start - base : span.end - base]
-        if sample_checksum(record) != int(info.checksums[local]):
-            return mismatch(url, span.key, index)
-    sample = sample_dict(view, span, base, zero_copy=options.zero_copy)
-    sample["__index__"] = index
-    sample["__url__"] = url
-    return sample
+        sums = info.checksums[first : first + len(spans)].tolist()
+    zero_copy = options.zero_copy
+    out: list[Sample | CorruptSample] = []
+    for i, span in enumerate(spans):
+        if (
+            sums is not None
+            and sample_checksum(view[span.start - base : span.end - base]) != sums[i]
+        ):
+            out.append(mismatch(url, span.key, index + i))
+            continue
+        sample = sample_dict(view, span, base, zero_copy=zero_copy)
+        sample["__index__"] = index + i
+        sample["__url__"] = url
+        out.append(sample)
+    return out
 
 
 def parse_inner(
@@ -198,10 +208,7 @@ def parse_inner(
     part = view[lo - win.start : hi - win.start]
     spans = group_samples(parse_members(part, base=lo))
     _check(store, info.key, len(spans), win.last - j + 1, lo, hi)
-    return [
-        _sample(store, manifest, win.shard, j + i, part, span, lo, options)
-        for i, span in enumerate(spans)
-    ]
+    return _samples(store, manifest, win.shard, j, part, spans, lo, options)
 
 
 class _GroupParser:
@@ -238,7 +245,7 @@ class _GroupParser:
         joined = memoryview(b"".join([*pieces, view[: hi - win.start]]))
         spans = group_samples(parse_members(joined, base=lo))
         _check(self.store, info.key, len(spans), 1, lo, hi)
-        return _sample(self.store, self.manifest, win.shard, j, joined, spans[0], lo, self.options)
+        return _samples(self.store, self.manifest, win.shard, j, joined, spans, lo, self.options)[0]
 
 
 def _detached(sample: Sample | CorruptSample) -> Sample | CorruptSample:
@@ -388,7 +395,7 @@ def read_sample(
         _check(store, info.key, len(spans), 1, start, end)
     except DcstoreError as exc:
         raise _named(store, info.key, exc)  # noqa: B904 - the same exception
-    sample = _sample(store, manifest, shard, local, data, spans[0], start, options)
+    (sample,) = _samples(store, manifest, shard, local, data, spans, start, options)
     if isinstance(sample, CorruptSample):
         raise IntegrityError(sample.message)
     return sample

@@ -106,7 +106,7 @@ class _Planner:
             planned = [self.plan(list(part)) for part in zip(*column, strict=True)]
             return tuple(planned) if isinstance(first, tuple) else planned
         if isinstance(first, np.ndarray) and first.dtype.kind in "biuf":
-            return self._tensors([torch.from_numpy(np.ascontiguousarray(a)) for a in column])
+            return self._arrays(list(column))
         if isinstance(first, torch.Tensor):
             return self._tensors(list(column))
         if isinstance(first, bytes | bytearray | memoryview):
@@ -128,6 +128,20 @@ class _Planner:
                 out.copy_(first)
             else:
                 torch.stack(items, out=out)
+
+        self.jobs.append(copy)
+        return leaf
+
+    def _arrays(self, items: list[np.ndarray]) -> TensorLeaf:
+        """Numpy arrays stacked with numpy (read-only inputs, e.g. views of bytes, are fine)."""
+        first = items[0]
+        shape = (len(items), *first.shape)
+        dtype = torch.from_numpy(np.empty(0, dtype=first.dtype)).dtype
+        leaf = TensorLeaf(self._take(len(items) * first.nbytes), dtype, shape)
+
+        def copy(slot: torch.Tensor, _: memoryview) -> None:
+            out = slot.numpy()[leaf.offset : leaf.offset + len(items) * first.nbytes]
+            np.stack(items, out=out.view(first.dtype).reshape(shape))
 
         self.jobs.append(copy)
         return leaf
@@ -159,9 +173,10 @@ def rebuild(tree: Any, region: torch.Tensor) -> Any:
     if isinstance(tree, TensorLeaf):
         return leaf_view(region, tree)
     if isinstance(tree, BytesLeaf):
-        starts = [0, *tree.ends[:-1]]
-        base = tree.offset
-        return [region[base + a : base + b] for a, b in zip(starts, tree.ends, strict=True)]
+        sizes = np.diff(tree.ends, prepend=0).tolist()
+        return list(
+            region[tree.offset : tree.offset + (tree.ends[-1] if sizes else 0)].split(sizes)
+        )
     if isinstance(tree, Passed):
         return tree.values
     if isinstance(tree, dict):
