@@ -1,4 +1,4 @@
-"""Local files are read as views of the page cache (``Backend.map_range``)."""
+"""Local files are read as views of the page cache (``Backend.map_range``), ciphertext too."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 
 from dcstore import ShardedDataset, ShardWriter
 from dcstore.backends.local import LocalBackend
-from dcstore.errors import InvalidRangeError, NotFoundError
+from dcstore.crypto import EncryptedBackend, Keyring
+from dcstore.errors import IntegrityError, InvalidRangeError, NotFoundError
 from dcstore.store import open_store
 
 DATA = random.Random(7).randbytes(3 * mmap.ALLOCATIONGRANULARITY + 123)
@@ -73,3 +74,37 @@ def test_zero_copy_samples_view_the_mapped_shard(tmp_path: Path) -> None:
     views = list(ShardedDataset(url, zero_copy=True, shuffle=True))
     assert all(isinstance(s["bin"].obj, mmap.mmap) for s in views)
     assert sorted(bytes(s["bin"]) for s in views) == [bytes([i]) * (3000 + i) for i in range(40)]
+
+
+class _CountingLocal(LocalBackend):
+    """A local store that counts how its ciphertext is read."""
+
+    calls: dict[str, int]
+
+    def map_range(self, key, start, end, *, version=None):
+        self.calls["map_range"] = self.calls.get("map_range", 0) + 1
+        return super().map_range(key, start, end, version=version)
+
+    def get_range(self, key, start, end, *, version=None):
+        self.calls["get_range"] = self.calls.get("get_range", 0) + 1
+        return super().get_range(key, start, end, version=version)
+
+
+def test_encrypted_ranges_decrypt_straight_from_the_mapping(tmp_path: Path) -> None:
+    inner = _CountingLocal(str(tmp_path / "enc"))
+    inner.calls = {}
+    store = EncryptedBackend(inner, Keyring.generate(), segment_size=4096)
+    plain = random.Random(3).randbytes(5 * 4096 + 77)
+    store.put("obj", plain)
+    rng = random.Random(4)
+    for _ in range(40):
+        start, end = sorted(rng.sample(range(len(plain) + 1), 2))
+        assert store.get_range("obj", start, end) == plain[start:end]
+    assert inner.calls.get("get_range", 0) == 0 and inner.calls["map_range"] >= 40
+    # a tampered byte in the mapped ciphertext is still caught
+    path = tmp_path / "enc" / "obj"
+    raw = bytearray(path.read_bytes())
+    raw[-30] ^= 1
+    path.write_bytes(bytes(raw))
+    with pytest.raises(IntegrityError):
+        store.get_range("obj", len(plain) - 10, len(plain))

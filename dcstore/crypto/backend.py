@@ -331,7 +331,8 @@ class EncryptedBackend(Wrapper):
 
     def _read_range(self, meta: ObjectMeta, start: int, end: int) -> bytes:
         """Plaintext ``[start, end)``: only the covering segments are fetched, in runs
-        of at most :data:`READ_CHUNK_BYTES` (pipelined over ``threads``)."""
+        of at most :data:`READ_CHUNK_BYTES` (pipelined over ``threads``), mapped
+        instead where the inner store maps its objects."""
         header, layout = self._layout(meta)
         check_range(meta.key, start, end, layout.plain_size)
         if start == end:
@@ -342,7 +343,11 @@ class EncryptedBackend(Wrapper):
         def read_run(run: tuple[int, int]) -> Callable[[], None]:
             def task() -> None:
                 (c0, c1), (p0, p1) = _spans(layout, *run)
-                blob = self.inner.get_range(meta.key, c0, c1, version=meta.version)
+                # A store of local files maps the ciphertext: decrypted straight out of the
+                # page cache, no copy into a buffer first (the view owns its mapping).
+                blob = self.inner.map_range(meta.key, c0, c1, version=meta.version)
+                if blob is None:
+                    blob = self.inner.get_range(meta.key, c0, c1, version=meta.version)
                 if start <= p0 and p1 <= end:
                     cipher.decrypt_into(layout, *run, blob, out.view[p0 - start : p1 - start])
                     return

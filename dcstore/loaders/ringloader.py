@@ -90,7 +90,12 @@ class RingLoader:
     """Batches of ``dataset`` (an iterable dataset, e.g. ``ShardedDataset``) through
     reusable shared-memory slots. The other arguments are ``DataLoader``'s;
     ``hold`` is how many batches later a still-referenced batch is given up,
-    ``slot_bytes`` the smallest slot (slots grow to fit a batch and a quarter)."""
+    ``slot_bytes`` the smallest slot (slots grow to fit a batch and a quarter).
+    ``prefetch_factor`` defaults to 4 batches per worker, not ``DataLoader``'s 2:
+    an in-flight batch is a slot, not a new allocation, and the deeper queue
+    absorbs the scheduling jitter of a busy host (measured: 12-13.7k -> 15.5-19k
+    samples/s of 100 KiB payloads on 2 cores). Memory: ``num_workers`` x
+    :attr:`slots_per_worker` slots of about 1.25 batches each."""
 
     def __init__(
         self,
@@ -99,7 +104,7 @@ class RingLoader:
         *,
         num_workers: int = 0,
         drop_last: bool = False,
-        prefetch_factor: int = 2,
+        prefetch_factor: int = 4,
         hold: int = 2,
         slot_bytes: int = DEFAULT_SLOT_BYTES,
         persistent_workers: bool = False,
