@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dcstore.cli.main import main
-
-
 import pytest
+
+from dcstore.cli.main import main
 
 
 @pytest.mark.parametrize("loader", ["ring", "dataloader"])

@@ -345,9 +345,12 @@ class EncryptedBackend(Wrapper):
                 (c0, c1), (p0, p1) = _spans(layout, *run)
                 # A store of local files maps the ciphertext: decrypted straight out of the
                 # page cache, no copy into a buffer first (the view owns its mapping).
-                blob = self.inner.map_range(meta.key, c0, c1, version=meta.version)
-                if blob is None:
-                    blob = self.inner.get_range(meta.key, c0, c1, version=meta.version)
+                mapped = self.inner.map_range(meta.key, c0, c1, version=meta.version)
+                blob = (
+                    self.inner.get_range(meta.key, c0, c1, version=meta.version)
+                    if mapped is None
+                    else mapped
+                )
                 if start <= p0 and p1 <= end:
                     cipher.decrypt_into(layout, *run, blob, out.view[p0 - start : p1 - start])
                     return

@@ -174,9 +174,8 @@ def rebuild(tree: Any, region: torch.Tensor) -> Any:
         return leaf_view(region, tree)
     if isinstance(tree, BytesLeaf):
         sizes = np.diff(tree.ends, prepend=0).tolist()
-        return list(
-            region[tree.offset : tree.offset + (tree.ends[-1] if sizes else 0)].split(sizes)
-        )
+        span = region[tree.offset : tree.offset + (tree.ends[-1] if sizes else 0)]
+        return list(torch.split(span, sizes))
     if isinstance(tree, Passed):
         return tree.values
     if isinstance(tree, dict):
