@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from typing import overload
 
 import numpy as np
+import numpy.ma  # np.unique imports it on first use; imported here, where the dataset is opened,
+import numpy.random  # not in each DataLoader worker at its first batch
 
 Layer = tuple[int, tuple[int, ...]]
 """``(workers, positions)``: samples consumed by each worker of one earlier run."""

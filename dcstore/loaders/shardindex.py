@@ -32,7 +32,8 @@ from typing import Any, BinaryIO, Protocol, overload
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute  # Arrow imports it at the first row group read: here, where the dataset
+import pyarrow.parquet as pq  # is opened, it spares each forked DataLoader worker 0.1 s
 
 from dcstore.backends.base import Backend
 from dcstore.crypto.format import refuse_ciphertext
