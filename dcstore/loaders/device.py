@@ -16,9 +16,10 @@ tuples/lists/dicts of them). Guarantees:
   unchanged.
 * Without CUDA (or ``device="cpu"``) batches are handed out as received: the
   same code runs everywhere. A :class:`~dcstore.loaders.ringloader.RingLoader`
-  is then read in the caller's thread (its hand-off is a slot number; views
-  received ahead would only hold slots). On CUDA its batches are pinned (one
-  copy out of the slot, which frees it) and copied like any other.
+  is received ahead like any loader; its ``hold`` is raised to ``depth + 2`` so
+  the batches waiting in the queue and the one in use keep their slots. On
+  CUDA its batches are pinned (one copy out of the slot, which frees it) and
+  copied like any other.
 * Every loader measures, per step, the time the caller waited for data (time
   spent inside ``next()``) and the whole step time (from one ``next()`` to
   the next). :meth:`DataWaitMeter.summary` reports data-wait % of step time,
@@ -127,8 +128,8 @@ class DeviceLoader:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if depth < 0:
             raise ValueError("depth must be >= 0")
-        if isinstance(loader, RingLoader) and torch.device(device).type != "cuda":
-            depth = 0  # its batches are views of reused slots: receiving ahead only holds them
+        if isinstance(loader, RingLoader):  # batches received ahead hold their slots:
+            loader.hold = max(loader.hold, depth + 2)  # give them up only past those
         self.loader = loader
         self.device = torch.device(device)
         self.warmup = warmup
