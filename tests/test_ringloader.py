@@ -120,6 +120,8 @@ def test_bad_arguments_are_config_errors(dataset_url) -> None:
         RingLoader(dataset(dataset_url), batch_size=0)
     with pytest.raises(ConfigError, match="persistent_workers"):
         RingLoader(dataset(dataset_url), batch_size=4, persistent_workers=True)
+    with pytest.raises(ConfigError, match=r"drop \.batched\(\)"):
+        RingLoader(dataset(dataset_url).batched(8), batch_size=4)
 
 
 @pytest.mark.parametrize(("before", "after"), [(2, 2), (2, 3), (0, 2)])

@@ -40,6 +40,7 @@ from typing import Any
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from dcstore.errors import ConfigError
+from dcstore.loaders import stages
 from dcstore.loaders.ring import Delivery, RingStopped, SlotViews, SlotWriter, new_flags
 
 DEFAULT_SLOT_BYTES = 1 << 20
@@ -118,6 +119,11 @@ class RingLoader:
             raise ConfigError(f"hold must be >= 1, got {hold}")
         if persistent_workers and num_workers == 0:
             raise ConfigError("persistent_workers needs num_workers > 0")
+        if any(stages.is_batching(stage) for stage in getattr(dataset, "stages", ())):
+            raise ConfigError(
+                "RingLoader batches samples itself: drop .batched() from the dataset "
+                "(or keep it and use DataLoader(ds, batch_size=None))"
+            )
         self.dataset = dataset
         self.batch_size = batch_size
         self.num_workers = num_workers

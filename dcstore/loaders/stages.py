@@ -278,3 +278,8 @@ def compose(source: Iterable[Any], stages: Sequence[Stage]) -> Iterator[Any]:
     for stage in stages:
         items = stage(items)
     return items
+
+
+def is_batching(stage: Stage) -> bool:
+    """Whether ``stage`` is a :func:`batched` stage."""
+    return isinstance(stage, functools.partial) and stage.func is _batched
