@@ -20,7 +20,8 @@ else at the URL's host, and the rest of the path is the key.
 
 Guarantees:
 
-* Reads are ranged: plaintext reads fetch exactly the bytes asked for; encrypted
+* Reads are ranged: plaintext reads fetch exactly the bytes asked for (from local
+  files, as views of the page cache: no copy); encrypted
   reads fetch and decrypt whole segments and keep the last four, so neighbouring
   reads decrypt a segment once (pass ``cache_type=`` to ``open`` to choose
   another fsspec cache). Reads go through the store's hot tier when it has one. A file
@@ -252,6 +253,11 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
         if start >= end:
             return b""
         store: Backend = self.fs.store
+        mapped = store.map_range(self.key, start, end, version=self.version)
+        if mapped is not None:  # local files: the page cache, kept alive by the view
+            if getattr(self.cache, "name", "") == "none":
+                return mapped  # type: ignore[return-value]  # handed out as it is: no copy
+            return bytes(mapped)  # other fsspec caches join and keep what they fetch
         return store.get_range(self.key, start, end, version=self.version)
 
     def _initiate_upload(self) -> None:
