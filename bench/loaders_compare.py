@@ -9,7 +9,9 @@ shuffling and a 1,000-sample shuffle buffer, Streaming with its default shuffle
 algorithm, ShardedDataset and the pread floor with a seeded permutation. Interleaved
 repetitions (loader order rotated each rep), in two variants:
 
-``dcstore-pread`` is ShardedDataset over a local store that does not map its files
+``dcstore-zero-copy`` is ShardedDataset with ``zero_copy=True`` (fields as views of the
+mapped shard instead of ``bytes``). ``dcstore-pread`` is ShardedDataset over a local store
+that does not map its files
 (``pread`` into window buffers, as before ``Backend.map_range``). ``dcstore-ring`` (and
 ``-encrypted``) is ShardedDataset (``zero_copy=True``) through ``RingLoader`` instead of
 ``DataLoader``: each worker collates payloads straight into reusable shared-memory slots
@@ -290,6 +292,9 @@ def prepare(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
         ds = ShardedDataset(f"file://{where}", keys=k, shuffle=args.shuffle, seed=0, zero_copy=True)
         return RingLoader(ds.map(ring_fields), args.batch, num_workers=args.workers)
 
+    factories["dcstore-zero-copy"] = lambda: ShardedDataset(
+        f"file://{plain}", shuffle=args.shuffle, seed=0, zero_copy=True
+    )
     factories["dcstore-ring"] = lambda: ring(plain, None)
     factories["dcstore-ring-encrypted"] = lambda: ring(enc, keys)
     manifest = ShardedDataset(f"file://{plain}").manifest
