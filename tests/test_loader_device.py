@@ -6,12 +6,13 @@ import multiprocessing as mp
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
 from dcstore.errors import IntegrityError
-from dcstore.loaders import DataWaitMeter, DeviceLoader, ShardedDataset, ShardWriter
+from dcstore.loaders import DataWaitMeter, DeviceLoader, RingLoader, ShardedDataset, ShardWriter
 from dcstore.loaders.receive import Received
 
 
@@ -141,3 +142,26 @@ def test_cuda_copies_on_a_side_stream(tmp_path) -> None:
         torch.cuda._sleep(1_000_000)  # ~a step of GPU work overlapping the next copy
     assert sorted(seen) == list(range(512))
     assert loader.summary()["steps"] == 8
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_ring_batches_are_pinned_copied_and_their_slots_reused(tmp_path) -> None:
+    url = f"file://{tmp_path}"
+    with ShardWriter(url, shard_size=1 << 20) as writer:
+        for i in range(512):
+            writer.write({"__key__": f"s{i:04d}", "bin": bytes([i % 251]) * 4096, "cls": i})
+
+    def to_array(s):
+        return np.frombuffer(s["bin"], dtype=np.uint8), s["__index__"]
+
+    ring = RingLoader(ShardedDataset(url, shuffle=True).map(to_array), 64, num_workers=2)
+    loader = DeviceLoader(ring, "cuda")
+    seen = []
+    for x, idx in loader:
+        assert x.is_cuda and x.shape == (len(idx), 4096)
+        assert torch.equal(x[:, 0].cpu().long(), (idx.cpu() % 251).long())
+        seen.extend(idx.cpu().tolist())
+        torch.cuda._sleep(1_000_000)
+    assert sorted(seen) == list(range(512))
+    assert ring.stats["retired"] == 0  # pinned copies freed every slot for reuse
