@@ -90,9 +90,19 @@ def test_keys_lifecycle_and_verify(tmp_path: Path) -> None:
     text = run("verify", store, "--prefix", "a/", env={"DCSTORE_KEYS": keys.read_text()})
     assert text.returncode == 6 and text.stdout.count("FAILED") == 1
 
-    damaged = run("get", store, "a/shard-1.tar", "--keys", str(keys))
-    assert damaged.returncode == 6 and damaged.stdout == ""
-    assert "'a/shard-1.tar'" in damaged.stderr
+    # to stdout, get streams only verified segments and stops at the damaged one (exit 6)
+    env_no_keys = {k: v for k, v in os.environ.items() if not k.startswith("DCSTORE_KEYS")}
+    streamed = subprocess.run(
+        [*DCSTORE, "get", store, "a/shard-1.tar", "--keys", str(keys)],
+        capture_output=True, check=False, env=env_no_keys,
+    )  # fmt: skip
+    assert streamed.returncode == 6 and b"'a/shard-1.tar'" in streamed.stderr
+    assert streamed.stdout == src.read_bytes()[: 4 << 20]  # segment 0, then nothing
+    # to a file, get writes the whole object or nothing (no partial file, no temp left)
+    damaged = run("get", store, "a/shard-1.tar", "-o", str(tmp_path / "d.tar"), "--keys", str(keys))
+    assert damaged.returncode == 6 and "'a/shard-1.tar'" in damaged.stderr
+    assert not (tmp_path / "d.tar").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".dcstore-get-")]
 
     # no command ever prints key material
     secrets = [e["key"] for e in json.loads(keys.read_text())["keys"] if "key" in e]

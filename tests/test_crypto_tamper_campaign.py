@@ -32,3 +32,19 @@ def test_every_tamper_case_is_caught_by_get_and_verify(key_type: str) -> None:
     kinds = {kind for kind, _ in tally}
     assert {"16 bytes appended", "truncated at a segment boundary", "renamed"} <= kinds
     assert sum(tally.values()) > 100
+
+
+def test_every_tamper_case_is_caught_when_get_streams_ranges(monkeypatch) -> None:
+    """The same campaign with ``dcstore get`` reading 64-byte ranges (one segment each):
+    every object of more than one segment is streamed range by range."""
+    from dcstore.cli import objects
+
+    monkeypatch.setattr(objects, "GET_CHUNK_BYTES", 64)
+    spec = importlib.util.spec_from_file_location("tamper_campaign", SCRIPT)
+    assert spec and spec.loader
+    campaign = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(campaign)
+    tally = campaign.run(segment=64, flips=1, seed=2, header_stride=9, key_type="aes")
+    missed = {kind: n for (kind, caught), n in tally.items() if not caught}
+    assert not missed, missed
+    assert sum(tally.values()) > 100

@@ -14,7 +14,7 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
 
 from dcstore.backends.base import Backend, ObjectMeta
@@ -80,12 +80,18 @@ def cmd_stat(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_file_atomically(path: str, data: bytes) -> None:
+GET_CHUNK_BYTES = 4 << 20
+"""``get`` reads the object in ranges of this size (rounded up to the encryption segment)."""
+
+
+def _write_file_atomically(path: str, chunks: Iterable[bytes]) -> None:
+    """``chunks`` to ``path`` through a temporary file renamed into place when complete."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".dcstore-get-", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for chunk in chunks:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -95,20 +101,48 @@ def _write_file_atomically(path: str, data: bytes) -> None:
         raise
 
 
+def _ranges(store: Backend, meta: ObjectMeta, advance: Callable[[int], None]) -> Iterator[bytes]:
+    """The object ``meta`` names, in ranges of one version (memory: one range). An
+    object of one range or less (an empty one too) is read whole, with every check a
+    whole-object read makes."""
+    align = store.read_alignment or 1
+    step = -(-GET_CHUNK_BYTES // align) * align
+    if meta.size <= step:
+        data = store.get(meta.key, version=meta.version)
+        advance(len(data))
+        yield data
+        return
+    for start in range(0, meta.size, step):
+        data = store.get_range(meta.key, start, min(meta.size, start + step), version=meta.version)
+        advance(len(data))
+        yield data
+
+
+def _refusing_ciphertext(chunks: Iterator[bytes], what: str) -> Iterator[bytes]:
+    """``chunks``, unless the first one starts an encrypted object (read without keys)."""
+    first = next(chunks, None)
+    if first is None:
+        return
+    refuse_ciphertext(first, what)
+    yield first
+    yield from chunks
+
+
 def cmd_get(args: argparse.Namespace) -> int:
+    """Stream the object in ranges of one version (a file is written whole or not at all)."""
     with open_from_args(args.store, args) as store:
         meta = store.head(args.key)
         with transfer_progress(meta.size > PROGRESS_THRESHOLD) as progress:
             task = progress.add_task(f"get {args.key}", total=meta.size)
-            data = store.get(args.key)
-            progress.update(task, completed=len(data))
-        if store.encryption_key_id is None:  # read without keys: never emit ciphertext
-            refuse_ciphertext(data, f"{args.store}/{args.key}")
-    if args.output in (None, "-"):
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-    else:
-        _write_file_atomically(args.output, data)
+            chunks = _ranges(store, meta, functools.partial(progress.advance, task))
+            if store.encryption_key_id is None:  # read without keys: never emit ciphertext
+                chunks = _refusing_ciphertext(chunks, f"{args.store}/{args.key}")
+            if args.output in (None, "-"):
+                for chunk in chunks:
+                    sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+            else:
+                _write_file_atomically(args.output, chunks)
     return 0
 
 
@@ -184,7 +218,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_store_options(p)
     p.set_defaults(func=cmd_stat)
 
-    p = sub.add_parser("get", help="download one object (to stdout or a file)")
+    p = sub.add_parser(
+        "get",
+        help="download one object (to stdout or a file), streamed in ranges of one version",
+    )
     p.add_argument("store")
     p.add_argument("key")
     p.add_argument("-o", "--output", help="file to write (atomically); default stdout")
