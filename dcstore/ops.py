@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from dcstore.backends.base import Backend, ObjectMeta
-from dcstore.errors import IntegrityError, NotFoundError
+from dcstore.errors import NotFoundError
 
 
 def exists(backend: Backend, key: str) -> bool:
@@ -23,13 +23,14 @@ COPY_CHUNK_BYTES = 8 << 20
 
 
 def read_chunks(src: Backend, meta: ObjectMeta, chunk: int = COPY_CHUNK_BYTES) -> Iterator[bytes]:
-    """Object ``meta`` in ranged reads of ``chunk`` bytes. Raises :class:`IntegrityError`
-    after the last chunk if the object changed meanwhile, so a writer fed by this
-    stream (``put_stream``) never commits a mix of two versions."""
-    for start in range(0, meta.size, chunk):
-        yield src.get_range(meta.key, start, min(meta.size, start + chunk))
-    if src.head(meta.key).version != meta.version:
-        raise IntegrityError(f"{src.url}: {meta.key!r} changed while it was copied")
+    """Object ``meta`` (that version exactly) in ranged reads of about ``chunk`` bytes,
+    rounded up to the store's read alignment (encrypted: whole segments). Raises
+    :class:`VersionChangedError` as soon as the object is replaced, so a writer fed by
+    this stream (``put_stream``) never commits a mix of two versions."""
+    align = src.read_alignment or 1
+    step = -(-chunk // align) * align
+    for start in range(0, meta.size, step):
+        yield src.get_range(meta.key, start, min(meta.size, start + step), version=meta.version)
 
 
 def copy_object(

@@ -97,7 +97,8 @@ def test_keys_lifecycle_and_verify(tmp_path: Path) -> None:
         capture_output=True, check=False, env=env_no_keys,
     )  # fmt: skip
     assert streamed.returncode == 6 and b"'a/shard-1.tar'" in streamed.stderr
-    assert streamed.stdout == src.read_bytes()[: 4 << 20]  # segment 0, then nothing
+    # verified ranges before the damaged one (here none: the first 8 MiB range holds it)
+    assert src.read_bytes().startswith(streamed.stdout) and len(streamed.stdout) < (5 << 20)
     # to a file, get writes the whole object or nothing (no partial file, no temp left)
     damaged = run("get", store, "a/shard-1.tar", "-o", str(tmp_path / "d.tar"), "--keys", str(keys))
     assert damaged.returncode == 6 and "'a/shard-1.tar'" in damaged.stderr

@@ -31,6 +31,7 @@ from dcstore.cli.exits import describe, exit_code_for
 from dcstore.crypto import EncryptedBackend
 from dcstore.crypto.format import refuse_ciphertext
 from dcstore.errors import ConfigError, IntegrityError, NotFoundError
+from dcstore.ops import COPY_CHUNK_BYTES, read_chunks
 
 
 def _meta_dict(meta: ObjectMeta) -> dict[str, Any]:
@@ -80,8 +81,8 @@ def cmd_stat(args: argparse.Namespace) -> int:
     return 0
 
 
-GET_CHUNK_BYTES = 4 << 20
-"""``get`` reads the object in ranges of this size (rounded up to the encryption segment)."""
+GET_CHUNK_BYTES = COPY_CHUNK_BYTES
+"""``get`` reads objects larger than this in ranges of this size (rounded up to segments)."""
 
 
 def _write_file_atomically(path: str, chunks: Iterable[bytes]) -> None:
@@ -102,18 +103,15 @@ def _write_file_atomically(path: str, chunks: Iterable[bytes]) -> None:
 
 
 def _ranges(store: Backend, meta: ObjectMeta, advance: Callable[[int], None]) -> Iterator[bytes]:
-    """The object ``meta`` names, in ranges of one version (memory: one range). An
+    """The object ``meta`` names, in ranges of that version (memory: one range). An
     object of one range or less (an empty one too) is read whole, with every check a
     whole-object read makes."""
-    align = store.read_alignment or 1
-    step = -(-GET_CHUNK_BYTES // align) * align
-    if meta.size <= step:
-        data = store.get(meta.key, version=meta.version)
-        advance(len(data))
-        yield data
-        return
-    for start in range(0, meta.size, step):
-        data = store.get_range(meta.key, start, min(meta.size, start + step), version=meta.version)
+    chunks = (
+        read_chunks(store, meta, GET_CHUNK_BYTES)
+        if meta.size > GET_CHUNK_BYTES
+        else iter([store.get(meta.key, version=meta.version)])
+    )
+    for data in chunks:
         advance(len(data))
         yield data
 
