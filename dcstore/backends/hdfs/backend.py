@@ -37,7 +37,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range, check_version
@@ -46,6 +46,7 @@ from dcstore.backends.hdfs.errors import classify_error, remote_error
 from dcstore.backends.hdfs.fork import note_open, note_read, opened
 from dcstore.backends.keys import RESERVED_PREFIX, validate_key, validate_prefix
 from dcstore.backends.options import Options, ParsedUrl, parse_url
+from dcstore.backends.streams import sized
 from dcstore.errors import (
     BackendUnavailableError,
     ConfigError,
@@ -240,8 +241,23 @@ class HdfsBackend(Backend):
                 note_read()
 
     def put(self, key: str, data: Buffer) -> ObjectMeta:
-        validate_key(key)
         view = memoryview(data).cast("B")
+        return self._commit(key, len(view), lambda writer: _write_all(writer, data, view))
+
+    def put_stream(self, key: str, chunks: Iterable[Buffer], size: int) -> ObjectMeta:
+        """Streams ``chunks`` into the temporary file: memory stays bounded by one chunk."""
+        stream = sized(chunks, size, f"{self.url}: put {key!r}")
+
+        def write(writer: Any) -> None:
+            for view in stream:
+                _write_all(writer, view, view)
+
+        return self._commit(key, size, write)
+
+    def _commit(self, key: str, size: int, write: Callable[[Any], None]) -> ObjectMeta:
+        """``write(writer)`` into a temporary file, renamed over the object once complete
+        (on any failure the temporary file is deleted and the old object stays)."""
+        validate_key(key)
         path = self._path(key)
         parent = path.rsplit("/", 1)[0]
         tmp = f"{parent}/{RESERVED_PREFIX}-tmp-{uuid.uuid4().hex}"
@@ -256,7 +272,7 @@ class HdfsBackend(Backend):
             with self._errors("put", key):
                 writer = fs.create(tmp, options)
                 try:
-                    _write_all(writer, data, view)
+                    write(writer)
                 finally:
                     writer.close()
                 mtime = int(time.time() * 1000)
@@ -269,7 +285,7 @@ class HdfsBackend(Backend):
             with contextlib.suppress(Exception):
                 fs.delete(tmp, False)
             raise
-        return ObjectMeta(key, len(view), f"{mtime}-{len(view)}")
+        return ObjectMeta(key, size, f"{mtime}-{size}")
 
     @staticmethod
     def _rename_over(fs: Any, tmp: str, path: str) -> None:
