@@ -53,6 +53,7 @@ from dcstore.loaders.checksum import CorruptSample, mismatch, sample_checksum
 from dcstore.loaders.manifest import Manifest
 from dcstore.loaders.plan import WorkerPlan
 from dcstore.loaders.prefetch import Prefetcher
+from dcstore.loaders.resumable import Progress
 from dcstore.loaders.tario import SampleSpan, group_samples, parse_members, sample_dict
 
 log = logging.getLogger(__name__)
@@ -98,13 +99,6 @@ class SkipPolicy:
 
     skipped: set[int] = field(default_factory=set)
     skipped_samples: int = 0
-
-
-@dataclass
-class Progress:
-    """Samples of the plan consumed so far (yielded or skipped)."""
-
-    pos: int = 0
 
 
 def aligned_window(store: Backend, window_bytes: int) -> int:

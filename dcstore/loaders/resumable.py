@@ -1,0 +1,251 @@
+"""Planned, resumable passes: the epoch bookkeeping every dcstore iterable dataset shares.
+
+A subclass says how many items each shard holds (:meth:`PlannedPasses.item_counts`)
+and which dataset version it reads (:meth:`PlannedPasses.dataset_version`); this
+class plans each worker's pass with :func:`~dcstore.loaders.plan.plan_epoch` and
+tracks how far it got. Guarantees:
+
+* The plan is a pure function of (seed, epoch, rank, world, worker, workers) and
+  the resume state: every item once per epoch, the same count on every rank.
+* ``state_dict()``/``load_state_dict()`` follow torchdata's ``StatefulDataLoader``
+  protocol: a resumed pass continues after the last item handed out, without
+  re-reading consumed data; :meth:`state_from_loader` merges every worker's state
+  so a run may resume with a different ``num_workers``.
+* A state is refused (``ConfigError``) for another rank, dataset version, seed or
+  shuffle setting.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dcstore.errors import ConfigError
+from dcstore.loaders.plan import Layer, WorkerPlan, plan_epoch
+
+STATE_VERSION = 1
+
+
+@dataclass
+class Progress:
+    """Items of the current pass handed out so far (updated by the reader)."""
+
+    pos: int = 0
+
+
+@dataclass
+class Pass:
+    """The pass in progress: who runs it, what it resumed from, how far it got."""
+
+    worker: int
+    workers: int
+    layers: list[Layer]
+    consumed: int
+    progress: Progress = field(default_factory=Progress)
+
+
+def distributed_rank_world() -> tuple[int, int]:
+    """(rank, world) from ``torch.distributed`` when initialised, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def current_worker() -> tuple[int, int]:
+    """(worker id, workers) inside a ``DataLoader`` worker, else (0, 1)."""
+    from torch.utils.data import get_worker_info
+
+    info = get_worker_info()
+    return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
+class PlannedPasses:
+    """Epoch, rank and resumption state of an iterable dataset read by a plan."""
+
+    seed: int
+    shuffle: bool
+    window: int
+    shuffle_buffer: int
+    drop_last: bool
+
+    def _init_passes(
+        self, *, shuffle: bool, seed: int, window: int, shuffle_buffer: int, drop_last: bool,
+        rank: int | None, world_size: int | None,
+    ) -> None:  # fmt: skip
+        if shuffle_buffer < 0:
+            raise ConfigError(f"shuffle_buffer must be >= 0, got {shuffle_buffer}")
+        self.shuffle, self.seed, self.window = shuffle, seed, window
+        self.shuffle_buffer, self.drop_last = shuffle_buffer, drop_last
+        self._rank, self._world = rank, world_size
+        self.epoch = 0
+        self._resume: dict[str, Any] | None = None
+        self._active: Pass | None = None
+
+    # -- what a subclass provides ----------------------------------------------------------
+
+    def item_counts(self) -> np.ndarray:
+        """Items per shard, in shard order (the plan's unit)."""
+        raise NotImplementedError
+
+    def dataset_version(self) -> str:
+        """The version of the data read (a resume state names it)."""
+        raise NotImplementedError
+
+    def extra_state(self) -> dict[str, Any]:
+        """More fields for :meth:`state_dict` (merged as sorted unions of lists)."""
+        return {}
+
+    # -- planning -------------------------------------------------------------------------
+
+    @property
+    def rank_world(self) -> tuple[int, int]:
+        if self._rank is not None and self._world is not None:
+            return self._rank, self._world
+        rank, world = distributed_rank_world()
+        return (self._rank if self._rank is not None else rank), (self._world or world)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use ``epoch`` for the next pass (clears any resumption state of another epoch)."""
+        if self._resume is not None and self._resume["epoch"] != epoch:
+            self._resume = None
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        """Items this rank yields per epoch (all its workers together)."""
+        world = self.rank_world[1]
+        total = int(self.item_counts().sum())
+        return total // world if self.drop_last else -(-total // world)
+
+    def _resolve(self, worker: int, workers: int) -> tuple[list[Layer], int]:
+        """(earlier layers, items of this worker's plan already consumed)."""
+        if self._resume is None:
+            return [], 0
+        state = self._resume
+        rank, world = self.rank_world
+        if state["world"] != world or state["rank"] != rank:
+            raise ConfigError(
+                f"resume state is for rank {state['rank']} of {state['world']}, "
+                f"this is rank {rank} of {world}"
+            )
+        layers: list[Layer] = [(int(n), tuple(p)) for n, p in state["layers"]]
+        positions = {int(w): int(p) for w, p in state["positions"].items()}
+        if state["workers"] == workers and worker in positions:
+            return layers, positions[worker]
+        if len(positions) == state["workers"]:
+            done = tuple(positions[w] for w in range(state["workers"]))
+            return [*layers, (int(state["workers"]), done)], 0
+        raise ConfigError(
+            f"resume state holds {len(positions)} of {state['workers']} worker positions; "
+            f"to resume with {workers} workers load "
+            f"{type(self).__name__}.state_from_loader(...)"
+        )
+
+    def plan(self, worker: int = 0, workers: int = 1) -> WorkerPlan:
+        """This rank's plan for ``worker`` of ``workers`` this epoch, after any resume state."""
+        layers, consumed = self._resolve(worker, workers)
+        rank, world = self.rank_world
+        plan = plan_epoch(
+            self.item_counts(), seed=self.seed, epoch=self.epoch, rank=rank, world=world,
+            worker=worker, workers=workers, shuffle=self.shuffle, drop_last=self.drop_last,
+            window=self.window, buffer=self.shuffle_buffer, resume=layers,
+        )  # fmt: skip
+        return plan.skip(consumed) if consumed else plan
+
+    def _begin_pass(self) -> tuple[Pass, WorkerPlan]:
+        """Start this worker's pass: its bookkeeping and its plan."""
+        worker, workers = current_worker()
+        layers, consumed = self._resolve(worker, workers)
+        self._active = Pass(worker, workers, layers, consumed)
+        return self._active, self.plan(worker, workers)
+
+    def _end_pass(self, epoch: int) -> None:
+        """A completed pass: the next one on this object is the next epoch."""
+        self._resume = None
+        self._active = None
+        if self.epoch == epoch:
+            self.epoch = epoch + 1
+
+    # -- resumption -----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where this worker (or the main-process pass) is in the epoch."""
+        active = self._active
+        if active is None:
+            from torch.utils.data import get_worker_info
+
+            if get_worker_info() is None and self._resume is not None:
+                return copy.deepcopy(self._resume)  # loaded, for workers to resolve
+            return self.worker_state(*current_worker())
+        return self._state(active)
+
+    def worker_state(self, worker: int, workers: int) -> dict[str, Any]:
+        """The state worker ``worker`` of ``workers`` starts this pass from (before reading)."""
+        return self._state(Pass(worker, workers, *self._resolve(worker, workers)))
+
+    def _state(self, active: Pass) -> dict[str, Any]:
+        rank, world = self.rank_world
+        return {
+            "version": STATE_VERSION,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "shuffle_buffer": self.shuffle_buffer,
+            "epoch": self.epoch,
+            "rank": rank,
+            "world": world,
+            "manifest_version": self.dataset_version(),
+            "layers": [[n, list(p)] for n, p in active.layers],
+            "workers": active.workers,
+            "positions": {str(active.worker): active.consumed + active.progress.pos},
+            **self.extra_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume from :meth:`state_dict` (one worker's) or :meth:`state_from_loader`."""
+        name = type(self).__name__
+        if state.get("version") != STATE_VERSION:
+            raise ConfigError(f"unsupported {name} state version {state.get('version')!r}")
+        if state["manifest_version"] != self.dataset_version():
+            raise ConfigError(
+                f"resume state is for dataset version {state['manifest_version']}, "
+                f"this dataset is version {self.dataset_version()}"
+            )
+        made_with = (state["seed"], state["shuffle"], state.get("shuffle_buffer", 0))
+        if made_with != (self.seed, self.shuffle, self.shuffle_buffer):
+            raise ConfigError(
+                "resume state was made with a different seed, shuffle or shuffle_buffer setting"
+            )
+        self._resume = copy.deepcopy(dict(state))
+        self._active = None
+        self.epoch = state["epoch"]
+
+    @staticmethod
+    def merge_states(states: list[Mapping[str, Any]]) -> dict[str, Any]:
+        """One state from the states of every worker of one loader."""
+        if not states:
+            raise ConfigError("no worker states to merge")
+        merged = copy.deepcopy(dict(states[0]))
+        for state in states[1:]:
+            merged["positions"].update(state["positions"])
+            for name, value in state.items():  # extra_state lists: their union
+                if isinstance(value, list) and name != "layers":
+                    merged[name] = sorted({*merged.get(name, []), *value})
+        return merged
+
+    @classmethod
+    def state_from_loader(cls, loader_state: Mapping[str, Any]) -> dict[str, Any]:
+        """The dataset state inside a ``StatefulDataLoader.state_dict()``, all workers merged."""
+        workers = loader_state.get("_snapshot", {}).get("_worker_snapshots")
+        if workers:
+            states = [w.get("dataset_state") for w in workers.values()]
+        else:  # num_workers=0
+            states = [loader_state.get("dataset_state")]
+        states = [s for s in states if s]
+        if not states:
+            raise ConfigError(f"the loader state holds no {cls.__name__} state")
+        return cls.merge_states(states)
