@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         ShardedMapDataset,
         ShardWriter,
     )
+    from dcstore.tokens import DocumentDataset, TokenDataset, TokenWriter, pack_text
 
 __version__ = "0.1.0"
 
@@ -49,6 +50,12 @@ _LAZY = {
         "ShardedMapDataset",
     )
 }
+_LAZY.update(
+    {
+        name: "dcstore.tokens"
+        for name in ("DocumentDataset", "TokenDataset", "TokenWriter", "pack_text")
+    }
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -67,6 +74,7 @@ __all__ = [
     "DataWaitMeter",
     "DcstoreError",
     "DeviceLoader",
+    "DocumentDataset",
     "IntegrityError",
     "InvalidKeyError",
     "InvalidRangeError",
@@ -78,7 +86,10 @@ __all__ = [
     "ShardedDataset",
     "ShardedMapDataset",
     "StorageFullError",
+    "TokenDataset",
+    "TokenWriter",
     "VersionChangedError",
     "open_backend",
     "open_store",
+    "pack_text",
 ]

@@ -1,0 +1,261 @@
+"""The token manifest: one Parquet object that *is* a token dataset version.
+
+Layout in a store: token shards ``tokens/<version>/000000.bin`` (little-endian
+``uint16`` or ``uint32`` ids, the documents of the corpus concatenated, each
+followed by the end-of-document id when there is one) and the manifest
+``tokens.parquet``. The concatenated stream is cut into shards of exactly
+``shard_tokens`` tokens (the last may be shorter), so token ``t`` lives in shard
+``t // shard_tokens``. The manifest's rows are the documents (global ``start``
+and ``length`` in tokens, end-of-document id included, plus any columns that
+rode along, e.g. ``label``); its Parquet metadata holds the shard table (key,
+token count, the object version each write returned, key id) and the format.
+
+Guarantees:
+
+* The manifest is written last, with one atomic ``put``: readers see the previous
+  version or the complete new one. Shards of a version are never modified.
+* A loaded manifest holds the shard table only; the document table is read on
+  first use (block reading across documents never reads it). Every field is
+  checked before it is trusted: a damaged or foreign file is an
+  :class:`IntegrityError` naming it.
+* ``TokenManifest`` pickles without its document table (a worker re-reads it,
+  pinned to the same object version).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dcstore.backends.base import Backend
+from dcstore.errors import IntegrityError, NotFoundError
+from dcstore.loaders.shardindex import ObjectSource
+
+TOKENS_KEY = "tokens.parquet"
+FORMAT = "dcstore-tokens/1"
+SHARDS_PREFIX = "tokens/"
+DTYPES: dict[str, np.dtype[Any]] = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
+
+
+def token_shard_key(version: str, index: int) -> str:
+    """The object key of token shard ``index`` of ``version``."""
+    return f"{SHARDS_PREFIX}{version}/{index:06d}.bin"
+
+
+def dtype_for(vocab_size: int) -> str:
+    """The narrowest stored dtype holding ids ``0 .. vocab_size - 1``."""
+    if not 0 < vocab_size <= 1 << 32:
+        raise ValueError(f"vocab_size must be in 1 .. 2**32, got {vocab_size}")
+    return "uint16" if vocab_size <= 1 << 16 else "uint32"
+
+
+@dataclass(frozen=True)
+class TokenShard:
+    """One shard object: its key, tokens, the version its put returned, its key id."""
+
+    key: str
+    tokens: int
+    version: str | None = None
+    key_id: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class TokenManifest:
+    """A token dataset version: shards of one concatenated token stream, and its documents."""
+
+    version: str
+    dtype: str
+    vocab_size: int
+    eod: int | None
+    shard_tokens: int
+    shards: tuple[TokenShard, ...]
+    metadata: dict[str, str] = field(default_factory=dict)
+    versions_of: str = ""
+    """URL of the store whose object versions the shards record (elsewhere they are dropped)."""
+    source: Any = None
+    """Where the document table is read from when it was not given (an ``ObjectSource``)."""
+    given_documents: pa.Table | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("documents", "starts")}
+        if self.source is not None:
+            state["given_documents"] = None  # re-read where unpickled
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    @property
+    def itemsize(self) -> int:
+        return int(DTYPES[self.dtype].itemsize)
+
+    @cached_property
+    def starts(self) -> np.ndarray:
+        """Global index of each shard's first token (length ``len(shards) + 1``)."""
+        counts = np.asarray([s.tokens for s in self.shards], dtype=np.int64)
+        return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.starts[-1])
+
+    @cached_property
+    def documents(self) -> pa.Table:
+        """The document table: ``start``, ``length`` (tokens) and the columns that rode along."""
+        if self.given_documents is not None:
+            return self.given_documents
+        where = f"{self.source.store.url}/{self.source.key}"
+        with self.source.open() as f:
+            table = _read_checked(f, where)[1]
+        return table
+
+    def document_spans(self) -> tuple[np.ndarray, np.ndarray]:
+        """(starts, lengths) of every document, as int64 arrays."""
+        docs = self.documents
+        return (
+            docs.column("start").to_numpy().astype(np.int64, copy=False),
+            docs.column("length").to_numpy().astype(np.int64, copy=False),
+        )
+
+    def pieces(self, start: int, end: int) -> list[tuple[int, int, int]]:
+        """``(shard, first token, end token)`` (shard-local) covering global ``[start, end)``."""
+        if not 0 <= start <= end <= self.num_tokens:
+            raise IndexError(f"tokens [{start}, {end}) outside 0 .. {self.num_tokens}")
+        out = []
+        shard = int(np.searchsorted(self.starts, start, side="right")) - 1
+        while start < end:
+            base = int(self.starts[shard])
+            stop = min(end, int(self.starts[shard + 1]))
+            out.append((shard, start - base, stop - base))
+            start, shard = stop, shard + 1
+        return out
+
+    # -- serialisation ---------------------------------------------------------------------
+
+    def file_metadata(self) -> dict[bytes, bytes]:
+        shards = [[s.key, s.tokens, s.version, s.key_id] for s in self.shards]
+        meta = {
+            b"dcstore.format": FORMAT.encode(),
+            b"dcstore.version": self.version.encode(),
+            b"dcstore.dtype": self.dtype.encode(),
+            b"dcstore.vocab_size": str(self.vocab_size).encode(),
+            b"dcstore.eod": json.dumps(self.eod).encode(),
+            b"dcstore.shard_tokens": str(self.shard_tokens).encode(),
+            b"dcstore.shards": json.dumps(shards).encode(),
+            b"dcstore.versions_of": self.versions_of.encode(),
+        }
+        meta.update({f"user.{k}".encode(): v.encode() for k, v in self.metadata.items()})
+        return meta
+
+    def to_parquet(self) -> bytes:
+        table = self.documents.replace_schema_metadata(self.file_metadata())
+        sink = io.BytesIO()
+        pq.write_table(table, sink, compression="zstd", row_group_size=1 << 20)
+        return sink.getvalue()
+
+    @classmethod
+    def from_parquet(cls, data: bytes, *, where: str = "tokens manifest") -> TokenManifest:
+        """Parse and check Parquet bytes (documents included)."""
+        meta, table = _read_checked(pa.BufferReader(data), where)
+        return _from_meta(meta, where, None, table)
+
+
+def _shard_table(raw: bytes, where: str) -> tuple[TokenShard, ...]:
+    rows = json.loads(raw)
+    if not isinstance(rows, list):
+        raise TypeError("shard table is not a list")
+    shards = []
+    for key, tokens, version, key_id in rows:
+        if not isinstance(key, str) or not isinstance(tokens, int) or tokens < 0:
+            raise TypeError(f"bad shard row {key!r}")
+        if not all(v is None or isinstance(v, str) for v in (version, key_id)):
+            raise TypeError(f"bad version or key id in shard row {key!r}")
+        shards.append(TokenShard(key, tokens, version, key_id))
+    return tuple(shards)
+
+
+def _from_meta(
+    meta: dict[bytes, bytes], where: str, source: Any, table: pa.Table | None
+) -> TokenManifest:
+    try:
+        if meta.get(b"dcstore.format") != FORMAT.encode():
+            raise ValueError(f"format {meta.get(b'dcstore.format', b'')[:40]!r} is not {FORMAT}")
+        dtype = meta[b"dcstore.dtype"].decode()
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown token dtype {dtype[:20]!r}")
+        eod = json.loads(meta[b"dcstore.eod"])
+        vocab_size = int(meta[b"dcstore.vocab_size"])
+        shard_tokens = int(meta[b"dcstore.shard_tokens"])
+        if eod is not None and not (isinstance(eod, int) and 0 <= eod < vocab_size):
+            raise ValueError(f"end-of-document id {eod!r} outside the vocabulary")
+        if vocab_size > np.iinfo(DTYPES[dtype]).max + 1 or vocab_size < 1 or shard_tokens < 1:
+            raise ValueError("vocab_size or shard_tokens out of range")
+        shards = _shard_table(meta[b"dcstore.shards"], where)
+        if any(s.tokens != shard_tokens for s in shards[:-1]) or (
+            shards and not 0 < shards[-1].tokens <= shard_tokens
+        ):
+            raise ValueError("shards are not cut every shard_tokens tokens")
+        user = {k.decode()[5:]: v.decode() for k, v in meta.items() if k.startswith(b"user.")}
+        manifest = TokenManifest(
+            version=meta[b"dcstore.version"].decode(), dtype=dtype, vocab_size=vocab_size,
+            eod=eod, shard_tokens=shard_tokens, shards=shards, metadata=user,
+            versions_of=meta.get(b"dcstore.versions_of", b"").decode(), source=source,
+            given_documents=table,
+        )  # fmt: skip
+    except (KeyError, ValueError, TypeError) as exc:  # missing, bad JSON, UTF-8 or shape
+        raise IntegrityError(f"{where}: damaged token manifest ({exc!r:.200})") from None
+    return manifest
+
+
+def _read_checked(f: Any, where: str) -> tuple[dict[bytes, bytes], pa.Table]:
+    """The file's metadata and its document table, every document inside the stream."""
+    try:
+        parquet = pq.ParquetFile(f)
+        meta = dict(parquet.schema_arrow.metadata or {})
+        table = parquet.read(use_threads=False)  # no Arrow thread: see read_parquet_in_this_thread
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise IntegrityError(f"{where}: not a readable token manifest ({exc!r:.200})") from None
+    for name in ("start", "length"):
+        if table.schema.get_field_index(name) < 0 or table.schema.field(name).type != pa.int64():
+            raise IntegrityError(f"{where}: token manifest has no int64 column {name!r}")
+    starts = table.column("start").to_numpy(zero_copy_only=False)
+    lengths = table.column("length").to_numpy(zero_copy_only=False)
+    total = _from_meta(meta, where, None, table.slice(0, 0)).num_tokens
+    if len(starts) and (
+        (lengths < 0).any() or (starts < 0).any() or (starts + lengths > total).any()
+        or (starts[1:] < starts[:-1] + lengths[:-1]).any()
+    ):  # fmt: skip
+        raise IntegrityError(f"{where}: document spans outside the token stream or overlapping")
+    return meta, table
+
+
+def load_token_manifest(store: Backend, key: str = TOKENS_KEY) -> TokenManifest:
+    """The committed token manifest in ``store``, pinned to the object version read now;
+    only its footer is read (the document table on first use)."""
+    try:
+        meta = store.head(key)
+    except NotFoundError as exc:
+        raise NotFoundError(
+            f"{store.url}: no token dataset here (missing {key!r}; pack one with "
+            f"`dcstore pack --text`)"
+        ) from exc
+    where = f"{store.url}/{key}"
+    source = ObjectSource(store, key, meta.size, meta.version, store.encryption_key_id is None)
+    try:
+        with source.open() as f:
+            schema = pq.ParquetFile(f).schema_arrow
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise IntegrityError(f"{where}: not a readable token manifest ({exc!r:.200})") from None
+    manifest = _from_meta(dict(schema.metadata or {}), where, source, None)
+    if manifest.versions_of != store.url:  # a copy elsewhere: its objects have other versions
+        shards = tuple(TokenShard(s.key, s.tokens, None, s.key_id) for s in manifest.shards)
+        manifest = dataclasses.replace(manifest, shards=shards, versions_of="")
+    return manifest
