@@ -1,4 +1,5 @@
-"""``dcstore pack SRC DEST``: image folders, files, .tar shards or an index -> a dataset."""
+"""``dcstore pack SRC DEST``: image folders, files, .tar shards or an index -> a dataset
+(``--text``: a corpus -> token shards, see :mod:`dcstore.cli.pack_text`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from pathlib import Path
 
 from dcstore.cli.common import add_store_options, human_size, open_from_args, transfer_progress
+from dcstore.cli.pack_text import add_text_options
 from dcstore.units import parse_size
 
 SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing"})
@@ -15,6 +17,10 @@ SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "tes
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.text:
+        from dcstore.cli import pack_text
+
+        return pack_text.run(args)
     from dcstore.loaders.ingest import plan_source
     from dcstore.loaders.packing import default_workers, pack_plan
     from dcstore.loaders.versions import DEFAULT_KEEP
@@ -82,7 +88,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(key: its path without the extension; field: the extension, lower-cased); class "
         "folders (ImageFolder) add field cls and a class table. Samples are shuffled at "
         "pack time. Each pack is a new version; the last --keep versions stay readable "
-        "and older ones are deleted after the commit.",
+        "and older ones are deleted after the commit. With --text, SRC is a text corpus "
+        "packed into token shards for TokenDataset / DocumentDataset.",
     )
     p.add_argument(
         "src", metavar="SRC", help="folder of class folders or files, a .tar, or a folder of .tar"
@@ -140,5 +147,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="target shard size (default 64MiB)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_text_options(p)
     add_store_options(p)
     p.set_defaults(func=run)

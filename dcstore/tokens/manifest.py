@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dcstore.backends.base import Backend
-from dcstore.errors import IntegrityError, NotFoundError
+from dcstore.errors import DcstoreError, IntegrityError, NotFoundError
 from dcstore.loaders.shardindex import ObjectSource
 
 TOKENS_KEY = "tokens.parquet"
@@ -221,6 +221,8 @@ def _read_checked(f: Any, where: str) -> tuple[dict[bytes, bytes], pa.Table]:
         parquet = pq.ParquetFile(f)
         meta = dict(parquet.schema_arrow.metadata or {})
         table = parquet.read(use_threads=False)  # no Arrow thread: see read_parquet_in_this_thread
+    except DcstoreError:
+        raise  # named already (e.g. an encrypted manifest read without keys)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise IntegrityError(f"{where}: not a readable token manifest ({exc!r:.200})") from None
     for name in ("start", "length"):
@@ -252,6 +254,8 @@ def load_token_manifest(store: Backend, key: str = TOKENS_KEY) -> TokenManifest:
     try:
         with source.open() as f:
             schema = pq.ParquetFile(f).schema_arrow
+    except DcstoreError:
+        raise  # named already (e.g. an encrypted manifest read without keys)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise IntegrityError(f"{where}: not a readable token manifest ({exc!r:.200})") from None
     manifest = _from_meta(dict(schema.metadata or {}), where, source, None)

@@ -147,7 +147,7 @@ public final class Main {
       case "restart-datanodes": {
         int count = 0;
         while (!stopped.isEmpty()) {
-          cluster.restartDataNode(stopped.pop(), true);
+          restartKeepingPort(stopped.pop());
           count++;
         }
         cluster.waitActive();
@@ -167,6 +167,40 @@ public final class Main {
       default:
         throw new IllegalArgumentException("unknown command '" + line + "'");
     }
+  }
+
+  /**
+   * Restart a stopped DataNode on its old ports. The kernel can refuse the port for a moment
+   * after the stop (seen in the chaos test: "BindException: Address already in use" 2 s after
+   * a stop), so a bind failure is retried for up to 15 s; any other failure is raised at once.
+   */
+  private void restartKeepingPort(DataNodeProperties props) throws IOException {
+    long deadline = System.nanoTime() + 15_000_000_000L;
+    while (true) {
+      try {
+        cluster.restartDataNode(props, true);
+        return;
+      } catch (IOException e) {
+        if (!causedByBind(e) || System.nanoTime() > deadline) {
+          throw e;
+        }
+        try {
+          Thread.sleep(250);
+        } catch (InterruptedException interrupted) {
+          Thread.currentThread().interrupt();
+          throw e;
+        }
+      }
+    }
+  }
+
+  private static boolean causedByBind(Throwable e) {
+    for (Throwable t = e; t != null; t = t.getCause()) {
+      if (t instanceof java.net.BindException) {
+        return true;
+      }
+    }
+    return false;
   }
 
   private String status() {

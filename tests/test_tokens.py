@@ -1,0 +1,356 @@
+"""Token datasets: pack a corpus, stream blocks and documents, exactly once, resumable,
+encrypted, pinned to the versions packed; bad input named and nothing committed."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from dcstore.backends.local import LocalBackend
+from dcstore.crypto import Keyring, write_key_file
+from dcstore.errors import (
+    ConfigError,
+    IntegrityError,
+    KeyAccessError,
+    NotFoundError,
+    VersionChangedError,
+)
+from dcstore.tokens import (
+    TOKENS_KEY,
+    TokenManifest,
+    TokenWriter,
+    load_token_manifest,
+    pack_text,
+)
+from dcstore.tokens.dataset import DocumentDataset, TokenDataset
+from dcstore.tokens.spans import document_blocks, stream_blocks
+
+WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+
+
+def corpus(path: Path, docs: int = 300, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    rows = [
+        {"text": " ".join(rng.choice(WORDS, rng.integers(1, 60))), "label": int(i % 3)}
+        for i in range(docs)
+    ]
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / "part-0.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    return rows
+
+
+def stream_of(rows: list[dict]) -> np.ndarray:
+    """The bytes tokenizer's stream: each text's UTF-8 bytes, then 256."""
+    parts = [np.append(np.frombuffer(r["text"].encode(), np.uint8).astype(np.int64), 256)
+             for r in rows]  # fmt: skip
+    return np.concatenate(parts)
+
+
+@pytest.fixture
+def packed(tmp_path: Path) -> tuple[str, list[dict]]:
+    rows = corpus(tmp_path / "corpus")
+    url = f"file://{tmp_path}/store"
+    pack_text([tmp_path / "corpus"], url, columns=["label"], shard_bytes=2000, processes=1)
+    return url, rows
+
+
+@pytest.fixture
+def numbered(tmp_path: Path) -> str:
+    """Token ``t`` of the stream is ``t`` (so a block names itself): 40,000 tokens in
+    documents of 1-999 tokens, shards of 1,500 tokens."""
+    url = f"file://{tmp_path}/numbered"
+    rng = np.random.default_rng(1)
+    with TokenWriter(url, vocab_size=1 << 16, shard_bytes=3000) as writer:
+        at = 0
+        while at < 40_000:
+            n = min(int(rng.integers(1, 1000)), 40_000 - at)
+            writer.write(np.arange(at, at + n))
+            at += n
+    return url
+
+
+def block_ids(blocks, size: int = 16) -> list[int]:
+    ids = []
+    for b in blocks:
+        first = int(b[0])
+        assert b.numpy().astype(np.int64).tolist() == list(range(first, first + size))
+        ids.append(first // size)
+    return ids
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> str:
+    write_key_file(tmp_path / "kek.json", Keyring.generate())
+    return str(tmp_path / "kek.json")
+
+
+def test_the_stream_is_the_documents_with_end_of_document_ids(packed, tmp_path: Path) -> None:
+    _url, rows = packed
+    manifest = load_token_manifest(LocalBackend(str(tmp_path / "store")))
+    expected = stream_of(rows)
+    assert manifest.dtype == "uint16" and manifest.eod == 256 and manifest.vocab_size == 257
+    assert manifest.num_tokens == len(expected)
+    assert all(s.tokens == manifest.shard_tokens == 1000 for s in manifest.shards[:-1])
+    on_disk = np.concatenate(
+        [np.fromfile(tmp_path / "store" / s.key, dtype="<u2") for s in manifest.shards]
+    )
+    assert (on_disk == expected).all()
+    starts, lengths = manifest.document_spans()
+    assert lengths.tolist() == [len(r["text"].encode()) + 1 for r in rows]
+    assert (starts[1:] == starts[:-1] + lengths[:-1]).all()
+    assert manifest.documents.column("label").to_pylist() == [r["label"] for r in rows]
+    assert all(s.version for s in manifest.shards)  # pinned at pack time
+
+
+@pytest.mark.parametrize("within", [False, True])
+def test_blocks_match_the_stream(packed, within: bool) -> None:
+    url, rows = packed
+    expected = stream_of(rows)
+    ds = TokenDataset(url, block_size=17, within_documents=within)
+    starts, ends = ds.spans.bounds(np.arange(ds.num_items))
+    if within:  # no block crosses a document: a 256 only at a block's end
+        assert all(256 not in expected[s : e - 1] for s, e in zip(starts, ends, strict=True))
+    else:
+        assert ds.num_items == len(expected) // 17
+    got = list(ds)
+    assert len(got) == ds.num_items
+    for block, s, e in zip(got, starts, ends, strict=True):
+        assert block.dtype == torch.uint16
+        assert block.numpy().astype(np.int64).tolist() == expected[s:e].tolist()
+    assert (ds.read(3).numpy() == got[3].numpy()).all()
+    assert TokenDataset(url, block_size=17, dtype=torch.long).read(0).dtype == torch.long
+
+
+def test_spans_counts_per_shard() -> None:
+    shard_starts = np.array([0, 10, 20, 25])
+    assert stream_blocks(25, 4).counts(shard_starts).tolist() == [3, 2, 1]  # starts 0..20
+    blocks = document_blocks(np.array([0, 9, 21]), np.array([9, 12, 4]), 4)
+    assert blocks.starts.tolist() == [0, 4, 9, 13, 17, 21]
+    assert blocks.counts(shard_starts).tolist() == [3, 2, 1]
+
+
+@pytest.mark.parametrize(
+    ("world", "workers", "drop_last"), [(1, 2, False), (3, 2, True), (3, 2, False), (2, 3, False)]
+)
+def test_every_block_once_and_equal_steps_across_ranks(
+    numbered: str, world: int, workers: int, drop_last: bool
+) -> None:
+    total = 40_000 // 16
+    per_rank, seen = [], Counter()
+    for rank in range(world):
+        ds = TokenDataset(numbered, block_size=16, shuffle=True, seed=3, rank=rank,
+                          world_size=world, drop_last=drop_last)  # fmt: skip
+        ids = block_ids(DataLoader(ds, batch_size=None, num_workers=workers))
+        assert len(ids) == len(ds)
+        per_rank.append(len(ids))
+        seen.update(ids)
+    assert len(set(per_rank)) == 1  # DDP ranks run the same number of steps
+    if drop_last:
+        assert sum(per_rank) == total // world * world and max(seen.values()) == 1
+    else:  # padded like DistributedSampler: every block, fewer than `world` twice
+        assert set(seen) == set(range(total)) and sum(per_rank) - total < world
+
+
+def test_order_is_deterministic_and_changes_per_epoch(numbered: str) -> None:
+    def epoch(seed: int, e: int) -> list[int]:
+        ds = TokenDataset(numbered, block_size=16, shuffle=True, seed=seed)
+        ds.set_epoch(e)
+        return block_ids(ds)
+
+    assert epoch(1, 0) == epoch(1, 0)
+    assert epoch(1, 0) != epoch(1, 1) != epoch(2, 1)
+    assert sorted(epoch(1, 0)) == sorted(epoch(1, 1)) == list(range(2500))
+    assert block_ids(TokenDataset(numbered, block_size=16)) == list(range(2500))
+
+
+@pytest.mark.parametrize("workers_after", [2, 1])
+def test_resume_mid_epoch_with_a_stateful_loader(numbered: str, workers_after: int) -> None:
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    ds = TokenDataset(numbered, block_size=16, shuffle=True, seed=5)
+    loader = StatefulDataLoader(ds, batch_size=4, num_workers=2)
+    first, state = [], None
+    for i, batch in enumerate(loader):
+        first.extend(block_ids(batch))
+        if i == 30:
+            state = loader.state_dict()
+            break
+    resumed_ds = TokenDataset(numbered, block_size=16, shuffle=True, seed=5)
+    if workers_after == 2:
+        resumed = StatefulDataLoader(resumed_ds, batch_size=4, num_workers=2)
+        resumed.load_state_dict(state)
+    else:  # another worker count: the dataset state, merged
+        resumed_ds.load_state_dict(TokenDataset.state_from_loader(state))
+        resumed = StatefulDataLoader(resumed_ds, batch_size=4, num_workers=workers_after)
+    rest = [i for batch in resumed for i in block_ids(batch)]
+    assert sorted(first + rest) == list(range(2500))
+
+
+def test_documents_are_padded_truncated_and_labelled(packed) -> None:
+    url, rows = packed
+    ds = DocumentDataset(url, max_length=24, pad_id=0)
+    items = list(ds)
+    assert len(items) == len(rows) == len(ds)
+    for item, row in zip(items, rows, strict=True):
+        ids = ([*list(row["text"].encode()), 256])[:24]
+        assert item["input_ids"].tolist() == ids + [0] * (24 - len(ids))
+        assert item["attention_mask"].tolist() == [1] * len(ids) + [0] * (24 - len(ids))
+        assert item["label"] == row["label"]
+    batch = next(iter(DataLoader(ds, batch_size=8)))
+    assert batch["input_ids"].shape == (8, 24) and batch["label"].tolist() == [0, 1, 2] * 2 + [0, 1]
+    with pytest.raises(ConfigError, match="no document column"):
+        DocumentDataset(url, max_length=8, columns=["topic"])
+
+
+def test_workers_receive_an_address_not_the_tables(packed) -> None:
+    url, _ = packed
+    ds = DocumentDataset(url, max_length=8)
+    list(ds)  # spans, riders and the document table are loaded here
+    size = len(pickle.dumps(ds))  # the shard table, never the documents or their spans
+    assert size < 2048 + 120 * len(ds.manifest.shards), size
+    assert size < len(pickle.dumps(ds.manifest.documents)), size
+    clone = pickle.loads(pickle.dumps(ds))
+    assert [i["label"] for i in clone] == [i["label"] for i in ds]
+
+
+def test_encrypted_at_rest_and_read_with_keys_only(tmp_path: Path, keys: str) -> None:
+    rows = corpus(tmp_path / "corpus")
+    url = f"file://{tmp_path}/store"
+    pack_text([tmp_path / "corpus"], url, keys=keys, columns=["label"], shard_bytes=4096)
+    for path in (tmp_path / "store" / "tokens").rglob("*.bin"):
+        data = path.read_bytes()
+        assert b"alpha" not in data and "alpha".encode("utf-16-le") not in data
+    plain = stream_of(rows)
+    ds = TokenDataset(url, block_size=64, keys=keys, shuffle=True)
+    assert sorted(b.numpy().tobytes() for b in ds) == sorted(
+        plain[i * 64 : (i + 1) * 64].astype("<u2").tobytes() for i in range(len(plain) // 64)
+    )
+    with pytest.raises(KeyAccessError):
+        TokenDataset(url, block_size=64)
+
+
+def test_tampered_or_replaced_shards_are_named(tmp_path: Path, keys: str) -> None:
+    corpus(tmp_path / "corpus")
+    url = f"file://{tmp_path}/store"
+    manifest = pack_text([tmp_path / "corpus"], url, keys=keys, shard_bytes=4096)
+    victim = tmp_path / "store" / manifest.shards[1].key
+    before = victim.stat()
+    with open(victim, "r+b") as f:  # flip a ciphertext bit in place, same object version
+        f.seek(before.st_size - 40)
+        byte = f.read(1)[0]
+        f.seek(before.st_size - 40)
+        f.write(bytes([byte ^ 1]))
+    os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with pytest.raises(IntegrityError, match=manifest.shards[1].key):
+        list(TokenDataset(url, block_size=64, keys=keys))
+    # replaced under the manifest (a valid object, another version): refused, named
+    LocalBackend(str(tmp_path / "store")).put(manifest.shards[2].key, b"\0" * 100)
+    ds = TokenDataset(url, block_size=64, keys=keys)
+    with pytest.raises(VersionChangedError, match=manifest.shards[2].key):
+        ds.read(ds.manifest.shard_tokens * 2 // 64 + 1)
+
+
+def test_bad_ids_and_bad_corpora_commit_nothing(tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/store"
+    with TokenWriter(url, vocab_size=100, eod=99) as w:
+        w.write([1, 2, 3])
+    before = load_token_manifest(LocalBackend(str(tmp_path / "store")))
+    with pytest.raises(ConfigError, match="outside the vocabulary"), TokenWriter(
+        url, vocab_size=100
+    ) as w:  # fmt: skip
+        w.write([5, 100])
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "a.jsonl").write_text('{"text": "ok"}\n{"text": \n')
+    with pytest.raises(ConfigError, match=r"a\.jsonl:2"):
+        pack_text([tmp_path / "bad"], url)
+    (tmp_path / "bad" / "a.jsonl").write_text('{"body": "no text"}\n')
+    with pytest.raises(ConfigError, match="no field 'text'"):
+        pack_text([tmp_path / "bad"], url)
+    with pytest.raises(NotFoundError, match="nowhere"):
+        pack_text([tmp_path / "nowhere"], url)
+    after = load_token_manifest(LocalBackend(str(tmp_path / "store")))
+    assert after.version == before.version and after.num_tokens == 4
+
+
+def test_a_new_version_keeps_the_previous_one_and_drops_older(tmp_path: Path) -> None:
+    store = LocalBackend(str(tmp_path / "store"))
+    versions = []
+    for n in range(3):
+        with TokenWriter(store, vocab_size=10, shard_bytes=4) as w:
+            w.write(list(range(n + 3)))
+        versions.append(w.version)
+    kept = {k.key.split("/")[1] for k in store.list_objects("tokens/")}
+    assert kept == set(versions[1:])
+    assert load_token_manifest(store).version == versions[2]
+
+
+def test_damaged_manifests_are_integrity_errors(packed, tmp_path: Path) -> None:
+    url, _ = packed
+    store = LocalBackend(str(tmp_path / "store"))
+    good = store.get(TOKENS_KEY)
+    store.put(TOKENS_KEY, good[: len(good) // 2])
+    with pytest.raises(IntegrityError, match=r"tokens\.parquet"):
+        TokenDataset(url, block_size=8)
+    table = pq.read_table(pa.BufferReader(good))
+    meta = dict(table.schema.metadata)
+    meta[b"dcstore.shards"] = b'[["tokens/x/000000.bin", -5, null, null]]'
+    with pytest.raises(IntegrityError, match="damaged token manifest"):
+        sink = pa.BufferOutputStream()
+        pq.write_table(table.replace_schema_metadata(meta), sink)
+        TokenManifest.from_parquet(sink.getvalue().to_pybytes())
+    with pytest.raises(NotFoundError, match="pack --text"):
+        TokenDataset(f"file://{tmp_path}/empty", block_size=8)
+
+
+def test_parquet_and_text_inputs_and_a_callable_tokenizer(tmp_path: Path) -> None:
+    (tmp_path / "c").mkdir()
+    pq.write_table(pa.table({"body": ["a b", "c"], "y": [1, 0]}), tmp_path / "c" / "p.parquet")
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "one.txt").write_text("a c a")
+    vocab = {"a": 1, "b": 2, "c": 3}
+
+    def split(text: str) -> list[int]:
+        return [vocab[w] for w in text.split()]
+
+    url = f"file://{tmp_path}/store"
+    m = pack_text([tmp_path / "c"], url, tokenizer=split, vocab_size=4, eod=0, text_field="body",
+                  columns=["y"], processes=2)  # fmt: skip
+    assert [b.tolist() for b in TokenDataset(url, block_size=1)] == [[1], [2], [0], [3], [0]]
+    assert m.documents.column("y").to_pylist() == [1, 0]
+    pack_text([tmp_path / "t"], url, tokenizer=split, vocab_size=4)
+    assert [b.tolist() for b in TokenDataset(url, block_size=3)] == [[1, 3, 1]]
+    with pytest.raises(ConfigError, match="needs vocab_size"):
+        pack_text([tmp_path / "t"], url, tokenizer=split)
+
+
+def test_a_tokenizers_tokenizer_from_its_file(tmp_path: Path) -> None:
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import models, pre_tokenizers, trainers
+
+    rows = corpus(tmp_path / "corpus", docs=50)
+    tok = tokenizers.Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(
+        [r["text"] for r in rows], trainers.WordLevelTrainer(special_tokens=["[UNK]", "[EOD]"])
+    )
+    tok.save(str(tmp_path / "tokenizer.json"))
+    url = f"file://{tmp_path}/store"
+    m = pack_text([tmp_path / "corpus"], url, tokenizer=str(tmp_path / "tokenizer.json"),
+                  eod="[EOD]")  # fmt: skip
+    assert m.eod == tok.token_to_id("[EOD]") and m.vocab_size == tok.get_vocab_size()
+    first = rows[0]["text"].split()
+    ds = DocumentDataset(url, max_length=len(first) + 1)
+    assert ds.read(0)["input_ids"].tolist() == [tok.token_to_id(w) for w in first] + [m.eod]
+    with pytest.raises(ConfigError, match="no token"):
+        pack_text([tmp_path / "corpus"], url, tokenizer=tok, eod="<|nope|>")
