@@ -354,3 +354,37 @@ def test_a_tokenizers_tokenizer_from_its_file(tmp_path: Path) -> None:
     assert ds.read(0)["input_ids"].tolist() == [tok.token_to_id(w) for w in first] + [m.eod]
     with pytest.raises(ConfigError, match="no token"):
         pack_text([tmp_path / "corpus"], url, tokenizer=tok, eod="<|nope|>")
+
+
+class CountingLocal(LocalBackend):
+    """A local store that counts the bytes read from it (never mapped, always counted)."""
+
+    read_bytes = 0
+
+    def get_range(self, key, start, end, *, version=None):
+        type(self).read_bytes += end - start
+        return super().get_range(key, start, end, version=version)
+
+    def get(self, key, *, version=None):
+        data = super().get(key, version=version)
+        type(self).read_bytes += len(data)
+        return data
+
+    def map_range(self, key, start, end, *, version=None):
+        return None
+
+
+def test_random_access_reads_only_the_segments_a_block_touches(tmp_path: Path) -> None:
+    from dcstore.crypto import EncryptedBackend
+
+    segment = 64 * 1024
+    store = EncryptedBackend(CountingLocal(str(tmp_path / "s")), Keyring.generate(),
+                             segment_size=segment)  # fmt: skip
+    with TokenWriter(store, vocab_size=1 << 16, shard_bytes=4 << 20) as writer:
+        writer.write(np.arange(3 << 20) % (1 << 16))  # 6 MiB of ids, two shards
+    ds = TokenDataset(store, block_size=2048)
+    for i in (0, 777, ds.num_items - 1, (2 << 20) // 2048):  # first, middle, last, 2nd shard
+        CountingLocal.read_bytes = 0
+        block = ds.read(i)
+        assert block.numpy().tolist() == [(i * 2048 + k) % (1 << 16) for k in range(2048)]
+        assert CountingLocal.read_bytes <= 2 * (segment + 16) + 4096, (i, CountingLocal.read_bytes)
