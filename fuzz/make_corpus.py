@@ -20,6 +20,7 @@ from dcstore.backends.memory import MemoryBackend  # noqa: E402
 from dcstore.cache.resp import pack_set  # noqa: E402
 from dcstore.loaders.tario import member_bytes  # noqa: E402
 from dcstore.loaders.writer import ShardWriter  # noqa: E402
+from dcstore.tokens.writer import TokenWriter  # noqa: E402
 from fuzz.targets import FIXED_KEYRING, seed_ciphertext  # noqa: E402
 
 
@@ -41,6 +42,10 @@ def seeds() -> dict[str, dict[str, bytes]]:
         for i in range(4):
             writer.write({"__key__": f"k{i}", "bin": bytes([i]) * 1500, "cls": i})
     manifest = store.get("manifest.parquet")
+    with TokenWriter(store, vocab_size=300, eod=299, columns=["label"], shard_bytes=64) as tw:
+        for i in range(5):
+            tw.write(list(range(i * 7, i * 7 + 20)), label=i % 2)
+    tokens = store.get("tokens.parquet")
     keyfile = json.dumps(FIXED_KEYRING.to_document()).encode()
     urls = [
         b"file:///tmp/x?fsync=false",
@@ -63,6 +68,7 @@ def seeds() -> dict[str, dict[str, bytes]]:
         "header": {"object": cipher, "header": cipher[:200]},
         "decrypt": {"object": cipher},
         "manifest": {"manifest": manifest},
+        "tokens": {"tokens": tokens},
         "keyfile": {"keyfile": keyfile},
         "url": {f"url{i}": u for i, u in enumerate(urls)},
         "resp": {f"reply{i}": r for i, r in enumerate(resp)},

@@ -94,7 +94,7 @@ def fuzz_all(names: list[str], seconds: int, runs: int | None = None) -> int:
     return int(failed)
 
 
-TARGET_NAMES = ["tar", "header", "decrypt", "manifest", "keyfile", "url", "resp"]
+TARGET_NAMES = ["tar", "header", "decrypt", "manifest", "tokens", "keyfile", "url", "resp"]
 """fuzz.targets.TARGETS, named here: importing it would import dcstore uninstrumented."""
 
 

@@ -24,6 +24,7 @@ from dcstore.crypto.keyring import Keyring
 from dcstore.errors import ConfigError, IntegrityError, KeyAccessError
 from dcstore.loaders.manifest import Manifest
 from dcstore.loaders.tario import group_samples, iter_samples, parse_members
+from dcstore.tokens.manifest import TokenManifest
 
 # A fixed keyring and one object encrypted under it: the decrypt target's seed.
 FIXED_KEYRING = Keyring.from_document(
@@ -89,6 +90,14 @@ def target_manifest(data: bytes) -> None:
         assert len(shard.offsets) == len(shard.lengths), shard.key
 
 
+def target_tokens(data: bytes) -> None:
+    manifest = TokenManifest.from_parquet(data, where="fuzz")
+    starts, lengths = manifest.document_spans()
+    assert ((starts >= 0) & (lengths >= 0) & (starts + lengths <= manifest.num_tokens)).all()
+    for start in starts[:50].tolist():  # every document start maps to a shard of the stream
+        manifest.pieces(start, start)
+
+
 def target_keyfile(data: bytes) -> None:
     Keyring.from_document(data, "fuzz key file")
 
@@ -133,6 +142,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "header": target_header,
     "decrypt": target_decrypt,
     "manifest": target_manifest,
+    "tokens": target_tokens,
     "keyfile": target_keyfile,
     "url": target_url,
     "resp": target_resp,
@@ -143,6 +153,7 @@ ALLOWED: dict[str, tuple[type[BaseException], ...]] = {
     "header": (IntegrityError, KeyAccessError),
     "decrypt": (IntegrityError, KeyAccessError),
     "manifest": (IntegrityError,),
+    "tokens": (IntegrityError,),
     "keyfile": (ConfigError,),
     "url": (ConfigError,),
     # The Redis tier turns these into "tier unavailable" (the read goes to the origin).

@@ -210,7 +210,7 @@ def _from_meta(
             versions_of=meta.get(b"dcstore.versions_of", b"").decode(), source=source,
             given_documents=table,
         )  # fmt: skip
-    except (KeyError, ValueError, TypeError) as exc:  # missing, bad JSON, UTF-8 or shape
+    except (KeyError, ValueError, TypeError, RecursionError) as exc:  # missing, bad JSON/UTF-8
         raise IntegrityError(f"{where}: damaged token manifest ({exc!r:.200})") from None
     return manifest
 
@@ -226,14 +226,18 @@ def _read_checked(f: Any, where: str) -> tuple[dict[bytes, bytes], pa.Table]:
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise IntegrityError(f"{where}: not a readable token manifest ({exc!r:.200})") from None
     for name in ("start", "length"):
-        if table.schema.get_field_index(name) < 0 or table.schema.field(name).type != pa.int64():
+        index = table.schema.get_field_index(name)
+        if index < 0 or table.schema.field(index).type != pa.int64():
             raise IntegrityError(f"{where}: token manifest has no int64 column {name!r}")
-    starts = table.column("start").to_numpy(zero_copy_only=False)
-    lengths = table.column("length").to_numpy(zero_copy_only=False)
+        if table.column(index).null_count:
+            raise IntegrityError(f"{where}: token manifest column {name!r} has nulls")
+    starts = table.column("start").to_numpy()
+    lengths = table.column("length").to_numpy()
     total = _from_meta(meta, where, None, table.slice(0, 0)).num_tokens
+    # compared without adding (no int64 overflow): 0 <= start <= total, 0 <= length <= total - start
     if len(starts) and (
-        (lengths < 0).any() or (starts < 0).any() or (starts + lengths > total).any()
-        or (starts[1:] < starts[:-1] + lengths[:-1]).any()
+        (starts < 0).any() or (starts > total).any() or (lengths < 0).any()
+        or (lengths > total - starts).any() or (starts[1:] - starts[:-1] < lengths[:-1]).any()
     ):  # fmt: skip
         raise IntegrityError(f"{where}: document spans outside the token stream or overlapping")
     return meta, table
