@@ -388,3 +388,19 @@ def test_random_access_reads_only_the_segments_a_block_touches(tmp_path: Path) -
         block = ds.read(i)
         assert block.numpy().tolist() == [(i * 2048 + k) % (1 << 16) for k in range(2048)]
         assert CountingLocal.read_bytes <= 2 * (segment + 16) + 4096, (i, CountingLocal.read_bytes)
+
+
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs CUDA")])],
+)  # fmt: skip
+def test_blocks_through_a_ring_and_onto_the_device(numbered: str, device: str) -> None:
+    from dcstore import DeviceLoader, RingLoader
+
+    ds = TokenDataset(numbered, block_size=16, shuffle=True, seed=2)
+    seen = []
+    for batch in DeviceLoader(RingLoader(ds, batch_size=8, num_workers=2), device):
+        assert batch.device.type == device and batch.dtype == torch.uint16
+        seen.extend(block_ids(batch.cpu()))
+    assert sorted(seen) == list(range(2500))
