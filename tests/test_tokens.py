@@ -404,3 +404,35 @@ def test_blocks_through_a_ring_and_onto_the_device(numbered: str, device: str) -
         assert batch.device.type == device and batch.dtype == torch.uint16
         seen.extend(block_ids(batch.cpu()))
     assert sorted(seen) == list(range(2500))
+
+
+@pytest.mark.parametrize("block_size", [2048, 2049])  # segment-aligned blocks, and straddlers
+def test_an_encrypted_epoch_fetches_each_segment_once(tmp_path: Path, block_size: int) -> None:
+    from dcstore.crypto import EncryptedBackend
+
+    segment = 64 * 1024
+    store = EncryptedBackend(CountingLocal(str(tmp_path / "s")), Keyring.generate(),
+                             segment_size=segment)  # fmt: skip
+    with TokenWriter(store, vocab_size=1 << 16, shard_bytes=1 << 20) as writer:
+        writer.write(np.arange(3_000_000) % (1 << 16))  # ~5.7 MiB, six shards
+    stored = sum(m.size for m in store.inner.list_objects("tokens/"))
+    CountingLocal.read_bytes = 0
+    for rank in range(3):  # rank shares start mid-segment
+        ds = TokenDataset(store, block_size=block_size, shuffle=True, rank=rank, world_size=3,
+                          window_bytes=128 * 1024, drop_last=True)  # fmt: skip
+        assert sum(1 for _ in ds) == len(ds)
+    # once, but for a segment shared at a rank boundary (two ranks, at most 2 per rank) or
+    # at a shard boundary by a block that starts in one shard and ends in the next
+    shards = len(ds.manifest.shards)
+    extra = (2 * 3 + (shards if block_size % 2048 else 0)) * (segment + 16) + 20_000
+    assert CountingLocal.read_bytes <= stored + extra, CountingLocal.read_bytes / stored
+
+
+def test_empty_documents_are_empty_items(tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/s"
+    with TokenWriter(url, vocab_size=10, columns=["label"]) as writer:
+        for i, doc in enumerate([[], [1, 2], [], [3], []]):
+            writer.write(doc, label=i)
+    ds = DocumentDataset(url, max_length=3, shuffle=True)
+    got = {item["label"]: item["attention_mask"].sum().item() for item in ds}
+    assert got == {0: 0, 1: 2, 2: 0, 3: 1, 4: 0}

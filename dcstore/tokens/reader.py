@@ -2,13 +2,16 @@
 
 Guarantees:
 
-* Each plan block's items are fetched as a few contiguous windows of at most
-  ``window_bytes`` (plus one item), read with the object version the manifest
-  pins, at most ``prefetch_bytes`` ahead; only the bytes (and, encrypted, only
-  the segments) the items touch are read, plus gaps under ``max_gap`` tokens.
+* Each plan block's items are fetched as windows of at most ``window_bytes``
+  (rounded up to the encryption segment), cut at shard boundaries and at
+  multiples of that size from each shard's start, so no segment is fetched or
+  decrypted twice; read with the object version the manifest pins, at most
+  ``prefetch_bytes`` ahead. Only the bytes the items touch are read, plus gaps
+  under :data:`MAX_GAP_TOKENS` tokens.
 * Items are numpy views of windows the reader owns (writable, never the page
-  cache or a cache tier's buffer): zero-copy per item; an item that straddles
-  two shards is joined by one copy.
+  cache or a cache tier's buffer): zero-copy per item; an item that spans
+  windows (or shards) is joined by one copy. An item is handed out as soon as
+  its windows have arrived.
 * A failed read raises naming the store and the shard; nothing is skipped silently.
 """
 
@@ -25,7 +28,7 @@ from dcstore.backends.base import Backend
 from dcstore.errors import DcstoreError, IntegrityError
 from dcstore.loaders.plan import WorkerPlan
 from dcstore.loaders.prefetch import Prefetcher
-from dcstore.loaders.reader import _named
+from dcstore.loaders.reader import _named, aligned_window
 from dcstore.loaders.resumable import Progress
 from dcstore.tokens.manifest import DTYPES, TokenManifest
 from dcstore.tokens.spans import Spans
@@ -36,28 +39,40 @@ MAX_GAP_TOKENS = 4096
 
 @dataclass(frozen=True)
 class Window:
-    """Tokens ``[start, end)`` of the stream, fetched as one owned buffer."""
+    """Tokens ``[start, end)`` of the stream, inside one shard, fetched as one owned buffer."""
 
     start: int
     end: int
 
 
-def plan_windows(starts: np.ndarray, ends: np.ndarray, limit: int) -> list[Window]:
-    """Windows covering every item ``[starts[i], ends[i])`` (any order): items are taken in
-    stream order and a window grows while it stays under ``limit`` tokens and the gap to the
-    next item is under :data:`MAX_GAP_TOKENS`."""
+def plan_windows(
+    starts: np.ndarray, ends: np.ndarray, shard_starts: np.ndarray, window_tokens: int
+) -> list[Window]:
+    """Windows covering every item ``[starts[i], ends[i])`` (any order), in stream order.
+
+    Items are merged into runs (gaps under :data:`MAX_GAP_TOKENS` are read through), and
+    runs are cut at shard boundaries and at multiples of ``window_tokens`` from each
+    shard's start: with ``window_tokens`` a multiple of the encryption segment, no two
+    windows share a segment, so each segment is fetched and decrypted once.
+    """
+    if len(starts) == 0:
+        return []
     order = np.argsort(starts, kind="stable")
+    s_sorted, e_sorted = starts[order], np.maximum.accumulate(ends[order])
+    breaks = np.nonzero(s_sorted[1:] - e_sorted[:-1] > MAX_GAP_TOKENS)[0] + 1
     windows: list[Window] = []
-    lo = hi = -1
-    for s, e in zip(starts[order].tolist(), ends[order].tolist(), strict=True):
-        if lo >= 0 and s - hi <= MAX_GAP_TOKENS and max(hi, e) - lo <= limit:
-            hi = max(hi, e)
-            continue
-        if lo >= 0:
-            windows.append(Window(lo, hi))
-        lo, hi = s, e
-    if lo >= 0:
-        windows.append(Window(lo, hi))
+    for lo, hi in zip(np.r_[0, breaks].tolist(), np.r_[breaks, len(order)].tolist(), strict=True):
+        a, stop = int(s_sorted[lo]), int(e_sorted[hi - 1])
+        while a < stop:
+            shard = int(np.searchsorted(shard_starts, a, side="right")) - 1
+            base = int(shard_starts[shard])
+            b = min(
+                stop,
+                int(shard_starts[shard + 1]),
+                base + ((a - base) // window_tokens + 1) * window_tokens,
+            )
+            windows.append(Window(a, b))
+            a = b
     return windows
 
 
@@ -101,15 +116,19 @@ def read_items(
     window_bytes: int = DEFAULT_WINDOW_BYTES,
     max_tokens: int | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """``(item id, tokens)`` of the plan's items in order (at most ``max_tokens`` of each)."""
-    limit = max(1, window_bytes // manifest.itemsize)
+    """``(item id, tokens)`` of the plan's items in order (at most ``max_tokens`` of each).
+
+    An item is handed out as soon as the windows it needs have arrived (in plan order),
+    as a view of its window, or joined by one copy when it spans windows.
+    """
+    window_tokens = max(1, aligned_window(store, window_bytes) // manifest.itemsize)
 
     def bounds(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         starts, ends = spans.bounds(ids)
         return starts, ends if max_tokens is None else np.minimum(ends, starts + max_tokens)
 
     def unit(ids: np.ndarray) -> tuple[np.ndarray, list[Window]]:
-        return ids, plan_windows(*bounds(ids), limit)
+        return ids, plan_windows(*bounds(ids), manifest.starts, window_tokens)
 
     order = plan.indices() if plan.order is not None else None
     units = iter([unit(order)]) if order is not None else (unit(b) for b in plan.blocks)
@@ -126,18 +145,39 @@ def read_items(
     )
     with contextlib.closing(fetched):
         for ids, windows in units:
-            buffers = []
-            for _ in windows:
-                got = next(fetched)
-                if got.error is not None:
-                    raise got.error
-                buffers.append(got.value)
             lows = np.asarray([w.start for w in windows], dtype=np.int64)
             starts, ends = bounds(ids)
-            where = np.searchsorted(lows, starts, side="right") - 1
-            for i, s, e, w in zip(ids.tolist(), starts.tolist(), ends.tolist(), where.tolist(),
-                                  strict=True):  # fmt: skip
-                base = windows[w].start
-                progress.pos += 1
-                yield i, buffers[w][s - base : e - base]
+            first = (np.searchsorted(lows, starts, side="right") - 1).tolist()
+            last = (np.searchsorted(lows, ends - 1, side="right") - 1).tolist()
+            last = [-1 if e <= b else w for b, e, w in zip(starts.tolist(), ends.tolist(), last,
+                                                              strict=True)]  # fmt: skip
+            buffers: list[np.ndarray] = []
+            at = 0
+            for got in itertools.chain([None], itertools.islice(fetched, len(windows))):
+                if got is not None:
+                    if got.error is not None:
+                        raise got.error
+                    buffers.append(got.value)  # type: ignore[arg-type]
+                while at < len(ids) and last[at] < len(buffers):  # its windows have arrived
+                    progress.pos += 1
+                    yield int(ids[at]), _slice(buffers, windows, first[at], last[at],
+                                               int(starts[at]), int(ends[at]))  # fmt: skip
+                    at += 1
             del buffers
+
+
+def _slice(
+    buffers: list[np.ndarray], windows: list[Window], first: int, last: int, start: int, end: int
+) -> np.ndarray:
+    """Tokens ``[start, end)``: a view of one window, or the pieces of several joined."""
+    if end <= start:
+        return np.empty(0, dtype=buffers[0].dtype if buffers else np.uint16)
+    if first == last:
+        base = windows[first].start
+        return buffers[first][start - base : end - base]
+    pieces = [
+        buffers[w][max(start, windows[w].start) - windows[w].start : min(end, windows[w].end)
+                   - windows[w].start]
+        for w in range(first, last + 1)
+    ]  # fmt: skip
+    return np.concatenate(pieces)

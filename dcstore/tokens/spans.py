@@ -44,6 +44,8 @@ class Spans:
             cuts = np.minimum(-(-shard_starts // self.step), self.count)  # first item per cut
         else:
             cuts = np.searchsorted(self.starts, shard_starts, side="left")
+            if len(cuts) > 1:
+                cuts[-1] = self.count  # an empty item at the very end is the last shard's
         return np.asarray(np.diff(cuts), dtype=np.int64)
 
 
