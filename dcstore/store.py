@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from dcstore.backends.base import Backend
 from dcstore.backends.registry import open_backend
+from dcstore.errors import ConfigError
 from dcstore.retry import RetryingBackend, RetryPolicy
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ def open_store(
     cache: CacheSpec | None = None,
     keys: KeySpec | None = None,
     retries: int = 4,
+    segment_size: int | None = None,
     **options: Any,
 ) -> Backend:
     """Open ``url`` with optional hot-tier ``cache`` and encryption ``keys``.
@@ -42,7 +44,12 @@ def open_store(
     ``cache`` is a cache tier or its URL (``"memory"``, ``"redis://host:6379/0"``);
     ``keys`` is a key source or its URL (``"file:///etc/dcstore/kek.json"``).
     ``retries`` is the number of attempts for transient failures (1 disables).
+    ``segment_size`` is the encrypted segment size of objects written (default 4 MiB;
+    readers take it from each object's header): smaller segments make small random reads
+    cheaper (one segment is fetched and authenticated whole).
     """
+    if segment_size is not None and keys is None:
+        raise ConfigError("segment_size sets the size of encrypted segments: it needs keys=")
     if isinstance(url, Backend):
         if options:
             raise TypeError("options are only accepted with a URL")
@@ -58,5 +65,6 @@ def open_store(
     if keys is not None:
         from dcstore.crypto import EncryptedBackend, open_key_source
 
-        backend = EncryptedBackend(backend, open_key_source(keys))
+        sized = {} if segment_size is None else {"segment_size": segment_size}
+        backend = EncryptedBackend(backend, open_key_source(keys), **sized)
     return backend

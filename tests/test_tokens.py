@@ -436,3 +436,25 @@ def test_empty_documents_are_empty_items(tmp_path: Path) -> None:
     ds = DocumentDataset(url, max_length=3, shuffle=True)
     got = {item["label"]: item["attention_mask"].sum().item() for item in ds}
     assert got == {0: 0, 1: 2, 2: 0, 3: 1, 4: 0}
+
+
+def test_a_smaller_segment_size_makes_random_access_cheaper(tmp_path: Path, keys: str) -> None:
+    def pack(name: str, **options) -> str:
+        url = f"file://{tmp_path}/{name}"
+        with TokenWriter(url, vocab_size=1 << 16, keys=keys, **options) as writer:
+            writer.write(np.arange(2 << 20) % (1 << 16))  # 4 MiB of ids
+        return url
+
+    small = pack("small", segment_size=64 * 1024)
+    default = pack("default")
+    counts = {}
+    for url in (small, default):
+        CountingLocal.read_bytes = 0
+        inner = CountingLocal(url.removeprefix("file://"))
+        ds = TokenDataset(inner, keys=keys, block_size=2048)
+        block = ds.read(300)
+        assert block.numpy().tolist() == [(300 * 2048 + k) % (1 << 16) for k in range(2048)]
+        counts[url] = CountingLocal.read_bytes
+    assert counts[small] < 200 * 1024 < 4 << 20 <= counts[default], counts
+    with pytest.raises(ConfigError, match="needs keys"):
+        TokenWriter(f"file://{tmp_path}/x", vocab_size=10, segment_size=4096)

@@ -103,6 +103,7 @@ def pack_text(
     eod: int | str | None = None,
     cache: CacheSpec | None = None,
     keys: KeySpec | None = None,
+    segment_size: int | None = None,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     processes: int | None = None,
     batch_documents: int = DEFAULT_BATCH_DOCUMENTS,
@@ -125,7 +126,8 @@ def pack_text(
     meta = {"tokenizer": _describe(tokenizer), "text_field": text_field}
     with _pool(spec, processes) as pool, TokenWriter(
         url_or_store, vocab_size=spec.vocab_size, eod=spec.eod, columns=columns,
-        shard_bytes=shard_bytes, cache=cache, keys=keys, metadata=meta,
+        shard_bytes=shard_bytes, cache=cache, keys=keys, segment_size=segment_size,
+        metadata=meta,
     ) as writer:  # fmt: skip
         for batch, ids in _tokenized(spec, _batches(docs, batch_documents), pool, 2 * processes):
             for (text, fields), doc_ids in zip(batch, ids, strict=True):
