@@ -458,3 +458,20 @@ def test_a_smaller_segment_size_makes_random_access_cheaper(tmp_path: Path, keys
     assert counts[small] < 200 * 1024 < 4 << 20 <= counts[default], counts
     with pytest.raises(ConfigError, match="needs keys"):
         TokenWriter(f"file://{tmp_path}/x", vocab_size=10, segment_size=4096)
+
+
+def test_the_cli_packs_text_with_a_segment_size(tmp_path: Path, keys: str, capsys) -> None:
+    from dcstore.cli.main import main
+    from dcstore.crypto.format import parse_header
+
+    corpus(tmp_path / "corpus")
+    out = tmp_path / "store"
+    args = ["pack", "--text", str(tmp_path / "corpus"), str(out), "--column", "label", "-q"]
+    assert main([*args, "--keys", keys, "--segment-size", "64KiB"]) == 0
+    assert "300 documents" in capsys.readouterr().out
+    shard = next((out / "tokens").rglob("*.bin")).read_bytes()
+    assert parse_header(shard, "shard").segment_size == 64 * 1024
+    labels = [d["label"] for d in DocumentDataset(str(out), max_length=4, keys=keys)]
+    assert labels[:4] == [0, 1, 2, 0]
+    assert main([*args, "--segment-size", "64KiB"]) == 2  # no keys: refused, one line
+    assert "needs --keys" in capsys.readouterr().err

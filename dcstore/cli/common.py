@@ -71,7 +71,12 @@ def open_from_args(url: str, args: argparse.Namespace, *, env_keys: bool = True)
     options: dict[str, Any] = parse_options(getattr(args, "option", []) or [])
     spec = getattr(args, "keys", None)
     keys = key_source_from(spec) if env_keys else (spec or None)
-    store = open_store(url, cache=getattr(args, "cache", None), keys=keys, **options)
+    segment_size = getattr(args, "segment_size", None)
+    if segment_size is not None and keys is None:
+        raise ConfigError("--segment-size sets the size of encrypted segments: it needs --keys")
+    store = open_store(
+        url, cache=getattr(args, "cache", None), keys=keys, segment_size=segment_size, **options
+    )
     if keys is not None:
         from dcstore.crypto import EncryptedBackend
 

@@ -146,6 +146,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="SIZE",
         help="target shard size (default 64MiB)",
     )
+    p.add_argument(
+        "--segment-size",
+        type=parse_size,
+        metavar="SIZE",
+        help="with --keys: encrypted segment size (default 4MiB); smaller makes random reads "
+        "of single samples or token blocks cheaper (docs/tokens.md)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_text_options(p)
     add_store_options(p)
