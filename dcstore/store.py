@@ -68,3 +68,14 @@ def open_store(
         sized = {} if segment_size is None else {"segment_size": segment_size}
         backend = EncryptedBackend(backend, open_key_source(keys), **sized)
     return backend
+
+
+def store_for(
+    url_or_store: str | Backend, *, cache: CacheSpec | None = None,
+    keys: KeySpec | None = None, segment_size: int | None = None,
+) -> Backend:  # fmt: skip
+    """``url_or_store`` itself when it is a :class:`Backend` and nothing asks for a stack,
+    else :func:`open_store` of it with ``cache``, ``keys`` and ``segment_size``."""
+    if isinstance(url_or_store, Backend) and (cache, keys, segment_size) == (None, None, None):
+        return url_or_store
+    return open_store(url_or_store, cache=cache, keys=keys, segment_size=segment_size)

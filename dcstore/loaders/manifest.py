@@ -51,7 +51,7 @@ from dcstore.loaders.shardindex import (
     write_manifest,
 )
 from dcstore.loaders.shardinfo import ShardInfo
-from dcstore.store import CacheSpec, KeySpec
+from dcstore.store import CacheSpec, KeySpec, store_for
 
 MANIFEST_KEY = "manifest.parquet"
 __all__ = [
@@ -228,10 +228,5 @@ def open_dataset(
 ) -> tuple[Backend, Manifest]:  # fmt: skip
     """The store at ``url_or_store`` (a :class:`Backend` is used as is unless ``cache`` or
     ``keys`` ask for a stack: see :func:`dcstore.store.open_store`) and its manifest."""
-    if isinstance(url_or_store, Backend) and cache is None and keys is None:
-        store = url_or_store
-    else:
-        from dcstore.store import open_store
-
-        store = open_store(url_or_store, cache=cache, keys=keys)
+    store = store_for(url_or_store, cache=cache, keys=keys)
     return store, load_manifest(store, manifest_key)

@@ -302,7 +302,7 @@ class _BlockOrder:
                 yield sample
 
 
-def _named(store: Backend, key: str, exc: BaseException) -> BaseException:
+def named_error(store: Backend, key: str, exc: BaseException) -> BaseException:
     """``exc`` itself, naming the shard: a dcstore error raised without a location gets
     ``url`` / ``key`` and its message is prefixed with the shard (same object, type and
     traceback; nothing is rebuilt)."""
@@ -366,7 +366,7 @@ def read_plan(
                     out.add(parser.parse(win, got.value))  # type: ignore[arg-type]
                 except Exception as exc:
                     if skip is None or not isinstance(exc, (DcstoreError, OSError)):
-                        raise _named(store, key, exc)  # noqa: B904 - the same exception
+                        raise named_error(store, key, exc)  # noqa: B904 - the same exception
                     skipped.add(win.shard)
                     log.warning("skipping shard %s/%s: %s", store.url, key, exc)
                 del got
@@ -388,7 +388,7 @@ def read_sample(
         spans = group_samples(parse_members(data, base=start))
         _check(store, info.key, len(spans), 1, start, end)
     except DcstoreError as exc:
-        raise _named(store, info.key, exc)  # noqa: B904 - the same exception
+        raise named_error(store, info.key, exc)  # noqa: B904 - the same exception
     (sample,) = _samples(store, manifest, shard, local, data, spans, start, options)
     if isinstance(sample, CorruptSample):
         raise IntegrityError(sample.message)

@@ -17,6 +17,7 @@ tracks how far it got. Guarantees:
 
 from __future__ import annotations
 
+import abc
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -65,7 +66,7 @@ def current_worker() -> tuple[int, int]:
     return (info.id, info.num_workers) if info is not None else (0, 1)
 
 
-class PlannedPasses:
+class PlannedPasses(abc.ABC):
     """Epoch, rank and resumption state of an iterable dataset read by a plan."""
 
     seed: int
@@ -89,13 +90,13 @@ class PlannedPasses:
 
     # -- what a subclass provides ----------------------------------------------------------
 
+    @abc.abstractmethod
     def item_counts(self) -> np.ndarray:
         """Items per shard, in shard order (the plan's unit)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def dataset_version(self) -> str:
         """The version of the data read (a resume state names it)."""
-        raise NotImplementedError
 
     def extra_state(self) -> dict[str, Any]:
         """More fields for :meth:`state_dict` (merged as sorted unions of lists)."""

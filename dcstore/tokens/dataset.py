@@ -26,6 +26,7 @@ Guarantees (the same as ``ShardedDataset``'s, see :mod:`dcstore.tokens.spans` fo
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterator, Sequence
 from functools import cached_property
 from typing import Any
@@ -38,7 +39,7 @@ from dcstore.backends.base import Backend
 from dcstore.errors import ConfigError
 from dcstore.loaders.prefetch import Prefetcher
 from dcstore.loaders.resumable import PlannedPasses
-from dcstore.store import CacheSpec, KeySpec
+from dcstore.store import CacheSpec, KeySpec, store_for
 from dcstore.tokens import spans as item_spans
 from dcstore.tokens.manifest import TokenManifest, load_token_manifest
 from dcstore.tokens.reader import DEFAULT_WINDOW_BYTES, fetch_tokens, read_items
@@ -59,12 +60,7 @@ class _TokenItems(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
             shuffle=shuffle, seed=seed, window=window, shuffle_buffer=0, drop_last=drop_last,
             rank=rank, world_size=world_size,
         )  # fmt: skip
-        if isinstance(url_or_store, Backend) and cache is None and keys is None:
-            self.store = url_or_store
-        else:
-            from dcstore.store import open_store
-
-            self.store = open_store(url_or_store, cache=cache, keys=keys)
+        self.store = store_for(url_or_store, cache=cache, keys=keys)
         self.manifest: TokenManifest = load_token_manifest(self.store)
         self.prefetcher = Prefetcher(threads=prefetch_threads, max_bytes=prefetch_bytes)
         self.window_bytes = window_bytes
@@ -73,9 +69,10 @@ class _TokenItems(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
         """Derived tables are rebuilt where unpickled (workers get the address only)."""
         return {k: v for k, v in self.__dict__.items() if k not in _DERIVED}
 
-    @cached_property
+    @property
+    @abc.abstractmethod
     def spans(self) -> item_spans.Spans:
-        raise NotImplementedError
+        """The items, as spans of the token stream (a cached property in subclasses)."""
 
     def item_counts(self) -> np.ndarray:
         return self.spans.counts(self.manifest.starts)
@@ -86,8 +83,9 @@ class _TokenItems(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
     def _max_tokens(self) -> int | None:
         return None
 
+    @abc.abstractmethod
     def _item(self, index: int, tokens: np.ndarray) -> Any:
-        raise NotImplementedError
+        """What the dataset hands out for item ``index`` given its tokens."""
 
     def __iter__(self) -> Iterator[Any]:
         epoch = self.epoch

@@ -90,9 +90,6 @@ class TokenManifest:
             state["given_documents"] = None  # re-read where unpickled
         return state
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
     @property
     def itemsize(self) -> int:
         return int(DTYPES[self.dtype].itemsize)
@@ -114,7 +111,8 @@ class TokenManifest:
             return self.given_documents
         where = f"{self.source.store.url}/{self.source.key}"
         with self.source.open() as f:
-            table = _read_checked(f, where)[1]
+            table = _read_parquet(f, where)[1]
+        check_documents(table, self.num_tokens, where)
         return table
 
     def document_spans(self) -> tuple[np.ndarray, np.ndarray]:
@@ -164,8 +162,10 @@ class TokenManifest:
     @classmethod
     def from_parquet(cls, data: bytes, *, where: str = "tokens manifest") -> TokenManifest:
         """Parse and check Parquet bytes (documents included)."""
-        meta, table = _read_checked(pa.BufferReader(data), where)
-        return _from_meta(meta, where, None, table)
+        meta, table = _read_parquet(pa.BufferReader(data), where)
+        manifest = _from_meta(meta, where, None, table)
+        check_documents(table, manifest.num_tokens, where)
+        return manifest
 
 
 def _shard_table(raw: bytes, where: str) -> tuple[TokenShard, ...]:
@@ -215,8 +215,8 @@ def _from_meta(
     return manifest
 
 
-def _read_checked(f: Any, where: str) -> tuple[dict[bytes, bytes], pa.Table]:
-    """The file's metadata and its document table, every document inside the stream."""
+def _read_parquet(f: Any, where: str) -> tuple[dict[bytes, bytes], pa.Table]:
+    """The file's metadata and its document table (not yet checked)."""
     try:
         parquet = pq.ParquetFile(f)
         meta = dict(parquet.schema_arrow.metadata or {})
@@ -225,6 +225,12 @@ def _read_checked(f: Any, where: str) -> tuple[dict[bytes, bytes], pa.Table]:
         raise  # named already (e.g. an encrypted manifest read without keys)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise IntegrityError(f"{where}: not a readable token manifest ({exc!r:.200})") from None
+    return meta, table
+
+
+def check_documents(table: pa.Table, total: int, where: str) -> None:
+    """Every document span lies inside a stream of ``total`` tokens, in order, without
+    overlap; the span columns are int64 without nulls (else :class:`IntegrityError`)."""
     for name in ("start", "length"):
         index = table.schema.get_field_index(name)
         if index < 0 or table.schema.field(index).type != pa.int64():
@@ -233,14 +239,12 @@ def _read_checked(f: Any, where: str) -> tuple[dict[bytes, bytes], pa.Table]:
             raise IntegrityError(f"{where}: token manifest column {name!r} has nulls")
     starts = table.column("start").to_numpy()
     lengths = table.column("length").to_numpy()
-    total = _from_meta(meta, where, None, table.slice(0, 0)).num_tokens
     # compared without adding (no int64 overflow): 0 <= start <= total, 0 <= length <= total - start
     if len(starts) and (
         (starts < 0).any() or (starts > total).any() or (lengths < 0).any()
         or (lengths > total - starts).any() or (starts[1:] - starts[:-1] < lengths[:-1]).any()
     ):  # fmt: skip
         raise IntegrityError(f"{where}: document spans outside the token stream or overlapping")
-    return meta, table
 
 
 def load_token_manifest(store: Backend, key: str = TOKENS_KEY) -> TokenManifest:

@@ -28,7 +28,7 @@ from dcstore.backends.base import Backend
 from dcstore.errors import DcstoreError, IntegrityError
 from dcstore.loaders.plan import WorkerPlan
 from dcstore.loaders.prefetch import Prefetcher
-from dcstore.loaders.reader import _named, aligned_window
+from dcstore.loaders.reader import aligned_window, named_error
 from dcstore.loaders.resumable import Progress
 from dcstore.tokens.manifest import DTYPES, TokenManifest
 from dcstore.tokens.spans import Spans
@@ -99,7 +99,7 @@ def fetch_tokens(store: Backend, manifest: TokenManifest, start: int, end: int) 
                 )
             raw[at : at + len(data)] = np.frombuffer(data, dtype=np.uint8)
         except DcstoreError as exc:
-            raise _named(store, info.key, exc)  # noqa: B904 - the same exception
+            raise named_error(store, info.key, exc)  # noqa: B904 - the same exception
         finally:
             del mapped, data  # release a page-cache view now
         at += (b - a) * size
@@ -146,11 +146,11 @@ def read_items(
     with contextlib.closing(fetched):
         for ids, windows in units:
             lows = np.asarray([w.start for w in windows], dtype=np.int64)
-            starts, ends = bounds(ids)
-            first = (np.searchsorted(lows, starts, side="right") - 1).tolist()
-            last = (np.searchsorted(lows, ends - 1, side="right") - 1).tolist()
-            last = [-1 if e <= b else w for b, e, w in zip(starts.tolist(), ends.tolist(), last,
-                                                              strict=True)]  # fmt: skip
+            start_arr, end_arr = bounds(ids)
+            first = (np.searchsorted(lows, start_arr, side="right") - 1).tolist()
+            last_arr = np.searchsorted(lows, end_arr - 1, side="right") - 1
+            last = np.where(end_arr > start_arr, last_arr, -1).tolist()  # empty: ready at once
+            ids_l, starts, ends = ids.tolist(), start_arr.tolist(), end_arr.tolist()
             buffers: list[np.ndarray] = []
             at = 0
             for got in itertools.chain([None], itertools.islice(fetched, len(windows))):
@@ -158,10 +158,10 @@ def read_items(
                     if got.error is not None:
                         raise got.error
                     buffers.append(got.value)  # type: ignore[arg-type]
-                while at < len(ids) and last[at] < len(buffers):  # its windows have arrived
+                while at < len(ids_l) and last[at] < len(buffers):  # its windows have arrived
                     progress.pos += 1
-                    yield int(ids[at]), _slice(buffers, windows, first[at], last[at],
-                                               int(starts[at]), int(ends[at]))  # fmt: skip
+                    yield ids_l[at], _slice(buffers, windows, first[at], last[at],
+                                            starts[at], ends[at])  # fmt: skip
                     at += 1
             del buffers
 

@@ -32,7 +32,7 @@ import pyarrow as pa
 from dcstore.backends.base import Backend, ObjectMeta
 from dcstore.errors import ConfigError, IntegrityError, NotFoundError
 from dcstore.loaders.writer import new_version
-from dcstore.store import CacheSpec, KeySpec
+from dcstore.store import CacheSpec, KeySpec, store_for
 from dcstore.tokens.manifest import (
     DTYPES,
     SHARDS_PREFIX,
@@ -73,14 +73,7 @@ class TokenWriter:
         segment_size: int | None = None,
         metadata: Mapping[str, str] | None = None,
     ):
-        if isinstance(url_or_store, Backend) and cache is None and keys is None:
-            if segment_size is not None:
-                raise ConfigError("segment_size needs keys= (a store given as is keeps its own)")
-            self.store = url_or_store
-        else:
-            from dcstore.store import open_store
-
-            self.store = open_store(url_or_store, cache=cache, keys=keys, segment_size=segment_size)
+        self.store = store_for(url_or_store, cache=cache, keys=keys, segment_size=segment_size)
         self.dtype = dtype_for(vocab_size)
         self.vocab_size = vocab_size
         if eod is not None and not 0 <= eod < vocab_size:
