@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from dcstore.backends.base import Backend, Buffer, ObjectMeta, Wrapper
+from dcstore.backends.base import Backend, Buffer, ObjectMeta, ObjectWriter, Wrapper
 from dcstore.errors import BackendUnavailableError
 
 T = TypeVar("T")
@@ -73,9 +73,9 @@ class RetryingBackend(Wrapper):
     def put(self, key: str, data: Buffer) -> ObjectMeta:
         return self.policy.call(f"put {key}", lambda: self.inner.put(key, data))
 
-    def put_stream(self, key: str, chunks: Iterable[Buffer], size: int) -> ObjectMeta:
-        """Not retried: a stream is consumed by the first attempt."""
-        return self.inner.put_stream(key, chunks, size)
+    def open_write(self, key: str) -> ObjectWriter:
+        """Opening is retried; the writes are not (a stream is consumed once)."""
+        return self.policy.call(f"put {key}", lambda: self.inner.open_write(key))
 
     def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
         return self.policy.call(f"head {key}", lambda: self.inner.head(key, version=version))

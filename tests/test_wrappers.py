@@ -1,4 +1,5 @@
-"""Wrappers forward every contract method explicitly (no __getattr__ delegation)."""
+"""Wrappers forward every contract method explicitly (no __getattr__ delegation);
+``open_read`` and ``put_stream`` are built on those in the base class."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ CONTRACT = (
     "get_range",
     "map_range",
     "put",
-    "put_stream",
+    "open_write",
     "head",
     "list_objects",
     "delete",

@@ -9,11 +9,16 @@ Guarantees
 * ``put`` is atomic: a concurrent or later reader sees the old object or the
   whole new one, never a prefix or a mix. An interrupted put leaves the
   previous object readable.
+* ``open_write(key)`` returns a file-like :class:`ObjectWriter` committed
+  atomically by ``close()`` and discarded by ``abort()`` or an exception in its
+  ``with`` block; ``open_read(key, version=)`` a seekable :class:`ObjectReader` of
+  one version, read in ranges (see :mod:`dcstore.backends.objectio`). Both keep
+  memory bounded by a few chunks whatever the object's size, on every store that
+  overrides ``open_write`` (all of dcstore's; the default collects in memory).
 * ``put_stream(key, chunks, size)`` is ``put`` of an object given as an
-  iterable of buffers of ``size`` bytes in all, with the same atomicity; a
+  iterable of buffers of ``size`` bytes in all, through ``open_write``; a
   stream of another length fails with :class:`IntegrityError` and writes
-  nothing. Local disk and the wrappers stream it in bounded memory; other
-  backends inherit the default, which joins the chunks and calls ``put``.
+  nothing.
 * ``get_range(key, start, end)`` returns exactly bytes ``[start, end)``;
   ``0 <= start <= end <= size`` or :class:`InvalidRangeError`.
 * ``head`` returns the size and a version token that changes on every
@@ -51,14 +56,24 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from dcstore.backends.streams import Buffer
-from dcstore.backends.streams import join as join_stream
+from dcstore.backends.keys import validate_key
+from dcstore.backends.objectio import MemoryWriter, ObjectReader, ObjectWriter
+from dcstore.backends.streams import Buffer, sized
 from dcstore.errors import InvalidRangeError, VersionChangedError
 
 if TYPE_CHECKING:
     from typing import Self  # Python 3.11+; annotations are not evaluated at run time
 
-__all__ = ["Backend", "Buffer", "ObjectMeta", "Wrapper", "check_range", "check_version"]
+__all__ = [
+    "Backend",
+    "Buffer",
+    "ObjectMeta",
+    "ObjectReader",
+    "ObjectWriter",
+    "Wrapper",
+    "check_range",
+    "check_version",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,13 +113,34 @@ class Backend(abc.ABC):
         """
         return None
 
-    def put_stream(self, key: str, chunks: Iterable[Buffer], size: int) -> ObjectMeta:
-        """``put`` of the concatenation of ``chunks`` (exactly ``size`` bytes).
+    def open_write(self, key: str) -> ObjectWriter:
+        """A writer of a new version of ``key``, visible once closed (atomically).
 
-        This default holds the whole object in memory; backends that can write
-        incrementally override it. Wrappers forward it explicitly.
+        This default collects the object in memory and calls ``put`` on close; stores
+        that can write incrementally override it (every store dcstore ships does).
         """
-        return self.put(key, join_stream(chunks, size, f"{self.url}: put {key!r}"))
+        validate_key(key)
+        return MemoryWriter(f"{self.url}: put {key!r}", lambda data: self.put(key, data))
+
+    def open_read(self, key: str, *, version: str | None = None) -> ObjectReader:
+        """A seekable reader of one version of ``key`` (the current one when None),
+        fetched in ranged reads aligned to ``read_alignment``."""
+        meta = self.head(key, version=version)
+        return ObjectReader(
+            meta,
+            lambda start, end: self.get_range(key, start, end, version=meta.version),
+            align=self.read_alignment,
+            what=f"{self.url}: {key!r}",
+        )
+
+    def put_stream(self, key: str, chunks: Iterable[Buffer], size: int) -> ObjectMeta:
+        """``put`` of the concatenation of ``chunks`` (exactly ``size`` bytes), written
+        through ``open_write``: a stream of another length commits nothing."""
+        with self.open_write(key) as writer:
+            for view in sized(chunks, size, f"{self.url}: put {key!r}"):
+                writer.write(view)
+        assert writer.meta is not None
+        return writer.meta
 
     @abc.abstractmethod
     def head(self, key: str, *, version: str | None = None) -> ObjectMeta:

@@ -9,7 +9,11 @@ Guarantees beyond the Backend contract:
   shows them.
 * Keys cannot escape the root (see :mod:`dcstore.backends.keys`); symlinks
   inside the root are not followed out of it for writes.
-* ``put_stream`` writes the chunks into the temporary file as they come.
+* ``open_write`` writes into the temporary file as data comes (``put`` and
+  ``put_stream`` go through it); abandoned temporary files (a killed writer) are
+  removed by ``sweep``.
+* ``open_read`` reads the file it opened: an overwrite during the read leaves
+  the reader on the old version, whole.
 * ``get_range`` uses ``pread``: only the requested bytes are read.
 * ``map_range`` maps the requested pages of the file (``MAP_POPULATE``: one
   system call maps page-cache pages, no copy). A mapping sees the file it
@@ -29,14 +33,15 @@ import errno
 import mmap
 import os
 import stat
+import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range, check_version
 from dcstore.backends.keys import RESERVED_PREFIX, validate_key, validate_prefix
+from dcstore.backends.objectio import ObjectReader, ObjectWriter
 from dcstore.backends.options import Options, ParsedUrl
-from dcstore.backends.streams import sized
 from dcstore.errors import (
     ConfigError,
     DcstoreError,
@@ -48,6 +53,9 @@ from dcstore.errors import (
 
 TEMP_PREFIX = f"{RESERVED_PREFIX}-tmp-"
 MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # Linux: map every page at once
+ABANDON_AFTER_S = 24 * 3600.0
+"""``sweep()`` removes temporary files untouched for this long (a writer still writing
+touches its file with every write)."""
 
 
 class LocalBackend(Backend):
@@ -131,6 +139,11 @@ class LocalBackend(Backend):
         finally:
             os.close(fd)
 
+    def open_read(self, key: str, *, version: str | None = None) -> ObjectReader:
+        """Reads the file opened here with ``pread``: always this version, whole."""
+        fd, _ = self._open_object(key, version)
+        return _FileReader(self, key, fd)
+
     def map_range(
         self, key: str, start: int, end: int, *, version: str | None = None
     ) -> memoryview | None:
@@ -197,52 +210,41 @@ class LocalBackend(Backend):
     # -- writes --------------------------------------------------------------------------
 
     def put(self, key: str, data: Buffer) -> ObjectMeta:
-        view = memoryview(data).cast("B")
-        return self._put(key, lambda: sized((view,), len(view), ""), replayable=True)
+        with self.open_write(key) as writer:
+            writer.write(data)
+        assert writer.meta is not None
+        return writer.meta
 
-    def put_stream(self, key: str, chunks: Iterable[Buffer], size: int) -> ObjectMeta:
-        """Streams ``chunks`` into the temporary file: memory stays bounded by one chunk."""
-        stream = sized(chunks, size, f"{self.url}: put {key!r}")
-        return self._put(key, lambda: stream, replayable=False)
-
-    def _put(
-        self, key: str, views: Callable[[], Iterator[memoryview]], *, replayable: bool
-    ) -> ObjectMeta:
+    def open_write(self, key: str) -> ObjectWriter:
+        """Writes a temporary file beside the target, renamed over it on commit."""
         path = self._path(key)
         for _ in range(8):  # a concurrent delete may remove our fresh parent directory
+            tmp = path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                return self._write_and_rename(key, path, views())
-            except FileNotFoundError as exc:
-                if not replayable:
-                    raise self._error(exc, key, "write") from exc
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileNotFoundError:
                 continue
             except OSError as exc:
                 raise self._error(exc, key, "write") from exc
+            return _FileWriter(self, key, path, tmp, fd)
         raise DcstoreError(f"{self.url}: cannot write {key!r}: its directory keeps vanishing")
 
-    def _write_and_rename(self, key: str, path: Path, views: Iterator[memoryview]) -> ObjectMeta:
-        tmp = path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            try:
-                for view in views:
-                    written = 0
-                    while written < len(view):
-                        written += os.write(fd, view[written:])
-                if self.fsync:
-                    os.fsync(fd)
-                st = os.fstat(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        if self.fsync:
-            _fsync_dir(path.parent)
-        return _meta(key, st)
+    def sweep(self, older_than: float | None = None) -> int:
+        """Remove temporary files of writes untouched for ``older_than`` seconds
+        (default a day): a killed writer's leftovers. Returns how many."""
+        cutoff = time.time() - (ABANDON_AFTER_S if older_than is None else older_than)
+        removed = 0
+        for dirpath, _, files in os.walk(self.root):
+            for name in files:
+                if not name.startswith(TEMP_PREFIX):
+                    continue
+                path = os.path.join(dirpath, name)
+                with contextlib.suppress(FileNotFoundError):
+                    if os.stat(path).st_mtime < cutoff:
+                        os.unlink(path)
+                        removed += 1
+        return removed
 
     def delete(self, key: str) -> None:
         path = self._path(key)
@@ -263,6 +265,79 @@ class LocalBackend(Backend):
             except OSError:
                 return  # not empty, or already gone
             directory = directory.parent
+
+
+class _FileWriter(ObjectWriter):
+    """Writes into ``tmp`` (open as ``fd``); commit: fsync, rename over ``path``, fsync
+    the directory; abort: remove ``tmp``."""
+
+    def __init__(self, store: LocalBackend, key: str, path: Path, tmp: Path, fd: int):
+        super().__init__(f"{store.url}: put {key!r}")
+        self._store, self._key, self._path, self._tmp, self._fd = store, key, path, tmp, fd
+
+    def _write(self, view: memoryview) -> None:
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            raise self._store._error(exc, self._key, "write") from exc
+
+    def _commit(self) -> ObjectMeta:
+        try:
+            if self._store.fsync:
+                os.fsync(self._fd)
+            st = os.fstat(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            os.rename(self._tmp, self._path)
+        except OSError as exc:
+            raise self._store._error(exc, self._key, "write") from exc
+        if self._store.fsync:
+            _fsync_dir(self._path.parent)
+        return _meta(self._key, st)
+
+    def _abort(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+        with contextlib.suppress(OSError):
+            os.unlink(self._tmp)
+
+
+class _FileReader(ObjectReader):
+    """An open object file read with ``pread`` straight into the caller's buffer."""
+
+    def __init__(self, store: LocalBackend, key: str, fd: int):
+        self._store, self._key, self._fd = store, key, fd
+        super().__init__(_meta(key, os.fstat(fd)), self._pread, what=f"{store.url}: {key!r}")
+
+    def _pread(self, start: int, end: int) -> bytes:
+        try:
+            return os.pread(self._fd, end - start, start)
+        except OSError as exc:
+            raise self._store._error(exc, self._key, "read") from exc
+
+    def readinto(self, buffer: Buffer) -> int:  # type: ignore[override]
+        if self.closed:
+            raise ValueError(f"{self.what}: read from a closed reader")
+        out = memoryview(buffer).cast("B")
+        pos = self.tell()
+        n = max(0, min(len(out), self.size - pos))
+        if n == 0:
+            return 0
+        try:
+            got = os.preadv(self._fd, [out[:n]], pos)
+        except OSError as exc:
+            raise self._store._error(exc, self._key, "read") from exc
+        self.seek(pos + got)
+        return got
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        super().close()
 
 
 def _meta(key: str, st: os.stat_result) -> ObjectMeta:

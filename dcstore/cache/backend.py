@@ -43,11 +43,12 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from dcstore.backends.base import Backend, Buffer, ObjectMeta, Wrapper, check_range
+from dcstore.backends.base import Backend, Buffer, ObjectMeta, ObjectWriter, Wrapper, check_range
 from dcstore.backends.keys import validate_key
+from dcstore.backends.objectio import ForwardingWriter
 from dcstore.cache.breaker import CircuitBreaker, TierSkipped
 from dcstore.cache.chunks import Chunk, ChunkSpan, consecutive_runs
 from dcstore.cache.tier import (
@@ -337,8 +338,16 @@ class CachedBackend(Wrapper):
     def put(self, key: str, data: Buffer) -> ObjectMeta:
         return self._replace(key, lambda: self.inner.put(key, data))
 
-    def put_stream(self, key: str, chunks: Iterable[Buffer], size: int) -> ObjectMeta:
-        return self._replace(key, lambda: self.inner.put_stream(key, chunks, size))
+    def open_write(self, key: str) -> ObjectWriter:
+        """The origin's writer; on commit the replaced version leaves the tier."""
+        validate_key(key)
+        old = self._head_or_none(key)
+
+        def committed(_: ObjectMeta) -> None:
+            if old is not None:
+                self._forget(key, old)
+
+        return ForwardingWriter(self.inner.open_write(key), committed)
 
     def _replace(self, key: str, write: Callable[[], ObjectMeta]) -> ObjectMeta:
         validate_key(key)

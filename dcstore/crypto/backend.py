@@ -37,13 +37,19 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from dcstore.backends.base import Backend, Buffer, ObjectMeta, Wrapper, check_range
+from dcstore.backends.base import (
+    Backend,
+    Buffer,
+    ObjectMeta,
+    ObjectWriter,
+    Wrapper,
+    check_range,
+)
 from dcstore.backends.keys import validate_key, validate_prefix
-from dcstore.backends.streams import sized
 from dcstore.crypto.buffers import OutputBuffer
 from dcstore.crypto.format import (
     DEFAULT_SEGMENT_SIZE,
@@ -57,6 +63,7 @@ from dcstore.crypto.format import (
 from dcstore.crypto.keyring import Keyring
 from dcstore.crypto.segments import ObjectCipher, run_tasks
 from dcstore.crypto.sources import KeySource, open_key_source
+from dcstore.crypto.writer import EncryptingWriter
 from dcstore.errors import ConfigError, IntegrityError, NotFoundError, VersionChangedError
 
 T = TypeVar("T")
@@ -230,17 +237,18 @@ class EncryptedBackend(Wrapper):
         self._remember((key, meta.version), header)
         return ObjectMeta(key, memoryview(data).nbytes, meta.version)
 
-    def put_stream(self, key: str, chunks: Iterable[Buffer], size: int) -> ObjectMeta:
-        """Encrypts segment by segment into ``inner.put_stream``: memory stays
-        bounded by a segment (plus what the inner backend holds)."""
+    def open_write(self, key: str) -> ObjectWriter:
+        """Encrypts segment by segment into ``inner.open_write``: memory stays bounded
+        by a segment (plus what the inner writer holds)."""
         validate_key(key)
-        header, dek = self.keyring.new_header(self.segment_size)
-        what = self._what(key)
-        cipher = ObjectCipher(header, dek, key, what)
-        blob = cipher.encrypt_stream(sized(chunks, size, what), size)
-        meta = self.inner.put_stream(key, blob, cipher.layout(size).cipher_size)
-        self._remember((key, meta.version), header)
-        return ObjectMeta(key, size, meta.version)
+        header, dek = self.current_keyring().new_header(self.segment_size)
+        cipher = ObjectCipher(header, dek, key, self._what(key))
+        return EncryptingWriter(
+            key,
+            cipher,
+            self.inner.open_write(key),
+            lambda meta: self._remember((key, meta.version), header),
+        )
 
     def get(self, key: str, *, version: str | None = None) -> bytes:
         validate_key(key)

@@ -13,7 +13,7 @@ be discarded by the caller (every caller here does).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import NoReturn
 
@@ -21,7 +21,6 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from dcstore.backends.base import Buffer
-from dcstore.backends.streams import BlockReader
 from dcstore.crypto.format import Header, Layout, segment_ad, segment_nonce
 from dcstore.errors import IntegrityError
 
@@ -110,26 +109,11 @@ class ObjectCipher:
             pool = None
         run_tasks([functools.partial(step, i) for i in range(layout.segments)], pool)
 
-    def encrypt_stream(self, views: Iterator[memoryview], size: int) -> Iterator[bytearray]:
-        """The encrypted object for a ``size``-byte plaintext stream, one header and then
-        one buffer per segment: memory stays bounded by a segment. ``views`` must hold
-        exactly ``size`` bytes (see :func:`dcstore.backends.streams.sized`)."""
-        layout = self.layout(size)
-        yield bytearray(self.header.encode())
-        reader = BlockReader(views)
-        plain = bytearray(self.header.segment_size)
-        last = layout.segments - 1
-        for i in range(layout.segments):
-            p0, p1 = layout.plain_span(i)
-            c0, c1 = layout.cipher_span(i)
-            src = memoryview(plain)[: p1 - p0]
-            if reader.read_into(src) != len(src):
-                raise IntegrityError(f"{self.what}: plaintext stream ended early")
-            out = bytearray(c1 - c0)
-            nonce = segment_nonce(self.header.nonce_prefix, i, i == last)
-            self._aead.encrypt_into(nonce, src, self._ad, out)
-            yield out
-        reader.finish()
+    def encrypt_segment(self, index: int, last: bool, src: Buffer, dst: Buffer) -> None:
+        """Encrypt segment ``index`` (``last``: the object's final one) from ``src`` into
+        ``dst`` (``len(src) + TAG_SIZE`` bytes): the streaming writer's step."""
+        nonce = segment_nonce(self.header.nonce_prefix, index, last)
+        self._aead.encrypt_into(nonce, src, self._ad, dst)
 
     def decrypt_into(
         self,

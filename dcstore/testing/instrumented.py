@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dcstore.backends.base import Backend, Buffer, ObjectMeta, Wrapper
+from dcstore.backends.base import Backend, Buffer, ObjectMeta, ObjectWriter, Wrapper
 
 
 class InstrumentedBackend(Wrapper):
@@ -79,6 +79,9 @@ class InstrumentedBackend(Wrapper):
 
     def put(self, key: str, data: Buffer) -> ObjectMeta:
         return self.inner.put(key, data)
+
+    def open_write(self, key: str) -> ObjectWriter:
+        return self.inner.open_write(key)
 
     def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
         meta = self.inner.head(key, version=version)

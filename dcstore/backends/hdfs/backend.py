@@ -37,16 +37,22 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range, check_version
+from dcstore.backends.base import (
+    Backend,
+    Buffer,
+    ObjectMeta,
+    ObjectWriter,
+    check_range,
+    check_version,
+)
 from dcstore.backends.error_map import mapped_errors
 from dcstore.backends.hdfs.errors import classify_error, remote_error
 from dcstore.backends.hdfs.fork import note_open, note_read, opened
 from dcstore.backends.keys import RESERVED_PREFIX, validate_key, validate_prefix
 from dcstore.backends.options import Options, ParsedUrl, parse_url
-from dcstore.backends.streams import sized
 from dcstore.errors import (
     BackendUnavailableError,
     ConfigError,
@@ -242,50 +248,58 @@ class HdfsBackend(Backend):
 
     def put(self, key: str, data: Buffer) -> ObjectMeta:
         view = memoryview(data).cast("B")
-        return self._commit(key, len(view), lambda writer: _write_all(writer, data, view))
+        with self.open_write(key) as writer:
+            writer.write_buffer(data, view)
+        assert writer.meta is not None
+        return writer.meta
 
-    def put_stream(self, key: str, chunks: Iterable[Buffer], size: int) -> ObjectMeta:
-        """Streams ``chunks`` into the temporary file: memory stays bounded by one chunk."""
-        stream = sized(chunks, size, f"{self.url}: put {key!r}")
-
-        def write(writer: Any) -> None:
-            for view in stream:
-                _write_all(writer, view, view)
-
-        return self._commit(key, size, write)
-
-    def _commit(self, key: str, size: int, write: Callable[[Any], None]) -> ObjectMeta:
-        """``write(writer)`` into a temporary file, renamed over the object once complete
-        (on any failure the temporary file is deleted and the old object stays)."""
+    def open_write(self, key: str) -> _HdfsWriter:
+        """Streams into a temporary file beside the object (one HDFS write pipeline),
+        renamed over it on commit; on any failure the temporary file is deleted and the
+        old object stays."""
         validate_key(key)
         path = self._path(key)
-        parent = path.rsplit("/", 1)[0]
-        tmp = f"{parent}/{RESERVED_PREFIX}-tmp-{uuid.uuid4().hex}"
-        fs = self._fs()
+        tmp = f"{path.rsplit('/', 1)[0]}/{RESERVED_PREFIX}-tmp-{uuid.uuid4().hex}"
         options = hdfs_native.WriteOptions(
             block_size=self._block_size or None,
             replication=self._replication or None,
             overwrite=False,
             create_parent=True,
         )
-        try:
-            with self._errors("put", key):
-                writer = fs.create(tmp, options)
-                try:
-                    write(writer)
-                finally:
-                    writer.close()
-                mtime = int(time.time() * 1000)
-                with contextlib.suppress(FileNotFoundError):
-                    previous = fs.get_file_info(path)
-                    mtime = max(mtime, previous.modification_time + 1)
-                fs.set_times(tmp, mtime, mtime)
-                self._rename_over(fs, tmp, path)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                fs.delete(tmp, False)
-            raise
+        fs = self._fs()
+        with self._errors("put", key):
+            return _HdfsWriter(self, fs, key, path, tmp, fs.create(tmp, options))
+
+    def _commit(self, fs: Any, key: str, path: str, tmp: str, size: int) -> ObjectMeta:
+        """Rename the complete temporary file ``tmp`` over ``path``."""
+        with self._errors("put", key):
+            mtime = int(time.time() * 1000)
+            with contextlib.suppress(FileNotFoundError):
+                previous = fs.get_file_info(path)
+                mtime = max(mtime, previous.modification_time + 1)
+            fs.set_times(tmp, mtime, mtime)
+            self._rename_over(fs, tmp, path)
         return ObjectMeta(key, size, f"{mtime}-{size}")
+
+    def sweep(self, older_than: float | None = None) -> int:
+        """Delete temporary files of writes untouched for ``older_than`` seconds (default
+        a day): what a killed writer left. Returns how many."""
+        cutoff_ms = (time.time() - (ABANDON_AFTER_S if older_than is None else older_than)) * 1000
+        marker = f"/{RESERVED_PREFIX}-tmp-"
+        removed = 0
+        fs = self._fs()
+        with self._errors("sweep"):
+            try:
+                statuses = list(fs.list_status(self._root or "/", True))
+            except FileNotFoundError:
+                return 0
+            for status in statuses:
+                stale = status.modification_time < cutoff_ms
+                if stale and not status.isdir and marker in status.path:
+                    with contextlib.suppress(FileNotFoundError):
+                        fs.delete(status.path, False)
+                        removed += 1
+        return removed
 
     @staticmethod
     def _rename_over(fs: Any, tmp: str, path: str) -> None:
@@ -373,6 +387,48 @@ def _remove_empty_tree(fs: Any, path: str) -> None:
 
 
 _WRITE_CHUNK = 8 << 20
+ABANDON_AFTER_S = 24 * 3600.0
+"""``sweep()`` deletes temporary files untouched for this long."""
+
+
+class _HdfsWriter(ObjectWriter):
+    """An open HDFS file ``tmp`` that becomes ``path`` on commit."""
+
+    def __init__(self, store: HdfsBackend, fs: Any, key: str, path: str, tmp: str, writer: Any):
+        super().__init__(f"{store.url}: put {key!r}")
+        self._store, self._fs, self._key = store, fs, key
+        self._path, self._tmp, self._writer = path, tmp, writer
+        self._open = True
+
+    def write_buffer(self, data: Buffer, view: memoryview) -> None:
+        """Write ``data`` (``view`` of it) without copying bytes/bytearray objects."""
+        with self._store._errors("put", self._key):
+            try:
+                _write_all(self._writer, data, view)
+            except BaseException:
+                self.abort()
+                raise
+        self._written += len(view)
+
+    def _write(self, view: memoryview) -> None:
+        with self._store._errors("put", self._key):
+            _write_all(self._writer, view, view)
+
+    def _close_file(self) -> None:
+        if self._open:
+            self._open = False
+            self._writer.close()
+
+    def _commit(self) -> ObjectMeta:
+        with self._store._errors("put", self._key):
+            self._close_file()
+        return self._store._commit(self._fs, self._key, self._path, self._tmp, self._written)
+
+    def _abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._close_file()
+        with contextlib.suppress(Exception):
+            self._fs.delete(self._tmp, False)
 
 
 def _write_all(writer: Any, data: Buffer, view: memoryview) -> None:
