@@ -85,6 +85,7 @@ def all_values(tier: CacheTier) -> dict[bytes, bytes]:
 
 
 class TestRedisConformance(BackendConformance):
+    stores_across_processes = False  # a memory:// origin
     @pytest.fixture
     def backend(self) -> Iterator[Backend]:
         url = fresh_url(shared_redis_url(), chunk_bytes=MiB)
@@ -93,6 +94,7 @@ class TestRedisConformance(BackendConformance):
 
 
 class TestRedisClusterConformance(BackendConformance):
+    stores_across_processes = False  # a memory:// origin
     large_object_size = 16 * MiB + 1
 
     @pytest.fixture
@@ -103,6 +105,7 @@ class TestRedisClusterConformance(BackendConformance):
 
 
 class TestMemcachedConformance(BackendConformance):
+    stores_across_processes = False  # a memory:// origin
     large_object_size = 16 * MiB + 1
 
     @pytest.fixture

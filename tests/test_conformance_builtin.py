@@ -17,6 +17,8 @@ from dcstore.testing.conformance import BackendConformance
 
 
 class TestMemoryConformance(BackendConformance):
+    stores_across_processes = False
+
     @pytest.fixture
     def backend(self) -> Iterator[Backend]:
         yield MemoryBackend(f"conf-{uuid.uuid4().hex}")

@@ -25,6 +25,8 @@ def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class TestEncryptedOnMemory(BackendConformance):
+    stores_across_processes = False
+
     @pytest.fixture
     def backend(self, key_file: Path) -> Iterator[Backend]:
         inner = MemoryBackend(f"crypto-{uuid.uuid4().hex[:8]}")

@@ -34,6 +34,7 @@ from dcstore.errors import (
     NotFoundError,
     VersionChangedError,
 )
+from dcstore.testing.streaming import StreamingConformance
 
 MiB = 1 << 20
 
@@ -76,7 +77,7 @@ def payload(size: int, seed: int = 0) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
-class BackendConformance:
+class BackendConformance(StreamingConformance):
     """The contract every :class:`Backend` keeps; see :mod:`dcstore.backends.base`."""
 
     large_object_size: int = 64 * MiB + 1
