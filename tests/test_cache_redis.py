@@ -86,6 +86,7 @@ def all_values(tier: CacheTier) -> dict[bytes, bytes]:
 
 class TestRedisConformance(BackendConformance):
     stores_across_processes = False  # a memory:// origin
+
     @pytest.fixture
     def backend(self) -> Iterator[Backend]:
         url = fresh_url(shared_redis_url(), chunk_bytes=MiB)
