@@ -26,11 +26,12 @@ def read_chunks(src: Backend, meta: ObjectMeta, chunk: int = COPY_CHUNK_BYTES) -
     """Object ``meta`` (that version exactly) in ranged reads of about ``chunk`` bytes,
     rounded up to the store's read alignment (encrypted: whole segments). Raises
     :class:`VersionChangedError` as soon as the object is replaced, so a writer fed by
-    this stream (``put_stream``) never commits a mix of two versions."""
+    this stream never commits a mix of two versions."""
     align = src.read_alignment or 1
     step = -(-chunk // align) * align
-    for start in range(0, meta.size, step):
-        yield src.get_range(meta.key, start, min(meta.size, start + step), version=meta.version)
+    with src.open_read(meta.key, version=meta.version) as reader:
+        while data := reader.read(step):
+            yield data
 
 
 def copy_object(
@@ -41,23 +42,25 @@ def copy_object(
     *,
     on_bytes: Callable[[int], None] | None = None,
 ) -> ObjectMeta:
-    """Copy one object; the destination put is atomic. Large objects stream through
-    in chunks of :data:`COPY_CHUNK_BYTES`; ``on_bytes(n)`` reports progress."""
+    """Copy one version of one object; the destination write is atomic. Objects larger
+    than :data:`COPY_CHUNK_BYTES` stream from ``open_read`` into ``open_write`` through
+    one reused buffer (memory: a chunk per side); ``on_bytes(n)`` reports progress."""
     meta = src.head(key)
     if meta.size <= COPY_CHUNK_BYTES:
-        data = src.get(key)
+        data = src.get(key, version=meta.version)
         written = dst.put(dst_key or key, data)
         if on_bytes is not None:
             on_bytes(len(data))
         return written
-
-    def reported() -> Iterator[bytes]:
-        for chunk in read_chunks(src, meta):
+    align = src.read_alignment or 1
+    buffer = memoryview(bytearray(-(-COPY_CHUNK_BYTES // align) * align))
+    with src.open_read(key, version=meta.version) as reader, dst.open_write(dst_key or key) as w:
+        while n := reader.readinto(buffer):
+            w.write(buffer[:n])
             if on_bytes is not None:
-                on_bytes(len(chunk))
-            yield chunk
-
-    return dst.put_stream(dst_key or key, reported(), meta.size)
+                on_bytes(n)
+    assert w.meta is not None
+    return w.meta
 
 
 def copy_prefix(
@@ -67,8 +70,11 @@ def copy_prefix(
     *,
     workers: int = 4,
     on_copied: Callable[[ObjectMeta], None] | None = None,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> list[ObjectMeta]:
-    """Copy every object under ``prefix`` with ``workers`` threads; return what was written.
+    """Copy every object under ``prefix`` with ``workers`` threads (each object as
+    :func:`copy_object` does); return what was written. ``on_bytes(n)`` reports bytes
+    as they are copied (from any thread), ``on_copied(meta)`` each finished object.
 
     :class:`NotFoundError` if no object matches: copying nothing is never a success.
     """
@@ -78,7 +84,7 @@ def copy_prefix(
     written: list[ObjectMeta] = []
 
     def one(meta: ObjectMeta) -> ObjectMeta:
-        result = copy_object(src, dst, meta.key)
+        result = copy_object(src, dst, meta.key, on_bytes=on_bytes)
         if on_copied is not None:
             on_copied(meta)
         return result

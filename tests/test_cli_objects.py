@@ -159,15 +159,19 @@ def test_rm_recursive_deletes_a_prefix_only(tmp_path) -> None:
     assert run("ls", str(store)).returncode == 3
 
 
-def _peak_rss_mib(*args: str) -> float:
-    """Peak RSS of ``dcstore ARGS`` run in a child process (its own process tree)."""
+def _peak_rss_mib(*args: str, piped_from: Path | None = None) -> float:
+    """Peak RSS of ``dcstore ARGS`` run in a child process (its own process tree); with
+    ``piped_from``, its stdin is a pipe fed from that file by ``cat``."""
     script = (
         "import resource, subprocess, sys\n"
-        "subprocess.run(sys.argv[1:], check=True)\n"
+        "src = sys.argv[1]\n"
+        "cat = subprocess.Popen(['cat', src], stdout=subprocess.PIPE) if src else None\n"
+        "subprocess.run(sys.argv[2:], check=True, stdin=cat.stdout if cat else None)\n"
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
     )
+    source = str(piped_from) if piped_from else ""
     done = subprocess.run(
-        [sys.executable, "-c", script, *DCSTORE, *args], capture_output=True, check=True
+        [sys.executable, "-c", script, source, *DCSTORE, *args], capture_output=True, check=True
     )
     return int(done.stdout) / 1024  # ru_maxrss is in KiB on Linux
 
@@ -190,6 +194,10 @@ def test_put_of_a_large_file_streams(tmp_path, encrypted) -> None:
     peak = _peak_rss_mib("put", store, "big", str(big), *extra)
     assert peak - baseline < 32, f"put of {size >> 20} MiB grew RSS by {peak - baseline:.0f} MiB"
     stat = json.loads(run("stat", store, "big", "--json", *extra[2:]).stdout)
+    assert stat["size"] == size
+    piped = _peak_rss_mib("put", store, "piped", "-", *extra, piped_from=big)
+    assert piped - baseline < 32, f"put from a pipe grew RSS by {piped - baseline:.0f} MiB"
+    stat = json.loads(run("stat", store, "piped", "--json", *extra[2:]).stdout)
     assert stat["size"] == size
 
 

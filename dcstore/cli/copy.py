@@ -94,7 +94,7 @@ def _copy_prefix(args: argparse.Namespace) -> list[ObjectMeta]:
                 dst,
                 args.prefix,
                 workers=args.workers,
-                on_copied=lambda m: progress.advance(task, m.size),
+                on_bytes=functools.partial(progress.advance, task),
             )
 
 

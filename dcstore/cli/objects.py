@@ -164,17 +164,22 @@ def _open_input(path: str) -> contextlib.AbstractContextManager[BinaryIO]:
 
 
 def cmd_put(args: argparse.Namespace) -> int:
-    """Stream a regular file (bounded memory); pipes are read whole first."""
+    """Stream a file or a pipe into ``open_write`` (bounded memory); a regular file must
+    keep its size while it is read, so a file that changes is refused, not stored."""
     with _open_input(args.file) as f, open_from_args(args.store, args) as store:
         st = os.fstat(f.fileno())
         size = st.st_size - f.tell() if stat.S_ISREG(st.st_mode) else None
-        with transfer_progress((size or 0) > PROGRESS_THRESHOLD) as progress:
+        with transfer_progress(size is None or size > PROGRESS_THRESHOLD) as progress:
             task = progress.add_task(f"put {args.key}", total=size)
+            chunks = _read_chunks(f, functools.partial(progress.advance, task))
             if size is None:
-                meta = store.put(args.key, f.read())
+                with store.open_write(args.key) as writer:
+                    for chunk in chunks:
+                        writer.write(chunk)
+                assert writer.meta is not None
+                meta = writer.meta
             else:
-                advance = functools.partial(progress.advance, task)
-                meta = store.put_stream(args.key, _read_chunks(f, advance), size)
+                meta = store.put_stream(args.key, chunks, size)
     if args.json:
         print_json(_meta_dict(meta))
     return 0
