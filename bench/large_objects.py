@@ -1,0 +1,242 @@
+"""Objects larger than memory: peak RSS and MB/s of ``dcstore put/get/cp`` next to the
+drivers' own streaming paths, same file, same store, same run.
+
+Every operation runs in a child process and is measured from outside: wall time and
+the child's peak RSS (``RUSAGE_CHILDREN`` of a small intermediate process, so the
+figure is the child's own). Rows per store:
+
+* ``dcstore put/get/cp``: the CLI as users run it (``--keys`` for the encrypted rows).
+* ``raw write/read``: the driver streaming the same file in 8 MiB pieces, no dcstore;
+  reads write the output file and fsync it, as ``dcstore get -o`` does: local disk
+  ``dd bs=8M conv=fsync``, hdfs-native
+  ``create``/``write`` and ``read``/``read``, GridFS ``upload_from_stream`` /
+  ``download_to_stream`` (MongoDB), a prepared-insert chunk loop with 32 requests in
+  flight (Cassandra, 1 MiB chunks as dcstore stores them).
+
+Example::
+
+    .venv/bin/python bench/large_objects.py --size 1GiB \\
+        --store /tmp/lo-store --store hdfs://127.0.0.1:9000/lo \\
+        --store cassandra://127.0.0.1:9042 --store mongodb://127.0.0.1:27017/dcstore \\
+        --out bench/results/large-objects.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dcstore.units import parse_size
+
+DCSTORE = [sys.executable, "-m", "dcstore.cli"]
+MEASURE = (
+    "import resource, subprocess, sys, time\n"
+    "t = time.perf_counter()\n"
+    "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)\n"
+    "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+)
+
+RAW_HDFS = """
+import os, sys, hdfs_native
+url, path, src, mode = sys.argv[1:5]
+client = hdfs_native.Client(url)
+if mode == "write":
+    with open(src, "rb") as f:
+        w = client.create(path, hdfs_native.WriteOptions(overwrite=True, create_parent=True))
+        while piece := f.read(8 << 20):
+            w.write(piece)
+        w.close()
+else:
+    r = client.read(path)
+    with open(src, "wb") as f:
+        while piece := r.read(8 << 20):
+            f.write(piece)
+        f.flush()
+        os.fsync(f.fileno())
+"""
+
+RAW_GRIDFS = """
+import os, sys, gridfs, pymongo
+url, name, src, mode = sys.argv[1:5]
+client = pymongo.MongoClient(url)
+bucket = gridfs.GridFSBucket(client.get_default_database(), bucket_name="rawbench",
+                             chunk_size_bytes=255 * 1024)
+if mode == "write":
+    with open(src, "rb") as f:
+        bucket.upload_from_stream(name, f)
+else:
+    with open(src, "wb") as f:
+        bucket.download_to_stream_by_name(name, f)
+        f.flush()
+        os.fsync(f.fileno())
+"""
+
+RAW_CASSANDRA = """
+import os, sys
+from cassandra.cluster import Cluster
+from cassandra.concurrent import execute_concurrent_with_args
+host, port, src, mode = sys.argv[1:5]
+session = Cluster([host], port=int(port)).connect()
+session.execute("CREATE KEYSPACE IF NOT EXISTS rawbench WITH replication ="
+                " {'class': 'SimpleStrategy', 'replication_factor': 1}")
+session.execute("CREATE TABLE IF NOT EXISTS rawbench.chunks (obj text, idx int, data blob,"
+                " PRIMARY KEY ((obj, idx))) WITH compression = {'enabled': 'false'}")
+CHUNK, WINDOW = 1 << 20, 32
+if mode == "write":
+    ins = session.prepare("INSERT INTO rawbench.chunks (obj, idx, data) VALUES ('o', ?, ?)")
+    with open(src, "rb") as f:
+        idx = 0
+        while True:
+            batch = []
+            for _ in range(WINDOW):
+                piece = f.read(CHUNK)
+                if not piece:
+                    break
+                batch.append((idx, piece))
+                idx += 1
+            if not batch:
+                break
+            execute_concurrent_with_args(session, ins, batch, concurrency=WINDOW)
+    open(src + ".chunks", "w").write(str(idx))
+else:
+    sel = session.prepare("SELECT data FROM rawbench.chunks WHERE obj = 'o' AND idx = ?")
+    count = int(open(sys.argv[5]).read())
+    with open(src, "wb") as f:
+        for start in range(0, count, WINDOW):
+            args = [(i,) for i in range(start, min(count, start + WINDOW))]
+            for ok, rows in execute_concurrent_with_args(session, sel, args, concurrency=WINDOW):
+                f.write(rows.one().data)
+        f.flush()
+        os.fsync(f.fileno())
+"""
+
+
+@dataclass
+class Row:
+    store: str
+    what: str
+    seconds: float
+    peak_mib: float
+    size: int
+
+    @property
+    def mb_s(self) -> float:
+        return self.size / self.seconds / 1e6
+
+
+def measure(cmd: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS MiB) of ``cmd`` in its own child process."""
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, *cmd], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"failed: {shlex.join(cmd)}\n{done.stderr[-3000:]}")
+    seconds, kib = done.stdout.split()
+    return float(seconds), int(kib) / 1024
+
+
+def raw_commands(store: str, src: Path, out: Path, work: Path) -> list[tuple[str, list[str]]]:
+    """The driver's own streaming write and read of ``src`` for ``store``."""
+    py = [sys.executable, "-c"]
+    if store.startswith("hdfs://"):
+        url = "/".join(store.split("/", 3)[:3])
+        path = "/" + store.split("/", 3)[3].strip("/") + "/raw-bench.bin"
+        return [
+            ("raw write (hdfs-native)", [*py, RAW_HDFS, url, path, str(src), "write"]),
+            ("raw read (hdfs-native)", [*py, RAW_HDFS, url, path, str(out), "read"]),
+        ]
+    if store.startswith("mongodb://"):
+        return [
+            ("raw write (GridFS)", [*py, RAW_GRIDFS, store, "raw.bin", str(src), "write"]),
+            ("raw read (GridFS)", [*py, RAW_GRIDFS, store, "raw.bin", str(out), "read"]),
+        ]
+    if store.startswith("cassandra://"):
+        host, port = store.split("//", 1)[1].split("/")[0].split(":")
+        count = str(src) + ".chunks"
+        return [
+            ("raw write (chunk loop)", [*py, RAW_CASSANDRA, host, port, str(src), "write"]),
+            ("raw read (chunk loop)", [*py, RAW_CASSANDRA, host, port, str(out), "read", count]),
+        ]
+    dst = work / "dd-copy.bin"
+    return [
+        ("raw write (dd conv=fsync)", ["dd", f"if={src}", f"of={dst}", "bs=8M", "conv=fsync"]),
+        ("raw read (dd conv=fsync)", ["dd", f"if={dst}", f"of={out}", "bs=8M", "conv=fsync"]),
+    ]
+
+
+def run_store(store: str, src: Path, size: int, keys: Path, work: Path) -> list[Row]:
+    rows: list[Row] = []
+    out = work / "out.bin"
+    for what, cmd in raw_commands(store, src, out, work):
+        rows.append(Row(store, what, *measure(cmd), size))
+        out.unlink(missing_ok=True)
+    for label, extra, cp_extra in (
+        ("plaintext", [], []),
+        ("encrypted", ["--keys", str(keys)], ["--src-keys", str(keys), "--dest-keys", str(keys)]),
+    ):
+        base = f"{store.rstrip('/')}"
+        steps = [
+            ("put", [*DCSTORE, "put", base, "lo-big", str(src), *extra]),
+            ("get", [*DCSTORE, "get", base, "lo-big", "-o", str(out), *extra]),
+            ("cp", [*DCSTORE, "cp", f"{base}/lo-big", f"{base}/lo-copy", *cp_extra]),
+        ]
+        for op, cmd in steps:
+            rows.append(Row(store, f"dcstore {op}, {label}", *measure(cmd), size))
+        out.unlink(missing_ok=True)
+        subprocess.run([*DCSTORE, "rm", base, "lo-big", "lo-copy"], check=False)
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        "| store | operation | s | MB/s | peak RSS MiB |",
+        "|---|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r.store} | {r.what} | {r.seconds:.1f} | {r.mb_s:,.0f} | {r.peak_mib:,.0f} |"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", default="1GiB", help="object size (e.g. 1GiB, 10GiB)")
+    ap.add_argument("--store", action="append", required=True, help="store URL or path")
+    ap.add_argument("--work", help="directory for the source and output files")
+    ap.add_argument("--out", help="append the table to this Markdown file")
+    args = ap.parse_args()
+    size = parse_size(args.size)
+    with tempfile.TemporaryDirectory(dir=args.work) as tmp:
+        work = Path(tmp)
+        src, keys = work / "src.bin", work / "kek.json"
+        with open(src, "wb") as f:  # incompressible, written once
+            for _ in range(0, size, 64 << 20):
+                f.write(os.urandom(min(64 << 20, size - f.tell())))
+        subprocess.run([*DCSTORE, "keys", "new", "--keys", str(keys)], check=True)
+        rows = []
+        for store in args.store:
+            rows += run_store(store, src, size, keys, work)
+            print(table(rows), flush=True)
+    load = os.getloadavg()[0]
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    text = (
+        f"\n`{shlex.join(['python', 'bench/large_objects.py', *sys.argv[1:]])}`\n\n"
+        f"{args.size} object, {stamp}, load average {load:.1f} on {os.cpu_count()} CPUs.\n\n"
+        f"{table(rows)}\n"
+    )
+    print(text)
+    if args.out:
+        with open(args.out, "a", encoding="utf-8") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()
