@@ -25,6 +25,8 @@ class TestMemoryConformance(BackendConformance):
 
 
 class TestLocalConformance(BackendConformance):
+    streaming_object_size = 3 << 30  # several GB through 256 MiB of memory
+
     @pytest.fixture
     def backend(self, tmp_path) -> Iterator[Backend]:
         yield LocalBackend(tmp_path / "store")

@@ -34,6 +34,8 @@ class TestEncryptedOnMemory(BackendConformance):
 
 
 class TestEncryptedOnLocal(BackendConformance):
+    streaming_object_size = 1 << 30
+
     @pytest.fixture
     def backend(self, key_file: Path, tmp_path: Path) -> Iterator[Backend]:
         yield EncryptedBackend(LocalBackend(tmp_path / "root"), f"file://{key_file}")
