@@ -2,8 +2,9 @@
 
 ``dcstore maintenance sweep URL [--older-than SECONDS]`` reclaims the chunks of puts
 whose writer died before committing (Cassandra: intent rows older than the limit;
-MongoDB: orphaned GridFS chunks and superseded revisions). Backends that never leave
-such garbage (local, memory, HDFS) report that there is nothing to sweep.
+MongoDB: orphaned GridFS chunks and superseded revisions; local disk and HDFS: the
+temporary files of killed writers, by default once untouched for a day). A backend
+that never leaves such garbage (memory) reports that there is nothing to sweep.
 
 ``dcstore gc STORE [--dry-run]`` deletes the shards and archived manifests of a
 dataset that its current manifest and the versions it keeps no longer
@@ -91,9 +92,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     s = sub.add_parser(
         "sweep",
         help="delete chunks of puts whose writer died before committing",
-        description="Delete the chunks of puts abandoned more than --older-than seconds ago "
-        "(default: the backend's abandon_after, 1 hour). Puts still in flight are younger "
-        "than that and are left alone.",
+        description="Delete the chunks or temporary files of puts abandoned more than "
+        "--older-than seconds ago (default: the backend's own: 1 hour on Cassandra and "
+        "MongoDB, a day on local disk and HDFS). Puts still in flight are younger than "
+        "that and are left alone.",
     )
     s.add_argument("url", metavar="URL", help="storage URL, e.g. cassandra://host:9042/ks")
     s.add_argument("--older-than", type=float, default=None, metavar="SECONDS")
