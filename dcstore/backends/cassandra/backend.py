@@ -5,22 +5,34 @@ Layout: :mod:`dcstore.backends.cassandra.schema`; options:
 
 Guarantees (beyond :mod:`dcstore.backends.base`):
 
-* ``put`` records an intent row, writes every chunk under a fresh version id
-  (uuid4), then commits the metadata row with a lightweight transaction
-  (compare-and-set on the previous version): the commit point. Readers follow
-  committed metadata only, so they see the old object or the whole new one.
-  The compare-and-set makes the winner of concurrent puts well defined and
-  tells each writer exactly which version it replaced; that version's chunk
-  partitions are deleted right after the commit.
+* A write (``open_write``; ``put`` is one write of a known size) records an intent
+  row, streams chunk rows under a fresh version id (uuid4) as data comes, then
+  commits the metadata row with a lightweight transaction (compare-and-set on the
+  previous version): the commit point. Readers follow committed metadata only, so
+  they see the old object or the whole new one. The compare-and-set makes the
+  winner of concurrent writes well defined and tells each writer exactly which
+  version it replaced; that version's chunk partitions are deleted right after the
+  commit (a failure of that cleanup is logged, not raised: the write did commit).
+* A writer holds at most ``max_in_flight`` chunk inserts (each a copy of its chunk)
+  plus one held-back chunk: memory is a few chunks whatever the size.
+* The intent row always covers every chunk row the writer may have sent: ``put``
+  records the exact size; a stream of unknown size records an upper bound one
+  partition ahead, raised (and acknowledged) before any chunk of a new partition
+  is sent, so a killed writer's chunks are always within its intent.
+* The intent's ``started`` is a heartbeat: a writer refreshes it at least every
+  ``abandon_after / 4`` while it writes, and gives up (raising
+  :class:`BackendUnavailableError`, dropping its chunks) once no heartbeat was
+  acknowledged for ``abandon_after / 2``, e.g. after its caller stalled that long
+  between writes, so it never commits chunks a sweeper removed.
 * A reader that loses a race with an overwrite (its version's chunks were just
   deleted) re-reads the metadata and starts again; a chunk missing from the
   *current* version is :class:`IntegrityError`.
-* A put that fails before its commit deletes its chunks at once. A put whose
-  process dies leaves its intent row: the next ``put``/``delete`` of that key,
-  or :meth:`CassandraBackend.sweep` (``dcstore maintenance sweep URL``), deletes
-  those chunks once the intent is older than ``abandon_after`` (1 h). A writer
-  that has not committed within ``abandon_after / 2`` gives up, so a slow writer
-  never commits chunks a sweeper removed.
+* A write that fails, is aborted, leaves its ``with`` block by an exception or is
+  garbage-collected unclosed deletes its chunks and intent at once. A writer whose
+  process dies leaves its intent row: the next ``put``/``open_write``/``delete`` of
+  that key, or :meth:`CassandraBackend.sweep` (``dcstore maintenance sweep URL``),
+  deletes the chunks it covers once its heartbeat is older than ``abandon_after``
+  (1 h).
 * Chunk requests use prepared statements, token-aware routing and
   ``execute_async`` with at most ``max_in_flight`` requests outstanding per backend
   (shared by its threads; :mod:`dcstore.backends.cassandra.session`);
@@ -31,18 +43,20 @@ Guarantees (beyond :mod:`dcstore.backends.base`):
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import os
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 import cassandra
-from cassandra.cluster import ResultSet
+from cassandra.cluster import ResponseFuture, ResultSet
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range, check_version
 from dcstore.backends.cassandra import schema
 from dcstore.backends.cassandra.errors import map_errors
@@ -50,6 +64,7 @@ from dcstore.backends.cassandra.schema import Layout, bucket_of
 from dcstore.backends.cassandra.session import Session, connect
 from dcstore.backends.cassandra.settings import CassandraSettings
 from dcstore.backends.keys import validate_key, validate_prefix
+from dcstore.backends.objectio import ChunkedWriter, ObjectWriter
 from dcstore.backends.options import Options, ParsedUrl
 from dcstore.errors import BackendUnavailableError, IntegrityError, NotFoundError
 
@@ -239,56 +254,21 @@ class CassandraBackend(Backend):
         return ObjectMeta(key, cur.layout.size, str(cur.version))
 
     def put(self, key: str, data: Buffer) -> ObjectMeta:
-        full = self._full(key)
-        s = self.settings
         view = memoryview(data).cast("B")
-        lay = Layout(view.nbytes, s.chunk_size, s.part_chunks)
-        version, b = uuid.uuid4(), bucket_of(full)
-        with map_errors(self.url, "put", key):
-            conn = self._connection()
-            t0 = time.monotonic()
-            started = datetime.now(timezone.utc)
-            # One round trip: earlier intents of this key, the current version, our intent.
-            pending = [
-                conn.submit("intents_of", (b, full)),
-                conn.submit("head", (b, full)),
-                conn.submit("intent_put", (b, full, version, started, *_layout_row(lay))),
-            ]
-            intents, head, _ = [conn.settle(p) for p in pending]
-            self._sweep_rows(conn, [r for r in intents if r[1] != version], s.abandon_after)
-            committed = False
-            try:
-                cs = s.chunk_size
-                params = (
-                    (version, lay.part_of(i), i, view[i * cs : (i + 1) * cs])
-                    for i in range(lay.chunks)
-                )
-                for _ in conn.window("chunk_put", params):
-                    pass
-                if time.monotonic() - t0 > s.abandon_after / 2:
-                    raise BackendUnavailableError(
-                        f"{self.url}: put {key!r} took longer than abandon_after/2; abandoned"
-                    )
-                replaced = self._commit(conn, full, version, lay, _as_current(head.one()))
-                committed = True
-            finally:
-                if not committed:
-                    self._discard(conn, b, full, version, lay)
-            intent_done = conn.submit("intent_drop", (b, full, version))
-            if replaced is not None:
-                self._drop_version(conn, replaced.version, replaced.layout)
-            conn.settle(intent_done)
-        return ObjectMeta(key, lay.size, str(version))
+        with self._writer(key, view.nbytes) as writer:
+            writer.write(view)
+        assert writer.meta is not None
+        return writer.meta
 
-    def _discard(self, conn: Session, b: int, full: str, version: uuid.UUID, lay: Layout) -> None:
-        """Best effort after a failed put: remove its chunks unless it might have committed."""
-        try:
-            cur = self._current(conn, full, serial=True)
-            if cur is None or cur.version != version:
-                self._drop_version(conn, version, lay)
-                conn.run("intent_drop", (b, full, version))
-        except Exception as exc:  # the intent row stays; a later sweep reclaims the chunks
-            log.warning("%s: could not discard failed put of %r: %s", self.url, full, exc)
+    def open_write(self, key: str) -> ObjectWriter:
+        """Streams chunk rows as data comes (a window of ``max_in_flight`` inserts); the
+        metadata row is committed on close. See the module docstring."""
+        return self._writer(key, None)
+
+    def _writer(self, key: str, size: int | None) -> _ChunkWriter:
+        full = self._full(key)
+        with map_errors(self.url, "put", key):
+            return _ChunkWriter(self, self._connection(), key, full, size)
 
     def delete(self, key: str) -> None:
         full = self._full(key)
@@ -356,5 +336,156 @@ def _as_current(row: Any) -> Current | None:
     return Current(version, Layout(size, chunk_size, part_chunks))
 
 
-def _layout_row(lay: Layout) -> tuple[int, int, int]:
-    return lay.size, lay.chunk_size, lay.part_chunks
+class _ChunkWriter(ChunkedWriter):
+    """One put of a fresh version: chunk rows streamed as data comes, the metadata row
+    committed on close (the module docstring has the rules). Used by one thread.
+
+    ``size`` (``put``: known in advance) makes the first intent row exact; a stream of
+    unknown size records an upper bound one partition ahead of the chunks instead.
+    """
+
+    def __init__(
+        self,
+        store: CassandraBackend,
+        conn: Session,
+        key: str,
+        full: str,
+        size: int | None,
+    ):
+        s = store.settings
+        super().__init__(f"{store.url}: put {key!r}", s.chunk_size)
+        self._store, self._conn, self._key, self._full = store, conn, key, full
+        self._b, self._version = bucket_of(full), uuid.uuid4()
+        self._part_chunks, self._part_bytes = s.part_chunks, s.part_chunks * s.chunk_size
+        self._beat_every, self._stale_after = s.abandon_after / 4, s.abandon_after / 2
+        self._known = size is not None
+        self._chunks = 0  # chunk rows sent
+        self._size = 0  # their bytes
+        self._inflight: deque[tuple[str, Any, ResponseFuture]] = deque()
+        self._state = "open"  # -> "committing" -> "committed" | "discarded"
+        # The intent row: acknowledged with bound ``_bound`` (bytes), sent at ``_beat``
+        # (monotonic: the last confirmed heartbeat); ``_intent`` is the one in flight.
+        self._bound, self._beat = 0, time.monotonic()
+        self._intent: tuple[float, int, tuple[str, Any, ResponseFuture]] | None = None
+        self._head: Current | None = None
+        try:
+            # One round trip: earlier intents of this key, the current version, our intent.
+            intents = conn.submit("intents_of", (self._b, full))
+            head = conn.submit("head", (self._b, full))
+            self._send_intent(size if size is not None else 2 * self._part_bytes)
+            rows = conn.settle(intents)
+            self._head = _as_current(conn.settle(head).one())
+            self._settle_intent()
+            store._sweep_rows(conn, [r for r in rows if r[1] != self._version], s.abandon_after)
+        except BaseException:
+            self.abort()
+            raise
+
+    # -- the intent row: an upper bound of the chunks written, and a heartbeat ---------------
+
+    def _send_intent(self, bound: int) -> None:
+        """Upsert our intent row (``bound`` bytes at most, heartbeat now), not waiting."""
+        self._settle_intent()
+        sent_at, now = time.monotonic(), datetime.now(timezone.utc)
+        row = (self._b, self._full, self._version, now, bound, self.chunk_size, self._part_chunks)
+        self._intent = sent_at, bound, self._conn.submit("intent_put", row)
+
+    def _settle_intent(self) -> None:
+        if self._intent is not None:
+            sent_at, bound, pending = self._intent
+            self._intent = None
+            self._conn.settle(pending)
+            self._beat, self._bound = sent_at, max(self._bound, bound)
+
+    def _check_alive(self) -> None:
+        """Raise unless a heartbeat was acknowledged within ``abandon_after / 2``: past
+        that a sweeper may have reclaimed our chunks, so the write must not commit."""
+        if time.monotonic() - self._beat > self._stale_after:
+            self._settle_intent()  # a heartbeat in flight may be recent enough
+            if time.monotonic() - self._beat > self._stale_after:
+                raise BackendUnavailableError(
+                    f"{self.what}: no heartbeat for abandon_after/2"
+                    f" ({self._stale_after:g} s); abandoned"
+                )
+
+    def _keep_alive(self, part: int) -> None:
+        """Before the first chunk row of ``part`` (and every other): the acknowledged
+        intent covers ``part`` and is fresh; the next bound or heartbeat goes ahead."""
+        covered = -(-self._bound // self._part_bytes)
+        if part >= covered:
+            self._settle_intent()  # the bound sent ahead
+            covered = -(-self._bound // self._part_bytes)
+            if part >= covered:
+                self._send_intent((part + 1) * self._part_bytes)
+                self._settle_intent()
+                covered = part + 1
+        self._check_alive()
+        if self._intent is None:
+            if not self._known and part + 1 >= covered:
+                self._send_intent((part + 2) * self._part_bytes)
+            elif time.monotonic() - self._beat > self._beat_every:
+                self._send_intent(self._bound)
+
+    # -- ChunkedWriter ---------------------------------------------------------------------
+
+    def _write_chunk(self, view: memoryview, last: bool) -> None:
+        if not view:
+            return
+        conn = self._conn
+        with map_errors(self._store.url, "put", self._key):
+            part = self._chunks // self._part_chunks
+            self._keep_alive(part)
+            if len(self._inflight) >= conn.limit:
+                conn.settle(self._inflight.popleft())
+            # bytes: the caller may reuse its buffer, and a resent request re-reads it
+            params = (self._version, part, self._chunks, bytes(view))
+            self._inflight.append(conn.submit("chunk_put", params))
+            self._chunks += 1
+            self._size += len(view)
+
+    def _finish(self) -> ObjectMeta:
+        store, conn = self._store, self._conn
+        lay = Layout(self._size, self.chunk_size, self._part_chunks)
+        with map_errors(store.url, "put", self._key):
+            while self._inflight:
+                conn.settle(self._inflight.popleft())
+            self._check_alive()
+            self._state = "committing"
+            replaced = store._commit(conn, self._full, self._version, lay, self._head)
+            self._state = "committed"
+        try:  # committed: what is left is cleanup, and a failure there is no failed put
+            with map_errors(store.url, "put", self._key):
+                intent_done = conn.submit("intent_drop", (self._b, self._full, self._version))
+                if replaced is not None:
+                    store._drop_version(conn, replaced.version, replaced.layout)
+                conn.settle(intent_done)
+        except Exception as exc:
+            log.warning("%s: committed, but cleanup failed: %s", self.what, exc)
+        return ObjectMeta(self._key, lay.size, str(self._version))
+
+    def _abort(self) -> None:
+        """Drop our chunk rows and intent unless the commit went through (best effort:
+        what fails stays covered by the intent row, for a sweep)."""
+        if self._state in ("committed", "discarded"):
+            return
+        committing, self._state = self._state == "committing", "discarded"
+        conn = self._conn
+        for pending in self._inflight:
+            with contextlib.suppress(Exception):
+                conn.settle(pending)
+        self._inflight.clear()
+        with contextlib.suppress(Exception):
+            self._settle_intent()
+        try:
+            with map_errors(self._store.url, "put", self._key):
+                if committing:  # outcome unknown: a serial read settles it
+                    cur = self._store._current(conn, self._full, serial=True)
+                    if cur is not None and cur.version == self._version:
+                        self._state = "committed"
+                        return
+                if self._chunks:
+                    lay = Layout(self._size, self.chunk_size, self._part_chunks)
+                    self._store._drop_version(conn, self._version, lay)
+                conn.run("intent_drop", (self._b, self._full, self._version))
+        except Exception as exc:
+            log.warning("%s: could not discard the failed write: %s", self.what, exc)

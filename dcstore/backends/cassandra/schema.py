@@ -16,8 +16,10 @@ Three tables in the keyspace (format 1)::
   16 MiB, spread over the ring, and deleting a version is one partition
   tombstone per 16 MiB. Both numbers are stored with each object, so changing
   them only affects new writes.
-* ``dcstore_uploads`` is the intent log: a row per put in progress. A put that
-  dies leaves its row behind; the row names the chunks to reclaim.
+* ``dcstore_uploads`` is the intent log: a row per write in progress. A writer
+  that dies leaves its row behind; the row names the chunks to reclaim: ``size`` is
+  an upper bound of the bytes written (exact for ``put``; a partition ahead for a
+  stream of unknown size) and ``started`` the writer's last heartbeat.
 """
 
 # CQL text is built from validated identifiers only (check_identifier); values are bound.

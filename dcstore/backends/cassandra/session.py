@@ -99,6 +99,10 @@ class Session:
                     raise
                 if time.monotonic() > deadline:
                     raise
+                for error in (exc, *errors):  # retried: tracebacks would keep frames alive
+                    error.__traceback__ = None
+            finally:
+                _forget(future)
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
             future = self.submit(name, params)[2]
@@ -119,6 +123,16 @@ class Session:
     def close(self) -> None:
         if self.pid == os.getpid():
             self.cluster.shutdown()
+
+
+def _forget(future: ResponseFuture) -> None:
+    """Break the cycle between a finished request and its timeout timer (cassandra-driver
+    3.29: ``future._timer.callback`` is ``future._on_timeout``; a refused request's
+    exception traceback is another). Only the cyclic garbage collector frees such a
+    request, with its parameters and result: streaming 256 MiB in fresh 1 MiB chunks
+    kept ~160 of them alive (+160 MiB RSS)."""
+    if getattr(future, "_timer", None) is not None:
+        future._timer = None
 
 
 def connect(settings: CassandraSettings, url: str) -> Session:

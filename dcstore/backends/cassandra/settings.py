@@ -29,7 +29,8 @@ compression            false            native-protocol compression (needs lz4)
 protocol_version       4                native protocol; 4 works with Cassandra 2.2-5.x and is
                                         2-4x faster than 5 for 1 MiB cells in cassandra-driver
                                         3.29/3.30 (its v5 framing copies and checksums in Python)
-abandon_after          3600             seconds after which an unfinished put is abandoned
+abandon_after          3600             seconds without a heartbeat after which an
+                                        unfinished write is abandoned (and swept)
 =====================  ===============  =====================================================
 """
 
