@@ -106,7 +106,7 @@ class StreamingConformance:
                 with pytest.raises(ValueError, match="closed"):
                     writer.write(b"more")
             elif how == "exception":
-                with writer, contextlib.suppress(RuntimeError):
+                with contextlib.suppress(RuntimeError), writer:
                     raise RuntimeError("the producer failed")
 
         start()
