@@ -33,9 +33,10 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -44,6 +45,16 @@ from dcstore.loaders import stages
 from dcstore.loaders.ring import Delivery, RingStopped, SlotViews, SlotWriter, new_flags
 
 DEFAULT_SLOT_BYTES = 1 << 20
+
+
+def _raise_worker_death(deliveries: Iterator[Any], exc: BaseException) -> NoReturn:
+    """A worker that dies while handing over a new slot's shared memory leaves the main
+    process a reset connection (the descriptor transfer) before the DataLoader notices
+    the death: ask the DataLoader once more, so the error names the dead worker as a
+    plain DataLoader's does; if it has nothing to say, raise the transfer's error."""
+    with contextlib.suppress(StopIteration):
+        next(deliveries)
+    raise RuntimeError(f"RingLoader: a worker's batch hand-off failed: {exc}") from exc
 
 
 def _delivered(item: Any) -> Any:
@@ -174,6 +185,8 @@ class RingLoader:
                     delivery = next(deliveries)
                 except StopIteration:
                     return
+                except (ConnectionResetError, EOFError) as exc:
+                    _raise_worker_death(deliveries, exc)
                 batch = views.receive(delivery)
                 if delivery.state is not None:
                     self._states[delivery.worker] = delivery.state
