@@ -55,7 +55,13 @@ from dcstore.loaders.manifest import Manifest
 from dcstore.loaders.plan import WorkerPlan
 from dcstore.loaders.prefetch import Prefetcher
 from dcstore.loaders.resumable import Progress
-from dcstore.loaders.tario import SampleSpan, group_samples, parse_members, sample_dict
+from dcstore.loaders.tario import (
+    SampleSpan,
+    group_samples,
+    parse_members,
+    parse_record,
+    sample_dict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +212,7 @@ class WindowSamples:
         lo = self.offsets[k]
         hi = lo + self.lengths[k]
         record = self.view[lo - self.start : hi - self.start]
-        spans = group_samples(parse_members(record, base=lo))
+        spans = group_samples(parse_record(record, base=lo))
         if len(spans) != 1:
             _check(self.url, len(spans), 1, lo, hi)
         index = self.index0 + k
