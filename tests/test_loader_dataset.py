@@ -324,3 +324,25 @@ def test_worker_state_counts_what_was_handed_out_not_read_ahead(dataset_url, rea
     ds2 = ShardedDataset(dataset_url, shuffle=True, seed=9).map(index_of)
     ds2.load_state_dict(state)
     assert sorted(first + list(ds2)) == list(range(N))
+
+
+@pytest.mark.parametrize("window_bytes", [512, 5000, 4 << 20])
+def test_a_store_that_does_not_map_reads_shuffled_blocks_exactly_once(
+    dataset_url, window_bytes
+) -> None:
+    from dcstore.backends.local import LocalBackend
+
+    class Unmapped(LocalBackend):
+        def map_range(self, key, start, end, *, version=None):
+            return None
+
+    root = dataset_url.removeprefix("file://")
+    ds = ShardedDataset(
+        Unmapped(root), shuffle=True, seed=6, window=200, window_bytes=window_bytes
+    ).map(index_of)
+    got = list(ds)
+    assert sorted(got) == list(range(N))
+    again = ShardedDataset(
+        Unmapped(root), shuffle=True, seed=6, window=200, window_bytes=4 << 20
+    ).map(index_of)
+    assert list(again) == got  # the order does not depend on how windows are fetched
