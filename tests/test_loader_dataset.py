@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 
 import pytest
@@ -281,3 +282,67 @@ def test_map_style_with_a_random_sampler(dataset_url) -> None:
     assert len(ds) == N and ds[-1] == N - 1
     loader = DataLoader(ds, batch_size=50, shuffle=True, num_workers=2)
     assert sorted(indices(loader)) == list(range(N))
+
+
+def test_a_shuffled_block_hands_out_a_sample_as_soon_as_its_window_arrives(
+    dataset_url, monkeypatch
+) -> None:
+    from dcstore.loaders import reader
+
+    parsed: list[int] = []
+    sample = reader.WindowSamples.sample
+
+    def counting(self, k: int, zero_copy: bool):
+        parsed.append(self.index0 + k)
+        return sample(self, k, zero_copy)
+
+    monkeypatch.setattr(reader.WindowSamples, "sample", counting)
+    ds = ShardedDataset(dataset_url, shuffle=True, seed=5, window=N)  # one block: every shard
+    first = next(iter(ds))
+    assert parsed == [first["__index__"]]  # not the block's other samples (was: all N)
+    assert sorted(index_of(s) for s in ds) == list(range(N))
+
+
+def test_a_malformed_sample_is_skipped_with_its_shard(dataset_url, tmp_path, caplog) -> None:
+    url, victim = corrupt_copy(dataset_url, tmp_path, "corrupt")
+    ds = ShardedDataset(url, on_error="skip", shuffle=True, seed=1).map(index_of)
+    got = list(ds)
+    lost = N - len(got)
+    assert 0 < lost < N and ds._skip.skipped_samples == lost and len(set(got)) == len(got)
+    assert victim in caplog.text and ds.state_dict()["skipped_shards"] == [3]
+
+
+@pytest.mark.parametrize("read_ahead", [0, 256])
+def test_worker_state_counts_what_was_handed_out_not_read_ahead(dataset_url, read_ahead) -> None:
+    ds = ShardedDataset(dataset_url, shuffle=True, seed=9, read_ahead=read_ahead).map(index_of)
+    loader = StatefulDataLoader(ds, batch_size=8, num_workers=1)
+    it = iter(loader)
+    time.sleep(0.5)  # the worker reads ahead meanwhile
+    first = [int(i) for i in next(it)]
+    state = ShardedDataset.state_from_loader(loader.state_dict())
+    assert state["positions"] == {"0": 8}
+    ds2 = ShardedDataset(dataset_url, shuffle=True, seed=9).map(index_of)
+    ds2.load_state_dict(state)
+    assert sorted(first + list(ds2)) == list(range(N))
+
+
+@pytest.mark.parametrize("window_bytes", [512, 5000, 4 << 20])
+def test_a_store_that_does_not_map_reads_shuffled_blocks_exactly_once(
+    dataset_url, window_bytes
+) -> None:
+    from dcstore.backends.local import LocalBackend
+
+    class Unmapped(LocalBackend):
+        def map_range(self, key, start, end, *, version=None):
+            return None
+
+    root = dataset_url.removeprefix("file://")
+    ds = ShardedDataset(
+        Unmapped(root), shuffle=True, seed=6, window=200, window_bytes=window_bytes
+    ).map(index_of)
+    got = list(ds)
+    assert sorted(got) == list(range(N))
+    again = ShardedDataset(
+        Unmapped(root), shuffle=True, seed=6, window=200, window_bytes=4 << 20
+    ).map(index_of)
+    assert list(again) == got  # the order does not depend on how windows are fetched

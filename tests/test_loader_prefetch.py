@@ -6,7 +6,9 @@ import random
 import threading
 import time
 
-from dcstore.loaders.prefetch import Prefetcher
+import pytest
+
+from dcstore.loaders.prefetch import Prefetcher, ReadAhead
 
 
 def test_order_and_byte_bound() -> None:
@@ -76,3 +78,67 @@ def test_closed_inside_one_of_its_own_fetches_without_deadlock() -> None:
     suspended.set()
     assert closed.wait(5), "closing the generator from its own fetch blocked"
     pf.close()
+
+
+def _counted(n: int, fail_at: int | None = None):
+    """A source of 0..n-1 that counts its items in ``pos`` (as read_plan counts progress)."""
+    pos = {"read": 0}
+
+    def gen():
+        for i in range(n):
+            if i == fail_at:
+                raise ValueError(f"item {i}")
+            pos["read"] += 1
+            yield i
+
+    return gen(), pos
+
+
+def _read_ahead(source, pos, handed, limit=5, max_bytes=1 << 30):
+    return ReadAhead(
+        source, limit=limit, max_bytes=max_bytes, size_of=lambda i: 10,
+        mark=lambda: pos["read"], handed=handed.append,
+    )  # fmt: skip
+
+
+def test_read_ahead_reads_before_the_first_request_and_keeps_order() -> None:
+    source, pos = _counted(20)
+    handed: list[int] = []
+    items = _read_ahead(source, pos, handed, limit=5)
+    deadline = time.monotonic() + 10
+    while pos["read"] < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pos["read"] == 5 and handed == []  # read ahead, nothing handed out yet
+    got = [next(items) for _ in range(3)]
+    assert got == [0, 1, 2] and handed == [1, 2, 3]  # progress as of what was handed out
+    assert [*got, *items] == list(range(20)) and handed == list(range(1, 21))
+
+
+def test_read_ahead_stops_at_its_byte_bound_and_raises_in_place() -> None:
+    source, pos = _counted(20, fail_at=3)
+    items = _read_ahead(source, pos, [], limit=100, max_bytes=25)  # 3 items of 10 bytes
+    time.sleep(0.2)
+    assert pos["read"] == 3
+    assert [next(items) for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(ValueError, match="item 3"):
+        next(items)
+    with pytest.raises(StopIteration):
+        next(items)
+
+
+def test_read_ahead_close_stops_the_source() -> None:
+    closed = threading.Event()
+
+    def gen():
+        try:
+            yield from range(1000)
+        finally:
+            closed.set()
+
+    items = ReadAhead(
+        gen(), limit=10, max_bytes=1 << 30, size_of=lambda i: 1, mark=lambda: 0,
+        handed=lambda m: None,
+    )  # fmt: skip
+    assert next(items) == 0
+    items.close()
+    assert closed.is_set()

@@ -15,6 +15,7 @@ from dcstore.loaders.tario import (
     iter_samples,
     member_bytes,
     parse_members,
+    parse_record,
     split_name,
 )
 
@@ -87,3 +88,32 @@ def test_range_without_end_blocks_parses_with_base() -> None:
     data = build([("a.x", b"1" * 10), ("b.x", b"2" * 10)])
     members = parse_members(data[1024:2048], base=1024)
     assert members[0].name == "b.x" and members[0].data == 1536
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        [("s/0001.bin", b"x" * 1000)],
+        [("s/0001.jpg", b"j" * 513), ("s/0001.cls", b"7"), ("s/0001.json", b"")],
+        [("d" * 120 + "/0001.bin", b"long path: a ustar prefix")],
+        [("ü/0001.bin", b"non-ASCII: a pax header")],
+    ],
+)
+def test_parse_record_matches_parse_members(members) -> None:
+    record = build(members)[: -len(END_OF_ARCHIVE)]
+    assert parse_record(record, base=4096) == parse_members(record, base=4096)
+
+
+@pytest.mark.parametrize("where", [0, 100, 124, 148, 156, 600, -1])
+def test_parse_record_detects_what_parse_members_does(where: int) -> None:
+    data = bytearray(build([("s.bin", b"abc" * 300)])[: -len(END_OF_ARCHIVE)])
+    if where == 600:  # truncated mid-payload
+        data = data[:700]
+    elif where == -1:  # a trailing partial block
+        data += b"\0" * 100
+    else:
+        data[where] ^= 0x55
+    with pytest.raises(IntegrityError):
+        parse_members(data)
+    with pytest.raises(IntegrityError):
+        parse_record(data)

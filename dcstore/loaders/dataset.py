@@ -43,7 +43,7 @@ from dcstore.loaders import stages
 from dcstore.loaders.alloc import recycle_run_buffers
 from dcstore.loaders.handlers import ErrorHandler, reraise_exception
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, open_dataset
-from dcstore.loaders.prefetch import Prefetcher
+from dcstore.loaders.prefetch import Prefetcher, ReadAhead
 from dcstore.loaders.reader import (
     DEFAULT_WINDOW_BYTES,
     Sample,
@@ -52,7 +52,7 @@ from dcstore.loaders.reader import (
     read_plan,
     read_sample,
 )
-from dcstore.loaders.resumable import PlannedPasses
+from dcstore.loaders.resumable import PlannedPasses, Progress
 from dcstore.store import CacheSpec, KeySpec
 
 
@@ -74,7 +74,10 @@ class ShardedDataset(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
     fetched in aligned windows of ``window_bytes``, at most
     ``prefetch_bytes`` ahead per worker on ``prefetch_threads`` threads;
     ``tune_malloc`` applies :func:`~dcstore.loaders.alloc.recycle_run_buffers`
-    in worker processes.
+    in worker processes. In a ``DataLoader`` worker, ``iter()`` starts the pass at
+    once: up to ``read_ahead`` samples (and ``prefetch_bytes`` of them) are read in a
+    background thread until the worker's first request arrives, so its first batch is
+    not read only after the request (``read_ahead=0`` turns this off).
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class ShardedDataset(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
         tune_malloc: bool = True,
         zero_copy: bool = False,
         verify_checksums: bool = True,
+        read_ahead: int = 256,
     ):
         super().__init__()
         if on_error not in ("raise", "skip"):
@@ -116,6 +120,7 @@ class ShardedDataset(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
         self.window_bytes = window_bytes
         self.tune_malloc = tune_malloc
         self.sample_options = SampleOptions(zero_copy=zero_copy, verify=verify_checksums)
+        self.read_ahead = read_ahead
         self.stages: list[stages.Stage] = []
         self._skip = SkipPolicy() if on_error == "skip" else None
 
@@ -182,21 +187,45 @@ class ShardedDataset(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
 
     # -- iteration ------------------------------------------------------------------------
 
-    def samples(self) -> Iterator[Sample]:
-        """This worker's raw samples for the epoch (no stages), tracking progress."""
+    def samples(self, read_ahead: int = 0) -> Iterator[Sample]:
+        """This worker's raw samples for the epoch (no stages), tracking progress; the
+        pass begins now. ``read_ahead`` > 0: a thread reads up to that many samples
+        until the first is asked for (see :class:`~dcstore.loaders.prefetch.ReadAhead`)."""
         if get_worker_info() is not None and self.tune_malloc:
             recycle_run_buffers()
         active, plan = self._begin_pass()
         if self._skip is not None and self._resume is not None:
             self._skip.skipped.update(self._resume.get("skipped_shards", ()))
-        return read_plan(
-            self.store, self.manifest, plan, self.prefetcher, active.progress, self._skip,
+        progress = Progress() if read_ahead > 0 else active.progress
+        samples = read_plan(
+            self.store, self.manifest, plan, self.prefetcher, progress, self._skip,
             self.window_bytes, self.sample_options,
+        )  # fmt: skip
+        if read_ahead <= 0:
+            return samples
+
+        def handed(pos: int) -> None:  # the state counts what was handed out, not read
+            active.progress.pos = pos
+
+        return ReadAhead(
+            samples, limit=read_ahead, max_bytes=self.prefetcher.max_bytes, size_of=_nbytes,
+            mark=lambda: progress.pos, handed=handed,
         )  # fmt: skip
 
     def __iter__(self) -> Iterator[Any]:
-        epoch = self.epoch
-        yield from stages.compose(self.samples(), self.stages)
+        """The pass's samples through the stages. Not a generator: the pass (and, in a
+        ``DataLoader`` worker, reading) starts when ``iter()`` is called, which a worker
+        does before it waits for its first request."""
+        worker = get_worker_info() is not None
+        return self._run(self.samples(self.read_ahead if worker else 0), self.epoch)
+
+    def _run(self, samples: Iterator[Sample], epoch: int) -> Iterator[Any]:
+        try:
+            yield from stages.compose(samples, self.stages)
+        finally:
+            close = getattr(samples, "close", None)
+            if close is not None:
+                close()
         self._end_pass(epoch)
 
     @property
@@ -220,3 +249,8 @@ class ShardedDataset(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
             f"ShardedDataset({self.store.url!r}, samples={self.manifest.num_samples}, "
             f"shards={len(self.manifest.shards)}, version={self.manifest.version!r})"
         )
+
+
+def _nbytes(sample: Sample) -> int:
+    """The payload bytes of a raw sample (its bytes-like fields)."""
+    return sum(len(v) for v in sample.values() if isinstance(v, (bytes, memoryview)))

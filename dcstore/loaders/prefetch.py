@@ -13,13 +13,16 @@ that process; nothing is shared across processes). Guarantees:
   already running finish in the background and their results are dropped. (The
   garbage collector may close an abandoned generator in any thread, including a
   pool thread running one of its fetches; waiting there would deadlock.)
+
+:class:`ReadAhead` starts reading a worker's first items before its first request.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, TypeVar
 
@@ -109,3 +112,82 @@ class Prefetcher:
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__init__(**state)  # type: ignore[misc]
+
+
+class ReadAhead(Generic[T]):
+    """``source``'s items, the first ones pulled by a background thread from the moment
+    this is made until the first :meth:`__next__` (or ``limit`` items, or ``max_bytes``
+    of them by ``size_of``): a ``DataLoader`` worker reads its first batch while it waits
+    for its first request. After that, ``source`` is read in the caller's thread.
+
+    Guarantees: items come out in ``source``'s order, exactly once; an exception the
+    thread met is raised after the items read before it; ``source`` is never used by two
+    threads at once (the first ``__next__`` waits for the item in progress). ``mark()``
+    is read after each item is pulled and passed to ``handed(mark)`` when that item is
+    handed out (so progress counted by ``source`` is reported as of what was handed out).
+    """
+
+    def __init__(
+        self, source: Iterator[T], *, limit: int, max_bytes: int, size_of: Callable[[T], int],
+        mark: Callable[[], int], handed: Callable[[int], None],
+    ) -> None:  # fmt: skip
+        self._source, self._mark, self._handed = source, mark, handed
+        self._limit, self._max_bytes, self._size_of = limit, max_bytes, size_of
+        self._buffer: deque[tuple[T, int]] = deque()
+        self._error: BaseException | None = None
+        self._exhausted = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = threading.Thread(
+            target=self._run, name="dcstore-read-ahead", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        size = 0
+        try:
+            while not self._stop.is_set() and len(self._buffer) < self._limit:
+                item = next(self._source)
+                self._buffer.append((item, self._mark()))
+                size += self._size_of(item)
+                if size >= self._max_bytes:
+                    break
+        except StopIteration:
+            self._exhausted = True
+        except BaseException as exc:  # raised in the consumer, at its position
+            self._error = exc
+
+    def _join(self) -> None:
+        thread = self._thread
+        if thread is not None:
+            self._stop.set()
+            if thread is threading.current_thread():  # closed by the GC in its own thread
+                return
+            thread.join()
+            self._thread = None
+
+    def __iter__(self) -> ReadAhead[T]:
+        return self
+
+    def __next__(self) -> T:
+        self._join()
+        if self._buffer:
+            item, mark = self._buffer.popleft()
+        elif self._error is not None:
+            error, self._error = self._error, None
+            self._exhausted = True
+            raise error
+        elif self._exhausted:
+            raise StopIteration
+        else:
+            item = next(self._source)
+            mark = self._mark()
+        self._handed(mark)
+        return item
+
+    def close(self) -> None:
+        """Stop reading ahead and close ``source`` (if it can be closed)."""
+        self._join()
+        self._buffer.clear()
+        close = getattr(self._source, "close", None)
+        if close is not None:
+            close()

@@ -8,10 +8,12 @@ Guarantees:
   (rounded up to the encryption segment size, so an encrypted window
   decrypts whole segments once). Only needed samples are fetched: a resumed
   or partial reader never re-reads consumed data.
-* Samples come out in plan order, each as soon as the windows it needs are
-  parsed (an unshuffled block streams; a shuffled one waits for its
-  windows; with a shuffle buffer, the plan's hand-out order runs across
-  blocks and waiting samples are copied out of their windows, so memory is
+* Samples come out in plan order, each as soon as the window holding it has
+  arrived: a window's samples are parsed (and checked) one at a time when
+  they are handed out, so the first sample of a shuffled block waits for its
+  own window, not for the block's other windows to be parsed (with a shuffle
+  buffer, the plan's hand-out order runs across blocks and waiting samples
+  are parsed and copied out of their windows when they arrive, so memory is
   bounded by the buffer, not by the windows it touched), as webdataset dicts
   ``{"__key__", "__index__", "__url__", field: bytes}``. With
   ``SampleOptions(zero_copy=True)`` fields are read-only memoryviews of the
@@ -21,10 +23,9 @@ Guarantees:
   manifest has one, unless ``SampleOptions(verify=False)``: a mismatch raises
   :class:`IntegrityError` naming the shard and the sample, or, with a
   :class:`SkipPolicy`, skips that one sample (counted and logged).
-* The samples wholly inside a window are parsed by the prefetch thread that
-  fetched it (:func:`parse_inner`), ahead of the consumer — also while a
-  ``DataLoader`` worker waits for its next request — so a shuffled block
-  is ready when its turn comes; the consumer only joins straddlers.
+* Prefetch threads only fetch (read, map or decrypt) windows ahead of the
+  consumer; the consumer parses each sample when its turn comes
+  (:class:`WindowSamples`) and joins the samples that straddle two windows.
 * Buffers are at most ``window_bytes`` (default 4 MiB), small enough for the
   allocator to recycle instead of page-faulting fresh memory for each shard.
   A store that maps its files (local disk, plaintext: ``Backend.map_range``)
@@ -54,7 +55,13 @@ from dcstore.loaders.manifest import Manifest
 from dcstore.loaders.plan import WorkerPlan
 from dcstore.loaders.prefetch import Prefetcher
 from dcstore.loaders.resumable import Progress
-from dcstore.loaders.tario import SampleSpan, group_samples, parse_members, sample_dict
+from dcstore.loaders.tario import (
+    SampleSpan,
+    group_samples,
+    parse_members,
+    parse_record,
+    sample_dict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -136,20 +143,11 @@ def windows_for(
     return out
 
 
-def _check(store: Backend, key: str, found: int, expected: int, start: int, end: int) -> None:
+def _check(url: str, found: int, expected: int, start: int, end: int) -> None:
     if found != expected:
         raise IntegrityError(
-            f"{store.url}/{key}: found {found} samples in bytes [{start}, {end}), "
-            f"the manifest lists {expected}"
+            f"{url}: found {found} samples in bytes [{start}, {end}), the manifest lists {expected}"
         )
-
-
-@dataclass
-class _Parsed:
-    """A fetched window and the samples wholly inside it (parsed in a prefetch thread)."""
-
-    data: bytes | memoryview
-    inner: list[Sample | CorruptSample]
 
 
 def _straddles(manifest: Manifest, win: Window) -> bool:
@@ -185,24 +183,45 @@ def _samples(
     return out
 
 
-def parse_inner(
-    store: Backend,
-    manifest: Manifest,
-    win: Window,
-    data: bytes | memoryview,
-    options: SampleOptions,
-) -> list[Sample | CorruptSample]:
-    """The samples that lie wholly inside ``win`` (a pure function: thread-safe)."""
-    info = manifest.shards[win.shard]
-    j = win.first + (1 if _straddles(manifest, win) else 0)
-    if j > win.last:
-        return []
-    view = memoryview(data)
-    lo, hi = int(info.offsets[j]), int(info.offsets[win.last] + info.lengths[win.last])
-    part = view[lo - win.start : hi - win.start]
-    spans = group_samples(parse_members(part, base=lo))
-    _check(store, info.key, len(spans), win.last - j + 1, lo, hi)
-    return _samples(store, manifest, win.shard, j, part, spans, lo, options)
+class WindowSamples:
+    """The samples wholly inside one fetched window, each parsed and checked when
+    :meth:`sample` is called (so a consumer pays for a sample when it hands it out)."""
+
+    __slots__ = ("index0", "key", "lengths", "offsets", "shard", "start", "sums", "url", "view")
+
+    def __init__(
+        self, store: Backend, manifest: Manifest, win: Window, view: memoryview, first: int,
+        options: SampleOptions,
+    ) -> None:  # fmt: skip
+        info = manifest.shards[win.shard]
+        self.view, self.start, self.shard, self.key = view, win.start, win.shard, info.key
+        self.url = f"{store.url}/{info.key}"
+        self.index0 = int(manifest.starts[win.shard]) + first
+        self.offsets: list[int] = info.offsets[first : win.last + 1].tolist()
+        self.lengths: list[int] = info.lengths[first : win.last + 1].tolist()
+        self.sums: list[int] | None = None
+        if options.verify and info.checksums is not None:
+            self.sums = info.checksums[first : win.last + 1].tolist()
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def sample(self, k: int, zero_copy: bool) -> Sample | CorruptSample:
+        """The ``k``-th sample of the window: parsed, its record checked against the
+        manifest (one sample, its checksum); raises :class:`IntegrityError` if malformed."""
+        lo = self.offsets[k]
+        hi = lo + self.lengths[k]
+        record = self.view[lo - self.start : hi - self.start]
+        spans = group_samples(parse_record(record, base=lo))
+        if len(spans) != 1:
+            _check(self.url, len(spans), 1, lo, hi)
+        index = self.index0 + k
+        if self.sums is not None and sample_checksum(record) != self.sums[k]:
+            return mismatch(self.url, spans[0].key, index)
+        sample = sample_dict(record, spans[0], lo, zero_copy=zero_copy)
+        sample["__index__"] = index
+        sample["__url__"] = self.url
+        return sample
 
 
 class _GroupParser:
@@ -214,23 +233,29 @@ class _GroupParser:
         self.options = options
         self.held: list[tuple[int, memoryview]] = []
 
-    def parse(self, win: Window, parsed: _Parsed) -> list[Sample | CorruptSample]:
-        """The window's samples in order: a straddler (if any), then its inner ones."""
+    def parse(
+        self, win: Window, data: bytes | memoryview
+    ) -> tuple[Sample | CorruptSample | None, WindowSamples | None]:
+        """The window's straddler (parsed, if any) and its inner samples (not yet parsed)."""
         info = self.manifest.shards[win.shard]
         if win.group_start:
             self.held = []
-        view = memoryview(parsed.data)
-        out: list[Sample | CorruptSample] = []
+        view = memoryview(data)
+        straddler = None
+        first = win.first
         if _straddles(self.manifest, win):
-            out.append(self._straddler(win, view, win.first))
-        out.extend(parsed.inner)
+            straddler = self._straddler(win, view, win.first)
+            first += 1
+        inner = None
+        if first <= win.last:
+            inner = WindowSamples(self.store, self.manifest, win, view, first, self.options)
         nxt = win.last + 1
         if nxt < info.num_samples and int(info.offsets[nxt]) < win.end:
             self.held = [(s, v) for s, v in self.held if s + len(v) > int(info.offsets[nxt])]
             self.held.append((win.start, view))
         else:
             self.held = []
-        return out
+        return straddler, inner
 
     def _straddler(self, win: Window, view: memoryview, j: int) -> Sample | CorruptSample:
         info = self.manifest.shards[win.shard]
@@ -238,7 +263,7 @@ class _GroupParser:
         pieces = [v[max(0, lo - s) :] for s, v in self.held if s + len(v) > lo]
         joined = memoryview(b"".join([*pieces, view[: hi - win.start]]))
         spans = group_samples(parse_members(joined, base=lo))
-        _check(self.store, info.key, len(spans), 1, lo, hi)
+        _check(f"{self.store.url}/{info.key}", len(spans), 1, lo, hi)
         return _samples(self.store, self.manifest, win.shard, j, joined, spans, lo, self.options)[0]
 
 
@@ -253,37 +278,81 @@ def _index(sample: Sample | CorruptSample) -> int:
     return sample.index if isinstance(sample, CorruptSample) else sample["__index__"]  # type: ignore[return-value]
 
 
+_Pending = tuple[WindowSamples, int]
+"""The ``k``-th sample of a fetched window, parsed when it is handed out."""
+
+
 class _BlockOrder:
-    """Hands out samples in ``order`` as they become available."""
+    """Hands out samples in ``order`` as they become available.
+
+    A window's samples wait unparsed (:data:`_Pending`) and are parsed when their turn
+    comes; with ``detach`` (a shuffle buffer) they are parsed when they arrive and those
+    that wait are copied out of their windows.
+    """
 
     def __init__(
         self,
         order: np.ndarray,
+        store: Backend,
         manifest: Manifest,
         progress: Progress,
         skip: SkipPolicy | None,
         detach: bool = False,
+        zero_copy: bool = False,
     ):
         self.order = order.tolist()
         self.unique = len(np.unique(order)) == len(self.order)  # padding may repeat one
-        self.ready: dict[int, Sample | CorruptSample] = {}
+        self.ready: dict[int, Sample | CorruptSample | _Pending] = {}
         self.done = 0
-        self.detach = detach
-        self.manifest, self.progress, self.skip = manifest, progress, skip
+        self.detach, self.zero_copy = detach, zero_copy
+        self.store, self.manifest, self.progress, self.skip = store, manifest, progress, skip
 
-    def add(self, samples: list[Sample | CorruptSample]) -> None:
-        for sample in samples:
-            index = _index(sample)
-            if self.detach and index != self.order[self.done]:
-                sample = _detached(sample)
-            self.ready[index] = sample
+    def add(self, straddler: Sample | CorruptSample | None, inner: WindowSamples | None) -> None:
+        """A window's straddler (parsed) and its inner samples."""
+        if straddler is not None:
+            self._put(straddler)
+        if inner is None:
+            return
+        if self.detach:
+            for k in range(len(inner)):
+                self._put(inner.sample(k, self.zero_copy))
+            return
+        ready, index0 = self.ready, inner.index0
+        for k in range(len(inner)):
+            ready[index0 + k] = (inner, k)
+
+    def _put(self, sample: Sample | CorruptSample) -> None:
+        index = _index(sample)
+        if self.detach and index != self.order[self.done]:
+            sample = _detached(sample)
+        self.ready[index] = sample
+
+    def _parse(self, pending: _Pending) -> Sample | CorruptSample | None:
+        """A pending sample parsed; None when it is malformed and skipping is on."""
+        inner, k = pending
+        try:
+            return inner.sample(k, self.zero_copy)
+        except Exception as exc:
+            skip = self.skip
+            if skip is None or not isinstance(exc, (DcstoreError, OSError)):
+                raise named_error(self.store, inner.key, exc)  # noqa: B904 - the same exception
+            skip.skipped.add(inner.shard)
+            log.warning("skipping shard %s/%s: %s", self.store.url, inner.key, exc)
+            return None
 
     def emit(self, final: bool) -> Iterator[Sample]:
-        """Yield the next samples in order, as far as they are parsed (or lost)."""
+        """Yield the next samples in order, as far as their windows arrived (or are lost)."""
         skip = self.skip
         while self.done < len(self.order):
             index = self.order[self.done]
             sample = self.ready.pop(index, None) if self.unique else self.ready.get(index)
+            if isinstance(sample, tuple):
+                sample = self._parse(sample)
+                if sample is None:  # malformed, skipped with its shard
+                    skip.skipped_samples += 1  # type: ignore[union-attr]
+                    self.done += 1
+                    self.progress.pos += 1
+                    continue
             if sample is None:
                 lost = skip is not None and self.manifest.locate(index)[0] in skip.skipped
                 if not (final or lost):
@@ -334,17 +403,14 @@ def read_plan(
     ahead, units = itertools.tee(units)  # both consumed in this thread
     skipped = skip.skipped if skip is not None else set()
 
-    def fetch(win: Window) -> _Parsed | None:
+    def fetch(win: Window) -> bytes | memoryview | None:
         if win.shard in skipped:
             return None
         info = manifest.shards[win.shard]  # read exactly the version the manifest pins
         mapped = store.map_range(info.key, win.start, win.end, version=info.version)
-        data = (
-            store.get_range(info.key, win.start, win.end, version=info.version)
-            if mapped is None
-            else mapped
-        )
-        return _Parsed(data, parse_inner(store, manifest, win, data, options))
+        if mapped is None:
+            return store.get_range(info.key, win.start, win.end, version=info.version)
+        return mapped
 
     def wanted() -> Iterator[Window]:
         for _, windows in ahead:
@@ -354,7 +420,10 @@ def read_plan(
     with contextlib.closing(results):  # stop fetching as soon as this reader is closed
         parser = _GroupParser(store, manifest, options)
         for order, windows in units:
-            out = _BlockOrder(order, manifest, progress, skip, detach=plan.order is not None)
+            out = _BlockOrder(
+                order, store, manifest, progress, skip,
+                detach=plan.order is not None, zero_copy=options.zero_copy,
+            )  # fmt: skip
             for win in windows:
                 got = next(results)
                 if win.shard in skipped:
@@ -363,7 +432,7 @@ def read_plan(
                 try:
                     if got.error is not None:
                         raise got.error
-                    out.add(parser.parse(win, got.value))  # type: ignore[arg-type]
+                    out.add(*parser.parse(win, got.value))  # type: ignore[arg-type]
                 except Exception as exc:
                     if skip is None or not isinstance(exc, (DcstoreError, OSError)):
                         raise named_error(store, key, exc)  # noqa: B904 - the same exception
@@ -386,7 +455,7 @@ def read_sample(
     try:
         data = memoryview(store.get_range(info.key, start, end, version=info.version))
         spans = group_samples(parse_members(data, base=start))
-        _check(store, info.key, len(spans), 1, start, end)
+        _check(f"{store.url}/{info.key}", len(spans), 1, start, end)
     except DcstoreError as exc:
         raise named_error(store, info.key, exc)  # noqa: B904 - the same exception
     (sample,) = _samples(store, manifest, shard, local, data, spans, start, options)

@@ -73,6 +73,11 @@ class _RingSource(IterableDataset):  # type: ignore[type-arg]
         self.min_bytes = min_bytes
 
     def __iter__(self) -> Iterator[Delivery]:
+        """Not a generator: ``iter(self.dataset)`` is called at once (a worker does this
+        before it waits for its first request, and ``ShardedDataset`` starts reading then)."""
+        return self._batches(iter(self.dataset))
+
+    def _batches(self, items: Iterator[Any]) -> Iterator[Delivery]:
         info = get_worker_info()
         writer = SlotWriter(
             self.flags, info.id if info is not None else 0,
@@ -81,7 +86,7 @@ class _RingSource(IterableDataset):  # type: ignore[type-arg]
         stateful = hasattr(self.dataset, "state_dict")
         batch: list[Any] = []
         try:
-            for item in self.dataset:
+            for item in items:
                 batch.append(item)
                 if len(batch) == self.batch_size:
                     yield self._deliver(writer, batch, stateful)

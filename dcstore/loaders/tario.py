@@ -31,6 +31,9 @@ END_OF_ARCHIVE = bytes(2 * BLOCK)
 _ZERO_BLOCK = bytes(BLOCK)
 _REGULAR = (ord("0"), 0, ord("7"))
 _SKIPPED = tuple(ord(c) for c in "123456V")
+_FEW_HEADERS = 8
+"""Up to this many headers are checksummed in Python (about 4 us each), more with numpy
+(about 14 us to set up, then far less per header)."""
 
 
 class TarFormatError(IntegrityError):
@@ -218,8 +221,43 @@ def parse_members(buf: bytes | bytearray | memoryview, base: int = 0) -> list[Me
     return members
 
 
+def parse_record(buf: bytes | bytearray | memoryview, base: int = 0) -> list[Member]:
+    """:func:`parse_members` of one sample's record (whole members, no end blocks): the
+    same members and checks, about twice as fast for the plain ustar members dcstore
+    writes (no prefix, pax or long name); anything else goes to :func:`parse_members`."""
+    view = memoryview(buf).cast("B")
+    total = len(view)
+    members: list[Member] = []
+    pos = 0
+    while pos < total:
+        hdr = bytes(view[pos : pos + BLOCK])
+        if len(hdr) < BLOCK or hdr[156] != 48 or hdr[345] != 0 or hdr[257:262] != b"ustar":
+            return parse_members(buf, base)
+        try:
+            check = int(hdr[148:155].rstrip(b"\0 "), 8)
+            size = int(hdr[124:135], 8)
+        except ValueError:
+            return parse_members(buf, base)
+        data = pos + BLOCK
+        if data + size > total or sum(hdr) - sum(hdr[148:156]) + 256 != check:
+            return parse_members(buf, base)  # raises, naming the offset
+        end = hdr.find(b"\0", 0, 100)
+        name = hdr[: end if end >= 0 else 100].decode("utf-8", "surrogateescape")
+        members.append(Member(name, base + pos, base + data, size, *split_name(name)))
+        pos = data + padded(size)
+    if pos != total:
+        return parse_members(buf, base)
+    return members
+
+
 def _verify_checksums(view: memoryview, headers: list[int], checks: list[int], base: int) -> None:
     if not headers:
+        return
+    if len(headers) <= _FEW_HEADERS:  # one sample's record: numpy's set-up costs more
+        for pos, check in zip(headers, checks, strict=True):
+            hdr = bytes(view[pos : pos + BLOCK])
+            if sum(hdr) - sum(hdr[148:156]) + 256 != check:
+                raise TarFormatError(f"tar header checksum mismatch at offset {base + pos}")
         return
     arr = np.frombuffer(view, dtype=np.uint8)
     blocks = arr[: len(arr) - len(arr) % BLOCK].reshape(-1, BLOCK)  # headers are block-aligned
