@@ -177,6 +177,7 @@ def run_store(store: str, src: Path, size: int, keys: Path, work: Path) -> list[
     for what, cmd in raw_commands(store, src, out, work):
         rows.append(Row(store, what, *measure(cmd), size))
         out.unlink(missing_ok=True)
+    (work / "dd-copy.bin").unlink(missing_ok=True)
     for label, extra, cp_extra in (
         ("plaintext", [], []),
         ("encrypted", ["--keys", str(keys)], ["--src-keys", str(keys), "--dest-keys", str(keys)]),
