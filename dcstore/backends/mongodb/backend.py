@@ -14,15 +14,28 @@ Guarantees (beyond :mod:`dcstore.backends.base`):
   ``"<files_id>.<n>"`` (see :mod:`dcstore.backends.mongodb.gc`) so it reads and
   deletes chunks by ``_id``; objects written by other GridFS tools are read with
   the standard ``(files_id, n)`` query (any chunk size).
-* ``put`` writes every chunk first and the ``files`` document last: that insert
-  is the commit point. Readers resolve a key to its newest committed revision
-  (``uploadDate`` then ``_id``, both descending), so they see the old object or
-  the whole new one. A new revision is dated after the revision it replaces
-  even if clocks disagree; the revisions it replaced are deleted after the commit.
-* An interrupted ``put`` leaves the previous revision current. Chunks it wrote
-  before failing are deleted at once when the failure happened before the
-  commit; chunks left by a crashed process carry no ``files`` document and are
-  removed by :meth:`MongoBackend.sweep` once older than a grace period.
+* ``put`` and :meth:`MongoBackend.open_write` share one upload path: chunk documents
+  go out ``BATCH_BYTES`` per ``insert_many`` under a fresh ``files_id`` as data
+  arrives (a stream of unknown size holds about one batch plus one chunk in memory)
+  and the ``files`` document is inserted last: that insert is the commit point.
+  Readers resolve a key to its newest committed revision (``uploadDate`` then
+  ``_id``, both descending), so they see the old object or the whole new one. A new
+  revision is dated after the revision it replaces even if clocks disagree; the
+  revisions it replaced are deleted after the commit. An empty object has no chunk.
+* An interrupted upload (a failed insert, ``abort()``, an exception in the writer's
+  ``with`` block, a writer garbage-collected unclosed) leaves the previous revision
+  current and deletes the chunks it wrote at once. A failed ``files`` insert may still
+  have committed, so its chunks stay. Chunks left by a killed process carry no
+  ``files`` document and are removed by :meth:`MongoBackend.sweep` once idle for
+  longer than its grace period.
+* Each chunk dcstore inserts is stamped (``dcstore_written``) and a writer re-stamps
+  its newest chunk on the first write :data:`TOUCH_S` (60 s) after the last stamp, so
+  ``sweep`` judges an upload by its latest activity, not its start: a stream that
+  runs for hours is never reclaimed while it is written to, if the grace period
+  exceeds ``TOUCH_S`` plus its longest pause between writes (the default hour: any
+  pause under 59 minutes).
+  A writer idle for longer may be reclaimed: then ``close()`` raises
+  :class:`IntegrityError` rather than commit a revision without its chunks.
 * ``get_range`` fetches only the chunks that overlap the range.
 * The version token is the ``_id`` (ObjectId) of the current revision.
 * Unreachable servers raise :class:`BackendUnavailableError` after
@@ -40,6 +53,7 @@ import datetime as dt
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any, cast
 from urllib.parse import quote, urlencode
@@ -48,7 +62,14 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, MongoClient
 from pymongo.collection import Collection
 
-from dcstore.backends.base import Backend, Buffer, ObjectMeta, check_range, check_version
+from dcstore.backends.base import (
+    Backend,
+    Buffer,
+    ObjectMeta,
+    ObjectWriter,
+    check_range,
+    check_version,
+)
 from dcstore.backends.keys import validate_key, validate_prefix
 from dcstore.backends.mongodb.config import (
     DEFAULT_DRIVER_OPTIONS,
@@ -60,12 +81,14 @@ from dcstore.backends.mongodb.errors import map_errors
 from dcstore.backends.mongodb.gc import (
     MARK,
     REVISION_FIELDS,
+    WRITTEN,
     addressed,
     chunk_id,
     delete_chunks,
     drop_revisions,
     remove_orphans,
 )
+from dcstore.backends.objectio import ChunkedWriter
 from dcstore.backends.options import Options, ParsedUrl
 from dcstore.errors import (
     BackendUnavailableError,
@@ -82,6 +105,8 @@ DEFAULT_CHUNK_SIZE = 4 * MiB
 MAX_CHUNK_SIZE = 15 * MiB  # a chunk document must stay under the 16 MiB BSON limit
 BATCH_BYTES = 16 * MiB  # bytes per reply batch and per insert_many call
 READ_ATTEMPTS = 5  # re-resolutions when a concurrent overwrite removes the revision being read
+TOUCH_S = 60.0
+"""A writer re-stamps its upload (see ``sweep``) on the first write this long after the last."""
 
 
 class _Conn:
@@ -335,46 +360,21 @@ class MongoBackend(Backend):
     def put(self, key: str, data: Buffer) -> ObjectMeta:
         validate_key(key)
         view = memoryview(data).cast("B")
-        size, cs = view.nbytes, self.chunk_size
-        n_chunks = -(-size // cs)
-        conn = self._writable()
-        files_id = ObjectId()
-        per_call = max(1, BATCH_BYTES // cs)
+        upload = _Upload(self, self._writable(), key)
         try:
-            with self._errors("put", key):
-                for batch in range(0, n_chunks, per_call):
-                    conn.chunks.insert_many(
-                        [
-                            {
-                                "_id": chunk_id(files_id, n),
-                                "files_id": files_id,
-                                "n": n,
-                                "data": bytes(view[n * cs : (n + 1) * cs]),
-                            }
-                            for n in range(batch, min(n_chunks, batch + per_call))
-                        ],
-                        ordered=True,
-                    )
-                replaced, upload = self._revisions(conn, key)
+            for offset in range(0, view.nbytes, self.chunk_size):
+                upload.add(view[offset : offset + self.chunk_size])
+            return upload.commit()
         except BaseException:
-            # Not committed: nothing refers to these chunks.
-            self._drop_chunks(conn, [chunk_id(files_id, n) for n in range(n_chunks)])
+            upload.discard()
             raise
-        # Commit point. If this raises, the revision may or may not be committed, so its
-        # chunks stay; sweep deletes them later if no files document refers to them.
-        with self._errors("put", key):
-            conn.files.insert_one(
-                {
-                    "_id": files_id,
-                    "length": size,
-                    "chunkSize": cs,
-                    "uploadDate": upload,
-                    "filename": key,
-                    "metadata": {MARK: True},
-                }
-            )
-        self._drop_replaced(conn, key, replaced)
-        return ObjectMeta(key, size, str(files_id))
+
+    def open_write(self, key: str) -> ObjectWriter:
+        """Inserts chunk documents as data arrives (``BATCH_BYTES`` per insert, so memory
+        stays about one batch plus one chunk), commits with the ``files`` document on
+        close; an abort or a failure deletes the chunks written so far."""
+        validate_key(key)
+        return _MongoWriter(_Upload(self, self._writable(), key))
 
     def _revisions(self, conn: _Conn, key: str) -> tuple[list[dict[str, Any]], dt.datetime]:
         """The committed revisions of ``key`` and an ``uploadDate`` later than all of them:
@@ -415,11 +415,147 @@ class MongoBackend(Backend):
     def sweep(self, older_than: float | None = None) -> int:
         """Delete chunks no ``files`` document refers to, and superseded revisions.
 
-        Only uploads started more than ``older_than`` seconds ago (default an hour) are
-        touched, so uploads in flight are safe. Returns the number of revisions removed.
+        Only uploads idle for more than ``older_than`` seconds (default an hour) are
+        touched: an upload counts as idle when it started that long ago *and* its newest
+        chunk stamp is that old (writers refresh it every :data:`TOUCH_S` while written
+        to), so uploads in flight are safe whenever ``older_than`` exceeds ``TOUCH_S``
+        plus the writer's longest pause between writes. Returns the number of revisions
+        removed.
         """
         conn = self._writable()
         with self._errors("sweep"):
             return remove_orphans(
                 conn.files, conn.chunks, 3600.0 if older_than is None else older_than
             )
+
+
+class _Upload:
+    """One revision of ``key`` being written, shared by ``put`` and ``open_write``: chunk
+    documents (copied to bytes) inserted ``BATCH_BYTES`` at a time under a fresh
+    ``files_id``, each stamped with :data:`WRITTEN`; committed by the ``files`` document.
+    """
+
+    def __init__(self, store: MongoBackend, conn: _Conn, key: str):
+        self.store, self.conn, self.key = store, conn, key
+        self.files_id = ObjectId()
+        self.chunk_size = store.chunk_size
+        self.per_call = max(1, BATCH_BYTES // self.chunk_size)
+        self.size = 0
+        self.count = 0  # chunks numbered so far: inserted, being inserted or pending
+        self.pending: list[dict[str, Any]] = []
+        self.started = self.touched = time.monotonic()
+        self.committing = False
+        self.discarded = False
+
+    def add(self, view: memoryview) -> None:
+        """Take one chunk (``chunk_size`` bytes, but for the last); inserts a full batch."""
+        n = self.count
+        self.pending.append(
+            {
+                "_id": chunk_id(self.files_id, n),
+                "files_id": self.files_id,
+                "n": n,
+                "data": bytes(view),
+            }
+        )
+        self.count += 1
+        self.size += view.nbytes
+        if len(self.pending) >= self.per_call:
+            self.flush()
+
+    def flush(self) -> None:
+        """Insert the pending chunks, stamped now."""
+        if not self.pending:
+            return
+        docs, self.pending = self.pending, []
+        stamp = _utcnow()
+        for doc in docs:
+            doc[WRITTEN] = stamp
+        with self.store._errors("put", self.key):
+            self.conn.chunks.insert_many(docs, ordered=True)
+        self.touched = time.monotonic()
+
+    def keep_alive(self) -> None:
+        """Refresh the upload's stamp if it is :data:`TOUCH_S` old (called on every write):
+        insert the pending chunks, or re-stamp the newest inserted one."""
+        if time.monotonic() - self.touched < TOUCH_S:
+            return
+        if self.pending:
+            self.flush()
+        elif self.count:
+            with self.store._errors("put", self.key):
+                self.conn.chunks.update_one(
+                    {"_id": chunk_id(self.files_id, self.count - 1)},
+                    {"$set": {WRITTEN: _utcnow()}},
+                )
+            self.touched = time.monotonic()
+
+    def commit(self) -> ObjectMeta:
+        """Insert what is pending, then the ``files`` document (the commit point), then
+        drop the revisions it replaced."""
+        store, conn, key = self.store, self.conn, self.key
+        self.flush()
+        with store._errors("put", key):
+            # Long enough for a sweep to have judged it abandoned (a writer idle for longer
+            # than its older_than)? Then never commit a revision without its chunks.
+            long = self.count and time.monotonic() - self.started > TOUCH_S
+            if (
+                long
+                and conn.chunks.find_one({"_id": chunk_id(self.files_id, 0)}, {"_id": 1}) is None
+            ):
+                raise IntegrityError(
+                    f"{store.url}: upload of {key!r} was reclaimed by sweep while idle"
+                )
+            replaced, upload = store._revisions(conn, key)
+        # Commit point. If this raises, the revision may or may not be committed, so its
+        # chunks stay (discard() keeps them); sweep deletes them if nothing refers to them.
+        self.committing = True
+        with store._errors("put", key):
+            conn.files.insert_one(
+                {
+                    "_id": self.files_id,
+                    "length": self.size,
+                    "chunkSize": self.chunk_size,
+                    "uploadDate": upload,
+                    "filename": key,
+                    "metadata": {MARK: True},
+                }
+            )
+        store._drop_replaced(conn, key, replaced)
+        return ObjectMeta(key, self.size, str(self.files_id))
+
+    def discard(self) -> None:
+        """Delete the chunks of an upload that did not reach its commit point (once)."""
+        self.pending = []
+        if self.committing or self.discarded:
+            return
+        self.discarded = True
+        if self.count:
+            ids = [chunk_id(self.files_id, n) for n in range(self.count)]
+            self.store._drop_chunks(self.conn, ids)
+
+
+class _MongoWriter(ChunkedWriter):
+    """:meth:`MongoBackend.open_write`: whole chunks go to an :class:`_Upload`."""
+
+    def __init__(self, upload: _Upload):
+        super().__init__(f"{upload.store.url}: put {upload.key!r}", upload.chunk_size)
+        self._upload = upload
+
+    def _write(self, view: memoryview) -> None:
+        self._upload.keep_alive()
+        super()._write(view)
+
+    def _write_chunk(self, view: memoryview, last: bool) -> None:
+        if view:  # an empty object has no chunk
+            self._upload.add(view)
+
+    def _finish(self) -> ObjectMeta:
+        return self._upload.commit()
+
+    def _abort(self) -> None:
+        self._upload.discard()
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)

@@ -16,9 +16,14 @@ Leftovers that readers never see but that take space:
 * superseded revisions: a writer that died after its commit but before deleting
   the revisions it replaced left older ``files`` documents (and their chunks).
 
-:func:`remove_orphans` deletes both, only for uploads started more than
-``min_age_s`` ago (the ``files_id`` ObjectId carries its creation second), so
-uploads still in flight are never touched.
+:func:`remove_orphans` deletes both, only for uploads idle for more than ``min_age_s``.
+An upload is judged by its newest chunk: dcstore stamps each chunk it inserts with
+:data:`WRITTEN` (the writer's clock, like the ObjectId) and a long-running writer
+refreshes the stamp of its newest chunk while it is being written to (see
+:class:`dcstore.backends.mongodb.backend.MongoBackend.open_write`), so a stream that
+runs for hours is never taken for an abandoned one. Chunks without the stamp (other
+GridFS tools, older dcstore) are judged by their upload's start, the second the
+``files_id`` ObjectId carries.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from pymongo import ASCENDING, DESCENDING, DeleteOne
 from pymongo.collection import Collection
 
 MARK = "dcstore_chunk_ids"
+WRITTEN = "dcstore_written"
+"""Chunk field: when the chunk was inserted or its upload last refreshed it (UTC)."""
 REVISION_FIELDS = {"length": 1, "chunkSize": 1, "uploadDate": 1, "metadata": 1}
 
 
@@ -104,6 +111,18 @@ def remove_orphans(
     ]
     live = {d["_id"] for d in files.find({"_id": {"$in": candidates}}, projection={"_id": 1})}
     orphans = [c for c in candidates if c not in live]
+    if orphans:
+        # Started long ago but written to (or refreshed) recently: an upload in flight.
+        fresh = {
+            d["_id"]
+            for d in chunks.aggregate(
+                [
+                    {"$match": {"files_id": {"$in": orphans}, WRITTEN: {"$gte": cutoff}}},
+                    {"$group": {"_id": "$files_id"}},
+                ]
+            )
+        }
+        orphans = [c for c in orphans if c not in fresh]
     if orphans:
         chunks.delete_many({"files_id": {"$in": orphans}})
     return len(orphans) + len(superseded)
