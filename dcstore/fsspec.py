@@ -23,7 +23,8 @@ Guarantees:
 * Reads are ranged: plaintext reads fetch exactly the bytes asked for (from local
   files, as views of the page cache: no copy); an encrypted read fetches and
   decrypts, in one ranged get, the whole segments it touches that are not already
-  held, and keeps the segments at its edges (at most four), so neighbouring reads
+  held, and keeps the segments at its edges that it used in part (at most eight, least
+  recently used dropped first), so neighbouring reads
   decrypt a segment once (:class:`SegmentCache`; pass ``cache_type=`` to ``open`` to
   choose another fsspec cache). Segments are aligned to the store's
   ``segment_size`` (``segment_size=`` here, as the writer's: smaller segments make
@@ -47,6 +48,7 @@ from __future__ import annotations
 import io
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -69,10 +71,12 @@ class SegmentCache(BaseCache):  # type: ignore[misc]
     Without ``alignment`` (plaintext stores) it keeps nothing: each read fetches
     exactly its bytes. With ``alignment`` (an encrypted store's segment size) a read
     fetches, in one ranged get, the whole segments covering the part of it not
-    already held, and keeps the segments at its edges that it used only in part
-    (a whole fetch when it is small): a neighbouring read then takes them instead of
-    fetching and decrypting them again. At most ``keep_bytes`` are held (default
-    four segments, never fewer than two). Held bytes are of the version the file
+    already held, and keeps the segments at its edges that it used only in part: a
+    neighbouring read then takes them instead of fetching and decrypting them again
+    (pyarrow reads column chunks out of order, from several threads, so a few are
+    kept). At most ``keep_bytes`` are held (default eight segments, never fewer than
+    two), least recently used dropped first; a segment cut out of a large fetch is
+    copied, so the fetch is not pinned. Held bytes are of the version the file
     opened, so serving them never mixes versions. Reads return buffers (views where
     they can): :class:`DcstoreFile` hands them to pyarrow as they are and turns them
     into ``bytes`` for ``read``.
@@ -90,9 +94,11 @@ class SegmentCache(BaseCache):  # type: ignore[misc]
     ):
         super().__init__(blocksize, fetcher, size)
         self.alignment = alignment or 0
-        keep = 4 * self.alignment if keep_bytes is None else keep_bytes
+        keep = 8 * self.alignment if keep_bytes is None else keep_bytes
         self.keep_bytes = max(keep, 2 * self.alignment)
-        self._held: list[tuple[int, int, Any]] = []  # (start, end, buffer), oldest first
+        # segment index -> its plaintext (a view: a copy when cut out of a large fetch),
+        # least recently used first
+        self._held: OrderedDict[int, Any] = OrderedDict()
         self._lock = threading.Lock()
 
     def _fetch(self, start: int | None, stop: int | None) -> Any:
@@ -107,51 +113,54 @@ class SegmentCache(BaseCache):  # type: ignore[misc]
         with self._lock:
             return self._fetch_aligned(start, stop)
 
-    def _holding(self, pos: int) -> tuple[int, int, Any] | None:
-        for begin, end, data in reversed(self._held):
-            if begin <= pos < end:
-                return begin, end, data
-        return None
+    def _take(self, index: int, lo: int, hi: int) -> memoryview | None:
+        """Bytes ``[lo, hi)`` (inside segment ``index``) if that segment is held."""
+        data = self._held.get(index)
+        if data is None:
+            return None
+        self._held.move_to_end(index)
+        base = index * self.alignment
+        return memoryview(data)[lo - base : hi - base]
 
     def _fetch_aligned(self, start: int, stop: int) -> Any:
+        al = self.alignment
         head: list[memoryview] = []
         tail: list[memoryview] = []
         lo, hi = start, stop
-        while lo < hi and (span := self._holding(lo)) is not None:
-            end = min(span[1], hi)
-            head.append(memoryview(span[2])[lo - span[0] : end - span[0]])
-            lo = end
-        while lo < hi and (span := self._holding(hi - 1)) is not None:
-            begin = max(span[0], lo)
-            tail.insert(0, memoryview(span[2])[begin - span[0] : hi - span[0]])
-            hi = begin
-        if lo < hi:  # held spans end on segment boundaries: [f0, f1) overlaps none of them
-            f0 = lo // self.alignment * self.alignment
-            f1 = min(self.size, -(-hi // self.alignment) * self.alignment)
+        while lo < hi and (view := self._take(lo // al, lo, min(hi, lo // al * al + al))):
+            head.append(view)
+            lo += len(view)
+        while lo < hi and (view := self._take((hi - 1) // al, max(lo, (hi - 1) // al * al), hi)):
+            tail.insert(0, view)
+            hi -= len(view)
+        if lo < hi:  # [f0, f1): whole segments, none of them held
+            f0 = lo // al * al
+            f1 = min(self.size, -(-hi // al) * al)
             data = self.fetcher(f0, f1)
             self.miss_count += 1
             self.total_requested_bytes += f1 - f0
             head.append(memoryview(data)[lo - f0 : hi - f0])
-            self._keep(f0, f1, data, start, stop)
+            self._keep(f0, f1, data, lo, hi)
         else:
             self.hit_count += 1
         pieces = head + tail
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
-    def _keep(self, f0: int, f1: int, data: Any, start: int, stop: int) -> None:
-        """Hold the segments of ``data`` (bytes ``[f0, f1)``) a neighbour may still need."""
-        if f1 - f0 <= self.keep_bytes:
-            if start > f0 or stop < f1:
-                self._held.append((f0, f1, data))
-        else:
-            view = memoryview(data)
-            if start > f0:
-                self._held.append((f0, f0 + self.alignment, bytes(view[: self.alignment])))
-            last = (f1 - 1) // self.alignment * self.alignment
-            if stop < f1:
-                self._held.append((last, f1, bytes(view[last - f0 :])))
-        while sum(end - begin for begin, end, _ in self._held) > self.keep_bytes:
-            self._held.pop(0)
+    def _keep(self, f0: int, f1: int, data: Any, lo: int, hi: int) -> None:
+        """Hold the segments of ``data`` (bytes ``[f0, f1)``) the read (``[lo, hi)``) used
+        only in part: a neighbouring read may need the rest. Segments it used whole are
+        not kept."""
+        al = self.alignment
+        view = memoryview(data)
+        large = f1 - f0 > 2 * al  # a view would pin all of it: copy the edges out
+        for begin in {f0, (f1 - 1) // al * al}:
+            end = min(begin + al, f1)
+            if lo > begin or hi < end:
+                piece = view[begin - f0 : end - f0]
+                self._held[begin // al] = bytes(piece) if large else piece
+                self._held.move_to_end(begin // al)
+        while len(self._held) * al > self.keep_bytes:
+            self._held.popitem(last=False)
 
 
 register_cache(SegmentCache, clobber=True)
