@@ -35,10 +35,10 @@ Guarantees:
   store for that version, so if the object is replaced while the file is open, the
   next read that fetches raises ``VersionChangedError``; bytes the file still holds
   are of the version it opened. Two versions are never mixed.
-* Writes are atomic: a file opened with ``"wb"`` is spooled to a local temporary
-  file (memory stays bounded by one block) and committed on ``close`` with one
-  ``put_stream``; a ``with`` block left by an exception discards it, so readers
-  see the old object or the new one, never a part.
+* Writes are atomic and stream: a file opened with ``"wb"`` writes through the
+  store's ``open_write`` as its blocks fill (memory stays bounded by a block and
+  the writer's chunk) and is committed on ``close``; a ``with`` block left by an
+  exception discards it, so readers see the old object or the new one, never a part.
 * Directories are key prefixes (``a/b`` is a directory when a key starts with
   ``a/b/``); they exist only through their objects.
 """
@@ -46,23 +46,21 @@ Guarantees:
 from __future__ import annotations
 
 import io
-import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from fsspec.caching import BaseCache, register_cache
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
-from dcstore.backends.base import Backend
+from dcstore.backends.base import Backend, ObjectWriter
 from dcstore.backends.keys import validate_key
 from dcstore.errors import ConfigError, InvalidKeyError, NotFoundError
 from dcstore.store import open_store
 
 PROTOCOL = "dcstore"
 DEFAULT_BLOCK = 4 << 20
-_UPLOAD_PIECE = 4 << 20
 
 
 class SegmentCache(BaseCache):  # type: ignore[misc]
@@ -351,7 +349,7 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
 
 class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
-    """One object: ranged reads of the version seen at open, or an atomic spooled write."""
+    """One object: ranged reads of the version seen at open, or an atomic streamed write."""
 
     def __init__(self, fs: DcstoreFileSystem, path: str, mode: str = "rb", **kwargs: Any):
         self.key = fs._key(path)
@@ -360,7 +358,7 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
             meta = fs.store.head(self.key)
             self.version = meta.version
             kwargs["size"] = meta.size
-        self._spool: Any = None
+        self._writer: ObjectWriter | None = None
         super().__init__(fs, path, mode, **kwargs)
 
     def _fetch_range(self, start: int, end: int) -> bytes:
@@ -386,31 +384,24 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
         return out if isinstance(out, bytes) else bytes(out)
 
     def _initiate_upload(self) -> None:
-        # closed by the final upload or by discard(): its life spans several calls
-        self._spool = tempfile.TemporaryFile(prefix="dcstore-upload-")  # noqa: SIM115
+        # committed by the final upload or discarded by discard()
+        self._writer = self.fs.store.open_write(self.key)
 
     def _upload_chunk(self, final: bool = False) -> bool:
-        if self._spool is None:
+        if self._writer is None:
             self._initiate_upload()
-        assert self._spool is not None
-        self._spool.write(self.buffer.getbuffer())
+        assert self._writer is not None
+        self._writer.write(self.buffer.getbuffer())
         if final:
-            size = self._spool.tell()
-            self._spool.seek(0)
-            self.fs.store.put_stream(self.key, self._pieces(), size)
-            self._spool.close()
-            self._spool = None
+            self._writer.close()
+            self._writer = None
         return True
-
-    def _pieces(self) -> Iterator[bytes]:
-        while piece := self._spool.read(_UPLOAD_PIECE):
-            yield piece
 
     def discard(self) -> None:
         """Drop what was written: nothing is committed."""
-        if self._spool is not None:
-            self._spool.close()
-            self._spool = None
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
         self.buffer = io.BytesIO()  # what was written is dropped
         self.closed = True
 
