@@ -98,3 +98,19 @@ def test_copy_object_streams_one_version(tmp_path: Path) -> None:
     meta = copy_object(src, dst, "k", "copy", on_bytes=seen.append)
     assert dst.get("copy") == data and meta.size == len(data)
     assert sum(seen) == len(data) and max(seen) <= 8 * MiB
+
+
+def test_local_sweep_removes_a_killed_writers_file(tmp_path: Path) -> None:
+    from dcstore.testing.streaming import run_child
+
+    store = LocalBackend(tmp_path / "s")
+    store.put("d/k", b"old")
+    done = run_child(store, "d/k", 3 * MiB, "kill")
+    assert done.returncode == -9
+    leftovers = [p for p in (tmp_path / "s" / "d").iterdir() if p.name != "k"]
+    assert len(leftovers) == 1 and leftovers[0].name.startswith(".dcstore-tmp-")
+    assert leftovers[0].stat().st_size == 3 * MiB
+    assert store.sweep() == 0  # a day by default: it may still be a live writer's
+    assert store.sweep(older_than=0) == 1
+    assert sorted(p.name for p in (tmp_path / "s" / "d").iterdir()) == ["k"]
+    assert store.get("d/k") == b"old"

@@ -40,7 +40,11 @@ def _pieces(data: bytes, rng: random.Random) -> list[bytes]:
     return [*pieces, b""]
 
 
-def _child(backend: Backend, key: str, size: int, mode: str) -> subprocess.CompletedProcess[bytes]:
+def run_child(
+    backend: Backend, key: str, size: int, mode: str
+) -> subprocess.CompletedProcess[bytes]:
+    """Run :mod:`dcstore.testing.stream_child` on a pickled ``backend`` (skips the test
+    when the backend does not pickle)."""
     try:
         request = pickle.dumps((backend, key, size, mode))
     except (TypeError, pickle.PicklingError) as exc:
@@ -207,12 +211,14 @@ class StreamingConformance:
             pytest.skip(f"{backend!r} never leaves abandoned writes behind")
         old = b"the old object"
         backend.put(ns + "k", old)
-        for written in random.Random(8).sample([0, 1, MiB - 1, 2 * MiB + 5, 7 * MiB], 3):
-            done = _child(backend, ns + "k", written, "kill")
+        for written in [0, random.Random().randrange(1, 3 * MiB), 7 * MiB + 3]:
+            done = run_child(backend, ns + "k", written, "kill")
             assert done.returncode == -9, done.stderr.decode()[-2000:]
             assert backend.get(ns + "k") == old
             assert [m.key for m in backend.list_objects(ns)] == [ns + "k"]
-        assert (backend.sweep(older_than=0) or 0) >= 1
+        # What the killed writers left (a store that batches its first writes may have
+        # left nothing) goes in one sweep: a second finds nothing.
+        backend.sweep(older_than=0)
         assert backend.sweep(older_than=0) == 0
         assert backend.get(ns + "k") == old
 
@@ -221,7 +227,7 @@ class StreamingConformance:
         if not self.stores_across_processes:
             pytest.skip(f"{backend!r} is private to its process")
         size = int(os.environ.get("DCSTORE_CONFORMANCE_STREAM_BYTES", self.streaming_object_size))
-        done = _child(backend, ns + "big", size, "stream")
+        done = run_child(backend, ns + "big", size, "stream")
         assert done.returncode == 0, done.stderr.decode()[-2000:]
         report = json.loads(done.stdout.decode().strip().splitlines()[-1])
         expected = hashlib.sha256()
