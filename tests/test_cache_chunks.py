@@ -11,7 +11,7 @@ def test_span_names_leases_and_overlaps_cover_exactly_the_range() -> None:
     span = ChunkSpan("v1", start=5, end=23, chunk=8, size=26)
     assert span.first == 0 and list(span.indices) == [0, 1, 2]
     assert span.bytes == 24
-    assert span.names(span.indices) == [("{v1}:0", 8), ("{v1}:1", 8), ("{v1}:2", 8)]
+    assert span.names(span.indices) == (["{v1}:0", "{v1}:1", "{v1}:2"], [8, 8, 8])
     assert span.leases([1]) == ["{v1}:lease:1"]
     assert [span.overlap(i) for i in span.indices] == [3, 8, 7]
     assert span.slices() == [("{v1}:0", 5, 8), ("{v1}:1", 0, 8), ("{v1}:2", 0, 7)]
@@ -22,7 +22,7 @@ def test_span_names_leases_and_overlaps_cover_exactly_the_range() -> None:
 def test_last_chunk_is_short_and_indices_are_relative_to_the_first() -> None:
     span = ChunkSpan("v2", start=17, end=26, chunk=8, size=26)
     assert span.first == 2 and list(span.indices) == [0, 1]
-    assert span.names(span.indices) == [("{v2}:2", 8), ("{v2}:3", 2)]
+    assert span.names(span.indices) == (["{v2}:2", "{v2}:3"], [8, 2])
     assert span.bytes == 10
     assert span.slices() == [("{v2}:2", 1, 8), ("{v2}:3", 0, 2)]
 

@@ -106,12 +106,7 @@ class CachedBackend(Wrapper):
     # -- reads -----------------------------------------------------------------------
 
     def get(self, key: str, *, version: str | None = None) -> bytes:
-        return self._versioned(
-            key,
-            version,
-            lambda meta: self._read(key, meta, 0, meta.size),
-            lambda: self.inner.get(key),
-        )
+        return self._versioned(key, version, 0, None)
 
     def map_range(
         self, key: str, start: int, end: int, *, version: str | None = None
@@ -120,33 +115,26 @@ class CachedBackend(Wrapper):
         return None
 
     def get_range(self, key: str, start: int, end: int, *, version: str | None = None) -> bytes:
-        def read(meta: ObjectMeta) -> bytes:
-            check_range(key, start, end, meta.size)
-            return self._read(key, meta, start, end)
+        return self._versioned(key, version, start, end)
 
-        return self._versioned(key, version, read, lambda: self.inner.get_range(key, start, end))
-
-    def _versioned(
-        self,
-        key: str,
-        version: str | None,
-        read: Callable[[ObjectMeta], bytes],
-        direct: Callable[[], bytes],
-    ) -> bytes:
-        """``read(meta)`` of ``version`` (or VersionChangedError), or of the current
-        version (asked of the origin), started again if the object is replaced meanwhile
-        and read by ``direct()`` from the origin after READ_ATTEMPTS such races. The key
-        is validated by ``head``."""
+    def _versioned(self, key: str, version: str | None, start: int, end: int | None) -> bytes:
+        """Bytes ``[start, end)`` (``end=None``: the whole object) of ``version`` (or
+        VersionChangedError), or of the current version (asked of the origin), started
+        again if the object is replaced meanwhile and read from the origin directly after
+        READ_ATTEMPTS such races. The key is validated by ``head``, the range checked
+        against the version's size."""
         for _ in range(READ_ATTEMPTS):
             meta = self.head(key, version=version)
+            if end is not None:
+                check_range(key, start, end, meta.size)
             try:
-                return read(meta)
+                return self._read(key, meta, start, meta.size if end is None else end)
             except VersionChangedError:
                 self._forget_size(key, meta.version)
                 if version is not None:
                     raise
         self._bump({"misses": 1})  # an origin read, like a fill
-        return direct()
+        return self.inner.get(key) if end is None else self.inner.get_range(key, start, end)
 
     def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
         """Without ``version``, the origin's answer. With it, the version's size from
@@ -172,13 +160,12 @@ class CachedBackend(Wrapper):
                 self._sizes.move_to_end((key, version))
                 return size
         try:
-            with self._breaker:
-                (value,) = self.tier.get_many([self._size_name(key, version)], [SIZE_BYTES])
+            (value,) = self._lookup([self._size_name(key, version)], [SIZE_BYTES])
         except TierSkipped:
             return None
-        if value is None or memoryview(value).nbytes != SIZE_BYTES:
+        if value is None:
             return None
-        size = int.from_bytes(memoryview(value), "big")
+        size = int.from_bytes(value, "big")
         self._remember_size(ObjectMeta(key, size, version), in_tier=False)
         return size
 
@@ -208,7 +195,7 @@ class CachedBackend(Wrapper):
                 if sliced is not None:
                     self._count(hits=1, bytes_from_cache=end - start)
                     return sliced
-            values = self._lookup(span.names(span.indices))
+            values = self._lookup(*span.names(span.indices))
             if None not in values:
                 self._count(hits=1, bytes_from_cache=end - start)
                 return span.join(values)  # type: ignore[arg-type]
@@ -230,18 +217,16 @@ class CachedBackend(Wrapper):
         """A tier name for (origin URL, key, parts): one version of one object's data."""
         return _digest(self.inner.url, key, *parts)
 
-    def _lookup(self, names: list[tuple[str, int]]) -> list[Buffer | None]:
-        """Each chunk if present with its exact length, else ``None``.
+    def _lookup(self, names: list[str], sizes: list[int]) -> list[Buffer | None]:
+        """Each value if present with its exact length in ``sizes``, else ``None``: the
+        tier checks the lengths (:meth:`CacheTier.get_many`'s contract, tested on every
+        tier), so a short or long value is a miss, never part of a read.
 
         Values may be views into the tier's reused buffer: copy them before the
         next lookup in this thread.
         """
         with self._breaker:
-            values = self.tier.get_many([n for n, _ in names], [s for _, s in names])
-        return [
-            v if v is not None and memoryview(v).nbytes == s else None
-            for v, (_, s) in zip(values, names, strict=True)
-        ]
+            return self.tier.get_many(names, sizes)
 
     def _lookup_slices(self, span: ChunkSpan) -> bytes | None:
         """A small range read from the tier as slices of its chunks, or ``None``."""
@@ -290,7 +275,7 @@ class CachedBackend(Wrapper):
             if others:
                 waited = True
                 self._wait_for_leases(span.leases(others), deadline)
-                for i, v in zip(others, self._lookup(span.names(others)), strict=True):
+                for i, v in zip(others, self._lookup(*span.names(others)), strict=True):
                     if v is not None:
                         chunks[i] = bytes(v)
                         from_tier.add(i)
@@ -329,7 +314,8 @@ class CachedBackend(Wrapper):
         self._count(bytes_from_origin=len(data))
         view = memoryview(data)
         chunks: list[Chunk] = [view[o : o + size] for o in range(0, len(data), size)]
-        items = list(zip([n for n, _ in span.names(range(lo, hi + 1))], chunks, strict=True))
+        names, _ = span.names(range(lo, hi + 1))
+        items = list(zip(names, chunks, strict=True))
         self._quietly(lambda: self.tier.set_many(items))
         return chunks
 

@@ -48,8 +48,9 @@ class CircuitBreaker:
     def __enter__(self) -> None:
         """Enter a block against the tier: raise :class:`TierSkipped` if it must not run.
 
-        A plain context manager (not ``@contextmanager``): it sits on every cache read."""
-        if not self.allow():
+        A plain context manager (not ``@contextmanager``) that tests the closed state
+        first, without a call: it sits on every cache read."""
+        if self._open and not self.allow():
             raise TierSkipped
 
     def __exit__(
@@ -58,7 +59,8 @@ class CircuitBreaker:
         """Close the circuit after a success; open it after a tier failure, raising
         :class:`TierSkipped` in its place. Other exceptions pass through."""
         if kind is None:
-            self.success()
+            if self._open:
+                self.success()
             return False
         if isinstance(exc, CacheUnavailableError):
             self.failure(exc)
@@ -81,8 +83,6 @@ class CircuitBreaker:
             )
 
     def success(self) -> None:
-        if not self._open:
-            return
         with self._lock:
             was_open, self._open = self._open, False
         if was_open:

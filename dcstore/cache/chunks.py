@@ -23,13 +23,14 @@ class ChunkSpan:
         self.bytes = min(size, (self.first + len(self.indices)) * chunk) - self.first * chunk
         """Bytes of the whole chunks covering the range."""
 
-    def names(self, indices: Iterable[int]) -> list[tuple[str, int]]:
-        """(tier key, exact length) of each chunk."""
-        out = []
+    def names(self, indices: Iterable[int]) -> tuple[list[str], list[int]]:
+        """The tier keys of the chunks and their exact lengths (as ``get_many`` takes them)."""
+        names, sizes = [], []
         for i in indices:
             n = self.first + i
-            out.append((f"{{{self.oid}}}:{n}", min(self.chunk, self.size - n * self.chunk)))
-        return out
+            names.append(f"{{{self.oid}}}:{n}")
+            sizes.append(min(self.chunk, self.size - n * self.chunk))
+        return names, sizes
 
     def leases(self, indices: Iterable[int]) -> list[str]:
         return [f"{{{self.oid}}}:lease:{self.first + i}" for i in indices]
@@ -46,8 +47,8 @@ class ChunkSpan:
 
     def slices(self) -> list[tuple[str, int, int]]:
         """(tier key, a, b) of every chunk: the range read as slices of its chunks."""
-        names = self.names(self.indices)
-        return [(name, *self.within(i)) for i, (name, _) in zip(self.indices, names, strict=True)]
+        names, _ = self.names(self.indices)
+        return [(name, *self.within(i)) for i, name in zip(self.indices, names, strict=True)]
 
     def join(self, chunks: Sequence[Chunk]) -> bytes:
         """Bytes ``[start, end)`` of the object from all of this span's chunks."""
