@@ -95,7 +95,7 @@ CHUNK, WINDOW = 1 << 20, 16  # dcstore's chunk size and requests in flight
 
 
 def run_all(statement, args):
-    """Every request, resent while the connection reports itself busy (as dcstore does)."""
+    # every request, resent while the connection reports itself busy (as dcstore does)
     results = [None] * len(args)
     todo = list(range(len(args)))
     while todo:
