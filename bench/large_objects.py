@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -147,13 +148,20 @@ else:
 class Row:
     store: str
     what: str
-    seconds: float
-    peak_mib: float
+    seconds: list[float]
+    peak_mib: list[float]
     size: int
 
-    @property
-    def mb_s(self) -> float:
-        return self.size / self.seconds / 1e6
+    def add(self, seconds: float, peak_mib: float) -> None:
+        self.seconds.append(seconds)
+        self.peak_mib.append(peak_mib)
+
+    def cells(self) -> str:
+        rates = sorted(self.size / s / 1e6 for s in self.seconds)
+        mb_s = f"{statistics.median(rates):,.0f}"
+        if len(rates) > 1:
+            mb_s += f" ({rates[0]:,.0f}-{rates[-1]:,.0f})"
+        return f"{statistics.median(self.seconds):.1f} | {mb_s} | {max(self.peak_mib):,.0f}"
 
 
 def measure(cmd: list[str]) -> tuple[float, float]:
@@ -197,11 +205,18 @@ def raw_commands(store: str, src: Path, out: Path, work: Path) -> list[tuple[str
     ]
 
 
-def run_store(store: str, src: Path, size: int, keys: Path, work: Path) -> list[Row]:
-    rows: list[Row] = []
+def run_store(
+    store: str, src: Path, size: int, keys: Path, work: Path, rows: dict[str, Row]
+) -> None:
+    """One repetition of every operation on ``store``, added to ``rows``."""
     out = work / "out.bin"
+
+    def record(what: str, cmd: list[str]) -> None:
+        row = rows.setdefault(f"{store} {what}", Row(store, what, [], [], size))
+        row.add(*measure(cmd))
+
     for what, cmd in raw_commands(store, src, out, work):
-        rows.append(Row(store, what, *measure(cmd), size))
+        record(what, cmd)
         out.unlink(missing_ok=True)
     (work / "dd-copy.bin").unlink(missing_ok=True)
     for label, extra, cp_extra in (
@@ -215,21 +230,17 @@ def run_store(store: str, src: Path, size: int, keys: Path, work: Path) -> list[
             ("cp", [*DCSTORE, "cp", f"{base}/lo-big", f"{base}/lo-copy", *cp_extra]),
         ]
         for op, cmd in steps:
-            rows.append(Row(store, f"dcstore {op}, {label}", *measure(cmd), size))
+            record(f"dcstore {op}, {label}", cmd)
         out.unlink(missing_ok=True)
         subprocess.run([*DCSTORE, "rm", base, "lo-big", "lo-copy"], check=False)
-    return rows
 
 
 def table(rows: list[Row]) -> str:
     lines = [
-        "| store | operation | s | MB/s | peak RSS MiB |",
+        "| store | operation | s (median) | MB/s median (min-max) | peak RSS MiB (max) |",
         "|---|---|---:|---:|---:|",
     ]
-    lines += [
-        f"| {r.store} | {r.what} | {r.seconds:.1f} | {r.mb_s:,.0f} | {r.peak_mib:,.0f} |"
-        for r in rows
-    ]
+    lines += [f"| {r.store} | {r.what} | {r.cells()} |" for r in rows]
     return "\n".join(lines)
 
 
@@ -238,6 +249,7 @@ def main() -> None:
     ap.add_argument("--size", default="1GiB", help="object size (e.g. 1GiB, 10GiB)")
     ap.add_argument("--store", action="append", required=True, help="store URL or path")
     ap.add_argument("--work", help="directory for the source and output files")
+    ap.add_argument("--reps", type=int, default=1, help="repetitions, interleaved per store")
     ap.add_argument("--out", help="append the table to this Markdown file")
     args = ap.parse_args()
     size = parse_size(args.size)
@@ -248,16 +260,18 @@ def main() -> None:
             for _ in range(0, size, 64 << 20):
                 f.write(os.urandom(min(64 << 20, size - f.tell())))
         subprocess.run([*DCSTORE, "keys", "new", "--keys", str(keys)], check=True)
-        rows = []
+        rows: dict[str, Row] = {}
         for store in args.store:
-            rows += run_store(store, src, size, keys, work)
-            print(table(rows), flush=True)
+            for _ in range(args.reps):
+                run_store(store, src, size, keys, work, rows)
+                print(table(list(rows.values())), flush=True)
     load = os.getloadavg()[0]
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     text = (
         f"\n`{shlex.join(['python', 'bench/large_objects.py', *sys.argv[1:]])}`\n\n"
-        f"{args.size} object, {stamp}, load average {load:.1f} on {os.cpu_count()} CPUs.\n\n"
-        f"{table(rows)}\n"
+        f"{args.size} object, {args.reps} repetition(s), {stamp}, load average {load:.1f} on "
+        f"{os.cpu_count()} CPUs.\n\n"
+        f"{table(list(rows.values()))}\n"
     )
     print(text)
     if args.out:
