@@ -35,13 +35,45 @@ if TYPE_CHECKING:
 
     from dcstore.backends.base import Buffer, ObjectMeta
 
-__all__ = ["ChunkedWriter", "ForwardingWriter", "MemoryWriter", "ObjectReader", "ObjectWriter"]
+__all__ = [
+    "ChunkedWriter",
+    "CommitOnExit",
+    "ForwardingWriter",
+    "MemoryWriter",
+    "ObjectReader",
+    "ObjectWriter",
+]
 
 READ_BLOCK_BYTES = 8 << 20
 """A reader fetches at least this much (rounded to the store's read alignment) per request."""
 
 
-class ObjectWriter(io.RawIOBase):
+class CommitOnExit:
+    """A ``with`` block that commits (``close()``) when it ends normally and discards
+    (``abort()``) when it ends by an exception: dcstore's atomic writers."""
+
+    if TYPE_CHECKING:  # what a subclass provides (not defined here: io's close stays reachable)
+
+        def close(self) -> object: ...
+
+        def abort(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class ObjectWriter(CommitOnExit, io.RawIOBase):
     """One atomic write of one object; see the module docstring."""
 
     meta: ObjectMeta | None
@@ -113,20 +145,6 @@ class ObjectWriter(io.RawIOBase):
             self._abort()
         finally:
             super().close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
     def __del__(self) -> None:
         # IOBase would close(), i.e. commit, a forgotten writer: discard it instead.

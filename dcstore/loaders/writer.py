@@ -24,12 +24,12 @@ import secrets
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
 from dcstore.backends.base import Backend, ObjectMeta
+from dcstore.backends.objectio import CommitOnExit
 from dcstore.errors import ConfigError
 from dcstore.loaders.checksum import sample_checksum
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, ShardInfo
@@ -68,7 +68,7 @@ def _key_id(store: Backend) -> str | None:
     return store.encryption_key_id
 
 
-class ShardWriter:
+class ShardWriter(CommitOnExit):
     """Write samples (``{"__key__": ..., "jpg": b"...", "cls": b"3"}``) as a dataset.
 
     ``store`` is a URL or a :class:`Backend`; ``cache``/``keys`` are passed to
@@ -211,17 +211,3 @@ class ShardWriter:
     def shards(self) -> tuple[ShardInfo, ...]:
         """Shards handed to the store so far."""
         return tuple(self._shards)
-
-    def __enter__(self) -> ShardWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
