@@ -44,6 +44,7 @@ from dcstore.backends.base import (
     Backend,
     Buffer,
     ObjectMeta,
+    ObjectReader,
     ObjectWriter,
     check_range,
     check_version,
@@ -237,6 +238,18 @@ class HdfsBackend(Backend):
             return data
         raise AssertionError("unreachable")
 
+    def open_read(self, key: str, *, version: str | None = None) -> ObjectReader:
+        """One open file (one NameNode RPC for all the ranges read from it). The version
+        is checked before and after opening (versions never repeat), so the blocks it
+        holds are that version's: HDFS blocks are immutable, and a replaced file's blocks
+        either still read or fail, never show another version."""
+        validate_key(key)
+        meta = self.head(key, version=version)
+        with self._errors("get", key):
+            reader = self._fs().read(self._path(key))
+        self.head(key, version=meta.version)
+        return _HdfsReader(self, meta, reader)
+
     def _read_span(self, key: str, reader: Any, lo: int, hi: int) -> bytes:
         if lo == hi:
             return b""
@@ -429,6 +442,27 @@ class _HdfsWriter(ObjectWriter):
             self._close_file()
         with contextlib.suppress(Exception):
             self._fs.delete(self._tmp, False)
+
+
+class _HdfsReader(ObjectReader):
+    """Ranged reads of one opened HDFS file (see :meth:`HdfsBackend.open_read`)."""
+
+    def __init__(self, store: HdfsBackend, meta: ObjectMeta, reader: Any):
+        self._store, self._reader = store, reader
+        super().__init__(meta, self._range, what=f"{store.url}: {meta.key!r}")
+
+    def _range(self, start: int, end: int) -> bytes:
+        try:
+            return self._store._read_span(self.meta.key, self._reader, start, end)
+        except BackendUnavailableError:
+            # Blocks gone: replaced meanwhile (VersionChangedError), else the failure.
+            self._store.head(self.meta.key, version=self.meta.version)
+            raise
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._reader.close()
+        super().close()
 
 
 def _write_all(writer: Any, data: Buffer, view: memoryview) -> None:
