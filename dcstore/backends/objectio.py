@@ -306,13 +306,29 @@ class ObjectReader(io.RawIOBase):
         if n == 0:
             return 0
         pos = self._pos
-        if len(out) >= self._block:  # large: straight from the store
-            data = memoryview(self._fetch(pos, pos + n))
-            out[:n] = data
-        else:
-            n = self._from_block(out, pos, n)
+        if n >= self._block:  # large: straight from the store
+            out[:n] = memoryview(self._fetch(pos, pos + n))
+        else:  # small: from blocks (one, or two where the read crosses a block's end)
+            done = 0
+            while done < n:
+                done += self._from_block(out[done:], pos + done, n - done)
         self._pos = pos + n
         return n
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes (the rest of the object when negative). A read of a block
+        or more returns the store's bytes as fetched (``readinto`` would copy them twice)."""
+        if self.closed:
+            raise ValueError(f"{self.what}: read from a closed reader")
+        if size is None or size < 0:
+            return self.readall()
+        n = max(0, min(size, self.size - self._pos))
+        if n < self._block:
+            out = bytearray(n)
+            return bytes(out[: self.readinto(out)])
+        data = self._fetch(self._pos, self._pos + n)
+        self._pos += n
+        return data if isinstance(data, bytes) else bytes(data)
 
     def _from_block(self, out: memoryview, pos: int, n: int) -> int:
         """Copy up to ``n`` bytes at ``pos`` from the block that holds ``pos``."""
