@@ -35,6 +35,8 @@ def cached(chunk: int = 1000, **policy: object) -> tuple[CachedBackend, Instrume
 
 
 class TestCachedLruConformance(BackendConformance):
+    stores_across_processes = False  # a memory:// origin
+
     @pytest.fixture
     def backend(self) -> Iterator[Backend]:
         tier = LruTier(max_bytes=512 * MiB, policy=CachePolicy(chunk_bytes=1 * MiB))
