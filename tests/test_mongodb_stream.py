@@ -310,14 +310,15 @@ def test_writers_killed_at_random_points(mongo: MongoBackend, raw_db: Any) -> No
         child.stdout.close()
         assert child.returncode == -signal.SIGKILL, f"seed {seed}: writer failed"
         killed += not committed
+        # A commit the writer sent just before it died may still be applied by the server
+        # after the process is gone: let it land before comparing.
+        time.sleep(0.5)
         # never a part: the old object, or (killed after its commit) the whole new one
-        current = mongo.head("obj")
-        if current == old:
-            assert mongo.get("obj") == b"previous version", f"seed {seed}"
-        else:
-            expected = (bytes(range(256)) * 193 * (total // 49408 + 1))[:total]
-            assert mongo.get("obj") == expected, f"seed {seed}"
-            old = current
+        expected = (bytes(range(256)) * 193 * (total // 49408 + 1))[:total]
+        data = mongo.get("obj")
+        assert data in (b"previous version", expected), f"seed {seed}"
+        if data == expected and mongo.head("obj") != old:
+            old = mongo.head("obj")
         assert [m.key for m in mongo.list_objects()] == ["obj"], f"seed {seed}"
     assert killed >= 3, f"seed {seed}: too few writers were killed before their commit"
     leftovers = {c["files_id"] for c in chunk_docs(mongo, raw_db)} - {ObjectId(old.version)}
