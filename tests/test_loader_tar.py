@@ -16,6 +16,8 @@ from dcstore.loaders.tario import (
     member_bytes,
     parse_members,
     parse_record,
+    record_sample,
+    sample_dict,
     split_name,
 )
 
@@ -117,3 +119,47 @@ def test_parse_record_detects_what_parse_members_does(where: int) -> None:
         parse_members(data)
     with pytest.raises(IntegrityError):
         parse_record(data)
+
+
+@pytest.mark.parametrize("zero_copy", [False, True])
+@pytest.mark.parametrize(
+    "members",
+    [
+        [("s/0001.bin", b"x" * 1000)],
+        [("s/0001.jpg", b"j" * 513), ("s/0001.cls", b"7"), ("s/0001.json", b"")],
+        [("noext", b"a field named by an empty extension")],
+    ],
+)
+def test_record_sample_matches_the_general_parser(members, zero_copy: bool) -> None:
+    record = memoryview(build(members)[: -len(END_OF_ARCHIVE)])
+    (span,) = group_samples(parse_record(record))
+    expected = sample_dict(record, span, zero_copy=zero_copy)
+    for checked in (False, True):
+        got = record_sample(record, zero_copy=zero_copy, checked=checked)
+        assert got == expected
+        assert all(type(got[k]) is type(expected[k]) for k in expected)
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        [("d" * 120 + "/0001.bin", b"a ustar prefix")],
+        [("ü/0001.bin", b"a pax header")],
+        [("a/0001.bin", b"two"), ("a/0002.bin", b"samples")],
+    ],
+)
+def test_record_sample_leaves_other_records_to_the_general_parser(members) -> None:
+    record = memoryview(build(members)[: -len(END_OF_ARCHIVE)])
+    assert record_sample(record, zero_copy=False, checked=True) is None
+
+
+@pytest.mark.parametrize("where", [0, 100, 124, 148, 600, -1])
+def test_record_sample_refuses_a_damaged_record_it_was_not_told_is_checked(where: int) -> None:
+    data = bytearray(build([("s.bin", b"abc" * 300)])[: -len(END_OF_ARCHIVE)])
+    if where == 600:  # truncated mid-payload
+        data = data[:700]
+    elif where == -1:  # a trailing partial block
+        data += b"\0" * 100
+    else:
+        data[where] ^= 0x01
+    assert record_sample(memoryview(data), zero_copy=False, checked=False) is None

@@ -60,6 +60,7 @@ from dcstore.loaders.tario import (
     group_samples,
     parse_members,
     parse_record,
+    record_sample,
     sample_dict,
 )
 
@@ -212,16 +213,23 @@ class WindowSamples:
         lo = self.offsets[k]
         hi = lo + self.lengths[k]
         record = self.view[lo - self.start : hi - self.start]
-        spans = group_samples(parse_record(record, base=lo))
-        if len(spans) != 1:
-            _check(self.url, len(spans), 1, lo, hi)
         index = self.index0 + k
-        if self.sums is not None and sample_checksum(record) != self.sums[k]:
-            return mismatch(self.url, spans[0].key, index)
-        sample = sample_dict(record, spans[0], lo, zero_copy=zero_copy)
+        sums = self.sums
+        if sums is not None and sample_checksum(record) != sums[k]:
+            return mismatch(self.url, self._span(record, lo, hi).key, index)
+        sample = record_sample(record, zero_copy=zero_copy, checked=sums is not None)
+        if sample is None:  # not plain ustar members of one key: the general parser
+            sample = sample_dict(record, self._span(record, lo, hi), lo, zero_copy=zero_copy)
         sample["__index__"] = index
         sample["__url__"] = self.url
         return sample
+
+    def _span(self, record: memoryview, lo: int, hi: int) -> SampleSpan:
+        """The one sample of shard bytes ``[lo, hi)``; raises if the record is malformed."""
+        spans = group_samples(parse_record(record, base=lo))
+        if len(spans) != 1:
+            _check(self.url, len(spans), 1, lo, hi)
+        return spans[0]
 
 
 class _GroupParser:

@@ -221,6 +221,24 @@ def parse_members(buf: bytes | bytearray | memoryview, base: int = 0) -> list[Me
     return members
 
 
+def _plain_ustar(hdr: bytes, checked: bool) -> tuple[str, int] | None:
+    """``(name, size)`` of a 512-byte header of a plain ustar regular file (no prefix, pax
+    or long name: what dcstore writes), its checksum verified unless ``checked`` (the
+    caller verified the bytes some stronger way); None for anything else."""
+    if hdr[156] != 48 or hdr[345] != 0 or hdr[257:262] != b"ustar":
+        return None
+    try:
+        size = int(hdr[124:135], 8)
+        if not checked and sum(hdr) - sum(hdr[148:156]) + 256 != int(
+            hdr[148:155].rstrip(b"\0 "), 8
+        ):
+            return None
+    except ValueError:
+        return None
+    end = hdr.find(b"\0", 0, 100)
+    return hdr[: end if end >= 0 else 100].decode("utf-8", "surrogateescape"), size
+
+
 def parse_record(buf: bytes | bytearray | memoryview, base: int = 0) -> list[Member]:
     """:func:`parse_members` of one sample's record (whole members, no end blocks): the
     same members and checks, about twice as fast for the plain ustar members dcstore
@@ -231,23 +249,51 @@ def parse_record(buf: bytes | bytearray | memoryview, base: int = 0) -> list[Mem
     pos = 0
     while pos < total:
         hdr = bytes(view[pos : pos + BLOCK])
-        if len(hdr) < BLOCK or hdr[156] != 48 or hdr[345] != 0 or hdr[257:262] != b"ustar":
-            return parse_members(buf, base)
-        try:
-            check = int(hdr[148:155].rstrip(b"\0 "), 8)
-            size = int(hdr[124:135], 8)
-        except ValueError:
-            return parse_members(buf, base)
+        plain = _plain_ustar(hdr, checked=False) if len(hdr) == BLOCK else None
+        if plain is None:
+            return parse_members(buf, base)  # raises, naming the offset, if malformed
+        name, size = plain
         data = pos + BLOCK
-        if data + size > total or sum(hdr) - sum(hdr[148:156]) + 256 != check:
-            return parse_members(buf, base)  # raises, naming the offset
-        end = hdr.find(b"\0", 0, 100)
-        name = hdr[: end if end >= 0 else 100].decode("utf-8", "surrogateescape")
+        if data + size > total:
+            return parse_members(buf, base)
         members.append(Member(name, base + pos, base + data, size, *split_name(name)))
         pos = data + padded(size)
     if pos != total:
         return parse_members(buf, base)
     return members
+
+
+def record_sample(
+    record: memoryview, *, zero_copy: bool, checked: bool
+) -> dict[str, object] | None:
+    """The webdataset dict of one sample's record (``view`` of whole members, no end
+    blocks), in one pass, when the record is plain ustar members of one key (what dcstore
+    writes); None for anything else (the caller then uses :func:`parse_record`, which
+    reports what is wrong). Header checksums are verified unless ``checked`` (the record
+    matched its manifest checksum, which covers the headers). Payloads are views of
+    ``record`` (``zero_copy``) or ``bytes`` copies."""
+    total = len(record)
+    out: dict[str, object] = {}
+    key = None
+    pos = 0
+    while pos < total:
+        hdr = bytes(record[pos : pos + BLOCK])
+        plain = _plain_ustar(hdr, checked) if len(hdr) == BLOCK else None
+        if plain is None:
+            return None
+        name, size = plain
+        data = pos + BLOCK
+        if data + size > total:
+            return None
+        k, field = split_name(name)
+        if key is None:
+            key = out["__key__"] = k
+        elif k != key:
+            return None
+        payload = record[data : data + size]
+        out[field] = payload if zero_copy else bytes(payload)
+        pos = data + padded(size)
+    return out if pos == total and key is not None else None
 
 
 def _verify_checksums(view: memoryview, headers: list[int], checks: list[int], base: int) -> None:
