@@ -9,8 +9,9 @@ Parsing walks headers over a :class:`memoryview` of the whole buffer and
 returns member payloads as memoryview slices: no payload is copied. It
 accepts ustar, pax (``x`` per-member path, ``g`` ignored), GNU long names
 (``L``) and old v7 headers; directories and links are skipped. Header
-checksums are verified for every member in one vectorised pass. Any
-malformation raises :class:`TarFormatError` (an :class:`IntegrityError`).
+checksums are verified for every member in one vectorised pass (``record_sample``
+skips them for a record that matched its manifest checksum, which covers the
+headers). Any malformation raises :class:`TarFormatError` (an :class:`IntegrityError`).
 
 Samples follow webdataset's rule: a member ``dir/key.ext.ext2`` belongs to
 sample ``dir/key`` under field ``ext.ext2`` (lower-cased); consecutive
