@@ -252,9 +252,11 @@ class SlotWriter:
         if buffer is not None and buffer.numel() >= size:
             return False
         capacity = max(self.min_bytes, _aligned(size + size // 4))
-        buffer = torch.zeros(capacity, dtype=torch.uint8)  # touched once: pre-faulted here
-        if self.shared:
+        buffer = torch.empty(capacity, dtype=torch.uint8)
+        if self.shared:  # moving it into shared memory copies it: every page faulted in once
             buffer.share_memory_()  # type: ignore[no-untyped-call]
+        else:
+            buffer.zero_()  # pre-faulted here
         self.buffers[slot] = buffer
         self.views[slot] = memoryview(buffer.numpy())  # type: ignore[arg-type]
         self.allocations += 1
