@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from reaper import dismiss, stop_when_gone
 from redis_server import _wait_gone
 from serverenv import server_url
 
@@ -79,9 +80,13 @@ class PrivateMemcached:
         self.url = out.stdout.strip().splitlines()[-1]
         return self.url
 
+    def stop_command(self) -> tuple[list[str], dict[str, str]]:
+        """The command (and environment) that stops this group."""
+        return [str(SCRIPTS / "stop.sh")], dict(self._env(), MEMCACHED_WIPE="1")
+
     def stop(self) -> None:
-        env = dict(self._env(), MEMCACHED_WIPE="1")
-        subprocess.run([str(SCRIPTS / "stop.sh")], env=env, check=True, timeout=60)
+        command, env = self.stop_command()
+        subprocess.run(command, env=env, check=True, timeout=60)
 
     def pid(self, node: int) -> int:
         return int((self.dir / f"{self.ports[node]}.pid").read_text())
@@ -104,15 +109,19 @@ def private_memcached_fixture() -> Iterator[type[PrivateMemcached]]:
     def make(*args: str, count: int = 3, memory_mb: int = 64) -> PrivateMemcached:
         server = PrivateMemcached(*args, count=count, memory_mb=memory_mb)
         started.append(server)
+        watchers.append(stop_when_gone(*server.stop_command()))
         server.start()
         return server
 
+    watchers: list[subprocess.Popen[bytes]] = []
     yield make  # type: ignore[misc]
     for server in started:
         for node in range(len(server.ports)):
             with contextlib.suppress(OSError, ValueError):
                 server.signal(signal.SIGCONT, node)  # un-pause a server a test left stopped
         server.stop()
+    for watcher in watchers:
+        dismiss(watcher)
 
 
 def memcached_entries(tier: object) -> dict[bytes, tuple[bytes, float | None]]:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from reaper import dismiss, stop_when_gone
 from serverenv import server_url
 
 REPO = Path(__file__).resolve().parent.parent
@@ -107,13 +108,15 @@ class PrivateRedis:
         self.url = out.stdout.strip().splitlines()[-1]
         return self.url
 
-    def stop(self, wipe: bool = True) -> None:
-        subprocess.run(
-            [str(SCRIPTS / "stop.sh"), self.mode],
-            env=dict(self._env(), REDIS_WIPE="1" if wipe else "0"),
-            check=True,
-            timeout=60,
+    def stop_command(self, wipe: bool = True) -> tuple[list[str], dict[str, str]]:
+        """The command (and environment) that stops this server."""
+        return [str(SCRIPTS / "stop.sh"), self.mode], dict(
+            self._env(), REDIS_WIPE="1" if wipe else "0"
         )
+
+    def stop(self, wipe: bool = True) -> None:
+        command, env = self.stop_command(wipe)
+        subprocess.run(command, env=env, check=True, timeout=60)
 
     def pids(self) -> list[int]:
         dirs = [self.dir / str(self.port + i) for i in range(3)] if self.cluster else [self.dir]
@@ -162,11 +165,15 @@ def private_redis_fixture() -> Iterator[type[PrivateRedis]]:
     ) -> PrivateRedis:
         server = PrivateRedis(*args, cluster=cluster, password=password, tls=tls)
         started.append(server)
+        watchers.append(stop_when_gone(*server.stop_command()))
         server.start()
         return server
 
+    watchers: list[subprocess.Popen[bytes]] = []
     yield make  # type: ignore[misc]
     for server in started:
         with contextlib.suppress(OSError):
             server.signal(signal.SIGCONT)  # un-pause a node a test left stopped
         server.stop()
+    for watcher in watchers:
+        dismiss(watcher)
