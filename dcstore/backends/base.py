@@ -146,7 +146,8 @@ class Backend(abc.ABC):
 
     def put_stream(self, key: str, chunks: Iterable[Buffer], size: int) -> ObjectMeta:
         """``put`` of the concatenation of ``chunks`` (exactly ``size`` bytes), written
-        through ``open_write``: a stream of another length commits nothing."""
+        through ``open_write``: a stream of another length commits nothing. Each chunk
+        is written before the next is pulled, so a producer may reuse one buffer."""
         with self.open_write(key) as writer:
             for view in sized(chunks, size, f"{self.url}: put {key!r}"):
                 writer.write(view)
