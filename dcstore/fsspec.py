@@ -21,7 +21,9 @@ else at the URL's host, and the rest of the path is the key.
 Guarantees:
 
 * Reads are ranged: plaintext reads fetch exactly the bytes asked for (from local
-  files, as views of the page cache: no copy); an encrypted read fetches and
+  files, as views of the page cache: no copy; a file maps its object once, at its
+  first read, and its reads are slices of that mapping: pages are read in as they
+  are touched); an encrypted read fetches and
   decrypts, in one ranged get, the whole segments it touches that are not already
   held, and keeps the segments at its edges that it used in part (at most eight, least
   recently used dropped first), so neighbouring reads
@@ -354,6 +356,7 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
     def __init__(self, fs: DcstoreFileSystem, path: str, mode: str = "rb", **kwargs: Any):
         self.key = fs._key(path)
         self.version: str | None = None
+        self._mapped: memoryview | bool | None = False  # False: not asked yet
         if mode == "rb":
             meta = fs.store.head(self.key)
             self.version = meta.version
@@ -366,12 +369,20 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
         if start >= end:
             return b""
         store: Backend = self.fs.store
-        mapped = store.map_range(self.key, start, end, version=self.version)
-        if mapped is not None:  # local files: the page cache, kept alive by the view
+        if self._mapped is False:  # the first fetch maps the whole object, once
+            self._mapped = store.map_object(self.key, version=self.version)
+        elif self._mapped is not None:  # replaced since? VersionChangedError, as any fetch
+            store.head(self.key, version=self.version)
+        if isinstance(self._mapped, memoryview):  # local files: the page cache, no copy
+            mapped = self._mapped[start:end]  # a slice keeps the mapping alive
             if getattr(self.cache, "name", "") in (SegmentCache.name, "none"):
-                return mapped  # type: ignore[return-value]  # handed out as it is: no copy
+                return mapped  # type: ignore[return-value]  # handed out as it is
             return bytes(mapped)  # other fsspec caches join and keep what they fetch
         return store.get_range(self.key, start, end, version=self.version)
+
+    def close(self) -> None:
+        self._mapped = None  # slices handed out keep the mapping alive; the file lets go
+        super().close()
 
     def read_buffer(self, length: int = -1) -> Any:
         """``read`` without the copy into ``bytes``: a buffer (a view of the page cache

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from dcstore.backends.base import Backend, ObjectMeta
+from dcstore.backends.base import Backend, Buffer, ObjectMeta
 from dcstore.errors import NotFoundError
 
 
@@ -22,16 +22,31 @@ COPY_CHUNK_BYTES = 8 << 20
 """Objects larger than this are copied in ranged reads of this size (bounded memory)."""
 
 
-def read_chunks(src: Backend, meta: ObjectMeta, chunk: int = COPY_CHUNK_BYTES) -> Iterator[bytes]:
+def read_chunks(src: Backend, meta: ObjectMeta, chunk: int = COPY_CHUNK_BYTES) -> Iterator[Buffer]:
     """Object ``meta`` (that version exactly) in ranged reads of about ``chunk`` bytes,
     rounded up to the store's read alignment (encrypted: whole segments). Raises
     :class:`VersionChangedError` as soon as the object is replaced, so a writer fed by
-    this stream never commits a mix of two versions."""
+    this stream never commits a mix of two versions.
+
+    A store whose objects are local files yields read-only views of mapped windows
+    (``map_range``: the page cache, no copy into this process); others yield ``bytes``.
+    Memory stays bounded: a window is unmapped once the caller lets go of it (at most
+    this one and the previous are held while the next is mapped)."""
     align = src.read_alignment or 1
     step = -(-chunk // align) * align
-    with src.open_read(meta.key, version=meta.version) as reader:
-        while data := reader.read(step):
-            yield data
+    pos = 0
+    while pos < meta.size:
+        view = src.map_range(meta.key, pos, min(meta.size, pos + step), version=meta.version)
+        if view is None:
+            break
+        pos += len(view)
+        yield view
+        del view  # unmapped as soon as the caller is done with it too
+    if pos < meta.size:
+        with src.open_read(meta.key, version=meta.version) as reader:
+            reader.seek(pos)
+            while data := reader.read(step):
+                yield data
 
 
 def copy_object(
@@ -43,8 +58,8 @@ def copy_object(
     on_bytes: Callable[[int], None] | None = None,
 ) -> ObjectMeta:
     """Copy one version of one object; the destination write is atomic. Objects larger
-    than :data:`COPY_CHUNK_BYTES` stream from ``open_read`` into ``open_write`` through
-    one reused buffer (memory: a chunk per side); ``on_bytes(n)`` reports progress."""
+    than :data:`COPY_CHUNK_BYTES` stream from :func:`read_chunks` into ``open_write``
+    (memory: about two chunks); ``on_bytes(n)`` reports progress."""
     meta = src.head(key)
     if meta.size <= COPY_CHUNK_BYTES:
         data = src.get(key, version=meta.version)
@@ -52,13 +67,11 @@ def copy_object(
         if on_bytes is not None:
             on_bytes(len(data))
         return written
-    align = src.read_alignment or 1
-    buffer = memoryview(bytearray(-(-COPY_CHUNK_BYTES // align) * align))
-    with src.open_read(key, version=meta.version) as reader, dst.open_write(dst_key or key) as w:
-        while n := reader.readinto(buffer):
-            w.write(buffer[:n])
+    with dst.open_write(dst_key or key) as w:
+        for view in read_chunks(src, meta):
+            w.write(view)
             if on_bytes is not None:
-                on_bytes(n)
+                on_bytes(memoryview(view).nbytes)
     assert w.meta is not None
     return w.meta
 

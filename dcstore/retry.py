@@ -70,6 +70,9 @@ class RetryingBackend(Wrapper):
             f"get {key}", lambda: self.inner.map_range(key, start, end, version=version)
         )
 
+    def map_object(self, key: str, *, version: str | None = None) -> memoryview | None:
+        return self.policy.call(f"get {key}", lambda: self.inner.map_object(key, version=version))
+
     def put(self, key: str, data: Buffer) -> ObjectMeta:
         return self.policy.call(f"put {key}", lambda: self.inner.put(key, data))
 

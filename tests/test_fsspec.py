@@ -53,6 +53,9 @@ class CountingLocal(LocalBackend):
     def map_range(self, key, start, end, *, version=None):
         return None  # every read through get_range, so it is counted
 
+    def map_object(self, key, *, version=None):
+        return None
+
 
 def test_pandas_round_trip_is_encrypted_at_rest(tmp_path: Path, keys: str) -> None:
     opts = {"store": str(tmp_path / "store"), "keys": keys}
@@ -103,6 +106,39 @@ def test_an_open_file_reads_one_version(tmp_path: Path) -> None:
             f.read(10)
     assert fs.cat_file("obj", 0, 4) == b"\xff" * 4
     assert fs.cat_file("obj", -3) == b"\xff" * 3
+
+
+class MappingLocal(LocalBackend):
+    """A local store that counts how it is mapped."""
+
+    calls: dict[str, int]
+
+    def map_object(self, key, *, version=None):
+        self.calls["map_object"] = self.calls.get("map_object", 0) + 1
+        return super().map_object(key, version=version)
+
+    def map_range(self, key, start, end, *, version=None):
+        raise AssertionError("a dcstore:// file maps its object once, not each range")
+
+    def get_range(self, key, start, end, *, version=None):
+        raise AssertionError("a local plaintext file reads its mapping")
+
+
+def test_a_local_file_maps_its_object_once(tmp_path: Path) -> None:
+    store = MappingLocal(str(tmp_path / "store"))
+    store.calls = {}
+    data = np.random.default_rng(2).bytes(300_000)
+    store.put("obj", data)
+    fs = DcstoreFileSystem(store)
+    with fs.open("obj") as f:
+        for start in (299_000, 5, 150_000, 0):
+            f.seek(start)
+            assert bytes(f.read_buffer(777)) == data[start : start + 777]
+        assert store.calls == {"map_object": 1}
+        store.put("obj", b"new")  # replaced while open: the next fetch says so
+        f.seek(1000)
+        with pytest.raises(VersionChangedError, match="obj"):
+            f.read(10)
 
 
 def test_read_returns_bytes_and_read_buffer_a_view(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from dcstore import ShardedDataset, ShardWriter
 from dcstore.backends.local import LocalBackend
 from dcstore.crypto import EncryptedBackend, Keyring
-from dcstore.errors import IntegrityError, InvalidRangeError, NotFoundError
+from dcstore.errors import IntegrityError, InvalidRangeError, NotFoundError, VersionChangedError
 from dcstore.store import open_store
 
 DATA = random.Random(7).randbytes(3 * mmap.ALLOCATIONGRANULARITY + 123)
@@ -61,9 +61,10 @@ def test_only_stores_that_pass_bytes_through_map(tmp_path: Path, store: LocalBac
     write_key_file(keys, Keyring.generate())
     encrypted = open_store(str(tmp_path / "enc"), keys=str(keys))
     encrypted.put("x", b"secret")
-    assert encrypted.map_range("x", 0, 1) is None
+    assert encrypted.map_range("x", 0, 1) is None and encrypted.map_object("x") is None
     cached = open_store(str(tmp_path / "store"), cache="memory://")
-    assert cached.map_range("dir/obj", 0, 1) is None
+    assert cached.map_range("dir/obj", 0, 1) is None and cached.map_object("dir/obj") is None
+    assert open_store(str(tmp_path / "store")).map_object("dir/obj") is not None
 
 
 def test_zero_copy_samples_view_the_mapped_shard(tmp_path: Path) -> None:
@@ -108,3 +109,17 @@ def test_encrypted_ranges_decrypt_straight_from_the_mapping(tmp_path: Path) -> N
     path.write_bytes(bytes(raw))
     with pytest.raises(IntegrityError):
         store.get_range("obj", len(plain) - 10, len(plain))
+
+
+def test_map_object_is_the_whole_version_opened(store: LocalBackend) -> None:
+    version = store.head("dir/obj").version
+    view = store.map_object("dir/obj", version=version)
+    assert view is not None and view.readonly and bytes(view) == DATA
+    store.put("dir/obj", b"new")  # a rename: the mapping stays on the file it opened
+    assert bytes(view[5:9]) == DATA[5:9]
+    with pytest.raises(VersionChangedError, match="dir/obj"):
+        store.map_object("dir/obj", version=version)
+    store.put("empty", b"")
+    assert store.map_object("empty") == memoryview(b"")
+    with pytest.raises(NotFoundError, match="missing"):
+        store.map_object("missing")

@@ -5,15 +5,17 @@ failed range, encrypted streams of unknown length keep the format's checks, the 
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import pytest
 
-from dcstore.backends.base import Backend, Wrapper
+from dcstore.backends.base import Backend, ObjectMeta, Wrapper
 from dcstore.backends.local import LocalBackend
+from dcstore.backends.objectio import ChunkedWriter
 from dcstore.crypto import EncryptedBackend, FileKeySource, Keyring, write_key_file
-from dcstore.errors import BackendUnavailableError, IntegrityError
-from dcstore.ops import copy_object
+from dcstore.errors import BackendUnavailableError, IntegrityError, VersionChangedError
+from dcstore.ops import copy_object, read_chunks
 from dcstore.retry import RetryingBackend, RetryPolicy
 from dcstore.testing.instrumented import InstrumentedBackend
 
@@ -114,3 +116,67 @@ def test_local_sweep_removes_a_killed_writers_file(tmp_path: Path) -> None:
     assert store.sweep(older_than=0) == 1
     assert sorted(p.name for p in (tmp_path / "s" / "d").iterdir()) == ["k"]
     assert store.get("d/k") == b"old"
+
+
+def test_read_chunks_maps_local_files_and_stays_on_one_version(tmp_path: Path) -> None:
+    store = RetryingBackend(LocalBackend(tmp_path / "s"))
+    data = os.urandom(20 * MiB + 1)
+    meta = store.put("k", data)
+    chunks = list(read_chunks(store, meta))
+    assert all(isinstance(c, memoryview) and c.readonly for c in chunks)  # the page cache
+    assert b"".join(chunks) == data and max(len(c) for c in chunks) == 8 * MiB
+    chunks = read_chunks(store, meta)
+    first = bytes(next(chunks))
+    store.put("k", b"new")  # replaced mid-stream: the next window says so
+    with pytest.raises(VersionChangedError):
+        next(chunks)
+    assert first == data[: 8 * MiB]
+    kek = Keyring.generate()
+    encrypted = EncryptedBackend(LocalBackend(tmp_path / "e"), kek)
+    meta = encrypted.put("k", data)
+    assert b"".join(bytes(c) for c in read_chunks(encrypted, meta)) == data  # decrypted bytes
+
+
+class RecordingChunks(ChunkedWriter):
+    """Records each chunk as the store would see it when handed over."""
+
+    def __init__(self, chunk_size: int):
+        super().__init__("test", chunk_size)
+        self.chunks: list[tuple[bytes, bool, object]] = []
+
+    def _write_chunk(self, view: memoryview, last: bool) -> None:
+        self.chunks.append((bytes(view), last, view.obj))
+
+    def _finish(self) -> ObjectMeta:
+        return ObjectMeta("k", sum(len(c) for c, _, _ in self.chunks), "v")
+
+    def _abort(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray])
+def test_chunked_writer_chunks_any_writes_and_copies_only_what_it_must(kind: type) -> None:
+    rng = random.Random(5)
+    for _ in range(200):
+        size = rng.choice([1, 7, 64])
+        data = rng.randbytes(rng.randrange(0, 5 * size + 3))
+        w = RecordingChunks(size)
+        pos = 0
+        while pos < len(data):
+            n = rng.choice([1, size, 2 * size, size - 1 or 1, rng.randrange(1, 3 * size + 2)])
+            piece = kind(data[pos : pos + n])
+            w.write(piece)
+            if kind is bytearray:
+                piece[:] = b"\0" * len(piece)  # the caller reuses its buffer at once
+            pos += n
+        w.close()
+        chunks = [c for c, _, _ in w.chunks]
+        assert b"".join(chunks) == data
+        assert all(len(c) == size for c in chunks[:-1]) and len(chunks[-1]) <= size
+        assert [last for _, last, _ in w.chunks] == [False] * (len(chunks) - 1) + [True]
+    # a write of exactly a chunk of immutable bytes is held without a copy
+    w, piece = RecordingChunks(4), b"abcd"
+    w.write(piece)
+    w.write(b"efgh")
+    w.close()
+    assert w.chunks[0][2] is piece and [c for c, _, _ in w.chunks] == [b"abcd", b"efgh"]

@@ -13,6 +13,7 @@ CONTRACT = (
     "get",
     "get_range",
     "map_range",
+    "map_object",
     "put",
     "open_write",
     "head",

@@ -113,6 +113,17 @@ class Backend(abc.ABC):
         """
         return None
 
+    def map_object(self, key: str, *, version: str | None = None) -> memoryview | None:
+        """The whole object as a read-only view of a memory mapping, or ``None``.
+
+        As :meth:`map_range`, but nothing is read up front: pages come in (from the
+        page cache, or the disk) as the view is read, so a reader of a few ranges of a
+        large object maps it once and slices it, paying only for what it touches.
+        The view is of the version opened (``version``, or the current one) and owns
+        its mapping. Stores that cannot map return ``None``.
+        """
+        return None
+
     def open_write(self, key: str) -> ObjectWriter:
         """A writer of a new version of ``key``, visible once closed (atomically).
 
@@ -135,7 +146,8 @@ class Backend(abc.ABC):
 
     def put_stream(self, key: str, chunks: Iterable[Buffer], size: int) -> ObjectMeta:
         """``put`` of the concatenation of ``chunks`` (exactly ``size`` bytes), written
-        through ``open_write``: a stream of another length commits nothing."""
+        through ``open_write``: a stream of another length commits nothing. Each chunk
+        is written before the next is pulled, so a producer may reuse one buffer."""
         with self.open_write(key) as writer:
             for view in sized(chunks, size, f"{self.url}: put {key!r}"):
                 writer.write(view)

@@ -20,7 +20,8 @@ Guarantees beyond the Backend contract:
   opened: an overwrite (a rename) leaves it on the old file. A file truncated
   *in place* while a view of it is read makes the process fail with SIGBUS, as
   any memory-mapped reader (numpy's memmap, LitData) does; dcstore itself never
-  truncates a file in place.
+  truncates a file in place. ``map_object`` maps the whole file the same way but
+  without ``MAP_POPULATE`` (pages fault in as read): one mapping serves many ranges.
 * The version token combines inode, mtime (ns) and size; a rename-based
   overwrite always creates a new inode. A read with ``version=`` checks it on
   the descriptor it reads from (``fstat``): no extra lookup, no race.
@@ -161,6 +162,19 @@ class LocalBackend(Backend):
         finally:
             os.close(fd)
         return memoryview(mapping)[start - offset :]
+
+    def map_object(self, key: str, *, version: str | None = None) -> memoryview | None:
+        """The whole file, mapped without ``MAP_POPULATE``: pages fault in as read."""
+        fd, size = self._open_object(key, version)
+        try:
+            if size == 0:
+                return memoryview(b"")
+            mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+        except OSError as exc:
+            raise self._error(exc, key, "read") from exc
+        finally:
+            os.close(fd)
+        return memoryview(mapping)
 
     def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
         try:

@@ -161,7 +161,11 @@ class ChunkedWriter(ObjectWriter):
     """A writer that hands its store fixed-size chunks: ``_write_chunk(view, last)``
     gets every chunk but the last exactly ``chunk_size`` bytes; the last (possibly
     short, or empty for an empty object) comes with ``last=True`` from ``close()``.
-    One chunk is held back until more data arrives, so the last one is known."""
+    One chunk is held back until more data arrives, so the last one is known.
+
+    Whole chunks of a write go to the store straight from the caller's buffer; the one
+    held back is copied, unless the caller's object is immutable ``bytes`` (then a view
+    of it is held: nothing can change it). Memory: one chunk, plus that view."""
 
     def __init__(self, what: str, chunk_size: int):
         super().__init__(what)
@@ -170,6 +174,7 @@ class ChunkedWriter(ObjectWriter):
         self.chunk_size = chunk_size
         self._buffer = bytearray(chunk_size)
         self._held = 0
+        self._held_view: memoryview | None = None  # a whole chunk of immutable bytes
 
     @abc.abstractmethod
     def _write_chunk(self, view: memoryview, last: bool) -> None:
@@ -179,24 +184,34 @@ class ChunkedWriter(ObjectWriter):
     def _finish(self) -> ObjectMeta:
         """Commit after the last chunk was written."""
 
+    def _pending(self) -> memoryview:
+        """The chunk held back (possibly empty)."""
+        if self._held_view is not None:
+            return self._held_view
+        return memoryview(self._buffer)[: self._held]
+
     def _write(self, view: memoryview) -> None:
         size, buf = self.chunk_size, self._buffer
         while view:
             if self._held == size:  # more data follows: the held chunk is not the last
-                self._write_chunk(memoryview(buf), False)
-                self._held = 0
-            if self._held == 0 and len(view) > size:  # whole chunks straight from the caller
-                self._write_chunk(view[:size], False)
-                view = view[size:]
-                continue
+                self._write_chunk(self._pending(), False)
+                self._held, self._held_view = 0, None
+            if self._held == 0 and len(view) >= size:
+                if len(view) > size:  # whole chunks straight from the caller
+                    self._write_chunk(view[:size], False)
+                    view = view[size:]
+                    continue
+                if type(view.obj) is bytes:  # immutable: hold it without a copy
+                    self._held, self._held_view = size, view
+                    return
             n = min(size - self._held, len(view))
             buf[self._held : self._held + n] = view[:n]
             self._held += n
             view = view[n:]
 
     def _commit(self) -> ObjectMeta:
-        self._write_chunk(memoryview(self._buffer)[: self._held], True)
-        self._held = 0
+        self._write_chunk(self._pending(), True)
+        self._held, self._held_view = 0, None
         return self._finish()
 
 

@@ -114,6 +114,10 @@ class CachedBackend(Wrapper):
         """Never maps: every read goes through the tier."""
         return None
 
+    def map_object(self, key: str, *, version: str | None = None) -> memoryview | None:
+        """Never maps: every read goes through the tier."""
+        return None
+
     def get_range(self, key: str, start: int, end: int, *, version: str | None = None) -> bytes:
         return self._versioned(key, version, start, end)
 

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
 
-from dcstore.backends.base import Backend, ObjectMeta
+from dcstore.backends.base import Backend, Buffer, ObjectMeta
 from dcstore.cli.common import (
     PROGRESS_THRESHOLD,
     add_store_options,
@@ -85,7 +85,7 @@ GET_CHUNK_BYTES = COPY_CHUNK_BYTES
 """``get`` reads objects larger than this in ranges of this size (rounded up to segments)."""
 
 
-def _write_file_atomically(path: str, chunks: Iterable[bytes]) -> None:
+def _write_file_atomically(path: str, chunks: Iterable[Buffer]) -> None:
     """``chunks`` to ``path`` through a temporary file renamed into place when complete."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".dcstore-get-", dir=directory)
@@ -102,26 +102,26 @@ def _write_file_atomically(path: str, chunks: Iterable[bytes]) -> None:
         raise
 
 
-def _ranges(store: Backend, meta: ObjectMeta, advance: Callable[[int], None]) -> Iterator[bytes]:
-    """The object ``meta`` names, in ranges of that version (memory: one range). An
-    object of one range or less (an empty one too) is read whole, with every check a
-    whole-object read makes."""
-    chunks = (
+def _ranges(store: Backend, meta: ObjectMeta, advance: Callable[[int], None]) -> Iterator[Buffer]:
+    """The object ``meta`` names, in ranges of that version (memory: about two ranges;
+    local files: views of the page cache). An object of one range or less (an empty one
+    too) is read whole, with every check a whole-object read makes."""
+    chunks: Iterable[Buffer] = (
         read_chunks(store, meta, GET_CHUNK_BYTES)
         if meta.size > GET_CHUNK_BYTES
-        else iter([store.get(meta.key, version=meta.version)])
+        else [store.get(meta.key, version=meta.version)]
     )
     for data in chunks:
-        advance(len(data))
+        advance(memoryview(data).nbytes)
         yield data
 
 
-def _refusing_ciphertext(chunks: Iterator[bytes], what: str) -> Iterator[bytes]:
+def _refusing_ciphertext(chunks: Iterator[Buffer], what: str) -> Iterator[Buffer]:
     """``chunks``, unless the first one starts an encrypted object (read without keys)."""
     first = next(chunks, None)
     if first is None:
         return
-    refuse_ciphertext(first, what)
+    refuse_ciphertext(memoryview(first), what)
     yield first
     yield from chunks
 
@@ -144,14 +144,17 @@ def cmd_get(args: argparse.Namespace) -> int:
     return 0
 
 
-READ_CHUNK_BYTES = 1 << 20
-"""``put`` reads its file in chunks of this size (memory stays bounded)."""
+READ_CHUNK_BYTES = COPY_CHUNK_BYTES
+"""``put`` reads its file in blocks of this size, into one reused buffer."""
 
 
-def _read_chunks(f: BinaryIO, advance: Callable[[int], None]) -> Iterator[bytes]:
-    while chunk := f.read(READ_CHUNK_BYTES):
-        advance(len(chunk))
-        yield chunk
+def _read_chunks(f: BinaryIO, advance: Callable[[int], None]) -> Iterator[memoryview]:
+    """``f`` in blocks read into one buffer: each view is valid until the next is asked
+    for (writers copy or send what they are given before ``write`` returns)."""
+    buffer = memoryview(bytearray(READ_CHUNK_BYTES))
+    while n := f.readinto(buffer):  # type: ignore[attr-defined]
+        advance(n)
+        yield buffer[:n]
 
 
 def _open_input(path: str) -> contextlib.AbstractContextManager[BinaryIO]:

@@ -267,6 +267,10 @@ class EncryptedBackend(Wrapper):
         """Never maps: the stored bytes are ciphertext, the plaintext is decrypted."""
         return None
 
+    def map_object(self, key: str, *, version: str | None = None) -> memoryview | None:
+        """Never maps: the stored bytes are ciphertext, the plaintext is decrypted."""
+        return None
+
     def get_range(self, key: str, start: int, end: int, *, version: str | None = None) -> bytes:
         validate_key(key)
         return self._retrying(key, version, lambda meta: self._read_range(meta, start, end))

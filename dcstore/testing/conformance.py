@@ -194,6 +194,8 @@ class BackendConformance(StreamingConformance):
         assert backend.head(ns + "v", version=v) == backend.head(ns + "v")
         view = backend.map_range(ns + "v", 1, 100, version=v)
         assert view is None or bytes(view) == data[1:100]
+        whole = backend.map_object(ns + "v", version=v)
+        assert whole is None or bytes(whole) == data
 
     def test_reads_of_a_replaced_version_fail(self, backend: Backend, ns: str) -> None:
         old = backend.put(ns + "v", b"first version").version
@@ -207,11 +209,16 @@ class BackendConformance(StreamingConformance):
         for read in reads:
             with pytest.raises(VersionChangedError, match=r"changed"):
                 read()
-        try:
-            view = backend.map_range(ns + "v", 0, 5, version=old)
-        except VersionChangedError:
-            view = None
-        assert view is None, "map_range served a replaced version"
+        maps: list[Callable[[], memoryview | None]] = [
+            lambda: backend.map_range(ns + "v", 0, 5, version=old),
+            lambda: backend.map_object(ns + "v", version=old),
+        ]
+        for mapped in maps:
+            try:
+                view = mapped()
+            except VersionChangedError:
+                view = None
+            assert view is None, "a mapping served a replaced version"
         assert backend.get(ns + "v", version=new) == b"second version!"
         backend.delete(ns + "v")
         with pytest.raises(NotFoundError):
