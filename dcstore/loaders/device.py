@@ -128,8 +128,10 @@ class DeviceLoader:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if depth < 0:
             raise ValueError("depth must be >= 0")
-        if isinstance(loader, RingLoader):  # batches received ahead hold their slots:
-            loader.hold = max(loader.hold, depth + 2)  # give them up only past those
+        if isinstance(loader, RingLoader):  # batches received ahead hold their slots: the
+            # ``depth`` queued, the one the consumer just took and the one it still holds
+            # until its loop variable is rebound; give them up only past those
+            loader.hold = max(loader.hold, depth + 3)
         self.loader = loader
         self.device = torch.device(device)
         self.warmup = warmup
