@@ -106,15 +106,21 @@ def test_parse_record_matches_parse_members(members) -> None:
     assert parse_record(record, base=4096) == parse_members(record, base=4096)
 
 
-@pytest.mark.parametrize("where", [0, 100, 124, 148, 156, 600, -1])
-def test_parse_record_detects_what_parse_members_does(where: int) -> None:
+def damaged_record(where: int, flip: int) -> bytearray:
+    """One sample's record, damaged at byte ``where`` (XOR ``flip``), truncated mid-payload
+    (600) or followed by a partial block (-1)."""
     data = bytearray(build([("s.bin", b"abc" * 300)])[: -len(END_OF_ARCHIVE)])
     if where == 600:  # truncated mid-payload
-        data = data[:700]
-    elif where == -1:  # a trailing partial block
-        data += b"\0" * 100
-    else:
-        data[where] ^= 0x55
+        return data[:700]
+    if where == -1:  # a trailing partial block
+        return data + b"\0" * 100
+    data[where] ^= flip
+    return data
+
+
+@pytest.mark.parametrize("where", [0, 100, 124, 148, 156, 600, -1])
+def test_parse_record_detects_what_parse_members_does(where: int) -> None:
+    data = damaged_record(where, flip=0x55)
     with pytest.raises(IntegrityError):
         parse_members(data)
     with pytest.raises(IntegrityError):
@@ -155,11 +161,5 @@ def test_record_sample_leaves_other_records_to_the_general_parser(members) -> No
 
 @pytest.mark.parametrize("where", [0, 100, 124, 148, 600, -1])
 def test_record_sample_refuses_a_damaged_record_it_was_not_told_is_checked(where: int) -> None:
-    data = bytearray(build([("s.bin", b"abc" * 300)])[: -len(END_OF_ARCHIVE)])
-    if where == 600:  # truncated mid-payload
-        data = data[:700]
-    elif where == -1:  # a trailing partial block
-        data += b"\0" * 100
-    else:
-        data[where] ^= 0x01
+    data = damaged_record(where, flip=0x01)
     assert record_sample(memoryview(data), zero_copy=False, checked=False) is None
