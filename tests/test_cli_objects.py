@@ -228,3 +228,20 @@ def test_put_progress_advances_with_bytes(tmp_path, monkeypatch) -> None:
     assert main(["put", str(tmp_path / "s"), "k", str(src)]) == 0
     assert advances == [objects.READ_CHUNK_BYTES] * 5 + [3]
     assert (tmp_path / "s" / "k").read_bytes() == src.read_bytes()
+
+
+def test_object_commands_start_without_the_loader_numpy_or_pyarrow(tmp_path) -> None:
+    """``put``/``get`` start in a fraction of a second: the loader, numpy, pyarrow and
+    torch are imported only by the commands that use them (pack, demo, verify, bench)."""
+    src = tmp_path / "f.bin"
+    src.write_bytes(b"abc")
+    script = (
+        "import sys; from dcstore.cli.main import main\n"
+        f"store = {tmp_path.as_uri() + '/store'!r}\n"
+        f"assert main(['put', store, 'k', {str(src)!r}]) == 0\n"
+        f"assert main(['get', store, 'k', '-o', {str(tmp_path / 'out')!r}]) == 0\n"
+        "heavy = {'dcstore.loaders', 'numpy', 'pyarrow', 'torch'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    assert (tmp_path / "out").read_bytes() == b"abc"

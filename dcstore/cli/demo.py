@@ -16,13 +16,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 CLASSES = 10
 
 
 def synthetic_images(n: int, size: int, seed: int = 0) -> Iterator[dict[str, Any]]:
     """Image-like samples whose class is recoverable from a coloured blob."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size]
     for i in range(n):
@@ -32,6 +32,10 @@ def synthetic_images(n: int, size: int, seed: int = 0) -> Iterator[dict[str, Any
         blob = (yy - cy) ** 2 + (xx - cx) ** 2 < (size // 6) ** 2
         img[label % 3][blob] = 255
         yield {"__key__": f"img{i:07d}", "rgb": img.tobytes(), "cls": label}
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
 
 
 def _model(size: int) -> Any:
@@ -46,6 +50,8 @@ def _model(size: int) -> Any:
 
 
 def _image_and_label(size: int) -> Callable[[dict[str, Any]], tuple[Any, int]]:
+    import numpy as np
+
     def image_and_label(sample: dict[str, Any]) -> tuple[Any, int]:
         image = np.frombuffer(sample["rgb"], dtype=np.uint8).reshape(3, size, size)
         return image, int(bytes(sample["cls"]))
@@ -113,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
             f"trained 1 epoch on {loader.device} through {type(loader.loader).__name__}: "
             f"{seen} samples in {elapsed:.1f} s = "
             f"{seen / elapsed:,.0f} samples/s, {mb / elapsed:,.1f} MB/s; "
-            f"loss {np.mean(losses[:5]):.2f} -> {np.mean(losses[-5:]):.2f}, "
+            f"loss {_mean(losses[:5]):.2f} -> {_mean(losses[-5:]):.2f}, "
             f"train accuracy {100 * correct / max(seen, 1):.1f}%"
         )
         print(loader.meter.format())

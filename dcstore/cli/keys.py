@@ -31,7 +31,6 @@ from dcstore.crypto.kek import DEFAULT_RSA_BITS, KEY_TYPES
 from dcstore.crypto.rotation import key_usage, retire_key, rotate
 from dcstore.crypto.sources import write_key_file
 from dcstore.errors import ConfigError
-from dcstore.loaders.versions import repin
 
 ENV_KEYS_FILE = "DCSTORE_KEYS_FILE"
 ENV_KEYS = "DCSTORE_KEYS"
@@ -196,6 +195,8 @@ def cmd_rotate(args: argparse.Namespace) -> int:
                 if args.verbose:
                     print(f"rewrapped {result.key}: {result.old_key_id} -> {result.new_key_id}")
         primary = store.keyring.primary
+        from dcstore.loaders.versions import repin  # the loader, only when asked
+
         manifests = repin(store, new_versions) if new_versions else 0
     summary = ", ".join(f"{n} {k}" for k, n in counts.items())
     print(f"rotation to {primary}: {summary}")

@@ -17,8 +17,6 @@ from dcstore.cli.keys import ENV_KEYS, ENV_KEYS_FILE, _encrypted_store, key_sour
 from dcstore.cli.main import EXIT_ACCESS, EXIT_FAILURE, EXIT_INTEGRITY
 from dcstore.crypto.verify import ObjectCheck, verify
 from dcstore.errors import ConfigError, NotFoundError
-from dcstore.loaders.manifest import MANIFEST_KEY, load_manifest
-from dcstore.loaders.verify import verify_dataset
 
 
 @contextlib.contextmanager
@@ -28,6 +26,9 @@ def _checks(args: argparse.Namespace) -> Iterator[Iterator[ObjectCheck]]:
         with _encrypted_store(args.store, args) as store:
             yield verify(store, args.prefix)
         return
+    from dcstore.loaders.manifest import MANIFEST_KEY, load_manifest  # pyarrow: only here
+    from dcstore.loaders.verify import verify_dataset
+
     with open_from_args(args.store, args) as store:
         try:
             manifest = load_manifest(store)
