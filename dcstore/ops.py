@@ -31,7 +31,9 @@ def read_chunks(src: Backend, meta: ObjectMeta, chunk: int = COPY_CHUNK_BYTES) -
     A store whose objects are local files yields read-only views of mapped windows
     (``map_range``: the page cache, no copy into this process); others yield ``bytes``.
     Memory stays bounded: a window is unmapped once the caller lets go of it (at most
-    this one and the previous are held while the next is mapped)."""
+    this one and the previous are held while the next is mapped). From other stores the
+    next chunk is read in a background thread while the caller handles this one (the
+    network and the cipher overlap the caller's writes): at most three chunks are held."""
     align = src.read_alignment or 1
     step = -(-chunk // align) * align
     pos = 0
@@ -45,8 +47,21 @@ def read_chunks(src: Backend, meta: ObjectMeta, chunk: int = COPY_CHUNK_BYTES) -
     if pos < meta.size:
         with src.open_read(meta.key, version=meta.version) as reader:
             reader.seek(pos)
-            while data := reader.read(step):
+            yield from _read_ahead(reader.read, step)
+
+
+def _read_ahead(read: Callable[[int], bytes], step: int) -> Iterator[bytes]:
+    """``read(step)`` until it returns nothing, one call ahead in a worker thread. The
+    calls run one at a time, in order; when the caller stops early, the call in flight
+    finishes before this returns (so the reader can then be closed safely)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="dcstore-read-ahead") as pool:
+        pending = pool.submit(read, step)
+        try:
+            while data := pending.result():
+                pending = pool.submit(read, step)
                 yield data
+        finally:
+            pending.cancel()
 
 
 def copy_object(
