@@ -57,6 +57,8 @@ if mode == "write":
         while piece := f.read(8 << 20):
             w.write(piece)
         w.close()
+elif mode == "delete":  # after the raw rows: a 10 GiB run must not keep a copy in HDFS
+    client.delete(path)
 else:
     r = client.read(path)
     with open(src, "wb") as f:
@@ -215,9 +217,12 @@ def run_store(
         row = rows.setdefault(f"{store} {what}", Row(store, what, [], [], size))
         row.add(*measure(cmd))
 
-    for what, cmd in raw_commands(store, src, out, work):
+    raw = raw_commands(store, src, out, work)
+    for what, cmd in raw:
         record(what, cmd)
         out.unlink(missing_ok=True)
+    if store.startswith("hdfs://"):
+        subprocess.run([*raw[0][1][:-1], "delete"], check=True)
     (work / "dd-copy.bin").unlink(missing_ok=True)
     for label, extra, cp_extra in (
         ("plaintext", [], []),
