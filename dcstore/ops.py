@@ -74,7 +74,7 @@ def copy_object(
 ) -> ObjectMeta:
     """Copy one version of one object; the destination write is atomic. Objects larger
     than :data:`COPY_CHUNK_BYTES` stream from :func:`read_chunks` into ``open_write``
-    (memory: about two chunks); ``on_bytes(n)`` reports progress."""
+    (memory: about three chunks); ``on_bytes(n)`` reports progress."""
     meta = src.head(key)
     if meta.size <= COPY_CHUNK_BYTES:
         data = src.get(key, version=meta.version)

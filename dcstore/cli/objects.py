@@ -103,7 +103,7 @@ def _write_file_atomically(path: str, chunks: Iterable[Buffer]) -> None:
 
 
 def _ranges(store: Backend, meta: ObjectMeta, advance: Callable[[int], None]) -> Iterator[Buffer]:
-    """The object ``meta`` names, in ranges of that version (memory: about two ranges;
+    """The object ``meta`` names, in ranges of that version (memory: about three ranges;
     local files: views of the page cache). An object of one range or less (an empty one
     too) is read whole, with every check a whole-object read makes."""
     chunks: Iterable[Buffer] = (
