@@ -14,7 +14,8 @@ figure is the child's own). Rows per store:
   flight, resent while the connection is busy (Cassandra, 1 MiB chunks, as dcstore).
 
 Before every operation the page cache's dirty pages are flushed (``sync``), so no
-operation pays for the previous one's writeback.
+operation pays for the previous one's writeback. Even so, whatever runs first meets an
+idle disk: odd repetitions run dcstore's rows before the driver's (use ``--reps 2`` or more).
 
 Example::
 
@@ -208,36 +209,48 @@ def raw_commands(store: str, src: Path, out: Path, work: Path) -> list[tuple[str
 
 
 def run_store(
-    store: str, src: Path, size: int, keys: Path, work: Path, rows: dict[str, Row]
+    store: str, src: Path, size: int, keys: Path, work: Path, rows: dict[str, Row], rep: int = 0
 ) -> None:
-    """One repetition of every operation on ``store``, added to ``rows``."""
+    """One repetition of every operation on ``store``, added to ``rows``. Odd repetitions
+    run dcstore's rows before the driver's: whatever runs first meets a disk with no
+    dirty pages behind it (measured: ``dd`` first 1,096 MB/s, alternated 306-683)."""
     out = work / "out.bin"
 
     def record(what: str, cmd: list[str]) -> None:
         row = rows.setdefault(f"{store} {what}", Row(store, what, [], [], size))
         row.add(*measure(cmd))
 
-    raw = raw_commands(store, src, out, work)
-    for what, cmd in raw:
-        record(what, cmd)
-        out.unlink(missing_ok=True)
-    if store.startswith("hdfs://"):
-        subprocess.run([*raw[0][1][:-1], "delete"], check=True)
-    (work / "dd-copy.bin").unlink(missing_ok=True)
-    for label, extra, cp_extra in (
-        ("plaintext", [], []),
-        ("encrypted", ["--keys", str(keys)], ["--src-keys", str(keys), "--dest-keys", str(keys)]),
-    ):
-        base = f"{store.rstrip('/')}"
-        steps = [
-            ("put", [*DCSTORE, "put", base, "lo-big", str(src), *extra]),
-            ("get", [*DCSTORE, "get", base, "lo-big", "-o", str(out), *extra]),
-            ("cp", [*DCSTORE, "cp", f"{base}/lo-big", f"{base}/lo-copy", *cp_extra]),
-        ]
-        for op, cmd in steps:
-            record(f"dcstore {op}, {label}", cmd)
-            out.unlink(missing_ok=True)  # before cp: a 10 GiB run fits in 3x its size on disk
-        subprocess.run([*DCSTORE, "rm", base, "lo-big", "lo-copy"], check=False)
+    def driver() -> None:
+        raw = raw_commands(store, src, out, work)
+        for what, cmd in raw:
+            record(what, cmd)
+            out.unlink(missing_ok=True)
+        if store.startswith("hdfs://"):
+            subprocess.run([*raw[0][1][:-1], "delete"], check=True)
+        (work / "dd-copy.bin").unlink(missing_ok=True)
+
+    def ours() -> None:
+        for label, extra, cp_extra in (
+            ("plaintext", [], []),
+            (
+                "encrypted",
+                ["--keys", str(keys)],
+                ["--src-keys", str(keys), "--dest-keys", str(keys)],
+            ),
+        ):
+            base = f"{store.rstrip('/')}"
+            steps = [
+                ("put", [*DCSTORE, "put", base, "lo-big", str(src), *extra]),
+                ("get", [*DCSTORE, "get", base, "lo-big", "-o", str(out), *extra]),
+                ("cp", [*DCSTORE, "cp", f"{base}/lo-big", f"{base}/lo-copy", *cp_extra]),
+            ]
+            for op, cmd in steps:
+                record(f"dcstore {op}, {label}", cmd)
+                out.unlink(missing_ok=True)  # before cp: a 10 GiB run fits in 3x its size
+            subprocess.run([*DCSTORE, "rm", base, "lo-big", "lo-copy"], check=False)
+
+    for step in (driver, ours) if rep % 2 == 0 else (ours, driver):
+        step()
 
 
 def table(rows: list[Row]) -> str:
@@ -267,8 +280,8 @@ def main() -> None:
         subprocess.run([*DCSTORE, "keys", "new", "--keys", str(keys)], check=True)
         rows: dict[str, Row] = {}
         for store in args.store:
-            for _ in range(args.reps):
-                run_store(store, src, size, keys, work, rows)
+            for rep in range(args.reps):
+                run_store(store, src, size, keys, work, rows, rep)
                 print(table(list(rows.values())), flush=True)
     load = os.getloadavg()[0]
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
