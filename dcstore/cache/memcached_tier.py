@@ -69,6 +69,10 @@ def expiry(seconds: float | None) -> int:
     return whole if whole <= MAX_RELATIVE_EXPIRY else int(time.time()) + whole
 
 
+CLEAR_PASSES = 5
+"""Crawls per server in :meth:`MemcachedTier.clear` (the last one normally finds nothing)."""
+
+
 class MemcachedTier(NetworkTier):
     """Chunks, leases and statistics spread over memcached servers; see the module docstring."""
 
@@ -264,13 +268,22 @@ class MemcachedTier(NetworkTier):
 
     def clear(self) -> int:
         """Delete every key of the namespace on every server, listed by the LRU crawler
-        (``lru_crawler metadump``; every server must answer)."""
+        (``lru_crawler metadump``; every server must answer). A crawl is no snapshot: an
+        item the server moves between its LRUs meanwhile (recently written ones, e.g. the
+        shared counters) can be missed, so each server is crawled again until a crawl
+        finds nothing left (at most :data:`CLEAR_PASSES` crawls), and the shared counters,
+        whose names are known, are deleted by name as well."""
         prefix = self.key("")
         count = 0
         with self._errors("clear"):
             servers = self._memcached().server_clients()
             for host, port in self.hosts:
                 server = servers[f"{host}:{port}"]
-                for key in list_keys(host, port, prefix, self.socket_timeout):
-                    count += bool(server.delete(key))
+                for _ in range(CLEAR_PASSES):
+                    keys = list_keys(host, port, prefix, self.socket_timeout)
+                    if not keys:
+                        break
+                    count += sum(bool(server.delete(key)) for key in keys)
+            client = self._memcached()  # the counters by name too: the newest items of all
+            count += sum(bool(client.delete(self._stat_key(n), noreply=False)) for n in STAT_FIELDS)
         return count
