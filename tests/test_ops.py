@@ -53,46 +53,47 @@ def test_get_many_keeps_order_and_closes_without_waiting(tmp_path: Path) -> None
     assert closed.wait(5), "closing get_many from its own fetch blocked"
 
 
-def test_read_ahead_keeps_order_and_finishes_the_read_in_flight_when_stopped() -> None:
-    """One read runs ahead of the caller; stopping early waits for it, so the reader
-    the reads come from is never closed under a read (and no thread is left behind)."""
+def test_read_ahead_keeps_order_runs_reads_concurrently_and_finishes_them_when_stopped() -> None:
+    """Two reads run ahead of the caller at once (their results still come in order);
+    stopping early cancels what has not started and waits for what has, so no thread is
+    left behind writing into anything the caller has let go of."""
     data = bytes(range(256)) * 40
-    pos = 0
+    spans = [(a, min(len(data), a + 1000)) for a in range(0, len(data), 1000)]
     started: list[int] = []
     finished: list[int] = []
-    second_started = threading.Event()
+    both_running = threading.Barrier(2, timeout=5)
+    release, reading_2000 = threading.Event(), threading.Event()
 
-    def read(n: int) -> bytes:
-        nonlocal pos
-        started.append(pos)
-        if len(started) == 2:
-            second_started.set()
-            time.sleep(0.2)  # still reading when the caller stops
-        piece, pos = data[pos : pos + n], pos + n
-        finished.append(len(piece))
-        return piece
+    def read(span: tuple[int, int]) -> bytes:
+        started.append(span[0])
+        if span[0] in (0, 1000):
+            both_running.wait()  # the first two reads overlap, or this times out
+        if span[0] == 2000:
+            reading_2000.set()
+            release.wait(5)  # still reading when the caller stops
+            time.sleep(0.1)
+        finished.append(span[0])
+        return data[span[0] : span[1]]
 
-    chunks = _read_ahead(read, 1000)
+    chunks = _read_ahead(read, spans)
     assert next(chunks) == data[:1000]
-    assert second_started.wait(5)
+    assert next(chunks) == data[1000:2000]
+    assert reading_2000.wait(5)
+    release.set()
     chunks.close()
-    assert finished == [1000, 1000]  # the read in flight completed before close returned
+    assert 2000 in finished  # the read in flight completed before close returned
+    assert len(started) <= 4  # never more than two reads ahead of the caller
     assert not [t for t in threading.enumerate() if t.name.startswith("dcstore-read-ahead")]
-    pos = 0
-    assert b"".join(_read_ahead(read, 1000)) == data
+    assert b"".join(_read_ahead(lambda s: data[s[0] : s[1]], spans)) == data
 
 
 def test_read_ahead_raises_the_reads_error_to_the_caller() -> None:
-    calls = 0
-
-    def read(n: int) -> bytes:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
+    def read(span: tuple[int, int]) -> bytes:
+        if span[0] == 4:
             raise VersionChangedError("replaced meanwhile")
-        return b"x" * n
+        return b"x" * (span[1] - span[0])
 
-    chunks = _read_ahead(read, 4)
+    chunks = _read_ahead(read, [(0, 4), (4, 8), (8, 12)])
     assert next(chunks) == b"xxxx"
     with pytest.raises(VersionChangedError, match="replaced meanwhile"):
         next(chunks)
