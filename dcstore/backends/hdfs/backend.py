@@ -260,9 +260,8 @@ class HdfsBackend(Backend):
                 note_read()
 
     def put(self, key: str, data: Buffer) -> ObjectMeta:
-        view = memoryview(data).cast("B")
         with self.open_write(key) as writer:
-            writer.write_buffer(data, view)
+            writer.write(data)
         assert writer.meta is not None
         return writer.meta
 
@@ -413,19 +412,9 @@ class _HdfsWriter(ObjectWriter):
         self._path, self._tmp, self._writer = path, tmp, writer
         self._open = True
 
-    def write_buffer(self, data: Buffer, view: memoryview) -> None:
-        """Write ``data`` (``view`` of it) without copying bytes/bytearray objects."""
-        with self._store._errors("put", self._key):
-            try:
-                _write_all(self._writer, data, view)
-            except BaseException:
-                self.abort()
-                raise
-        self._written += len(view)
-
     def _write(self, view: memoryview) -> None:
         with self._store._errors("put", self._key):
-            _write_all(self._writer, view, view)
+            _write_all(self._writer, view)
 
     def _close_file(self) -> None:
         if self._open:
@@ -465,12 +454,13 @@ class _HdfsReader(ObjectReader):
         super().close()
 
 
-def _write_all(writer: Any, data: Buffer, view: memoryview) -> None:
-    """Write ``data``; hdfs-native takes bytes and bytearray fast, but a memoryview about 30x
-    slower (measured), so views go in bytes copies of 8 MiB."""
-    if isinstance(data, (bytes, bytearray)):
-        if data:
-            writer.write(data)
+def _write_all(writer: Any, view: memoryview) -> None:
+    """Write ``view``. hdfs-native takes bytes and bytearray fast but a memoryview about 30x
+    slower (measured), so a view of a whole ``bytes``/``bytearray`` goes in as that object
+    (no copy) and other views in ``bytes`` copies of 8 MiB."""
+    whole = view.obj
+    if type(whole) in (bytes, bytearray) and len(whole) == view.nbytes:  # type: ignore[arg-type]
+        writer.write(whole)
         return
     for offset in range(0, len(view), _WRITE_CHUNK):
         writer.write(bytes(view[offset : offset + _WRITE_CHUNK]))
