@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import os
 import random
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from dcstore.backends.base import Backend, ObjectMeta, Wrapper
+from dcstore.backends.base import Backend, ObjectMeta, ObjectWriter, Wrapper
 from dcstore.backends.local import LocalBackend
+from dcstore.backends.memory import MemoryBackend
 from dcstore.backends.objectio import ChunkedWriter
 from dcstore.crypto import EncryptedBackend, FileKeySource, Keyring, write_key_file
+from dcstore.crypto.segments import ObjectCipher
+from dcstore.crypto.writer import EncryptingWriter
 from dcstore.errors import BackendUnavailableError, IntegrityError, VersionChangedError
 from dcstore.ops import copy_object, read_chunks
 from dcstore.retry import RetryingBackend, RetryPolicy
@@ -180,3 +185,57 @@ def test_chunked_writer_chunks_any_writes_and_copies_only_what_it_must(kind: typ
     w.write(b"efgh")
     w.close()
     assert w.chunks[0][2] is piece and [c for c, _, _ in w.chunks] == [b"abcd", b"efgh"]
+
+
+class SlowRecordingWriter(ObjectWriter):
+    """Records each write after a pause (a slow network); fails the ``fail_at``-th."""
+
+    def __init__(self, fail_at: int | None = None):
+        super().__init__("slow")
+        self.parts: list[bytes] = []
+        self.fail_at, self.running, self.overlapped, self.aborted = fail_at, 0, 0, False
+        self.threads: set[str] = set()
+
+    def _write(self, view: memoryview) -> None:
+        self.threads.add(threading.current_thread().name)
+        self.running += 1
+        self.overlapped = max(self.overlapped, self.running)
+        time.sleep(0.01)
+        self.running -= 1
+        if len(self.parts) == self.fail_at:
+            raise BackendUnavailableError("injected: connection reset")
+        self.parts.append(bytes(view))
+
+    def _commit(self) -> ObjectMeta:
+        return ObjectMeta("k", sum(map(len, self.parts)), "v1")
+
+    def _abort(self) -> None:
+        self.aborted = True
+
+
+def _writer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("dcstore-write-behind")]
+
+
+def test_the_encrypting_writer_writes_behind_in_order_and_stops_cleanly() -> None:
+    """Segments go to the inner writer from a background thread, one at a time and in
+    order (the object decrypts); an inner write's failure surfaces on the next write or
+    on close, aborts the inner writer, and no thread outlives the writer."""
+    keyring = Keyring.generate("wb")
+    header, dek = keyring.new_header(64 * 1024)
+    data = os.urandom(10 * 64 * 1024 + 7)
+    inner = SlowRecordingWriter()
+    with EncryptingWriter("k", ObjectCipher(header, dek, "k", "k"), inner) as writer:
+        for i in range(0, len(data), 50_000):
+            writer.write(data[i : i + 50_000])
+    assert inner.overlapped == 1 and not _writer_threads()
+    assert any(name.startswith("dcstore-write-behind") for name in inner.threads)
+    store = EncryptedBackend(MemoryBackend(), keyring)
+    store.inner.put("k", b"".join(inner.parts))
+    assert store.get("k") == data  # every segment, in order, authenticated
+    for fail_at in (2, 9):  # a write in the middle; the last one in flight at close
+        inner = SlowRecordingWriter(fail_at=fail_at)
+        writer = EncryptingWriter("k", ObjectCipher(header, dek, "k", "k"), inner)
+        with pytest.raises(BackendUnavailableError, match="injected"), writer:
+            writer.write(data)
+        assert inner.aborted and writer.meta is None and not _writer_threads()

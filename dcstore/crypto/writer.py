@@ -4,12 +4,21 @@
 the header, then each segment as soon as the next byte shows it is not the last one;
 ``close()`` encrypts the held segment as the final one (its nonce carries the
 last-segment flag, so a truncated object never authenticates) and commits the inner
-writer. Memory: one plaintext and one ciphertext segment.
+writer.
+
+From the second segment on, the inner writes run in one background thread, one at a
+time and in order, while the caller's thread encrypts the next segment (the store's
+network and the cipher overlap). The two ciphertext buffers alternate: a buffer is
+encrypted into only after the write that read it has returned. An inner write's error
+is raised by the next ``write`` or by ``close``; ``close`` and ``abort`` return only
+once no write is running. Memory: one plaintext and two ciphertext segments.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from dcstore.backends.base import ObjectMeta, ObjectWriter
 from dcstore.backends.objectio import ChunkedWriter
@@ -31,21 +40,46 @@ class EncryptingWriter(ChunkedWriter):
     ):
         super().__init__(cipher.what, cipher.header.segment_size)
         self._key, self._cipher, self._inner, self._on_commit = key, cipher, inner, on_commit
-        self._out = bytearray(self.chunk_size + TAG_SIZE)
+        self._outs = [bytearray(self.chunk_size + TAG_SIZE)]
         self._index = 0
         self._plain = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._writing: Future[int] | None = None
         inner.write(cipher.header.encode())
 
     def _write_chunk(self, view: memoryview, last: bool) -> None:
         if self._index >= MAX_SEGMENTS:
             raise IntegrityError(f"{self.what}: more than {MAX_SEGMENTS} segments")
-        out = memoryview(self._out)[: len(view) + TAG_SIZE]
-        self._cipher.encrypt_segment(self._index, last, view, out)
-        self._inner.write(out)
+        if not last and self._pool is None:  # a second segment follows: write behind
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="dcstore-write-behind")
+            self._outs.append(bytearray(self.chunk_size + TAG_SIZE))
+        out = memoryview(self._outs[self._index % len(self._outs)])[: len(view) + TAG_SIZE]
+        self._cipher.encrypt_segment(self._index, last, view, out)  # not the buffer in flight
+        self._wait()
+        if self._pool is None:
+            self._inner.write(out)
+        else:
+            self._writing = self._pool.submit(self._inner.write, out)
         self._index += 1
         self._plain += len(view)
 
+    def _wait(self) -> None:
+        """Until the write in flight (if any) returns; raises its error."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.result()
+
+    def _stop(self) -> None:
+        """No write running, no thread left: raises a write's error."""
+        try:
+            self._wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+
     def _finish(self) -> ObjectMeta:
+        self._stop()
         self._inner.close()
         meta = self._inner.meta
         assert meta is not None
@@ -54,4 +88,6 @@ class EncryptingWriter(ChunkedWriter):
         return ObjectMeta(self._key, self._plain, meta.version)
 
     def _abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._stop()
         self._inner.abort()
