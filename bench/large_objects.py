@@ -253,12 +253,28 @@ def run_store(
         step()
 
 
+def per_rep_ratios(row: Row, rows: list[Row]) -> str:
+    """``row``'s speed over the driver's in each repetition (put against the raw write,
+    get against the raw read, same store, same repetition) and their median."""
+    op = row.what.split()[1] if row.what.startswith("dcstore ") else ""
+    raw_kind = {"put": "raw write", "get": "raw read"}.get(op.rstrip(","))
+    raw = next(
+        (r for r in rows if r.store == row.store and r.what.startswith(f"{raw_kind} ")), None
+    )
+    if raw_kind is None or raw is None:
+        return ""
+    ratios = [theirs / ours for ours, theirs in zip(row.seconds, raw.seconds, strict=False)]
+    listed = " ".join(f"{r:.2f}" for r in ratios)
+    return f"{listed} (**{statistics.median(ratios):.2f}x**)" if ratios else ""
+
+
 def table(rows: list[Row]) -> str:
     lines = [
-        "| store | operation | s (median) | MB/s median (min-max) | peak RSS MiB (max) |",
-        "|---|---|---:|---:|---:|",
+        "| store | operation | s (median) | MB/s median (min-max) | peak RSS MiB (max) "
+        "| x the driver, per rep (median) |",
+        "|---|---|---:|---:|---:|---|",
     ]
-    lines += [f"| {r.store} | {r.what} | {r.cells()} |" for r in rows]
+    lines += [f"| {r.store} | {r.what} | {r.cells()} | {per_rep_ratios(r, rows)} |" for r in rows]
     return "\n".join(lines)
 
 
