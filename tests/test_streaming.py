@@ -159,13 +159,18 @@ class RecordingChunks(ChunkedWriter):
         pass
 
 
+@pytest.mark.parametrize("announced", [False, True])
 @pytest.mark.parametrize("kind", [bytes, bytearray])
-def test_chunked_writer_chunks_any_writes_and_copies_only_what_it_must(kind: type) -> None:
+def test_chunked_writer_chunks_any_writes_and_copies_only_what_it_must(
+    kind: type, announced: bool
+) -> None:
     rng = random.Random(5)
     for _ in range(200):
         size = rng.choice([1, 7, 64])
         data = rng.randbytes(rng.randrange(0, 5 * size + 3))
         w = RecordingChunks(size)
+        if announced:
+            w.expect_size(len(data))
         pos = 0
         while pos < len(data):
             n = rng.choice([1, size, 2 * size, size - 1 or 1, rng.randrange(1, 3 * size + 2)])
@@ -185,6 +190,49 @@ def test_chunked_writer_chunks_any_writes_and_copies_only_what_it_must(kind: typ
     w.write(b"efgh")
     w.close()
     assert w.chunks[0][2] is piece and [c for c, _, _ in w.chunks] == [b"abcd", b"efgh"]
+
+
+def test_an_announced_size_lets_whole_chunks_of_a_reused_buffer_through_uncopied() -> None:
+    """With the total known (``put_stream``), a chunk the caller's buffer holds exactly is
+    not the last unless it ends the stream: it goes to the store from that buffer, not
+    through a copy; only the final chunk is held back. A different total commits nothing."""
+    buffer = bytearray(4)
+    w = RecordingChunks(4)
+    w.expect_size(12)
+    for piece in (b"abcd", b"efgh", b"ijkl"):
+        buffer[:] = piece
+        w.write(buffer)
+    w.close()
+    assert [(c, last) for c, last, _ in w.chunks] == [
+        (b"abcd", False), (b"efgh", False), (b"ijkl", True)
+    ]  # fmt: skip
+    assert [obj is buffer for _, _, obj in w.chunks] == [True, True, False]
+    for written in (b"abcdefgh", b"abcdefghijklm"):
+        w = RecordingChunks(4)
+        w.expect_size(12)
+        w.write(written)
+        with pytest.raises(IntegrityError, match="announced"):
+            w.close()
+        assert w.meta is None and w.closed
+
+
+def test_put_stream_of_a_reused_buffer_round_trips_encrypted(encrypted: EncryptedBackend) -> None:
+    """The encrypted writer told the size marks exactly the final segment as last, also
+    when the object is a whole number of segments (the edge the hold-back existed for)."""
+    segment = 64 * 1024
+    for size in (segment, 3 * segment, 3 * segment + 5):
+        data = os.urandom(size)
+        buffer = bytearray(2 * segment)
+
+        def chunks(data: bytes = data, buffer: bytearray = buffer):  # type: ignore[no-untyped-def]
+            for pos in range(0, len(data), len(buffer)):
+                piece = data[pos : pos + len(buffer)]
+                buffer[: len(piece)] = piece
+                yield memoryview(buffer)[: len(piece)]
+
+        encrypted.put_stream("k", chunks(), size)
+        assert encrypted.get("k") == data
+        assert encrypted.get_range("k", size - 3, size) == data[-3:]
 
 
 class SlowRecordingWriter(ObjectWriter):

@@ -149,6 +149,7 @@ class Backend(abc.ABC):
         through ``open_write``: a stream of another length commits nothing. Each chunk
         is written before the next is pulled, so a producer may reuse one buffer."""
         with self.open_write(key) as writer:
+            writer.expect_size(size)
             for view in sized(chunks, size, f"{self.url}: put {key!r}"):
                 writer.write(view)
         assert writer.meta is not None

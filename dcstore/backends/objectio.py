@@ -28,7 +28,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from dcstore.errors import DcstoreError
+from dcstore.errors import DcstoreError, IntegrityError
 
 if TYPE_CHECKING:
     from typing import Self
@@ -84,6 +84,7 @@ class ObjectWriter(CommitOnExit, io.RawIOBase):
         self.what = what
         self.meta = None
         self._written = 0
+        self._expected: int | None = None
 
     # -- what a store implements ----------------------------------------------------------
 
@@ -117,6 +118,15 @@ class ObjectWriter(CommitOnExit, io.RawIOBase):
             self._written += len(view)
         return len(view)
 
+    def expect_size(self, size: int) -> None:
+        """Announce the object's total size (``put_stream`` does, before the first write).
+        A writer may then send at once what it would otherwise hold back until it knew
+        whether more follows, and ``close()`` commits nothing unless exactly ``size``
+        bytes were written."""
+        if size < 0:
+            raise ValueError(f"size must be >= 0, got {size}")
+        self._expected = size
+
     def tell(self) -> int:
         return self._written
 
@@ -129,6 +139,10 @@ class ObjectWriter(CommitOnExit, io.RawIOBase):
         if self.closed:
             return
         try:
+            if self._expected is not None and self._written != self._expected:
+                raise IntegrityError(
+                    f"{self.what}: {self._written} bytes written, {self._expected} announced"
+                )
             self.meta = self._commit()
         except BaseException:
             with contextlib.suppress(Exception):
@@ -161,7 +175,8 @@ class ChunkedWriter(ObjectWriter):
     """A writer that hands its store fixed-size chunks: ``_write_chunk(view, last)``
     gets every chunk but the last exactly ``chunk_size`` bytes; the last (possibly
     short, or empty for an empty object) comes with ``last=True`` from ``close()``.
-    One chunk is held back until more data arrives, so the last one is known.
+    One chunk is held back until more data arrives, so the last one is known (unless the
+    total was announced with :meth:`ObjectWriter.expect_size`).
 
     Whole chunks of a write go to the store straight from the caller's buffer; the one
     held back is copied, unless the caller's object is immutable ``bytes`` (then a view
@@ -192,12 +207,13 @@ class ChunkedWriter(ObjectWriter):
 
     def _write(self, view: memoryview) -> None:
         size, buf = self.chunk_size, self._buffer
+        end = self._written + len(view)  # the stream offset where this write ends
         while view:
             if self._held == size:  # more data follows: the held chunk is not the last
                 self._write_chunk(self._pending(), False)
                 self._held, self._held_view = 0, None
             if self._held == 0 and len(view) >= size:
-                if len(view) > size:  # whole chunks straight from the caller
+                if len(view) > size or self._more_follows(end):  # whole chunks, no copy
                     self._write_chunk(view[:size], False)
                     view = view[size:]
                     continue
@@ -208,6 +224,10 @@ class ChunkedWriter(ObjectWriter):
             buf[self._held : self._held + n] = view[:n]
             self._held += n
             view = view[n:]
+
+    def _more_follows(self, end: int) -> bool:
+        """Whether the stream announced goes on after offset ``end``."""
+        return self._expected is not None and end < self._expected
 
     def _commit(self) -> ObjectMeta:
         self._write_chunk(self._pending(), True)
@@ -222,6 +242,10 @@ class ForwardingWriter(ObjectWriter):
     def __init__(self, inner: ObjectWriter, on_commit: Callable[[ObjectMeta], None]):
         super().__init__(inner.what)
         self._inner, self._on_commit = inner, on_commit
+
+    def expect_size(self, size: int) -> None:
+        super().expect_size(size)
+        self._inner.expect_size(size)  # the same bytes go through
 
     def _write(self, view: memoryview) -> None:
         self._inner.write(view)
