@@ -245,3 +245,23 @@ def test_object_commands_start_without_the_loader_numpy_or_pyarrow(tmp_path) -> 
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
     assert (tmp_path / "out").read_bytes() == b"abc"
+
+
+def test_cp_of_an_encrypted_file_inside_a_store_says_how_to_name_it(tmp_path) -> None:
+    """A path into a store's directory is read as its last segment of that directory, but
+    an encrypted object is bound to the key it was put under: the error says so and how
+    to copy it (mistake made on purpose in a newcomer's session)."""
+    keys, src = tmp_path / "k.json", tmp_path / "f"
+    src.write_bytes(os.urandom(100_000))
+    assert run("keys", "new", "--keys", str(keys)).returncode == 0
+    vault = str(tmp_path / "vault")
+    assert run("put", vault, "clips/f", str(src), "--keys", str(keys)).returncode == 0
+    by_path = [f"{vault}/clips/f", str(tmp_path / "copy"), "--src-keys", str(keys)]
+    done = run("cp", *by_path)
+    err = done.stderr.decode()
+    assert done.returncode != 0 and len(err.strip().splitlines()) == 1, err
+    assert "failed authentication" in err and "dcstore cp -r STORE DEST KEY" in err, err
+    assert not (tmp_path / "copy").exists()
+    copied = run("cp", "-r", vault, str(tmp_path / "vault2"), "clips/f", "--src-keys", str(keys))
+    assert copied.returncode == 0, copied.stderr.decode()
+    assert (tmp_path / "vault2" / "clips" / "f").read_bytes() == src.read_bytes()

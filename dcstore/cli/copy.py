@@ -28,7 +28,7 @@ from dcstore.cli.common import (
     print_json,
     transfer_progress,
 )
-from dcstore.errors import ConfigError
+from dcstore.errors import ConfigError, IntegrityError
 from dcstore.ops import copy_object, copy_prefix
 
 
@@ -69,15 +69,26 @@ def _copy_one(args: argparse.Namespace) -> list[ObjectMeta]:
         dst_url, dst_key = _without_trailing_slash(args.dest), src_key
     else:
         dst_url, dst_key = split_location(args.dest)
-    with (
-        _open(src_url, args, args.src_keys) as src,
-        _open(dst_url, args, args.dest_keys) as dst,
-    ):
-        meta = head_object(src, src_key, "cp")
-        with transfer_progress(meta.size > PROGRESS_THRESHOLD) as progress:
-            task = progress.add_task(f"cp {src_key}", total=meta.size)
-            advance = functools.partial(progress.advance, task)
-            copy_object(src, dst, src_key, dst_key, on_bytes=advance)
+    try:
+        with (
+            _open(src_url, args, args.src_keys) as src,
+            _open(dst_url, args, args.dest_keys) as dst,
+        ):
+            meta = head_object(src, src_key, "cp")
+            with transfer_progress(meta.size > PROGRESS_THRESHOLD) as progress:
+                task = progress.add_task(f"cp {src_key}", total=meta.size)
+                advance = functools.partial(progress.advance, task)
+                copy_object(src, dst, src_key, dst_key, on_bytes=advance)
+    except IntegrityError as exc:
+        if args.src_keys is None or "://" in src_url:
+            raise
+        # A file inside a store's directory, named by its path: the key cp reads it under is
+        # its last segment, not the key it was put under, which its encryption is bound to.
+        raise IntegrityError(
+            f"{exc}. cp read {args.src!r} as key {src_key!r} of store {src_url!r}; if it was put "
+            "under a longer key of a store further up, copy it from that store: "
+            "dcstore cp -r STORE DEST KEY"
+        ) from None
     return [meta]
 
 
