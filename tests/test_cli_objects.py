@@ -46,6 +46,7 @@ def test_round_trip_and_listing(tmp_path) -> None:
         (["ls", "{store}", "--opt", "nope=1"], 2, "unknown option(s) nope"),
         (["get", "{store}", "/abs"], 2, "absolute"),
         (["put", "{store}", "k", "{missing_file}"], 3, "No such file"),
+        (["get", "{store}", "a/1", "-o", "{missing_dir}/out"], 3, "directory does not exist"),
         (["put", "{store}", "k", "{dir}"], 2, "is a directory"),
         (["ls", "{missing_dir}"], 3, "no objects (no such store"),
         (["ls", "{store}", "nothing/"], 3, "no objects under prefix 'nothing/'"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import functools
 import itertools
 import os
@@ -88,6 +89,8 @@ GET_CHUNK_BYTES = COPY_CHUNK_BYTES
 def _write_file_atomically(path: str, chunks: Iterable[Buffer]) -> None:
     """``chunks`` to ``path`` through a temporary file renamed into place when complete."""
     directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):  # name the user's output, not the temporary file
+        raise FileNotFoundError(errno.ENOENT, "the output's directory does not exist", path)
     fd, tmp = tempfile.mkstemp(prefix=".dcstore-get-", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
