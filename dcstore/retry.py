@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, ObjectWriter, Wrapper
+from dcstore.backends.objectio import ObjectReader
 from dcstore.errors import BackendUnavailableError
 
 T = TypeVar("T")
@@ -76,6 +79,13 @@ class RetryingBackend(Wrapper):
     def put(self, key: str, data: Buffer) -> ObjectMeta:
         return self.policy.call(f"put {key}", lambda: self.inner.put(key, data))
 
+    def open_read(self, key: str, *, version: str | None = None) -> ObjectReader:
+        """Opening is retried, and so is each range: a range that fails transiently is
+        read again from a newly opened reader of the same version, so a long read resumes
+        at the range that failed instead of starting over."""
+        first = self.policy.call(f"get {key}", lambda: self.inner.open_read(key, version=version))
+        return _ResumingReader(self, first)
+
     def open_write(self, key: str) -> ObjectWriter:
         """Opening is retried; the writes are not (a stream is consumed once)."""
         return self.policy.call(f"put {key}", lambda: self.inner.open_write(key))
@@ -92,3 +102,46 @@ class RetryingBackend(Wrapper):
 
     def close(self) -> None:
         self.inner.close()
+
+
+class _ResumingReader(ObjectReader):
+    """Ranges of one version through the inner store's reader, reopened (at that
+    version) after a transient failure; see :meth:`RetryingBackend.open_read`."""
+
+    def __init__(self, store: RetryingBackend, first: ObjectReader):
+        self._store = store
+        self._source: ObjectReader | None = first
+        self._lock = threading.Lock()
+        super().__init__(
+            first.meta, self._range, align=first.align, what=first.what, on_close=self._drop
+        )
+
+    def _range(self, start: int, end: int) -> Buffer:
+        return self._store.policy.call(f"get {self.meta.key}", lambda: self._once(start, end))
+
+    def _once(self, start: int, end: int) -> Buffer:
+        source = self._current()
+        try:
+            return source.read_range(start, end)
+        except BackendUnavailableError:
+            self._drop(source)
+            raise
+
+    def _current(self) -> ObjectReader:
+        with self._lock:
+            if self._source is None:
+                key, version = self.meta.key, self.meta.version
+                self._source = self._store.inner.open_read(key, version=version)
+            return self._source
+
+    def _drop(self, source: ObjectReader | None = None) -> None:
+        """Close ``source`` (the current reader when None) unless already replaced."""
+        with self._lock:
+            if source is None:
+                source = self._source
+            elif source is not self._source:
+                return
+            self._source = None
+        if source is not None:
+            with contextlib.suppress(Exception):
+                source.close()

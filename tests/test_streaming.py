@@ -15,7 +15,7 @@ import pytest
 from dcstore.backends.base import Backend, ObjectMeta, ObjectWriter, Wrapper
 from dcstore.backends.local import LocalBackend
 from dcstore.backends.memory import MemoryBackend
-from dcstore.backends.objectio import ChunkedWriter
+from dcstore.backends.objectio import ChunkedWriter, ObjectReader
 from dcstore.crypto import EncryptedBackend, FileKeySource, Keyring, write_key_file
 from dcstore.crypto.segments import ObjectCipher
 from dcstore.crypto.writer import EncryptingWriter
@@ -57,15 +57,45 @@ class FailingEveryThirdRange(Wrapper):
         self.inner.delete(key)
 
 
+class TrackingReaders(FailingEveryThirdRange):
+    """Also keeps every reader it opens."""
+
+    def __init__(self, inner: Backend):
+        super().__init__(inner)
+        self.readers: list[ObjectReader] = []
+
+    def open_read(self, key, *, version=None):  # type: ignore[no-untyped-def]
+        self.readers.append(super().open_read(key, version=version))
+        return self.readers[-1]
+
+
 def test_a_failed_range_is_retried_alone(tmp_path: Path) -> None:
     counted = InstrumentedBackend(LocalBackend(tmp_path / "s"))
-    store = RetryingBackend(FailingEveryThirdRange(counted), RetryPolicy(base_delay=0.001))
+    failing = TrackingReaders(counted)
+    store = RetryingBackend(failing, RetryPolicy(base_delay=0.001))
     data = os.urandom(80 * MiB + 3)
     counted.put("big", data)
     with store.open_read("big") as reader:
         assert reader.read() == data
-    # Every range was read once: the failures retried their own range, not the object.
+    # Every range was read once: the failures retried their own range, not the object,
+    # each from a reader of the same version opened anew; every one of them is closed.
     assert counted.bytes_read == len(data)
+    assert len(failing.readers) == 1 + failing.calls // 3
+    assert {r.version for r in failing.readers} == {reader.version}
+    assert all(r.closed for r in failing.readers)
+
+
+def test_a_stream_through_retries_and_encryption_looks_its_version_up_once() -> None:
+    """``read_chunks`` reads every range of an encrypted stream through one inner reader:
+    one lookup of the version, not one per range (on HDFS each is a NameNode round trip
+    plus an open)."""
+    origin = InstrumentedBackend(MemoryBackend(f"stream-once-{os.getpid()}"))
+    store = RetryingBackend(EncryptedBackend(origin, Keyring.generate(), segment_size=64 * 1024))
+    data = os.urandom(5 * MiB + 7)
+    meta = store.put("k", data)
+    origin.heads = 0
+    assert b"".join(bytes(c) for c in read_chunks(store, meta, chunk=MiB)) == data
+    assert origin.heads == 1 and len(origin.ranges) >= 6
 
 
 @pytest.fixture

@@ -297,11 +297,13 @@ class ObjectReader(io.RawIOBase):
         block: int = READ_BLOCK_BYTES,
         align: int | None = None,
         what: str = "",
+        on_close: Callable[[], None] | None = None,
     ):
         super().__init__()
         self.meta = meta
         self.what = what or meta.key
         self._read_range = read_range
+        self._on_close = on_close
         align = max(1, align or 1)
         self._align = align
         self._block = max(align, -(-block // align) * align)
@@ -316,6 +318,21 @@ class ObjectReader(io.RawIOBase):
     @property
     def version(self) -> str:
         return self.meta.version
+
+    @property
+    def align(self) -> int:
+        """Reads starting on a multiple of this cost no more than they return."""
+        return self._align
+
+    def read_range(self, start: int, end: int) -> Buffer:
+        """Bytes ``[start, end)`` of this version as the store returned them (no copy);
+        the position does not move. Several threads may read ranges at once: every
+        reader dcstore ships reads ranges independently (one opened file or session)."""
+        if self.closed:
+            raise ValueError(f"{self.what}: read from a closed reader")
+        if not 0 <= start <= end <= self.size:
+            raise ValueError(f"{self.what}: range [{start}, {end}) outside 0..{self.size}")
+        return self._fetch(start, end) if start < end else b""
 
     def readable(self) -> bool:
         return True
@@ -399,8 +416,14 @@ class ObjectReader(io.RawIOBase):
         return bytes(out)
 
     def close(self) -> None:
+        """Idempotent; ``on_close`` (the source this reader's bytes come from) runs once."""
         self._cached = memoryview(b"")
-        super().close()
+        on_close, self._on_close = self._on_close, None
+        try:
+            if on_close is not None:
+                on_close()
+        finally:
+            super().close()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.what} version {self.version}, {self.size} bytes>"

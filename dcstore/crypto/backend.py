@@ -50,6 +50,7 @@ from dcstore.backends.base import (
     check_range,
 )
 from dcstore.backends.keys import validate_key, validate_prefix
+from dcstore.backends.objectio import ObjectReader
 from dcstore.crypto.buffers import OutputBuffer
 from dcstore.crypto.format import (
     DEFAULT_SEGMENT_SIZE,
@@ -67,6 +68,8 @@ from dcstore.crypto.writer import EncryptingWriter
 from dcstore.errors import ConfigError, IntegrityError, NotFoundError, VersionChangedError
 
 T = TypeVar("T")
+Fetch = Callable[[int, int], Buffer]
+"""Ciphertext ``[start, end)`` of the one stored version a read is about."""
 HEADER_CACHE_ENTRIES = 4096
 RANGE_ATTEMPTS = 3
 """A read of the current version that fails because the object was overwritten
@@ -195,21 +198,18 @@ class EncryptedBackend(Wrapper):
             keyring = self.current_keyring(unversioned=True)
         return ObjectCipher(header, keyring.unwrap(header, what), key, what)
 
-    def _header(self, meta: ObjectMeta) -> Header:
+    def _header(self, meta: ObjectMeta, fetch: Fetch | None = None) -> Header:
         cache_key = (meta.key, meta.version)
         with self._lock:
             header = self._headers.get(cache_key)
             if header is not None:
                 self._headers.move_to_end(cache_key)
                 return header
-        version = meta.version
-        prefix = self.inner.get_range(
-            meta.key, 0, min(meta.size, MAX_V1_HEADER_SIZE), version=version
-        )
+        fetch = fetch or self._fetcher(meta)
+        prefix: bytes | memoryview = memoryview(fetch(0, min(meta.size, MAX_V1_HEADER_SIZE)))
         whole = min(header_size_hint(prefix), meta.size)  # <= MAX_HEADER_SIZE
         if whole > len(prefix):  # a version-2 (public-key) header: fetch its remainder
-            rest = self.inner.get_range(meta.key, len(prefix), whole, version=version)
-            prefix = bytes(prefix) + rest
+            prefix = bytes(prefix) + bytes(fetch(len(prefix), whole))
         header = parse_header(prefix, self._what(meta.key))
         self._remember(cache_key, header)
         return header
@@ -220,8 +220,12 @@ class EncryptedBackend(Wrapper):
             while len(self._headers) > HEADER_CACHE_ENTRIES:
                 self._headers.popitem(last=False)
 
-    def _layout(self, meta: ObjectMeta) -> tuple[Header, Layout]:
-        header = self._header(meta)
+    def _fetcher(self, meta: ObjectMeta) -> Fetch:
+        """Ranged reads of version ``meta`` straight from the inner store."""
+        return lambda start, end: self.inner.get_range(meta.key, start, end, version=meta.version)
+
+    def _layout(self, meta: ObjectMeta, fetch: Fetch | None = None) -> tuple[Header, Layout]:
+        header = self._header(meta, fetch)
         layout = Layout.from_cipher_size(
             header.size, header.segment_size, meta.size, self._what(meta.key)
         )
@@ -274,6 +278,40 @@ class EncryptedBackend(Wrapper):
     def get_range(self, key: str, start: int, end: int, *, version: str | None = None) -> bytes:
         validate_key(key)
         return self._retrying(key, version, lambda meta: self._read_range(meta, start, end))
+
+    def open_read(self, key: str, *, version: str | None = None) -> ObjectReader:
+        """A seekable reader of one version's plaintext. One inner reader (one opened
+        file or session) supplies the ciphertext of every range, decrypted and
+        authenticated as ``get_range`` does; it is closed with this reader."""
+        validate_key(key)
+        source = self.inner.open_read(key, version=version)
+        try:
+            meta = source.meta
+            _, layout = self._layout(meta, source.read_range)
+        except BaseException:
+            source.close()
+            raise
+        return ObjectReader(
+            ObjectMeta(key, layout.plain_size, meta.version),
+            lambda start, end: self._read_pinned(meta, start, end, source.read_range),
+            align=layout.segment_size,
+            what=self._what(key),
+            on_close=source.close,
+        )
+
+    def _read_pinned(self, meta: ObjectMeta, start: int, end: int, fetch: Fetch) -> bytes:
+        """``_read_range`` of an opened version. A header that came from the cache and
+        fails to authenticate is dropped and read again once (as :meth:`_retrying`)."""
+        cache_key = (meta.key, meta.version)
+        with self._lock:
+            was_cached = cache_key in self._headers
+        try:
+            return self._read_range(meta, start, end, fetch)
+        except IntegrityError:
+            self._forget(cache_key)
+            if not was_cached:
+                raise
+        return self._read_range(meta, start, end, fetch)
 
     def _retrying(self, key: str, version: str | None, read: Callable[[ObjectMeta], T]) -> T:
         """Run ``read(inner meta)`` of ``version`` (the current one when None).
@@ -341,11 +379,13 @@ class EncryptedBackend(Wrapper):
             limit = min(limit, -(-total // (2 * self.threads)))
         return layout.runs(first, stop, limit)
 
-    def _read_range(self, meta: ObjectMeta, start: int, end: int) -> bytes:
+    def _read_range(
+        self, meta: ObjectMeta, start: int, end: int, fetch: Fetch | None = None
+    ) -> bytes:
         """Plaintext ``[start, end)``: only the covering segments are fetched, in runs
-        of at most :data:`READ_CHUNK_BYTES` (pipelined over ``threads``), mapped
-        instead where the inner store maps its objects."""
-        header, layout = self._layout(meta)
+        of at most :data:`READ_CHUNK_BYTES` (pipelined over ``threads``), mapped where
+        the inner store maps its objects, else read by ``fetch`` (default: ranged gets)."""
+        header, layout = self._layout(meta, fetch)
         check_range(meta.key, start, end, layout.plain_size)
         if start == end:
             return b""
@@ -358,11 +398,7 @@ class EncryptedBackend(Wrapper):
                 # A store of local files maps the ciphertext: decrypted straight out of the
                 # page cache, no copy into a buffer first (the view owns its mapping).
                 mapped = self.inner.map_range(meta.key, c0, c1, version=meta.version)
-                blob = (
-                    self.inner.get_range(meta.key, c0, c1, version=meta.version)
-                    if mapped is None
-                    else mapped
-                )
+                blob = (fetch or self._fetcher(meta))(c0, c1) if mapped is None else mapped
                 if start <= p0 and p1 <= end:
                     cipher.decrypt_into(layout, *run, blob, out.view[p0 - start : p1 - start])
                     return
