@@ -430,3 +430,28 @@ def test_pack_set_is_the_resp_command_without_copying_the_value() -> None:
     assert b"".join(pieces) == b"*3\r\n$3\r\nSET\r\n$8\r\nns:{x}:0\r\n$11\r\nhello world\r\n"
     with_ttl = b"".join(pack_set(b"k", b"v", 1500))
     assert with_ttl == b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n$2\r\nPX\r\n$4\r\n1500\r\n"
+
+
+def test_counters_flushed_from_many_threads_add_up() -> None:
+    """Counts bumped while another thread flushes land in exactly one flush (the pending
+    counters are swapped under the lock every bump takes)."""
+    import sys
+
+    tier = LruTier(policy=CachePolicy(chunk_bytes=1 * MiB, stats_interval=0))
+    store = CachedBackend(MemoryBackend(f"stats-{uuid.uuid4().hex[:8]}"), tier)
+    store.put("k", b"x" * 100)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: widen any race
+    try:
+        threads = [
+            threading.Thread(target=lambda: [store.get("k") for _ in range(3000)]) for _ in range(4)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    store.flush_stats()
+    sent, kept = tier.read_stats(), store.stats()
+    assert sent["hits"] + sent["misses"] == kept["hits"] + kept["misses"] == 12000

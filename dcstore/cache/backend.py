@@ -388,8 +388,8 @@ class CachedBackend(Wrapper):
         if self._pid != os.getpid():
             self._pid = os.getpid()
             _flush_at_exit(self)
-        pending, totals = self._pending, self._totals
-        with self._lock:
+        with self._lock:  # flush_stats swaps _pending under this lock: read it inside
+            pending, totals = self._pending, self._totals
             for name, n in counts.items():
                 pending[name] += n
                 totals[name] += n
