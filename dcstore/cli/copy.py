@@ -144,4 +144,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--workers", type=int, default=4, help="parallel copies with -r")
     p.add_argument("--json", action="store_true")
     add_opt_flag(p)
-    p.set_defaults(func=cmd_cp, cache=None)
+    p.set_defaults(func=cmd_cp, cache=None, streams=True)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from dcstore import __version__, errors
+from dcstore.cli.arenas import limit_arenas
 from dcstore.cli.exits import (
     EXIT_ACCESS,
     EXIT_CONFIG,
@@ -126,10 +127,14 @@ def _fail(exc: BaseException) -> int:
     return exit_code_for(exc)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, own_process: bool = False) -> int:
+    """Run one command; ``own_process``: this process is the command's alone (the console
+    script), so a streaming command may tune its allocator (:mod:`dcstore.cli.arenas`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.debug)
+    if own_process and getattr(args, "streams", False):
+        limit_arenas()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -150,4 +155,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def entry() -> None:
     """Console-script entry point."""
-    sys.exit(main())
+    sys.exit(main(own_process=True))

@@ -235,7 +235,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("key")
     p.add_argument("-o", "--output", help="file to write (atomically); default stdout")
     add_store_options(p)
-    p.set_defaults(func=cmd_get)
+    p.set_defaults(func=cmd_get, streams=True)
 
     p = sub.add_parser("put", help="upload one file (or - for stdin) as an object")
     p.add_argument("store")
@@ -243,7 +243,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("file")
     p.add_argument("--json", action="store_true")
     add_store_options(p)
-    p.set_defaults(func=cmd_put)
+    p.set_defaults(func=cmd_put, streams=True)
 
     p = sub.add_parser(
         "rm",
