@@ -30,6 +30,9 @@ def test_round_trip_and_listing(tmp_path) -> None:
     out = tmp_path / "out.bin"
     assert run("get", store, "data/in.bin", "-o", str(out)).returncode == 0
     assert out.read_bytes() == src.read_bytes()
+    (tmp_path / "into").mkdir()
+    assert run("get", store, "data/in.bin", "-o", str(tmp_path / "into")).returncode == 0
+    assert (tmp_path / "into" / "in.bin").read_bytes() == src.read_bytes()  # as cp does
     assert run("get", store, "data/stdin.txt").stdout == b"hello"
     copied = run("cp", "-r", store, "memory://cli", "data/", "--json")
     assert json.loads(copied.stdout) == {"objects": 2, "bytes": (6 << 20) + 5}
@@ -47,6 +50,7 @@ def test_round_trip_and_listing(tmp_path) -> None:
         (["get", "{store}", "/abs"], 2, "absolute"),
         (["put", "{store}", "k", "{missing_file}"], 3, "No such file"),
         (["get", "{store}", "a/1", "-o", "{missing_dir}/out"], 3, "directory does not exist"),
+        (["get", "{store}", "a/1", "-o", "{missing_dir}/"], 3, "directory does not exist"),
         (["put", "{store}", "k", "{dir}"], 2, "is a directory"),
         (["ls", "{missing_dir}"], 3, "no objects (no such store"),
         (["ls", "{store}", "nothing/"], 3, "no objects under prefix 'nothing/'"),

@@ -105,6 +105,14 @@ def _write_file_atomically(path: str, chunks: Iterable[Buffer]) -> None:
         raise
 
 
+def _output_file(output: str, key: str) -> str:
+    """``output``, or inside it under the key's last segment when it is a directory (one
+    that exists, or any path ending in a slash), as ``cp`` does."""
+    if output.endswith(("/", os.sep)) or os.path.isdir(output):
+        return os.path.join(output, key.rsplit("/", 1)[-1])
+    return output
+
+
 def _ranges(store: Backend, meta: ObjectMeta, advance: Callable[[int], None]) -> Iterator[Buffer]:
     """The object ``meta`` names, in ranges of that version (memory: about three ranges;
     local files: views of the page cache). An object of one range or less (an empty one
@@ -143,7 +151,7 @@ def cmd_get(args: argparse.Namespace) -> int:
                     sys.stdout.buffer.write(chunk)
                 sys.stdout.buffer.flush()
             else:
-                _write_file_atomically(args.output, chunks)
+                _write_file_atomically(_output_file(args.output, args.key), chunks)
     return 0
 
 
@@ -233,7 +241,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("store")
     p.add_argument("key")
-    p.add_argument("-o", "--output", help="file to write (atomically); default stdout")
+    p.add_argument(
+        "-o",
+        "--output",
+        help="file to write (atomically), or a directory to write KEY's last segment into;"
+        " default stdout",
+    )
     add_store_options(p)
     p.set_defaults(func=cmd_get, streams=True)
 
