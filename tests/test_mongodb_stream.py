@@ -402,3 +402,43 @@ def test_streaming_256_mib_keeps_memory_bounded(mongodb_url: str) -> None:  # no
         for collection in ("files", "chunks"):  # faster than deleting 64 big chunks
             client[backend.database][f"{backend.bucket}.{collection}"].drop()
         client.close()
+
+
+class _CountingFinds:
+    """A chunks collection that counts ``find`` calls (queries, not batches)."""
+
+    def __init__(self, inner: Any):
+        self.inner, self.finds = inner, 0
+
+    def find(self, *args: Any, **kwargs: Any) -> Any:
+        self.finds += 1
+        return self.inner.find(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_stream_reads_its_chunks_through_one_cursor(mongodb_url: str) -> None:  # noqa: F811
+    """``read_chunks`` (two threads, ranges taken out of order) asks one chunk query for
+    the whole stream instead of one per chunk (FerretDB scans the collection for every
+    query); the bytes are the object's, and a read behind the cursor reopens it."""
+    from dcstore.ops import read_chunks
+
+    backend = open_backend(mongodb_url, bucket=f"cur{uuid.uuid4().hex[:8]}", chunk_size=256 * KiB)
+    assert isinstance(backend, MongoBackend)
+    data = random.randbytes(6 * MiB + 5)
+    meta = backend.put("k", data)
+    conn = backend._connection()
+    conn.chunks = counting = _CountingFinds(conn.chunks)  # type: ignore[assignment]
+    try:
+        assert b"".join(bytes(c) for c in read_chunks(backend, meta, chunk=MiB)) == data
+        assert counting.finds == 1
+        counting.finds = 0
+        with backend.open_read("k", version=meta.version) as reader:
+            assert reader.read_range(5 * MiB, 6 * MiB) == data[5 * MiB : 6 * MiB]
+            assert reader.read_range(0, 300 * KiB) == data[: 300 * KiB]  # behind: reopened
+            assert reader.read_range(300 * KiB, 600 * KiB) == data[300 * KiB : 600 * KiB]
+        assert counting.finds == 2
+    finally:
+        backend.delete("k")
+        backend.close()

@@ -88,7 +88,8 @@ from dcstore.backends.mongodb.gc import (
     drop_revisions,
     remove_orphans,
 )
-from dcstore.backends.objectio import ChunkedWriter
+from dcstore.backends.mongodb.reader import CursorReader
+from dcstore.backends.objectio import ChunkedWriter, ObjectReader
 from dcstore.backends.options import Options, ParsedUrl
 from dcstore.errors import (
     BackendUnavailableError,
@@ -261,6 +262,23 @@ class MongoBackend(Backend):
 
     def get_range(self, key: str, start: int, end: int, *, version: str | None = None) -> bytes:
         return self._read(key, start, end, version)
+
+    def open_read(self, key: str, *, version: str | None = None) -> ObjectReader:
+        """One revision, its ranges read through one cursor over its chunks
+        (:mod:`dcstore.backends.mongodb.reader`)."""
+        validate_key(key)
+        conn = self._connection()
+        doc = self._current(conn, key, "get")
+        check_version(self.url, key, version, str(doc["_id"]))
+        return CursorReader(
+            conn.files,
+            conn.chunks,
+            doc,
+            ObjectMeta(key, int(doc["length"]), str(doc["_id"])),
+            batch_bytes=BATCH_BYTES,
+            errors=lambda: self._errors("get", key),
+            what=f"{self.url}: {key!r}",
+        )
 
     def _read(self, key: str, start: int, end: int | None, version: str | None) -> bytes:
         validate_key(key)
