@@ -281,7 +281,9 @@ def run_store(
             for op, cmd in (step for step in steps if step[0] in ops):
                 record(f"dcstore {op}, {label}", cmd)
                 out.unlink(missing_ok=True)  # before cp: a 10 GiB run fits in 3x its size
-            subprocess.run([*DCSTORE, "rm", base, "lo-big", "lo-copy"], check=False)
+            # One key at a time: rm deletes nothing when one of its keys is missing (--no-cp).
+            for key in ("lo-big", "lo-copy"):
+                subprocess.run([*DCSTORE, "rm", base, key], check=False, capture_output=True)
             reclaim(store.split("//", 1)[1].split("/")[1] if store.count("/") > 2 else "dcstore")
 
     for step in (driver, ours) if rep % 2 == 0 else (ours, driver):
