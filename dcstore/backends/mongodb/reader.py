@@ -6,10 +6,18 @@ of one query per chunk: a round trip per batch on any server, and on a server th
 scans a collection for every query (FerretDB v1 here: 3.9 s for one 4 MiB chunk by
 ``_id``) one scan per stream instead of one per chunk.
 
-Read-ahead threads ask for ranges in nearly sequential order, so chunks passed on the
-way to a range ahead are kept for the range behind it (at most ``STASH_BYTES``); a range
-behind the cursor, or further ahead than the stash holds, opens a new cursor there.
-Reads of one reader take turns (one cursor is one stream). A chunk that is missing or
+Read-ahead threads ask for ranges in nearly sequential order but take turns in any
+order, so:
+
+* a cursor opens at the first chunk of the lowest range waiting for its turn, not only
+  the one whose turn it is (two threads starting a stream open one cursor, not two);
+* chunks passed on the way to a range ahead are kept for the range behind it, and so is
+  a range's first chunk when it starts inside it and a range behind is waiting (that
+  one ends there), at most ``STASH_BYTES`` in all, the lowest dropped first.
+
+A range behind the cursor that the stash does not hold, or one further ahead than the
+stash could hold, opens a new cursor there. Reads of one reader take turns (one cursor
+is one stream). A chunk that is missing or
 short means the revision was deleted meanwhile (:class:`VersionChangedError`) or is
 damaged (:class:`IntegrityError`).
 """
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
@@ -51,6 +60,8 @@ class CursorReader(ObjectReader):
         self._batch = max(1, batch_bytes // self._chunk_size - 1)
         self._stash_chunks = max(2, STASH_BYTES // self._chunk_size)
         self._lock = threading.Lock()
+        self._waiting: Counter[int] = Counter()  # first chunks of ranges waiting for the lock
+        self._waiting_lock = threading.Lock()
         self._cursor: Any = None
         self._next = 0
         self._stash: dict[int, bytes] = {}
@@ -59,14 +70,24 @@ class CursorReader(ObjectReader):
     def _range(self, start: int, end: int) -> bytes:
         cs = self._chunk_size
         first, last = start // cs, (end - 1) // cs
-        with self._lock:
-            try:
-                pieces = [self._chunk(n) for n in range(first, last + 1)]
-            except BaseException:
-                self._drop_cursor()
-                raise
-            if end % cs and end < self.size:  # the next range may start inside it
-                self._keep(last, pieces[-1])
+        self._queue(first, +1)
+        queued = True
+        try:
+            with self._lock:
+                self._queue(first, -1)
+                queued = False
+                try:
+                    pieces = [self._chunk(n) for n in range(first, last + 1)]
+                except BaseException:
+                    self._drop_cursor()
+                    raise
+                if start % cs and self._waiting_below(first):  # it may end inside
+                    self._keep(first, pieces[0])
+                if end % cs and end < self.size:  # the next range may start inside it
+                    self._keep(last, pieces[-1])
+        finally:
+            if queued:
+                self._queue(first, -1)
         if len(pieces) == 1:
             return pieces[0][start - first * cs : end - first * cs]
         views = [memoryview(p) for p in pieces]
@@ -79,12 +100,29 @@ class CursorReader(ObjectReader):
         if kept is not None:
             return kept
         if self._cursor is None or not self._next <= n < self._next + self._stash_chunks:
-            self._open(n)
+            self._open(self._lowest_waiting(n))
         while True:
             got, data = self._pull()
             if got == n:
                 return data
             self._keep(got, data)  # passed on the way: for the range behind this one
+
+    def _queue(self, first: int, change: int) -> None:
+        with self._waiting_lock:
+            self._waiting[first] += change
+            if not self._waiting[first]:
+                del self._waiting[first]
+
+    def _waiting_below(self, n: int) -> bool:
+        with self._waiting_lock:
+            return any(w < n for w in self._waiting)
+
+    def _lowest_waiting(self, n: int) -> int:
+        """Where a cursor for chunk ``n`` opens: at the first chunk of a range waiting
+        for its turn a little behind ``n`` (within what the stash holds), else at ``n``."""
+        with self._waiting_lock:
+            behind = [w for w in self._waiting if n - self._stash_chunks < w < n]
+        return min([n, *(w for w in behind if w not in self._stash)])
 
     def _keep(self, n: int, data: bytes) -> None:
         self._stash[n] = data
