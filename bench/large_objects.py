@@ -330,6 +330,8 @@ def main() -> None:
     )
     args = ap.parse_args()
     size = parse_size(args.size)
+    if args.work:
+        Path(args.work).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         work = Path(tmp)
         src, keys = work / "src.bin", work / "kek.json"
