@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from dcstore.backends.base import Backend, Buffer, ObjectMeta
 from dcstore.errors import NotFoundError
@@ -122,6 +123,12 @@ def copy_object(
     return w.meta
 
 
+LARGE_STREAMS = 2
+"""Objects larger than :data:`COPY_CHUNK_BYTES` that :func:`copy_prefix` streams at once,
+whatever its ``workers``: each stream holds its read-ahead ranges and its writer's
+buffers, so this bounds a recursive copy's memory as one stream's is bounded."""
+
+
 def copy_prefix(
     src: Backend,
     dst: Backend,
@@ -132,15 +139,20 @@ def copy_prefix(
     on_bytes: Callable[[int], None] | None = None,
 ) -> list[ObjectMeta]:
     """Copy every object under ``prefix`` with ``workers`` threads (each object as
-    :func:`copy_object` does); return what was written. ``on_bytes(n)`` reports bytes
-    as they are copied (from any thread), ``on_copied(meta)`` each finished object.
+    :func:`copy_object` does); return what was written, in listing order. ``on_bytes(n)``
+    reports bytes as they are copied (from any thread), ``on_copied(meta)`` each finished
+    object. Of the ``workers``, at most :data:`LARGE_STREAMS` stream large objects (memory
+    stays bounded) while the others copy small ones, so neither kind waits for the other.
 
     :class:`NotFoundError` if no object matches: copying nothing is never a success.
     """
     metas = list(src.list_objects(prefix))
     if not metas:
         raise NotFoundError(f"{src.url}: no objects under prefix {prefix!r}")
-    written: list[ObjectMeta] = []
+    large = [m for m in metas if m.size > COPY_CHUNK_BYTES]
+    small = [m for m in metas if m.size <= COPY_CHUNK_BYTES]
+    large_threads = min(LARGE_STREAMS, max(1, workers), len(large))
+    small_threads = max(1, workers) - large_threads
 
     def one(meta: ObjectMeta) -> ObjectMeta:
         result = copy_object(src, dst, meta.key, on_bytes=on_bytes)
@@ -148,9 +160,22 @@ def copy_prefix(
             on_copied(meta)
         return result
 
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        written.extend(pool.map(one, metas))
-    return written
+    futures: dict[str, Future[ObjectMeta]] = {}
+    with contextlib.ExitStack() as pools:
+        pool = None
+        if large:
+            pool = pools.enter_context(ThreadPoolExecutor(large_threads))
+            futures.update((m.key, pool.submit(one, m)) for m in large)
+        if small:
+            if small_threads or pool is None:  # else after the large ones, in their pool
+                pool = pools.enter_context(ThreadPoolExecutor(max(1, small_threads)))
+            futures.update((m.key, pool.submit(one, m)) for m in small)
+        try:
+            return [futures[m.key].result() for m in metas]
+        except BaseException:
+            for future in futures.values():
+                future.cancel()
+            raise
 
 
 def get_many(backend: Backend, keys: Iterable[str], *, workers: int = 4) -> Iterator[bytes]:

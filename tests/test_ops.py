@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from dcstore import ops
 from dcstore.backends.registry import open_backend
 from dcstore.errors import VersionChangedError
 from dcstore.ops import _read_ahead, copy_object, copy_prefix, exists, get_many
@@ -24,6 +27,54 @@ def test_exists_and_copies(tmp_path: Path) -> None:
     assert sorted(m.key for m in copied) == [f"d/{i}" for i in range(5)]
     assert [m.key for m in dst.list_objects()] == [f"d/{i}" for i in range(5)]
     assert copy_object(src, dst, "other", "renamed").size == 1 and dst.get("renamed") == b"x"
+
+
+def test_copy_prefix_streams_few_large_objects_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large objects stream at most LARGE_STREAMS at a time (memory stays bounded
+    whatever ``workers`` is) while small ones are copied beside them; every object
+    arrives, in listing order."""
+    src = open_backend(f"file://{tmp_path / 'src'}")
+    dst = open_backend(f"file://{tmp_path / 'dst'}")
+    big = ops.COPY_CHUNK_BYTES + 1
+    for i in range(5):
+        src.put(f"big/{i}", bytes([i]) * big)
+        src.put(f"small/{i}", bytes([i]) * 10)
+    active, most, small_while_large = [0], [0], []
+    lock = threading.Lock()
+    real = ops.read_chunks
+
+    def counted(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        try:
+            time.sleep(0.05)  # long enough for the others to start
+            yield from real(*args, **kwargs)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    real_put = dst.put
+
+    def put(key: str, data: Any) -> Any:
+        small_while_large.append(active[0])
+        return real_put(key, data)
+
+    monkeypatch.setattr(ops, "read_chunks", counted)
+    monkeypatch.setattr(dst, "put", put)
+    copied = copy_prefix(src, dst, workers=8)
+    assert [m.key for m in copied] == [m.key for m in src.list_objects()]
+    assert all(dst.get(m.key) == src.get(m.key) for m in copied)
+    assert most[0] == ops.LARGE_STREAMS
+    assert any(small_while_large), "small objects waited for the large ones"
+
+    # One worker: everything in turn, nothing left out.
+    for m in copied:
+        dst.delete(m.key)
+    most[0] = 0
+    assert len(copy_prefix(src, dst, workers=1)) == 10 and most[0] == 1
 
 
 def test_get_many_keeps_order_and_closes_without_waiting(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from dcstore.cli.common import (
     transfer_progress,
 )
 from dcstore.errors import ConfigError, IntegrityError
-from dcstore.ops import copy_object, copy_prefix
+from dcstore.ops import COPY_CHUNK_BYTES, LARGE_STREAMS, copy_object, copy_prefix
 
 
 def split_location(location: str) -> tuple[str, str]:
@@ -141,7 +141,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--src-keys", metavar="URL", help="key source to decrypt the source")
     p.add_argument("--dest-keys", metavar="URL", help="key source to encrypt the destination")
-    p.add_argument("--workers", type=int, default=4, help="parallel copies with -r")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=4,
+        help=f"parallel copies with -r; of them at most {LARGE_STREAMS} stream objects "
+        f"over {COPY_CHUNK_BYTES >> 20} MiB at a time (bounded memory)",
+    )
     p.add_argument("--json", action="store_true")
     add_opt_flag(p)
     p.set_defaults(func=cmd_cp, cache=None, streams=True)
