@@ -119,4 +119,6 @@ def test_bad_key_file_is_reported_before_reading_anything(tmp_path) -> None:
     (tmp_path / "s" / "plain").write_bytes(b"not encrypted")
     done = run("get", str(tmp_path / "s"), "plain", "--keys", str(tmp_path / "none.json"))
     assert done.returncode == EXIT_CONFIG
-    assert f"key file {tmp_path / 'none.json'} does not exist" in one_error_line(done)
+    line = one_error_line(done)
+    assert f"key file {tmp_path / 'none.json'} does not exist" in line
+    assert f"dcstore keys new --keys {tmp_path / 'none.json'}" in line

@@ -94,6 +94,19 @@ def test_decode_resize_to_tuple_batched_on_images_of_different_sizes(image_url) 
     )
 
 
+def test_batching_images_of_different_sizes_says_what_to_do(image_url) -> None:
+    """Forgetting the resize step names the problem and the fix, not only torch's stack
+    error; ``collate_fn=list`` keeps the samples as they are."""
+
+    def images() -> ShardedDataset:
+        return ShardedDataset(image_url).decode("rgb8").to_tuple("jpg", "cls")
+
+    with pytest.raises(ValueError, match=r"different shapes.*resize them.*collate_fn=list"):
+        list(images().batched(N))
+    (batch,) = list(images().batched(N, list))
+    assert len(batch) == N and len({image.shape for image, _ in batch}) > 1
+
+
 def label_unless_zero(sample: dict) -> dict | None:
     return {"n": int(sample["cls"])} if sample["cls"] != b"0" else None
 

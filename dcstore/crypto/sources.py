@@ -80,7 +80,10 @@ class FileKeySource(KeySource):
         try:
             fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         except FileNotFoundError:
-            raise ConfigError(f"key file {self.path} does not exist") from None
+            raise ConfigError(
+                f"key file {self.path} does not exist (make one with: dcstore keys new "
+                f"--keys {self.path})"
+            ) from None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise KeyAccessError(f"key file {self.path} is a symlink (refused)") from None

@@ -265,11 +265,24 @@ def batched(
     """Group items into lists of ``batch_size`` and collate them (torch's default)."""
     if batch_size < 1:
         raise ValueError("batch_size must be positive")
-    if collate_fn is None:
-        from torch.utils.data import default_collate
+    return functools.partial(_batched, batch_size, collate_fn or _default_collate, partial)
 
-        collate_fn = default_collate
-    return functools.partial(_batched, batch_size, collate_fn, partial)
+
+def _default_collate(batch: list[Any]) -> Any:
+    """torch's ``default_collate``; samples of different shapes raise a :class:`ValueError`
+    that says what to do (stacking them cannot work)."""
+    from torch.utils.data import default_collate
+
+    try:
+        return default_collate(batch)
+    except RuntimeError as exc:
+        if "equal size" not in str(exc):
+            raise
+        raise ValueError(
+            f"batched(): the samples of a batch have different shapes ({exc}); resize them "
+            "in a .map()/.map_tuple() stage before .batched(), or pass collate_fn=list to "
+            "get them as lists"
+        ) from exc
 
 
 def compose(source: Iterable[Any], stages: Sequence[Stage]) -> Iterator[Any]:
