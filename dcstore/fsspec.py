@@ -58,6 +58,7 @@ from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
 from dcstore.backends.base import Backend, ObjectWriter
 from dcstore.backends.keys import validate_key
+from dcstore.crypto.format import MAX_HEADER_SIZE, refuse_ciphertext
 from dcstore.errors import ConfigError, InvalidKeyError, NotFoundError
 from dcstore.store import open_store
 
@@ -299,13 +300,22 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def cat_file(
         self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
     ) -> bytes:
-        key = self._key(path)
+        key, store = self._key(path), self.store
+        keyless = store.encryption_key_id is None  # then refuse ciphertext
         if start is None and end is None:
-            return self.store.get(key)
-        size = self.store.head(key).size
+            data = store.get(key)
+            if keyless:
+                refuse_ciphertext(data, f"{store.url}/{key}")
+            return data
+        meta = store.head(key)
+        if keyless:
+            head = store.get_range(key, 0, min(meta.size, MAX_HEADER_SIZE), version=meta.version)
+            refuse_ciphertext(head, f"{store.url}/{key}")
+        size = meta.size
         lo = 0 if start is None else (start if start >= 0 else max(0, size + start))
         hi = size if end is None else (end if end >= 0 else max(0, size + end))
-        return self.store.get_range(key, min(lo, size), max(min(hi, size), min(lo, size)))
+        lo, hi = min(lo, size), max(min(hi, size), min(lo, size))
+        return store.get_range(key, lo, hi, version=meta.version)
 
     def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
         self.store.put(self._key(path), value)
@@ -357,6 +367,7 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
         self.key = fs._key(path)
         self.version: str | None = None
         self._mapped: memoryview | bool | None = False  # False: not asked yet
+        self._checked = fs.store.encryption_key_id is not None  # else: refuse ciphertext
         if mode == "rb":
             meta = fs.store.head(self.key)
             self.version = meta.version
@@ -373,12 +384,25 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
             self._mapped = store.map_object(self.key, version=self.version)
         elif self._mapped is not None:  # replaced since? VersionChangedError, as any fetch
             store.head(self.key, version=self.version)
+        if not self._checked:
+            self._refuse_ciphertext(store)
         if isinstance(self._mapped, memoryview):  # local files: the page cache, no copy
             mapped = self._mapped[start:end]  # a slice keeps the mapping alive
             if getattr(self.cache, "name", "") in (SegmentCache.name, "none"):
                 return mapped  # type: ignore[return-value]  # handed out as it is
             return bytes(mapped)  # other fsspec caches join and keep what they fetch
         return store.get_range(self.key, start, end, version=self.version)
+
+    def _refuse_ciphertext(self, store: Backend) -> None:
+        """Opened without keys: an encrypted object is an error naming it, not ciphertext
+        handed to a parser (one small read of its first bytes, once per file)."""
+        end = min(self.size, MAX_HEADER_SIZE)
+        if isinstance(self._mapped, memoryview):
+            head: Any = self._mapped[:end]
+        else:
+            head = store.get_range(self.key, 0, end, version=self.version)
+        refuse_ciphertext(head, f"{store.url}/{self.key}")
+        self._checked = True
 
     def close(self) -> None:
         self._mapped = None  # slices handed out keep the mapping alive; the file lets go

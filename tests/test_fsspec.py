@@ -23,7 +23,7 @@ from hdfs_server import hdfs_base, hdfs_url  # noqa: F401 - fixtures
 
 from dcstore.backends.local import LocalBackend
 from dcstore.crypto import Keyring, write_key_file
-from dcstore.errors import ConfigError, VersionChangedError
+from dcstore.errors import ConfigError, KeyAccessError, VersionChangedError
 from dcstore.fsspec import DcstoreFileSystem
 from dcstore.store import open_store
 
@@ -67,6 +67,29 @@ def test_pandas_round_trip_is_encrypted_at_rest(tmp_path: Path, keys: str) -> No
     fs = fsspec.filesystem("dcstore", **opts)
     assert fs.ls("", detail=False) == ["t"] and fs.ls("t", detail=False) == ["t/sales.parquet"]
     assert fs.info("t")["type"] == "directory" and fs.isfile("t/sales.parquet")
+
+
+@pytest.mark.parametrize("mapped", [True, False])
+def test_an_encrypted_object_read_without_keys_is_refused(
+    tmp_path: Path, keys: str, mapped: bool
+) -> None:
+    """Forgetting ``keys`` names the problem instead of handing ciphertext to pandas
+    (whose own error would be 'Parquet magic bytes not found'), whatever is read."""
+    store = str(tmp_path / "store")
+    table(100).to_parquet("dcstore://t.parquet", storage_options={"store": store, "keys": keys})
+    fs = DcstoreFileSystem(store if mapped else CountingLocal(store))
+    with pytest.raises(KeyAccessError, match=r"t\.parquet is encrypted: pass keys="):
+        pd.read_parquet("t.parquet", filesystem=fs)
+    for read in (
+        lambda: fs.cat_file("t.parquet"),
+        lambda: fs.cat_file("t.parquet", start=-8),
+        lambda: fs.open("t.parquet").read(),
+    ):
+        with pytest.raises(KeyAccessError):
+            read()
+    fs.pipe_file("plain.bin", b"PAR1 not encrypted")  # plaintext reads as before
+    assert fs.cat_file("plain.bin", start=5) == b"not encrypted"
+    assert fs.open("plain.bin").read() == b"PAR1 not encrypted"
 
 
 def test_pyarrow_reads_only_the_ranges_it_needs(tmp_path: Path) -> None:
