@@ -309,8 +309,7 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
             return data
         meta = store.head(key)
         if keyless:
-            head = store.get_range(key, 0, min(meta.size, MAX_HEADER_SIZE), version=meta.version)
-            refuse_ciphertext(head, f"{store.url}/{key}")
+            _refuse_ciphertext(store, key, meta.size, meta.version)
         size = meta.size
         lo = 0 if start is None else (start if start >= 0 else max(0, size + start))
         hi = size if end is None else (end if end >= 0 else max(0, size + end))
@@ -360,6 +359,16 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
         )  # fmt: skip
 
 
+def _refuse_ciphertext(
+    store: Backend, key: str, size: int, version: str | None, mapped: memoryview | None = None
+) -> None:
+    """Read without keys: an encrypted object is a :class:`KeyAccessError` naming it, not
+    ciphertext handed to a parser (one read of at most its header size, or the mapping)."""
+    end = min(size, MAX_HEADER_SIZE)
+    head = mapped[:end] if mapped is not None else store.get_range(key, 0, end, version=version)
+    refuse_ciphertext(head, f"{store.url}/{key}")
+
+
 class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
     """One object: ranged reads of the version seen at open, or an atomic streamed write."""
 
@@ -385,24 +394,15 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
         elif self._mapped is not None:  # replaced since? VersionChangedError, as any fetch
             store.head(self.key, version=self.version)
         if not self._checked:
-            self._refuse_ciphertext(store)
+            mapped = self._mapped if isinstance(self._mapped, memoryview) else None
+            _refuse_ciphertext(store, self.key, self.size, self.version, mapped)
+            self._checked = True
         if isinstance(self._mapped, memoryview):  # local files: the page cache, no copy
             mapped = self._mapped[start:end]  # a slice keeps the mapping alive
             if getattr(self.cache, "name", "") in (SegmentCache.name, "none"):
                 return mapped  # type: ignore[return-value]  # handed out as it is
             return bytes(mapped)  # other fsspec caches join and keep what they fetch
         return store.get_range(self.key, start, end, version=self.version)
-
-    def _refuse_ciphertext(self, store: Backend) -> None:
-        """Opened without keys: an encrypted object is an error naming it, not ciphertext
-        handed to a parser (one small read of its first bytes, once per file)."""
-        end = min(self.size, MAX_HEADER_SIZE)
-        if isinstance(self._mapped, memoryview):
-            head: Any = self._mapped[:end]
-        else:
-            head = store.get_range(self.key, 0, end, version=self.version)
-        refuse_ciphertext(head, f"{store.url}/{self.key}")
-        self._checked = True
 
     def close(self) -> None:
         self._mapped = None  # slices handed out keep the mapping alive; the file lets go

@@ -6,7 +6,7 @@ import contextlib
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 from dcstore.backends.base import Backend, Buffer, ObjectMeta
 from dcstore.errors import NotFoundError
@@ -108,7 +108,7 @@ def copy_object(
     Cassandra: peak RSS 236-241 MiB against 254-278 with two more queued, same time);
     ``on_bytes(n)`` reports progress."""
     meta = src.head(key)
-    if meta.size <= COPY_CHUNK_BYTES:
+    if not _is_large(meta):
         data = src.get(key, version=meta.version)
         written = dst.put(dst_key or key, data)
         if on_bytes is not None:
@@ -149,9 +149,7 @@ def copy_prefix(
     metas = list(src.list_objects(prefix))
     if not metas:
         raise NotFoundError(f"{src.url}: no objects under prefix {prefix!r}")
-    large = [m for m in metas if m.size > COPY_CHUNK_BYTES]
-    small = [m for m in metas if m.size <= COPY_CHUNK_BYTES]
-    large_threads = min(LARGE_STREAMS, max(1, workers), len(large))
+    large_threads = min(LARGE_STREAMS, max(1, workers), sum(_is_large(m) for m in metas))
     small_threads = max(1, workers) - large_threads
 
     def one(meta: ObjectMeta) -> ObjectMeta:
@@ -160,22 +158,23 @@ def copy_prefix(
             on_copied(meta)
         return result
 
-    futures: dict[str, Future[ObjectMeta]] = {}
     with contextlib.ExitStack() as pools:
-        pool = None
-        if large:
-            pool = pools.enter_context(ThreadPoolExecutor(large_threads))
-            futures.update((m.key, pool.submit(one, m)) for m in large)
-        if small:
-            if small_threads or pool is None:  # else after the large ones, in their pool
-                pool = pools.enter_context(ThreadPoolExecutor(max(1, small_threads)))
-            futures.update((m.key, pool.submit(one, m)) for m in small)
+        large_pool = pools.enter_context(ThreadPoolExecutor(large_threads or 1))
+        small_pool = (  # with no thread to spare, small objects queue in the large pool
+            pools.enter_context(ThreadPoolExecutor(small_threads)) if small_threads else large_pool
+        )
+        futures = [(large_pool if _is_large(m) else small_pool).submit(one, m) for m in metas]
         try:
-            return [futures[m.key].result() for m in metas]
+            return [future.result() for future in futures]
         except BaseException:
-            for future in futures.values():
+            for future in futures:
                 future.cancel()
             raise
+
+
+def _is_large(meta: ObjectMeta) -> bool:
+    """Whether :func:`copy_object` streams ``meta`` (rather than one get and put)."""
+    return meta.size > COPY_CHUNK_BYTES
 
 
 def get_many(backend: Backend, keys: Iterable[str], *, workers: int = 4) -> Iterator[bytes]:

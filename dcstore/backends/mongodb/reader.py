@@ -17,9 +17,8 @@ order, so:
 
 A range behind the cursor that the stash does not hold, or one further ahead than the
 stash could hold, opens a new cursor there. Reads of one reader take turns (one cursor
-is one stream). A chunk that is missing or
-short means the revision was deleted meanwhile (:class:`VersionChangedError`) or is
-damaged (:class:`IntegrityError`).
+is one stream). A chunk that is missing or short means the revision was deleted
+meanwhile (:class:`VersionChangedError`) or is damaged (:class:`IntegrityError`).
 """
 
 from __future__ import annotations
