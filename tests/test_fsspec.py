@@ -9,6 +9,7 @@ import threading
 import uuid
 from pathlib import Path
 
+import datasets
 import fsspec
 import numpy as np
 import pandas as pd
@@ -326,3 +327,42 @@ def test_chained_hdfs_url(hdfs_base: str, stack_keys: str) -> None:  # noqa: F81
     df = table(1_000)
     df.to_parquet(url, storage_options={"keys": stack_keys})
     assert pd.read_parquet(url, storage_options={"keys": stack_keys}).equals(df)
+
+
+def test_hugging_face_datasets_on_the_full_stack(
+    server_store: str,
+    stack_keys: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """``datasets.load_dataset`` with ``storage_options``, as its docs show for any fsspec
+    filesystem: a glob of encrypted Parquet files, streamed and downloaded, the same rows."""
+    opts = {"store": server_store, "keys": stack_keys, "cache": cache_url(uuid.uuid4().hex[:8])}
+    df = table(3_000)
+    for part, rows in enumerate((df[:1_000], df[1_000:])):
+        rows.to_parquet(f"dcstore://hf/part-{part}.parquet", storage_options=opts, index=False)
+    files = "dcstore://hf/part-*.parquet"
+    streamed = datasets.load_dataset(
+        "parquet", data_files=files, storage_options=opts, split="train", streaming=True
+    )
+    assert [r["id"] for r in streamed] == df["id"].tolist()
+    loaded = datasets.load_dataset(
+        "parquet",
+        data_files=files,
+        storage_options=opts,
+        split="train",
+        cache_dir=str(tmp_path / "hf-cache"),
+    )
+    assert loaded.to_pandas().equals(df.reset_index(drop=True))
+    keyless = {"store": server_store}
+    with pytest.raises(KeyAccessError, match="is encrypted"):
+        next(
+            iter(
+                datasets.load_dataset(
+                    "parquet",
+                    data_files=files,
+                    storage_options=keyless,
+                    split="train",
+                    streaming=True,
+                )
+            )
+        )
