@@ -72,6 +72,8 @@ def _run_python(block: Block, code: str, workdir: Path, monkeypatch: pytest.Monk
     namespace = _namespaces.setdefault(block.file, {"__name__": "__docs__"})
     monkeypatch.chdir(workdir)
     monkeypatch.syspath_prepend(str(workdir))
+    for name in ("PATH", "PYTHONPATH"):  # commands a block starts (webdataset's pipe:)
+        monkeypatch.setenv(name, _env(workdir)[name])
     # Padding keeps tracebacks on the Markdown file's own line numbers.
     compiled = compile("\n" * block.line + code, str(ROOT / block.file), "exec")
     exec(compiled, namespace)

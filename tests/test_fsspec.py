@@ -3,6 +3,7 @@ local store and on the full stack (encrypted, Redis tier) over every real server
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 import threading
@@ -17,10 +18,12 @@ import pyarrow as pa
 import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 import pytest
+import webdataset as wds
 from cassandra_server import cassandra_hosts, cassandra_url  # noqa: F401 - fixtures
 from ferretdb_server import mongodb_url  # noqa: F401 - fixture
 from full_stack import cache_url, stack_keys  # noqa: F401 - fixture
 from hdfs_server import hdfs_base, hdfs_url  # noqa: F401 - fixtures
+from webdataset.gopen import gopen_schemes
 
 from dcstore.backends.local import LocalBackend
 from dcstore.crypto import Keyring, write_key_file
@@ -366,3 +369,30 @@ def test_hugging_face_datasets_on_the_full_stack(
                 )
             )
         )
+
+
+def test_webdataset_reads_pipe_and_fsspec_urls(server_store: str, stack_keys: str) -> None:  # noqa: F811
+    """webdataset over encrypted shards in a store, both ways its docs open remote data:
+    a ``pipe:`` URL running ``dcstore get`` (stdout), and a ``dcstore://`` URL through a
+    gopen handler that opens it with fsspec."""
+    opts = {"store": server_store, "keys": stack_keys}
+    fs = fsspec.filesystem("dcstore", **opts)
+    samples = [{"__key__": f"s{i:03d}", "txt": f"sample {i}".encode()} for i in range(40)]
+    for shard in range(2):
+        with fs.open(f"wds/shard-{shard}.tar", "wb") as f, wds.TarWriter(f) as tar:
+            for sample in samples[shard * 20 : shard * 20 + 20]:
+                tar.write(sample)
+    expected = [(s["__key__"], s["txt"]) for s in samples]
+
+    get = shlex.join([sys.executable, "-m", "dcstore.cli", "get", server_store])
+    piped = [f"pipe:{get} wds/shard-{n}.tar --keys {shlex.quote(stack_keys)}" for n in range(2)]
+    got = [(s["__key__"], s["txt"]) for s in wds.WebDataset(piped, shardshuffle=False)]
+    assert got == expected
+
+    gopen_schemes["dcstore"] = lambda url, mode="rb", bufsize=8192, **kw: fs.open(url, mode)
+    try:
+        urls = [f"dcstore://wds/shard-{n}.tar" for n in range(2)]
+        got = [(s["__key__"], s["txt"]) for s in wds.WebDataset(urls, shardshuffle=False)]
+    finally:
+        del gopen_schemes["dcstore"]
+    assert got == expected
