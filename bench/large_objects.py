@@ -269,7 +269,7 @@ def run_store(
 
     def driver() -> None:
         raw = raw_commands(store, src, out, work)
-        for what, cmd in raw:
+        for what, cmd in raw if "get" in ops else raw[:1]:
             record(what, cmd)
             out.unlink(missing_ok=True)
         if store.startswith("hdfs://"):
@@ -343,6 +343,11 @@ def main() -> None:
         help="leave out the cp rows (no driver row to compare them with; on a slow store "
         "each stream of a large object takes minutes)",
     )
+    ap.add_argument(
+        "--ops",
+        default="put,get,cp",
+        help="dcstore operations to run, e.g. put (the driver's read then runs only with get)",
+    )
     args = ap.parse_args()
     size = parse_size(args.size)
     if args.work:
@@ -357,7 +362,7 @@ def main() -> None:
         rows: dict[str, Row] = {}
         for store in args.store:
             for rep in range(args.reps):
-                ops = ("put", "get") if args.no_cp else ("put", "get", "cp")
+                ops = tuple(op for op in args.ops.split(",") if not (args.no_cp and op == "cp"))
                 run_store(store, src, size, keys, work, rows, rep, ops)
                 print(table(list(rows.values())), flush=True)
     load = os.getloadavg()[0]
