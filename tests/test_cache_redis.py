@@ -139,6 +139,30 @@ def test_hits_come_from_the_tier(tier_url: str, tmp_path: Path) -> None:
     assert (shared["hits"], shared["misses"], shared["bytes_from_origin"]) == (2, 1, len(data))
 
 
+def test_ranges_short_of_their_chunks_move_only_their_bytes(tier_url: str, tmp_path: Path) -> None:
+    """Redis (GETRANGE) reads any range short of the chunks covering it as slices, so an
+    unaligned 64 KiB range moves 64 KiB, not its two chunks; Memcached, which fetches whole
+    values either way, slices only ranges under a quarter of their chunks."""
+    store = CachedBackend(LocalBackend(tmp_path), tier_url)  # 64 KiB chunks
+    data = payload(300_000)
+    store.put("a.bin", data)
+    store.get("a.bin")  # filled
+    tier = store.tier
+    sliced: list[int] = []
+    real = tier.get_slices
+
+    def spy(items):  # type: ignore[no-untyped-def]
+        sliced.append(sum(b - a for _, a, b in items))
+        return real(items)
+
+    tier.get_slices = spy  # type: ignore[method-assign]
+    ranges = [(100, 5_000), (40_000, 40_000 + 65_536), (0, 65_536)]  # small, unaligned, a chunk
+    for start, end in ranges:
+        assert store.get_range("a.bin", start, end) == data[start:end]
+    expected = [4_900, 65_536] if isinstance(tier, RedisTier) else [4_900]
+    assert sliced == expected
+
+
 def test_tier_holds_ciphertext_only(tier_url: str, tmp_path: Path) -> None:
     from dcstore.crypto import Keyring, write_key_file
 

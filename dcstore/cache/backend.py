@@ -60,9 +60,6 @@ from dcstore.cache.tier import (
 )
 from dcstore.errors import NotFoundError, VersionChangedError
 
-SLICE_RATIO = 4
-"""A range smaller than 1/SLICE_RATIO of the chunks covering it is read as slices of
-them (GETRANGE), so a small read does not move whole chunks."""
 READ_ATTEMPTS = 3
 """A read of the current version that meets an overwrite starts again; after this many
 attempts it reads the origin directly (its own read is atomic), so a reader of an object
@@ -194,7 +191,7 @@ class CachedBackend(Wrapper):
             return self._origin(key, meta, start, end)
         span = ChunkSpan(self._object_id(key, meta), start, end, self.policy.chunk_bytes, meta.size)
         try:
-            if (end - start) * SLICE_RATIO < span.bytes:
+            if (end - start) * self.tier.slice_ratio < span.bytes:  # slices move less
                 sliced = self._lookup_slices(span)
                 if sliced is not None:
                     self._count(hits=1, bytes_from_cache=end - start)

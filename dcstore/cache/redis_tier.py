@@ -66,6 +66,11 @@ class RedisTier(NetworkTier):
 
     FAULTS = (redis.RedisError, RedisClusterException, OSError)
     TRANSIENT = (*NetworkTier.TRANSIENT, "_release")  # a password from a file is not held
+    slice_ratio = 1
+    """GETRANGE moves only the bytes asked for, so any read short of its covering chunks
+    is read as slices: an encrypted segment (not aligned to the chunks) moves once, not
+    as the two whole chunks it straddles (measured: an encrypted dataset's cached epochs
+    +20-25 %, pyarrow's encrypted reads through ``dcstore://`` -30 % time)."""
 
     def __init__(
         self,

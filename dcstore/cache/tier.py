@@ -111,6 +111,10 @@ class CacheTier(abc.ABC):
 
     policy: CachePolicy
     namespace: str
+    slice_ratio: float = 4
+    """A range smaller than ``1/slice_ratio`` of the chunks covering it is read with
+    :meth:`get_slices` instead of whole chunks (tiers that emulate slices by fetching
+    whole values keep this to small ranges)."""
 
     @property
     @abc.abstractmethod
