@@ -56,7 +56,7 @@ from typing import Any
 from fsspec.caching import BaseCache, register_cache
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
-from dcstore.backends.base import Backend, ObjectWriter
+from dcstore.backends.base import Backend, Buffer, ObjectWriter
 from dcstore.backends.keys import validate_key
 from dcstore.crypto.format import MAX_HEADER_SIZE, refuse_ciphertext
 from dcstore.errors import ConfigError, InvalidKeyError, NotFoundError
@@ -308,13 +308,14 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
                 refuse_ciphertext(data, f"{store.url}/{key}")
             return data
         meta = store.head(key)
-        if keyless:
-            _refuse_ciphertext(store, key, meta.size, meta.version)
         size = meta.size
         lo = 0 if start is None else (start if start >= 0 else max(0, size + start))
         hi = size if end is None else (end if end >= 0 else max(0, size + end))
         lo, hi = min(lo, size), max(min(hi, size), min(lo, size))
-        return store.get_range(key, lo, hi, version=meta.version)
+        data = store.get_range(key, lo, hi, version=meta.version)
+        if keyless:
+            _refuse_ciphertext(store, key, size, meta.version, data if lo == 0 else None)
+        return data
 
     def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
         self.store.put(self._key(path), value)
@@ -360,12 +361,17 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
 
 def _refuse_ciphertext(
-    store: Backend, key: str, size: int, version: str | None, mapped: memoryview | None = None
+    store: Backend, key: str, size: int, version: str | None, first: Buffer | None = None
 ) -> None:
     """Read without keys: an encrypted object is a :class:`KeyAccessError` naming it, not
-    ciphertext handed to a parser (one read of at most its header size, or the mapping)."""
+    ciphertext handed to a parser. ``first``: the object's bytes from offset 0 already at
+    hand (a mapping, a read from 0); one read of at most the header size when they are
+    too few."""
     end = min(size, MAX_HEADER_SIZE)
-    head = mapped[:end] if mapped is not None else store.get_range(key, 0, end, version=version)
+    if first is not None and len(memoryview(first)) >= end:
+        head = memoryview(first)[:end]
+    else:
+        head = memoryview(store.get_range(key, 0, end, version=version))
     refuse_ciphertext(head, f"{store.url}/{key}")
 
 
@@ -393,16 +399,18 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
             self._mapped = store.map_object(self.key, version=self.version)
         elif self._mapped is not None:  # replaced since? VersionChangedError, as any fetch
             store.head(self.key, version=self.version)
-        if not self._checked:
-            mapped = self._mapped if isinstance(self._mapped, memoryview) else None
-            _refuse_ciphertext(store, self.key, self.size, self.version, mapped)
-            self._checked = True
         if isinstance(self._mapped, memoryview):  # local files: the page cache, no copy
-            mapped = self._mapped[start:end]  # a slice keeps the mapping alive
-            if getattr(self.cache, "name", "") in (SegmentCache.name, "none"):
-                return mapped  # type: ignore[return-value]  # handed out as it is
-            return bytes(mapped)  # other fsspec caches join and keep what they fetch
-        return store.get_range(self.key, start, end, version=self.version)
+            data: Any = self._mapped[start:end]  # a slice keeps the mapping alive
+            if getattr(self.cache, "name", "") not in (SegmentCache.name, "none"):
+                data = bytes(data)  # other fsspec caches join and keep what they fetch
+            first: Any = self._mapped
+        else:
+            data = store.get_range(self.key, start, end, version=self.version)
+            first = data if start == 0 else None
+        if not self._checked:  # before anything is handed out
+            _refuse_ciphertext(store, self.key, self.size, self.version, first)
+            self._checked = True
+        return data  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self._mapped = None  # slices handed out keep the mapping alive; the file lets go

@@ -27,6 +27,7 @@ from webdataset.gopen import gopen_schemes
 
 from dcstore.backends.local import LocalBackend
 from dcstore.crypto import Keyring, write_key_file
+from dcstore.crypto.format import MAX_HEADER_SIZE
 from dcstore.errors import ConfigError, KeyAccessError, VersionChangedError
 from dcstore.fsspec import DcstoreFileSystem
 from dcstore.store import open_store
@@ -94,6 +95,23 @@ def test_an_encrypted_object_read_without_keys_is_refused(
     fs.pipe_file("plain.bin", b"PAR1 not encrypted")  # plaintext reads as before
     assert fs.cat_file("plain.bin", start=5) == b"not encrypted"
     assert fs.open("plain.bin").read() == b"PAR1 not encrypted"
+
+
+def test_a_keyless_read_from_offset_zero_is_its_own_check(tmp_path: Path) -> None:
+    """The ciphertext check reads the header only when the read itself does not start at
+    0: a read from the start costs its own bytes, one from the middle the header more."""
+    fs = DcstoreFileSystem(CountingLocal(str(tmp_path / "store")))
+    fs.pipe_file("plain.bin", bytes(range(256)) * 1000)
+    CountingLocal.read_bytes = 0
+    assert fs.cat_file("plain.bin", start=0, end=5_000) == (bytes(range(256)) * 20)[:5_000]
+    assert CountingLocal.read_bytes == 5_000
+    with fs.open("plain.bin", block_size=8_192, cache_type="none") as f:
+        CountingLocal.read_bytes = 0
+        assert len(f.read(8_192)) == 8_192
+        assert CountingLocal.read_bytes == 8_192
+    CountingLocal.read_bytes = 0
+    fs.cat_file("plain.bin", start=100_000, end=100_010)
+    assert 10 < CountingLocal.read_bytes <= 10 + MAX_HEADER_SIZE
 
 
 def test_pyarrow_reads_only_the_ranges_it_needs(tmp_path: Path) -> None:
