@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import gc
 import hashlib
 import os
 import platform
@@ -427,6 +428,18 @@ def make_loader(name: str, ds: Any, collate: Callable, args: argparse.Namespace)
     )
 
 
+def warm_up(name: str, factory: Callable[[], Any], variant: str, args: argparse.Namespace) -> None:
+    """Untimed: the first ``--warmup-batches`` batches of a loader, so no loader's first
+    repetition carries the run's one-off costs (imports, first worker forks, allocator)."""
+    collate = collate_touch if variant == "touch" else collate_tensor
+    loader = make_loader(name, factory(), collate, args)
+    it = iter(loader)
+    for _, batch in zip(range(args.warmup_batches), it, strict=False):
+        consume(batch, variant)
+    del it, loader
+    gc.collect()  # the warm-up's workers and buffers are gone before anything is timed
+
+
 def run_epoch(
     name: str, factory: Callable[[], Any], variant: str, args: argparse.Namespace
 ) -> dict:
@@ -533,6 +546,7 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--warmup-batches", type=int, default=20, help="untimed, per loader, first")
     p.add_argument("--variants", default="touch,tensor", help='"" measures data-wait only')
     p.add_argument("--only", default="", help="comma-separated loader names")
     p.add_argument("--step-ms", type=float, default=20.0)
@@ -558,6 +572,10 @@ def main() -> int:
     warm_page_cache(Path(args.root))
     results: dict[tuple[str, str], list[dict]] = {}
     names = list(factories)
+    for variant in variants(args):
+        for name in names:
+            if name not in TENSOR_ONLY or variant == "tensor":
+                warm_up(name, factories[name], variant, args)
     for rep in range(args.reps):
         order = names[rep % len(names) :] + names[: rep % len(names)]
         for variant in variants(args):
@@ -601,6 +619,7 @@ def render(args: argparse.Namespace, results: dict, waits: dict) -> str:
         "",
         f"{args.samples} samples of {args.size_kib} KiB +-10 KiB, {args.shard_mib} MiB shards, "
         f"page cache warm, shuffling {'on' if args.shuffle else 'off'} for every loader, "
+        f"{args.warmup_batches} untimed warm-up batches per loader first, then "
         f"{args.reps} interleaved reps (median shown; samples/s counts from "
         "DataLoader creation, so it includes worker start-up; LitData through its "
         "StreamingDataLoader).",
