@@ -248,7 +248,7 @@ def run_store(
         row = rows.setdefault(f"{store} {what}", Row(store, what, [], [], size))
         row.add(*measure(cmd))
 
-    def reclaim(keyspace: str) -> None:
+    def reclaim(keyspace: str | None = None) -> None:
         """Give the next rows the server state the first ones had. Cassandra keeps deleted
         data for ``gc_grace_seconds`` (10 days): drop the keyspace instead (no snapshot,
         ``auto_snapshot: false``), so a 10 GiB run holds one or two objects on disk, not
@@ -256,15 +256,19 @@ def run_store(
         42 s on a fresh database, 335 s after ``rm``), so the database is dropped after
         every group of rows, the driver's included. dcstore's schema is made again
         untimed."""
+        ours = keyspace is None  # else the driver's keyspace
         if store.startswith("cassandra://"):
-            host, port = store.split("//", 1)[1].split("/")[0].split(":")
+            where = store.split("//", 1)[1]
+            host, port = where.split("/")[0].split(":")
+            if keyspace is None:  # dcstore's own: the URL's, else the default
+                keyspace = where.split("/")[1] if "/" in where else "dcstore"
             drop = [sys.executable, "-c", DROP_KEYSPACE, host, port, keyspace]
         elif store.startswith("mongodb://"):
             drop = [sys.executable, "-c", DROP_MONGO_DATABASE, store]
         else:
             return
         subprocess.run(drop, check=True)
-        if keyspace != "rawbench":
+        if ours:
             subprocess.run([*DCSTORE, "ls", store], check=False, capture_output=True)
 
     def driver() -> None:
@@ -299,7 +303,7 @@ def run_store(
             # (MongoDB: the dropped database takes them; FerretDB removes 1 GiB in ~120 s.)
             for key in ("lo-big", "lo-copy") if not store.startswith("mongodb://") else ():
                 subprocess.run([*DCSTORE, "rm", base, key], check=False, capture_output=True)
-            reclaim(store.split("//", 1)[1].split("/")[1] if store.count("/") > 2 else "dcstore")
+            reclaim()
 
     for step in (driver, ours) if rep % 2 == 0 else (ours, driver):
         step()
