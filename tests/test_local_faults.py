@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -47,6 +48,19 @@ def test_killed_writer_keeps_previous_object(tmp_path) -> None:
 
 
 @pytest.mark.skipif(not IS_ROOT or not shutil.which("mount"), reason="mounting a tmpfs needs root")
+def test_an_overwrite_is_dated_after_the_file_it_replaces(tmp_path) -> None:
+    """The clock went back (or ticks coarser than the overwrites): the new file still gets
+    a later mtime, so ``modified`` and the version move forward."""
+    store = LocalBackend(tmp_path)
+    store.put("obj", b"x")
+    future = time.time_ns() + 3600 * 10**9
+    os.utime(tmp_path / "obj", ns=(future, future))
+    dated = store.head("obj")
+    new = store.put("obj", b"x")
+    assert new.modified == store.head("obj").modified == (future + 1) / 1e9
+    assert new.version != dated.version
+
+
 def test_disk_full_keeps_previous_object(tmp_path) -> None:
     mount = tmp_path / "small"
     mount.mkdir()

@@ -22,7 +22,9 @@ Guarantees
 * ``get_range(key, start, end)`` returns exactly bytes ``[start, end)``;
   ``0 <= start <= end <= size`` or :class:`InvalidRangeError`.
 * ``head`` returns the size and a version token that changes on every
-  overwrite (even with identical content).
+  overwrite (even with identical content), and ``modified``: the store's time
+  of the write that made the current version (None when it cannot say); an
+  overwrite's is not earlier, as far as the store's clock is monotonic.
 * Reads take a keyword-only ``version=`` (a token from ``head``, ``put`` or
   ``list_objects``): ``get``, ``get_range``, ``map_range`` and ``head`` then serve
   exactly that version or raise :class:`VersionChangedError`, at the cost of
@@ -52,7 +54,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -84,6 +86,12 @@ class ObjectMeta:
     size: int
     version: str
     """Opaque token; different for every write of the key."""
+    modified: float | None = field(default=None, compare=False)
+    """Seconds since the Unix epoch (UTC) of the write that made this version, by the
+    store's clock, or None when unknown. ``head`` without ``version=`` and
+    ``list_objects`` fill it on every store dcstore ships; ``put``, a writer's ``meta``
+    and a head pinned to a version (served from a cache tier's memory, say) may leave
+    it None. Not compared: metas of one version are equal whether or not they carry it."""
 
 
 class Backend(abc.ABC):

@@ -23,7 +23,10 @@ Guarantees beyond the Backend contract:
   truncates a file in place. ``map_object`` maps the whole file the same way but
   without ``MAP_POPULATE`` (pages fault in as read): one mapping serves many ranges.
 * The version token combines inode, mtime (ns) and size; a rename-based
-  overwrite always creates a new inode. A read with ``version=`` checks it on
+  overwrite always creates a new inode, and ``put`` gives it an mtime later than the
+  file it replaces (1 ns later if the clock's granularity says otherwise), so
+  sequential overwrites never repeat a token even if an inode is reused.
+  ``modified`` is that mtime. A read with ``version=`` checks it on
   the descriptor it reads from (``fstat``): no extra lookup, no race.
 """
 
@@ -298,9 +301,9 @@ class _FileWriter(ObjectWriter):
 
     def _commit(self) -> ObjectMeta:
         try:
+            st = _later_than(self._path, self._fd, os.fstat(self._fd))
             if self._store.fsync:
                 os.fsync(self._fd)
-            st = os.fstat(self._fd)
             os.close(self._fd)
             self._fd = -1
             os.rename(self._tmp, self._path)
@@ -355,7 +358,25 @@ class _FileReader(ObjectReader):
 
 
 def _meta(key: str, st: os.stat_result) -> ObjectMeta:
-    return ObjectMeta(key, st.st_size, f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}")
+    return ObjectMeta(
+        key,
+        st.st_size,
+        f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}",
+        st.st_mtime_ns / 1e9,
+    )
+
+
+def _later_than(path: Path, fd: int, st: os.stat_result) -> os.stat_result:
+    """``st`` of the new file ``fd``, its mtime set 1 ns past that of the file at ``path``
+    (which it is about to replace) if the clock's granularity gave it one not later."""
+    try:
+        previous = os.stat(path).st_mtime_ns
+    except OSError:
+        return st  # nothing to replace (or something the rename will refuse)
+    if st.st_mtime_ns > previous:
+        return st
+    os.utime(fd, ns=(st.st_atime_ns, previous + 1))
+    return os.fstat(fd)
 
 
 def _fsync_dir(directory: Path) -> None:

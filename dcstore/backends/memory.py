@@ -11,6 +11,7 @@ import bisect
 import itertools
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -38,7 +39,8 @@ class _Space:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.objects: dict[str, tuple[bytes, str]] = {}
+        self.objects: dict[str, tuple[bytes, ObjectMeta]] = {}
+        """Each key's bytes and the metadata ``put`` returned for them."""
         self.sorted_keys: list[str] = []
 
 
@@ -66,12 +68,12 @@ class MemoryBackend(Backend):
     def url(self) -> str:
         return f"memory://{self.name}"
 
-    def _entry(self, key: str, version: str | None) -> tuple[bytes, str]:
+    def _entry(self, key: str, version: str | None) -> tuple[bytes, ObjectMeta]:
         validate_key(key)
         entry = self._space.objects.get(key)
         if entry is None:
             raise NotFoundError(f"{self.url}: no object {key!r}")
-        check_version(self.url, key, version, entry[1])
+        check_version(self.url, key, version, entry[1].version)
         return entry
 
     def get(self, key: str, *, version: str | None = None) -> bytes:
@@ -85,17 +87,16 @@ class MemoryBackend(Backend):
     def put(self, key: str, data: Buffer) -> ObjectMeta:
         validate_key(key)
         blob = bytes(data)
-        version = f"m{_process_tag}-{next(_versions)}"
+        meta = ObjectMeta(key, len(blob), f"m{_process_tag}-{next(_versions)}", time.time())
         space = self._space
         with space.lock:
             if key not in space.objects:
                 bisect.insort(space.sorted_keys, key)
-            space.objects[key] = (blob, version)
-        return ObjectMeta(key, len(blob), version)
+            space.objects[key] = (blob, meta)
+        return meta
 
     def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
-        data, version = self._entry(key, version)
-        return ObjectMeta(key, len(data), version)
+        return self._entry(key, version)[1]
 
     def list_objects(self, prefix: str = "") -> Iterator[ObjectMeta]:
         validate_prefix(prefix)
@@ -110,7 +111,7 @@ class MemoryBackend(Backend):
         for key in keys:
             entry = space.objects.get(key)
             if entry is not None:
-                yield ObjectMeta(key, len(entry[0]), entry[1])
+                yield entry[1]
 
     def delete(self, key: str) -> None:
         validate_key(key)
