@@ -37,6 +37,10 @@ Guarantees (beyond :mod:`dcstore.backends.base`):
   ``execute_async`` with at most ``max_in_flight`` requests outstanding per backend
   (shared by its threads; :mod:`dcstore.backends.cassandra.session`);
   ``get_range`` fetches only the chunks it overlaps.
+* ``modified`` is the commit's write timestamp (``WRITETIME`` of the metadata row,
+  the Paxos ballot's time: later for every overwrite of a key). ``head`` and
+  ``list_objects`` report it; ``put`` and a writer's ``close`` return None there (the
+  compare-and-set does not return it, and reading it back costs a serial read).
 * Commits need ``serial_consistency`` (a quorum of replicas); reads and chunk
   writes use ``read_consistency`` / ``write_consistency``.
 """
@@ -79,6 +83,8 @@ class Current(NamedTuple):
 
     version: uuid.UUID
     layout: Layout
+    modified: float | None
+    """When the metadata row was committed (its ``WRITETIME``), in seconds."""
 
 
 class _StaleRead(Exception):
@@ -251,7 +257,7 @@ class CassandraBackend(Backend):
         with map_errors(self.url, "head", key):
             cur = self._require(self._connection(), key, full)
         check_version(self.url, key, version, str(cur.version))
-        return ObjectMeta(key, cur.layout.size, str(cur.version))
+        return ObjectMeta(key, cur.layout.size, str(cur.version), cur.modified)
 
     def put(self, key: str, data: Buffer) -> ObjectMeta:
         view = memoryview(data).cast("B")
@@ -306,9 +312,9 @@ class CassandraBackend(Backend):
             ]
             # ResultSet.__iter__ restarts the page it is on: hand merge plain generators.
             pages = [_rows(conn.settle(f)) for f in futures]
-            for full, size, version in heapq.merge(*pages):
+            for full, size, version, written in heapq.merge(*pages):
                 if full.startswith(lower):
-                    yield ObjectMeta(full[len(root) :], size, str(version))
+                    yield ObjectMeta(full[len(root) :], size, str(version), _seconds(written))
 
     # -- maintenance -----------------------------------------------------------------------
 
@@ -332,8 +338,13 @@ def _rows(result: ResultSet) -> Iterator[Any]:
 def _as_current(row: Any) -> Current | None:
     if row is None:
         return None
-    version, size, chunk_size, part_chunks = row
-    return Current(version, Layout(size, chunk_size, part_chunks))
+    version, size, chunk_size, part_chunks, written = row
+    return Current(version, Layout(size, chunk_size, part_chunks), _seconds(written))
+
+
+def _seconds(writetime: int | None) -> float | None:
+    """A CQL ``WRITETIME`` (microseconds since the epoch) in seconds."""
+    return None if writetime is None else writetime / 1e6
 
 
 class _ChunkWriter(ChunkedWriter):

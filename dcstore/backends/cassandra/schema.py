@@ -9,7 +9,8 @@ Three tables in the keyspace (format 1)::
 * ``dcstore_objects`` is the commit point: a key points at exactly one immutable
   version. ``bucket = crc32(key) % META_BUCKETS`` spreads the metadata over
   :data:`META_BUCKETS` partitions; ``key`` is the clustering column, so each
-  bucket is sorted and ``list_objects`` merges the buckets lazily.
+  bucket is sorted and ``list_objects`` merges the buckets lazily. The write time
+  of a row's ``version`` cell (``WRITETIME``) is the object's ``modified``.
 * ``dcstore_chunks`` holds a version's bytes in chunks of ``chunk_size`` bytes;
   chunk ``idx`` lives in partition ``(version, idx // part_chunks)``. With the
   defaults (1 MiB chunks, 16 per partition) a 1 GiB object is 64 partitions of
@@ -141,11 +142,13 @@ def tables_cql(keyspace: str) -> list[str]:
 def statements_cql(ks: str) -> dict[str, str]:
     """Every statement the backend prepares, by name."""
     cols = "version, size, chunk_size, part_chunks"
+    # WRITETIME(version): the commit's timestamp (microseconds; a Paxos ballot's for LWTs).
+    listed = "key, size, version, WRITETIME(version)"
     return {
-        "head": f"SELECT {cols} FROM {ks}.{OBJECTS} WHERE bucket = ? AND key = ?",
-        "list": f"SELECT key, size, version FROM {ks}.{OBJECTS} WHERE bucket = ? AND key >= ?",
-        "list_to": f"SELECT key, size, version FROM {ks}.{OBJECTS}"
-        " WHERE bucket = ? AND key >= ? AND key < ?",
+        "head": f"SELECT {cols}, WRITETIME(version) FROM {ks}.{OBJECTS}"
+        " WHERE bucket = ? AND key = ?",
+        "list": f"SELECT {listed} FROM {ks}.{OBJECTS} WHERE bucket = ? AND key >= ?",
+        "list_to": f"SELECT {listed} FROM {ks}.{OBJECTS} WHERE bucket = ? AND key >= ? AND key < ?",
         "create": f"INSERT INTO {ks}.{OBJECTS} (bucket, key, {cols}) VALUES (?, ?, ?, ?, ?, ?)"
         " IF NOT EXISTS",
         "replace": f"UPDATE {ks}.{OBJECTS} SET version = ?, size = ?, chunk_size = ?,"

@@ -22,6 +22,7 @@ Guarantees (see :mod:`dcstore.backends.base`):
     * The version is ``<mtime>-<size>``; ``put`` sets the new file's modification time to
       ``max(now, previous mtime + 1 ms)``, so sequential overwrites always change it.
       Overwrites of one key racing within the same millisecond may share a token.
+      ``modified`` is that modification time (ms) in seconds.
     * ``list_objects`` walks directories lazily, in key order, skipping ``.dcstore*`` entries.
     * A key cannot be both an object and a "directory" of other keys (HDFS is a tree).
     * Safe across threads, pickling and ``fork``: a child forked within 3 s of a read
@@ -193,9 +194,6 @@ class HdfsBackend(Backend):
     def _path(self, key: str) -> str:
         return f"{self._root}/{key}"
 
-    def _meta(self, key: str, status: Any) -> ObjectMeta:
-        return ObjectMeta(key, status.length, f"{status.modification_time}-{status.length}")
-
     def _stat(self, key: str) -> Any:
         with self._errors("stat", key):
             status = self._fs().get_file_info(self._path(key))
@@ -291,7 +289,7 @@ class HdfsBackend(Backend):
                 mtime = max(mtime, previous.modification_time + 1)
             fs.set_times(tmp, mtime, mtime)
             self._rename_over(fs, tmp, path)
-        return ObjectMeta(key, size, f"{mtime}-{size}")
+        return _meta(key, size, mtime)
 
     def sweep(self, older_than: float | None = None) -> int:
         """Delete temporary files of writes untouched for ``older_than`` seconds (default
@@ -327,7 +325,8 @@ class HdfsBackend(Backend):
 
     def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
         validate_key(key)
-        meta = self._meta(key, self._stat(key))
+        status = self._stat(key)
+        meta = _meta(key, status.length, status.modification_time)
         check_version(self.url, key, version, meta.version)
         return meta
 
@@ -362,7 +361,7 @@ class HdfsBackend(Backend):
             if status.isdir:
                 yield from self._walk(key, "")
             else:
-                yield self._meta(key, status)
+                yield _meta(key, status.length, status.modification_time)
 
     def delete(self, key: str) -> None:
         """Delete the file, then the directories it leaves empty (up to the base path)."""
@@ -374,6 +373,10 @@ class HdfsBackend(Backend):
             parents = key.split("/")[:-1]
             while parents and _delete_unless_nonempty(fs, self._path("/".join(parents))):
                 parents.pop()
+
+
+def _meta(key: str, size: int, mtime_ms: int) -> ObjectMeta:
+    return ObjectMeta(key, size, f"{mtime_ms}-{size}", mtime_ms / 1000)
 
 
 def _delete_unless_nonempty(fs: Any, path: str) -> bool:

@@ -37,7 +37,8 @@ Guarantees (beyond :mod:`dcstore.backends.base`):
   A writer idle for longer may be reclaimed: then ``close()`` raises
   :class:`IntegrityError` rather than commit a revision without its chunks.
 * ``get_range`` fetches only the chunks that overlap the range.
-* The version token is the ``_id`` (ObjectId) of the current revision.
+* The version token is the ``_id`` (ObjectId) of the current revision; ``modified``
+  is its ``uploadDate`` (milliseconds, the writer's clock, after the revision replaced).
 * Unreachable servers raise :class:`BackendUnavailableError` after
   ``serverSelectionTimeoutMS`` (3 s by default, so retries stay quick).
 
@@ -87,6 +88,7 @@ from dcstore.backends.mongodb.gc import (
     delete_chunks,
     drop_revisions,
     remove_orphans,
+    upload_date,
 )
 from dcstore.backends.mongodb.reader import CursorReader
 from dcstore.backends.objectio import ChunkedWriter, ObjectReader
@@ -255,7 +257,7 @@ class MongoBackend(Backend):
         validate_key(key)
         doc = self._current(self._connection(), key)
         check_version(self.url, key, version, str(doc["_id"]))
-        return ObjectMeta(key, int(doc["length"]), str(doc["_id"]))
+        return _meta(key, doc)
 
     def get(self, key: str, *, version: str | None = None) -> bytes:
         return self._read(key, 0, None, version)
@@ -274,7 +276,7 @@ class MongoBackend(Backend):
             conn.files,
             conn.chunks,
             doc,
-            ObjectMeta(key, int(doc["length"]), str(doc["_id"])),
+            _meta(key, doc),
             batch_bytes=BATCH_BYTES,
             errors=lambda: self._errors("get", key),
             what=f"{self.url}: {key!r}",
@@ -355,7 +357,7 @@ class MongoBackend(Backend):
         with self._errors("list", prefix):
             cursor = conn.files.find(
                 {"filename": {"$gte": prefix}} if prefix else {},
-                projection={"filename": 1, "length": 1},
+                projection={"filename": 1, "length": 1, "uploadDate": 1},
                 sort=[("filename", ASCENDING), ("uploadDate", DESCENDING), ("_id", DESCENDING)],
                 batch_size=1000,
             )
@@ -369,7 +371,7 @@ class MongoBackend(Backend):
                     if name == previous:
                         continue  # an older revision of the key just yielded
                     previous = name
-                    yield ObjectMeta(name, int(doc["length"]), str(doc["_id"]))
+                    yield _meta(name, doc)
             finally:
                 cursor.close()
 
@@ -401,8 +403,7 @@ class MongoBackend(Backend):
         now = dt.datetime.now(dt.timezone.utc)
         now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         for doc in revisions:
-            previous = doc["uploadDate"].replace(tzinfo=dt.timezone.utc)
-            now = max(now, previous + dt.timedelta(milliseconds=1))
+            now = max(now, upload_date(doc) + dt.timedelta(milliseconds=1))
         return revisions, now
 
     def _drop_replaced(self, conn: _Conn, key: str, replaced: list[dict[str, Any]]) -> None:
@@ -540,7 +541,7 @@ class _Upload:
                 }
             )
         store._drop_replaced(conn, key, replaced)
-        return ObjectMeta(key, self.size, str(self.files_id))
+        return ObjectMeta(key, self.size, str(self.files_id), upload.timestamp())
 
     def discard(self) -> None:
         """Delete the chunks of an upload that did not reach its commit point (once)."""
@@ -573,6 +574,11 @@ class _MongoWriter(ChunkedWriter):
 
     def _abort(self) -> None:
         self._upload.discard()
+
+
+def _meta(key: str, doc: Mapping[str, Any]) -> ObjectMeta:
+    """The metadata of the revision ``doc`` (a ``files`` document)."""
+    return ObjectMeta(key, int(doc["length"]), str(doc["_id"]), upload_date(doc).timestamp())
 
 
 def _utcnow() -> dt.datetime:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, DeleteOne
@@ -40,6 +40,12 @@ MARK = "dcstore_chunk_ids"
 WRITTEN = "dcstore_written"
 """Chunk field: when the chunk was inserted or its upload last refreshed it (UTC)."""
 REVISION_FIELDS = {"length": 1, "chunkSize": 1, "uploadDate": 1, "metadata": 1}
+
+
+def upload_date(doc: Mapping[str, Any]) -> dt.datetime:
+    """The revision's ``uploadDate`` as an aware UTC datetime (BSON dates are UTC; the
+    driver returns them naive unless ``tz_aware``)."""
+    return cast("dt.datetime", doc["uploadDate"]).replace(tzinfo=dt.timezone.utc)
 
 
 def chunk_id(files_id: Any, n: int) -> str:
@@ -92,10 +98,7 @@ def remove_orphans(
         projection={"filename": 1, **REVISION_FIELDS},
         sort=[("filename", ASCENDING), ("uploadDate", DESCENDING), ("_id", DESCENDING)],
     ):
-        if (
-            doc["filename"] == previous
-            and doc["uploadDate"].replace(tzinfo=dt.timezone.utc) < cutoff
-        ):
+        if doc["filename"] == previous and upload_date(doc) < cutoff:
             superseded.append(doc)
         previous = doc["filename"]
     drop_revisions(files, chunks, superseded)
