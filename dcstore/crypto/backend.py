@@ -35,6 +35,7 @@ Guarantees (on top of the :class:`~dcstore.backends.base.Backend` contract):
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
@@ -239,7 +240,7 @@ class EncryptedBackend(Wrapper):
         blob = ObjectCipher(header, dek, key, self._what(key)).encrypt(data, self._executor())
         meta = self.inner.put(key, blob)
         self._remember((key, meta.version), header)
-        return ObjectMeta(key, memoryview(data).nbytes, meta.version)
+        return dataclasses.replace(meta, size=memoryview(data).nbytes)
 
     def open_write(self, key: str) -> ObjectWriter:
         """Encrypts segment by segment into ``inner.open_write``: memory stays bounded
@@ -292,7 +293,7 @@ class EncryptedBackend(Wrapper):
             source.close()
             raise
         return ObjectReader(
-            ObjectMeta(key, layout.plain_size, meta.version),
+            dataclasses.replace(meta, size=layout.plain_size),
             lambda start, end: self._read_pinned(meta, start, end, source.read_range),
             align=layout.segment_size,
             what=self._what(key),
@@ -424,7 +425,7 @@ class EncryptedBackend(Wrapper):
 
     def _plain_meta(self, meta: ObjectMeta) -> ObjectMeta:
         _, layout = self._layout(meta)
-        return ObjectMeta(meta.key, layout.plain_size, meta.version)
+        return dataclasses.replace(meta, size=layout.plain_size)
 
     def list_objects(
         self, prefix: str = "", *, on_damaged: Callable[[IntegrityError], None] | None = None

@@ -17,6 +17,7 @@ once no write is running. Memory: one plaintext and two ciphertext segments.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -85,7 +86,7 @@ class EncryptingWriter(ChunkedWriter):
         assert meta is not None
         if self._on_commit is not None:
             self._on_commit(meta)
-        return ObjectMeta(self._key, self._plain, meta.version)
+        return dataclasses.replace(meta, size=self._plain)
 
     def _abort(self) -> None:
         with contextlib.suppress(Exception):
