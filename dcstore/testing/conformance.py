@@ -10,7 +10,8 @@ unique prefixes, so a shared namespace also works)::
             yield LocalBackend(tmp_path)
 
 Class attributes tune the cost for remote servers: ``large_object_size``
-(a round trip above 64 MiB) and ``state_machine_examples``.
+(a round trip above 64 MiB) and ``state_machine_examples``; a store that cannot
+tell when an object was written sets ``reports_modified = False``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import itertools
 import pickle
 import random
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -37,6 +39,8 @@ from dcstore.errors import (
 from dcstore.testing.streaming import StreamingConformance
 
 MiB = 1 << 20
+CLOCK_SKEW_S = 300.0
+"""How far a store's clock may be from the test's (``ObjectMeta.modified``)."""
 
 REJECTED_KEYS = [
     "",
@@ -83,6 +87,8 @@ class BackendConformance(StreamingConformance):
     large_object_size: int = 64 * MiB + 1
     state_machine_examples: int = 25
     concurrency: int = 8
+    reports_modified: bool = True
+    """``head`` and ``list_objects`` fill ``ObjectMeta.modified`` (False: may be None)."""
 
     @pytest.fixture
     def backend(self) -> Iterator[Backend]:
@@ -336,6 +342,25 @@ class BackendConformance(StreamingConformance):
         backend.put(ns + "v", b"1")
         (meta,) = list(backend.list_objects(ns))
         assert meta == backend.head(ns + "v")
+
+    def test_modified_is_the_write_time(self, backend: Backend, ns: str) -> None:
+        first = backend.put(ns + "t", b"1")
+        head = backend.head(ns + "t")
+        (listed,) = list(backend.list_objects(ns))
+        assert listed.modified == head.modified
+        assert first.modified in (None, head.modified)
+        if head.modified is None:
+            assert not self.reports_modified, f"{backend}: head() reports no modified time"
+            return
+        assert isinstance(head.modified, float)
+        assert abs(head.modified - time.time()) < CLOCK_SKEW_S, (head.modified, time.time())
+        second = backend.put(ns + "t", b"22")
+        after = backend.head(ns + "t")
+        assert after.version == second.version != first.version
+        assert after.modified is not None and after.modified >= head.modified
+        assert second.modified in (None, after.modified)
+        (listed,) = list(backend.list_objects(ns))
+        assert listed.modified == after.modified
 
     # -- pickle, str, close --------------------------------------------------------------
 
