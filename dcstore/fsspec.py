@@ -9,6 +9,10 @@ Usage::
     fs = DcstoreFileSystem("hdfs://nn:9000/tables", keys="kek.json")
     pyarrow.parquet.read_table("sales/2026.parquet", filesystem=fs)
 
+    con = duckdb.connect()
+    con.register_filesystem(fs)
+    con.sql("SELECT count(*) FROM read_parquet('dcstore://sales/2026.parquet')")
+
 Registered with fsspec under ``dcstore`` (an entry point), so ``fsspec.open``,
 ``fsspec.filesystem("dcstore", store=...)`` and every library that takes
 ``storage_options`` find it. ``store`` is any URL ``open_store`` takes (local
@@ -43,10 +47,16 @@ Guarantees:
   exception discards it, so readers see the old object or the new one, never a part.
 * Directories are key prefixes (``a/b`` is a directory when a key starts with
   ``a/b/``); they exist only through their objects.
+* ``modified(path)`` is the time the store reports for the write of the object's
+  current version (``ObjectMeta.modified``; every store dcstore ships reports it),
+  not earlier after an overwrite, so DuckDB's caches, keyed by path and modification
+  time, see a replaced object as changed; ``info`` and ``ls`` give it as ``mtime``
+  (seconds). A store that cannot say raises ``NotImplementedError`` there.
 """
 
 from __future__ import annotations
 
+import datetime
 import io
 import threading
 from collections import OrderedDict
@@ -56,7 +66,7 @@ from typing import Any
 from fsspec.caching import BaseCache, register_cache
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
-from dcstore.backends.base import Backend, Buffer, ObjectWriter
+from dcstore.backends.base import Backend, Buffer, ObjectMeta, ObjectWriter
 from dcstore.backends.keys import validate_key
 from dcstore.crypto.format import MAX_HEADER_SIZE, refuse_ciphertext
 from dcstore.errors import ConfigError, InvalidKeyError, NotFoundError
@@ -258,16 +268,21 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     # -- metadata -------------------------------------------------------------------------
 
-    def _file_info(self, key: str, size: int, version: str) -> dict[str, Any]:
+    def _file_info(self, meta: ObjectMeta) -> dict[str, Any]:
+        """fsspec's ``info`` of an object, with its ``version`` and, when the store
+        reports it, ``mtime`` (seconds since the epoch, as fsspec's local files)."""
+        key = meta.key
         name = key[len(self._prefix) + 1 :] if self._prefix else key
-        return {"name": name, "size": size, "type": "file", "version": version}
+        info = {"name": name, "size": meta.size, "type": "file", "version": meta.version}
+        if meta.modified is not None:
+            info["mtime"] = meta.modified
+        return info
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
         name = self._strip_protocol(path)
         if self._full(path):
             try:
-                meta = self.store.head(self._key(path))
-                return self._file_info(meta.key, meta.size, meta.version)
+                return self._file_info(self.store.head(self._key(path)))
             except NotFoundError:
                 pass
         if not self._full(path) or next(iter(self.store.list_objects(self._prefix_of(path))), None):
@@ -284,7 +299,7 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
                 name = sub[len(self._prefix) + 1 :] if self._prefix else sub
                 entries.setdefault(name, {"name": name, "size": 0, "type": "directory"})
             else:
-                info = self._file_info(meta.key, meta.size, meta.version)
+                info = self._file_info(meta)
                 entries[info["name"]] = info
         if not entries:
             info = self.info(path)  # a file lists itself; a missing path raises
@@ -294,6 +309,16 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     def ukey(self, path: str) -> str:
         return str(self.info(path)["version"])
+
+    def modified(self, path: str) -> datetime.datetime:
+        """When the object's current version was written (timezone-aware, UTC), as its
+        store reports it (DuckDB's Parquet reader asks); ``NotImplementedError`` when
+        the store cannot say."""
+        key = self._key(path)
+        modified = self.store.head(key).modified
+        if modified is None:
+            raise NotImplementedError(f"{self.store.url}: no modification time for {key!r}")
+        return datetime.datetime.fromtimestamp(modified, tz=datetime.timezone.utc)
 
     # -- data -----------------------------------------------------------------------------
 

@@ -3,14 +3,18 @@ local store and on the full stack (encrypted, Redis tier) over every real server
 
 from __future__ import annotations
 
+import datetime
 import shlex
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import datasets
+import duckdb
 import fsspec
 import numpy as np
 import pandas as pd
@@ -25,7 +29,9 @@ from full_stack import cache_url, stack_keys  # noqa: F401 - fixture
 from hdfs_server import hdfs_base, hdfs_url  # noqa: F401 - fixtures
 from webdataset.gopen import gopen_schemes
 
+from dcstore.backends.base import ObjectMeta
 from dcstore.backends.local import LocalBackend
+from dcstore.backends.memory import MemoryBackend
 from dcstore.crypto import Keyring, write_key_file
 from dcstore.crypto.format import MAX_HEADER_SIZE
 from dcstore.errors import ConfigError, KeyAccessError, VersionChangedError
@@ -307,6 +313,63 @@ def test_concurrent_readers_of_an_object_being_replaced(tmp_path: Path) -> None:
     assert all(data in versions for data in seen)  # a whole version, never a mix
 
 
+class TimelessMemory(MemoryBackend):
+    """A store that cannot tell when an object was written."""
+
+    def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
+        meta = super().head(key, version=version)
+        return ObjectMeta(meta.key, meta.size, meta.version)
+
+
+def test_modified_is_the_stores_write_time(tmp_path: Path) -> None:
+    fs = DcstoreFileSystem(str(tmp_path / "store"))
+    fs.pipe_file("obj", b"old")
+    first = fs.modified("obj")
+    assert first.tzinfo == datetime.timezone.utc
+    assert abs(first.timestamp() - time.time()) < 60
+    mtime = fs.info("obj")["mtime"]  # seconds, as fsspec's local files
+    assert mtime == fs.ls("")[0]["mtime"]
+    assert first == datetime.datetime.fromtimestamp(mtime, tz=datetime.timezone.utc)
+    fs.pipe_file("obj", b"new")
+    assert fs.modified("obj") > first
+    with pytest.raises(FileNotFoundError):
+        fs.modified("missing")
+    timeless = DcstoreFileSystem(TimelessMemory(f"timeless-{uuid.uuid4().hex}"))
+    timeless.pipe_file("obj", b"x")
+    with pytest.raises(NotImplementedError, match="no modification time for 'obj'"):
+        timeless.modified("obj")
+    assert "mtime" not in timeless.info("obj")
+
+
+def duckdb_reads_each_version(opts: dict[str, Any]) -> None:
+    """DuckDB reads Parquet and CSV through ``dcstore://`` as written, and after each
+    object is replaced, the new rows: its Parquet metadata cache (on here; keyed by path
+    and modification time) never serves the replaced file's footer."""
+    fs = DcstoreFileSystem(**opts)
+    con = duckdb.connect()
+    con.execute("SET parquet_metadata_cache = true")
+    con.register_filesystem(fs)
+    for rows in (100, 2_500, 700):  # a different footer and size each time
+        df = pd.DataFrame({"id": np.arange(rows), "v": np.full(rows, rows)})
+        with fs.open("duck/t.parquet", "wb") as f:
+            df.to_parquet(f, index=False)
+        fs.pipe_file("duck/t.csv", df.to_csv(index=False).encode())
+        for reader, name in (("read_parquet", "t.parquet"), ("read_csv", "t.csv")):
+            sql = f"SELECT count(*), sum(id), min(v), max(v) FROM {reader}('dcstore://duck/{name}')"
+            expected = [(rows, rows * (rows - 1) // 2, rows, rows)]
+            assert con.execute(sql).fetchall() == expected, reader
+    con.close()
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_duckdb_on_a_local_store(tmp_path: Path, keys: str, encrypted: bool) -> None:
+    duckdb_reads_each_version(
+        {"store": str(tmp_path / "store"), "keys": keys if encrypted else None}
+    )
+    raw = (tmp_path / "store" / "duck" / "t.parquet").read_bytes()
+    assert raw[:4] == (b"DCSE" if encrypted else b"PAR1")
+
+
 def test_the_benchmark_runs(tmp_path: Path) -> None:
     script = Path(__file__).resolve().parents[1] / "bench" / "fsspec_parquet.py"
     done = subprocess.run(
@@ -387,6 +450,12 @@ def test_hugging_face_datasets_on_the_full_stack(
                 )
             )
         )
+
+
+def test_duckdb_on_the_full_stack(server_store: str, stack_keys: str) -> None:  # noqa: F811
+    duckdb_reads_each_version(
+        {"store": server_store, "keys": stack_keys, "cache": cache_url(uuid.uuid4().hex[:8])}
+    )
 
 
 def test_webdataset_reads_pipe_and_fsspec_urls(server_store: str, stack_keys: str) -> None:  # noqa: F811
