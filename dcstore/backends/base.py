@@ -23,8 +23,9 @@ Guarantees
   ``0 <= start <= end <= size`` or :class:`InvalidRangeError`.
 * ``head`` returns the size and a version token that changes on every
   overwrite (even with identical content), and ``modified``: the store's time
-  of the write that made the current version (None when it cannot say); an
-  overwrite's is not earlier, as far as the store's clock is monotonic.
+  of the write that made the current version (None when it cannot say), never
+  earlier after an overwrite (every store dcstore ships makes it later, even on a
+  clock that steps back).
 * Reads take a keyword-only ``version=`` (a token from ``head``, ``put`` or
   ``list_objects``): ``get``, ``get_range``, ``map_range`` and ``head`` then serve
   exactly that version or raise :class:`VersionChangedError`, at the cost of

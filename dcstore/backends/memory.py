@@ -87,11 +87,16 @@ class MemoryBackend(Backend):
     def put(self, key: str, data: Buffer) -> ObjectMeta:
         validate_key(key)
         blob = bytes(data)
-        meta = ObjectMeta(key, len(blob), f"m{_process_tag}-{next(_versions)}", time.time())
+        version = f"m{_process_tag}-{next(_versions)}"
         space = self._space
         with space.lock:
-            if key not in space.objects:
+            previous = space.objects.get(key)
+            if previous is None:
                 bisect.insort(space.sorted_keys, key)
+                modified = time.time()
+            else:  # later than the version it replaces, whatever the clock did
+                modified = max(time.time(), (previous[1].modified or 0.0) + 1e-6)
+            meta = ObjectMeta(key, len(blob), version, modified)
             space.objects[key] = (blob, meta)
         return meta
 
