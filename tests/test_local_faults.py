@@ -47,7 +47,6 @@ def test_killed_writer_keeps_previous_object(tmp_path) -> None:
     assert store.get("shard.tar") == b"fine"
 
 
-@pytest.mark.skipif(not IS_ROOT or not shutil.which("mount"), reason="mounting a tmpfs needs root")
 def test_an_overwrite_is_dated_after_the_file_it_replaces(tmp_path) -> None:
     """The clock went back (or ticks coarser than the overwrites): the new file still gets
     a later mtime, so ``modified`` and the version move forward."""
@@ -61,6 +60,7 @@ def test_an_overwrite_is_dated_after_the_file_it_replaces(tmp_path) -> None:
     assert new.version != dated.version
 
 
+@pytest.mark.skipif(not IS_ROOT or not shutil.which("mount"), reason="mounting a tmpfs needs root")
 def test_disk_full_keeps_previous_object(tmp_path) -> None:
     mount = tmp_path / "small"
     mount.mkdir()

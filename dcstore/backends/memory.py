@@ -93,9 +93,9 @@ class MemoryBackend(Backend):
             previous = space.objects.get(key)
             if previous is None:
                 bisect.insort(space.sorted_keys, key)
-                modified = time.time()
-            else:  # later than the version it replaces, whatever the clock did
-                modified = max(time.time(), (previous[1].modified or 0.0) + 1e-6)
+            # later than the version it replaces, whatever the clock did
+            earlier = previous[1].modified if previous is not None else None
+            modified = time.time() if earlier is None else max(time.time(), earlier + 1e-6)
             meta = ObjectMeta(key, len(blob), version, modified)
             space.objects[key] = (blob, meta)
         return meta
