@@ -70,6 +70,7 @@ from dcstore.backends.base import Backend, Buffer, ObjectMeta, ObjectWriter
 from dcstore.backends.keys import validate_key
 from dcstore.crypto.format import MAX_HEADER_SIZE, refuse_ciphertext
 from dcstore.errors import ConfigError, InvalidKeyError, NotFoundError
+from dcstore.ops import copy_object
 from dcstore.store import open_store
 
 PROTOCOL = "dcstore"
@@ -344,6 +345,20 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
         self.store.put(self._key(path), value)
+
+    def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+        """One version of ``path1`` to ``path2`` (``copy``, and ``mv`` then removes it),
+        streamed for large objects; the new object is committed whole or not at all.
+        Encrypted stores decrypt and encrypt anew (the format binds the object's name);
+        without keys an encrypted object is refused, never copied as ciphertext."""
+        src = self._key(path1)
+        try:
+            meta = self.store.head(src)
+        except NotFoundError:
+            if self.isdir(path1):  # a prefix of a recursive copy: nothing to create
+                return
+            raise
+        copy_object(self.store, self.store, src, self._key(path2), meta=meta)
 
     def rm_file(self, path: str) -> None:
         self.store.delete(self._key(path))

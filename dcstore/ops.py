@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from dcstore.backends.base import Backend, Buffer, ObjectMeta
-from dcstore.errors import NotFoundError
+from dcstore.crypto.format import MAX_HEADER_SIZE, is_encrypted_object
+from dcstore.errors import KeyAccessError, NotFoundError
 
 
 def exists(backend: Backend, key: str) -> bool:
@@ -100,27 +101,68 @@ def copy_object(
     dst_key: str | None = None,
     *,
     on_bytes: Callable[[int], None] | None = None,
+    meta: ObjectMeta | None = None,
 ) -> ObjectMeta:
-    """Copy one version of one object; the destination write is atomic. Objects larger
+    """Copy one version of one object (``meta``'s, when given; else the current one);
+    the destination write is atomic. Objects larger
     than :data:`COPY_CHUNK_BYTES` stream from :func:`read_chunks` into ``open_write``,
     with no ranges queued beyond the :data:`READ_AHEAD` being read (the destination's
     writes are the slower side of a copy; measured, a 1 GiB encrypted copy within one
     Cassandra: peak RSS 236-241 MiB against 254-278 with two more queued, same time);
     ``on_bytes(n)`` reports progress."""
-    meta = src.head(key)
+    meta = meta or src.head(key)
+    dst_key = dst_key or key
+    keyless_ciphertext = _ciphertext_check(src, dst, key, dst_key)
     if not _is_large(meta):
         data = src.get(key, version=meta.version)
-        written = dst.put(dst_key or key, data)
+        keyless_ciphertext(data)
+        written = dst.put(dst_key, data)
         if on_bytes is not None:
             on_bytes(len(data))
         return written
-    with dst.open_write(dst_key or key) as w:
-        for view in read_chunks(src, meta, ahead=READ_AHEAD):
-            w.write(view)
-            if on_bytes is not None:
-                on_bytes(memoryview(view).nbytes)
+    with contextlib.closing(read_chunks(src, meta, ahead=READ_AHEAD)) as chunks:
+        first = next(chunks)
+        keyless_ciphertext(first)  # the first chunk holds the header: checked before writing
+        views = itertools.chain([first], chunks)
+        del first  # a mapped window is let go of once written, as the others
+        with dst.open_write(dst_key) as w:
+            for view in views:
+                w.write(view)
+                if on_bytes is not None:
+                    on_bytes(memoryview(view).nbytes)
     assert w.meta is not None
     return w.meta
+
+
+def _nothing(_: Buffer) -> None:
+    return None
+
+
+def _ciphertext_check(
+    src: Backend, dst: Backend, key: str, dst_key: str
+) -> Callable[[Buffer], None]:
+    """What :func:`copy_object` runs on the first bytes it reads: a source read without keys
+    may hold ciphertext, which is copied as it is only to the same key of a store that does
+    not encrypt (a replica). Under another key it could never be decrypted (the format binds
+    the object's name), and an encrypting store would encrypt it again: both are refused
+    with :class:`KeyAccessError` before anything is written."""
+    if src.encryption_key_id is not None:
+        return _nothing
+    if dst_key != key:
+        why = f"copied to {dst_key!r} it could not be decrypted (its encryption binds its name)"
+    elif dst.encryption_key_id is not None:
+        why = f"{dst.url} would encrypt its ciphertext again"
+    else:
+        return _nothing
+
+    def check(first: Buffer) -> None:
+        if is_encrypted_object(memoryview(first)[:MAX_HEADER_SIZE]):
+            raise KeyAccessError(
+                f"{src.url}/{key} is encrypted and was read without keys: {why}; "
+                "pass the source's keys (CLI: --src-keys URL)"
+            )
+
+    return check
 
 
 LARGE_STREAMS = 2

@@ -270,3 +270,37 @@ def test_cp_of_an_encrypted_file_inside_a_store_says_how_to_name_it(tmp_path) ->
     copied = run("cp", "-r", vault, str(tmp_path / "vault2"), "clips/f", "--src-keys", str(keys))
     assert copied.returncode == 0, copied.stderr.decode()
     assert (tmp_path / "vault2" / "clips" / "f").read_bytes() == src.read_bytes()
+
+
+def test_cp_without_keys_copies_ciphertext_only_where_it_stays_decryptable(tmp_path) -> None:
+    """Read without keys, an encrypted object is ciphertext bound to its name: a copy to
+    the same key of another store is a replica (decrypts with the keys), a copy to another
+    key, or into an encrypting store, is refused before anything is written (mistake made on
+    purpose in a newcomer's session: it used to leave an object that failed authentication)."""
+    keys, src = tmp_path / "k.json", tmp_path / "f"
+    data = os.urandom(9 << 20)  # streamed (above the copy chunk)
+    src.write_bytes(data)
+    assert run("keys", "new", "--keys", str(keys)).returncode == 0
+    vault = str(tmp_path / "vault")
+    for key in ("big.bin", "small.bin"):
+        assert run("put", vault, key, str(src), "--keys", str(keys)).returncode == 0
+    run("put", vault, "small.bin", "-", "--keys", str(keys), input=b"tiny")
+    for key in ("big.bin", "small.bin"):
+        renamed = run("cp", f"{vault}/{key}", f"{vault}/renamed-{key}")
+        err = renamed.stderr.decode()
+        assert renamed.returncode != 0 and len(err.strip().splitlines()) == 1, err
+        assert f"{key} is encrypted and was read without keys" in err and "--src-keys" in err
+        assert "could not be decrypted" in err, err
+        again = run("cp", f"{vault}/{key}", f"{tmp_path}/enc/", "--dest-keys", str(keys))
+        assert (
+            again.returncode != 0 and "would encrypt its ciphertext again" in again.stderr.decode()
+        )
+    assert sorted(os.listdir(vault)) == ["big.bin", "small.bin"] and not (tmp_path / "enc").exists()
+    replica = str(tmp_path / "replica")
+    assert run("cp", "-r", vault, replica).returncode == 0  # same keys, ciphertext as it is
+    assert run("get", replica, "big.bin", "--keys", str(keys)).stdout == data
+    assert run("get", replica, "small.bin", "--keys", str(keys)).stdout == b"tiny"
+    assert (
+        run("cp", f"{vault}/big.bin", f"{vault}/plain.bin", "--src-keys", str(keys)).returncode == 0
+    )
+    assert (Path(vault) / "plain.bin").read_bytes() == data  # decrypted, written as plaintext

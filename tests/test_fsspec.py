@@ -4,6 +4,7 @@ local store and on the full stack (encrypted, Redis tier) over every real server
 from __future__ import annotations
 
 import datetime
+import os
 import shlex
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from dcstore.crypto import Keyring, write_key_file
 from dcstore.crypto.format import MAX_HEADER_SIZE
 from dcstore.errors import ConfigError, KeyAccessError, VersionChangedError
 from dcstore.fsspec import DcstoreFileSystem
+from dcstore.ops import COPY_CHUNK_BYTES
 from dcstore.store import open_store
 
 
@@ -284,6 +286,31 @@ def test_paths_are_keys_checked_and_errors_named(tmp_path: Path) -> None:
     fs.pipe_file("a/b/c", b"1")
     fs.rm("a/b/c")
     assert not fs.exists("a/b/c") and not fs.exists("a")
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_copy_and_move(tmp_path: Path, keys: str, encrypted: bool) -> None:
+    """fsspec's ``copy``/``mv`` (its ``cp_file``) work on one object and on a prefix;
+    an encrypted copy decrypts under its new name; the large object streams."""
+    store = str(tmp_path / "store")
+    fs = DcstoreFileSystem(store, keys=keys) if encrypted else DcstoreFileSystem(store)
+    big = os.urandom(COPY_CHUNK_BYTES + 12_345)  # above the streaming threshold
+    fs.pipe_file("src/big.bin", big)
+    fs.pipe_file("src/small.txt", b"small")
+    fs.copy("src/big.bin", "copy/big.bin")
+    assert fs.cat_file("copy/big.bin") == big and fs.cat_file("src/big.bin") == big
+    fs.mv("src", "moved", recursive=True)
+    assert fs.find("") == ["copy/big.bin", "moved/big.bin", "moved/small.txt"]
+    assert fs.cat_file("moved/big.bin") == big and fs.cat_file("moved/small.txt") == b"small"
+    if encrypted:
+        raw = (tmp_path / "store" / "moved" / "small.txt").read_bytes()
+        assert raw[:4] == b"DCSE"
+        keyless = DcstoreFileSystem(store)
+        with pytest.raises(KeyAccessError, match=r"small\.txt is encrypted"):
+            keyless.copy("moved/small.txt", "stolen.txt")  # ciphertext is never copied
+        assert not keyless.exists("stolen.txt")
+    with pytest.raises(FileNotFoundError):
+        fs.copy("nothing/here", "x")
 
 
 def test_concurrent_readers_of_an_object_being_replaced(tmp_path: Path) -> None:
