@@ -120,16 +120,16 @@ def copy_object(
         if on_bytes is not None:
             on_bytes(len(data))
         return written
-    with contextlib.closing(read_chunks(src, meta, ahead=READ_AHEAD)) as chunks:
-        first = next(chunks)
-        keyless_ciphertext(first)  # the first chunk holds the header: checked before writing
-        views = itertools.chain([first], chunks)
-        del first  # a mapped window is let go of once written, as the others
-        with dst.open_write(dst_key) as w:
-            for view in views:
-                w.write(view)
-                if on_bytes is not None:
-                    on_bytes(memoryview(view).nbytes)
+    chunks = read_chunks(src, meta, ahead=READ_AHEAD)
+    first = next(chunks)
+    keyless_ciphertext(first)  # the first chunk holds the header: checked before writing
+    views = itertools.chain([first], chunks)
+    del first  # a mapped window is let go of once written, as the others
+    with dst.open_write(dst_key) as w:
+        for view in views:
+            w.write(view)
+            if on_bytes is not None:
+                on_bytes(memoryview(view).nbytes)
     assert w.meta is not None
     return w.meta
 
