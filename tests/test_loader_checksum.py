@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dcstore.errors import IntegrityError, KeyAccessError
-from dcstore.loaders import ShardedDataset, ShardedMapDataset, ShardWriter, load_manifest
+from dcstore.loaders import ShardedDataset, ShardedMapDataset, ShardWriter, load_manifest, reader
 from dcstore.loaders.verify import verify_shard
 from dcstore.store import open_store
 
@@ -145,3 +145,39 @@ def test_encrypted_data_without_keys_is_a_key_error(tmp_path: Path) -> None:
     verify = run("verify", url)
     assert verify.returncode == 4 and "is encrypted" in verify.stderr
     assert run("verify", url, "--keys", str(kek)).returncode == 0
+
+
+@pytest.mark.parametrize("zero_copy", [False, True])
+def test_encrypted_samples_are_checked_once_by_the_cipher(
+    tmp_path: Path, monkeypatch, zero_copy: bool
+) -> None:
+    """AES-GCM authenticates every byte of a window before the reader sees it, so the
+    manifest's checksums are not computed again (the same dataset in plaintext is); a
+    flipped ciphertext byte still fails the read, naming the shard."""
+    kek = tmp_path / "kek.json"
+    assert run("keys", "new", "--keys", str(kek)).returncode == 0
+    plain, enc = f"file://{tmp_path / 'plain'}", f"file://{tmp_path / 'enc'}"
+    write_dataset(plain)
+    write_dataset(enc, keys=f"file://{kek}")
+    assert open_store(enc, keys=f"file://{kek}").authenticates_reads
+    assert not open_store(plain).authenticates_reads
+    calls = []
+    real = reader.sample_checksum
+    monkeypatch.setattr(reader, "sample_checksum", lambda b: calls.append(1) or real(b))
+    expected = [bytes([i % 251]) * (700 + 13 * i) for i in range(N)]
+    for url, keys, checksums in ((plain, None, N), (enc, f"file://{kek}", 0)):
+        calls.clear()
+        ds = ShardedDataset(url, keys=keys, zero_copy=zero_copy)
+        assert [bytes(s["bin"]) for s in ds] == expected
+        assert len(calls) == checksums
+        mapped = ShardedMapDataset(url, keys=keys)
+        assert bytes(mapped[VICTIM]["bin"]) == expected[VICTIM]
+    manifest = load_manifest(open_store(enc, keys=f"file://{kek}"))
+    shard, local = manifest.locate(VICTIM)
+    path = tmp_path / "enc" / manifest.shards[shard].key
+    data, stat = bytearray(path.read_bytes()), path.stat()
+    data[int(manifest.shards[shard].offsets[local]) + 512 + 100] ^= 0x01
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # bit rot: same version
+    with pytest.raises(IntegrityError, match="failed authentication"):
+        list(ShardedDataset(enc, keys=f"file://{kek}", zero_copy=zero_copy))

@@ -47,7 +47,8 @@ Guarantees
 Declared capabilities (defaults here; every :class:`Wrapper` forwards them to the
 backend it wraps, so stacking one more wrapper never switches them off):
 ``read_alignment`` (the byte granularity reads should align to: an encrypted store's
-segment size), ``encryption_key_id`` (the key new objects are encrypted under) and
+segment size), ``encryption_key_id`` (the key new objects are encrypted under),
+``authenticates_reads`` (every byte read was authenticated: AES-GCM) and
 ``sweep(older_than=)`` (reclaim what abandoned writes left behind).
 """
 
@@ -197,6 +198,12 @@ class Backend(abc.ABC):
         """The id of the key new objects are encrypted under; None: stored as given."""
         return None
 
+    @property
+    def authenticates_reads(self) -> bool:
+        """Whether every byte a read returns was authenticated on the way (AES-GCM): a
+        reader's own checksums of those bytes would check nothing more."""
+        return False
+
     def sweep(self, older_than: float | None = None) -> int | None:
         """Reclaim the data of writes abandoned more than ``older_than`` seconds ago (the
         backend's own default when None); return how many writes were reclaimed, or None
@@ -238,7 +245,7 @@ def check_version(url: str, key: str, expected: str | None, actual: str) -> None
 class Wrapper(Backend):
     """A backend in front of another one (``inner``): retries, cache, encryption,
     instrumentation. Forwards the declared capabilities; a wrapper that changes one
-    (encryption sets the alignment and the key id) overrides it."""
+    (encryption sets the alignment, the key id and authenticated reads) overrides it."""
 
     inner: Backend
 
@@ -249,6 +256,10 @@ class Wrapper(Backend):
     @property
     def encryption_key_id(self) -> str | None:
         return self.inner.encryption_key_id
+
+    @property
+    def authenticates_reads(self) -> bool:
+        return self.inner.authenticates_reads
 
     def sweep(self, older_than: float | None = None) -> int | None:
         return self.inner.sweep(older_than)

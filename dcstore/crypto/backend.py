@@ -156,6 +156,11 @@ class EncryptedBackend(Wrapper):
         """The primary key of the current keyring (reloaded if the key file changed)."""
         return str(self.current_keyring().primary)
 
+    @property
+    def authenticates_reads(self) -> bool:
+        """Reads return plaintext only from segments that authenticated (see above)."""
+        return True
+
     def current_keyring(self, *, unversioned: bool = False) -> Keyring:
         """The keyring, first reloaded if the key source's :meth:`~KeySource.version`
         changed since it was loaded; with ``unversioned``, also reloaded when the

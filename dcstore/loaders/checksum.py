@@ -3,8 +3,10 @@
 Each sample's checksum covers its whole tar record in the shard (headers,
 payloads and padding: manifest bytes ``[offset, offset + length)``), so a
 flipped byte anywhere in a sample is caught when the sample is read.
-Encrypted datasets are authenticated by AES-GCM as well; the checksum is
-recorded for them too and checked after decryption.
+Encrypted datasets record it too, but their samples are checked by AES-GCM
+instead: every byte a reader gets from an encrypted store was authenticated
+on the way, so the checksum would check nothing more (``dcstore verify`` of a
+decrypted copy still can).
 
 XXH3-64 runs at memory speed (see ``docs/samples.md`` for the measured cost
 per 100 KiB sample); it detects accidental corruption, not tampering.

@@ -22,7 +22,10 @@ Guarantees:
 * Each sample is checked against its checksum in the manifest, when the
   manifest has one, unless ``SampleOptions(verify=False)``: a mismatch raises
   :class:`IntegrityError` naming the shard and the sample, or, with a
-  :class:`SkipPolicy`, skips that one sample (counted and logged).
+  :class:`SkipPolicy`, skips that one sample (counted and logged). A store that
+  authenticates its reads (``Backend.authenticates_reads``: encrypted, AES-GCM)
+  has already checked every byte of a window more strongly than a checksum can
+  when it hands the window over, so its samples are checked once, by the cipher.
 * Prefetch threads only fetch (read, map or decrypt) windows ahead of the
   consumer; the consumer parses each sample when its turn comes
   (:class:`WindowSamples`) and joins the samples that straddle two windows.
@@ -55,6 +58,7 @@ from dcstore.loaders.manifest import Manifest
 from dcstore.loaders.plan import WorkerPlan
 from dcstore.loaders.prefetch import Prefetcher
 from dcstore.loaders.resumable import Progress
+from dcstore.loaders.shardinfo import ShardInfo
 from dcstore.loaders.tario import (
     SampleSpan,
     group_samples,
@@ -156,6 +160,17 @@ def _straddles(manifest: Manifest, win: Window) -> bool:
     return win.first <= win.last and int(manifest.shards[win.shard].offsets[win.first]) < win.start
 
 
+def _checksums(
+    store: Backend, info: ShardInfo, options: SampleOptions, first: int, stop: int
+) -> list[int] | None:
+    """The manifest's checksums of samples ``[first, stop)`` of a shard, or None when
+    they are not to be checked: turned off, none recorded, or the store authenticated
+    every byte it read (AES-GCM; see the module docstring)."""
+    if not options.verify or info.checksums is None or store.authenticates_reads:
+        return None
+    return info.checksums[first:stop].tolist()  # type: ignore[no-any-return]
+
+
 def _samples(
     store: Backend, manifest: Manifest, shard: int, first: int,
     view: memoryview, spans: list[SampleSpan], base: int, options: SampleOptions,
@@ -165,9 +180,7 @@ def _samples(
     info = manifest.shards[shard]
     url = f"{store.url}/{info.key}"
     index = int(manifest.starts[shard]) + first
-    sums = None
-    if options.verify and info.checksums is not None:
-        sums = info.checksums[first : first + len(spans)].tolist()
+    sums = _checksums(store, info, options, first, first + len(spans))
     zero_copy = options.zero_copy
     out: list[Sample | CorruptSample] = []
     for i, span in enumerate(spans):
@@ -188,7 +201,9 @@ class WindowSamples:
     """The samples wholly inside one fetched window, each parsed and checked when
     :meth:`sample` is called (so a consumer pays for a sample when it hands it out)."""
 
-    __slots__ = ("index0", "key", "lengths", "offsets", "shard", "start", "sums", "url", "view")
+    __slots__ = (
+        "checked", "index0", "key", "lengths", "offsets", "shard", "start", "sums", "url", "view",
+    )  # fmt: skip
 
     def __init__(
         self, store: Backend, manifest: Manifest, win: Window, view: memoryview, first: int,
@@ -200,9 +215,10 @@ class WindowSamples:
         self.index0 = int(manifest.starts[win.shard]) + first
         self.offsets: list[int] = info.offsets[first : win.last + 1].tolist()
         self.lengths: list[int] = info.lengths[first : win.last + 1].tolist()
-        self.sums: list[int] | None = None
-        if options.verify and info.checksums is not None:
-            self.sums = info.checksums[first : win.last + 1].tolist()
+        self.sums = _checksums(store, info, options, first, win.last + 1)
+        self.checked = self.sums is not None or store.authenticates_reads
+        """Whether a record's bytes are checked as a whole (its tar headers' own
+        checksums then need no second look)."""
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -217,7 +233,7 @@ class WindowSamples:
         sums = self.sums
         if sums is not None and sample_checksum(record) != sums[k]:
             return mismatch(self.url, self._span(record, lo, hi).key, index)
-        sample = record_sample(record, zero_copy=zero_copy, checked=sums is not None)
+        sample = record_sample(record, zero_copy=zero_copy, checked=self.checked)
         if sample is None:  # not plain ustar members of one key: the general parser
             sample = sample_dict(record, self._span(record, lo, hi), lo, zero_copy=zero_copy)
         sample["__index__"] = index
