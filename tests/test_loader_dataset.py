@@ -275,6 +275,20 @@ def test_windows_are_aligned_and_cover_each_sample_once(dataset_url) -> None:
             assert w.group_start or w.start % limit == 0
 
 
+def test_sorted_unique_is_numpys_unique() -> None:
+    import numpy as np
+
+    from dcstore.loaders.reader import sorted_unique
+
+    rng = np.random.default_rng(0)
+    for values in (
+        np.array([], dtype=np.int64), np.array([7]), rng.permutation(20_000),
+        rng.integers(0, 50, 1_000), np.concatenate([rng.permutation(640), [3, 3]]),
+    ):  # fmt: skip
+        got = sorted_unique(values)
+        assert got.dtype == values.dtype and np.array_equal(got, np.unique(values))
+
+
 def test_map_style_with_a_random_sampler(dataset_url) -> None:
     from dcstore.loaders import ShardedMapDataset
 

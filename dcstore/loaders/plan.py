@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import overload
 
 import numpy as np
-import numpy.ma  # np.unique imports it on first use; imported here, where the dataset is opened,
+import numpy.ma  # np.isin imports it on first use; imported here, where the dataset is opened,
 import numpy.random  # not in each DataLoader worker at its first batch
 
 Layer = tuple[int, tuple[int, ...]]
