@@ -280,22 +280,35 @@ def prepare(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
                 for i in range(n):
                     w.write({"__key__": f"s{i:08d}", "bin": payload(i, kib)})
             print(f"wrote {where.name} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    threads = args.prefetch_threads
     factories: dict[str, Callable[[], Any]] = {
-        "dcstore": lambda: ShardedDataset(f"file://{plain}", shuffle=args.shuffle, seed=0),
+        "dcstore": lambda: ShardedDataset(
+            f"file://{plain}", shuffle=args.shuffle, seed=0, prefetch_threads=threads
+        ),
         "dcstore-pread": lambda: ShardedDataset(
-            PreadOnly(LocalBackend(str(plain))), shuffle=args.shuffle, seed=0
+            PreadOnly(LocalBackend(str(plain))),
+            shuffle=args.shuffle,
+            seed=0,
+            prefetch_threads=threads,
         ),
         "dcstore-encrypted": lambda: ShardedDataset(
-            f"file://{enc}", keys=keys, shuffle=args.shuffle, seed=0
+            f"file://{enc}", keys=keys, shuffle=args.shuffle, seed=0, prefetch_threads=threads
         ),
     }
 
     def ring(where: Path, k: str | None) -> RingLoader:
-        ds = ShardedDataset(f"file://{where}", keys=k, shuffle=args.shuffle, seed=0, zero_copy=True)
+        ds = ShardedDataset(
+            f"file://{where}",
+            keys=k,
+            shuffle=args.shuffle,
+            seed=0,
+            prefetch_threads=threads,
+            zero_copy=True,
+        )
         return RingLoader(ds.map(ring_fields), args.batch, num_workers=args.workers)
 
     factories["dcstore-zero-copy"] = lambda: ShardedDataset(
-        f"file://{plain}", shuffle=args.shuffle, seed=0, zero_copy=True
+        f"file://{plain}", shuffle=args.shuffle, seed=0, prefetch_threads=threads, zero_copy=True
     )
     factories["dcstore-ring"] = lambda: ring(plain, None)
     factories["dcstore-ring-encrypted"] = lambda: ring(enc, keys)
@@ -583,6 +596,8 @@ def main() -> int:
     p.add_argument("--no-shuffle", dest="shuffle", action="store_false",
                    help="read in storage order (every loader); default: shuffle all")  # fmt: skip
     p.add_argument("--cpu-step", action="store_true", help="sleep for the step even with CUDA")
+    p.add_argument("--prefetch-threads", type=int, default=None,
+                   help="ShardedDataset's prefetch_threads (default: its own choice)")  # fmt: skip
     args = p.parse_args()
     args.root = str(Path(args.root).resolve())
     Path(args.root).mkdir(parents=True, exist_ok=True)

@@ -360,3 +360,23 @@ def test_a_store_that_does_not_map_reads_shuffled_blocks_exactly_once(
         Unmapped(root), shuffle=True, seed=6, window=200, window_bytes=4 << 20
     ).map(index_of)
     assert list(again) == got  # the order does not depend on how windows are fetched
+
+
+def test_prefetch_threads_follow_the_spare_cores(monkeypatch) -> None:
+    """Unless told, a worker of a local store fetches on one thread when the workers take
+    every core, on two otherwise; a store across a network keeps two."""
+    import types
+
+    from dcstore.backends.memory import MemoryBackend
+    from dcstore.loaders import dataset as module
+
+    local = types.SimpleNamespace(url="file:///data/ds")
+    remote = MemoryBackend("memory://threads")
+    monkeypatch.setattr(module.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    monkeypatch.setattr(module, "get_worker_info", lambda: None)
+    assert module.auto_prefetch_threads(local) == 2  # no workers: a core to spare
+    for workers, expected in ((1, 2), (2, 1), (4, 1)):
+        info = types.SimpleNamespace(num_workers=workers)
+        monkeypatch.setattr(module, "get_worker_info", lambda info=info: info)
+        assert module.auto_prefetch_threads(local) == expected
+        assert module.auto_prefetch_threads(remote) == 2
