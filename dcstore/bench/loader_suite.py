@@ -46,7 +46,8 @@ class LoaderConfig:
     duration: float | None = 10.0
     """Stop a case after this many seconds (None: a whole epoch)."""
     batches: int | None = None
-    prefetch_threads: int = 2
+    prefetch_threads: int | None = None
+    """None: ``ShardedDataset``'s own choice (``auto_prefetch_threads``)."""
     prefetch_bytes: int = 128 * 1024**2
     shuffle: bool = True
     seed: int = 0

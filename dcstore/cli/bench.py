@@ -130,7 +130,10 @@ def register(subparsers: Any) -> None:
     end = loader.add_mutually_exclusive_group()
     end.add_argument("--duration", default="10s", help="time per case ('0': whole epoch)")
     end.add_argument("--batches", type=int, help="batches per case instead of a duration")
-    loader.add_argument("--prefetch-threads", type=int, default=2, help="per worker")
+    loader.add_argument(
+        "--prefetch-threads", type=int, default=None,
+        help="per worker (default: the dataset's choice, 1 or 2 by spare cores)",
+    )  # fmt: skip
     loader.add_argument("--prefetch-bytes", default="128MiB", help="read-ahead per worker")
     loader.add_argument("--no-shuffle", action="store_true", help="read in stored order")
     loader.add_argument("--seed", type=int, default=0, help="shuffle and data seed")
