@@ -363,20 +363,21 @@ def test_a_store_that_does_not_map_reads_shuffled_blocks_exactly_once(
 
 
 def test_prefetch_threads_follow_the_spare_cores(monkeypatch) -> None:
-    """Unless told, a worker of a local store fetches on one thread when the workers take
-    every core, on two otherwise; a store across a network keeps two."""
+    """Unless told: a local plaintext store fetches on one thread; a local encrypted one
+    on two while the process has a core to spare beyond its workers, else one; a store
+    across a network on two."""
     import types
 
     from dcstore.backends.memory import MemoryBackend
     from dcstore.loaders import dataset as module
 
-    local = types.SimpleNamespace(url="file:///data/ds")
+    plain = types.SimpleNamespace(url="file:///data/ds", authenticates_reads=False)
+    encrypted = types.SimpleNamespace(url="file:///data/ds", authenticates_reads=True)
     remote = MemoryBackend("memory://threads")
     monkeypatch.setattr(module.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
-    monkeypatch.setattr(module, "get_worker_info", lambda: None)
-    assert module.auto_prefetch_threads(local) == 2  # no workers: a core to spare
-    for workers, expected in ((1, 2), (2, 1), (4, 1)):
-        info = types.SimpleNamespace(num_workers=workers)
+    for workers, spare in ((None, True), (1, True), (2, False), (4, False)):
+        info = None if workers is None else types.SimpleNamespace(num_workers=workers)
         monkeypatch.setattr(module, "get_worker_info", lambda info=info: info)
-        assert module.auto_prefetch_threads(local) == expected
+        assert module.auto_prefetch_threads(plain) == 1
+        assert module.auto_prefetch_threads(encrypted) == (2 if spare else 1)
         assert module.auto_prefetch_threads(remote) == 2

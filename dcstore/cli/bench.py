@@ -132,7 +132,7 @@ def register(subparsers: Any) -> None:
     end.add_argument("--batches", type=int, help="batches per case instead of a duration")
     loader.add_argument(
         "--prefetch-threads", type=int, default=None,
-        help="per worker (default: the dataset's choice, 1 or 2 by spare cores)",
+        help="per worker (default: the dataset's choice, auto_prefetch_threads)",
     )  # fmt: skip
     loader.add_argument("--prefetch-bytes", default="128MiB", help="read-ahead per worker")
     loader.add_argument("--no-shuffle", action="store_true", help="read in stored order")

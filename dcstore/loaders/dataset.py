@@ -58,20 +58,22 @@ from dcstore.store import CacheSpec, KeySpec
 
 
 def auto_prefetch_threads(store: Backend) -> int:
-    """Threads a reader fetches on unless told: 2, so that one window is mapped, decrypted
-    or waited for while the next is; 1 for a store of local files when this process has no
-    core to spare (``DataLoader`` workers as many as the cores it may run on), where a
-    second thread only contends with the worker itself. Measured on 2 cores, 2 workers,
-    100 KiB samples (samples/s, 1 thread against 2): count-only 20.1-21.5k against
-    18.9-19.9k plaintext, 16.0-17.5k against 13.8-15.1k encrypted; through ``RingLoader``
-    24.6-26.7k against 22.2-26.7k plaintext, 20.0-20.7k against 12.5-19.3k encrypted; with
-    no workers (a core to spare) 2 threads stay ahead encrypted (17.0-18.6k against
-    14.6-15.3k). Stores across a network keep 2: their fetches mostly wait."""
+    """Threads a reader fetches on unless told. A store across a network: 2, so one window
+    is waited for while the next is. A store of local files: 1, since mapping a window is
+    quick and a second thread only contends with the consumer; 2 only to decrypt (an
+    encrypted store) when this process has a core to spare beyond the ``DataLoader``'s
+    workers (no workers on 2 cores), so a window is decrypted while the last is parsed.
+    Measured with ``bench/loaders_compare.py`` on 2 cores, 100 KiB samples, samples/s,
+    alternated (``bench/results/loaders.md``): 2 workers, 1 thread against 2: count-only
+    16.8-18.0k against 15.0-16.2k, encrypted 14.2-14.8k against 11.9-13.4k, RingLoader
+    22.4-22.8k against 20.5-21.5k; no workers, plaintext 22.2-22.7k against 20.3-21.3k,
+    encrypted 14.6-15.3k against 16.4-18.1k."""
+    if not store.url.startswith("file:"):
+        return 2
     info = get_worker_info()
     busy = info.num_workers if info is not None else 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    local = store.url.startswith("file:")
-    return 1 if local and (cores or 1) <= busy else 2
+    return 2 if store.authenticates_reads and (cores or 1) > busy else 1
 
 
 class ShardedDataset(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
