@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from dcstore.backends.base import Backend, Buffer, ObjectMeta
-from dcstore.crypto.format import MAX_HEADER_SIZE, is_encrypted_object
-from dcstore.errors import KeyAccessError, NotFoundError
+from dcstore.crypto.format import refuse_ciphertext
+from dcstore.errors import NotFoundError
 
 
 def exists(backend: Backend, key: str) -> bool:
@@ -112,17 +112,19 @@ def copy_object(
     ``on_bytes(n)`` reports progress."""
     meta = meta or src.head(key)
     dst_key = dst_key or key
-    keyless_ciphertext = _ciphertext_check(src, dst, key, dst_key)
+    refusal = _keyless_copy_refusal(src, dst, key, dst_key)
     if not _is_large(meta):
         data = src.get(key, version=meta.version)
-        keyless_ciphertext(data)
+        if refusal:
+            refuse_ciphertext(data, f"{src.url}/{key}", refusal)
         written = dst.put(dst_key, data)
         if on_bytes is not None:
             on_bytes(len(data))
         return written
     chunks = read_chunks(src, meta, ahead=READ_AHEAD)
     first = next(chunks)
-    keyless_ciphertext(first)  # the first chunk holds the header: checked before writing
+    if refusal:  # the first chunk holds the header: checked before anything is written
+        refuse_ciphertext(first, f"{src.url}/{key}", refusal)
     views = itertools.chain([first], chunks)
     del first  # a mapped window is let go of once written, as the others
     with dst.open_write(dst_key) as w:
@@ -134,35 +136,21 @@ def copy_object(
     return w.meta
 
 
-def _nothing(_: Buffer) -> None:
-    return None
-
-
-def _ciphertext_check(
-    src: Backend, dst: Backend, key: str, dst_key: str
-) -> Callable[[Buffer], None]:
-    """What :func:`copy_object` runs on the first bytes it reads: a source read without keys
-    may hold ciphertext, which is copied as it is only to the same key of a store that does
-    not encrypt (a replica). Under another key it could never be decrypted (the format binds
-    the object's name), and an encrypting store would encrypt it again: both are refused
-    with :class:`KeyAccessError` before anything is written."""
+def _keyless_copy_refusal(src: Backend, dst: Backend, key: str, dst_key: str) -> str:
+    """Why :func:`copy_object` must refuse to copy ``key`` if it turns out to be ciphertext
+    (read without keys), or "" when ciphertext may be copied as it is: only to the same key
+    of a store that does not encrypt (a replica). Under another key it could never be
+    decrypted (the format binds the object's name), and an encrypting store would encrypt
+    it again; both are refused with :class:`KeyAccessError` before anything is written."""
     if src.encryption_key_id is not None:
-        return _nothing
+        return ""
     if dst_key != key:
         why = f"copied to {dst_key!r} it could not be decrypted (its encryption binds its name)"
     elif dst.encryption_key_id is not None:
         why = f"{dst.url} would encrypt its ciphertext again"
     else:
-        return _nothing
-
-    def check(first: Buffer) -> None:
-        if is_encrypted_object(memoryview(first)[:MAX_HEADER_SIZE]):
-            raise KeyAccessError(
-                f"{src.url}/{key} is encrypted and was read without keys: {why}; "
-                "pass the source's keys (CLI: --src-keys URL)"
-            )
-
-    return check
+        return ""
+    return f" and was read without keys: {why}; pass the source's keys (CLI: --src-keys URL)"
 
 
 LARGE_STREAMS = 2

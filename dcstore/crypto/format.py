@@ -234,10 +234,13 @@ def is_encrypted_object(data: bytes | memoryview) -> bool:
     return True
 
 
-def refuse_ciphertext(data: bytes | memoryview, what: str) -> None:
-    """Raise :class:`KeyAccessError` if ``data`` (read without keys) is an encrypted object."""
-    if is_encrypted_object(data):
-        raise KeyAccessError(f"{what} is encrypted: pass keys=... (CLI: --keys URL)")
+def refuse_ciphertext(
+    data: bytes | bytearray | memoryview, what: str, why: str = ": pass keys=... (CLI: --keys URL)"
+) -> None:
+    """Raise :class:`KeyAccessError` (``"{what} is encrypted{why}"``) if ``data``, read
+    without keys, is an encrypted object (its header: at most ``MAX_HEADER_SIZE`` bytes)."""
+    if is_encrypted_object(memoryview(data)[:MAX_HEADER_SIZE]):
+        raise KeyAccessError(f"{what} is encrypted{why}")
 
 
 def segment_nonce(nonce_prefix: bytes, index: int, last: bool) -> bytes:
