@@ -66,6 +66,7 @@ from typing import Any
 from fsspec.caching import BaseCache, register_cache
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
+from dcstore import pyarrow_teardown
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, ObjectWriter
 from dcstore.backends.keys import validate_key
 from dcstore.crypto.format import MAX_HEADER_SIZE, refuse_ciphertext
@@ -459,11 +460,12 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
     def read_buffer(self, length: int = -1) -> Any:
         """``read`` without the copy into ``bytes``: a buffer (a view of the page cache
         or of held segments where it can be). pyarrow's ``PythonFile`` reads through
-        this when a file has it."""
-        return super().read(length)
+        this when a file has it (see :mod:`dcstore.pyarrow_teardown` for why the
+        buffer is watched)."""
+        return pyarrow_teardown.track(memoryview(super().read(length)))
 
     def read(self, length: int = -1) -> bytes:
-        out = self.read_buffer(length)
+        out = super().read(length)
         return out if isinstance(out, bytes) else bytes(out)
 
     def _initiate_upload(self) -> None:
