@@ -9,6 +9,7 @@ a ctypes view (heap corruption, SIGSEGV). The worker runs under glibc's heap che
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 WORKER = Path(__file__).with_name("crypto_interrupt_worker.py")
+HANG_S = 150
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -27,14 +29,17 @@ def test_random_interrupts_of_threaded_reads_under_a_memory_checker(seed: int) -
         "PYTHONMALLOC": "malloc_debug",
         "PYTHONFAULTHANDLER": "1",
     }
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, str(WORKER), str(seed), "150"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    assert proc.stdout.startswith("ok "), proc.stdout
-    counts = dict(part.split("=") for part in proc.stdout.split()[1:])
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=HANG_S)
+    except subprocess.TimeoutExpired:  # hung: faulthandler dumps every thread on SIGABRT
+        proc.send_signal(signal.SIGABRT)
+        out, err = proc.communicate()
+        pytest.fail(f"the worker hung for {HANG_S} s (8 s usually); its threads:\n{err[-8000:]}")
+    assert proc.returncode == 0, out + err[-3000:]
+    assert out.startswith("ok "), out
+    counts = dict(part.split("=") for part in out.split()[1:])
     assert int(counts["interrupted"]) > 0
