@@ -123,7 +123,8 @@ def test_ls_lists_around_a_damaged_header(tmp_path) -> None:
         errors = listed.stderr.decode().strip().splitlines()
         assert errors == [
             f"dcstore: error: file://{store}: object 'b': not a dcstore "
-            "encrypted object (bad magic)"
+            "encrypted object (bad magic): damaged, or written without keys (plaintext: "
+            "open the store without keys to read it)"
         ]
         out = listed.stdout.decode()
         if extra:

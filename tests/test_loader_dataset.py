@@ -260,6 +260,14 @@ def test_encrypted_dataset_round_trip(tmp_path) -> None:
         ShardedMapDataset(url)
 
 
+def test_a_plaintext_dataset_opened_with_keys_says_how_to_read_it(dataset_url, tmp_path) -> None:
+    from dcstore.crypto import Keyring, write_key_file
+
+    write_key_file(tmp_path / "kek.json", Keyring.generate())
+    with pytest.raises(IntegrityError, match=r"manifest.parquet.*open the store without keys"):
+        ShardedDataset(dataset_url, keys=f"file://{tmp_path / 'kek.json'}")
+
+
 def test_windows_are_aligned_and_cover_each_sample_once(dataset_url) -> None:
     import numpy as np
 

@@ -183,7 +183,10 @@ def parse_header(data: bytes | memoryview, what: str) -> Header:
     if len(mv) < 20:
         raise too_short
     if bytes(mv[0:4]) != MAGIC:
-        raise IntegrityError(f"{what}: not a dcstore encrypted object (bad magic)")
+        raise IntegrityError(
+            f"{what}: not a dcstore encrypted object (bad magic): damaged, or written "
+            "without keys (plaintext: open the store without keys to read it)"
+        )
     if mv[4] not in (VERSION, PUBLIC_KEY_VERSION):
         raise IntegrityError(f"{what}: unsupported encrypted format version {mv[4]}")
     kid_len = mv[5]
