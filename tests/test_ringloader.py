@@ -106,6 +106,27 @@ def test_collates_like_default_collate() -> None:
     assert torch.equal(batch["t"][1], expected["t"][1])
 
 
+def test_byte_strings_of_several_fields_arrive_intact_through_growing_slots() -> None:
+    rng = random.Random(5)
+    samples = [
+        {"a": rng.randbytes(rng.randrange(5000)), "b": bytearray(rng.randbytes(rng.randrange(300))),
+         "t": (memoryview(rng.randbytes(rng.randrange(2000))), i)}
+        for i in range(40)
+    ]  # fmt: skip
+
+    class Fixed(IterableDataset):
+        def __iter__(self):
+            return iter(samples)
+
+    loader = RingLoader(Fixed(), batch_size=16, slot_bytes=4096)  # every batch outgrows it
+    got = [s for batch in loader for s in zip(batch["a"], batch["b"], *batch["t"], strict=True)]
+    assert len(got) == len(samples)
+    for (a, b, t, i), sample in zip(got, samples, strict=True):
+        assert bytes(a.numpy()) == sample["a"] and bytes(b.numpy()) == sample["b"]
+        assert bytes(t.numpy()) == bytes(sample["t"][0]) and int(i) == sample["t"][1]
+    assert loader.stats["buffers"] >= 2
+
+
 def test_unequal_tensors_fail_as_default_collate_does() -> None:
     class Ragged(IterableDataset):
         def __iter__(self):
