@@ -109,6 +109,21 @@ def test_encrypted_round_trip_with_key_file(tmp_path) -> None:
     assert done.stdout == b"secret sample"
 
 
+def test_a_plaintext_object_read_with_keys_says_to_read_it_without(tmp_path) -> None:
+    kek = tmp_path / "kek.json"
+    assert run("keys", "new", "--keys", str(kek)).returncode == 0
+    store = str(tmp_path / "plain")
+    for name, data in (("short", b"hello\n"), ("long", b"x" * 100)):
+        assert run("put", store, name, "-", input=data).returncode == 0
+        got = run("get", store, name, "--keys", str(kek))
+        assert got.returncode == 6 and got.stdout == b""
+        assert (
+            got.stderr.decode()
+            .strip()
+            .endswith("written without keys (plaintext: open the store without keys to read it)")
+        )
+
+
 def test_ls_lists_around_a_damaged_header(tmp_path) -> None:
     kek = tmp_path / "kek.json"
     assert run("keys", "new", "--keys", str(kek)).returncode == 0

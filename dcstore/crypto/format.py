@@ -169,6 +169,12 @@ def header_size_hint(prefix: bytes | memoryview) -> int:
     return V2_FIXED_HEADER_SIZE + prefix[5] + wrapped
 
 
+NOT_ENCRYPTED = (
+    "damaged, or written without keys (plaintext: open the store without keys to read it)"
+)
+"""What an object that does not start like an encrypted one may be."""
+
+
 def parse_header(data: bytes | memoryview, what: str) -> Header:
     """Parse and check the header at the start of ``data``.
 
@@ -181,12 +187,9 @@ def parse_header(data: bytes | memoryview, what: str) -> Header:
     mv = memoryview(data)
     too_short = IntegrityError(f"{what}: too short to be an encrypted object ({len(mv)} bytes)")
     if len(mv) < 20:
-        raise too_short
+        raise IntegrityError(f"{too_short}: {NOT_ENCRYPTED}")
     if bytes(mv[0:4]) != MAGIC:
-        raise IntegrityError(
-            f"{what}: not a dcstore encrypted object (bad magic): damaged, or written "
-            "without keys (plaintext: open the store without keys to read it)"
-        )
+        raise IntegrityError(f"{what}: not a dcstore encrypted object (bad magic): {NOT_ENCRYPTED}")
     if mv[4] not in (VERSION, PUBLIC_KEY_VERSION):
         raise IntegrityError(f"{what}: unsupported encrypted format version {mv[4]}")
     kid_len = mv[5]
