@@ -185,7 +185,7 @@ def parse_header(data: bytes | memoryview, what: str) -> Header:
     by unwrapping the data key and the segment tags.
     """
     mv = memoryview(data)
-    too_short = IntegrityError(f"{what}: too short to be an encrypted object ({len(mv)} bytes)")
+    too_short = f"{what}: too short to be an encrypted object ({len(mv)} bytes)"
     if len(mv) < 20:
         raise IntegrityError(f"{too_short}: {NOT_ENCRYPTED}")
     if bytes(mv[0:4]) != MAGIC:
@@ -207,7 +207,7 @@ def parse_header(data: bytes | memoryview, what: str) -> Header:
             raise IntegrityError(f"{what}: corrupt header (bad wrapped key length)")
         size = V2_FIXED_HEADER_SIZE + kid_len + wrapped_size
     if len(mv) < size:
-        raise too_short
+        raise IntegrityError(too_short)
     crc_at = size - _CRC_SIZE
     if zlib.crc32(mv[:crc_at]) != int.from_bytes(mv[crc_at:size], "big"):
         raise IntegrityError(f"{what}: corrupt header (checksum mismatch)")
