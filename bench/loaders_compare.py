@@ -14,8 +14,10 @@ mapped shard instead of ``bytes``). ``dcstore-pread`` is ShardedDataset over a l
 that does not map its files
 (``pread`` into window buffers, as before ``Backend.map_range``). ``dcstore-ring`` (and
 ``-encrypted``) is ShardedDataset (``zero_copy=True``) through ``RingLoader`` instead of
-``DataLoader``: each worker collates payloads straight into reusable shared-memory slots
-and the main process receives a slot number (``tensor`` variant only). ``ring-floor`` is
+``DataLoader``: each worker collates its batches straight into reusable shared-memory
+slots and the main process receives a slot number (``tensor``: the payloads; ``touch``: the
+same reads as the collate's, per sample, their counts collated into the slot, so the main
+process gets the same small tensor without a new shared-memory segment per batch). ``ring-floor`` is
 the ceiling of that transport with no format at all: worker processes ``os.preadv`` the
 payloads by manifest offsets straight into pre-faulted shared-memory slots, slot numbers
 go through queues, the main process reads one byte per page and returns the slot.
@@ -37,7 +39,8 @@ The ``pread`` floor reads the same payload bytes with one ``os.pread`` per
 sample from the plaintext tar files (one flat file per shard) by the
 manifest's offsets. webdataset reads the plaintext ShardedDataset shards
 (they are webdataset tars). Peak RSS and PSS are summed over the main
-process and its workers (psutil, sampled every 100 ms).
+process and its workers (psutil, sampled every 100 ms); PSS in one more epoch per loader
+after the timed ones, since reading it slows the loaders (see ``MemorySampler``).
 
 Then, for ShardedDataset: time to first batch (manifest load + worker start +
 first batch) and data-wait % with a fixed synthetic step (default 20 ms).
@@ -75,8 +78,18 @@ from dcstore.retry import RetryingBackend
 
 POOL = np.random.default_rng(1234).integers(0, 256, 16 << 20, dtype=np.uint8).tobytes()
 PAGE = 4096
-RING_ONLY = ("dcstore-ring", "dcstore-ring-encrypted", "ring-floor")
-TENSOR_ONLY = (*RING_ONLY, "litdata-pf4")
+RINGS = ("dcstore-ring", "dcstore-ring-encrypted")
+TENSOR_ONLY = ("ring-floor", "litdata-pf4")
+COUNT_SKIPS = RINGS
+"""``count`` differs from ``touch`` only by the DataLoader's tensor hand-off, which a
+RingLoader does not make: its ``touch`` rows stand for both."""
+
+
+def runs(name: str, variant: str) -> bool:
+    """Whether loader ``name`` is measured in ``variant``."""
+    if variant == "count":
+        return name not in (*TENSOR_ONLY, *COUNT_SKIPS)
+    return variant == "tensor" or name not in TENSOR_ONLY
 
 
 def payload_size(i: int, mean_kib: int) -> int:
@@ -140,6 +153,15 @@ def ring_fields(sample: dict[str, Any]) -> dict[str, Any]:
     return {"bin": sample["bin"]}
 
 
+def ring_counts(sample: dict[str, Any]) -> dict[str, int]:
+    """``collate_count``'s reads of one sample, for RingLoader to collate into its slot."""
+    a = np.frombuffer(_field(sample), dtype=np.uint8)
+    return {"pages": int(a[::PAGE].sum()), "bytes": a.size}
+
+
+RING_MAPS = {"touch": ring_counts, "tensor": ring_fields}
+
+
 def consume_ring(batch: dict[str, Any]) -> tuple[int, int]:
     """A RingLoader batch: its payloads are views packed back to back in one slot; read
     one byte per page of that span, as ``consume`` does of the ``tensor`` variant's tensor."""
@@ -155,6 +177,8 @@ def consume_ring(batch: dict[str, Any]) -> tuple[int, int]:
 
 def consume(batch: Any, variant: str) -> tuple[int, int]:
     """(samples, payload bytes) of a batch; the tensor variant reads it in the main process."""
+    if isinstance(batch, dict) and "pages" in batch:  # RingLoader, touch: counts per sample
+        return len(batch["bytes"]), int(batch["bytes"].sum())
     if variant in ("touch", "count"):
         return int(batch[0]), int(batch[1])
     if isinstance(batch, tuple) and isinstance(batch[0], int):  # RingFloor: read already
@@ -281,7 +305,7 @@ def litdata_item(i: int, kib: int) -> dict[str, bytes]:
 def prepare(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
     """Write every format once (reused if complete); return dataset factories."""
     from dcstore.crypto import Keyring, write_key_file
-    from dcstore.loaders import RingLoader, ShardedDataset, ShardWriter
+    from dcstore.loaders import ShardedDataset, ShardWriter
 
     root = Path(args.root)
     plain, enc, key_file = root / "dcstore-plain", root / "dcstore-enc", root / "kek.json"
@@ -312,8 +336,8 @@ def prepare(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
         ),
     }
 
-    def ring(where: Path, k: str | None) -> RingLoader:
-        ds = ShardedDataset(
+    def ring(where: Path, k: str | None) -> ShardedDataset:  # make_loader adds RingLoader
+        return ShardedDataset(
             f"file://{where}",
             keys=k,
             shuffle=args.shuffle,
@@ -321,7 +345,6 @@ def prepare(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
             prefetch_threads=threads,
             zero_copy=True,
         )
-        return RingLoader(ds.map(ring_fields), args.batch, num_workers=args.workers)
 
     factories["dcstore-zero-copy"] = lambda: ShardedDataset(
         f"file://{plain}", shuffle=args.shuffle, seed=0, prefetch_threads=threads, zero_copy=True
@@ -410,11 +433,16 @@ def _pss(pid: int) -> int:
 
 
 class MemorySampler:
-    """Peak summed RSS and PSS of this process and its children, and the children's
-    CPU time (last reading before each exits), sampled every 100 ms."""
+    """Peak summed RSS (and, with ``pss``, PSS) of this process and its children, and
+    the children's CPU time (last reading before each exits), sampled every 100 ms.
 
-    def __init__(self) -> None:
+    PSS is read only in the separate memory epochs: reading ``smaps_rollup`` walks a
+    process's page tables holding its memory-map lock, and at 10 Hz it cost the loaders
+    that map their files 25-30 % of their samples/s on 2 vCPUs (LitData 10-15 %)."""
+
+    def __init__(self, pss: bool = False) -> None:
         self.rss = self.pss = 0
+        self.with_pss = pss
         self.child_cpu: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -426,7 +454,8 @@ class MemorySampler:
             for p in [me, *me.children(recursive=True)]:
                 with contextlib.suppress(psutil.Error, OSError):
                     rss += p.memory_info().rss
-                    pss += _pss(p.pid)
+                    if self.with_pss:
+                        pss += _pss(p.pid)
                     if p.pid != me.pid:
                         t = p.cpu_times()
                         self.child_cpu[p.pid] = t.user + t.system
@@ -441,10 +470,16 @@ class MemorySampler:
         self._thread.join()
 
 
-def make_loader(name: str, ds: Any, collate: Callable, args: argparse.Namespace) -> Any:
-    """The loader each library's docs recommend: LitData's own, else torch's DataLoader."""
-    if name in RING_ONLY:
-        return ds  # RingLoader / RingFloor: already a loader (tensor variant only)
+def make_loader(name: str, ds: Any, variant: str, args: argparse.Namespace) -> Any:
+    """The loader each library's docs recommend: LitData's own, else torch's DataLoader;
+    ours through RingLoader for the ``dcstore-ring`` rows."""
+    from dcstore.loaders import RingLoader
+
+    if name in RINGS:
+        return RingLoader(ds.map(RING_MAPS[variant]), args.batch, num_workers=args.workers)
+    if name == "ring-floor":
+        return ds  # RingFloor: already a loader
+    collate = COLLATES[variant]
     loader_class: Any = DataLoader
     extra = {}
     if name.startswith("litdata"):
@@ -461,8 +496,7 @@ def make_loader(name: str, ds: Any, collate: Callable, args: argparse.Namespace)
 def warm_up(name: str, factory: Callable[[], Any], variant: str, args: argparse.Namespace) -> None:
     """Untimed: the first ``--warmup-batches`` batches of a loader, so no loader's first
     repetition carries the run's one-off costs (imports, first worker forks, allocator)."""
-    collate = COLLATES[variant]
-    loader = make_loader(name, factory(), collate, args)
+    loader = make_loader(name, factory(), variant, args)
     it = iter(loader)
     for _, batch in zip(range(args.warmup_batches), it, strict=False):
         consume(batch, variant)
@@ -471,13 +505,14 @@ def warm_up(name: str, factory: Callable[[], Any], variant: str, args: argparse.
 
 
 def run_epoch(
-    name: str, factory: Callable[[], Any], variant: str, args: argparse.Namespace
-) -> dict:
-    collate = COLLATES[variant]
-    with MemorySampler() as mem:
+    name: str, factory: Callable[[], Any], variant: str, args: argparse.Namespace,
+    pss: bool = False,
+) -> dict:  # fmt: skip
+    """One timed epoch; ``pss``: the memory epoch (PSS sampled, which slows the loaders)."""
+    with MemorySampler(pss) as mem:
         cpu0 = time.process_time()
         t0 = time.perf_counter()
-        loader = make_loader(name, factory(), collate, args)
+        loader = make_loader(name, factory(), variant, args)
         samples = nbytes = 0
         first = None
         for batch in loader:
@@ -646,13 +681,13 @@ def main() -> int:
     names = list(factories)
     for variant in variants(args):
         for name in names:
-            if name not in TENSOR_ONLY or variant == "tensor":
+            if runs(name, variant):
                 warm_up(name, factories[name], variant, args)
     for rep in range(args.reps):
         order = names[rep % len(names) :] + names[: rep % len(names)]
         for variant in variants(args):
             for name in order:
-                if name in TENSOR_ONLY and variant != "tensor":
+                if not runs(name, variant):
                     continue
                 r = run_epoch(name, factories[name], variant, args)
                 results.setdefault((variant, name), []).append(r)
@@ -660,9 +695,17 @@ def main() -> int:
                     f"rep {rep} {variant:6} {name:20} {r['samples_s']:8.0f} samples/s "
                     f"cpu {r['cpu_us']:5.0f} us/sample "
                     f"{r['mb_s']:7.0f} MB/s first {r['first_batch_s']:.2f}s "
-                    f"rss {r['rss_mib']:.0f} pss {r['pss_mib']:.0f} MiB",
+                    f"rss {r['rss_mib']:.0f} MiB",
                     file=sys.stderr,
                 )
+    for variant in variants(args):  # peak PSS: one epoch each, apart from the timed ones
+        for name in names:
+            if not runs(name, variant):
+                continue
+            r = run_epoch(name, factories[name], variant, args, pss=True)
+            for timed in results[(variant, name)]:
+                timed["pss_mib"] = r["pss_mib"]
+            print(f"memory {variant:6} {name:20} pss {r['pss_mib']:.0f} MiB", file=sys.stderr)
     waits = {n: data_wait(factories[n], args) for n in ("dcstore", "dcstore-encrypted")
              if n in factories}  # fmt: skip
     args.raw_cipher_us = raw_cipher_us(args)
@@ -711,7 +754,7 @@ def render(args: argparse.Namespace, results: dict, waits: dict) -> str:
         least_cpu = min((med[n]["cpu_us"] for n in libs if n in med), default=0.0)
         lines += [f"## variant `{variant}`", "",
                   "| loader | samples/s | MB/s | x fastest library | CPU us/sample | "
-                  "x least-CPU library | first batch s | peak RSS MiB | peak PSS MiB | "
+                  "x least-CPU library | first batch s | peak RSS MiB | peak PSS MiB (own epoch) | "
                   "reps (samples/s) |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
         for name, m in sorted(med.items(), key=lambda kv: -kv[1]["samples_s"]):
@@ -744,6 +787,15 @@ def render(args: argparse.Namespace, results: dict, waits: dict) -> str:
                       f"encrypted shards in the page cache ({streamed:.1f} us)"
                       + side_by_side]  # fmt: skip
             lines.append(per_rep(f"{enc_name} / {plain}", rows, enc_name, (plain,)))
+            paired = [  # within each rep: the two ran back to back
+                (e["cpu_us"] - p["cpu_us"]) / max(streamed, 1e-9)
+                for e, p in zip(rows[enc_name], rows[plain], strict=True)
+            ]
+            lines.append(
+                f"\nencryption's extra CPU per rep / the streamed decrypt: "
+                f"{', '.join(f'{x:.2f}' for x in paired)} "
+                f"(median {statistics.median(paired):.2f}x)"
+            )
         for ours in ("dcstore", "dcstore-ring"):
             if ours in med and any(n in med for n in libs):
                 lines.append(per_rep(f"{ours} / fastest library", rows, ours, libs))
