@@ -10,7 +10,9 @@ algorithm, ShardedDataset and the pread floor with a seeded permutation. Interle
 repetitions (loader order rotated each rep), in three variants:
 
 ``dcstore-zero-copy`` is ShardedDataset with ``zero_copy=True`` (fields as views of the
-mapped shard instead of ``bytes``). ``dcstore-pread`` is ShardedDataset over a local store
+mapped shard instead of ``bytes``). ``dcstore-unchecked`` is ShardedDataset with
+``verify_checksums=False``: no per-sample checksum (XXH3 over each record, on by default),
+which none of the other libraries computes. ``dcstore-pread`` is ShardedDataset over a local store
 that does not map its files
 (``pread`` into window buffers, as before ``Backend.map_range``). ``dcstore-ring`` (and
 ``-encrypted``) is ShardedDataset (``zero_copy=True``) through ``RingLoader`` instead of
@@ -349,6 +351,10 @@ def prepare(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
     factories["dcstore-zero-copy"] = lambda: ShardedDataset(
         f"file://{plain}", shuffle=args.shuffle, seed=0, prefetch_threads=threads, zero_copy=True
     )
+    factories["dcstore-unchecked"] = lambda: ShardedDataset(  # as the peers: no sample checksums
+        f"file://{plain}", shuffle=args.shuffle, seed=0, prefetch_threads=threads,
+        verify_checksums=False,
+    )  # fmt: skip
     factories["dcstore-ring"] = lambda: ring(plain, None)
     factories["dcstore-ring-encrypted"] = lambda: ring(enc, keys)
     manifest = ShardedDataset(f"file://{plain}").manifest
