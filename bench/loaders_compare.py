@@ -674,6 +674,8 @@ def main() -> int:
     p.add_argument("--no-shuffle", dest="shuffle", action="store_false",
                    help="read in storage order (every loader); default: shuffle all")  # fmt: skip
     p.add_argument("--cpu-step", action="store_true", help="sleep for the step even with CUDA")
+    p.add_argument("--no-pss", dest="pss", action="store_false",
+                   help="skip the untimed epochs that measure peak PSS")  # fmt: skip
     p.add_argument("--prefetch-threads", type=int, default=None,
                    help="ShardedDataset's prefetch_threads (default: its own choice)")  # fmt: skip
     args = p.parse_args()
@@ -714,7 +716,7 @@ def main() -> int:
                     f"rss {r['rss_mib']:.0f} MiB",
                     file=sys.stderr,
                 )
-    for variant in variants(args):  # peak PSS: one epoch each, apart from the timed ones
+    for variant in variants(args) if args.pss else ():  # peak PSS: one more epoch each
         for name in names:
             if not runs(name, variant):
                 continue

@@ -28,7 +28,7 @@ timeout 120 python3 -m dcstore.cli demo 2>&1 | tee "$OUT/demo.log" | tail -4
 timeout "${TOKENS_TIMEOUT:-200}" python3 bench/tokens_device.py --workers 2 8 \
     --out "$OUT/tokens-device-h200host.md" 2>&1 | grep -v Warning | tee "$OUT/tokens.log" | tail -12
 if [ "${LOADERS_COMPARE:-0}" = 1 ]; then
-  timeout "${BENCH_TIMEOUT:-330}" python3 bench/loaders_compare.py --reps "${REPS:-3}" \
+  timeout "${BENCH_TIMEOUT:-330}" python3 bench/loaders_compare.py --reps "${REPS:-3}" --no-pss \
       --root /tmp/lc --out "$OUT/loaders-h200host.md" 2>&1 | grep -v Warning \
       | tee "$OUT/bench.log" | tail -45
 fi
