@@ -782,7 +782,8 @@ def render(args: argparse.Namespace, results: dict, waits: dict) -> str:
             lines.append(
                 f"| {name} | {m['samples_s']:.0f} | {m['mb_s']:.0f} | {ratio} | "
                 f"{m['cpu_us']:.0f} | {cpu_ratio} | {m['first_batch_s']:.2f} | "
-                f"{m['rss_mib']:.0f} | {m['pss_mib']:.0f} | {reps} |"
+                f"{m['rss_mib']:.0f} | {f'{pss:.0f}' if (pss := m['pss_mib']) else '-'} | "
+                f"{reps} |"
             )
         for plain in ("dcstore", "dcstore-ring"):
             enc_name = f"{plain}-encrypted" if plain != "dcstore" else "dcstore-encrypted"
