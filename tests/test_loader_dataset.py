@@ -135,6 +135,12 @@ def test_shuffle_buffer_reorders_and_holds_copies(dataset_url) -> None:
         ShardedDataset(dataset_url, shuffle=False, seed=2).load_state_dict(state)
 
 
+@pytest.mark.parametrize("option", ["prefetch_threads", "prefetch_bytes"])
+def test_prefetch_options_below_one_name_themselves(dataset_url, option) -> None:
+    with pytest.raises(ConfigError, match=f"{option} must be at least 1, got 0"):
+        ShardedDataset(dataset_url, **{option: 0})
+
+
 def test_resume_twice_with_changing_workers(dataset_url) -> None:
     got: list[int] = []
     state = None

@@ -26,6 +26,8 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, TypeVar
 
+from dcstore.errors import ConfigError
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -52,8 +54,11 @@ class Prefetcher:
     """Run ``fn`` over items ahead of the consumer, bounded in bytes and threads."""
 
     def __init__(self, *, threads: int = 2, max_bytes: int = 128 * 1024 * 1024):
-        if threads < 1 or max_bytes < 1:
-            raise ValueError("threads and max_bytes must be positive")
+        """``threads`` and ``max_bytes`` are the datasets' ``prefetch_threads`` and
+        ``prefetch_bytes``: a :class:`ConfigError` names those when either is below 1."""
+        for name, value in (("prefetch_threads", threads), ("prefetch_bytes", max_bytes)):
+            if value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value!r}")
         self.threads = threads
         self.max_bytes = max_bytes
         self._pool: ThreadPoolExecutor | None = None
