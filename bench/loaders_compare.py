@@ -82,16 +82,24 @@ POOL = np.random.default_rng(1234).integers(0, 256, 16 << 20, dtype=np.uint8).to
 PAGE = 4096
 RINGS = ("dcstore-ring", "dcstore-ring-encrypted")
 TENSOR_ONLY = ("ring-floor", "litdata-pf4")
-COUNT_SKIPS = RINGS
-"""``count`` differs from ``touch`` only by the DataLoader's tensor hand-off, which a
-RingLoader does not make: its ``touch`` rows stand for both."""
 
 
 def runs(name: str, variant: str) -> bool:
-    """Whether loader ``name`` is measured in ``variant``."""
+    """Whether loader ``name`` is measured in ``variant``. ``count`` differs from ``touch``
+    only by the DataLoader's tensor hand-off, which a RingLoader does not make: its
+    ``touch`` rows stand for both."""
     if variant == "count":
-        return name not in (*TENSOR_ONLY, *COUNT_SKIPS)
+        return name not in (*TENSOR_ONLY, *RINGS)
     return variant == "tensor" or name not in TENSOR_ONLY
+
+
+def measured(names: list[str], args: argparse.Namespace) -> Iterator[tuple[str, str]]:
+    """(variant, loader) of every epoch to run, variant by variant, loaders in ``names``'
+    order."""
+    for variant in variants(args):
+        for name in names:
+            if runs(name, variant):
+                yield variant, name
 
 
 def payload_size(i: int, mean_kib: int) -> int:
@@ -694,33 +702,26 @@ def main() -> int:
     warm_page_cache(Path(args.root))
     results: dict[tuple[str, str], list[dict]] = {}
     names = list(factories)
-    for variant in variants(args):
-        for name in names:
-            if runs(name, variant):
-                warm_up(name, factories[name], variant, args)
+    for variant, name in measured(names, args):
+        warm_up(name, factories[name], variant, args)
     encrypted = "dcstore-encrypted" in factories or "dcstore-ring-encrypted" in factories
     streamed: list[float] = []  # the cipher's bound, once per rep: the host's speed drifts
     for rep in range(args.reps):
         order = names[rep % len(names) :] + names[: rep % len(names)]
         if encrypted:
             streamed.append(raw_cipher_streamed_us(args))
-        for variant in variants(args):
-            for name in order:
-                if not runs(name, variant):
-                    continue
-                r = run_epoch(name, factories[name], variant, args)
-                results.setdefault((variant, name), []).append(r)
-                print(
-                    f"rep {rep} {variant:6} {name:20} {r['samples_s']:8.0f} samples/s "
-                    f"cpu {r['cpu_us']:5.0f} us/sample "
-                    f"{r['mb_s']:7.0f} MB/s first {r['first_batch_s']:.2f}s "
-                    f"rss {r['rss_mib']:.0f} MiB",
-                    file=sys.stderr,
-                )
-    for variant in variants(args) if args.pss else ():  # peak PSS: one more epoch each
-        for name in names:
-            if not runs(name, variant):
-                continue
+        for variant, name in measured(order, args):
+            r = run_epoch(name, factories[name], variant, args)
+            results.setdefault((variant, name), []).append(r)
+            print(
+                f"rep {rep} {variant:6} {name:20} {r['samples_s']:8.0f} samples/s "
+                f"cpu {r['cpu_us']:5.0f} us/sample "
+                f"{r['mb_s']:7.0f} MB/s first {r['first_batch_s']:.2f}s "
+                f"rss {r['rss_mib']:.0f} MiB",
+                file=sys.stderr,
+            )
+    if args.pss:  # peak PSS: one more epoch per loader, apart from the timed ones
+        for variant, name in measured(names, args):
             r = run_epoch(name, factories[name], variant, args, pss=True)
             for timed in results[(variant, name)]:
                 timed["pss_mib"] = r["pss_mib"]
