@@ -15,10 +15,12 @@ worker owns a few *slots* it reuses. The protocol:
   so nothing outlives the processes, even after ``kill -9``), when first needed
   or when a batch does not fit, and sends a buffer once, with the first batch
   written into it; later batches carry only the slot number and the layout.
-* A batch is collated into the slot in one pass, the way ``default_collate``
-  shapes it: tensors and numpy arrays stacked, numbers become int64 / float64 /
-  bool tensors, bytes-like fields are packed back to back and handed out as a
-  list of uint8 tensors; strings and anything else pass through as lists.
+* A batch is collated into the slot the way ``default_collate`` shapes it:
+  tensors and numpy arrays stacked, numbers become int64 / float64 / bool tensors,
+  bytes-like fields are packed and handed out as a list of uint8 tensors; strings
+  and anything else pass through as lists. Byte strings are copied as each sample
+  arrives (:meth:`SlotWriter.add`), while the bytes the dataset just read or checked
+  are still in the CPU's cache; the rest when the batch is complete.
 * The main process hands out views of the slot. A slot is written again only
   after every view of its batch is gone (tracked by a finalizer on the batch's
   region, not guessed): a batch kept longer than the loader waits for it is
@@ -61,10 +63,12 @@ class TensorLeaf:
 
 @dataclass(frozen=True, slots=True)
 class BytesLeaf:
-    """Byte strings packed from ``offset``; ``ends[i]`` is where item ``i`` ends (relative)."""
+    """Byte strings from ``offset``; ``ends[i]`` is where item ``i`` ends (relative). Items
+    are back to back unless ``starts`` gives where each begins (relative)."""
 
     offset: int
     ends: list[int]
+    starts: list[int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,32 +88,44 @@ def _aligned(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
 
-class _Planner:
-    """Lays a batch out in slot bytes: the tree handed to the main process, and the copy jobs."""
+Path = tuple[Any, ...]
+"""Where a field sits in a sample: the keys and positions leading to it."""
 
-    def __init__(self) -> None:
-        self.size = 0
+
+class _Planner:
+    """Lays a batch out in slot bytes: the tree handed to the main process, and the copy jobs.
+
+    ``placed`` holds the byte-string columns already copied into the slot (by path),
+    which end before ``start``."""
+
+    def __init__(self, placed: Mapping[Path, BytesLeaf] | None = None, start: int = 0) -> None:
+        self.size = _aligned(start)
         self.jobs: list[Job] = []
+        self.placed = placed or {}
 
     def _take(self, nbytes: int) -> int:
         offset = self.size
         self.size = _aligned(offset + nbytes)
         return offset
 
-    def plan(self, column: Sequence[Any]) -> Any:
+    def plan(self, column: Sequence[Any], path: Path = ()) -> Any:
         first = column[0]
         if isinstance(first, Mapping):
-            return {k: self.plan([item[k] for item in column]) for k in first}
+            return {k: self.plan([item[k] for item in column], (*path, k)) for k in first}
         if isinstance(first, tuple | list):
             if any(len(item) != len(first) for item in column):
                 raise ValueError("each element in a batch should be of equal size")
-            planned = [self.plan(list(part)) for part in zip(*column, strict=True)]
+            parts = enumerate(zip(*column, strict=True))
+            planned = [self.plan(list(part), (*path, i)) for i, part in parts]
             return tuple(planned) if isinstance(first, tuple) else planned
         if isinstance(first, np.ndarray) and first.dtype.kind in "biuf":
             return self._arrays(list(column))
         if isinstance(first, torch.Tensor):
             return self._tensors(list(column))
         if isinstance(first, bytes | bytearray | memoryview):
+            placed = self.placed.get(path)
+            if placed is not None and len(placed.ends) == len(column):  # each item placed
+                return placed
             return self._bytes(column)
         dtype = _NUMBER_DTYPES.get(type(first))
         if dtype is not None and all(type(v) is type(first) for v in column):
@@ -173,9 +189,10 @@ def rebuild(tree: Any, region: torch.Tensor) -> Any:
     if isinstance(tree, TensorLeaf):
         return leaf_view(region, tree)
     if isinstance(tree, BytesLeaf):
-        sizes = np.diff(tree.ends, prepend=0).tolist()
-        span = region[tree.offset : tree.offset + (tree.ends[-1] if sizes else 0)]
-        return list(torch.split(span, sizes))
+        span = region[tree.offset : tree.offset + (tree.ends[-1] if tree.ends else 0)]
+        if tree.starts is not None:
+            return [span[a:b] for a, b in zip(tree.starts, tree.ends, strict=True)]
+        return list(torch.split(span, np.diff(tree.ends, prepend=0).tolist()))
     if isinstance(tree, Passed):
         return tree.values
     if isinstance(tree, dict):
@@ -204,43 +221,124 @@ class Delivery:
     """The dataset's position after this batch (for resumption)."""
 
 
-class SlotWriter:
-    """Worker ``worker``'s slots: waits for a free one and collates a batch into it."""
+class _Placed:
+    """Where the items of one byte-string column went in the slot (absolute offsets)."""
 
-    def __init__(self, flags: torch.Tensor, worker: int, *, shared: bool, min_bytes: int):
+    __slots__ = ("ends", "starts")
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def leaf(self) -> BytesLeaf:
+        base = self.starts[0] if self.starts else 0
+        ends = [e - base for e in self.ends]
+        packed = all(a == b for a, b in zip(self.starts[1:], self.ends, strict=False))
+        return BytesLeaf(base, ends, None if packed else [a - base for a in self.starts])
+
+
+class SlotWriter:
+    """Worker ``worker``'s slots: waits for a free one and collates a batch into it,
+    sample by sample (:meth:`add`) then as a whole (:meth:`finish`)."""
+
+    def __init__(
+        self, flags: torch.Tensor, worker: int, *, shared: bool, min_bytes: int, batch_size: int
+    ):
         self.flags = flags.numpy()[worker]
         self.worker = worker
         self.shared = shared
         self.min_bytes = min_bytes
         self.buffers: list[torch.Tensor | None] = [None] * (len(self.flags) - 1)
         self.views: list[memoryview | None] = [None] * len(self.buffers)
-        self.next = 0
         self.parent = os.getppid()
         self.allocations = 0
+        self._slot: int | None = None
+        """The slot of the batch being written, if a sample of it has been added."""
+        self.batch_size = batch_size
+        self._fresh = False
+        self._used = self._count = self._largest = 0
+        self._placed: dict[Path, _Placed] = {}
 
-    def write(self, samples: list[Any]) -> Delivery:
-        planner = _Planner()
+    def add(self, sample: Any) -> None:
+        """Copy ``sample``'s byte strings into the slot of the batch being written (the
+        first sample of a batch waits for a free slot)."""
+        if self._slot is None:
+            self._slot = self._acquire()
+            self._fresh = self._ensure(self._slot, self._largest)
+            self._used = self._count = 0
+            self._placed = {}
+        self._place(sample, ())
+        self._count += 1
+
+    def _place(self, value: Any, path: Path) -> None:
+        if isinstance(value, bytes | bytearray | memoryview):
+            data = memoryview(value).cast("B")
+            start, end = self._used, self._used + data.nbytes
+            if end > len(self.views[self._slot]):  # type: ignore[arg-type,index]
+                per_sample = end // (self._count + 1)
+                self._grow(max(end, per_sample * self.batch_size))
+            self.views[self._slot][start:end] = data  # type: ignore[index]
+            self._used = end
+            placed = self._placed.get(path)
+            if placed is None:
+                placed = self._placed[path] = _Placed()
+            placed.starts.append(start)
+            placed.ends.append(end)
+        elif isinstance(value, Mapping):
+            for k, v in value.items():
+                self._place(v, (*path, k))
+        elif isinstance(value, tuple | list):
+            for i, v in enumerate(value):
+                self._place(v, (*path, i))
+
+    def finish(self, samples: list[Any]) -> Delivery:
+        """The batch of ``samples`` (each already :meth:`add`-ed), collated into its slot
+        and handed over: what goes through the ``DataLoader`` queue."""
+        slot = self._slot
+        assert slot is not None, "finish() before add()"
+        self._slot = None
+        placed = {path: p.leaf() for path, p in self._placed.items()}
+        planner = _Planner(placed, self._used)
         tree = planner.plan(samples)
-        slot = self._acquire()
-        fresh = self._ensure(slot, planner.size)
+        if planner.size > len(self.views[slot]):  # type: ignore[arg-type]
+            self._grow(planner.size, slot)
         buffer, view = self.buffers[slot], self.views[slot]
         assert buffer is not None and view is not None
         for job in planner.jobs:
             job(buffer, view)
         self.flags[slot] = HELD
-        return Delivery(self.worker, slot, planner.size, tree, buffer if fresh else None)
+        self._largest = max(self._largest, planner.size)
+        return Delivery(self.worker, slot, planner.size, tree, buffer if self._fresh else None)
+
+    def _grow(self, size: int, slot: int | None = None) -> None:
+        """A bigger buffer for the batch's slot, keeping the bytes written so far."""
+        slot = self._slot if slot is None else slot
+        assert slot is not None
+        old = self.views[slot]
+        self.buffers[slot] = None
+        self._ensure(slot, max(size, 2 * len(old)))  # type: ignore[arg-type]
+        self.views[slot][: self._used] = old[: self._used]  # type: ignore[index]
+        self._fresh = True
 
     def _acquire(self) -> int:
-        slot = self.next
-        self.next = (slot + 1) % len(self.buffers)
+        """The lowest-numbered free slot that has a buffer, else a retired one, else one
+        never used: as few buffers as the pace needs, so those written stay in the CPU's
+        cache (and none is waited for while another is free)."""
         delay = 20e-6
         while True:
-            state = self.flags[slot]
-            if state == FREE or self.buffers[slot] is None:  # never wait for memory not ours
-                return slot
-            if state == RETIRED:
+            flags = self.flags[:-1]
+            free: list[int] = np.flatnonzero(flags == FREE).tolist()
+            for slot in free:
+                if self.buffers[slot] is not None:
+                    return slot
+            retired: list[int] = np.flatnonzero(flags == RETIRED).tolist()
+            if retired:  # still viewed by the main process: its memory is never written again
+                slot = retired[0]
                 self.buffers[slot] = self.views[slot] = None
+                self.flags[slot] = FREE
                 return slot
+            if free:
+                return free[0]
             if self.flags[-1] or (self.shared and os.getppid() != self.parent):
                 raise RingStopped
             time.sleep(delay)

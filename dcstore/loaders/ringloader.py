@@ -81,12 +81,13 @@ class _RingSource(IterableDataset):  # type: ignore[type-arg]
         info = get_worker_info()
         writer = SlotWriter(
             self.flags, info.id if info is not None else 0,
-            shared=info is not None, min_bytes=self.min_bytes,
+            shared=info is not None, min_bytes=self.min_bytes, batch_size=self.batch_size,
         )  # fmt: skip
         stateful = hasattr(self.dataset, "state_dict")
         batch: list[Any] = []
         try:
             for item in items:
+                writer.add(item)  # its byte strings, while the CPU cache still holds them
                 batch.append(item)
                 if len(batch) == self.batch_size:
                     yield self._deliver(writer, batch, stateful)
@@ -97,7 +98,7 @@ class _RingSource(IterableDataset):  # type: ignore[type-arg]
             return
 
     def _deliver(self, writer: SlotWriter, batch: list[Any], stateful: bool) -> Delivery:
-        delivery = writer.write(batch)
+        delivery = writer.finish(batch)
         if stateful:
             delivery.state = self.dataset.state_dict()
         return delivery
