@@ -82,6 +82,13 @@ Leaf = TensorLeaf | BytesLeaf | Passed
 Job = Callable[[torch.Tensor, memoryview], None]
 
 _NUMBER_DTYPES: dict[type, torch.dtype] = {bool: torch.bool, int: torch.int64, float: torch.float64}
+_SCALARS = frozenset({*_NUMBER_DTYPES, str, type(None)})
+"""Types that are never a ``Mapping`` (checked without the ABC's ``isinstance``)."""
+
+
+def _is_mapping(value: Any) -> bool:
+    """``isinstance(value, Mapping)``, without the ABC's check for dicts and scalars."""
+    return isinstance(value, dict) or (type(value) not in _SCALARS and isinstance(value, Mapping))
 
 
 def _aligned(n: int) -> int:
@@ -258,6 +265,8 @@ class SlotWriter:
         self._fresh = False
         self._used = self._count = self._largest = 0
         self._placed: dict[Path, _Placed] = {}
+        self._view = memoryview(b"")
+        """The slot buffer of the batch being written."""
 
     def add(self, sample: Any) -> None:
         """Copy ``sample``'s byte strings into the slot of the batch being written (the
@@ -265,6 +274,7 @@ class SlotWriter:
         if self._slot is None:
             self._slot = self._acquire()
             self._fresh = self._ensure(self._slot, self._largest)
+            self._view = self.views[self._slot]  # type: ignore[assignment]  # just ensured
             self._used = self._count = 0
             self._placed = {}
         self._place(sample, ())
@@ -272,53 +282,61 @@ class SlotWriter:
 
     def _place(self, value: Any, path: Path) -> None:
         if isinstance(value, bytes | bytearray | memoryview):
-            data = memoryview(value).cast("B")
-            start, end = self._used, self._used + data.nbytes
-            if end > len(self.views[self._slot]):  # type: ignore[arg-type,index]
-                per_sample = end // (self._count + 1)
-                self._grow(max(end, per_sample * self.batch_size))
-            self.views[self._slot][start:end] = data  # type: ignore[index]
-            self._used = end
-            placed = self._placed.get(path)
-            if placed is None:
-                placed = self._placed[path] = _Placed()
-            placed.starts.append(start)
-            placed.ends.append(end)
-        elif isinstance(value, Mapping):
+            self._copy(value, path)
+        elif _is_mapping(value):
             for k, v in value.items():
                 self._place(v, (*path, k))
         elif isinstance(value, tuple | list):
             for i, v in enumerate(value):
                 self._place(v, (*path, i))
 
+    def _copy(self, value: bytes | bytearray | memoryview, path: Path) -> None:
+        data = memoryview(value).cast("B")
+        start = self._used
+        end = start + data.nbytes
+        view = self._view
+        if end > len(view):
+            view = self._grow(max(end, end // (self._count + 1) * self.batch_size))
+        view[start:end] = data
+        self._used = end
+        placed = self._placed.get(path)
+        if placed is None:
+            placed = self._placed[path] = _Placed()
+        placed.starts.append(start)
+        placed.ends.append(end)
+
     def finish(self, samples: list[Any]) -> Delivery:
         """The batch of ``samples`` (each already :meth:`add`-ed), collated into its slot
         and handed over: what goes through the ``DataLoader`` queue."""
         slot = self._slot
         assert slot is not None, "finish() before add()"
-        self._slot = None
-        placed = {path: p.leaf() for path, p in self._placed.items()}
-        planner = _Planner(placed, self._used)
-        tree = planner.plan(samples)
-        if planner.size > len(self.views[slot]):  # type: ignore[arg-type]
-            self._grow(planner.size, slot)
-        buffer, view = self.buffers[slot], self.views[slot]
-        assert buffer is not None and view is not None
-        for job in planner.jobs:
-            job(buffer, view)
+        try:
+            placed = {path: p.leaf() for path, p in self._placed.items()}
+            planner = _Planner(placed, self._used)
+            tree = planner.plan(samples)
+            if planner.size > len(self._view):
+                self._grow(planner.size)
+            buffer = self.buffers[slot]
+            assert buffer is not None
+            for job in planner.jobs:
+                job(buffer, self._view)
+        finally:
+            self._slot = None  # the next sample starts a new batch, even after an error
         self.flags[slot] = HELD
         self._largest = max(self._largest, planner.size)
         return Delivery(self.worker, slot, planner.size, tree, buffer if self._fresh else None)
 
-    def _grow(self, size: int, slot: int | None = None) -> None:
+    def _grow(self, size: int) -> memoryview:
         """A bigger buffer for the batch's slot, keeping the bytes written so far."""
-        slot = self._slot if slot is None else slot
+        slot = self._slot
         assert slot is not None
-        old = self.views[slot]
+        old = self._view
         self.buffers[slot] = None
-        self._ensure(slot, max(size, 2 * len(old)))  # type: ignore[arg-type]
-        self.views[slot][: self._used] = old[: self._used]  # type: ignore[index]
+        self._ensure(slot, max(size, 2 * len(old)))
+        self._view = self.views[slot]  # type: ignore[assignment]
+        self._view[: self._used] = old[: self._used]
         self._fresh = True
+        return self._view
 
     def _acquire(self) -> int:
         """The lowest-numbered free slot that has a buffer, else a retired one, else one
