@@ -20,7 +20,15 @@ from torch.utils.data import DataLoader, IterableDataset, default_collate
 
 from dcstore.errors import ConfigError
 from dcstore.loaders import DeviceLoader, RingLoader, ShardedDataset, ShardWriter
-from dcstore.loaders.ring import FREE, RETIRED, Delivery, SlotWriter, new_flags
+from dcstore.loaders.ring import (
+    ALIGN,
+    FREE,
+    RETIRED,
+    BytesLeaf,
+    Delivery,
+    SlotWriter,
+    new_flags,
+)
 
 N = 500
 
@@ -167,6 +175,11 @@ def test_a_worker_writes_its_lowest_free_slot_and_never_waits_behind_a_held_one(
     renewed = write()  # slot 0 was given up while viewed: a new buffer, sent along
     assert renewed.slot == 0 and renewed.buffer is not None
     assert writer.allocations == 3 and writer.buffers[2] is None
+    state[:] = FREE
+    writer.add(b"left over from a pass that ended mid-batch")
+    writer.discard()
+    fresh = write()
+    assert fresh.slot == 0 and fresh.tree == BytesLeaf(0, [2, 4]) and fresh.used == ALIGN
 
 
 def test_unequal_tensors_fail_as_default_collate_does() -> None:
@@ -204,8 +217,18 @@ def test_resumes_after_the_last_batch_handed_out(dataset_url, before, after) -> 
 
 def test_persistent_workers_and_spawned_workers(dataset_url) -> None:
     persistent = RingLoader(dataset(dataset_url), 32, num_workers=2, persistent_workers=True)
-    for _ in range(2):
+    received = []
+    for _ in range(3):
         assert sorted(i for b in persistent for i in check(b)) == list(range(N))
+        received.append(persistent.stats["buffers"])
+    assert received[0] >= 2 and received[1:] == [0, 0]  # later passes reuse the slots
+    dropping = RingLoader(
+        dataset(dataset_url), 48, num_workers=2, persistent_workers=True, drop_last=True
+    )  # each pass leaves a partial batch per worker begun in a slot, never handed out
+    for _ in range(2):
+        got = [check(b) for b in dropping]
+        assert len(got) == len(dropping) and all(len(ids) == 48 for ids in got)
+        assert len({i for ids in got for i in ids}) == 48 * len(got)
     spawned = RingLoader(dataset(dataset_url), 32, num_workers=2, multiprocessing_context="spawn")
     assert sorted(i for b in spawned for i in check(b)) == list(range(N))
 

@@ -280,6 +280,10 @@ class SlotWriter:
         self._place(sample, ())
         self._count += 1
 
+    def discard(self) -> None:
+        """Forget a batch begun but not finished: its slot stays free."""
+        self._slot = None
+
     def _place(self, value: Any, path: Path) -> None:
         if isinstance(value, bytes | bytearray | memoryview):
             self._copy(value, path)

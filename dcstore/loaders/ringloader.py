@@ -71,6 +71,8 @@ class _RingSource(IterableDataset):  # type: ignore[type-arg]
         self.drop_last = drop_last
         self.flags = flags
         self.min_bytes = min_bytes
+        self._writer: SlotWriter | None = None
+        """This process's writer, kept across passes (persistent workers reuse their slots)."""
 
     def __iter__(self) -> Iterator[Delivery]:
         """Not a generator: ``iter(self.dataset)`` is called at once (a worker does this
@@ -78,11 +80,14 @@ class _RingSource(IterableDataset):  # type: ignore[type-arg]
         return self._batches(iter(self.dataset))
 
     def _batches(self, items: Iterator[Any]) -> Iterator[Delivery]:
-        info = get_worker_info()
-        writer = SlotWriter(
-            self.flags, info.id if info is not None else 0,
-            shared=info is not None, min_bytes=self.min_bytes, batch_size=self.batch_size,
-        )  # fmt: skip
+        writer = self._writer
+        if writer is None:
+            info = get_worker_info()
+            writer = self._writer = SlotWriter(
+                self.flags, info.id if info is not None else 0,
+                shared=info is not None, min_bytes=self.min_bytes, batch_size=self.batch_size,
+            )  # fmt: skip
+        writer.discard()  # a batch left unfinished by the last pass (drop_last, an error)
         stateful = hasattr(self.dataset, "state_dict")
         batch: list[Any] = []
         try:
