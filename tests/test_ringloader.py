@@ -182,6 +182,16 @@ def test_a_worker_writes_its_lowest_free_slot_and_never_waits_behind_a_held_one(
     assert fresh.slot == 0 and fresh.tree == BytesLeaf(0, [2, 4]) and fresh.used == ALIGN
 
 
+def test_a_first_batch_gets_one_buffer_sized_from_its_first_sample() -> None:
+    writer = SlotWriter(new_flags(1, 2), 0, shared=False, min_bytes=1024, batch_size=8)
+    samples = [{"bin": bytes(3000 + i)} for i in range(8)]
+    for sample in samples:
+        writer.add(sample)
+    delivery = writer.finish(samples)
+    assert writer.allocations == 1 and delivery.buffer is not None
+    assert delivery.buffer.numel() >= sum(len(s["bin"]) for s in samples)
+
+
 def test_unequal_tensors_fail_as_default_collate_does() -> None:
     class Ragged(IterableDataset):
         def __iter__(self):

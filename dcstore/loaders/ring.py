@@ -272,9 +272,10 @@ class SlotWriter:
         """Copy ``sample``'s byte strings into the slot of the batch being written (the
         first sample of a batch waits for a free slot)."""
         if self._slot is None:
-            self._slot = self._acquire()
-            self._fresh = self._ensure(self._slot, self._largest)
-            self._view = self.views[self._slot]  # type: ignore[assignment]  # just ensured
+            slot = self._slot = self._acquire()
+            # Sized like the largest batch so far; the first is sized from its first sample.
+            self._fresh = self._largest > 0 and self._ensure(slot, self._largest)
+            self._view = self.views[slot] or memoryview(b"")
             self._used = self._count = 0
             self._placed = {}
         self._place(sample, ())
