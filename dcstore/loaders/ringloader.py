@@ -117,8 +117,10 @@ class RingLoader:
     ``prefetch_factor`` defaults to 4 batches per worker, not ``DataLoader``'s 2:
     an in-flight batch is a slot, not a new allocation, and the deeper queue
     absorbs the scheduling jitter of a busy host (measured: 12-13.7k -> 15.5-19k
-    samples/s of 100 KiB payloads on 2 cores). Memory: ``num_workers`` x
-    :attr:`slots_per_worker` slots of about 1.25 batches each."""
+    samples/s of 100 KiB payloads on 2 cores). Memory: at most ``num_workers`` x
+    :attr:`slots_per_worker` slots of about 1.25 batches each; a worker reuses its
+    lowest free slot, so it allocates only as many as the training loop's pace keeps
+    busy, and with ``persistent_workers`` keeps them from one epoch to the next."""
 
     def __init__(
         self,
