@@ -192,6 +192,16 @@ def test_a_first_batch_gets_one_buffer_sized_from_its_first_sample() -> None:
     assert delivery.buffer.numel() >= sum(len(s["bin"]) for s in samples)
 
 
+def test_a_buffer_is_sent_with_the_first_batch_handed_out_in_it() -> None:
+    """Even when the batch it was made for was never finished (a pass that ended early)."""
+    writer = SlotWriter(new_flags(1, 2), 0, shared=False, min_bytes=1024, batch_size=4)
+    writer.add(b"x" * 5000)  # allocates the slot's buffer
+    writer.discard()
+    writer.add(b"y" * 10)
+    delivery = writer.finish([b"y" * 10])
+    assert delivery.slot == 0 and delivery.buffer is not None
+
+
 def test_unequal_tensors_fail_as_default_collate_does() -> None:
     class Ragged(IterableDataset):
         def __iter__(self):

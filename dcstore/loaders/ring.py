@@ -262,7 +262,8 @@ class SlotWriter:
         self._slot: int | None = None
         """The slot of the batch being written, if a sample of it has been added."""
         self.batch_size = batch_size
-        self._fresh = False
+        self._unsent: set[int] = set()
+        """Slots whose buffer the main process has not received yet."""
         self._used = self._count = self._largest = 0
         self._placed: dict[Path, _Placed] = {}
         self._view = memoryview(b"")
@@ -274,7 +275,8 @@ class SlotWriter:
         if self._slot is None:
             slot = self._slot = self._acquire()
             # Sized like the largest batch so far; the first is sized from its first sample.
-            self._fresh = self._largest > 0 and self._ensure(slot, self._largest)
+            if self._largest:
+                self._ensure(slot, self._largest)
             self._view = self.views[slot] or memoryview(b"")
             self._used = self._count = 0
             self._placed = {}
@@ -329,7 +331,9 @@ class SlotWriter:
             self._slot = None  # the next sample starts a new batch, even after an error
         self.flags[slot] = HELD
         self._largest = max(self._largest, planner.size)
-        return Delivery(self.worker, slot, planner.size, tree, buffer if self._fresh else None)
+        fresh = slot in self._unsent
+        self._unsent.discard(slot)
+        return Delivery(self.worker, slot, planner.size, tree, buffer if fresh else None)
 
     def _grow(self, size: int) -> memoryview:
         """A bigger buffer for the batch's slot, keeping the bytes written so far."""
@@ -340,7 +344,6 @@ class SlotWriter:
         self._ensure(slot, max(size, 2 * len(old)))
         self._view = self.views[slot]  # type: ignore[assignment]
         self._view[: self._used] = old[: self._used]
-        self._fresh = True
         return self._view
 
     def _acquire(self) -> int:
@@ -367,11 +370,12 @@ class SlotWriter:
             time.sleep(delay)
             delay = min(2 * delay, _MAX_WAIT_S)
 
-    def _ensure(self, slot: int, size: int) -> bool:
-        """Whether slot ``slot`` got a new buffer to hold ``size`` bytes."""
+    def _ensure(self, slot: int, size: int) -> None:
+        """Slot ``slot`` holds at least ``size`` bytes: a new buffer if it did not (sent to
+        the main process with the first batch written into it)."""
         buffer = self.buffers[slot]
         if buffer is not None and buffer.numel() >= size:
-            return False
+            return
         capacity = max(self.min_bytes, _aligned(size + size // 4))
         buffer = torch.empty(capacity, dtype=torch.uint8)
         if self.shared:  # moving it into shared memory copies it: every page faulted in once
@@ -381,7 +385,7 @@ class SlotWriter:
         self.buffers[slot] = buffer
         self.views[slot] = memoryview(buffer.numpy())  # type: ignore[arg-type]
         self.allocations += 1
-        return True
+        self._unsent.add(slot)
 
 
 # -- the main process's side --------------------------------------------------------------
