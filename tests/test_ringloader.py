@@ -241,7 +241,9 @@ def test_persistent_workers_and_spawned_workers(dataset_url) -> None:
     for _ in range(3):
         assert sorted(i for b in persistent for i in check(b)) == list(range(N))
         received.append(persistent.stats["buffers"])
-    assert received[0] >= 2 and received[1:] == [0, 0]  # later passes reuse the slots
+    # Later passes reuse the slots (no batch here outgrows the 1 MiB minimum): at most one
+    # buffer per slot over all three passes, where a new writer per pass allocated ~10 each.
+    assert received[0] >= 2 and sum(received) <= 2 * persistent.slots_per_worker
     dropping = RingLoader(
         dataset(dataset_url), 48, num_workers=2, persistent_workers=True, drop_last=True
     )  # each pass leaves a partial batch per worker begun in a slot, never handed out
