@@ -14,7 +14,9 @@ worker owns a few *slots* it reuses. The protocol:
 * A worker allocates its slot buffers itself (shared tensors, created unlinked,
   so nothing outlives the processes, even after ``kill -9``), when first needed
   or when a batch does not fit, and sends a buffer once, with the first batch
-  written into it; later batches carry only the slot number and the layout.
+  written into it; later batches carry only the slot number and the layout. It
+  writes its lowest-numbered free slot (a retired one is renewed before a slot never
+  used), so it holds only as many buffers as the training loop keeps busy.
 * A batch is collated into the slot the way ``default_collate`` shapes it:
   tensors and numpy arrays stacked, numbers become int64 / float64 / bool tensors,
   bytes-like fields are packed and handed out as a list of uint8 tensors; strings
