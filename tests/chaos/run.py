@@ -31,6 +31,7 @@ from chaos.data import SAMPLES, expected, fingerprint, pack
 from chaos.schedule import NODE_FAULTS, Injector, plan
 from chaos.stack import ChaosStack
 from dcstore import ShardedDataset, open_store
+from dcstore.loaders import load_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 EPOCH_BOUND = 120.0  # seconds one epoch of one dataset may take under faults
@@ -128,9 +129,10 @@ class ChaosRun:
         r = self.report.rounds
         target = self.datasets[r % len(self.datasets)]
         before = dict(self.generation)
+        datasets = self._pinned(r)  # once for every rank, as a launcher must (docs/pack.md)
         packer = threading.Thread(target=self._pack, args=(target, before[target["name"]] + 1))
         packer.start()
-        outs = self._read(epochs, r)
+        outs = self._read(datasets, epochs, r)
         packer.join(timeout=EPOCH_BOUND * 2)
         if packer.is_alive():
             self.report.hangs += 1
@@ -152,13 +154,28 @@ class ChaosRun:
             self.report.packs["failed"] += 1
             self.report.pack_errors.append(_one_line(exc))
 
-    def _read(self, epochs: int, r: int) -> list[dict[tuple[str, int], dict[str, Any]]]:
+    def _pinned(self, r: int) -> list[dict[str, str]]:
+        """The datasets, each with the version of its current manifest: every rank reads
+        that one, even if the round's pack commits while the ranks start."""
+        pinned = []
+        for d in self.datasets:
+            try:
+                with self.store(d) as store:
+                    pinned.append({**d, "version": load_manifest(store).version})
+            except Exception as exc:  # the ranks then open the current manifest each
+                self.report.harness.append(f"round {r}: {d['name']}'s version: {_one_line(exc)}")
+                pinned.append(d)
+        return pinned
+
+    def _read(
+        self, datasets: list[dict[str, str]], epochs: int, r: int
+    ) -> list[dict[tuple[str, int], dict[str, Any]]]:
         """Run the ranks as processes; return each rank's records by (dataset, epoch)."""
         procs, outs = [], []
         env = dict(os.environ, PYTHONPATH=f"{REPO / 'tests'}:{REPO}")
         for rank in range(WORLD):
             out = self.work / f"round{r}-rank{rank}.json"
-            spec = {"datasets": self.datasets, "keys": self.keys, "retries": self.retries,
+            spec = {"datasets": datasets, "keys": self.keys, "retries": self.retries,
                     "seed": self.seed + r, "rank": rank, "world": WORLD, "workers": WORKERS,
                     "epochs": epochs, "out": str(out)}  # fmt: skip
             spec_path = self.work / f"round{r}-rank{rank}.spec.json"
