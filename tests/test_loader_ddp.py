@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader
 
+import dcstore.loaders.versions as versions_module
+import dcstore.tokens.dataset as token_dataset_module
+from dcstore.errors import VersionChangedError
 from dcstore.loaders import ShardedDataset, ShardWriter
+from dcstore.loaders.agreement import agree_on_version
+from dcstore.tokens import TokenDataset, TokenWriter
 
 WORLD = 2
 
@@ -65,3 +75,123 @@ def test_two_ranks_equal_steps_and_exactly_once(tmp_path) -> None:
         assert len(seen) == 102 and set(seen) == set(range(101))  # one padded repeat
         orders.append(seen)
     assert orders[0] != orders[1]  # set_epoch reshuffles
+
+
+# -- a pack commits between the ranks' opens: they still read one version ----------------
+
+SAMPLES = {"old": 101, "new": 60}
+
+
+def _pack(url: str, generation: str, keep: int) -> None:
+    with ShardWriter(url, shard_size=3000, keep=keep) as writer:
+        for i in range(SAMPLES[generation]):
+            writer.write({"__key__": f"s{i:04d}", "txt": generation})
+
+
+def _pack_tokens(url: str, generation: str) -> None:
+    with TokenWriter(url, vocab_size=1000, shard_bytes=200) as writer:
+        for i in range(SAMPLES[generation]):
+            writer.write([i, 900 + list(SAMPLES).index(generation)])
+
+
+def _race_main(rank: int, url: str, port: int, out: str, early: int, kind: str, keep: int) -> None:
+    """The ``early`` rank opens the manifest, then the other packs a new version and opens."""
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD
+    )
+    try:
+        module, name = (
+            (versions_module, "load_manifest")
+            if kind == "samples"
+            else (token_dataset_module, "load_token_manifest")
+        )
+        real, flag, calls = getattr(module, name), out + ".opened", []
+
+        def first_open_in_order(*args: Any, **kwargs: Any) -> Any:
+            calls.append(None)
+            if len(calls) == 1 and rank != early:
+                while not os.path.exists(flag):
+                    time.sleep(0.01)
+                if kind == "samples":
+                    _pack(url, "new", keep)
+                else:
+                    _pack_tokens(url, "new")
+            found = real(*args, **kwargs)
+            if len(calls) == 1 and rank == early:
+                open(flag, "w").close()
+            return found
+
+        setattr(module, name, first_open_in_order)
+        if kind == "samples":
+            dataset: Any = ShardedDataset(url, shuffle=True, seed=3)
+            items = [[s["txt"].decode(), int(s["__index__"])] for s in dataset]
+        else:
+            dataset = TokenDataset(url, block_size=2, shuffle=True, seed=3)
+            items = [[{900: "old", 901: "new"}[int(b[1])], int(b[0])] for b in dataset]
+        gathered: list = [None] * WORLD
+        dist.all_gather_object(gathered, {"version": dataset.manifest.version, "items": items})
+        if rank == 0:
+            with open(out, "w") as f:
+                json.dump(gathered, f)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    ("kind", "early", "keep", "read"),
+    [
+        ("samples", 0, 2, "old"),  # rank 1 saw the new version: it reads rank 0's archive
+        ("samples", 1, 2, "new"),  # rank 1 saw the old one: it reopens the current
+        ("samples", 0, 1, "new"),  # rank 0's version is gone: both reopen the current
+        ("tokens", 0, 0, "new"),  # a corpus keeps no archive: both reopen the current
+    ],
+)
+def test_ranks_agree_on_the_version_when_a_pack_commits_between_their_opens(
+    tmp_path: Path, kind: str, early: int, keep: int, read: str
+) -> None:
+    url = f"file://{tmp_path / 'ds'}"
+    if kind == "samples":
+        _pack(url, "old", 2)
+    else:
+        _pack_tokens(url, "old")
+    out = str(tmp_path / "result.json")
+    mp.start_processes(_race_main, args=(url, _free_port(), out, early, kind, keep),
+                       nprocs=WORLD, start_method="fork")  # fmt: skip
+    with open(out) as f:
+        ranks = json.load(f)
+    assert ranks[0]["version"] == ranks[1]["version"]
+    items = ranks[0]["items"] + ranks[1]["items"]
+    assert {generation for generation, _ in items} == {read}
+    assert sorted({index for _, index in items}) == list(range(SAMPLES[read]))
+    assert len(ranks[0]["items"]) == len(ranks[1]["items"])
+
+
+def _never_agree_main(rank: int, port: int, out: str) -> None:
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD
+    )
+    try:  # each rank only ever finds a version of its own: every rank must give up
+        mine = SimpleNamespace(version=f"v{rank}")
+        try:
+            agree_on_version(mine, lambda _v: mine, lambda: mine)
+            outcome = "agreed"
+        except VersionChangedError as exc:
+            outcome = str(exc)
+        gathered: list = [None] * WORLD
+        dist.all_gather_object(gathered, outcome)
+        if rank == 0:
+            with open(out, "w") as f:
+                json.dump(gathered, f)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(120)
+def test_ranks_that_cannot_agree_all_raise_naming_the_versions(tmp_path: Path) -> None:
+    out = str(tmp_path / "result.json")
+    mp.start_processes(_never_agree_main, args=(_free_port(), out), nprocs=WORLD,
+                       start_method="fork")  # fmt: skip
+    with open(out) as f:
+        outcomes = json.load(f)
+    assert all("could not agree" in o and "v0, v1" in o for o in outcomes), outcomes

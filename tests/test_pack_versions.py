@@ -12,7 +12,8 @@ from pack_sources import make_imagefolder
 
 from dcstore.backends.registry import open_backend
 from dcstore.cli.main import main
-from dcstore.loaders import ShardedDataset, ShardWriter, load_manifest
+from dcstore.errors import ConfigError, NotFoundError
+from dcstore.loaders import ShardedDataset, ShardedMapDataset, ShardWriter, load_manifest
 from dcstore.loaders.ingest import plan_source
 from dcstore.loaders.packing import pack_plan
 from dcstore.loaders.versions import archive_key
@@ -150,3 +151,45 @@ def test_parallel_pack_of_an_encrypted_store(tmp_path: Path) -> None:
     assert len(manifest.shards) > 2 and all(s.key_id for s in manifest.shards)
     got = [s["__key__"] for s in ShardedDataset(url, keys=keys)]
     assert got == [spec.key for spec in plan.samples]
+
+
+def test_version_opens_the_current_or_a_kept_version_and_names_what_is_kept(
+    tmp_path: Path,
+) -> None:
+    url = f"file://{tmp_path / 'ds'}"
+    versions = []
+    for n in (5, 7, 9):  # three packs, two kept
+        with ShardWriter(url, shard_size=2000, keep=2) as writer:
+            for i in range(n):
+                writer.write({"__key__": f"{i:03d}", "txt": str(n)})
+        versions.append(writer.version)
+    assert len(list(ShardedDataset(url, version=versions[2]))) == 9  # the current one
+    earlier = ShardedDataset(url, version=versions[1], shuffle=True)  # its archive
+    assert earlier.manifest.version == versions[1]
+    assert {s["txt"] for s in earlier} == {b"7"} and len(earlier) == 7
+    mapped = ShardedMapDataset(url, version=versions[1])
+    assert len(mapped) == 7 and mapped[6]["txt"] == b"7"
+    with pytest.raises(NotFoundError, match=f"{versions[0]}' is gone .*kept: {versions[1]}"):
+        ShardedDataset(url, version=versions[0])
+    for bad in ("../manifest", "a/b", "", ".hidden", "x" * 200):
+        with pytest.raises(ConfigError, match="not a dataset version name"):
+            ShardedDataset(url, version=bad)
+
+
+def test_a_resume_state_made_before_a_new_pack_resumes_on_its_version(tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'ds'}"
+    for n in (40, 30):
+        with ShardWriter(url, shard_size=1500) as writer:
+            for i in range(n):
+                writer.write({"__key__": f"{i:03d}", "txt": str(n)})
+        if n == 40:  # a job reads part of an epoch and saves its state
+            first = ShardedDataset(url, shuffle=True, seed=2)
+            read = first.__iter__()
+            before = [next(read)["__index__"] for _ in range(15)]
+            state = first.state_dict()
+    with pytest.raises(ConfigError, match="resume state is for dataset version"):
+        ShardedDataset(url, shuffle=True, seed=2).load_state_dict(state)
+    resumed = ShardedDataset(url, shuffle=True, seed=2, version=state["manifest_version"])
+    resumed.load_state_dict(state)
+    after = [s["__index__"] for s in resumed]
+    assert sorted(before + after) == list(range(40))

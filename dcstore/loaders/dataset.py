@@ -15,7 +15,11 @@ Guarantees:
   (see :mod:`dcstore.loaders.plan` for padding when the world size does not
   divide the sample count), every rank yields the same number of samples,
   the order is a pure function of (seed, epoch, rank, world, worker, workers).
-  Rank and world come from ``torch.distributed`` when it is initialised.
+  Rank and world come from ``torch.distributed`` when it is initialised; the ranks
+  then also agree on the dataset version (rank 0's: see
+  :mod:`dcstore.loaders.agreement`), so a pack committing while they start cannot
+  split an epoch across two versions. ``version=`` pins one instead (the current
+  manifest or its archive, while the store keeps it).
 * Each worker reads ahead with its own thread pool, bounded by
   ``prefetch_bytes``; nothing is shared between processes. Workers receive
   the manifest and a picklable store (never key material).
@@ -41,9 +45,10 @@ from torch.utils.data import IterableDataset, get_worker_info
 from dcstore.backends.base import Backend
 from dcstore.errors import ConfigError
 from dcstore.loaders import stages
+from dcstore.loaders.agreement import agree_on_version
 from dcstore.loaders.alloc import recycle_run_buffers
 from dcstore.loaders.handlers import ErrorHandler, reraise_exception
-from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, open_dataset
+from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, load_manifest
 from dcstore.loaders.prefetch import Prefetcher, ReadAhead
 from dcstore.loaders.reader import (
     DEFAULT_WINDOW_BYTES,
@@ -54,6 +59,7 @@ from dcstore.loaders.reader import (
     read_sample,
 )
 from dcstore.loaders.resumable import PlannedPasses, Progress
+from dcstore.loaders.versions import open_dataset, pin_version
 from dcstore.store import CacheSpec, KeySpec
 
 
@@ -99,6 +105,12 @@ class ShardedDataset(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
     once: up to ``read_ahead`` samples (and ``prefetch_bytes`` of them) are read in a
     background thread until the worker's first request arrives, so its first batch is
     not read only after the request (``read_ahead=0`` turns this off).
+
+    ``version`` reads that dataset version: the current manifest or its archive (a
+    :class:`NotFoundError` names the versions kept once it is dropped), e.g. the
+    ``manifest_version`` of a resume state after a new pack. Without ``version``,
+    ``rank`` and ``world_size``, and with ``torch.distributed`` initialised, building the
+    dataset is a collective call: every rank must build it, and all read rank 0's version.
     """
 
     def __init__(
@@ -123,6 +135,7 @@ class ShardedDataset(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
         zero_copy: bool = False,
         verify_checksums: bool = True,
         read_ahead: int = 256,
+        version: str | None = None,
     ):
         super().__init__()
         if on_error not in ("raise", "skip"):
@@ -134,8 +147,14 @@ class ShardedDataset(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
         self.store: Backend
         self.manifest: Manifest
         self.store, self.manifest = open_dataset(
-            url_or_store, cache=cache, keys=keys, manifest_key=manifest_key
+            url_or_store, cache=cache, keys=keys, manifest_key=manifest_key, version=version
         )
+        if version is None and rank is None and world_size is None:
+            self.manifest = agree_on_version(
+                self.manifest,
+                lambda v: pin_version(self.store, load_manifest(self.store, manifest_key), v),
+                lambda: load_manifest(self.store, manifest_key),
+            )
         threads = 2 if prefetch_threads is None else prefetch_threads  # auto: see samples()
         self.prefetcher = Prefetcher(threads=threads, max_bytes=prefetch_bytes)
         self.auto_threads = prefetch_threads is None

@@ -51,7 +51,6 @@ from dcstore.loaders.shardindex import (
     write_manifest,
 )
 from dcstore.loaders.shardinfo import ShardInfo
-from dcstore.store import CacheSpec, KeySpec, store_for
 
 MANIFEST_KEY = "manifest.parquet"
 __all__ = [
@@ -59,7 +58,6 @@ __all__ = [
     "Manifest",
     "ShardInfo",
     "load_manifest",
-    "open_dataset",
     "read_parquet_in_this_thread",
 ]
 
@@ -220,13 +218,3 @@ def load_manifest(store: Backend, key: str = MANIFEST_KEY) -> Manifest:
     source = ObjectSource(store, key, meta.size, meta.version, refuse=refuse)
     manifest = Manifest.open(source, f"{store.url}/{key}")
     return manifest if manifest.versions_of == store.url else manifest.unpinned()
-
-
-def open_dataset(
-    url_or_store: str | Backend, *, cache: CacheSpec | None = None, keys: KeySpec | None = None,
-    manifest_key: str = MANIFEST_KEY,
-) -> tuple[Backend, Manifest]:  # fmt: skip
-    """The store at ``url_or_store`` (a :class:`Backend` is used as is unless ``cache`` or
-    ``keys`` ask for a stack: see :func:`dcstore.store.open_store`) and its manifest."""
-    store = store_for(url_or_store, cache=cache, keys=keys)
-    return store, load_manifest(store, manifest_key)

@@ -15,15 +15,18 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from dcstore.backends.base import Backend
-from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, open_dataset
+from dcstore.loaders.manifest import MANIFEST_KEY, Manifest
 from dcstore.loaders.reader import SampleOptions, read_sample
+from dcstore.loaders.versions import open_dataset
 from dcstore.store import CacheSpec, KeySpec
 
 
 class ShardedMapDataset(Dataset):  # type: ignore[type-arg]
     """``ds[i]`` is global sample ``i`` (a webdataset dict), passed through ``transform``.
 
-    ``zero_copy`` and ``verify_checksums`` are as for :class:`ShardedDataset`.
+    ``zero_copy``, ``verify_checksums`` and ``version`` are as for
+    :class:`ShardedDataset`; the ranks of a job do not agree on a version here (a map-style
+    dataset may be built on some ranks only): give every rank the same ``version=``.
     """
 
     def __init__(
@@ -36,11 +39,12 @@ class ShardedMapDataset(Dataset):  # type: ignore[type-arg]
         manifest_key: str = MANIFEST_KEY,
         zero_copy: bool = False,
         verify_checksums: bool = True,
+        version: str | None = None,
     ):
         self.store: Backend
         self.manifest: Manifest
         self.store, self.manifest = open_dataset(
-            url_or_store, cache=cache, keys=keys, manifest_key=manifest_key
+            url_or_store, cache=cache, keys=keys, manifest_key=manifest_key, version=version
         )
         self.transform = transform
         self.sample_options = SampleOptions(zero_copy=zero_copy, verify=verify_checksums)

@@ -15,6 +15,8 @@ Guarantees:
 * :func:`repin` records new shard versions (after ``dcstore keys rotate``
   rewrote the shards' headers) in every manifest of the store that lists them,
   each with one atomic put.
+* :func:`pin_version` opens a version while it is kept: the current manifest when it
+  is that version, else its archive, else a :class:`NotFoundError` naming what is kept.
 * :func:`collect_garbage` deletes only objects under ``shards/`` and
   ``versions/`` that no kept manifest references; the manifest itself and any
   other object are never touched. A pack in progress into the same store has
@@ -24,12 +26,14 @@ Guarantees:
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 
 from dcstore.backends.base import Backend, ObjectMeta
 from dcstore.errors import ConfigError, NotFoundError
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, load_manifest
 from dcstore.loaders.shardindex import BytesSource
+from dcstore.store import CacheSpec, KeySpec, store_for
 
 DEFAULT_KEEP = 2
 """Versions a store keeps by default: the current one and the one it replaced."""
@@ -46,6 +50,39 @@ def shard_key(version: str, index: int) -> str:
 def archive_key(version: str) -> str:
     """The object key of the kept copy of ``version``'s manifest."""
     return f"{ARCHIVE_PREFIX}{version}.parquet"
+
+
+_VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def pin_version(store: Backend, current: Manifest, version: str) -> Manifest:
+    """Dataset version ``version`` of ``store``: ``current`` (its manifest read just now)
+    when it is that version, else the archived copy, else :class:`NotFoundError` naming
+    the versions kept. A ``version`` that is not a version name is a :class:`ConfigError`."""
+    if not isinstance(version, str) or not _VERSION_NAME.fullmatch(version):
+        raise ConfigError(f"not a dataset version name: {version!r:.80}")
+    if current.version == version:
+        return current
+    try:
+        return load_manifest(store, archive_key(version))
+    except NotFoundError:
+        kept = ", ".join(current.previous) or "no earlier version"
+        raise NotFoundError(
+            f"{store.url}: dataset version {version!r} is gone (current: {current.version}; "
+            f"kept: {kept})"
+        ) from None
+
+
+def open_dataset(
+    url_or_store: str | Backend, *, cache: CacheSpec | None = None, keys: KeySpec | None = None,
+    manifest_key: str = MANIFEST_KEY, version: str | None = None,
+) -> tuple[Backend, Manifest]:  # fmt: skip
+    """The store at ``url_or_store`` (a :class:`Backend` is used as is unless ``cache`` or
+    ``keys`` ask for a stack: see :func:`dcstore.store.open_store`) and its manifest: the
+    current one, or ``version`` (see :func:`pin_version`)."""
+    store = store_for(url_or_store, cache=cache, keys=keys)
+    current = load_manifest(store, manifest_key)
+    return store, current if version is None else pin_version(store, current, version)
 
 
 def check_keep(keep: int) -> None:

@@ -18,6 +18,9 @@ Guarantees (the same as ``ShardedDataset``'s, see :mod:`dcstore.tokens.spans` fo
   windows of whole shards holding at least ``window`` blocks.
 * ``state_dict()``/``load_state_dict()`` resume mid-epoch (torchdata's
   ``StatefulDataLoader`` protocol), with any number of workers.
+* With ``torch.distributed`` initialised (and no ``rank``/``world_size`` given), the
+  ranks agree on the corpus version (see :mod:`dcstore.loaders.agreement`): building the
+  dataset is then a collective call on every rank.
 * Reads pin the shard versions the manifest recorded: a shard replaced under the
   manifest is a ``VersionChangedError`` naming it, never a mix of versions.
 * Workers receive the store and the manifest's address (a few hundred bytes), never
@@ -37,6 +40,7 @@ from torch.utils.data import IterableDataset
 
 from dcstore.backends.base import Backend
 from dcstore.errors import ConfigError
+from dcstore.loaders.agreement import agree_on_version
 from dcstore.loaders.prefetch import Prefetcher
 from dcstore.loaders.resumable import PlannedPasses
 from dcstore.store import CacheSpec, KeySpec, store_for
@@ -62,6 +66,12 @@ class _TokenItems(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
         )  # fmt: skip
         self.store = store_for(url_or_store, cache=cache, keys=keys)
         self.manifest: TokenManifest = load_token_manifest(self.store)
+        if rank is None and world_size is None:  # ranks of a job read one version
+            self.manifest = agree_on_version(
+                self.manifest,
+                lambda _version: load_token_manifest(self.store),  # only the current is kept
+                lambda: load_token_manifest(self.store),
+            )
         self.prefetcher = Prefetcher(threads=prefetch_threads, max_bytes=prefetch_bytes)
         self.window_bytes = window_bytes
 

@@ -2,10 +2,10 @@
 ``tests`` and the repo on ``PYTHONPATH``).
 
 For each epoch and each dataset of the spec it runs a shuffled ``ShardedDataset``
-(``rank``/``world_size`` explicit, pinned to the version the runner resolved for every
-rank) through a ``DataLoader`` with ``workers`` processes
-and records which samples it got, whether each one's bytes were right for the
-generation its manifest names, how long the epoch took and any error (one line).
+(``rank``/``world_size`` explicit, so ``version=`` the runner resolved for every rank)
+through a ``DataLoader`` with ``workers`` processes and records which samples it got,
+whether each one's bytes were right for the generation its manifest names, how long the
+epoch took and any error (one line).
 Results go to ``out`` as JSON after every epoch, so a killed rank leaves what it did.
 """
 
@@ -21,7 +21,6 @@ import torch.utils.data
 
 from chaos.data import expected, fingerprint
 from dcstore import ShardedDataset, open_store
-from dcstore.loaders.versions import archive_key
 
 
 def read_epoch(ds: Any, workers: int, want: dict[str, str]) -> dict[str, Any]:
@@ -32,15 +31,6 @@ def read_epoch(ds: Any, workers: int, want: dict[str, str]) -> dict[str, Any]:
         if want.get(key) != got:
             bad.append(key)
     return {"keys": keys, "bad": bad}
-
-
-def pinned(store: Any, version: str | None, **options: Any) -> ShardedDataset:
-    """The dataset at the version the runner resolved for every rank (as a launcher
-    must, see docs/pack.md): the current manifest, or its archive once a pack replaced it."""
-    ds = ShardedDataset(store, **options)
-    if version is not None and ds.manifest.version != version:
-        ds = ShardedDataset(store, manifest_key=archive_key(version), **options)
-    return ds
 
 
 def main(spec_path: str) -> None:
@@ -54,8 +44,9 @@ def main(spec_path: str) -> None:
             store = open_store(d["url"], cache=d["cache"], keys=spec["keys"],
                                retries=spec["retries"])  # fmt: skip
             stores.append(store)
-            ds = pinned(store, d.get("version"), shuffle=True, seed=spec["seed"],
-                        rank=spec["rank"], world_size=spec["world"])  # fmt: skip
+            ds = ShardedDataset(store, version=d.get("version"), shuffle=True,
+                                seed=spec["seed"], rank=spec["rank"],
+                                world_size=spec["world"])  # fmt: skip
             generation = int(ds.manifest.metadata["generation"])
             datasets[d["name"]] = (ds.map(fingerprint), generation, expected(generation))
         except Exception as exc:
