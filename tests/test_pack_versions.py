@@ -52,8 +52,13 @@ def check_versions_and_gc(src: Path, url: str, capsys) -> None:
     current = load_manifest(open_store(url))
     assert current.previous == (versions[1],)
     assert shard_versions(url) == {versions[1], versions[2]}  # the oldest was deleted
-    previous = ShardedDataset(url, manifest_key=archive_key(versions[1]))
+    previous = ShardedDataset(url, version=versions[1])  # read from its archive
     assert previous.manifest.version == versions[1] and len(list(previous)) == 24
+    capsys.readouterr()
+    assert main(["versions", url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines] == [[versions[2], "current"], [versions[1], "kept"]]
+    assert all("24 samples in" in line for line in lines)
 
     orphans = add_orphans(url)
     assert len(orphans) == 2
@@ -174,6 +179,31 @@ def test_version_opens_the_current_or_a_kept_version_and_names_what_is_kept(
     for bad in ("../manifest", "a/b", "", ".hidden", "x" * 200):
         with pytest.raises(ConfigError, match="not a dataset version name"):
             ShardedDataset(url, version=bad)
+
+
+def test_versions_lists_what_is_kept_and_names_a_missing_archive(tmp_path: Path, capsys) -> None:
+    url = f"file://{tmp_path / 'ds'}"
+    for n in (3, 4):
+        with ShardWriter(url, shard_size=2000) as writer:
+            for i in range(n):
+                writer.write({"__key__": f"{i:03d}", "txt": str(n)})
+        if n == 3:
+            first = writer.version
+    with open_backend(url) as store:
+        store.delete(archive_key(first))  # removed by hand
+    capsys.readouterr()
+    assert main(["versions", url, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    current, kept = report["versions"]
+    assert current["current"] and current["samples"] == 4 and not current["missing"]
+    assert kept == {"version": first, "current": False, "key": archive_key(first),
+                    "missing": True}  # fmt: skip
+    assert main(["versions", url]) == 0
+    assert f"archive {archive_key(first)} missing" in capsys.readouterr().out
+    with pytest.raises(NotFoundError, match="is gone"):
+        ShardedDataset(url, version=first)
+    assert main(["versions", f"file://{tmp_path / 'none'}"]) == 3
+    assert "no dataset here" in capsys.readouterr().err
 
 
 def test_a_resume_state_made_before_a_new_pack_resumes_on_its_version(tmp_path: Path) -> None:

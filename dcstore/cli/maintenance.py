@@ -9,6 +9,9 @@ that never leaves such garbage (memory) reports that there is nothing to sweep.
 ``dcstore gc STORE [--dry-run]`` deletes the shards and archived manifests of a
 dataset that its current manifest and the versions it keeps no longer
 reference (versions dropped by hand, packs that failed or were interrupted).
+
+``dcstore versions STORE`` lists the versions a dataset keeps, the current one first:
+the names ``ShardedDataset(..., version=)`` accepts.
 """
 
 from __future__ import annotations
@@ -65,6 +68,36 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_versions(args: argparse.Namespace) -> int:
+    from dcstore.loaders.versions import list_versions
+
+    with open_from_args(args.store, args) as store:
+        kept = list_versions(store, args.manifest)
+    if args.json:
+        rows = [
+            {"version": v.version, "current": v.current, "key": v.key,
+             "missing": v.manifest is None}
+            | ({} if v.manifest is None else {
+                "samples": v.manifest.num_samples, "shards": len(v.manifest.shards),
+                "bytes": v.manifest.total_bytes,
+            })
+            for v in kept
+        ]  # fmt: skip
+        json.dump({"url": store.url, "versions": rows}, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    for v in kept:
+        role = "current" if v.current else "kept"
+        if v.manifest is None:
+            print(f"{v.version}  {role:7}  archive {v.key} missing")
+        else:
+            print(
+                f"{v.version}  {role:7}  {v.manifest.num_samples} samples in "
+                f"{len(v.manifest.shards)} shard(s), {human_size(v.manifest.total_bytes)}"
+            )
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g = subparsers.add_parser(
         "gc",
@@ -85,6 +118,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     g.add_argument("--json", action="store_true", help="machine-readable result")
     add_store_options(g)
     g.set_defaults(func=cmd_gc)
+
+    v = subparsers.add_parser(
+        "versions",
+        help="list the versions a dataset keeps (the names version= accepts)",
+        description="List the current version of the dataset at STORE and the earlier "
+        "versions it keeps, newest first, with their samples, shards and size. Any of them "
+        "can be read with ShardedDataset(STORE, version=NAME).",
+    )
+    v.add_argument("store", metavar="STORE", help="storage URL of the dataset")
+    v.add_argument(
+        "--manifest", default="manifest.parquet", metavar="KEY",
+        help="the dataset's manifest key (default manifest.parquet)",
+    )  # fmt: skip
+    v.add_argument("--json", action="store_true", help="machine-readable result")
+    add_store_options(v)
+    v.set_defaults(func=cmd_versions)
 
     p = subparsers.add_parser("maintenance", help="storage housekeeping (sweep abandoned puts)")
     sub = p.add_subparsers(dest="maintenance_command", metavar="ACTION")

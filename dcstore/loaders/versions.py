@@ -132,15 +132,34 @@ def commit_version(
     return committed, dropped
 
 
-def kept_manifests(store: Backend, key: str = MANIFEST_KEY) -> list[Manifest]:
-    """The current manifest and the archived ones it keeps (missing archives skipped)."""
+@dataclasses.dataclass(frozen=True)
+class KeptVersion:
+    """One version a dataset keeps: the current one, or an earlier one and its archive."""
+
+    version: str
+    key: str
+    """The manifest's object key (the current manifest's, or the archive's)."""
+    manifest: Manifest | None
+    """None when the archive of a kept version is missing (removed by hand)."""
+
+    @property
+    def current(self) -> bool:
+        return not self.key.startswith(ARCHIVE_PREFIX)
+
+
+def list_versions(store: Backend, key: str = MANIFEST_KEY) -> list[KeptVersion]:
+    """The current version and the earlier ones it keeps, newest first."""
     current = load_manifest(store, key)
-    manifests = [current]
+    kept = [KeptVersion(current.version, key, current)]
     for version in current.previous:
         found = _read_current(store, archive_key(version))
-        if found is not None:
-            manifests.append(found[0])
-    return manifests
+        kept.append(KeptVersion(version, archive_key(version), None if found is None else found[0]))
+    return kept
+
+
+def kept_manifests(store: Backend, key: str = MANIFEST_KEY) -> list[Manifest]:
+    """The current manifest and the archived ones it keeps (missing archives skipped)."""
+    return [v.manifest for v in list_versions(store, key) if v.manifest is not None]
 
 
 def repin(store: Backend, versions: Mapping[str, str], key: str = MANIFEST_KEY) -> int:
@@ -148,14 +167,10 @@ def repin(store: Backend, versions: Mapping[str, str], key: str = MANIFEST_KEY) 
     and the archived ones it keeps; return how many manifests changed. A store with no
     dataset changes nothing."""
     try:
-        current = load_manifest(store, key)
+        kept = list_versions(store, key)
     except NotFoundError:
         return 0
-    targets = [(key, current)]
-    for version in current.previous:
-        found = _read_current(store, archive_key(version))
-        if found is not None:
-            targets.append((archive_key(version), found[0]))
+    targets = [(v.key, v.manifest) for v in kept if v.manifest is not None]
     changed = 0
     for manifest_key, manifest in targets:
         if not any(k in versions for k in manifest.table.keys):
