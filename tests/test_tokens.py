@@ -293,6 +293,37 @@ def test_a_new_version_keeps_the_previous_one_and_drops_older(tmp_path: Path) ->
     kept = {k.key.split("/")[1] for k in store.list_objects("tokens/")}
     assert kept == set(versions[1:])
     assert load_token_manifest(store).version == versions[2]
+    assert [m.key for m in store.list_objects("token-versions/")] == [
+        f"token-versions/{versions[1]}.parquet"  # the replaced manifest, kept with its shards
+    ]
+    url = f"file://{tmp_path / 'store'}"
+    earlier = TokenDataset(url, block_size=1, version=versions[1])
+    assert earlier.manifest.version == versions[1] and [int(b[0]) for b in earlier] == [0, 1, 2, 3]
+    assert len(TokenDataset(url, block_size=1, version=versions[2])) == 5
+    with pytest.raises(NotFoundError, match=f"{versions[0]}' is gone .*kept: {versions[1]}"):
+        TokenDataset(url, block_size=1, version=versions[0])
+    with pytest.raises(ConfigError, match="not a dataset version name"):
+        DocumentDataset(url, max_length=4, version="../tokens")
+
+
+def test_a_resume_state_made_before_a_new_pack_resumes_on_its_version(tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'store'}"
+    with TokenWriter(url, vocab_size=1000, shard_bytes=64) as w:
+        w.write(list(range(300)))
+    first = TokenDataset(url, block_size=10, shuffle=True, seed=4)
+    read = iter(first)
+    before = [int(next(read)[0]) for _ in range(12)]
+    state = first.state_dict()
+    with TokenWriter(url, vocab_size=1000, shard_bytes=64) as w:  # a new version commits
+        w.write(list(range(500, 700)))
+    with pytest.raises(ConfigError, match="resume state is for dataset version"):
+        TokenDataset(url, block_size=10, shuffle=True, seed=4).load_state_dict(state)
+    resumed = TokenDataset(
+        url, block_size=10, shuffle=True, seed=4, version=state["manifest_version"]
+    )
+    resumed.load_state_dict(state)
+    after = [int(b[0]) for b in resumed]
+    assert sorted(before + after) == list(range(0, 300, 10))
 
 
 def test_damaged_manifests_are_integrity_errors(packed, tmp_path: Path) -> None:

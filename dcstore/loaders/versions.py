@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from dcstore.backends.base import Backend, ObjectMeta
 from dcstore.errors import ConfigError, NotFoundError
+from dcstore.loaders.agreement import M
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, load_manifest
 from dcstore.loaders.shardindex import BytesSource
 from dcstore.store import CacheSpec, KeySpec, store_for
@@ -55,22 +56,34 @@ def archive_key(version: str) -> str:
 _VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
-def pin_version(store: Backend, current: Manifest, version: str) -> Manifest:
-    """Dataset version ``version`` of ``store``: ``current`` (its manifest read just now)
-    when it is that version, else the archived copy, else :class:`NotFoundError` naming
-    the versions kept. A ``version`` that is not a version name is a :class:`ConfigError`."""
+def pick_version(
+    current: M, version: str, open_archive: Callable[[str], M], kept: Callable[[], Iterable[str]],
+    where: str,
+) -> M:  # fmt: skip
+    """Version ``version`` of a dataset: ``current`` (its manifest read just now) when it
+    is that version, else ``open_archive(version)``; an archive that is gone raises
+    :class:`NotFoundError` naming ``kept()``. A ``version`` that is not a version name is
+    a :class:`ConfigError`."""
     if not isinstance(version, str) or not _VERSION_NAME.fullmatch(version):
         raise ConfigError(f"not a dataset version name: {version!r:.80}")
     if current.version == version:
         return current
     try:
-        return load_manifest(store, archive_key(version))
+        return open_archive(version)
     except NotFoundError:
-        kept = ", ".join(current.previous) or "no earlier version"
+        names = ", ".join(kept()) or "no earlier version"
         raise NotFoundError(
-            f"{store.url}: dataset version {version!r} is gone (current: {current.version}; "
-            f"kept: {kept})"
+            f"{where}: dataset version {version!r} is gone (current: {current.version}; "
+            f"kept: {names})"
         ) from None
+
+
+def pin_version(store: Backend, current: Manifest, version: str) -> Manifest:
+    """:func:`pick_version` of a sample dataset: its archives are ``versions/V.parquet``."""
+    return pick_version(
+        current, version, lambda v: load_manifest(store, archive_key(v)),
+        lambda: current.previous, store.url,
+    )  # fmt: skip
 
 
 def open_dataset(

@@ -20,7 +20,9 @@ Guarantees (the same as ``ShardedDataset``'s, see :mod:`dcstore.tokens.spans` fo
   ``StatefulDataLoader`` protocol), with any number of workers.
 * With ``torch.distributed`` initialised (and no ``rank``/``world_size`` given), the
   ranks agree on the corpus version (see :mod:`dcstore.loaders.agreement`): building the
-  dataset is then a collective call on every rank.
+  dataset is then a collective call on every rank. ``version=`` reads that version
+  instead: the current one or the previous one the store keeps (e.g. the
+  ``manifest_version`` of a resume state after a new pack).
 * Reads pin the shard versions the manifest recorded: a shard replaced under the
   manifest is a ``VersionChangedError`` naming it, never a mix of versions.
 * Workers receive the store and the manifest's address (a few hundred bytes), never
@@ -45,7 +47,7 @@ from dcstore.loaders.prefetch import Prefetcher
 from dcstore.loaders.resumable import PlannedPasses
 from dcstore.store import CacheSpec, KeySpec, store_for
 from dcstore.tokens import spans as item_spans
-from dcstore.tokens.manifest import TokenManifest, load_token_manifest
+from dcstore.tokens.manifest import TokenManifest, load_token_manifest, pin_token_version
 from dcstore.tokens.reader import DEFAULT_WINDOW_BYTES, fetch_tokens, read_items
 
 _DERIVED = ("spans", "_riders")
@@ -58,6 +60,7 @@ class _TokenItems(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
         self, url_or_store: str | Backend, *, cache: CacheSpec | None, keys: KeySpec | None,
         shuffle: bool, seed: int, window: int, drop_last: bool, rank: int | None,
         world_size: int | None, prefetch_bytes: int, prefetch_threads: int, window_bytes: int,
+        version: str | None,
     ) -> None:  # fmt: skip
         super().__init__()
         self._init_passes(
@@ -65,13 +68,18 @@ class _TokenItems(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
             rank=rank, world_size=world_size,
         )  # fmt: skip
         self.store = store_for(url_or_store, cache=cache, keys=keys)
-        self.manifest: TokenManifest = load_token_manifest(self.store)
-        if rank is None and world_size is None:  # ranks of a job read one version
+        current = load_token_manifest(self.store)
+        self.manifest: TokenManifest
+        if version is not None:
+            self.manifest = pin_token_version(self.store, current, version)
+        elif rank is None and world_size is None:  # the ranks of a job read one version
             self.manifest = agree_on_version(
-                self.manifest,
-                lambda _version: load_token_manifest(self.store),  # only the current is kept
+                current,
+                lambda v: pin_token_version(self.store, load_token_manifest(self.store), v),
                 lambda: load_token_manifest(self.store),
             )
+        else:
+            self.manifest = current
         self.prefetcher = Prefetcher(threads=prefetch_threads, max_bytes=prefetch_bytes)
         self.window_bytes = window_bytes
 
@@ -154,6 +162,7 @@ class TokenDataset(_TokenItems):
         prefetch_bytes: int = 64 * 1024 * 1024,
         prefetch_threads: int = 2,
         window_bytes: int = DEFAULT_WINDOW_BYTES,
+        version: str | None = None,
     ):
         if block_size < 1:
             raise ConfigError(f"block_size must be >= 1, got {block_size}")
@@ -164,7 +173,7 @@ class TokenDataset(_TokenItems):
             url_or_store, cache=cache, keys=keys, shuffle=shuffle, seed=seed, window=window,
             drop_last=drop_last, rank=rank, world_size=world_size,
             prefetch_bytes=prefetch_bytes, prefetch_threads=prefetch_threads,
-            window_bytes=window_bytes,
+            window_bytes=window_bytes, version=version,
         )  # fmt: skip
         if self.num_items == 0:
             raise ConfigError(
@@ -215,6 +224,7 @@ class DocumentDataset(_TokenItems):
         prefetch_bytes: int = 64 * 1024 * 1024,
         prefetch_threads: int = 2,
         window_bytes: int = DEFAULT_WINDOW_BYTES,
+        version: str | None = None,
     ):
         if max_length < 1:
             raise ConfigError(f"max_length must be >= 1, got {max_length}")
@@ -223,7 +233,7 @@ class DocumentDataset(_TokenItems):
             url_or_store, cache=cache, keys=keys, shuffle=shuffle, seed=seed, window=window,
             drop_last=drop_last, rank=rank, world_size=world_size,
             prefetch_bytes=prefetch_bytes, prefetch_threads=prefetch_threads,
-            window_bytes=window_bytes,
+            window_bytes=window_bytes, version=version,
         )  # fmt: skip
         riders = [n for n in self.manifest.documents.column_names if n not in ("start", "length")]
         missing = sorted(set(columns or ()) - set(riders))

@@ -38,16 +38,24 @@ import pyarrow.parquet as pq
 from dcstore.backends.base import Backend
 from dcstore.errors import DcstoreError, IntegrityError, NotFoundError
 from dcstore.loaders.shardindex import ObjectSource
+from dcstore.loaders.versions import pick_version
 
 TOKENS_KEY = "tokens.parquet"
 FORMAT = "dcstore-tokens/1"
 SHARDS_PREFIX = "tokens/"
+ARCHIVE_PREFIX = "token-versions/"
+"""The manifest a commit replaced is kept here as ``<version>.parquet`` (with its shards)."""
 DTYPES: dict[str, np.dtype[Any]] = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
 
 
 def token_shard_key(version: str, index: int) -> str:
     """The object key of token shard ``index`` of ``version``."""
     return f"{SHARDS_PREFIX}{version}/{index:06d}.bin"
+
+
+def token_archive_key(version: str) -> str:
+    """The object key of the kept copy of ``version``'s token manifest."""
+    return f"{ARCHIVE_PREFIX}{version}.parquet"
 
 
 def dtype_for(vocab_size: int) -> str:
@@ -271,3 +279,19 @@ def load_token_manifest(store: Backend, key: str = TOKENS_KEY) -> TokenManifest:
         shards = tuple(TokenShard(s.key, s.tokens, None, s.key_id) for s in manifest.shards)
         manifest = dataclasses.replace(manifest, shards=shards, versions_of="")
     return manifest
+
+
+def kept_token_versions(store: Backend) -> list[str]:
+    """The versions whose manifest ``store`` keeps archived, newest first."""
+    names = (m.key[len(ARCHIVE_PREFIX) :] for m in store.list_objects(ARCHIVE_PREFIX))
+    return sorted((n.removesuffix(".parquet") for n in names if n.endswith(".parquet")),
+                  reverse=True)  # fmt: skip
+
+
+def pin_token_version(store: Backend, current: TokenManifest, version: str) -> TokenManifest:
+    """Version ``version`` of the corpus in ``store``: ``current`` (read just now) when it is
+    that version, else its archive (see :func:`dcstore.loaders.versions.pick_version`)."""
+    return pick_version(
+        current, version, lambda v: load_token_manifest(store, token_archive_key(v)),
+        lambda: kept_token_versions(store), store.url,
+    )  # fmt: skip

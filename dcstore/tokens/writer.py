@@ -9,9 +9,11 @@ Guarantees:
   ``tokens/<version>/``.
 * One token dataset per store (its manifest is ``tokens.parquet``). The
   manifest is committed last, only when the writer closes without an
-  exception: a failed pack leaves the previous version current. After the
-  commit, the store keeps this version's shards and the previous version's
-  (its readers keep working); older versions' shards are deleted.
+  exception: a failed pack leaves the previous version current. The manifest
+  it replaces is archived first (``token-versions/<version>.parquet``); after the
+  commit the store keeps this version and the previous one, shards and archive
+  (its readers keep working, ``TokenDataset(..., version=)`` opens it); older
+  versions' shards and archives are deleted.
 * An id outside ``0 .. vocab_size - 1`` is refused (:class:`ConfigError`) before
   anything is written: ids are never silently wrapped into the stored dtype.
 * Memory is bounded by about two shards (one being filled, one being put).
@@ -32,8 +34,10 @@ import pyarrow as pa
 from dcstore.backends.base import Backend, ObjectMeta
 from dcstore.errors import ConfigError, IntegrityError, NotFoundError
 from dcstore.loaders.writer import new_version
+from dcstore.ops import copy_object
 from dcstore.store import CacheSpec, KeySpec, store_for
 from dcstore.tokens.manifest import (
+    ARCHIVE_PREFIX,
     DTYPES,
     SHARDS_PREFIX,
     TOKENS_KEY,
@@ -41,6 +45,7 @@ from dcstore.tokens.manifest import (
     TokenShard,
     dtype_for,
     load_token_manifest,
+    token_archive_key,
     token_shard_key,
 )
 
@@ -178,6 +183,8 @@ class TokenWriter:
                 given_documents=self._documents(),
             )  # fmt: skip
             previous = _current_version(self.store)
+            if previous is not None and previous != self.version:
+                copy_object(self.store, self.store, TOKENS_KEY, token_archive_key(previous))
             self.store.put(TOKENS_KEY, manifest.to_parquet())
         finally:
             self._closed = True
@@ -215,11 +222,17 @@ def _current_version(store: Backend) -> str | None:
 
 
 def _drop_versions(store: Backend, keep: set[str | None]) -> int:
-    """Delete token shards of versions not in ``keep``; return how many."""
+    """Delete token shards and archived manifests of versions not in ``keep``; return how
+    many objects."""
     doomed = [
         meta.key
         for meta in store.list_objects(SHARDS_PREFIX)
         if meta.key[len(SHARDS_PREFIX) :].split("/", 1)[0] not in keep
+    ]
+    doomed += [
+        meta.key
+        for meta in store.list_objects(ARCHIVE_PREFIX)
+        if meta.key[len(ARCHIVE_PREFIX) :].removesuffix(".parquet") not in keep
     ]
     for key in doomed:
         store.delete(key)
