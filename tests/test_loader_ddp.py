@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 import dcstore.loaders.versions as versions_module
 import dcstore.tokens.dataset as token_dataset_module
 from dcstore.errors import VersionChangedError
-from dcstore.loaders import ShardedDataset, ShardWriter
+from dcstore.loaders import ShardedDataset, ShardWriter, agreement
 from dcstore.loaders.agreement import agree_on_version
 from dcstore.tokens import TokenDataset, TokenWriter
 
@@ -167,10 +167,11 @@ def test_ranks_agree_on_the_version_when_a_pack_commits_between_their_opens(
     assert len(ranks[0]["items"]) == len(ranks[1]["items"])
 
 
-def _never_agree_main(rank: int, port: int, out: str) -> None:
+def _never_agree_main(rank: int, port: int, out: str, backend: str) -> None:
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD
     )
+    agreement.default_backend = lambda: backend  # "nccl": the names go over a gloo group
     try:  # each rank only ever finds a version of its own: every rank must give up
         mine = SimpleNamespace(version=f"v{rank}")
         try:
@@ -188,9 +189,12 @@ def _never_agree_main(rank: int, port: int, out: str) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_ranks_that_cannot_agree_all_raise_naming_the_versions(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["gloo", "nccl"])
+def test_ranks_that_cannot_agree_all_raise_naming_the_versions(
+    tmp_path: Path, backend: str
+) -> None:
     out = str(tmp_path / "result.json")
-    mp.start_processes(_never_agree_main, args=(_free_port(), out), nprocs=WORLD,
+    mp.start_processes(_never_agree_main, args=(_free_port(), out, backend), nprocs=WORLD,
                        start_method="fork")  # fmt: skip
     with open(out) as f:
         outcomes = json.load(f)
