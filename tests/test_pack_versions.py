@@ -174,7 +174,8 @@ def test_version_opens_the_current_or_a_kept_version_and_names_what_is_kept(
     assert {s["txt"] for s in earlier} == {b"7"} and len(earlier) == 7
     mapped = ShardedMapDataset(url, version=versions[1])
     assert len(mapped) == 7 and mapped[6]["txt"] == b"7"
-    with pytest.raises(NotFoundError, match=f"{versions[0]}' is gone .*kept: {versions[1]}"):
+    gone = f"no dataset version '{versions[0]}' here .*kept: {versions[1]}"
+    with pytest.raises(NotFoundError, match=gone):
         ShardedDataset(url, version=versions[0])
     for bad in ("../manifest", "a/b", "", ".hidden", "x" * 200):
         with pytest.raises(ConfigError, match="not a dataset version name"):
@@ -200,7 +201,7 @@ def test_versions_lists_what_is_kept_and_names_a_missing_archive(tmp_path: Path,
                     "missing": True}  # fmt: skip
     assert main(["versions", url]) == 0
     assert f"archive {archive_key(first)} missing" in capsys.readouterr().out
-    with pytest.raises(NotFoundError, match="is gone"):
+    with pytest.raises(NotFoundError, match="no dataset version"):
         ShardedDataset(url, version=first)
     assert main(["versions", f"file://{tmp_path / 'none'}"]) == 3
     assert "no dataset here" in capsys.readouterr().err

@@ -300,7 +300,8 @@ def test_a_new_version_keeps_the_previous_one_and_drops_older(tmp_path: Path) ->
     earlier = TokenDataset(url, block_size=1, version=versions[1])
     assert earlier.manifest.version == versions[1] and [int(b[0]) for b in earlier] == [0, 1, 2, 3]
     assert len(TokenDataset(url, block_size=1, version=versions[2])) == 5
-    with pytest.raises(NotFoundError, match=f"{versions[0]}' is gone .*kept: {versions[1]}"):
+    gone = f"no dataset version '{versions[0]}' here .*kept: {versions[1]}"
+    with pytest.raises(NotFoundError, match=gone):
         TokenDataset(url, block_size=1, version=versions[0])
     with pytest.raises(ConfigError, match="not a dataset version name"):
         DocumentDataset(url, max_length=4, version="../tokens")

@@ -73,8 +73,8 @@ def pick_version(
     except NotFoundError:
         names = ", ".join(kept()) or "no earlier version"
         raise NotFoundError(
-            f"{where}: dataset version {version!r} is gone (current: {current.version}; "
-            f"kept: {names})"
+            f"{where}: no dataset version {version!r} here (never packed, or dropped: the "
+            f"store keeps the last few; current: {current.version}; kept: {names})"
         ) from None
 
 
