@@ -109,7 +109,8 @@ def agree_on_version(
             except NotFoundError:
                 manifest = open_current()
     raise VersionChangedError(
-        f"the ranks could not agree on a dataset version: it changed while they opened it "
-        f"({ATTEMPTS} attempts; last seen by rank: {', '.join(versions)}); pass version= "
-        f"to pin one"
+        f"the ranks could not agree on a dataset version in {ATTEMPTS} attempts (last seen "
+        f"by rank: {', '.join(versions)}): packs kept committing while they opened it, or "
+        f"the ranks opened different datasets; pass version= to read one, or rank= and "
+        f"world_size= to read each on its own"
     )
