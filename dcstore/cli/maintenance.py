@@ -98,8 +98,25 @@ def cmd_versions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset_command(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str,
+    description: str,
+) -> argparse.ArgumentParser:  # fmt: skip
+    """A subcommand on the dataset at STORE: STORE, --manifest, --json and store options."""
+    p = subparsers.add_parser(name, help=help, description=description)
+    p.add_argument("store", metavar="STORE", help="storage URL of the dataset")
+    p.add_argument(
+        "--manifest", default="manifest.parquet", metavar="KEY",
+        help="the dataset's manifest key (default manifest.parquet)",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="machine-readable result")
+    add_store_options(p)
+    return p
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    g = subparsers.add_parser(
+    g = _dataset_command(
+        subparsers,
         "gc",
         help="delete dataset objects no kept version references",
         description="Delete every object under shards/ and versions/ of the dataset at STORE "
@@ -107,33 +124,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "and print each one. Do not run it while a pack into STORE is in progress (its "
         "shards are not referenced until it commits).",
     )
-    g.add_argument("store", metavar="STORE", help="storage URL of the dataset")
     g.add_argument(
         "--dry-run", action="store_true", help="print what would be removed, remove nothing"
     )
-    g.add_argument(
-        "--manifest", default="manifest.parquet", metavar="KEY",
-        help="the dataset's manifest key (default manifest.parquet)",
-    )  # fmt: skip
-    g.add_argument("--json", action="store_true", help="machine-readable result")
-    add_store_options(g)
     g.set_defaults(func=cmd_gc)
-
-    v = subparsers.add_parser(
+    _dataset_command(
+        subparsers,
         "versions",
         help="list the versions a dataset keeps (the names version= accepts)",
         description="List the current version of the dataset at STORE and the earlier "
         "versions it keeps, newest first, with their samples, shards and size. Any of them "
         "can be read with ShardedDataset(STORE, version=NAME).",
-    )
-    v.add_argument("store", metavar="STORE", help="storage URL of the dataset")
-    v.add_argument(
-        "--manifest", default="manifest.parquet", metavar="KEY",
-        help="the dataset's manifest key (default manifest.parquet)",
-    )  # fmt: skip
-    v.add_argument("--json", action="store_true", help="machine-readable result")
-    add_store_options(v)
-    v.set_defaults(func=cmd_versions)
+    ).set_defaults(func=cmd_versions)
 
     p = subparsers.add_parser("maintenance", help="storage housekeeping (sweep abandoned puts)")
     sub = p.add_subparsers(dest="maintenance_command", metavar="ACTION")
