@@ -507,3 +507,24 @@ def test_the_cli_packs_text_with_a_segment_size(tmp_path: Path, keys: str, capsy
     assert labels[:4] == [0, 1, 2, 0]
     assert main([*args, "--segment-size", "64KiB"]) == 2  # no keys: refused, one line
     assert "needs --keys" in capsys.readouterr().err
+
+
+def test_dcstore_versions_lists_a_token_corpus(tmp_path: Path, capsys) -> None:
+    from dcstore.cli.main import main
+    url = f"file://{tmp_path / 'store'}"
+    versions = []
+    for n in (30, 50):
+        with TokenWriter(url, vocab_size=1000, shard_bytes=40) as w:
+            w.write(list(range(n)))
+        versions.append(w.version)
+    capsys.readouterr()
+    assert main(["versions", url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:4] for line in lines] == [
+        [versions[1], "current", "50", "tokens"],
+        [versions[0], "kept", "30", "tokens"],
+    ]
+    assert main(["versions", url, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["versions"]
+    assert [(r["tokens"], r["shards"], r["bytes"]) for r in rows] == [(50, 3, 100), (30, 2, 60)]
+    assert main(["versions", url, "--manifest", "other.parquet"]) == 3  # not the corpus's key

@@ -10,8 +10,8 @@ that never leaves such garbage (memory) reports that there is nothing to sweep.
 dataset that its current manifest and the versions it keeps no longer
 reference (versions dropped by hand, packs that failed or were interrupted).
 
-``dcstore versions STORE`` lists the versions a dataset keeps, the current one first:
-the names ``ShardedDataset(..., version=)`` accepts.
+``dcstore versions STORE`` lists the versions a dataset (or token corpus) keeps, the
+current one first: the names ``ShardedDataset(..., version=)`` (``TokenDataset``) accepts.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING, Any
 
+from dcstore.backends.base import Backend
 from dcstore.backends.registry import open_backend
 from dcstore.cli.common import (
     add_opt_flag,
@@ -28,6 +30,13 @@ from dcstore.cli.common import (
     open_from_args,
     parse_options,
 )
+from dcstore.errors import NotFoundError
+from dcstore.ops import exists
+
+if TYPE_CHECKING:
+    from dcstore.loaders.versions import KeptVersion
+
+MANIFEST_KEY = "manifest.parquet"  # loaders.manifest's, not imported here (pyarrow, torch)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -68,33 +77,52 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_versions(args: argparse.Namespace) -> int:
+def _kept_versions(store: Backend, manifest_key: str) -> list[KeptVersion[Any]]:
+    """The dataset's kept versions; a store holding a token corpus instead, the corpus's."""
     from dcstore.loaders.versions import list_versions
+    from dcstore.tokens.manifest import TOKENS_KEY, list_token_versions
 
+    try:
+        return list_versions(store, manifest_key)
+    except NotFoundError:
+        if manifest_key != MANIFEST_KEY or not exists(store, TOKENS_KEY):
+            raise
+    return list_token_versions(store)
+
+
+def _contents(manifest: Any) -> dict[str, int]:
+    """What a version holds: samples (or tokens), shards and bytes."""
+    if hasattr(manifest, "num_samples"):
+        count = {"samples": manifest.num_samples}
+        size = manifest.total_bytes
+    else:
+        count = {"tokens": manifest.num_tokens}
+        size = manifest.num_tokens * manifest.itemsize
+    return {**count, "shards": len(manifest.shards), "bytes": size}
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
     with open_from_args(args.store, args) as store:
-        kept = list_versions(store, args.manifest)
+        kept = _kept_versions(store, args.manifest)
+    rows: list[dict[str, Any]] = [
+        {"version": v.version, "current": v.current, "key": v.key, "missing": v.manifest is None}
+        | ({} if v.manifest is None else _contents(v.manifest))
+        for v in kept
+    ]
     if args.json:
-        rows = [
-            {"version": v.version, "current": v.current, "key": v.key,
-             "missing": v.manifest is None}
-            | ({} if v.manifest is None else {
-                "samples": v.manifest.num_samples, "shards": len(v.manifest.shards),
-                "bytes": v.manifest.total_bytes,
-            })
-            for v in kept
-        ]  # fmt: skip
         json.dump({"url": store.url, "versions": rows}, sys.stdout)
         sys.stdout.write("\n")
         return 0
-    for v in kept:
-        role = "current" if v.current else "kept"
-        if v.manifest is None:
-            print(f"{v.version}  {role:7}  archive {v.key} missing")
-        else:
-            print(
-                f"{v.version}  {role:7}  {v.manifest.num_samples} samples in "
-                f"{len(v.manifest.shards)} shard(s), {human_size(v.manifest.total_bytes)}"
-            )
+    for row in rows:
+        role = "current" if row["current"] else "kept"
+        if row["missing"]:
+            print(f"{row['version']}  {role:7}  archive {row['key']} missing")
+            continue
+        unit = "samples" if "samples" in row else "tokens"
+        print(
+            f"{row['version']}  {role:7}  {row[unit]} {unit} in {row['shards']} shard(s), "
+            f"{human_size(row['bytes'])}"
+        )
     return 0
 
 
@@ -106,7 +134,7 @@ def _dataset_command(
     p = subparsers.add_parser(name, help=help, description=description)
     p.add_argument("store", metavar="STORE", help="storage URL of the dataset")
     p.add_argument(
-        "--manifest", default="manifest.parquet", metavar="KEY",
+        "--manifest", default=MANIFEST_KEY, metavar="KEY",
         help="the dataset's manifest key (default manifest.parquet)",
     )  # fmt: skip
     p.add_argument("--json", action="store_true", help="machine-readable result")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Iterable, Mapping
+from typing import Generic
 
 from dcstore.backends.base import Backend, ObjectMeta
 from dcstore.errors import ConfigError, NotFoundError
@@ -146,27 +147,25 @@ def commit_version(
 
 
 @dataclasses.dataclass(frozen=True)
-class KeptVersion:
+class KeptVersion(Generic[M]):
     """One version a dataset keeps: the current one, or an earlier one and its archive."""
 
     version: str
     key: str
     """The manifest's object key (the current manifest's, or the archive's)."""
-    manifest: Manifest | None
+    manifest: M | None
     """None when the archive of a kept version is missing (removed by hand)."""
-
-    @property
-    def current(self) -> bool:
-        return not self.key.startswith(ARCHIVE_PREFIX)
+    current: bool
 
 
-def list_versions(store: Backend, key: str = MANIFEST_KEY) -> list[KeptVersion]:
+def list_versions(store: Backend, key: str = MANIFEST_KEY) -> list[KeptVersion[Manifest]]:
     """The current version and the earlier ones it keeps, newest first."""
     current = load_manifest(store, key)
-    kept = [KeptVersion(current.version, key, current)]
+    kept = [KeptVersion(current.version, key, current, True)]
     for version in current.previous:
         found = _read_current(store, archive_key(version))
-        kept.append(KeptVersion(version, archive_key(version), None if found is None else found[0]))
+        manifest = None if found is None else found[0]
+        kept.append(KeptVersion(version, archive_key(version), manifest, False))
     return kept
 
 

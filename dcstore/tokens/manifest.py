@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 from dcstore.backends.base import Backend
 from dcstore.errors import DcstoreError, IntegrityError, NotFoundError
 from dcstore.loaders.shardindex import ObjectSource
-from dcstore.loaders.versions import pick_version
+from dcstore.loaders.versions import KeptVersion, pick_version
 
 TOKENS_KEY = "tokens.parquet"
 FORMAT = "dcstore-tokens/1"
@@ -295,3 +295,14 @@ def pin_token_version(store: Backend, current: TokenManifest, version: str) -> T
         current, version, lambda v: load_token_manifest(store, token_archive_key(v)),
         lambda: kept_token_versions(store), store.url,
     )  # fmt: skip
+
+
+def list_token_versions(store: Backend) -> list[KeptVersion[TokenManifest]]:
+    """The corpus's current version and the archived earlier ones, newest first."""
+    current = load_token_manifest(store)
+    kept = [KeptVersion(current.version, TOKENS_KEY, current, True)]
+    for version in kept_token_versions(store):
+        if version != current.version:
+            key = token_archive_key(version)
+            kept.append(KeptVersion(version, key, load_token_manifest(store, key), False))
+    return kept
