@@ -511,6 +511,7 @@ def test_the_cli_packs_text_with_a_segment_size(tmp_path: Path, keys: str, capsy
 
 def test_dcstore_versions_lists_a_token_corpus(tmp_path: Path, capsys) -> None:
     from dcstore.cli.main import main
+
     url = f"file://{tmp_path / 'store'}"
     versions = []
     for n in (30, 50):
