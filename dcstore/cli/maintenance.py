@@ -36,8 +36,6 @@ from dcstore.ops import exists
 if TYPE_CHECKING:
     from dcstore.loaders.versions import KeptVersion
 
-MANIFEST_KEY = "manifest.parquet"  # loaders.manifest's, not imported here (pyarrow, torch)
-
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     with open_backend(args.url, **parse_options(args.option)) as backend:
@@ -79,6 +77,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 def _kept_versions(store: Backend, manifest_key: str) -> list[KeptVersion[Any]]:
     """The dataset's kept versions; a store holding a token corpus instead, the corpus's."""
+    from dcstore.loaders.manifest import MANIFEST_KEY  # pyarrow: imported only when run
     from dcstore.loaders.versions import list_versions
     from dcstore.tokens.manifest import TOKENS_KEY, list_token_versions
 
@@ -134,7 +133,7 @@ def _dataset_command(
     p = subparsers.add_parser(name, help=help, description=description)
     p.add_argument("store", metavar="STORE", help="storage URL of the dataset")
     p.add_argument(
-        "--manifest", default=MANIFEST_KEY, metavar="KEY",
+        "--manifest", default="manifest.parquet", metavar="KEY",
         help="the dataset's manifest key (default manifest.parquet)",
     )  # fmt: skip
     p.add_argument("--json", action="store_true", help="machine-readable result")
