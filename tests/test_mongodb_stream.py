@@ -406,29 +406,93 @@ def test_streaming_256_mib_keeps_memory_bounded(mongodb_url: str) -> None:  # no
 
 
 class _CountingFinds:
-    """A chunks collection that counts ``find`` calls (queries, not batches)."""
+    """A chunks collection that counts ``find`` calls (queries, not batches) and records
+    the filters of ``find_one`` calls."""
 
     def __init__(self, inner: Any):
         self.inner, self.finds = inner, 0
+        self.find_ones: list[dict[str, Any]] = []
 
     def find(self, *args: Any, **kwargs: Any) -> Any:
         self.finds += 1
         return self.inner.find(*args, **kwargs)
 
+    def find_one(self, filter: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        self.find_ones.append(filter)
+        return self.inner.find_one(filter, *args, **kwargs)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
 
-def test_a_stream_reads_its_chunks_through_one_cursor(mongodb_url: str) -> None:  # noqa: F811
-    """``read_chunks`` (two threads, ranges taken out of order) asks one chunk query for
-    the whole stream instead of one per chunk (FerretDB scans the collection for every
-    query); the bytes are the object's, and a read behind the cursor reopens it."""
+def _gridfs_object(backend: MongoBackend, key: str, data: bytes) -> Any:
+    """``key`` written by pymongo's own GridFS (chunks with ObjectId ids): read by cursor."""
+    conn = backend._connection()
+    bucket = gridfs.GridFSBucket(conn.files.database, backend.bucket, chunk_size_bytes=256 * KiB)
+    bucket.upload_from_stream(key, data)
+    return backend.head(key)
+
+
+def test_dcstore_chunks_are_read_by_id(mongodb_url: str) -> None:  # noqa: F811
+    """A revision dcstore wrote streams by one ``_id`` point lookup per chunk, no
+    ``(files_id, n)`` query (FerretDB scans and sorts the collection in memory for
+    those: 24 GB for a 10 GiB object), from several threads at once; a revision
+    replaced while being read raises VersionChangedError, never bytes of the new one."""
+    from dcstore.errors import VersionChangedError
+    from dcstore.ops import read_chunks
+
+    backend = open_backend(mongodb_url, bucket=f"id{uuid.uuid4().hex[:8]}", chunk_size=256 * KiB)
+    assert isinstance(backend, MongoBackend)
+    data = random.randbytes(6 * MiB + 5)
+    meta = backend.put("k", data)
+    conn = backend._connection()
+    conn.chunks = counting = _CountingFinds(conn.chunks)  # type: ignore[assignment]
+    try:
+        assert b"".join(bytes(c) for c in read_chunks(backend, meta, chunk=MiB)) == data
+        assert counting.finds == 0
+        ids = [f["_id"] for f in counting.find_ones]
+        assert sorted(ids) == sorted(f"{meta.version}.{n}" for n in range(25))
+        with backend.open_read("k", version=meta.version) as reader:
+            assert reader.read_range(5 * MiB, 6 * MiB) == data[5 * MiB : 6 * MiB]
+            assert reader.read_range(0, 300 * KiB) == data[: 300 * KiB]
+            backend.put("k", b"new")
+            with pytest.raises(VersionChangedError, match="replaced while being read"):
+                reader.read_range(MiB, 2 * MiB)
+        assert counting.finds == 0
+    finally:
+        backend.delete("k")
+        backend.close()
+
+
+def test_ferretdb_finds_by_id_through_the_index(mongodb_url: str) -> None:  # noqa: F811
+    """servers/ferretdb builds FerretDB with its `_id` lookup fixed to use the `_id`
+    index: the plan searches the index instead of scanning the collection."""
+    client: pymongo.MongoClient[Any] = pymongo.MongoClient(mongodb_url)
+    try:
+        db = client.get_default_database()
+        name = f"ix{uuid.uuid4().hex[:8]}"
+        db[name].insert_many([{"_id": f"x.{n}", "n": n} for n in range(50)])
+        plan = db.command("explain", {"find": name, "filter": {"_id": "x.7"}})
+        if "ferretdbVersion" not in plan.get("serverInfo", {}):
+            pytest.skip("not FerretDB: its query plans are the server's own")
+        steps = " ".join(plan["queryPlanner"]["Plan"])
+        assert "USING INDEX" in steps and "SCAN" not in steps, steps
+        db[name].drop()
+    finally:
+        client.close()
+
+
+def test_a_gridfs_stream_reads_its_chunks_through_one_cursor(mongodb_url: str) -> None:  # noqa: F811
+    """For a revision another GridFS tool wrote, ``read_chunks`` (two threads, ranges
+    taken out of order) asks one chunk query for the whole stream instead of one per
+    chunk (FerretDB scans the collection for every such query); the bytes are the
+    object's, and a read behind the cursor reopens it."""
     from dcstore.ops import read_chunks
 
     backend = open_backend(mongodb_url, bucket=f"cur{uuid.uuid4().hex[:8]}", chunk_size=256 * KiB)
     assert isinstance(backend, MongoBackend)
     data = random.randbytes(6 * MiB + 5)
-    meta = backend.put("k", data)
+    meta = _gridfs_object(backend, "k", data)
     conn = backend._connection()
     conn.chunks = counting = _CountingFinds(conn.chunks)  # type: ignore[assignment]
     try:
@@ -446,14 +510,14 @@ def test_a_stream_reads_its_chunks_through_one_cursor(mongodb_url: str) -> None:
 
 
 def test_ranges_taken_out_of_order_share_one_cursor(mongodb_url: str) -> None:  # noqa: F811
-    """Read-ahead threads take turns in any order and encrypted ranges do not start on
-    chunk boundaries: a range read before the one behind it keeps the chunk they share,
-    and two threads starting a stream together open one cursor at the lower range (each
-    extra query is a collection scan on FerretDB: 15 s for 512 MiB)."""
+    """(A GridFS revision.) Read-ahead threads take turns in any order and encrypted
+    ranges do not start on chunk boundaries: a range read before the one behind it keeps
+    the chunk they share, and two threads starting a stream together open one cursor at
+    the lower range (each extra query is a collection scan on FerretDB: 15 s for 512 MiB)."""
     backend = open_backend(mongodb_url, bucket=f"ooo{uuid.uuid4().hex[:8]}", chunk_size=256 * KiB)
     assert isinstance(backend, MongoBackend)
     data = random.randbytes(3 * MiB)
-    meta = backend.put("k", data)
+    meta = _gridfs_object(backend, "k", data)
     conn = backend._connection()
     conn.chunks = counting = _CountingFinds(conn.chunks)  # type: ignore[assignment]
     step = 600 * KiB + 100  # never a multiple of the chunk size

@@ -90,7 +90,7 @@ from dcstore.backends.mongodb.gc import (
     remove_orphans,
     upload_date,
 )
-from dcstore.backends.mongodb.reader import CursorReader
+from dcstore.backends.mongodb.reader import CursorReader, missing_chunk
 from dcstore.backends.objectio import ChunkedWriter, ObjectReader
 from dcstore.backends.options import Options, ParsedUrl
 from dcstore.errors import (
@@ -266,12 +266,21 @@ class MongoBackend(Backend):
         return self._read(key, start, end, version)
 
     def open_read(self, key: str, *, version: str | None = None) -> ObjectReader:
-        """One revision, its ranges read through one cursor over its chunks
-        (:mod:`dcstore.backends.mongodb.reader`)."""
+        """One revision. Chunks dcstore wrote are read by ``_id`` point lookups (one
+        index read per chunk on every server, concurrent read-ahead threads run in
+        parallel); a revision another GridFS tool wrote streams through one cursor over
+        its chunks (:mod:`dcstore.backends.mongodb.reader`)."""
         validate_key(key)
         conn = self._connection()
         doc = self._current(conn, key, "get")
         check_version(self.url, key, version, str(doc["_id"]))
+        what = f"{self.url}: {key!r}"
+        if addressed(doc):
+            return ObjectReader(
+                _meta(key, doc),
+                lambda start, end: self._pinned_range(conn, key, doc, start, end),
+                what=what,
+            )
         return CursorReader(
             conn.files,
             conn.chunks,
@@ -279,8 +288,24 @@ class MongoBackend(Backend):
             _meta(key, doc),
             batch_bytes=BATCH_BYTES,
             errors=lambda: self._errors("get", key),
-            what=f"{self.url}: {key!r}",
+            what=what,
         )
+
+    def _pinned_range(
+        self, conn: _Conn, key: str, doc: Mapping[str, Any], start: int, end: int
+    ) -> bytes:
+        """Bytes ``[start, end)`` of revision ``doc``, which an open reader holds."""
+        data = self._read_chunks(conn, key, doc, start, end)
+        if data is None:
+            cs = int(doc["chunkSize"])
+            missing_chunk(
+                conn.files,
+                doc,
+                f"chunks {start // cs}-{(end - 1) // cs}",
+                lambda: self._errors("get", key),
+                f"{self.url}: {key!r}",
+            )
+        return data
 
     def _read(self, key: str, start: int, end: int | None, version: str | None) -> bytes:
         validate_key(key)

@@ -1,10 +1,11 @@
-"""One GridFS revision read through one cursor (:meth:`MongoBackend.open_read`).
+"""One GridFS revision written by another tool, read through one cursor
+(:meth:`MongoBackend.open_read`; revisions dcstore wrote are read by ``_id`` instead).
 
 Ranges asked for in order continue one query over the revision's chunks (the standard
 ``(files_id, n)`` query, sorted by ``n``, in batches of at most ``BATCH_BYTES``) instead
 of one query per chunk: a round trip per batch on any server, and on a server that
-scans a collection for every query (FerretDB v1 here: 3.9 s for one 4 MiB chunk by
-``_id``) one scan per stream instead of one per chunk.
+scans a collection for every query but lookups by ``_id`` (FerretDB v1's SQLite handler)
+one scan per stream instead of one per chunk.
 
 Read-ahead threads ask for ranges in nearly sequential order but take turns in any
 order, so:
@@ -150,18 +151,27 @@ class CursorReader(ObjectReader):
         return n, bytes(chunk["data"])
 
     def _missing(self, n: int) -> NoReturn:
-        with self._errors():
-            gone = self._files.find_one({"_id": self._doc["_id"]}, {"_id": 1}) is None
-        if gone:
-            raise VersionChangedError(
-                f"{self.what}: revision {self._doc['_id']} was replaced while being read"
-            )
-        raise IntegrityError(
-            f"{self.what}: revision {self._doc['_id']} has a missing or short chunk {n}"
-        )
+        missing_chunk(self._files, self._doc, f"chunk {n}", self._errors, self.what)
 
     def _drop_cursor(self) -> None:
         cursor, self._cursor = self._cursor, None
         if cursor is not None:
             with contextlib.suppress(Exception):
                 cursor.close()
+
+
+def missing_chunk(
+    files: Any,
+    doc: Mapping[str, Any],
+    where: str,
+    errors: Callable[[], contextlib.AbstractContextManager[None]],
+    what: str,
+) -> NoReturn:
+    """Raise for a chunk of revision ``doc`` (``where``) missing or short:
+    :class:`VersionChangedError` if the revision was deleted meanwhile (replaced), else
+    :class:`IntegrityError`."""
+    with errors():
+        gone = files.find_one({"_id": doc["_id"]}, {"_id": 1}) is None
+    if gone:
+        raise VersionChangedError(f"{what}: revision {doc['_id']} was replaced while being read")
+    raise IntegrityError(f"{what}: revision {doc['_id']} has a missing or short chunk ({where})")
