@@ -10,7 +10,11 @@ figure is the child's own). Rows per store:
   reads write the output file and fsync it, as ``dcstore get -o`` does: local disk
   ``dd bs=8M conv=fsync``, hdfs-native
   ``create``/``write`` and ``read``/``read``, GridFS ``upload_from_stream`` and its chunk
-  documents read in order, 32 per batch (MongoDB; see ``RAW_GRIDFS``), a prepared-insert
+  documents read in order, 32 per batch (MongoDB; see ``RAW_GRIDFS``), or with
+  ``--mongodb-raw ids`` a pymongo chunk loop: 4 MiB chunk documents with ``_id`` = name.n,
+  ``insert_many`` of four, read back one ``find_one`` by ``_id`` after another (what a
+  server that sorts in its own memory can serve at 10 GiB: FerretDB v1 holds ~2.4x the
+  object to answer GridFS's sorted chunk query), a prepared-insert
   chunk loop with 16 requests in flight, resent while the connection is busy (Cassandra,
   1 MiB chunks, as dcstore).
 
@@ -89,6 +93,32 @@ else:
     with open(src, "wb") as f:
         for chunk in chunks:
             f.write(chunk["data"])
+        f.flush()
+        os.fsync(f.fileno())
+"""
+
+RAW_MONGO_IDS = """
+import os, sys, pymongo
+url, name, src, mode = sys.argv[1:5]
+db = pymongo.MongoClient(url).get_default_database()
+CHUNK, BATCH = 4 << 20, 4  # dcstore's default chunk size; chunks per insert_many (16 MiB)
+if mode == "write":
+    n = 0
+    with open(src, "rb") as f:
+        while True:
+            docs = []
+            while len(docs) < BATCH and (piece := f.read(CHUNK)):
+                docs.append({"_id": f"{name}.{n + len(docs)}", "data": piece})
+            if not docs:
+                break
+            db.rawids.insert_many(docs)
+            n += len(docs)
+    db.rawids_count.replace_one({"_id": name}, {"_id": name, "n": n}, upsert=True)
+else:
+    count = db.rawids_count.find_one({"_id": name})["n"]
+    with open(src, "wb") as f:
+        for n in range(count):
+            f.write(db.rawids.find_one({"_id": f"{name}.{n}"})["data"])
         f.flush()
         os.fsync(f.fileno())
 """
@@ -200,7 +230,9 @@ def measure(cmd: list[str]) -> tuple[float, float]:
     return float(seconds), int(kib) / 1024
 
 
-def raw_commands(store: str, src: Path, out: Path, work: Path) -> list[tuple[str, list[str]]]:
+def raw_commands(
+    store: str, src: Path, out: Path, work: Path, mongodb_raw: str = "gridfs"
+) -> list[tuple[str, list[str]]]:
     """The driver's own streaming write and read of ``src`` for ``store``."""
     py = [sys.executable, "-c"]
     if store.startswith("hdfs://"):
@@ -209,6 +241,14 @@ def raw_commands(store: str, src: Path, out: Path, work: Path) -> list[tuple[str
         return [
             ("raw write (hdfs-native)", [*py, RAW_HDFS, url, path, str(src), "write"]),
             ("raw read (hdfs-native)", [*py, RAW_HDFS, url, path, str(out), "read"]),
+        ]
+    if store.startswith("mongodb://") and mongodb_raw == "ids":
+        return [
+            (
+                "raw write (chunk loop by _id)",
+                [*py, RAW_MONGO_IDS, store, "raw", str(src), "write"],
+            ),
+            ("raw read (chunk loop by _id)", [*py, RAW_MONGO_IDS, store, "raw", str(out), "read"]),
         ]
     if store.startswith("mongodb://"):
         return [
@@ -238,6 +278,7 @@ def run_store(
     rows: dict[str, Row],
     rep: int = 0,
     ops: tuple[str, ...] = ("put", "get", "cp"),
+    mongodb_raw: str = "gridfs",
 ) -> None:
     """One repetition of every operation on ``store``, added to ``rows``. Odd repetitions
     run dcstore's rows before the driver's: whatever runs first meets a disk with no
@@ -272,7 +313,7 @@ def run_store(
             subprocess.run([*DCSTORE, "ls", store], check=False, capture_output=True)
 
     def driver() -> None:
-        raw = raw_commands(store, src, out, work)
+        raw = raw_commands(store, src, out, work, mongodb_raw)
         for what, cmd in raw if "get" in ops else raw[:1]:
             record(what, cmd)
             out.unlink(missing_ok=True)
@@ -352,6 +393,12 @@ def main() -> None:
         default="put,get,cp",
         help="dcstore operations to run, e.g. put (the driver's read then runs only with get)",
     )
+    ap.add_argument(
+        "--mongodb-raw",
+        choices=("gridfs", "ids"),
+        default="gridfs",
+        help="the driver rows for MongoDB: GridFS, or a pymongo chunk loop by _id",
+    )
     args = ap.parse_args()
     size = parse_size(args.size)
     if args.work:
@@ -367,7 +414,7 @@ def main() -> None:
         for store in args.store:
             for rep in range(args.reps):
                 ops = tuple(op for op in args.ops.split(",") if not (args.no_cp and op == "cp"))
-                run_store(store, src, size, keys, work, rows, rep, ops)
+                run_store(store, src, size, keys, work, rows, rep, ops, args.mongodb_raw)
                 print(table(list(rows.values())), flush=True)
     load = os.getloadavg()[0]
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
