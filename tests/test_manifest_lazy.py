@@ -161,3 +161,43 @@ def test_an_encrypted_manifest_reads_by_ranges(monkeypatch: pytest.MonkeyPatch) 
         assert (got.key, got.sample_keys) == (want.key, want.sample_keys)
     with pytest.raises(KeyAccessError, match="is encrypted"):
         load_manifest(inner)
+
+
+def _count_group_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The row groups ShardIndex reads from now on, in order."""
+    reads: list[int] = []
+    original = ShardIndex._read_group
+
+    def counted(self: ShardIndex, g: int, names: list[str]) -> pa.Table:
+        reads.append(g)
+        return original(self, g, names)
+
+    monkeypatch.setattr(ShardIndex, "_read_group", counted)
+    return reads
+
+
+def test_a_small_manifest_is_decoded_when_opened(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At most CACHED_ROW_GROUPS row groups: decoded with the shard table, so a process
+    forked afterwards (a DataLoader worker) reads and decodes nothing more."""
+    store, eager = _dataset("lazy-small", shards=4)  # 2 row groups of 2 shards
+    manifest = load_manifest(store)
+    assert len(manifest.shards) == 4
+    reads = _count_group_reads(monkeypatch)
+    store.ranges.clear()
+    for got, want in zip(manifest.shards, eager.shards, strict=True):
+        _same(got, want)
+    assert reads == [] and store.ranges == []
+    for got, want in zip(manifest.unpinned().shards, eager.shards, strict=True):
+        assert got.version is None
+        np.testing.assert_array_equal(got.offsets, want.offsets)
+    assert reads == []  # an unpinned copy shares the decoded groups
+
+
+def test_a_large_manifest_decodes_a_row_group_on_first_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    store, eager = _dataset("lazy-large", shards=12)  # 6 row groups
+    reads = _count_group_reads(monkeypatch)
+    manifest = load_manifest(store)
+    assert len(manifest.shards) == 12
+    reads.clear()  # the shard-level columns were read, by row group
+    _same(manifest.shards[7], eager.shards[7])
+    assert reads == [3]  # shard 7's samples: its row group only

@@ -11,6 +11,10 @@ Guarantees:
 * Memory per process is the shard table plus at most ``CACHED_ROW_GROUPS`` decoded
   row groups and ``CACHED_SAMPLES`` samples of :class:`ShardInfo` (the shards loaded
   last, at least one); a file written as one row group is decoded once and kept.
+* A manifest of at most ``CACHED_ROW_GROUPS`` row groups (up to about 128 Ki samples)
+  has them decoded with the shard table, when it is opened: ``DataLoader`` workers
+  forked after that inherit them instead of each decoding them again before its first
+  batch (measured with ``bench/first_batch.py``: ``bench/results/loaders.md``).
 * A shard's row is checked (:func:`check_shard`) before it is handed out, so no
   offset is trusted unchecked; a damaged file raises :class:`IntegrityError`
   naming ``where``, and nothing else escapes.
@@ -270,7 +274,7 @@ class ShardIndex(Sequence[ShardInfo]):
         """These shards without their object versions (sharing the opened file)."""
         other = ShardIndex(self.source, self.where, pinned=False)
         with self._lock:
-            other._lock, other._file = self._lock, self._file
+            other._lock, other._file, other._groups = self._lock, self._file, self._groups
             if self._table is not None:
                 other._group_starts = self._group_starts
                 other._table = dataclasses.replace(
@@ -318,6 +322,9 @@ class ShardIndex(Sequence[ShardInfo]):
                 ]
                 self._group_starts = np.concatenate([[0], np.cumsum(rows, dtype=np.int64)])
                 self._table = table
+                if parquet.num_row_groups <= CACHED_ROW_GROUPS:
+                    for g in range(parquet.num_row_groups):  # decoded once, here (see the doc)
+                        self._group(g)
             return self._table
 
     def _read(self, read: Any) -> Any:
