@@ -41,7 +41,7 @@ def indices(loader) -> list[int]:
 def test_every_sample_once_with_workers(dataset_url, window_bytes) -> None:
     for workers in (0, 1, 3):
         ds = ShardedDataset(dataset_url, shuffle=True, seed=1, window=50, window_bytes=window_bytes)
-        ds.map(index_of)
+        ds = ds.map(index_of)
         got = indices(DataLoader(ds, batch_size=32, num_workers=workers))
         assert sorted(got) == list(range(N))
 
@@ -52,7 +52,7 @@ def test_ranks_partition_the_epoch_evenly(dataset_url) -> None:
     steps = set()
     for rank in range(world):
         ds = ShardedDataset(dataset_url, shuffle=True, seed=2, rank=rank, world_size=world)
-        ds.map(index_of)
+        ds = ds.map(index_of)
         batches = list(DataLoader(ds, batch_size=10, num_workers=2))
         steps.add(len(batches))
         seen.update(int(i) for b in batches for i in b)
@@ -177,6 +177,41 @@ def test_stages_batched_in_worker(dataset_url) -> None:
     batches = list(DataLoader(ds, batch_size=None, num_workers=2))
     labels = torch.cat([b[0] for b in batches])
     assert sorted(labels.tolist()) == list(range(N))
+
+
+def test_a_stage_makes_a_new_dataset_and_leaves_its_base_as_it_was(dataset_url) -> None:
+    """As webdataset's: two pipelines from one base, and a notebook cell run twice
+    (``loader = DataLoader(base.batched(50))``) batches once, not batches of batches."""
+    base = ShardedDataset(dataset_url)
+    labels = base.decode().to_tuple("cls")
+    sizes = base.map(lambda s: len(s["bin"]))
+    assert base.stages == [] and labels is not base and sizes is not base
+    assert {k for k in next(iter(base)) if not k.startswith("__")} == {"bin", "cls"}
+    assert sorted(c for (c,) in labels) == list(range(N))
+    assert all(isinstance(n, int) for n in sizes)
+    for _ in range(2):  # the cell again
+        batches = list(DataLoader(base.map(index_of).batched(50), batch_size=None))
+        assert [b.shape for b in batches] == [torch.Size([50])] * (N // 50)
+
+
+def test_a_staged_dataset_shares_the_epoch_and_resume_state_of_its_base(dataset_url) -> None:
+    base = ShardedDataset(dataset_url, shuffle=True, seed=5)
+    staged = base.map(index_of)
+    base.set_epoch(3)  # set on the base, as a loop over the staged one's loader would
+    assert staged.epoch == 3
+    epoch3 = indices(DataLoader(staged, batch_size=50, num_workers=2))
+    fresh = in_epoch(ShardedDataset(dataset_url, shuffle=True, seed=5).map(index_of), 3)
+    assert epoch3 == indices(DataLoader(fresh, batch_size=50, num_workers=2))
+    loader = StatefulDataLoader(staged, batch_size=50, num_workers=2)
+    it = iter(loader)
+    got = indices([next(it) for _ in range(3)])
+    state = ShardedDataset.state_from_loader(loader.state_dict())
+    del it
+    base2 = ShardedDataset(dataset_url, shuffle=True, seed=5)
+    staged2 = base2.map(index_of)
+    base2.load_state_dict(state)  # loaded into the base: the staged one resumes
+    rest = indices(DataLoader(staged2, batch_size=50, num_workers=2))
+    assert len(rest) == N - 150 and sorted(got + rest) == list(range(N))
 
 
 def label_and_size(item: tuple) -> tuple:

@@ -65,11 +65,12 @@ def _loader(ds: Any, args: argparse.Namespace) -> Any:
 
     from dcstore.loaders import RingLoader
 
-    ds.map(_image_and_label(args.image_size))
+    ds = ds.map(_image_and_label(args.image_size))
     if args.loader == "ring":
         return RingLoader(ds, args.batch_size, num_workers=args.workers)
-    ds.batched(args.batch_size, default_collate)
-    return DataLoader(ds, batch_size=None, num_workers=args.workers)
+    return DataLoader(
+        ds.batched(args.batch_size, default_collate), batch_size=None, num_workers=args.workers
+    )
 
 
 WARMUP_STEPS = 5

@@ -35,6 +35,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -166,12 +167,17 @@ class ShardedDataset(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
         self.stages: list[stages.Stage] = []
         self._skip = SkipPolicy() if on_error == "skip" else None
 
-    # -- stages (webdataset style, see :mod:`~dcstore.loaders.stages`; each returns self) --
+    # -- stages (webdataset style, see :mod:`~dcstore.loaders.stages`) ---------------------
 
     def compose(self, stage: stages.Stage) -> ShardedDataset:
-        """Append a generator stage ``stage(iterator) -> iterator``."""
-        self.stages.append(stage)
-        return self
+        """A new dataset: this one's stages, then ``stage(iterator) -> iterator``. As in
+        webdataset, this dataset is left as it is (so two pipelines can start from it, and
+        running a notebook cell again does not stack a second ``batched``). The new one
+        shares its epoch, resumption state and skipped shards: ``set_epoch`` or
+        ``load_state_dict`` on either applies to both."""
+        new = copy.copy(self)
+        new.stages = [*self.stages, stage]
+        return new
 
     def decode(
         self, *handlers: str | stages.Handler, handler: ErrorHandler = reraise_exception
@@ -238,8 +244,8 @@ class ShardedDataset(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
         if self.auto_threads:  # before this process's first fetch starts the threads
             self.prefetcher.threads = auto_prefetch_threads(self.store)
         active, plan = self._begin_pass()
-        if self._skip is not None and self._resume is not None:
-            self._skip.skipped.update(self._resume.get("skipped_shards", ()))
+        if self._skip is not None and self._passes.resume is not None:
+            self._skip.skipped.update(self._passes.resume.get("skipped_shards", ()))
         progress = Progress() if read_ahead > 0 else active.progress
         samples = read_plan(
             self.store, self.manifest, plan, self.prefetcher, progress, self._skip,

@@ -39,6 +39,16 @@ class Progress:
 
 
 @dataclass
+class PassState:
+    """Which epoch the next pass reads, the resumption state loaded for it, and the pass
+    in progress in this process: shared by a dataset and the datasets its stages make."""
+
+    epoch: int = 0
+    resume: dict[str, Any] | None = None
+    active: Pass | None = None
+
+
+@dataclass
 class Pass:
     """The pass in progress: who runs it, what it resumed from, how far it got."""
 
@@ -84,9 +94,16 @@ class PlannedPasses(abc.ABC):
         self.shuffle, self.seed, self.window = shuffle, seed, window
         self.shuffle_buffer, self.drop_last = shuffle_buffer, drop_last
         self._rank, self._world = rank, world_size
-        self.epoch = 0
-        self._resume: dict[str, Any] | None = None
-        self._active: Pass | None = None
+        self._passes = PassState()
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the next pass (of the pass in progress, while one runs)."""
+        return self._passes.epoch
+
+    @epoch.setter
+    def epoch(self, epoch: int) -> None:
+        self._passes.epoch = epoch
 
     # -- what a subclass provides ----------------------------------------------------------
 
@@ -113,8 +130,8 @@ class PlannedPasses(abc.ABC):
 
     def set_epoch(self, epoch: int) -> None:
         """Use ``epoch`` for the next pass (clears any resumption state of another epoch)."""
-        if self._resume is not None and self._resume["epoch"] != epoch:
-            self._resume = None
+        if self._passes.resume is not None and self._passes.resume["epoch"] != epoch:
+            self._passes.resume = None
         self.epoch = epoch
 
     def __len__(self) -> int:
@@ -125,9 +142,9 @@ class PlannedPasses(abc.ABC):
 
     def _resolve(self, worker: int, workers: int) -> tuple[list[Layer], int]:
         """(earlier layers, items of this worker's plan already consumed)."""
-        if self._resume is None:
+        if self._passes.resume is None:
             return [], 0
-        state = self._resume
+        state = self._passes.resume
         rank, world = self.rank_world
         if state["world"] != world or state["rank"] != rank:
             raise ConfigError(
@@ -162,13 +179,13 @@ class PlannedPasses(abc.ABC):
         """Start this worker's pass: its bookkeeping and its plan."""
         worker, workers = current_worker()
         layers, consumed = self._resolve(worker, workers)
-        self._active = Pass(worker, workers, layers, consumed)
-        return self._active, self.plan(worker, workers)
+        self._passes.active = Pass(worker, workers, layers, consumed)
+        return self._passes.active, self.plan(worker, workers)
 
     def _end_pass(self, epoch: int) -> None:
         """A completed pass: the next one on this object is the next epoch."""
-        self._resume = None
-        self._active = None
+        self._passes.resume = None
+        self._passes.active = None
         if self.epoch == epoch:
             self.epoch = epoch + 1
 
@@ -176,12 +193,12 @@ class PlannedPasses(abc.ABC):
 
     def state_dict(self) -> dict[str, Any]:
         """Where this worker (or the main-process pass) is in the epoch."""
-        active = self._active
+        active = self._passes.active
         if active is None:
             from torch.utils.data import get_worker_info
 
-            if get_worker_info() is None and self._resume is not None:
-                return copy.deepcopy(self._resume)  # loaded, for workers to resolve
+            if get_worker_info() is None and self._passes.resume is not None:
+                return copy.deepcopy(self._passes.resume)  # loaded, for workers to resolve
             return self.worker_state(*current_worker())
         return self._state(active)
 
@@ -221,8 +238,8 @@ class PlannedPasses(abc.ABC):
             raise ConfigError(
                 "resume state was made with a different seed, shuffle or shuffle_buffer setting"
             )
-        self._resume = copy.deepcopy(dict(state))
-        self._active = None
+        self._passes.resume = copy.deepcopy(dict(state))
+        self._passes.active = None
         self.epoch = state["epoch"]
 
     @staticmethod
