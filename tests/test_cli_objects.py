@@ -40,6 +40,24 @@ def test_round_trip_and_listing(tmp_path) -> None:
     assert run("ls", store).stdout.decode().split()[-1] == "data/in.bin"
 
 
+def test_get_leaves_permissions_as_cp_does(tmp_path) -> None:
+    """A new file: 0644 less the umask (not mkstemp's 0600); a file that was there keeps
+    its mode when replaced."""
+    store = str(tmp_path / "store")
+    assert run("put", store, "k", "-", input=b"data").returncode == 0
+    umask = os.umask(0o022)
+    os.umask(umask)
+    new = tmp_path / "new.bin"
+    assert run("get", store, "k", "-o", str(new)).returncode == 0
+    assert new.stat().st_mode & 0o777 == 0o644 & ~umask
+    kept = tmp_path / "kept.bin"
+    kept.write_bytes(b"old")
+    kept.chmod(0o640)
+    assert run("get", store, "k", "-o", str(kept)).returncode == 0
+    assert kept.read_bytes() == b"data" and kept.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.bin", "new.bin", "store"]
+
+
 @pytest.mark.parametrize(
     "args,code,message",
     [

@@ -14,7 +14,7 @@ import itertools
 import os
 import stat
 import sys
-import tempfile
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
 
@@ -87,13 +87,22 @@ GET_CHUNK_BYTES = COPY_CHUNK_BYTES
 
 
 def _write_file_atomically(path: str, chunks: Iterable[Buffer]) -> None:
-    """``chunks`` to ``path`` through a temporary file renamed into place when complete."""
+    """``chunks`` to ``path`` through a temporary file renamed into place when complete.
+    Permissions as ``cp`` leaves them: a file that was there keeps its mode, a new one
+    gets 0644 less the umask (as the local store writes objects)."""
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):  # name the user's output, not the temporary file
         raise FileNotFoundError(errno.ENOENT, "the output's directory does not exist", path)
-    fd, tmp = tempfile.mkstemp(prefix=".dcstore-get-", dir=directory)
+    try:
+        kept: int | None = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        kept = None
+    tmp = os.path.join(directory, f".dcstore-get-{uuid.uuid4().hex}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         with os.fdopen(fd, "wb") as f:
+            if kept is not None:
+                os.fchmod(f.fileno(), kept)
             for chunk in chunks:
                 f.write(chunk)
             f.flush()
