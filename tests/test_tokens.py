@@ -529,3 +529,21 @@ def test_dcstore_versions_lists_a_token_corpus(tmp_path: Path, capsys) -> None:
     rows = json.loads(capsys.readouterr().out)["versions"]
     assert [(r["tokens"], r["shards"], r["bytes"]) for r in rows] == [(50, 3, 100), (30, 2, 60)]
     assert main(["versions", url, "--manifest", "other.parquet"]) == 3  # not the corpus's key
+
+
+def test_each_dataset_kind_names_the_other_when_opened_as_the_wrong_one(
+    packed, tmp_path: Path
+) -> None:
+    from dcstore import ShardedDataset
+    from dcstore.loaders import ShardWriter
+
+    url, _ = packed
+    with pytest.raises(NotFoundError, match=r"a token dataset .*TokenDataset or DocumentDataset"):
+        ShardedDataset(url)
+    samples = f"file://{tmp_path}/samples"
+    with ShardWriter(samples) as writer:
+        writer.write({"__key__": "a", "txt": "one sample"})
+    with pytest.raises(NotFoundError, match=r"a sample dataset .*ShardedDataset"):
+        TokenDataset(samples, block_size=8)
+    with pytest.raises(NotFoundError, match="no token dataset here"):
+        TokenDataset(f"file://{tmp_path}/empty", block_size=8)

@@ -51,6 +51,7 @@ from dcstore.loaders.shardindex import (
     write_manifest,
 )
 from dcstore.loaders.shardinfo import ShardInfo
+from dcstore.ops import exists
 
 MANIFEST_KEY = "manifest.parquet"
 __all__ = [
@@ -211,6 +212,13 @@ def load_manifest(store: Backend, key: str = MANIFEST_KEY) -> Manifest:
     try:
         meta = store.head(key)
     except NotFoundError as exc:
+        from dcstore.tokens.manifest import TOKENS_KEY
+
+        if key == MANIFEST_KEY and exists(store, TOKENS_KEY):
+            raise NotFoundError(
+                f"{store.url}: a token dataset ({TOKENS_KEY!r}), not a sample dataset: "
+                f"read it with dcstore.tokens.TokenDataset or DocumentDataset"
+            ) from exc
         raise NotFoundError(
             f"{store.url}: no dataset here (missing {key!r}; pack one with `dcstore pack`)"
         ) from exc

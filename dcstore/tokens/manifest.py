@@ -39,6 +39,7 @@ from dcstore.backends.base import Backend
 from dcstore.errors import DcstoreError, IntegrityError, NotFoundError
 from dcstore.loaders.shardindex import ObjectSource
 from dcstore.loaders.versions import KeptVersion, pick_version
+from dcstore.ops import exists
 
 TOKENS_KEY = "tokens.parquet"
 FORMAT = "dcstore-tokens/1"
@@ -261,6 +262,13 @@ def load_token_manifest(store: Backend, key: str = TOKENS_KEY) -> TokenManifest:
     try:
         meta = store.head(key)
     except NotFoundError as exc:
+        from dcstore.loaders.manifest import MANIFEST_KEY
+
+        if key == TOKENS_KEY and exists(store, MANIFEST_KEY):
+            raise NotFoundError(
+                f"{store.url}: a sample dataset ({MANIFEST_KEY!r}), not a token dataset: "
+                f"read it with dcstore.ShardedDataset"
+            ) from exc
         raise NotFoundError(
             f"{store.url}: no token dataset here (missing {key!r}; pack one with "
             f"`dcstore pack --text`)"
