@@ -547,3 +547,23 @@ def test_each_dataset_kind_names_the_other_when_opened_as_the_wrong_one(
         TokenDataset(samples, block_size=8)
     with pytest.raises(NotFoundError, match="no token dataset here"):
         TokenDataset(f"file://{tmp_path}/empty", block_size=8)
+
+
+def test_gc_removes_token_shards_no_kept_version_references(tmp_path: Path, capsys) -> None:
+    from dcstore.cli.main import main
+
+    store = LocalBackend(str(tmp_path / "store"))
+    versions = []
+    for n in range(2):
+        with TokenWriter(store, vocab_size=10, shard_bytes=4) as w:
+            w.write(list(range(n + 3)))
+        versions.append(w.version)
+    kept = sorted(m.key for m in store.list_objects("tokens/"))
+    store.put("tokens/20200101T000000Z-deadbeef/000000.bin", b"\0\0")  # as a crashed pack leaves
+    url = f"file://{tmp_path / 'store'}"
+    assert main(["gc", url, "--dry-run"]) == 0
+    assert "would remove tokens/20200101T000000Z-deadbeef/000000.bin" in capsys.readouterr().out
+    assert main(["gc", url]) == 0
+    assert sorted(m.key for m in store.list_objects("tokens/")) == kept  # both versions' shards
+    assert len(TokenDataset(url, block_size=1, version=versions[0])) == 3
+    assert len(TokenDataset(url, block_size=1)) == 4

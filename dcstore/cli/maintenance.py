@@ -8,7 +8,8 @@ that never leaves such garbage (memory) reports that there is nothing to sweep.
 
 ``dcstore gc STORE [--dry-run]`` deletes the shards and archived manifests of a
 dataset that its current manifest and the versions it keeps no longer
-reference (versions dropped by hand, packs that failed or were interrupted).
+reference (versions dropped by hand, packs that failed or were interrupted); in a
+store holding a token corpus, the token shards no kept version references.
 
 ``dcstore versions STORE`` lists the versions a dataset (or token corpus) keeps, the
 current one first: the names ``ShardedDataset(..., version=)`` (``TokenDataset``) accepts.
@@ -30,7 +31,6 @@ from dcstore.cli.common import (
     open_from_args,
     parse_options,
 )
-from dcstore.errors import NotFoundError
 from dcstore.ops import exists
 
 if TYPE_CHECKING:
@@ -52,9 +52,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     from dcstore.loaders.versions import collect_garbage
+    from dcstore.tokens.manifest import collect_token_garbage
 
     with open_from_args(args.store, args) as store:
-        garbage = collect_garbage(store, args.manifest, dry_run=args.dry_run)
+        if _token_corpus(store, args.manifest):
+            garbage = collect_token_garbage(store, dry_run=args.dry_run)
+        else:
+            garbage = collect_garbage(store, args.manifest, dry_run=args.dry_run)
     total = sum(meta.size for meta in garbage)
     verb = "would remove" if args.dry_run else "removed"
     if args.json:
@@ -75,18 +79,26 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token_corpus(store: Backend, manifest_key: str) -> bool:
+    """Whether STORE holds a token corpus and no dataset (under the default manifest key)."""
+    from dcstore.loaders.manifest import MANIFEST_KEY  # pyarrow: imported only when run
+    from dcstore.tokens.manifest import TOKENS_KEY
+
+    return (
+        manifest_key == MANIFEST_KEY
+        and not exists(store, MANIFEST_KEY)
+        and exists(store, TOKENS_KEY)
+    )
+
+
 def _kept_versions(store: Backend, manifest_key: str) -> list[KeptVersion[Any]]:
     """The dataset's kept versions; a store holding a token corpus instead, the corpus's."""
-    from dcstore.loaders.manifest import MANIFEST_KEY  # pyarrow: imported only when run
     from dcstore.loaders.versions import list_versions
-    from dcstore.tokens.manifest import TOKENS_KEY, list_token_versions
+    from dcstore.tokens.manifest import list_token_versions
 
-    try:
-        return list_versions(store, manifest_key)
-    except NotFoundError:
-        if manifest_key != MANIFEST_KEY or not exists(store, TOKENS_KEY):
-            raise
-    return list_token_versions(store)
+    if _token_corpus(store, manifest_key):
+        return list_token_versions(store)
+    return list_versions(store, manifest_key)
 
 
 def _contents(manifest: Any) -> dict[str, int]:
@@ -147,7 +159,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "gc",
         help="delete dataset objects no kept version references",
         description="Delete every object under shards/ and versions/ of the dataset at STORE "
-        "that neither its current manifest nor the earlier versions it keeps reference, "
+        "that neither its current manifest nor the earlier versions it keeps reference "
+        "(a token corpus: every shard under tokens/ no kept version references), "
         "and print each one. Do not run it while a pack into STORE is in progress (its "
         "shards are not referenced until it commits).",
     )

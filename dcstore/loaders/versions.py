@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Generic
 
 from dcstore.backends.base import Backend, ObjectMeta
@@ -204,9 +204,17 @@ def collect_garbage(
     manifests = kept_manifests(store, key)
     referenced = {k for m in manifests for k in m.table.keys}
     referenced |= {archive_key(v) for v in manifests[0].previous}
+    return delete_unreferenced(store, (SHARDS_PREFIX, ARCHIVE_PREFIX), referenced, dry_run)
+
+
+def delete_unreferenced(
+    store: Backend, prefixes: Sequence[str], referenced: set[str], dry_run: bool
+) -> list[ObjectMeta]:
+    """Delete (unless ``dry_run``) the objects under ``prefixes`` not in ``referenced``;
+    return them."""
     garbage = [
         meta
-        for prefix in (SHARDS_PREFIX, ARCHIVE_PREFIX)
+        for prefix in prefixes
         for meta in store.list_objects(prefix)
         if meta.key not in referenced
     ]

@@ -35,10 +35,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dcstore.backends.base import Backend
+from dcstore.backends.base import Backend, ObjectMeta
 from dcstore.errors import DcstoreError, IntegrityError, NotFoundError
 from dcstore.loaders.shardindex import ObjectSource
-from dcstore.loaders.versions import KeptVersion, pick_version
+from dcstore.loaders.versions import KeptVersion, delete_unreferenced, pick_version
 from dcstore.ops import exists
 
 TOKENS_KEY = "tokens.parquet"
@@ -314,3 +314,12 @@ def list_token_versions(store: Backend) -> list[KeptVersion[TokenManifest]]:
             key = token_archive_key(version)
             kept.append(KeptVersion(version, key, load_token_manifest(store, key), False))
     return kept
+
+
+def collect_token_garbage(store: Backend, *, dry_run: bool = False) -> list[ObjectMeta]:
+    """Delete (unless ``dry_run``) every token shard under ``tokens/`` that neither the
+    current corpus nor an archived version references (a pack that failed or was
+    interrupted); return those objects. Archived manifests are versions kept: not touched."""
+    manifests = [kept.manifest for kept in list_token_versions(store) if kept.manifest]
+    referenced = {shard.key for manifest in manifests for shard in manifest.shards}
+    return delete_unreferenced(store, (SHARDS_PREFIX,), referenced, dry_run)
