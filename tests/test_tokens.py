@@ -283,13 +283,19 @@ def test_bad_ids_and_bad_corpora_commit_nothing(tmp_path: Path) -> None:
     assert after.version == before.version and after.num_tokens == 4
 
 
-def test_a_new_version_keeps_the_previous_one_and_drops_older(tmp_path: Path) -> None:
-    store = LocalBackend(str(tmp_path / "store"))
+def packed_versions(store: LocalBackend, count: int) -> list[str]:
+    """``count`` packs into ``store``, the n-th of tokens 0 .. n + 2: their versions."""
     versions = []
-    for n in range(3):
+    for n in range(count):
         with TokenWriter(store, vocab_size=10, shard_bytes=4) as w:
             w.write(list(range(n + 3)))
         versions.append(w.version)
+    return versions
+
+
+def test_a_new_version_keeps_the_previous_one_and_drops_older(tmp_path: Path) -> None:
+    store = LocalBackend(str(tmp_path / "store"))
+    versions = packed_versions(store, 3)
     kept = {k.key.split("/")[1] for k in store.list_objects("tokens/")}
     assert kept == set(versions[1:])
     assert load_token_manifest(store).version == versions[2]
@@ -553,11 +559,7 @@ def test_gc_removes_token_shards_no_kept_version_references(tmp_path: Path, caps
     from dcstore.cli.main import main
 
     store = LocalBackend(str(tmp_path / "store"))
-    versions = []
-    for n in range(2):
-        with TokenWriter(store, vocab_size=10, shard_bytes=4) as w:
-            w.write(list(range(n + 3)))
-        versions.append(w.version)
+    versions = packed_versions(store, 2)
     kept = sorted(m.key for m in store.list_objects("tokens/"))
     store.put("tokens/20200101T000000Z-deadbeef/000000.bin", b"\0\0")  # as a crashed pack leaves
     url = f"file://{tmp_path / 'store'}"
