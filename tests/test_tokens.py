@@ -569,3 +569,29 @@ def test_gc_removes_token_shards_no_kept_version_references(tmp_path: Path, caps
     assert sorted(m.key for m in store.list_objects("tokens/")) == kept  # both versions' shards
     assert len(TokenDataset(url, block_size=1, version=versions[0])) == 3
     assert len(TokenDataset(url, block_size=1)) == 4
+
+
+def test_verify_checks_every_shard_of_a_plaintext_corpus(tmp_path: Path, capsys) -> None:
+    """Size, version and ids inside the vocabulary: a truncated shard, a replaced one and
+    one corrupted in place (same version) each fail, named; the others pass."""
+    from dcstore.cli.main import EXIT_INTEGRITY, main
+
+    root = tmp_path / "store"
+    with TokenWriter(LocalBackend(str(root)), vocab_size=1000, shard_bytes=8) as w:
+        w.write(list(range(20)))  # 5 shards of 4 tokens
+    url = f"file://{root}"
+    assert main(["verify", url]) == 0
+    assert "checked 5 object(s)" in capsys.readouterr().err
+    shards = sorted((root / "tokens" / w.version).iterdir())
+    shards[1].write_bytes(shards[1].read_bytes()[:6])  # truncated
+    shards[2].write_bytes(shards[2].read_bytes())  # replaced: a new object version
+    st = shards[3].stat()
+    with open(shards[3], "r+b") as f:  # silent corruption: same size and version
+        f.write(np.array([999, 1000], "<u2").tobytes())
+    os.utime(shards[3], ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert main(["verify", url]) == EXIT_INTEGRITY
+    out = capsys.readouterr()
+    failed = [line for line in out.out.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 3 and "checked 5 object(s)" in out.err
+    assert shards[1].name in failed[0] and shards[2].name in failed[1]
+    assert shards[3].name in failed[2] and "id 1000, outside the vocabulary of 1000" in failed[2]

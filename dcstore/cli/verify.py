@@ -2,7 +2,9 @@
 
 With keys: authenticate every segment of every encrypted object. Without
 keys: check every sample of the plaintext dataset at URL against the
-checksums in its manifest (an encrypted dataset says it needs keys).
+checksums in its manifest, or every shard of the plaintext token corpus there
+against its manifest (size, version, ids inside the vocabulary); an encrypted
+one says it needs keys.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dcstore.cli.keys import ENV_KEYS, ENV_KEYS_FILE, _encrypted_store, key_sour
 from dcstore.cli.main import EXIT_ACCESS, EXIT_FAILURE, EXIT_INTEGRITY
 from dcstore.crypto.verify import ObjectCheck, verify
 from dcstore.errors import ConfigError, NotFoundError
+from dcstore.ops import exists
 
 
 @contextlib.contextmanager
@@ -28,16 +31,22 @@ def _checks(args: argparse.Namespace) -> Iterator[Iterator[ObjectCheck]]:
         return
     from dcstore.loaders.manifest import MANIFEST_KEY, load_manifest  # pyarrow: only here
     from dcstore.loaders.verify import verify_dataset
+    from dcstore.tokens.manifest import TOKENS_KEY, load_token_manifest
+    from dcstore.tokens.verify import verify_corpus
 
     with open_from_args(args.store, args) as store:
-        try:
-            manifest = load_manifest(store)
-        except NotFoundError:
-            raise ConfigError(
-                f"no keys and no {MANIFEST_KEY} in {args.store}: pass --keys PATH or set "
-                f"{ENV_KEYS_FILE} or {ENV_KEYS} to verify encrypted objects"
-            ) from None
-        yield verify_dataset(store, manifest, args.prefix)
+        if exists(store, MANIFEST_KEY) or not exists(store, TOKENS_KEY):
+            try:
+                manifest = load_manifest(store)
+            except NotFoundError:
+                raise ConfigError(
+                    f"no keys and no {MANIFEST_KEY} or {TOKENS_KEY} in {args.store}: pass "
+                    f"--keys PATH or set {ENV_KEYS_FILE} or {ENV_KEYS} to verify encrypted "
+                    "objects"
+                ) from None
+            yield verify_dataset(store, manifest, args.prefix)
+        else:
+            yield verify_corpus(store, load_token_manifest(store), args.prefix)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -82,7 +91,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = subparsers.add_parser(
         "verify",
         help="check every segment of every encrypted object (with keys), or every sample "
-        "of a plaintext dataset; report all failures",
+        "of a plaintext dataset (every shard of a token corpus); report all failures",
     )
     p.add_argument("store", metavar="URL", help="storage URL (encrypted objects or a dataset)")
     p.add_argument("--prefix", default="", help="only objects under this prefix")
