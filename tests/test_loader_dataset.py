@@ -186,6 +186,7 @@ def test_a_stage_makes_a_new_dataset_and_leaves_its_base_as_it_was(dataset_url) 
     labels = base.decode().to_tuple("cls")
     sizes = base.map(lambda s: len(s["bin"]))
     assert base.stages == [] and labels is not base and sizes is not base
+    assert "stages" not in repr(base) and repr(labels).endswith(", stages=2)")
     assert {k for k in next(iter(base)) if not k.startswith("__")} == {"bin", "cls"}
     assert sorted(c for (c,) in labels) == list(range(N))
     assert all(isinstance(n, int) for n in sizes)

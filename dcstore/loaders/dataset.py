@@ -295,9 +295,10 @@ class ShardedDataset(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
         return read_sample(self.store, self.manifest, index, self.sample_options)
 
     def __repr__(self) -> str:
+        staged = f", stages={len(self.stages)}" if self.stages else ""
         return (
             f"ShardedDataset({self.store.url!r}, samples={self.manifest.num_samples}, "
-            f"shards={len(self.manifest.shards)}, version={self.manifest.version!r})"
+            f"shards={len(self.manifest.shards)}, version={self.manifest.version!r}{staged})"
         )
 
 
