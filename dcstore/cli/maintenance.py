@@ -31,7 +31,6 @@ from dcstore.cli.common import (
     open_from_args,
     parse_options,
 )
-from dcstore.ops import exists
 
 if TYPE_CHECKING:
     from dcstore.loaders.versions import KeptVersion
@@ -82,13 +81,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
 def _token_corpus(store: Backend, manifest_key: str) -> bool:
     """Whether STORE holds a token corpus and no dataset (under the default manifest key)."""
     from dcstore.loaders.manifest import MANIFEST_KEY  # pyarrow: imported only when run
-    from dcstore.tokens.manifest import TOKENS_KEY
+    from dcstore.tokens.manifest import holds_token_corpus
 
-    return (
-        manifest_key == MANIFEST_KEY
-        and not exists(store, MANIFEST_KEY)
-        and exists(store, TOKENS_KEY)
-    )
+    return manifest_key == MANIFEST_KEY and holds_token_corpus(store)
 
 
 def _kept_versions(store: Backend, manifest_key: str) -> list[KeptVersion[Any]]:

@@ -19,7 +19,6 @@ from dcstore.cli.keys import ENV_KEYS, ENV_KEYS_FILE, _encrypted_store, key_sour
 from dcstore.cli.main import EXIT_ACCESS, EXIT_FAILURE, EXIT_INTEGRITY
 from dcstore.crypto.verify import ObjectCheck, verify
 from dcstore.errors import ConfigError, NotFoundError
-from dcstore.ops import exists
 
 
 @contextlib.contextmanager
@@ -31,22 +30,21 @@ def _checks(args: argparse.Namespace) -> Iterator[Iterator[ObjectCheck]]:
         return
     from dcstore.loaders.manifest import MANIFEST_KEY, load_manifest  # pyarrow: only here
     from dcstore.loaders.verify import verify_dataset
-    from dcstore.tokens.manifest import TOKENS_KEY, load_token_manifest
+    from dcstore.tokens.manifest import TOKENS_KEY, holds_token_corpus, load_token_manifest
     from dcstore.tokens.verify import verify_corpus
 
     with open_from_args(args.store, args) as store:
-        if exists(store, MANIFEST_KEY) or not exists(store, TOKENS_KEY):
-            try:
-                manifest = load_manifest(store)
-            except NotFoundError:
-                raise ConfigError(
-                    f"no keys and no {MANIFEST_KEY} or {TOKENS_KEY} in {args.store}: pass "
-                    f"--keys PATH or set {ENV_KEYS_FILE} or {ENV_KEYS} to verify encrypted "
-                    "objects"
-                ) from None
-            yield verify_dataset(store, manifest, args.prefix)
-        else:
+        if holds_token_corpus(store):
             yield verify_corpus(store, load_token_manifest(store), args.prefix)
+            return
+        try:
+            manifest = load_manifest(store)
+        except NotFoundError:
+            raise ConfigError(
+                f"no keys and no {MANIFEST_KEY} or {TOKENS_KEY} in {args.store}: pass "
+                f"--keys PATH or set {ENV_KEYS_FILE} or {ENV_KEYS} to verify encrypted objects"
+            ) from None
+        yield verify_dataset(store, manifest, args.prefix)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

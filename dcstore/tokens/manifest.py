@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 
 from dcstore.backends.base import Backend, ObjectMeta
 from dcstore.errors import DcstoreError, IntegrityError, NotFoundError
+from dcstore.loaders.manifest import MANIFEST_KEY
 from dcstore.loaders.shardindex import ObjectSource
 from dcstore.loaders.versions import KeptVersion, delete_unreferenced, pick_version
 from dcstore.ops import exists
@@ -256,14 +257,17 @@ def check_documents(table: pa.Table, total: int, where: str) -> None:
         raise IntegrityError(f"{where}: document spans outside the token stream or overlapping")
 
 
+def holds_token_corpus(store: Backend) -> bool:
+    """Whether ``store`` holds a token corpus (``tokens.parquet``) and no sample dataset."""
+    return not exists(store, MANIFEST_KEY) and exists(store, TOKENS_KEY)
+
+
 def load_token_manifest(store: Backend, key: str = TOKENS_KEY) -> TokenManifest:
     """The committed token manifest in ``store``, pinned to the object version read now;
     only its footer is read (the document table on first use)."""
     try:
         meta = store.head(key)
     except NotFoundError as exc:
-        from dcstore.loaders.manifest import MANIFEST_KEY
-
         if key == TOKENS_KEY and exists(store, MANIFEST_KEY):
             raise NotFoundError(
                 f"{store.url}: a sample dataset ({MANIFEST_KEY!r}), not a token dataset: "
