@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 import tarfile
 
 import pytest
@@ -12,6 +13,7 @@ from dcstore.loaders.tario import (
     END_OF_ARCHIVE,
     TarFormatError,
     group_samples,
+    header_checksum,
     iter_samples,
     member_bytes,
     parse_members,
@@ -51,6 +53,18 @@ def test_we_read_what_tarfile_writes() -> None:
     assert [m.name for m in members] == ["k1.png", "k1.json", "z" * 120 + ".a"]
     samples = list(iter_samples(sink.getvalue()))
     assert samples[0]["__key__"] == "k1" and bytes(samples[0]["json"]) == b"{}"
+
+
+def test_header_checksum_is_the_byte_sum_tar_defines() -> None:
+    """Adler-32's pieces sum exactly, even for the largest byte values (no modulo wrap)."""
+    rng = random.Random(7)
+    headers = [bytes(512), b"\xff" * 512, bytes(range(256)) * 2]
+    headers += [rng.randbytes(512) for _ in range(500)]
+    headers += [bytes(rng.choice((0, 255)) for _ in range(512)) for _ in range(100)]
+    for hdr in headers:
+        expected = sum(hdr[:148]) + 8 * ord(" ") + sum(hdr[156:])
+        assert header_checksum(hdr) == expected
+        assert tarfile.calc_chksums(hdr)[0] == expected  # the stdlib's definition agrees
 
 
 def test_payloads_are_zero_copy_views() -> None:

@@ -20,6 +20,7 @@ members with the same key form one sample.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -33,12 +34,27 @@ _ZERO_BLOCK = bytes(BLOCK)
 _REGULAR = (ord("0"), 0, ord("7"))
 _SKIPPED = tuple(ord(c) for c in "123456V")
 _FEW_HEADERS = 8
-"""Up to this many headers are checksummed in Python (about 4 us each), more with numpy
-(about 14 us to set up, then far less per header)."""
+"""Up to this many headers are checksummed one by one (:func:`header_checksum`), more
+with numpy (about 14 us to set up, then far less per header)."""
 
 
 class TarFormatError(IntegrityError):
     """A tar buffer is truncated or malformed."""
+
+
+def header_checksum(hdr: bytes | bytearray) -> int:
+    """What the checksum field of the 512-byte tar header ``hdr`` must hold: the sum of
+    its bytes, the field itself (bytes 148-155) counted as eight spaces.
+
+    Summed by zlib's Adler-32, whose low half started from 0 is the byte sum modulo
+    65521: exact for at most 256 bytes (256 x 255 = 65,280), so the header is summed in
+    three such pieces. About 1 us against 4.4 us for ``sum`` over the bytes."""
+    return (
+        (zlib.adler32(hdr[:148], 0) & 0xFFFF)
+        + (zlib.adler32(hdr[156:412], 0) & 0xFFFF)
+        + (zlib.adler32(hdr[412:BLOCK], 0) & 0xFFFF)
+        + 256
+    )
 
 
 def padded(size: int) -> int:
@@ -58,12 +74,11 @@ def _header(name: bytes, size: int, typeflag: bytes, prefix: bytes = b"") -> byt
     hdr[116:124] = _octal(0, 8)
     hdr[124:136] = _octal(size, 12) if size < 8**11 else _base256(size, 12)
     hdr[136:148] = _octal(0, 12)
-    hdr[148:156] = b" " * 8
     hdr[156:157] = typeflag
     hdr[257:263] = b"ustar\0"
     hdr[263:265] = b"00"
     hdr[345 : 345 + len(prefix)] = prefix
-    hdr[148:156] = b"%06o\0 " % sum(hdr)
+    hdr[148:156] = b"%06o\0 " % header_checksum(hdr)
     return bytes(hdr)
 
 
@@ -230,9 +245,7 @@ def _plain_ustar(hdr: bytes, checked: bool) -> tuple[str, int] | None:
         return None
     try:
         size = int(hdr[124:135], 8)
-        if not checked and sum(hdr) - sum(hdr[148:156]) + 256 != int(
-            hdr[148:155].rstrip(b"\0 "), 8
-        ):
+        if not checked and header_checksum(hdr) != int(hdr[148:155].rstrip(b"\0 "), 8):
             return None
     except ValueError:
         return None
@@ -303,7 +316,7 @@ def _verify_checksums(view: memoryview, headers: list[int], checks: list[int], b
     if len(headers) <= _FEW_HEADERS:  # one sample's record: numpy's set-up costs more
         for pos, check in zip(headers, checks, strict=True):
             hdr = bytes(view[pos : pos + BLOCK])
-            if sum(hdr) - sum(hdr[148:156]) + 256 != check:
+            if header_checksum(hdr) != check:
                 raise TarFormatError(f"tar header checksum mismatch at offset {base + pos}")
         return
     arr = np.frombuffer(view, dtype=np.uint8)
