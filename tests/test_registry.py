@@ -25,6 +25,12 @@ def test_unknown_scheme_lists_accepted() -> None:
         open_backend("ftp://host/x")
 
 
+@pytest.mark.parametrize("url", ["redis://localhost:6379/0", "memcached://h:11211"])
+def test_a_cache_url_given_as_a_store_says_where_it_goes(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"unknown storage scheme.*hot tier.*cache=.*--cache"):
+        open_backend(url)
+
+
 def test_unknown_option_lists_accepted(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"unknown option\(s\) colour.*accepted: fsync"):
         open_backend(f"file://{tmp_path}?colour=blue")

@@ -40,6 +40,17 @@ def known_schemes() -> list[str]:
     return sorted({*BUILTIN_SCHEMES, *_plugin_schemes()})
 
 
+def _cache_hint(scheme: str) -> str:
+    """For a cache tier's scheme given as a store: where that URL goes instead."""
+    from dcstore.cache.spec import MEMCACHED_SCHEMES, REDIS_SCHEMES
+
+    if scheme in (*REDIS_SCHEMES, *MEMCACHED_SCHEMES):
+        return (
+            f" ({scheme}:// is a hot tier in front of a store: pass it as cache=..., CLI --cache)"
+        )
+    return ""
+
+
 def _load_class(scheme: str) -> type[Backend]:
     if scheme in BUILTIN_SCHEMES:
         target, extra = BUILTIN_SCHEMES[scheme]
@@ -48,6 +59,7 @@ def _load_class(scheme: str) -> type[Backend]:
         if scheme not in plugins:
             raise ConfigError(
                 f"unknown storage scheme {scheme!r}; accepted: {', '.join(known_schemes())}"
+                + _cache_hint(scheme)
             )
         target, extra = plugins[scheme], None
     module_name, _, class_name = target.partition(":")
