@@ -392,6 +392,9 @@ def test_a_tokenizers_tokenizer_from_its_file(tmp_path: Path) -> None:
     assert ds.read(0)["input_ids"].tolist() == [tok.token_to_id(w) for w in first] + [m.eod]
     with pytest.raises(ConfigError, match="no token"):
         pack_text([tmp_path / "corpus"], url, tokenizer=tok, eod="<|nope|>")
+    # a Hub model name is not a file: the error says how to get one
+    with pytest.raises(ConfigError, match=r"gpt2: no such tokenizer file.*downloads nothing.*save"):
+        pack_text([tmp_path / "corpus"], url, tokenizer="gpt2")
 
 
 class CountingLocal(LocalBackend):

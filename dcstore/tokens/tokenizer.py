@@ -101,7 +101,11 @@ def _load_file(path: str) -> Any:
             "reading a tokenizer file needs the tokenizers package: pip install 'dcstore[text]'"
         ) from None
     if not os.path.isfile(path):
-        raise ConfigError(f"{path}: no such tokenizer file")
+        raise ConfigError(
+            f"{path}: no such tokenizer file (dcstore downloads nothing: for a Hugging Face "
+            f"Hub model, save its tokenizer.json, e.g. Tokenizer.from_pretrained(name)"
+            f".save(path), and pass that path; or 'bytes')"
+        )
     try:
         return Tokenizer.from_file(path)
     except Exception as exc:  # the Rust side raises plain Exception
