@@ -255,6 +255,42 @@ def test_persistent_workers_and_spawned_workers(dataset_url) -> None:
     assert sorted(i for b in spawned for i in check(b)) == list(range(N))
 
 
+def test_a_first_slot_made_before_the_workers_start_is_not_handed_over(dataset_url) -> None:
+    """The main process makes each worker's slot 0 from ``mean_sample_bytes`` and the
+    workers inherit it: first batches arrive with no buffer sent along."""
+    ds = dataset(dataset_url)
+    assert ds.mean_sample_bytes >= sum(len(payload(i)) for i in range(N)) // N
+    loader = RingLoader(ds, 32, num_workers=2)
+    batches = iter(loader)
+    firsts = [next(batches), next(batches)]  # one from each worker
+    assert loader.stats["buffers"] == 0
+    seen = [i for b in firsts for i in check(b)] + [i for b in batches for i in check(b)]
+    assert sorted(seen) == list(range(N))
+    assert loader.stats["buffers"] >= 1  # later slots still come from the workers
+
+
+def enlarged(sample: dict) -> dict:
+    return {"i": sample["__index__"], "bin": bytes(sample["bin"]) * 8}
+
+
+def test_samples_that_outgrow_the_first_slot_get_a_bigger_one_from_their_worker(
+    dataset_url,
+) -> None:
+    """A pipeline that makes samples larger than stored outgrows slot 0 at once: its
+    worker grows it and sends the new buffer, as when it made the slot itself."""
+    ds = ShardedDataset(dataset_url, shuffle=True, seed=3).map(enlarged)
+    loader = RingLoader(ds, 32, num_workers=2, slot_bytes=1)  # slot 0: ~1.25 x 32 samples
+    batches = iter(loader)
+    first = next(batches)
+    assert loader.stats["buffers"] == 1  # the grown slot 0, sent with its first batch
+    seen = []
+    for batch in [first, *batches]:
+        for i, view in zip(batch["i"].tolist(), batch["bin"], strict=True):
+            assert bytes(view.numpy()) == payload(i) * 8
+            seen.append(i)
+    assert sorted(seen) == list(range(N))
+
+
 def test_device_loader_hands_ring_batches_out_intact(dataset_url) -> None:
     feed = DeviceLoader(RingLoader(dataset(dataset_url), 32, num_workers=2), "cpu")
     assert sorted(i for b in feed for i in check(b)) == list(range(N))

@@ -288,6 +288,13 @@ class ShardedDataset(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
         """Class name -> ``cls`` index, like torchvision's ``ImageFolder.class_to_idx``."""
         return self.manifest.class_to_idx
 
+    @property
+    def mean_sample_bytes(self) -> int:
+        """The shards' bytes per sample, on average (tar headers and padding included):
+        about what a sample's raw fields take (``RingLoader`` sizes first slots from it)."""
+        n = self.manifest.num_samples
+        return -(-self.manifest.total_bytes // n) if n else 0
+
     # -- random access --------------------------------------------------------------------
 
     def read(self, index: int) -> Sample:

@@ -14,7 +14,11 @@ worker owns a few *slots* it reuses. The protocol:
 * A worker allocates its slot buffers itself (shared tensors, created unlinked,
   so nothing outlives the processes, even after ``kill -9``), when first needed
   or when a batch does not fit, and sends a buffer once, with the first batch
-  written into it; later batches carry only the slot number and the layout. It
+  written into it; later batches carry only the slot number and the layout.
+  Slot 0 may instead be made by the main process before the workers start
+  (:func:`slot_buffer`; both sides hold it from the start, so a worker's first
+  batch needs no buffer handed over: that hand-off, a file descriptor sent
+  through torch's resource sharer, is the slowest step of a first batch). It
   writes its lowest-numbered free slot (a retired one is renewed before a slot never
   used), so it holds only as many buffers as the training loop keeps busy.
 * A batch is collated into the slot the way ``default_collate`` shapes it:
@@ -251,8 +255,10 @@ class SlotWriter:
     sample by sample (:meth:`add`) then as a whole (:meth:`finish`)."""
 
     def __init__(
-        self, flags: torch.Tensor, worker: int, *, shared: bool, min_bytes: int, batch_size: int
-    ):
+        self, flags: torch.Tensor, worker: int, *, shared: bool, min_bytes: int, batch_size: int,
+        first: torch.Tensor | None = None,
+    ):  # fmt: skip
+        """``first``: slot 0's buffer, made by the main process (which holds it already)."""
         self.flags = flags.numpy()[worker]
         self.worker = worker
         self.shared = shared
@@ -270,6 +276,8 @@ class SlotWriter:
         self._placed: dict[Path, _Placed] = {}
         self._view = memoryview(b"")
         """The slot buffer of the batch being written."""
+        if first is not None:
+            self.buffers[0], self.views[0] = first, memoryview(first.numpy())  # type: ignore[arg-type]
 
     def add(self, sample: Any) -> None:
         """Copy ``sample``'s byte strings into the slot of the batch being written (the
@@ -378,16 +386,22 @@ class SlotWriter:
         buffer = self.buffers[slot]
         if buffer is not None and buffer.numel() >= size:
             return
-        capacity = max(self.min_bytes, _aligned(size + size // 4))
-        buffer = torch.empty(capacity, dtype=torch.uint8)
-        if self.shared:  # moving it into shared memory copies it: every page faulted in once
-            buffer.share_memory_()  # type: ignore[no-untyped-call]
-        else:
-            buffer.zero_()  # pre-faulted here
+        buffer = slot_buffer(size, self.min_bytes, shared=self.shared)
         self.buffers[slot] = buffer
         self.views[slot] = memoryview(buffer.numpy())  # type: ignore[arg-type]
         self.allocations += 1
         self._unsent.add(slot)
+
+
+def slot_buffer(size: int, min_bytes: int, *, shared: bool) -> torch.Tensor:
+    """A slot buffer for a batch of ``size`` bytes and a quarter (at least ``min_bytes``),
+    every page faulted in: in shared memory (unlinked) for a worker's slot."""
+    buffer = torch.empty(max(min_bytes, _aligned(size + size // 4)), dtype=torch.uint8)
+    if shared:  # moving it into shared memory copies it: every page faulted in once
+        buffer.share_memory_()  # type: ignore[no-untyped-call]
+    else:
+        buffer.zero_()  # pre-faulted here
+    return buffer
 
 
 # -- the main process's side --------------------------------------------------------------
@@ -406,12 +420,17 @@ class _Slot:
 class SlotViews:
     """The main process's view of every worker's slots: hands out batches, frees slots."""
 
-    def __init__(self, flags: torch.Tensor):
+    def __init__(self, flags: torch.Tensor, first: Sequence[torch.Tensor] = ()):
+        """``first[w]``: slot 0 of worker ``w``, made here before the workers start."""
         self.flags = flags.numpy()
-        self.slots: dict[tuple[int, int], _Slot] = {}
+        self.slots: dict[tuple[int, int], _Slot] = {
+            (worker, 0): _Slot(buffer, buffer.numpy(), -1 - worker)
+            for worker, buffer in enumerate(first)
+        }
         self.count = 0
         self.retired = 0
         self.buffers = 0
+        """Buffers received from workers (those made here not counted)."""
         self._lock = threading.Lock()
 
     def receive(self, delivery: Delivery) -> Any:
