@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, IterableDataset, default_collate
+from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
 
 from dcstore.errors import ConfigError
 from dcstore.loaders import DeviceLoader, RingLoader, ShardedDataset, ShardWriter
@@ -267,6 +267,23 @@ def test_a_first_slot_made_before_the_workers_start_is_not_handed_over(dataset_u
     seen = [i for b in firsts for i in check(b)] + [i for b in batches for i in check(b)]
     assert sorted(seen) == list(range(N))
     assert loader.stats["buffers"] >= 1  # later slots still come from the workers
+
+
+class Split(IterableDataset):
+    """Small tensors, split between the workers; no ``mean_sample_bytes``."""
+
+    def __iter__(self):
+        info = get_worker_info()
+        return iter([torch.full((4,), i) for i in range(info.id, 40, info.num_workers)])
+
+
+def test_any_dataset_gets_first_slots_of_slot_bytes() -> None:
+    loader = RingLoader(Split(), 8, num_workers=2)  # batches of 8 x 4 int64: inside 1 MiB
+    batches = iter(loader)
+    firsts = [next(batches), next(batches)]
+    assert loader.stats["buffers"] == 0
+    got = sorted(int(row[0]) for b in [*firsts, *batches] for row in b)
+    assert got == list(range(40))
 
 
 def enlarged(sample: dict) -> dict:

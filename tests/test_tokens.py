@@ -447,6 +447,22 @@ def test_blocks_through_a_ring_and_onto_the_device(numbered: str, device: str) -
     assert sorted(seen) == list(range(2500))
 
 
+def test_a_ring_sizes_its_first_slots_from_the_block_size(numbered: str) -> None:
+    """``mean_sample_bytes`` (a block as handed out) sizes each worker's first slot, made
+    before the workers start: the first batches need no buffer handed over, even with
+    the smallest default slot (``slot_bytes=1``)."""
+    from dcstore import RingLoader
+
+    ds = TokenDataset(numbered, block_size=1000, dtype=torch.int32, shuffle=True, seed=1)
+    assert ds.mean_sample_bytes == 1000 * 4
+    ring = RingLoader(ds, batch_size=4, num_workers=2, slot_bytes=1)
+    batches = iter(ring)
+    firsts = [next(batches), next(batches)]  # one from each worker
+    assert ring.stats["buffers"] == 0
+    assert all(b.shape == (4, 1000) and b.dtype == torch.int32 for b in firsts)
+    assert sorted(i for b in [*firsts, *batches] for i in block_ids(b, 1000)) == list(range(40))
+
+
 @pytest.mark.parametrize("block_size", [2048, 2049])  # segment-aligned blocks, and straddlers
 def test_an_encrypted_epoch_fetches_each_segment_once(tmp_path: Path, block_size: int) -> None:
     from dcstore.crypto import EncryptedBackend

@@ -137,11 +137,11 @@ class RingLoader:
     samples/s of 100 KiB payloads on 2 cores). Memory: at most ``num_workers`` x
     :attr:`slots_per_worker` slots of about 1.25 batches each; a worker reuses its
     lowest free slot, so it allocates only as many as the training loop's pace keeps
-    busy, and with ``persistent_workers`` keeps them from one epoch to the next. When
-    the dataset says what a sample takes (``ShardedDataset.mean_sample_bytes``), each
-    worker's first slot is made here before the workers start, so first batches need
-    no buffer handed over (a file descriptor sent between processes: measured, a
-    quarter of a first batch on 2 cores)."""
+    busy, and with ``persistent_workers`` keeps them from one epoch to the next. Each
+    worker's first slot is made here before the workers start (sized from the
+    dataset's ``mean_sample_bytes`` when it has one, else ``slot_bytes``), so first
+    batches that fit need no buffer handed over (a file descriptor sent between
+    processes: measured, a quarter of a first batch on 2 cores)."""
 
     def __init__(
         self,
@@ -211,14 +211,15 @@ class RingLoader:
         return loader, self._views
 
     def _first_slots(self) -> list[Any] | None:
-        """Each worker's first slot, made here when the dataset says what a sample takes
-        (``mean_sample_bytes``: ``ShardedDataset`` does): the workers inherit it, so their
-        first batches need no buffer handed over. A pipeline whose samples grow (decoded
-        images) outgrows it at once and its worker makes a bigger one, as without it."""
-        mean = getattr(self.dataset, "mean_sample_bytes", None)
-        if not self.num_workers or not isinstance(mean, int) or mean <= 0:
+        """Each worker's first slot, made here: the workers inherit it, so their first
+        batches need no buffer handed over. Sized for a batch when the dataset says what
+        a sample takes (``mean_sample_bytes``: ``ShardedDataset`` and ``TokenDataset``
+        do), else ``slot_bytes``. A batch that does not fit (decoded images) makes its
+        worker allocate a bigger slot and send it, as without this."""
+        if not self.num_workers:
             return None
-        size = self.batch_size * mean
+        mean = getattr(self.dataset, "mean_sample_bytes", None)
+        size = self.batch_size * mean if isinstance(mean, int) and mean > 0 else 0
         if size > FIRST_SLOT_MAX_BYTES:
             return None
         return [slot_buffer(size, self.slot_bytes, shared=True) for _ in range(self.num_workers)]

@@ -192,6 +192,12 @@ class TokenDataset(_TokenItems):
         block = torch.from_numpy(tokens)
         return block if self.dtype is None else block.to(self.dtype)
 
+    @property
+    def mean_sample_bytes(self) -> int:
+        """The bytes of one block as handed out (``RingLoader`` sizes first slots from it)."""
+        itemsize = self.manifest.itemsize if self.dtype is None else self.dtype.itemsize
+        return self.block_size * itemsize
+
     def __repr__(self) -> str:
         return (
             f"TokenDataset({self.store.url!r}, blocks={self.num_items}, "
