@@ -158,9 +158,9 @@ def test_a_stale_cached_header_is_dropped_not_fatal() -> None:
     enc = EncryptedBackend(counting, Keyring.generate(), segment_size=SEG)
     enc.put("s", b"x" * 3 * SEG)
     enc.put("other", b"y" * 3 * SEG)
-    version = counting.head("s").version
+    meta = counting.head("s")
     other_header = enc._header(counting.head("other"))
-    enc._remember(("s", version), other_header)  # as if a version token had been reused
+    enc._remember(("s", meta.version), other_header, meta.size)  # as if a token were reused
     assert enc.get_range("s", 5, SEG + 5) == b"x" * SEG
     blob = bytearray(counting.get("s"))
     blob[parse_header(blob, "s").size + 3] ^= 1  # real damage: raised after one fresh retry

@@ -107,3 +107,30 @@ def test_rotation_records_the_new_versions(tmp_path) -> None:
     assert "recorded the new shard versions in 1 dataset manifest(s)" in out
     fresh = EncryptedBackend(LocalBackend(root), f"file://{keyfile}")
     assert len(epoch(ShardedDataset(fresh), 0)) == SAMPLES
+
+
+@pytest.mark.parametrize("origin_kind", ["local", "memory"])
+def test_a_pinned_encrypted_read_asks_nothing_before_its_data(tmp_path, origin_kind) -> None:
+    """A version's header and stored size are remembered: pinned reads of it go straight
+    to the data (the inner read checks the version), unpinned reads still ask the
+    origin which version is current, and a replaced version is still refused."""
+    from dcstore.backends.memory import MemoryBackend
+
+    inner = LocalBackend(tmp_path) if origin_kind == "local" else MemoryBackend(str(tmp_path))
+    origin = InstrumentedBackend(inner)
+    store = EncryptedBackend(origin, Keyring.generate(), segment_size=4096)
+    data = payload(7) * 5
+    old = store.put("k", data)
+    heads = origin.heads
+    for start, end in ((0, 10), (4000, 9000), (len(data) - 5, len(data))):
+        assert store.get_range("k", start, end, version=old.version) == data[start:end]
+    assert store.get("k", version=old.version) == data
+    assert origin.heads == heads
+    assert store.get_range("k", 0, 10) == data[:10]  # unpinned: the current version, asked
+    assert origin.heads == heads + 1
+    store.put("k", data[::-1])
+    with pytest.raises(VersionChangedError):
+        store.get_range("k", 0, 10, version=old.version)
+    with pytest.raises(VersionChangedError):
+        store.get("k", version=old.version)
+    assert store.get_range("k", 0, 10) == data[::-1][:10]

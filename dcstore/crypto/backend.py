@@ -24,6 +24,11 @@ Guarantees (on top of the :class:`~dcstore.backends.base.Backend` contract):
   loses that race :data:`RANGE_ATTEMPTS` times reads the object once unpinned
   (the backend returns one whole version) and decrypts it in memory, so it never
   fails because writers are busy; a ranged read raises after as many races.
+  A read pinned to a version whose header is cached asks nothing before its data:
+  the version's stored size is remembered with the header (a version is
+  immutable), and the inner read of that version raises VersionChangedError
+  itself if the object was replaced, so a loader's window reads cost no
+  ``inner.head`` each (a round trip on a remote store).
 * Before wrapping a new data key (``put``), the backend asks its key source
   whether it changed (one ``stat`` for a key file) and reloads it if so; a
   read that meets a key id the loaded keyring lacks reloads once if the
@@ -113,7 +118,8 @@ class EncryptedBackend(Wrapper):
         self._lock = threading.Lock()
         self._keyring: Keyring | None = None
         self._key_version: Hashable | None = None
-        self._headers: OrderedDict[tuple[str, str], Header] = OrderedDict()
+        self._headers: OrderedDict[tuple[str, str], tuple[Header, int]] = OrderedDict()
+        """(key, version) -> the version's header and stored (ciphertext) size."""
         self._pool: ThreadPoolExecutor | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -207,22 +213,22 @@ class EncryptedBackend(Wrapper):
     def _header(self, meta: ObjectMeta, fetch: Fetch | None = None) -> Header:
         cache_key = (meta.key, meta.version)
         with self._lock:
-            header = self._headers.get(cache_key)
-            if header is not None:
+            known = self._headers.get(cache_key)
+            if known is not None:
                 self._headers.move_to_end(cache_key)
-                return header
+                return known[0]
         fetch = fetch or self._fetcher(meta)
         prefix: bytes | memoryview = memoryview(fetch(0, min(meta.size, MAX_V1_HEADER_SIZE)))
         whole = min(header_size_hint(prefix), meta.size)  # <= MAX_HEADER_SIZE
         if whole > len(prefix):  # a version-2 (public-key) header: fetch its remainder
             prefix = bytes(prefix) + bytes(fetch(len(prefix), whole))
         header = parse_header(prefix, self._what(meta.key))
-        self._remember(cache_key, header)
+        self._remember(cache_key, header, meta.size)
         return header
 
-    def _remember(self, cache_key: tuple[str, str], header: Header) -> None:
+    def _remember(self, cache_key: tuple[str, str], header: Header, stored_size: int) -> None:
         with self._lock:
-            self._headers[cache_key] = header
+            self._headers[cache_key] = (header, stored_size)
             while len(self._headers) > HEADER_CACHE_ENTRIES:
                 self._headers.popitem(last=False)
 
@@ -244,7 +250,7 @@ class EncryptedBackend(Wrapper):
         header, dek = self.current_keyring().new_header(self.segment_size)
         blob = ObjectCipher(header, dek, key, self._what(key)).encrypt(data, self._executor())
         meta = self.inner.put(key, blob)
-        self._remember((key, meta.version), header)
+        self._remember((key, meta.version), header, meta.size)
         return dataclasses.replace(meta, size=memoryview(data).nbytes)
 
     def open_write(self, key: str) -> ObjectWriter:
@@ -257,13 +263,13 @@ class EncryptedBackend(Wrapper):
             key,
             cipher,
             self.inner.open_write(key),
-            lambda meta: self._remember((key, meta.version), header),
+            lambda meta: self._remember((key, meta.version), header, meta.size),
         )
 
     def get(self, key: str, *, version: str | None = None) -> bytes:
         validate_key(key)
         try:
-            return self._retrying(key, version, self._read_all)
+            return self._retrying(key, version, self._read_all, read_checks_version=True)
         except VersionChangedError:
             if version is not None:
                 raise
@@ -283,7 +289,9 @@ class EncryptedBackend(Wrapper):
 
     def get_range(self, key: str, start: int, end: int, *, version: str | None = None) -> bytes:
         validate_key(key)
-        return self._retrying(key, version, lambda meta: self._read_range(meta, start, end))
+        return self._retrying(
+            key, version, lambda meta: self._read_range(meta, start, end), read_checks_version=True
+        )
 
     def open_read(self, key: str, *, version: str | None = None) -> ObjectReader:
         """A seekable reader of one version's plaintext. One inner reader (one opened
@@ -319,15 +327,23 @@ class EncryptedBackend(Wrapper):
                 raise
         return self._read_range(meta, start, end, fetch)
 
-    def _retrying(self, key: str, version: str | None, read: Callable[[ObjectMeta], T]) -> T:
+    def _retrying(
+        self, key: str, version: str | None, read: Callable[[ObjectMeta], T], *,
+        read_checks_version: bool = False,
+    ) -> T:  # fmt: skip
         """Run ``read(inner meta)`` of ``version`` (the current one when None).
 
-        An overwrite during an unpinned read starts it again on the new version. An
-        integrity failure drops the header cached for the version and, if the header
-        came from that cache, retries once with a fresh one; otherwise it is raised.
+        ``read_checks_version``: ``read`` asks the inner store for exactly
+        ``meta.version``, which raises VersionChangedError if it is gone, so a pinned
+        version whose header is cached needs no ``inner.head`` first. An overwrite
+        during an unpinned read starts it again on the new version. An integrity
+        failure drops the header cached for the version and, if the header came from
+        that cache, retries once with a fresh one; otherwise it is raised.
         """
         for attempt in range(1, RANGE_ATTEMPTS + 1):
-            meta = self.inner.head(key, version=version)
+            meta = self._remembered(key, version) if read_checks_version else None
+            if meta is None:
+                meta = self.inner.head(key, version=version)
             with self._lock:
                 was_cached = (key, meta.version) in self._headers
             try:
@@ -340,6 +356,14 @@ class EncryptedBackend(Wrapper):
                 if attempt == RANGE_ATTEMPTS or not was_cached:
                     raise
         raise AssertionError("unreachable")
+
+    def _remembered(self, key: str, version: str | None) -> ObjectMeta | None:
+        """The inner metadata of pinned ``version`` if its header is cached, else None."""
+        if version is None:
+            return None
+        with self._lock:
+            known = self._headers.get((key, version))
+        return None if known is None else ObjectMeta(key, known[1], version)
 
     def _forget(self, cache_key: tuple[str, str]) -> None:
         with self._lock:
