@@ -37,6 +37,7 @@ from cryptography.hazmat.backends.openssl import backend as openssl_backend
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from dcstore.backends.local import LocalBackend
+from dcstore.bench.machine import cpu_model
 from dcstore.crypto import EncryptedBackend, Keyring
 from dcstore.crypto.format import TAG_SIZE, Layout, segment_nonce
 from dcstore.crypto.segments import ObjectCipher
@@ -172,16 +173,8 @@ def read_cases(root: Path, size: int, keyring: Keyring) -> dict:
 
 
 def machine() -> str:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return (
-        f"{cpu}, {os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.2f}; "
+        f"{cpu_model()}, {os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.2f}; "
         f"Python {platform.python_version()}, cryptography {cryptography.__version__}, "
         f"{openssl_backend.openssl_version_text()}"
     )

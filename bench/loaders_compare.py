@@ -76,6 +76,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from dcstore.backends.local import LocalBackend
+from dcstore.bench.machine import cpu_model
 from dcstore.retry import RetryingBackend
 
 POOL = np.random.default_rng(1234).integers(0, 256, 16 << 20, dtype=np.uint8).tobytes()
@@ -763,7 +764,8 @@ def render(args: argparse.Namespace, results: dict, waits: dict) -> str:
         f"{args.reps} interleaved reps (median shown; samples/s counts from "
         "DataLoader creation, so it includes worker start-up; LitData through its "
         "StreamingDataLoader).",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs ({cpu_model()}), "
+        f"torch {torch.__version__}, "
         f"load average at the end {os.getloadavg()[0]:.1f}; `{' '.join(sys.argv)}`",
         "",
     ]

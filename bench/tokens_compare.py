@@ -65,6 +65,8 @@ import psutil
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from dcstore.bench.machine import cpu_model
+
 EOD = "<|endoftext|>"
 PACK_ROWS = ("dcstore", "dcstore-encrypted", "litdata", "dcstore-default")
 READ_ROWS = ("dcstore", "dcstore-encrypted", "litdata", "litdata-full-shuffle", "memmap-floor")
@@ -489,14 +491,6 @@ def check_same_stream(args: argparse.Namespace) -> str:
 
 
 # -- main -------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def main() -> int:

@@ -44,6 +44,11 @@ def _cpuinfo() -> tuple[str | None, list[str]]:
     return model, [f for f in _CPU_FLAGS if f in flags]
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` says."""
+    return _cpuinfo()[0] or platform.machine() or "unknown"
+
+
 def _git_commit() -> str | None:
     root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():
