@@ -122,7 +122,7 @@ def test_key_errors_exit_codes(tmp_path: Path) -> None:
     other = tmp_path / "other.json"
     assert run("keys", "new", "--keys", str(other)).returncode == 0
     wrong = run("verify", store, "--keys", str(other))
-    assert wrong.returncode == 4 and "not in the keyring" in wrong.stdout
+    assert wrong.returncode == 4 and "not in the keys of" in wrong.stdout
     assert run("get", store, "x", "--keys", str(other)).returncode == 4
 
     os.chmod(keys, 0o644)

@@ -145,5 +145,6 @@ def test_reader_meets_a_newer_key_and_reloads_once(tmp_path: Path) -> None:
     other = tmp_path / "other.json"
     write_key_file(other, Keyring.generate("k3"))
     stranger = EncryptedBackend(LocalBackend(root), f"file://{other}")
-    with pytest.raises(KeyAccessError, match="not in the keyring"):
+    with pytest.raises(KeyAccessError, match="not in the keys of") as info:
         stranger.get("x")
+    assert f"file://{other}" in str(info.value) and "they hold: k3" in str(info.value)

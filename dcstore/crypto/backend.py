@@ -71,7 +71,13 @@ from dcstore.crypto.keyring import Keyring
 from dcstore.crypto.segments import ObjectCipher, run_tasks
 from dcstore.crypto.sources import KeySource, open_key_source
 from dcstore.crypto.writer import EncryptingWriter
-from dcstore.errors import ConfigError, IntegrityError, NotFoundError, VersionChangedError
+from dcstore.errors import (
+    ConfigError,
+    IntegrityError,
+    KeyAccessError,
+    NotFoundError,
+    VersionChangedError,
+)
 
 T = TypeVar("T")
 Fetch = Callable[[int, int], Buffer]
@@ -208,6 +214,12 @@ class EncryptedBackend(Wrapper):
         keyring = self.keyring
         if header.key_id not in keyring:  # added (or restored) since we loaded?
             keyring = self.current_keyring(unversioned=True)
+        if header.key_id not in keyring and header.key_id not in keyring.retired:
+            held = ", ".join(keyring.ids) or "none"
+            raise KeyAccessError(
+                f"{what}: needs key {header.key_id!r}, which is not in the keys of "
+                f"{self.keys.describe()} (they hold: {held}); is that the dataset's key file?"
+            )
         return ObjectCipher(header, keyring.unwrap(header, what), key, what)
 
     def _header(self, meta: ObjectMeta, fetch: Fetch | None = None) -> Header:
