@@ -71,13 +71,7 @@ from dcstore.crypto.keyring import Keyring
 from dcstore.crypto.segments import ObjectCipher, run_tasks
 from dcstore.crypto.sources import KeySource, open_key_source
 from dcstore.crypto.writer import EncryptingWriter
-from dcstore.errors import (
-    ConfigError,
-    IntegrityError,
-    KeyAccessError,
-    NotFoundError,
-    VersionChangedError,
-)
+from dcstore.errors import ConfigError, IntegrityError, NotFoundError, VersionChangedError
 
 T = TypeVar("T")
 Fetch = Callable[[int, int], Buffer]
@@ -214,13 +208,8 @@ class EncryptedBackend(Wrapper):
         keyring = self.keyring
         if header.key_id not in keyring:  # added (or restored) since we loaded?
             keyring = self.current_keyring(unversioned=True)
-        if header.key_id not in keyring and header.key_id not in keyring.retired:
-            held = ", ".join(keyring.ids) or "none"
-            raise KeyAccessError(
-                f"{what}: needs key {header.key_id!r}, which is not in the keys of "
-                f"{self.keys.describe()} (they hold: {held}); is that the dataset's key file?"
-            )
-        return ObjectCipher(header, keyring.unwrap(header, what), key, what)
+        dek = keyring.unwrap(header, what, source=self.keys.describe())
+        return ObjectCipher(header, dek, key, what)
 
     def _header(self, meta: ObjectMeta, fetch: Fetch | None = None) -> Header:
         cache_key = (meta.key, meta.version)

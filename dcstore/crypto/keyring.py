@@ -194,13 +194,20 @@ class Keyring:
 
     # -- wrapping data keys --------------------------------------------------
 
-    def _require(self, key_id: str, what: str) -> Kek:
+    def _require(self, key_id: str, what: str, source: str | None = None) -> Kek:
+        """The active KEK ``key_id``; a missing one is a :class:`KeyAccessError` naming the
+        ids held and, when given, where the keyring came from (``source``: no secrets)."""
         kek = self._keys.get(key_id)
         if kek is not None:
             return kek
         if key_id in self._retired:
             raise KeyAccessError(f"{what}: needs key {key_id!r}, which is retired")
-        raise KeyAccessError(f"{what}: needs key {key_id!r}, which is not in the keyring")
+        held = ", ".join(self.ids) or "none"
+        where = f"the keys of {source}" if source else "the keyring"
+        raise KeyAccessError(
+            f"{what}: needs key {key_id!r}, which is not in {where} (they hold: {held}); "
+            "is that the right key file?"
+        )
 
     def new_header(self, segment_size: int) -> tuple[Header, bytes]:
         """A fresh data key and the header that carries it wrapped under the primary."""
@@ -209,14 +216,15 @@ class Keyring:
         header = Header(self._primary, segment_size, os.urandom(NONCE_PREFIX_SIZE), b"", b"")
         return self._keys[self._primary].wrap(header, dek), dek
 
-    def unwrap(self, header: Header, what: str) -> bytes:
+    def unwrap(self, header: Header, what: str, source: str | None = None) -> bytes:
         """The data key of ``header``.
 
-        :class:`KeyAccessError` if its KEK is unknown, retired, of another
-        type than the header's wrap, holds only its public half, or does not
-        unwrap it (wrong key material under that id, or an altered header).
+        :class:`KeyAccessError` if its KEK is unknown (naming ``source``, where the
+        keyring came from, when given), retired, of another type than the header's
+        wrap, holds only its public half, or does not unwrap it (wrong key material
+        under that id, or an altered header).
         """
-        kek = self._require(header.key_id, what)
+        kek = self._require(header.key_id, what, source)
         if kek.wrap_type != header.wrap_type:
             raise KeyAccessError(
                 f"{what}: its data key is wrapped for an {KEY_TYPE_OF_WRAP[header.wrap_type]} "
