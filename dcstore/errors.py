@@ -64,6 +64,11 @@ class IntegrityError(DcstoreError):
     """
 
 
+class NotEncryptedError(IntegrityError):
+    """An object read through keys does not start like an encrypted one: written
+    without keys (plaintext), or its header is destroyed."""
+
+
 class KeyAccessError(DcstoreError, PermissionError):
     """A wrong, missing or retired key, or permission denied by the storage."""
 
@@ -76,6 +81,7 @@ __all__ = [
     "InvalidKeyError",
     "InvalidRangeError",
     "KeyAccessError",
+    "NotEncryptedError",
     "NotFoundError",
     "StorageFullError",
     "VersionChangedError",

@@ -46,7 +46,7 @@ import re
 import zlib
 from dataclasses import dataclass
 
-from dcstore.errors import IntegrityError, KeyAccessError
+from dcstore.errors import IntegrityError, KeyAccessError, NotEncryptedError
 
 MAGIC = b"DCSE"
 VERSION = 1
@@ -178,7 +178,8 @@ NOT_ENCRYPTED = (
 def parse_header(data: bytes | memoryview, what: str) -> Header:
     """Parse and check the header at the start of ``data``.
 
-    Raises :class:`IntegrityError` (naming ``what``) for a wrong magic, an
+    Raises :class:`IntegrityError` (naming ``what``) for a wrong magic (its subclass
+    :class:`NotEncryptedError`, as for data too short to be a header), an
     unsupported version or wrap type, a bad length or segment size, or a CRC
     mismatch. Lengths are checked against their stated maxima before use, so
     nothing is sized by an unchecked field. Authenticity is established later,
@@ -187,9 +188,11 @@ def parse_header(data: bytes | memoryview, what: str) -> Header:
     mv = memoryview(data)
     too_short = f"{what}: too short to be an encrypted object ({len(mv)} bytes)"
     if len(mv) < 20:
-        raise IntegrityError(f"{too_short}: {NOT_ENCRYPTED}")
+        raise NotEncryptedError(f"{too_short}: {NOT_ENCRYPTED}")
     if bytes(mv[0:4]) != MAGIC:
-        raise IntegrityError(f"{what}: not a dcstore encrypted object (bad magic): {NOT_ENCRYPTED}")
+        raise NotEncryptedError(
+            f"{what}: not a dcstore encrypted object (bad magic): {NOT_ENCRYPTED}"
+        )
     if mv[4] not in (VERSION, PUBLIC_KEY_VERSION):
         raise IntegrityError(f"{what}: unsupported encrypted format version {mv[4]}")
     kid_len = mv[5]

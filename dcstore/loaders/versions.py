@@ -31,7 +31,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Generic
 
 from dcstore.backends.base import Backend, ObjectMeta
-from dcstore.errors import ConfigError, NotFoundError
+from dcstore.crypto.format import MAX_HEADER_SIZE, refuse_ciphertext
+from dcstore.errors import (
+    ConfigError,
+    IntegrityError,
+    KeyAccessError,
+    NotEncryptedError,
+    NotFoundError,
+)
 from dcstore.loaders.agreement import M
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, load_manifest
 from dcstore.loaders.shardindex import BytesSource
@@ -103,6 +110,38 @@ def check_keep(keep: int) -> None:
     """Refuse a ``keep`` that would not keep the version being committed."""
     if keep < 1:
         raise ConfigError(f"keep must be at least 1 (the current version), got {keep}")
+
+
+def refuse_other_keys(store: Backend, key: str = MANIFEST_KEY) -> None:
+    """Before a pack writes a shard: refuse to add a version to the dataset whose manifest
+    is ``key`` if ``store`` cannot read it, so the mistake costs nothing instead of failing
+    at the commit with every shard written. An encrypted dataset packed without keys, or
+    with keys that lack its key, is a :class:`KeyAccessError`; a plaintext one packed with
+    keys a :class:`ConfigError` (its kept versions would stay plaintext beside the
+    encrypted one). No dataset, or a damaged manifest the commit will replace or name,
+    passes. Reads the manifest's header, and with keys its first segment."""
+    where = f"{store.url}: the dataset there ({key})"
+    encrypts = store.encryption_key_id is not None
+    try:
+        size = store.head(key).size  # with keys: checks the header an encrypted object has
+        if encrypts:
+            store.get_range(key, 0, min(size, 1))  # unwraps its data key
+        else:
+            refuse_ciphertext(store.get_range(key, 0, min(size, MAX_HEADER_SIZE)), where, "")
+    except NotFoundError:
+        return
+    except KeyAccessError as exc:
+        why = f"cannot be read with these keys ({exc})" if encrypts else (
+            "is encrypted: pack with its keys (keys=..., CLI: --keys URL)"
+        )  # fmt: skip
+        raise KeyAccessError(f"{where} {why}; nothing was written") from None
+    except NotEncryptedError:
+        raise ConfigError(
+            f"{where} is not encrypted: pack without keys, or the encrypted dataset into "
+            "another place; nothing was written"
+        ) from None
+    except IntegrityError:
+        return  # damaged: the commit replaces it (token datasets) or names it
 
 
 def _read_current(store: Backend, key: str) -> tuple[Manifest, bytes] | None:

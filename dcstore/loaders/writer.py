@@ -34,7 +34,13 @@ from dcstore.errors import ConfigError
 from dcstore.loaders.checksum import sample_checksum
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, ShardInfo
 from dcstore.loaders.tario import END_OF_ARCHIVE, member_bytes, split_name
-from dcstore.loaders.versions import DEFAULT_KEEP, check_keep, commit_version, shard_key
+from dcstore.loaders.versions import (
+    DEFAULT_KEEP,
+    check_keep,
+    commit_version,
+    refuse_other_keys,
+    shard_key,
+)
 from dcstore.store import CacheSpec, KeySpec
 
 DEFAULT_SHARD_SIZE = 64 * 1024 * 1024
@@ -102,6 +108,8 @@ class ShardWriter(CommitOnExit):
 
             store = open_store(store, cache=cache, keys=keys)
         self.store: Backend = store
+        if version is None:  # a writer of its own version (a pack's share: the pack checked)
+            refuse_other_keys(store, manifest_key)
         self.shard_size = shard_size
         self.manifest_key = manifest_key
         self.metadata = dict(metadata or {})

@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from dcstore.backends.base import Backend, ObjectMeta
 from dcstore.errors import ConfigError, IntegrityError, NotFoundError
+from dcstore.loaders.versions import refuse_other_keys
 from dcstore.loaders.writer import new_version
 from dcstore.ops import copy_object
 from dcstore.store import CacheSpec, KeySpec, store_for
@@ -92,6 +93,7 @@ class TokenWriter:
             raise ConfigError(f"column names {sorted(reserved)} are reserved by the manifest")
         self.columns = tuple(columns)
         self.metadata = dict(metadata or {})
+        refuse_other_keys(self.store, TOKENS_KEY)
         self.version = new_version()
         self._buf = np.empty(self.shard_tokens, dtype=DTYPES[self.dtype])
         self._fill = 0
