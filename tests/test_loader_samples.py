@@ -101,8 +101,11 @@ def test_batching_images_of_different_sizes_says_what_to_do(image_url) -> None:
     def images() -> ShardedDataset:
         return ShardedDataset(image_url).decode("rgb8").to_tuple("jpg", "cls")
 
-    with pytest.raises(ValueError, match=r"different shapes.*resize them.*collate_fn=list"):
+    with pytest.raises(ValueError, match=r"different shapes \(\[0\]: \(.*resize them.*=list"):
         list(images().batched(N))
+    # in a worker torch fails earlier (resizing the batch's shared memory): the same advice
+    with pytest.raises(ValueError, match=r"different shapes \(\[0\]: \(.*resize them"):
+        list(DataLoader(images().batched(N), batch_size=None, num_workers=1))
     (batch,) = list(images().batched(N, list))
     assert len(batch) == N and len({image.shape for image, _ in batch}) > 1
 

@@ -270,19 +270,47 @@ def batched(
 
 def _default_collate(batch: list[Any]) -> Any:
     """torch's ``default_collate``; samples of different shapes raise a :class:`ValueError`
-    that says what to do (stacking them cannot work)."""
+    that names the field and says what to do (stacking them cannot work), in a
+    ``DataLoader`` worker too (where torch fails earlier, resizing shared memory)."""
     from torch.utils.data import default_collate
 
     try:
         return default_collate(batch)
     except RuntimeError as exc:
-        if "equal size" not in str(exc):
+        differ = _differing_shapes(batch)
+        if differ is None:
             raise
         raise ValueError(
-            f"batched(): the samples of a batch have different shapes ({exc}); resize them "
-            "in a .map()/.map_tuple() stage before .batched(), or pass collate_fn=list to "
-            "get them as lists"
+            f"batched(): the samples of a batch have different shapes ({differ}); resize "
+            "them in a .map()/.map_tuple() stage before .batched(), or pass collate_fn=list "
+            "to get them as lists"
         ) from exc
+
+
+def _differing_shapes(batch: list[Any], field: str = "") -> str | None:
+    """Where two items of ``batch`` (arrays, or tuples/dicts of them) differ in shape."""
+    first = batch[0]
+    if isinstance(first, tuple | list) and all(
+        isinstance(x, tuple | list) and len(x) == len(first) for x in batch
+    ):
+        fields: list[tuple[Any, list[Any]]] = [
+            (i, [x[i] for x in batch]) for i in range(len(first))
+        ]
+    elif isinstance(first, dict) and all(
+        isinstance(x, dict) and x.keys() == first.keys() for x in batch
+    ):
+        fields = [(k, [x[k] for x in batch]) for k in first]
+    else:
+        shapes = [tuple(getattr(x, "shape", ())) for x in batch]
+        other = next((s for s in shapes if s != shapes[0]), None)
+        if other is None:
+            return None
+        return f"{field or 'the samples'}: {shapes[0]} and {other}"
+    for name, items in fields:
+        found = _differing_shapes(items, f"{field}[{name!r}]")
+        if found is not None:
+            return found
+    return None
 
 
 def compose(source: Iterable[Any], stages: Sequence[Stage]) -> Iterator[Any]:
