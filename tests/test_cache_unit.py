@@ -275,6 +275,12 @@ def test_open_cache_tier_specs() -> None:
     for bad in ("lru://?nope=1", "ftp://x", "lru://?chunk_bytes=0", "lru://host", ""):
         with pytest.raises(ConfigError):
             open_cache_tier(bad)
+    # a typo names what was given, never a password (in the netloc or the query)
+    with pytest.raises(ConfigError, match=r"scheme 'file' \(cache='redis//h:6379', a path\)"):
+        open_cache_tier("redis//h:6379")
+    with pytest.raises(ConfigError, match=r"\(cache=rediz://h:1/0\)") as info:
+        open_cache_tier("rediz://:hunter2@h:1/0?password=hunter2")
+    assert "hunter2" not in str(info.value)
 
 
 def test_redis_urls_parse_without_connecting(tmp_path) -> None:

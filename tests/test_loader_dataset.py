@@ -60,6 +60,20 @@ def test_ranks_partition_the_epoch_evenly(dataset_url) -> None:
     assert set(seen) == set(range(N)) and sum(seen.values()) == 86 * world
 
 
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"rank": 2, "world_size": 2}, "rank 2 is outside world_size 2: ranks are 0 .. "),
+        ({"rank": -1}, "rank must be >= 0, got -1"),
+        ({"world_size": 0}, "world_size must be >= 1, got 0"),
+    ],
+)
+def test_an_impossible_rank_is_refused_when_made(dataset_url, given, message) -> None:
+    """Not at the first batch, in a worker, where it used to surface."""
+    with pytest.raises(ConfigError, match=message):
+        ShardedDataset(dataset_url, **given)
+
+
 def test_order_is_deterministic_and_changes_per_epoch(dataset_url) -> None:
     def order(epoch: int, seed: int = 3) -> list[int]:
         ds = ShardedDataset(dataset_url, shuffle=True, seed=seed).map(index_of)

@@ -54,6 +54,9 @@ def open_cache_tier(spec: CacheTier | str) -> CacheTier:
     else:
         schemes = (*LRU_SCHEMES, *REDIS_SCHEMES, *MEMCACHED_SCHEMES)
         accepted = ", ".join(f"{s}://" for s in schemes)
-        raise ConfigError(f"unknown cache scheme {url.scheme!r}; accepted: {accepted}")
+        given = url.safe(query={}) if "://" in spec else f"{spec!r}, a path"
+        raise ConfigError(
+            f"unknown cache scheme {url.scheme!r} (cache={given}); accepted: {accepted}"
+        )
     options.finish()
     return tier

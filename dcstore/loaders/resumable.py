@@ -76,6 +76,18 @@ def current_worker() -> tuple[int, int]:
     return (info.id, info.num_workers) if info is not None else (0, 1)
 
 
+def check_rank_world(rank: int | None, world_size: int | None) -> None:
+    """Refuse a ``rank`` or ``world_size`` given that cannot be (None: torch.distributed's)."""
+    if world_size is not None and world_size < 1:
+        raise ConfigError(f"world_size must be >= 1, got {world_size}")
+    if rank is not None and not 0 <= rank < (world_size or rank + 1):
+        raise ConfigError(
+            f"rank {rank} is outside world_size {world_size}: ranks are 0 .. world_size - 1"
+            if world_size is not None
+            else f"rank must be >= 0, got {rank}"
+        )
+
+
 class PlannedPasses(abc.ABC):
     """Epoch, rank and resumption state of an iterable dataset read by a plan."""
 
@@ -91,6 +103,7 @@ class PlannedPasses(abc.ABC):
     ) -> None:  # fmt: skip
         if shuffle_buffer < 0:
             raise ConfigError(f"shuffle_buffer must be >= 0, got {shuffle_buffer}")
+        check_rank_world(rank, world_size)
         self.shuffle, self.seed, self.window = shuffle, seed, window
         self.shuffle_buffer, self.drop_last = shuffle_buffer, drop_last
         self._rank, self._world = rank, world_size
