@@ -102,3 +102,28 @@ def test_a_damaged_token_manifest_is_still_replaced(tmp_path: Path, keys: tuple[
     manifest.write_bytes(manifest.read_bytes()[:-40])
     pack_text([tmp_path / "docs"], url, keys=ours)
     assert len(TokenDataset(url, block_size=16, keys=ours)) > 0
+
+
+def test_clean_up_drops_what_the_keys_cannot_decode(tmp_path: Path, keys: tuple[str, str]) -> None:
+    """Plaintext left under an encrypted dataset (by a mistaken pack before the check
+    above) or a damaged orphan no longer blocks the clean-up that drops it: the next pack's
+    (token datasets) and ``dcstore gc`` (both) delete it by key; a referenced shard stays."""
+    ours, _ = keys
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("words " * 100)
+    corpus = str(tmp_path / "corpus")
+    pack_text([tmp_path / "docs"], corpus, keys=ours)
+    raw = open_store(corpus)  # no keys: writes the plaintext a mistaken pack left
+    raw.put("tokens/20260101T000000Z-00000000/000000.bin", b"plaintext tokens " * 100)
+    raw.put("tokens/20260101T000001Z-00000000/000000.bin", b"DCSE" + bytes(200))  # damaged
+    pack_text([tmp_path / "docs"], corpus, keys=ours)  # used to fail after its commit
+    left = {m.key.split("/")[1] for m in raw.list_objects("tokens/")}
+    assert len(left) == 2 and not any(v.startswith("20260101") for v in left)
+
+    make_imagefolder(tmp_path / "images", ["a", "b"], 6)
+    ds = tmp_path / "ds"
+    assert main(["pack", str(tmp_path / "images"), str(ds), "-q", "--keys", ours]) == 0
+    open_store(str(ds)).put("shards/20260101T000000Z-00000000/000000.tar", b"plain " * 99)
+    assert main(["gc", str(ds), "--keys", ours]) == 0
+    assert not (ds / "shards" / "20260101T000000Z-00000000").exists()
+    assert len(list(ShardedDataset(str(ds), keys=ours))) == 12

@@ -462,7 +462,8 @@ class EncryptedBackend(Wrapper):
     ) -> Iterator[ObjectMeta]:
         """Objects under ``prefix`` with plaintext sizes. An object whose header or
         size is corrupt raises :class:`IntegrityError`, ending the listing, unless
-        ``on_damaged`` is given: then it receives the error and the listing goes on."""
+        ``on_damaged`` is given: then it receives the error (its ``key`` and ``url`` set)
+        and the listing goes on."""
         validate_prefix(prefix)
         for meta in self.inner.list_objects(prefix):
             try:
@@ -475,6 +476,7 @@ class EncryptedBackend(Wrapper):
             except IntegrityError as exc:
                 if on_damaged is None:
                     raise
+                exc.url, exc.key = exc.url or self.url, exc.key or meta.key
                 on_damaged(exc)
                 continue
             yield plain

@@ -25,12 +25,14 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Generic
 
 from dcstore.backends.base import Backend, ObjectMeta
+from dcstore.crypto.backend import EncryptedBackend
 from dcstore.crypto.format import MAX_HEADER_SIZE, refuse_ciphertext
 from dcstore.errors import (
     ConfigError,
@@ -246,6 +248,20 @@ def collect_garbage(
     return delete_unreferenced(store, (SHARDS_PREFIX, ARCHIVE_PREFIX), referenced, dry_run)
 
 
+def listed_for_cleanup(store: Backend, prefix: str) -> list[ObjectMeta]:
+    """The objects under ``prefix``, to delete by key. Through keys, an object they cannot
+    decode (plaintext left by a mistaken pack, or damaged) is listed with its stored size
+    instead of ending the listing, so it cannot block a clean-up that would drop it."""
+    if not isinstance(store, EncryptedBackend):
+        return list(store.list_objects(prefix))
+    undecodable: list[IntegrityError] = []
+    listed = list(store.list_objects(prefix, on_damaged=undecodable.append))
+    for exc in undecodable:
+        with contextlib.suppress(NotFoundError):  # deleted meanwhile
+            listed.append(store.inner.head(str(exc.key)))
+    return sorted(listed, key=lambda meta: meta.key)
+
+
 def delete_unreferenced(
     store: Backend, prefixes: Sequence[str], referenced: set[str], dry_run: bool
 ) -> list[ObjectMeta]:
@@ -254,7 +270,7 @@ def delete_unreferenced(
     garbage = [
         meta
         for prefix in prefixes
-        for meta in store.list_objects(prefix)
+        for meta in listed_for_cleanup(store, prefix)
         if meta.key not in referenced
     ]
     if not dry_run:

@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from dcstore.backends.base import Backend, ObjectMeta
 from dcstore.errors import ConfigError, IntegrityError, NotFoundError
-from dcstore.loaders.versions import refuse_other_keys
+from dcstore.loaders.versions import listed_for_cleanup, refuse_other_keys
 from dcstore.loaders.writer import new_version
 from dcstore.ops import copy_object
 from dcstore.store import CacheSpec, KeySpec, store_for
@@ -228,12 +228,12 @@ def _drop_versions(store: Backend, keep: set[str | None]) -> int:
     many objects."""
     doomed = [
         meta.key
-        for meta in store.list_objects(SHARDS_PREFIX)
+        for meta in listed_for_cleanup(store, SHARDS_PREFIX)
         if meta.key[len(SHARDS_PREFIX) :].split("/", 1)[0] not in keep
     ]
     doomed += [
         meta.key
-        for meta in store.list_objects(ARCHIVE_PREFIX)
+        for meta in listed_for_cleanup(store, ARCHIVE_PREFIX)
         if meta.key[len(ARCHIVE_PREFIX) :].removesuffix(".parquet") not in keep
     ]
     for key in doomed:
