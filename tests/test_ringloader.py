@@ -202,13 +202,23 @@ def test_a_buffer_is_sent_with_the_first_batch_handed_out_in_it() -> None:
     assert delivery.slot == 0 and delivery.buffer is not None
 
 
-def test_unequal_tensors_fail_as_default_collate_does() -> None:
-    class Ragged(IterableDataset):
-        def __iter__(self):
-            return iter([torch.zeros(2), torch.zeros(3)])
+class Ragged(IterableDataset):
+    """Samples that cannot be stacked: images of two sizes, as tensors or arrays."""
 
-    with pytest.raises(RuntimeError, match="stack expects each tensor to be equal size"):
-        list(RingLoader(Ragged(), batch_size=2))
+    def __init__(self, make=torch.zeros) -> None:
+        self.make = make
+
+    def __iter__(self):
+        return iter([(self.make((3, 4, 5)), 0), (self.make((3, 6, 5)), 1)])
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+@pytest.mark.parametrize("make", [torch.zeros, np.zeros])
+def test_unequal_samples_name_the_field_and_the_fix(workers, make) -> None:
+    """Not torch's bare stack error: which field, both shapes, and what to do."""
+    shapes = r"different shapes \(\[0\]: \(3, 4, 5\) and \(3, 6, 5\)\)"
+    with pytest.raises(ValueError, match=rf"RingLoader: .* {shapes}; resize them .*=list"):
+        list(RingLoader(Ragged(make), batch_size=2, num_workers=workers))
 
 
 def test_bad_arguments_are_config_errors(dataset_url) -> None:

@@ -46,6 +46,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from dcstore.loaders.stages import different_shapes
+
 FREE, HELD, RETIRED = 0, 1, 2
 ALIGN = 64
 _MAX_WAIT_S = 1e-3
@@ -132,9 +134,9 @@ class _Planner:
             planned = [self.plan(list(part), (*path, i)) for i, part in parts]
             return tuple(planned) if isinstance(first, tuple) else planned
         if isinstance(first, np.ndarray) and first.dtype.kind in "biuf":
-            return self._arrays(list(column))
+            return self._arrays(list(column), path)
         if isinstance(first, torch.Tensor):
-            return self._tensors(list(column))
+            return self._tensors(list(column), path=path)
         if isinstance(first, bytes | bytearray | memoryview):
             placed = self.placed.get(path)
             if placed is not None and len(placed.ends) == len(column):  # each item placed
@@ -145,7 +147,9 @@ class _Planner:
             return self._tensors([torch.tensor(list(column), dtype=dtype)], stacked=True)
         return Passed(list(column))
 
-    def _tensors(self, items: list[torch.Tensor], stacked: bool = False) -> TensorLeaf:
+    def _tensors(
+        self, items: list[torch.Tensor], stacked: bool = False, path: Path = ()
+    ) -> TensorLeaf:
         first = items[0]
         shape = tuple(first.shape) if stacked else (len(items), *first.shape)
         nbytes = int(np.prod(shape, dtype=np.int64)) * first.element_size()
@@ -155,13 +159,17 @@ class _Planner:
             out = leaf_view(slot, leaf)
             if stacked:
                 out.copy_(first)
-            else:
+                return
+            try:
                 torch.stack(items, out=out)
+            except RuntimeError:
+                _refuse_ragged(items, path)
+                raise
 
         self.jobs.append(copy)
         return leaf
 
-    def _arrays(self, items: list[np.ndarray]) -> TensorLeaf:
+    def _arrays(self, items: list[np.ndarray], path: Path) -> TensorLeaf:
         """Numpy arrays stacked with numpy (read-only inputs, e.g. views of bytes, are fine)."""
         first = items[0]
         shape = (len(items), *first.shape)
@@ -170,7 +178,11 @@ class _Planner:
 
         def copy(slot: torch.Tensor, _: memoryview) -> None:
             out = slot.numpy()[leaf.offset : leaf.offset + len(items) * first.nbytes]
-            np.stack(items, out=out.view(first.dtype).reshape(shape))
+            try:
+                np.stack(items, out=out.view(first.dtype).reshape(shape))
+            except ValueError:
+                _refuse_ragged(items, path)
+                raise
 
         self.jobs.append(copy)
         return leaf
@@ -188,6 +200,16 @@ class _Planner:
 
         self.jobs.append(copy)
         return BytesLeaf(offset, ends)
+
+
+def _refuse_ragged(column: Sequence[Any], path: Path) -> None:
+    """After a failed stack: if ``column``'s arrays differ in shape, the error that says
+    which field and what to do (checked only then: nothing is spent on batches that stack)."""
+    shape = column[0].shape
+    other = next((item.shape for item in column if item.shape != shape), None)
+    if other is not None:
+        where = "".join(f"[{p!r}]" for p in path) or "the samples"
+        raise different_shapes("RingLoader", f"{where}: {tuple(shape)} and {tuple(other)}")
 
 
 def leaf_view(region: torch.Tensor, leaf: TensorLeaf) -> torch.Tensor:

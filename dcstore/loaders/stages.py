@@ -280,11 +280,16 @@ def _default_collate(batch: list[Any]) -> Any:
         differ = _differing_shapes(batch)
         if differ is None:
             raise
-        raise ValueError(
-            f"batched(): the samples of a batch have different shapes ({differ}); resize "
-            "them in a .map()/.map_tuple() stage before .batched(), or pass collate_fn=list "
-            "to get them as lists"
-        ) from exc
+        raise different_shapes("batched()", differ) from exc
+
+
+def different_shapes(who: str, differ: str) -> ValueError:
+    """The error for a batch whose samples cannot be stacked: what differs, what to do."""
+    return ValueError(
+        f"{who}: the samples of a batch have different shapes ({differ}); resize them in a "
+        ".map()/.map_tuple() stage before batching, or collate them as lists (.batched("
+        "n, collate_fn=list) with DataLoader(batch_size=None))"
+    )
 
 
 def _differing_shapes(batch: list[Any], field: str = "") -> str | None:
