@@ -10,7 +10,8 @@ import pytest
 from pack_sources import decode, image_bytes, make_imagefolder, make_tar, write_image
 
 from dcstore.cli.main import main
-from dcstore.loaders import ShardedDataset, ShardedMapDataset, load_manifest
+from dcstore.errors import ConfigError
+from dcstore.loaders import ShardedDataset, ShardedMapDataset, ShardWriter, load_manifest
 from dcstore.store import open_store
 
 
@@ -151,6 +152,33 @@ def test_webdataset_shards_are_repacked_sample_for_sample(tmp_path: Path) -> Non
     assert bytes(got["s2_4"]["cls"]) == b"1" and "path.txt" not in got["s2_4"]
     make_tar(tmp_path / "tars" / "dup.tar", {"s0_0.jpg": image_bytes(0)})
     assert pack(tmp_path / "tars", tmp_path / "ds2") == 2
+
+
+@pytest.mark.parametrize("name", ["../up.jpg", "/abs.jpg", "a/../../b.jpg"])
+def test_a_tar_member_that_would_escape_is_refused(tmp_path: Path, name: str, capsys) -> None:
+    """Sample keys are tar member names: one that would extract outside its folder is
+    refused when packing a tar (and by ShardWriter), never written into our shards."""
+    make_tar(tmp_path / "tars" / "evil.tar", {"ok.jpg": image_bytes(0), name: image_bytes(1)})
+    assert pack(tmp_path / "tars", tmp_path / "ds") == 2
+    assert "keys are tar member names, relative and without '..'" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()
+    writer = ShardWriter(str(tmp_path / "w"))
+    with pytest.raises(ConfigError, match=r"without '\.\.' segments"):
+        writer.write({"__key__": name.removesuffix(".jpg"), "jpg": b"x"})
+    writer.abort()
+
+
+def test_shard_writer_refuses_a_key_repeated_back_to_back(tmp_path: Path) -> None:
+    """webdataset reads two adjacent samples of one key as one sample (it raises on the
+    repeated field): refused. The same key later in the stream is a separate sample."""
+    with ShardWriter(str(tmp_path / "dup")) as writer:
+        writer.write({"__key__": "k", "x": b"1"})
+        with pytest.raises(ConfigError, match="repeats the sample's before it"):
+            writer.write({"__key__": "k", "x": b"2"})
+        writer.write({"__key__": "j", "x": b"3"})
+        writer.write({"__key__": "k", "x": b"4"})
+    got = [(s["__key__"], bytes(s["x"])) for s in samples(tmp_path / "dup")]
+    assert got == [("k", b"1"), ("j", b"3"), ("k", b"4")]
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])

@@ -22,7 +22,7 @@ from typing import Any, cast
 
 from dcstore.errors import ConfigError, NotFoundError
 from dcstore.loaders.ingest import FileSlice, PackPlan, SampleSpec, SourceFile, plan_files
-from dcstore.loaders.tario import group_samples, parse_members
+from dcstore.loaders.tario import check_sample_key, group_samples, parse_members
 
 PATH_COLUMN = "path"
 LABEL_COLUMN = "label"
@@ -50,6 +50,7 @@ def plan_tars(src: Path) -> PackPlan:
                 finally:
                     view.release()
         for span in spans:
+            check_sample_key(span.key)
             if span.key in seen:
                 raise ConfigError(f"sample {span.key!r} is in both {seen[span.key]} and {path}")
             seen[span.key] = path

@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from dcstore.errors import IntegrityError
+from dcstore.errors import ConfigError, IntegrityError
 
 BLOCK = 512
 END_OF_ARCHIVE = bytes(2 * BLOCK)
@@ -326,6 +326,16 @@ def _verify_checksums(view: memoryview, headers: list[int], checks: list[int], b
     bad = np.nonzero(sums != np.asarray(checks, dtype=np.int64))[0]
     if len(bad):
         raise TarFormatError(f"tar header checksum mismatch at offset {base + headers[bad[0]]}")
+
+
+def check_sample_key(key: str) -> None:
+    """Refuse a sample key that would make a tar member name escape the folder a tar tool
+    extracts into (absolute, or a ``..`` segment) or hold a NUL."""
+    if key.startswith("/") or "\0" in key or ".." in key.split("/"):
+        raise ConfigError(
+            f"sample key {key!r}: keys are tar member names, relative and without '..' "
+            "segments or NUL (tar tools would write outside the folder they extract into)"
+        )
 
 
 def split_name(name: str) -> tuple[str, str]:

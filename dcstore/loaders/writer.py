@@ -33,7 +33,7 @@ from dcstore.backends.objectio import CommitOnExit
 from dcstore.errors import ConfigError
 from dcstore.loaders.checksum import sample_checksum
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, ShardInfo
-from dcstore.loaders.tario import END_OF_ARCHIVE, member_bytes, split_name
+from dcstore.loaders.tario import END_OF_ARCHIVE, check_sample_key, member_bytes, split_name
 from dcstore.loaders.versions import (
     DEFAULT_KEEP,
     check_keep,
@@ -138,6 +138,12 @@ class ShardWriter(CommitOnExit):
             raise ConfigError(f"every sample needs a non-empty str '__key__', got {key!r}")
         if split_name(key + ".x")[0] != key:
             raise ConfigError(f"sample key {key!r} must not contain '.' after its last '/'")
+        check_sample_key(key)
+        if self._keys and self._keys[-1] == key:
+            raise ConfigError(
+                f"sample key {key!r} repeats the sample's before it: tar readers (webdataset) "
+                "would read the two as one sample; give each sample its own key"
+            )
         pieces: list[bytes | memoryview] = []
         for field, value in sample.items():
             if field.startswith("__"):
