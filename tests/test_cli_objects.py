@@ -185,6 +185,12 @@ def test_cp_file_to_key_and_back_like_aws_s3_cp(tmp_path, monkeypatch) -> None:
     done = run("cp", "enc/file.bin", "plain/", "--src-keys", str(kek))
     assert done.returncode == 0, done.stderr
     assert Path("plain/file.bin").read_bytes() == b"payload" * 1000
+    # --keys: both sides, as every other command spells it (alone, or refused)
+    assert run("cp", "-r", "enc", "enc2", "--keys", str(kek)).returncode == 0
+    assert b"payload" not in Path("enc2/file.bin").read_bytes()
+    assert run("get", "enc2", "file.bin", "--keys", str(kek)).stdout == b"payload" * 1000
+    mixed = run("cp", "enc/file.bin", "x/", "--keys", str(kek), "--src-keys", str(kek))
+    assert mixed.returncode == 2 and b"give it alone" in mixed.stderr
 
 
 def test_rm_recursive_deletes_a_prefix_only(tmp_path) -> None:

@@ -112,6 +112,11 @@ def _copy_prefix(args: argparse.Namespace) -> list[ObjectMeta]:
 def cmd_cp(args: argparse.Namespace) -> int:
     if args.prefix is not None and not args.recursive:
         raise ConfigError("a PREFIX argument copies many objects: add -r")
+    if args.both_keys is not None:
+        if args.src_keys is not None or args.dest_keys is not None:
+            raise ConfigError("--keys is the key source of both sides: give it alone, or "
+                              "--src-keys and --dest-keys")  # fmt: skip
+        args.src_keys = args.dest_keys = args.both_keys
     if args.recursive:
         args.prefix = args.prefix or ""
         copied = _copy_prefix(args)
@@ -141,6 +146,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--src-keys", metavar="URL", help="key source to decrypt the source")
     p.add_argument("--dest-keys", metavar="URL", help="key source to encrypt the destination")
+    p.add_argument(
+        "--keys", dest="both_keys", metavar="URL",
+        help="the key source of both sides (--src-keys URL --dest-keys URL)",
+    )  # fmt: skip
     p.add_argument(
         "--workers",
         type=int,
