@@ -130,6 +130,9 @@ def test_blocks_match_the_stream(packed, within: bool) -> None:
         assert block.numpy().astype(np.int64).tolist() == expected[s:e].tolist()
     assert (ds.read(3).numpy() == got[3].numpy()).all()
     assert TokenDataset(url, block_size=17, dtype=torch.long).read(0).dtype == torch.long
+    assert TokenDataset(url, block_size=17, dtype="int32").read(0).dtype == torch.int32
+    with pytest.raises(ConfigError, match=r"dtype must be a torch dtype .* got 'lng'"):
+        TokenDataset(url, block_size=17, dtype="lng")  # not at the first block
 
 
 def test_spans_counts_per_shard() -> None:

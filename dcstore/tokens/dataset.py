@@ -134,6 +134,15 @@ class _TokenItems(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
         return len(self.spans)
 
 
+def _torch_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """``dtype`` as a ``torch.dtype`` (a name such as ``"long"`` or ``"int32"`` is looked
+    up), refused here when it is neither, not at the first block."""
+    found = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    if dtype is not None and not isinstance(found, torch.dtype):
+        raise ConfigError(f"dtype must be a torch dtype (e.g. torch.long), got {dtype!r}")
+    return found
+
+
 class TokenDataset(_TokenItems):
     """Fixed-length blocks of ``block_size`` tokens of the corpus at ``url_or_store``.
 
@@ -150,7 +159,7 @@ class TokenDataset(_TokenItems):
         *,
         block_size: int,
         within_documents: bool = False,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
         cache: CacheSpec | None = None,
         keys: KeySpec | None = None,
         shuffle: bool = False,
@@ -168,7 +177,7 @@ class TokenDataset(_TokenItems):
             raise ConfigError(f"block_size must be >= 1, got {block_size}")
         self.block_size = block_size
         self.within_documents = within_documents
-        self.dtype = dtype
+        self.dtype = _torch_dtype(dtype)
         super().__init__(
             url_or_store, cache=cache, keys=keys, shuffle=shuffle, seed=seed, window=window,
             drop_last=drop_last, rank=rank, world_size=world_size,
