@@ -357,7 +357,11 @@ def test_map_style_with_a_random_sampler(dataset_url) -> None:
     from dcstore.loaders import ShardedMapDataset
 
     ds = ShardedMapDataset(dataset_url, transform=index_of)
-    assert len(ds) == N and ds[-1] == N - 1
+    assert len(ds) == N and ds[-1] == N - 1 and ds[-N] == 0 and ds[torch.tensor(3)] == 3
+    with pytest.raises(IndexError, match=rf"sample {-N - 1} out of range \(dataset has {N}\)"):
+        ds[-N - 1]
+    with pytest.raises(TypeError):
+        ds["3"]
     loader = DataLoader(ds, batch_size=50, shuffle=True, num_workers=2)
     assert sorted(indices(loader)) == list(range(N))
 

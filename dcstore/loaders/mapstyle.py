@@ -9,6 +9,7 @@ whole epochs; use this when the access pattern is random.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -63,7 +64,11 @@ class ShardedMapDataset(Dataset):  # type: ignore[type-arg]
         return self.manifest.class_to_idx
 
     def __getitem__(self, index: int) -> Any:
-        if index < 0:
-            index += len(self)
-        sample = read_sample(self.store, self.manifest, index, self.sample_options)
+        """Sample ``index`` (negative: from the end, as a list); not an integer: TypeError."""
+        position = operator.index(index)
+        if position < 0:
+            position += len(self)
+        if not 0 <= position < len(self):
+            raise IndexError(f"sample {index} out of range (dataset has {len(self)})")
+        sample = read_sample(self.store, self.manifest, position, self.sample_options)
         return self.transform(sample) if self.transform is not None else sample
