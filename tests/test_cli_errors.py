@@ -107,6 +107,7 @@ def test_docs_table_lists_every_exit_code() -> None:
         (["bogus"], "invalid choice: 'bogus'"),
         (["ls"], "required: store (see: dcstore ls --help)"),
         (["cp", "a", "b", "--workers", "x"], "invalid int value"),
+        (["pack", "a", "b", "--shard-size", "10XB"], "bad size '10XB': use e.g. 64KiB"),
     ],
 )
 def test_usage_errors_are_one_line(args, message) -> None:

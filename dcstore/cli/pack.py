@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dcstore.cli.common import add_store_options, human_size, open_from_args, transfer_progress
 from dcstore.cli.pack_text import add_text_options
+from dcstore.errors import ConfigError
 from dcstore.units import parse_size
 
 SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing"})
@@ -67,6 +68,15 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stdout,
     )
     return 0
+
+
+def size_arg(text: str) -> int:
+    """``parse_size`` for argparse: its message ("use e.g. 64KiB ..."), not argparse's
+    "invalid parse_size value"."""
+    try:
+        return parse_size(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def positive_int(text: str) -> int:
@@ -141,14 +151,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--shard-size",
-        type=parse_size,
+        type=size_arg,
         default=64 * 1024**2,
         metavar="SIZE",
         help="target shard size (default 64MiB)",
     )
     p.add_argument(
         "--segment-size",
-        type=parse_size,
+        type=size_arg,
         metavar="SIZE",
         help="with --keys: encrypted segment size (default 4MiB); smaller makes random reads "
         "of single samples or token blocks cheaper (docs/tokens.md)",
