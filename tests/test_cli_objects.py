@@ -27,6 +27,7 @@ def test_round_trip_and_listing(tmp_path) -> None:
     assert [e["key"] for e in listed] == ["data/in.bin", "data/stdin.txt"]
     stat = json.loads(run("stat", store, "data/in.bin", "--json").stdout)
     assert stat["size"] == 6 << 20 and stat["version"]
+    assert b"encrypted" not in run("stat", store, "data/in.bin").stdout
     out = tmp_path / "out.bin"
     assert run("get", store, "data/in.bin", "-o", str(out)).returncode == 0
     assert out.read_bytes() == src.read_bytes()
@@ -182,6 +183,9 @@ def test_cp_file_to_key_and_back_like_aws_s3_cp(tmp_path, monkeypatch) -> None:
     Path("enc").mkdir()
     assert run("cp", "file.bin", "enc", "--dest-keys", str(kek)).returncode == 0
     assert b"payload" not in Path("enc/file.bin").read_bytes()
+    sealed = run("stat", "enc", "file.bin").stdout  # without keys: said to be ciphertext
+    assert b"note:    encrypted; this is its stored size (with --keys" in sealed
+    assert b"size:    7000 " in run("stat", "enc", "file.bin", "--keys", str(kek)).stdout
     done = run("cp", "enc/file.bin", "plain/", "--src-keys", str(kek))
     assert done.returncode == 0, done.stderr
     assert Path("plain/file.bin").read_bytes() == b"payload" * 1000

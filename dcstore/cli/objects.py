@@ -30,7 +30,7 @@ from dcstore.cli.common import (
 )
 from dcstore.cli.exits import describe, exit_code_for
 from dcstore.crypto import EncryptedBackend
-from dcstore.crypto.format import refuse_ciphertext
+from dcstore.crypto.format import MAX_HEADER_SIZE, is_encrypted_object, refuse_ciphertext
 from dcstore.errors import ConfigError, IntegrityError, NotFoundError
 from dcstore.ops import COPY_CHUNK_BYTES, read_chunks
 
@@ -72,14 +72,25 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_stat(args: argparse.Namespace) -> int:
+    """Size and version; without keys, an encrypted object is said to be one (its size is
+    the stored ciphertext's)."""
     with open_from_args(args.store, args) as store:
         meta = store.head(args.key)
+        sealed = not args.json and store.encryption_key_id is None and _is_ciphertext(store, meta)
     if args.json:
         print_json({**_meta_dict(meta), "store": args.store})
     else:
         print(f"key:     {meta.key}\nsize:    {meta.size} ({human_size(meta.size)})")
         print(f"version: {meta.version}")
+        if sealed:
+            print("note:    encrypted; this is its stored size (with --keys: the plaintext's)")
     return 0
+
+
+def _is_ciphertext(store: Backend, meta: ObjectMeta) -> bool:
+    """Whether ``meta``'s version, read without keys, starts with an encrypted header."""
+    head = store.get_range(meta.key, 0, min(meta.size, MAX_HEADER_SIZE), version=meta.version)
+    return is_encrypted_object(memoryview(head))
 
 
 GET_CHUNK_BYTES = COPY_CHUNK_BYTES
