@@ -130,14 +130,14 @@ def memcached_entries(tier: object) -> dict[bytes, tuple[bytes, float | None]]:
     import time
     from urllib.parse import unquote
 
-    from dcstore.cache.memcached_client import _metadump
+    from dcstore.cache.memcached_client import crawled
     from dcstore.cache.memcached_tier import MemcachedTier
 
     assert isinstance(tier, MemcachedTier)
     servers = tier._memcached().server_clients()
     out: dict[bytes, tuple[bytes, float | None]] = {}
     for host, port in tier.hosts:
-        for line in _metadump(host, port, 5.0).splitlines():
+        for line in crawled(host, port, 5.0).splitlines():  # a busy crawler retried
             if not line.startswith(b"key="):
                 continue
             fields = dict(f.split(b"=", 1) for f in line.split(b" ") if b"=" in f)

@@ -93,10 +93,19 @@ class TaggedHashClient(HashClient):  # type: ignore[misc]  # pymemcache is untyp
 
 
 def list_keys(host: str, port: int, prefix: str, timeout: float) -> list[str]:
-    """Every key of one server that starts with ``prefix`` (``lru_crawler metadump all``).
+    """Every key of one server that starts with ``prefix`` (``lru_crawler metadump all``)."""
+    keys = []
+    for line in crawled(host, port, timeout).splitlines():
+        if line.startswith(b"key="):
+            key = unquote(line[4:].split(b" ", 1)[0].decode("ascii", "replace"))
+            if key.startswith(prefix):
+                keys.append(key)
+    return keys
 
-    The crawler serves one request at a time; a busy crawler is retried for ~5 s.
-    """
+
+def crawled(host: str, port: int, timeout: float) -> bytes:
+    """The complete ``lru_crawler metadump all`` reply of one server. The crawler serves
+    one request at a time; a busy crawler is retried for ~5 s."""
     for _ in range(50):
         raw = _metadump(host, port, timeout)
         if not raw.startswith(b"BUSY"):
@@ -106,13 +115,7 @@ def list_keys(host: str, port: int, prefix: str, timeout: float) -> list[str]:
         raise MemcacheError(f"the LRU crawler of {host}:{port} stayed busy; try again")
     if not raw.endswith(b"END\r\n"):
         raise MemcacheError(f"key listing refused by {host}:{port}: {raw.splitlines()[0][:80]!r}")
-    keys = []
-    for line in raw.splitlines():
-        if line.startswith(b"key="):
-            key = unquote(line[4:].split(b" ", 1)[0].decode("ascii", "replace"))
-            if key.startswith(prefix):
-                keys.append(key)
-    return keys
+    return raw
 
 
 def _metadump(host: str, port: int, timeout: float) -> bytes:
