@@ -6,9 +6,9 @@
                                                 # (repeatable: what tests/test_fuzz.py runs)
 
 Seeds come from fuzz/corpus/<target>/ (read only); new inputs go to a scratch
-directory. A crash, a hang (-timeout) or an input that grows the process past
--rss_limit_mb writes the input to fuzz/crashes/<target>/ and fails the run: commit
-it there once fixed, so tests/test_fuzz.py replays it forever.
+directory, removed when the run ends. A crash, a hang (-timeout) or an input that
+grows the process past -rss_limit_mb writes the input to fuzz/crashes/<target>/ and
+fails the run: commit it there once fixed, so tests/test_fuzz.py replays it forever.
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ def budget_flags(seconds: int, runs: int | None) -> list[str]:
     return [f"-max_total_time={seconds}"]
 
 
-def fuzz_one(name: str, seconds: int, runs: int | None = None) -> None:
-    """Fuzz ``name`` in this process (atheris exits the process when done)."""
+def fuzz_one(name: str, seconds: int, runs: int | None, scratch: str) -> None:
+    """Fuzz ``name`` in this process, new inputs into ``scratch`` (atheris exits the
+    process when done, so whoever made ``scratch`` removes it: ``run_child``)."""
     import atheris
 
     with atheris.instrument_imports(include=["dcstore"]):
@@ -49,7 +50,6 @@ def fuzz_one(name: str, seconds: int, runs: int | None = None) -> None:
         raise SystemExit(f"unknown target {name!r}; targets: {', '.join(TARGETS)}")
     crashes = HERE / "crashes" / name
     crashes.mkdir(parents=True, exist_ok=True)
-    scratch = tempfile.mkdtemp(prefix=f"dcstore-fuzz-{name}-")
     argv = [
         sys.argv[0],
         *budget_flags(seconds, runs),
@@ -65,19 +65,27 @@ def fuzz_one(name: str, seconds: int, runs: int | None = None) -> None:
     atheris.Fuzz()
 
 
+def run_child(
+    name: str, seconds: int, runs: int | None, capture: bool
+) -> subprocess.CompletedProcess[str]:
+    """Fuzz ``name`` in a child process with a scratch directory removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix=f"dcstore-fuzz-{name}-") as scratch:
+        return subprocess.run(
+            [sys.executable, __file__, name, "--seconds", str(seconds), "--scratch", scratch]
+            + ([] if runs is None else ["--runs", str(runs)]),
+            capture_output=capture,
+            text=True,
+            check=False,
+        )
+
+
 def fuzz_all(names: list[str], seconds: int, runs: int | None = None) -> int:
     """Fuzz each target in a child process; print executions and crashes; 1 if any crashed."""
     failed = 0
     print(f"{'target':<10} {'executions':>11} {'exec/s':>8} {'coverage':>9} {'result':>8}")
     for name in names:
         started = time.monotonic()
-        done = subprocess.run(
-            [sys.executable, __file__, name, "--seconds", str(seconds)]
-            + ([] if runs is None else ["--runs", str(runs)]),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        done = run_child(name, seconds, runs, capture=True)
         elapsed = time.monotonic() - started
         log = done.stdout + done.stderr
         executed = re.findall(r"stat::number_of_executed_units: (\d+)", log)
@@ -104,12 +112,15 @@ def main() -> int:
     parser.add_argument("--all", action="store_true", help="every target in turn")
     parser.add_argument("--seconds", type=int, default=60, help="per target (default 60)")
     parser.add_argument("--runs", type=int, help="this many inputs from seed 1 instead")
+    parser.add_argument("--scratch", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.all:
         return fuzz_all(TARGET_NAMES, args.seconds, args.runs)
     if not args.target:
         parser.error("name a target or pass --all")
-    fuzz_one(args.target, args.seconds, args.runs)
+    if args.scratch is None:
+        return run_child(args.target, args.seconds, args.runs, capture=False).returncode
+    fuzz_one(args.target, args.seconds, args.runs, args.scratch)
     return 0
 
 

@@ -3,6 +3,7 @@ short fixed-seed run of the coverage-guided fuzzer itself (fuzz/README.md)."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -93,7 +94,8 @@ def test_the_undamaged_manifest_still_parses() -> None:
     assert sum(len(s.sample_keys) for s in manifest.shards) == 4
 
 
-def test_a_fixed_seed_fuzz_run_of_every_target_finds_nothing() -> None:
+def test_a_fixed_seed_fuzz_run_of_every_target_finds_nothing(tmp_path: Path) -> None:
+    """... and leaves no scratch directory behind (atheris exits its process when done)."""
     pytest.importorskip("atheris")
     done = subprocess.run(
         [sys.executable, str(FUZZ / "run.py"), "--all", "--runs", "3000"],
@@ -101,7 +103,9 @@ def test_a_fixed_seed_fuzz_run_of_every_target_finds_nothing() -> None:
         text=True,
         timeout=300,
         check=False,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
     )
+    assert list(tmp_path.iterdir()) == []
     assert done.returncode == 0, done.stdout + done.stderr[-4000:]
     rows = {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)\s.*\bok$", done.stdout, re.M)}
     assert set(rows) == set(TARGETS), done.stdout
