@@ -80,7 +80,10 @@ JAMM="$(compgen -G "$DIST/lib/jamm-*.jar" | head -1)"
 
 # 4. Node directory and configuration.
 if [[ "${CASSANDRA_FRESH:-0}" == 1 ]]; then rm -rf "$NODEDIR"; fi
-mkdir -p "$NODEDIR"/{conf,data,logs,triggers}
+# tmp: the JVM's temporary files (lz4-java unpacks its native library there), kept out of
+# /tmp so a killed node leaves nothing behind it; emptied at each start.
+rm -rf "$NODEDIR/tmp"
+mkdir -p "$NODEDIR"/{conf,data,logs,triggers,tmp}
 AUTHENTICATOR=AllowAllAuthenticator
 if [[ "${CASSANDRA_AUTH:-0}" == 1 ]]; then AUTHENTICATOR=PasswordAuthenticator; fi
 sed -e "s|@CLUSTER@|$CLUSTER|" -e "s|@SEEDS@|$SEEDS|" -e "s|@LISTEN@|$LISTEN|g" \
@@ -117,7 +120,7 @@ JVM_OPTS=(
   -XX:G1HeapRegionSize=4m -XX:MaxGCPauseMillis=300 -XX:+UseThreadPriorities -XX:+PerfDisableSharedMem
   -XX:+CrashOnOutOfMemoryError -ea -da:net.openhft...
   "-XX:ErrorFile=$NODEDIR/logs/hs_err_pid%p.log" "-XX:HeapDumpPath=$NODEDIR/logs"
-  -Djava.net.preferIPv4Stack=true -Djava.security.manager=allow -Djdk.attach.allowAttachSelf=true
+  "-Djava.io.tmpdir=$NODEDIR/tmp" -Djava.net.preferIPv4Stack=true -Djava.security.manager=allow -Djdk.attach.allowAttachSelf=true
   -Dio.netty.tryReflectionSetAccessible=true -Dio.netty.allocator.useCacheForAllThreads=true
   -Dio.netty.allocator.maxOrder=11
   --add-exports java.base/jdk.internal.misc=ALL-UNNAMED
