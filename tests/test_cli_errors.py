@@ -108,6 +108,8 @@ def test_docs_table_lists_every_exit_code() -> None:
         (["ls"], "required: store (see: dcstore ls --help)"),
         (["cp", "a", "b", "--workers", "x"], "invalid int value"),
         (["pack", "a", "b", "--shard-size", "10XB"], "bad size '10XB': use e.g. 64KiB"),
+        (["pack", "a", "b", "--seed", "-1"], "--seed: expected a whole number >= 0, got '-1'"),
+        (["pack", "a", "b", "--workers", "0"], "--workers: expected a whole number >= 1"),
     ],
 )
 def test_usage_errors_are_one_line(args, message) -> None:

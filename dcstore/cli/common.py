@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -20,9 +21,35 @@ from rich.progress import (
 from dcstore.backends.base import Backend, ObjectMeta
 from dcstore.errors import ConfigError, NotFoundError
 from dcstore.store import open_store
+from dcstore.units import parse_size
 
 PROGRESS_THRESHOLD = 4 << 20
 """Transfers larger than this (bytes) show a progress bar on a terminal."""
+
+
+def size_arg(text: str) -> int:
+    """``parse_size`` for argparse: its message ("use e.g. 64KiB ..."), not argparse's
+    "invalid parse_size value"."""
+    try:
+        return parse_size(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum``, with a message saying so."""
+
+    def whole_number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}")
+        return value
+
+    whole_number.__name__ = f"whole number >= {minimum}"
+    return whole_number
 
 
 def add_opt_flag(parser: argparse.ArgumentParser) -> None:

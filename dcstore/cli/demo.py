@@ -1,7 +1,8 @@
 """``dcstore demo``: pack a synthetic image dataset encrypted, train one epoch through it.
 
 No server needed: the dataset lives in a local store under a work folder with
-a freshly generated key file. Batches reach the training loop through
+a freshly generated key file (``--workdir``: a key file already there is used, never
+replaced, and the dataset there gets a new version). Batches reach the training loop through
 ``RingLoader`` (reused shared-memory slots; ``--loader dataloader`` for torch's
 ``DataLoader`` with the same samples). Prints samples/s, MB/s and data-wait %.
 """
@@ -16,7 +17,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from dcstore.cli.common import int_at_least, size_arg
+
 CLASSES = 10
+MIN_IMAGE_SIZE = 8
+"""Below this the blobs that carry the class vanish (``synthetic_images``)."""
 
 
 def synthetic_images(n: int, size: int, seed: int = 0) -> Iterator[dict[str, Any]]:
@@ -82,12 +87,16 @@ def run(args: argparse.Namespace) -> int:
     from dcstore.crypto import Keyring, write_key_file
     from dcstore.loaders import DeviceLoader, ShardedDataset, ShardWriter
 
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="dcstore-demo-"))
-    keys = f"file://{work / 'kek.json'}"
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="dcstore-demo-")).resolve()
+    key_file = work / "kek.json"
+    keys = f"file://{key_file}"
     url = f"file://{work / 'dataset'}"
     try:
         t0 = time.perf_counter()
-        write_key_file(work / "kek.json", Keyring.generate())
+        if key_file.exists():
+            print(f"using the key file already at {key_file} (the demo never replaces one)")
+        else:
+            write_key_file(key_file, Keyring.generate())
         with ShardWriter(url, keys=keys, shard_size=args.shard_size) as writer:
             for sample in synthetic_images(args.samples, args.image_size):
                 writer.write(sample)
@@ -143,15 +152,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "ShardedDataset + RingLoader (or DataLoader), and prints samples/s, MB/s and "
         "data-wait %.",
     )
-    p.add_argument("--samples", type=int, default=20_000)
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--samples", type=int_at_least(1), default=20_000)
+    p.add_argument(
+        "--image-size", type=int_at_least(MIN_IMAGE_SIZE), default=32, help="pixels a side"
+    )
+    p.add_argument("--batch-size", type=int_at_least(1), default=256)
+    p.add_argument("--workers", type=int_at_least(0), default=2)
     p.add_argument(
         "--loader", choices=("ring", "dataloader"), default="ring",
         help="RingLoader (default) or torch's DataLoader (batches collated in the worker)",
     )  # fmt: skip
-    p.add_argument("--shard-size", type=int, default=16 * 1024**2)
-    p.add_argument("--workdir", help="keep the dataset and key file here (default: a temp dir)")
+    p.add_argument("--shard-size", type=size_arg, default=16 * 1024**2, help="e.g. 16MiB")
+    p.add_argument(
+        "--workdir",
+        help="keep the dataset and key file here (default: a temp dir); a key file there "
+        "is used, never replaced",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temp dir")
     p.set_defaults(func=run)

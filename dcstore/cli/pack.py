@@ -8,10 +8,15 @@ import sys
 import time
 from pathlib import Path
 
-from dcstore.cli.common import add_store_options, human_size, open_from_args, transfer_progress
+from dcstore.cli.common import (
+    add_store_options,
+    human_size,
+    int_at_least,
+    open_from_args,
+    size_arg,
+    transfer_progress,
+)
 from dcstore.cli.pack_text import add_text_options
-from dcstore.errors import ConfigError
-from dcstore.units import parse_size
 
 SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing"})
 """Folder names that are dataset splits, not classes (ImageFolder's usual mistake)."""
@@ -70,25 +75,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def size_arg(text: str) -> int:
-    """``parse_size`` for argparse: its message ("use e.g. 64KiB ..."), not argparse's
-    "invalid parse_size value"."""
-    try:
-        return parse_size(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "pack",
@@ -129,7 +115,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_false",
         help="do not store the original file names (field path.txt)",
     )
-    p.add_argument("--seed", type=int, default=0, help="pack-time shuffle seed (default 0)")
+    p.add_argument(
+        "--seed", type=int_at_least(0), default=0, help="pack-time shuffle seed (default 0)"
+    )
     p.add_argument(
         "--no-shuffle",
         dest="shuffle",
@@ -138,14 +126,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--workers",
-        type=positive_int,
+        type=int_at_least(1),
         metavar="N",
         help="processes that pack shards (default: one per core, at most 8; at most one "
         "per 128 MiB of input)",
     )
     p.add_argument(
         "--keep",
-        type=positive_int,
+        type=int_at_least(1),
         metavar="N",
         help="versions to keep, the new one included (default 2)",
     )
