@@ -1,5 +1,5 @@
-"""Sizes and durations as people write them: the one parser the CLI, ``dcstore bench``
-and the benchmark scripts share.
+"""Sizes, durations and counts as people write them: the one parser the CLI, ``dcstore
+bench``, the loaders and the benchmark scripts share.
 
 Sizes take binary (``KiB``, ``MiB``, ``GiB``, ``TiB``) and decimal (``k``/``KB``, ``MB``,
 ``GB``) suffixes, case-insensitively; a bare number is bytes. Durations take ``us``,
@@ -8,6 +8,7 @@ Sizes take binary (``KiB``, ``MiB``, ``GiB``, ``TiB``) and decimal (``k``/``KB``
 
 from __future__ import annotations
 
+import operator
 import re
 
 from dcstore.errors import ConfigError
@@ -57,3 +58,15 @@ def parse_duration(text: str | float) -> float:
     if seconds < 0:
         raise ConfigError(f"bad duration {text!r}: must not be negative")
     return seconds
+
+
+def whole_number(name: str, value: object, minimum: int = 0) -> int:
+    """``value`` as an ``int`` of at least ``minimum``; else a :class:`ConfigError` naming
+    ``name`` (a float, a string or ``None`` is refused, not rounded or parsed)."""
+    try:
+        number = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise ConfigError(f"{name} must be a whole number >= {minimum}, got {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {number}")
+    return number

@@ -74,6 +74,37 @@ def test_an_impossible_rank_is_refused_when_made(dataset_url, given, message) ->
         ShardedDataset(dataset_url, **given)
 
 
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"seed": -1}, r"seed must be >= 0, got -1"),
+        ({"seed": 1.5}, r"seed must be a whole number >= 0, got 1\.5"),
+        ({"seed": "3"}, r"seed must be a whole number >= 0, got '3'"),
+        ({"window": -1}, r"window must be >= 0"),
+        ({"window_bytes": 0}, r"window_bytes must be >= 1, got 0"),
+        ({"read_ahead": -1}, r"read_ahead must be >= 0, got -1"),
+    ],
+)
+def test_impossible_settings_are_refused_when_made(dataset_url, given, message) -> None:
+    """A negative seed failed at the first batch with numpy's "expected non-negative
+    integer", 1.5 silently meant 1, window_bytes=0 divided by zero."""
+    with pytest.raises(ConfigError, match=message):
+        ShardedDataset(dataset_url, **given)
+
+
+@pytest.mark.parametrize("epoch", [-1, "1", 1.7])
+def test_an_impossible_epoch_is_refused_when_set(dataset_url, epoch) -> None:
+    with pytest.raises(ConfigError, match="epoch must be"):
+        ShardedDataset(dataset_url, shuffle=True).set_epoch(epoch)
+
+
+def test_a_rank_beyond_torch_distributeds_world_is_refused(dataset_url) -> None:
+    """rank without world_size takes the world from torch.distributed: 1 without it."""
+    assert len(list(ShardedDataset(dataset_url, rank=0))) == N
+    with pytest.raises(ConfigError, match="rank 1 is outside torch.distributed's world of 1"):
+        list(ShardedDataset(dataset_url, rank=1))
+
+
 def test_order_is_deterministic_and_changes_per_epoch(dataset_url) -> None:
     def order(epoch: int, seed: int = 3) -> list[int]:
         ds = ShardedDataset(dataset_url, shuffle=True, seed=seed).map(index_of)

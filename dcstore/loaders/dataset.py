@@ -62,6 +62,7 @@ from dcstore.loaders.reader import (
 from dcstore.loaders.resumable import PlannedPasses, Progress
 from dcstore.loaders.versions import open_dataset, pin_version
 from dcstore.store import CacheSpec, KeySpec
+from dcstore.units import whole_number
 
 
 def auto_prefetch_threads(store: Backend) -> int:
@@ -95,7 +96,10 @@ class ShardedDataset(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
     samples, copied out of their fetch windows). ``on_error="skip"`` skips
     unreadable shards (see :class:`SkipPolicy`) and samples that fail their
     checksum; the default raises naming the shard (and sample). Samples are
-    webdataset dicts of ``bytes``; ``zero_copy=True`` hands out read-only
+    webdataset dicts of ``bytes``. Every sample once per epoch across ranks and workers;
+    when ``world_size`` does not divide the sample count, the first ones of the epoch's
+    order are read again to even the ranks out, or with ``drop_last=True`` the last ones
+    are dropped (as torch's ``DistributedSampler``). ``zero_copy=True`` hands out read-only
     memoryviews of the fetch buffers instead (see ``docs/samples.md``).
     ``verify_checksums=False`` skips the per-sample checksum check. Shards are
     fetched in aligned windows of ``window_bytes``, at most
@@ -141,6 +145,8 @@ class ShardedDataset(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
         super().__init__()
         if on_error not in ("raise", "skip"):
             raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.window_bytes = whole_number("window_bytes", window_bytes, minimum=1)
+        self.read_ahead = whole_number("read_ahead", read_ahead)
         self._init_passes(
             shuffle=shuffle, seed=seed, window=window, shuffle_buffer=shuffle_buffer,
             drop_last=drop_last, rank=rank, world_size=world_size,
@@ -160,10 +166,8 @@ class ShardedDataset(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
         self.prefetcher = Prefetcher(threads=threads, max_bytes=prefetch_bytes)
         self.auto_threads = prefetch_threads is None
         self.on_error = on_error
-        self.window_bytes = window_bytes
         self.tune_malloc = tune_malloc
         self.sample_options = SampleOptions(zero_copy=zero_copy, verify=verify_checksums)
-        self.read_ahead = read_ahead
         self.stages: list[stages.Stage] = []
         self._skip = SkipPolicy() if on_error == "skip" else None
 

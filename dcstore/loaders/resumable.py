@@ -27,6 +27,7 @@ import numpy as np
 
 from dcstore.errors import ConfigError
 from dcstore.loaders.plan import Layer, WorkerPlan, plan_epoch
+from dcstore.units import whole_number
 
 STATE_VERSION = 1
 
@@ -101,10 +102,10 @@ class PlannedPasses(abc.ABC):
         self, *, shuffle: bool, seed: int, window: int, shuffle_buffer: int, drop_last: bool,
         rank: int | None, world_size: int | None,
     ) -> None:  # fmt: skip
-        if shuffle_buffer < 0:
-            raise ConfigError(f"shuffle_buffer must be >= 0, got {shuffle_buffer}")
+        shuffle_buffer = whole_number("shuffle_buffer", shuffle_buffer)
         check_rank_world(rank, world_size)
-        self.shuffle, self.seed, self.window = shuffle, seed, window
+        self.shuffle, self.seed = shuffle, whole_number("seed", seed)
+        self.window = whole_number("window", window)
         self.shuffle_buffer, self.drop_last = shuffle_buffer, drop_last
         self._rank, self._world = rank, world_size
         self._passes = PassState()
@@ -139,10 +140,17 @@ class PlannedPasses(abc.ABC):
         if self._rank is not None and self._world is not None:
             return self._rank, self._world
         rank, world = distributed_rank_world()
-        return (self._rank if self._rank is not None else rank), (self._world or world)
+        rank, world = (self._rank if self._rank is not None else rank), (self._world or world)
+        if rank >= world:  # rank given, world_size from torch.distributed (1 without it)
+            raise ConfigError(
+                f"rank {rank} is outside torch.distributed's world of {world}: "
+                "pass world_size with rank, or initialise torch.distributed first"
+            )
+        return rank, world
 
     def set_epoch(self, epoch: int) -> None:
         """Use ``epoch`` for the next pass (clears any resumption state of another epoch)."""
+        epoch = whole_number("epoch", epoch)
         if self._passes.resume is not None and self._passes.resume["epoch"] != epoch:
             self._passes.resume = None
         self.epoch = epoch
