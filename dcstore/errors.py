@@ -69,6 +69,11 @@ class NotEncryptedError(IntegrityError):
     without keys (plaintext), or its header is destroyed."""
 
 
+class ShardChangedError(IntegrityError, VersionChangedError):
+    """A dataset's shard is not the one its manifest lists: truncated, rewritten or
+    replaced after the pack (also a :class:`VersionChangedError`, what the store said)."""
+
+
 class KeyAccessError(DcstoreError, PermissionError):
     """A wrong, missing or retired key, or permission denied by the storage."""
 

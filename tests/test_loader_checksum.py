@@ -7,13 +7,14 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from dcstore.errors import IntegrityError, KeyAccessError
+from dcstore.errors import IntegrityError, KeyAccessError, ShardChangedError
 from dcstore.loaders import ShardedDataset, ShardedMapDataset, ShardWriter, load_manifest, reader
 from dcstore.loaders.verify import verify_shard
 from dcstore.store import open_store
@@ -181,3 +182,37 @@ def test_encrypted_samples_are_checked_once_by_the_cipher(
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # bit rot: same version
     with pytest.raises(IntegrityError, match="failed authentication"):
         list(ShardedDataset(enc, keys=f"file://{kek}", zero_copy=zero_copy))
+
+
+@pytest.mark.parametrize(
+    ("where", "keep"),
+    [("in place", 0.5), ("a copied dataset", 0.5), ("a copied dataset", 0.0)],
+)
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_a_truncated_shard_is_an_integrity_error_naming_it(
+    tmp_path: Path, where: str, keep: float, encrypted: bool
+) -> None:
+    """A shard cut short after the pack raised the store's VersionChangedError (in place),
+    InvalidRangeError (a copy: "range outside object") or, cut to nothing and encrypted,
+    NotEncryptedError ("open the store without keys"); `dcstore verify` exited 1."""
+    keys = None
+    if encrypted:
+        kek = tmp_path / "kek.json"
+        assert run("keys", "new", "--keys", str(kek)).returncode == 0
+        keys = f"file://{kek}"
+    packed = tmp_path / "packed"
+    write_dataset(f"file://{packed}", keys=keys)
+    root = packed
+    if where == "a copied dataset":
+        root = tmp_path / "copy"
+        shutil.copytree(packed, root)
+    info = load_manifest(open_store(f"file://{root}", keys=keys)).shards[1]
+    shard = root / info.key
+    os.truncate(shard, int(shard.stat().st_size * keep))
+    url = f"file://{root}"
+    with pytest.raises(ShardChangedError, match=info.key) as raised:
+        list(ShardedDataset(url, keys=keys))
+    assert "is not as its manifest lists it" in str(raised.value)
+    assert isinstance(raised.value, IntegrityError)
+    verify = run("verify", url, *(["--keys", str(kek)] if encrypted else []))
+    assert verify.returncode == 6 and f"FAILED  {info.key}" in verify.stdout

@@ -101,7 +101,7 @@ def test_an_impossible_epoch_is_refused_when_set(dataset_url, epoch) -> None:
 def test_a_rank_beyond_torch_distributeds_world_is_refused(dataset_url) -> None:
     """rank without world_size takes the world from torch.distributed: 1 without it."""
     assert len(list(ShardedDataset(dataset_url, rank=0))) == N
-    with pytest.raises(ConfigError, match="rank 1 is outside torch.distributed's world of 1"):
+    with pytest.raises(ConfigError, match=r"rank 1 is outside torch\.distributed's world of 1"):
         list(ShardedDataset(dataset_url, rank=1))
 
 

@@ -58,7 +58,7 @@ from dcstore.loaders.manifest import Manifest
 from dcstore.loaders.plan import WorkerPlan
 from dcstore.loaders.prefetch import Prefetcher
 from dcstore.loaders.resumable import Progress
-from dcstore.loaders.shardinfo import ShardInfo
+from dcstore.loaders.shardinfo import ShardInfo, read_as_packed
 from dcstore.loaders.tario import (
     SampleSpan,
     group_samples,
@@ -441,11 +441,8 @@ def read_plan(
     def fetch(win: Window) -> bytes | memoryview | None:
         if win.shard in skipped:
             return None
-        info = manifest.shards[win.shard]  # read exactly the version the manifest pins
-        mapped = store.map_range(info.key, win.start, win.end, version=info.version)
-        if mapped is None:
-            return store.get_range(info.key, win.start, win.end, version=info.version)
-        return mapped
+        info = manifest.shards[win.shard]
+        return read_as_packed(store, info.key, info.version, win.start, win.end)
 
     def wanted() -> Iterator[Window]:
         for _, windows in ahead:
@@ -488,7 +485,7 @@ def read_sample(
     start = int(info.offsets[local])
     end = start + int(info.lengths[local])
     try:
-        data = memoryview(store.get_range(info.key, start, end, version=info.version))
+        data = memoryview(read_as_packed(store, info.key, info.version, start, end, mapped=False))
         spans = group_samples(parse_members(data, base=start))
         _check(f"{store.url}/{info.key}", len(spans), 1, start, end)
     except DcstoreError as exc:

@@ -2,7 +2,8 @@
 
 Guarantees: :func:`check_shard` passes only a row whose per-sample columns agree in
 length with its sample count and whose samples all lie inside the shard, so a loader
-can trust its offsets (the check cannot overflow int64).
+can trust its offsets (the check cannot overflow int64). :func:`read_as_packed` reads
+exactly the shard version a manifest lists, or raises :class:`ShardChangedError`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dcstore.errors import IntegrityError
+from dcstore.backends.base import Backend
+from dcstore.errors import (
+    IntegrityError,
+    InvalidRangeError,
+    NotEncryptedError,
+    ShardChangedError,
+    VersionChangedError,
+)
 
 
 @dataclass(frozen=True)
@@ -56,3 +64,25 @@ def check_shard(shard: ShardInfo, samples: int | None, what: str) -> ShardInfo:
     ):
         raise IntegrityError(f"{what} ({shard.key!r}): a sample lies outside the shard")
     return shard
+
+
+def read_as_packed(
+    store: Backend, key: str, version: str | None, start: int, end: int, *, mapped: bool = True
+) -> bytes | memoryview:
+    """Bytes ``[start, end)`` of shard ``key`` at the ``version`` its manifest lists (a
+    view of the page cache when ``mapped`` and the store maps files).
+
+    A shard that is no longer as packed (replaced or rewritten: another version; cut
+    short: the range is outside it; plaintext where the dataset is encrypted) raises
+    :class:`ShardChangedError` naming it, not the store's error about an object.
+    """
+    try:
+        view = store.map_range(key, start, end, version=version) if mapped else None
+        return store.get_range(key, start, end, version=version) if view is None else view
+    except (VersionChangedError, InvalidRangeError, NotEncryptedError) as exc:
+        raise ShardChangedError(
+            f"{exc}; so the shard is not as its manifest lists it (truncated, rewritten or "
+            "replaced after the pack): restore it, or pack the dataset again",
+            url=store.url,
+            key=key,
+        ) from exc

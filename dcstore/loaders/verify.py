@@ -14,9 +14,10 @@ from collections.abc import Iterator
 
 from dcstore.backends.base import Backend
 from dcstore.crypto.verify import ObjectCheck
-from dcstore.errors import DcstoreError, IntegrityError, KeyAccessError
+from dcstore.errors import DcstoreError, IntegrityError, KeyAccessError, ShardChangedError
 from dcstore.loaders.checksum import sample_checksum
 from dcstore.loaders.manifest import Manifest, ShardInfo
+from dcstore.loaders.shardinfo import read_as_packed
 from dcstore.loaders.tario import group_samples, parse_members
 
 READ_BYTES = 64 << 20
@@ -40,7 +41,7 @@ def _bad_samples(store: Backend, info: ShardInfo, read_bytes: int) -> list[str]:
     for first, stop in _runs(info, read_bytes):
         lo = int(info.offsets[first])
         hi = int(info.offsets[stop - 1] + info.lengths[stop - 1])
-        data = memoryview(store.get_range(info.key, lo, hi, version=info.version))
+        data = memoryview(read_as_packed(store, info.key, info.version, lo, hi, mapped=False))
         spans = group_samples(parse_members(data, base=lo))
         if len(spans) != stop - first:
             raise IntegrityError(
@@ -60,6 +61,8 @@ def verify_shard(store: Backend, info: ShardInfo, read_bytes: int = READ_BYTES) 
     where = f"{store.url}/{info.key}"
     try:
         bad = _bad_samples(store, info, read_bytes)
+    except ShardChangedError as exc:  # names the store and the shard itself
+        return ObjectCheck(info.key, info.size, str(exc), "integrity")
     except IntegrityError as exc:
         return ObjectCheck(info.key, info.size, f"{where}: {exc}", "integrity")
     except KeyAccessError as exc:

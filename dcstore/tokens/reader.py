@@ -30,6 +30,7 @@ from dcstore.loaders.plan import WorkerPlan
 from dcstore.loaders.prefetch import Prefetcher
 from dcstore.loaders.reader import aligned_window, named_error
 from dcstore.loaders.resumable import Progress
+from dcstore.loaders.shardinfo import read_as_packed
 from dcstore.tokens.manifest import DTYPES, TokenManifest
 from dcstore.tokens.spans import Spans
 
@@ -86,12 +87,7 @@ def fetch_tokens(store: Backend, manifest: TokenManifest, start: int, end: int) 
         info = manifest.shards[shard]
         mapped = data = None
         try:
-            mapped = store.map_range(info.key, a * size, b * size, version=info.version)
-            data = (
-                store.get_range(info.key, a * size, b * size, version=info.version)
-                if mapped is None
-                else mapped
-            )
+            mapped = data = read_as_packed(store, info.key, info.version, a * size, b * size)
             if len(data) != (b - a) * size:
                 raise IntegrityError(
                     f"shard {store.url}/{info.key} is shorter than its manifest says "
