@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -348,3 +350,63 @@ def test_cp_without_keys_copies_ciphertext_only_where_it_stays_decryptable(tmp_p
         run("cp", f"{vault}/big.bin", f"{vault}/plain.bin", "--src-keys", str(keys)).returncode == 0
     )
     assert (Path(vault) / "plain.bin").read_bytes() == data  # decrypted, written as plaintext
+
+
+class _TakesAFew(io.RawIOBase):
+    """A writer that takes at most 1000 bytes a call, as a nearly full disk takes what fits."""
+
+    def __init__(self) -> None:
+        self.got = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        taken = bytes(memoryview(data)[:1000])
+        self.got += taken
+        return len(taken)
+
+
+def test_write_all_writes_again_what_a_short_write_left() -> None:
+    from dcstore.cli.objects import write_all
+
+    out = _TakesAFew()
+    write_all(out, memoryview(b"0123456789" * 450)[5:])  # type: ignore[arg-type]
+    assert bytes(out.got) == (b"0123456789" * 450)[5:]
+
+
+@pytest.fixture
+def nearly_full_dir(tmp_path) -> Iterator[Path]:
+    """A 4 MiB tmpfs with 1 MiB free (root only: it is a real mount)."""
+    where = tmp_path / "small"
+    where.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)])
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        (where / "fill").write_bytes(b"\0" * (3 << 20))
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+
+
+@pytest.mark.parametrize("to", ["stdout", "-o"])
+def test_get_onto_a_full_disk_fails_instead_of_leaving_a_short_file(
+    tmp_path, nearly_full_dir, to
+) -> None:
+    """Redirected stdout took the 1 MiB that fitted of a 2 MiB object, and get exited 0."""
+    store = str(tmp_path / "store")
+    assert run("put", store, "k", "-", input=os.urandom(2 << 20)).returncode == 0
+    out = nearly_full_dir / "out.bin"
+    if to == "stdout":
+        with open(out, "wb") as f:
+            done = subprocess.run([*DCSTORE, "get", store, "k"], stdout=f, stderr=subprocess.PIPE)
+    else:
+        done = run("get", store, "k", "-o", str(out))
+    assert done.returncode == 7, done.stderr
+    assert b"no space left on device" in done.stderr
+    assert sorted(p.name for p in nearly_full_dir.iterdir()) == (
+        ["fill", "out.bin"] if to == "stdout" else ["fill"]  # a shell made the redirect
+    )

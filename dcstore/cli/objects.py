@@ -97,6 +97,15 @@ GET_CHUNK_BYTES = COPY_CHUNK_BYTES
 """``get`` reads objects larger than this in ranges of this size (rounded up to segments)."""
 
 
+def write_all(out: BinaryIO, data: Buffer) -> None:
+    """All of ``data`` to ``out``: a buffered write may take only part of it and say so
+    (a nearly full disk takes what fits), and the rest is written again, so a full disk
+    raises (ENOSPC) instead of leaving a short file."""
+    view = memoryview(data).cast("B")
+    while view:
+        view = view[out.write(view) :]
+
+
 def _write_file_atomically(path: str, chunks: Iterable[Buffer]) -> None:
     """``chunks`` to ``path`` through a temporary file renamed into place when complete.
     Permissions as ``cp`` leaves them: a file that was there keeps its mode, a new one
@@ -115,7 +124,7 @@ def _write_file_atomically(path: str, chunks: Iterable[Buffer]) -> None:
             if kept is not None:
                 os.fchmod(f.fileno(), kept)
             for chunk in chunks:
-                f.write(chunk)
+                write_all(f, chunk)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -168,7 +177,7 @@ def cmd_get(args: argparse.Namespace) -> int:
                 chunks = _refusing_ciphertext(chunks, f"{args.store}/{args.key}")
             if args.output in (None, "-"):
                 for chunk in chunks:
-                    sys.stdout.buffer.write(chunk)
+                    write_all(sys.stdout.buffer, chunk)
                 sys.stdout.buffer.flush()
             else:
                 _write_file_atomically(_output_file(args.output, args.key), chunks)
