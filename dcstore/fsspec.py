@@ -193,6 +193,14 @@ def _chained_store(protocol: str, fo: str, options: dict[str, Any]) -> tuple[str
     )
 
 
+OWN_OPTIONS = ("store", "keys", "cache", "segment_size", "block_size")
+"""The options (``storage_options``) of ``dcstore://`` itself."""
+FSSPEC_OPTIONS = frozenset(
+    {"use_listings_cache", "listings_expiry_time", "max_paths", "asynchronous", "loop"}
+)
+"""The ones fsspec's base filesystem takes (``skip_instance_cache`` never reaches it)."""
+
+
 class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
     """The objects of one store (``store``: a URL or a :class:`Backend`) as files."""
 
@@ -214,6 +222,12 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
         target_options: dict[str, Any] | None = None,
         **kwargs: Any,
     ):
+        unknown = sorted(set(kwargs) - FSSPEC_OPTIONS)
+        if unknown:  # a misspelt keys= would otherwise write plaintext without a word
+            raise ConfigError(
+                f"dcstore://: unknown option(s) {', '.join(map(repr, unknown))}; known: "
+                f"{', '.join(OWN_OPTIONS)} and fsspec's {', '.join(sorted(FSSPEC_OPTIONS))}"
+            )
         super().__init__(**kwargs)
         self._prefix = ""
         if store is None and target_protocol is not None:

@@ -275,6 +275,17 @@ def test_segment_size_option_is_used_for_writes_and_reads(tmp_path: Path, keys: 
         DcstoreFileSystem(str(tmp_path / "store"), segment_size=65536)
 
 
+@pytest.mark.parametrize("typo", ["key", "kyes", "cahce"])
+def test_a_misspelt_option_is_refused_not_ignored(tmp_path: Path, keys: str, typo: str) -> None:
+    """storage_options={"key": ...} wrote plaintext without a word."""
+    opts = {"store": str(tmp_path / "store"), typo: keys}
+    with pytest.raises(ConfigError, match=f"unknown option\\(s\\) '{typo}'; known: store, keys"):
+        table().to_parquet("dcstore://t/s.parquet", storage_options=opts)
+    assert not (tmp_path / "store").exists()
+    fs = fsspec.filesystem("dcstore", store=str(tmp_path / "s"), use_listings_cache=False)
+    assert fs.ls("", detail=False) == []  # fsspec's own options are still taken
+
+
 def test_paths_are_keys_checked_and_errors_named(tmp_path: Path) -> None:
     fs = DcstoreFileSystem(str(tmp_path / "store"))
     with pytest.raises(ValueError, match="\\.\\."):
