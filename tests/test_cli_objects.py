@@ -170,6 +170,20 @@ def test_ls_lists_around_a_damaged_header(tmp_path) -> None:
         assert keys == ["a", "c"]
 
 
+def test_cp_takes_question_marks_and_hashes_in_local_paths(tmp_path, monkeypatch) -> None:
+    """Only a URL has a query: cp ./a "./out/q?x#y" wrote out?x#y/q, and a key put had
+    made with such a name could not be copied (no such store directory)."""
+    monkeypatch.chdir(tmp_path)
+    Path("a").write_bytes(b"data")
+    assert run("cp", "./a", "./out/q?x#y").returncode == 0
+    assert Path("out/q?x#y").read_bytes() == b"data"
+    assert run("put", "./keys", "k?x#y", "a").returncode == 0
+    done = run("cp", "./keys/k?x#y", "./back/")
+    assert done.returncode == 0, done.stderr
+    assert Path("back/k?x#y").read_bytes() == b"data"
+    assert sorted(os.listdir()) == ["a", "back", "keys", "out"]
+
+
 def test_cp_file_to_key_and_back_like_aws_s3_cp(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     kek = tmp_path / "kek.json"

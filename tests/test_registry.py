@@ -11,6 +11,7 @@ from dcstore.backends.local import LocalBackend
 from dcstore.backends.memory import MemoryBackend
 from dcstore.backends.options import parse_url
 from dcstore.backends.registry import known_schemes
+from dcstore.store import open_store
 
 
 def test_plain_path_and_file_url(tmp_path) -> None:
@@ -47,6 +48,30 @@ def test_bad_option_value(tmp_path) -> None:
 def test_malformed_urls(url: str) -> None:
     with pytest.raises(ConfigError):
         open_backend(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mongodb://127.0.0.1:99999/db",
+        "mongodb://127.0.0.1:abc/db",
+        "cassandra://h1:9042,h2:99999/ks",  # the driver connected to 99999 % 65536
+        "hdfs://[::1]:0/x",
+    ],
+)
+def test_a_port_outside_1_to_65535_is_a_config_error(url: str) -> None:
+    """Drivers raised a bare ValueError (a traceback from the CLI) or wrapped it around."""
+    with pytest.raises(ConfigError, match=r"port '\w+' is not 1\.\.65535"):
+        open_backend(url)
+    with pytest.raises(ConfigError, match=r"is not 1\.\.65535"):
+        open_store("memory://p", cache=url.replace(url.split(":")[0], "redis", 1))
+
+
+def test_a_bucket_with_a_slash_is_refused() -> None:
+    """cp a "mongodb://h/db?bucket=b/k" took db as the key, b/k as the bucket, and said copied."""
+    pytest.importorskip("pymongo")
+    with pytest.raises(ConfigError, match="invalid GridFS bucket name 'b/k'"):
+        open_backend("mongodb://127.0.0.1:27017/db?bucket=b/k")
 
 
 def test_missing_driver_names_the_extra(monkeypatch) -> None:

@@ -61,7 +61,17 @@ def parse_url(url: str) -> ParsedUrl:
     if not parts.scheme:
         raise ConfigError("malformed storage URL: missing scheme")
     hostpart = parts.netloc.rsplit("@", 1)[-1]
+    for host in hostpart.split(","):
+        _check_port(host, f"{parts.scheme}://{hostpart}")
     return ParsedUrl(parts.scheme.lower(), hostpart, unquote(parts.path), query, username, password)
+
+
+def _check_port(host: str, where: str) -> None:
+    """A port after ``host:`` (``[v6]:port`` too) must be 1..65535: drivers raise their
+    own ValueError for it, or wrap it around (Cassandra's 99999 connected to 34463)."""
+    _, colon, port = host.rpartition("]")[2].rpartition(":")
+    if colon and port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise ConfigError(f"malformed storage URL {where}: port {port!r} is not 1..65535")
 
 
 class Options:

@@ -32,10 +32,19 @@ from dcstore.errors import ConfigError, IntegrityError
 from dcstore.ops import COPY_CHUNK_BYTES, LARGE_STREAMS, copy_object, copy_prefix
 
 
+def _query_apart(location: str) -> tuple[str, str]:
+    """``(location without its query, "?query" or "")``: only a URL has a query; in a
+    plain path ``?`` and ``#`` are characters of the name, as ``put`` takes them."""
+    if "://" not in location:
+        return location, ""
+    base, qmark, query = location.partition("?")
+    return base, qmark + query
+
+
 def split_location(location: str) -> tuple[str, str]:
     """``STORE/KEY`` -> ``(STORE, KEY)``: the key is the last path segment; a query
     string stays with the store. A bare name is a key of the current directory."""
-    base, qmark, query = location.partition("?")
+    base, query = _query_apart(location)
     store, slash, key = base.rpartition("/")
     if not key or store.endswith(":/") or base.endswith("://"):
         raise ConfigError(f"{location!r} names a store, not an object (for a prefix use cp -r)")
@@ -43,20 +52,20 @@ def split_location(location: str) -> tuple[str, str]:
         store = "."
     elif not store or store.endswith("://"):
         store += "/"
-    return store + qmark + query, key
+    return store + query, key
 
 
 def _is_directory(location: str) -> bool:
-    base = location.partition("?")[0]
+    base = _query_apart(location)[0]
     return base.endswith("/") or ("://" not in base and os.path.isdir(base))
 
 
 def _without_trailing_slash(location: str) -> str:
-    base, qmark, query = location.partition("?")
+    base, query = _query_apart(location)
     stripped = base.rstrip("/")
     if not stripped or stripped.endswith(":"):  # "/" or "scheme://"
         return location
-    return stripped + qmark + query
+    return stripped + query
 
 
 def _open(url: str, args: argparse.Namespace, keys: str | None) -> Backend:

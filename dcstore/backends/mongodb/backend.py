@@ -145,8 +145,8 @@ class MongoBackend(Backend):
             raise ConfigError(f"unknown MongoDB driver option(s): {', '.join(sorted(unknown))}")
         if not database or any(c in database for c in '/\\. "$\x00'):
             raise ConfigError(f"invalid MongoDB database name {database!r}")
-        if not bucket or "$" in bucket or "\x00" in bucket:
-            raise ConfigError(f"invalid GridFS bucket name {bucket!r}")
+        if not bucket or any(c in bucket for c in "$/\x00"):
+            raise ConfigError(f"invalid GridFS bucket name {bucket!r} (no '$', '/' or NUL)")
         self.hosts = [hosts] if isinstance(hosts, str) else list(hosts)
         self.database = database
         self.bucket = bucket
