@@ -67,11 +67,14 @@ def test_a_port_outside_1_to_65535_is_a_config_error(url: str) -> None:
         open_store("memory://p", cache=url.replace(url.split(":")[0], "redis", 1))
 
 
-def test_a_bucket_with_a_slash_is_refused() -> None:
+def test_a_bad_bucket_or_driver_option_is_a_config_error() -> None:
     """cp a "mongodb://h/db?bucket=b/k" took db as the key, b/k as the bucket, and said copied."""
     pytest.importorskip("pymongo")
     with pytest.raises(ConfigError, match="invalid GridFS bucket name 'b/k'"):
         open_backend("mongodb://127.0.0.1:27017/db?bucket=b/k")
+    store = open_backend("mongodb://127.0.0.1:27017/db?readPreference=bogus")
+    with pytest.raises(ConfigError, match=r"bad MongoDB option \(Not a valid read preference"):
+        list(store.list_objects())  # pymongo's ValueError was a traceback
 
 
 def test_missing_driver_names_the_extra(monkeypatch) -> None:

@@ -199,12 +199,15 @@ class MongoBackend(Backend):
             if self._conn is None or self._conn.pid != os.getpid():
                 # After fork the parent's client is unusable: leave it, open a new one.
                 with self._errors("connect"):
-                    client: MongoClient[Any] = MongoClient(
-                        f"{self.scheme}://{','.join(self.hosts)}/",
-                        username=self.username,
-                        password=self._password,
-                        **self.driver_options,
-                    )
+                    try:
+                        client: MongoClient[Any] = MongoClient(
+                            f"{self.scheme}://{','.join(self.hosts)}/",
+                            username=self.username,
+                            password=self._password,
+                            **self.driver_options,
+                        )
+                    except ValueError as exc:  # pymongo checks option values so
+                        raise ConfigError(f"{self.url}: bad MongoDB option ({exc})") from None
                     db = client[self.database]
                     self._conn = _Conn(
                         client, db[f"{self.bucket}.files"], db[f"{self.bucket}.chunks"]
