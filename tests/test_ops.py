@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -148,3 +150,28 @@ def test_read_ahead_raises_the_reads_error_to_the_caller() -> None:
     assert next(chunks) == b"xxxx"
     with pytest.raises(VersionChangedError, match="replaced meanwhile"):
         next(chunks)
+
+
+def test_an_interrupted_copy_prefix_writes_no_streamed_object(tmp_path: Path) -> None:
+    """^C during `cp -r` used to leave the streamed copies running to their commit (48 s
+    and a whole 1 GB object on MongoDB after "interrupted"), or a temp file behind."""
+    src = open_backend(f"file://{tmp_path / 'src'}")
+    dst = open_backend(f"file://{tmp_path / 'dst'}")
+    for name in ("a", "b", "c"):
+        src.put(name, bytes(5 * ops.COPY_CHUNK_BYTES))
+    before = threading.active_count()
+    interrupted = threading.Event()
+
+    def on_bytes(_n: int) -> None:
+        if not interrupted.is_set():
+            interrupted.set()
+            os.kill(os.getpid(), signal.SIGINT)  # ^C, while the main thread waits on them
+        time.sleep(0.05)
+
+    with pytest.raises(KeyboardInterrupt):
+        copy_prefix(src, dst, workers=2, on_bytes=on_bytes)
+    deadline = time.monotonic() + 10  # a thread the ^C caught starting is not joined
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() == before, threading.enumerate()
+    assert [p.name for p in (tmp_path / "dst").rglob("*") if p.is_file()] == []
