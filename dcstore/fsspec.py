@@ -376,10 +376,30 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
         copy_object(self.store, self.store, src, self._key(path2), meta=meta)
 
     def rm_file(self, path: str) -> None:
-        self.store.delete(self._key(path))
+        """Delete one object; a missing one is a ``FileNotFoundError``, as fsspec's local
+        filesystem says (the store's own delete of nothing is not an error)."""
+        key = self._key(path)
+        self.store.head(key)
+        self.store.delete(key)
 
     def _rm(self, path: str) -> None:
         self.rm_file(path)
+
+    def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
+        """As fsspec's local filesystem: a missing path is a ``FileNotFoundError`` and a
+        directory without ``recursive=True`` an ``IsADirectoryError`` (directories are key
+        prefixes: they go with their last object)."""
+        for p in reversed(self.expand_path(path, recursive=recursive, maxdepth=maxdepth)):
+            try:
+                self.rm_file(p)
+            except FileNotFoundError:
+                if recursive:
+                    continue  # a directory, gone with the objects it held
+                if self.isdir(p):
+                    raise IsADirectoryError(
+                        f"{p!r} is a directory: rm(path, recursive=True) removes what it holds"
+                    ) from None
+                raise
 
     def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
         """Directories are key prefixes: nothing to create."""

@@ -299,6 +299,25 @@ def test_paths_are_keys_checked_and_errors_named(tmp_path: Path) -> None:
     assert not fs.exists("a/b/c") and not fs.exists("a")
 
 
+def test_rm_says_what_fsspecs_local_filesystem_says(tmp_path: Path) -> None:
+    """A missing path or a directory without recursive=True was deleted silently (nothing)."""
+    fs = DcstoreFileSystem(str(tmp_path / "store"))
+    fs.pipe({"d/x": b"1", "d/e/y": b"2", "z": b"3"})
+    with pytest.raises(FileNotFoundError, match="missing"):
+        fs.rm("d/missing")
+    with pytest.raises(FileNotFoundError, match="missing"):
+        fs.rm_file("missing")
+    with pytest.raises(IsADirectoryError, match="recursive=True"):
+        fs.rm("d")
+    assert fs.find("") == ["d/e/y", "d/x", "z"]
+    fs.rm("d", recursive=True)
+    assert fs.find("") == ["z"]
+    with pytest.raises(FileNotFoundError):
+        fs.rm("d", recursive=True)
+    fs.rm(["z"])
+    assert fs.find("") == []
+
+
 @pytest.mark.parametrize("encrypted", [False, True])
 def test_copy_and_move(tmp_path: Path, keys: str, encrypted: bool) -> None:
     """fsspec's ``copy``/``mv`` (its ``cp_file``) work on one object and on a prefix;
