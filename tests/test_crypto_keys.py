@@ -90,6 +90,12 @@ def test_key_file_errors(tmp_path: Path) -> None:
     for spec in ("memory://x", "", "env:DCSTORE_KEYS", 42):
         with pytest.raises(ConfigError):
             open_key_source(spec)  # type: ignore[arg-type]
+    # the scheme is named, the rest (it may hold a secret) is not shown
+    with pytest.raises(
+        ConfigError, match="key sources of scheme 'https' are not supported: give"
+    ) as info:
+        open_key_source("https://user:hunter2@vault/kek")
+    assert "hunter2" not in str(info.value)
 
 
 def test_keyring_never_pickles_and_hides_material() -> None:

@@ -233,10 +233,17 @@ def open_key_source(spec: KeySource | Keyring | str | os.PathLike[str]) -> KeySo
             if parts.netloc not in ("", "localhost") or parts.query:
                 raise ConfigError("key source must be file:///absolute/path (no host, no query)")
             return FileKeySource(unquote(parts.path))
-        if spec.strip() and not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", spec):
+        scheme = re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", spec)
+        if spec.strip() and not scheme:
             return FileKeySource(spec)
-        raise ConfigError(
-            "key source must be a KeySource, a Keyring, 'file:///absolute/path.json' or a path"
+        given = (
+            f"key sources of scheme {scheme.group(0)[:-1]!r} are not supported"
+            if scheme
+            else "the key source is empty"
+        )
+        raise ConfigError(  # only the scheme is shown: the rest may hold a secret
+            f"{given}: give a key file's path or file:///absolute/path.json (in Python, also a "
+            "KeySource or a Keyring)"
         )
     kind = type(spec).__name__
     raise ConfigError(f"key source must be a KeySource or a key file URL, got {kind}")
