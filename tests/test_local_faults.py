@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from dcstore import StorageFullError
+from dcstore import ConfigError, StorageFullError
 from dcstore.backends.local import LocalBackend
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -117,6 +117,18 @@ def test_unreadable_directory_is_a_clear_error(tmp_path) -> None:
     finally:
         os.chmod(root, 0o755)
     assert message.startswith("KeyAccessError") and "permission denied" in message, message
+
+
+def test_a_store_root_that_is_a_file_is_named(tmp_path) -> None:
+    """It was "no such store directory" (the path exists) or "File exists (conflicts with
+    another key)"."""
+    root = tmp_path / "a-file"
+    root.write_bytes(b"x")
+    store = LocalBackend(root)
+    for attempt in (lambda: store.put("k", b"1"), lambda: store.get("k"), lambda: store.head("k")):
+        with pytest.raises(ConfigError, match=r"the store's root '.*a-file' is a file"):
+            attempt()
+    assert root.read_bytes() == b"x"
 
 
 def test_concurrent_processes_never_see_a_mix(tmp_path) -> None:

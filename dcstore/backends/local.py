@@ -90,6 +90,8 @@ class LocalBackend(Backend):
 
     def _error(self, exc: OSError, key: str, action: str) -> DcstoreError:
         where = f"{self.url}: cannot {action} {key!r}"
+        if stat.S_ISREG(_mode(self.root)):
+            return ConfigError(f"{self.url}: the store's root {str(self.root)!r} is a file")
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
             missing = "no such object" if self.root.is_dir() else "no such store directory"
             return NotFoundError(f"{where}: {missing}")
@@ -385,3 +387,11 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _mode(path: Path) -> int:
+    """``path``'s ``st_mode``; 0 when it cannot be stat'ed (missing, or no permission)."""
+    try:
+        return path.stat().st_mode
+    except OSError:
+        return 0
