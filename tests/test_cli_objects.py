@@ -424,3 +424,28 @@ def test_get_onto_a_full_disk_fails_instead_of_leaving_a_short_file(
     assert sorted(p.name for p in nearly_full_dir.iterdir()) == (
         ["fill", "out.bin"] if to == "stdout" else ["fill"]  # a shell made the redirect
     )
+
+
+@pytest.mark.parametrize("change", [b"grown", b""])
+def test_put_of_a_file_that_changes_size_says_so(tmp_path, monkeypatch, capsys, change) -> None:
+    """It said "the data is longer than the announced N bytes": the user announced nothing."""
+    from dcstore.cli import objects
+    from dcstore.cli.main import main
+
+    src = tmp_path / "in.bin"
+    src.write_bytes(b"x" * (3 * objects.READ_CHUNK_BYTES))
+    real = objects._read_chunks
+
+    def changing(f, advance):
+        for i, chunk in enumerate(real(f, advance)):
+            yield chunk
+            if i == 0:
+                with open(src, "ab") as g:
+                    g.write(change) if change else g.truncate(objects.READ_CHUNK_BYTES)
+
+    monkeypatch.setattr(objects, "_read_chunks", changing)
+    assert main(["put", str(tmp_path / "store"), "k", str(src)]) == 6
+    err = capsys.readouterr().err
+    assert f"{src} changed size while it was read ({3 * objects.READ_CHUNK_BYTES} bytes" in err
+    assert "nothing was stored" in err
+    assert not (tmp_path / "store" / "k").exists()

@@ -222,7 +222,15 @@ def cmd_put(args: argparse.Namespace) -> int:
                 assert writer.meta is not None
                 meta = writer.meta
             else:
-                meta = store.put_stream(args.key, chunks, size)
+                try:
+                    meta = store.put_stream(args.key, chunks, size)
+                except IntegrityError as exc:
+                    if os.fstat(f.fileno()).st_size == st.st_size:
+                        raise
+                    raise IntegrityError(
+                        f"{args.file} changed size while it was read ({st.st_size} bytes when "
+                        f"the put began, {os.fstat(f.fileno()).st_size} now); nothing was stored"
+                    ) from exc
     if args.json:
         print_json(_meta_dict(meta))
     return 0
