@@ -421,6 +421,8 @@ def test_get_onto_a_full_disk_fails_instead_of_leaving_a_short_file(
         done = run("get", store, "k", "-o", str(out))
     assert done.returncode == 7, done.stderr
     assert b"no space left on device" in done.stderr
+    if to == "-o":  # the output is named, not the temporary file written first
+        assert done.stderr.decode().strip().endswith(f"({out})")
     assert sorted(p.name for p in nearly_full_dir.iterdir()) == (
         ["fill", "out.bin"] if to == "stdout" else ["fill"]  # a shell made the redirect
     )

@@ -31,7 +31,7 @@ from dcstore.cli.common import (
 from dcstore.cli.exits import describe, exit_code_for
 from dcstore.crypto import EncryptedBackend
 from dcstore.crypto.format import MAX_HEADER_SIZE, is_encrypted_object, refuse_ciphertext
-from dcstore.errors import ConfigError, IntegrityError, NotFoundError
+from dcstore.errors import ConfigError, DcstoreError, IntegrityError, NotFoundError
 from dcstore.ops import COPY_CHUNK_BYTES, read_chunks
 
 
@@ -118,7 +118,11 @@ def _write_file_atomically(path: str, chunks: Iterable[Buffer]) -> None:
     except FileNotFoundError:
         kept = None
     tmp = os.path.join(directory, f".dcstore-get-{uuid.uuid4().hex}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError as exc:
+        exc.filename = path  # the user's output, not the temporary file
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
             if kept is not None:
@@ -128,9 +132,11 @@ def _write_file_atomically(path: str, chunks: Iterable[Buffer]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, DcstoreError):
+            exc.filename = path  # a write's error names no file; a rename's the temporary
         raise
 
 
