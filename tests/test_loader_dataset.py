@@ -480,3 +480,13 @@ def test_prefetch_threads_follow_the_spare_cores(monkeypatch) -> None:
         assert module.auto_prefetch_threads(plain) == 1
         assert module.auto_prefetch_threads(encrypted) == (2 if spare else 1)
         assert module.auto_prefetch_threads(remote) == 2
+
+
+def test_a_stage_that_cannot_be_pickled_is_named(dataset_url) -> None:
+    """Workers started with spawn/forkserver got pickle's bare "Can't pickle <lambda>"."""
+    import pickle
+
+    ds = ShardedDataset(dataset_url).map(index_of).map(lambda s: s)
+    with pytest.raises(pickle.PicklingError, match=r"stage 2 of 2 of this ShardedDataset .*lambda"):
+        pickle.dumps(ds)
+    assert pickle.loads(pickle.dumps(ShardedDataset(dataset_url).map(index_of))).stages

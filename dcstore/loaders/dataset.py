@@ -35,8 +35,8 @@ Guarantees:
 
 from __future__ import annotations
 
-import copy
 import os
+import pickle
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -179,9 +179,24 @@ class ShardedDataset(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
         running a notebook cell again does not stack a second ``batched``). The new one
         shares its epoch, resumption state and skipped shards: ``set_epoch`` or
         ``load_state_dict`` on either applies to both."""
-        new = copy.copy(self)
+        new = object.__new__(type(self))  # not copy.copy: that would run __getstate__
+        new.__dict__.update(self.__dict__)
         new.stages = [*self.stages, stage]
         return new
+
+    def __getstate__(self) -> dict[str, Any]:
+        """As pickled for spawn/forkserver workers: a stage that cannot be is named."""
+        for number, stage in enumerate(self.stages, 1):
+            try:
+                pickle.dumps(stage)
+            except (pickle.PicklingError, AttributeError, TypeError) as exc:
+                raise pickle.PicklingError(
+                    f"stage {number} of {len(self.stages)} of this ShardedDataset cannot be "
+                    f"pickled ({exc}): DataLoader workers started with spawn or forkserver "
+                    "receive the dataset pickled, so define its function at module level "
+                    "(not a lambda or a nested function)"
+                ) from exc
+        return self.__dict__
 
     def decode(
         self, *handlers: str | stages.Handler, handler: ErrorHandler = reraise_exception
