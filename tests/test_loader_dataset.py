@@ -176,8 +176,10 @@ def test_shuffle_buffer_reorders_and_holds_copies(dataset_url) -> None:
     assert len(viewing_a_window) < N // 10  # only those handed out as soon as parsed
     ds = ShardedDataset(dataset_url, shuffle=False, seed=2, shuffle_buffer=100)
     state = ds.state_dict()
-    with pytest.raises(ConfigError, match="shuffle_buffer"):
+    with pytest.raises(ConfigError, match=r"made with shuffle_buffer=100 \(here 0\): pass the"):
         ShardedDataset(dataset_url, shuffle=False, seed=2).load_state_dict(state)
+    with pytest.raises(ConfigError, match=r"made with seed=2 \(here 3\), shuffle=False \(here"):
+        ShardedDataset(dataset_url, shuffle=True, seed=3, shuffle_buffer=100).load_state_dict(state)
 
 
 @pytest.mark.parametrize("option", ["prefetch_threads", "prefetch_bytes"])

@@ -252,13 +252,20 @@ class PlannedPasses(abc.ABC):
         if state["manifest_version"] != self.dataset_version():
             raise ConfigError(
                 f"resume state is for dataset version {state['manifest_version']}, "
-                f"this dataset is version {self.dataset_version()}"
+                f"this dataset is version {self.dataset_version()}: another dataset, or "
+                f"this one packed again (pass version={state['manifest_version']!r} to "
+                "read the version the state is for, while it is kept)"
             )
+        names = ("seed", "shuffle", "shuffle_buffer")
         made_with = (state["seed"], state["shuffle"], state.get("shuffle_buffer", 0))
-        if made_with != (self.seed, self.shuffle, self.shuffle_buffer):
-            raise ConfigError(
-                "resume state was made with a different seed, shuffle or shuffle_buffer setting"
+        now = (self.seed, self.shuffle, self.shuffle_buffer)
+        if made_with != now:
+            differ = ", ".join(
+                f"{n}={a!r} (here {b!r})"
+                for n, a, b in zip(names, made_with, now, strict=True)
+                if a != b
             )
+            raise ConfigError(f"resume state was made with {differ}: pass the same settings")
         self._passes.resume = copy.deepcopy(dict(state))
         self._passes.active = None
         self.epoch = state["epoch"]
