@@ -70,7 +70,7 @@ from dcstore import pyarrow_teardown
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, ObjectWriter
 from dcstore.backends.keys import validate_key
 from dcstore.crypto.format import MAX_HEADER_SIZE, refuse_ciphertext
-from dcstore.errors import ConfigError, InvalidKeyError, NotFoundError
+from dcstore.errors import ConfigError, NotFoundError
 from dcstore.ops import copy_object
 from dcstore.store import open_store
 
@@ -271,12 +271,9 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
         return key
 
     def _key(self, path: str) -> str:
-        key = self._full(path)
-        try:
-            validate_key(key)
-        except InvalidKeyError as exc:
-            raise ValueError(str(exc)) from exc
-        return key
+        """The object key of ``path``; a bad one is an :class:`InvalidKeyError` (a
+        ``ValueError``), whichever method was called."""
+        return validate_key(self._full(path))
 
     def _prefix_of(self, path: str) -> str:
         key = self._full(path)

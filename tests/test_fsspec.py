@@ -35,7 +35,7 @@ from dcstore.backends.local import LocalBackend
 from dcstore.backends.memory import MemoryBackend
 from dcstore.crypto import Keyring, write_key_file
 from dcstore.crypto.format import MAX_HEADER_SIZE
-from dcstore.errors import ConfigError, KeyAccessError, VersionChangedError
+from dcstore.errors import ConfigError, InvalidKeyError, KeyAccessError, VersionChangedError
 from dcstore.fsspec import DcstoreFileSystem
 from dcstore.ops import COPY_CHUNK_BYTES
 from dcstore.store import open_store
@@ -288,8 +288,9 @@ def test_a_misspelt_option_is_refused_not_ignored(tmp_path: Path, keys: str, typ
 
 def test_paths_are_keys_checked_and_errors_named(tmp_path: Path) -> None:
     fs = DcstoreFileSystem(str(tmp_path / "store"))
-    with pytest.raises(ValueError, match="\\.\\."):
-        fs.open("a/../../etc/passwd")
+    for bad in (fs.open, fs.cat, fs.ls, lambda p: fs.pipe(p, b"1")):  # all alike
+        with pytest.raises(InvalidKeyError, match="'\\.\\.' segment"):  # a ValueError
+            bad("a/../../etc/passwd")
     with pytest.raises(FileNotFoundError, match="missing"):
         fs.info("missing")
     with pytest.raises(ConfigError, match="store="):
