@@ -18,10 +18,10 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from dcstore import units
 from dcstore.backends.base import Backend, ObjectMeta
 from dcstore.errors import ConfigError, NotFoundError
 from dcstore.store import open_store
-from dcstore.units import parse_size
 
 PROGRESS_THRESHOLD = 4 << 20
 """Transfers larger than this (bytes) show a progress bar on a terminal."""
@@ -31,7 +31,7 @@ def size_arg(text: str) -> int:
     """``parse_size`` for argparse: its message ("use e.g. 64KiB ..."), not argparse's
     "invalid parse_size value"."""
     try:
-        return parse_size(text)
+        return units.parse_size(text)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -41,12 +41,11 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
 
     def whole_number(text: str) -> int:
         try:
-            value = int(text)
-        except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}")
-        return value
+            return units.whole_number("value", int(text), minimum)
+        except ValueError:  # not a number, or below minimum (ConfigError)
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number >= {minimum}, got {text!r}"
+            ) from None
 
     whole_number.__name__ = f"whole number >= {minimum}"
     return whole_number

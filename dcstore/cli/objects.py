@@ -231,11 +231,12 @@ def cmd_put(args: argparse.Namespace) -> int:
                 try:
                     meta = store.put_stream(args.key, chunks, size)
                 except IntegrityError as exc:
-                    if os.fstat(f.fileno()).st_size == st.st_size:
+                    now = os.fstat(f.fileno()).st_size
+                    if now == st.st_size:
                         raise
                     raise IntegrityError(
                         f"{args.file} changed size while it was read ({st.st_size} bytes when "
-                        f"the put began, {os.fstat(f.fileno()).st_size} now); nothing was stored"
+                        f"the put began, {now} now); nothing was stored"
                     ) from exc
     if args.json:
         print_json(_meta_dict(meta))
