@@ -316,6 +316,36 @@ def test_a_new_version_keeps_the_previous_one_and_drops_older(tmp_path: Path) ->
         DocumentDataset(url, max_length=4, version="../tokens")
 
 
+def test_a_resume_state_of_other_blocks_or_items_is_refused(tmp_path: Path) -> None:
+    """It was taken: block_size 37 -> 512 resumed with 0 of 114 blocks, a TokenDataset's
+    state in a DocumentDataset with 0 documents, without a word."""
+    url = f"file://{tmp_path / 'store'}"
+    with TokenWriter(url, vocab_size=1000, shard_bytes=64) as w:
+        for d in range(20):
+            w.write(list(range(d, d + 40)))
+    ds = TokenDataset(url, block_size=37, shuffle=True, seed=5)
+    read = iter(ds)
+    for _ in range(5):
+        next(read)
+    state = ds.state_dict()
+    for other, differ in [
+        (TokenDataset(url, block_size=512, shuffle=True, seed=5), r"block_size=37 \(here 512\)"),
+        (
+            TokenDataset(url, block_size=37, within_documents=True, shuffle=True, seed=5),
+            r"within_documents=False \(here True\)",
+        ),
+        (
+            DocumentDataset(url, max_length=16, shuffle=True, seed=5),
+            r"kind='TokenDataset' \(here 'DocumentDataset'\)",
+        ),
+    ]:
+        with pytest.raises(ConfigError, match=f"resume state was made with .*{differ}"):
+            other.load_state_dict(state)
+    same = TokenDataset(url, block_size=37, shuffle=True, seed=5)
+    same.load_state_dict(state)
+    assert len(list(same)) == len(ds) - 5
+
+
 def test_a_resume_state_made_before_a_new_pack_resumes_on_its_version(tmp_path: Path) -> None:
     url = f"file://{tmp_path / 'store'}"
     with TokenWriter(url, vocab_size=1000, shard_bytes=64) as w:

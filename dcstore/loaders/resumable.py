@@ -133,6 +133,20 @@ class PlannedPasses(abc.ABC):
         """More fields for :meth:`state_dict` (merged as sorted unions of lists)."""
         return {}
 
+    def item_settings(self) -> dict[str, Any]:
+        """What a subclass's items depend on (block size...): a state made with other
+        values is refused, as one of another seed is."""
+        return {}
+
+    def _made_with(self) -> dict[str, Any]:
+        return {
+            "kind": type(self).__name__,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "shuffle_buffer": self.shuffle_buffer,
+            **self.item_settings(),
+        }
+
     # -- planning -------------------------------------------------------------------------
 
     @property
@@ -241,6 +255,7 @@ class PlannedPasses(abc.ABC):
             "layers": [[n, list(p)] for n, p in active.layers],
             "workers": active.workers,
             "positions": {str(active.worker): active.consumed + active.progress.pos},
+            "made_with": self._made_with(),
             **self.extra_state(),
         }
 
@@ -256,15 +271,18 @@ class PlannedPasses(abc.ABC):
                 f"this one packed again (pass version={state['manifest_version']!r} to "
                 "read the version the state is for, while it is kept)"
             )
-        names = ("seed", "shuffle", "shuffle_buffer")
-        made_with = (state["seed"], state["shuffle"], state.get("shuffle_buffer", 0))
-        now = (self.seed, self.shuffle, self.shuffle_buffer)
-        if made_with != now:
-            differ = ", ".join(
-                f"{n}={a!r} (here {b!r})"
-                for n, a, b in zip(names, made_with, now, strict=True)
-                if a != b
-            )
+        now = self._made_with()
+        made_with = state.get("made_with") or {  # a state from before "made_with"
+            "seed": state["seed"],
+            "shuffle": state["shuffle"],
+            "shuffle_buffer": state.get("shuffle_buffer", 0),
+        }
+        differ = ", ".join(
+            f"{name}={value!r} (here {now.get(name)!r})"
+            for name, value in made_with.items()
+            if now.get(name) != value
+        )
+        if differ:
             raise ConfigError(f"resume state was made with {differ}: pass the same settings")
         self._passes.resume = copy.deepcopy(dict(state))
         self._passes.active = None

@@ -191,6 +191,9 @@ class TokenDataset(_TokenItems):
                 + (" within any document" if within_documents else "")
             )
 
+    def item_settings(self) -> dict[str, Any]:
+        return {"block_size": self.block_size, "within_documents": self.within_documents}
+
     @cached_property
     def spans(self) -> item_spans.Spans:
         if self.within_documents:
