@@ -3,6 +3,7 @@ encrypted, pinned to the versions packed; bad input named and nothing committed.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import pickle
@@ -282,6 +283,24 @@ def test_bad_ids_and_bad_corpora_commit_nothing(tmp_path: Path) -> None:
         pack_text([tmp_path / "bad"], url)
     with pytest.raises(NotFoundError, match="nowhere"):
         pack_text([tmp_path / "nowhere"], url)
+    # not UTF-8, plain or gzipped (a UnicodeDecodeError traceback naming nothing), or not
+    # gzip at all, or cut short ("Not a gzipped file", naming no file)
+    lines = b'{"text": "ok"}\n{"text": "caf\xe9"}\n'
+    (tmp_path / "bad" / "a.jsonl").write_bytes(lines)
+    (tmp_path / "gz").mkdir()
+    (tmp_path / "gz" / "a.jsonl.gz").write_bytes(gzip.compress(lines))
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "fake" / "a.jsonl.gz").write_bytes(b"not gzip\n")
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "a.txt.gz").write_bytes(gzip.compress(b"text" * 100)[:20])
+    for folder, message in [
+        ("bad", r"a\.jsonl:2: not UTF-8 text \(invalid continuation byte at byte 13\)"),
+        ("gz", r"a\.jsonl\.gz:2: not UTF-8 text"),
+        ("fake", r"a\.jsonl\.gz: cannot be read \(Not a gzipped file"),
+        ("cut", r"a\.txt\.gz: cannot be read \(Compressed file ended"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            pack_text([tmp_path / folder], url)
     after = load_token_manifest(LocalBackend(str(tmp_path / "store")))
     assert after.version == before.version and after.num_tokens == 4
 

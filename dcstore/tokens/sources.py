@@ -3,9 +3,10 @@
 A document is ``(text, fields)``: ``fields`` holds the values of the requested
 columns (e.g. ``label``). Guarantees: files are read in sorted path order
 (directories walked), so the same inputs give the same documents in the same
-order; a ``.gz`` file is read through gzip; a malformed line, a missing text
-field or column, or a non-string text is a :class:`ConfigError` naming the file
-and line (row), never a silently dropped document.
+order; a ``.gz`` file is read through gzip; a malformed line, bytes that are not
+UTF-8, a damaged gzip stream, a missing text field or column, or a non-string text
+is a :class:`ConfigError` naming the file and line (row), never a silently dropped
+document.
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ def _kind(path: Path) -> str:
     return "parquet" if name.endswith(".parquet") else "text"
 
 
+def _open_bytes(path: Path) -> IO[bytes]:
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
 def _open_text(path: Path) -> IO[str]:
     if path.name.lower().endswith(".gz"):
         return gzip.open(path, "rt", encoding="utf-8")
@@ -64,19 +71,40 @@ def _fields(row: dict[str, Any], text_field: str, columns: Sequence[str], where:
     return text, fields
 
 
+def _unreadable(where: str, exc: Exception) -> ConfigError:
+    """The error for a file that is not UTF-8 text or not a whole gzip stream."""
+    if isinstance(exc, UnicodeDecodeError):
+        return ConfigError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})")
+    return ConfigError(f"{where}: cannot be read ({exc})")  # BadGzipFile, EOFError, OSError
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``path``'s lines, numbered from 1, each decoded alone (so an error names its line
+    and the byte in it); see :func:`_unreadable`."""
+    with _open_bytes(path) as f:
+        try:
+            for n, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise _unreadable(f"{path}:{n}", exc) from None
+                yield n, line
+        except (EOFError, OSError) as exc:
+            raise _unreadable(str(path), exc) from None
+
+
 def _jsonl(path: Path, text_field: str, columns: Sequence[str]) -> Iterator[Document]:
-    with _open_text(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{where}: not a JSON line ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise ConfigError(f"{where}: a JSON line must be an object")
-            yield _fields(row, text_field, columns, where)
+    for n, line in _lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{where}: not a JSON line ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise ConfigError(f"{where}: a JSON line must be an object")
+        yield _fields(row, text_field, columns, where)
 
 
 def _parquet(path: Path, text_field: str, columns: Sequence[str]) -> Iterator[Document]:
@@ -103,9 +131,10 @@ def _text(path: Path, columns: Sequence[str]) -> Iterator[Document]:
         raise ConfigError(f"{path}: a plain-text file has no columns ({list(columns)} asked)")
     try:
         with _open_text(path) as f:
-            yield f.read(), {}
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            text = f.read()
+    except (UnicodeDecodeError, EOFError, OSError) as exc:
+        raise _unreadable(str(path), exc) from None
+    yield text, {}
 
 
 def read_documents(
