@@ -134,6 +134,11 @@ def test_blocks_match_the_stream(packed, within: bool) -> None:
     assert TokenDataset(url, block_size=17, dtype="int32").read(0).dtype == torch.int32
     with pytest.raises(ConfigError, match=r"dtype must be a torch dtype .* got 'lng'"):
         TokenDataset(url, block_size=17, dtype="lng")  # not at the first block
+    for narrow in (torch.int8, torch.uint8):  # vocab_size 257: id 256 wrapped to 0
+        with pytest.raises(ConfigError, match=f"dtype {narrow} cannot hold .*up to 256"):
+            TokenDataset(url, block_size=17, dtype=narrow)
+    with pytest.raises(ConfigError, match="must be an integer type for token ids"):
+        TokenDataset(url, block_size=17, dtype=torch.float16)
 
 
 def test_spans_counts_per_shard() -> None:

@@ -143,6 +143,20 @@ def _torch_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return found
 
 
+def _check_holds_ids(dtype: torch.dtype | None, vocab_size: int, where: str) -> None:
+    """Refuse a ``dtype`` that cannot hold every id below ``vocab_size`` (int8 wrapped
+    the end-of-document id 256 of a byte vocabulary to 0, without a word)."""
+    if dtype is None:
+        return
+    if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
+        raise ConfigError(f"dtype must be an integer type for token ids, got {dtype}")
+    if torch.iinfo(dtype).max < vocab_size - 1:
+        raise ConfigError(
+            f"{where}: dtype {dtype} cannot hold the corpus's ids (vocab_size {vocab_size}, "
+            f"up to {vocab_size - 1}): use torch.long or torch.int32"
+        )
+
+
 class TokenDataset(_TokenItems):
     """Fixed-length blocks of ``block_size`` tokens of the corpus at ``url_or_store``.
 
@@ -184,6 +198,7 @@ class TokenDataset(_TokenItems):
             prefetch_bytes=prefetch_bytes, prefetch_threads=prefetch_threads,
             window_bytes=window_bytes, version=version,
         )  # fmt: skip
+        _check_holds_ids(self.dtype, self.manifest.vocab_size, self.store.url)
         if self.num_items == 0:
             raise ConfigError(
                 f"{self.store.url}: no block of {block_size} tokens in "
