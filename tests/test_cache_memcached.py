@@ -58,7 +58,7 @@ def test_url_defaults_and_round_trip() -> None:
         ("memcached://h1/0", "no path"),
         ("memcached://h1?namespace=a b", "namespace"),
         ("memcached://h1?socket_timeout=0", "positive"),
-        ("memcached://h1:port", "bad memcached host"),
+        ("memcached://h1:port", "port 'port' is not 1..65535"),
         ("memcached://h1?bogus=1", "bogus"),
     ],
 )

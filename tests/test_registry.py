@@ -67,6 +67,20 @@ def test_a_port_outside_1_to_65535_is_a_config_error(url: str) -> None:
         open_store("memory://p", cache=url.replace(url.split(":")[0], "redis", 1))
 
 
+def test_byte_options_take_sizes_as_people_write_them() -> None:
+    """chunk_bytes=1MiB was refused as "must be an integer" (pack --shard-size takes 64KiB)."""
+    from dcstore.cache.spec import open_cache_tier
+
+    tier = open_cache_tier("lru://?max_bytes=64MiB&chunk_bytes=1MiB&max_object_bytes=2097152")
+    assert (tier.max_bytes, tier.policy.chunk_bytes, tier.policy.max_object_bytes) == (
+        64 << 20,
+        1 << 20,
+        2 << 20,
+    )
+    with pytest.raises(ConfigError, match=r"option 'chunk_bytes': bad size 'lots': use e\.g\."):
+        open_cache_tier("lru://?chunk_bytes=lots")
+
+
 def test_a_bad_bucket_or_driver_option_is_a_config_error() -> None:
     """cp a "mongodb://h/db?bucket=b/k" took db as the key, b/k as the bucket, and said copied."""
     pytest.importorskip("pymongo")

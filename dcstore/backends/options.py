@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from dcstore.errors import ConfigError
+from dcstore.units import parse_size
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -106,6 +107,16 @@ class Options:
             return int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"option {name!r} must be an integer, got {value!r}") from None
+
+    def size(self, name: str, default: int) -> int:
+        """A byte count: ``4194304``, or as people write it (``4MiB``, ``64KiB``)."""
+        value = self._take(name)
+        if value is None:
+            return default
+        try:
+            return parse_size(value)
+        except ConfigError as exc:
+            raise ConfigError(f"option {name!r}: {exc}") from None
 
     def number(self, name: str, default: float) -> float:
         value = self._take(name)

@@ -113,7 +113,7 @@ class MemcachedTier(NetworkTier):
             raise ConfigError(f"not a memcached URL scheme: {url.scheme!r}")
         if url.username or url.password or url.path.strip("/"):
             raise ConfigError("a memcached URL takes hosts and options only (no user, no path)")
-        item_size_max = options.integer("item_size_max", DEFAULT_ITEM_SIZE_MAX)
+        item_size_max = options.size("item_size_max", DEFAULT_ITEM_SIZE_MAX)
         chunk_given = "chunk_bytes" in url.query
         policy = CachePolicy.from_options(options)
         if not chunk_given:

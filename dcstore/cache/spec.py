@@ -39,7 +39,7 @@ def open_cache_tier(spec: CacheTier | str) -> CacheTier:
         if url.netloc or url.path.strip("/"):
             raise ConfigError(f"the in-process cache takes no host or path: {spec!r}")
         tier = LruTier(
-            max_bytes=options.integer("max_bytes", DEFAULT_MAX_BYTES),
+            max_bytes=options.size("max_bytes", DEFAULT_MAX_BYTES),
             namespace=options.text("namespace", "dcstore") or "dcstore",
             policy=CachePolicy.from_options(options),
         )

@@ -79,8 +79,8 @@ class CachePolicy:
         d = cls()
         ttl = options.number("ttl", 0.0)
         return cls(
-            chunk_bytes=options.integer("chunk_bytes", d.chunk_bytes),
-            max_object_bytes=options.integer("max_object_bytes", d.max_object_bytes),
+            chunk_bytes=options.size("chunk_bytes", d.chunk_bytes),
+            max_object_bytes=options.size("max_object_bytes", d.max_object_bytes),
             ttl=ttl or None,
             single_flight=options.flag("single_flight", d.single_flight),
             lease_ttl=options.number("lease_ttl", d.lease_ttl),

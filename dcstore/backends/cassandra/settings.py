@@ -189,7 +189,7 @@ class CassandraSettings:
             write_consistency=options.text("write_consistency"),
             serial_consistency=options.text("serial_consistency", d.serial_consistency)
             or d.serial_consistency,
-            chunk_size=options.integer("chunk_size", d.chunk_size),
+            chunk_size=options.size("chunk_size", d.chunk_size),
             part_chunks=options.integer("part_chunks", d.part_chunks),
             max_in_flight=options.integer("max_in_flight", d.max_in_flight),
             create_keyspace=options.flag("create_keyspace", d.create_keyspace),

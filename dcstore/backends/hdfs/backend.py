@@ -114,7 +114,7 @@ class HdfsBackend(Backend):
             url.safe(path=url.path, query={}),
             conf_dir=options.text("conf_dir"),
             replication=options.integer("replication", 0),
-            block_size=options.integer("block_size", 0),
+            block_size=options.size("block_size", 0),
             failover_attempts=options.integer("failover_attempts", 2),
             failover_sleep_ms=options.integer("failover_sleep_ms", 100),
             timeout=options.number("timeout", 60.0),

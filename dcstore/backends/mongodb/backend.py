@@ -168,7 +168,7 @@ class MongoBackend(Backend):
             url.hosts,
             url.path.strip("/") or "dcstore",
             options.text("bucket", "fs") or "fs",
-            chunk_size=options.integer("chunk_size", DEFAULT_CHUNK_SIZE),
+            chunk_size=options.size("chunk_size", DEFAULT_CHUNK_SIZE),
             username=url.username,
             password=url.password,
             scheme=url.scheme,
