@@ -306,6 +306,10 @@ def test_bad_ids_and_bad_corpora_commit_nothing(tmp_path: Path) -> None:
     ]:
         with pytest.raises(ConfigError, match=message):
             pack_text([tmp_path / folder], url)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "a.jsonl").write_bytes(b"\n")  # packed 0 documents, said nothing
+    with pytest.raises(ConfigError, match=r"no documents in .*a\.jsonl: nothing was written"):
+        pack_text([tmp_path / "empty"], url)
     after = load_token_manifest(LocalBackend(str(tmp_path / "store")))
     assert after.version == before.version and after.num_tokens == 4
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from dcstore.backends.base import Backend
+from dcstore.errors import ConfigError
 from dcstore.store import CacheSpec, KeySpec
 from dcstore.tokens.manifest import TokenManifest
 from dcstore.tokens.sources import Document, corpus_files, read_documents
@@ -137,6 +138,9 @@ def pack_text(
             progress.tokens = writer.tokens_written
             if on_progress is not None:
                 on_progress(progress)
+        if progress.documents == 0:  # read as "no block of N tokens in 0 tokens" later
+            shown = ", ".join(map(str, files[:3])) + (", ..." if len(files) > 3 else "")
+            raise ConfigError(f"no documents in {shown}: nothing was written")
     assert writer.manifest is not None  # committed by the with block
     return writer.manifest
 
