@@ -182,6 +182,22 @@ def test_version_opens_the_current_or_a_kept_version_and_names_what_is_kept(
             ShardedDataset(url, version=bad)
 
 
+def test_a_reader_of_a_dropped_version_is_told_why_its_shards_are_gone(tmp_path: Path) -> None:
+    """It said only "cannot read 'shards/<v>/000000.tar': no such object"."""
+    url = f"file://{tmp_path / 'ds'}"
+    for n in (3, 4, 5):
+        with ShardWriter(url, shard_size=2000, keep=2) as writer:
+            for i in range(n):
+                writer.write({"__key__": f"{i:03d}", "txt": str(n)})
+        if n == 3:
+            reader = ShardedDataset(url)  # opened on the first version, read after two packs
+    with pytest.raises(
+        NotFoundError, match="the dataset version that lists this shard was dropped"
+    ):
+        list(reader)
+    assert len(list(ShardedDataset(url))) == 5
+
+
 def test_versions_lists_what_is_kept_and_names_a_missing_archive(tmp_path: Path, capsys) -> None:
     url = f"file://{tmp_path / 'ds'}"
     for n in (3, 4):

@@ -17,6 +17,7 @@ from dcstore.errors import (
     IntegrityError,
     InvalidRangeError,
     NotEncryptedError,
+    NotFoundError,
     ShardChangedError,
     VersionChangedError,
 )
@@ -74,7 +75,8 @@ def read_as_packed(
 
     A shard that is no longer as packed (replaced or rewritten: another version; cut
     short: the range is outside it; plaintext where the dataset is encrypted) raises
-    :class:`ShardChangedError` naming it, not the store's error about an object.
+    :class:`ShardChangedError` naming it, not the store's error about an object; a
+    shard that is gone is a :class:`NotFoundError` saying why that happens.
     """
     try:
         view = store.map_range(key, start, end, version=version) if mapped else None
@@ -83,6 +85,14 @@ def read_as_packed(
         raise ShardChangedError(
             f"{exc}; so the shard is not as its manifest lists it (truncated, rewritten or "
             "replaced after the pack): restore it, or pack the dataset again",
+            url=store.url,
+            key=key,
+        ) from exc
+    except NotFoundError as exc:
+        raise NotFoundError(
+            f"{exc}; the dataset version that lists this shard was dropped (a new pack keeps "
+            "the last few versions, gc the current ones) or the shard deleted: open the "
+            "dataset again to read its current version",
             url=store.url,
             key=key,
         ) from exc
