@@ -48,7 +48,7 @@ def _kind(path: Path) -> str:
     return "parquet" if name.endswith(".parquet") else "text"
 
 
-def _open_bytes(path: Path) -> IO[bytes]:
+def _open_bytes(path: Path) -> gzip.GzipFile | IO[bytes]:
     if path.name.lower().endswith(".gz"):
         return gzip.open(path, "rb")
     return open(path, "rb")
