@@ -213,6 +213,11 @@ def test_cli_ingest_node_flow(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         "keys", "export-public", "--keys", str(kek), "-o", str(pub), capsys=capsys
     )
     assert code == 2 and "--force" in err
+    # a key added to the public file would be one no reader has: refused, file unchanged
+    before = pub.read_bytes()
+    code, _, err = keys_cli("keys", "new", "--keys", str(pub), capsys=capsys)
+    assert code == 2 and "holds only public halves (written by keys export-public)" in err
+    assert pub.read_bytes() == before
 
     (tmp_path / "shard.tar").write_bytes(DATA)
     assert (

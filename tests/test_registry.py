@@ -79,6 +79,11 @@ def test_byte_options_take_sizes_as_people_write_them() -> None:
     )
     with pytest.raises(ConfigError, match=r"option 'chunk_bytes': bad size 'lots': use e\.g\."):
         open_cache_tier("lru://?chunk_bytes=lots")
+    # ttl=0 meant "no expiry" without a word, where ttl=-5 said "must be positive"
+    with pytest.raises(ConfigError, match=r"ttl must be positive \(omit it for no expiry\)"):
+        open_cache_tier("lru://?ttl=0")
+    assert open_cache_tier("lru://?ttl=2.5").policy.ttl == 2.5
+    assert open_cache_tier("lru://").policy.ttl is None
 
 
 def test_a_bad_bucket_or_driver_option_is_a_config_error() -> None:

@@ -10,6 +10,7 @@ the backend turns those into origin reads, so a tier fault never fails a read.
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -77,11 +78,11 @@ class CachePolicy:
     def from_options(cls, options: Options) -> CachePolicy:
         """Read the policy options from a :class:`dcstore.backends.options.Options`."""
         d = cls()
-        ttl = options.number("ttl", 0.0)
+        ttl = options.number("ttl", math.inf)  # omitted (or inf): no expiry; 0 is refused
         return cls(
             chunk_bytes=options.size("chunk_bytes", d.chunk_bytes),
             max_object_bytes=options.size("max_object_bytes", d.max_object_bytes),
-            ttl=ttl or None,
+            ttl=None if math.isinf(ttl) else ttl,
             single_flight=options.flag("single_flight", d.single_flight),
             lease_ttl=options.number("lease_ttl", d.lease_ttl),
             wait_timeout=options.number("wait_timeout", d.wait_timeout),

@@ -87,6 +87,11 @@ def cmd_new(args: argparse.Namespace) -> int:
         if current is None:
             verb = "created key file with"
             return Keyring.generate(new_id, args.type, args.bits)
+        if current.ids and not any(current.can_unwrap(k) for k in current.ids):
+            raise ConfigError(  # a key added here would be one the readers never get
+                f"{source.path} holds only public halves (written by keys export-public): "
+                "add the key to the full key file and export its public halves again"
+            )
         return current.with_new_key(
             new_id, primary=not args.no_primary, key_type=args.type, bits=args.bits
         )
