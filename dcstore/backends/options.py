@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from dcstore.errors import ConfigError
 from dcstore.units import parse_size
+
+T = TypeVar("T")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -99,33 +101,28 @@ class Options:
         value = self._take(name)
         return default if value is None else str(value)
 
-    def integer(self, name: str, default: int) -> int:
+    def _parsed(self, name: str, default: T, parse: Callable[[Any], T], what: str) -> T:
+        """``parse(value)`` of option ``name`` (``default`` when absent); a value it
+        refuses is a :class:`ConfigError` naming the option."""
         value = self._take(name)
         if value is None:
             return default
         try:
-            return int(value)
+            return parse(value)
+        except ConfigError as exc:  # the parser's own message says what it takes
+            raise ConfigError(f"option {name!r}: {exc}") from None
         except (TypeError, ValueError):
-            raise ConfigError(f"option {name!r} must be an integer, got {value!r}") from None
+            raise ConfigError(f"option {name!r} must be {what}, got {value!r}") from None
+
+    def integer(self, name: str, default: int) -> int:
+        return self._parsed(name, default, int, "an integer")
 
     def size(self, name: str, default: int) -> int:
         """A byte count: ``4194304``, or as people write it (``4MiB``, ``64KiB``)."""
-        value = self._take(name)
-        if value is None:
-            return default
-        try:
-            return parse_size(value)
-        except ConfigError as exc:
-            raise ConfigError(f"option {name!r}: {exc}") from None
+        return self._parsed(name, default, parse_size, "a size")
 
     def number(self, name: str, default: float) -> float:
-        value = self._take(name)
-        if value is None:
-            return default
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"option {name!r} must be a number, got {value!r}") from None
+        return self._parsed(name, default, float, "a number")
 
     def flag(self, name: str, default: bool) -> bool:
         value = self._take(name)

@@ -39,7 +39,7 @@ def size_arg(text: str) -> int:
 def int_at_least(minimum: int) -> Callable[[str], int]:
     """An argparse type: a whole number of at least ``minimum``, with a message saying so."""
 
-    def whole_number(text: str) -> int:
+    def parse(text: str) -> int:
         try:
             return units.whole_number("value", int(text), minimum)
         except ValueError:  # not a number, or below minimum (ConfigError)
@@ -47,8 +47,8 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
                 f"expected a whole number >= {minimum}, got {text!r}"
             ) from None
 
-    whole_number.__name__ = f"whole number >= {minimum}"
-    return whole_number
+    parse.__name__ = f"whole number >= {minimum}"
+    return parse
 
 
 def add_opt_flag(parser: argparse.ArgumentParser) -> None:
