@@ -1,4 +1,5 @@
-"""Local backend under faults: killed writers, full disks, unreadable directories."""
+"""Local backend under faults: killed writers, full disks, unreadable directories,
+symbolic links planted in the store."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import time
 
 import pytest
 
-from dcstore import ConfigError, StorageFullError
+from dcstore import ConfigError, InvalidKeyError, StorageFullError
 from dcstore.backends.local import LocalBackend
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -129,6 +130,42 @@ def test_a_store_root_that_is_a_file_is_named(tmp_path) -> None:
         with pytest.raises(ConfigError, match=r"the store's root '.*a-file' is a file"):
             attempt()
     assert root.read_bytes() == b"x"
+
+
+def test_symbolic_links_below_the_root_lead_nowhere_outside(tmp_path) -> None:
+    """Anyone who can write into a shared store directory could plant links; dcstore
+    neither reads, writes, lists nor deletes through them (the root may be a link)."""
+    outside = tmp_path / "outside"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "important.txt").write_bytes(b"secret")
+    (outside / "deep" / "d.txt").write_bytes(b"d")
+    real_root = tmp_path / "real-root"
+    real_root.mkdir()
+    (real_root / "a").symlink_to(outside)
+    (real_root / "f.txt").symlink_to(outside / "important.txt")
+    (tmp_path / "root").symlink_to(real_root)
+    store = LocalBackend(tmp_path / "root")
+    store.put("ok.txt", b"ok")
+
+    for call in (
+        lambda: store.put("a/new.txt", b"x"),
+        lambda: store.get("a/important.txt"),
+        lambda: store.get_range("a/important.txt", 0, 1),
+        lambda: store.head("a/deep/d.txt"),
+        lambda: store.delete("a/important.txt"),
+        lambda: list(store.list_objects("a/")),
+        lambda: store.get("f.txt"),
+        lambda: store.head("f.txt"),
+        lambda: store.map_range("f.txt", 0, 1),
+    ):
+        with pytest.raises(InvalidKeyError, match="symbolic link"):
+            call()
+    assert [m.key for m in store.list_objects()] == ["ok.txt"]
+    assert sorted(p.name for p in outside.rglob("*")) == ["d.txt", "deep", "important.txt"]
+    assert (outside / "important.txt").read_bytes() == b"secret"
+    store.put("f.txt", b"replaces the link")  # a rename over the link, never through it
+    assert (outside / "important.txt").read_bytes() == b"secret"
+    assert store.get("f.txt") == b"replaces the link"
 
 
 def test_concurrent_processes_never_see_a_mix(tmp_path) -> None:

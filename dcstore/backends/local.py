@@ -7,8 +7,13 @@ Guarantees beyond the Backend contract:
   or process see the old or the new file, and a crash leaves the old one.
   Temporary files use the reserved ``.dcstore`` prefix, so ``list_objects`` never
   shows them.
-* Keys cannot escape the root (see :mod:`dcstore.backends.keys`); symlinks
-  inside the root are not followed out of it for writes.
+* Keys cannot escape the root (see :mod:`dcstore.backends.keys`), and neither do
+  symbolic links: a key whose path passes through a linked directory below the root
+  is refused (``InvalidKeyError``) by every call, a key that is itself a link is not
+  an object (reads refuse it; a write or delete replaces or removes the link, never
+  what it points to), and ``list_objects`` neither shows nor enters links. Checked
+  before each call opens the file (a link swapped in during the call is not caught);
+  the root itself may be a link.
 * ``open_write`` writes into the temporary file as data comes (``put`` and
   ``put_stream`` go through it); abandoned temporary files (a killed writer) are
   removed by ``sweep``.
@@ -68,6 +73,7 @@ class LocalBackend(Backend):
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True):
         self.root = Path(os.path.abspath(os.fspath(root)))
         self.fsync = fsync
+        self._real_root = os.path.realpath(self.root)
 
     @classmethod
     def from_url(cls, url: ParsedUrl, options: Options) -> LocalBackend:
@@ -86,7 +92,21 @@ class LocalBackend(Backend):
     # -- helpers -------------------------------------------------------------------------
 
     def _path(self, key: str) -> Path:
-        return self.root.joinpath(*validate_key(key).split("/"))
+        """The key's file; refused if a directory on the way there is a symbolic link
+        (the final name is opened with ``O_NOFOLLOW`` or checked with ``lstat``)."""
+        parts = validate_key(key).split("/")
+        self._check_no_link(parts[:-1], key)
+        return self.root.joinpath(*parts)
+
+    def _check_no_link(self, dir_parts: list[str], key: str) -> None:
+        if not dir_parts:
+            return
+        lexical = os.path.join(self._real_root, *dir_parts)
+        if os.path.realpath(lexical) != lexical:
+            raise InvalidKeyError(
+                f"{self.url}: {key!r} passes through a symbolic link below the store's root "
+                "(links are not followed)"
+            )
 
     def _error(self, exc: OSError, key: str, action: str) -> DcstoreError:
         where = f"{self.url}: cannot {action} {key!r}"
@@ -99,6 +119,8 @@ class LocalBackend(Backend):
             return KeyAccessError(f"{where}: permission denied")
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return StorageFullError(f"{where}: no space left on device")
+        if exc.errno == errno.ELOOP:
+            return InvalidKeyError(f"{where}: it is a symbolic link (links are not followed)")
         if exc.errno in (errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG):
             return InvalidKeyError(f"{where}: {exc.strerror} (conflicts with another key)")
         return DcstoreError(f"{where}: {exc.strerror or exc}")
@@ -117,7 +139,7 @@ class LocalBackend(Backend):
         """A read-only descriptor of the object's file and its size (a prefix is not
         found; a file of another version than ``version`` is a VersionChangedError)."""
         try:
-            fd = os.open(self._path(key), os.O_RDONLY)
+            fd = os.open(self._path(key), os.O_RDONLY | os.O_NOFOLLOW)
         except OSError as exc:
             raise self._error(exc, key, "read") from exc
         try:
@@ -183,9 +205,11 @@ class LocalBackend(Backend):
 
     def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
         try:
-            st = os.stat(self._path(key))
+            st = os.lstat(self._path(key))
         except OSError as exc:
             raise self._error(exc, key, "stat") from exc
+        if stat.S_ISLNK(st.st_mode):
+            raise self._error(OSError(errno.ELOOP, os.strerror(errno.ELOOP)), key, "stat")
         if not stat.S_ISREG(st.st_mode):
             raise NotFoundError(f"{self.url}: no object {key!r} (it is a prefix)")
         meta = _meta(key, st)
@@ -196,6 +220,7 @@ class LocalBackend(Backend):
         validate_prefix(prefix)
         # Start at the deepest directory the prefix names, then filter by prefix.
         base_parts = prefix.split("/")[:-1]
+        self._check_no_link(base_parts, prefix)
         base = self.root.joinpath(*base_parts)
         base_key = "/".join(base_parts) + "/" if base_parts else ""
         yield from (m for m in self._walk(base, base_key) if m.key.startswith(prefix))
