@@ -461,3 +461,26 @@ def test_counters_flushed_from_many_threads_add_up() -> None:
     store.flush_stats()
     sent, kept = tier.read_stats(), store.stats()
     assert sent["hits"] + sent["misses"] == kept["hits"] + kept["misses"] == 12000
+
+
+def test_a_cache_is_never_put_above_the_encryption() -> None:
+    """A tier in front of a store that decrypts would hold plaintext: every way of
+    building one is refused, and open_store with both puts the cache below."""
+    from dcstore import ShardedDataset, open_store
+    from dcstore.crypto import EncryptedBackend, Keyring, StaticKeySource
+    from dcstore.fsspec import DcstoreFileSystem
+
+    origin = MemoryBackend(f"above-{uuid.uuid4().hex}")
+    encrypted = EncryptedBackend(origin, StaticKeySource(Keyring.generate("k")))
+    for build in (
+        lambda: CachedBackend(encrypted, "memory"),
+        lambda: open_store(encrypted, cache="memory"),
+        lambda: ShardedDataset(encrypted, cache="memory"),
+        lambda: DcstoreFileSystem(encrypted, cache="memory", skip_instance_cache=True),
+    ):
+        with pytest.raises(ConfigError, match="would hold plaintext"):
+            build()
+    tier = LruTier(max_bytes=MiB)
+    below = EncryptedBackend(CachedBackend(origin, tier), StaticKeySource(Keyring.generate("k")))
+    below.put("x", b"MARKER" * 100)
+    assert below.get("x") == b"MARKER" * 100

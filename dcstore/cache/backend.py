@@ -58,7 +58,7 @@ from dcstore.cache.tier import (
     CacheUnavailableError,
     with_ratio,
 )
-from dcstore.errors import NotFoundError, VersionChangedError
+from dcstore.errors import ConfigError, NotFoundError, VersionChangedError
 
 READ_ATTEMPTS = 3
 """A read of the current version that meets an overwrite starts again; after this many
@@ -70,7 +70,10 @@ SIZE_BYTES = 8
 
 
 class CachedBackend(Wrapper):
-    """Reads through ``cache`` (a tier or its URL, see :func:`open_cache_tier`)."""
+    """Reads through ``cache`` (a tier or its URL, see :func:`open_cache_tier`).
+
+    ``inner`` must not decrypt (a tier above the encryption would hold plaintext):
+    an encrypted ``inner`` is a :class:`ConfigError`."""
 
     def __init__(
         self,
@@ -80,6 +83,12 @@ class CachedBackend(Wrapper):
     ):
         from dcstore.cache.spec import open_cache_tier
 
+        if inner.authenticates_reads:
+            raise ConfigError(
+                f"{inner.url}: this store decrypts, so a cache in front of it would hold "
+                "plaintext; give the cache and the keys together (open_store(url, cache=..., "
+                "keys=...) puts the cache below the encryption)"
+            )
         self.inner = inner
         self.tier = open_cache_tier(cache)
         self.policy = policy or self.tier.policy
