@@ -72,7 +72,7 @@ from dcstore.backends.keys import validate_key
 from dcstore.crypto.format import MAX_HEADER_SIZE, refuse_ciphertext
 from dcstore.errors import ConfigError, NotFoundError
 from dcstore.ops import copy_object
-from dcstore.store import open_store
+from dcstore.store import store_for
 
 PROTOCOL = "dcstore"
 DEFAULT_BLOCK = 4 << 20
@@ -236,11 +236,7 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
             self._prefix = self._relative_to_root(store, fo)
         if store is None:
             raise ConfigError("dcstore:// needs store= (the URL of a dcstore store)")
-        self.store = (
-            store
-            if isinstance(store, Backend)
-            else open_store(store, cache=cache, keys=keys, segment_size=segment_size)
-        )
+        self.store = store_for(store, cache=cache, keys=keys, segment_size=segment_size)
         self.blocksize = block_size or max(DEFAULT_BLOCK, self.store.read_alignment or 0)
 
     @staticmethod

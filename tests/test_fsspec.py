@@ -286,6 +286,16 @@ def test_a_misspelt_option_is_refused_not_ignored(tmp_path: Path, keys: str, typ
     assert fs.ls("", detail=False) == []  # fsspec's own options are still taken
 
 
+def test_keys_and_cache_apply_to_a_store_given_as_a_backend(tmp_path: Path, keys: str) -> None:
+    """DcstoreFileSystem(backend, keys=...) ignored keys= and wrote plaintext."""
+    origin = LocalBackend(tmp_path / "store")
+    fs = DcstoreFileSystem(origin, keys=keys, cache="memory", skip_instance_cache=True)
+    fs.pipe_file("t/x.bin", b"MARKER" * 10)
+    assert b"MARKER" not in origin.get("t/x.bin")
+    assert fs.cat_file("t/x.bin") == b"MARKER" * 10
+    assert DcstoreFileSystem(origin, skip_instance_cache=True).store is origin
+
+
 def test_paths_are_keys_checked_and_errors_named(tmp_path: Path) -> None:
     fs = DcstoreFileSystem(str(tmp_path / "store"))
     for bad in (fs.open, fs.cat, fs.ls, lambda p: fs.pipe(p, b"1")):  # all alike
