@@ -148,3 +148,29 @@ def test_reader_meets_a_newer_key_and_reloads_once(tmp_path: Path) -> None:
     with pytest.raises(KeyAccessError, match="not in the keys of") as info:
         stranger.get("x")
     assert f"file://{other}" in str(info.value) and "they hold: k3" in str(info.value)
+
+
+def test_a_key_files_contents_given_as_its_path_are_never_echoed(tmp_path: Path) -> None:
+    """``--keys "$(cat kek.json)"`` printed the key twice in a 'does not exist' error."""
+    from dcstore.crypto import open_key_source
+
+    path = tmp_path / "kek.json"
+    write_key_file(path, Keyring.generate("k"))
+    contents = path.read_text()
+    secret = json.loads(contents)["keys"][0]["key"]
+    for given in (contents, contents.replace("\n", " "), " " + contents):
+        with pytest.raises(ConfigError, match="looks like a key file's contents") as err:
+            open_key_source(given)
+        assert secret not in str(err.value)
+    cli = subprocess.run(
+        [sys.executable, "-m", "dcstore.cli", "ls", "--keys", contents, str(tmp_path / "s")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert cli.returncode == 2 and secret not in cli.stdout + cli.stderr
+
+
+def test_a_fifo_in_the_key_files_place_is_refused_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "kek.json"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        FileKeySource(fifo).load()

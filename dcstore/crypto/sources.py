@@ -78,7 +78,9 @@ class FileKeySource(KeySource):
         :class:`ConfigError` naming the path; a symlink, or a file others may
         read, is a :class:`KeyAccessError`."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            # O_NONBLOCK: a FIFO put in the key file's place is refused below, not waited on.
+            flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+            fd = os.open(self.path, flags)
         except FileNotFoundError:
             raise ConfigError(
                 f"key file {self.path} does not exist (make one with: dcstore keys new "
@@ -233,6 +235,11 @@ def open_key_source(spec: KeySource | Keyring | str | os.PathLike[str]) -> KeySo
             if parts.netloc not in ("", "localhost") or parts.query:
                 raise ConfigError("key source must be file:///absolute/path (no host, no query)")
             return FileKeySource(unquote(parts.path))
+        if spec.lstrip().startswith("{") or "\n" in spec:
+            raise ConfigError(  # never shown: it may be the key itself
+                "the key source looks like a key file's contents, not its path: give the "
+                "path of the file (or, in Python, a Keyring)"
+            )
         scheme = re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", spec)
         if spec.strip() and not scheme:
             return FileKeySource(spec)
