@@ -182,6 +182,41 @@ def test_tier_holds_ciphertext_only(tier_url: str, tmp_path: Path) -> None:
         assert any(v in ciphertext for v in values.values() if len(v) > 1000)
 
 
+def test_a_corrupt_cache_entry_is_dropped_and_read_from_the_origin(
+    tier_url: str, tmp_path: Path
+) -> None:
+    """Anyone able to write to the tier (memcached has no auth) could flip a byte of a
+    cached segment: readers fail it (never decode it), drop the version's entries and
+    read the origin once, so the tier heals instead of failing every node. A corrupt
+    origin still fails."""
+    from dcstore.crypto import Keyring, write_key_file
+    from dcstore.errors import IntegrityError
+
+    keyfile = tmp_path / "kek.json"
+    write_key_file(keyfile, Keyring.generate())
+    data = payload(300_000, 5)
+    keys = f"file://{keyfile}"
+    with open_store(str(tmp_path / "origin"), cache=tier_url, keys=keys) as store:
+        store.put("shard.tar", data)
+        assert store.get("shard.tar") == data  # fills the tier
+    tier = open_cache_tier(tier_url)
+    chunks = {k: v for k, v in all_values(tier).items() if len(v) > 1000}
+    assert chunks
+    prefix = f"{tier.namespace}:".encode()
+    tier.set_many([(k[len(prefix) :].decode(), b"\x00" + v[1:]) for k, v in chunks.items()])
+    with open_store(str(tmp_path / "origin"), cache=tier_url, keys=keys) as store:
+        assert store.get_range("shard.tar", 1000, 200_000) == data[1000:200_000]
+        assert store.get("shard.tar") == data
+    assert all(all_values(tier).get(k) == v for k, v in chunks.items())  # healed
+    origin = LocalBackend(tmp_path / "origin")
+    damaged = bytearray(origin.get("shard.tar"))
+    damaged[-100] ^= 1
+    origin.put("shard.tar", bytes(damaged))
+    with open_store(str(tmp_path / "origin"), cache=tier_url, keys=keys) as store:
+        with pytest.raises(IntegrityError, match="failed authentication"):
+            store.get("shard.tar")
+
+
 WRITER = textwrap.dedent(
     """
     import sys

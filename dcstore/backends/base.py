@@ -210,6 +210,12 @@ class Backend(abc.ABC):
         when this backend never leaves any behind."""
         return None
 
+    def drop_cached(self, key: str, version: str) -> bool:
+        """Forget every copy of ``version`` of ``key`` that a cache in this stack holds
+        (one that failed to authenticate, say), so the next read of it fetches the
+        origin's bytes; True if a cache held one to forget. No cache here: False."""
+        return False
+
     def __enter__(self) -> Self:
         return self
 
@@ -263,3 +269,6 @@ class Wrapper(Backend):
 
     def sweep(self, older_than: float | None = None) -> int | None:
         return self.inner.sweep(older_than)
+
+    def drop_cached(self, key: str, version: str) -> bool:
+        return self.inner.drop_cached(key, version)

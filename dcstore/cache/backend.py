@@ -58,7 +58,7 @@ from dcstore.cache.tier import (
     CacheUnavailableError,
     with_ratio,
 )
-from dcstore.errors import ConfigError, NotFoundError, VersionChangedError
+from dcstore.errors import ConfigError, DcstoreError, NotFoundError, VersionChangedError
 
 READ_ATTEMPTS = 3
 """A read of the current version that meets an overwrite starts again; after this many
@@ -368,6 +368,18 @@ class CachedBackend(Wrapper):
             return self.inner.head(key)
         except NotFoundError:
             return None
+
+    def drop_cached(self, key: str, version: str) -> bool:
+        """Drop the version's size and chunks from this process and the tier (the
+        origin tells the size, so a damaged size entry cannot hide chunks); True."""
+        validate_key(key)
+        try:
+            meta = self.inner.head(key, version=version)
+        except DcstoreError:  # gone from the origin: what the tier may hold is dropped
+            meta = ObjectMeta(key, 0, version)
+        self._forget(key, meta)
+        self.inner.drop_cached(key, version)
+        return True
 
     def _forget(self, key: str, meta: ObjectMeta) -> None:
         """Drop a replaced version's size and chunks: reads pinned to it then ask the

@@ -317,14 +317,12 @@ class EncryptedBackend(Wrapper):
     def _read_pinned(self, meta: ObjectMeta, start: int, end: int, fetch: Fetch) -> bytes:
         """``_read_range`` of an opened version. A header that came from the cache and
         fails to authenticate is dropped and read again once (as :meth:`_retrying`)."""
-        cache_key = (meta.key, meta.version)
         with self._lock:
-            was_cached = cache_key in self._headers
+            was_cached = (meta.key, meta.version) in self._headers
         try:
             return self._read_range(meta, start, end, fetch)
         except IntegrityError:
-            self._forget(cache_key)
-            if not was_cached:
+            if not self._drop_copies(meta, header_was_cached=was_cached):
                 raise
         return self._read_range(meta, start, end, fetch)
 
@@ -338,9 +336,11 @@ class EncryptedBackend(Wrapper):
         ``meta.version``, which raises VersionChangedError if it is gone, so a pinned
         version whose header is cached needs no ``inner.head`` first. An overwrite
         during an unpinned read starts it again on the new version. An integrity
-        failure drops the header cached for the version and, if the header came from
-        that cache, retries once with a fresh one; otherwise it is raised.
+        failure drops the copies of the version that caches hold (the header remembered
+        here, what the inner stack's cache tier holds) and, if there was one, retries
+        once, from the origin; otherwise, or failing again, it is raised.
         """
+        dropped = False
         for attempt in range(1, RANGE_ATTEMPTS + 1):
             meta = self._remembered(key, version) if read_checks_version else None
             if meta is None:
@@ -353,10 +353,20 @@ class EncryptedBackend(Wrapper):
                 if version is not None or attempt == RANGE_ATTEMPTS:
                     raise
             except IntegrityError:
-                self._forget((key, meta.version))
-                if attempt == RANGE_ATTEMPTS or not was_cached:
+                if dropped or attempt == RANGE_ATTEMPTS:
+                    self._forget((key, meta.version))
+                    raise
+                dropped = True
+                if not self._drop_copies(meta, header_was_cached=was_cached):
                     raise
         raise AssertionError("unreachable")
+
+    def _drop_copies(self, meta: ObjectMeta, *, header_was_cached: bool) -> bool:
+        """After an integrity failure reading ``meta``'s version: forget its header and
+        have the inner stack drop what its cache tier holds of it (a corrupt or forged
+        cache entry must not fail every reader). True if a cached copy was dropped."""
+        self._forget((meta.key, meta.version))
+        return self.inner.drop_cached(meta.key, meta.version) or header_was_cached
 
     def _remembered(self, key: str, version: str | None) -> ObjectMeta | None:
         """The inner metadata of pinned ``version`` if its header is cached, else None."""
