@@ -212,9 +212,9 @@ def test_a_corrupt_cache_entry_is_dropped_and_read_from_the_origin(
     damaged = bytearray(origin.get("shard.tar"))
     damaged[-100] ^= 1
     origin.put("shard.tar", bytes(damaged))
-    with open_store(str(tmp_path / "origin"), cache=tier_url, keys=keys) as store:
-        with pytest.raises(IntegrityError, match="failed authentication"):
-            store.get("shard.tar")
+    store = open_store(str(tmp_path / "origin"), cache=tier_url, keys=keys)
+    with store, pytest.raises(IntegrityError, match="failed authentication"):
+        store.get("shard.tar")
 
 
 WRITER = textwrap.dedent(
