@@ -221,6 +221,27 @@ def test_index_with_integer_labels_keeps_them(tmp_path: Path) -> None:
     assert ds.classes == [] and {bytes(s["cls"]) for s in ds} == {b"0", b"7", b"14"}
 
 
+@pytest.mark.parametrize("layout", ["imagefolder", "flat"])
+def test_links_are_followed_and_loops_skipped(tmp_path: Path, layout: str, caplog) -> None:
+    """A tree of links into a pool packs the pool's files; a link to a folder holding it
+    (``l -> .``, ``up -> ..``) used to make pack walk for ever."""
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    (pool / "1.txt").write_bytes(b"pooled")
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "2.txt").write_bytes(b"own")
+    (src / "a" / "1.txt").symlink_to(pool / "1.txt")
+    (src / "pool").symlink_to(pool)
+    (src / "loop").symlink_to(".")
+    (src / "a" / "up").symlink_to("..")
+    assert pack(src, tmp_path / "ds", "--layout", layout) == 0
+    got = {s["__key__"]: bytes(s["txt"]) for s in samples(tmp_path / "ds")}
+    assert got == {"a/1": b"pooled", "a/2": b"own", "pool/1": b"pooled"}
+    assert "src/loop: skipped, a link to a folder that contains it" in caplog.text
+    assert "src/a/up: skipped" in caplog.text
+
+
 def test_index_paths_stay_inside_src(tmp_path: Path, capsys) -> None:
     write_image(tmp_path / "src" / "a.jpg", 0)
     index = tmp_path / "index.jsonl"

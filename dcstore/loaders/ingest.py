@@ -29,6 +29,7 @@ keeps the original relative path(s). Hidden files (``.name``) are skipped.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -38,6 +39,8 @@ import numpy as np
 
 from dcstore.errors import ConfigError, NotFoundError
 from dcstore.loaders.tario import split_name
+
+log = logging.getLogger(__name__)
 
 LAYOUTS = ("auto", "imagefolder", "flat", "webdataset", "index")
 NAME_FIELD = "path.txt"
@@ -98,20 +101,42 @@ class SourceFile(NamedTuple):
     extra: tuple[tuple[str, bytes], ...] = ()
 
 
-def iter_visible(root: Path) -> Iterator[str]:
+def iter_visible(root: Path, *, inside: Path | None = None) -> Iterator[str]:
     """Paths (relative to ``root``, ``/``-separated) of the files under it, hidden ones
-    (``.name``, or inside a ``.folder``) skipped; in no particular order."""
+    (``.name``, or inside a ``.folder``) skipped; in no particular order. Symbolic links
+    are followed (a tree of links into a pool of files packs the files), except a link
+    to a folder that contains it (a loop; ``root`` is walked as part of ``inside``), which
+    is skipped with a warning."""
     top = os.fspath(root)
+    outer = frozenset() if inside is None else frozenset([os.path.realpath(inside)])
+    within: dict[str, frozenset[str]] = {top: outer | {os.path.realpath(top)}}
     for folder, dirs, files in os.walk(top, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        ancestors = within.pop(folder)
+        kept = []
+        for name in dirs:
+            if name.startswith("."):
+                continue
+            path = os.path.join(folder, name)
+            real = os.path.realpath(path)
+            if real in ancestors:
+                log.warning("%s: skipped, a link to a folder that contains it (a loop)", path)
+                continue
+            within[path] = ancestors | {real}
+            kept.append(name)
+        dirs[:] = kept
         rel = os.path.relpath(folder, top).replace(os.sep, "/")
         prefix = "" if rel == "." else rel + "/"
         yield from (prefix + f for f in files if not f.startswith("."))
 
 
-def visible_files(root: Path) -> list[str]:
+def visible_files(root: Path, *, inside: Path | None = None) -> list[str]:
     """:func:`iter_visible`, sorted."""
-    return sorted(iter_visible(root))
+    return sorted(iter_visible(root, inside=inside))
+
+
+def _contains(folder: Path, root: Path) -> bool:
+    """Whether ``folder`` (a link, say) is ``root`` or a folder above it: a loop."""
+    return Path(os.path.realpath(root)).is_relative_to(os.path.realpath(folder))
 
 
 def sample_name(rel: str, group: bool) -> tuple[str, str]:
@@ -186,11 +211,13 @@ def plan_imagefolder(root: Path, *, group: bool, names: bool) -> PackPlan:
     name, and folders without any image (audio, say) are packed whole.
     """
     children = [c for c in sorted(root.iterdir()) if not c.name.startswith(".")]
-    classes = tuple(c.name for c in children if c.is_dir())
+    for loop in (c for c in children if c.is_dir() and _contains(c, root)):
+        log.warning("%s: skipped, a link to a folder that contains it (a loop)", loop)
+    classes = tuple(c.name for c in children if c.is_dir() and not _contains(c, root))
     if not classes:
         raise ConfigError(f"{root}: no class folders")
     outside = tuple(c.name for c in children if not c.is_dir())
-    found = {name: visible_files(root / name) for name in classes}
+    found = {name: visible_files(root / name, inside=root) for name in classes}
     all_rels = [f"{name}/{rel}" for name in classes for rel in found[name]]
     images_only = not group and any(is_image(rel) for rel in all_rels)
     skipped = outside + tuple(rel for rel in all_rels if images_only and not is_image(rel))
