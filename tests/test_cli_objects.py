@@ -224,6 +224,21 @@ def test_rm_recursive_deletes_a_prefix_only(tmp_path) -> None:
     assert run("ls", str(store)).returncode == 3
 
 
+def test_rm_of_an_empty_prefix_needs_all(tmp_path) -> None:
+    """``rm -r "$STORE" "$PREFIX"`` with PREFIX unset deleted the whole store, silently."""
+    store = tmp_path / "s"
+    for key in ("a/1", "b"):
+        (store / key).parent.mkdir(parents=True, exist_ok=True)
+        (store / key).write_bytes(b"x")
+    refused = run("rm", "-r", str(store), "")
+    assert refused.returncode == 2 and b"say rm --all STORE" in refused.stderr
+    assert run("rm", str(store)).returncode == 2
+    assert run("rm", "--all", str(store), "a/1").returncode == 2
+    assert run("ls", str(store)).stdout.decode().split()[1::2] == ["a/1", "b"]
+    assert run("rm", "--all", str(store)).returncode == 0
+    assert run("ls", str(store)).returncode == 3
+
+
 def _peak_rss_mib(*args: str, piped_from: Path | None = None) -> float:
     """Peak RSS of ``dcstore ARGS`` run in a child process (its own process tree); with
     ``piped_from``, its stdin is a pipe fed from that file by ``cat``."""

@@ -253,7 +253,19 @@ def _keys_to_remove(store: Backend, key: str, recursive: bool) -> list[str]:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    """Every argument is resolved before anything is deleted."""
+    """Every argument is resolved before anything is deleted; an empty prefix (every
+    object: an unset shell variable, say) only with ``--all``."""
+    if args.all and args.keys_to_remove:
+        raise ConfigError("rm --all deletes every object: give no keys with it")
+    if not (args.all or args.keys_to_remove):
+        raise ConfigError("rm needs the keys to delete (or --all, to delete every object)")
+    if args.recursive and "" in args.keys_to_remove:
+        raise ConfigError(
+            "rm -r of an empty prefix would delete every object in the store: "
+            "to mean that, say rm --all STORE"
+        )
+    if args.all:
+        args.keys_to_remove, args.recursive = [""], True
     with open_from_args(args.store, args) as store:
         doomed = [
             k for key in args.keys_to_remove for k in _keys_to_remove(store, key, args.recursive)
@@ -306,12 +318,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "rm",
         help="delete objects (-r: every key starting with a prefix)",
         description="Delete objects. A missing key is an error (not-found exit code); "
-        "a prefix needs -r, which deletes every key that starts with it (as ls shows).",
+        "a prefix needs -r, which deletes every key that starts with it (as ls shows). "
+        "An empty prefix is refused: deleting every object takes --all.",
     )
     p.add_argument("store")
-    p.add_argument("keys_to_remove", nargs="+", metavar="key")
+    p.add_argument("keys_to_remove", nargs="*", metavar="key")
     p.add_argument(
         "-r", "--recursive", action="store_true", help="delete every key starting with each KEY"
     )
+    p.add_argument("--all", action="store_true", help="delete every object in the store")
     add_store_options(p)
     p.set_defaults(func=cmd_rm)
