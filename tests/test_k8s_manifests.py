@@ -93,6 +93,16 @@ def test_overlays_change_what_they_say() -> None:
     assert limits["nvidia.com/gpu"] == "1"
 
 
+def test_the_image_installs_the_extra_of_every_cache_tier_the_overlays_use() -> None:
+    """The memcached overlay's Job failed at start: the image lacked pymemcache."""
+    installed = (REPO / "Dockerfile").read_text().split('"/src[', 1)[1].split("]", 1)[0]
+    for path in KUSTOMIZATIONS:
+        docs = render(path)
+        data = next(d["data"] for d in docs if d["metadata"]["name"].startswith("dcstore-settings"))
+        scheme = data["CACHE_URL"].split("://", 1)[0]
+        assert scheme in installed.split(","), (path, scheme, installed)
+
+
 def test_the_key_reaches_the_trainer_as_a_private_file() -> None:
     """The Secret is copied mode 0600 into a memory-backed volume: dcstore refuses
     group-readable key files, which a Secret volume under fsGroup is."""
