@@ -20,6 +20,12 @@ tuples/lists/dicts of them). Guarantees:
   the batches waiting in the queue and the one in use keep their slots. On
   CUDA its batches are pinned (one copy out of the slot, which frees it) and
   copied like any other.
+* Resumable: when ``loader`` has ``state_dict()`` (``StatefulDataLoader``,
+  :class:`~dcstore.loaders.ringloader.RingLoader`), its state is taken as each batch
+  is received, travels with the batch, and :meth:`DeviceLoader.state_dict` returns
+  the one of the last batch handed out: batches received ahead and not yet handed
+  out are not counted as consumed, so a resumed run starts right after the last
+  batch the caller got. :meth:`DeviceLoader.load_state_dict` loads into ``loader``.
 * Every loader measures, per step, the time the caller waited for data (time
   spent inside ``next()``) and the whole step time (from one ``next()`` to
   the next). :meth:`DataWaitMeter.summary` reports data-wait % of step time,
@@ -117,6 +123,24 @@ def _pin(batch: Any) -> Any:
     return _map(batch, lambda t: t if t.device.type != "cpu" or t.is_pinned() else t.pin_memory())
 
 
+class _WithStates:
+    """``(batch, loader.state_dict() right after it)`` for each batch of ``loader``
+    (``None`` for the state when ``resumable`` is false), in the thread iterating it."""
+
+    def __init__(self, loader: Iterable[Any], resumable: bool):
+        self.loader, self.resumable = loader, resumable
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        state_of = self.loader.state_dict if self.resumable else None  # type: ignore[attr-defined]
+        for batch in self.loader:
+            yield batch, (state_of() if state_of is not None else None)
+            del batch
+
+
+def _on_batch(fn: Callable[[Any], Any]) -> Callable[[tuple[Any, Any]], tuple[Any, Any]]:
+    return lambda pair: (fn(pair[0]), pair[1])
+
+
 class DeviceLoader:
     """Iterate ``loader`` with batches moved to ``device``, overlapping the copy."""
 
@@ -138,6 +162,8 @@ class DeviceLoader:
         self.depth = depth
         self.meter = DataWaitMeter(warmup)
         self._receiver: ReceiverHandle | None = None
+        self._resumable = callable(getattr(loader, "state_dict", None))
+        self._state: Any = None
 
     @property
     def cuda(self) -> bool:
@@ -146,41 +172,63 @@ class DeviceLoader:
     def __len__(self) -> int:
         return len(self.loader)  # type: ignore[arg-type]
 
+    def state_dict(self) -> Any:
+        """``loader``'s state after the last batch handed out (before the first one of
+        a pass: its state when the pass began)."""
+        if not self._resumable:
+            raise TypeError(f"{type(self.loader).__name__} has no state_dict() to resume from")
+        return self._state if self._state is not None else self.loader.state_dict()  # type: ignore[attr-defined]
+
+    def load_state_dict(self, state: Any) -> None:
+        """Resume ``loader`` at ``state`` (from the next ``iter``)."""
+        self.loader.load_state_dict(state)  # type: ignore[attr-defined]
+        self._state = None
+
     def __iter__(self) -> Iterator[Any]:
         self.meter = DataWaitMeter(self.warmup)
-        prepare = _pin if self.cuda else None
         if self._receiver is not None:  # an abandoned pass may still hold the loader
             self._receiver.stop()
             self._receiver = None
+        self._state = self.loader.state_dict() if self._resumable else None  # type: ignore[attr-defined]
+        pairs = _WithStates(self.loader, self._resumable)
+        prepare = _on_batch(_pin) if self.cuda else None
         if self.depth:
             setup = _use_device(self.device) if self.cuda else None
-            receiving = Received(self.loader, self.depth, prepare, setup=setup)
+            receiving = Received(pairs, self.depth, prepare, setup=setup)
             self._receiver = receiving.handle()
-            received: Iterator[Any] = receiving
+            received: Iterator[tuple[Any, Any]] = receiving
         else:
-            received = map(prepare, self.loader) if prepare else iter(self.loader)
-        return self.meter.wrap(self._staged(received) if self.cuda else received)
+            received = map(prepare, pairs) if prepare else iter(pairs)
+        return self.meter.wrap(self._handed_out(self._staged(received) if self.cuda else received))
 
-    def _staged(self, pinned_batches: Iterator[Any]) -> Iterator[Any]:
+    def _handed_out(self, pairs: Iterator[tuple[Any, Any]]) -> Iterator[Any]:
+        """The batches, remembering the loader's state as of each one handed out."""
+        for batch, state in pairs:
+            if self._resumable:
+                self._state = state
+            yield batch
+            del batch
+
+    def _staged(self, pinned: Iterator[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
         stream = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
-        pending: list[tuple[Any, torch.cuda.Event]] = []
-        for pinned in pinned_batches:
+        pending: list[tuple[Any, torch.cuda.Event, Any]] = []
+        for batch, state in pinned:
             with torch.cuda.stream(stream):
-                moved = _map(pinned, lambda t: t.to(self.device, non_blocking=True))
+                moved = _map(batch, lambda t: t.to(self.device, non_blocking=True))
                 event = torch.cuda.Event()  # type: ignore[no-untyped-call]
                 event.record(stream)
-            del pinned  # the caching host allocator keeps it until the copy is done
-            pending.append((moved, event))
+            del batch  # the caching host allocator keeps it until the copy is done
+            pending.append((moved, event, state))
             del moved
             if len(pending) > 1:
                 yield self._ready(*pending.pop(0))
         if pending:
             yield self._ready(*pending.pop())
 
-    def _ready(self, batch: Any, event: torch.cuda.Event) -> Any:
+    def _ready(self, batch: Any, event: torch.cuda.Event, state: Any) -> tuple[Any, Any]:
         current = torch.cuda.current_stream(self.device)
         current.wait_event(event)
-        return _map(batch, lambda t: (t.record_stream(current), t)[1])
+        return _map(batch, lambda t: (t.record_stream(current), t)[1]), state
 
     def summary(self) -> dict[str, float]:
         return self.meter.summary()
