@@ -46,6 +46,27 @@ def test_every_sample_once_with_workers(dataset_url, window_bytes) -> None:
         assert sorted(got) == list(range(N))
 
 
+def count_items(batch) -> int:
+    return len(batch)
+
+
+def test_a_batched_pipeline_counts_batches_not_samples(dataset_url) -> None:
+    """len() of a .batched() pipeline was its sample count: a schedule sized from
+    len(loader) ran batch_size times too long."""
+    for size, partial in ((16, True), (16, False), (7, True)):
+        ds = ShardedDataset(dataset_url, shuffle=True, rank=1, world_size=2)
+        ds = ds.batched(size, count_items, partial=partial)
+        with pytest.raises(TypeError, match=r"ds.batch_count\(num_workers\)"):
+            len(DataLoader(ds, batch_size=None, num_workers=2))
+        for workers in (0, 1, 3):
+            got = list(DataLoader(ds, batch_size=None, num_workers=workers))
+            assert ds.batch_count(workers) == len(got), (size, partial, workers)
+            assert sum(got) == (N // 2 if partial else sum(got))
+    assert len(ShardedDataset(dataset_url, rank=1, world_size=2)) == N // 2
+    with pytest.raises(ConfigError, match="needs a batched"):
+        ShardedDataset(dataset_url).batch_count(2)
+
+
 def test_ranks_partition_the_epoch_evenly(dataset_url) -> None:
     world = 7  # 600 = 7 * 85 + 5: two samples repeated
     seen: Counter[int] = Counter()

@@ -59,7 +59,7 @@ from dcstore.loaders.reader import (
     read_plan,
     read_sample,
 )
-from dcstore.loaders.resumable import PlannedPasses, Progress
+from dcstore.loaders.resumable import PlannedPasses, Progress, current_worker
 from dcstore.loaders.versions import open_dataset, pin_version
 from dcstore.store import CacheSpec, KeySpec
 from dcstore.units import whole_number
@@ -240,6 +240,36 @@ class ShardedDataset(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
 
     def item_counts(self) -> np.ndarray:
         return self.manifest.counts
+
+    def __len__(self) -> int:
+        """Samples this rank yields per epoch. With a ``batched`` stage, batches: formed
+        per ``DataLoader`` worker, so their count depends on ``num_workers``, which only
+        a worker knows; elsewhere a ``TypeError`` pointing at :meth:`batch_count`."""
+        sizes = [s for s in self.stages if stages.is_batching(s)]
+        if not sizes:
+            return super().__len__()
+        if len(sizes) > 1:
+            raise TypeError("len() of a pipeline batched twice is not known")
+        from torch.utils.data import get_worker_info
+
+        if get_worker_info() is None:
+            raise TypeError(
+                "len() of a batched ShardedDataset depends on how many DataLoader workers "
+                "form its batches: use ds.batch_count(num_workers)"
+            )
+        return self.batch_count(current_worker()[1])
+
+    def batch_count(self, num_workers: int = 0) -> int:
+        """Batches per epoch on this rank when ``num_workers`` DataLoader workers (0: the
+        main process) run the ``batched`` stage: each worker batches its own samples, so
+        each may end with a partial batch (kept unless ``partial=False``)."""
+        batching = [s for s in self.stages if stages.is_batching(s)]
+        if not batching:
+            raise ConfigError("batch_count() needs a batched() stage")
+        size, keep_partial = stages.batch_shape(batching[0])
+        workers = max(1, num_workers)
+        counts = [len(self.plan(w, workers)) for w in range(workers)]
+        return sum(-(-n // size) if keep_partial else n // size for n in counts)
 
     def dataset_version(self) -> str:
         return self.manifest.version

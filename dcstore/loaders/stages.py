@@ -329,3 +329,9 @@ def compose(source: Iterable[Any], stages: Sequence[Stage]) -> Iterator[Any]:
 def is_batching(stage: Stage) -> bool:
     """Whether ``stage`` is a :func:`batched` stage."""
     return isinstance(stage, functools.partial) and stage.func is _batched
+
+
+def batch_shape(stage: Stage) -> tuple[int, bool]:
+    """(batch size, whether a last partial batch is kept) of a :func:`batched` stage."""
+    assert isinstance(stage, functools.partial) and stage.func is _batched
+    return int(stage.args[0]), bool(stage.args[2])
