@@ -136,6 +136,29 @@ def test_byte_strings_of_several_fields_arrive_intact_through_growing_slots() ->
     assert loader.stats["buffers"] >= 2
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_empty_byte_strings_and_batches_without_bytes_arrive(tmp_path: Path, workers) -> None:
+    """An empty field first (its slot had no buffer yet: "cannot modify read-only
+    memory"), a batch of only empty fields, and one of only strings (a bare assert)."""
+    url = f"file://{tmp_path}"
+    with ShardWriter(url) as writer:
+        for i in range(30):
+            writer.write({"__key__": f"s{i:03d}", "txt": b"x" * i if i % 3 else b"", "cls": i})
+    ds = ShardedDataset(url).to_tuple("txt", "cls")
+    loader = RingLoader(ds, 8, num_workers=workers)
+    got = {int(bytes(c.numpy())): bytes(t.numpy()) for b in loader for t, c in zip(*b, strict=True)}
+    assert got == {i: b"x" * i if i % 3 else b"" for i in range(30)}
+    empty = ShardedDataset(url).select(lambda s: s["txt"] == b"").to_tuple("txt")
+    lengths = [len(t) for (b,) in RingLoader(empty, 4, num_workers=workers) for t in b]
+    assert lengths == [0] * 10
+    keys = [
+        k
+        for (b,) in RingLoader(ShardedDataset(url).to_tuple("__key__"), 8, num_workers=workers)
+        for k in b
+    ]
+    assert sorted(keys) == [f"s{i:03d}" for i in range(30)]
+
+
 def test_byte_strings_are_copied_as_each_sample_arrives() -> None:
     """A dataset that refills one buffer per sample still gets every sample's bytes; a
     single byte-string field is packed back to back, so a batch's payload is one span."""

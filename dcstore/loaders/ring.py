@@ -336,7 +336,8 @@ class SlotWriter:
         view = self._view
         if end > len(view):
             view = self._grow(max(end, end // (self._count + 1) * self.batch_size))
-        view[start:end] = data
+        if end > start:  # an empty field: nothing to write (the slot may have no buffer yet)
+            view[start:end] = data
         self._used = end
         placed = self._placed.get(path)
         if placed is None:
@@ -353,8 +354,8 @@ class SlotWriter:
             placed = {path: p.leaf() for path, p in self._placed.items()}
             planner = _Planner(placed, self._used)
             tree = planner.plan(samples)
-            if planner.size > len(self._view):
-                self._grow(planner.size)
+            if planner.size > len(self._view) or self.buffers[slot] is None:
+                self._grow(max(planner.size, 1))  # a batch of no bytes still gets a slot
             buffer = self.buffers[slot]
             assert buffer is not None
             for job in planner.jobs:
