@@ -201,3 +201,19 @@ def test_a_large_manifest_decodes_a_row_group_on_first_use(monkeypatch: pytest.M
     reads.clear()  # the shard-level columns were read, by row group
     _same(manifest.shards[7], eager.shards[7])
     assert reads == [3]  # shard 7's samples: its row group only
+
+
+def test_a_flipped_bit_in_a_manifest_page_names_the_manifest() -> None:
+    """Pages carry CRC-32 checksums: a flip in the offsets or checksums columns of a
+    plaintext manifest was blamed on a healthy shard's sample (or went unseen)."""
+    for column in ("offsets", "checksums"):
+        store, _ = _dataset(f"lazy-flip-{column}")
+        data = bytearray(store.get(MANIFEST_KEY))
+        parquet = pq.ParquetFile(pa.BufferReader(bytes(data)))
+        chunk = parquet.metadata.row_group(1).column(parquet.schema_arrow.names.index(column))
+        data[chunk.data_page_offset + chunk.total_compressed_size - 3] ^= 0x10
+        store.put(MANIFEST_KEY, bytes(data))
+        with pytest.raises(IntegrityError, match=r"manifest\.parquet: not a readable dcstore"):
+            manifest = load_manifest(store)
+            for shard in range(len(manifest.shards)):
+                manifest.shards[shard]

@@ -84,7 +84,7 @@ def read_parquet_in_this_thread(source: Any) -> pa.Table:
     starts none (tests/test_manifest_exit.py). Manifests are read the same way, by
     column and row group.
     """
-    return pq.ParquetFile(source).read(use_threads=False)
+    return pq.ParquetFile(source, page_checksum_verification=True).read(use_threads=False)
 
 
 class Source(Protocol):
@@ -153,7 +153,9 @@ def row_groups(counts: np.ndarray, samples: int = ROW_GROUP_SAMPLES) -> list[tup
 def write_manifest(sink: Any, groups: Iterable[pa.Table], metadata: dict[bytes, bytes]) -> None:
     """Write ``groups`` (tables of ``SCHEMA``) as one row group each, with ``metadata``."""
     schema = SCHEMA.with_metadata(metadata)
-    with pq.ParquetWriter(sink, schema, compression="zstd", write_statistics=False) as writer:
+    with pq.ParquetWriter(
+        sink, schema, compression="zstd", write_statistics=False, write_page_checksum=True
+    ) as writer:
         for table in groups:
             writer.write_table(table.replace_schema_metadata(metadata), row_group_size=1 << 62)
 
@@ -290,7 +292,9 @@ class ShardIndex(Sequence[ShardInfo]):
                 opened = self.source.open()  # store errors (missing, encrypted) pass as they are
                 self._ranges = opened if isinstance(opened, RangeFile) else None
                 try:
-                    parquet = pq.ParquetFile(opened, pre_buffer=False)  # it starts an I/O thread
+                    parquet = pq.ParquetFile(  # pre_buffer starts an I/O thread
+                        opened, pre_buffer=False, page_checksum_verification=True
+                    )
                 except (pa.ArrowException, OSError, ValueError) as exc:  # ValueError: bad UTF-8
                     raise IntegrityError(
                         f"{self.where}: not a readable dcstore manifest ({exc})"

@@ -166,7 +166,9 @@ class TokenManifest:
     def to_parquet(self) -> bytes:
         table = self.documents.replace_schema_metadata(self.file_metadata())
         sink = io.BytesIO()
-        pq.write_table(table, sink, compression="zstd", row_group_size=1 << 20)
+        pq.write_table(
+            table, sink, compression="zstd", row_group_size=1 << 20, write_page_checksum=True
+        )
         return sink.getvalue()
 
     @classmethod
@@ -228,7 +230,7 @@ def _from_meta(
 def _read_parquet(f: Any, where: str) -> tuple[dict[bytes, bytes], pa.Table]:
     """The file's metadata and its document table (not yet checked)."""
     try:
-        parquet = pq.ParquetFile(f)
+        parquet = pq.ParquetFile(f, page_checksum_verification=True)
         meta = dict(parquet.schema_arrow.metadata or {})
         table = parquet.read(use_threads=False)  # no Arrow thread: see read_parquet_in_this_thread
     except DcstoreError:
