@@ -513,3 +513,10 @@ def test_a_stage_that_cannot_be_pickled_is_named(dataset_url) -> None:
     with pytest.raises(pickle.PicklingError, match=r"stage 2 of 2 of this ShardedDataset .*lambda"):
         pickle.dumps(ds)
     assert pickle.loads(pickle.dumps(ShardedDataset(dataset_url).map(index_of))).stages
+
+
+def test_skipping_with_several_ranks_warns_that_steps_may_differ(dataset_url, caplog) -> None:
+    ShardedDataset(dataset_url, on_error="skip")
+    assert "fewer steps" not in caplog.text
+    ShardedDataset(dataset_url, on_error="skip", rank=1, world_size=2)
+    assert "on_error='skip' with 2 ranks: a rank that skips takes fewer steps" in caplog.text

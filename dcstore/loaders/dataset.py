@@ -35,6 +35,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 from collections.abc import Callable, Iterator
@@ -63,6 +64,8 @@ from dcstore.loaders.resumable import PlannedPasses, Progress, current_worker
 from dcstore.loaders.versions import open_dataset, pin_version
 from dcstore.store import CacheSpec, KeySpec
 from dcstore.units import whole_number
+
+log = logging.getLogger(__name__)
 
 
 def auto_prefetch_threads(store: Backend) -> int:
@@ -95,7 +98,8 @@ class ShardedDataset(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
     ``.shuffle(N)`` but deterministic and resumable (memory: up to ``N``
     samples, copied out of their fetch windows). ``on_error="skip"`` skips
     unreadable shards (see :class:`SkipPolicy`) and samples that fail their
-    checksum; the default raises naming the shard (and sample). Samples are
+    checksum (so with several ranks, a rank that skips takes fewer steps than the
+    others: a warning says so); the default raises naming the shard (and sample). Samples are
     webdataset dicts of ``bytes``. Every sample once per epoch across ranks and workers;
     when ``world_size`` does not divide the sample count, the first ones of the epoch's
     order are read again to even the ranks out, or with ``drop_last=True`` the last ones
@@ -170,6 +174,13 @@ class ShardedDataset(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
         self.sample_options = SampleOptions(zero_copy=zero_copy, verify=verify_checksums)
         self.stages: list[stages.Stage] = []
         self._skip = SkipPolicy() if on_error == "skip" else None
+        if self._skip is not None and self.rank_world[1] > 1:
+            log.warning(
+                "on_error='skip' with %d ranks: a rank that skips takes fewer steps than the "
+                "others, so collectives (DDP's all-reduce) stop matching; end each epoch "
+                "at the step count all ranks reach (all_reduce of a 'more data' flag)",
+                self.rank_world[1],
+            )
 
     # -- stages (webdataset style, see :mod:`~dcstore.loaders.stages`) ---------------------
 
@@ -250,8 +261,6 @@ class ShardedDataset(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
             return super().__len__()
         if len(sizes) > 1:
             raise TypeError("len() of a pipeline batched twice is not known")
-        from torch.utils.data import get_worker_info
-
         if get_worker_info() is None:
             raise TypeError(
                 "len() of a batched ShardedDataset depends on how many DataLoader workers "
