@@ -69,7 +69,8 @@ def _prepare(block: Block, workdir: Path) -> str:
 
 
 def _run_python(block: Block, code: str, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    namespace = _namespaces.setdefault(block.file, {"__name__": "__docs__"})
+    # Run as a script is (a block guarding its main code with `if __name__ == "__main__"`).
+    namespace = _namespaces.setdefault(block.file, {"__name__": "__main__"})
     monkeypatch.chdir(workdir)
     monkeypatch.syspath_prepend(str(workdir))
     for name in ("PATH", "PYTHONPATH"):  # commands a block starts (webdataset's pipe:)
