@@ -17,6 +17,7 @@ class SleepWorkload:
     """Each op sleeps ``seconds`` and moves ``nbytes``; op ``fail_at`` (per worker) raises."""
 
     seconds: float = 0.0
+    first_seconds: float | None = None  # each worker's first op (e.g. a cold start)
     nbytes: int = 100
     fail_every: int = 0
     fail_with: str = "unavailable"
@@ -29,8 +30,9 @@ class SleepWorkload:
         def op():
             nonlocal count
             count += 1
-            if self.seconds:
-                time.sleep(self.seconds)
+            pause = self.first_seconds if count == 1 and self.first_seconds else self.seconds
+            if pause:
+                time.sleep(pause)
             if (self.fail_every and count % self.fail_every == 0) or count == self.fail_after:
                 if self.fail_with == "full":
                     raise StorageFullError("no space left on device")
@@ -84,6 +86,15 @@ def test_an_operation_slower_than_the_window_is_measured_not_zero() -> None:
     assert m.ops >= 2  # at least one per worker
     assert m.histogram.summary_us()["p50"] >= 390_000
     assert m.elapsed_s >= 0.3
+
+
+def test_a_warm_up_operation_overrunning_the_warm_up_is_not_measured_time() -> None:
+    """A 1 s first (warm-up) op, then 10 ms ops, 0.5 s measured: ~100 ops/s, not the
+    0.55 ops/s of one op over a window that began while the warm-up op still ran."""
+    m = run(SleepWorkload(seconds=0.01, first_seconds=1.0), LoadSpec(duration=0.5, warmup=0.1))
+    assert m.warmup_ops == 1 and m.ops >= 1
+    assert m.elapsed_s < 0.2 + m.ops * 0.05
+    assert m.ops / m.elapsed_s > 30
 
 
 def test_closed_loop_latency_is_the_service_time() -> None:

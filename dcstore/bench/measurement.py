@@ -27,6 +27,10 @@ class Measurement:
     window_start_ns: int = 0
     window_end_ns: int = 0
     """End of the measured window: the last measured completion (or the planned end)."""
+    first_start_ns: int = 0
+    """Closed loop: when the first measured operation of any worker started (0: none).
+    Before it every worker was still finishing a warm-up operation, so the window starts
+    there, not at the warm-up's end: an overrunning warm-up is not measured time."""
     histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
     timeline_ops: list[int] = field(default_factory=list)
     timeline_bytes: list[int] = field(default_factory=list)
@@ -37,7 +41,8 @@ class Measurement:
 
     @property
     def elapsed_s(self) -> float:
-        return max(0, self.window_end_ns - self.window_start_ns) / 1e9
+        start = max(self.window_start_ns, self.first_start_ns)
+        return max(0, self.window_end_ns - start) / 1e9
 
     def add_error(self, exc: BaseException) -> None:
         self.errors += 1
@@ -66,6 +71,8 @@ class Measurement:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.window_start_ns = self.window_start_ns or other.window_start_ns
         self.window_end_ns = max(self.window_end_ns, other.window_end_ns)
+        starts = [t for t in (self.first_start_ns, other.first_start_ns) if t]
+        self.first_start_ns = min(starts, default=0)
         self.histogram.merge(other.histogram)
         for mine, theirs in (
             (self.timeline_ops, other.timeline_ops),

@@ -8,7 +8,9 @@
   (no coordinated omission). A worker that falls behind starts late operations
   at once instead of skipping them.
 * Warm-up: operations that start (or are scheduled) before ``t0 + warmup``
-  are run but not recorded.
+  are run but not recorded. In a closed loop the measured window starts when the
+  first measured operation does (a warm-up operation still running past the
+  warm-up is not measured time).
 * End: after ``duration`` seconds of measurement, or after ``ops`` measured
   operations in total. In a closed loop each worker measures at least one
   operation, so one operation slower than the whole window (a stalled fsync)
@@ -209,6 +211,8 @@ class _ProcessRun:
                     break
                 continue
             if measured:
+                if not (spec.rate or m.first_start_ns):
+                    m.first_start_ns = start
                 m.record(end - start, nbytes, end - self.measure_ns, interval_ns)
                 m.window_end_ns = max(m.window_end_ns, end)
                 progress[base] = m.ops
