@@ -154,6 +154,15 @@ def test_show_and_diff_rerender_saved_results(tmp_path: Path, capsys) -> None:
     assert bench("diff", str(a), str(b)) == 0
     diffed = capsys.readouterr().out
     assert "B vs A" in diffed and "get 4KiB x1" in diffed
+    assert "different times" in diffed
+    assert bench("diff", str(a), str(a)) == 0
+    assert "different times" not in capsys.readouterr().out
+    other = tmp_path / "other.json"
+    assert bench("backend", "memory://sd", "--op", "put", "--size", "1KiB", *QUICK,
+                 "--json", str(other)) == 0  # fmt: skip
+    capsys.readouterr()
+    assert bench("diff", str(a), str(other)) == 3  # nothing compared: the not-found code
+    assert "no case appears in both results" in capsys.readouterr().err
 
 
 def test_bad_url_is_a_clear_error_and_still_writes_a_result(tmp_path: Path, capsys) -> None:

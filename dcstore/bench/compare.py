@@ -16,6 +16,7 @@ from rich.table import Table
 
 from dcstore.bench.results import BenchResult, CaseResult
 from dcstore.bench.units import format_latency_us, format_rate
+from dcstore.errors import NotFoundError
 
 _MACHINE_KEYS = ("cpu_model", "usable_cores", "memory_bytes", "kernel", "python")
 
@@ -71,17 +72,19 @@ def _median_latency(cases: list[CaseResult], key: str) -> float | None:
 
 
 def diff(a: BenchResult, b: BenchResult) -> tuple[Table, list[str]]:
-    """A table of B against A for the cases both have, plus warnings about the comparison."""
+    """A table of B against A for the cases both have, plus warnings about the comparison;
+    no case in both is a :class:`NotFoundError` (nothing was compared)."""
     warnings = []
     for field in _MACHINE_KEYS:
         if a.machine.get(field) != b.machine.get(field):
             warnings.append(
                 f"machines differ in {field}: {a.machine.get(field)!r} vs {b.machine.get(field)!r}"
             )
-    warnings.append(
-        "A and B were measured at different times: prefer `dcstore bench compare`, "
-        "which interleaves targets in one run"
-    )
+    if a.started_at != b.started_at:
+        warnings.append(
+            "A and B were measured at different times: prefer `dcstore bench compare`, "
+            "which interleaves targets in one run"
+        )
     single = len({c.target for c in a.cases}) == 1 and len({c.target for c in b.cases}) == 1
 
     def key(case: CaseResult) -> tuple[str, str, int]:
@@ -111,7 +114,11 @@ def diff(a: BenchResult, b: BenchResult) -> tuple[Table, list[str]]:
             _ratio(b99, a99),
         )
     if not matched:
-        warnings.append("no case appears in both results")
+        names = [sorted({c.name for c in r.cases})[:3] for r in (a, b)]
+        raise NotFoundError(
+            f"no case appears in both results: nothing to compare (A has {names[0]}, "
+            f"B has {names[1]})"
+        )
     return table, warnings
 
 
