@@ -85,6 +85,17 @@ def test_cache_rejects_unknown_paths() -> None:
     assert bench("cache", "memory://c", "--path", "sideways", *QUICK) == EXIT_CONFIG
 
 
+def test_cache_against_a_tier_that_is_down_fails_instead_of_measuring_the_origin(
+    tmp_path: Path, capsys
+) -> None:
+    """Its 'hit' rows read the origin at 646 MB/s and the run exited 0."""
+    out = tmp_path / "down.json"
+    dead = "redis://127.0.0.1:1/0?connect_timeout=0.2"
+    assert bench("cache", "memory://c", "--cache", dead, *QUICK, "--json", str(out)) == 5
+    assert "nothing was measured" in capsys.readouterr().out
+    assert BenchResult.from_dict(json.loads(out.read_text())).status == "failed"
+
+
 def test_loader_synthetic_dataset_figures(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     out = tmp_path / "loader.json"
