@@ -83,8 +83,8 @@ class FileKeySource(KeySource):
             fd = os.open(self.path, flags)
         except FileNotFoundError:
             raise ConfigError(
-                f"key file {self.path} does not exist (make one with: dcstore keys new "
-                f"--keys {self.path})"
+                f"key file {self.path} does not exist (data already encrypted needs the key "
+                f"file it was written with; to start one: dcstore keys new --keys {self.path})"
             ) from None
         except OSError as exc:
             if exc.errno == errno.ELOOP:

@@ -52,9 +52,12 @@ class DataWaitMeter:
     """Per-step data-wait and step times (seconds) of one pass over a loader."""
 
     warmup: int = 1
-    waits: list[float] = field(default_factory=list)
-    steps: list[float] = field(default_factory=list)
+    waits: list[float] = field(default_factory=list, repr=False)
+    steps: list[float] = field(default_factory=list, repr=False)
     first_batch: float | None = None
+
+    def __repr__(self) -> str:
+        return f"DataWaitMeter({self.format()})" if self.waits else "DataWaitMeter(no steps yet)"
 
     def wrap(self, batches: Iterable[Any]) -> Iterator[Any]:
         """Yield from ``batches``, recording how long each ``next()`` blocked."""

@@ -227,7 +227,9 @@ class PlannedPasses(abc.ABC):
     # -- resumption -----------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Where this worker (or the main-process pass) is in the epoch."""
+        """Where this worker (or the main-process pass) is in the epoch. Only passes of
+        this process count: a dataset iterated by ``DataLoader`` workers (their copies)
+        is still at its start here; take the loader's state instead."""
         active = self._passes.active
         if active is None:
             from torch.utils.data import get_worker_info
