@@ -309,6 +309,17 @@ def test_stats_are_shared_and_cli_shows_and_clears(tier_url: str, tmp_path: Path
     assert all_values(tier) == {} and tier.read_stats()["hits"] == 0
 
 
+def test_a_database_the_server_lacks_is_a_config_error_not_an_outage(tmp_path: Path) -> None:
+    """redis://host/99 was taken for an outage: every read went to the origin, exit 0."""
+    from dcstore.errors import ConfigError
+
+    url = shared_redis_url().split("?")[0].rsplit("/", 1)[0] + "/99"
+    store = open_store(str(tmp_path / "origin"), cache=url)
+    store.put("x", b"1")
+    with pytest.raises(ConfigError, match="the server has no database 99"):
+        store.get("x")
+
+
 def test_cli_reports_an_unreachable_tier() -> None:
     out = dcstore_cli("cache", "stats", "redis://127.0.0.1:1/0?connect_timeout=0.2")
     assert out.returncode == 5 and "127.0.0.1:1" in out.stderr

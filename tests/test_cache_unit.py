@@ -484,3 +484,16 @@ def test_a_cache_is_never_put_above_the_encryption() -> None:
     below = EncryptedBackend(CachedBackend(origin, tier), StaticKeySource(Keyring.generate("k")))
     below.put("x", b"MARKER" * 100)
     assert below.get("x") == b"MARKER" * 100
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("lru://?max_bytes=0", "max_bytes must be at least 1"),
+        ("memcached://127.0.0.1:11211?item_size_max=0", "item_size_max must be at least 1KiB"),
+        ("memcached://127.0.0.1:notaport", "malformed URL memcached://127.0.0.1:notaport"),
+    ],
+)
+def test_tier_settings_that_cannot_work_are_named(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        open_cache_tier(url)

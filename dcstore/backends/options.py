@@ -74,7 +74,7 @@ def _check_port(host: str, where: str) -> None:
     own ValueError for it, or wrap it around (Cassandra's 99999 connected to 34463)."""
     _, colon, port = host.rpartition("]")[2].rpartition(":")
     if colon and port and not (port.isdigit() and 1 <= int(port) <= 65535):
-        raise ConfigError(f"malformed storage URL {where}: port {port!r} is not 1..65535")
+        raise ConfigError(f"malformed URL {where}: port {port!r} is not 1..65535")
 
 
 class Options:

@@ -32,8 +32,11 @@ class LruTier(CacheTier):
         policy: CachePolicy | None = None,
         namespace: str = "dcstore",
     ):
-        if max_bytes < 0:
-            raise ConfigError("max_bytes must be >= 0")
+        if max_bytes < 1:
+            raise ConfigError(
+                f"max_bytes must be at least 1 (got {max_bytes}: a cache that holds nothing; "
+                "to read without a cache, give none)"
+            )
         self.max_bytes = max_bytes
         self.policy = policy or CachePolicy()
         self.namespace = namespace

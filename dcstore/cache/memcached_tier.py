@@ -93,6 +93,7 @@ class MemcachedTier(NetworkTier):
             raise ConfigError("a memcached cache URL needs at least one host")
         if min(socket_timeout, connect_timeout, dead_timeout) <= 0:
             raise ConfigError("memcached timeouts must be positive")
+        _check_item_size(item_size_max)
         self.hosts = [(h, int(p)) for h, p in hosts]
         self.namespace = check_namespace(namespace)
         self.socket_timeout, self.connect_timeout = socket_timeout, connect_timeout
@@ -113,7 +114,7 @@ class MemcachedTier(NetworkTier):
             raise ConfigError(f"not a memcached URL scheme: {url.scheme!r}")
         if url.username or url.password or url.path.strip("/"):
             raise ConfigError("a memcached URL takes hosts and options only (no user, no path)")
-        item_size_max = options.size("item_size_max", DEFAULT_ITEM_SIZE_MAX)
+        item_size_max = _check_item_size(options.size("item_size_max", DEFAULT_ITEM_SIZE_MAX))
         chunk_given = "chunk_bytes" in url.query
         policy = CachePolicy.from_options(options)
         if not chunk_given:
@@ -287,3 +288,12 @@ class MemcachedTier(NetworkTier):
             client = self._memcached()  # the counters by name too: the newest items of all
             count += sum(bool(client.delete(self._stat_key(n), noreply=False)) for n in STAT_FIELDS)
         return count
+
+
+def _check_item_size(item_size_max: int) -> int:
+    if item_size_max < 1024:
+        raise ConfigError(
+            f"memcached item_size_max must be at least 1KiB (memcached's -I minimum), "
+            f"got {item_size_max}"
+        )
+    return item_size_max

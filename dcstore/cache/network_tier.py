@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from dcstore.cache.buffers import ReceiveBuffers
 from dcstore.cache.tier import CacheTier, CacheUnavailableError
+from dcstore.errors import ConfigError
 
 
 class NetworkTier(CacheTier):
@@ -46,6 +47,11 @@ class NetworkTier(CacheTier):
                     self._client = self._connect()
                 client = self._client
         return client
+
+    def _misconfigured(self, exc: BaseException) -> str | None:
+        """What is wrong with the tier's settings if ``exc`` says so (not an outage:
+        reading on from the origin would hide it), else None."""
+        return None
 
     def _on_fault(self) -> None:
         """Called when an operation failed, before the error is raised."""
@@ -90,6 +96,9 @@ class _FaultMap:
     ) -> Literal[False]:
         if exc is None or not isinstance(exc, self.tier.FAULTS):
             return False
+        problem = self.tier._misconfigured(exc)
+        if problem is not None:
+            raise ConfigError(f"cache tier {self.tier.url}: {problem}") from exc
         self.tier._on_fault()
         detail = str(exc).splitlines()[0] if str(exc) else ""
         raise CacheUnavailableError(

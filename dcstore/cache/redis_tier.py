@@ -210,6 +210,11 @@ class RedisTier(NetworkTier):
     def _redis(self) -> Any:
         return self._connection()
 
+    def _misconfigured(self, exc: BaseException) -> str | None:
+        if isinstance(exc, redis.ResponseError) and "DB index is out of range" in str(exc):
+            return f"the server has no database {self.db} (its 'databases' setting)"
+        return None
+
     def _on_fault(self) -> None:
         self._client = None  # reconnect (and re-discover a cluster) next time
 
