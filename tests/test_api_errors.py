@@ -37,6 +37,19 @@ def test_bad_url_is_a_config_error_naming_it(url: str, named: str) -> None:
     assert len(message.splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    "url,message",
+    [
+        ("mongodb://127.0.0.1:1/db?bucket=", "bucket= is empty"),  # was GridFS's fs, silently
+        ("hdfs://127.0.0.1:1/x?timeout=-5", "timeout must be > 0, got -5"),
+        ("hdfs://127.0.0.1:1/x?failover_attempts=0", "failover_attempts must be >= 1, got 0"),
+    ],
+)
+def test_a_bad_option_value_is_named(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        open_store(url)
+
+
 def test_missing_local_store_is_not_found(tmp_path) -> None:
     store = open_store(str(tmp_path / "absent"))
     with pytest.raises(NotFoundError, match=f"file://{tmp_path}/absent: .*no such store"):

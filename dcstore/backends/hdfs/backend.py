@@ -90,11 +90,15 @@ class HdfsBackend(Backend):
                 f"{parsed.safe(query={})}: pass options as keywords here, or open the URL "
                 "with its query through open_backend/open_store"
             )
-        if replication < 0 or block_size < 0 or failover_attempts < 1 or timeout <= 0:
-            raise ConfigError(
-                f"{parsed.safe()}: replication/block_size must be >= 0, "
-                "failover_attempts >= 1 and timeout > 0"
-            )
+        for name, value, least in (
+            ("replication", replication, 0),
+            ("block_size", block_size, 0),
+            ("failover_attempts", failover_attempts, 1),
+        ):
+            if value < least:
+                raise ConfigError(f"{parsed.safe()}: {name} must be >= {least}, got {value}")
+        if timeout <= 0:
+            raise ConfigError(f"{parsed.safe()}: timeout must be > 0, got {timeout}")
         self._parsed = parsed
         self._root = parsed.path.rstrip("/")
         self._conf_dir = conf_dir

@@ -167,7 +167,7 @@ class MongoBackend(Backend):
         return cls(
             url.hosts,
             url.path.strip("/") or "dcstore",
-            options.text("bucket", "fs") or "fs",
+            _bucket(options),
             chunk_size=options.size("chunk_size", DEFAULT_CHUNK_SIZE),
             username=url.username,
             password=url.password,
@@ -611,3 +611,11 @@ def _meta(key: str, doc: Mapping[str, Any]) -> ObjectMeta:
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+def _bucket(options: Options) -> str:
+    """The ``bucket`` option: default ``fs`` (GridFS's), never empty."""
+    bucket = options.text("bucket", "fs")
+    if not bucket:
+        raise ConfigError("bucket= is empty: name a GridFS bucket, or leave the option out (fs)")
+    return bucket
