@@ -151,10 +151,12 @@ def test_show_and_diff_rerender_saved_results(tmp_path: Path, capsys) -> None:
     shown = capsys.readouterr().out
     assert "get" in shown and "4KiB" in shown
     assert (tmp_path / "a.png").exists()
+    assert bench("show", str(a), "--plot", str(tmp_path / "no" / "a.png")) == 1
+    failed = capsys.readouterr()
+    assert (failed.out + failed.err).count("cannot write") == 1  # said once, not twice
     assert bench("diff", str(a), str(b)) == 0
     diffed = capsys.readouterr().out
     assert "B vs A" in diffed and "get 4KiB x1" in diffed
-    assert "different times" in diffed
     assert bench("diff", str(a), str(a)) == 0
     assert "different times" not in capsys.readouterr().out
     other = tmp_path / "other.json"
@@ -163,6 +165,15 @@ def test_show_and_diff_rerender_saved_results(tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     assert bench("diff", str(a), str(other)) == 3  # nothing compared: the not-found code
     assert "no case appears in both results" in capsys.readouterr().err
+
+
+def test_a_range_larger_than_the_objects_is_said(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "r.json"
+    assert bench("backend", "memory://rr", "--op", "get_range", "--size", "4KiB",
+                 "--range-size", "1MiB", *QUICK, "--json", str(out)) == 0  # fmt: skip
+    warned = "range size 1MiB is larger than the 4KiB objects: their get_range reads whole"
+    assert warned in capsys.readouterr().out
+    assert any(warned in w for w in json.loads(out.read_text())["warnings"])
 
 
 def test_bad_url_is_a_clear_error_and_still_writes_a_result(tmp_path: Path, capsys) -> None:

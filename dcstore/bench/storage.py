@@ -140,6 +140,13 @@ class StorageBench:
         )
         self.reporter = self.session.reporter
         self.result = self.session.result
+        larger = [s for s in config.sizes if s < config.range_size]
+        if "get_range" in config.ops and larger:
+            self.result.warnings.append(
+                f"range size {format_size(config.range_size)} is larger than the "
+                f"{', '.join(format_size(s) for s in larger)} objects: their get_range reads "
+                "whole objects"
+            )
         if max(config.processes) > 1 and "put" in config.ops:
             for stack in stacks:
                 if stack.process_local:

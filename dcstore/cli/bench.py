@@ -194,14 +194,15 @@ def finish(result: Any, error: BaseException | None, args: argparse.Namespace) -
             console.print(f"[dim]wrote {path}[/dim]")
         except (OSError, ValueError, DcstoreError) as exc:
             write_errors.append(f"cannot write {path}: {exc}")
-    for text in write_errors:
+    # the last one is raised (and printed once) unless the run's own error is
+    for text in write_errors if error is not None else write_errors[:-1]:
         console.print(f"[red]error[/red]: {text}", highlight=False)
     if error is not None:
         if isinstance(error, DcstoreError | OSError | KeyboardInterrupt):
             raise error
         raise DcstoreError(f"benchmark failed: {type(error).__name__}: {error}") from error
     if write_errors:
-        raise DcstoreError(write_errors[0])
+        raise DcstoreError(write_errors[-1])
     return 0
 
 
