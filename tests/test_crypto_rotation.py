@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
 import uuid
 
@@ -11,7 +13,7 @@ from dcstore.backends.memory import MemoryBackend
 from dcstore.crypto import EncryptedBackend, Keyring, parse_header
 from dcstore.crypto.rotation import check_retirable, key_usage, rewrap, rotate
 from dcstore.crypto.verify import verify
-from dcstore.errors import ConfigError, IntegrityError, KeyAccessError
+from dcstore.errors import ConfigError, IntegrityError, KeyAccessError, StorageFullError
 from dcstore.testing.instrumented import InstrumentedBackend
 
 SEG = 4096
@@ -92,6 +94,45 @@ def test_rotation_reports_failures_and_continues() -> None:
     assert results["a"].status == results["c"].status == "rewrapped"
     assert results["b-plain"].status == "failed" and "encrypted object" in results["b-plain"].error
     assert results["d-other"].status == "failed" and "'other'" in results["d-other"].error
+
+
+class FillsUp(MemoryBackend):
+    """A store that is full after ``room`` more puts."""
+
+    room = 1
+
+    def put(self, key: str, data):  # type: ignore[no-untyped-def]
+        if self.room <= 0:
+            raise StorageFullError(f"{self.url}: put {key!r}: no space left on device")
+        self.room -= 1
+        return super().put(key, data)
+
+
+def test_a_full_store_stops_rotation_and_keeps_what_was_rewrapped(monkeypatch) -> None:
+    """A full disk failed every later object one by one and exited 1, not 7."""
+    inner = FillsUp(f"rot-{uuid.uuid4().hex[:8]}")
+    enc = EncryptedBackend(MemoryBackend(inner.name), Keyring.generate("k1"), segment_size=SEG)
+    for key in ("a", "b", "c"):
+        enc.put(key, key.encode() * 100)
+    rotated = EncryptedBackend(inner, enc.keyring.with_new_key("k2"), segment_size=SEG)
+    done = []
+    with pytest.raises(StorageFullError):
+        done.extend(rotate(rotated))
+    assert [r.status for r in done] == ["rewrapped"]
+    assert all(rotated.get(k) == k.encode() * 100 for k in ("a", "b", "c"))
+
+    import dcstore.cli.keys as keys_cli
+    import dcstore.loaders.versions as versions
+
+    repinned = []
+    monkeypatch.setattr(keys_cli, "rotate", lambda store, prefix: rotate(rotated, prefix))
+    monkeypatch.setattr(versions, "repin", lambda store, new: repinned.append(new) or 0)
+    monkeypatch.setattr(keys_cli, "_encrypted_store", lambda *a: contextlib.nullcontext(rotated))
+    inner.room = 1
+    args = argparse.Namespace(store="x", prefix="", verbose=False)
+    with pytest.raises(StorageFullError):
+        keys_cli.cmd_rotate(args)
+    assert len(repinned) == 1 and len(repinned[0]) == 1  # the one rewrapped before it stopped
 
 
 def test_verify_reports_every_failure() -> None:

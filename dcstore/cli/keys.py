@@ -191,18 +191,20 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     counts = {"rewrapped": 0, "current": 0, "failed": 0}
     new_versions: dict[str, str] = {}
     with _encrypted_store(args.store, args) as store:
-        for result in rotate(store, args.prefix):
-            counts[result.status] += 1
-            if result.status == "failed":
-                print(f"FAILED {result.key}: {result.error}", file=sys.stderr)
-            elif result.status == "rewrapped":
-                new_versions[result.key] = result.version or ""
-                if args.verbose:
-                    print(f"rewrapped {result.key}: {result.old_key_id} -> {result.new_key_id}")
-        primary = store.keyring.primary
         from dcstore.loaders.versions import repin  # the loader, only when asked
 
-        manifests = repin(store, new_versions) if new_versions else 0
+        try:
+            for result in rotate(store, args.prefix):
+                counts[result.status] += 1
+                if result.status == "failed":
+                    print(f"FAILED {result.key}: {result.error}", file=sys.stderr)
+                elif result.status == "rewrapped":
+                    new_versions[result.key] = result.version or ""
+                    if args.verbose:
+                        print(f"rewrapped {result.key}: {result.old_key_id} -> {result.new_key_id}")
+        finally:  # even when stopped: manifests must pin the versions rewrapped so far
+            manifests = repin(store, new_versions) if new_versions else 0
+        primary = store.keyring.primary
     summary = ", ".join(f"{n} {k}" for k, n in counts.items())
     print(f"rotation to {primary}: {summary}")
     if manifests:

@@ -31,7 +31,7 @@ from dcstore.crypto.backend import EncryptedBackend
 from dcstore.crypto.format import parse_header
 from dcstore.crypto.keyring import Keyring
 from dcstore.crypto.sources import FileKeySource
-from dcstore.errors import ConfigError, DcstoreError, NotFoundError
+from dcstore.errors import ConfigError, DcstoreError, NotFoundError, StorageFullError
 
 
 @dataclass(frozen=True)
@@ -85,13 +85,17 @@ def rewrap(store: EncryptedBackend, key: str) -> RewrapResult:
 
 
 def rotate(store: EncryptedBackend, prefix: str = "") -> Iterator[RewrapResult]:
-    """Rewrap every object under ``prefix`` not yet under the primary; yields one result each."""
+    """Rewrap every object under ``prefix`` not yet under the primary; yields one result
+    each. A full store stops it (:class:`StorageFullError`: every later write would fail
+    too); what was rewrapped until then stays rewrapped."""
     validate_prefix(prefix)
     for meta in store.inner.list_objects(prefix):
         try:
             yield rewrap(store, meta.key)
         except NotFoundError:
             continue  # deleted meanwhile
+        except StorageFullError:
+            raise
         except DcstoreError as exc:
             yield RewrapResult(meta.key, "failed", error=str(exc))
 
