@@ -398,7 +398,7 @@ class _BlockOrder:
                 if skip is None:
                     raise IntegrityError(sample.message)
                 skip.skipped_samples += 1
-                log.warning("skipping %s", sample.message)
+                log.warning("skipping one sample: %s", sample.message)
                 sample = None
             self.done += 1
             self.progress.pos += 1
