@@ -73,7 +73,7 @@ class LocalBackend(Backend):
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True):
         self.root = Path(os.path.abspath(os.fspath(root)))
         self.fsync = fsync
-        self._real_root = os.path.realpath(self.root)
+        self._root_str = str(self.root)
 
     @classmethod
     def from_url(cls, url: ParsedUrl, options: Options) -> LocalBackend:
@@ -99,14 +99,19 @@ class LocalBackend(Backend):
         return self.root.joinpath(*parts)
 
     def _check_no_link(self, dir_parts: list[str], key: str) -> None:
-        if not dir_parts:
-            return
-        lexical = os.path.join(self._real_root, *dir_parts)
-        if os.path.realpath(lexical) != lexical:
-            raise InvalidKeyError(
-                f"{self.url}: {key!r} passes through a symbolic link below the store's root "
-                "(links are not followed)"
-            )
+        """One ``lstat`` per directory below the root (the root itself may be a link)."""
+        path = self._root_str
+        for part in dir_parts:
+            path = f"{path}/{part}"
+            try:
+                mode = os.lstat(path).st_mode
+            except OSError:
+                return  # missing (or not a directory): the call itself says so
+            if stat.S_ISLNK(mode):
+                raise InvalidKeyError(
+                    f"{self.url}: {key!r} passes through a symbolic link below the store's "
+                    "root (links are not followed)"
+                )
 
     def _error(self, exc: OSError, key: str, action: str) -> DcstoreError:
         where = f"{self.url}: cannot {action} {key!r}"
