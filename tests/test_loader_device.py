@@ -161,6 +161,42 @@ def test_a_resumed_device_loader_loses_no_batch_received_ahead(tmp_path, kind, d
     assert sorted(seen) == list(range(600))
 
 
+def test_a_state_taken_after_a_whole_pass_resumes_where_the_loader_would(tmp_path) -> None:
+    """It kept the state after the last batch, not the epoch's end: resumed, an empty
+    epoch (a loop checkpointing at each epoch's end lost the next one)."""
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    url = f"file://{tmp_path}"
+    with ShardWriter(url) as writer:
+        for i in range(60):
+            writer.write({"__key__": f"s{i:03d}", "cls": i})
+
+    def feed() -> DeviceLoader:
+        inner = StatefulDataLoader(ShardedDataset(url).map(index_of), batch_size=8, num_workers=2)
+        return DeviceLoader(inner, "cpu")
+
+    first = feed()
+    assert sum(len(b) for b in first) == 60
+    resumed = feed()
+    resumed.load_state_dict(first.state_dict())
+    assert sum(len(b) for b in resumed) == 60  # the next epoch, as the loader's own state gives
+
+
+class Plain(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        return iter([(b"x" * (i + 1), i) for i in range(20)])
+
+
+def test_a_ring_loader_over_a_dataset_that_cannot_resume_still_feeds() -> None:
+    """Taking states made every pass of such a RingLoader fail at once."""
+    from dcstore.errors import ConfigError
+
+    feed = DeviceLoader(RingLoader(Plain(), 5), "cpu")
+    assert sum(len(b[1]) for b in feed) == 20
+    with pytest.raises(ConfigError, match="cannot be resumed"):
+        feed.state_dict()
+
+
 def test_a_device_loader_over_a_plain_loader_says_it_cannot_resume() -> None:
     with pytest.raises(TypeError, match="has no state_dict"):
         DeviceLoader(batches(3), "cpu").state_dict()

@@ -192,8 +192,9 @@ class DeviceLoader:
         if self._receiver is not None:  # an abandoned pass may still hold the loader
             self._receiver.stop()
             self._receiver = None
-        self._state = self.loader.state_dict() if self._resumable else None  # type: ignore[attr-defined]
-        pairs = _WithStates(self.loader, self._resumable)
+        self._state = self._loader_state() if self._resumable else None
+        tracking = self._state is not None  # a loader that cannot say its state: no tracking
+        pairs = _WithStates(self.loader, tracking)
         prepare = _on_batch(_pin) if self.cuda else None
         if self.depth:
             setup = _use_device(self.device) if self.cuda else None
@@ -202,15 +203,27 @@ class DeviceLoader:
             received: Iterator[tuple[Any, Any]] = receiving
         else:
             received = map(prepare, pairs) if prepare else iter(pairs)
-        return self.meter.wrap(self._handed_out(self._staged(received) if self.cuda else received))
+        staged = self._staged(received) if self.cuda else received
+        return self.meter.wrap(self._handed_out(staged, tracking))
 
-    def _handed_out(self, pairs: Iterator[tuple[Any, Any]]) -> Iterator[Any]:
-        """The batches, remembering the loader's state as of each one handed out."""
+    def _loader_state(self) -> Any:
+        """``loader.state_dict()``, or None if it cannot give one (a ``RingLoader`` over a
+        dataset that does not resume: :meth:`state_dict` then raises its error)."""
+        try:
+            return self.loader.state_dict()  # type: ignore[attr-defined]
+        except Exception:  # whatever the loader raises, state_dict() raises it again
+            return None
+
+    def _handed_out(self, pairs: Iterator[tuple[Any, Any]], tracking: bool) -> Iterator[Any]:
+        """The batches, remembering the loader's state as of each one handed out, and
+        once the pass is over, the loader's state then (an epoch's end)."""
         for batch, state in pairs:
-            if self._resumable:
+            if tracking:
                 self._state = state
             yield batch
             del batch
+        if tracking:
+            self._state = self.loader.state_dict()  # type: ignore[attr-defined]
 
     def _staged(self, pinned: Iterator[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
         stream = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
