@@ -497,3 +497,28 @@ def test_a_cache_is_never_put_above_the_encryption() -> None:
 def test_tier_settings_that_cannot_work_are_named(url: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         open_cache_tier(url)
+
+
+def test_a_damaged_cached_header_is_dropped_by_every_read_path() -> None:
+    """get and get_range dropped a damaged cached copy and read the origin; open_read
+    (what cp streams through) failed on it for good."""
+    from dcstore.crypto import EncryptedBackend, Keyring, StaticKeySource
+
+    keys = StaticKeySource(Keyring.generate("k"))
+    for read in ("get", "get_range", "open_read"):
+        tier = LruTier(max_bytes=16 * MiB)
+        cached = CachedBackend(MemoryBackend(f"hdr-{uuid.uuid4().hex}"), tier)
+        EncryptedBackend(cached, keys, segment_size=4096).put("x", b"A" * 20000)
+        EncryptedBackend(cached, keys).get("x")  # fills the tier
+        names = [n for n in tier._items if not n.endswith(":size")]
+        for name in names:  # flip the first byte of every chunk: the header's magic
+            value, ttl = tier._items[name]
+            tier._items[name] = (bytes([value[0] ^ 1]) + value[1:], ttl)
+        fresh = EncryptedBackend(cached, keys)
+        if read == "get":
+            assert fresh.get("x") == b"A" * 20000
+        elif read == "get_range":
+            assert fresh.get_range("x", 0, 10) == b"A" * 10
+        else:
+            with fresh.open_read("x") as f:
+                assert f.read() == b"A" * 20000

@@ -302,7 +302,14 @@ class EncryptedBackend(Wrapper):
         source = self.inner.open_read(key, version=version)
         try:
             meta = source.meta
-            _, layout = self._layout(meta, source.read_range)
+            with self._lock:
+                was_cached = (meta.key, meta.version) in self._headers
+            try:
+                _, layout = self._layout(meta, source.read_range)
+            except IntegrityError:  # a damaged cached header: dropped, read again once
+                if not self._drop_copies(meta, header_was_cached=was_cached):
+                    raise
+                _, layout = self._layout(meta, source.read_range)
         except BaseException:
             source.close()
             raise
