@@ -235,11 +235,24 @@ def test_links_are_followed_and_loops_skipped(tmp_path: Path, layout: str, caplo
     (src / "pool").symlink_to(pool)
     (src / "loop").symlink_to(".")
     (src / "a" / "up").symlink_to("..")
+    (src / "above").symlink_to("..")  # SRC's parent (which holds the pool): a loop too
+    (src / "a" / "far").symlink_to("../..")
     assert pack(src, tmp_path / "ds", "--layout", layout) == 0
     got = {s["__key__"]: bytes(s["txt"]) for s in samples(tmp_path / "ds")}
     assert got == {"a/1": b"pooled", "a/2": b"own", "pool/1": b"pooled"}
     assert "src/loop: skipped, a link to a folder that contains it" in caplog.text
-    assert "src/a/up: skipped" in caplog.text
+    for link in ("src/a/up", "src/above", "src/a/far"):
+        assert f"{link}: skipped" in caplog.text
+
+
+def test_a_folder_of_tars_follows_links_as_the_other_layouts_do(tmp_path: Path) -> None:
+    """Layout detection followed a linked folder of tars, the packing did not (rglob):
+    its shards were left out without a word."""
+    make_tar(tmp_path / "src" / "a.tar", {"s1.txt": b"one"})
+    make_tar(tmp_path / "more" / "b.tar", {"s2.txt": b"two"})
+    (tmp_path / "src" / "more").symlink_to(tmp_path / "more")
+    assert pack(tmp_path / "src", tmp_path / "ds") == 0
+    assert sorted(bytes(s["txt"]) for s in samples(tmp_path / "ds")) == [b"one", b"two"]
 
 
 def test_index_paths_stay_inside_src(tmp_path: Path, capsys) -> None:

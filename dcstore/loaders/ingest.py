@@ -112,13 +112,14 @@ def iter_visible(root: Path, *, inside: Path | None = None) -> Iterator[str]:
     within: dict[str, frozenset[str]] = {top: outer | {os.path.realpath(top)}}
     for folder, dirs, files in os.walk(top, followlinks=True):
         ancestors = within.pop(folder)
+        here = Path(os.path.realpath(folder))
         kept = []
         for name in dirs:
             if name.startswith("."):
                 continue
             path = os.path.join(folder, name)
             real = os.path.realpath(path)
-            if real in ancestors:
+            if real in ancestors or here.is_relative_to(real):  # a folder above it, or SRC's
                 log.warning("%s: skipped, a link to a folder that contains it (a loop)", path)
                 continue
             within[path] = ancestors | {real}

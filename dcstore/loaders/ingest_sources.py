@@ -21,7 +21,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any, cast
 
 from dcstore.errors import ConfigError, NotFoundError
-from dcstore.loaders.ingest import FileSlice, PackPlan, SampleSpec, SourceFile, plan_files
+from dcstore.loaders.ingest import (
+    FileSlice,
+    PackPlan,
+    SampleSpec,
+    SourceFile,
+    iter_visible,
+    plan_files,
+)
 from dcstore.loaders.tario import check_sample_key, group_samples, parse_members
 
 PATH_COLUMN = "path"
@@ -29,10 +36,12 @@ LABEL_COLUMN = "label"
 
 
 def tar_paths(src: Path) -> list[Path]:
-    """The ``.tar`` files named by ``src`` (a file, or a folder of tars)."""
+    """The ``.tar`` files named by ``src`` (a file, or a folder of tars: visible files,
+    links followed, as every layout walks its folder)."""
     if src.is_file():
         return [src]
-    return sorted(p for p in src.rglob("*.tar") if p.is_file())
+    tars = (src / rel for rel in iter_visible(src) if rel.endswith(".tar"))
+    return sorted(p for p in tars if p.is_file())
 
 
 def plan_tars(src: Path) -> PackPlan:
