@@ -65,6 +65,12 @@ def open_store(
     if keys is not None:
         from dcstore.crypto import EncryptedBackend, open_key_source
 
+        if backend.authenticates_reads:
+            raise ConfigError(
+                f"{backend.url}: this store already encrypts: give keys= once (a second "
+                "layer would hand readers of the store ciphertext)"
+            )
+
         sized = {} if segment_size is None else {"segment_size": segment_size}
         backend = EncryptedBackend(backend, open_key_source(keys), **sized)
     return backend

@@ -480,6 +480,8 @@ def test_a_cache_is_never_put_above_the_encryption() -> None:
     ):
         with pytest.raises(ConfigError, match="would hold plaintext"):
             build()
+    with pytest.raises(ConfigError, match="already encrypts: give keys= once"):
+        DcstoreFileSystem(encrypted, keys=StaticKeySource(Keyring.generate("k")))
     tier = LruTier(max_bytes=MiB)
     below = EncryptedBackend(CachedBackend(origin, tier), StaticKeySource(Keyring.generate("k")))
     below.put("x", b"MARKER" * 100)
