@@ -10,8 +10,9 @@ Guarantees beyond the Backend contract:
 * Keys cannot escape the root (see :mod:`dcstore.backends.keys`), and neither do
   symbolic links: a key whose path passes through a linked directory below the root
   is refused (``InvalidKeyError``) by every call, a key that is itself a link is not
-  an object (reads refuse it; a write or delete replaces or removes the link, never
-  what it points to), and ``list_objects`` neither shows nor enters links. Checked
+  an object (reads find none: ``NotFoundError``; a write or delete replaces or removes
+  the link, never what it points to), and ``list_objects`` neither shows nor enters
+  links. Checked
   before each call opens the file (a link swapped in during the call is not caught);
   the root itself may be a link.
 * ``open_write`` writes into the temporary file as data comes (``put`` and
@@ -124,8 +125,8 @@ class LocalBackend(Backend):
             return KeyAccessError(f"{where}: permission denied")
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return StorageFullError(f"{where}: no space left on device")
-        if exc.errno == errno.ELOOP:
-            return InvalidKeyError(f"{where}: it is a symbolic link (links are not followed)")
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a link: not an object, as ls says
+            return NotFoundError(f"{where}: it is a symbolic link, not an object")
         if exc.errno in (errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG):
             return InvalidKeyError(f"{where}: {exc.strerror} (conflicts with another key)")
         return DcstoreError(f"{where}: {exc.strerror or exc}")
