@@ -213,7 +213,8 @@ class Backend(abc.ABC):
     def drop_cached(self, key: str, version: str) -> bool:
         """Forget every copy of ``version`` of ``key`` that a cache in this stack holds
         (one that failed to authenticate, say), so the next read of it fetches the
-        origin's bytes; True if a cache held one to forget. No cache here: False."""
+        origin's bytes. True if the stack has a cache (which holds none of it now), so
+        a read again goes to the origin; no cache here: False."""
         return False
 
     def __enter__(self) -> Self:
