@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from cassandra import InvalidRequest
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import (
     EXEC_PROFILE_DEFAULT,
@@ -127,7 +128,10 @@ class Session:
             return False
         with self._schema_lock:
             if not self.stmts:
-                self.stmts = _prepare(self.settings, self.session)
+                try:
+                    self.stmts = _prepare(self.settings, self.session)
+                except InvalidRequest:  # listed while another client still creates it
+                    return False
         return True
 
     def create_schema(self) -> None:
