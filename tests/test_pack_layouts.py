@@ -168,6 +168,25 @@ def test_a_tar_member_that_would_escape_is_refused(tmp_path: Path, name: str, ca
     writer.abort()
 
 
+@pytest.mark.parametrize("name", ["a\\..\\..\\w.txt", "new\nline.txt", "red\x1b[31m.txt"])
+def test_names_tools_would_misread_are_refused(tmp_path: Path, name: str, capsys) -> None:
+    """A backslash is a folder separator to Windows tar tools (this one extracted
+    outside); a newline split the path.txt list; an escape drives a terminal."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / name).write_bytes(b"x")
+    assert pack(tmp_path / "src", tmp_path / "ds") == 2
+    assert "in a tar member name (control characters and backslashes" in capsys.readouterr().err
+    make_tar(tmp_path / "tars" / "t.tar", {name: b"x"})
+    assert pack(tmp_path / "tars", tmp_path / "ds") == 2
+    assert not (tmp_path / "ds").exists()
+    writer = ShardWriter(str(tmp_path / "w"))
+    bad = name.replace(".", "_")  # a key holds no dot after its last '/'
+    for sample in ({"__key__": bad, "txt": b"x"}, {"__key__": "k", bad: b"x"}):
+        with pytest.raises(ConfigError, match="control characters and backslashes"):
+            writer.write(sample)
+    writer.abort()
+
+
 def test_shard_writer_refuses_a_key_repeated_back_to_back(tmp_path: Path) -> None:
     """webdataset reads two adjacent samples of one key as one sample (it raises on the
     repeated field): refused. The same key later in the stream is a separate sample."""

@@ -38,7 +38,7 @@ from typing import NamedTuple
 import numpy as np
 
 from dcstore.errors import ConfigError, NotFoundError
-from dcstore.loaders.tario import split_name
+from dcstore.loaders.tario import check_name_characters, split_name
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,7 @@ def sample_name(rel: str, group: bool) -> tuple[str, str]:
         key, field = (head + slash + stem.replace(".", "_"), ext.lower()) if dot else (rel, "")
     if not field or not key.rpartition("/")[2]:
         raise ConfigError(f"{rel}: a file needs a name and an extension to name its field")
+    check_name_characters(rel, f"file {rel!r}")
     return key, field
 
 

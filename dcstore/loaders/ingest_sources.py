@@ -29,7 +29,12 @@ from dcstore.loaders.ingest import (
     iter_visible,
     plan_files,
 )
-from dcstore.loaders.tario import check_sample_key, group_samples, parse_members
+from dcstore.loaders.tario import (
+    check_name_characters,
+    check_sample_key,
+    group_samples,
+    parse_members,
+)
 
 PATH_COLUMN = "path"
 LABEL_COLUMN = "label"
@@ -63,6 +68,8 @@ def plan_tars(src: Path) -> PackPlan:
             if span.key in seen:
                 raise ConfigError(f"sample {span.key!r} is in both {seen[span.key]} and {path}")
             seen[span.key] = path
+            for m in span.members:
+                check_name_characters(m.field, f"{path}: sample {span.key!r} field {m.field!r}")
             fields = [(m.field, FileSlice(str(path), m.data, m.size)) for m in span.members]
             if len({name for name, _ in fields}) != len(fields):
                 raise ConfigError(f"{path}: sample {span.key!r} has a field twice")

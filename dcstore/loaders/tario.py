@@ -330,11 +330,25 @@ def _verify_checksums(view: memoryview, headers: list[int], checks: list[int], b
 
 def check_sample_key(key: str) -> None:
     """Refuse a sample key that would make a tar member name escape the folder a tar tool
-    extracts into (absolute, or a ``..`` segment) or hold a NUL."""
+    extracts into (absolute, or a ``..`` segment) or hold a NUL; and what
+    :func:`check_field` refuses."""
     if key.startswith("/") or "\0" in key or ".." in key.split("/"):
         raise ConfigError(
             f"sample key {key!r}: keys are tar member names, relative and without '..' "
             "segments or NUL (tar tools would write outside the folder they extract into)"
+        )
+    check_name_characters(key, f"sample key {key!r}")
+
+
+def check_name_characters(text: str, what: str) -> None:
+    """Refuse control characters (a newline splits the ``path.txt`` list of names, a
+    terminal obeys escapes) and backslashes (Windows tar tools read them as folder
+    separators, so ``a\\..\\..\\x`` would extract outside) in a tar member name."""
+    bad = next((c for c in text if c == "\\" or ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise ConfigError(
+            f"{what}: {bad!r} in a tar member name (control characters and backslashes "
+            "are refused: tools would misread the name)"
         )
 
 

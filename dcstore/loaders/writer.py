@@ -33,7 +33,13 @@ from dcstore.backends.objectio import CommitOnExit
 from dcstore.errors import ConfigError
 from dcstore.loaders.checksum import sample_checksum
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, ShardInfo
-from dcstore.loaders.tario import END_OF_ARCHIVE, check_sample_key, member_bytes, split_name
+from dcstore.loaders.tario import (
+    END_OF_ARCHIVE,
+    check_name_characters,
+    check_sample_key,
+    member_bytes,
+    split_name,
+)
 from dcstore.loaders.versions import (
     DEFAULT_KEEP,
     check_keep,
@@ -150,6 +156,7 @@ class ShardWriter(CommitOnExit):
                 continue
             if not field or "/" in field:
                 raise ConfigError(f"sample {key!r}: bad field name {field!r}")
+            check_name_characters(field, f"sample {key!r} field {field!r}")
             pieces.extend(member_bytes(f"{key}.{field}", _field_bytes(key, field, value)))
         if not pieces:
             raise ConfigError(f"sample {key!r} has no fields")
