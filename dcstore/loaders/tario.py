@@ -20,6 +20,7 @@ members with the same key form one sample.
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -340,14 +341,18 @@ def check_sample_key(key: str) -> None:
     check_name_characters(key, f"sample key {key!r}")
 
 
+_MISREAD = re.compile(r"[\x00-\x1f\x7f\\]")
+"""Control characters and the backslash: what :func:`check_name_characters` refuses."""
+
+
 def check_name_characters(text: str, what: str) -> None:
     """Refuse control characters (a newline splits the ``path.txt`` list of names, a
     terminal obeys escapes) and backslashes (Windows tar tools read them as folder
     separators, so ``a\\..\\..\\x`` would extract outside) in a tar member name."""
-    bad = next((c for c in text if c == "\\" or ord(c) < 32 or ord(c) == 127), None)
+    bad = _MISREAD.search(text)
     if bad is not None:
         raise ConfigError(
-            f"{what}: {bad!r} in a tar member name (control characters and backslashes "
+            f"{what}: {bad.group()!r} in a tar member name (control characters and backslashes "
             "are refused: tools would misread the name)"
         )
 
