@@ -27,7 +27,6 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from cassandra import InvalidRequest
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import (
     EXEC_PROFILE_DEFAULT,
@@ -128,10 +127,7 @@ class Session:
             return False
         with self._schema_lock:
             if not self.stmts:
-                try:
-                    self.stmts = _prepare(self.settings, self.session)
-                except InvalidRequest:  # listed while another client still creates it
-                    return False
+                self.stmts = _prepare(self.settings, self.session)
         return True
 
     def create_schema(self) -> None:
