@@ -1,10 +1,8 @@
 """One process's connection to Cassandra for the ``cassandra://`` backend.
 
 :func:`connect` builds the driver ``Cluster`` (token-aware, DC-aware routing; the
-configured consistency, timeouts, credentials and TLS) and prepares every statement
-if the keyspace and tables exist; :meth:`Session.create_schema` creates them (the
-first write does: a read, a listing or a delete never changes the cluster's schema).
-:class:`Session` runs the statements:
+configured consistency, timeouts, credentials and TLS), creates the keyspace and
+tables when missing, and prepares every statement. :class:`Session` runs them:
 
 * every request of the backend, from any thread, passes one bounded semaphore
   (``max_in_flight``), so many threads reading large objects cannot pile hundreds of
@@ -61,15 +59,11 @@ class Session:
         session: DriverSession,
         stmts: dict[str, PreparedStatement],
         settings: CassandraSettings,
-        url: str,
     ):
         self.pid = os.getpid()
         self.cluster = cluster
         self.session = session
         self.stmts = stmts
-        """Empty while the keyspace or its tables do not exist (see :meth:`create_schema`)."""
-        self.settings, self.url = settings, url
-        self._schema_lock = threading.Lock()
         self.request_timeout = settings.request_timeout
         self.limit = settings.max_in_flight
         self._slots = threading.BoundedSemaphore(settings.max_in_flight)
@@ -113,30 +107,6 @@ class Session:
             delay = min(delay * 2, 0.05)
             future = self.submit(name, params)[2]
 
-    def found_schema(self) -> bool:
-        """Whether the tables exist now (asked of the cluster, not its cached metadata,
-        which learns of another client's new tables only later); if so, prepares the
-        statements. A store read before its first write asks this on each call."""
-        rows = self.session.execute(
-            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s",
-            (self.settings.keyspace,),
-            timeout=self.request_timeout,
-        )
-        names = {row[0] for row in rows}
-        if not all(name in names for name in (schema.OBJECTS, schema.CHUNKS, schema.UPLOADS)):
-            return False
-        with self._schema_lock:
-            if not self.stmts:
-                self.stmts = _prepare(self.settings, self.session)
-        return True
-
-    def create_schema(self) -> None:
-        """Create the keyspace and tables if missing and prepare the statements (once)."""
-        with self._schema_lock:
-            if not self.stmts:
-                _ensure_schema(self.settings, self.url, self.cluster, self.session)
-                self.stmts = _prepare(self.settings, self.session)
-
     def run(self, name: str, params: Any) -> ResultSet:
         return self.settle(self.submit(name, params))
 
@@ -166,8 +136,7 @@ def _forget(future: ResponseFuture) -> None:
 
 
 def connect(settings: CassandraSettings, url: str) -> Session:
-    """Open the cluster and prepare the statements if the schema exists (a missing
-    keyspace is a :class:`ConfigError` with ``create_keyspace=false``)."""
+    """Open the cluster, make sure the schema exists, prepare the statements."""
     s = settings
     profile = ExecutionProfile(
         load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=s.local_dc)),
@@ -192,19 +161,12 @@ def connect(settings: CassandraSettings, url: str) -> Session:
     )
     try:
         session = cluster.connect()
-        stmts = _prepare(s, session) if _has_schema(s, url, cluster) else {}
+        _ensure_schema(s, url, cluster, session)
+        stmts = _prepare(s, session)
     except BaseException:
         cluster.shutdown()
         raise
-    return Session(cluster, session, stmts, s, url)
-
-
-def _has_schema(s: CassandraSettings, url: str, cluster: Cluster) -> bool:
-    meta = cluster.metadata.keyspaces.get(s.keyspace)
-    if meta is None and not s.create_keyspace:
-        raise ConfigError(f"{url}: keyspace {s.keyspace!r} does not exist")
-    names = (schema.OBJECTS, schema.CHUNKS, schema.UPLOADS)
-    return meta is not None and all(name in meta.tables for name in names)
+    return Session(cluster, session, stmts, s)
 
 
 def _ensure_schema(s: CassandraSettings, url: str, cluster: Cluster, session: Any) -> None:
