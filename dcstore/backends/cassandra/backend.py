@@ -91,6 +91,10 @@ class _StaleRead(Exception):
     """A chunk of the version being read is gone (overwritten meanwhile)."""
 
 
+class _NoTables(NotFoundError):
+    """The keyspace (or its tables) does not exist yet: no object can be there."""
+
+
 class CassandraBackend(Backend):
     """Chunked objects in a Cassandra keyspace; thread-safe, picklable (reconnects lazily)."""
 
@@ -116,15 +120,24 @@ class CassandraBackend(Backend):
 
     # -- connection ------------------------------------------------------------------------
 
-    def _connection(self) -> Session:
+    def _connection(self, *, write: bool = False) -> Session:
+        """This process's session. Without the keyspace's tables, a write creates them
+        and anything else raises :class:`_NoTables` (a store with no objects yet)."""
         conn = self._conn
-        if conn is not None and conn.pid == os.getpid():
-            return conn
-        with self._lock:
-            if self._conn is None or self._conn.pid != os.getpid():
-                # a parent's cluster (after fork) is abandoned, never shut down
-                self._conn = connect(self.settings, self.url)
-            return self._conn
+        if conn is None or conn.pid != os.getpid():
+            with self._lock:
+                if self._conn is None or self._conn.pid != os.getpid():
+                    # a parent's cluster (after fork) is abandoned, never shut down
+                    self._conn = connect(self.settings, self.url)
+                conn = self._conn
+        if not conn.stmts and not conn.found_schema():
+            if not write:
+                raise _NoTables(
+                    f"{self.url}: no objects (keyspace {self.settings.keyspace!r} "
+                    "has no dcstore tables yet: the first write creates them)"
+                )
+            conn.create_schema()
+        return conn
 
     def close(self) -> None:
         with self._lock:
@@ -274,13 +287,16 @@ class CassandraBackend(Backend):
     def _writer(self, key: str, size: int | None) -> _ChunkWriter:
         full = self._full(key)
         with map_errors(self.url, "put", key):
-            return _ChunkWriter(self, self._connection(), key, full, size)
+            return _ChunkWriter(self, self._connection(write=True), key, full, size)
 
     def delete(self, key: str) -> None:
         full = self._full(key)
         b = bucket_of(full)
         with map_errors(self.url, "delete", key):
-            conn = self._connection()
+            try:
+                conn = self._connection()
+            except _NoTables:
+                return  # nothing can be there
             pending = [conn.submit("intents_of", (b, full)), conn.submit("head", (b, full))]
             intents, head = [conn.settle(p) for p in pending]
             self._sweep_rows(conn, intents, self.settings.abandon_after)
@@ -303,7 +319,10 @@ class CassandraBackend(Backend):
         lower = root + prefix
         upper = schema.prefix_successor(lower)
         with map_errors(self.url, "list", prefix):
-            conn = self._connection()
+            try:
+                conn = self._connection()
+            except _NoTables:
+                return
             futures = [
                 conn.submit("list", (b, lower))
                 if upper is None
@@ -324,7 +343,10 @@ class CassandraBackend(Backend):
         """
         limit = self.settings.abandon_after if older_than is None else older_than
         with map_errors(self.url, "sweep"):
-            conn = self._connection()
+            try:
+                conn = self._connection()
+            except _NoTables:
+                return 0
             return sum(
                 self._sweep_rows(conn, conn.run("intents_all", (b,)), limit)
                 for b in range(schema.META_BUCKETS)

@@ -1,8 +1,10 @@
 """One process's connection to Cassandra for the ``cassandra://`` backend.
 
 :func:`connect` builds the driver ``Cluster`` (token-aware, DC-aware routing; the
-configured consistency, timeouts, credentials and TLS), creates the keyspace and
-tables when missing, and prepares every statement. :class:`Session` runs them:
+configured consistency, timeouts, credentials and TLS) and prepares every statement
+if the keyspace and tables exist; :meth:`Session.create_schema` creates them (the
+first write does: a read, a listing or a delete never changes the cluster's schema).
+:class:`Session` runs the statements:
 
 * every request of the backend, from any thread, passes one bounded semaphore
   (``max_in_flight``), so many threads reading large objects cannot pile hundreds of
@@ -25,6 +27,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from cassandra import InvalidRequest
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import (
     EXEC_PROFILE_DEFAULT,
@@ -37,6 +40,7 @@ from cassandra.cluster import (
 from cassandra.cluster import Session as DriverSession
 from cassandra.connection import ConnectionBusy
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.protocol import ServerError
 from cassandra.query import PreparedStatement, tuple_factory
 from dcstore.backends.cassandra import schema
 from dcstore.backends.cassandra.settings import CassandraSettings
@@ -59,11 +63,15 @@ class Session:
         session: DriverSession,
         stmts: dict[str, PreparedStatement],
         settings: CassandraSettings,
+        url: str,
     ):
         self.pid = os.getpid()
         self.cluster = cluster
         self.session = session
         self.stmts = stmts
+        """Empty while the keyspace or its tables do not exist (see :meth:`create_schema`)."""
+        self.settings, self.url = settings, url
+        self._schema_lock = threading.Lock()
         self.request_timeout = settings.request_timeout
         self.limit = settings.max_in_flight
         self._slots = threading.BoundedSemaphore(settings.max_in_flight)
@@ -107,6 +115,49 @@ class Session:
             delay = min(delay * 2, 0.05)
             future = self.submit(name, params)[2]
 
+    def found_schema(self) -> bool:
+        """Whether the tables exist now (asked of the cluster, not its cached metadata,
+        which learns of another client's new tables only later); if so, prepares the
+        statements. A store read before its first write asks this on each call.
+
+        Tables listed while another client still creates them cannot be prepared yet
+        (the server says the table does not exist, or 'Unknown CF'): that is still
+        "not yet", and no write can have been made to them."""
+        rows = self.session.execute(
+            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s",
+            (self.settings.keyspace,),
+            timeout=self.request_timeout,
+        )
+        names = {row[0] for row in rows}
+        if not all(name in names for name in (schema.OBJECTS, schema.CHUNKS, schema.UPLOADS)):
+            return False
+        with self._schema_lock:
+            if not self.stmts:
+                try:
+                    self.stmts = _prepare(self.settings, self.session)
+                except (InvalidRequest, NoHostAvailable) as exc:
+                    if not _still_being_created(exc):
+                        raise
+                    return False
+        return True
+
+    def create_schema(self) -> None:
+        """Create the keyspace and tables if missing and prepare the statements (once);
+        while another client's creation of the same tables settles, prepare again."""
+        with self._schema_lock:
+            if self.stmts:
+                return
+            _ensure_schema(self.settings, self.url, self.cluster, self.session)
+            deadline = time.monotonic() + DDL_TIMEOUT
+            while True:
+                try:
+                    self.stmts = _prepare(self.settings, self.session)
+                    return
+                except (InvalidRequest, NoHostAvailable) as exc:
+                    if not _still_being_created(exc) or time.monotonic() > deadline:
+                        raise
+                time.sleep(0.05)
+
     def run(self, name: str, params: Any) -> ResultSet:
         return self.settle(self.submit(name, params))
 
@@ -125,6 +176,19 @@ class Session:
             self.cluster.shutdown()
 
 
+def _still_being_created(exc: Exception) -> bool:
+    """Whether preparing failed only because a table is still being created: the server
+    answers "table ... does not exist" (InvalidRequest) or, a moment later, a server
+    error "Unknown CF <id>" (seen against Cassandra 5 by a reader that lists the tables
+    while another client creates them)."""
+    if isinstance(exc, InvalidRequest):
+        return "does not exist" in str(exc) or "unconfigured table" in str(exc)
+    errors = list((getattr(exc, "errors", None) or {}).values())
+    return bool(errors) and all(
+        isinstance(e, ServerError) and "Unknown CF" in str(e) for e in errors
+    )
+
+
 def _forget(future: ResponseFuture) -> None:
     """Break the cycle between a finished request and its timeout timer (cassandra-driver
     3.29: ``future._timer.callback`` is ``future._on_timeout``; a refused request's
@@ -136,7 +200,8 @@ def _forget(future: ResponseFuture) -> None:
 
 
 def connect(settings: CassandraSettings, url: str) -> Session:
-    """Open the cluster, make sure the schema exists, prepare the statements."""
+    """Open the cluster and prepare the statements if the schema exists (a missing
+    keyspace is a :class:`ConfigError` with ``create_keyspace=false``)."""
     s = settings
     profile = ExecutionProfile(
         load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=s.local_dc)),
@@ -161,12 +226,19 @@ def connect(settings: CassandraSettings, url: str) -> Session:
     )
     try:
         session = cluster.connect()
-        _ensure_schema(s, url, cluster, session)
-        stmts = _prepare(s, session)
+        stmts = _prepare(s, session) if _has_schema(s, url, cluster) else {}
     except BaseException:
         cluster.shutdown()
         raise
-    return Session(cluster, session, stmts, s)
+    return Session(cluster, session, stmts, s, url)
+
+
+def _has_schema(s: CassandraSettings, url: str, cluster: Cluster) -> bool:
+    meta = cluster.metadata.keyspaces.get(s.keyspace)
+    if meta is None and not s.create_keyspace:
+        raise ConfigError(f"{url}: keyspace {s.keyspace!r} does not exist")
+    names = (schema.OBJECTS, schema.CHUNKS, schema.UPLOADS)
+    return meta is not None and all(name in meta.tables for name in names)
 
 
 def _ensure_schema(s: CassandraSettings, url: str, cluster: Cluster, session: Any) -> None:

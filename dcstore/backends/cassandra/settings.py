@@ -13,7 +13,7 @@ chunk_size             1048576          bytes per chunk cell (new writes only)
 part_chunks            16               chunks per partition (new writes only)
 max_in_flight          16               chunk requests in flight per backend (all its
                                         threads together; one call may use them all)
-create_keyspace        true             create keyspace and tables when missing
+create_keyspace        true             the first write creates keyspace and tables
 replication            (none)           ``dc1:3,dc2:3`` or ``simple:N`` for a new keyspace
 replication_factor     min(3, nodes)    replicas in ``local_dc`` for a new keyspace
 local_dc               (contact DC)     data centre for LOCAL_* levels and routing
