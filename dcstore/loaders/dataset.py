@@ -271,7 +271,9 @@ class ShardedDataset(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
     def batch_count(self, num_workers: int = 0) -> int:
         """Batches per epoch on this rank when ``num_workers`` DataLoader workers (0: the
         main process) run the ``batched`` stage: each worker batches its own samples, so
-        each may end with a partial batch (kept unless ``partial=False``)."""
+        each may end with a partial batch (kept unless ``partial=False``). Counted from
+        the samples planned, so an upper bound when a stage before ``batched`` drops
+        some (``select``, a ``map`` returning ``None``, a ``handler`` that skips)."""
         batching = [s for s in self.stages if stages.is_batching(s)]
         if not batching:
             raise ConfigError("batch_count() needs a batched() stage")
