@@ -240,10 +240,11 @@ def test_index_with_integer_labels_keeps_them(tmp_path: Path) -> None:
     assert ds.classes == [] and {bytes(s["cls"]) for s in ds} == {b"0", b"7", b"14"}
 
 
-@pytest.mark.parametrize("layout", ["imagefolder", "flat"])
+@pytest.mark.parametrize("layout", ["imagefolder", "flat", "auto"])
 def test_links_are_followed_and_loops_skipped(tmp_path: Path, layout: str, caplog) -> None:
     """A tree of links into a pool packs the pool's files; a link to a folder holding it
-    (``l -> .``, ``up -> ..``) used to make pack walk for ever."""
+    (``l -> .``, ``up -> ..``) used to make pack walk for ever. Each loop is reported
+    once (the layout detection's walk reported them too)."""
     pool = tmp_path / "pool"
     pool.mkdir()
     (pool / "1.txt").write_bytes(b"pooled")
@@ -260,8 +261,8 @@ def test_links_are_followed_and_loops_skipped(tmp_path: Path, layout: str, caplo
     got = {s["__key__"]: bytes(s["txt"]) for s in samples(tmp_path / "ds")}
     assert got == {"a/1": b"pooled", "a/2": b"own", "pool/1": b"pooled"}
     assert "src/loop: skipped, a link to a folder that contains it" in caplog.text
-    for link in ("src/a/up", "src/above", "src/a/far"):
-        assert f"{link}: skipped" in caplog.text
+    for link in ("src/loop", "src/a/up", "src/above", "src/a/far"):
+        assert caplog.text.count(f"{link}: skipped") == 1, link
 
 
 def test_a_folder_of_tars_follows_links_as_the_other_layouts_do(tmp_path: Path) -> None:

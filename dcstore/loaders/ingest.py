@@ -101,12 +101,14 @@ class SourceFile(NamedTuple):
     extra: tuple[tuple[str, bytes], ...] = ()
 
 
-def iter_visible(root: Path, *, inside: Path | None = None) -> Iterator[str]:
+def iter_visible(
+    root: Path, *, inside: Path | None = None, report_loops: bool = True
+) -> Iterator[str]:
     """Paths (relative to ``root``, ``/``-separated) of the files under it, hidden ones
     (``.name``, or inside a ``.folder``) skipped; in no particular order. Symbolic links
     are followed (a tree of links into a pool of files packs the files), except a link
     to a folder that contains it (a loop; ``root`` is walked as part of ``inside``), which
-    is skipped with a warning."""
+    is skipped (with a warning if ``report_loops``)."""
     top = os.fspath(root)
     outer = frozenset() if inside is None else frozenset([os.path.realpath(inside)])
     within: dict[str, frozenset[str]] = {top: outer | {os.path.realpath(top)}}
@@ -120,7 +122,8 @@ def iter_visible(root: Path, *, inside: Path | None = None) -> Iterator[str]:
             path = os.path.join(folder, name)
             real = os.path.realpath(path)
             if real in ancestors or here.is_relative_to(real):  # a folder above it, or SRC's
-                log.warning("%s: skipped, a link to a folder that contains it (a loop)", path)
+                if report_loops:
+                    _report_loop(path)
                 continue
             within[path] = ancestors | {real}
             kept.append(name)
@@ -133,6 +136,10 @@ def iter_visible(root: Path, *, inside: Path | None = None) -> Iterator[str]:
 def visible_files(root: Path, *, inside: Path | None = None) -> list[str]:
     """:func:`iter_visible`, sorted."""
     return sorted(iter_visible(root, inside=inside))
+
+
+def _report_loop(path: str | Path) -> None:
+    log.warning("%s: skipped, a link to a folder that contains it (a loop)", path)
 
 
 def _contains(folder: Path, root: Path) -> bool:
@@ -214,7 +221,7 @@ def plan_imagefolder(root: Path, *, group: bool, names: bool) -> PackPlan:
     """
     children = [c for c in sorted(root.iterdir()) if not c.name.startswith(".")]
     for loop in (c for c in children if c.is_dir() and _contains(c, root)):
-        log.warning("%s: skipped, a link to a folder that contains it (a loop)", loop)
+        _report_loop(loop)
     classes = tuple(c.name for c in children if c.is_dir() and not _contains(c, root))
     if not classes:
         raise ConfigError(f"{root}: no class folders")
@@ -251,7 +258,7 @@ def detect_layout(src: Path, index: Path | None) -> str:
         if src.suffix == ".tar":
             return "webdataset"
         raise ConfigError(f"{src}: pack a folder, a .tar, or a folder of .tar shards")
-    files = iter_visible(src)
+    files = iter_visible(src, report_loops=False)  # the plan's own walk reports them
     first = next(files, None)
     if first is not None and all(rel.endswith(".tar") for rel in (first, *files)):
         return "webdataset"
