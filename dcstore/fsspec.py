@@ -41,10 +41,15 @@ Guarantees:
   store for that version, so if the object is replaced while the file is open, the
   next read that fetches raises ``VersionChangedError``; bytes the file still holds
   are of the version it opened. Two versions are never mixed.
-* Writes are atomic and stream: a file opened with ``"wb"`` writes through the
-  store's ``open_write`` as its blocks fill (memory stays bounded by a block and
-  the writer's chunk) and is committed on ``close``; a ``with`` block left by an
-  exception discards it, so readers see the old object or the new one, never a part.
+* Writes are atomic and stream: a file opened with ``"wb"`` (or ``"w"``) writes
+  through the store's ``open_write`` as its blocks fill (memory stays bounded by a
+  block and the writer's chunk) and is committed on ``close``, so readers see the old
+  object or the new one, never a part. A file closed while an exception raised since
+  it was opened is on its way out is discarded instead: a failing ``with`` block,
+  whether on the file, on ``fsspec.open`` or on a text wrapper, and writers that close
+  their file as they fail (pandas' ``to_csv``, pyarrow's ``ParquetWriter``). Inside
+  ``with fs.transaction:`` files are committed when the block ends, in the order
+  they were opened, and all discarded if it fails (one by one: not atomic together).
 * Directories are key prefixes (``a/b`` is a directory when a key starts with
   ``a/b/``); they exist only through their objects.
 * ``modified(path)`` is the time the store reports for the write of the object's
@@ -58,6 +63,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -70,7 +76,7 @@ from dcstore import pyarrow_teardown
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, ObjectWriter
 from dcstore.backends.keys import validate_key
 from dcstore.crypto.format import MAX_HEADER_SIZE, refuse_ciphertext
-from dcstore.errors import ConfigError, NotFoundError
+from dcstore.errors import ConfigError, InvalidKeyError, NotFoundError
 from dcstore.ops import copy_object
 from dcstore.store import store_for
 
@@ -352,7 +358,16 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
         return data
 
     def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
-        self.store.put(self._key(path), value)
+        """Write ``value`` as the object at ``path``; ``mode="create"`` refuses an existing
+        one with ``FileExistsError`` (checked, then written: not atomic, as fsspec's own)."""
+        key = self._key(path)
+        if mode == "create" and self.exists(path):
+            raise FileExistsError(f"{self.store.url}: {key!r} exists (mode='create')")
+        if self._intrans:  # committed with the transaction
+            with self.open(path, "wb") as f:
+                f.write(value)
+        else:
+            self.store.put(key, value)
 
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
         """One version of ``path1`` to ``path2`` (``copy``, and ``mv`` then removes it),
@@ -381,7 +396,14 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
         """As fsspec's local filesystem: a missing path is a ``FileNotFoundError`` and a
         directory without ``recursive=True`` an ``IsADirectoryError`` (directories are key
-        prefixes: they go with their last object)."""
+        prefixes: they go with their last object). The store's root (``""``, an unset
+        prefix variable) is refused before anything is removed, as ``dcstore rm`` does."""
+        paths = path if isinstance(path, list | tuple) else [path]
+        if any(self._strip_protocol(p) == "" for p in paths):
+            raise InvalidKeyError(
+                f"rm of the store's root ({self.store.url}) would remove every object: "
+                "name them (fs.rm(fs.find(''))), or run dcstore rm --all"
+            )
         for p in reversed(self.expand_path(path, recursive=recursive, maxdepth=maxdepth)):
             try:
                 self.rm_file(p)
@@ -456,6 +478,9 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
             self.version = meta.version
             kwargs["size"] = meta.size
         self._writer: ObjectWriter | None = None
+        # an exception already being handled at open (a write in an `except` block, an
+        # emergency checkpoint) is not this file's failure: see close()
+        self._handled_at_open = sys.exc_info()[1]
         super().__init__(fs, path, mode, **kwargs)
 
     def _fetch_range(self, start: int, end: int) -> bytes:
@@ -481,8 +506,19 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
         return data  # type: ignore[no-any-return]
 
     def close(self) -> None:
+        """Reading: let go of the object. Writing: commit (inside a transaction, when it
+        ends), unless an exception raised since the file was opened is propagating, as
+        when fsspec's ``OpenFile``, a ``TextIOWrapper`` or pandas close the file on
+        their way out of a failure: then what was written is discarded."""
         self._mapped = None  # slices handed out keep the mapping alive; the file lets go
+        if self.mode != "rb" and not self.closed and self._failing():
+            self.discard()
+            return
         super().close()
+
+    def _failing(self) -> bool:
+        error = sys.exc_info()[1]
+        return error is not None and error is not self._handled_at_open
 
     def read_buffer(self, length: int = -1) -> Any:
         """``read`` without the copy into ``bytes``: a buffer (a view of the page cache
@@ -504,10 +540,16 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
             self._initiate_upload()
         assert self._writer is not None
         self._writer.write(self.buffer.getbuffer())
-        if final:
-            self._writer.close()
-            self._writer = None
+        if final and self.autocommit:
+            self.commit()
         return True
+
+    def commit(self) -> None:
+        """Make what was written the object's new version (``close`` does, outside a
+        transaction; the transaction does at its end)."""
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.close()
 
     def discard(self) -> None:
         """Drop what was written: nothing is committed."""

@@ -149,6 +149,73 @@ def test_a_failed_write_leaves_the_old_object(tmp_path: Path) -> None:
     assert list((tmp_path / "store").iterdir()) == [tmp_path / "store" / "obj"]  # no leftovers
 
 
+class Unprintable:
+    def __str__(self) -> str:
+        raise ValueError("cannot format this row")
+
+
+def _write_failing(how: str, fs: DcstoreFileSystem, opts: dict[str, Any]) -> None:
+    if how == "fsspec.open":
+        with fsspec.open("dcstore://obj", "wb", **opts) as f:
+            f.write(b"new")
+            raise RuntimeError("writer died")
+    elif how == "text mode":
+        with fs.open("obj", "w") as f:
+            f.write("new")
+            raise RuntimeError("writer died")
+    elif how == "pandas":  # to_csv closes its handle in a with block of its own
+        frame = pd.DataFrame({"a": [str(i) for i in range(5000)] + [Unprintable()]})
+        frame.to_csv("dcstore://obj", storage_options=opts)
+    else:  # pyarrow's ParquetWriter writes its footer and closes the file as it fails
+        with pq.ParquetWriter("obj", pa.schema([("x", pa.int64())]), filesystem=fs) as w:
+            w.write_table(pa.table({"x": range(1000)}))
+            raise RuntimeError("writer died")
+
+
+@pytest.mark.parametrize("how", ["fsspec.open", "text mode", "pandas", "ParquetWriter"])
+def test_a_writer_closing_the_file_as_it_fails_leaves_the_old_object(
+    tmp_path: Path, how: str
+) -> None:
+    """fsspec's OpenFile, a TextIOWrapper and pandas close the file on their way out of a
+    failure, and close committed: the part written replaced the old object."""
+    opts = {"store": str(tmp_path / "store")}
+    fs = DcstoreFileSystem(opts["store"])
+    fs.pipe_file("obj", b"old")
+    with pytest.raises((RuntimeError, ValueError)):
+        _write_failing(how, fs, opts)
+    assert fs.cat("obj") == b"old"
+    assert list((tmp_path / "store").iterdir()) == [tmp_path / "store" / "obj"]  # no leftovers
+
+
+def test_a_file_written_while_handling_an_earlier_error_is_committed(tmp_path: Path) -> None:
+    """An emergency checkpoint written in an `except` block is not a failed write."""
+    opts = {"store": str(tmp_path / "store")}
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        with fsspec.open("dcstore://ckpt", "wb", **opts) as f:
+            f.write(b"state")
+    assert DcstoreFileSystem(opts["store"]).cat("ckpt") == b"state"
+
+
+def test_a_transaction_commits_at_its_end_or_not_at_all(tmp_path: Path) -> None:
+    fs = DcstoreFileSystem(str(tmp_path / "store"))
+    with pytest.raises(RuntimeError), fs.transaction:
+        fs.pipe_file("a", b"1")
+        with fs.open("b", "wb") as f:
+            f.write(b"2")
+        assert not fs.exists("a") and not fs.exists("b")  # closed, not yet committed
+        raise RuntimeError("the transaction fails")
+    assert fs.find("") == []
+    fs.pipe_file("a", b"1")
+    with fs.transaction:
+        for name in ("b", "c"):
+            with fs.open(name, "wb") as f:
+                f.write(name.encode())
+        assert fs.find("") == ["a"]
+    assert fs.cat(["b", "c"]) == {"b": b"b", "c": b"c"}
+
+
 def test_an_open_file_reads_one_version(tmp_path: Path) -> None:
     fs = DcstoreFileSystem(str(tmp_path / "store"), block_size=1024)
     fs.pipe_file("obj", bytes(range(256)) * 64)
@@ -327,6 +394,14 @@ def test_rm_says_what_fsspecs_local_filesystem_says(tmp_path: Path) -> None:
         fs.rm("d", recursive=True)
     fs.rm(["z"])
     assert fs.find("") == []
+    fs.pipe({"d/x": b"1"})
+    for root in ("", "/", ["d/x", ""]):  # an unset prefix removed everything, then raised
+        with pytest.raises(InvalidKeyError, match="root"):
+            fs.rm(root, recursive=True)
+    assert fs.find("") == ["d/x"]
+    with pytest.raises(FileExistsError, match="exists"):
+        fs.pipe_file("d/x", b"2", mode="create")
+    assert fs.cat("d/x") == b"1"
 
 
 @pytest.mark.parametrize("encrypted", [False, True])
