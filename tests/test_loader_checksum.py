@@ -130,6 +130,35 @@ def test_cli_verify_checks_every_sample_of_a_plaintext_dataset(dataset_url, corr
     assert [f["key"] for f in report["failed"]] == [shard_key]
 
 
+def test_verify_reports_shards_gone_or_replaced_and_a_store_that_is_not_there(
+    tmp_path: Path,
+) -> None:
+    """With keys, verify authenticated each object and said "0 failed" of a dataset missing
+    a shard, or with one replaced by another valid encrypted object; a mistyped store
+    "checked 0 object(s)" and exited 0."""
+    kek = tmp_path / "kek.json"
+    assert run("keys", "new", "--keys", str(kek)).returncode == 0
+    enc, plain = f"file://{tmp_path / 'enc'}", f"file://{tmp_path / 'plain'}"
+    write_dataset(enc, keys=f"file://{kek}")
+    write_dataset(plain)
+    shards = [info.key for info in load_manifest(open_store(enc, keys=str(kek))).shards]
+    (tmp_path / "enc" / shards[0]).unlink()
+    open_store(enc, keys=str(kek)).put(shards[1], b"another valid encrypted object")
+    bad = run("verify", enc, "--keys", str(kek))
+    assert bad.returncode == 6, bad.stderr
+    assert f"FAILED  {shards[0]}" in bad.stdout and "no such object" in bad.stdout
+    assert f"FAILED  {shards[1]}" in bad.stdout and "manifest lists this shard" in bad.stdout
+    plain_shard = load_manifest(open_store(plain)).shards[2].key
+    (tmp_path / "plain" / plain_shard).unlink()
+    gone = run("verify", plain)
+    assert gone.returncode == 6 and f"FAILED  {plain_shard}" in gone.stdout
+    for keys in ((), ("--keys", str(kek))):
+        typo = run("verify", f"file://{tmp_path / 'datset'}", *keys)
+        assert typo.returncode == 3, typo.stderr
+        assert "no objects (no such store, or it is empty)" in typo.stderr
+    assert not (tmp_path / "datset").exists()
+
+
 def test_encrypted_data_without_keys_is_a_key_error(tmp_path: Path) -> None:
     kek = tmp_path / "kek.json"
     assert run("keys", "new", "--keys", str(kek)).returncode == 0

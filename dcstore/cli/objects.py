@@ -39,7 +39,8 @@ def _meta_dict(meta: ObjectMeta) -> dict[str, Any]:
     return {"key": meta.key, "size": meta.size, "version": meta.version}
 
 
-def _nothing_under(store: Backend, prefix: str) -> NotFoundError:
+def nothing_under(store: Backend, prefix: str) -> NotFoundError:
+    """The not-found error of a listing that matched nothing."""
     where = f" under prefix {prefix!r}" if prefix else " (no such store, or it is empty)"
     return NotFoundError(f"{store.url}: no objects{where}")
 
@@ -60,7 +61,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
             listing = iter(store.list_objects(args.prefix))
         first = next(listing, None)
         if first is None and not damaged:
-            raise _nothing_under(store, args.prefix)
+            raise nothing_under(store, args.prefix)
         metas = listing if first is None else itertools.chain([first], listing)
         if args.json:
             print_json([_meta_dict(m) for m in metas])
@@ -247,7 +248,7 @@ def _keys_to_remove(store: Backend, key: str, recursive: bool) -> list[str]:
     if recursive:
         keys = [m.key for m in store.list_objects(key)]
         if not keys:
-            raise _nothing_under(store, key)
+            raise nothing_under(store, key)
         return keys
     return [head_object(store, key, "rm").key]
 

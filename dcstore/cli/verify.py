@@ -1,24 +1,29 @@
 """``dcstore verify URL``: check every object or sample, report all failures.
 
-With keys: authenticate every segment of every encrypted object. Without
-keys: check every sample of the plaintext dataset at URL against the
-checksums in its manifest, or every shard of the plaintext token corpus there
-against its manifest (size, version, ids inside the vocabulary); an encrypted
-one says it needs keys.
+With keys: authenticate every segment of every encrypted object and, where the store
+holds a dataset or token corpus, check that every shard its manifest lists is there at
+the version packed (a shard deleted, or replaced by another valid object, reads as
+damaged). Without keys: check every sample of the plaintext dataset at URL against the
+checksums in its manifest, or every shard of the plaintext token corpus there against
+its manifest (size, version, ids inside the vocabulary); an encrypted one says it needs
+keys. A store (or prefix) without objects is an error, never "0 failed".
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import sys
 from collections.abc import Iterator
 
+from dcstore.backends.base import Backend
 from dcstore.cli.common import add_store_options, human_size, open_from_args, print_json
 from dcstore.cli.keys import ENV_KEYS, ENV_KEYS_FILE, _encrypted_store, key_source_from
 from dcstore.cli.main import EXIT_ACCESS, EXIT_FAILURE, EXIT_INTEGRITY
+from dcstore.cli.objects import nothing_under
 from dcstore.crypto.verify import ObjectCheck, verify
-from dcstore.errors import ConfigError, NotFoundError
+from dcstore.errors import ConfigError, NotFoundError, VersionChangedError
 
 
 @contextlib.contextmanager
@@ -26,7 +31,7 @@ def _checks(args: argparse.Namespace) -> Iterator[Iterator[ObjectCheck]]:
     """Encrypted objects when keys are given, else the plaintext dataset's samples."""
     if key_source_from(args.keys) is not None:
         with _encrypted_store(args.store, args) as store:
-            yield verify(store, args.prefix)
+            yield itertools.chain(verify(store, args.prefix), _missing_shards(store, args.prefix))
         return
     from dcstore.loaders.manifest import MANIFEST_KEY, load_manifest  # pyarrow: only here
     from dcstore.loaders.verify import verify_dataset
@@ -40,11 +45,39 @@ def _checks(args: argparse.Namespace) -> Iterator[Iterator[ObjectCheck]]:
         try:
             manifest = load_manifest(store)
         except NotFoundError:
+            if next(iter(store.list_objects()), None) is None:
+                raise nothing_under(store, "") from None
             raise ConfigError(
                 f"no keys and no {MANIFEST_KEY} or {TOKENS_KEY} in {args.store}: pass "
                 f"--keys PATH or set {ENV_KEYS_FILE} or {ENV_KEYS} to verify encrypted objects"
             ) from None
         yield verify_dataset(store, manifest, args.prefix)
+
+
+def _listed_shards(store: Backend) -> list[tuple[str, str | None]]:
+    """(key, version) of every shard the dataset or token corpus in ``store`` lists."""
+    from dcstore.loaders.manifest import load_manifest
+    from dcstore.tokens.manifest import holds_token_corpus, load_token_manifest
+
+    if holds_token_corpus(store):
+        return [(s.key, s.version) for s in load_token_manifest(store).shards]
+    try:
+        return [(s.key, s.version) for s in load_manifest(store).shards]
+    except NotFoundError:
+        return []
+
+
+def _missing_shards(store: Backend, prefix: str) -> Iterator[ObjectCheck]:
+    """A failed check for each listed shard that is gone or not the version packed
+    (objects that are there were authenticated one by one already)."""
+    for key, version in _listed_shards(store):
+        if not key.startswith(prefix):
+            continue
+        try:
+            store.head(key, version=version)
+        except (NotFoundError, VersionChangedError) as exc:
+            problem = f"{exc} (the manifest lists this shard)"
+            yield ObjectCheck(key, 0, problem, "integrity")
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -61,6 +94,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
             failures.append(check)
             if not args.json:
                 print(f"FAILED  {check.key}: [{check.kind}] {check.problem}", flush=True)
+    if not checked and not failures:
+        with open_from_args(args.store, args) as store:
+            raise nothing_under(store, args.prefix)
     if args.json:
         print_json(
             {

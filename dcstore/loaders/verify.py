@@ -14,7 +14,13 @@ from collections.abc import Iterator
 
 from dcstore.backends.base import Backend
 from dcstore.crypto.verify import ObjectCheck
-from dcstore.errors import DcstoreError, IntegrityError, KeyAccessError, ShardChangedError
+from dcstore.errors import (
+    DcstoreError,
+    IntegrityError,
+    KeyAccessError,
+    NotFoundError,
+    ShardChangedError,
+)
 from dcstore.loaders.checksum import sample_checksum
 from dcstore.loaders.manifest import Manifest, ShardInfo
 from dcstore.loaders.shardinfo import read_as_packed
@@ -65,6 +71,8 @@ def verify_shard(store: Backend, info: ShardInfo, read_bytes: int = READ_BYTES) 
         return ObjectCheck(info.key, info.size, str(exc), "integrity")
     except IntegrityError as exc:
         return ObjectCheck(info.key, info.size, f"{where}: {exc}", "integrity")
+    except NotFoundError as exc:  # the dataset is damaged: a shard it lists is gone
+        return ObjectCheck(info.key, info.size, str(exc), "integrity")
     except KeyAccessError as exc:
         return ObjectCheck(info.key, info.size, f"{where}: {exc}", "key")
     except DcstoreError as exc:
