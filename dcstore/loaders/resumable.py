@@ -154,6 +154,12 @@ class PlannedPasses(abc.ABC):
         if self._rank is not None and self._world is not None:
             return self._rank, self._world
         rank, world = distributed_rank_world()
+        if self._world is not None and self._world != world:  # rank from torch.distributed
+            raise ConfigError(
+                f"world_size={self._world} without rank=, and torch.distributed's world is "
+                f"{world}: every process would read rank {rank}'s part: pass rank with "
+                "world_size, or initialise torch.distributed first"
+            )
         rank, world = (self._rank if self._rank is not None else rank), (self._world or world)
         if rank >= world:  # rank given, world_size from torch.distributed (1 without it)
             raise ConfigError(
