@@ -433,6 +433,20 @@ def test_parquet_and_text_inputs_and_a_callable_tokenizer(tmp_path: Path) -> Non
         pack_text([tmp_path / "t"], url, tokenizer=split)
 
 
+def test_a_text_files_bytes_are_its_tokens_line_endings_too(tmp_path: Path) -> None:
+    """Plain-text files were read with universal newlines: \\r\\n and \\r became \\n."""
+    text = b"windows line\r\nold mac line\rend\n"
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "a.txt").write_bytes(text)
+    with gzip.open(tmp_path / "t" / "b.txt.gz", "wb") as f:
+        f.write(text)
+    url = f"file://{tmp_path}/store"
+    pack_text([tmp_path / "t"], url)
+    stored = next(iter(TokenDataset(url, block_size=2 * (len(text) + 1))))
+    assert bytes(stored.tolist()[: len(text)]) == text
+    assert bytes(stored.tolist()[len(text) + 1 : -1]) == text
+
+
 def test_a_tokenizers_tokenizer_from_its_file(tmp_path: Path) -> None:
     tokenizers = pytest.importorskip("tokenizers")
     from tokenizers import models, pre_tokenizers, trainers

@@ -55,9 +55,11 @@ def _open_bytes(path: Path) -> gzip.GzipFile | IO[bytes]:
 
 
 def _open_text(path: Path) -> IO[str]:
+    """Decoded as stored: ``newline=""`` keeps ``\r\n`` and ``\r`` (the default turned
+    them into ``\n``, so the tokens were not those of the file's text)."""
     if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
 
 
 def _fields(row: dict[str, Any], text_field: str, columns: Sequence[str], where: str) -> Document:
