@@ -221,7 +221,7 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
         *,
         keys: Any = None,
         cache: Any = None,
-        segment_size: int | None = None,
+        segment_size: int | str | None = None,
         block_size: int | None = None,
         fo: str | None = None,
         target_protocol: str | None = None,

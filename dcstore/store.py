@@ -17,6 +17,7 @@ from dcstore.backends.base import Backend
 from dcstore.backends.registry import open_backend
 from dcstore.errors import ConfigError
 from dcstore.retry import RetryingBackend, RetryPolicy
+from dcstore.units import parse_size, whole_number
 
 if TYPE_CHECKING:
     from dcstore.cache.tier import CacheTier
@@ -35,7 +36,7 @@ def open_store(
     cache: CacheSpec | None = None,
     keys: KeySpec | None = None,
     retries: int = 4,
-    segment_size: int | None = None,
+    segment_size: int | str | None = None,
     **options: Any,
 ) -> Backend:
     """Open ``url`` with optional hot-tier ``cache`` and encryption ``keys``.
@@ -45,9 +46,10 @@ def open_store(
     ``keys`` is a key source or its URL (``"file:///etc/dcstore/kek.json"``).
     ``retries`` is the number of attempts for transient failures (1 disables).
     ``segment_size`` is the encrypted segment size of objects written (default 4 MiB;
-    readers take it from each object's header): smaller segments make small random reads
-    cheaper (one segment is fetched and authenticated whole).
+    readers take it from each object's header; bytes or a size such as ``"64KiB"``): smaller
+    segments make small random reads cheaper (one segment is fetched and authenticated whole).
     """
+    retries = whole_number("retries", retries)
     if segment_size is not None and keys is None:
         raise ConfigError("segment_size sets the size of encrypted segments: it needs keys=")
     if isinstance(url, Backend):
@@ -71,14 +73,21 @@ def open_store(
                 "layer would hand readers of the store ciphertext)"
             )
 
-        sized = {} if segment_size is None else {"segment_size": segment_size}
+        sized = {} if segment_size is None else {"segment_size": _segment_size(segment_size)}
         backend = EncryptedBackend(backend, open_key_source(keys), **sized)
     return backend
 
 
+def _segment_size(value: int | str) -> int:
+    try:
+        return parse_size(value)
+    except ConfigError as exc:
+        raise ConfigError(f"segment_size: {exc}") from None
+
+
 def store_for(
     url_or_store: str | Backend, *, cache: CacheSpec | None = None,
-    keys: KeySpec | None = None, segment_size: int | None = None,
+    keys: KeySpec | None = None, segment_size: int | str | None = None,
 ) -> Backend:  # fmt: skip
     """``url_or_store`` itself when it is a :class:`Backend` and nothing asks for a stack,
     else :func:`open_store` of it with ``cache``, ``keys`` and ``segment_size``."""

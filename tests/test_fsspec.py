@@ -329,8 +329,12 @@ def test_a_held_segment_is_of_the_version_opened(tmp_path: Path, keys: str) -> N
             f.read(10)  # a fetch: never the new version's bytes
 
 
-def test_segment_size_option_is_used_for_writes_and_reads(tmp_path: Path, keys: str) -> None:
-    opts = {"store": str(tmp_path / "store"), "keys": keys, "segment_size": 65536}
+@pytest.mark.parametrize("size", [65536, "64KiB", "65536"])
+def test_segment_size_option_is_used_for_writes_and_reads(
+    tmp_path: Path, keys: str, size: int | str
+) -> None:
+    """As the CLI's --segment-size, a size as people write it ("64KiB" was a TypeError)."""
+    opts = {"store": str(tmp_path / "store"), "keys": keys, "segment_size": size}
     df = table()
     df.to_parquet("dcstore://t.parquet", storage_options=opts)
     fs = fsspec.filesystem("dcstore", **opts)
@@ -340,6 +344,8 @@ def test_segment_size_option_is_used_for_writes_and_reads(tmp_path: Path, keys: 
     assert pd.read_parquet("dcstore://t.parquet", storage_options=opts).equals(df)
     with pytest.raises(ConfigError, match="keys"):
         DcstoreFileSystem(str(tmp_path / "store"), segment_size=65536)
+    with pytest.raises(ConfigError, match="segment_size: bad size '64 KB please'"):
+        DcstoreFileSystem(str(tmp_path / "store"), keys=keys, segment_size="64 KB please")
 
 
 @pytest.mark.parametrize("typo", ["key", "kyes", "cahce"])
