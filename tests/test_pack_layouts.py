@@ -3,6 +3,7 @@ tars, JSONL/CSV/Parquet index; naming, extension normalisation, collisions, clas
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -273,6 +274,28 @@ def test_a_folder_of_tars_follows_links_as_the_other_layouts_do(tmp_path: Path) 
     (tmp_path / "src" / "more").symlink_to(tmp_path / "more")
     assert pack(tmp_path / "src", tmp_path / "ds") == 0
     assert sorted(bytes(s["txt"]) for s in samples(tmp_path / "ds")) == [b"one", b"two"]
+
+
+def test_compressed_tars_are_refused_and_tars_packed_as_files_are_said(
+    tmp_path: Path, capsys, caplog
+) -> None:
+    """A folder of .tar.gz shards (webdataset reads them) packed with exit 0 as one sample
+    per shard (the flat layout); a folder of .tar shards and a README did the same."""
+    tar = make_tar(tmp_path / "t" / "a.tar", {"s1.txt": b"one", "s2.txt": b"two"})
+    (tmp_path / "gz").mkdir()
+    with gzip.open(tmp_path / "gz" / "a.tar.gz", "wb") as f:
+        f.write(tar.read_bytes())
+    for args in ((), ("--layout", "webdataset")):
+        assert pack(tmp_path / "gz", tmp_path / "ds", *args) == 2
+        assert "a.tar.gz: a compressed tar" in capsys.readouterr().err
+    assert pack(tmp_path / "gz" / "a.tar.gz", tmp_path / "ds") == 2
+    assert "decompress them first" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()
+    (tmp_path / "t" / "README.md").write_text("my shards")
+    assert pack(tmp_path / "t", tmp_path / "flat") == 0  # files, as asked, but said so
+    assert "1 tar file(s) (a.tar) packed as files" in caplog.text
+    assert pack(tmp_path / "t", tmp_path / "wds", "--layout", "webdataset") == 0
+    assert sorted(bytes(s["txt"]) for s in samples(tmp_path / "wds")) == [b"one", b"two"]
 
 
 def test_index_paths_stay_inside_src(tmp_path: Path, capsys) -> None:

@@ -242,11 +242,37 @@ def plan_imagefolder(root: Path, *, group: bool, names: bool) -> PackPlan:
     return PackPlan(samples, classes, "imagefolder", skipped)
 
 
+COMPRESSED_TARS = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar.zst")
+
+
+def is_tar(rel: str) -> bool:
+    """Whether ``rel`` names a tar, compressed or not (any case)."""
+    return rel.lower().endswith((".tar", *COMPRESSED_TARS))
+
+
+def refuse_compressed_tar(path: Path | str) -> None:
+    """A compressed tar is a :class:`ConfigError` saying what to do (samples are packed
+    as byte ranges of the tar files, read in place)."""
+    if str(path).lower().endswith(COMPRESSED_TARS):
+        raise ConfigError(
+            f"{path}: a compressed tar: dcstore packs the samples of plain .tar shards, read "
+            "in place: decompress them first (gunzip, xz -d, zstd -d), then pack the .tar files"
+        )
+
+
 def plan_flat(root: Path, *, group: bool, names: bool) -> PackPlan:
     """Every visible file under ``root``."""
     files = [SourceFile(rel) for rel in visible_files(root)]
     if not files:
         raise ConfigError(f"{root}: no files to pack")
+    tars = [f.rel for f in files if is_tar(f.rel)]
+    if tars:
+        log.warning(
+            "%s: %d tar file(s) (%s) packed as files, not as the samples inside them "
+            "(the flat layout: other files are beside them); --layout webdataset packs "
+            "the samples of the .tar files alone",
+            root, len(tars), tars[0],
+        )  # fmt: skip
     return PackPlan(plan_files(root, files, group=group, names=names), (), "flat")
 
 
@@ -257,11 +283,20 @@ def detect_layout(src: Path, index: Path | None) -> str:
     if src.is_file():
         if src.suffix == ".tar":
             return "webdataset"
+        refuse_compressed_tar(src)
         raise ConfigError(f"{src}: pack a folder, a .tar, or a folder of .tar shards")
     files = iter_visible(src, report_loops=False)  # the plan's own walk reports them
     first = next(files, None)
-    if first is not None and all(rel.endswith(".tar") for rel in (first, *files)):
-        return "webdataset"
+    rels = [] if first is None else [first]
+    for rel in files:
+        if not is_tar(rel):
+            break
+        rels.append(rel)
+    else:
+        if rels and all(is_tar(rel) for rel in rels):
+            for rel in rels:
+                refuse_compressed_tar(src / rel)
+            return "webdataset"
     children = [c for c in src.iterdir() if not c.name.startswith(".")]
     folders = [c for c in children if c.is_dir()]
     loose_images = [c for c in children if not c.is_dir() and is_image(c.name)]

@@ -26,8 +26,10 @@ from dcstore.loaders.ingest import (
     PackPlan,
     SampleSpec,
     SourceFile,
+    is_tar,
     iter_visible,
     plan_files,
+    refuse_compressed_tar,
 )
 from dcstore.loaders.tario import (
     check_name_characters,
@@ -44,9 +46,12 @@ def tar_paths(src: Path) -> list[Path]:
     """The ``.tar`` files named by ``src`` (a file, or a folder of tars: visible files,
     links followed, as every layout walks its folder)."""
     if src.is_file():
+        refuse_compressed_tar(src)
         return [src]
-    tars = (src / rel for rel in iter_visible(src) if rel.endswith(".tar"))
-    return sorted(p for p in tars if p.is_file())
+    rels = [rel for rel in iter_visible(src) if is_tar(rel)]
+    for rel in rels:
+        refuse_compressed_tar(src / rel)
+    return sorted(p for p in (src / rel for rel in rels) if p.is_file())
 
 
 def plan_tars(src: Path) -> PackPlan:
