@@ -37,9 +37,9 @@ def dataset_url(tmp_path_factory) -> str:
     return url
 
 
-@pytest.fixture
-def corrupt_url(dataset_url, tmp_path) -> tuple[str, str]:
-    """A copy of the dataset with one payload byte of sample VICTIM flipped; its shard key."""
+def copy_flipping(dataset_url: str, tmp_path: Path, at: int) -> tuple[str, str]:
+    """A copy of the dataset with the byte ``at`` bytes into sample VICTIM's record
+    flipped; the copy's URL and the shard key."""
     src, dst = open_store(dataset_url), open_store(f"file://{tmp_path}")
     manifest = load_manifest(src)
     shard, local = manifest.locate(VICTIM)
@@ -47,9 +47,35 @@ def corrupt_url(dataset_url, tmp_path) -> tuple[str, str]:
     for meta in src.list_objects():
         data = bytearray(src.get(meta.key))
         if meta.key == info.key:
-            data[int(info.offsets[local]) + 512 + 100] ^= 0x01  # inside the payload
+            data[int(info.offsets[local]) + at] ^= 0x01
         dst.put(meta.key, bytes(data))
     return f"file://{tmp_path}", info.key
+
+
+@pytest.fixture
+def corrupt_url(dataset_url, tmp_path) -> tuple[str, str]:
+    """One payload byte of sample VICTIM flipped."""
+    return copy_flipping(dataset_url, tmp_path, 512 + 100)
+
+
+@pytest.mark.parametrize("window_bytes", [4096, 4 << 20])  # straddling and whole windows
+def test_a_flipped_tar_header_byte_loses_that_sample_alone(
+    dataset_url, tmp_path, caplog, window_bytes
+) -> None:
+    """Naming the sample parsed its damaged header: the error that raised made
+    on_error="skip" give up the rest of the shard (42 samples of 320 in one report)."""
+    url, shard_key = copy_flipping(dataset_url, tmp_path, 2)  # in the first member's name
+    ds = ShardedDataset(url, on_error="skip", window_bytes=window_bytes)
+    with caplog.at_level(logging.WARNING):
+        assert sorted(s["__index__"] for s in ds) == [i for i in range(N) if i != VICTIM]
+    assert ds.skipped_samples == 1 and f"(index {VICTIM})" in caplog.text
+    damaged = (
+        rf"{shard_key}: sample \(key unreadable: its tar header is damaged\) \(index {VICTIM}\)"
+    )
+    with pytest.raises(IntegrityError, match=damaged):
+        list(ShardedDataset(url, window_bytes=window_bytes))
+    with pytest.raises(IntegrityError, match=damaged):
+        ShardedMapDataset(url)[VICTIM]
 
 
 def test_manifest_records_a_checksum_per_sample(dataset_url) -> None:

@@ -34,8 +34,10 @@ class CorruptSample:
     message: str
 
 
-def mismatch(url: str, key: str, index: int) -> CorruptSample:
-    """The :class:`CorruptSample` of global sample ``index`` (key ``key``) in shard ``url``."""
+def mismatch(url: str, key: str | None, index: int) -> CorruptSample:
+    """The :class:`CorruptSample` of global sample ``index`` (key ``key``; ``None``: its tar
+    header is too damaged to tell) in shard ``url``."""
+    name = repr(key) if key is not None else "(key unreadable: its tar header is damaged)"
     return CorruptSample(
-        index, f"shard {url}: sample {key!r} (index {index}) does not match its checksum"
+        index, f"shard {url}: sample {name} (index {index}) does not match its checksum"
     )

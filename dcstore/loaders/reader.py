@@ -182,30 +182,40 @@ def _checksums(
     return info.checksums[first:stop].tolist()  # type: ignore[no-any-return]
 
 
-def _samples(
-    store: Backend, manifest: Manifest, shard: int, first: int,
-    view: memoryview, spans: list[SampleSpan], base: int, options: SampleOptions,
-) -> list[Sample | CorruptSample]:  # fmt: skip
-    """Samples ``first, first + 1, ...`` of ``shard`` from ``view`` (shard bytes from
-    ``base``), each checked against its checksum (what is per shard is looked up once)."""
+def _damaged(
+    url: str, record: memoryview, lo: int, index: int, expected: int | None
+) -> CorruptSample | None:
+    """The :class:`CorruptSample` of a record (shard bytes from ``lo``) whose bytes do not
+    match the checksum ``expected`` (``None``: no checksum to check). Checked before the
+    record is parsed, so a damaged tar header is this sample's damage, not its shard's."""
+    if expected is None or sample_checksum(record) == expected:
+        return None
+    try:
+        key: str | None = group_samples(parse_record(record, base=lo))[0].key
+    except (IntegrityError, IndexError):
+        key = None  # its tar header is damaged too
+    return mismatch(url, key, index)
+
+
+def _one_sample(
+    store: Backend, manifest: Manifest, shard: int, local: int, record: memoryview, lo: int,
+    options: SampleOptions,
+) -> Sample | CorruptSample:  # fmt: skip
+    """Sample ``local`` of ``shard`` from its whole ``record`` (shard bytes from ``lo``),
+    checked against its checksum first."""
     info = manifest.shards[shard]
     url = f"{store.url}/{info.key}"
-    index = int(manifest.starts[shard]) + first
-    sums = _checksums(store, info, options, first, first + len(spans))
-    zero_copy = options.zero_copy
-    out: list[Sample | CorruptSample] = []
-    for i, span in enumerate(spans):
-        if (
-            sums is not None
-            and sample_checksum(view[span.start - base : span.end - base]) != sums[i]
-        ):
-            out.append(mismatch(url, span.key, index + i))
-            continue
-        sample = sample_dict(view, span, base, zero_copy=zero_copy)
-        sample["__index__"] = index + i
-        sample["__url__"] = url
-        out.append(sample)
-    return out
+    index = int(manifest.starts[shard]) + local
+    sums = _checksums(store, info, options, local, local + 1)
+    damaged = _damaged(url, record, lo, index, None if sums is None else sums[0])
+    if damaged is not None:
+        return damaged
+    spans = group_samples(parse_members(record, base=lo))
+    _check(url, len(spans), 1, lo, lo + len(record))
+    sample = sample_dict(record, spans[0], lo, zero_copy=options.zero_copy)
+    sample["__index__"] = index
+    sample["__url__"] = url
+    return sample
 
 
 class WindowSamples:
@@ -242,8 +252,8 @@ class WindowSamples:
         record = self.view[lo - self.start : hi - self.start]
         index = self.index0 + k
         sums = self.sums
-        if sums is not None and sample_checksum(record) != sums[k]:
-            return mismatch(self.url, self._span(record, lo, hi).key, index)
+        if sums is not None and (damaged := _damaged(self.url, record, lo, index, sums[k])):
+            return damaged
         sample = record_sample(record, zero_copy=zero_copy, checked=self.checked)
         if sample is None:  # not plain ustar members of one key: the general parser
             sample = sample_dict(record, self._span(record, lo, hi), lo, zero_copy=zero_copy)
@@ -297,9 +307,7 @@ class _GroupParser:
         lo, hi = int(info.offsets[j]), int(info.offsets[j] + info.lengths[j])
         pieces = [v[max(0, lo - s) :] for s, v in self.held if s + len(v) > lo]
         joined = memoryview(b"".join([*pieces, view[: hi - win.start]]))
-        spans = group_samples(parse_members(joined, base=lo))
-        _check(f"{self.store.url}/{info.key}", len(spans), 1, lo, hi)
-        return _samples(self.store, self.manifest, win.shard, j, joined, spans, lo, self.options)[0]
+        return _one_sample(self.store, self.manifest, win.shard, j, joined, lo, self.options)
 
 
 def _detached(sample: Sample | CorruptSample) -> Sample | CorruptSample:
@@ -486,11 +494,9 @@ def read_sample(
     end = start + int(info.lengths[local])
     try:
         data = memoryview(read_as_packed(store, info.key, info.version, start, end, mapped=False))
-        spans = group_samples(parse_members(data, base=start))
-        _check(f"{store.url}/{info.key}", len(spans), 1, start, end)
+        sample = _one_sample(store, manifest, shard, local, data, start, options)
     except DcstoreError as exc:
         raise named_error(store, info.key, exc)  # noqa: B904 - the same exception
-    (sample,) = _samples(store, manifest, shard, local, data, spans, start, options)
     if isinstance(sample, CorruptSample):
         raise IntegrityError(sample.message)
     return sample
