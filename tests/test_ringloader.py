@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
 
 from dcstore.errors import ConfigError
-from dcstore.loaders import DeviceLoader, RingLoader, ShardedDataset, ShardWriter
+from dcstore.loaders import DeviceLoader, RingLoader, ShardedDataset, ShardWriter, stages
 from dcstore.loaders.ring import (
     ALIGN,
     FREE,
@@ -242,6 +242,31 @@ def test_unequal_samples_name_the_field_and_the_fix(workers, make) -> None:
     shapes = r"different shapes \(\[0\]: \(3, 4, 5\) and \(3, 6, 5\)\)"
     with pytest.raises(ValueError, match=rf"RingLoader: .* {shapes}; resize them .*=list"):
         list(RingLoader(Ragged(make), batch_size=2, num_workers=workers))
+
+
+class MissingField(IterableDataset):
+    """webdataset-style samples where one lacks a field."""
+
+    def __init__(self, lacking: int) -> None:
+        self.lacking = lacking
+
+    def __iter__(self):
+        for i in range(4):
+            sample = {"__key__": f"m{i}", "txt": b"t", "json": b"{}"}
+            if i == self.lacking:
+                del sample["json"]
+            yield sample
+
+
+@pytest.mark.parametrize("lacking", [0, 2])
+def test_samples_with_different_fields_are_refused_naming_them(lacking) -> None:
+    """A field the first sample lacked vanished from the whole batch; one a later
+    sample lacked was a bare KeyError."""
+    fields = rf"samples 'm0' and 'm{max(lacking, 1)}' of a batch have different fields"
+    with pytest.raises(ValueError, match=rf"RingLoader: {fields}"):
+        list(RingLoader(MissingField(lacking), batch_size=4))
+    with pytest.raises(ValueError, match=rf"batched\(\): {fields}.*collate_fn=list"):
+        list(stages.compose(MissingField(lacking), [stages.batched(4)]))
 
 
 def test_bad_arguments_are_config_errors(dataset_url) -> None:

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dcstore.loaders.stages import different_shapes
+from dcstore.loaders.stages import different_fields, different_shapes
 
 FREE, HELD, RETIRED = 0, 1, 2
 ALIGN = 64
@@ -126,6 +126,8 @@ class _Planner:
     def plan(self, column: Sequence[Any], path: Path = ()) -> Any:
         first = column[0]
         if isinstance(first, Mapping):
+            if error := different_fields("RingLoader", column):
+                raise error
             return {k: self.plan([item[k] for item in column], (*path, k)) for k in first}
         if isinstance(first, tuple | list):
             if any(len(item) != len(first) for item in column):

@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import io
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from dcstore.loaders.handlers import ErrorHandler, reraise_exception
@@ -274,6 +274,8 @@ def _default_collate(batch: list[Any]) -> Any:
     ``DataLoader`` worker too (where torch fails earlier, resizing shared memory)."""
     from torch.utils.data import default_collate
 
+    if isinstance(batch[0], Mapping) and (error := different_fields("batched()", batch)):
+        raise error
     try:
         return default_collate(batch)
     except RuntimeError as exc:
@@ -289,6 +291,24 @@ def different_shapes(who: str, differ: str) -> ValueError:
         f"{who}: the samples of a batch have different shapes ({differ}); resize them in a "
         ".map()/.map_tuple() stage before batching, or collate them as lists (.batched("
         "n, collate_fn=list) with DataLoader(batch_size=None))"
+    )
+
+
+def different_fields(who: str, batch: Sequence[Mapping[str, Any]]) -> ValueError | None:
+    """The error for a batch of samples whose fields differ, or ``None``. Collated as
+    they are, a field the first sample lacks vanished from the whole batch, and one a
+    later sample lacks was a bare ``KeyError`` (webdataset refuses such a batch too)."""
+    first = batch[0]
+    other = next((item for item in batch if item.keys() != first.keys()), None)
+    if other is None:
+        return None
+    only_first = sorted(map(str, first.keys() - other.keys()))
+    only_other = sorted(map(str, other.keys() - first.keys()))
+    return ValueError(
+        f"{who}: samples {first.get('__key__', '?')!r} and {other.get('__key__', '?')!r} of "
+        f"a batch have different fields (only in the first: {only_first}; only in the "
+        f"second: {only_other}); give every sample the same fields in a .map() stage, or "
+        "collate them as lists (.batched(n, collate_fn=list) with DataLoader(batch_size=None))"
     )
 
 
