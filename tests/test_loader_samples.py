@@ -157,3 +157,26 @@ def test_map_drops_none_and_keeps_the_key(image_url) -> None:
     out = list(ShardedDataset(image_url).map(label_unless_zero))
     assert len(out) == N - N // 3
     assert all(set(s) == {"n", "__key__"} for s in out)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK"])
+def test_decoders_give_what_webdatasets_give_for_any_image_mode(tmp_path, mode) -> None:
+    """decode("pil") kept a grayscale or RGBA image as it was stored, where webdataset's
+    "pil" (and every dcstore decoder but that one) converts to RGB; .npz stayed bytes."""
+    image = io.BytesIO()
+    Image.new(mode, (5, 4), 7).save(image, "JPEG" if mode == "CMYK" else "PNG")
+    arrays = io.BytesIO()
+    np.savez(arrays, a=np.arange(3), b=np.ones((2, 2)))
+    sample = {"__key__": "x", "img.png": image.getvalue(), "arrays.npz": arrays.getvalue()}
+    with ShardWriter(str(tmp_path)) as writer:
+        writer.write(sample)
+    for name in ("pil", "rgb8", "torchrgb8"):
+        (ours,) = ShardedDataset(str(tmp_path)).decode(name)
+        theirs = wds.autodecode.Decoder([wds.autodecode.imagehandler(name)])(dict(sample))
+        if name == "pil":
+            assert ours["img.png"].mode == theirs["img.png"].mode == "RGB"
+            assert ours["img.png"].tobytes() == theirs["img.png"].tobytes()
+        else:
+            assert np.array_equal(np.asarray(ours["img.png"]), np.asarray(theirs["img.png"]))
+        assert ours["arrays.npz"].keys() == theirs["arrays.npz"].keys() == {"a", "b"}
+        assert np.array_equal(ours["arrays.npz"]["b"], theirs["arrays.npz"]["b"])

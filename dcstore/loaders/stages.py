@@ -49,10 +49,11 @@ def _basic(field: str, data: Any) -> Any:
         return int(str(data, "ascii"))
     if ext in ("json", "jsn"):
         return json.loads(bytes(data))
-    if ext == "npy":
+    if ext in ("npy", "npz"):
         import numpy as np
 
-        return np.load(io.BytesIO(data), allow_pickle=False)
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+        return loaded if ext == "npy" else dict(loaded)  # npz: its arrays by name
     if ext == "pth":
         import torch
 
@@ -69,10 +70,10 @@ def _decode_image(mode: str, field: str, data: Any) -> Any:
     import numpy as np
     from PIL import Image
 
-    img = Image.open(io.BytesIO(data))
+    rgb = Image.open(io.BytesIO(data)).convert("RGB")  # any mode, as webdataset's decoders
     if mode == "pil":
-        return img
-    arr = np.array(img.convert("RGB"))  # writable, so torch can wrap it without a warning
+        return rgb
+    arr = np.array(rgb)  # writable, so torch can wrap it without a warning
     if mode == "torchrgb8":
         import torch
 
