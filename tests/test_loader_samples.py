@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import warnings
 
 import numpy as np
@@ -180,3 +181,19 @@ def test_decoders_give_what_webdatasets_give_for_any_image_mode(tmp_path, mode) 
             assert np.array_equal(np.asarray(ours["img.png"]), np.asarray(theirs["img.png"]))
         assert ours["arrays.npz"].keys() == theirs["arrays.npz"].keys() == {"a", "b"}
         assert np.array_equal(ours["arrays.npz"]["b"], theirs["arrays.npz"]["b"])
+
+
+def test_a_decode_error_says_which_sample_and_field(tmp_path) -> None:
+    """PIL's bare "Truncated File Read" named no sample, field or shard."""
+    good = io.BytesIO()
+    Image.new("RGB", (64, 64), 9).save(good, "JPEG")
+    with ShardWriter(str(tmp_path)) as writer:
+        writer.write({"__key__": "good", "jpg": good.getvalue()})
+        writer.write({"__key__": "cut", "jpg": good.getvalue()[:200]})
+    where = r"decoding field 'jpg' of sample 'cut' in file://.*\.tar"
+    with pytest.raises(OSError) as info:
+        list(ShardedDataset(str(tmp_path)).decode("rgb8"))
+    assert any(re.fullmatch(where, note) for note in info.value.__notes__)
+    with pytest.warns(UserWarning, match=rf"OSError\(.*\); {where}"):
+        kept = list(ShardedDataset(str(tmp_path)).decode("rgb8", handler=warn_and_continue))
+    assert [s["__key__"] for s in kept] == ["good"]

@@ -20,8 +20,10 @@ def reraise_exception(exc: Exception) -> bool:
 
 
 def warn_and_continue(exc: Exception) -> bool:
-    """Warn with ``repr(exc)`` and drop the item."""
-    warnings.warn(repr(exc), stacklevel=2)
+    """Warn with ``repr(exc)`` and its notes (where it happened: the sample, the field)
+    and drop the item."""
+    notes = "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))
+    warnings.warn(repr(exc) + notes, stacklevel=2)
     return True
 
 

@@ -123,13 +123,30 @@ def _decode_sample(chain: Sequence[Handler], sample: Sample) -> Sample:
     out = {}
     for field, value in sample.items():
         if not field.startswith("__"):
-            for handler in chain:
-                decoded = handler(field, value)
-                if decoded is not None:
-                    value = decoded
-                    break
+            try:
+                value = _decode_field(chain, field, value)
+            except Exception as exc:
+                where = f"decoding field {field!r} of sample {sample.get('__key__')!r}"
+                url = sample.get("__url__")
+                add_note(exc, f"{where} in {url}" if url else where)
+                raise
         out[field] = value
     return out
+
+
+def _decode_field(chain: Sequence[Handler], field: str, value: Any) -> Any:
+    for handler in chain:
+        decoded = handler(field, value)
+        if decoded is not None:
+            return decoded
+    return value
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """Say where ``exc`` happened without changing its type (a note, shown with the
+    traceback and by :func:`~dcstore.loaders.handlers.warn_and_continue`; Python >= 3.11)."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
 
 
 def decode(*handlers: str | Handler, handler: ErrorHandler = reraise_exception) -> Stage:
