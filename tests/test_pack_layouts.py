@@ -298,6 +298,23 @@ def test_compressed_tars_are_refused_and_tars_packed_as_files_are_said(
     assert sorted(bytes(s["txt"]) for s in samples(tmp_path / "wds")) == [b"one", b"two"]
 
 
+def test_hidden_tar_members_are_skipped_and_split_samples_named(
+    tmp_path: Path, capsys, caplog
+) -> None:
+    """A tar made on macOS (._x.jpg beside x.jpg) failed with "every sample needs a
+    non-empty str '__key__'", naming no tar; a key whose members are apart in one tar
+    was "in both part.tar and part.tar"."""
+    make_tar(tmp_path / "mac.tar", {"._x.txt": b"junk", "x.txt": b"X", "y.txt": b"Y"})
+    assert pack(tmp_path / "mac.tar", tmp_path / "ds") == 0
+    assert sorted(bytes(s["txt"]) for s in samples(tmp_path / "ds")) == [b"X", b"Y"]
+    assert "skipped 1 hidden tar member(s)" in caplog.text and "mac.tar:._x.txt" in caplog.text
+    make_tar(tmp_path / "part.tar", {"a.txt": b"1", "b.txt": b"2", "a.cls": b"3"})
+    assert pack(tmp_path / "part.tar", tmp_path / "ds2") == 2
+    assert "part.tar: sample 'a' twice: its members are not next to each other" in (
+        capsys.readouterr().err
+    )
+
+
 def test_index_paths_stay_inside_src(tmp_path: Path, capsys) -> None:
     write_image(tmp_path / "src" / "a.jpg", 0)
     index = tmp_path / "index.jsonl"

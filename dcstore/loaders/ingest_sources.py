@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import mmap
 from pathlib import Path, PurePosixPath
 from typing import Any, cast
@@ -38,6 +39,8 @@ from dcstore.loaders.tario import (
     parse_members,
 )
 
+log = logging.getLogger(__name__)
+
 PATH_COLUMN = "path"
 LABEL_COLUMN = "label"
 
@@ -58,6 +61,7 @@ def plan_tars(src: Path) -> PackPlan:
     """The samples of the tar(s) at ``src`` as byte ranges of the tar files."""
     specs: list[SampleSpec] = []
     seen: dict[str, Path] = {}
+    hidden: list[str] = []
     for path in tar_paths(src):
         with path.open("rb") as f:
             if path.stat().st_size == 0:
@@ -65,11 +69,22 @@ def plan_tars(src: Path) -> PackPlan:
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
                 view = memoryview(mapped)
                 try:
-                    spans = group_samples(parse_members(view))
+                    members = parse_members(view)
                 finally:
                     view.release()
-        for span in spans:
-            check_sample_key(span.key)
+        shown = [m for m in members if not _is_hidden(m.name)]
+        hidden += [f"{path}:{m.name}" for m in members if _is_hidden(m.name)]
+        for span in group_samples(shown):
+            try:
+                check_sample_key(span.key)
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: member {span.members[0].name!r}: {exc}") from None
+            if seen.get(span.key) == path:
+                raise ConfigError(
+                    f"{path}: sample {span.key!r} twice: its members are not next to each "
+                    "other (a sample's files must follow one another in the tar, as "
+                    "webdataset groups them)"
+                )
             if span.key in seen:
                 raise ConfigError(f"sample {span.key!r} is in both {seen[span.key]} and {path}")
             seen[span.key] = path
@@ -79,9 +94,21 @@ def plan_tars(src: Path) -> PackPlan:
             if len({name for name, _ in fields}) != len(fields):
                 raise ConfigError(f"{path}: sample {span.key!r} has a field twice")
             specs.append(SampleSpec(span.key, tuple(fields)))
+    if hidden:
+        log.warning(
+            "skipped %d hidden tar member(s) (%s%s), as folders skip hidden files (macOS "
+            "writes ._name beside each file)",
+            len(hidden), hidden[0], f" and {len(hidden) - 1} more" if len(hidden) > 1 else "",
+        )  # fmt: skip
     if not specs:
         raise ConfigError(f"{src}: no samples in the .tar file(s)")
     return PackPlan(specs, (), "webdataset")
+
+
+def _is_hidden(name: str) -> bool:
+    """A member whose name or folder starts with a dot (``._x.jpg``, ``.cache/x``), as
+    :func:`~dcstore.loaders.ingest.iter_visible` skips such files."""
+    return any(part.startswith(".") and part not in (".", "..") for part in name.split("/"))
 
 
 def read_index(path: Path) -> list[dict[str, Any]]:
