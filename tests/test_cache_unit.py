@@ -276,8 +276,12 @@ def test_open_cache_tier_specs() -> None:
         with pytest.raises(ConfigError):
             open_cache_tier(bad)
     # a typo names what was given, never a password (in the netloc or the query)
-    with pytest.raises(ConfigError, match=r"scheme 'file' \(cache='redis//h:6379', a path\)"):
+    with pytest.raises(ConfigError, match=r"unknown cache 'redis//h:6379': give memory, or a"):
         open_cache_tier("redis//h:6379")
+    with pytest.raises(ConfigError, match=r"unknown cache 'memroy'") as info:
+        open_cache_tier("memroy")  # was: "unknown cache scheme 'file' ... a path"
+    with pytest.raises(ConfigError, match=r"unknown cache '...@h:1/0'") as info:
+        open_cache_tier("redis//:hunter2@h:1/0")
     with pytest.raises(ConfigError, match=r"\(cache=rediz://h:1/0\)") as info:
         open_cache_tier("rediz://:hunter2@h:1/0?password=hunter2")
     assert "hunter2" not in str(info.value)

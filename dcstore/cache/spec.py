@@ -54,9 +54,12 @@ def open_cache_tier(spec: CacheTier | str) -> CacheTier:
     else:
         schemes = (*LRU_SCHEMES, *REDIS_SCHEMES, *MEMCACHED_SCHEMES)
         accepted = ", ".join(f"{s}://" for s in schemes)
-        given = url.safe(query={}) if "://" in spec else f"{spec!r}, a path"
+        if "://" not in spec:  # read as a path: a typo of "memory" or of a URL, say
+            shown = spec if "@" not in spec else "...@" + spec.rpartition("@")[2]  # a password?
+            raise ConfigError(f"unknown cache {shown!r}: give memory, or a URL: {accepted}")
         raise ConfigError(
-            f"unknown cache scheme {url.scheme!r} (cache={given}); accepted: {accepted}"
+            f"unknown cache scheme {url.scheme!r} (cache={url.safe(query={})}); "
+            f"accepted: {accepted}"
         )
     options.finish()
     return tier
