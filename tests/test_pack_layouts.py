@@ -315,6 +315,18 @@ def test_hidden_tar_members_are_skipped_and_split_samples_named(
     )
 
 
+@pytest.mark.parametrize("text", [False, True])
+def test_a_destination_inside_src_is_refused(tmp_path: Path, capsys, text: bool) -> None:
+    """`pack . ds` worked once; the next pack into it took ds for a class folder ("ds:
+    class folder has no images"), or its shards for samples."""
+    make_imagefolder(tmp_path / "images", ["cat", "dog"], 2)
+    args = ("--text",) if text else ()
+    assert pack(tmp_path / "images", tmp_path / "images" / "ds", *args) == 2
+    assert "is inside SRC" in capsys.readouterr().err
+    assert not (tmp_path / "images" / "ds").exists()
+    assert pack(tmp_path / "images" / "cat", tmp_path / "images" / "cat-ds") == 0  # beside
+
+
 def test_index_paths_stay_inside_src(tmp_path: Path, capsys) -> None:
     write_image(tmp_path / "src" / "a.jpg", 0)
     index = tmp_path / "index.jsonl"

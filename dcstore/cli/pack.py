@@ -17,12 +17,14 @@ from dcstore.cli.common import (
     transfer_progress,
 )
 from dcstore.cli.pack_text import add_text_options
+from dcstore.errors import ConfigError
 
 SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing"})
 """Folder names that are dataset splits, not classes (ImageFolder's usual mistake)."""
 
 
 def run(args: argparse.Namespace) -> int:
+    _refuse_dest_inside_src(args.src, args.dest)
     if args.text:
         from dcstore.cli import pack_text
 
@@ -73,6 +75,20 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stdout,
     )
     return 0
+
+
+def _refuse_dest_inside_src(src: str, dest: str) -> None:
+    """A local destination inside SRC (``pack . ds``) would be walked by the next pack
+    into it, its own shards taken for samples (or ``ds`` for a class folder)."""
+    from dcstore.backends.options import parse_url
+
+    url = parse_url(dest)
+    source = Path(src).resolve()
+    if url.scheme == "file" and source.is_dir() and Path(url.path).resolve().is_relative_to(source):
+        raise ConfigError(
+            f"the destination {dest} is inside SRC {src}: packing again would take the "
+            "dataset's own files for samples; pack into a folder outside SRC"
+        )
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
