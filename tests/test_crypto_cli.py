@@ -133,3 +133,28 @@ def test_key_errors_exit_codes(tmp_path: Path) -> None:
     assert none.returncode == 2 and "DCSTORE_KEYS_FILE" in none.stderr
     ro = run("keys", "new", env={"DCSTORE_KEYS": keys.read_text()})
     assert ro.returncode == 2 and "key file" in ro.stderr
+
+
+def test_key_commands_refuse_a_store_without_objects(tmp_path: Path) -> None:
+    """`keys retire KEY ./typo` destroyed the key, "no object among 0 in 1 store(s) uses
+    it", exit 0, while the real store still needed it; status and rotate said 0 too."""
+    keys = tmp_path / "kek.json"
+    store = f"file://{tmp_path / 'store'}"
+    assert run("keys", "new", "--keys", str(keys), "--id", "k1").returncode == 0
+    (tmp_path / "w.bin").write_bytes(b"weights")
+    assert run("put", store, "w.bin", str(tmp_path / "w.bin"), "--keys", str(keys)).returncode == 0
+    assert run("keys", "new", "--keys", str(keys), "--id", "k2").returncode == 0
+    typo = f"file://{tmp_path / 'stor'}"
+    for command in (
+        ("keys", "retire", "k1", typo, "--min-age", "0"),
+        ("keys", "retire", "k1", store, typo, "--min-age", "0"),
+        ("keys", "status", typo),
+        ("keys", "rotate", typo),
+        ("keys", "rotate", store, "--prefix", "nothing/"),
+    ):
+        refused = run(*command, "--keys", str(keys))
+        assert refused.returncode == 3, (command, refused.stderr)
+        assert "no objects" in refused.stderr
+    assert "k1" in run("keys", "list", "--keys", str(keys)).stdout.split()
+    got = run("get", store, "w.bin", "--keys", str(keys))
+    assert got.returncode == 0 and got.stdout == "weights"

@@ -77,6 +77,15 @@ def _encrypted_store(url: str, args: argparse.Namespace) -> EncryptedBackend:
     return store
 
 
+def _require_objects(store: EncryptedBackend, prefix: str = "") -> None:
+    """A store (or prefix) without objects is a typo more often than not: saying "0
+    rewrapped" or retiring a key because "no object among 0 uses it" would hide it."""
+    from dcstore.cli.objects import nothing_under
+
+    if next(iter(store.inner.list_objects(prefix or "")), None) is None:
+        raise nothing_under(store, prefix or "")
+
+
 def cmd_new(args: argparse.Namespace) -> int:
     source = _require_file(args)
     new_id = args.id or new_key_id()
@@ -147,6 +156,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     with _encrypted_store(args.store, args) as store:
+        _require_objects(store, args.prefix)
         keyring = store.keyring
         usage = key_usage(store, args.prefix)
 
@@ -193,6 +203,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     with _encrypted_store(args.store, args) as store:
         from dcstore.loaders.versions import repin  # the loader, only when asked
 
+        _require_objects(store, args.prefix)
         try:
             for result in rotate(store, args.prefix):
                 counts[result.status] += 1
@@ -218,6 +229,8 @@ def cmd_retire(args: argparse.Namespace) -> int:
     source = _require_file(args)
     with contextlib.ExitStack() as stack:
         stores = [stack.enter_context(_encrypted_store(url, args)) for url in args.stores]
+        for store in stores:  # a mistyped store would vouch that nothing uses the key
+            _require_objects(store)
         checked = retire_key(source, stores, args.key_id, args.min_age)
     print(
         f"retired {args.key_id}: no object among {checked} in {len(args.stores)} store(s) uses it"
