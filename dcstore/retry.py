@@ -127,6 +127,10 @@ class _ResumingReader(ObjectReader):
             self._drop(source)
             raise
 
+    def map_range(self, start: int, end: int) -> memoryview | None:
+        """The current reader's mapping (a local file's; nothing transient to retry)."""
+        return self._current().map_range(start, end)
+
     def _current(self) -> ObjectReader:
         with self._lock:
             if self._source is None:

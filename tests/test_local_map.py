@@ -123,3 +123,21 @@ def test_map_object_is_the_whole_version_opened(store: LocalBackend) -> None:
     assert store.map_object("empty") == memoryview(b"")
     with pytest.raises(NotFoundError, match="missing"):
         store.map_object("missing")
+
+
+@pytest.mark.parametrize("keys", [False, True])
+def test_an_open_reader_stays_on_its_version_when_the_key_is_replaced(
+    tmp_path: Path, keys: bool
+) -> None:
+    """Plaintext readers read the file they opened; encrypted ones mapped each segment
+    anew by path and raised VersionChangedError once a new checkpoint landed (or a key
+    rotation rewrote the object). Both now decrypt from the file they opened, mapped."""
+    store = open_store(str(tmp_path / "store"), keys=Keyring.generate() if keys else None)
+    old = random.Random(2).randbytes(9 << 20)  # past a segment and a read block
+    store.put("ckpt", old)
+    with store.open_read("ckpt") as reader:
+        first = reader.read(1 << 20)
+        store.put("ckpt", b"new checkpoint")
+        assert first + reader.read() == old
+        assert bytes(reader.read_range(5, 9)) == old[5:9]
+    assert store.get("ckpt") == b"new checkpoint"

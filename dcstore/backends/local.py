@@ -184,16 +184,21 @@ class LocalBackend(Backend):
         fd, size = self._open_object(key, version)
         try:
             check_range(key, start, end, size)
-            if end == start:
-                return memoryview(b"")
-            offset = start - start % mmap.ALLOCATIONGRANULARITY
+            return self._map_fd(fd, key, start, end)
+        finally:
+            os.close(fd)
+
+    def _map_fd(self, fd: int, key: str, start: int, end: int) -> memoryview:
+        """Bytes ``[start, end)`` of the open file ``fd``, mapped with every page in."""
+        if end == start:
+            return memoryview(b"")
+        offset = start - start % mmap.ALLOCATIONGRANULARITY
+        try:
             mapping = mmap.mmap(
                 fd, end - offset, flags=MAP_FLAGS, prot=mmap.PROT_READ, offset=offset
             )
         except OSError as exc:
             raise self._error(exc, key, "read") from exc
-        finally:
-            os.close(fd)
         return memoryview(mapping)[start - offset :]
 
     def map_object(self, key: str, *, version: str | None = None) -> memoryview | None:
@@ -367,6 +372,13 @@ class _FileReader(ObjectReader):
             return os.pread(self._fd, end - start, start)
         except OSError as exc:
             raise self._store._error(exc, self._key, "read") from exc
+
+    def map_range(self, start: int, end: int) -> memoryview:
+        """The opened file's bytes, mapped: this version even if the key was replaced."""
+        if self.closed:
+            raise ValueError(f"{self.what}: read from a closed reader")
+        check_range(self._key, start, end, self.size)
+        return self._store._map_fd(self._fd, self._key, start, end)
 
     def readinto(self, buffer: Buffer) -> int:  # type: ignore[override]
         if self.closed:

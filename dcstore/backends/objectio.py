@@ -334,6 +334,11 @@ class ObjectReader(io.RawIOBase):
             raise ValueError(f"{self.what}: range [{start}, {end}) outside 0..{self.size}")
         return self._fetch(start, end) if start < end else b""
 
+    def map_range(self, start: int, end: int) -> memoryview | None:
+        """Bytes ``[start, end)`` of this version as a read-only view of a memory mapping
+        (the view owns it), or ``None``: only a reader of a local file maps."""
+        return None
+
     def readable(self) -> bool:
         return True
 

@@ -41,6 +41,7 @@ Guarantees (on top of the :class:`~dcstore.backends.base.Backend` contract):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
@@ -315,23 +316,23 @@ class EncryptedBackend(Wrapper):
             raise
         return ObjectReader(
             dataclasses.replace(meta, size=layout.plain_size),
-            lambda start, end: self._read_pinned(meta, start, end, source.read_range),
+            lambda start, end: self._read_pinned(meta, start, end, source),
             align=layout.segment_size,
             what=self._what(key),
             on_close=source.close,
         )
 
-    def _read_pinned(self, meta: ObjectMeta, start: int, end: int, fetch: Fetch) -> bytes:
+    def _read_pinned(self, meta: ObjectMeta, start: int, end: int, source: ObjectReader) -> bytes:
         """``_read_range`` of an opened version. A header that came from the cache and
         fails to authenticate is dropped and read again once (as :meth:`_retrying`)."""
         with self._lock:
             was_cached = (meta.key, meta.version) in self._headers
         try:
-            return self._read_range(meta, start, end, fetch)
+            return self._read_range(meta, start, end, source)
         except IntegrityError:
             if not self._drop_copies(meta, header_was_cached=was_cached):
                 raise
-        return self._read_range(meta, start, end, fetch)
+        return self._read_range(meta, start, end, source)
 
     def _retrying(
         self, key: str, version: str | None, read: Callable[[ObjectMeta], T], *,
@@ -428,11 +429,19 @@ class EncryptedBackend(Wrapper):
         return layout.runs(first, stop, limit)
 
     def _read_range(
-        self, meta: ObjectMeta, start: int, end: int, fetch: Fetch | None = None
+        self, meta: ObjectMeta, start: int, end: int, source: ObjectReader | None = None
     ) -> bytes:
         """Plaintext ``[start, end)``: only the covering segments are fetched, in runs
         of at most :data:`READ_CHUNK_BYTES` (pipelined over ``threads``), mapped where
-        the inner store maps its objects, else read by ``fetch`` (default: ranged gets)."""
+        the store maps its objects (decrypted straight out of the page cache), else read
+        by ranged gets. Through ``source`` when given: an opened inner reader, so a local
+        file stays on the version it opened even if the key is replaced meanwhile."""
+        if source is not None:
+            fetch: Fetch = source.read_range
+            mapper: Callable[[int, int], memoryview | None] = source.map_range
+        else:
+            fetch = self._fetcher(meta)
+            mapper = functools.partial(self.inner.map_range, meta.key, version=meta.version)
         header, layout = self._layout(meta, fetch)
         check_range(meta.key, start, end, layout.plain_size)
         if start == end:
@@ -445,8 +454,8 @@ class EncryptedBackend(Wrapper):
                 (c0, c1), (p0, p1) = _spans(layout, *run)
                 # A store of local files maps the ciphertext: decrypted straight out of the
                 # page cache, no copy into a buffer first (the view owns its mapping).
-                mapped = self.inner.map_range(meta.key, c0, c1, version=meta.version)
-                blob = (fetch or self._fetcher(meta))(c0, c1) if mapped is None else mapped
+                mapped = mapper(c0, c1)
+                blob = fetch(c0, c1) if mapped is None else mapped
                 if start <= p0 and p1 <= end:
                     cipher.decrypt_into(layout, *run, blob, out.view[p0 - start : p1 - start])
                     return
