@@ -153,6 +153,22 @@ def test_local_sweep_removes_a_killed_writers_file(tmp_path: Path) -> None:
     assert store.get("d/k") == b"old"
 
 
+def test_local_sweep_leaves_a_live_writer_alone_whatever_its_age(tmp_path: Path) -> None:
+    """A writer pausing longer than older_than (sweep --older-than 0 during a slow
+    torch.save) lost its file: close() then failed with "no such object"."""
+    store = LocalBackend(tmp_path / "s")
+    store.put("k", b"old")
+    writer = store.open_write("k")
+    writer.write(b"new " * 1000)
+    (tmp,) = (p for p in (tmp_path / "s").iterdir() if p.name != "k")
+    os.utime(tmp, (0, 0))  # untouched since 1970
+    assert store.sweep(older_than=0) == 0
+    writer.write(b"more")
+    writer.close()
+    assert store.get("k") == b"new " * 1000 + b"more"
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["k"]
+
+
 def test_read_chunks_maps_local_files_and_stays_on_one_version(tmp_path: Path) -> None:
     store = RetryingBackend(LocalBackend(tmp_path / "s"))
     data = os.urandom(20 * MiB + 1)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import mmap
 import os
 import stat
@@ -282,12 +283,15 @@ class LocalBackend(Backend):
                 continue
             except OSError as exc:
                 raise self._error(exc, key, "write") from exc
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held till committed: see sweep
             return _FileWriter(self, key, path, tmp, fd)
         raise DcstoreError(f"{self.url}: cannot write {key!r}: its directory keeps vanishing")
 
     def sweep(self, older_than: float | None = None) -> int:
         """Remove temporary files of writes untouched for ``older_than`` seconds
-        (default a day): a killed writer's leftovers. Returns how many."""
+        (default a day): a killed writer's leftovers. Returns how many. A writer holds
+        a lock on its file until it commits, so one still open (pausing, or slower than
+        ``older_than``) is never swept, whatever ``older_than`` says."""
         cutoff = time.time() - (ABANDON_AFTER_S if older_than is None else older_than)
         removed = 0
         for dirpath, _, files in os.walk(self.root):
@@ -296,8 +300,7 @@ class LocalBackend(Backend):
                     continue
                 path = os.path.join(dirpath, name)
                 with contextlib.suppress(FileNotFoundError):
-                    if os.stat(path).st_mtime < cutoff:
-                        os.unlink(path)
+                    if os.stat(path).st_mtime < cutoff and _remove_unless_open(path):
                         removed += 1
         return removed
 
@@ -342,9 +345,9 @@ class _FileWriter(ObjectWriter):
             st = _later_than(self._path, self._fd, os.fstat(self._fd))
             if self._store.fsync:
                 os.fsync(self._fd)
+            os.rename(self._tmp, self._path)  # still open, so still locked against sweep
             os.close(self._fd)
             self._fd = -1
-            os.rename(self._tmp, self._path)
         except OSError as exc:
             raise self._store._error(exc, self._key, "write") from exc
         if self._store.fsync:
@@ -400,6 +403,21 @@ class _FileReader(ObjectReader):
             os.close(self._fd)
             self._fd = -1
         super().close()
+
+
+def _remove_unless_open(path: str) -> bool:
+    """Remove a writer's temporary file unless its writer still holds it open (its lock:
+    see :meth:`LocalBackend.open_write`); whether it was removed."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a live writer
+        os.unlink(path)
+        return True
+    finally:
+        os.close(fd)
 
 
 def _meta(key: str, st: os.stat_result) -> ObjectMeta:

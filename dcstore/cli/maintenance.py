@@ -181,7 +181,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Delete the chunks or temporary files of puts abandoned more than "
         "--older-than seconds ago (default: the backend's own: 1 hour on Cassandra and "
         "MongoDB, a day on local disk and HDFS). Puts still in flight are younger than "
-        "that and are left alone.",
+        "that and are left alone; on local disk an open writer is never swept, whatever "
+        "--older-than says.",
     )
     s.add_argument("url", metavar="URL", help="storage URL, e.g. cassandra://host:9042/ks")
     s.add_argument("--older-than", type=float, default=None, metavar="SECONDS")
