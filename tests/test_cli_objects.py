@@ -61,6 +61,26 @@ def test_get_leaves_permissions_as_cp_does(tmp_path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.bin", "new.bin", "store"]
 
 
+def test_get_writes_its_temporary_file_for_its_owner_only(tmp_path) -> None:
+    """The temporary file of `get -o` was 0644 while decrypted data went into it, and a
+    get killed with SIGKILL left it readable by everyone."""
+    from dcstore.cli.objects import _write_file_atomically
+
+    seen: list[int] = []
+
+    def chunks():
+        yield b"part one "
+        (tmp,) = tmp_path.glob(".dcstore-get-*")
+        seen.append(tmp.stat().st_mode & 0o777)
+        yield b"part two"
+
+    _write_file_atomically(str(tmp_path / "out"), chunks())
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert seen == [0o600] and (tmp_path / "out").read_bytes() == b"part one part two"
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o644 & ~umask
+
+
 @pytest.mark.parametrize(
     "args,code,message",
     [

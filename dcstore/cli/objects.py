@@ -110,7 +110,9 @@ def write_all(out: BinaryIO, data: Buffer) -> None:
 def _write_file_atomically(path: str, chunks: Iterable[Buffer]) -> None:
     """``chunks`` to ``path`` through a temporary file renamed into place when complete.
     Permissions as ``cp`` leaves them: a file that was there keeps its mode, a new one
-    gets 0644 less the umask (as the local store writes objects)."""
+    gets 0644 less the umask (as the local store writes objects). While it is written the
+    temporary file is its owner's only (0600): it may be decrypted data, and a process
+    killed with SIGKILL leaves it behind."""
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):  # name the user's output, not the temporary file
         raise FileNotFoundError(errno.ENOENT, "the output's directory does not exist", path)
@@ -126,12 +128,13 @@ def _write_file_atomically(path: str, chunks: Iterable[Buffer]) -> None:
         raise
     try:
         with os.fdopen(fd, "wb") as f:
-            if kept is not None:
-                os.fchmod(f.fileno(), kept)
+            final = kept if kept is not None else stat.S_IMODE(os.fstat(fd).st_mode)
+            os.fchmod(fd, 0o600)
             for chunk in chunks:
                 write_all(f, chunk)
             f.flush()
             os.fsync(f.fileno())
+            os.fchmod(fd, final)
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
