@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -197,3 +198,10 @@ def test_concurrent_processes_never_see_a_mix(tmp_path) -> None:
         seen.add(data[:1])
     assert all(p.wait() == 0 for p in procs)
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".dcstore")]
+
+
+def test_a_key_segment_too_long_for_a_file_name_says_so(tmp_path: Path) -> None:
+    """It said "File name too long (conflicts with another key)" in an empty store."""
+    with pytest.raises(InvalidKeyError, match="too long for a file name here") as info:
+        LocalBackend(str(tmp_path)).put("a/" + "x" * 300, b"1")
+    assert "conflicts" not in str(info.value)

@@ -128,7 +128,12 @@ class LocalBackend(Backend):
             return StorageFullError(f"{where}: no space left on device")
         if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a link: not an object, as ls says
             return NotFoundError(f"{where}: it is a symbolic link, not an object")
-        if exc.errno in (errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG):
+        if exc.errno == errno.ENAMETOOLONG:
+            return InvalidKeyError(
+                f"{where}: a segment of the key is too long for a file name here "
+                "(most filesystems take 255 bytes)"
+            )
+        if exc.errno in (errno.EISDIR, errno.EEXIST):
             return InvalidKeyError(f"{where}: {exc.strerror} (conflicts with another key)")
         return DcstoreError(f"{where}: {exc.strerror or exc}")
 
