@@ -47,7 +47,7 @@ class RetryingBackend(Wrapper):
     """Retries transient failures of ``inner``; every other error passes through.
 
     ``put`` is retried too: it is atomic, so a repeated put is harmless.
-    ``list_objects`` retries only the start of the listing.
+    ``list_objects`` retries the start of the listing (up to its first object).
     """
 
     def __init__(self, inner: Backend, policy: RetryPolicy | None = None):
@@ -94,8 +94,17 @@ class RetryingBackend(Wrapper):
         return self.policy.call(f"head {key}", lambda: self.inner.head(key, version=version))
 
     def list_objects(self, prefix: str = "") -> Iterator[ObjectMeta]:
-        items = self.policy.call(f"list {prefix}", lambda: iter(self.inner.list_objects(prefix)))
-        yield from items
+        """The start of the listing is retried: up to its first object (a listing is a
+        lazy generator that asks the store nothing until then); later pages are not."""
+
+        def start() -> tuple[Iterator[ObjectMeta], ObjectMeta | None]:
+            items = iter(self.inner.list_objects(prefix))
+            return items, next(items, None)
+
+        items, first = self.policy.call(f"list {prefix}", start)
+        if first is not None:
+            yield first
+            yield from items
 
     def delete(self, key: str) -> None:
         self.policy.call(f"delete {key}", lambda: self.inner.delete(key))

@@ -85,6 +85,29 @@ def test_a_failed_range_is_retried_alone(tmp_path: Path) -> None:
     assert all(r.closed for r in failing.readers)
 
 
+class ListingFailsOnce(FailingEveryThirdRange):
+    """``inner`` whose first listing fails at its first page, as a dropped connection."""
+
+    failed = False
+
+    def list_objects(self, prefix=""):  # type: ignore[no-untyped-def]
+        if not self.failed:  # a generator: runs at the first next(), as every backend's
+            self.failed = True
+            raise BackendUnavailableError("connection reset")
+        yield from self.inner.list_objects(prefix)
+
+
+@pytest.mark.parametrize("objects", [0, 2])
+def test_the_start_of_a_listing_is_retried(objects: int) -> None:
+    """The retry wrapped iter() of a lazy generator, which asks the store nothing: ls,
+    cp -r, rm -r, gc and sweep failed at the first dropped connection."""
+    inner = MemoryBackend(f"list-retry-{os.getpid()}-{objects}")
+    for i in range(objects):
+        inner.put(f"k{i}", b"1")
+    store = RetryingBackend(ListingFailsOnce(inner), RetryPolicy(base_delay=0.001))
+    assert [m.key for m in store.list_objects()] == [f"k{i}" for i in range(objects)]
+
+
 def test_a_stream_through_retries_and_encryption_looks_its_version_up_once() -> None:
     """``read_chunks`` reads every range of an encrypted stream through one inner reader:
     one lookup of the version, not one per range (on HDFS each is a NameNode round trip
