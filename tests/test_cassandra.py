@@ -254,6 +254,22 @@ def _race_a_reader_against_two_creating_writers(hosts: str) -> None:
             backend.close()
 
 
+def test_an_unknown_host_is_unavailable_and_an_unknown_data_centre_a_config_error(
+    cassandra_hosts: str,  # noqa: F811
+) -> None:
+    """Both were exit 1 with a bare driver error, where HDFS and MongoDB say 5 for a host
+    that does not resolve and the docs say a bad replication is a ConfigError."""
+    with pytest.raises(BackendUnavailableError, match="no contact point resolves"):
+        open_backend("cassandra://nosuchhost.invalid:9042/ks", connect_timeout=2).head("x")
+    keyspace = f"dcstore_dc9_{uuid.uuid4().hex[:8]}"
+    backend = open_backend(f"{cassandra_hosts}/{keyspace}?replication=dc9:1")
+    try:
+        with pytest.raises(ConfigError, match="Unrecognized strategy option"):
+            backend.put("x", b"1")
+    finally:
+        backend.close()
+
+
 def test_unreachable_cluster_is_unavailable() -> None:
     backend = open_backend("cassandra://127.0.0.1:1/ks", connect_timeout=1)
     with pytest.raises(BackendUnavailableError) as info:

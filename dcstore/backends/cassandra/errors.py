@@ -7,7 +7,9 @@
 * Failed authentication and missing permissions: :class:`KeyAccessError`.
 * TLS handshake failures (untrusted certificate, wrong host name): :class:`ConfigError`.
 * Invalid requests and schema problems (a missing keyspace when ``create_keyspace``
-  is off, bad replication options): :class:`ConfigError`.
+  is off, bad replication options such as an unknown data centre): :class:`ConfigError`.
+* Contact points that do not resolve: :class:`BackendUnavailableError`, as HDFS and
+  MongoDB report an unknown host.
 * Anything else from the driver: :class:`DcstoreError`.
 
 Messages name the URL (never a password) and the key.
@@ -75,7 +77,11 @@ def classify(exc: Exception) -> tuple[type[DcstoreError], str] | None:
         return KeyAccessError, f"access denied ({driver_detail(exc)})"
     if isinstance(exc, TRANSIENT):
         return BackendUnavailableError, f"Cassandra unavailable ({driver_detail(exc)})"
-    if isinstance(exc, (cassandra.InvalidRequest, cassandra.ConfigurationException)):
+    if isinstance(exc, cassandra.UnresolvableContactPoints):  # as HDFS and MongoDB say it
+        return BackendUnavailableError, "Cassandra unavailable (no contact point resolves)"
+    if isinstance(exc, (cassandra.RequestValidationException, protocol.RequestValidationException)):
+        # invalid requests, and a keyspace's replication the cluster refuses (the server's
+        # ConfigurationException, not the driver's class of that name)
         return ConfigError, f"rejected by Cassandra ({driver_detail(exc)})"
     if isinstance(exc, (cassandra.DriverException, protocol.ErrorMessage)):
         return DcstoreError, f"Cassandra error ({driver_detail(exc)})"
