@@ -96,6 +96,7 @@ def test_get_writes_its_temporary_file_for_its_owner_only(tmp_path) -> None:
         (["ls", "{missing_dir}"], 3, "no objects (no such store"),
         (["ls", "{store}", "nothing/"], 3, "no objects under prefix 'nothing/'"),
         (["rm", "{store}", "a"], 2, "use rm -r"),
+        (["rm", "{store}", "a/"], 2, "use rm -r"),  # as ls lists it: 'empty path segment'
         (["rm", "{store}", "a/1", "missing"], 3, "no such object"),
         (["rm", "-r", "{store}", "zzz"], 3, "no objects under prefix 'zzz'"),
         (["cp", "{store}/a", "{dir}/x"], 2, "use cp -r"),

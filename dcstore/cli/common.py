@@ -20,7 +20,7 @@ from rich.progress import (
 
 from dcstore import units
 from dcstore.backends.base import Backend, ObjectMeta
-from dcstore.errors import ConfigError, NotFoundError
+from dcstore.errors import ConfigError, InvalidKeyError, NotFoundError
 from dcstore.store import open_store
 
 PROGRESS_THRESHOLD = 4 << 20
@@ -112,12 +112,16 @@ def open_from_args(url: str, args: argparse.Namespace, *, env_keys: bool = True)
 
 
 def head_object(store: Backend, key: str, command: str) -> ObjectMeta:
-    """``store.head(key)``; when there is no such object but keys start with ``key``,
-    a :class:`ConfigError` saying that ``command -r`` handles a prefix."""
+    """``store.head(key)``; when there is no such object but keys start with ``key``
+    (``dir`` or ``dir/``, as ``ls`` lists it), a :class:`ConfigError` saying that
+    ``command -r`` handles a prefix."""
     try:
         return store.head(key)
     except NotFoundError:
         if next(iter(store.list_objects(key)), None) is None:
+            raise
+    except InvalidKeyError:  # "dir/": no object key ends with a slash
+        if not key.endswith("/") or next(iter(store.list_objects(key)), None) is None:
             raise
     raise ConfigError(
         f"{store.url}: {key!r} is not an object but a prefix of objects: "
