@@ -7,8 +7,9 @@ Keys map to files under the base path; ``/`` in a key is a directory.
 Options (URL query or keyword):
     conf_dir           directory with core-site.xml / hdfs-site.xml; without it the driver
                        reads ``$HADOOP_CONF_DIR`` (or ``$HADOOP_HOME/etc/hadoop``) itself
-    replication        replication of new files (default: the cluster's)
-    block_size         block size of new files in bytes (default: the cluster's)
+    replication        replication of new files (default 0: the cluster's)
+    block_size         block size of new files in bytes (default 0: the cluster's; the
+                       NameNode refuses one below its minimum, 1 MiB unless configured)
     failover_attempts  NameNode connection attempts per call inside the driver (default 2;
                        dcstore's RetryPolicy retries on top of that)
     failover_sleep_ms  base backoff between those attempts (default 100 ms)
@@ -99,6 +100,8 @@ class HdfsBackend(Backend):
                 raise ConfigError(f"{parsed.safe()}: {name} must be >= {least}, got {value}")
         if timeout <= 0:
             raise ConfigError(f"{parsed.safe()}: timeout must be > 0, got {timeout}")
+        if conf_dir is not None and not os.path.isdir(conf_dir):  # else only "no NameNode"
+            raise ConfigError(f"{parsed.safe()}: conf_dir {conf_dir!r} is not a directory")
         self._parsed = parsed
         self._root = parsed.path.rstrip("/")
         self._conf_dir = conf_dir
