@@ -89,10 +89,11 @@ def _copy_one(args: argparse.Namespace) -> list[ObjectMeta]:
                 advance = functools.partial(progress.advance, task)
                 copy_object(src, dst, src_key, dst_key, on_bytes=advance)
     except IntegrityError as exc:
-        if args.src_keys is None or "://" in src_url:
+        if args.src_keys is None:
             raise
-        # A file inside a store's directory, named by its path: the key cp reads it under is
-        # its last segment, not the key it was put under, which its encryption is bound to.
+        # An object named by its path (a file in a store's directory, or a URL such as
+        # hdfs://nn/base/dir/obj): the key cp reads it under is the last segment, not the
+        # key it was put under, which its encryption is bound to.
         raise IntegrityError(
             f"{exc}. cp read {args.src!r} as key {src_key!r} of store {src_url!r}; if it was put "
             "under a longer key of a store further up, copy it from that store: "
