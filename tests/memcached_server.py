@@ -137,6 +137,10 @@ def memcached_entries(tier: object) -> dict[bytes, tuple[bytes, float | None]]:
     servers = tier._memcached().server_clients()
     out: dict[bytes, tuple[bytes, float | None]] = {}
     for host, port in tier.hosts:
+        client = servers[f"{host}:{port}"]
+        # expiry times are of the server's clock, which can drift from ours on a long-lived
+        # server (77 s behind was seen here): seconds to live are counted from its "now"
+        now = int(client.stats()[b"time"]) + time.time() % 1
         for line in crawled(host, port, 5.0).splitlines():  # a busy crawler retried
             if not line.startswith(b"key="):
                 continue
@@ -144,8 +148,8 @@ def memcached_entries(tier: object) -> dict[bytes, tuple[bytes, float | None]]:
             key = unquote(fields[b"key"].decode())
             if not key.startswith(f"{tier.namespace}:"):
                 continue
-            value = servers[f"{host}:{port}"].get(key)
+            value = client.get(key)
             if value is not None:
                 exp = int(fields[b"exp"])
-                out[key.encode()] = (value, None if exp < 0 else exp - time.time())
+                out[key.encode()] = (value, None if exp < 0 else exp - now)
     return out

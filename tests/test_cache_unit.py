@@ -528,3 +528,34 @@ def test_a_damaged_cached_header_is_dropped_by_every_read_path() -> None:
         else:
             with fresh.open_read("x") as f:
                 assert f.read() == b"A" * 20000
+
+
+def test_a_hung_redis_costs_one_socket_timeout_per_read_not_two() -> None:
+    """A Redis that accepts connections and never answers stalled a read for twice
+    socket_timeout: the timed-out command was sent again on a new connection."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    port = listener.getsockname()[1]
+    origin = MemoryBackend(f"hung-{uuid.uuid4().hex}")
+    origin.put("k", b"data")
+    store = CachedBackend(origin, open_cache_tier(f"redis://127.0.0.1:{port}/0?socket_timeout=0.3"))
+    try:
+        assert store.get("k") == b"data"  # from the origin, the tier timing out
+        assert len(accepted) == 1
+    finally:
+        listener.close()
+        for conn in accepted:
+            conn.close()

@@ -184,9 +184,10 @@ class RedisTier(NetworkTier):
             "password": password,
             "socket_timeout": self.socket_timeout,
             "socket_connect_timeout": self.connect_timeout,
-            # one quick reconnect heals a pooled connection broken by a restart;
+            # one quick reconnect heals a pooled connection broken by a restart; a timeout
+            # is not retried (a hung Redis then costs socket_timeout, not twice that);
             # longer outages are the circuit breaker's business
-            "retry": Retry(NoBackoff(), 1),
+            "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
         }
         if self.tls:
             kwargs.update(
