@@ -84,6 +84,30 @@ def test_disk_full_keeps_previous_object(tmp_path) -> None:
         subprocess.run(["umount", str(mount)], check=False)
 
 
+@pytest.mark.skipif(not IS_ROOT or not shutil.which("mount"), reason="mounting a tmpfs needs root")
+def test_a_pack_that_fills_the_disk_says_gc_removes_its_shards(tmp_path, capsys) -> None:
+    from dcstore.cli.main import main
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=False
+    )
+    if done.returncode != 0:
+        pytest.skip("cannot mount tmpfs here")
+    try:
+        (tmp_path / "src").mkdir()
+        for i in range(8):
+            (tmp_path / "src" / f"{i}.bin").write_bytes(os.urandom(300_000))
+        code = main(
+            ["pack", str(tmp_path / "src"), str(mount / "ds"), "-q", "--shard-size", "256KiB"]
+        )
+        err = capsys.readouterr().err
+        assert code == 7 and "no space left" in err and f"dcstore gc {mount / 'ds'}" in err
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
 def _list_as_unprivileged(root) -> str:
     """List ``root`` in a forked child that dropped root; return the error it saw."""
     read_fd, write_fd = os.pipe()

@@ -17,7 +17,7 @@ from dcstore.cli.common import (
     transfer_progress,
 )
 from dcstore.cli.pack_text import add_text_options
-from dcstore.errors import ConfigError
+from dcstore.errors import ConfigError, StorageFullError
 
 SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing"})
 """Folder names that are dataset splits, not classes (ImageFolder's usual mistake)."""
@@ -57,14 +57,20 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     with transfer_progress(not args.quiet) as progress:
         task = progress.add_task(f"packing {args.src}", total=plan.total_bytes)
-        manifest = pack_plan(
-            store,
-            plan,
-            shard_size=args.shard_size,
-            workers=args.workers or default_workers(),
-            keep=args.keep or DEFAULT_KEEP,
-            progress=lambda nbytes: progress.advance(task, nbytes),
-        )
+        try:
+            manifest = pack_plan(
+                store,
+                plan,
+                shard_size=args.shard_size,
+                workers=args.workers or default_workers(),
+                keep=args.keep or DEFAULT_KEEP,
+                progress=lambda nbytes: progress.advance(task, nbytes),
+            )
+        except StorageFullError as exc:  # the shards written so far stay until gc
+            raise StorageFullError(
+                f"{exc}; the dataset's current version is unchanged, and the shards this "
+                f"pack wrote stay until `dcstore gc {args.dest}` removes them"
+            ) from exc
     rate = human_size(plan.total_bytes / max(time.perf_counter() - start, 1e-9))
     classes = f", {len(manifest.classes)} classes" if manifest.classes else ""
     print(
