@@ -118,6 +118,14 @@ class BackendConformance(StreamingConformance):
         assert backend.get(ns + "ba") == data
         assert backend.get(ns + "mv") == data[100:]
 
+    def test_put_refuses_what_is_not_bytes(self, backend: Backend, ns: str) -> None:
+        """memory:// stored bytes(5) (five zero bytes) for 5, one byte per element for a
+        list or an int64 tensor's values, where the other stores raised."""
+        for value in (5, [1, 2, 3], "text"):
+            with pytest.raises(TypeError):
+                backend.put(ns + "bad", value)  # type: ignore[arg-type]
+        assert not [m.key for m in backend.list_objects(ns + "bad")]
+
     @pytest.mark.parametrize("size", [0, 1, 9 * MiB + 5])
     def test_put_stream(self, backend: Backend, ns: str, size: int) -> None:
         data = payload(size, 13)
