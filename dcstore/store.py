@@ -31,7 +31,7 @@ KeySpec: TypeAlias = "KeySource | Keyring | str | os.PathLike[str]"
 
 
 def open_store(
-    url: str | Backend,
+    url: str | os.PathLike[str] | Backend,
     *,
     cache: CacheSpec | None = None,
     keys: KeySpec | None = None,
@@ -41,7 +41,8 @@ def open_store(
 ) -> Backend:
     """Open ``url`` with optional hot-tier ``cache`` and encryption ``keys``.
 
-    ``url`` may already be a :class:`Backend` (then ``options`` must be empty).
+    ``url`` may already be a :class:`Backend` (then ``options`` must be empty); a
+    ``pathlib.Path`` is a local store, as its string is.
     ``cache`` is a cache tier or its URL (``"memory"``, ``"redis://host:6379/0"``);
     ``keys`` is a key source or its URL (``"file:///etc/dcstore/kek.json"``).
     ``retries`` is the number of attempts for transient failures (1 disables).
@@ -50,6 +51,8 @@ def open_store(
     segments make small random reads cheaper (one segment is fetched and authenticated whole).
     """
     retries = whole_number("retries", retries)
+    if isinstance(url, os.PathLike):  # a pathlib.Path: a local store, as a path string is
+        url = os.fspath(url)
     if segment_size is not None and keys is None:
         raise ConfigError("segment_size sets the size of encrypted segments: it needs keys=")
     if isinstance(url, Backend):
@@ -86,7 +89,7 @@ def _segment_size(value: int | str) -> int:
 
 
 def store_for(
-    url_or_store: str | Backend, *, cache: CacheSpec | None = None,
+    url_or_store: str | os.PathLike[str] | Backend, *, cache: CacheSpec | None = None,
     keys: KeySpec | None = None, segment_size: int | str | None = None,
 ) -> Backend:  # fmt: skip
     """``url_or_store`` itself when it is a :class:`Backend` and nothing asks for a stack,

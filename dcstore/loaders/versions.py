@@ -45,6 +45,7 @@ from dcstore.loaders.agreement import M
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, load_manifest
 from dcstore.loaders.shardindex import BytesSource
 from dcstore.store import CacheSpec, KeySpec, store_for
+from dcstore.units import whole_number
 
 DEFAULT_KEEP = 2
 """Versions a store keeps by default: the current one and the one it replaced."""
@@ -110,7 +111,7 @@ def open_dataset(
 
 def check_keep(keep: int) -> None:
     """Refuse a ``keep`` that would not keep the version being committed."""
-    if keep < 1:
+    if whole_number("keep", keep) < 1:
         raise ConfigError(f"keep must be at least 1 (the current version), got {keep}")
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import secrets
 import time
 from collections.abc import Mapping, Sequence
@@ -48,6 +49,7 @@ from dcstore.loaders.versions import (
     shard_key,
 )
 from dcstore.store import CacheSpec, KeySpec
+from dcstore.units import parse_size
 
 DEFAULT_SHARD_SIZE = 64 * 1024 * 1024
 
@@ -67,8 +69,8 @@ def _field_bytes(key: str, field: str, value: Any) -> bytes | bytearray | memory
         return value
     if isinstance(value, str):
         return value.encode("utf-8")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value).encode()
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return str(value).encode()  # labels[i] of an ndarray is a numpy scalar
     raise ConfigError(
         f"sample {key!r} field {field!r}: expected bytes, str or a number, "
         f"got {type(value).__name__} (encode it first)"
@@ -94,11 +96,11 @@ class ShardWriter(CommitOnExit):
 
     def __init__(
         self,
-        store: str | Backend,
+        store: str | os.PathLike[str] | Backend,
         *,
         cache: CacheSpec | None = None,
         keys: KeySpec | None = None,
-        shard_size: int = DEFAULT_SHARD_SIZE,
+        shard_size: int | str = DEFAULT_SHARD_SIZE,
         metadata: Mapping[str, str] | None = None,
         manifest_key: str = MANIFEST_KEY,
         classes: Sequence[str] = (),
@@ -106,10 +108,17 @@ class ShardWriter(CommitOnExit):
         version: str | None = None,
         first_shard: int = 0,
     ):
+        shard_size = parse_size(shard_size)  # "64MiB" too, as the CLI's --shard-size
         if shard_size <= 0:
             raise ConfigError(f"shard_size must be positive, got {shard_size}")
         check_keep(keep)
-        if isinstance(store, str) or cache is not None or keys is not None:
+        if isinstance(classes, str):  # "cat" would be the classes c, a, t
+            raise ConfigError(f"classes must be a list of class names, not one string {classes!r}")
+        if metadata is not None and not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in dict(metadata).items()
+        ):  # checked here: the manifest, written last, could not store them
+            raise ConfigError(f"metadata must map str to str, got {dict(metadata)!r}")
+        if not isinstance(store, Backend) or cache is not None or keys is not None:
             from dcstore.store import open_store
 
             store = open_store(store, cache=cache, keys=keys)
@@ -134,6 +143,7 @@ class ShardWriter(CommitOnExit):
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="dcstore-pack")
         self._pending: tuple[int, Future[ObjectMeta]] | None = None  # (shard index, put)
         self._closed = False
+        self._committed: Manifest | None = None
 
     def write(self, sample: Mapping[str, Any]) -> None:
         """Append one sample; fields other than ``__key__`` must be bytes, str or numbers."""
@@ -152,10 +162,16 @@ class ShardWriter(CommitOnExit):
             )
         pieces: list[bytes | memoryview] = []
         for field, value in sample.items():
+            if not isinstance(field, str) or not field or "/" in field:
+                raise ConfigError(f"sample {key!r}: bad field name {field!r}")
             if field.startswith("__"):
                 continue
-            if not field or "/" in field:
-                raise ConfigError(f"sample {key!r}: bad field name {field!r}")
+            if field != field.lower():  # readers (and webdataset's) see fields lower-cased
+                raise ConfigError(
+                    f"sample {key!r}: field {field!r} would be read back as "
+                    f"{field.lower()!r} (readers lower-case field names, as webdataset's "
+                    "do): name it in lower case"
+                )
             check_name_characters(field, f"sample {key!r} field {field!r}")
             pieces.extend(member_bytes(f"{key}.{field}", _field_bytes(key, field, value)))
         if not pieces:
@@ -215,11 +231,15 @@ class ShardWriter(CommitOnExit):
         return tuple(self._shards)
 
     def close(self) -> Manifest:
-        """Write the last shard, then commit the manifest; return it."""
+        """Write the last shard, then commit the manifest; return it. Closing again
+        (``close()`` inside the ``with`` block) returns the manifest committed."""
+        if self._committed is not None:
+            return self._committed
         manifest = Manifest(
             self.version, self.finish(), self.metadata, self.classes, versions_of=self.store.url
         )
-        return commit_version(self.store, manifest, self.manifest_key, self.keep)[0]
+        self._committed = commit_version(self.store, manifest, self.manifest_key, self.keep)[0]
+        return self._committed
 
     def abort(self) -> None:
         """Stop without committing: the previous dataset version stays current."""

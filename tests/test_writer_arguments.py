@@ -1,0 +1,62 @@
+"""``ShardWriter``'s arguments and fields: what a notebook user gets wrong is refused at
+once, naming the argument, and what is natural to write (a Path, "64MiB", a numpy label)
+is taken."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dcstore import ShardedDataset, ShardWriter, open_store
+from dcstore.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"classes": "cat"}, "classes must be a list of class names, not one string 'cat'"),
+        ({"metadata": {"epoch": 3}}, "metadata must map str to str"),  # failed in close()
+        ({"keep": 2.0}, "keep must be a whole number"),  # failed in close(), shards orphaned
+        ({"shard_size": "64 pages"}, "bad size '64 pages'"),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_is_written(
+    tmp_path: Path, kwargs: dict, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ShardWriter(str(tmp_path / "ds"), **kwargs)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_a_path_a_size_string_and_numpy_labels_are_taken(tmp_path: Path) -> None:
+    """A pathlib.Path was "'PosixPath' object has no attribute 'url'", "64KiB" a TypeError,
+    and a numpy label "expected bytes, str or a number"."""
+    with ShardWriter(tmp_path / "ds", shard_size="64KiB") as writer:
+        for i, label in enumerate(np.array([3, 1, 2])):
+            writer.write({"__key__": f"s{i}", "cls": label, "score": np.float32(0.5)})
+    got = [(s["cls"], s["score"]) for s in ShardedDataset(tmp_path / "ds")]
+    assert got == [(b"3", b"0.5"), (b"1", b"0.5"), (b"2", b"0.5")]
+    assert open_store(tmp_path / "ds").head("manifest.parquet").size > 0
+
+
+def test_upper_case_fields_are_refused_as_readers_would_lower_them(tmp_path: Path) -> None:
+    """{"JPG": a, "jpg": b} read back as {"jpg": b}; "Label" as "label"."""
+    with ShardWriter(str(tmp_path / "ds")) as writer:
+        for fields in ({"JPG": b"a", "jpg": b"b"}, {"Label": b"7"}):
+            with pytest.raises(ConfigError, match="would be read back as"):
+                writer.write({"__key__": "s0", **fields})
+        with pytest.raises(ConfigError, match="bad field name 3"):
+            writer.write({"__key__": "s0", 3: b"x"})  # type: ignore[dict-item]
+        writer.write({"__key__": "s0", "jpg": b"b"})
+    assert [s["jpg"] for s in ShardedDataset(str(tmp_path / "ds"))] == [b"b"]
+
+
+def test_close_inside_the_with_block_commits_once(tmp_path: Path) -> None:
+    """The with block's exit then raised "ShardWriter is closed" after a good commit."""
+    with ShardWriter(str(tmp_path / "ds")) as writer:
+        writer.write({"__key__": "s0", "txt": "x"})
+        manifest = writer.close()
+    assert writer.close() is manifest
+    assert len(list(ShardedDataset(str(tmp_path / "ds")))) == 1
