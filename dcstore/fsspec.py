@@ -44,12 +44,14 @@ Guarantees:
 * Writes are atomic and stream: a file opened with ``"wb"`` (or ``"w"``) writes
   through the store's ``open_write`` as its blocks fill (memory stays bounded by a
   block and the writer's chunk) and is committed on ``close``, so readers see the old
-  object or the new one, never a part. A file closed while an exception raised since
-  it was opened is on its way out is discarded instead: a failing ``with`` block,
-  whether on the file, on ``fsspec.open`` or on a text wrapper, and writers that close
-  their file as they fail (pandas' ``to_csv``, pyarrow's ``ParquetWriter``). Inside
-  ``with fs.transaction:`` files are committed when the block ends, in the order
-  they were opened, and all discarded if it fails (one by one: not atomic together).
+  object or the new one, never a part. A file that a ``with`` block closes on its way
+  out of a failure is discarded instead: a ``with`` on the file (binary or text), on
+  ``fsspec.open``, and the context managers of writers that close their file as they
+  fail (pandas' ``to_csv``, pyarrow's ``ParquetWriter``); so is a file never closed.
+  An explicit ``close()`` commits, inside an ``except`` block too. Inside ``with
+  fs.transaction:`` files are committed when the block ends (one still open is closed
+  first), in the order they were opened, and all discarded if it fails (one by one: not
+  atomic together).
 * Directories are key prefixes (``a/b`` is a directory when a key starts with
   ``a/b/``); they exist only through their objects.
 * ``modified(path)`` is the time the store reports for the write of the object's
@@ -62,6 +64,7 @@ Guarantees:
 from __future__ import annotations
 
 import datetime
+import inspect
 import io
 import sys
 import threading
@@ -82,6 +85,9 @@ from dcstore.store import store_for
 
 PROTOCOL = "dcstore"
 DEFAULT_BLOCK = 4 << 20
+EXIT_FRAMES = 6
+"""How far up from ``DcstoreFile.close`` an ``__exit__`` counts as closing it: pandas'
+handles close a text wrapper that closes the file (3 frames), pyarrow's writer its sink."""
 
 
 class SegmentCache(BaseCache):  # type: ignore[misc]
@@ -435,6 +441,14 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
             "cache_options": {"alignment": self.store.read_alignment, **(options or {})},
         }
 
+    def open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        """fsspec's ``open``; a text file opened for writing discards what it holds when
+        its ``with`` block fails or it is collected unclosed, as a binary one does."""
+        if "b" in mode or "w" not in mode:
+            return super().open(path, mode, **kwargs)
+        text = {k: kwargs.pop(k) for k in ("encoding", "errors", "newline") if k in kwargs}
+        return _TextWriter(super().open(path, mode.replace("t", "") + "b", **kwargs), **text)
+
     def _open(
         self, path: str, mode: str = "rb", block_size: Any = None, autocommit: bool = True,
         cache_options: Any = None, **kwargs: Any,
@@ -507,9 +521,9 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
 
     def close(self) -> None:
         """Reading: let go of the object. Writing: commit (inside a transaction, when it
-        ends), unless an exception raised since the file was opened is propagating, as
-        when fsspec's ``OpenFile``, a ``TextIOWrapper`` or pandas close the file on
-        their way out of a failure: then what was written is discarded."""
+        ends), unless a context manager's ``__exit__`` closes the file on its way out of
+        a failure raised since the file was opened (fsspec's ``OpenFile``, pandas'
+        handles, pyarrow's ``ParquetWriter``): then what was written is discarded."""
         self._mapped = None  # slices handed out keep the mapping alive; the file lets go
         if self.mode != "rb" and not self.closed and self._failing():
             self.discard()
@@ -517,8 +531,22 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
         super().close()
 
     def _failing(self) -> bool:
+        """Whether this close is a ``with`` block's exit from a failure. An exception
+        merely being handled is no failure of the file: code that closes the file inside
+        an ``except`` block (or had one in hand when it opened the file: an emergency
+        checkpoint) means to commit it. So it takes an exception in flight and an
+        ``__exit__`` among the few callers above (CPython frames, read, never changed)."""
         error = sys.exc_info()[1]
-        return error is not None and error is not self._handled_at_open
+        if error is None or error is self._handled_at_open:
+            return False
+        frame = inspect.currentframe()
+        for _ in range(EXIT_FRAMES):
+            frame = frame.f_back if frame is not None else None
+            if frame is None:
+                return False
+            if frame.f_code.co_name == "__exit__":
+                return True
+        return False
 
     def read_buffer(self, length: int = -1) -> Any:
         """``read`` without the copy into ``bytes``: a buffer (a view of the page cache
@@ -546,7 +574,9 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
 
     def commit(self) -> None:
         """Make what was written the object's new version (``close`` does, outside a
-        transaction; the transaction does at its end)."""
+        transaction; the transaction does at its end, closing a file still open first)."""
+        if not self.closed:  # a transaction ends with the file open: what it holds counts
+            super().close()  # the last block written out; not committed (autocommit off)
         if self._writer is not None:
             writer, self._writer = self._writer, None
             writer.close()
@@ -572,6 +602,29 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
             self.discard()  # never commit a half-written file from a finalizer
         else:
             super().__del__()
+
+
+class _TextWriter(io.TextIOWrapper):
+    """``fs.open(path, "w")``: a text wrapper that, as the binary file does, discards what
+    was written when its ``with`` block fails or when it is collected unclosed
+    (``io.TextIOWrapper`` closes, so commits, in both cases)."""
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._discard()
+
+    def _discard(self) -> None:
+        discard = getattr(self.buffer, "discard", None)  # a compressed stream has none
+        if discard is not None and not self.buffer.closed:
+            discard()  # the wrapper is closed with it: nothing is flushed
+        else:
+            self.close()
+
+    def __del__(self) -> None:
+        if not self.closed:
+            self._discard()
 
 
 DcstoreFileSystem.file_class = DcstoreFile

@@ -185,6 +185,21 @@ def test_verify_reports_shards_gone_or_replaced_and_a_store_that_is_not_there(
     assert not (tmp_path / "datset").exists()
 
 
+def test_verify_with_keys_reports_a_damaged_manifest_with_the_rest(tmp_path: Path) -> None:
+    """The shard check loaded the manifest after the objects were checked and let its
+    error out: no summary, no JSON."""
+    kek = tmp_path / "kek.json"
+    assert run("keys", "new", "--keys", str(kek)).returncode == 0
+    url = f"file://{tmp_path / 'enc'}"
+    write_dataset(url, keys=f"file://{kek}")
+    raw = bytearray((tmp_path / "enc" / "manifest.parquet").read_bytes())
+    raw[-40] ^= 1
+    (tmp_path / "enc" / "manifest.parquet").write_bytes(bytes(raw))
+    done = run("verify", url, "--keys", str(kek), "--json")
+    assert done.returncode == 6, done.stderr
+    assert [f["key"] for f in json.loads(done.stdout)["failed"]] == ["manifest.parquet"]
+
+
 def test_encrypted_data_without_keys_is_a_key_error(tmp_path: Path) -> None:
     kek = tmp_path / "kek.json"
     assert run("keys", "new", "--keys", str(kek)).returncode == 0

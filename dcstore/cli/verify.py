@@ -23,7 +23,7 @@ from dcstore.cli.keys import ENV_KEYS, ENV_KEYS_FILE, _encrypted_store, key_sour
 from dcstore.cli.main import EXIT_ACCESS, EXIT_FAILURE, EXIT_INTEGRITY
 from dcstore.cli.objects import nothing_under
 from dcstore.crypto.verify import ObjectCheck, verify
-from dcstore.errors import ConfigError, NotFoundError, VersionChangedError
+from dcstore.errors import ConfigError, DcstoreError, NotFoundError, VersionChangedError
 
 
 @contextlib.contextmanager
@@ -70,7 +70,11 @@ def _listed_shards(store: Backend) -> list[tuple[str, str | None]]:
 def _missing_shards(store: Backend, prefix: str) -> Iterator[ObjectCheck]:
     """A failed check for each listed shard that is gone or not the version packed
     (objects that are there were authenticated one by one already)."""
-    for key, version in _listed_shards(store):
+    try:
+        listed = _listed_shards(store)
+    except DcstoreError:  # a damaged manifest: already one of the objects that failed
+        return
+    for key, version in listed:
         if not key.startswith(prefix):
             continue
         try:
@@ -94,9 +98,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
             failures.append(check)
             if not args.json:
                 print(f"FAILED  {check.key}: [{check.kind}] {check.problem}", flush=True)
-    if not checked and not failures:
+    if not checked:  # nothing to check; an error if nothing is there at all
         with open_from_args(args.store, args) as store:
-            raise nothing_under(store, args.prefix)
+            if next(iter(store.list_objects(args.prefix)), None) is None:
+                raise nothing_under(store, args.prefix)
     if args.json:
         print_json(
             {
