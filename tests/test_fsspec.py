@@ -4,6 +4,7 @@ local store and on the full stack (encrypted, Redis tier) over every real server
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import shlex
 import subprocess
@@ -198,6 +199,32 @@ def test_a_file_written_while_handling_an_earlier_error_is_committed(tmp_path: P
     assert DcstoreFileSystem(opts["store"]).cat("ckpt") == b"state"
 
 
+@pytest.mark.parametrize("mode", ["wb", "w"])
+def test_a_file_closed_on_purpose_in_an_except_block_is_committed(
+    tmp_path: Path, mode: str
+) -> None:
+    """Review of the failing-close rule: a log written and closed inside a handler for an
+    unrelated error was discarded, close() saying nothing."""
+    fs = DcstoreFileSystem(str(tmp_path / "store"))
+    f = fs.open("log", mode)
+    try:
+        raise ValueError("something else failed")
+    except ValueError:
+        f.write(b"logged" if mode == "wb" else "logged")
+        f.close()
+    assert fs.cat("log") == b"logged"
+
+
+def test_a_text_file_never_closed_commits_nothing(tmp_path: Path) -> None:
+    """As a binary one: the text wrapper's finalizer closed, so committed, the part."""
+    fs = DcstoreFileSystem(str(tmp_path / "store"))
+    f = fs.open("export.csv", "w")
+    f.write("row 0\n")
+    del f
+    gc.collect()
+    assert not fs.exists("export.csv")
+
+
 def test_a_transaction_commits_at_its_end_or_not_at_all(tmp_path: Path) -> None:
     fs = DcstoreFileSystem(str(tmp_path / "store"))
     with pytest.raises(RuntimeError), fs.transaction:
@@ -214,6 +241,10 @@ def test_a_transaction_commits_at_its_end_or_not_at_all(tmp_path: Path) -> None:
                 f.write(name.encode())
         assert fs.find("") == ["a"]
     assert fs.cat(["b", "c"]) == {"b": b"b", "c": b"c"}
+    with fs.transaction:  # a file still open at the end is closed, then committed whole
+        open_file = fs.open("d", "wb", block_size=1 << 20)
+        open_file.write(b"D" * ((3 << 20) + 5))
+    assert fs.cat("d") == b"D" * ((3 << 20) + 5) and open_file.closed
 
 
 def test_an_open_file_reads_one_version(tmp_path: Path) -> None:
