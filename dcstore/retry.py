@@ -138,6 +138,8 @@ class _ResumingReader(ObjectReader):
 
     def map_range(self, start: int, end: int) -> memoryview | None:
         """The current reader's mapping (a local file's; nothing transient to retry)."""
+        if self.closed:
+            raise ValueError(f"{self.what}: read from a closed reader")
         return self._current().map_range(start, end)
 
     def _current(self) -> ObjectReader:

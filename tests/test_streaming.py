@@ -192,6 +192,42 @@ def test_local_sweep_leaves_a_live_writer_alone_whatever_its_age(tmp_path: Path)
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["k"]
 
 
+def test_puts_racing_a_sweep_of_everything_never_fail(tmp_path: Path) -> None:
+    """Review: a sweep between a writer's creation of its file and its lock removed the
+    file or held the lock (a bare BlockingIOError, a leaked fd)."""
+    store = LocalBackend(tmp_path / "s")
+    stop = threading.Event()
+
+    def sweep() -> None:
+        while not stop.is_set():
+            store.sweep(older_than=0)
+
+    sweeper = threading.Thread(target=sweep)
+    sweeper.start()
+    try:
+        for i in range(600):
+            store.put("k", b"v%d" % i)
+    finally:
+        stop.set()
+        sweeper.join()
+    assert store.get("k") == b"v599"
+    assert os.listdir(tmp_path / "s") == ["k"]
+
+
+def test_a_filesystem_without_locks_still_takes_writes(tmp_path: Path, monkeypatch) -> None:
+    """NFS without lockd says ENOLCK: every put failed, leaking its fd and file."""
+    import errno
+    import fcntl
+
+    def no_locks(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    store = LocalBackend(tmp_path / "s")
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    store.put("k", b"v")
+    assert store.get("k") == b"v" and store.sweep(older_than=0) == 0
+
+
 def test_read_chunks_maps_local_files_and_stays_on_one_version(tmp_path: Path) -> None:
     store = RetryingBackend(LocalBackend(tmp_path / "s"))
     data = os.urandom(20 * MiB + 1)

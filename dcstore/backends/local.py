@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
 import mmap
 import os
 import stat
@@ -63,6 +64,7 @@ from dcstore.errors import (
 )
 
 TEMP_PREFIX = f"{RESERVED_PREFIX}-tmp-"
+log = logging.getLogger(__name__)
 MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # Linux: map every page at once
 ABANDON_AFTER_S = 24 * 3600.0
 """``sweep()`` removes temporary files untouched for this long (a writer still writing
@@ -288,8 +290,9 @@ class LocalBackend(Backend):
                 continue
             except OSError as exc:
                 raise self._error(exc, key, "write") from exc
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held till committed: see sweep
-            return _FileWriter(self, key, path, tmp, fd)
+            if _lock_as_writer(fd):
+                return _FileWriter(self, key, path, tmp, fd)
+            # a sweep removed the file between its creation and our lock: another name
         raise DcstoreError(f"{self.url}: cannot write {key!r}: its directory keeps vanishing")
 
     def sweep(self, older_than: float | None = None) -> int:
@@ -349,12 +352,16 @@ class _FileWriter(ObjectWriter):
         try:
             st = _later_than(self._path, self._fd, os.fstat(self._fd))
             if self._store.fsync:
-                os.fsync(self._fd)
+                os.fsync(self._fd)  # write-back errors surface here, before the commit
             os.rename(self._tmp, self._path)  # still open, so still locked against sweep
-            os.close(self._fd)
-            self._fd = -1
         except OSError as exc:
             raise self._store._error(exc, self._key, "write") from exc
+        fd, self._fd = self._fd, -1  # never closed twice, whatever close says
+        try:
+            os.close(fd)
+        except OSError as exc:  # committed already: an error would say it was not
+            log.warning("%s: %r committed, but closing its file failed: %s", self._store.url,
+                        self._key, exc.strerror)  # fmt: skip
         if self._store.fsync:
             _fsync_dir(self._path.parent)
         return _meta(self._key, st)
@@ -410,15 +417,42 @@ class _FileReader(ObjectReader):
         super().close()
 
 
+def _lock_as_writer(fd: int) -> bool:
+    """Lock a writer's fresh temporary file until it commits, so :meth:`LocalBackend.sweep`
+    leaves it alone; ``False`` (``fd`` closed) if a sweep removed it before the lock was
+    taken. A filesystem without locks (ENOLCK: NFS without lockd) goes unlocked, as
+    before locks were taken: there only the age protects a writer."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a sweep holds it only while it removes the file
+    except OSError as exc:
+        if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+            os.close(fd)
+            raise
+        return True
+    if os.fstat(fd).st_nlink == 0:
+        os.close(fd)
+        return False
+    return True
+
+
 def _remove_unless_open(path: str) -> bool:
     """Remove a writer's temporary file unless its writer still holds it open (its lock:
-    see :meth:`LocalBackend.open_write`); whether it was removed."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    see :meth:`LocalBackend.open_write`); whether it was removed. A file this process
+    cannot open or lock is removed by its age alone, as before locks were taken."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        raise
+    except OSError:  # not ours to read (a shared store), a link: by its age
+        os.unlink(path)
+        return True
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False  # a live writer
+        except OSError:  # no locks on this filesystem
+            pass
         os.unlink(path)
         return True
     finally:

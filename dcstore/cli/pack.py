@@ -85,12 +85,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _refuse_dest_inside_src(src: str, dest: str) -> None:
     """A local destination inside SRC (``pack . ds``) would be walked by the next pack
-    into it, its own shards taken for samples (or ``ds`` for a class folder)."""
+    into it, its own shards taken for samples (or ``ds`` for a class folder); a hidden
+    folder (``.packed``) is not walked, so it may be there."""
     from dcstore.backends.options import parse_url
 
     url = parse_url(dest)
-    source = Path(src).resolve()
-    if url.scheme == "file" and source.is_dir() and Path(url.path).resolve().is_relative_to(source):
+    if url.scheme != "file" or url.netloc:  # file://host/...: the store itself refuses it
+        return
+    source, target = Path(src).resolve(), Path(url.path).resolve()
+    inside = source.is_dir() and target.is_relative_to(source)
+    if inside and not any(part.startswith(".") for part in target.relative_to(source).parts):
         raise ConfigError(
             f"the destination {dest} is inside SRC {src}: packing again would take the "
             "dataset's own files for samples; pack into a folder outside SRC"
