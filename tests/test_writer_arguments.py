@@ -60,3 +60,19 @@ def test_close_inside_the_with_block_commits_once(tmp_path: Path) -> None:
         manifest = writer.close()
     assert writer.close() is manifest
     assert len(list(ShardedDataset(str(tmp_path / "ds")))) == 1
+
+
+def test_loader_arguments_of_the_wrong_kind_are_refused(tmp_path: Path) -> None:
+    """batch_size=16 / 3 made the whole epoch one batch (and none with partial=False);
+    shuffle="false" shuffled."""
+    from dcstore import RingLoader
+
+    with ShardWriter(str(tmp_path / "ds")) as writer:
+        writer.write({"__key__": "s0", "txt": "x"})
+    with pytest.raises(ConfigError, match="batch_size must be a whole number"):
+        ShardedDataset(str(tmp_path / "ds")).batched(16 / 3)
+    with pytest.raises(ConfigError, match="batch_size must be a whole number"):
+        RingLoader(ShardedDataset(str(tmp_path / "ds")), batch_size=16 / 3)
+    for flag in ("shuffle", "drop_last"):
+        with pytest.raises(ConfigError, match=f"{flag} must be True or False, got 'false'"):
+            ShardedDataset(str(tmp_path / "ds"), **{flag: "false"})

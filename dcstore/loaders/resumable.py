@@ -103,6 +103,10 @@ class PlannedPasses(abc.ABC):
         rank: int | None, world_size: int | None,
     ) -> None:  # fmt: skip
         shuffle_buffer = whole_number("shuffle_buffer", shuffle_buffer)
+        for name, flag in (("shuffle", shuffle), ("drop_last", drop_last)):
+            if not isinstance(flag, bool | np.bool_):  # "false" is true
+                raise ConfigError(f"{name} must be True or False, got {flag!r}")
+        shuffle, drop_last = bool(shuffle), bool(drop_last)
         check_rank_world(rank, world_size)
         self.shuffle, self.seed = shuffle, whole_number("seed", seed)
         self.window = whole_number("window", window)

@@ -50,6 +50,7 @@ from dcstore.loaders.ring import (
     new_flags,
     slot_buffer,
 )
+from dcstore.units import whole_number
 
 DEFAULT_SLOT_BYTES = 1 << 20
 FIRST_SLOT_MAX_BYTES = 64 << 20
@@ -158,8 +159,7 @@ class RingLoader:
         worker_init_fn: Any = None,
         timeout: float = 0,
     ):
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        batch_size = whole_number("batch_size", batch_size, 1)  # a float made one batch
         if hold < 1:
             raise ConfigError(f"hold must be >= 1, got {hold}")
         if persistent_workers and num_workers == 0:

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from dcstore.loaders.handlers import ErrorHandler, reraise_exception
+from dcstore.units import whole_number
 
 Sample = dict[str, Any]
 Stage = Callable[[Iterator[Any]], Iterator[Any]]
@@ -281,8 +282,7 @@ def batched(
     partial: bool = True,
 ) -> Stage:
     """Group items into lists of ``batch_size`` and collate them (torch's default)."""
-    if batch_size < 1:
-        raise ValueError("batch_size must be positive")
+    batch_size = whole_number("batch_size", batch_size, 1)  # 16 / 3 made one batch of all
     return functools.partial(_batched, batch_size, collate_fn or _default_collate, partial)
 
 
