@@ -12,9 +12,10 @@ class DcstoreError(Exception):
     """Base class of every dcstore error.
 
     ``url`` (the store's URL, never a secret) and ``key`` (the object) say where it
-    happened when known, None otherwise; both survive pickling. Backends set them through
-    :func:`dcstore.backends.error_map.mapped_errors`; the loader fills them in (and names
-    the shard in the message) on errors raised below it without them.
+    happened when known, None otherwise; both survive pickling. The server backends set
+    them through :func:`dcstore.backends.error_map.mapped_errors`; the loader fills them
+    in (and names the shard in the message) on errors raised below it without them. The
+    local and memory stores name the URL and key in the message only.
     """
 
     url: str | None = None
