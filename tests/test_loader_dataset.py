@@ -129,7 +129,7 @@ def test_a_rank_beyond_torch_distributeds_world_is_refused(dataset_url) -> None:
 def test_a_world_size_without_rank_outside_torch_distributed_is_refused(dataset_url) -> None:
     """world_size=2 alone made every process rank 0: half the data read twice, half never."""
     assert len(list(ShardedDataset(dataset_url, world_size=1))) == N
-    with pytest.raises(ConfigError, match="world_size=2 without rank=.* world is 1"):
+    with pytest.raises(ConfigError, match=r"world_size=2 without rank=.* world is 1"):
         list(ShardedDataset(dataset_url, world_size=2))
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,8 +63,14 @@ def test_an_overwrite_is_dated_after_the_file_it_replaces(tmp_path) -> None:
     assert new.version != dated.version
 
 
-@pytest.mark.skipif(not IS_ROOT or not shutil.which("mount"), reason="mounting a tmpfs needs root")
-def test_disk_full_keeps_previous_object(tmp_path) -> None:
+NEEDS_MOUNT = pytest.mark.skipif(
+    not IS_ROOT or not shutil.which("mount"), reason="mounting a tmpfs needs root"
+)
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[Path]:
+    """A 1 MiB tmpfs, unmounted afterwards."""
     mount = tmp_path / "small"
     mount.mkdir()
     done = subprocess.run(
@@ -72,40 +79,36 @@ def test_disk_full_keeps_previous_object(tmp_path) -> None:
     if done.returncode != 0:
         pytest.skip("cannot mount tmpfs here")
     try:
-        store = LocalBackend(mount)
-        store.put("obj", b"previous")
-        with pytest.raises(StorageFullError, match="no space left") as info:
-            store.put("obj", b"x" * (2 << 20))
-        assert isinstance(info.value, OSError)
-        assert store.get("obj") == b"previous"
-        assert [m.key for m in store.list_objects()] == ["obj"]
-        assert not [p for p in os.listdir(mount) if p.startswith(".dcstore")]
+        yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=False)
 
 
-@pytest.mark.skipif(not IS_ROOT or not shutil.which("mount"), reason="mounting a tmpfs needs root")
-def test_a_pack_that_fills_the_disk_says_gc_removes_its_shards(tmp_path, capsys) -> None:
+@NEEDS_MOUNT
+def test_disk_full_keeps_previous_object(small_disk: Path) -> None:
+    store = LocalBackend(small_disk)
+    store.put("obj", b"previous")
+    with pytest.raises(StorageFullError, match="no space left") as info:
+        store.put("obj", b"x" * (2 << 20))
+    assert isinstance(info.value, OSError)
+    assert store.get("obj") == b"previous"
+    assert [m.key for m in store.list_objects()] == ["obj"]
+    assert not [p for p in os.listdir(small_disk) if p.startswith(".dcstore")]
+
+
+@NEEDS_MOUNT
+def test_a_pack_that_fills_the_disk_says_gc_removes_its_shards(
+    tmp_path, small_disk: Path, capsys
+) -> None:
     from dcstore.cli.main import main
 
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=False
-    )
-    if done.returncode != 0:
-        pytest.skip("cannot mount tmpfs here")
-    try:
-        (tmp_path / "src").mkdir()
-        for i in range(8):
-            (tmp_path / "src" / f"{i}.bin").write_bytes(os.urandom(300_000))
-        code = main(
-            ["pack", str(tmp_path / "src"), str(mount / "ds"), "-q", "--shard-size", "256KiB"]
-        )
-        err = capsys.readouterr().err
-        assert code == 7 and "no space left" in err and f"dcstore gc {mount / 'ds'}" in err
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
+    (tmp_path / "src").mkdir()
+    for i in range(8):
+        (tmp_path / "src" / f"{i}.bin").write_bytes(os.urandom(300_000))
+    dest = small_disk / "ds"
+    code = main(["pack", str(tmp_path / "src"), str(dest), "-q", "--shard-size", "256KiB"])
+    err = capsys.readouterr().err
+    assert code == 7 and "no space left" in err and f"dcstore gc {dest}" in err
 
 
 def _list_as_unprivileged(root) -> str:
