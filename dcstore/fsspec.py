@@ -289,6 +289,9 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     # -- metadata -------------------------------------------------------------------------
 
+    def __repr__(self) -> str:
+        return f"DcstoreFileSystem({self.store!r})"
+
     def _file_info(self, meta: ObjectMeta) -> dict[str, Any]:
         """fsspec's ``info`` of an object, with its ``version`` and, when the store
         reports it, ``mtime`` (seconds since the epoch, as fsspec's local files)."""

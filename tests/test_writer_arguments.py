@@ -76,3 +76,25 @@ def test_loader_arguments_of_the_wrong_kind_are_refused(tmp_path: Path) -> None:
     for flag in ("shuffle", "drop_last"):
         with pytest.raises(ConfigError, match=f"{flag} must be True or False, got 'false'"):
             ShardedDataset(str(tmp_path / "ds"), **{flag: "false"})
+
+
+def test_writers_loaders_and_the_filesystem_say_what_they_are(tmp_path: Path) -> None:
+    """They printed <... object at 0x...>."""
+    from dcstore import DeviceLoader, RingLoader, ShardedMapDataset
+    from dcstore.fsspec import DcstoreFileSystem
+    from dcstore.tokens import TokenWriter
+
+    url = str(tmp_path / "ds")
+    with ShardWriter(url) as writer:
+        writer.write({"__key__": "s0", "txt": "x"})
+    assert repr(writer).startswith(f"ShardWriter('file://{url}', version=") and "samples=1" in repr(
+        writer
+    )
+    ring = RingLoader(ShardedDataset(url), batch_size=2)
+    assert repr(ring).startswith("RingLoader(ShardedDataset(") and "batch_size=2" in repr(ring)
+    assert repr(DeviceLoader(ring, "cpu")).startswith("DeviceLoader(RingLoader(")
+    assert repr(ShardedMapDataset(url)).startswith("ShardedMapDataset(")
+    assert repr(DcstoreFileSystem(url)).startswith("DcstoreFileSystem(")
+    with TokenWriter(str(tmp_path / "tok"), vocab_size=10) as tokens:
+        assert repr(tokens).startswith("TokenWriter(") and "open" in repr(tokens)
+        tokens.write([1, 2])

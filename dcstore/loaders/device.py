@@ -187,6 +187,9 @@ class DeviceLoader:
         self.loader.load_state_dict(state)  # type: ignore[attr-defined]
         self._state = None
 
+    def __repr__(self) -> str:
+        return f"DeviceLoader({self.loader!r}, device={str(self.device)!r}, depth={self.depth})"
+
     def __iter__(self) -> Iterator[Any]:
         self.meter = DataWaitMeter(self.warmup)
         if self._receiver is not None:  # an abandoned pass may still hold the loader

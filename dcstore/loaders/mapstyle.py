@@ -50,6 +50,12 @@ class ShardedMapDataset(Dataset):  # type: ignore[type-arg]
         self.transform = transform
         self.sample_options = SampleOptions(zero_copy=zero_copy, verify=verify_checksums)
 
+    def __repr__(self) -> str:
+        return (
+            f"ShardedMapDataset({self.store.url!r}, samples={self.manifest.num_samples}, "
+            f"version={self.manifest.version!r})"
+        )
+
     def __len__(self) -> int:
         return self.manifest.num_samples
 

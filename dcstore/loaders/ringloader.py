@@ -224,6 +224,12 @@ class RingLoader:
             return None
         return [slot_buffer(size, self.slot_bytes, shared=True) for _ in range(self.num_workers)]
 
+    def __repr__(self) -> str:
+        return (
+            f"RingLoader({self.dataset!r}, batch_size={self.batch_size}, "
+            f"num_workers={self.num_workers})"
+        )
+
     def __iter__(self) -> Iterator[Any]:
         loader, views = self._start()
         self._states = {}

@@ -248,6 +248,13 @@ class ShardWriter(CommitOnExit):
             self._wait()
         self._pool.shutdown()
 
+    def __repr__(self) -> str:
+        state = "committed" if self._committed else "closed" if self._closed else "open"
+        return (
+            f"ShardWriter({self.store.url!r}, version={self.version!r}, "
+            f"samples={self.samples_written}, shards={len(self._shards)}, {state})"
+        )
+
     @property
     def shards(self) -> tuple[ShardInfo, ...]:
         """Shards handed to the store so far."""

@@ -202,6 +202,12 @@ class TokenWriter:
             self._wait()
         self._pool.shutdown()
 
+    def __repr__(self) -> str:
+        return (
+            f"TokenWriter({self.store.url!r}, version={self.version!r}, "
+            f"tokens={self.tokens_written}, {'closed' if self._closed else 'open'})"
+        )
+
     def __enter__(self) -> TokenWriter:
         return self
 
