@@ -111,7 +111,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "folders (ImageFolder) add field cls and a class table. Samples are shuffled at "
         "pack time. Each pack is a new version; the last --keep versions stay readable "
         "and older ones are deleted after the commit. With --text, SRC is a text corpus "
-        "packed into token shards for TokenDataset / DocumentDataset.",
+        "packed into token shards for TokenDataset / DocumentDataset (keeping the "
+        "previous version, whatever --keep says).",
     )
     p.add_argument(
         "src", metavar="SRC", help="folder of class folders or files, a .tar, or a folder of .tar"
@@ -161,7 +162,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--keep",
         type=int_at_least(1),
         metavar="N",
-        help="versions to keep, the new one included (default 2)",
+        help="versions to keep, the new one included (default 2; with --text a token "
+        "corpus keeps the new version and the previous one)",
     )
     p.add_argument(
         "--shard-size",
