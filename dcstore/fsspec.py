@@ -47,8 +47,11 @@ Guarantees:
   object or the new one, never a part. A file that a ``with`` block closes on its way
   out of a failure is discarded instead: a ``with`` on the file (binary or text), on
   ``fsspec.open``, and the context managers of writers that close their file as they
-  fail (pandas' ``to_csv``, pyarrow's ``ParquetWriter``); so is a file never closed.
-  An explicit ``close()`` commits, inside an ``except`` block too. Inside ``with
+  fail (pandas' ``to_csv``, pyarrow's ``ParquetWriter``); so is a file from ``fs.open``
+  never closed. An explicit ``close()`` commits, inside an ``except`` block too, and so
+  does a ``with`` that ends normally there. Not seen: a text wrapper the caller makes
+  itself (``io.TextIOWrapper(f)``, ``fsspec.open(...).open()``) closes the file from C,
+  so its failing ``with`` commits the part written, and it commits when collected. Inside ``with
   fs.transaction:`` files are committed when the block ends (one still open is closed
   first), in the order they were opened, and all discarded if it fails (one by one: not
   atomic together).
@@ -68,6 +71,7 @@ import inspect
 import io
 import sys
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -450,7 +454,11 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
         if "b" in mode or "w" not in mode:
             return super().open(path, mode, **kwargs)
         text = {k: kwargs.pop(k) for k in ("encoding", "errors", "newline") if k in kwargs}
-        return _TextWriter(super().open(path, mode.replace("t", "") + "b", **kwargs), **text)
+        binary = super().open(path, mode.replace("t", "") + "b", **kwargs)
+        wrapper = _TextWriter(binary, **text)
+        if isinstance(binary, DcstoreFile):  # a transaction's commit flushes it first
+            binary._text = weakref.ref(wrapper)
+        return wrapper
 
     def _open(
         self, path: str, mode: str = "rb", block_size: Any = None, autocommit: bool = True,
@@ -465,6 +473,14 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
             self, path, mode, block_size=block_size or self.blocksize, autocommit=autocommit,
             **kwargs,
         )  # fmt: skip
+
+
+def _handed(arguments: dict[str, Any], error: BaseException) -> bool:
+    """Whether an ``__exit__``'s arguments (``exc``, or ``*args``) hold ``error`` itself."""
+    for value in arguments.values():
+        if value is error or (isinstance(value, tuple) and any(v is error for v in value)):
+            return True
+    return False
 
 
 def _refuse_ciphertext(
@@ -498,6 +514,7 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
         # an exception already being handled at open (a write in an `except` block, an
         # emergency checkpoint) is not this file's failure: see close()
         self._handled_at_open = sys.exc_info()[1]
+        self._text: weakref.ref[io.TextIOWrapper] | None = None  # the text wrapper, if any
         super().__init__(fs, path, mode, **kwargs)
 
     def _fetch_range(self, start: int, end: int) -> bytes:
@@ -534,11 +551,13 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
         super().close()
 
     def _failing(self) -> bool:
-        """Whether this close is a ``with`` block's exit from a failure. An exception
-        merely being handled is no failure of the file: code that closes the file inside
-        an ``except`` block (or had one in hand when it opened the file: an emergency
-        checkpoint) means to commit it. So it takes an exception in flight and an
-        ``__exit__`` among the few callers above (CPython frames, read, never changed)."""
+        """Whether this close is a ``with`` block's exit from a failure: an ``__exit__``
+        among the few callers above was handed the exception now in flight (one raised
+        since the file was opened). An exception merely being handled is no failure of
+        the file: code that closes the file in an ``except`` block, or a ``with`` that
+        ends normally there, means to commit it. (Python frames and their arguments are
+        read, never changed; an ``__exit__`` written in C, such as ``io.TextIOWrapper``'s
+        when the caller wraps the file itself, is not seen: that close commits.)"""
         error = sys.exc_info()[1]
         if error is None or error is self._handled_at_open:
             return False
@@ -547,7 +566,7 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
             frame = frame.f_back if frame is not None else None
             if frame is None:
                 return False
-            if frame.f_code.co_name == "__exit__":
+            if frame.f_code.co_name == "__exit__" and _handed(frame.f_locals, error):
                 return True
         return False
 
@@ -579,6 +598,9 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
         """Make what was written the object's new version (``close`` does, outside a
         transaction; the transaction does at its end, closing a file still open first)."""
         if not self.closed:  # a transaction ends with the file open: what it holds counts
+            text = self._text() if self._text is not None else None
+            if text is not None and not text.closed:
+                text.flush()  # text still in its wrapper
             super().close()  # the last block written out; not committed (autocommit off)
         if self._writer is not None:
             writer, self._writer = self._writer, None
@@ -596,7 +618,8 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
         if exc_type is not None and self.mode != "rb":
             self.discard()
             return
-        self.close()
+        self._mapped = None
+        super().close()  # a with block that ends normally commits
 
     def __del__(self) -> None:
         if getattr(self, "closed", True):  # closed, or __init__ failed before opening

@@ -33,10 +33,10 @@ _NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*$", r
 
 def parse_size(text: str | int) -> int:
     """``"4MiB"`` -> 4194304; ``"64KiB"``, ``"1.5MB"``, ``"100"`` (bytes) also accepted."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        value, unit = float(text), ""
-    elif not isinstance(text, str):
-        raise ConfigError(f"bad size {text!r}: use e.g. 64KiB, 1MiB, 4MiB, 64MiB or bytes")
+    if not isinstance(text, str):
+        if isinstance(text, bool) or not hasattr(text, "__index__"):  # ints, numpy's too
+            raise ConfigError(f"bad size {text!r}: use e.g. 64KiB, 1MiB, 4MiB, 64MiB or bytes")
+        value, unit = float(operator.index(text)), ""
     else:
         match = _NUMBER.match(text)
         if not match or match.group(2).lower() not in _SIZE_UNITS:

@@ -3,6 +3,7 @@ local store and on the full stack (encrypted, Redis tier) over every real server
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import gc
 import os
@@ -206,13 +207,19 @@ def test_a_file_closed_on_purpose_in_an_except_block_is_committed(
     """Review of the failing-close rule: a log written and closed inside a handler for an
     unrelated error was discarded, close() saying nothing."""
     fs = DcstoreFileSystem(str(tmp_path / "store"))
-    f = fs.open("log", mode)
+    files = [fs.open(name, mode) for name in ("log", "with", "closing")]
     try:
         raise ValueError("something else failed")
     except ValueError:
-        f.write(b"logged" if mode == "wb" else "logged")
-        f.close()
-    assert fs.cat("log") == b"logged"
+        for f in files:
+            f.write(b"logged" if mode == "wb" else "logged")
+        files[0].close()
+        with files[1]:  # a with that ends normally here commits too
+            pass
+        with contextlib.closing(files[2]):
+            pass
+    names = ["log", "with", "closing"]
+    assert fs.cat(names) == dict.fromkeys(names, b"logged")
 
 
 def test_a_text_file_never_closed_commits_nothing(tmp_path: Path) -> None:
@@ -244,7 +251,10 @@ def test_a_transaction_commits_at_its_end_or_not_at_all(tmp_path: Path) -> None:
     with fs.transaction:  # a file still open at the end is closed, then committed whole
         open_file = fs.open("d", "wb", block_size=1 << 20)
         open_file.write(b"D" * ((3 << 20) + 5))
+        open_text = fs.open("t", "w")  # its wrapper's text flushed first (was: b"")
+        open_text.write("text")
     assert fs.cat("d") == b"D" * ((3 << 20) + 5) and open_file.closed
+    assert fs.cat("t") == b"text"
 
 
 def test_an_open_file_reads_one_version(tmp_path: Path) -> None:

@@ -198,6 +198,11 @@ def test_verify_with_keys_reports_a_damaged_manifest_with_the_rest(tmp_path: Pat
     done = run("verify", url, "--keys", str(kek), "--json")
     assert done.returncode == 6, done.stderr
     assert [f["key"] for f in json.loads(done.stdout)["failed"]] == ["manifest.parquet"]
+    # one that decrypts but is no manifest: reported too (review: it passed, exit 0)
+    open_store(url, keys=str(kek)).put("manifest.parquet", b"not a parquet file")
+    done = run("verify", url, "--keys", str(kek), "--json")
+    assert done.returncode == 6, done.stderr
+    assert "not a readable dcstore manifest" in json.loads(done.stdout)["failed"][0]["problem"]
 
 
 def test_encrypted_data_without_keys_is_a_key_error(tmp_path: Path) -> None:

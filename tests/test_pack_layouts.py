@@ -364,3 +364,15 @@ def test_shuffle_is_deterministic_per_seed(tmp_path: Path) -> None:
         orders.append([s["__key__"] for s in samples(tmp_path / name)])
     assert orders[0] == orders[1] != orders[2]
     assert sorted(orders[0]) == sorted(orders[2])
+
+
+def test_index_columns_become_lower_case_fields(tmp_path: Path) -> None:
+    """Review: a `Caption` column was refused once ShardWriter refused upper-case fields;
+    extensions were always lower-cased, columns now are too."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_bytes(b"A")
+    index = tmp_path / "index.csv"
+    index.write_text("path,label,Caption\na.txt,cat,a photo\n")
+    assert pack(tmp_path / "src", tmp_path / "ds", "--index", str(index)) == 0
+    (sample,) = samples(tmp_path / "ds")
+    assert bytes(sample["caption"]) == b"a photo" and "Caption" not in sample

@@ -33,6 +33,8 @@ def test_bad_arguments_are_refused_before_anything_is_written(
 def test_a_path_a_size_string_and_numpy_labels_are_taken(tmp_path: Path) -> None:
     """A pathlib.Path was "'PosixPath' object has no attribute 'url'", "64KiB" a TypeError,
     and a numpy label "expected bytes, str or a number"."""
+    with ShardWriter(tmp_path / "ds", shard_size=np.int64(64 << 10)):
+        pass
     with ShardWriter(tmp_path / "ds", shard_size="64KiB") as writer:
         for i, label in enumerate(np.array([3, 1, 2])):
             writer.write({"__key__": f"s{i}", "cls": label, "score": np.float32(0.5)})

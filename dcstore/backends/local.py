@@ -441,10 +441,10 @@ def _remove_unless_open(path: str) -> bool:
     cannot open or lock is removed by its age alone, as before locks were taken."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except FileNotFoundError:
-        raise
-    except OSError:  # not ours to read (a shared store), a link: by its age
-        os.unlink(path)
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.ELOOP):
+            raise  # gone (FileNotFoundError), or out of descriptors: not judged here
+        os.unlink(path)  # not ours to read (a shared store), a link: by its age
         return True
     try:
         try:

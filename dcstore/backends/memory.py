@@ -88,11 +88,8 @@ class MemoryBackend(Backend):
         validate_key(key)
         try:  # bytes(5) is five zero bytes, bytes([1, 2]) a list's values: buffers only
             blob = bytes(memoryview(data).cast("B"))
-        except TypeError:
-            raise TypeError(
-                f"{self.url}: put {key!r}: data must be bytes-like (bytes, bytearray, "
-                f"memoryview, a numpy array), got {type(data).__name__}"
-            ) from None
+        except TypeError as exc:  # not a buffer, or one that is not contiguous
+            raise TypeError(f"{self.url}: put {key!r}: {exc}") from None
         version = f"m{_process_tag}-{next(_versions)}"
         space = self._space
         with space.lock:

@@ -67,12 +67,26 @@ def _listed_shards(store: Backend) -> list[tuple[str, str | None]]:
         return []
 
 
+def _manifest_key(store: Backend) -> str:
+    """The key of the manifest that is there (a token corpus's, else a dataset's)."""
+    from dcstore.loaders.manifest import MANIFEST_KEY
+    from dcstore.tokens.manifest import TOKENS_KEY
+
+    inner = getattr(store, "inner", store)  # the stored object, whatever it holds
+    try:
+        inner.head(TOKENS_KEY)
+    except DcstoreError:
+        return MANIFEST_KEY
+    return TOKENS_KEY
+
+
 def _missing_shards(store: Backend, prefix: str) -> Iterator[ObjectCheck]:
     """A failed check for each listed shard that is gone or not the version packed
     (objects that are there were authenticated one by one already)."""
     try:
         listed = _listed_shards(store)
-    except DcstoreError:  # a damaged manifest: already one of the objects that failed
+    except DcstoreError as exc:  # the manifest itself: reported once (see cmd_verify)
+        yield ObjectCheck(exc.key or _manifest_key(store), 0, str(exc), "integrity")
         return
     for key, version in listed:
         if not key.startswith(prefix):
@@ -89,6 +103,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     failures = []
     with _checks(args) as checks:
         for check in checks:
+            if not check.ok and check.key in {f.key for f in failures}:
+                continue  # the manifest's own failure, found again loading it
             checked += 1
             total += check.size
             if check.ok:

@@ -8,7 +8,7 @@
   ``path`` (relative to ``SRC``, never absolute or ``..``) names the file;
   ``label`` becomes ``cls`` (integers as given; text labels get a class table,
   sorted, and their index); every other non-empty column becomes a field of
-  that name (text as UTF-8, numbers in ASCII). Naming and collisions follow
+  that name (lower-cased) (text as UTF-8, numbers in ASCII). Naming and collisions follow
   the file rules of :mod:`dcstore.loaders.ingest`.
 """
 
@@ -174,9 +174,12 @@ def plan_index(root: Path, index: Path, *, group: bool, names: bool) -> PackPlan
         bad = [c for c in row if not c or c.startswith("__") or "/" in c]
         if bad:
             raise ConfigError(f"{where}: column {bad[0]!r} cannot name a field")
+        fields = [c.lower() for c in row if c not in (PATH_COLUMN, LABEL_COLUMN)]
+        if len(set(fields)) != len(fields):  # Caption and caption: one field
+            raise ConfigError(f"{where}: columns {fields} name one field twice (any case)")
         extra = [("cls", label)] if label is not None else []
         extra += [
-            (column, _field_value(value))
+            (column.lower(), _field_value(value))  # as extensions: readers lower-case fields
             for column, value in row.items()
             if column not in (PATH_COLUMN, LABEL_COLUMN) and value not in (None, "")
         ]

@@ -104,7 +104,7 @@ class PlannedPasses(abc.ABC):
     ) -> None:  # fmt: skip
         shuffle_buffer = whole_number("shuffle_buffer", shuffle_buffer)
         for name, flag in (("shuffle", shuffle), ("drop_last", drop_last)):
-            if not isinstance(flag, bool | np.bool_):  # "false" is true
+            if not isinstance(flag, bool | np.bool_ | int) or flag not in (0, 1):  # "false"
                 raise ConfigError(f"{name} must be True or False, got {flag!r}")
         shuffle, drop_last = bool(shuffle), bool(drop_last)
         check_rank_world(rank, world_size)
