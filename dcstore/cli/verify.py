@@ -100,7 +100,7 @@ def _missing_shards(store: Backend, prefix: str) -> Iterator[ObjectCheck]:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     checked = total = 0
-    failures = []
+    failures: list[ObjectCheck] = []
     with _checks(args) as checks:
         for check in checks:
             if not check.ok and check.key in {f.key for f in failures}:
