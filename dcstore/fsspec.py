@@ -51,8 +51,8 @@ Guarantees:
   never closed. An explicit ``close()`` commits, inside an ``except`` block too, and so
   does a ``with`` that ends normally there. Not seen: a text wrapper the caller makes
   itself (``io.TextIOWrapper(f)``, ``fsspec.open(...).open()``) closes the file from C,
-  so its failing ``with`` commits the part written, and it commits when collected. Inside ``with
-  fs.transaction:`` files are committed when the block ends (one still open is closed
+  so its failing ``with`` commits the part written, and it commits when collected.
+  Inside ``with fs.transaction:`` files are committed when the block ends (one still open is closed
   first), in the order they were opened, and all discarded if it fails (one by one: not
   atomic together).
 * Directories are key prefixes (``a/b`` is a directory when a key starts with

@@ -360,8 +360,8 @@ class _FileWriter(ObjectWriter):
         try:
             os.close(fd)
         except OSError as exc:  # committed already: an error would say it was not
-            log.warning("%s: %r committed, but closing its file failed: %s", self._store.url,
-                        self._key, exc.strerror)  # fmt: skip
+            url, key = self._store.url, self._key
+            log.warning("%s: %r committed, but closing its file failed: %s", url, key, exc.strerror)
         if self._store.fsync:
             _fsync_dir(self._path.parent)
         return _meta(self._key, st)

@@ -101,9 +101,10 @@ def _missing_shards(store: Backend, prefix: str) -> Iterator[ObjectCheck]:
 def cmd_verify(args: argparse.Namespace) -> int:
     checked = total = 0
     failures: list[ObjectCheck] = []
+    failed: set[str] = set()
     with _checks(args) as checks:
         for check in checks:
-            if not check.ok and check.key in {f.key for f in failures}:
+            if not check.ok and check.key in failed:
                 continue  # the manifest's own failure, found again loading it
             checked += 1
             total += check.size
@@ -112,6 +113,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                     print(f"ok      {check.key}")
                 continue
             failures.append(check)
+            failed.add(check.key)
             if not args.json:
                 print(f"FAILED  {check.key}: [{check.kind}] {check.problem}", flush=True)
     if not checked:  # nothing to check; an error if nothing is there at all
