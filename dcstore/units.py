@@ -64,7 +64,10 @@ def parse_duration(text: str | float) -> float:
 
 def whole_number(name: str, value: object, minimum: int = 0) -> int:
     """``value`` as an ``int`` of at least ``minimum``; else a :class:`ConfigError` naming
-    ``name`` (a float, a string or ``None`` is refused, not rounded or parsed)."""
+    ``name`` (a float, a string, a ``bool`` or ``None`` is refused, not rounded, parsed
+    or taken for 0 and 1)."""
+    if isinstance(value, bool):  # batched(True) made batches of one
+        raise ConfigError(f"{name} must be a whole number >= {minimum}, got {value!r}")
     try:
         number = operator.index(value)  # type: ignore[arg-type]
     except TypeError:

@@ -101,6 +101,7 @@ def test_an_impossible_rank_is_refused_when_made(dataset_url, given, message) ->
         ({"seed": -1}, r"seed must be >= 0, got -1"),
         ({"seed": 1.5}, r"seed must be a whole number >= 0, got 1\.5"),
         ({"seed": "3"}, r"seed must be a whole number >= 0, got '3'"),
+        ({"seed": True}, r"seed must be a whole number >= 0, got True"),
         ({"window": -1}, r"window must be >= 0"),
         ({"window_bytes": 0}, r"window_bytes must be >= 1, got 0"),
         ({"read_ahead": -1}, r"read_ahead must be >= 0, got -1"),

@@ -65,8 +65,8 @@ def test_close_inside_the_with_block_commits_once(tmp_path: Path) -> None:
 
 
 def test_loader_arguments_of_the_wrong_kind_are_refused(tmp_path: Path) -> None:
-    """batch_size=16 / 3 made the whole epoch one batch (and none with partial=False);
-    shuffle="false" shuffled."""
+    """batch_size=16 / 3 made the whole epoch one batch (and none with partial=False),
+    batched(True) batches of one; shuffle="false" shuffled."""
     from dcstore import RingLoader
 
     with ShardWriter(str(tmp_path / "ds")) as writer:
@@ -75,6 +75,8 @@ def test_loader_arguments_of_the_wrong_kind_are_refused(tmp_path: Path) -> None:
         ShardedDataset(str(tmp_path / "ds")).batched(16 / 3)
     with pytest.raises(ConfigError, match="batch_size must be a whole number"):
         RingLoader(ShardedDataset(str(tmp_path / "ds")), batch_size=16 / 3)
+    with pytest.raises(ConfigError, match="batch_size must be a whole number >= 1, got True"):
+        ShardedDataset(str(tmp_path / "ds")).batched(True)  # made batches of one
     for flag in ("shuffle", "drop_last"):
         with pytest.raises(ConfigError, match=f"{flag} must be True or False, got 'false'"):
             ShardedDataset(str(tmp_path / "ds"), **{flag: "false"})
