@@ -516,7 +516,7 @@ def test_a_damaged_cached_header_is_dropped_by_every_read_path() -> None:
         cached = CachedBackend(MemoryBackend(f"hdr-{uuid.uuid4().hex}"), tier)
         EncryptedBackend(cached, keys, segment_size=4096).put("x", b"A" * 20000)
         EncryptedBackend(cached, keys).get("x")  # fills the tier
-        names = [n for n in tier._items if not n.endswith(":size")]
+        names = list(tier._items)
         for name in names:  # flip the first byte of every chunk: the header's magic
             value, ttl = tier._items[name]
             tier._items[name] = (bytes([value[0] ^ 1]) + value[1:], ttl)
@@ -528,6 +528,59 @@ def test_a_damaged_cached_header_is_dropped_by_every_read_path() -> None:
         else:
             with fresh.open_read("x") as f:
                 assert f.read() == b"A" * 20000
+
+
+@pytest.mark.parametrize("forged", ["key_id", "wrapped_dek"])
+def test_a_forged_cached_header_is_dropped_by_every_read_path(forged: str) -> None:
+    """A header in the tier whose key id or wrapped data key was altered (its CRC
+    recomputed, so it parses) failed every reader with a "wrong key" error, for good:
+    only integrity errors dropped cached copies."""
+    import dataclasses
+
+    from dcstore.crypto import EncryptedBackend, Keyring, StaticKeySource
+    from dcstore.crypto.format import parse_header
+
+    keys = StaticKeySource(Keyring.generate("kek-original"))
+    for read in ("get", "get_range", "open_read"):
+        tier = LruTier(max_bytes=16 * MiB)
+        cached = CachedBackend(MemoryBackend(f"forged-{uuid.uuid4().hex}"), tier)
+        EncryptedBackend(cached, keys, segment_size=4096).put("x", b"A" * 20000)
+        EncryptedBackend(cached, keys).get("x")  # fills the tier
+        (name,) = list(tier._items)  # one chunk: the header is at its start
+        value, ttl = tier._items[name]
+        header = parse_header(value, "x")
+        if forged == "key_id":
+            header = dataclasses.replace(header, key_id="kek-attacker")
+        else:
+            wrapped = bytes([header.wrapped_dek[0] ^ 1]) + header.wrapped_dek[1:]
+            header = dataclasses.replace(header, wrapped_dek=wrapped)
+        old_size = parse_header(value, "x").size
+        tier._items[name] = (header.encode() + bytes(value[old_size:]), ttl)
+        fresh = EncryptedBackend(cached, keys)
+        if read == "get":
+            assert fresh.get("x") == b"A" * 20000
+        elif read == "get_range":
+            assert fresh.get_range("x", 0, 10) == b"A" * 10
+        else:
+            with fresh.open_read("x") as f:
+                assert f.read() == b"A" * 20000
+
+
+def test_the_tier_holds_no_object_sizes() -> None:
+    """A version's size was kept in the tier: a forged one made pinned reads refuse
+    valid ranges and a loader's fills fail (ValueError from zip) on every epoch. The
+    size now comes from the origin, once per version and process."""
+    origin = InstrumentedBackend(MemoryBackend(f"sizes-{uuid.uuid4().hex}"))
+    tier = LruTier(max_bytes=16 * MiB)
+    meta = CachedBackend(origin, tier).put("x", b"B" * 5000)
+    CachedBackend(origin, tier).get("x", version=meta.version)
+    assert not any(name.endswith(":size") for name in tier._items)
+    assert all(len(v) == 5000 for v, _ in tier._items.values())  # the one chunk only
+    fresh = CachedBackend(origin, tier)
+    heads = origin.heads
+    assert fresh.get_range("x", 4000, 5000, version=meta.version) == b"B" * 1000
+    assert fresh.get_range("x", 0, 10, version=meta.version) == b"B" * 10
+    assert origin.heads == heads + 1  # once for this process, then remembered
 
 
 def test_a_hung_redis_costs_one_socket_timeout_per_read_not_two() -> None:

@@ -110,6 +110,16 @@ def test_docs_table_lists_every_exit_code() -> None:
         (["pack", "a", "b", "--shard-size", "10XB"], "bad size '10XB': use e.g. 64KiB"),
         (["pack", "a", "b", "--seed", "-1"], "--seed: expected a whole number >= 0, got '-1'"),
         (["pack", "a", "b", "--workers", "0"], "--workers: expected a whole number >= 1"),
+        (["ls", "a", "--opt", "cache=memory"], "cache is not a storage option"),  # TypeError
+        *[
+            ([*command, "--cache", "memory"], "refused: this command reads the storage itself")
+            for command in (
+                ["verify", "a"],
+                ["keys", "status", "a"],
+                ["keys", "rotate", "a"],
+                ["keys", "retire", "k", "a"],
+            )
+        ],
     ],
 )
 def test_usage_errors_are_one_line(args, message) -> None:

@@ -169,6 +169,36 @@ def test_a_key_files_contents_given_as_its_path_are_never_echoed(tmp_path: Path)
     assert cli.returncode == 2 and secret not in cli.stdout + cli.stderr
 
 
+def test_a_key_given_where_its_file_belongs_is_never_echoed(tmp_path: Path) -> None:
+    """``DCSTORE_KEYS_FILE="$(cat kek.json)"`` printed the whole key file in its error
+    (only ``--keys`` was checked), and ``keys new`` made files named after the key;
+    ``--keys <raw base64 key>`` showed the key as a path that does not exist."""
+    import base64
+
+    path = tmp_path / "kek.json"
+    write_key_file(path, Keyring.generate("k"))
+    contents = path.read_text()
+    secret = json.loads(contents)["keys"][0]["key"]
+    raw = base64.b64encode(os.urandom(32)).decode()
+    cases = [
+        ({"DCSTORE_KEYS_FILE": contents}, ["ls", str(tmp_path / "s")], secret),
+        ({"DCSTORE_KEYS_FILE": contents}, ["keys", "new"], secret),
+        ({"DCSTORE_KEYS_FILE": raw}, ["keys", "new"], raw),
+        ({}, ["ls", str(tmp_path / "s"), "--keys", raw], raw),
+        ({}, ["ls", str(tmp_path / "s"), "--keys", os.urandom(32).hex()], None),
+    ]
+    for env, args, hidden in cases:
+        cli = subprocess.run(
+            [sys.executable, "-m", "dcstore.cli", *args], capture_output=True, text=True,
+            timeout=60, cwd=tmp_path, env={**os.environ, **env},
+        )  # fmt: skip
+        assert cli.returncode == 2, (args, cli.stderr)
+        assert "looks like a" in cli.stderr
+        if hidden is not None:
+            assert hidden not in cli.stdout + cli.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["kek.json"]  # no file named after a key
+
+
 def test_a_fifo_in_the_key_files_place_is_refused_not_waited_on(tmp_path: Path) -> None:
     fifo = tmp_path / "kek.json"
     os.mkfifo(fifo, 0o600)

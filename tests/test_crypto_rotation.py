@@ -211,3 +211,26 @@ def test_a_stale_cached_header_is_dropped_not_fatal() -> None:
         enc.get_range("s", 0, 10)
     headers_read = [r for r in counting.ranges if r[1] == 0]
     assert len(headers_read) == 1
+
+
+def test_rotation_key_usage_and_verify_refuse_a_stack_with_a_cache() -> None:
+    """They read through the cache: a forged cached header made retire destroy a key the
+    stored object needed, a damaged cached segment was written back over the good object
+    by rotate, and verify passed an object damaged in storage while the cache was warm."""
+    from dcstore.cache import CachedBackend, LruTier
+    from dcstore.crypto import StaticKeySource
+
+    keys = StaticKeySource(Keyring.generate("k"))
+    cached = EncryptedBackend(
+        CachedBackend(MemoryBackend(f"rot-{uuid.uuid4().hex}"), LruTier(max_bytes=1 << 20)), keys
+    )
+    cached.put("a", b"x" * 100)
+    for check in (
+        lambda: list(rotate(cached)),
+        lambda: rewrap(cached, "a"),
+        lambda: key_usage(cached),
+        lambda: check_retirable(cached, "old"),
+        lambda: list(verify(cached)),
+    ):
+        with pytest.raises(ConfigError, match=r"reads the storage itself: open .* without a cache"):
+            check()

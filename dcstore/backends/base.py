@@ -204,6 +204,12 @@ class Backend(abc.ABC):
         reader's own checksums of those bytes would check nothing more."""
         return False
 
+    @property
+    def caches(self) -> bool:
+        """Whether a cache tier in this stack may serve reads: checks of the storage
+        itself (key rotation, retirement, ``verify``) refuse such a stack."""
+        return False
+
     def sweep(self, older_than: float | None = None) -> int | None:
         """Reclaim the data of writes abandoned more than ``older_than`` seconds ago (the
         backend's own default when None); return how many writes were reclaimed, or None
@@ -267,6 +273,10 @@ class Wrapper(Backend):
     @property
     def authenticates_reads(self) -> bool:
         return self.inner.authenticates_reads
+
+    @property
+    def caches(self) -> bool:
+        return self.inner.caches
 
     def sweep(self, older_than: float | None = None) -> int | None:
         return self.inner.sweep(older_than)

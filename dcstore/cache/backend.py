@@ -7,7 +7,9 @@ Guarantees
   request), so an overwrite from any process is seen by the next read. A read
   with ``version=`` (the encryption layer above passes the version it learnt;
   a dataset's manifest pins its shards') asks the origin nothing when the tier
-  holds that version: its size is kept in the tier beside its chunks. Fills
+  holds that version and this process knows its size (a version's size is asked of
+  the origin once per process, never taken from the tier, which anyone who can
+  write to it could forge). Fills
   read the origin with ``version=``, so a fill of a replaced object raises
   :class:`VersionChangedError` instead of caching the wrong bytes.
 * Never partial: objects are cached as chunks of ``policy.chunk_bytes``; a read
@@ -26,8 +28,9 @@ Guarantees
   ciphertext only.
 
 Cost, counted at the origin: a read with ``version=`` that hits makes no
-request; a miss makes one metadata lookup (the version's size, once per
-version) and the fill reads. A read without ``version=`` adds one ``head``.
+request once this process knows the version's size (one metadata lookup per version
+and process); a miss makes that lookup and the fill reads. A read without
+``version=`` adds one ``head``.
 """
 
 from __future__ import annotations
@@ -66,7 +69,6 @@ attempts it reads the origin directly (its own read is atomic), so a reader of a
 rewritten faster than the tier fills still gets a whole version, never an error."""
 SIZES_IN_PROCESS = 4096
 """Versions whose size this process remembers (a version's size never changes)."""
-SIZE_BYTES = 8
 
 
 class CachedBackend(Wrapper):
@@ -109,6 +111,10 @@ class CachedBackend(Wrapper):
     def url(self) -> str:
         return self.inner.url
 
+    @property
+    def caches(self) -> bool:
+        return True
+
     # -- reads -----------------------------------------------------------------------
 
     def get(self, key: str, *, version: str | None = None) -> bytes:
@@ -148,8 +154,10 @@ class CachedBackend(Wrapper):
 
     def head(self, key: str, *, version: str | None = None) -> ObjectMeta:
         """Without ``version``, the origin's answer. With it, the version's size from
-        this process's memory or the tier when either has it (no origin request),
-        else the origin's answer for exactly that version."""
+        this process's memory when it has it (no origin request), else the origin's
+        answer for exactly that version. Never from the tier: anyone who can write to
+        the tier could give a version a wrong size, which no check below this layer
+        would catch (chunks are checked against the size they are read with)."""
         if version is None:
             return self.inner.head(key)
         validate_key(key)
@@ -157,36 +165,21 @@ class CachedBackend(Wrapper):
         if size is not None:
             return ObjectMeta(key, size, version)
         meta = self.inner.head(key, version=version)
-        self._remember_size(meta, in_tier=True)
+        self._remember_size(meta)
         return meta
-
-    def _size_name(self, key: str, version: str) -> str:
-        return f"{{{self._digest(key, version)}}}:size"
 
     def _known_size(self, key: str, version: str) -> int | None:
         with self._lock:
             size = self._sizes.get((key, version))
             if size is not None:
                 self._sizes.move_to_end((key, version))
-                return size
-        try:
-            (value,) = self._lookup([self._size_name(key, version)], [SIZE_BYTES])
-        except TierSkipped:
-            return None
-        if value is None:
-            return None
-        size = int.from_bytes(value, "big")
-        self._remember_size(ObjectMeta(key, size, version), in_tier=False)
-        return size
+            return size
 
-    def _remember_size(self, meta: ObjectMeta, *, in_tier: bool) -> None:
+    def _remember_size(self, meta: ObjectMeta) -> None:
         with self._lock:
             self._sizes[meta.key, meta.version] = meta.size
             while len(self._sizes) > SIZES_IN_PROCESS:
                 self._sizes.popitem(last=False)
-        if in_tier:
-            item = (self._size_name(meta.key, meta.version), meta.size.to_bytes(SIZE_BYTES, "big"))
-            self._quietly(lambda: self.tier.set_many([item]))
 
     def _forget_size(self, key: str, version: str) -> None:
         with self._lock:
@@ -370,8 +363,8 @@ class CachedBackend(Wrapper):
             return None
 
     def drop_cached(self, key: str, version: str) -> bool:
-        """Drop the version's size and chunks from this process and the tier (the
-        origin tells the size, so a damaged size entry cannot hide chunks); True."""
+        """Drop the version's size from this process and its chunks from the tier (the
+        origin tells the size, which names the chunks); True."""
         validate_key(key)
         try:
             meta = self.inner.head(key, version=version)
@@ -382,15 +375,15 @@ class CachedBackend(Wrapper):
         return True
 
     def _forget(self, key: str, meta: ObjectMeta) -> None:
-        """Drop a replaced version's size and chunks: reads pinned to it then ask the
-        origin (and get :class:`VersionChangedError`); the memory is freed."""
+        """Drop a replaced version's size (this process) and chunks (the tier): reads
+        pinned to it then ask the origin (and get :class:`VersionChangedError`); the
+        memory is freed."""
         self._forget_size(key, meta.version)
-        names = [self._size_name(key, meta.version)]
         if 0 < meta.size <= self.policy.max_object_bytes:
             oid = self._object_id(key, meta)
             count = -(-meta.size // self.policy.chunk_bytes)
-            names += [f"{{{oid}}}:{i}" for i in range(count)]
-        self._quietly(lambda: self.tier.delete_many(names))
+            names = [f"{{{oid}}}:{i}" for i in range(count)]
+            self._quietly(lambda: self.tier.delete_many(names))
 
     # -- statistics and housekeeping ----------------------------------------------------
 

@@ -23,6 +23,8 @@ from dcstore.backends.base import Backend, ObjectMeta
 from dcstore.errors import ConfigError, InvalidKeyError, NotFoundError
 from dcstore.store import open_store
 
+STACK_OPTIONS = frozenset({"cache", "keys", "retries", "segment_size"})
+"""Names of :func:`open_store`'s own parameters, refused as ``--opt`` (backend options)."""
 PROGRESS_THRESHOLD = 4 << 20
 """Transfers larger than this (bytes) show a progress bar on a terminal."""
 
@@ -63,14 +65,29 @@ def add_opt_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_store_options(parser: argparse.ArgumentParser) -> None:
-    """Options that select the stack above the storage URL."""
+class _RefusedCache(argparse.Action):
+    """``--cache`` of a command that must read the storage itself: refused, saying why."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        raise argparse.ArgumentError(
+            self,
+            "refused: this command reads the storage itself (a cache tier could hand it "
+            "damaged or forged copies); drop --cache",
+        )
+
+
+def add_store_options(parser: argparse.ArgumentParser, *, cache: bool = True) -> None:
+    """Options that select the stack above the storage URL; without ``cache``, for a
+    command that checks or rewrites the storage, ``--cache`` is refused."""
     parser.add_argument(
         "--keys", metavar="URL", help="key source, e.g. file:///etc/dcstore/kek.json"
     )
-    parser.add_argument(
-        "--cache", metavar="URL", help="hot tier, e.g. memory or redis://host:6379/0"
-    )
+    if cache:
+        parser.add_argument(
+            "--cache", metavar="URL", help="hot tier, e.g. memory or redis://host:6379/0"
+        )
+    else:
+        parser.add_argument("--cache", action=_RefusedCache, help=argparse.SUPPRESS)
     add_opt_flag(parser)
 
 
@@ -95,6 +112,11 @@ def open_from_args(url: str, args: argparse.Namespace, *, env_keys: bool = True)
     from dcstore.cli.keys import key_source_from
 
     options: dict[str, Any] = parse_options(getattr(args, "option", []) or [])
+    for name in sorted(STACK_OPTIONS & options.keys()):  # open_store's own: a TypeError
+        flag = "--" + name.replace("_", "-")
+        raise ConfigError(
+            f"--opt {name}=...: {name} is not a storage option (commands that take it have {flag})"
+        )
     spec = getattr(args, "keys", None)
     keys = key_source_from(spec) if env_keys else (spec or None)
     segment_size = getattr(args, "segment_size", None)

@@ -46,7 +46,10 @@ def key_source_from(spec: str | None, environ: Any = None) -> KeySource | None:
     if spec:
         return open_key_source(spec)
     if env.get(ENV_KEYS_FILE):
-        return FileKeySource(os.path.abspath(env[ENV_KEYS_FILE]))
+        try:  # the checks of --keys: its contents or a raw key are refused, never shown
+            return open_key_source(env[ENV_KEYS_FILE])
+        except ConfigError as exc:
+            raise ConfigError(f"{ENV_KEYS_FILE}: {exc}") from None
     if env.get(ENV_KEYS):
         return EnvKeySource(ENV_KEYS)
     return None
@@ -248,7 +251,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         if store:
             p.add_argument("store", metavar="URL", help="storage URL of encrypted objects")
             p.add_argument("--prefix", default="", help="only objects under this prefix")
-            add_store_options(p)
+            add_store_options(p, cache=False)
         else:
             p.add_argument("--keys", metavar="PATH", help=f"key file (default: ${ENV_KEYS_FILE})")
         return p
@@ -299,5 +302,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="refuse unless the key stopped being primary at least this long ago "
         f"(default {DEFAULT_RETIRE_MIN_AGE:.0f}; 0 after a compromise, once writers stopped)",
     )
-    add_store_options(p)
+    add_store_options(p, cache=False)
     p.set_defaults(func=cmd_retire)

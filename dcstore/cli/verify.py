@@ -154,5 +154,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--prefix", default="", help="only objects under this prefix")
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.add_argument("-v", "--verbose", action="store_true", help="also list intact objects")
-    add_store_options(p)
+    add_store_options(p, cache=False)
     p.set_defaults(func=cmd_verify)

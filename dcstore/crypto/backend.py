@@ -72,7 +72,18 @@ from dcstore.crypto.keyring import Keyring
 from dcstore.crypto.segments import ObjectCipher, run_tasks
 from dcstore.crypto.sources import KeySource, open_key_source
 from dcstore.crypto.writer import EncryptingWriter
-from dcstore.errors import ConfigError, IntegrityError, NotFoundError, VersionChangedError
+from dcstore.errors import (
+    ConfigError,
+    IntegrityError,
+    KeyAccessError,
+    NotFoundError,
+    VersionChangedError,
+)
+
+CACHE_FORGEABLE = (IntegrityError, KeyAccessError)
+"""What a damaged or forged cached copy can make a read raise: bytes that do not
+authenticate, or a header whose key id or wrapped key was altered. Either drops the
+cached copies of the version and reads it again once, from the origin."""
 
 T = TypeVar("T")
 Fetch = Callable[[int, int], Buffer]
@@ -307,7 +318,7 @@ class EncryptedBackend(Wrapper):
                 was_cached = (meta.key, meta.version) in self._headers
             try:
                 _, layout = self._layout(meta, source.read_range)
-            except IntegrityError:  # a damaged cached header: dropped, read again once
+            except CACHE_FORGEABLE:  # a damaged cached header: dropped, read again once
                 if not self._drop_copies(meta, header_was_cached=was_cached):
                     raise
                 _, layout = self._layout(meta, source.read_range)
@@ -324,12 +335,13 @@ class EncryptedBackend(Wrapper):
 
     def _read_pinned(self, meta: ObjectMeta, start: int, end: int, source: ObjectReader) -> bytes:
         """``_read_range`` of an opened version. A header that came from the cache and
-        fails to authenticate is dropped and read again once (as :meth:`_retrying`)."""
+        fails to authenticate or to unwrap is dropped and read again once (as
+        :meth:`_retrying`)."""
         with self._lock:
             was_cached = (meta.key, meta.version) in self._headers
         try:
             return self._read_range(meta, start, end, source)
-        except IntegrityError:
+        except CACHE_FORGEABLE:
             if not self._drop_copies(meta, header_was_cached=was_cached):
                 raise
         return self._read_range(meta, start, end, source)
@@ -346,7 +358,8 @@ class EncryptedBackend(Wrapper):
         during an unpinned read starts it again on the new version. An integrity
         failure drops the copies of the version that caches hold (the header remembered
         here, what the inner stack's cache tier holds) and, if there was one, retries
-        once, from the origin; otherwise, or failing again, it is raised.
+        once, from the origin; otherwise, or failing again, it is raised. A key error
+        (an altered key id or wrapped key in a cached header) is handled alike.
         """
         dropped = False
         for attempt in range(1, RANGE_ATTEMPTS + 1):
@@ -360,7 +373,7 @@ class EncryptedBackend(Wrapper):
             except VersionChangedError:
                 if version is not None or attempt == RANGE_ATTEMPTS:
                     raise
-            except IntegrityError:
+            except CACHE_FORGEABLE:
                 if dropped or attempt == RANGE_ATTEMPTS:
                     self._forget((key, meta.version))
                     raise

@@ -10,6 +10,9 @@ Guarantees:
   (shards are write-once): an overwrite between the read and the write of
   one object is detected by its version only up to the final ``put``.
 * :func:`key_usage` reads headers only (one small ranged read per object).
+* They read the storage itself: a store with a cache tier is refused
+  (:func:`storage_only`), since rotation writes back what it read and retirement
+  trusts the key ids it read.
 * :func:`retire_key` destroys a KEK only when it is not the primary, stopped
   being primary at least ``min_age`` seconds ago (recorded in the key file),
   and no object of the given stores — each scanned whole — needs it. Writers
@@ -61,9 +64,21 @@ class KeyUsage:
         self.bytes[key_id] = self.bytes.get(key_id, 0) + size
 
 
+def storage_only(store: EncryptedBackend, what: str) -> None:
+    """Raise :class:`ConfigError` if reads of ``store`` may come from a cache tier: a
+    check of the storage must read the storage, and rotation writes back what it read
+    (a damaged or forged cached copy would be written over the good object)."""
+    if store.caches:
+        raise ConfigError(
+            f"{what} reads the storage itself: open {store.url} without a cache tier "
+            "(a cache could hand it damaged or forged copies)"
+        )
+
+
 def rewrap(store: EncryptedBackend, key: str) -> RewrapResult:
     """Rewrap one object's data key under the primary KEK; payload bytes unchanged."""
     validate_key(key)
+    storage_only(store, "key rotation")
     inner = store.inner
     keyring = store.current_keyring()
     before = inner.head(key)
@@ -89,6 +104,7 @@ def rotate(store: EncryptedBackend, prefix: str = "") -> Iterator[RewrapResult]:
     each. A full store stops it (:class:`StorageFullError`: every later write would fail
     too); what was rewrapped until then stays rewrapped."""
     validate_prefix(prefix)
+    storage_only(store, "key rotation")
     for meta in store.inner.list_objects(prefix):
         try:
             yield rewrap(store, meta.key)
@@ -101,8 +117,10 @@ def rotate(store: EncryptedBackend, prefix: str = "") -> Iterator[RewrapResult]:
 
 
 def key_usage(store: EncryptedBackend, prefix: str = "") -> KeyUsage:
-    """Which KEK each object under ``prefix`` depends on (headers only)."""
+    """Which KEK each object under ``prefix`` depends on (headers only, read from the
+    storage: a store with a cache tier is refused)."""
     validate_prefix(prefix)
+    storage_only(store, "key usage")
     usage = KeyUsage()
     for meta in store.inner.list_objects(prefix):
         try:

@@ -23,6 +23,8 @@ Built in:
 from __future__ import annotations
 
 import abc
+import base64
+import binascii
 import contextlib
 import errno
 import fcntl
@@ -218,6 +220,21 @@ def write_key_file(path: str | os.PathLike[str], keyring: Keyring) -> None:
         os.close(dir_fd)
 
 
+def _looks_like_a_raw_key(text: str) -> bool:
+    """Whether ``text`` is base64 (or hex) of 16, 24 or 32 bytes: an AES key pasted where
+    a key file's path belongs."""
+    text = text.strip()
+    if re.fullmatch(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{48}|[0-9a-fA-F]{64}", text):
+        return True
+    if not re.fullmatch(r"[A-Za-z0-9+/]{21,43}={0,2}", text):
+        return False
+    try:
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except binascii.Error:
+        return False
+    return len(raw) in (16, 24, 32)
+
+
 def open_key_source(spec: KeySource | Keyring | str | os.PathLike[str]) -> KeySource:
     """A :class:`KeySource` from a source, a keyring, ``file:///abs/kek.json`` or a path.
 
@@ -239,6 +256,11 @@ def open_key_source(spec: KeySource | Keyring | str | os.PathLike[str]) -> KeySo
             raise ConfigError(  # never shown: it may be the key itself
                 "the key source looks like a key file's contents, not its path: give the "
                 "path of the file (or, in Python, a Keyring)"
+            )
+        if _looks_like_a_raw_key(spec) and not os.path.lexists(spec):
+            raise ConfigError(  # never shown: it may be the key itself
+                "the key source looks like a raw key, not a key file's path: give the path "
+                "of a key file (dcstore keys new makes one)"
             )
         scheme = re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", spec)
         if spec.strip() and not scheme:

@@ -15,6 +15,7 @@ from dcstore.backends.base import ObjectMeta
 from dcstore.backends.keys import validate_prefix
 from dcstore.crypto.backend import EncryptedBackend
 from dcstore.crypto.format import Layout
+from dcstore.crypto.rotation import storage_only
 from dcstore.crypto.segments import ObjectCipher
 from dcstore.errors import DcstoreError, IntegrityError, KeyAccessError, NotFoundError
 
@@ -82,8 +83,10 @@ def _bad_segments(
 
 
 def verify(store: EncryptedBackend, prefix: str = "") -> Iterator[ObjectCheck]:
-    """Check every object under ``prefix``; yields one :class:`ObjectCheck` each, in key order."""
+    """Check every object under ``prefix``; yields one :class:`ObjectCheck` each, in key
+    order. Reads the storage itself: a store with a cache tier is refused."""
     validate_prefix(prefix)
+    storage_only(store, "verify")
     for meta in store.inner.list_objects(prefix):
         try:
             yield verify_object(store, meta)
