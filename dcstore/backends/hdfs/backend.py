@@ -21,8 +21,10 @@ Guarantees (see :mod:`dcstore.backends.base`):
       renames it over the target (one NameNode operation): readers see the old or the new
       file. An interrupted put leaves the old object and, at worst, a hidden temporary file.
     * The version is ``<mtime>-<size>``; ``put`` sets the new file's modification time to
-      ``max(now, previous mtime + 1 ms)``, so sequential overwrites always change it.
-      Overwrites of one key racing within the same millisecond may share a token.
+      ``max(now, previous mtime + 1 ms)``, so overwrites always change it: concurrent
+      commits of one key take turns (:mod:`dcstore.backends.hdfs.commit_lock`). A key
+      deleted and written again within the same millisecond, at the same size, may
+      repeat a token.
       ``modified`` is that modification time (ms) in seconds.
     * ``list_objects`` walks directories lazily, in key order, skipping ``.dcstore*`` entries.
     * A key cannot be both an object and a "directory" of other keys (HDFS is a tree).
@@ -52,6 +54,7 @@ from dcstore.backends.base import (
     check_version,
 )
 from dcstore.backends.error_map import mapped_errors
+from dcstore.backends.hdfs.commit_lock import LOCK_MARKER, STALE_AFTER_S, CommitLock
 from dcstore.backends.hdfs.errors import classify_error, remote_error
 from dcstore.backends.hdfs.fork import note_open, note_read, opened
 from dcstore.backends.keys import RESERVED_PREFIX, validate_key, validate_prefix
@@ -288,20 +291,26 @@ class HdfsBackend(Backend):
             return _HdfsWriter(self, fs, key, path, tmp, fs.create(tmp, options))
 
     def _commit(self, fs: Any, key: str, path: str, tmp: str, size: int) -> ObjectMeta:
-        """Rename the complete temporary file ``tmp`` over ``path``."""
-        with self._errors("put", key):
+        """Rename the complete temporary file ``tmp`` over ``path``, its modification
+        time set above the current file's, under the key's :class:`CommitLock` (so
+        concurrent commits of one key never give two files one version token)."""
+        with self._errors("put", key), CommitLock(fs, path, tmp) as lock:
             mtime = int(time.time() * 1000)
             with contextlib.suppress(FileNotFoundError):
                 previous = fs.get_file_info(path)
                 mtime = max(mtime, previous.modification_time + 1)
             fs.set_times(tmp, mtime, mtime)
+            lock.check_held()
             self._rename_over(fs, tmp, path)
         return _meta(key, size, mtime)
 
     def sweep(self, older_than: float | None = None) -> int:
         """Delete temporary files of writes untouched for ``older_than`` seconds (default
-        a day): what a killed writer left. Returns how many."""
-        cutoff_ms = (time.time() - (ABANDON_AFTER_S if older_than is None else older_than)) * 1000
+        a day): what a killed writer left. Returns how many. Commit locks as old (and at
+        least :data:`~dcstore.backends.hdfs.commit_lock.STALE_AFTER_S`) go too, uncounted."""
+        age = ABANDON_AFTER_S if older_than is None else older_than
+        cutoff_ms = (time.time() - age) * 1000
+        lock_cutoff_ms = (time.time() - max(age, STALE_AFTER_S)) * 1000
         marker = f"/{RESERVED_PREFIX}-tmp-"
         removed = 0
         fs = self._fs()
@@ -311,11 +320,15 @@ class HdfsBackend(Backend):
             except FileNotFoundError:
                 return 0
             for status in statuses:
-                stale = status.modification_time < cutoff_ms
-                if stale and not status.isdir and marker in status.path:
+                if status.isdir:
+                    continue
+                if marker in status.path and status.modification_time < cutoff_ms:
                     with contextlib.suppress(FileNotFoundError):
                         fs.delete(status.path, False)
                         removed += 1
+                elif LOCK_MARKER in status.path and status.modification_time < lock_cutoff_ms:
+                    with contextlib.suppress(FileNotFoundError):
+                        fs.delete(status.path, False)
         return removed
 
     @staticmethod
