@@ -111,6 +111,8 @@ def test_docs_table_lists_every_exit_code() -> None:
         (["pack", "a", "b", "--seed", "-1"], "--seed: expected a whole number >= 0, got '-1'"),
         (["pack", "a", "b", "--workers", "0"], "--workers: expected a whole number >= 1"),
         (["ls", "a", "--opt", "cache=memory"], "cache is not a storage option"),  # TypeError
+        (["pack", "a", "b", "--shard-size", "64", "KiB"], "KiB (see: dcstore pack --help)"),
+        (["keys", "rotate", "a", "-x"], "-x (see: dcstore keys rotate --help)"),
         *[
             ([*command, "--cache", "memory"], "refused: this command reads the storage itself")
             for command in (

@@ -16,7 +16,7 @@ import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import NoReturn, cast
 
 from dcstore import __version__, errors
 from dcstore.cli.arenas import limit_arenas
@@ -107,6 +107,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _deepest_parser(parser: argparse.ArgumentParser, argv: Sequence[str]) -> Parser:
+    """The (sub)command parser the words of ``argv`` select, e.g. ``keys rotate``'s."""
+    for word in argv:
+        children = {
+            name: child
+            for action in parser._actions
+            if isinstance(action, argparse._SubParsersAction)
+            for name, child in action.choices.items()
+        }
+        if word in children:
+            parser = children[word]
+    return cast("Parser", parser)
+
+
 def all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
     """``parser`` and every (nested) subcommand parser below it."""
     return [parser, *_subparsers(parser)]
@@ -131,7 +145,11 @@ def main(argv: Sequence[str] | None = None, *, own_process: bool = False) -> int
     """Run one command; ``own_process``: this process is the command's alone (the console
     script), so a streaming command may tune its allocator (:mod:`dcstore.cli.arenas`)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the subcommand's parser, so the hint names its --help
+        _deepest_parser(parser, sys.argv[1:] if argv is None else argv).error(
+            f"unrecognized arguments: {' '.join(extra)}"
+        )
     _configure_logging(args.debug)
     if own_process and getattr(args, "streams", False):
         limit_arenas()
