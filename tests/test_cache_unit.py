@@ -612,3 +612,48 @@ def test_a_hung_redis_costs_one_socket_timeout_per_read_not_two() -> None:
         listener.close()
         for conn in accepted:
             conn.close()
+
+
+class LateLeaseTier(LruTier):
+    """Stores no chunks; runs a lease request, then fails it (a paused server resuming
+    after the client gave up) ``late_leases`` times; fails ``failed_releases`` releases."""
+
+    late_leases = 0
+    failed_releases = 0
+
+    def set_many(self, items: Sequence[tuple[str, Buffer]]) -> None:
+        pass
+
+    def try_leases(self, keys: Sequence[str], token: str, ttl: float) -> list[bool]:
+        got = super().try_leases(keys, token, ttl)
+        if self.late_leases:
+            self.late_leases -= 1
+            raise CacheUnavailableError("cache tier late://: lease failed: timeout")
+        return got
+
+    def release_leases(self, keys: Sequence[str], token: str) -> None:
+        if self.failed_releases:
+            self.failed_releases -= 1
+            raise CacheUnavailableError("cache tier late://: lease release failed: timeout")
+        super().release_leases(keys, token)
+
+
+@pytest.mark.parametrize("late_leases, failed_releases", [(1, 0), (1, 2), (0, 1)])
+def test_leases_of_failed_requests_are_released_when_the_tier_answers(
+    late_leases: int, failed_releases: int
+) -> None:
+    """A lease taken by a request that failed (or kept by a failed release) made every
+    later reader of its chunks wait for lease_ttl."""
+    import time
+
+    policy = CachePolicy(chunk_bytes=100, lease_ttl=60, wait_timeout=60, retry_interval=0.05)
+    tier = LateLeaseTier(policy=policy)
+    tier.late_leases, tier.failed_releases = late_leases, failed_releases
+    origin = MemoryBackend(f"late-{uuid.uuid4().hex}")
+    data = payload(1000)
+    origin.put("k", data)
+    assert CachedBackend(origin, tier).get("k") == data  # leaves its leases behind
+    reader = CachedBackend(origin, tier)
+    started = time.monotonic()
+    assert reader.get("k") == data
+    assert time.monotonic() - started < 10  # well under lease_ttl

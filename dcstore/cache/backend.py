@@ -54,6 +54,7 @@ from dcstore.backends.keys import validate_key
 from dcstore.backends.objectio import ForwardingWriter
 from dcstore.cache.breaker import CircuitBreaker, TierSkipped
 from dcstore.cache.chunks import Chunk, ChunkSpan, consecutive_runs
+from dcstore.cache.leases import LeaseSweeper
 from dcstore.cache.tier import (
     STAT_FIELDS,
     CachePolicy,
@@ -106,6 +107,7 @@ class CachedBackend(Wrapper):
         self._breaker = CircuitBreaker(
             str(self.tier), self.policy.retry_interval, lambda: self._bump({"errors": 1})
         )
+        self._sweeper = LeaseSweeper(self.tier.release_leases, self.policy.retry_interval)
 
     @property
     def url(self) -> str:
@@ -252,7 +254,9 @@ class CachedBackend(Wrapper):
         can, fetches each contiguous run of those from the origin, and waits for
         the chunks others hold leases on. A lease whose holder died expires after
         ``lease_ttl``; a holder that failed releases it; either way a waiter then
-        takes over.
+        takes over. A lease request or release that failed may have left leases in
+        the tier (a paused server runs queued commands when it resumes): they are
+        released with this reader's token once the tier answers (:mod:`.leases`).
         """
         chunks: list[Chunk | None] = [None if v is None else bytes(v) for v in values]
         from_tier = {i for i, v in enumerate(values) if v is not None}
@@ -262,8 +266,7 @@ class CachedBackend(Wrapper):
         while missing := [i for i, c in enumerate(chunks) if c is None]:
             leases = span.leases(missing)
             if self.policy.single_flight:
-                with self._breaker:
-                    got = self.tier.try_leases(leases, token, self.policy.lease_ttl)
+                got = self._take_leases(leases, token)
             else:
                 got = [True] * len(missing)
             mine = [i for i, g in zip(missing, got, strict=True) if g]
@@ -291,11 +294,25 @@ class CachedBackend(Wrapper):
         )
         return chunks  # type: ignore[return-value]
 
+    def _take_leases(self, leases: list[str], token: str) -> list[bool]:
+        """Which of ``leases`` this reader took; if the request was sent and failed, the
+        tier may have taken them anyway: the sweeper releases them once it answers."""
+        try:
+            with self._breaker:
+                return self.tier.try_leases(leases, token, self.policy.lease_ttl)
+        except TierSkipped as exc:
+            if exc.__cause__ is not None:  # sent and failed, not skipped
+                self._sweeper.add(leases, token)
+            raise
+
     def _release(self, leases: list[str], token: str) -> None:
         """Drop our leases even while the circuit is open (a write may have failed
-        while deletes still work, e.g. out of memory); if that fails, they expire."""
-        with contextlib.suppress(CacheUnavailableError):
+        while deletes still work, e.g. out of memory); if that fails, the sweeper
+        releases them once the tier answers."""
+        try:
             self.tier.release_leases(leases, token)
+        except CacheUnavailableError:
+            self._sweeper.add(leases, token)
 
     def _wait_for_leases(self, leases: list[str], deadline: float) -> None:
         delay = 0.001

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from pymemcache.client.hash import HashClient
+from pymemcache.client.rendezvous import RendezvousHash
 from pymemcache.exceptions import MemcacheError
 
 from dcstore.cache.memcached_io import get_into
@@ -40,6 +41,7 @@ class TaggedHashClient(HashClient):  # type: ignore[misc]  # pymemcache is untyp
     def __init__(self, servers: Any, **kwargs: Any):
         self._routes: dict[str, Any] = {}
         super().__init__(servers, use_pooling=True, **kwargs)
+        self._homes = RendezvousHash(nodes=list(self.clients))  # the ring with every server
 
     def add_server(self, server: Any, port: Any = None) -> None:
         self._routes = {}
@@ -76,6 +78,12 @@ class TaggedHashClient(HashClient):  # type: ignore[misc]  # pymemcache is untyp
         except OSError:
             self._mark_failed_server(client.server)
             raise
+
+    def at_home(self, key: str) -> bool:
+        """Whether ``key`` is placed now on the server it has with every server up (not
+        moved to another while its own is out of the ring)."""
+        client = self._get_client(key)
+        return client is not None and client is self.clients[self._homes.get_node(route_of(key))]
 
     def server_clients(self) -> dict[str, Any]:
         """``"host:port"`` -> the (pooled) client of every configured server, dead or alive."""

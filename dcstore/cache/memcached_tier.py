@@ -226,13 +226,19 @@ class MemcachedTier(NetworkTier):
 
     def release_leases(self, keys: Sequence[str], token: str) -> None:
         """Delete each lease whose value is still ``token`` (read with its CAS, then a
-        delete that only succeeds if nobody replaced it in between)."""
+        delete that only succeeds if nobody replaced it in between). A lease whose own
+        server is out of the ring may sit there too: that is a :class:`MemcacheError`
+        after the others are released, so the caller tries again once it returns."""
+        away = 0
         with self._errors("lease release"):
             client = self._memcached()
             for key in (self.key(k) for k in keys):
                 value, cas = client.gets(key)
                 if value == token.encode() and cas is not None:
                     client.delete_if(key, int(cas))
+                away += not client.at_home(key)
+            if away:
+                raise MemcacheError(f"{away} lease(s) may be on a server out of the ring")
 
     def _stat_key(self, name: str) -> str:
         return self.key(f"{{stats:{self.namespace}}}:{name}")
