@@ -6,7 +6,7 @@ import logging
 import pickle
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import pytest
 from hypothesis import given
@@ -16,6 +16,7 @@ from dcstore.backends.base import Backend, Buffer
 from dcstore.backends.memory import MemoryBackend
 from dcstore.cache import (
     CachedBackend,
+    CacheFullError,
     CachePolicy,
     CacheUnavailableError,
     LruTier,
@@ -657,3 +658,56 @@ def test_leases_of_failed_requests_are_released_when_the_tier_answers(
     started = time.monotonic()
     assert reader.get("k") == data
     assert time.monotonic() - started < 10  # well under lease_ttl
+
+
+class FullTier(LruTier):
+    """An LRU tier that refuses every write (chunks, leases, counters) while ``full``."""
+
+    full = False
+
+    def _check(self) -> None:
+        if self.full:
+            raise CacheFullError("cache tier full://: SET failed: OutOfMemoryError")
+
+    def set_many(self, items: Sequence[tuple[str, Buffer]]) -> None:
+        self._check()
+        super().set_many(items)
+
+    def try_leases(self, keys: Sequence[str], token: str, ttl: float) -> list[bool]:
+        self._check()
+        return super().try_leases(keys, token, ttl)
+
+    def add_stats(self, counts: Mapping[str, int]) -> None:
+        self._check()
+        super().add_stats(counts)
+
+
+def test_a_full_tier_still_serves_what_it_holds(caplog: pytest.LogCaptureFixture) -> None:
+    """A write refused for want of memory opened the circuit: reads of cached data went
+    to the origin for retry_interval, and the log flapped "failed" / "is back"."""
+    import time
+
+    tier = FullTier(policy=CachePolicy(chunk_bytes=100, retry_interval=0.05, stats_interval=0))
+    origin = InstrumentedBackend(MemoryBackend(f"full-{uuid.uuid4().hex}"))
+    store = CachedBackend(origin, tier)
+    hot, cold = payload(1000, 1), payload(1000, 2)
+    origin.put("hot", hot)
+    origin.put("cold", cold)
+    assert store.get("hot", version=origin.head("hot").version) == hot
+    caplog.set_level(logging.INFO, logger="dcstore.cache")
+    tier.full = True
+    reads = origin.reads
+    for _ in range(5):
+        assert store.get("cold") == cold  # from the origin, not cached
+        assert store.get("hot", version=origin.head("hot").version) == hot
+        time.sleep(0.06)
+    assert origin.reads - reads == 5  # the cold reads only
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("new data is not cached" in m for m in messages) == 1
+    assert not any("reading from the origin" in m or "is back" in m for m in messages)
+    tier.full = False
+    assert store.get("cold") == cold
+    assert any("stores again" in r.getMessage() for r in caplog.records)
+    reads = origin.reads
+    assert store.get("cold", version=origin.head("cold").version) == cold
+    assert origin.reads == reads  # cached again

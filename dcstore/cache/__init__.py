@@ -12,6 +12,7 @@ from dcstore.cache.lru import LruTier
 from dcstore.cache.spec import open_cache_tier
 from dcstore.cache.tier import (
     STAT_FIELDS,
+    CacheFullError,
     CachePolicy,
     CacheTier,
     CacheUnavailableError,
@@ -20,6 +21,7 @@ from dcstore.cache.tier import (
 
 __all__ = [
     "STAT_FIELDS",
+    "CacheFullError",
     "CachePolicy",
     "CacheTier",
     "CacheUnavailableError",

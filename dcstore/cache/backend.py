@@ -15,10 +15,11 @@ Guarantees
 * Never partial: objects are cached as chunks of ``policy.chunk_bytes``; a read
   is assembled from complete chunks only: each one it needs is present with its
   exact length, or fetched from the origin (only the missing ones).
-* Faults never fail a read: any tier failure (down, restarted, timeout, out of
-  memory, cluster node gone) sends the read to the origin; a circuit breaker
-  warns once per episode, counts errors and retries the tier every
-  ``policy.retry_interval`` seconds, so the cache recovers by itself.
+* Faults never fail a read: any tier failure (down, restarted, timeout, cluster
+  node gone) sends the read to the origin; a circuit breaker warns once per
+  episode, counts errors and retries the tier every ``policy.retry_interval``
+  seconds, so the cache recovers by itself. A tier out of memory that refuses
+  writes still serves what it holds: the new data is just not cached.
 * Single-flight per chunk: concurrent misses of the same chunks (threads,
   processes, nodes) take leases in the tier; each chunk is fetched by one reader
   while the others wait for it. A fetcher that dies leaves leases that expire
@@ -57,6 +58,7 @@ from dcstore.cache.chunks import Chunk, ChunkSpan, consecutive_runs
 from dcstore.cache.leases import LeaseSweeper
 from dcstore.cache.tier import (
     STAT_FIELDS,
+    CacheFullError,
     CachePolicy,
     CacheTier,
     CacheUnavailableError,
@@ -301,7 +303,8 @@ class CachedBackend(Wrapper):
             with self._breaker:
                 return self.tier.try_leases(leases, token, self.policy.lease_ttl)
         except TierSkipped as exc:
-            if exc.__cause__ is not None:  # sent and failed, not skipped
+            if exc.__cause__ is not None and not isinstance(exc.__cause__, CacheFullError):
+                # sent and failed (not skipped, not refused): it may have been taken
                 self._sweeper.add(leases, token)
             raise
 
@@ -335,9 +338,18 @@ class CachedBackend(Wrapper):
         view = memoryview(data)
         chunks: list[Chunk] = [view[o : o + size] for o in range(0, len(data), size)]
         names, _ = span.names(range(lo, hi + 1))
-        items = list(zip(names, chunks, strict=True))
-        self._quietly(lambda: self.tier.set_many(items))
+        self._store(list(zip(names, chunks, strict=True)))
         return chunks
+
+    def _store(self, items: list[tuple[str, Chunk]]) -> None:
+        """Store filled chunks. A full tier refusing them is not a fault: its chunks are
+        still served, only this data is not cached (see :mod:`.breaker`)."""
+        try:
+            with self._breaker:
+                self.tier.set_many(items)
+        except TierSkipped:
+            return
+        self._breaker.stored()
 
     # -- writes and metadata ------------------------------------------------------------
 

@@ -5,6 +5,11 @@ logs one warning for the episode and counts an error; while open, calls are
 skipped (the reader goes to the origin) until ``retry_interval`` has passed,
 then calls probe the tier again. The first success closes the circuit and
 logs that the tier recovered.
+
+A write refused for want of memory (:class:`CacheFullError`) is no outage: the tier
+still serves what it holds, so the circuit stays closed (the refused call is skipped
+and counted as an error); one warning per episode of refusals, which a write that
+succeeds (:meth:`CircuitBreaker.stored`) ends.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from dcstore.cache.tier import CacheUnavailableError
+from dcstore.cache.tier import CacheFullError, CacheUnavailableError
 
 log = logging.getLogger("dcstore.cache")
 
@@ -35,6 +40,7 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self._open = False
         self._retry_at = 0.0
+        self._full = False
         self.episodes = 0
 
     @property
@@ -62,6 +68,9 @@ class CircuitBreaker:
             if self._open:
                 self.success()
             return False
+        if isinstance(exc, CacheFullError):
+            self.refused(exc)
+            raise TierSkipped from exc
         if isinstance(exc, CacheUnavailableError):
             self.failure(exc)
             raise TierSkipped from exc
@@ -81,6 +90,29 @@ class CircuitBreaker:
                 exc,
                 self.retry_interval,
             )
+
+    def refused(self, exc: CacheFullError) -> None:
+        """A write refused for want of memory: the tier answers, so the circuit closes."""
+        self._on_error()
+        with self._lock:
+            first, self._full = not self._full, True
+        if first:
+            log.warning(
+                "%s; new data is not cached until the tier stores again "
+                "(what it holds is still served)",
+                exc,
+            )
+        if self._open:
+            self.success()
+
+    def stored(self) -> None:
+        """A write succeeded: ends an episode of refused writes."""
+        if not self._full:
+            return
+        with self._lock:
+            was_full, self._full = self._full, False
+        if was_full:
+            log.warning("cache tier %s stores again; new data is cached", self.name)
 
     def success(self) -> None:
         with self._lock:

@@ -38,7 +38,7 @@ from dcstore.cache.tier import STAT_FIELDS, CachePolicy, MiB
 from dcstore.errors import ConfigError
 
 try:
-    from pymemcache.exceptions import MemcacheError
+    from pymemcache.exceptions import MemcacheError, MemcacheServerError
 
     from dcstore.cache.memcached_client import TaggedHashClient, list_keys
     from dcstore.cache.memcached_io import reply_capacity
@@ -161,6 +161,9 @@ class MemcachedTier(NetworkTier):
             dead_timeout=self.dead_timeout,  # ...and is retried after this
             default_noreply=False,
         )
+
+    def _full(self, exc: BaseException) -> bool:
+        return isinstance(exc, MemcacheServerError) and "out of memory" in str(exc)
 
     def _memcached(self) -> TaggedHashClient:
         client: TaggedHashClient = self._connection()

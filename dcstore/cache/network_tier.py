@@ -10,7 +10,7 @@ import threading
 from typing import Any, Literal
 
 from dcstore.cache.buffers import ReceiveBuffers
-from dcstore.cache.tier import CacheTier, CacheUnavailableError
+from dcstore.cache.tier import CacheFullError, CacheTier, CacheUnavailableError
 from dcstore.errors import ConfigError
 
 
@@ -52,6 +52,10 @@ class NetworkTier(CacheTier):
         """What is wrong with the tier's settings if ``exc`` says so (not an outage:
         reading on from the origin would hide it), else None."""
         return None
+
+    def _full(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the store refusing a write for want of memory."""
+        return False
 
     def _on_fault(self) -> None:
         """Called when an operation failed, before the error is raised."""
@@ -99,8 +103,11 @@ class _FaultMap:
         problem = self.tier._misconfigured(exc)
         if problem is not None:
             raise ConfigError(f"cache tier {self.tier.url}: {problem}") from exc
-        self.tier._on_fault()
+        full = self.tier._full(exc)
+        if not full:  # a full store answered: its connection is fine
+            self.tier._on_fault()
         detail = str(exc).splitlines()[0] if str(exc) else ""
-        raise CacheUnavailableError(
+        error = CacheFullError if full else CacheUnavailableError
+        raise error(
             f"cache tier {self.tier.url}: {self.what} failed: {type(exc).__name__}: {detail}"
         ) from exc

@@ -216,6 +216,9 @@ class RedisTier(NetworkTier):
             return f"the server has no database {self.db} (its 'databases' setting)"
         return None
 
+    def _full(self, exc: BaseException) -> bool:
+        return isinstance(exc, redis.OutOfMemoryError)
+
     def _on_fault(self) -> None:
         self._client = None  # reconnect (and re-discover a cluster) next time
 

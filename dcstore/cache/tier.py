@@ -36,6 +36,11 @@ class CacheUnavailableError(BackendUnavailableError):
     """The cache tier cannot be reached or refused an operation (down, timeout, OOM)."""
 
 
+class CacheFullError(CacheUnavailableError):
+    """The tier refused a write for want of memory (Redis ``noeviction``, memcached
+    ``-M``): it still answers, and serves what it holds."""
+
+
 @dataclass(frozen=True)
 class CachePolicy:
     """How :class:`~dcstore.cache.CachedBackend` uses a tier (set from the tier URL).
