@@ -52,7 +52,7 @@ from typing import Any
 
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, ObjectWriter, Wrapper, check_range
 from dcstore.backends.keys import validate_key
-from dcstore.backends.objectio import ForwardingWriter
+from dcstore.backends.objectio import ForwardingWriter, ObjectReader
 from dcstore.cache.breaker import CircuitBreaker, TierSkipped
 from dcstore.cache.chunks import Chunk, ChunkSpan, consecutive_runs
 from dcstore.cache.leases import LeaseSweeper
@@ -72,6 +72,9 @@ attempts it reads the origin directly (its own read is atomic), so a reader of a
 rewritten faster than the tier fills still gets a whole version, never an error."""
 SIZES_IN_PROCESS = 4096
 """Versions whose size this process remembers (a version's size never changes)."""
+
+OriginRead = Callable[[int, int], Buffer]
+"""Bytes ``[start, end)`` of one version, read from the origin."""
 
 
 class CachedBackend(Wrapper):
@@ -148,7 +151,10 @@ class CachedBackend(Wrapper):
             if end is not None:
                 check_range(key, start, end, meta.size)
             try:
-                return self._read(key, meta, start, meta.size if end is None else end)
+                origin = functools.partial(self._origin, key, meta)
+                return bytes(
+                    self._read(key, meta, start, meta.size if end is None else end, origin)
+                )
             except VersionChangedError:
                 self._forget_size(key, meta.version)
                 if version is not None:
@@ -189,12 +195,32 @@ class CachedBackend(Wrapper):
         with self._lock:
             self._sizes.pop((key, version), None)
 
-    def _read(self, key: str, meta: ObjectMeta, start: int, end: int) -> bytes:
+    def open_read(self, key: str, *, version: str | None = None) -> ObjectReader:
+        """A seekable reader of one version whose ranges come from the tier; misses are
+        read (and filled) through the origin's own reader, opened here and closed with
+        this one, so it keeps to its version exactly as the origin's reader does (an
+        open local file stays on it when the object is replaced; other stores raise
+        :class:`VersionChangedError`)."""
+        validate_key(key)
+        source = self.inner.open_read(key, version=version)
+        meta = source.meta
+        self._remember_size(meta)
+        return ObjectReader(
+            meta,
+            lambda start, end: self._read(key, meta, start, end, source.read_range),
+            align=self.read_alignment,
+            what=source.what,
+            on_close=source.close,
+        )
+
+    def _read(self, key: str, meta: ObjectMeta, start: int, end: int, origin: OriginRead) -> Buffer:
+        """Bytes ``[start, end)`` of ``meta``'s version from the tier, what it lacks read
+        with ``origin(start, end)`` (which returns exactly that version's bytes or raises)."""
         if start == end:
             return b""
         if meta.size > self.policy.max_object_bytes:
             self._count(not_admitted=1, misses=1, bytes_from_origin=end - start)
-            return self._origin(key, meta, start, end)
+            return origin(start, end)
         span = ChunkSpan(self._object_id(key, meta), start, end, self.policy.chunk_bytes, meta.size)
         try:
             if (end - start) * self.tier.slice_ratio < span.bytes:  # slices move less
@@ -206,10 +232,10 @@ class CachedBackend(Wrapper):
             if None not in values:
                 self._count(hits=1, bytes_from_cache=end - start)
                 return span.join(values)  # type: ignore[arg-type]
-            chunks = self._complete(key, meta, span, values)
+            chunks = self._complete(span, values, origin)
         except TierSkipped:  # tier unusable: read the origin directly
             self._count(misses=1, bytes_from_origin=end - start)
-            return self._origin(key, meta, start, end)
+            return origin(start, end)
         return span.join(chunks)
 
     def _origin(self, key: str, meta: ObjectMeta, start: int, end: int) -> bytes:
@@ -248,7 +274,7 @@ class CachedBackend(Wrapper):
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _complete(
-        self, key: str, meta: ObjectMeta, span: ChunkSpan, values: list[Buffer | None]
+        self, span: ChunkSpan, values: list[Buffer | None], origin: OriginRead
     ) -> list[Chunk]:
         """Fill the missing chunks of ``span`` and return all of them.
 
@@ -274,7 +300,7 @@ class CachedBackend(Wrapper):
             mine = [i for i, g in zip(missing, got, strict=True) if g]
             try:
                 for lo, hi in consecutive_runs(mine):
-                    chunks[lo : hi + 1] = self._fill(key, meta, span, lo, hi)
+                    chunks[lo : hi + 1] = self._fill(span, lo, hi, origin)
                     filled = True
             finally:
                 if self.policy.single_flight and mine:
@@ -328,12 +354,12 @@ class CachedBackend(Wrapper):
             if time.monotonic() > deadline:
                 raise TierSkipped  # waited long enough: read the origin directly
 
-    def _fill(self, key: str, meta: ObjectMeta, span: ChunkSpan, lo: int, hi: int) -> list[Chunk]:
-        """Read chunks ``lo..hi`` of ``span`` from the origin, store them, return views."""
+    def _fill(self, span: ChunkSpan, lo: int, hi: int, origin: OriginRead) -> list[Chunk]:
+        """Read chunks ``lo..hi`` of ``span`` with ``origin``, store them, return views."""
         size = span.chunk
         start = (span.first + lo) * size
-        end = min(meta.size, (span.first + hi + 1) * size)
-        data = self._origin(key, meta, start, end)  # exactly meta.version, or it raises
+        end = min(span.size, (span.first + hi + 1) * size)
+        data = origin(start, end)  # exactly the span's version, or it raises
         self._count(bytes_from_origin=len(data))
         view = memoryview(data)
         chunks: list[Chunk] = [view[o : o + size] for o in range(0, len(data), size)]
