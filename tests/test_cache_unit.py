@@ -499,6 +499,12 @@ def test_a_cache_is_never_put_above_the_encryption() -> None:
         ("lru://?max_bytes=0", "max_bytes must be at least 1"),
         ("memcached://127.0.0.1:11211?item_size_max=0", "item_size_max must be at least 1KiB"),
         ("memcached://127.0.0.1:notaport", "malformed URL memcached://127.0.0.1:notaport"),
+        ("memcached://127.0.0.1?socket_timeout=0", "timeouts must be positive.*socket_timeout=0"),
+        # accepted before: every read failed (-1) or the tier looked down forever (0)
+        ("redis://127.0.0.1/0?socket_timeout=-1", "timeouts must be positive.*socket_timeout=-1"),
+        ("redis://127.0.0.1/0?socket_timeout=0", "timeouts must be positive.*socket_timeout=0"),
+        ("redis://127.0.0.1/0?connect_timeout=0", "timeouts must be positive.*connect_timeout=0"),
+        ("rediss+cluster://h:1?connect_timeout=-2", "timeouts must be positive"),
     ],
 )
 def test_tier_settings_that_cannot_work_are_named(url: str, message: str) -> None:

@@ -17,6 +17,15 @@ def check_namespace(namespace: str) -> str:
     return namespace
 
 
+def check_timeouts(what: str, **seconds: float) -> None:
+    """:class:`ConfigError` unless every timeout is positive: zero or less cannot work
+    (a tier that always times out would look down forever)."""
+    bad = {name: value for name, value in seconds.items() if not value > 0}
+    if bad:
+        shown = ", ".join(f"{name}={value}" for name, value in bad.items())
+        raise ConfigError(f"{what} timeouts must be positive, got {shown}")
+
+
 def parse_host(entry: str, default_port: int, what: str) -> tuple[str, int]:
     """``host``, ``host:port`` or ``[v6addr]:port`` of a ``what`` server."""
     if entry.startswith("["):

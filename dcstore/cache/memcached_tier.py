@@ -32,7 +32,7 @@ from typing import Any
 
 from dcstore.backends.base import Buffer
 from dcstore.backends.options import Options, ParsedUrl
-from dcstore.cache.endpoints import check_namespace, parse_host, query_string
+from dcstore.cache.endpoints import check_namespace, check_timeouts, parse_host, query_string
 from dcstore.cache.network_tier import NetworkTier
 from dcstore.cache.tier import STAT_FIELDS, CachePolicy, MiB
 from dcstore.errors import ConfigError
@@ -91,8 +91,12 @@ class MemcachedTier(NetworkTier):
     ):
         if not hosts:
             raise ConfigError("a memcached cache URL needs at least one host")
-        if min(socket_timeout, connect_timeout, dead_timeout) <= 0:
-            raise ConfigError("memcached timeouts must be positive")
+        check_timeouts(
+            "memcached",
+            socket_timeout=socket_timeout,
+            connect_timeout=connect_timeout,
+            dead_timeout=dead_timeout,
+        )
         _check_item_size(item_size_max)
         self.hosts = [(h, int(p)) for h, p in hosts]
         self.namespace = check_namespace(namespace)

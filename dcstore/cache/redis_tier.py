@@ -29,7 +29,7 @@ from urllib.parse import quote
 
 from dcstore.backends.base import Buffer
 from dcstore.backends.options import Options, ParsedUrl
-from dcstore.cache.endpoints import check_namespace, parse_host, query_string
+from dcstore.cache.endpoints import check_namespace, check_timeouts, parse_host, query_string
 from dcstore.cache.network_tier import NetworkTier
 from dcstore.cache.resp import reply_capacity
 from dcstore.cache.tier import STAT_FIELDS, CachePolicy, MiB
@@ -97,6 +97,7 @@ class RedisTier(NetworkTier):
             raise ConfigError("several redis hosts need the redis+cluster:// scheme")
         if cluster and db != 0:
             raise ConfigError("Redis Cluster has only database 0")
+        check_timeouts("redis", socket_timeout=socket_timeout, connect_timeout=connect_timeout)
         if password and password_file:
             raise ConfigError("give the redis password in the URL or in password_file, not both")
         self.hosts = [(h, int(p)) for h, p in hosts]
