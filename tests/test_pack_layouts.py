@@ -376,3 +376,25 @@ def test_index_columns_become_lower_case_fields(tmp_path: Path) -> None:
     assert pack(tmp_path / "src", tmp_path / "ds", "--index", str(index)) == 0
     (sample,) = samples(tmp_path / "ds")
     assert bytes(sample["caption"]) == b"a photo" and "Caption" not in sample
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("index.jsonl", b'{"path": "a.jpg"}\n{"path": broken\n', "index.jsonl:2: not a JSON line"),
+        ("index.jsonl", b'{"path": "a.jpg"}\n["a.jpg"]\n', "index.jsonl:2: a JSON line must be"),
+        ("index.parquet", b"garbage\n", "index.parquet: not a readable Parquet file"),
+        ("index.csv", b"path,label\na.jpg,1\n\xff.jpg,2\n", "index.csv:3: not UTF-8 text"),
+    ],
+)
+def test_a_malformed_index_is_a_one_line_error_naming_the_line(
+    tmp_path: Path, capsys, name: str, content: bytes, message: str
+) -> None:
+    """Review: a malformed JSONL line or a file that is not Parquet printed a traceback
+    (exit 1); read like the corpus of `pack --text`, it is one line naming the place."""
+    write_image(tmp_path / "src" / "a.jpg", 0)
+    (tmp_path / name).write_bytes(content)
+    assert pack(tmp_path / "src", tmp_path / "ds", "--index", str(tmp_path / name)) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "ds").exists()

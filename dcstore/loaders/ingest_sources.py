@@ -19,7 +19,7 @@ import json
 import logging
 import mmap
 from pathlib import Path, PurePosixPath
-from typing import Any, cast
+from typing import Any
 
 from dcstore.errors import ConfigError, NotFoundError
 from dcstore.loaders.ingest import (
@@ -112,23 +112,24 @@ def _is_hidden(name: str) -> bool:
 
 
 def read_index(path: Path) -> list[dict[str, Any]]:
-    """The rows of a JSONL, CSV or Parquet index file."""
+    """The rows of a JSONL, CSV or Parquet index file; a malformed line (row), text that is
+    not UTF-8 or a file that is not Parquet is a :class:`ConfigError` naming the file and
+    the line, as ``pack --text`` reads its corpus (:mod:`dcstore.tokens.sources`)."""
+    from dcstore.tokens.sources import json_rows, numbered_lines, parquet_rows
+
     if not path.is_file():
         raise NotFoundError(f"{path}: no such index file")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
-        with path.open(encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-        if not all(isinstance(row, dict) for row in rows):
-            raise ConfigError(f"{path}: every line must be a JSON object")
-        return rows
+        return [row for _, row in json_rows(path)]
     if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f))
+        reader = csv.DictReader(line for _, line in numbered_lines(path))
+        try:
+            return list(reader)
+        except csv.Error as exc:
+            raise ConfigError(f"{path}:{reader.line_num}: not a CSV line ({exc})") from None
     if suffix == ".parquet":
-        from dcstore.loaders.manifest import read_parquet_in_this_thread
-
-        return cast("list[dict[str, Any]]", read_parquet_in_this_thread(path).to_pylist())
+        return [row for _, row in parquet_rows(path)]
     raise ConfigError(f"{path}: index files are .jsonl, .csv or .parquet")
 
 

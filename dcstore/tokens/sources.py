@@ -80,7 +80,7 @@ def _unreadable(where: str, exc: Exception) -> ConfigError:
     return ConfigError(f"{where}: cannot be read ({exc})")  # BadGzipFile, EOFError, OSError
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
+def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
     """``path``'s lines, numbered from 1, each decoded alone (so an error names its line
     and the byte in it); see :func:`_unreadable`."""
     with _open_bytes(path) as f:
@@ -95,8 +95,11 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
             raise _unreadable(str(path), exc) from None
 
 
-def _jsonl(path: Path, text_field: str, columns: Sequence[str]) -> Iterator[Document]:
-    for n, line in _lines(path):
+def json_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The objects of a JSONL file with where each is (``path:line``), blank lines skipped;
+    a malformed line, or one that is not an object or not UTF-8, is a :class:`ConfigError`
+    naming it."""
+    for n, line in numbered_lines(path):
         if not line.strip():
             continue
         where = f"{path}:{n}"
@@ -106,26 +109,42 @@ def _jsonl(path: Path, text_field: str, columns: Sequence[str]) -> Iterator[Docu
             raise ConfigError(f"{where}: not a JSON line ({exc.msg})") from None
         if not isinstance(row, dict):
             raise ConfigError(f"{where}: a JSON line must be an object")
-        yield _fields(row, text_field, columns, where)
+        yield where, row
 
 
-def _parquet(path: Path, text_field: str, columns: Sequence[str]) -> Iterator[Document]:
+def parquet_rows(
+    path: Path, columns: Sequence[str] | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The rows of a Parquet file (every column, or ``columns``) with where each is
+    (``path row N``); a missing column, or a file that is not readable Parquet, is a
+    :class:`ConfigError` naming it."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         parquet = pq.ParquetFile(path)
         names = parquet.schema_arrow.names
-        missing = [c for c in (text_field, *columns) if c not in names]
+        missing = [c for c in columns or () if c not in names]
         if missing:
             raise ConfigError(f"{path}: no column {missing[0]!r} (has {names})")
+        wanted = None if columns is None else list(columns)
         row = 0
-        for batch in parquet.iter_batches(columns=[text_field, *columns], use_threads=False):
+        for batch in parquet.iter_batches(columns=wanted, use_threads=False):
             for values in batch.to_pylist():
                 row += 1
-                yield _fields(values, text_field, columns, f"{path} row {row}")
+                yield f"{path} row {row}", values
     except pa.ArrowException as exc:
         raise ConfigError(f"{path}: not a readable Parquet file ({exc})") from None
+
+
+def _jsonl(path: Path, text_field: str, columns: Sequence[str]) -> Iterator[Document]:
+    for where, row in json_rows(path):
+        yield _fields(row, text_field, columns, where)
+
+
+def _parquet(path: Path, text_field: str, columns: Sequence[str]) -> Iterator[Document]:
+    for where, row in parquet_rows(path, [text_field, *columns]):
+        yield _fields(row, text_field, columns, where)
 
 
 def _text(path: Path, columns: Sequence[str]) -> Iterator[Document]:
