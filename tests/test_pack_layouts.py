@@ -125,6 +125,25 @@ def test_collisions_are_one_line_errors_and_write_nothing(
     assert not (tmp_path / "ds").exists()
 
 
+@pytest.mark.parametrize(
+    "files",
+    [["a.JPG", "a.jpg"], ["red/0.jpg", "red/0.JPG", "blue/0.jpg"], ["x.jpg", "x.json"],
+     ["a.b.jpg", "a_b.jpg"]],
+)  # fmt: skip
+def test_a_collision_suggests_group_only_where_group_packs_the_files(
+    tmp_path: Path, capsys, files: list[str]
+) -> None:
+    """Review: x.jpg and x.JPG were told to pass --group, which then failed (both are
+    field 'jpg'); the hint names --group only when packing with it works."""
+    for i, name in enumerate(files):
+        write_image(tmp_path / "src" / name, i)
+    assert pack(tmp_path / "src", tmp_path / "ds") == 2
+    err = capsys.readouterr().err
+    assert "rename one" in err
+    grouped = pack(tmp_path / "src", tmp_path / "ds", "--group")
+    assert ("--group" in err) == (grouped == 0), err
+
+
 def test_flat_folder_with_sidecars_groups_into_one_sample(tmp_path: Path) -> None:
     src = tmp_path / "flat"
     for i in range(5):

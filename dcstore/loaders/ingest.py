@@ -173,6 +173,20 @@ def _add_field(
     fields.setdefault(name, (rel, payload))
 
 
+def _collision_hint(one: str, other: str) -> str:
+    """What to do about two files that map to one sample: ``--group`` only where it would
+    pack them (not when they would still be one field, e.g. ``x.jpg`` and ``x.JPG``)."""
+    try:
+        grouped = {sample_name(rel, group=True) for rel in (one, other)}
+    except ConfigError:
+        grouped = set()
+    if len(grouped) < 2:
+        return "rename one"
+    if len({key for key, _ in grouped}) == 1:
+        return "pass --group to pack them as one sample, or rename one"
+    return "pass --group to key them by their names up to the first dot, or rename one"
+
+
 def plan_files(
     root: Path, files: Iterable[SourceFile], *, group: bool, names: bool
 ) -> list[SampleSpec]:
@@ -182,9 +196,10 @@ def plan_files(
         key, field = sample_name(file.rel, group)
         fields = samples.setdefault(key, {})
         if fields and not group:
+            other = next(iter(fields.values()))[0]
             raise ConfigError(
-                f"{root}: {next(iter(fields.values()))[0]} and {file.rel} both map to sample "
-                f"{key!r}; pass --group to pack them as one sample, or rename one"
+                f"{root}: {other} and {file.rel} both map to sample {key!r}; "
+                f"{_collision_hint(other, file.rel)}"
             )
         path = os.path.join(root, file.rel)
         where = f"{root}, sample {key!r}"
