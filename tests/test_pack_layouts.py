@@ -260,6 +260,27 @@ def test_index_with_integer_labels_keeps_them(tmp_path: Path) -> None:
     assert ds.classes == [] and {bytes(s["cls"]) for s in ds} == {b"0", b"7", b"14"}
 
 
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("index.csv", "path,label\n0.jpg,3\n1.jpg,\n"),
+     ("index.jsonl", '{"path": "0.jpg", "label": "cat"}\n{"path": "1.jpg"}\n')],
+)  # fmt: skip
+def test_an_index_row_without_a_label_among_labelled_ones_is_refused(
+    tmp_path: Path, capsys, name: str, content: str
+) -> None:
+    """Review: the row was packed without field cls, and a reader asking for (jpg, cls)
+    failed later with a KeyError."""
+    for i in range(2):
+        write_image(tmp_path / "src" / f"{i}.jpg", i)
+    (tmp_path / name).write_text(content)
+    assert pack(tmp_path / "src", tmp_path / "ds", "--index", str(tmp_path / name)) == 2
+    assert f"{name} row 2: no 'label'" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()
+    (tmp_path / name).write_text(content.replace(",3", ",").replace(', "label": "cat"', ""))
+    assert pack(tmp_path / "src", tmp_path / "ds", "--index", str(tmp_path / name)) == 0
+    assert all("cls" not in s for s in samples(tmp_path / "ds"))  # no row labelled: none
+
+
 @pytest.mark.parametrize("layout", ["imagefolder", "flat", "auto"])
 def test_links_are_followed_and_loops_skipped(tmp_path: Path, layout: str, caplog) -> None:
     """A tree of links into a pool packs the pool's files; a link to a folder holding it

@@ -6,10 +6,10 @@
   :class:`ConfigError`.
 * Index (``.jsonl``/``.json``, ``.csv``, ``.parquet``): one row per file. Column
   ``path`` (relative to ``SRC``, never absolute or ``..``) names the file;
-  ``label`` becomes ``cls`` (integers as given; text labels get a class table,
-  sorted, and their index); every other non-empty column becomes a field of
-  that name (lower-cased) (text as UTF-8, numbers in ASCII). Naming and collisions follow
-  the file rules of :mod:`dcstore.loaders.ingest`.
+  ``label`` becomes ``cls`` (every row labelled, or none; integers as given; text
+  labels get a class table, sorted, and their index); every other non-empty column
+  becomes a field of that name (lower-cased) (text as UTF-8, numbers in ASCII).
+  Naming and collisions follow the file rules of :mod:`dcstore.loaders.ingest`.
 """
 
 from __future__ import annotations
@@ -150,10 +150,18 @@ def _field_value(value: object) -> bytes:
     return json.dumps(value).encode("utf-8")
 
 
-def _labels(rows: list[dict[str, Any]]) -> tuple[list[bytes | None], tuple[str, ...]]:
-    """Each row's ``cls`` bytes (None without a label) and the class table."""
+def _labels(rows: list[dict[str, Any]], index: Path) -> tuple[list[bytes | None], tuple[str, ...]]:
+    """Each row's ``cls`` bytes (None: no row has a label) and the class table. Some rows
+    labelled and others not is a :class:`ConfigError` naming the first without one (its
+    sample would lack the ``cls`` every other has, and fail a reader that asks for it)."""
     values = [row.get(LABEL_COLUMN) for row in rows]
     given = [v for v in values if v not in (None, "")]
+    if given and len(given) < len(values):
+        number = next(n for n, v in enumerate(values, 1) if v in (None, ""))
+        raise ConfigError(
+            f"{index} row {number}: no {LABEL_COLUMN!r} (other rows have one): label every "
+            "row, or none"
+        )
     if all(isinstance(v, int) or (isinstance(v, str) and v.isdigit()) for v in given):
         return [None if v in (None, "") else str(int(v)).encode() for v in values], ()
     classes = tuple(sorted({str(v) for v in given}))
@@ -166,7 +174,7 @@ def plan_index(root: Path, index: Path, *, group: bool, names: bool) -> PackPlan
     rows = read_index(index)
     if not rows:
         raise ConfigError(f"{index}: the index has no rows")
-    labels, classes = _labels(rows)
+    labels, classes = _labels(rows, index)
     files = []
     for number, (row, label) in enumerate(zip(rows, labels, strict=True), 1):
         where = f"{index} row {number}"
