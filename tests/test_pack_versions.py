@@ -101,6 +101,36 @@ def test_gc_without_a_dataset_removes_nothing(tmp_path: Path, capsys) -> None:
     assert len(shard_versions(url)) == 1
 
 
+def test_a_manifest_the_commit_cannot_read_is_refused_before_any_shard(
+    tmp_path: Path, capsys
+) -> None:
+    """Review: a user's own manifest.parquet (another table) let the pack write its shards,
+    then fail the commit as an integrity error (exit 6), leaving them behind."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    make_imagefolder(tmp_path / "images", ["a", "b"], 4)
+    (tmp_path / "ds").mkdir()
+    pq.write_table(pa.table({"a": [1]}), tmp_path / "ds" / "manifest.parquet")
+    foreign = (tmp_path / "ds" / "manifest.parquet").read_bytes()
+    url = f"file://{tmp_path / 'ds'}"
+    assert pack(tmp_path / "images", url) == 2
+    err = capsys.readouterr().err
+    assert "not a dcstore dataset manifest" in err and err.count("\n") == 1
+    with pytest.raises(ConfigError, match="nothing was written"):
+        ShardWriter(url)
+    assert [p.name for p in (tmp_path / "ds").rglob("*")] == ["manifest.parquet"]
+    assert (tmp_path / "ds" / "manifest.parquet").read_bytes() == foreign
+
+    assert pack(tmp_path / "images", f"file://{tmp_path / 'ok'}") == 0  # a damaged manifest
+    manifest = tmp_path / "ok" / "manifest.parquet"
+    manifest.write_bytes(manifest.read_bytes()[:-100])
+    before = sorted(tmp_path.joinpath("ok").rglob("*"))
+    assert pack(tmp_path / "images", f"file://{tmp_path / 'ok'}") == 6
+    assert "nothing was written" in capsys.readouterr().err
+    assert sorted(tmp_path.joinpath("ok").rglob("*")) == before
+
+
 def test_parallel_pack_equals_serial_and_counts_every_byte(tmp_path: Path) -> None:
     make_imagefolder(tmp_path / "images", [f"c{i}" for i in range(5)], 30)
     plan = plan_source(tmp_path / "images").shuffled(3)

@@ -31,7 +31,12 @@ from dcstore.errors import ConfigError, IntegrityError
 from dcstore.loaders.ingest import FileSlice, PackPlan, SampleSpec
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, ShardInfo
 from dcstore.loaders.tario import BLOCK, member_header, padded
-from dcstore.loaders.versions import DEFAULT_KEEP, commit_version, refuse_other_keys
+from dcstore.loaders.versions import (
+    DEFAULT_KEEP,
+    commit_version,
+    refuse_other_keys,
+    refuse_unreadable_manifest,
+)
 from dcstore.loaders.writer import DEFAULT_SHARD_SIZE, ShardWriter, new_version, starts_new_shard
 
 Progress = Callable[[int], None]
@@ -218,6 +223,7 @@ def pack_plan(
         raise ConfigError("nothing to pack: the plan has no samples")
     report: Progress = progress or (lambda nbytes: None)
     refuse_other_keys(store, manifest_key)
+    refuse_unreadable_manifest(store, manifest_key)
     version = new_version()
     if min_bytes_per_worker > 0:
         workers = min(workers, plan.total_bytes // min_bytes_per_worker)

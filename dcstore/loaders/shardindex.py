@@ -87,6 +87,10 @@ def read_parquet_in_this_thread(source: Any) -> pa.Table:
     return pq.ParquetFile(source, page_checksum_verification=True).read(use_threads=False)
 
 
+class NotAManifestError(IntegrityError):
+    """A readable Parquet file that is not a dcstore manifest (another table, say)."""
+
+
 class Source(Protocol):
     """Where a manifest's bytes come from; picklable, opened once per process."""
 
@@ -300,7 +304,7 @@ class ShardIndex(Sequence[ShardInfo]):
                         f"{self.where}: not a readable dcstore manifest ({exc})"
                     ) from exc
                 if (parquet.schema_arrow.metadata or {}).get(b"dcstore.format") != FORMAT.encode():
-                    raise IntegrityError(f"{self.where}: not a {FORMAT} manifest")
+                    raise NotAManifestError(f"{self.where}: not a {FORMAT} manifest")
                 check_schema(parquet.schema_arrow, self.where)
                 self._file = parquet
             return self._file

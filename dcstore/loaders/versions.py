@@ -12,6 +12,8 @@ Guarantees:
   archiving the one it replaces; only then does it delete the versions that
   fall out of the last ``keep``, so a failed commit removes nothing and readers
   of the version just replaced keep working (``keep >= 2``).
+* :func:`refuse_unreadable_manifest` (called before a pack writes its first shard)
+  refuses a manifest the commit could not read: another table, or a damaged one.
 * :func:`repin` records new shard versions (after ``dcstore keys rotate``
   rewrote the shards' headers) in every manifest of the store that lists them,
   each with one atomic put.
@@ -43,7 +45,7 @@ from dcstore.errors import (
 )
 from dcstore.loaders.agreement import M
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, load_manifest
-from dcstore.loaders.shardindex import BytesSource
+from dcstore.loaders.shardindex import BytesSource, NotAManifestError
 from dcstore.store import CacheSpec, KeySpec, store_for
 from dcstore.units import whole_number
 
@@ -145,6 +147,25 @@ def refuse_other_keys(store: Backend, key: str = MANIFEST_KEY) -> None:
         ) from None
     except IntegrityError:
         return  # damaged: the commit replaces it (token datasets) or names it
+
+
+def refuse_unreadable_manifest(store: Backend, key: str = MANIFEST_KEY) -> None:
+    """Before a pack writes a shard: refuse a dataset manifest at ``key`` that the commit
+    could not read (it archives the manifest it replaces), so the mistake costs nothing
+    instead of failing the commit with every shard written. Another Parquet table there
+    is a :class:`ConfigError` (pack into another place); a damaged manifest an
+    :class:`IntegrityError`. No object at ``key`` passes."""
+    try:
+        load_manifest(store, key)
+    except NotFoundError:
+        return
+    except NotAManifestError:
+        raise ConfigError(
+            f"{store.url}/{key} is not a dcstore dataset manifest but another table: pack "
+            "into another place, or move it away; nothing was written"
+        ) from None
+    except IntegrityError as exc:
+        raise IntegrityError(f"{exc}; nothing was written") from None
 
 
 def _read_current(store: Backend, key: str) -> tuple[Manifest, bytes] | None:

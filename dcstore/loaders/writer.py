@@ -46,6 +46,7 @@ from dcstore.loaders.versions import (
     check_keep,
     commit_version,
     refuse_other_keys,
+    refuse_unreadable_manifest,
     shard_key,
 )
 from dcstore.store import CacheSpec, KeySpec
@@ -125,6 +126,7 @@ class ShardWriter(CommitOnExit):
         self.store: Backend = store
         if version is None:  # a writer of its own version (a pack's share: the pack checked)
             refuse_other_keys(store, manifest_key)
+            refuse_unreadable_manifest(store, manifest_key)
         self.shard_size = shard_size
         self.manifest_key = manifest_key
         self.metadata = dict(metadata or {})
