@@ -93,6 +93,47 @@ def test_versions_and_gc_on_hdfs(tmp_path: Path, hdfs_base: str, capsys) -> None
     check_versions_and_gc(tmp_path / "images", f"{hdfs_base}/ds", capsys)
 
 
+USER_OBJECTS = (
+    "shards/a.tar",  # README: dcstore put ./data shards/a.tar a.tar
+    "shards/mine/000000.tar",
+    "shards/20200101T000000Z-deadbeef/notes.txt",
+    "versions/notes.parquet",
+)
+
+
+def test_gc_and_pack_never_remove_an_object_no_pack_wrote(tmp_path: Path, capsys) -> None:
+    """Review: gc removed the user's own shards/a.tar (anything under shards/ that no
+    manifest referenced). It removes only what a pack wrote; pack says DEST holds such
+    objects."""
+    make_imagefolder(tmp_path / "images", ["a", "b"], 4)
+    url = f"file://{tmp_path / 'ds'}"
+    with open_backend(url) as store:
+        for key in USER_OBJECTS:
+            store.put(key, key.encode())
+    assert pack(tmp_path / "images", url) == 0
+    assert "holds objects that are not a dataset's ('shards/20200101" in capsys.readouterr().err
+    orphans = add_orphans(url)
+    assert pack(tmp_path / "images", url, "--keep", "1") == 0  # drops the first version
+    assert "note" not in capsys.readouterr().err  # a dataset now: said once, at the first
+    assert main(["gc", url]) == 0
+    out = capsys.readouterr().out
+    assert all(f"removed {key}" in out for key in orphans) and "removed 2 object(s)" in out
+    with open_backend(url) as store:
+        assert all(store.get(key) == key.encode() for key in USER_OBJECTS)
+    assert len(list(ShardedDataset(url))) == 8
+
+
+def test_version_names_are_those_gc_recognises() -> None:
+    from dcstore.loaders.versions import PACK_OBJECTS, shard_key
+    from dcstore.loaders.writer import new_version
+
+    version = new_version()
+    assert PACK_OBJECTS.fullmatch(shard_key(version, 0))
+    assert PACK_OBJECTS.fullmatch(shard_key(version, 1234567))
+    assert PACK_OBJECTS.fullmatch(archive_key(version))
+    assert not PACK_OBJECTS.fullmatch(shard_key("mine", 0))
+
+
 def test_gc_without_a_dataset_removes_nothing(tmp_path: Path, capsys) -> None:
     url = f"file://{tmp_path}"
     add_orphans(url)

@@ -665,6 +665,28 @@ def test_gc_removes_token_shards_no_kept_version_references(tmp_path: Path, caps
     assert len(TokenDataset(url, block_size=1)) == 4
 
 
+def test_token_packs_and_gc_never_remove_an_object_no_pack_wrote(tmp_path: Path, capsys) -> None:
+    """Review: gc (and a pack dropping old versions) removed anything under tokens/ and
+    token-versions/ that no kept version referenced, a user's own objects included."""
+    from dcstore.cli.main import main
+
+    store = LocalBackend(str(tmp_path / "store"))
+    mine = ["tokens/mine.bin", "tokens/old/000000.bin", "token-versions/notes.parquet"]
+    for key in mine:
+        store.put(key, b"mine")
+    (tmp_path / "c.jsonl").write_text('{"text": "abc"}\n')
+    url = f"file://{tmp_path / 'store'}"
+    assert main(["pack", "--text", str(tmp_path / "c.jsonl"), url, "-q"]) == 0
+    assert "holds objects that are not a dataset's ('token-versions/notes" in (
+        capsys.readouterr().err
+    )
+    packed_versions(store, 3)  # drops older versions
+    store.put("tokens/20200101T000000Z-deadbeef/000000.bin", b"\0\0")  # a crashed pack's
+    assert main(["gc", url]) == 0
+    assert "removed 1 object(s)" in capsys.readouterr().out
+    assert all(store.get(key) == b"mine" for key in mine)
+
+
 def test_verify_checks_every_shard_of_a_plaintext_corpus(tmp_path: Path, capsys) -> None:
     """Size, version and ids inside the vocabulary: a truncated shard, a replaced one and
     one corrupted in place (same version) each fail, named; the others pass."""

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -22,6 +22,9 @@ from dcstore import units
 from dcstore.backends.base import Backend, ObjectMeta
 from dcstore.errors import ConfigError, InvalidKeyError, NotFoundError
 from dcstore.store import open_store
+
+if TYPE_CHECKING:
+    import re
 
 STACK_OPTIONS = frozenset({"cache", "keys", "retries", "segment_size"})
 """Names of :func:`open_store`'s own parameters, refused as ``--opt`` (backend options)."""
@@ -176,3 +179,19 @@ def human_size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     raise AssertionError("unreachable")
+
+
+def note_foreign_objects(store: Backend, manifest_key: str, written: re.Pattern[str]) -> None:
+    """Before the first pack into ``store`` (no manifest at ``manifest_key``): a note on
+    stderr naming an object there that no pack wrote (``written`` does not match it). The
+    dataset is packed beside such objects; ``dcstore gc`` never removes them."""
+    from dcstore.loaders.versions import first_foreign_key
+
+    first = first_foreign_key(store, manifest_key, written)
+    if first is not None:
+        print(
+            f"dcstore: note: {store.url} already holds objects that are not a dataset's "
+            f"({first!r} first); the dataset is packed beside them, and `dcstore gc` "
+            "never removes them",
+            file=sys.stderr,
+        )

@@ -6,10 +6,11 @@ MongoDB: orphaned GridFS chunks and superseded revisions; local disk and HDFS: t
 temporary files of killed writers, by default once untouched for a day). A backend
 that never leaves such garbage (memory) reports that there is nothing to sweep.
 
-``dcstore gc STORE [--dry-run]`` deletes the shards and archived manifests of a
-dataset that its current manifest and the versions it keeps no longer
-reference (versions dropped by hand, packs that failed or were interrupted); in a
-store holding a token corpus, the token shards no kept version references.
+``dcstore gc STORE [--dry-run]`` deletes the shards and archived manifests a pack
+wrote (known by name: :data:`dcstore.loaders.versions.PACK_OBJECTS`) that the dataset's
+current manifest and the versions it keeps no longer reference (versions dropped by
+hand, packs that failed or were interrupted); in a store holding a token corpus, the
+token shards no kept version references. An object no pack wrote is never removed.
 
 ``dcstore versions STORE`` lists the versions a dataset (or token corpus) keeps, the
 current one first: the names ``ShardedDataset(..., version=)`` (``TokenDataset``) accepts.
@@ -153,11 +154,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         subparsers,
         "gc",
         help="delete dataset objects no kept version references",
-        description="Delete every object under shards/ and versions/ of the dataset at STORE "
-        "that neither its current manifest nor the earlier versions it keeps reference "
-        "(a token corpus: every shard under tokens/ no kept version references), "
-        "and print each one. Do not run it while a pack into STORE is in progress (its "
-        "shards are not referenced until it commits).",
+        description="Delete the shards and archived manifests a pack wrote to STORE "
+        "(shards/VERSION/NNNNNN.tar, versions/VERSION.parquet; a token corpus: "
+        "tokens/VERSION/NNNNNN.bin, VERSION named as a pack names it) that neither the "
+        "current manifest nor the earlier versions it keeps reference, and print each "
+        "one; other objects are never touched. Do not run it while a pack into STORE is "
+        "in progress (its shards are not referenced until it commits).",
     )
     g.add_argument(
         "--dry-run", action="store_true", help="print what would be removed, remove nothing"

@@ -12,6 +12,7 @@ from dcstore.cli.common import (
     add_store_options,
     human_size,
     int_at_least,
+    note_foreign_objects,
     open_from_args,
     size_arg,
     transfer_progress,
@@ -30,8 +31,9 @@ def run(args: argparse.Namespace) -> int:
 
         return pack_text.run(args)
     from dcstore.loaders.ingest import plan_source
+    from dcstore.loaders.manifest import MANIFEST_KEY
     from dcstore.loaders.packing import default_workers, pack_plan
-    from dcstore.loaders.versions import DEFAULT_KEEP
+    from dcstore.loaders.versions import DEFAULT_KEEP, PACK_OBJECTS
 
     plan = plan_source(
         args.src, layout=args.layout, index=args.index, group=args.group, names=args.names
@@ -54,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if args.shuffle:
         plan = plan.shuffled(args.seed)
     store = open_from_args(args.dest, args)
+    note_foreign_objects(store, MANIFEST_KEY, PACK_OBJECTS)
     start = time.perf_counter()
     with transfer_progress(not args.quiet) as progress:
         task = progress.add_task(f"packing {args.src}", total=plan.total_bytes)

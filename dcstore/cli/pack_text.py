@@ -6,7 +6,12 @@ import argparse
 import sys
 import time
 
-from dcstore.cli.common import human_size, open_from_args, transfer_progress
+from dcstore.cli.common import (
+    human_size,
+    note_foreign_objects,
+    open_from_args,
+    transfer_progress,
+)
 
 
 def eod_arg(text: str) -> int | str:
@@ -15,9 +20,11 @@ def eod_arg(text: str) -> int | str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dcstore.tokens.manifest import TOKEN_PACK_OBJECTS, TOKENS_KEY
     from dcstore.tokens.pack import PackProgress, pack_text
 
     store = open_from_args(args.dest, args)
+    note_foreign_objects(store, TOKENS_KEY, TOKEN_PACK_OBJECTS)
     start = time.perf_counter()
     with transfer_progress(not args.quiet) as progress:
         task = progress.add_task(f"tokenizing {args.src}", total=None)

@@ -19,9 +19,11 @@ Guarantees:
   each with one atomic put.
 * :func:`pin_version` opens a version while it is kept: the current manifest when it
   is that version, else its archive, else a :class:`NotFoundError` naming what is kept.
-* :func:`collect_garbage` deletes only objects under ``shards/`` and
-  ``versions/`` that no kept manifest references; the manifest itself and any
-  other object are never touched. A pack in progress into the same store has
+* :func:`collect_garbage` deletes only shards and archived manifests that a pack
+  wrote (``shards/<version>/NNNNNN.tar``, ``versions/<version>.parquet``, with the
+  version names a pack gives: :data:`PACK_OBJECTS`) and no kept manifest
+  references; the manifest itself and any other object (a user's
+  ``shards/a.tar``) are never touched. A pack in progress into the same store has
   not yet committed its shards, so do not collect garbage concurrently with one.
 """
 
@@ -46,6 +48,7 @@ from dcstore.errors import (
 from dcstore.loaders.agreement import M
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest, load_manifest
 from dcstore.loaders.shardindex import BytesSource, NotAManifestError
+from dcstore.ops import exists
 from dcstore.store import CacheSpec, KeySpec, store_for
 from dcstore.units import whole_number
 
@@ -54,6 +57,20 @@ DEFAULT_KEEP = 2
 
 SHARDS_PREFIX = "shards/"
 ARCHIVE_PREFIX = "versions/"
+
+
+PACK_VERSION = r"\d{8}T\d{6}Z-[0-9a-f]{8}"
+"""The pattern of the version names a pack gives (:func:`dcstore.loaders.writer.new_version`)."""
+
+
+def written_by_pack(shards_prefix: str, extension: str, archive_prefix: str) -> re.Pattern[str]:
+    """The keys a pack writes (match with ``fullmatch``): its shards
+    ``<shards_prefix><version>/NNNNNN<extension>`` and archived manifests
+    ``<archive_prefix><version>.parquet``, ``version`` a name :data:`PACK_VERSION` matches."""
+    shards, archives = re.escape(shards_prefix), re.escape(archive_prefix)
+    return re.compile(
+        rf"{shards}{PACK_VERSION}/\d{{6,}}{re.escape(extension)}|{archives}{PACK_VERSION}\.parquet"
+    )
 
 
 def shard_key(version: str, index: int) -> str:
@@ -65,6 +82,9 @@ def archive_key(version: str) -> str:
     """The object key of the kept copy of ``version``'s manifest."""
     return f"{ARCHIVE_PREFIX}{version}.parquet"
 
+
+PACK_OBJECTS = written_by_pack(SHARDS_PREFIX, ".tar", ARCHIVE_PREFIX)
+"""The keys a pack of a sample dataset writes besides its manifest: the only ones gc removes."""
 
 _VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -262,12 +282,15 @@ def repin(store: Backend, versions: Mapping[str, str], key: str = MANIFEST_KEY) 
 def collect_garbage(
     store: Backend, key: str = MANIFEST_KEY, *, dry_run: bool = False
 ) -> list[ObjectMeta]:
-    """Delete (unless ``dry_run``) every object under ``shards/`` and ``versions/`` that the
-    current manifest and the versions it keeps do not reference; return those objects."""
+    """Delete (unless ``dry_run``) every shard and archived manifest a pack wrote
+    (:data:`PACK_OBJECTS`) that the current manifest and the versions it keeps do not
+    reference; return those objects. Any other object is never touched."""
     manifests = kept_manifests(store, key)
     referenced = {k for m in manifests for k in m.table.keys}
     referenced |= {archive_key(v) for v in manifests[0].previous}
-    return delete_unreferenced(store, (SHARDS_PREFIX, ARCHIVE_PREFIX), referenced, dry_run)
+    return delete_unreferenced(
+        store, (SHARDS_PREFIX, ARCHIVE_PREFIX), PACK_OBJECTS, referenced, dry_run
+    )
 
 
 def listed_for_cleanup(store: Backend, prefix: str) -> list[ObjectMeta]:
@@ -285,17 +308,29 @@ def listed_for_cleanup(store: Backend, prefix: str) -> list[ObjectMeta]:
 
 
 def delete_unreferenced(
-    store: Backend, prefixes: Sequence[str], referenced: set[str], dry_run: bool
-) -> list[ObjectMeta]:
-    """Delete (unless ``dry_run``) the objects under ``prefixes`` not in ``referenced``;
-    return them."""
+    store: Backend, prefixes: Sequence[str], written: re.Pattern[str], referenced: set[str],
+    dry_run: bool,
+) -> list[ObjectMeta]:  # fmt: skip
+    """Delete (unless ``dry_run``) the objects under ``prefixes`` that a pack wrote (their
+    keys match ``written``, see :func:`written_by_pack`) and that are not in
+    ``referenced``; return them. Objects no pack wrote are never touched."""
     garbage = [
         meta
         for prefix in prefixes
         for meta in listed_for_cleanup(store, prefix)
-        if meta.key not in referenced
+        if written.fullmatch(meta.key) and meta.key not in referenced
     ]
     if not dry_run:
         for meta in garbage:
             store.delete(meta.key)
     return garbage
+
+
+def first_foreign_key(store: Backend, manifest_key: str, written: re.Pattern[str]) -> str | None:
+    """In a store without a manifest at ``manifest_key`` (no dataset yet): the first key,
+    in key order, that no pack wrote (``written`` does not match it), else None. Reads
+    keys only (through keys, nothing is decrypted) and stops at the first such key."""
+    raw = store.inner if isinstance(store, EncryptedBackend) else store
+    if exists(raw, manifest_key):
+        return None
+    return next((m.key for m in raw.list_objects() if not written.fullmatch(m.key)), None)

@@ -39,7 +39,12 @@ from dcstore.backends.base import Backend, ObjectMeta
 from dcstore.errors import DcstoreError, IntegrityError, NotFoundError
 from dcstore.loaders.manifest import MANIFEST_KEY
 from dcstore.loaders.shardindex import ObjectSource
-from dcstore.loaders.versions import KeptVersion, delete_unreferenced, pick_version
+from dcstore.loaders.versions import (
+    KeptVersion,
+    delete_unreferenced,
+    pick_version,
+    written_by_pack,
+)
 from dcstore.ops import exists
 
 TOKENS_KEY = "tokens.parquet"
@@ -47,6 +52,9 @@ FORMAT = "dcstore-tokens/1"
 SHARDS_PREFIX = "tokens/"
 ARCHIVE_PREFIX = "token-versions/"
 """The manifest a commit replaced is kept here as ``<version>.parquet`` (with its shards)."""
+TOKEN_PACK_OBJECTS = written_by_pack(SHARDS_PREFIX, ".bin", ARCHIVE_PREFIX)
+"""The keys a pack of a token corpus writes besides its manifest: the only ones gc and a
+pack's drop of old versions remove."""
 DTYPES: dict[str, np.dtype[Any]] = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
 
 
@@ -296,10 +304,11 @@ def load_token_manifest(store: Backend, key: str = TOKENS_KEY) -> TokenManifest:
 
 
 def kept_token_versions(store: Backend) -> list[str]:
-    """The versions whose manifest ``store`` keeps archived, newest first."""
-    names = (m.key[len(ARCHIVE_PREFIX) :] for m in store.list_objects(ARCHIVE_PREFIX))
-    return sorted((n.removesuffix(".parquet") for n in names if n.endswith(".parquet")),
-                  reverse=True)  # fmt: skip
+    """The versions whose manifest ``store`` keeps archived, newest first (archives a pack
+    wrote: :data:`TOKEN_PACK_OBJECTS`; another object there is not a version)."""
+    keys = (m.key for m in store.list_objects(ARCHIVE_PREFIX))
+    names = (k[len(ARCHIVE_PREFIX) :] for k in keys if TOKEN_PACK_OBJECTS.fullmatch(k))
+    return sorted((n.removesuffix(".parquet") for n in names), reverse=True)
 
 
 def pin_token_version(store: Backend, current: TokenManifest, version: str) -> TokenManifest:
@@ -325,7 +334,8 @@ def list_token_versions(store: Backend) -> list[KeptVersion[TokenManifest]]:
 def collect_token_garbage(store: Backend, *, dry_run: bool = False) -> list[ObjectMeta]:
     """Delete (unless ``dry_run``) every token shard under ``tokens/`` that neither the
     current corpus nor an archived version references (a pack that failed or was
-    interrupted); return those objects. Archived manifests are versions kept: not touched."""
+    interrupted); return those objects. Archived manifests are versions kept: not touched;
+    nor is any object no pack wrote (:data:`TOKEN_PACK_OBJECTS`)."""
     manifests = [kept.manifest for kept in list_token_versions(store) if kept.manifest]
     referenced = {shard.key for manifest in manifests for shard in manifest.shards}
-    return delete_unreferenced(store, (SHARDS_PREFIX,), referenced, dry_run)
+    return delete_unreferenced(store, (SHARDS_PREFIX,), TOKEN_PACK_OBJECTS, referenced, dry_run)

@@ -41,6 +41,7 @@ from dcstore.tokens.manifest import (
     ARCHIVE_PREFIX,
     DTYPES,
     SHARDS_PREFIX,
+    TOKEN_PACK_OBJECTS,
     TOKENS_KEY,
     TokenManifest,
     TokenShard,
@@ -230,17 +231,19 @@ def _current_version(store: Backend) -> str | None:
 
 
 def _drop_versions(store: Backend, keep: set[str | None]) -> int:
-    """Delete token shards and archived manifests of versions not in ``keep``; return how
-    many objects."""
+    """Delete token shards and archived manifests of versions not in ``keep`` (only those
+    a pack wrote: :data:`TOKEN_PACK_OBJECTS`); return how many objects."""
     doomed = [
         meta.key
         for meta in listed_for_cleanup(store, SHARDS_PREFIX)
-        if meta.key[len(SHARDS_PREFIX) :].split("/", 1)[0] not in keep
+        if TOKEN_PACK_OBJECTS.fullmatch(meta.key)
+        and meta.key[len(SHARDS_PREFIX) :].split("/", 1)[0] not in keep
     ]
     doomed += [
         meta.key
         for meta in listed_for_cleanup(store, ARCHIVE_PREFIX)
-        if meta.key[len(ARCHIVE_PREFIX) :].removesuffix(".parquet") not in keep
+        if TOKEN_PACK_OBJECTS.fullmatch(meta.key)
+        and meta.key[len(ARCHIVE_PREFIX) :].removesuffix(".parquet") not in keep
     ]
     for key in doomed:
         store.delete(key)
