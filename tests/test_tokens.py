@@ -687,6 +687,27 @@ def test_token_packs_and_gc_never_remove_an_object_no_pack_wrote(tmp_path: Path,
     assert all(store.get(key) == b"mine" for key in mine)
 
 
+def test_a_users_table_where_the_token_manifest_goes_is_refused_not_replaced(
+    tmp_path: Path,
+) -> None:
+    """A pack replaced a tokens.parquet that was the user's own Parquet table (taken
+    for a damaged manifest), losing it; a damaged manifest is still replaced."""
+    import io
+
+    store = LocalBackend(str(tmp_path / "store"))
+    table = io.BytesIO()
+    pq.write_table(pa.table({"x": [1, 2, 3]}), table)
+    store.put("tokens.parquet", table.getvalue())
+    with pytest.raises(ConfigError, match=r"not a token manifest but another table.*nothing"):
+        TokenWriter(store, vocab_size=256)
+    assert store.get("tokens.parquet") == table.getvalue()
+    assert [m.key for m in store.list_objects()] == ["tokens.parquet"]
+    store.put("tokens.parquet", b"PAR1 damaged")
+    with TokenWriter(store, vocab_size=256) as writer:
+        writer.write([1, 2, 3])
+    assert len(TokenDataset(store, block_size=1)) == 3
+
+
 def test_verify_checks_every_shard_of_a_plaintext_corpus(tmp_path: Path, capsys) -> None:
     """Size, version and ids inside the vocabulary: a truncated shard, a replaced one and
     one corrupted in place (same version) each fail, named; the others pass."""

@@ -202,9 +202,16 @@ def _shard_table(raw: bytes, where: str) -> tuple[TokenShard, ...]:
     return tuple(shards)
 
 
+class NotATokenManifestError(IntegrityError):
+    """A readable Parquet table without dcstore's format key: a user's own table, which
+    a pack must not replace (a damaged token manifest it does replace)."""
+
+
 def _from_meta(
     meta: dict[bytes, bytes], where: str, source: Any, table: pa.Table | None
 ) -> TokenManifest:
+    if b"dcstore.format" not in meta:
+        raise NotATokenManifestError(f"{where}: not a token manifest but another table")
     try:
         if meta.get(b"dcstore.format") != FORMAT.encode():
             raise ValueError(f"format {meta.get(b'dcstore.format', b'')[:40]!r} is not {FORMAT}")

@@ -43,6 +43,7 @@ from dcstore.tokens.manifest import (
     SHARDS_PREFIX,
     TOKEN_PACK_OBJECTS,
     TOKENS_KEY,
+    NotATokenManifestError,
     TokenManifest,
     TokenShard,
     dtype_for,
@@ -95,6 +96,7 @@ class TokenWriter:
         self.columns = tuple(columns)
         self.metadata = dict(metadata or {})
         refuse_other_keys(self.store, TOKENS_KEY)
+        _refuse_another_table(self.store)
         self.version = new_version()
         self._buf = np.empty(self.shard_tokens, dtype=DTYPES[self.dtype])
         self._fill = 0
@@ -220,6 +222,20 @@ class TokenWriter:
             self.close()
         else:
             self.abort()
+
+
+def _refuse_another_table(store: Backend) -> None:
+    """Before the first shard: a Parquet table of the user's at the manifest's key would
+    be replaced by the commit (a damaged manifest is, by design), so it is refused."""
+    try:
+        load_token_manifest(store)
+    except NotATokenManifestError:
+        raise ConfigError(
+            f"{store.url}/{TOKENS_KEY} is not a token manifest but another table: pack into "
+            "another place, or move it away; nothing was written"
+        ) from None
+    except (NotFoundError, IntegrityError):
+        return
 
 
 def _current_version(store: Backend) -> str | None:
