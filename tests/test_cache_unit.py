@@ -22,6 +22,7 @@ from dcstore.cache import (
     LruTier,
     open_cache_tier,
 )
+from dcstore.cache.lru import ENTRY_OVERHEAD
 from dcstore.errors import ConfigError, NotFoundError
 from dcstore.testing.conformance import BackendConformance, payload
 from dcstore.testing.instrumented import InstrumentedBackend
@@ -124,7 +125,7 @@ def test_overwrite_through_the_stack_invalidates_and_frees() -> None:
     store.get("k")
     tier = store.tier
     assert isinstance(tier, LruTier)
-    assert tier.used_bytes == 1000
+    assert tier.used_bytes == sum(len(k) + len(v) + ENTRY_OVERHEAD for k, (v, _) in items(tier))
     store.put("k", payload(500, 2))
     assert tier.used_bytes == 0
     assert store.get("k") == payload(500, 2)
@@ -174,6 +175,29 @@ def test_lru_is_bounded_in_bytes() -> None:
         store.put(f"k{i}", payload(300, i))
         assert store.get(f"k{i}") == payload(300, i)
         assert tier.used_bytes <= 1000
+
+
+def items(tier: LruTier) -> list[tuple[str, tuple[bytes, float | None]]]:
+    return list(tier._items.items())
+
+
+def test_lru_bounds_the_memory_of_many_small_values() -> None:
+    """Only values counted: 200,000 small entries held 52 MiB under max_bytes=1MiB."""
+    import tracemalloc
+
+    tier = LruTier(max_bytes=1 << 40)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(5000):
+            tier.set_many([(f"ns:{{0123456789abcdef0123456789abcdef}}:{i}", bytearray(b"xy"))])
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held <= tier.used_bytes  # what is counted covers what is held
+    small = LruTier(max_bytes=100_000)
+    small.set_many([(f"k{i}", b"v") for i in range(10_000)])
+    assert small.used_bytes <= 100_000 and len(small._items) < 100_000 // ENTRY_OVERHEAD
 
 
 @pytest.mark.parametrize("single_flight", [True, False])
