@@ -338,6 +338,27 @@ def test_redis_urls_parse_without_connecting(tmp_path) -> None:
             open_cache_tier(bad)
 
 
+def test_a_password_file_path_is_quoted_and_a_url_password_beats_the_environment(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cache stats --password-file 'pw#1.txt'`` read ``pw`` (the path pasted into the
+    URL unquoted: #, % and + broke it), and DCSTORE_CACHE_PASSWORD_FILE made a URL with
+    its own password fail ("not both")."""
+    import argparse
+
+    from dcstore.cli.cache import _open
+
+    for name in ("pw.txt", "pw#1.txt", "pw%41.txt", "pw+x.txt", "pw&x.txt"):
+        (tmp_path / name).write_text("s3cret\n")
+        args = argparse.Namespace(url="redis://h/0?namespace=x", password_file=str(tmp_path / name))
+        assert _open(args).password_file == str(tmp_path / name)
+    monkeypatch.setenv("DCSTORE_CACHE_PASSWORD_FILE", str(tmp_path / "pw#1.txt"))
+    from_env = _open(argparse.Namespace(url="redis://h/0", password_file=None))
+    assert from_env.password_file == str(tmp_path / "pw#1.txt")
+    own = _open(argparse.Namespace(url="redis://:other@h/0", password_file=None))
+    assert own.password_file is None
+
+
 def _reply_through_socket(reply: bytes, sizes: list[int], piece: int = 7):
     """Feed ``reply`` in small pieces through a socket pair and parse it."""
     import socket

@@ -3,14 +3,15 @@
 ``URL`` is the cache tier's URL (``redis://host:6379/0?namespace=...`` or
 ``memcached://h1:11211,h2:11211?namespace=...``); the
 statistics are those every process using that namespace has reported.
-``--password-file`` (or ``DCSTORE_CACHE_PASSWORD_FILE``) supplies a Redis
-password without putting it on the command line.
+``--password-file`` (or ``DCSTORE_CACHE_PASSWORD_FILE``, when the URL has no
+password) supplies a Redis password without putting it on the command line.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from urllib.parse import quote, urlsplit
 
 from dcstore.cache import CacheTier, LruTier, open_cache_tier, with_ratio
 from dcstore.cli.common import print_json
@@ -28,12 +29,19 @@ _LABELS = {
 }
 
 
+def _with_password_file(url: str, given: str | None) -> str:
+    """``url`` with ``password_file`` set from ``--password-file`` (``given``), else from
+    ``DCSTORE_CACHE_PASSWORD_FILE`` unless the URL has a password of its own (what the
+    command line says wins over the environment); the path quoted, so ``#``, ``%`` or
+    ``+`` in it stay part of it."""
+    path = given or os.environ.get("DCSTORE_CACHE_PASSWORD_FILE")
+    if not path or "password_file=" in url or (given is None and urlsplit(url).password):
+        return url
+    return url + ("&" if "?" in url else "?") + "password_file=" + quote(path, safe="/")
+
+
 def _open(args: argparse.Namespace) -> CacheTier:
-    url: str = args.url
-    password_file = args.password_file or os.environ.get("DCSTORE_CACHE_PASSWORD_FILE")
-    if password_file and "password_file=" not in url:
-        url += ("&" if "?" in url else "?") + f"password_file={password_file}"
-    tier = open_cache_tier(url)
+    tier = open_cache_tier(_with_password_file(args.url, args.password_file))
     if isinstance(tier, LruTier):
         raise ConfigError(
             "the in-process cache has no shared state; give a redis:// or memcached:// URL"
