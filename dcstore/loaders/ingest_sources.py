@@ -165,8 +165,8 @@ def _labels(rows: list[dict[str, Any]], index: Path) -> tuple[list[bytes | None]
     if all(isinstance(v, int) or (isinstance(v, str) and v.isdigit()) for v in given):
         return [None if v in (None, "") else str(int(v)).encode() for v in values], ()
     classes = tuple(sorted({str(v) for v in given}))
-    index = {name: i for i, name in enumerate(classes)}
-    return [None if v in (None, "") else str(index[str(v)]).encode() for v in values], classes
+    number_of = {name: i for i, name in enumerate(classes)}
+    return [None if v in (None, "") else str(number_of[str(v)]).encode() for v in values], classes
 
 
 def plan_index(root: Path, index: Path, *, group: bool, names: bool) -> PackPlan:
