@@ -227,7 +227,22 @@ def test_single_flight_between_threads(single_flight: bool) -> None:
         assert origin.reads == 8
 
 
-class FlakyTier(LruTier):
+class CheckedWritesTier(LruTier):
+    """An LRU tier whose writes (chunks and leases) first call ``_check``."""
+
+    def _check(self) -> None:
+        raise NotImplementedError
+
+    def set_many(self, items: Sequence[tuple[str, Buffer]]) -> None:
+        self._check()
+        super().set_many(items)
+
+    def try_leases(self, keys: Sequence[str], token: str, ttl: float) -> list[bool]:
+        self._check()
+        return super().try_leases(keys, token, ttl)
+
+
+class FlakyTier(CheckedWritesTier):
     """An LRU tier that fails every call while ``broken``."""
 
     broken = False
@@ -239,14 +254,6 @@ class FlakyTier(LruTier):
     def get_many(self, keys: Sequence[str], sizes: Sequence[int]) -> list[Buffer | None]:
         self._check()
         return super().get_many(keys, sizes)
-
-    def set_many(self, items: Sequence[tuple[str, Buffer]]) -> None:
-        self._check()
-        super().set_many(items)
-
-    def try_leases(self, keys: Sequence[str], token: str, ttl: float) -> list[bool]:
-        self._check()
-        return super().try_leases(keys, token, ttl)
 
 
 def test_tier_faults_never_fail_reads(caplog: pytest.LogCaptureFixture) -> None:
@@ -557,57 +564,41 @@ def test_tier_settings_that_cannot_work_are_named(url: str, message: str) -> Non
         open_cache_tier(url)
 
 
-def test_a_damaged_cached_header_is_dropped_by_every_read_path() -> None:
+def _damaged_header(value: bytes, damage: str) -> bytes:
+    """A cached first chunk whose header is damaged (its magic flipped) or forged (its
+    key id or wrapped data key altered, the CRC recomputed, so it parses)."""
+    import dataclasses
+
+    from dcstore.crypto.format import parse_header
+
+    if damage == "magic":
+        return bytes([value[0] ^ 1]) + value[1:]
+    header = parse_header(value, "x")
+    if damage == "key_id":
+        forged = dataclasses.replace(header, key_id="kek-attacker")
+    else:
+        wrapped = bytes([header.wrapped_dek[0] ^ 1]) + header.wrapped_dek[1:]
+        forged = dataclasses.replace(header, wrapped_dek=wrapped)
+    return forged.encode() + value[header.size :]
+
+
+@pytest.mark.parametrize("damage", ["magic", "key_id", "wrapped_dek"])
+def test_a_damaged_or_forged_cached_header_is_dropped_by_every_read_path(damage: str) -> None:
     """get and get_range dropped a damaged cached copy and read the origin; open_read
-    (what cp streams through) failed on it for good."""
+    (what cp streams through) failed on it for good. A forged key id or wrapped key
+    failed every reader with a "wrong key" error, for good: only integrity errors
+    dropped cached copies."""
     from dcstore.crypto import EncryptedBackend, Keyring, StaticKeySource
 
-    keys = StaticKeySource(Keyring.generate("k"))
+    keys = StaticKeySource(Keyring.generate("kek-original"))
     for read in ("get", "get_range", "open_read"):
         tier = LruTier(max_bytes=16 * MiB)
         cached = CachedBackend(MemoryBackend(f"hdr-{uuid.uuid4().hex}"), tier)
         EncryptedBackend(cached, keys, segment_size=4096).put("x", b"A" * 20000)
         EncryptedBackend(cached, keys).get("x")  # fills the tier
-        names = list(tier._items)
-        for name in names:  # flip the first byte of every chunk: the header's magic
-            value, ttl = tier._items[name]
-            tier._items[name] = (bytes([value[0] ^ 1]) + value[1:], ttl)
-        fresh = EncryptedBackend(cached, keys)
-        if read == "get":
-            assert fresh.get("x") == b"A" * 20000
-        elif read == "get_range":
-            assert fresh.get_range("x", 0, 10) == b"A" * 10
-        else:
-            with fresh.open_read("x") as f:
-                assert f.read() == b"A" * 20000
-
-
-@pytest.mark.parametrize("forged", ["key_id", "wrapped_dek"])
-def test_a_forged_cached_header_is_dropped_by_every_read_path(forged: str) -> None:
-    """A header in the tier whose key id or wrapped data key was altered (its CRC
-    recomputed, so it parses) failed every reader with a "wrong key" error, for good:
-    only integrity errors dropped cached copies."""
-    import dataclasses
-
-    from dcstore.crypto import EncryptedBackend, Keyring, StaticKeySource
-    from dcstore.crypto.format import parse_header
-
-    keys = StaticKeySource(Keyring.generate("kek-original"))
-    for read in ("get", "get_range", "open_read"):
-        tier = LruTier(max_bytes=16 * MiB)
-        cached = CachedBackend(MemoryBackend(f"forged-{uuid.uuid4().hex}"), tier)
-        EncryptedBackend(cached, keys, segment_size=4096).put("x", b"A" * 20000)
-        EncryptedBackend(cached, keys).get("x")  # fills the tier
         (name,) = list(tier._items)  # one chunk: the header is at its start
         value, ttl = tier._items[name]
-        header = parse_header(value, "x")
-        if forged == "key_id":
-            header = dataclasses.replace(header, key_id="kek-attacker")
-        else:
-            wrapped = bytes([header.wrapped_dek[0] ^ 1]) + header.wrapped_dek[1:]
-            header = dataclasses.replace(header, wrapped_dek=wrapped)
-        old_size = parse_header(value, "x").size
-        tier._items[name] = (header.encode() + bytes(value[old_size:]), ttl)
+        tier._items[name] = (_damaged_header(value, damage), ttl)
         fresh = EncryptedBackend(cached, keys)
         if read == "get":
             assert fresh.get("x") == b"A" * 20000
@@ -711,7 +702,7 @@ def test_leases_of_failed_requests_are_released_when_the_tier_answers(
     assert time.monotonic() - started < 10  # well under lease_ttl
 
 
-class FullTier(LruTier):
+class FullTier(CheckedWritesTier):
     """An LRU tier that refuses every write (chunks, leases, counters) while ``full``."""
 
     full = False
@@ -719,14 +710,6 @@ class FullTier(LruTier):
     def _check(self) -> None:
         if self.full:
             raise CacheFullError("cache tier full://: SET failed: OutOfMemoryError")
-
-    def set_many(self, items: Sequence[tuple[str, Buffer]]) -> None:
-        self._check()
-        super().set_many(items)
-
-    def try_leases(self, keys: Sequence[str], token: str, ttl: float) -> list[bool]:
-        self._check()
-        return super().try_leases(keys, token, ttl)
 
     def add_stats(self, counts: Mapping[str, int]) -> None:
         self._check()
