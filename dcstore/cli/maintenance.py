@@ -10,9 +10,7 @@ that never leaves such garbage (memory) reports that there is nothing to sweep.
 wrote (known by name: :data:`dcstore.loaders.versions.PACK_OBJECTS`) that the dataset's
 current manifest and the versions it keeps no longer reference (versions dropped by
 hand, packs that failed or were interrupted); in a store holding a token corpus, the
-token shards no kept version references; in a store no pack ever committed to (a first
-pack failed or was interrupted), every shard a pack wrote. An object no pack wrote is
-never removed.
+token shards no kept version references. An object no pack wrote is never removed.
 
 ``dcstore versions STORE`` lists the versions a dataset (or token corpus) keeps, the
 current one first: the names ``ShardedDataset(..., version=)`` (``TokenDataset``) accepts.
@@ -25,7 +23,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from dcstore.backends.base import Backend, ObjectMeta
+from dcstore.backends.base import Backend
 from dcstore.backends.registry import open_backend
 from dcstore.cli.common import (
     add_opt_flag,
@@ -59,8 +57,6 @@ def cmd_gc(args: argparse.Namespace) -> int:
     with open_from_args(args.store, args) as store:
         if _token_corpus(store, args.manifest):
             garbage = collect_token_garbage(store, dry_run=args.dry_run)
-        elif _never_committed(store, args.manifest):
-            garbage = _collect_orphans(store, dry_run=args.dry_run)
         else:
             garbage = collect_garbage(store, args.manifest, dry_run=args.dry_run)
     total = sum(meta.size for meta in garbage)
@@ -89,45 +85,6 @@ def _token_corpus(store: Backend, manifest_key: str) -> bool:
     from dcstore.tokens.manifest import holds_token_corpus
 
     return manifest_key == MANIFEST_KEY and holds_token_corpus(store)
-
-
-def _never_committed(store: Backend, manifest_key: str) -> bool:
-    """Whether no pack ever committed to STORE: no manifest (at ``manifest_key``, the
-    default key, or a token corpus's) and no archived version a pack wrote. Its shards
-    are then those of failed or interrupted first packs."""
-    from dcstore.loaders.manifest import MANIFEST_KEY
-    from dcstore.loaders.versions import (
-        ARCHIVE_PREFIX,
-        PACK_OBJECTS,
-        has_manifest,
-        listed_for_cleanup,
-    )
-    from dcstore.tokens.manifest import ARCHIVE_PREFIX as TOKEN_ARCHIVE_PREFIX
-    from dcstore.tokens.manifest import TOKEN_PACK_OBJECTS, TOKENS_KEY
-
-    if any(has_manifest(store, key) for key in {manifest_key, MANIFEST_KEY, TOKENS_KEY}):
-        return False
-    archives = ((ARCHIVE_PREFIX, PACK_OBJECTS), (TOKEN_ARCHIVE_PREFIX, TOKEN_PACK_OBJECTS))
-    return not any(
-        written.fullmatch(meta.key)
-        for prefix, written in archives
-        for meta in listed_for_cleanup(store, prefix)
-    )
-
-
-def _collect_orphans(store: Backend, *, dry_run: bool) -> list[ObjectMeta]:
-    """In a store no pack committed to: delete (unless ``dry_run``) the shards packs wrote
-    there (a sample dataset's or a token corpus's; nothing references them); return them."""
-    from dcstore.loaders.versions import PACK_OBJECTS, SHARDS_PREFIX, delete_unreferenced
-    from dcstore.tokens.manifest import SHARDS_PREFIX as TOKEN_SHARDS_PREFIX
-    from dcstore.tokens.manifest import TOKEN_PACK_OBJECTS
-
-    shards = ((SHARDS_PREFIX, PACK_OBJECTS), (TOKEN_SHARDS_PREFIX, TOKEN_PACK_OBJECTS))
-    return [
-        meta
-        for prefix, written in shards
-        for meta in delete_unreferenced(store, (prefix,), written, set(), dry_run)
-    ]
 
 
 def _kept_versions(store: Backend, manifest_key: str) -> list[KeptVersion[Any]]:
@@ -200,8 +157,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Delete the shards and archived manifests a pack wrote to STORE "
         "(shards/VERSION/NNNNNN.tar, versions/VERSION.parquet; a token corpus: "
         "tokens/VERSION/NNNNNN.bin, VERSION named as a pack names it) that neither the "
-        "current manifest nor the earlier versions it keeps reference (where no pack "
-        "ever committed, as after a failed first pack: every such shard), and print each "
+        "current manifest nor the earlier versions it keeps reference, and print each "
         "one; other objects are never touched. Do not run it while a pack into STORE is "
         "in progress (its shards are not referenced until it commits).",
     )

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from dcstore.loaders.ingest import plan_source
     from dcstore.loaders.manifest import MANIFEST_KEY
     from dcstore.loaders.packing import default_workers, pack_plan
-    from dcstore.loaders.versions import DEFAULT_KEEP, PACK_OBJECTS, has_manifest
+    from dcstore.loaders.versions import DEFAULT_KEEP, PACK_OBJECTS
 
     plan = plan_source(
         args.src, layout=args.layout, index=args.index, group=args.group, names=args.names
@@ -70,14 +70,9 @@ def run(args: argparse.Namespace) -> int:
                 progress=lambda nbytes: progress.advance(task, nbytes),
             )
         except StorageFullError as exc:  # the shards written so far stay until gc
-            state = (
-                "the dataset's current version is unchanged"
-                if has_manifest(store)
-                else "no dataset was committed"
-            )
             raise StorageFullError(
-                f"{exc}; {state}, and the shards this pack wrote stay until "
-                f"`dcstore gc {args.dest}` removes them"
+                f"{exc}; the dataset's current version is unchanged, and the shards this "
+                f"pack wrote stay until `dcstore gc {args.dest}` removes them"
             ) from exc
     rate = human_size(plan.total_bytes / max(time.perf_counter() - start, 1e-9))
     classes = f", {len(manifest.classes)} classes" if manifest.classes else ""
