@@ -97,18 +97,30 @@ def test_disk_full_keeps_previous_object(small_disk: Path) -> None:
 
 
 @NEEDS_MOUNT
-def test_a_pack_that_fills_the_disk_says_gc_removes_its_shards(
+def test_a_first_pack_that_fills_the_disk_says_how_to_remove_its_shards(
     tmp_path, small_disk: Path, capsys
 ) -> None:
+    """It said `dcstore gc DEST` removes them, but gc refuses a store without a dataset
+    (it cannot tell a failed first pack from a dataset whose manifest was lost)."""
+    import re
+    import shlex
+
     from dcstore.cli.main import main
 
     (tmp_path / "src").mkdir()
     for i in range(8):
         (tmp_path / "src" / f"{i}.bin").write_bytes(os.urandom(300_000))
     dest = small_disk / "ds"
+    dest.mkdir()
+    (dest / "mine.txt").write_text("a user's object")
     code = main(["pack", str(tmp_path / "src"), str(dest), "-q", "--shard-size", "256KiB"])
     err = capsys.readouterr().err
-    assert code == 7 and "no space left" in err and f"dcstore gc {dest}" in err
+    assert code == 7 and "no space left" in err and "no dataset was committed" in err
+    command = re.search(r"`dcstore (rm -r [^`]+)`", err)
+    assert command is not None and list((dest / "shards").rglob("*.tar"))
+    assert main(shlex.split(command.group(1))) == 0
+    assert not list((dest / "shards").rglob("*.tar"))
+    assert (dest / "mine.txt").read_text() == "a user's object"
 
 
 def _list_as_unprivileged(root) -> str:

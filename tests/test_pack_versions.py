@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hdfs_server import hdfs_base, hdfs_url  # noqa: F401 - fixtures
@@ -134,12 +135,34 @@ def test_version_names_are_those_gc_recognises() -> None:
     assert not PACK_OBJECTS.fullmatch(shard_key("mine", 0))
 
 
-def test_gc_without_a_dataset_removes_nothing(tmp_path: Path, capsys) -> None:
+def test_gc_without_a_dataset_removes_nothing_and_says_what_does(tmp_path: Path, capsys) -> None:
+    """Without a manifest, gc cannot tell a failed first pack's shards from those of a
+    dataset whose manifest is elsewhere or lost (removing them deleted live datasets)."""
     url = f"file://{tmp_path}"
     add_orphans(url)
     assert main(["gc", url]) == 3
-    assert "no dataset here" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no dataset here" in err and f"dcstore rm -r {url} shards/VERSION/" in err
     assert len(shard_versions(url)) == 1
+
+
+def test_an_interrupted_first_pack_names_the_shards_it_left(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dcstore.loaders import packing
+
+    make_imagefolder(tmp_path / "images", ["a", "b"], 4)
+    real = packing.run_job
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        yield from real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(packing, "run_job", interrupted)
+    url = f"file://{tmp_path / 'ds'}"
+    assert main(["pack", str(tmp_path / "images"), url, "-q", "--workers", "1"]) == 130
+    (version,) = shard_versions(url)
+    assert f"`dcstore rm -r {url} shards/{version}/` removes them" in capsys.readouterr().err
 
 
 def test_a_manifest_the_commit_cannot_read_is_refused_before_any_shard(

@@ -32,6 +32,7 @@ from dcstore.cli.common import (
     open_from_args,
     parse_options,
 )
+from dcstore.errors import NotFoundError
 
 if TYPE_CHECKING:
     from dcstore.loaders.versions import KeptVersion
@@ -58,7 +59,15 @@ def cmd_gc(args: argparse.Namespace) -> int:
         if _token_corpus(store, args.manifest):
             garbage = collect_token_garbage(store, dry_run=args.dry_run)
         else:
-            garbage = collect_garbage(store, args.manifest, dry_run=args.dry_run)
+            try:
+                garbage = collect_garbage(store, args.manifest, dry_run=args.dry_run)
+            except NotFoundError as exc:  # a failed first pack, or a manifest lost: unknowable
+                raise NotFoundError(
+                    f"{exc}; gc removes nothing without one (it cannot tell the shards of a "
+                    "failed first pack from those of a dataset whose manifest is elsewhere "
+                    "or lost): remove a failed pack's shards with `dcstore rm -r "
+                    f"{args.store} shards/VERSION/`, VERSION as its error named it"
+                ) from None
     total = sum(meta.size for meta in garbage)
     verb = "would remove" if args.dry_run else "removed"
     if args.json:

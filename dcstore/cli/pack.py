@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from dcstore.backends.base import Backend
 from dcstore.cli.common import (
     add_store_options,
     human_size,
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from dcstore.loaders.manifest import MANIFEST_KEY
     from dcstore.loaders.packing import default_workers, pack_plan
     from dcstore.loaders.versions import DEFAULT_KEEP, PACK_OBJECTS
+    from dcstore.loaders.writer import new_version
 
     plan = plan_source(
         args.src, layout=args.layout, index=args.index, group=args.group, names=args.names
@@ -58,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     store = open_from_args(args.dest, args)
     note_foreign_objects(store, MANIFEST_KEY, PACK_OBJECTS)
     start = time.perf_counter()
+    version = new_version()
     with transfer_progress(not args.quiet) as progress:
         task = progress.add_task(f"packing {args.src}", total=plan.total_bytes)
         try:
@@ -68,12 +71,14 @@ def run(args: argparse.Namespace) -> int:
                 workers=args.workers or default_workers(),
                 keep=args.keep or DEFAULT_KEEP,
                 progress=lambda nbytes: progress.advance(task, nbytes),
+                version=version,
             )
-        except StorageFullError as exc:  # the shards written so far stay until gc
-            raise StorageFullError(
-                f"{exc}; the dataset's current version is unchanged, and the shards this "
-                f"pack wrote stay until `dcstore gc {args.dest}` removes them"
-            ) from exc
+        except StorageFullError as exc:  # the shards written so far stay
+            raise StorageFullError(f"{exc}; {_left_behind(store, args.dest, version)}") from exc
+        except KeyboardInterrupt:
+            print(f"dcstore: pack interrupted; {_left_behind(store, args.dest, version)}",
+                  file=sys.stderr)  # fmt: skip
+            raise
     rate = human_size(plan.total_bytes / max(time.perf_counter() - start, 1e-9))
     classes = f", {len(manifest.classes)} classes" if manifest.classes else ""
     print(
@@ -84,6 +89,23 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stdout,
     )
     return 0
+
+
+def _left_behind(store: Backend, dest: str, version: str) -> str:
+    """What a failed pack of ``version`` left in ``store``, and how to remove it: with a
+    dataset there, gc finds the shards no version references; before the first commit,
+    gc cannot tell them from a lost manifest's, so the pack names them."""
+    from dcstore.loaders.versions import has_manifest
+
+    if has_manifest(store):
+        return (
+            "the dataset's current version is unchanged, and the shards this pack wrote "
+            f"stay until `dcstore gc {dest}` removes them"
+        )
+    return (
+        "no dataset was committed, and the shards this pack wrote stay until "
+        f"`dcstore rm -r {dest} shards/{version}/` removes them"
+    )
 
 
 def _refuse_dest_inside_src(src: str, dest: str) -> None:

@@ -214,17 +214,20 @@ def pack_plan(
     metadata: Mapping[str, str] | None = None,
     progress: Progress | None = None,
     min_bytes_per_worker: int = MIN_BYTES_PER_WORKER,
+    version: str | None = None,
 ) -> Manifest:
     """Pack ``plan`` (in its order) into ``store`` as a new version and commit it.
 
     Uses up to ``workers`` processes, at most one per ``min_bytes_per_worker`` of input.
+    ``version`` names the new version (default: :func:`new_version`); its shards are
+    under ``shards/<version>/``, which a failed pack leaves behind.
     """
     if not plan.samples:
         raise ConfigError("nothing to pack: the plan has no samples")
     report: Progress = progress or (lambda nbytes: None)
     refuse_other_keys(store, manifest_key)
     refuse_unreadable_manifest(store, manifest_key)
-    version = new_version()
+    version = version or new_version()
     if min_bytes_per_worker > 0:
         workers = min(workers, plan.total_bytes // min_bytes_per_worker)
     jobs = split_jobs(plan.samples, shard_size, workers)

@@ -330,7 +330,12 @@ def first_foreign_key(store: Backend, manifest_key: str, written: re.Pattern[str
     """In a store without a manifest at ``manifest_key`` (no dataset yet): the first key,
     in key order, that no pack wrote (``written`` does not match it), else None. Reads
     keys only (through keys, nothing is decrypted) and stops at the first such key."""
-    raw = store.inner if isinstance(store, EncryptedBackend) else store
-    if exists(raw, manifest_key):
+    if has_manifest(store, manifest_key):
         return None
+    raw = store.inner if isinstance(store, EncryptedBackend) else store
     return next((m.key for m in raw.list_objects() if not written.fullmatch(m.key)), None)
+
+
+def has_manifest(store: Backend, key: str = MANIFEST_KEY) -> bool:
+    """Whether an object is at ``key`` (read or not: through keys, nothing is decrypted)."""
+    return exists(store.inner if isinstance(store, EncryptedBackend) else store, key)
