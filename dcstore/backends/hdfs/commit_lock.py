@@ -6,21 +6,26 @@ read the same previous file and pick the same time; with the same size, the two 
 then had one token, and a reader or a cache tier holding the first file's bytes under
 that token served them for the second (found with two racing writers and Redis).
 
-The lock is an empty file ``.dcstore-lock-<name>`` beside the object, made with an
-exclusive create (the NameNode refuses a second one atomically). Its holder reads the
-current file's time, sets its own strictly above it, renames and deletes the lock, so
-the times of one key's files only grow while writers use the lock.
+The lock is a small file ``.dcstore-lock-<name>`` beside the object holding its holder's
+random token, made with an exclusive create (the NameNode refuses a second one
+atomically). Its holder reads the current file's time, sets its own strictly above it,
+renames, and deletes the lock if it still holds its token, so the times of one key's
+files only grow while writers use the lock.
 
 A lock whose holder died is broken once it is :data:`STALE_AFTER_S` old (by the
-NameNode's clock, read from the file being committed). A holder that finds half of that
-gone before its rename gives up without renaming (its lock may have been broken), so a
-broken lock never lets two commits of one key run together.
+NameNode's clock, read from the file being committed): renamed aside first, and deleted
+only if what was renamed is the lock judged stale (else put back), so a breaker never
+removes a live holder's lock. A holder that finds half of that time gone before its
+rename gives up without renaming (its lock may have been broken), and leaves the lock
+alone. What remains: a live lock renamed aside by a breaker, and another writer taking
+the free name before it is put back, both within milliseconds after a writer died.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from typing import Any
 
 import hdfs_native
@@ -50,6 +55,7 @@ class CommitLock:
     def __init__(self, fs: Any, path: str, clock_file: str) -> None:
         self._fs, self._path, self._clock_file = fs, path, clock_file
         self._lock = lock_path(path)
+        self._token = uuid.uuid4().hex.encode()
         self._taken = 0.0
 
     def __enter__(self) -> CommitLock:
@@ -59,7 +65,8 @@ class CommitLock:
         delay = 0.001
         while True:
             try:
-                self._fs.create(self._lock, options).close()
+                with self._fs.create(self._lock, options) as writer:
+                    writer.write(self._token)
                 self._taken = time.monotonic()
                 return self
             except FileExistsError:
@@ -70,22 +77,47 @@ class CommitLock:
                 continue  # released meanwhile
             now_ms = reference_ms + (time.monotonic() - reference_at) * 1000
             if taken_ms < now_ms - STALE_AFTER_S * 1000:
-                with contextlib.suppress(FileNotFoundError):
-                    self._fs.delete(self._lock, False)  # its holder died, or will not rename
+                self._break(taken_ms)
                 continue
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+    def _break(self, stale_ms: int) -> None:
+        """Remove the lock judged stale (modified at ``stale_ms``): renamed aside, then
+        deleted if it is that lock, else (a live holder's, taken meanwhile) put back."""
+        aside = f"{self._lock}-broken-{uuid.uuid4().hex}"
+        try:
+            self._fs.rename(self._lock, aside, False)
+        except (FileNotFoundError, FileExistsError):
+            return  # broken or released by someone else meanwhile
+        if self._fs.get_file_info(aside).modification_time == stale_ms:
+            self._fs.delete(aside, False)
+            return
+        with contextlib.suppress(FileExistsError):  # the rare case the module describes
+            self._fs.rename(aside, self._lock, False)
+            return
+        self._fs.delete(aside, False)
 
     def check_held(self) -> None:
         """Raise :class:`BackendUnavailableError` unless the lock was taken less than
         half of :data:`STALE_AFTER_S` ago: past that, another writer may have broken
         it, so the caller must not rename."""
-        if time.monotonic() - self._taken > STALE_AFTER_S / 2:
+        if self._stalled():
             raise BackendUnavailableError(
                 f"the commit of {self._path} stalled inside its lock; not committed "
                 "(write it again)"
             )
 
+    def _stalled(self) -> bool:
+        return time.monotonic() - self._taken > STALE_AFTER_S / 2
+
     def __exit__(self, *exc_info: object) -> None:
+        """Delete the lock if it still holds this holder's token (after a stall, it may
+        be another writer's: then it is left alone, to be released or broken)."""
+        if self._stalled():
+            return
         with contextlib.suppress(OSError, RuntimeError):  # else it goes stale, then broken
-            self._fs.delete(self._lock, False)
+            with self._fs.read(self._lock) as reader:
+                held = reader.read() == self._token
+            if held:
+                self._fs.delete(self._lock, False)
