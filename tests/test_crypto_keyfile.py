@@ -197,6 +197,13 @@ def test_a_key_given_where_its_file_belongs_is_never_echoed(tmp_path: Path) -> N
         if hidden is not None:
             assert hidden not in cli.stdout + cli.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["kek.json"]  # no file named after a key
+    (tmp_path / "kkkk/mlml/prod").mkdir(parents=True)
+    path = "kkkk/mlml/prod/abcdefg"  # 22 base64 characters, as a 16-byte key is: a path
+    done = subprocess.run(
+        [sys.executable, "-m", "dcstore.cli", "keys", "new", "--keys", path],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0 and (tmp_path / path).exists(), done.stderr
 
 
 def test_a_fifo_in_the_key_files_place_is_refused_not_waited_on(tmp_path: Path) -> None:

@@ -222,7 +222,8 @@ def write_key_file(path: str | os.PathLike[str], keyring: Keyring) -> None:
 
 def _looks_like_a_raw_key(text: str) -> bool:
     """Whether ``text`` is base64 (or hex) of 16, 24 or 32 bytes: an AES key pasted where
-    a key file's path belongs."""
+    a key file's path belongs (the caller also checks that no such file, and no folder
+    it would be in, exists: ``/etc/kk/ml/prod1`` is base64 too)."""
     text = text.strip()
     if re.fullmatch(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{48}|[0-9a-fA-F]{64}", text):
         return True
@@ -257,7 +258,8 @@ def open_key_source(spec: KeySource | Keyring | str | os.PathLike[str]) -> KeySo
                 "the key source looks like a key file's contents, not its path: give the "
                 "path of the file (or, in Python, a Keyring)"
             )
-        if _looks_like_a_raw_key(spec) and not os.path.lexists(spec):
+        parent = os.path.dirname(spec)
+        if _looks_like_a_raw_key(spec) and not (os.path.lexists(spec) or os.path.isdir(parent)):
             raise ConfigError(  # never shown: it may be the key itself
                 "the key source looks like a raw key, not a key file's path: give the path "
                 "of a key file (dcstore keys new makes one)"
