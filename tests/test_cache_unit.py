@@ -702,6 +702,35 @@ def test_leases_of_failed_requests_are_released_when_the_tier_answers(
     assert time.monotonic() - started < 10  # well under lease_ttl
 
 
+def test_the_lease_sweeper_is_bounded_and_stops_with_its_backend() -> None:
+    """Review: with a tier that never answered, the sweeper's list grew without end, and
+    after close() its thread still ran (and reopened the tier's connection)."""
+    import time
+
+    from dcstore.cache import leases
+
+    calls: list[str] = []
+
+    def never_answers(keys: Sequence[str], token: str) -> None:
+        calls.append(token)
+        raise CacheUnavailableError("cache tier down://: connection refused")
+
+    sweeper = leases.LeaseSweeper(never_answers, interval=0.01, ttl=0.2)
+    for n in range(leases.MAX_PENDING + 10):
+        sweeper.add([f"lease{n}"], f"t{n}")
+    assert sweeper.pending == leases.MAX_PENDING  # the oldest left to expire by themselves
+    deadline = time.monotonic() + 5
+    while sweeper.pending and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sweeper.pending == 0 and calls  # tried, then expired with their leases
+    sweeper.add(["lease"], "t")
+    sweeper.close()
+    sweeper.add(["lease"], "t2")
+    before = len(calls)
+    time.sleep(0.1)
+    assert sweeper.pending == 0 and len(calls) == before
+
+
 class FullTier(CheckedWritesTier):
     """An LRU tier that refuses every write (chunks, leases, counters) while ``full``."""
 

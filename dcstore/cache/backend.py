@@ -112,7 +112,9 @@ class CachedBackend(Wrapper):
         self._breaker = CircuitBreaker(
             str(self.tier), self.policy.retry_interval, lambda: self._bump({"errors": 1})
         )
-        self._sweeper = LeaseSweeper(self.tier.release_leases, self.policy.retry_interval)
+        self._sweeper = LeaseSweeper(
+            self.tier.release_leases, self.policy.retry_interval, self.policy.lease_ttl
+        )
 
     @property
     def url(self) -> str:
@@ -485,6 +487,7 @@ class CachedBackend(Wrapper):
             return with_ratio(self._totals)
 
     def close(self) -> None:
+        self._sweeper.close()
         self.flush_stats()
         self.tier.close()
         self.inner.close()

@@ -12,33 +12,43 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 
 from dcstore.cache.tier import CacheUnavailableError
 
 Release = Callable[[Sequence[str], str], None]
 
+MAX_PENDING = 4096
+"""Lease sets kept at most; past that the oldest are left to expire by themselves."""
+
 
 class LeaseSweeper:
     """Releases ``(leases, token)`` pairs with ``release`` in a daemon thread, trying
-    every ``interval`` seconds until the tier answers, while this process lives.
+    every ``interval`` seconds until the tier answers, while this process lives and
+    until :meth:`close`.
 
-    A pair is done only when a release is answered. A resumed server runs the failed
-    request (queued first) before that, so a lease taken late is released too; a
-    request held up in the network until after the release still leaves its lease to
-    expire after ``lease_ttl``."""
+    A pair is done when a release is answered, or after ``ttl`` (the lease expires by
+    itself then): so what waits is bounded by the pairs added within one ``ttl``, and at
+    most :data:`MAX_PENDING`. A resumed server runs the failed request (queued first)
+    before the release, so a lease taken late is released too; a request held up in the
+    network until after the release still leaves its lease to expire after ``ttl``."""
 
-    def __init__(self, release: Release, interval: float):
+    def __init__(self, release: Release, interval: float, ttl: float):
         self._release = release
         self._interval = interval
+        self._ttl = ttl
         self._lock = threading.Lock()
-        self._pending: list[tuple[list[str], str]] = []
+        self._pending: deque[tuple[list[str], str, float]] = deque(maxlen=MAX_PENDING)
         self._thread: threading.Thread | None = None
+        self._closed = False
 
     def add(self, leases: Sequence[str], token: str) -> None:
         """Release ``leases`` held by ``token``, if any, once the tier answers."""
         with self._lock:
-            self._pending.append((list(leases), token))
+            if self._closed:
+                return
+            self._pending.append((list(leases), token, time.monotonic() + self._ttl))
             if self._thread is None or not self._thread.is_alive():  # none, or a forked copy
                 self._thread = threading.Thread(
                     target=self._run, name="dcstore-lease-sweeper", daemon=True
@@ -51,21 +61,33 @@ class LeaseSweeper:
         with self._lock:
             return len(self._pending)
 
+    def close(self) -> None:
+        """Stop: what waits is left to expire (the tier is being closed)."""
+        with self._lock:
+            self._closed = True
+            self._pending.clear()
+
     def _run(self) -> None:
         while True:
             time.sleep(self._interval)
             with self._lock:
-                batch = list(self._pending)
-            released = self._sweep(batch)
-            with self._lock:  # only appended to meanwhile: the released ones lead
-                del self._pending[:released]
-                if not self._pending:
+                now = time.monotonic()
+                while self._pending and self._pending[0][2] <= now:
+                    self._pending.popleft()  # expired by itself meanwhile
+                if self._closed or not self._pending:
                     self._thread = None
                     return
+                batch = list(self._pending)
+            released = {id(item) for item in batch[: self._sweep(batch)]}  # batch holds them
+            with self._lock:
+                kept = [item for item in self._pending if id(item) not in released]
+                self._pending = deque(kept, maxlen=MAX_PENDING)
 
-    def _sweep(self, batch: list[tuple[list[str], str]]) -> int:
+    def _sweep(self, batch: list[tuple[list[str], str, float]]) -> int:
         """Release the pairs of ``batch`` in order; how many before the tier failed."""
-        for n, (leases, token) in enumerate(batch):
+        for n, (leases, token, _) in enumerate(batch):
+            if self._closed:
+                return n
             try:
                 self._release(leases, token)
             except CacheUnavailableError:
