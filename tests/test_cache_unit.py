@@ -609,6 +609,28 @@ def test_a_damaged_or_forged_cached_header_is_dropped_by_every_read_path(damage:
                 assert f.read() == b"A" * 20000
 
 
+def test_a_reader_with_the_wrong_keys_evicts_nothing() -> None:
+    """Review: a key error dropped the version's cached copies and read it again whole
+    from the origin, so one job with the wrong key file thrashed a shared tier for every
+    job with the right one. Now only a header that differs from the stored one is."""
+    from dcstore.crypto import EncryptedBackend, Keyring, StaticKeySource
+    from dcstore.errors import KeyAccessError
+
+    tier = LruTier(max_bytes=64 * MiB)
+    origin = InstrumentedBackend(MemoryBackend(f"wrongkey-{uuid.uuid4().hex}"))
+    right = StaticKeySource(Keyring.generate("kek-right"))
+    EncryptedBackend(CachedBackend(origin, tier), right).put("x", payload(3 * MiB))
+    EncryptedBackend(CachedBackend(origin, tier), right).get("x")  # fills the tier
+    cached = dict(tier._items)
+    reads, read_bytes = origin.reads, origin.bytes_read
+    wrong = EncryptedBackend(CachedBackend(origin, tier), Keyring.generate("kek-other"))
+    for read in (lambda: wrong.get("x"), lambda: wrong.get_range("x", 0, 10)):
+        with pytest.raises(KeyAccessError, match="kek-right"):
+            read()
+    assert dict(tier._items) == cached  # nothing evicted
+    assert origin.bytes_read - read_bytes < 4096 * (origin.reads - reads)  # headers only
+
+
 def test_the_tier_holds_no_object_sizes() -> None:
     """A version's size was kept in the tier: a forged one made pinned reads refuse
     valid ranges and a loader's fills fail (ValueError from zip) on every epoch. The

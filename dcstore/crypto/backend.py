@@ -74,6 +74,7 @@ from dcstore.crypto.sources import KeySource, open_key_source
 from dcstore.crypto.writer import EncryptingWriter
 from dcstore.errors import (
     ConfigError,
+    DcstoreError,
     IntegrityError,
     KeyAccessError,
     NotFoundError,
@@ -82,8 +83,9 @@ from dcstore.errors import (
 
 CACHE_FORGEABLE = (IntegrityError, KeyAccessError)
 """What a damaged or forged cached copy can make a read raise: bytes that do not
-authenticate, or a header whose key id or wrapped key was altered. Either drops the
-cached copies of the version and reads it again once, from the origin."""
+authenticate, or a header whose key id or wrapped key was altered (a key error whose
+header is the stored one is the reader's keys: raised as is). Either drops the cached
+copies of the version and reads it again once, from the origin."""
 
 T = TypeVar("T")
 Fetch = Callable[[int, int], Buffer]
@@ -230,14 +232,39 @@ class EncryptedBackend(Wrapper):
             if known is not None:
                 self._headers.move_to_end(cache_key)
                 return known[0]
-        fetch = fetch or self._fetcher(meta)
+        header = self._read_header(meta, fetch or self._fetcher(meta))
+        self._remember(cache_key, header, meta.size)
+        return header
+
+    def _read_header(self, meta: ObjectMeta, fetch: Fetch) -> Header:
+        """The header of ``meta``'s version, read with ``fetch``."""
         prefix: bytes | memoryview = memoryview(fetch(0, min(meta.size, MAX_V1_HEADER_SIZE)))
         whole = min(header_size_hint(prefix), meta.size)  # <= MAX_HEADER_SIZE
         if whole > len(prefix):  # a version-2 (public-key) header: fetch its remainder
             prefix = bytes(prefix) + bytes(fetch(len(prefix), whole))
-        header = parse_header(prefix, self._what(meta.key))
-        self._remember(cache_key, header, meta.size)
-        return header
+        return parse_header(prefix, self._what(meta.key))
+
+    def _forged_in_cache(self, exc: BaseException, meta: ObjectMeta) -> bool:
+        """Whether ``exc``, met reading ``meta``'s version, may come from a damaged or
+        forged cached copy: any integrity error; a key error only if the header read
+        differs from the one stored (read past the cache). So a reader with the wrong
+        keys does not evict what readers with the right ones cached, and a forged key id
+        or wrapped key is still dropped."""
+        if not isinstance(exc, KeyAccessError):
+            return True
+        if not self.inner.caches:
+            return False
+        with self._lock:
+            known = self._headers.get((meta.key, meta.version))
+        storage = _below_the_caches(self.inner)
+        try:
+            stored = self._read_header(
+                meta,
+                lambda start, end: storage.get_range(meta.key, start, end, version=meta.version),
+            )
+        except DcstoreError:  # cannot tell: drop, as for an integrity error
+            return True
+        return known is None or known[0] != stored
 
     def _remember(self, cache_key: tuple[str, str], header: Header, stored_size: int) -> None:
         with self._lock:
@@ -318,7 +345,9 @@ class EncryptedBackend(Wrapper):
                 was_cached = (meta.key, meta.version) in self._headers
             try:
                 _, layout = self._layout(meta, source.read_range)
-            except CACHE_FORGEABLE:  # a damaged cached header: dropped, read again once
+            except CACHE_FORGEABLE as exc:  # a damaged cached header: dropped, read again once
+                if not self._forged_in_cache(exc, meta):
+                    raise
                 if not self._drop_copies(meta, header_was_cached=was_cached):
                     raise
                 _, layout = self._layout(meta, source.read_range)
@@ -341,7 +370,9 @@ class EncryptedBackend(Wrapper):
             was_cached = (meta.key, meta.version) in self._headers
         try:
             return self._read_range(meta, start, end, source)
-        except CACHE_FORGEABLE:
+        except CACHE_FORGEABLE as exc:
+            if not self._forged_in_cache(exc, meta):
+                raise
             if not self._drop_copies(meta, header_was_cached=was_cached):
                 raise
         return self._read_range(meta, start, end, source)
@@ -373,7 +404,9 @@ class EncryptedBackend(Wrapper):
             except VersionChangedError:
                 if version is not None or attempt == RANGE_ATTEMPTS:
                     raise
-            except CACHE_FORGEABLE:
+            except CACHE_FORGEABLE as exc:
+                if not self._forged_in_cache(exc, meta):
+                    raise
                 if dropped or attempt == RANGE_ATTEMPTS:
                     self._forget((key, meta.version))
                     raise
@@ -410,13 +443,16 @@ class EncryptedBackend(Wrapper):
             return self._read_range(meta, 0, layout.plain_size)
         # Small: one request, header included.
         return self._decrypt_whole(
-            meta.key, memoryview(self.inner.get(meta.key, version=meta.version))
+            meta.key, memoryview(self.inner.get(meta.key, version=meta.version)), meta
         )
 
-    def _decrypt_whole(self, key: str, blob: memoryview) -> bytes:
-        """The plaintext of a whole stored object held in memory."""
+    def _decrypt_whole(self, key: str, blob: memoryview, meta: ObjectMeta | None = None) -> bytes:
+        """The plaintext of a whole stored object held in memory (``meta``: its version,
+        whose header is then remembered)."""
         what = self._what(key)
         header = parse_header(blob, what)
+        if meta is not None:
+            self._remember((meta.key, meta.version), header, meta.size)
         layout = Layout.from_cipher_size(header.size, header.segment_size, len(blob), what)
         cipher = self._cipher(header, key)
         out = OutputBuffer(layout.plain_size)
@@ -537,3 +573,10 @@ def _spans(layout: Layout, first: int, stop: int) -> tuple[tuple[int, int], tupl
     cipher = (layout.cipher_span(first)[0], layout.cipher_span(stop - 1)[1])
     plain = (layout.plain_span(first)[0], layout.plain_span(stop - 1)[1])
     return cipher, plain
+
+
+def _below_the_caches(backend: Backend) -> Backend:
+    """The first backend of ``backend``'s stack below every cache tier in it."""
+    while backend.caches and isinstance(backend, Wrapper):
+        backend = backend.inner
+    return backend
