@@ -199,19 +199,19 @@ class CachedBackend(Wrapper):
 
     def open_read(self, key: str, *, version: str | None = None) -> ObjectReader:
         """A seekable reader of one version whose ranges come from the tier; misses are
-        read (and filled) through the origin's own reader, opened here and closed with
-        this one, so it keeps to its version exactly as the origin's reader does (an
-        open local file stays on it when the object is replaced; other stores raise
-        :class:`VersionChangedError`)."""
+        read (and filled) through the origin's own reader of that version, opened at the
+        first miss (a read the tier serves whole asks the origin nothing more than
+        :meth:`head` does) and closed with this one. From then on it keeps to its version
+        exactly as the origin's reader does (an open local file stays on it when the
+        object is replaced; other stores raise :class:`VersionChangedError`)."""
         validate_key(key)
-        source = self.inner.open_read(key, version=version)
-        meta = source.meta
-        self._remember_size(meta)
+        meta = self.head(key, version=version)
+        source = _OpenedAtFirstMiss(lambda: self.inner.open_read(key, version=meta.version))
         return ObjectReader(
             meta,
             lambda start, end: self._read(key, meta, start, end, source.read_range),
             align=self.read_alignment,
-            what=source.what,
+            what=f"{self.url}: {key!r}",
             on_close=source.close,
         )
 
@@ -498,6 +498,28 @@ class CachedBackend(Wrapper):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._init_state()
+
+
+class _OpenedAtFirstMiss:
+    """The origin's reader of one version, opened when first read from, then kept."""
+
+    def __init__(self, open_reader: Callable[[], ObjectReader]):
+        self._open = open_reader
+        self._reader: ObjectReader | None = None
+        self._lock = threading.Lock()
+
+    def read_range(self, start: int, end: int) -> Buffer:
+        with self._lock:
+            if self._reader is None:
+                self._reader = self._open()
+            reader = self._reader
+        return reader.read_range(start, end)
+
+    def close(self) -> None:
+        with self._lock:
+            reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
 
 
 def _add(into: dict[str, int], counts: Mapping[str, int]) -> None:
