@@ -198,6 +198,8 @@ def test_lru_bounds_the_memory_of_many_small_values() -> None:
     small = LruTier(max_bytes=100_000)
     small.set_many([(f"k{i}", b"v") for i in range(10_000)])
     assert small.used_bytes <= 100_000 and len(small._items) < 100_000 // ENTRY_OVERHEAD
+    small.set_many([("chunk", bytes(100_000))])  # as large as the tier: still cached (review)
+    assert list(small._items) == ["chunk"]
 
 
 @pytest.mark.parametrize("single_flight", [True, False])

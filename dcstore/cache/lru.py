@@ -27,10 +27,11 @@ a 1 MiB limit when only values were counted)."""
 
 class LruTier(CacheTier):
     """Least-recently-used chunks in this process, at most ``max_bytes`` in total: each
-    entry counts its value, its key and :data:`ENTRY_OVERHEAD`.
+    entry counts its value, its key and :data:`ENTRY_OVERHEAD` (one entry alone may pass
+    the limit by its key and overhead, so a chunk of ``max_bytes`` is still cached).
 
-    A value whose entry is larger than ``max_bytes`` is not stored. TTLs from the
-    policy are honoured on read.
+    A value larger than ``max_bytes`` is not stored. TTLs from the policy are honoured
+    on read.
     """
 
     def __init__(
@@ -101,11 +102,11 @@ class LruTier(CacheTier):
             for key, value in items:
                 blob = bytes(value)
                 self._drop(key)
-                if _cost(key, blob) > self.max_bytes:
+                if len(blob) > self.max_bytes:
                     continue
                 self._items[key] = (blob, expires)
                 self._bytes += _cost(key, blob)
-            while self._bytes > self.max_bytes:
+            while self._bytes > self.max_bytes and len(self._items) > 1:
                 self._drop(next(iter(self._items)))
 
     def _drop(self, key: str) -> None:
