@@ -138,9 +138,18 @@ def test_two_writers_breaking_a_dead_writers_lock_never_hold_it_together() -> No
     assert [p for p in fs.files if "lock" in p] == []  # released, nothing left aside
 
 
-def test_a_holder_releases_only_its_own_lock() -> None:
+def test_a_holder_that_stalled_leaves_the_lock_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past half the stale age another writer may have broken the lock and taken its
+    own: the stalled holder must not rename, nor delete that writer's lock."""
+    from dcstore.errors import BackendUnavailableError
+
     fs = FakeFs()
     fs.files["/d/tmp"] = (fs.now(), b"")
-    with CommitLock(fs, "/d/obj", "/d/tmp"):
-        fs.files[lock_path("/d/obj")] = (fs.now(), b"another holder's token")
-    assert fs.files[lock_path("/d/obj")][1] == b"another holder's token"
+    clock = [time.monotonic()]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    lock = CommitLock(fs, "/d/obj", "/d/tmp")
+    with pytest.raises(BackendUnavailableError, match="stalled"), lock as held:
+        clock[0] += STALE_AFTER_S  # a pause: the lock went stale meanwhile
+        fs.files[lock_path("/d/obj")] = (fs.now(), b"")  # broken, taken by another
+        held.check_held()
+    assert lock_path("/d/obj") in fs.files

@@ -13,7 +13,7 @@ from pack_sources import make_imagefolder
 
 from dcstore.backends.registry import open_backend
 from dcstore.cli.main import main
-from dcstore.errors import ConfigError, NotFoundError
+from dcstore.errors import BackendUnavailableError, ConfigError, NotFoundError
 from dcstore.loaders import ShardedDataset, ShardedMapDataset, ShardWriter, load_manifest
 from dcstore.loaders.ingest import plan_source
 from dcstore.loaders.packing import pack_plan
@@ -146,23 +146,29 @@ def test_gc_without_a_dataset_removes_nothing_and_says_what_does(tmp_path: Path,
     assert len(shard_versions(url)) == 1
 
 
-def test_an_interrupted_first_pack_names_the_shards_it_left(
-    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("error", "code"), [(KeyboardInterrupt(), 130), (BackendUnavailableError("reset"), 5)]
+)
+def test_a_first_pack_that_fails_names_the_shards_it_left(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, error: BaseException, code: int
 ) -> None:
+    """A first pack that failed (but for a full disk) said nothing of the shards it left,
+    and gc cannot remove them (there is no dataset to tell them from)."""
     from dcstore.loaders import packing
 
     make_imagefolder(tmp_path / "images", ["a", "b"], 4)
     real = packing.run_job
 
-    def interrupted(*args: Any, **kwargs: Any) -> Any:
+    def failing(*args: Any, **kwargs: Any) -> Any:
         yield from real(*args, **kwargs)
-        raise KeyboardInterrupt
+        raise error
 
-    monkeypatch.setattr(packing, "run_job", interrupted)
+    monkeypatch.setattr(packing, "run_job", failing)
     url = f"file://{tmp_path / 'ds'}"
-    assert main(["pack", str(tmp_path / "images"), url, "-q", "--workers", "1"]) == 130
+    assert main(["pack", str(tmp_path / "images"), url, "-q", "--workers", "1"]) == code
     (version,) = shard_versions(url)
     assert f"`dcstore rm -r {url} shards/{version}/` removes them" in capsys.readouterr().err
+    assert main(["rm", "-r", url, f"shards/{version}/"]) == 0 and not shard_versions(url)
 
 
 def test_a_manifest_the_commit_cannot_read_is_refused_before_any_shard(

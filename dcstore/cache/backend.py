@@ -506,10 +506,13 @@ class _OpenedAtFirstMiss:
     def __init__(self, open_reader: Callable[[], ObjectReader]):
         self._open = open_reader
         self._reader: ObjectReader | None = None
+        self._closed = False
         self._lock = threading.Lock()
 
     def read_range(self, start: int, end: int) -> Buffer:
         with self._lock:
+            if self._closed:  # a read that was in the tier when the reader was closed
+                raise ValueError("read from a closed reader")
             if self._reader is None:
                 self._reader = self._open()
             reader = self._reader
@@ -517,7 +520,7 @@ class _OpenedAtFirstMiss:
 
     def close(self) -> None:
         with self._lock:
-            reader, self._reader = self._reader, None
+            reader, self._reader, self._closed = self._reader, None, True
         if reader is not None:
             reader.close()
 

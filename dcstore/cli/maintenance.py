@@ -66,7 +66,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
                     f"{exc}; gc removes nothing without one (it cannot tell the shards of a "
                     "failed first pack from those of a dataset whose manifest is elsewhere "
                     "or lost): remove a failed pack's shards with `dcstore rm -r "
-                    f"{args.store} shards/VERSION/`, VERSION as its error named it"
+                    f"{args.store} shards/VERSION/` (a token pack's: tokens/VERSION/), "
+                    f"VERSION as its error named it or `dcstore ls {args.store}` shows"
                 ) from None
     total = sum(meta.size for meta in garbage)
     verb = "would remove" if args.dry_run else "removed"

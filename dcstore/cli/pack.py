@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from dcstore.cli.common import (
     transfer_progress,
 )
 from dcstore.cli.pack_text import add_text_options
-from dcstore.errors import ConfigError, StorageFullError
+from dcstore.errors import ConfigError, DcstoreError, StorageFullError
 
 SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing"})
 """Folder names that are dataset splits, not classes (ImageFolder's usual mistake)."""
@@ -73,11 +74,14 @@ def run(args: argparse.Namespace) -> int:
                 progress=lambda nbytes: progress.advance(task, nbytes),
                 version=version,
             )
-        except StorageFullError as exc:  # the shards written so far stay
-            raise StorageFullError(f"{exc}; {_left_behind(store, args.dest, version)}") from exc
-        except KeyboardInterrupt:
-            print(f"dcstore: pack interrupted; {_left_behind(store, args.dest, version)}",
-                  file=sys.stderr)  # fmt: skip
+        except BaseException as exc:  # the shards written so far stay: say which, and how
+            left = _left_behind(store, args.dest, version)
+            if left is None:
+                raise
+            if isinstance(exc, StorageFullError):
+                raise StorageFullError(f"{exc}; {left}") from exc
+            with contextlib.suppress(OSError):  # stderr gone (a pipe ^C closed): exit as is
+                print(f"dcstore: note: the pack failed; {left}", file=sys.stderr)
             raise
     rate = human_size(plan.total_bytes / max(time.perf_counter() - start, 1e-9))
     classes = f", {len(manifest.classes)} classes" if manifest.classes else ""
@@ -91,21 +95,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _left_behind(store: Backend, dest: str, version: str) -> str:
-    """What a failed pack of ``version`` left in ``store``, and how to remove it: with a
-    dataset there, gc finds the shards no version references; before the first commit,
-    gc cannot tell them from a lost manifest's, so the pack names them."""
-    from dcstore.loaders.versions import has_manifest
+def _left_behind(store: Backend, dest: str, version: str) -> str | None:
+    """What a failed pack of ``version`` left in ``store`` and how to remove it (None:
+    it wrote no shard). With a dataset there, gc finds the shards no version references;
+    before the first commit gc cannot tell them from a lost manifest's, so the pack names
+    them. Never raises: it runs while another error is on its way out."""
+    from dcstore.loaders.versions import SHARDS_PREFIX, has_manifest, has_objects
 
-    if has_manifest(store):
-        return (
-            "the dataset's current version is unchanged, and the shards this pack wrote "
-            f"stay until `dcstore gc {dest}` removes them"
-        )
-    return (
-        "no dataset was committed, and the shards this pack wrote stay until "
-        f"`dcstore rm -r {dest} shards/{version}/` removes them"
-    )
+    shards = f"{SHARDS_PREFIX}{version}/"
+    remove = f"`dcstore rm -r {dest} {shards}` removes them"
+    try:
+        if not has_objects(store, shards):
+            return None
+        if has_manifest(store):
+            return (
+                "the dataset's current version is unchanged, and the shards this pack wrote "
+                f"stay until `dcstore gc {dest}` removes them"
+            )
+    except (DcstoreError, OSError):  # the store is failing too: name them all the same
+        return f"the shards this pack wrote stay under {shards} until gc (or {remove}) does"
+    return f"no dataset was committed, and the shards this pack wrote stay until {remove}"
 
 
 def _refuse_dest_inside_src(src: str, dest: str) -> None:

@@ -262,8 +262,8 @@ class EncryptedBackend(Wrapper):
                 meta,
                 lambda start, end: storage.get_range(meta.key, start, end, version=meta.version),
             )
-        except DcstoreError:  # cannot tell: drop, as for an integrity error
-            return True
+        except DcstoreError:  # cannot tell (the storage is failing): the key error stands
+            return False
         return known is None or known[0] != stored
 
     def _remember(self, cache_key: tuple[str, str], header: Header, stored_size: int) -> None:

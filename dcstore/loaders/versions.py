@@ -332,10 +332,21 @@ def first_foreign_key(store: Backend, manifest_key: str, written: re.Pattern[str
     keys only (through keys, nothing is decrypted) and stops at the first such key."""
     if has_manifest(store, manifest_key):
         return None
-    raw = store.inner if isinstance(store, EncryptedBackend) else store
-    return next((m.key for m in raw.list_objects() if not written.fullmatch(m.key)), None)
+    keys = (meta.key for meta in _stored(store).list_objects())
+    return next((key for key in keys if not written.fullmatch(key)), None)
 
 
 def has_manifest(store: Backend, key: str = MANIFEST_KEY) -> bool:
     """Whether an object is at ``key`` (read or not: through keys, nothing is decrypted)."""
-    return exists(store.inner if isinstance(store, EncryptedBackend) else store, key)
+    return exists(_stored(store), key)
+
+
+def has_objects(store: Backend, prefix: str) -> bool:
+    """Whether any object's key starts with ``prefix`` (listed as stored: nothing is
+    decrypted)."""
+    return next(iter(_stored(store).list_objects(prefix)), None) is not None
+
+
+def _stored(store: Backend) -> Backend:
+    """``store`` below its encryption, if any: keys and sizes as stored."""
+    return store.inner if isinstance(store, EncryptedBackend) else store

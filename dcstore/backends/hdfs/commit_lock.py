@@ -6,18 +6,19 @@ read the same previous file and pick the same time; with the same size, the two 
 then had one token, and a reader or a cache tier holding the first file's bytes under
 that token served them for the second (found with two racing writers and Redis).
 
-The lock is a small file ``.dcstore-lock-<name>`` beside the object holding its holder's
-random token, made with an exclusive create (the NameNode refuses a second one
-atomically). Its holder reads the current file's time, sets its own strictly above it,
-renames, and deletes the lock if it still holds its token, so the times of one key's
+The lock is an empty file ``.dcstore-lock-<name>`` beside the object, made with an
+exclusive create (the NameNode refuses a second one atomically; an empty file needs no
+block, so it costs no DataNode round trip). Its holder reads the current file's time,
+sets its own strictly above it, renames and deletes the lock, so the times of one key's
 files only grow while writers use the lock.
 
 A lock whose holder died is broken once it is :data:`STALE_AFTER_S` old (by the
 NameNode's clock, read from the file being committed): renamed aside first, and deleted
 only if what was renamed is the lock judged stale (else put back), so a breaker never
 removes a live holder's lock. A holder that finds half of that time gone before its
-rename gives up without renaming (its lock may have been broken), and leaves the lock
-alone. What remains: a live lock renamed aside by a breaker, and another writer taking
+rename gives up without renaming (its lock may have been broken), and then leaves the
+lock alone (it may be another writer's by now); sooner, nobody may break it, so the
+holder deletes it. What remains: a live lock renamed aside by a breaker, and another writer taking
 the free name before it is put back, both within milliseconds after a writer died.
 """
 
@@ -55,7 +56,6 @@ class CommitLock:
     def __init__(self, fs: Any, path: str, clock_file: str) -> None:
         self._fs, self._path, self._clock_file = fs, path, clock_file
         self._lock = lock_path(path)
-        self._token = uuid.uuid4().hex.encode()
         self._taken = 0.0
 
     def __enter__(self) -> CommitLock:
@@ -65,8 +65,7 @@ class CommitLock:
         delay = 0.001
         while True:
             try:
-                with self._fs.create(self._lock, options) as writer:
-                    writer.write(self._token)
+                self._fs.create(self._lock, options).close()
                 self._taken = time.monotonic()
                 return self
             except FileExistsError:
@@ -112,12 +111,9 @@ class CommitLock:
         return time.monotonic() - self._taken > STALE_AFTER_S / 2
 
     def __exit__(self, *exc_info: object) -> None:
-        """Delete the lock if it still holds this holder's token (after a stall, it may
-        be another writer's: then it is left alone, to be released or broken)."""
+        """Delete the lock, unless this holder stalled (then it may be another writer's
+        by now: it is left to be released or broken)."""
         if self._stalled():
             return
         with contextlib.suppress(OSError, RuntimeError):  # else it goes stale, then broken
-            with self._fs.read(self._lock) as reader:
-                held = reader.read() == self._token
-            if held:
-                self._fs.delete(self._lock, False)
+            self._fs.delete(self._lock, False)
