@@ -633,6 +633,45 @@ def test_a_reader_with_the_wrong_keys_evicts_nothing() -> None:
     assert origin.bytes_read - read_bytes < 4096 * (origin.reads - reads)  # headers only
 
 
+def test_a_key_error_stands_when_the_stored_header_cannot_be_read() -> None:
+    """Review of the fix above: with the origin's data reads failing, the comparison
+    could not be made and the cached copies were dropped (and the wrong-key reader was
+    told the store was down)."""
+    from dcstore.crypto import EncryptedBackend, Keyring, StaticKeySource
+    from dcstore.errors import BackendUnavailableError, KeyAccessError
+
+    class DataDown(MemoryBackend):
+        down = False
+
+        def get_range(self, key: str, start: int, end: int, *, version: str | None = None):
+            if self.down:
+                raise BackendUnavailableError("memory://: DataNodes down")
+            return super().get_range(key, start, end, version=version)
+
+    tier = LruTier(max_bytes=64 * MiB)
+    origin = DataDown(f"datadown-{uuid.uuid4().hex}")
+    right = StaticKeySource(Keyring.generate("kek-right"))
+    EncryptedBackend(CachedBackend(origin, tier), right).put("x", payload(100_000))
+    EncryptedBackend(CachedBackend(origin, tier), right).get("x")  # fills the tier
+    cached = dict(tier._items)
+    origin.down = True
+    wrong = EncryptedBackend(CachedBackend(origin, tier), Keyring.generate("kek-other"))
+    with pytest.raises(KeyAccessError):
+        wrong.get("x")
+    assert dict(tier._items) == cached
+
+
+def test_a_cached_reader_closed_during_a_read_opens_nothing_at_the_origin() -> None:
+    from dcstore.cache.backend import _OpenedAtFirstMiss
+
+    opened: list[int] = []
+    source = _OpenedAtFirstMiss(lambda: opened.append(1))  # type: ignore[arg-type, func-returns-value]
+    source.close()
+    with pytest.raises(ValueError, match="closed"):
+        source.read_range(0, 1)
+    assert opened == []
+
+
 def test_the_tier_holds_no_object_sizes() -> None:
     """A version's size was kept in the tier: a forged one made pinned reads refuse
     valid ranges and a loader's fills fail (ValueError from zip) on every epoch. The
