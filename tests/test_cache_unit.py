@@ -643,6 +643,11 @@ def test_a_key_error_stands_when_the_stored_header_cannot_be_read() -> None:
     class DataDown(MemoryBackend):
         down = False
 
+        def get(self, key: str, *, version: str | None = None) -> bytes:
+            if self.down:
+                raise BackendUnavailableError("memory://: DataNodes down")
+            return super().get(key, version=version)
+
         def get_range(self, key: str, start: int, end: int, *, version: str | None = None):
             if self.down:
                 raise BackendUnavailableError("memory://: DataNodes down")
