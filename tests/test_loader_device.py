@@ -112,12 +112,12 @@ def test_an_abandoned_pass_does_not_race_the_next_one(tmp_path) -> None:
     feed = DeviceLoader(loader, "cpu")
     assert feed.warmup == 2  # each worker's first batch includes its start-up
     for i, _ in enumerate(feed):  # epoch 0, abandoned after 3 batches
+        old = feed._receiver.thread
         if i == 2:
             break
-    old = feed._receiver.thread
+    assert not old.is_alive()  # it let go of the loader when the pass was left
     ds.set_epoch(1)
     second = iter(feed)
-    assert not old.is_alive()  # it let go of the loader before the new pass started
     assert sorted(int(x) for b in second for x in b) == list(range(800))
 
 

@@ -489,3 +489,41 @@ def test_random_kept_subsets_stay_intact(dataset_url) -> None:
             kept.append(batch)
     for batch in kept:
         check(batch)
+
+
+LEFT_EARLY = textwrap.dedent(
+    """
+    import sys
+    from dcstore.loaders import DeviceLoader, RingLoader, ShardedDataset
+    url, what = sys.argv[1:]
+    ds = ShardedDataset(url).map(lambda s: {"i": s["__index__"], "bin": s["bin"]})
+    if what == "persistent":
+        loader = RingLoader(ds, batch_size=4, num_workers=2, persistent_workers=True)
+        for _ in range(3):
+            for n, batch in enumerate(loader):
+                if n == 1:
+                    break
+        print(sum(len(batch["i"]) for batch in loader))
+    else:
+        for batch in DeviceLoader(RingLoader(ds, batch_size=4, num_workers=0), "cpu"):
+            break
+        print("done")
+    """
+)
+
+
+@pytest.mark.parametrize("what", ["persistent", "device"])
+def test_a_pass_left_early_neither_hangs_the_next_nor_aborts_the_exit(
+    dataset_url: str, what: str
+) -> None:
+    """persistent_workers: breaking out of a pass left its in-flight slots held, so the
+    next pass hung in the DataLoader's reset; DeviceLoader over a RingLoader: breaking
+    out and exiting aborted the process ("terminate called without an active
+    exception", exit 134) as its receiving thread still drove the loader."""
+    for _ in range(1 if what == "persistent" else 3):
+        done = subprocess.run(
+            [sys.executable, "-c", LEFT_EARLY, dataset_url, what],
+            capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.split() == ([str(N)] if what == "persistent" else ["done"])

@@ -199,15 +199,16 @@ class DeviceLoader:
         tracking = self._state is not None  # a loader that cannot say its state: no tracking
         pairs = _WithStates(self.loader, tracking)
         prepare = _on_batch(_pin) if self.cuda else None
+        receiver = None
         if self.depth:
             setup = _use_device(self.device) if self.cuda else None
             receiving = Received(pairs, self.depth, prepare, setup=setup)
-            self._receiver = receiving.handle()
+            self._receiver = receiver = receiving.handle()
             received: Iterator[tuple[Any, Any]] = receiving
         else:
             received = map(prepare, pairs) if prepare else iter(pairs)
         staged = self._staged(received) if self.cuda else received
-        return self.meter.wrap(self._handed_out(staged, tracking))
+        return self.meter.wrap(self._handed_out(staged, tracking, receiver))
 
     def _loader_state(self) -> Any:
         """``loader.state_dict()``, or None if it cannot give one (a ``RingLoader`` over a
@@ -217,16 +218,27 @@ class DeviceLoader:
         except Exception:  # whatever the loader raises, state_dict() raises it again
             return None
 
-    def _handed_out(self, pairs: Iterator[tuple[Any, Any]], tracking: bool) -> Iterator[Any]:
+    def _handed_out(
+        self, pairs: Iterator[tuple[Any, Any]], tracking: bool, receiver: ReceiverHandle | None
+    ) -> Iterator[Any]:
         """The batches, remembering the loader's state as of each one handed out, and
-        once the pass is over, the loader's state then (an epoch's end)."""
-        for batch, state in pairs:
+        once the pass is over, the loader's state then (an epoch's end). However the
+        pass ends (a ``break`` included), its receiving thread is stopped and joined: left
+        running, it was still driving the loader (and its workers) as the interpreter
+        shut down, which aborted the process."""
+        try:
+            for batch, state in pairs:
+                if tracking:
+                    self._state = state
+                yield batch
+                del batch
             if tracking:
-                self._state = state
-            yield batch
-            del batch
-        if tracking:
-            self._state = self.loader.state_dict()  # type: ignore[attr-defined]
+                self._state = self.loader.state_dict()  # type: ignore[attr-defined]
+        finally:
+            if receiver is not None:
+                receiver.stop()
+                if self._receiver is receiver:
+                    self._receiver = None
 
     def _staged(self, pinned: Iterator[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
         stream = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]

@@ -494,6 +494,18 @@ class SlotViews:
                     del self.slots[key]
                     self.retired += 1
 
+    def discard_in_flight(self) -> None:
+        """Between passes of persistent workers: the batches in flight went with the pass
+        (the DataLoader drops what it had prefetched), so their slots, held but handed out
+        to nobody here, are retired: their workers write (and send) new buffers instead
+        of waiting for those slots forever (a pass left early hung the next one)."""
+        with self._lock:
+            live = {key for key, slot in self.slots.items() if slot.live}
+            for worker, slot in np.argwhere(self.flags[:, :-1] == HELD).tolist():
+                if (worker, slot) not in live:
+                    self.flags[worker, slot] = RETIRED
+                    self.slots.pop((worker, slot), None)
+
     def stop(self) -> None:
         """Tell every worker to stop waiting for a slot."""
         self.flags[:, -1] = 1

@@ -232,6 +232,8 @@ class RingLoader:
 
     def __iter__(self) -> Iterator[Any]:
         loader, views = self._start()
+        if self.persistent_workers:
+            views.discard_in_flight()  # what a pass left early had in flight
         self._states = {}
         counted = {"batches": views.count, "retired": views.retired, "buffers": views.buffers}
         deliveries = iter(loader)
