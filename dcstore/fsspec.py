@@ -45,16 +45,17 @@ Guarantees:
   through the store's ``open_write`` as its blocks fill (memory stays bounded by a
   block and the writer's chunk) and is committed on ``close``, so readers see the old
   object or the new one, never a part. A file that a ``with`` block closes on its way
-  out of a failure is discarded instead: a ``with`` on the file (binary or text), on
-  ``fsspec.open``, and the context managers of writers that close their file as they
-  fail (pandas' ``to_csv``, pyarrow's ``ParquetWriter``); so is a file from ``fs.open``
-  never closed. An explicit ``close()`` commits, inside an ``except`` block too, and so
-  does a ``with`` that ends normally there. Not seen: a text wrapper the caller makes
-  itself (``io.TextIOWrapper(f)``, ``fsspec.open(...).open()``) closes the file from C,
-  so its failing ``with`` commits the part written, and it commits when collected.
-  Inside ``with fs.transaction:`` files are committed when the block ends (one still open is closed
-  first), in the order they were opened, and all discarded if it fails (one by one: not
-  atomic together).
+  out of a failure is discarded instead: a ``with`` on the file (binary, text or
+  compressed: ``compression=``), on ``fsspec.open``, and the context managers of
+  writers that close their file as they fail (pandas' ``to_csv``, pyarrow's
+  ``ParquetWriter``); so is a file from ``fs.open`` never closed. An explicit
+  ``close()`` commits, inside an ``except`` block too, and so does a ``with`` that
+  ends normally there. Not seen: a text wrapper the caller makes itself
+  (``io.TextIOWrapper(f)``, ``fsspec.open(...).open()``) closes the file from C, so
+  its failing ``with`` commits the part written, and it commits when collected. Inside
+  ``with fs.transaction:`` files are committed when the block ends (one still open is
+  closed first), in the order they were opened, and all discarded if it fails (one by
+  one: not atomic together).
 * Directories are key prefixes (``a/b`` is a directory when a key starts with
   ``a/b/``); they exist only through their objects.
 * ``modified(path)`` is the time the store reports for the write of the object's
@@ -66,6 +67,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import inspect
 import io
@@ -77,6 +79,8 @@ from collections.abc import Callable
 from typing import Any
 
 from fsspec.caching import BaseCache, register_cache
+from fsspec.compression import compr
+from fsspec.core import get_compression
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
 from dcstore import pyarrow_teardown
@@ -449,16 +453,23 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
         }
 
     def open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
-        """fsspec's ``open``; a text file opened for writing discards what it holds when
-        its ``with`` block fails or it is collected unclosed, as a binary one does."""
-        if "b" in mode or "w" not in mode:
-            return super().open(path, mode, **kwargs)
+        """fsspec's ``open``. A file opened for writing, text or compressed
+        (``compression=``, ``"infer"`` too) as well as binary, commits when closed and
+        discards what it holds when its ``with`` block fails or it is collected unclosed.
+        (fsspec's compressors leave the file under them open when closed: left to them,
+        a compressed file was never committed.)"""
+        compression = get_compression(path, kwargs.pop("compression", None))
+        if "w" not in mode or ("b" in mode and compression is None):
+            return super().open(path, mode, compression=compression, **kwargs)
         text = {k: kwargs.pop(k) for k in ("encoding", "errors", "newline") if k in kwargs}
-        binary = super().open(path, mode.replace("t", "") + "b", **kwargs)
-        wrapper = _TextWriter(binary, **text)
-        if isinstance(binary, DcstoreFile):  # a transaction's commit flushes it first
-            binary._text = weakref.ref(wrapper)
-        return wrapper
+        binary = super().open(path, mode.replace("t", "").replace("b", "") + "b", **kwargs)
+        outer: Any = binary
+        if compression is not None:
+            outer = _CompressedWriter(binary, compr[compression](binary, mode="w"))
+        if "b" not in mode:
+            outer = _TextWriter(outer, **text)
+        binary._outer = weakref.ref(outer)  # a transaction's commit closes it first
+        return outer
 
     def _open(
         self, path: str, mode: str = "rb", block_size: Any = None, autocommit: bool = True,
@@ -514,7 +525,7 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
         # an exception already being handled at open (a write in an `except` block, an
         # emergency checkpoint) is not this file's failure: see close()
         self._handled_at_open = sys.exc_info()[1]
-        self._text: weakref.ref[io.TextIOWrapper] | None = None  # the text wrapper, if any
+        self._outer: weakref.ref[Any] | None = None  # a text or compressing writer on top
         super().__init__(fs, path, mode, **kwargs)
 
     def _fetch_range(self, start: int, end: int) -> bytes:
@@ -597,10 +608,10 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
     def commit(self) -> None:
         """Make what was written the object's new version (``close`` does, outside a
         transaction; the transaction does at its end, closing a file still open first)."""
+        outer = self._outer() if self._outer is not None else None
+        if outer is not None and not outer.closed:  # a transaction ends with it open
+            outer.close()  # text still in its wrapper, a compressor's end: into this file
         if not self.closed:  # a transaction ends with the file open: what it holds counts
-            text = self._text() if self._text is not None else None
-            if text is not None and not text.closed:
-                text.flush()  # text still in its wrapper
             super().close()  # the last block written out; not committed (autocommit off)
         if self._writer is not None:
             writer, self._writer = self._writer, None
@@ -630,6 +641,55 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
             super().__del__()
 
 
+class _CompressedWriter(io.BufferedIOBase):
+    """``fs.open(path, "wb", compression=...)``: a compressor writing into a
+    :class:`DcstoreFile`. Closing it closes both (so the file commits, with the
+    compressor's end written); a failing ``with`` block, or collection unclosed, discards
+    the file."""
+
+    def __init__(self, file: DcstoreFile, stream: Any):
+        self._file = file
+        self._stream = stream
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        return self._stream.write(data)  # type: ignore[no-any-return]
+
+    def flush(self) -> None:
+        if not self._stream.closed:
+            self._stream.flush()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            self._stream.close()  # its last bytes into the file
+            self._file.close()  # commits (inside a transaction: when it ends)
+        finally:
+            super().close()
+
+    def discard(self) -> None:
+        """Drop what was written: nothing is committed."""
+        if self.closed:
+            return
+        self._file.discard()
+        with contextlib.suppress(ValueError):  # its end has nowhere to go: the file is shut
+            self._stream.close()
+        super().close()
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
+
+    def __del__(self) -> None:
+        if not getattr(self, "closed", True):
+            self.discard()
+
+
 class _TextWriter(io.TextIOWrapper):
     """``fs.open(path, "w")``: a text wrapper that, as the binary file does, discards what
     was written when its ``with`` block fails or when it is collected unclosed
@@ -642,9 +702,9 @@ class _TextWriter(io.TextIOWrapper):
             self._discard()
 
     def _discard(self) -> None:
-        discard = getattr(self.buffer, "discard", None)  # a compressed stream has none
-        if discard is not None and not self.buffer.closed:
-            discard()  # the wrapper is closed with it: nothing is flushed
+        file: DcstoreFile | _CompressedWriter = self.buffer  # type: ignore[assignment]
+        if not file.closed:
+            file.discard()  # the wrapper is closed with it: nothing is flushed
         else:
             self.close()
 

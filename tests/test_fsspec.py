@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import gc
+import gzip
 import os
 import shlex
 import subprocess
@@ -230,6 +231,44 @@ def test_a_text_file_never_closed_commits_nothing(tmp_path: Path) -> None:
     del f
     gc.collect()
     assert not fs.exists("export.csv")
+
+
+@pytest.mark.parametrize("mode", ["wb", "w"])
+@pytest.mark.parametrize("compression", ["gzip", "infer"])
+def test_a_compressed_file_commits_when_closed_and_only_then(
+    tmp_path: Path, mode: str, compression: str
+) -> None:
+    """Outside pass: ``fs.open("t.csv.gz", "wb", compression="gzip")`` never committed
+    (fsspec's compressors leave the file under them open), not even on ``close()``."""
+    fs = DcstoreFileSystem(str(tmp_path / "store"))
+    data = "row,1\n" * 100_000
+    put = data.encode() if mode == "wb" else data
+    with fs.open("t.csv.gz", mode, compression=compression) as f:
+        f.write(put)
+    f = fs.open("u.csv.gz", mode, compression=compression)
+    f.write(put)
+    f.close()
+    for name in ("t.csv.gz", "u.csv.gz"):
+        assert gzip.decompress(fs.cat(name)) == data.encode()
+        with fs.open(name, "rt", compression="infer") as read:
+            assert read.read() == data
+    with pytest.raises(RuntimeError), fs.open("t.csv.gz", mode, compression=compression) as f:
+        f.write(put[:10])
+        raise RuntimeError("writer died")
+    f = fs.open("never.csv.gz", mode, compression=compression)
+    f.write(put)
+    del f
+    gc.collect()
+    with fs.transaction:  # one still open at the end: its compressor's end written first
+        f = fs.open("in-transaction.csv.gz", mode, compression=compression)
+        f.write(put)
+    assert gzip.decompress(fs.cat("t.csv.gz")) == data.encode()  # the old object
+    assert gzip.decompress(fs.cat("in-transaction.csv.gz")) == data.encode() and f.closed
+    assert sorted(os.listdir(tmp_path / "store")) == [
+        "in-transaction.csv.gz",
+        "t.csv.gz",
+        "u.csv.gz",
+    ]
 
 
 def test_a_transaction_commits_at_its_end_or_not_at_all(tmp_path: Path) -> None:
