@@ -609,6 +609,46 @@ def test_the_cli_packs_text_with_a_segment_size(tmp_path: Path, keys: str, capsy
     assert "needs --keys" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("first", [True, False])
+def test_a_text_pack_that_fails_names_the_shards_it_left(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, first: bool
+) -> None:
+    """A failed `pack --text` left its token shards without a word (the image pack names
+    them); the first into a store: gc refuses a store without a corpus, so say rm -r."""
+    from dcstore.cli.main import main
+    from dcstore.tokens import writer
+
+    corpus(tmp_path / "corpus")
+    url = f"file://{tmp_path / 'store'}"
+    args = ["pack", "--text", str(tmp_path / "corpus"), url, "-q", "--shard-size", "1KiB"]
+    if not first:
+        assert main(args) == 0
+    kept = {m.key for m in LocalBackend(str(tmp_path / "store")).list_objects("tokens/")}
+    real = writer.TokenWriter._flush
+    flushed = 0
+
+    def failing(self: writer.TokenWriter) -> None:
+        nonlocal flushed
+        flushed += 1
+        if flushed == 4:
+            raise KeyboardInterrupt
+        real(self)
+
+    monkeypatch.setattr(writer.TokenWriter, "_flush", failing)
+    capsys.readouterr()
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    left = {m.key for m in LocalBackend(str(tmp_path / "store")).list_objects("tokens/")} - kept
+    (version,) = {key.split("/")[1] for key in left}
+    if first:
+        assert f"`dcstore rm -r {url} tokens/{version}/` removes them" in err
+        assert main(["rm", "-r", url, f"tokens/{version}/"]) == 0
+    else:
+        assert f"stay until `dcstore gc {url}` removes them" in err
+        assert main(["gc", url]) == 0
+    assert {m.key for m in LocalBackend(str(tmp_path / "store")).list_objects("tokens/")} == kept
+
+
 def test_dcstore_versions_lists_a_token_corpus(tmp_path: Path, capsys) -> None:
     from dcstore.cli.main import main
 

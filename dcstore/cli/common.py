@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -20,7 +21,13 @@ from rich.progress import (
 
 from dcstore import units
 from dcstore.backends.base import Backend, ObjectMeta
-from dcstore.errors import ConfigError, InvalidKeyError, NotFoundError
+from dcstore.errors import (
+    ConfigError,
+    DcstoreError,
+    InvalidKeyError,
+    NotFoundError,
+    StorageFullError,
+)
 from dcstore.store import open_store
 
 if TYPE_CHECKING:
@@ -195,3 +202,45 @@ def note_foreign_objects(store: Backend, manifest_key: str, written: re.Pattern[
             "never removes them",
             file=sys.stderr,
         )
+
+
+@contextlib.contextmanager
+def naming_what_a_failed_pack_left(
+    store: Backend, dest: str, version: str, *, shards_prefix: str, manifest_key: str
+) -> Iterator[None]:
+    """Around a pack of ``version`` into ``store`` (its shards under
+    ``<shards_prefix><version>/``, its manifest at ``manifest_key``): if it fails, any
+    way (^C too), say on stderr what it left and how to remove it (a full store: in the
+    error itself), then re-raise."""
+    try:
+        yield
+    except BaseException as exc:  # the shards written so far stay: say which, and how
+        left = _left_behind(store, dest, f"{shards_prefix}{version}/", manifest_key)
+        if left is None:
+            raise
+        if isinstance(exc, StorageFullError):
+            raise StorageFullError(f"{exc}; {left}") from exc
+        with contextlib.suppress(OSError):  # stderr gone (a pipe ^C closed): exit as is
+            print(f"dcstore: note: the pack failed; {left}", file=sys.stderr)
+        raise
+
+
+def _left_behind(store: Backend, dest: str, shards: str, manifest_key: str) -> str | None:
+    """What a failed pack left under ``shards`` in ``store`` and how to remove it (None:
+    it wrote no shard). With a dataset there, gc finds the shards no version references;
+    before the first commit gc cannot tell them from a lost manifest's, so the pack names
+    them. Never raises: it runs while another error is on its way out."""
+    from dcstore.loaders.versions import has_manifest, has_objects
+
+    remove = f"`dcstore rm -r {dest} {shards}` removes them"
+    try:
+        if not has_objects(store, shards):
+            return None
+        if has_manifest(store, manifest_key):
+            return (
+                "the dataset's current version is unchanged, and the shards this pack wrote "
+                f"stay until `dcstore gc {dest}` removes them"
+            )
+    except (DcstoreError, OSError):  # the store is failing too: name them all the same
+        return f"the shards this pack wrote stay under {shards} until gc (or {remove}) does"
+    return f"no dataset was committed, and the shards this pack wrote stay until {remove}"

@@ -4,23 +4,22 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import time
 from pathlib import Path
 
-from dcstore.backends.base import Backend
 from dcstore.cli.common import (
     add_store_options,
     human_size,
     int_at_least,
+    naming_what_a_failed_pack_left,
     note_foreign_objects,
     open_from_args,
     size_arg,
     transfer_progress,
 )
 from dcstore.cli.pack_text import add_text_options
-from dcstore.errors import ConfigError, DcstoreError, StorageFullError
+from dcstore.errors import ConfigError
 
 SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing"})
 """Folder names that are dataset splits, not classes (ImageFolder's usual mistake)."""
@@ -35,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from dcstore.loaders.ingest import plan_source
     from dcstore.loaders.manifest import MANIFEST_KEY
     from dcstore.loaders.packing import default_workers, pack_plan
-    from dcstore.loaders.versions import DEFAULT_KEEP, PACK_OBJECTS
+    from dcstore.loaders.versions import DEFAULT_KEEP, PACK_OBJECTS, SHARDS_PREFIX
     from dcstore.loaders.writer import new_version
 
     plan = plan_source(
@@ -64,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     version = new_version()
     with transfer_progress(not args.quiet) as progress:
         task = progress.add_task(f"packing {args.src}", total=plan.total_bytes)
-        try:
+        with naming_what_a_failed_pack_left(
+            store, args.dest, version, shards_prefix=SHARDS_PREFIX, manifest_key=MANIFEST_KEY
+        ):
             manifest = pack_plan(
                 store,
                 plan,
@@ -74,15 +75,6 @@ def run(args: argparse.Namespace) -> int:
                 progress=lambda nbytes: progress.advance(task, nbytes),
                 version=version,
             )
-        except BaseException as exc:  # the shards written so far stay: say which, and how
-            left = _left_behind(store, args.dest, version)
-            if left is None:
-                raise
-            if isinstance(exc, StorageFullError):
-                raise StorageFullError(f"{exc}; {left}") from exc
-            with contextlib.suppress(OSError):  # stderr gone (a pipe ^C closed): exit as is
-                print(f"dcstore: note: the pack failed; {left}", file=sys.stderr)
-            raise
     rate = human_size(plan.total_bytes / max(time.perf_counter() - start, 1e-9))
     classes = f", {len(manifest.classes)} classes" if manifest.classes else ""
     print(
@@ -93,28 +85,6 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stdout,
     )
     return 0
-
-
-def _left_behind(store: Backend, dest: str, version: str) -> str | None:
-    """What a failed pack of ``version`` left in ``store`` and how to remove it (None:
-    it wrote no shard). With a dataset there, gc finds the shards no version references;
-    before the first commit gc cannot tell them from a lost manifest's, so the pack names
-    them. Never raises: it runs while another error is on its way out."""
-    from dcstore.loaders.versions import SHARDS_PREFIX, has_manifest, has_objects
-
-    shards = f"{SHARDS_PREFIX}{version}/"
-    remove = f"`dcstore rm -r {dest} {shards}` removes them"
-    try:
-        if not has_objects(store, shards):
-            return None
-        if has_manifest(store):
-            return (
-                "the dataset's current version is unchanged, and the shards this pack wrote "
-                f"stay until `dcstore gc {dest}` removes them"
-            )
-    except (DcstoreError, OSError):  # the store is failing too: name them all the same
-        return f"the shards this pack wrote stay under {shards} until gc (or {remove}) does"
-    return f"no dataset was committed, and the shards this pack wrote stay until {remove}"
 
 
 def _refuse_dest_inside_src(src: str, dest: str) -> None:

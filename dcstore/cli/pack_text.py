@@ -8,6 +8,7 @@ import time
 
 from dcstore.cli.common import (
     human_size,
+    naming_what_a_failed_pack_left,
     note_foreign_objects,
     open_from_args,
     transfer_progress,
@@ -20,7 +21,8 @@ def eod_arg(text: str) -> int | str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dcstore.tokens.manifest import TOKEN_PACK_OBJECTS, TOKENS_KEY
+    from dcstore.loaders.writer import new_version
+    from dcstore.tokens.manifest import SHARDS_PREFIX, TOKEN_PACK_OBJECTS, TOKENS_KEY
     from dcstore.tokens.pack import PackProgress, pack_text
 
     store = open_from_args(args.dest, args)
@@ -36,11 +38,15 @@ def run(args: argparse.Namespace) -> int:
             progress.advance(task, p.text_bytes - done)
             done = p.text_bytes
 
-        manifest = pack_text(
-            [args.src], store, tokenizer=args.tokenizer, text_field=args.text_field,
-            columns=args.column, eod=args.eod, shard_bytes=args.shard_size,
-            processes=args.workers, on_progress=advance,
-        )  # fmt: skip
+        version = new_version()
+        with naming_what_a_failed_pack_left(
+            store, args.dest, version, shards_prefix=SHARDS_PREFIX, manifest_key=TOKENS_KEY
+        ):
+            manifest = pack_text(
+                [args.src], store, tokenizer=args.tokenizer, text_field=args.text_field,
+                columns=args.column, eod=args.eod, shard_bytes=args.shard_size,
+                processes=args.workers, on_progress=advance, version=version,
+            )  # fmt: skip
         # text bytes advance the bar; the files' JSON/Parquet framing is counted at the end
         total = next(t.total for t in progress.tasks if t.id == task)
         progress.update(task, completed=total)

@@ -109,6 +109,7 @@ def pack_text(
     processes: int | None = None,
     batch_documents: int = DEFAULT_BATCH_DOCUMENTS,
     on_progress: Callable[[PackProgress], None] | None = None,
+    version: str | None = None,
 ) -> TokenManifest:
     """Tokenize the corpus files ``inputs`` and commit them as a token dataset.
 
@@ -117,6 +118,7 @@ def pack_text(
     ``columns`` ride along per document (e.g. ``["label"]``). ``processes``: tokenizing
     processes (default: 1 for a ``tokenizers`` tokenizer, which uses its own threads;
     else the CPU count, at most 8). ``on_progress`` is called after each batch.
+    ``version`` names the new version (:class:`TokenWriter`).
     """
     spec = resolve_tokenizer(tokenizer, vocab_size=vocab_size, eod=eod)
     files = corpus_files(inputs)
@@ -128,7 +130,7 @@ def pack_text(
     with _pool(spec, processes) as pool, TokenWriter(
         url_or_store, vocab_size=spec.vocab_size, eod=spec.eod, columns=columns,
         shard_bytes=shard_bytes, cache=cache, keys=keys, segment_size=segment_size,
-        metadata=meta,
+        metadata=meta, version=version,
     ) as writer:  # fmt: skip
         for batch, ids in _tokenized(spec, _batches(docs, batch_documents), pool, 2 * processes):
             for (text, fields), doc_ids in zip(batch, ids, strict=True):
