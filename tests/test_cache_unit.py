@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import threading
 import uuid
@@ -797,6 +798,33 @@ def test_the_lease_sweeper_is_bounded_and_stops_with_its_backend() -> None:
     before = len(calls)
     time.sleep(0.1)
     assert sweeper.pending == 0 and len(calls) == before
+
+
+def test_a_child_forked_while_the_sweeper_held_its_lock_can_still_use_it() -> None:
+    """A fork (a DataLoader starting its workers) while the sweeper's thread held its
+    lock left the child a lock no thread of it would release: its first failed lease
+    request hung for good."""
+    import signal
+
+    from dcstore.cache import leases
+
+    def never_answers(keys: Sequence[str], token: str) -> None:
+        raise CacheUnavailableError("cache tier down://: connection refused")
+
+    sweeper = leases.LeaseSweeper(never_answers, interval=0.01, ttl=5)
+    sweeper.add(["parent's lease"], "parent")
+    with sweeper._lock:  # as its thread holds it, for an instant, every interval
+        pid = os.fork()
+        if pid == 0:  # the child: add must return, and the parent's lease is not its own
+            signal.alarm(10)
+            try:
+                sweeper.add(["lease"], "child")
+                os._exit(0 if sweeper.pending == 1 else 2)
+            finally:
+                os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0  # else the alarm ended a child stuck in add
+    sweeper.close()
 
 
 class FullTier(CheckedWritesTier):

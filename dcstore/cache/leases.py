@@ -10,8 +10,10 @@ the lease keys, with its token, to a :class:`LeaseSweeper`, which releases them
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -42,6 +44,15 @@ class LeaseSweeper:
         self._pending: deque[tuple[list[str], str, float]] = deque(maxlen=MAX_PENDING)
         self._thread: threading.Thread | None = None
         self._closed = False
+        _SWEEPERS.add(self)
+
+    def _forked(self) -> None:
+        """In a forked child: the lock may have been held by the parent's thread at the
+        fork (then no thread of the child would ever release it), and what waits is the
+        parent's to release."""
+        self._lock = threading.Lock()
+        self._thread = None
+        self._pending.clear()
 
     def add(self, leases: Sequence[str], token: str) -> None:
         """Release ``leases`` held by ``token``, if any, once the tier answers."""
@@ -93,3 +104,14 @@ class LeaseSweeper:
             except CacheUnavailableError:
                 return n
         return len(batch)
+
+
+_SWEEPERS: weakref.WeakSet[LeaseSweeper] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for sweeper in list(_SWEEPERS):
+        sweeper._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
