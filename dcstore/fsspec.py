@@ -199,6 +199,27 @@ class SegmentCache(BaseCache):  # type: ignore[misc]
 register_cache(SegmentCache, clobber=True)
 
 
+class _SeenVersions:
+    """A bounded, thread-safe set of ``(key, version)``: the versions a filesystem has
+    found plaintext (most recent kept, at most :attr:`LIMIT`)."""
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._seen: OrderedDict[tuple[str, str | None], None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __contains__(self, item: tuple[str, str | None]) -> bool:
+        with self._lock:
+            return item in self._seen
+
+    def add(self, item: tuple[str, str | None]) -> None:
+        with self._lock:
+            self._seen[item] = None
+            if len(self._seen) > self.LIMIT:
+                self._seen.popitem(last=False)
+
+
 def _chained_store(protocol: str, fo: str, options: dict[str, Any]) -> tuple[str, str]:
     """(store URL, key) of fsspec's chained form ``dcstore::<protocol>://...``."""
     if protocol == "file":
@@ -258,6 +279,7 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
             raise ConfigError("dcstore:// needs store= (the URL of a dcstore store)")
         self.store = store_for(store, cache=cache, keys=keys, segment_size=segment_size)
         self.blocksize = block_size or max(DEFAULT_BLOCK, self.store.read_alignment or 0)
+        self._plaintext = _SeenVersions()
 
     @staticmethod
     def _relative_to_root(store: str | Backend, fo: str) -> str:
@@ -371,8 +393,26 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
         lo, hi = min(lo, size), max(min(hi, size), min(lo, size))
         data = store.get_range(key, lo, hi, version=meta.version)
         if keyless:
-            _refuse_ciphertext(store, key, size, meta.version, data if lo == 0 else None)
+            self._refuse_ciphertext(key, size, meta.version, data if lo == 0 else None)
         return data
+
+    def _refuse_ciphertext(
+        self, key: str, size: int, version: str | None, first: Buffer | None = None
+    ) -> None:
+        """Read without keys: an encrypted object is a :class:`KeyAccessError` naming it,
+        not ciphertext handed to a parser. ``first``: the object's bytes from offset 0
+        already at hand (a mapping, a read from 0); one read of at most the header size
+        when they are too few. A version found plaintext is not read again (its bytes never
+        change; pyarrow opens a file twice per ``read_table``)."""
+        if (key, version) in self._plaintext:
+            return
+        end = min(size, MAX_HEADER_SIZE)
+        if first is not None and len(memoryview(first)) >= end:
+            head = memoryview(first)[:end]
+        else:
+            head = memoryview(self.store.get_range(key, 0, end, version=version))
+        refuse_ciphertext(head, f"{self.store.url}/{key}")
+        self._plaintext.add((key, version))
 
     def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
         """Write ``value`` as the object at ``path``; ``mode="create"`` refuses an existing
@@ -494,21 +534,6 @@ def _handed(arguments: dict[str, Any], error: BaseException) -> bool:
     return False
 
 
-def _refuse_ciphertext(
-    store: Backend, key: str, size: int, version: str | None, first: Buffer | None = None
-) -> None:
-    """Read without keys: an encrypted object is a :class:`KeyAccessError` naming it, not
-    ciphertext handed to a parser. ``first``: the object's bytes from offset 0 already at
-    hand (a mapping, a read from 0); one read of at most the header size when they are
-    too few."""
-    end = min(size, MAX_HEADER_SIZE)
-    if first is not None and len(memoryview(first)) >= end:
-        head = memoryview(first)[:end]
-    else:
-        head = memoryview(store.get_range(key, 0, end, version=version))
-    refuse_ciphertext(head, f"{store.url}/{key}")
-
-
 class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
     """One object: ranged reads of the version seen at open, or an atomic streamed write."""
 
@@ -546,7 +571,7 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
             data = store.get_range(self.key, start, end, version=self.version)
             first = data if start == 0 else None
         if not self._checked:  # before anything is handed out
-            _refuse_ciphertext(store, self.key, self.size, self.version, first)
+            self.fs._refuse_ciphertext(self.key, self.size, self.version, first)
             self._checked = True
         return data  # type: ignore[no-any-return]
 

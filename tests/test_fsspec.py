@@ -120,9 +120,33 @@ def test_a_keyless_read_from_offset_zero_is_its_own_check(tmp_path: Path) -> Non
         CountingLocal.read_bytes = 0
         assert len(f.read(8_192)) == 8_192
         assert CountingLocal.read_bytes == 8_192
+    fresh = DcstoreFileSystem(CountingLocal(str(tmp_path / "store")))
+    CountingLocal.read_bytes = 0
+    fresh.cat_file("plain.bin", start=100_000, end=100_010)
+    assert 10 < CountingLocal.read_bytes <= 10 + MAX_HEADER_SIZE
+
+
+def test_a_version_found_plaintext_is_not_checked_again(tmp_path: Path) -> None:
+    """pyarrow opens a file twice per read_table: the second open of a version already
+    found plaintext skips the header read; a new version is checked again."""
+    fs = DcstoreFileSystem(CountingLocal(str(tmp_path / "store")))
+    fs.pipe_file("plain.bin", bytes(range(256)) * 1000)
+    reads = []
+    for _ in range(3):
+        CountingLocal.read_bytes = 0
+        assert fs.cat_file("plain.bin", start=100_000, end=100_010) == bytes(range(160, 170))
+        reads.append(CountingLocal.read_bytes)
+    assert reads[0] > 10 and reads[1:] == [10, 10]
+    fs.pipe_file("plain.bin", bytes(range(256)) * 999)
     CountingLocal.read_bytes = 0
     fs.cat_file("plain.bin", start=100_000, end=100_010)
-    assert 10 < CountingLocal.read_bytes <= 10 + MAX_HEADER_SIZE
+    assert CountingLocal.read_bytes > 10
+    write_key_file(tmp_path / "k.json", Keyring.generate())
+    DcstoreFileSystem(str(tmp_path / "store"), keys=str(tmp_path / "k.json")).pipe_file(
+        "plain.bin", bytes(300_000)
+    )
+    with pytest.raises(KeyAccessError):  # replaced by ciphertext: refused, not skipped
+        fs.cat_file("plain.bin", start=100_000, end=100_010)
 
 
 def test_pyarrow_reads_only_the_ranges_it_needs(tmp_path: Path) -> None:
