@@ -504,10 +504,14 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
         text = {k: kwargs.pop(k) for k in ("encoding", "errors", "newline") if k in kwargs}
         binary = super().open(path, mode.replace("t", "").replace("b", "") + "b", **kwargs)
         outer: Any = binary
-        if compression is not None:
-            outer = _CompressedWriter(binary, compr[compression](binary, mode="w"))
-        if "b" not in mode:
-            outer = _TextWriter(outer, **text)
+        try:
+            if compression is not None:
+                outer = _CompressedWriter(binary, compr[compression](binary, mode="w"))
+            if "b" not in mode:
+                outer = _TextWriter(outer, **text)
+        except BaseException:  # a bad encoding=, a compressor's options
+            binary.discard()
+            raise
         binary._outer = weakref.ref(outer)  # a transaction's commit closes it first
         return outer
 
@@ -666,11 +670,38 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
             super().__del__()
 
 
-class _CompressedWriter(io.BufferedIOBase):
+class _DiscardsOnFailure:
+    """A writer on top of a :class:`DcstoreFile`: closing it commits; its ``with`` block
+    failing, or its collection unclosed, discards what was written (``io`` classes close,
+    so would commit, in both cases)."""
+
+    closed: bool
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def discard(self) -> None:
+        raise NotImplementedError
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
+
+    def __del__(self) -> None:
+        try:
+            closed = self.closed
+        except (AttributeError, ValueError):  # its __init__ failed (a bad encoding=)
+            return
+        if not closed:
+            self.discard()
+
+
+class _CompressedWriter(_DiscardsOnFailure, io.BufferedIOBase):
     """``fs.open(path, "wb", compression=...)``: a compressor writing into a
     :class:`DcstoreFile`. Closing it closes both (so the file commits, with the
-    compressor's end written); a failing ``with`` block, or collection unclosed, discards
-    the file."""
+    compressor's end written)."""
 
     def __init__(self, file: DcstoreFile, stream: Any):
         self._file = file
@@ -693,7 +724,7 @@ class _CompressedWriter(io.BufferedIOBase):
             self._stream.close()  # its last bytes into the file
             self._file.close()  # commits (inside a transaction: when it ends)
         finally:
-            super().close()
+            io.BufferedIOBase.close(self)
 
     def discard(self) -> None:
         """Drop what was written: nothing is committed."""
@@ -702,40 +733,23 @@ class _CompressedWriter(io.BufferedIOBase):
         self._file.discard()
         with contextlib.suppress(ValueError):  # its end has nowhere to go: the file is shut
             self._stream.close()
-        super().close()
-
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.discard()
-
-    def __del__(self) -> None:
-        if not getattr(self, "closed", True):
-            self.discard()
+        io.BufferedIOBase.close(self)
 
 
-class _TextWriter(io.TextIOWrapper):
-    """``fs.open(path, "w")``: a text wrapper that, as the binary file does, discards what
-    was written when its ``with`` block fails or when it is collected unclosed
-    (``io.TextIOWrapper`` closes, so commits, in both cases)."""
+class _TextWriter(_DiscardsOnFailure, io.TextIOWrapper):
+    """``fs.open(path, "w")``: a text wrapper over a :class:`DcstoreFile` or a
+    :class:`_CompressedWriter`."""
 
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self._discard()
+    def close(self) -> None:
+        io.TextIOWrapper.close(self)
 
-    def _discard(self) -> None:
+    def discard(self) -> None:
+        """Drop what was written: nothing is flushed, nothing committed."""
         file: DcstoreFile | _CompressedWriter = self.buffer  # type: ignore[assignment]
         if not file.closed:
-            file.discard()  # the wrapper is closed with it: nothing is flushed
+            file.discard()  # the wrapper is closed with it
         else:
             self.close()
-
-    def __del__(self) -> None:
-        if not self.closed:
-            self._discard()
 
 
 DcstoreFileSystem.file_class = DcstoreFile
