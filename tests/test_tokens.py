@@ -649,6 +649,31 @@ def test_a_text_pack_that_fails_names_the_shards_it_left(
     assert {m.key for m in LocalBackend(str(tmp_path / "store")).list_objects("tokens/")} == kept
 
 
+def test_key_rotation_records_the_shards_new_versions_in_every_kept_manifest(
+    tmp_path: Path, keys: str, capsys
+) -> None:
+    """Outside pass: `keys rotate` rewrote every token shard's header (a new object version)
+    but left tokens.parquet and the archived manifest pinning the old versions: every read
+    and `verify` then failed (`ShardChangedError`), and the old key could be retired."""
+    from dcstore.cli.main import main
+
+    url = f"file://{tmp_path / 'store'}"
+    old, new = [list(range(n, n + 30)) for n in (0, 100)]
+    versions = []
+    for tokens in (old, new):
+        with TokenWriter(url, vocab_size=1000, shard_bytes=20, keys=keys) as w:
+            w.write(tokens)
+        versions.append(w.version)
+    assert main(["keys", "new", "--keys", keys]) == 0
+    assert main(["keys", "rotate", url, "--keys", keys]) == 0
+    out = capsys.readouterr().out
+    assert "recorded the new shard versions in 2 dataset manifest(s)" in out
+    assert main(["verify", url, "--keys", keys]) == 0
+    for version, tokens in zip(versions, (old, new), strict=True):
+        dataset = TokenDataset(url, block_size=30, keys=keys, version=version)
+        assert dataset.read(0).tolist() == tokens
+
+
 def test_dcstore_versions_lists_a_token_corpus(tmp_path: Path, capsys) -> None:
     from dcstore.cli.main import main
 

@@ -204,7 +204,8 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     counts = {"rewrapped": 0, "current": 0, "failed": 0}
     new_versions: dict[str, str] = {}
     with _encrypted_store(args.store, args) as store:
-        from dcstore.loaders.versions import repin  # the loader, only when asked
+        from dcstore.loaders.versions import repin  # the loaders, only when asked
+        from dcstore.tokens.manifest import repin_token_shards
 
         _require_objects(store, args.prefix)
         try:
@@ -217,7 +218,11 @@ def cmd_rotate(args: argparse.Namespace) -> int:
                     if args.verbose:
                         print(f"rewrapped {result.key}: {result.old_key_id} -> {result.new_key_id}")
         finally:  # even when stopped: manifests must pin the versions rewrapped so far
-            manifests = repin(store, new_versions) if new_versions else 0
+            manifests = (
+                repin(store, new_versions) + repin_token_shards(store, new_versions)
+                if new_versions
+                else 0
+            )
         primary = store.keyring.primary
     summary = ", ".join(f"{n} {k}" for k, n in counts.items())
     print(f"rotation to {primary}: {summary}")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -336,6 +337,27 @@ def list_token_versions(store: Backend) -> list[KeptVersion[TokenManifest]]:
             key = token_archive_key(version)
             kept.append(KeptVersion(version, key, load_token_manifest(store, key), False))
     return kept
+
+
+def repin_token_shards(store: Backend, versions: Mapping[str, str]) -> int:
+    """Record ``versions`` (token shard key -> its new object version, after ``dcstore keys
+    rotate`` rewrote the shards' headers) in the current token manifest and the archived
+    ones that list them, each with one atomic put; return how many changed. A store
+    without a token corpus changes nothing (see :func:`dcstore.loaders.versions.repin`)."""
+    if not exists(store, TOKENS_KEY):
+        return 0
+    changed = 0
+    for kept in list_token_versions(store):
+        manifest = kept.manifest
+        if manifest is None or not any(s.key in versions for s in manifest.shards):
+            continue
+        shards = tuple(
+            dataclasses.replace(s, version=versions[s.key]) if s.key in versions else s
+            for s in manifest.shards
+        )
+        store.put(kept.key, dataclasses.replace(manifest, shards=shards).to_parquet())
+        changed += 1
+    return changed
 
 
 def collect_token_garbage(store: Backend, *, dry_run: bool = False) -> list[ObjectMeta]:
