@@ -43,6 +43,7 @@ def test_bad_url_is_a_config_error_naming_it(url: str, named: str) -> None:
         ("mongodb://127.0.0.1:1/db?bucket=", "bucket= is empty"),  # was GridFS's fs, silently
         ("hdfs://127.0.0.1:1/x?timeout=-5", "timeout must be > 0, got -5"),
         ("hdfs://127.0.0.1:1/x?failover_attempts=0", "failover_attempts must be >= 1, got 0"),
+        ("hdfs://127.0.0.1:1/h2/../x", "'.' and '..' are not resolved"),  # was: at the 1st put
     ],
 )
 def test_a_bad_option_value_is_named(url: str, message: str) -> None:

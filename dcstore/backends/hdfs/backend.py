@@ -103,6 +103,11 @@ class HdfsBackend(Backend):
                 raise ConfigError(f"{parsed.safe()}: {name} must be >= {least}, got {value}")
         if timeout <= 0:
             raise ConfigError(f"{parsed.safe()}: timeout must be > 0, got {timeout}")
+        if any(part in (".", "..") for part in parsed.path.split("/")):  # else at the 1st put
+            raise ConfigError(
+                f"{parsed.safe()}: '.' and '..' are not resolved in HDFS paths: name the "
+                "directory itself"
+            )
         if conf_dir is not None and not os.path.isdir(conf_dir):  # else only "no NameNode"
             raise ConfigError(f"{parsed.safe()}: conf_dir {conf_dir!r} is not a directory")
         self._parsed = parsed
