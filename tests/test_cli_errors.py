@@ -46,6 +46,10 @@ def test_global_flags_before_or_after_the_subcommand(tmp_path, where) -> None:
 def test_version() -> None:
     done = run("--version")
     assert (done.returncode, done.stdout.strip()) == (0, f"dcstore {__version__}")
+    done = subprocess.run(  # python -m dcstore too (was: "cannot be directly executed")
+        [sys.executable, "-m", "dcstore", "--version"], capture_output=True, text=True
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, f"dcstore {__version__}")
 
 
 def test_unreachable_cassandra_is_one_line_without_driver_logs() -> None:
