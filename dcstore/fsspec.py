@@ -48,14 +48,15 @@ Guarantees:
   out of a failure is discarded instead: a ``with`` on the file (binary, text or
   compressed: ``compression=``), on ``fsspec.open``, and the context managers of
   writers that close their file as they fail (pandas' ``to_csv``, pyarrow's
-  ``ParquetWriter``); so is a file from ``fs.open`` never closed. An explicit
-  ``close()`` commits, inside an ``except`` block too, and so does a ``with`` that
-  ends normally there. Not seen: a text wrapper the caller makes itself
-  (``io.TextIOWrapper(f)``, ``fsspec.open(...).open()``) closes the file from C, so
-  its failing ``with`` commits the part written, and it commits when collected. Inside
-  ``with fs.transaction:`` files are committed when the block ends (one still open is
-  closed first), in the order they were opened, and all discarded if it fails (one by
-  one: not atomic together).
+  ``ParquetWriter``, ``contextlib.closing``); so is a file from ``fs.open`` never
+  closed. A ``close()`` in your own code commits: inside an ``except`` block, your own
+  ``__exit__`` or ``@contextmanager`` too; so does a ``with`` that ends normally
+  there. Not seen: a text wrapper the caller makes itself (``io.TextIOWrapper(f)``,
+  ``fsspec.open(...).open()``) closes the file from C, so its failing ``with`` commits
+  the part written, and it commits when collected. Inside ``with fs.transaction:``
+  files are committed when the block ends (one still open is closed first), in the
+  order they were opened, and all discarded if it fails (one by one: not atomic
+  together).
 * Directories are key prefixes (``a/b`` is a directory when a key starts with
   ``a/b/``); they exist only through their objects.
 * ``modified(path)`` is the time the store reports for the write of the object's
@@ -96,6 +97,10 @@ DEFAULT_BLOCK = 4 << 20
 EXIT_FRAMES = 6
 """How far up from ``DcstoreFile.close`` an ``__exit__`` counts as closing it: pandas'
 handles close a text wrapper that closes the file (3 frames), pyarrow's writer its sink."""
+CLOSING_LIBRARIES = frozenset({"fsspec", "pandas", "pyarrow", "contextlib", "dcstore"})
+"""Packages whose ``__exit__`` closing a file on its way out of a failure is a failed write
+(``OpenFile``, pandas' handles, ``ParquetWriter``, ``contextlib.closing``/``ExitStack``).
+A close made by any other code (the caller's own) is on purpose."""
 
 
 class SegmentCache(BaseCache):  # type: ignore[misc]
@@ -581,9 +586,11 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
 
     def close(self) -> None:
         """Reading: let go of the object. Writing: commit (inside a transaction, when it
-        ends), unless a context manager's ``__exit__`` closes the file on its way out of
-        a failure raised since the file was opened (fsspec's ``OpenFile``, pandas'
-        handles, pyarrow's ``ParquetWriter``): then what was written is discarded."""
+        ends), unless a library's context manager closes the file on its way out of a
+        failure raised since the file was opened (fsspec's ``OpenFile``, pandas'
+        handles, pyarrow's ``ParquetWriter``, ``contextlib.closing``): then what was
+        written is discarded. A ``close()`` in the caller's own code (an ``except``
+        block, its own ``__exit__`` or ``@contextmanager``) commits."""
         self._mapped = None  # slices handed out keep the mapping alive; the file lets go
         if self.mode != "rb" and not self.closed and self._failing():
             self.discard()
@@ -591,13 +598,14 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
         super().close()
 
     def _failing(self) -> bool:
-        """Whether this close is a ``with`` block's exit from a failure: an ``__exit__``
-        among the few callers above was handed the exception now in flight (one raised
-        since the file was opened). An exception merely being handled is no failure of
-        the file: code that closes the file in an ``except`` block, or a ``with`` that
-        ends normally there, means to commit it. (Python frames and their arguments are
-        read, never changed; an ``__exit__`` written in C, such as ``io.TextIOWrapper``'s
-        when the caller wraps the file itself, is not seen: that close commits.)"""
+        """Whether this close is a library's ``with`` block exiting from a failure: among
+        the few callers above, all in :data:`CLOSING_LIBRARIES`, an ``__exit__`` was
+        handed the exception now in flight (one raised since the file was opened). An
+        exception merely being handled is no failure of the file, and a close from the
+        caller's own code is on purpose: both commit. (Python frames and their arguments
+        are read, never changed; an ``__exit__`` written in C, such as
+        ``io.TextIOWrapper``'s when the caller wraps the file itself, is not seen: that
+        close commits.)"""
         error = sys.exc_info()[1]
         if error is None or error is self._handled_at_open:
             return False
@@ -606,6 +614,9 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
             frame = frame.f_back if frame is not None else None
             if frame is None:
                 return False
+            package = str(frame.f_globals.get("__name__", "")).partition(".")[0]
+            if package not in CLOSING_LIBRARIES:
+                return False  # the caller's own code closed it
             if frame.f_code.co_name == "__exit__" and _handed(frame.f_locals, error):
                 return True
         return False

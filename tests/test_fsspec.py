@@ -247,6 +247,47 @@ def test_a_file_closed_on_purpose_in_an_except_block_is_committed(
     assert fs.cat(names) == dict.fromkeys(names, b"logged")
 
 
+class RunReport:
+    """A caller's own context manager: on the way out of a failure it writes a report
+    and closes the file on purpose."""
+
+    def __init__(self, fs: DcstoreFileSystem) -> None:
+        self.f = fs.open("report", "wb")
+
+    def __enter__(self) -> RunReport:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.f.write(f"FAILED: {exc}".encode())
+        self.f.close()
+
+
+@contextlib.contextmanager
+def run_report(fs: DcstoreFileSystem) -> Any:
+    f = fs.open("report", "wb")
+    try:
+        yield
+    except RuntimeError as exc:
+        f.write(f"FAILED: {exc}".encode())
+        f.close()
+        raise
+
+
+@pytest.mark.parametrize("how", [RunReport, run_report])
+def test_a_close_in_the_callers_own_exit_commits(tmp_path: Path, how: Any) -> None:
+    """Outside pass: a report written and closed in the caller's own ``__exit__`` or
+    ``@contextmanager`` on the way out of a failure was discarded without a word (the
+    rule meant for pandas' and pyarrow's writers took it for a failed write)."""
+    fs = DcstoreFileSystem(str(tmp_path / "store"))
+    with pytest.raises(RuntimeError), how(fs):
+        raise RuntimeError("training diverged")
+    assert fs.cat("report") == b"FAILED: training diverged"
+    with pytest.raises(RuntimeError), contextlib.closing(fs.open("closing", "wb")) as f:
+        f.write(b"part")  # a library's context manager closing it as it fails: discarded
+        raise RuntimeError("writer died")
+    assert not fs.exists("closing")
+
+
 def test_a_text_file_never_closed_commits_nothing(tmp_path: Path) -> None:
     """As a binary one: the text wrapper's finalizer closed, so committed, the part."""
     fs = DcstoreFileSystem(str(tmp_path / "store"))
