@@ -58,7 +58,10 @@ Guarantees:
   order they were opened, and all discarded if it fails (one by one: not atomic
   together).
 * Directories are key prefixes (``a/b`` is a directory when a key starts with
-  ``a/b/``); they exist only through their objects.
+  ``a/b/``); they exist only through their objects. A name that is both an object and
+  a prefix (stores but local disk allow ``a`` beside ``a/b``) is listed twice: the file
+  ``a`` and the directory ``a/``, so ``find``, ``du``, ``copy`` and ``rm`` of the parent
+  reach both.
 * ``modified(path)`` is the time the store reports for the write of the object's
   current version (``ObjectMeta.modified``; every store dcstore ships reports it),
   not earlier after an overwrite, so DuckDB's caches, keyed by path and modification
@@ -356,7 +359,10 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
             if "/" in rest:
                 sub = meta.key[: len(prefix) + rest.index("/")]
                 name = sub[len(self._prefix) + 1 :] if self._prefix else sub
-                entries.setdefault(name, {"name": name, "size": 0, "type": "directory"})
+                directory = {"name": name, "size": 0, "type": "directory"}
+                if entries.get(name, directory)["type"] == "file":
+                    directory["name"] = name = name + "/"  # "a" and "a/b" both exist
+                entries.setdefault(name, directory)
             else:
                 info = self._file_info(meta)
                 entries[info["name"]] = info

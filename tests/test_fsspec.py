@@ -528,6 +528,22 @@ def test_paths_are_keys_checked_and_errors_named(tmp_path: Path) -> None:
     assert not fs.exists("a/b/c") and not fs.exists("a")
 
 
+def test_an_object_that_is_also_a_prefix_hides_nothing() -> None:
+    """Outside pass: on stores that allow both ``logs`` and ``logs/2026.csv`` (Cassandra,
+    MongoDB), ``ls`` listed ``logs`` as a file only, so find, du, copy and rm of the
+    parent skipped everything under ``logs/``."""
+    fs = DcstoreFileSystem(MemoryBackend(f"prefix-{uuid.uuid4().hex}"))
+    objects = {"src/logs": b"an object", "src/logs/2026.csv": b"a,b\n", "src/x.csv": b"a\n"}
+    fs.pipe(objects)
+    assert fs.ls("src", detail=False) == ["src/logs", "src/logs/", "src/x.csv"]
+    assert fs.find("src") == sorted(objects)
+    assert fs.du("src") == sum(map(len, objects.values()))
+    fs.copy("src", "backup", recursive=True)
+    assert fs.cat(fs.find("backup")) == {k.replace("src", "backup"): v for k, v in objects.items()}
+    fs.rm("src", recursive=True)
+    assert fs.find("src") == []
+
+
 def test_rm_says_what_fsspecs_local_filesystem_says(tmp_path: Path) -> None:
     """A missing path or a directory without recursive=True was deleted silently (nothing)."""
     fs = DcstoreFileSystem(str(tmp_path / "store"))
