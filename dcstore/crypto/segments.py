@@ -150,7 +150,8 @@ class ObjectCipher:
             except InvalidTag:
                 raise IntegrityError(
                     f"{self.what}: segment {i} of {layout.segments} failed authentication "
-                    "(corrupt, truncated, extended, reordered or renamed object)"
+                    "(corrupt, truncated, extended, reordered or renamed object, or one read "
+                    "under another name than it was written: another store root)"
                 ) from None
 
         for i in range(first, stop):
