@@ -106,12 +106,17 @@ class _TokenItems(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
         """What the dataset hands out for item ``index`` given its tokens."""
 
     def __iter__(self) -> Iterator[Any]:
+        """The pass's items. Not a generator: the pass begins when ``iter()`` is called, so
+        a state taken before its first item (a ``DataLoader`` worker's) is this pass's."""
         epoch = self.epoch
         active, plan = self._begin_pass()
         items = read_items(
             self.store, self.manifest, self.spans, plan, self.prefetcher, active.progress,
             self.window_bytes, self._max_tokens(),
         )  # fmt: skip
+        return self._run(items, epoch)
+
+    def _run(self, items: Iterator[tuple[int, np.ndarray]], epoch: int) -> Iterator[Any]:
         for index, tokens in items:
             yield self._item(index, tokens)
         self._end_pass(epoch)
