@@ -188,6 +188,55 @@ def test_resume_mid_epoch_exactly_once(dataset_url, workers, new_workers, buffer
             assert got + rest == whole
 
 
+def checkpoint_at(loader, batches: int) -> tuple[list[int], dict]:
+    """The indices of ``loader``'s first ``batches`` batches and its state after them."""
+    got: list[int] = []
+    for step, batch in enumerate(loader):
+        got.extend(int(i) for i in batch)
+        if step + 1 == batches:
+            return got, loader.state_dict()
+    raise AssertionError(f"the loader has fewer than {batches} batches")
+
+
+@pytest.mark.parametrize("left", [2, 1, 0])
+def test_a_checkpoint_in_the_last_batches_resumes_exactly(dataset_url, left) -> None:
+    """A worker done with its share ends its pass while the others still read theirs: its
+    state was the next epoch's start, so a checkpoint in an epoch's last ``num_workers - 1``
+    batches (or after its last) read that worker's share of the next epoch again on resume
+    and, merged, lost the others' rest."""
+    kw = {"shuffle": True, "seed": 9, "window": 30, "rank": 1, "world_size": 2}
+    ds = in_epoch(ShardedDataset(dataset_url, **kw).map(index_of), 4)
+    plans = [ds.plan(w, 3) for w in range(3)]
+    rank_part = sorted(int(i) for p in plans for i in p.indices())
+    batches = sum(-(-len(p) // 7) for p in plans)
+    got, state = checkpoint_at(StatefulDataLoader(ds, batch_size=7, num_workers=3), batches - left)
+    for new_workers in (None, 0, 1, 2, 5):  # None: the same loader's state, loaded as such
+        ds2 = in_epoch(ShardedDataset(dataset_url, **kw).map(index_of), 4)
+        if new_workers is None:
+            loader = StatefulDataLoader(ds2, batch_size=7, num_workers=3)
+            loader.load_state_dict(state)
+        else:
+            ds2.load_state_dict(ShardedDataset.state_from_loader(state))
+            loader = StatefulDataLoader(ds2, batch_size=7, num_workers=new_workers)
+        assert sorted(got + indices(loader)) == rank_part, new_workers
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_checkpoint_after_the_loop_resumes_into_the_epoch_set(dataset_url, workers) -> None:
+    """Taken once the loop over the loader ended, a checkpoint starts the next pass afresh:
+    the next epoch without workers, the dataset's epoch (``set_epoch``) with them."""
+    kw = {"shuffle": True, "seed": 9}
+    loader = StatefulDataLoader(in_epoch(ShardedDataset(dataset_url, **kw).map(index_of), 4),
+                                batch_size=8, num_workers=workers)  # fmt: skip
+    assert sorted(indices(loader)) == list(range(N))
+    state = loader.state_dict()
+    ds = in_epoch(ShardedDataset(dataset_url, **kw).map(index_of), 5)
+    loader = StatefulDataLoader(ds, batch_size=8, num_workers=workers)
+    loader.load_state_dict(state)
+    epoch5 = in_epoch(ShardedDataset(dataset_url, **kw).map(index_of), 5)
+    assert indices(loader) == indices(DataLoader(epoch5, batch_size=8, num_workers=workers))
+
+
 def test_shuffle_buffer_reorders_and_holds_copies(dataset_url) -> None:
     def first_pass(**kw):
         ds = ShardedDataset(dataset_url, shuffle=False, seed=2, zero_copy=True, **kw)

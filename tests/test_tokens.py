@@ -206,6 +206,58 @@ def test_resume_mid_epoch_with_a_stateful_loader(numbered: str, workers_after: i
     assert sorted(first + rest) == list(range(2500))
 
 
+@pytest.mark.parametrize("left", [2, 1, 0])
+def test_a_checkpoint_in_the_last_batches_resumes_exactly(numbered: str, left: int) -> None:
+    """A checkpoint in an epoch's last ``num_workers - 1`` batches (or after its last): a
+    worker done with its share no longer reads it again from the next epoch on resume."""
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    ds = TokenDataset(numbered, block_size=16, shuffle=True, seed=5)
+    batches = sum(-(-len(ds.plan(w, 3)) // 64) for w in range(3))
+    loader = StatefulDataLoader(ds, batch_size=64, num_workers=3)
+    first, state = [], None
+    for i, batch in enumerate(loader):
+        first.extend(block_ids(batch))
+        if i + 1 == batches - left:
+            state = loader.state_dict()
+            break
+    for workers_after in (None, 0, 2, 5):  # None: the same loader's state, loaded as such
+        resumed_ds = TokenDataset(numbered, block_size=16, shuffle=True, seed=5)
+        if workers_after is None:
+            resumed = StatefulDataLoader(resumed_ds, batch_size=64, num_workers=3)
+            resumed.load_state_dict(state)
+        else:
+            resumed_ds.load_state_dict(TokenDataset.state_from_loader(state))
+            resumed = StatefulDataLoader(resumed_ds, batch_size=64, num_workers=workers_after)
+        rest = [i for batch in resumed for i in block_ids(batch)]
+        assert sorted(first + rest) == list(range(2500)), workers_after
+
+
+@pytest.mark.parametrize("steps", [1, 41])
+def test_persistent_workers_resume_in_their_second_epoch(numbered: str, steps: int) -> None:
+    """Persistent workers start their next epoch on their own; a checkpoint early in it (a
+    worker yet to hand out a batch of it is at its start: its pass begins at ``iter()``)
+    or in its last batches resumes exactly."""
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    def loader() -> StatefulDataLoader:
+        ds = TokenDataset(numbered, block_size=16, shuffle=True, seed=5)
+        return StatefulDataLoader(ds, batch_size=64, num_workers=3, persistent_workers=True)
+
+    first_run = loader()
+    assert sorted(i for batch in first_run for i in block_ids(batch)) == list(range(2500))
+    first = []
+    for i, batch in enumerate(first_run):  # epoch 1, advanced by the workers themselves
+        first.extend(block_ids(batch))
+        if i + 1 == steps:
+            state = first_run.state_dict()
+            break
+    resumed = loader()
+    resumed.load_state_dict(state)
+    rest = [i for batch in resumed for i in block_ids(batch)]
+    assert sorted(first + rest) == list(range(2500))
+
+
 def test_documents_are_padded_truncated_and_labelled(packed) -> None:
     url, rows = packed
     ds = DocumentDataset(url, max_length=24, pad_id=0)

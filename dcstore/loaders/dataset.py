@@ -303,9 +303,9 @@ class ShardedDataset(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
             recycle_run_buffers()
         if self.auto_threads:  # before this process's first fetch starts the threads
             self.prefetcher.threads = auto_prefetch_threads(self.store)
-        active, plan = self._begin_pass()
         if self._skip is not None and self._passes.resume is not None:
             self._skip.skipped.update(self._passes.resume.get("skipped_shards", ()))
+        active, plan = self._begin_pass()
         progress = Progress() if read_ahead > 0 else active.progress
         samples = read_plan(
             self.store, self.manifest, plan, self.prefetcher, progress, self._skip,
@@ -327,16 +327,16 @@ class ShardedDataset(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
         ``DataLoader`` worker, reading) starts when ``iter()`` is called, which a worker
         does before it waits for its first request."""
         worker = get_worker_info() is not None
-        return self._run(self.samples(self.read_ahead if worker else 0), self.epoch)
+        return self._run(self.samples(self.read_ahead if worker else 0))
 
-    def _run(self, samples: Iterator[Sample], epoch: int) -> Iterator[Any]:
+    def _run(self, samples: Iterator[Sample]) -> Iterator[Any]:
         try:
             yield from stages.compose(samples, self.stages)
         finally:
             close = getattr(samples, "close", None)
             if close is not None:
                 close()
-        self._end_pass(epoch)
+        self._end_pass()
 
     @property
     def classes(self) -> list[str]:

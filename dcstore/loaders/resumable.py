@@ -51,13 +51,17 @@ class PassState:
 
 @dataclass
 class Pass:
-    """The pass in progress: who runs it, what it resumed from, how far it got."""
+    """The pass in progress (or the last one completed): who runs it, its epoch, what it
+    resumed from, how far it got."""
 
     worker: int
     workers: int
+    epoch: int
     layers: list[Layer]
     consumed: int
+    planned: int = 0
     progress: Progress = field(default_factory=Progress)
+    done: bool = False
 
 
 def distributed_rank_world() -> tuple[int, int]:
@@ -173,10 +177,13 @@ class PlannedPasses(abc.ABC):
         return rank, world
 
     def set_epoch(self, epoch: int) -> None:
-        """Use ``epoch`` for the next pass (clears any resumption state of another epoch)."""
+        """Use ``epoch`` for the next pass (clears any resumption state of another epoch,
+        and the state of a completed pass)."""
         epoch = whole_number("epoch", epoch)
         if self._passes.resume is not None and self._passes.resume["epoch"] != epoch:
             self._passes.resume = None
+        if self._passes.active is not None and self._passes.active.done:
+            self._passes.active = None
         self.epoch = epoch
 
     def __len__(self) -> int:
@@ -221,23 +228,37 @@ class PlannedPasses(abc.ABC):
         return plan.skip(consumed) if consumed else plan
 
     def _begin_pass(self) -> tuple[Pass, WorkerPlan]:
-        """Start this worker's pass: its bookkeeping and its plan."""
+        """Start this worker's pass: its bookkeeping and its plan. A pass with nothing left
+        to read (resumed after its last item) is complete at once, so a loader that begins
+        it and drops it unread (``StatefulDataLoader`` resuming a finished iteration)
+        reads the next epoch next."""
         worker, workers = current_worker()
         layers, consumed = self._resolve(worker, workers)
-        self._passes.active = Pass(worker, workers, layers, consumed)
-        return self._passes.active, self.plan(worker, workers)
+        plan = self.plan(worker, workers)
+        active = Pass(worker, workers, self.epoch, layers, consumed, planned=len(plan))
+        self._passes.active = active
+        if not active.planned:
+            self._end_pass()
+        return active, plan
 
-    def _end_pass(self, epoch: int) -> None:
-        """A completed pass: the next one on this object is the next epoch."""
+    def _end_pass(self) -> None:
+        """This process's pass handed out its whole plan: the next pass on this object reads
+        the next epoch, and until it begins :meth:`state_dict` is this worker's at the end
+        of the completed epoch, so merged with workers still reading that epoch it resumes
+        their rest, not this worker's share of the next epoch."""
+        active = self._passes.active
+        if active is None or active.done:
+            return
+        active.progress.pos, active.done = active.planned, True
         self._passes.resume = None
-        self._passes.active = None
-        if self.epoch == epoch:
-            self.epoch = epoch + 1
+        if self.epoch == active.epoch:
+            self.epoch = active.epoch + 1
 
     # -- resumption -----------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Where this worker (or the main-process pass) is in the epoch. Only passes of
+        """Where this worker (or the main-process pass) is in the epoch (after a completed
+        pass: at the end of its epoch, until the next begins). Only passes of
         this process count: a dataset iterated by ``DataLoader`` workers (their copies)
         is still at its start here; take the loader's state instead."""
         active = self._passes.active
@@ -251,7 +272,7 @@ class PlannedPasses(abc.ABC):
 
     def worker_state(self, worker: int, workers: int) -> dict[str, Any]:
         """The state worker ``worker`` of ``workers`` starts this pass from (before reading)."""
-        return self._state(Pass(worker, workers, *self._resolve(worker, workers)))
+        return self._state(Pass(worker, workers, self.epoch, *self._resolve(worker, workers)))
 
     def _state(self, active: Pass) -> dict[str, Any]:
         rank, world = self.rank_world
@@ -260,7 +281,7 @@ class PlannedPasses(abc.ABC):
             "seed": self.seed,
             "shuffle": self.shuffle,
             "shuffle_buffer": self.shuffle_buffer,
-            "epoch": self.epoch,
+            "epoch": active.epoch,
             "rank": rank,
             "world": world,
             "manifest_version": self.dataset_version(),

@@ -108,18 +108,17 @@ class _TokenItems(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
     def __iter__(self) -> Iterator[Any]:
         """The pass's items. Not a generator: the pass begins when ``iter()`` is called, so
         a state taken before its first item (a ``DataLoader`` worker's) is this pass's."""
-        epoch = self.epoch
         active, plan = self._begin_pass()
         items = read_items(
             self.store, self.manifest, self.spans, plan, self.prefetcher, active.progress,
             self.window_bytes, self._max_tokens(),
         )  # fmt: skip
-        return self._run(items, epoch)
+        return self._run(items)
 
-    def _run(self, items: Iterator[tuple[int, np.ndarray]], epoch: int) -> Iterator[Any]:
+    def _run(self, items: Iterator[tuple[int, np.ndarray]]) -> Iterator[Any]:
         for index, tokens in items:
             yield self._item(index, tokens)
-        self._end_pass(epoch)
+        self._end_pass()
 
     def read(self, index: int) -> Any:
         """Item ``index`` read on its own: one ranged read of exactly its bytes (encrypted:
