@@ -10,7 +10,9 @@ tracks how far it got. Guarantees:
 * ``state_dict()``/``load_state_dict()`` follow torchdata's ``StatefulDataLoader``
   protocol: a resumed pass continues after the last item handed out, without
   re-reading consumed data; :meth:`state_from_loader` merges every worker's state
-  so a run may resume with a different ``num_workers``.
+  so a run may resume with a different ``num_workers``. This holds after any batch,
+  the epoch's last ones included: a worker done with its share is at the end of the
+  epoch until its next pass begins, not at the start of the next epoch.
 * A state is refused (``ConfigError``) for another rank, dataset version, seed or
   shuffle setting.
 """
