@@ -185,6 +185,26 @@ def test_verify_reports_shards_gone_or_replaced_and_a_store_that_is_not_there(
     assert not (tmp_path / "datset").exists()
 
 
+def test_verify_counts_an_object_checked_twice_once(tmp_path: Path) -> None:
+    """With keys, a shard replaced by another valid object was counted as checked twice
+    (authenticated, then found not the version the manifest lists): "checked 53 object(s)"
+    of a store holding 27."""
+    kek = tmp_path / "kek.json"
+    assert run("keys", "new", "--keys", str(kek)).returncode == 0
+    url = f"file://{tmp_path / 'enc'}"
+    write_dataset(url, keys=f"file://{kek}")
+    store = open_store(url, keys=str(kek))
+    shards = [info.key for info in load_manifest(store).shards]
+    for key in shards:
+        store.put(key, store.get(key))  # the same plaintext, a new object version
+    objects = len(list(store.list_objects()))
+    bad = run("verify", url, "--keys", str(kek))
+    assert bad.returncode == 6, bad.stderr
+    assert bad.stdout.count("FAILED") == len(shards)
+    assert f"checked {objects} object(s)" in bad.stderr
+    assert json.loads(run("verify", url, "--keys", str(kek), "--json").stdout)["checked"] == objects
+
+
 def test_verify_with_keys_reports_a_damaged_manifest_with_the_rest(tmp_path: Path) -> None:
     """The shard check loaded the manifest after the objects were checked and let its
     error out: no summary, no JSON."""

@@ -99,15 +99,17 @@ def _missing_shards(store: Backend, prefix: str) -> Iterator[ObjectCheck]:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    checked = total = 0
+    total = 0
     failures: list[ObjectCheck] = []
     failed: set[str] = set()
+    seen: set[str] = set()  # an object checked twice (authenticated, then its version) counts once
     with _checks(args) as checks:
         for check in checks:
             if not check.ok and check.key in failed:
                 continue  # the manifest's own failure, found again loading it
-            checked += 1
-            total += check.size
+            if check.key not in seen:
+                seen.add(check.key)
+                total += check.size
             if check.ok:
                 if args.verbose:
                     print(f"ok      {check.key}")
@@ -116,6 +118,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             failed.add(check.key)
             if not args.json:
                 print(f"FAILED  {check.key}: [{check.kind}] {check.problem}", flush=True)
+    checked = len(seen)
     if not checked:  # nothing to check; an error if nothing is there at all
         with open_from_args(args.store, args) as store:
             if next(iter(store.list_objects(args.prefix)), None) is None:
