@@ -313,8 +313,8 @@ def test_versions_lists_what_is_kept_and_names_a_missing_archive(tmp_path: Path,
     report = json.loads(capsys.readouterr().out)
     current, kept = report["versions"]
     assert current["current"] and current["samples"] == 4 and not current["missing"]
-    assert kept == {"version": first, "current": False, "key": archive_key(first),
-                    "missing": True}  # fmt: skip
+    assert kept == {"dataset": "samples", "version": first, "current": False,
+                    "key": archive_key(first), "missing": True}  # fmt: skip
     assert main(["versions", url]) == 0
     assert f"archive {archive_key(first)} missing" in capsys.readouterr().out
     with pytest.raises(NotFoundError, match="no dataset version"):

@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from dcstore import ShardedDataset
 from dcstore.backends.local import LocalBackend
 from dcstore.crypto import Keyring, write_key_file
 from dcstore.errors import (
@@ -26,6 +27,7 @@ from dcstore.errors import (
     NotFoundError,
     VersionChangedError,
 )
+from dcstore.store import open_store
 from dcstore.tokens import (
     TOKENS_KEY,
     TokenManifest,
@@ -849,3 +851,97 @@ def test_verify_checks_every_shard_of_a_plaintext_corpus(tmp_path: Path, capsys)
     assert len(failed) == 3 and "checked 5 object(s)" in out.err
     assert shards[1].name in failed[0] and shards[2].name in failed[1]
     assert shards[3].name in failed[2] and "id 1000, outside the vocabulary of 1000" in failed[2]
+
+
+def mixed_store(root: Path, **keys) -> tuple[list[str], list[str]]:
+    """Two packs of a sample dataset and two of a token corpus into ``root``, a crashed
+    pack's shard of each left there: the versions of each, oldest first."""
+    from dcstore.loaders import ShardWriter
+
+    store = open_store(f"file://{root}", **keys)
+    samples, tokens = [], []
+    for n in (2, 3):
+        with ShardWriter(store) as writer:
+            for i in range(n):
+                writer.write({"__key__": f"s{i}", "txt": f"sample {i}"})
+        samples.append(writer.version)
+        with TokenWriter(store, vocab_size=1000, shard_bytes=8) as w:
+            w.write(list(range(4 * n)))
+        tokens.append(w.version)
+    store.put("shards/20200101T000000Z-deadbeef/000000.tar", b"crashed")
+    store.put("tokens/20200101T000000Z-deadbeef/000000.bin", b"\0\0")
+    return samples, tokens
+
+
+def test_verify_versions_and_gc_handle_a_corpus_packed_beside_a_dataset(
+    tmp_path: Path, capsys
+) -> None:
+    """Review: in a store holding both (pack allows it), verify checked only the sample
+    dataset (a corrupt token shard: "0 failed", exit 0; --prefix tokens/ checked 0) and
+    versions listed only its versions."""
+    from dcstore.cli.main import EXIT_INTEGRITY, main
+
+    root = tmp_path / "store"
+    url = f"file://{root}"
+    samples, tokens = mixed_store(root)
+    assert main(["gc", url, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "shards/20200101T000000Z-deadbeef/000000.tar" in out
+    assert "tokens/20200101T000000Z-deadbeef/000000.bin" in out
+    assert main(["gc", url]) == 0
+    assert "removed 2 object(s)" in capsys.readouterr().out
+    left = {m.key.split("/")[1] for m in LocalBackend(str(root)).list_objects()
+            if m.key.startswith(("shards/", "tokens/"))}  # fmt: skip
+    assert left == {*samples, *tokens}  # both kept versions of each, whole
+    assert len(TokenDataset(url, block_size=1, version=tokens[0])) == 8
+    assert len(ShardedDataset(url, version=samples[0])) == 2
+
+    assert main(["versions", url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "sample dataset (manifest.parquet):"
+    assert [line.split()[:4] for line in lines[1:3]] == [
+        [samples[1], "current", "3", "samples"], [samples[0], "kept", "2", "samples"]
+    ]  # fmt: skip
+    assert lines[3] == "token corpus (tokens.parquet):"
+    assert [line.split()[:4] for line in lines[4:]] == [
+        [tokens[1], "current", "12", "tokens"], [tokens[0], "kept", "8", "tokens"]
+    ]  # fmt: skip
+    assert main(["versions", url, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["versions"]
+    assert [(r["dataset"], r["version"]) for r in rows] == [
+        ("samples", samples[1]), ("samples", samples[0]),
+        ("tokens", tokens[1]), ("tokens", tokens[0]),
+    ]  # fmt: skip
+
+    assert main(["verify", url]) == 0
+    assert "checked 4 object(s)" in capsys.readouterr().err  # 1 + 3 shards, current versions
+    shard = root / "tokens" / tokens[1] / "000002.bin"
+    st = shard.stat()
+    shard.write_bytes(np.array([999, 1000, 1, 2], "<u2").tobytes())  # same size and version
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))
+    for prefix in ([], ["--prefix", "tokens/"]):
+        assert main(["verify", url, *prefix]) == EXIT_INTEGRITY
+        out = capsys.readouterr()
+        assert f"FAILED  tokens/{tokens[1]}/000002.bin" in out.out
+        assert f"checked {3 if prefix else 4} object(s)" in out.err
+
+
+def test_verify_with_keys_checks_the_shards_of_both_manifests(tmp_path: Path, capsys) -> None:
+    """With keys, only the sample dataset's manifest was read for shards gone or replaced."""
+    from dcstore.cli.main import EXIT_INTEGRITY, main
+
+    write_key_file(tmp_path / "k.json", Keyring.generate())
+    keys = {"keys": str(tmp_path / "k.json")}
+    root = tmp_path / "store"
+    samples, tokens = mixed_store(root, **keys)
+    url = f"file://{root}"
+    assert main(["gc", url, "--keys", keys["keys"]]) == 0
+    assert main(["verify", url, "--keys", keys["keys"]]) == 0
+    (root / "tokens" / tokens[1] / "000001.bin").unlink()
+    (root / "shards" / samples[1] / "000000.tar").unlink()
+    capsys.readouterr()
+    assert main(["verify", url, "--keys", keys["keys"]]) == EXIT_INTEGRITY
+    failed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 2
+    assert f"shards/{samples[1]}/000000.tar" in failed[0]
+    assert f"tokens/{tokens[1]}/000001.bin" in failed[1]

@@ -10,10 +10,12 @@ that never leaves such garbage (memory) reports that there is nothing to sweep.
 wrote (known by name: :data:`dcstore.loaders.versions.PACK_OBJECTS`) that the dataset's
 current manifest and the versions it keeps no longer reference (versions dropped by
 hand, packs that failed or were interrupted); in a store holding a token corpus, the
-token shards no kept version references. An object no pack wrote is never removed.
+token shards no kept version references; in one holding both (a corpus packed beside a
+dataset), both. An object no pack wrote is never removed.
 
-``dcstore versions STORE`` lists the versions a dataset (or token corpus) keeps, the
-current one first: the names ``ShardedDataset(..., version=)`` (``TokenDataset``) accepts.
+``dcstore versions STORE`` lists the versions a dataset (or token corpus, or both, each
+under its heading) keeps, the current one first: the names ``ShardedDataset(...,
+version=)`` (``TokenDataset``) accepts.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from dcstore.backends.base import Backend
+from dcstore.backends.base import Backend, ObjectMeta
 from dcstore.backends.registry import open_backend
 from dcstore.cli.common import (
     add_opt_flag,
@@ -52,23 +54,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from dcstore.loaders.versions import collect_garbage
-    from dcstore.tokens.manifest import collect_token_garbage
-
     with open_from_args(args.store, args) as store:
-        if _token_corpus(store, args.manifest):
-            garbage = collect_token_garbage(store, dry_run=args.dry_run)
-        else:
-            try:
-                garbage = collect_garbage(store, args.manifest, dry_run=args.dry_run)
-            except NotFoundError as exc:  # a failed first pack, or a manifest lost: unknowable
-                raise NotFoundError(
-                    f"{exc}; gc removes nothing without one (it cannot tell the shards of a "
-                    "failed first pack from those of a dataset whose manifest is elsewhere "
-                    "or lost): remove a failed pack's shards with `dcstore rm -r "
-                    f"{args.store} shards/VERSION/` (a token pack's: tokens/VERSION/), "
-                    f"VERSION as its error named it or `dcstore ls {args.store}` shows"
-                ) from None
+        manifests = _datasets(store, args.manifest)
+        garbage = [m for key in manifests for m in _garbage(store, key, args)]
     total = sum(meta.size for meta in garbage)
     verb = "would remove" if args.dry_run else "removed"
     if args.json:
@@ -89,20 +77,43 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
-def _token_corpus(store: Backend, manifest_key: str) -> bool:
-    """Whether STORE holds a token corpus and no dataset (under the default manifest key)."""
-    from dcstore.loaders.manifest import MANIFEST_KEY  # pyarrow: imported only when run
-    from dcstore.tokens.manifest import holds_token_corpus
+def _garbage(store: Backend, manifest_key: str, args: argparse.Namespace) -> list[ObjectMeta]:
+    """gc of the dataset (or token corpus) whose manifest is at ``manifest_key``."""
+    from dcstore.loaders.versions import collect_garbage
+    from dcstore.tokens.manifest import TOKENS_KEY, collect_token_garbage
 
-    return manifest_key == MANIFEST_KEY and holds_token_corpus(store)
+    if manifest_key == TOKENS_KEY:
+        return collect_token_garbage(store, dry_run=args.dry_run)
+    try:
+        return collect_garbage(store, manifest_key, dry_run=args.dry_run)
+    except NotFoundError as exc:  # a failed first pack, or a manifest lost: unknowable
+        raise NotFoundError(
+            f"{exc}; gc removes nothing without one (it cannot tell the shards of a "
+            "failed first pack from those of a dataset whose manifest is elsewhere "
+            "or lost): remove a failed pack's shards with `dcstore rm -r "
+            f"{args.store} shards/VERSION/` (a token pack's: tokens/VERSION/), "
+            f"VERSION as its error named it or `dcstore ls {args.store}` shows"
+        ) from None
+
+
+def _datasets(store: Backend, manifest_key: str) -> list[str]:
+    """The manifests of the datasets at STORE: under the default manifest key, the sample
+    dataset's, the token corpus's, or both (one packed beside the other); none there, the
+    dataset's (whose absence its command reports). Another key: that dataset alone."""
+    from dcstore.loaders.manifest import MANIFEST_KEY  # pyarrow: imported only when run
+    from dcstore.tokens.manifest import dataset_manifests
+
+    if manifest_key != MANIFEST_KEY:
+        return [manifest_key]
+    return dataset_manifests(store) or [MANIFEST_KEY]
 
 
 def _kept_versions(store: Backend, manifest_key: str) -> list[KeptVersion[Any]]:
-    """The dataset's kept versions; a store holding a token corpus instead, the corpus's."""
+    """The kept versions of the dataset (or token corpus) whose manifest is at ``manifest_key``."""
     from dcstore.loaders.versions import list_versions
-    from dcstore.tokens.manifest import list_token_versions
+    from dcstore.tokens.manifest import TOKENS_KEY, list_token_versions
 
-    if _token_corpus(store, manifest_key):
+    if manifest_key == TOKENS_KEY:
         return list_token_versions(store)
     return list_versions(store, manifest_key)
 
@@ -118,29 +129,48 @@ def _contents(manifest: Any) -> dict[str, int]:
     return {**count, "shards": len(manifest.shards), "bytes": size}
 
 
-def cmd_versions(args: argparse.Namespace) -> int:
-    with open_from_args(args.store, args) as store:
-        kept = _kept_versions(store, args.manifest)
-    rows: list[dict[str, Any]] = [
-        {"version": v.version, "current": v.current, "key": v.key, "missing": v.manifest is None}
+def _version_rows(store: Backend, manifest_key: str) -> list[dict[str, Any]]:
+    """One row per kept version of the dataset whose manifest is at ``manifest_key``."""
+    from dcstore.tokens.manifest import TOKENS_KEY
+
+    dataset = "tokens" if manifest_key == TOKENS_KEY else "samples"
+    return [
+        {"dataset": dataset, "version": v.version, "current": v.current, "key": v.key}
+        | {"missing": v.manifest is None}
         | ({} if v.manifest is None else _contents(v.manifest))
-        for v in kept
+        for v in _kept_versions(store, manifest_key)
     ]
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    from dcstore.tokens.manifest import DATASET_KINDS
+
+    with open_from_args(args.store, args) as store:
+        manifests = _datasets(store, args.manifest)
+        tables = {key: _version_rows(store, key) for key in manifests}
     if args.json:
+        rows = [row for key in manifests for row in tables[key]]
         json.dump({"url": store.url, "versions": rows}, sys.stdout)
         sys.stdout.write("\n")
         return 0
-    for row in rows:
-        role = "current" if row["current"] else "kept"
-        if row["missing"]:
-            print(f"{row['version']}  {role:7}  archive {row['key']} missing")
-            continue
-        unit = "samples" if "samples" in row else "tokens"
-        print(
-            f"{row['version']}  {role:7}  {row[unit]} {unit} in {row['shards']} shard(s), "
-            f"{human_size(row['bytes'])}"
-        )
+    for key, rows in tables.items():
+        if len(tables) > 1:  # a corpus beside a dataset: say which versions are whose
+            print(f"{DATASET_KINDS[key]} ({key}):")
+        for row in rows:
+            print(("  " if len(tables) > 1 else "") + _version_line(row))
     return 0
+
+
+def _version_line(row: dict[str, Any]) -> str:
+    """A kept version, as ``dcstore versions`` prints it."""
+    role = "current" if row["current"] else "kept"
+    if row["missing"]:
+        return f"{row['version']}  {role:7}  archive {row['key']} missing"
+    unit = row["dataset"]
+    return (
+        f"{row['version']}  {role:7}  {row[unit]} {unit} in {row['shards']} shard(s), "
+        f"{human_size(row['bytes'])}"
+    )
 
 
 def _dataset_command(
@@ -167,8 +197,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Delete the shards and archived manifests a pack wrote to STORE "
         "(shards/VERSION/NNNNNN.tar, versions/VERSION.parquet; a token corpus: "
         "tokens/VERSION/NNNNNN.bin, VERSION named as a pack names it) that neither the "
-        "current manifest nor the earlier versions it keeps reference, and print each "
-        "one; other objects are never touched. Do not run it while a pack into STORE is "
+        "current manifest nor the earlier versions it keeps reference (in a store holding "
+        "both, of the dataset and of the corpus), and print each one; other objects are "
+        "never touched. Do not run it while a pack into STORE is "
         "in progress (its shards are not referenced until it commits).",
     )
     g.add_argument(
@@ -180,8 +211,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "versions",
         help="list the versions a dataset keeps (the names version= accepts)",
         description="List the current version of the dataset at STORE and the earlier "
-        "versions it keeps, newest first, with their samples, shards and size. Any of them "
-        "can be read with ShardedDataset(STORE, version=NAME).",
+        "versions it keeps, newest first, with their samples, shards and size (a token "
+        "corpus's: tokens; a store holding both lists each under its heading). Any of them "
+        "can be read with ShardedDataset(STORE, version=NAME) (TokenDataset).",
     ).set_defaults(func=cmd_versions)
 
     p = subparsers.add_parser("maintenance", help="storage housekeeping (sweep abandoned puts)")

@@ -1,12 +1,13 @@
 """``dcstore verify URL``: check every object or sample, report all failures.
 
 With keys: authenticate every segment of every encrypted object and, where the store
-holds a dataset or token corpus, check that every shard its manifest lists is there at
-the version packed (a shard deleted, or replaced by another valid object, reads as
-damaged). Without keys: check every sample of the plaintext dataset at URL against the
-checksums in its manifest, or every shard of the plaintext token corpus there against
-its manifest (size, version, ids inside the vocabulary); an encrypted one says it needs
-keys. A store (or prefix) without objects is an error, never "0 failed".
+holds a dataset or token corpus (or both), check that every shard each manifest lists
+is there at the version packed (a shard deleted, or replaced by another valid object,
+reads as damaged). Without keys: check every sample of the plaintext dataset at URL against the
+checksums in its manifest, and every shard of the plaintext token corpus there against
+its manifest (size, version, ids inside the vocabulary): both, where a corpus is packed
+beside a dataset; an encrypted one says it needs keys. A store (or prefix) without
+objects is an error, never "0 failed".
 """
 
 from __future__ import annotations
@@ -28,74 +29,73 @@ from dcstore.errors import ConfigError, DcstoreError, NotFoundError, VersionChan
 
 @contextlib.contextmanager
 def _checks(args: argparse.Namespace) -> Iterator[Iterator[ObjectCheck]]:
-    """Encrypted objects when keys are given, else the plaintext dataset's samples."""
+    """Encrypted objects when keys are given, else the samples of the plaintext dataset
+    and the shards of the token corpus there (both, where one is packed beside the other)."""
     if key_source_from(args.keys) is not None:
         with _encrypted_store(args.store, args) as store:
             yield itertools.chain(verify(store, args.prefix), _missing_shards(store, args.prefix))
         return
-    from dcstore.loaders.manifest import MANIFEST_KEY, load_manifest  # pyarrow: only here
-    from dcstore.loaders.verify import verify_dataset
-    from dcstore.tokens.manifest import TOKENS_KEY, holds_token_corpus, load_token_manifest
-    from dcstore.tokens.verify import verify_corpus
+    from dcstore.loaders.manifest import MANIFEST_KEY
+    from dcstore.tokens.manifest import TOKENS_KEY, dataset_manifests
 
     with open_from_args(args.store, args) as store:
-        if holds_token_corpus(store):
-            yield verify_corpus(store, load_token_manifest(store), args.prefix)
-            return
-        try:
-            manifest = load_manifest(store)
-        except NotFoundError:
+        present = dataset_manifests(store)
+        if not present:
             if next(iter(store.list_objects()), None) is None:
-                raise nothing_under(store, "") from None
+                raise nothing_under(store, "")
             raise ConfigError(
                 f"no keys and no {MANIFEST_KEY} or {TOKENS_KEY} in {args.store}: pass "
                 f"--keys PATH or set {ENV_KEYS_FILE} or {ENV_KEYS} to verify encrypted objects"
-            ) from None
-        yield verify_dataset(store, manifest, args.prefix)
+            )
+        checks = [_plaintext_checks(store, key, args.prefix) for key in present]
+        yield itertools.chain.from_iterable(checks)
 
 
-def _listed_shards(store: Backend) -> list[tuple[str, str | None]]:
-    """(key, version) of every shard the dataset or token corpus in ``store`` lists."""
+def _plaintext_checks(store: Backend, manifest_key: str, prefix: str) -> Iterator[ObjectCheck]:
+    """The checks of the dataset (or token corpus) whose manifest is at ``manifest_key``;
+    the manifest is loaded now."""
+    from dcstore.loaders.manifest import load_manifest  # pyarrow: only here
+    from dcstore.loaders.verify import verify_dataset
+    from dcstore.tokens.manifest import TOKENS_KEY, load_token_manifest
+    from dcstore.tokens.verify import verify_corpus
+
+    if manifest_key == TOKENS_KEY:
+        return verify_corpus(store, load_token_manifest(store), prefix)
+    return verify_dataset(store, load_manifest(store), prefix)
+
+
+def _listed_shards(store: Backend, manifest_key: str) -> list[tuple[str, str | None]]:
+    """(key, version) of every shard the manifest at ``manifest_key`` lists."""
     from dcstore.loaders.manifest import load_manifest
-    from dcstore.tokens.manifest import holds_token_corpus, load_token_manifest
+    from dcstore.tokens.manifest import TOKENS_KEY, load_token_manifest
 
-    if holds_token_corpus(store):
+    if manifest_key == TOKENS_KEY:
         return [(s.key, s.version) for s in load_token_manifest(store).shards]
-    try:
-        return [(s.key, s.version) for s in load_manifest(store).shards]
-    except NotFoundError:
-        return []
-
-
-def _manifest_key(store: Backend) -> str:
-    """The key of the manifest that is there (a token corpus's, else a dataset's)."""
-    from dcstore.loaders.manifest import MANIFEST_KEY
-    from dcstore.tokens.manifest import TOKENS_KEY
-
-    inner = getattr(store, "inner", store)  # the stored object, whatever it holds
-    try:
-        inner.head(TOKENS_KEY)
-    except DcstoreError:
-        return MANIFEST_KEY
-    return TOKENS_KEY
+    return [(s.key, s.version) for s in load_manifest(store).shards]
 
 
 def _missing_shards(store: Backend, prefix: str) -> Iterator[ObjectCheck]:
-    """A failed check for each listed shard that is gone or not the version packed
-    (objects that are there were authenticated one by one already)."""
-    try:
-        listed = _listed_shards(store)
-    except DcstoreError as exc:  # the manifest itself: reported once (see cmd_verify)
-        yield ObjectCheck(exc.key or _manifest_key(store), 0, str(exc), "integrity")
-        return
-    for key, version in listed:
-        if not key.startswith(prefix):
-            continue
+    """A failed check for each shard a manifest there lists (the dataset's, the token
+    corpus's, or both) that is gone or not the version packed (objects that are there
+    were authenticated one by one already)."""
+    from dcstore.tokens.manifest import dataset_manifests
+
+    for manifest_key in dataset_manifests(store):
         try:
-            store.head(key, version=version)
-        except (NotFoundError, VersionChangedError) as exc:
-            problem = f"{exc} (the manifest lists this shard)"
-            yield ObjectCheck(key, 0, problem, "integrity")
+            listed = _listed_shards(store, manifest_key)
+        except NotFoundError:
+            continue  # deleted meanwhile
+        except DcstoreError as exc:  # the manifest itself: reported once (see cmd_verify)
+            yield ObjectCheck(exc.key or manifest_key, 0, str(exc), "integrity")
+            continue
+        for key, version in listed:
+            if not key.startswith(prefix):
+                continue
+            try:
+                store.head(key, version=version)
+            except (NotFoundError, VersionChangedError) as exc:
+                problem = f"{exc} (the manifest lists this shard)"
+                yield ObjectCheck(key, 0, problem, "integrity")
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

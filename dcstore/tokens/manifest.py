@@ -43,6 +43,7 @@ from dcstore.loaders.shardindex import ObjectSource
 from dcstore.loaders.versions import (
     KeptVersion,
     delete_unreferenced,
+    has_manifest,
     pick_version,
     written_by_pack,
 )
@@ -275,9 +276,15 @@ def check_documents(table: pa.Table, total: int, where: str) -> None:
         raise IntegrityError(f"{where}: document spans outside the token stream or overlapping")
 
 
-def holds_token_corpus(store: Backend) -> bool:
-    """Whether ``store`` holds a token corpus (``tokens.parquet``) and no sample dataset."""
-    return not exists(store, MANIFEST_KEY) and exists(store, TOKENS_KEY)
+DATASET_KINDS = {MANIFEST_KEY: "sample dataset", TOKENS_KEY: "token corpus"}
+"""What each manifest key commits: the names a message gives the datasets in a store."""
+
+
+def dataset_manifests(store: Backend) -> list[str]:
+    """The manifest keys in ``store``: a sample dataset's, a token corpus's, or both (one
+    packed beside the other), in :data:`DATASET_KINDS` order. Reads keys only (through
+    keys, nothing is decrypted)."""
+    return [key for key in DATASET_KINDS if has_manifest(store, key)]
 
 
 def load_token_manifest(store: Backend, key: str = TOKENS_KEY) -> TokenManifest:
