@@ -945,3 +945,15 @@ def test_verify_with_keys_checks_the_shards_of_both_manifests(tmp_path: Path, ca
     assert len(failed) == 2
     assert f"shards/{samples[1]}/000000.tar" in failed[0]
     assert f"tokens/{tokens[1]}/000001.bin" in failed[1]
+
+
+def test_pack_text_takes_one_path_as_one_input(tmp_path: Path, monkeypatch) -> None:
+    """Review: one str was iterated as characters ("s: no such corpus file"; an absolute
+    path walked "/")."""
+    rows = corpus(tmp_path / "corpus")
+    monkeypatch.chdir(tmp_path)
+    for n, source in enumerate(["corpus", str(tmp_path / "corpus"), Path("corpus/part-0.jsonl")]):
+        manifest = pack_text(source, f"file://{tmp_path}/s{n}", processes=1)
+        assert manifest.num_tokens == len(stream_of(rows))
+    with pytest.raises(NotFoundError, match=r"^nothing: no such corpus file"):
+        pack_text("nothing", f"file://{tmp_path}/s", processes=1)

@@ -27,7 +27,7 @@ from dcstore.backends.base import Backend
 from dcstore.errors import ConfigError
 from dcstore.store import CacheSpec, KeySpec
 from dcstore.tokens.manifest import TokenManifest
-from dcstore.tokens.sources import Document, corpus_files, read_documents
+from dcstore.tokens.sources import Document, Inputs, corpus_files, read_documents
 from dcstore.tokens.tokenizer import TokenizerSpec, resolve_tokenizer
 from dcstore.tokens.writer import DEFAULT_SHARD_BYTES, TokenWriter
 
@@ -94,7 +94,7 @@ def _tokenized(
 
 
 def pack_text(
-    inputs: Iterable[str | os.PathLike[str]],
+    inputs: Inputs,
     url_or_store: str | Backend,
     *,
     tokenizer: Any = "bytes",
@@ -111,7 +111,8 @@ def pack_text(
     on_progress: Callable[[PackProgress], None] | None = None,
     version: str | None = None,
 ) -> TokenManifest:
-    """Tokenize the corpus files ``inputs`` and commit them as a token dataset.
+    """Tokenize the corpus files ``inputs`` (one path or several; directories walked) and
+    commit them as a token dataset.
 
     ``tokenizer``: ``"bytes"`` (default), a ``tokenizers.Tokenizer``, a path to its
     ``tokenizer.json``, or a callable ``text -> ids`` (then ``vocab_size`` is needed).

@@ -22,12 +22,16 @@ from dcstore.errors import ConfigError, NotFoundError
 
 Document = tuple[str, dict[str, Any]]
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+Inputs = str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
+"""Corpus files and directories: one path, or several."""
 
 
-def corpus_files(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Every file named, directories walked; sorted within each directory."""
+def corpus_files(inputs: Inputs) -> list[Path]:
+    """Every file named, directories walked; sorted within each directory. One path
+    (``str`` or path-like) is one input, never the characters of its name."""
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     files: list[Path] = []
-    for item in inputs:
+    for item in items:
         path = Path(item)
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
@@ -37,7 +41,7 @@ def corpus_files(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
         else:
             raise NotFoundError(f"{path}: no such corpus file or directory")
     if not files:
-        raise ConfigError("no corpus files found in " + ", ".join(map(str, inputs)))
+        raise ConfigError("no corpus files found in " + ", ".join(map(str, items)))
     return files
 
 
