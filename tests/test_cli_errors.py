@@ -112,6 +112,10 @@ def test_docs_table_lists_every_exit_code() -> None:
         (["ls"], "required: store (see: dcstore ls --help)"),
         (["cp", "a", "b", "--workers", "x"], "invalid int value"),
         (["pack", "a", "b", "--shard-size", "10XB"], "bad size '10XB': use e.g. 64KiB"),
+        *[  # review: 0 was "shard_bytes must hold at least one token" (the Python name)
+            ([*command, "--shard-size", "0"], "--shard-size: must be at least 1 byte, got '0'")
+            for command in (["pack", "a", "b"], ["pack", "--text", "a", "b"], ["demo"])
+        ],
         (["pack", "a", "b", "--seed", "-1"], "--seed: expected a whole number >= 0, got '-1'"),
         (["pack", "a", "b", "--workers", "0"], "--workers: expected a whole number >= 1"),
         (["ls", "a", "--opt", "cache=memory"], "cache is not a storage option"),  # TypeError

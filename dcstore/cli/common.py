@@ -48,6 +48,15 @@ def size_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def positive_size_arg(text: str) -> int:
+    """:func:`size_arg` of a size that must hold something: 0 is refused here, with the
+    option's name (not the Python parameter's, from deep inside a pack)."""
+    size = size_arg(text)
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text!r}")
+    return size
+
+
 def int_at_least(minimum: int) -> Callable[[str], int]:
     """An argparse type: a whole number of at least ``minimum``, with a message saying so."""
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from dcstore.cli.common import int_at_least, size_arg
+from dcstore.cli.common import int_at_least, positive_size_arg
 
 CLASSES = 10
 MIN_IMAGE_SIZE = 8
@@ -162,7 +162,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--loader", choices=("ring", "dataloader"), default="ring",
         help="RingLoader (default) or torch's DataLoader (batches collated in the worker)",
     )  # fmt: skip
-    p.add_argument("--shard-size", type=size_arg, default=16 * 1024**2, help="e.g. 16MiB")
+    p.add_argument("--shard-size", type=positive_size_arg, default=16 * 1024**2, help="e.g. 16MiB")
     p.add_argument(
         "--workdir",
         help="keep the dataset and key file here (default: a temp dir); a key file there "

@@ -15,6 +15,7 @@ from dcstore.cli.common import (
     naming_what_a_failed_pack_left,
     note_foreign_objects,
     open_from_args,
+    positive_size_arg,
     size_arg,
     transfer_progress,
 )
@@ -171,7 +172,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--shard-size",
-        type=size_arg,
+        type=positive_size_arg,
         default=64 * 1024**2,
         metavar="SIZE",
         help="target shard size (default 64MiB)",
