@@ -132,6 +132,10 @@ def test_blocks_match_the_stream(packed, within: bool) -> None:
         assert block.dtype == torch.uint16
         assert block.numpy().astype(np.int64).tolist() == expected[s:e].tolist()
     assert (ds.read(3).numpy() == got[3].numpy()).all()
+    assert (ds.read(np.int64(3)).numpy() == got[3].numpy()).all()
+    for index in (1.5, True, "3"):  # review: 1.5 read item 1
+        with pytest.raises(TypeError):
+            ds.read(index)
     assert TokenDataset(url, block_size=17, dtype=torch.long).read(0).dtype == torch.long
     assert TokenDataset(url, block_size=17, dtype="int32").read(0).dtype == torch.int32
     with pytest.raises(ConfigError, match=r"dtype must be a torch dtype .* got 'lng'"):

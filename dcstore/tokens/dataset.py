@@ -32,6 +32,7 @@ Guarantees (the same as ``ShardedDataset``'s, see :mod:`dcstore.tokens.spans` fo
 from __future__ import annotations
 
 import abc
+import operator
 from collections.abc import Iterator, Sequence
 from functools import cached_property
 from typing import Any
@@ -122,7 +123,10 @@ class _TokenItems(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
 
     def read(self, index: int) -> Any:
         """Item ``index`` read on its own: one ranged read of exactly its bytes (encrypted:
-        of the segments they touch)."""
+        of the segments they touch). Not an integer (``1.5``, ``True``): TypeError."""
+        if isinstance(index, bool):  # operator.index takes it as 0 or 1
+            raise TypeError(f"item index must be an integer, got {index!r}")
+        index = operator.index(index)
         if not 0 <= index < len(self.spans):
             raise IndexError(f"item {index} out of range (dataset has {len(self.spans)})")
         starts, ends = self.spans.bounds(np.asarray([index]))
