@@ -961,3 +961,34 @@ def test_pack_text_takes_one_path_as_one_input(tmp_path: Path, monkeypatch) -> N
         assert manifest.num_tokens == len(stream_of(rows))
     with pytest.raises(NotFoundError, match=r"^nothing: no such corpus file"):
         pack_text("nothing", f"file://{tmp_path}/s", processes=1)
+
+
+def test_a_first_pack_beside_the_other_kind_of_dataset_says_so(tmp_path: Path, capsys) -> None:
+    """Review: a corpus packed into a store holding a sample dataset was noted as packed
+    beside "objects that are not a dataset's ('manifest.parquet' first)"."""
+    from dcstore.cli.main import main
+    from dcstore.loaders import ShardWriter
+
+    (tmp_path / "c.jsonl").write_text('{"text": "abc"}\n')
+    (tmp_path / "imgs" / "a").mkdir(parents=True)
+    (tmp_path / "imgs" / "a" / "1.bin").write_bytes(b"x")
+    text = ["pack", "--text", str(tmp_path / "c.jsonl")]
+    images = ["pack", str(tmp_path / "imgs")]
+    for name, first, second, kinds in (
+        ("s", images, text, ("sample dataset ('manifest.parquet')", "token corpus")),
+        ("t", text, images, ("token corpus ('tokens.parquet')", "sample dataset")),
+    ):
+        url = f"file://{tmp_path / name}"
+        assert main([*first, url, "-q"]) == 0
+        capsys.readouterr()
+        assert main([*second, url, "-q"]) == 0
+        err = capsys.readouterr().err
+        assert f"holds a {kinds[0]}; the {kinds[1]} is packed beside it" in err
+        assert "not a dataset's" not in err
+    LocalBackend(str(tmp_path / "u")).put("notes.txt", b"mine")
+    with ShardWriter(f"file://{tmp_path / 'u'}") as writer:
+        writer.write({"__key__": "a", "txt": "one sample"})
+    assert main([*text, f"file://{tmp_path / 'u'}", "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "holds a sample dataset" in err
+    assert "not a dataset's ('notes.txt' first); the token corpus is packed beside them" in err

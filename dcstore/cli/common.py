@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -29,9 +30,6 @@ from dcstore.errors import (
     StorageFullError,
 )
 from dcstore.store import open_store
-
-if TYPE_CHECKING:
-    import re
 
 STACK_OPTIONS = frozenset({"cache", "keys", "retries", "segment_size"})
 """Names of :func:`open_store`'s own parameters, refused as ``--opt`` (backend options)."""
@@ -197,20 +195,35 @@ def human_size(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def note_foreign_objects(store: Backend, manifest_key: str, written: re.Pattern[str]) -> None:
-    """Before the first pack into ``store`` (no manifest at ``manifest_key``): a note on
-    stderr naming an object there that no pack wrote (``written`` does not match it). The
-    dataset is packed beside such objects; ``dcstore gc`` never removes them."""
-    from dcstore.loaders.versions import first_foreign_key
+def note_foreign_objects(store: Backend, manifest_key: str) -> None:
+    """Before the first pack into ``store`` of the dataset kind whose manifest is at
+    ``manifest_key``: a note on stderr naming the other kind's dataset there (a token
+    corpus is packed beside a sample dataset, and the other way round), and one naming an
+    object there that no pack of either wrote. ``dcstore gc`` never removes such objects."""
+    from dcstore.loaders.versions import first_foreign_key, has_manifest
+    from dcstore.tokens.manifest import DATASET_KINDS, PACKED_OBJECTS
 
-    first = first_foreign_key(store, manifest_key, written)
-    if first is not None:
-        print(
-            f"dcstore: note: {store.url} already holds objects that are not a dataset's "
-            f"({first!r} first); the dataset is packed beside them, and `dcstore gc` "
-            "never removes them",
-            file=sys.stderr,
+    if has_manifest(store, manifest_key):
+        return
+    kind = DATASET_KINDS[manifest_key]
+    others = [key for key in DATASET_KINDS if key != manifest_key and has_manifest(store, key)]
+    for other in others:
+        _note(
+            f"{store.url} holds a {DATASET_KINDS[other]} ({other!r}); the {kind} is packed "
+            "beside it, each with its own manifest and versions"
         )
+    packed = [PACKED_OBJECTS[manifest_key].pattern]
+    packed += [p for other in others for p in (PACKED_OBJECTS[other].pattern, re.escape(other))]
+    first = first_foreign_key(store, manifest_key, re.compile("|".join(f"(?:{p})" for p in packed)))
+    if first is not None:
+        _note(
+            f"{store.url} already holds objects that are not a dataset's ({first!r} first); "
+            f"the {kind} is packed beside them, and `dcstore gc` never removes them"
+        )
+
+
+def _note(text: str) -> None:
+    print(f"dcstore: note: {text}", file=sys.stderr)
 
 
 @contextlib.contextmanager

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from dcstore.loaders.ingest import plan_source
     from dcstore.loaders.manifest import MANIFEST_KEY
     from dcstore.loaders.packing import default_workers, pack_plan
-    from dcstore.loaders.versions import DEFAULT_KEEP, PACK_OBJECTS, SHARDS_PREFIX
+    from dcstore.loaders.versions import DEFAULT_KEEP, SHARDS_PREFIX
     from dcstore.loaders.writer import new_version
 
     plan = plan_source(
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if args.shuffle:
         plan = plan.shuffled(args.seed)
     store = open_from_args(args.dest, args)
-    note_foreign_objects(store, MANIFEST_KEY, PACK_OBJECTS)
+    note_foreign_objects(store, MANIFEST_KEY)
     start = time.perf_counter()
     version = new_version()
     with transfer_progress(not args.quiet) as progress:

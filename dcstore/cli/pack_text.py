@@ -22,11 +22,11 @@ def eod_arg(text: str) -> int | str:
 
 def run(args: argparse.Namespace) -> int:
     from dcstore.loaders.writer import new_version
-    from dcstore.tokens.manifest import SHARDS_PREFIX, TOKEN_PACK_OBJECTS, TOKENS_KEY
+    from dcstore.tokens.manifest import SHARDS_PREFIX, TOKENS_KEY
     from dcstore.tokens.pack import PackProgress, pack_text
 
     store = open_from_args(args.dest, args)
-    note_foreign_objects(store, TOKENS_KEY, TOKEN_PACK_OBJECTS)
+    note_foreign_objects(store, TOKENS_KEY)
     start = time.perf_counter()
     with transfer_progress(not args.quiet) as progress:
         task = progress.add_task(f"tokenizing {args.src}", total=None)

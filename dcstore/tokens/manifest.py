@@ -41,6 +41,7 @@ from dcstore.errors import DcstoreError, IntegrityError, NotFoundError
 from dcstore.loaders.manifest import MANIFEST_KEY
 from dcstore.loaders.shardindex import ObjectSource
 from dcstore.loaders.versions import (
+    PACK_OBJECTS,
     KeptVersion,
     delete_unreferenced,
     has_manifest,
@@ -278,6 +279,8 @@ def check_documents(table: pa.Table, total: int, where: str) -> None:
 
 DATASET_KINDS = {MANIFEST_KEY: "sample dataset", TOKENS_KEY: "token corpus"}
 """What each manifest key commits: the names a message gives the datasets in a store."""
+PACKED_OBJECTS = {MANIFEST_KEY: PACK_OBJECTS, TOKENS_KEY: TOKEN_PACK_OBJECTS}
+"""The keys a pack of each kind writes besides its manifest."""
 
 
 def dataset_manifests(store: Backend) -> list[str]:
