@@ -276,3 +276,26 @@ def test_rsa_key_with_damaged_crt_coefficient_still_unwraps_correctly() -> None:
     doc["keys"][0]["private"] = base64.b64encode(der[:-6] + bytes(6)).decode()
     damaged = Keyring.from_document(json.dumps(doc), "f")
     assert EncryptedBackend(enc.inner, damaged).get("obj") == DATA
+
+
+@pytest.mark.parametrize("text", [False, True])
+def test_an_ingest_node_packs_a_store_once_as_the_readme_says(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: bool
+) -> None:
+    """A second pack with the public half must read the manifest there: refused, nothing
+    written; the README's public-key section says so and what to do instead."""
+    kek, pub, url = tmp_path / "kek.json", tmp_path / "pub.json", str(tmp_path / "store")
+    keys_cli("keys", "new", "--keys", str(kek), "--type", "rsa", capsys=capsys)
+    keys_cli("keys", "export-public", "--keys", str(kek), "-o", str(pub), capsys=capsys)
+    (tmp_path / "src" / "a").mkdir(parents=True)
+    (tmp_path / "src" / "a" / "1.txt").write_text("one document")
+    source = ["--text", str(tmp_path / "src")] if text else [str(tmp_path / "src")]
+    pack = ("pack", *source, url, "--keys", str(pub), "-q")
+    assert keys_cli(*pack, capsys=capsys)[0] == 0
+    before = sorted(p.name for p in (tmp_path / "store").rglob("*"))
+    code, _, err = keys_cli(*pack, capsys=capsys)
+    assert code == 4 and "cannot be read with these keys" in err and "private half" in err
+    assert sorted(p.name for p in (tmp_path / "store").rglob("*")) == before
+    readme = " ".join((Path(__file__).parent.parent / "README.md").read_text().split())
+    assert "An ingest node can pack a store only once." in readme
+    assert "have each ingest run pack into a new store" in readme

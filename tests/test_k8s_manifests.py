@@ -150,3 +150,40 @@ def test_the_example_training_script_trains_on_an_encrypted_dataset(tmp_path: Pa
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "epoch 1 step 0 loss" in proc.stdout
+
+
+def test_the_memcached_url_knows_the_servers_item_limit() -> None:
+    """The servers ran -I 4m but the overlay's CACHE_URL lacked item_size_max: chunks of
+    half the default 1 MiB, while docs/cache.md says the URL must know the servers' -I."""
+    from dcstore.cache import open_cache_tier
+    from dcstore.cache.memcached_tier import MemcachedTier
+
+    docs = yaml.safe_load_all((K8S / "base" / "memcached.yaml").read_text())
+    server = next(d for d in docs if d and d["kind"] == "StatefulSet")
+    args = server["spec"]["template"]["spec"]["containers"][0]["args"]
+    limit = args[args.index("-I") + 1]
+    item_size = int(limit[:-1]) << {"k": 10, "m": 20}[limit[-1].lower()]
+    overlay = yaml.safe_load((K8S / "overlays" / "memcached" / "kustomization.yaml").read_text())
+    literals = dict(item.split("=", 1) for item in overlay["configMapGenerator"][0]["literals"])
+    tier = open_cache_tier(literals["CACHE_URL"])
+    assert isinstance(tier, MemcachedTier) and tier.item_size_max == item_size
+    assert tier.policy.chunk_bytes == item_size // 2
+
+
+def test_the_image_installs_the_text_extra() -> None:
+    """The image lacked tokenizers: `pack --text --tokenizer tokenizer.json` failed in it."""
+    installed = (REPO / "Dockerfile").read_text().split('"/src[', 1)[1].split("]", 1)[0]
+    assert "text" in installed.split(",")
+
+
+def test_the_readme_states_the_chunk_sizes_and_public_key_ingest_as_they_are() -> None:
+    """It said chunks of "about 1 MiB" (4 MiB in Redis, 512 KiB in memcached by default)
+    and that ingest jobs need the full key file "until public-key wrapping lands"."""
+    from dcstore.cache.memcached_tier import DEFAULT_ITEM_SIZE_MAX
+    from dcstore.cache.tier import CachePolicy
+
+    text = " ".join((K8S / "README.md").read_text().split())
+    assert f"A chunk is {CachePolicy().chunk_bytes >> 20} MiB in Redis" in text
+    assert f"without it, {DEFAULT_ITEM_SIZE_MAX // 2 >> 10} KiB chunks" in text
+    assert "until public-key wrapping lands" not in text
+    assert "keys export-public" in text and "packs a store only once" in text
