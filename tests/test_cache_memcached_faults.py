@@ -209,3 +209,33 @@ def test_killed_fetcher_lease_is_taken_over(private_memcached, tmp_path: Path) -
     finally:
         if holder.poll() is None:
             holder.kill()
+
+
+def test_recovery_names_the_servers_still_out(
+    private_memcached, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review: with one of two servers killed, the tier worked on with the other and
+    logged "... is back; reads use it again" while the killed one was still down."""
+    import logging
+
+    group: PrivateMemcached = private_memcached(count=2)
+    origin = LocalBackend(tmp_path / "origin")
+    for i in range(40):
+        origin.put(f"o{i}", payload(2048, i))
+    store = open_store(origin, cache=f"{group.url}?stats_interval=0&{FAST_FAILOVER}")
+    assert [store.get(f"o{i}") for i in range(40)] == [payload(2048, i) for i in range(40)]
+    caplog.set_level(logging.WARNING, logger="dcstore.cache")
+    group.kill9(node=0)
+    dead = f"127.0.0.1:{group.ports[0]}"
+
+    def recovered() -> bool:
+        for i in range(40):
+            assert store.get(f"o{i}") == payload(2048, i)
+        return any("answers again" in r.getMessage() for r in caplog.records)
+
+    wait_for(recovered, timeout=20)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("reading from the origin" in m for m in messages)
+    assert not any("is back" in m for m in messages)
+    back = next(m for m in messages if "answers again" in m)
+    assert f"without {dead} (out of use until they answer)" in back

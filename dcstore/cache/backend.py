@@ -110,8 +110,9 @@ class CachedBackend(Wrapper):
         self._pid = 0
         self._sizes: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._breaker = CircuitBreaker(
-            str(self.tier), self.policy.retry_interval, lambda: self._bump({"errors": 1})
-        )
+            str(self.tier), self.policy.retry_interval, lambda: self._bump({"errors": 1}),
+            self.tier.servers_out,
+        )  # fmt: skip
         self._sweeper = LeaseSweeper(
             self.tier.release_leases, self.policy.retry_interval, self.policy.lease_ttl
         )

@@ -4,7 +4,8 @@ Closed: every call goes to the tier. The first failure opens the circuit,
 logs one warning for the episode and counts an error; while open, calls are
 skipped (the reader goes to the origin) until ``retry_interval`` has passed,
 then calls probe the tier again. The first success closes the circuit and
-logs that the tier recovered.
+logs that the tier recovered (naming the servers of a tier of several that are still
+out of use: it answers without them).
 
 A write refused for want of memory (:class:`CacheFullError`) is no outage: the tier
 still serves what it holds, so the circuit stays closed (the refused call is skipped
@@ -33,8 +34,12 @@ class CircuitBreaker:
     """Thread-safe closed/open state with one warning per failure episode; ``with
     breaker:`` runs a block against the tier (see :meth:`__enter__`, :meth:`__exit__`)."""
 
-    def __init__(self, name: str, retry_interval: float, on_error: Callable[[], None]):
+    def __init__(
+        self, name: str, retry_interval: float, on_error: Callable[[], None],
+        servers_out: Callable[[], list[str]] = list,
+    ) -> None:  # fmt: skip
         self.name = name
+        self._servers_out = servers_out
         self.retry_interval = retry_interval
         self._on_error = on_error
         self._lock = threading.Lock()
@@ -117,7 +122,17 @@ class CircuitBreaker:
     def success(self) -> None:
         with self._lock:
             was_open, self._open = self._open, False
-        if was_open:
+        if not was_open:
+            return
+        out = self._servers_out()
+        if out:  # the call that succeeded went to the servers that answer
+            log.warning(
+                "cache tier %s answers again, without %s (out of use until they answer); "
+                "reads use the servers that answer",
+                self.name,
+                ", ".join(out),
+            )
+        else:
             log.warning("cache tier %s is back; reads use it again", self.name)
 
     def __getstate__(self) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -172,6 +173,12 @@ class MemcachedTier(NetworkTier):
     def _memcached(self) -> TaggedHashClient:
         client: TaggedHashClient = self._connection()
         return client
+
+    def servers_out(self) -> list[str]:
+        """The servers out of this process's ring (failed; retried after ``dead_timeout``)."""
+        client = self._client if self._pid == os.getpid() else None  # never connects
+        dead = [] if client is None else list(client._dead_clients)
+        return [f"{host}:{port}" for host, port in dead]
 
     # -- the tier contract -----------------------------------------------------------
 

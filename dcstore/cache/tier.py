@@ -179,6 +179,11 @@ class CacheTier(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Drop connections; the tier reconnects if used again."""
 
+    def servers_out(self) -> list[str]:
+        """The servers (``host:port``) this process has taken out of use for failing (a
+        tier of several servers works on without them); none by default."""
+        return []
+
     def __str__(self) -> str:
         return self.url
 
