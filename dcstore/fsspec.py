@@ -75,23 +75,27 @@ import contextlib
 import datetime
 import inspect
 import io
+import os
 import sys
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fsspec.caching import BaseCache, register_cache
+from fsspec.callbacks import DEFAULT_CALLBACK
 from fsspec.compression import compr
 from fsspec.core import get_compression
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
+from fsspec.utils import isfilelike
 
 from dcstore import pyarrow_teardown
 from dcstore.backends.base import Backend, Buffer, ObjectMeta, ObjectWriter
 from dcstore.backends.keys import validate_key
 from dcstore.crypto.format import MAX_HEADER_SIZE, refuse_ciphertext
 from dcstore.errors import ConfigError, InvalidKeyError, NotFoundError
+from dcstore.localfile import write_file_atomically
 from dcstore.ops import copy_object
 from dcstore.store import store_for
 
@@ -437,6 +441,22 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
         else:
             self.store.put(key, value)
 
+    def get_file(
+        self, rpath: str, lpath: Any, callback: Any = DEFAULT_CALLBACK, outfile: Any = None,
+        **kwargs: Any,
+    ) -> None:  # fmt: skip
+        """fsspec's ``get_file`` (``get`` calls it); a local file is written whole or not
+        at all, as ``dcstore get -o`` writes it: a read that fails (no or wrong keys,
+        damage found mid-stream) leaves a file that was there as it was."""
+        if outfile is not None or isfilelike(lpath) or self.isdir(rpath):
+            super().get_file(rpath, lpath, callback=callback, outfile=outfile, **kwargs)
+            return
+        lpath = os.path.abspath(lpath)
+        os.makedirs(os.path.dirname(lpath), exist_ok=True)
+        with self.open(rpath, "rb", **kwargs) as f:
+            callback.set_size(f.size)
+            write_file_atomically(lpath, _blocks(f, self.blocksize, callback))
+
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
         """One version of ``path1`` to ``path2`` (``copy``, and ``mv`` then removes it),
         streamed for large objects; the new object is committed whole or not at all.
@@ -539,6 +559,13 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
             self, path, mode, block_size=block_size or self.blocksize, autocommit=autocommit,
             **kwargs,
         )  # fmt: skip
+
+
+def _blocks(file: DcstoreFile, size: int, callback: Any) -> Iterator[bytes]:
+    """``file``'s bytes in reads of ``size``, each reported to fsspec's ``callback``."""
+    while block := file.read(size):
+        callback.relative_update(len(block))
+        yield block
 
 
 def _handed(arguments: dict[str, Any], error: BaseException) -> bool:

@@ -64,7 +64,7 @@ def test_get_leaves_permissions_as_cp_does(tmp_path) -> None:
 def test_get_writes_its_temporary_file_for_its_owner_only(tmp_path) -> None:
     """The temporary file of `get -o` was 0644 while decrypted data went into it, and a
     get killed with SIGKILL left it readable by everyone."""
-    from dcstore.cli.objects import _write_file_atomically
+    from dcstore.localfile import write_file_atomically
 
     seen: list[int] = []
 
@@ -74,7 +74,7 @@ def test_get_writes_its_temporary_file_for_its_owner_only(tmp_path) -> None:
         seen.append(tmp.stat().st_mode & 0o777)
         yield b"part two"
 
-    _write_file_atomically(str(tmp_path / "out"), chunks())
+    write_file_atomically(str(tmp_path / "out"), chunks())
     umask = os.umask(0o022)
     os.umask(umask)
     assert seen == [0o600] and (tmp_path / "out").read_bytes() == b"part one part two"
@@ -418,7 +418,7 @@ class _TakesAFew(io.RawIOBase):
 
 
 def test_write_all_writes_again_what_a_short_write_left() -> None:
-    from dcstore.cli.objects import write_all
+    from dcstore.localfile import write_all
 
     out = _TakesAFew()
     write_all(out, memoryview(b"0123456789" * 450)[5:])  # type: ignore[arg-type]

@@ -38,7 +38,13 @@ from dcstore.backends.local import LocalBackend
 from dcstore.backends.memory import MemoryBackend
 from dcstore.crypto import Keyring, write_key_file
 from dcstore.crypto.format import MAX_HEADER_SIZE
-from dcstore.errors import ConfigError, InvalidKeyError, KeyAccessError, VersionChangedError
+from dcstore.errors import (
+    ConfigError,
+    IntegrityError,
+    InvalidKeyError,
+    KeyAccessError,
+    VersionChangedError,
+)
 from dcstore.fsspec import DcstoreFileSystem
 from dcstore.ops import COPY_CHUNK_BYTES
 from dcstore.store import open_store
@@ -793,3 +799,51 @@ def test_webdataset_reads_pipe_and_fsspec_urls(server_store: str, stack_keys: st
     finally:
         del gopen_schemes["dcstore"]
     assert got == expected
+
+
+class DamagedMidStream(LocalBackend):
+    """While ``damaged``, reads past the first MiB fail, as damage found mid-stream."""
+
+    damaged = True
+
+    def map_object(self, key, *, version=None):
+        return None
+
+    def get_range(self, key, start, end, *, version=None):
+        if self.damaged and end > 1 << 20:
+            raise IntegrityError(f"{key}: damaged segment")
+        return super().get_range(key, start, end, version=version)
+
+
+def _readers(tmp_path: Path, keys: str, failure: str) -> tuple[DcstoreFileSystem, Any]:
+    """(a filesystem that wrote the object, one whose read of it fails as ``failure``)."""
+    store = str(tmp_path / "store")
+    if failure == "damage":
+        fs = DcstoreFileSystem(DamagedMidStream(store), block_size=1 << 20)
+        return fs, fs
+    write_key_file(tmp_path / "kek2.json", Keyring.generate())
+    wrong = str(tmp_path / "kek2.json") if failure == "wrong keys" else None
+    return DcstoreFileSystem(store, keys=keys), DcstoreFileSystem(store, keys=wrong)
+
+
+@pytest.mark.parametrize("failure", ["wrong keys", "no keys", "damage"])
+def test_get_file_writes_the_local_file_whole_or_not_at_all(
+    tmp_path: Path, keys: str, failure: str
+) -> None:
+    """A failed read left an existing local file emptied (fsspec's get_file opened it for
+    writing before the first fetch)."""
+    fs, failing = _readers(tmp_path, keys, failure)
+    data = os.urandom(3 << 20)
+    fs.pipe_file("model.pt", data)
+    local = tmp_path / "out" / "model.pt"
+    local.parent.mkdir()
+    local.write_bytes(b"previous weights")
+    with pytest.raises((KeyAccessError, IntegrityError)):
+        failing.get("model.pt", str(local))
+    assert local.read_bytes() == b"previous weights"
+    assert os.listdir(local.parent) == ["model.pt"]  # no temporary file left
+    fs.store.damaged = False
+    fs.get_file("model.pt", local)
+    assert local.read_bytes() == data
+    fs.get("model.pt", str(tmp_path / "new" / "dir" / "m.pt"))  # parents made, as before
+    assert (tmp_path / "new" / "dir" / "m.pt").read_bytes() == data

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import functools
 import itertools
 import os
 import stat
 import sys
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
 
@@ -31,7 +29,8 @@ from dcstore.cli.common import (
 from dcstore.cli.exits import describe, exit_code_for
 from dcstore.crypto import EncryptedBackend
 from dcstore.crypto.format import MAX_HEADER_SIZE, is_encrypted_object, refuse_ciphertext
-from dcstore.errors import ConfigError, DcstoreError, IntegrityError, NotFoundError
+from dcstore.errors import ConfigError, IntegrityError, NotFoundError
+from dcstore.localfile import write_all, write_file_atomically
 from dcstore.ops import COPY_CHUNK_BYTES, read_chunks
 
 
@@ -98,52 +97,6 @@ GET_CHUNK_BYTES = COPY_CHUNK_BYTES
 """``get`` reads objects larger than this in ranges of this size (rounded up to segments)."""
 
 
-def write_all(out: BinaryIO, data: Buffer) -> None:
-    """All of ``data`` to ``out``: a buffered write may take only part of it and say so
-    (a nearly full disk takes what fits), and the rest is written again, so a full disk
-    raises (ENOSPC) instead of leaving a short file."""
-    view = memoryview(data).cast("B")
-    while view:
-        view = view[out.write(view) :]
-
-
-def _write_file_atomically(path: str, chunks: Iterable[Buffer]) -> None:
-    """``chunks`` to ``path`` through a temporary file renamed into place when complete.
-    Permissions as ``cp`` leaves them: a file that was there keeps its mode, a new one
-    gets 0644 less the umask (as the local store writes objects). While it is written the
-    temporary file is its owner's only (0600): it may be decrypted data, and a process
-    killed with SIGKILL leaves it behind."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):  # name the user's output, not the temporary file
-        raise FileNotFoundError(errno.ENOENT, "the output's directory does not exist", path)
-    try:
-        kept: int | None = stat.S_IMODE(os.stat(path).st_mode)
-    except FileNotFoundError:
-        kept = None
-    tmp = os.path.join(directory, f".dcstore-get-{uuid.uuid4().hex}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except OSError as exc:
-        exc.filename = path  # the user's output, not the temporary file
-        raise
-    try:
-        with os.fdopen(fd, "wb") as f:
-            final = kept if kept is not None else stat.S_IMODE(os.fstat(fd).st_mode)
-            os.fchmod(fd, 0o600)
-            for chunk in chunks:
-                write_all(f, chunk)
-            f.flush()
-            os.fsync(f.fileno())
-            os.fchmod(fd, final)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError) and not isinstance(exc, DcstoreError):
-            exc.filename = path  # a write's error names no file; a rename's the temporary
-        raise
-
-
 def _output_file(output: str, key: str) -> str:
     """``output``, or inside it under the key's last segment when it is a directory (one
     that exists, or any path ending in a slash), as ``cp`` does."""
@@ -190,7 +143,7 @@ def cmd_get(args: argparse.Namespace) -> int:
                     write_all(sys.stdout.buffer, chunk)
                 sys.stdout.buffer.flush()
             else:
-                _write_file_atomically(_output_file(args.output, args.key), chunks)
+                write_file_atomically(_output_file(args.output, args.key), chunks)
     return 0
 
 

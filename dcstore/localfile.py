@@ -1,0 +1,61 @@
+"""Local files written whole or not at all: ``dcstore get -o FILE`` and ``dcstore://``'s
+``get_file`` (a failed read leaves a file that was there as it was)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import uuid
+from collections.abc import Iterable
+from typing import BinaryIO
+
+from dcstore.backends.base import Buffer
+from dcstore.errors import DcstoreError
+
+
+def write_all(out: BinaryIO, data: Buffer) -> None:
+    """All of ``data`` to ``out``: a buffered write may take only part of it and say so
+    (a nearly full disk takes what fits), and the rest is written again, so a full disk
+    raises (ENOSPC) instead of leaving a short file."""
+    view = memoryview(data).cast("B")
+    while view:
+        view = view[out.write(view) :]
+
+
+def write_file_atomically(path: str, chunks: Iterable[Buffer]) -> None:
+    """``chunks`` to ``path`` through a temporary file renamed into place when complete.
+    Permissions as ``cp`` leaves them: a file that was there keeps its mode, a new one
+    gets 0644 less the umask (as the local store writes objects). While it is written the
+    temporary file is its owner's only (0600): it may be decrypted data, and a process
+    killed with SIGKILL leaves it behind."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):  # name the user's output, not the temporary file
+        raise FileNotFoundError(errno.ENOENT, "the output's directory does not exist", path)
+    try:
+        kept: int | None = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        kept = None
+    tmp = os.path.join(directory, f".dcstore-get-{uuid.uuid4().hex}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError as exc:
+        exc.filename = path  # the user's output, not the temporary file
+        raise
+    try:
+        with os.fdopen(fd, "wb") as f:
+            final = kept if kept is not None else stat.S_IMODE(os.fstat(fd).st_mode)
+            os.fchmod(fd, 0o600)
+            for chunk in chunks:
+                write_all(f, chunk)
+            f.flush()
+            os.fsync(f.fileno())
+            os.fchmod(fd, final)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, DcstoreError):
+            exc.filename = path  # a write's error names no file; a rename's the temporary
+        raise
