@@ -606,7 +606,8 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
             store.head(self.key, version=self.version)
         if isinstance(self._mapped, memoryview):  # local files: the page cache, no copy
             data: Any = self._mapped[start:end]  # a slice keeps the mapping alive
-            if getattr(self.cache, "name", "") not in (SegmentCache.name, "none"):
+            cache = getattr(self, "cache", None)  # not yet set: "all" fetches as it is made
+            if getattr(cache, "name", "") not in (SegmentCache.name, "none"):
                 data = bytes(data)  # other fsspec caches join and keep what they fetch
             first: Any = self._mapped
         else:

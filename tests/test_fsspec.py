@@ -847,3 +847,21 @@ def test_get_file_writes_the_local_file_whole_or_not_at_all(
     assert local.read_bytes() == data
     fs.get("model.pt", str(tmp_path / "new" / "dir" / "m.pt"))  # parents made, as before
     assert (tmp_path / "new" / "dir" / "m.pt").read_bytes() == data
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+@pytest.mark.parametrize("cache_type", [c for c in fsspec.caching.caches if c != "parts"])
+def test_every_fsspec_cache_type_reads(
+    tmp_path: Path, keys: str, encrypted: bool, cache_type: str
+) -> None:
+    """Each of fsspec's caches reads the object (``"parts"`` only serves parts handed to
+    it, never fetching). ``"all"`` fetches while it is made: on a plaintext local store
+    that was an AttributeError (the file had no ``cache`` yet)."""
+    fs = DcstoreFileSystem(str(tmp_path / "store"), keys=keys if encrypted else None)
+    data = os.urandom(300_000)
+    fs.pipe_file("a.bin", data)
+    with fs.open("a.bin", "rb", cache_type=cache_type, block_size=65536) as f:
+        f.seek(1000)
+        assert f.read(100_000) == data[1000:101_000]
+        f.seek(0)
+        assert f.read() == data
