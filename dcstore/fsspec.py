@@ -56,7 +56,10 @@ Guarantees:
   the part written, and it commits when collected. Inside ``with fs.transaction:``
   files are committed when the block ends (one still open is closed first), in the
   order they were opened, and all discarded if it fails (one by one: not atomic
-  together).
+  together). Copies (``cp_file``, ``copy``) are files written, and removals (``rm``,
+  ``rm_file``) wait for the end too, in their turn: so ``mv`` inside a failing
+  transaction leaves both paths as they were (fsspec's own filesystems remove at
+  once). Until the block ends, reads see the objects as they were before it.
 * Directories are key prefixes (``a/b`` is a directory when a key starts with
   ``a/b/``); they exist only through their objects. A name that is both an object and
   a prefix (stores but local disk allow ``a`` beside ``a/b``) is listed twice: the file
@@ -76,6 +79,7 @@ import datetime
 import inspect
 import io
 import os
+import shutil
 import sys
 import threading
 import weakref
@@ -459,7 +463,8 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
         """One version of ``path1`` to ``path2`` (``copy``, and ``mv`` then removes it),
-        streamed for large objects; the new object is committed whole or not at all.
+        streamed for large objects; the new object is committed whole or not at all
+        (inside a transaction: with it).
         Encrypted stores decrypt and encrypt anew (the format binds the object's name);
         without keys an encrypted object is refused, never copied as ciphertext."""
         src = self._key(path1)
@@ -469,14 +474,22 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
             if self.isdir(path1):  # a prefix of a recursive copy: nothing to create
                 return
             raise
+        if self._intrans:  # a file written: committed with the transaction
+            with self.open(path1, "rb") as reader, self.open(path2, "wb") as writer:
+                shutil.copyfileobj(reader, writer, self.blocksize)
+            return
         copy_object(self.store, self.store, src, self._key(path2), meta=meta)
 
     def rm_file(self, path: str) -> None:
-        """Delete one object; a missing one is a ``FileNotFoundError``, as fsspec's local
-        filesystem says (the store's own delete of nothing is not an error)."""
+        """Delete one object (inside a transaction: when it commits); a missing one is a
+        ``FileNotFoundError``, as fsspec's local filesystem says (the store's own delete
+        of nothing is not an error)."""
         key = self._key(path)
         self.store.head(key)
-        self.store.delete(key)
+        if self._intrans:
+            self.transaction.files.append(_Removal(self.store, key))
+        else:
+            self.store.delete(key)
 
     def _rm(self, path: str) -> None:
         self.rm_file(path)
@@ -559,6 +572,20 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
             self, path, mode, block_size=block_size or self.blocksize, autocommit=autocommit,
             **kwargs,
         )  # fmt: skip
+
+
+class _Removal:
+    """An object's removal deferred to the end of a transaction (fsspec's transaction
+    commits or discards what it holds)."""
+
+    def __init__(self, store: Backend, key: str):
+        self.store, self.key = store, key
+
+    def commit(self) -> None:
+        self.store.delete(self.key)
+
+    def discard(self) -> None:
+        """Nothing was removed."""
 
 
 def _blocks(file: DcstoreFile, size: int, callback: Any) -> Iterator[bytes]:

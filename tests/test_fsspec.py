@@ -865,3 +865,35 @@ def test_every_fsspec_cache_type_reads(
         assert f.read(100_000) == data[1000:101_000]
         f.seek(0)
         assert f.read() == data
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_copies_and_removals_wait_for_the_transaction(
+    tmp_path: Path, keys: str, encrypted: bool
+) -> None:
+    """``cp_file``/``copy``/``mv``/``rm`` inside a failing transaction changed the store
+    (the copies were committed at once; ``mv`` lost its source). They now happen when it
+    commits, in their turn, or not at all."""
+    fs = DcstoreFileSystem(str(tmp_path / "store"), keys=keys if encrypted else None)
+    big = os.urandom(COPY_CHUNK_BYTES + 12_345)
+    before = {"a": b"A", "b": b"B", "d/big": big, "gone": b"G"}
+    fs.pipe(before)
+
+    def changes() -> None:
+        fs.cp_file("a", "a-copy")
+        fs.copy("d/big", "big-copy")
+        fs.mv("b", "b-moved")
+        fs.mv("d", "e", recursive=True)
+        fs.rm("gone")
+        fs.pipe_file("gone", b"again")  # after its removal, in turn
+        assert fs.cat(sorted(before)) == before  # nothing visible yet
+
+    with pytest.raises(RuntimeError), fs.transaction:
+        changes()
+        raise RuntimeError("the transaction fails")
+    assert fs.find("") == sorted(before) and fs.cat(sorted(before)) == before
+    with fs.transaction:
+        changes()
+    after = {"a": b"A", "a-copy": b"A", "b-moved": b"B", "big-copy": big, "e/big": big}
+    assert fs.find("") == sorted([*after, "gone"])
+    assert fs.cat(sorted(after)) == after and fs.cat("gone") == b"again"
