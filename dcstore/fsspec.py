@@ -606,6 +606,8 @@ def _handed(arguments: dict[str, Any], error: BaseException) -> bool:
 class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
     """One object: ranged reads of the version seen at open, or an atomic streamed write."""
 
+    buffer: io.BytesIO  # fsspec's: the block being written
+
     def __init__(self, fs: DcstoreFileSystem, path: str, mode: str = "rb", **kwargs: Any):
         self.key = fs._key(path)
         self.version: str | None = None
@@ -620,6 +622,7 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
         # emergency checkpoint) is not this file's failure: see close()
         self._handled_at_open = sys.exc_info()[1]
         self._outer: weakref.ref[Any] | None = None  # a text or compressing writer on top
+        self._failed: BaseException | None = None  # a write's error: the file is done
         super().__init__(fs, path, mode, **kwargs)
 
     def _fetch_range(self, start: int, end: int) -> bytes:
@@ -697,11 +700,27 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
         # committed by the final upload or discarded by discard()
         self._writer = self.fs.store.open_write(self.key)
 
+    def write(self, data: Any) -> int:
+        """fsspec's ``write``. Once a write to the store failed (a full disk: raised to
+        that write's caller), later writes are dropped and ``close`` raises that error
+        again, committing nothing: a writer cleaning up as it fails (a text or gzip
+        wrapper flushing its last bytes) does not mask it with an error of its own."""
+        if self._failed is not None:
+            return memoryview(data).nbytes
+        return super().write(data)  # type: ignore[no-any-return]
+
     def _upload_chunk(self, final: bool = False) -> bool:
+        if self._failed is not None:  # the writer aborted itself: say why, not "closed"
+            raise self._failed
         if self._writer is None:
             self._initiate_upload()
         assert self._writer is not None
-        self._writer.write(self.buffer.getbuffer())
+        try:
+            self._writer.write(self.buffer.getbuffer())
+        except BaseException as exc:
+            self._failed = exc
+            self.buffer = io.BytesIO()  # the error's frames may hold the old one's view
+            raise
         if final and self.autocommit:
             self.commit()
         return True

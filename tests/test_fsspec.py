@@ -43,6 +43,7 @@ from dcstore.errors import (
     IntegrityError,
     InvalidKeyError,
     KeyAccessError,
+    StorageFullError,
     VersionChangedError,
 )
 from dcstore.fsspec import DcstoreFileSystem
@@ -897,3 +898,49 @@ def test_copies_and_removals_wait_for_the_transaction(
     after = {"a": b"A", "a-copy": b"A", "b-moved": b"B", "big-copy": big, "e/big": big}
     assert fs.find("") == sorted([*after, "gone"])
     assert fs.cat(sorted(after)) == after and fs.cat("gone") == b"again"
+
+
+class FillsUp(LocalBackend):
+    """A local store whose disk is full once ``room`` bytes of a write have gone in."""
+
+    room = 2 << 20
+
+    def open_write(self, key, **kwargs):
+        writer = super().open_write(key, **kwargs)
+        write, taken = writer._write, [0]
+
+        def _write(view):
+            taken[0] += len(view)
+            if taken[0] > self.room:
+                raise StorageFullError(f"{self.url}: no space left on device")
+            write(view)
+
+        writer._write = _write
+        return writer
+
+
+@pytest.mark.parametrize("how", ["to_csv", "to_csv.gz", "to_json", "text", "binary", "close"])
+def test_a_full_disk_is_the_error_raised(tmp_path: Path, how: str) -> None:
+    """pandas' ``to_csv`` onto a full disk raised ``ValueError: write to a closed writer``
+    (its handles flushing their last bytes as they closed), the StorageFullError only
+    its context; the old object is kept whatever the way in."""
+    fs = DcstoreFileSystem(FillsUp(tmp_path / "store"), block_size=1 << 20)
+    fs.pipe_file("obj", b"old")
+    df = pd.DataFrame({"x": np.random.default_rng(0).random(400_000)})
+    opts = {"store": fs.store}
+    with pytest.raises(StorageFullError, match="no space left") as info:
+        if how.startswith("to_csv"):
+            df.to_csv(f"dcstore://obj{how[6:]}", storage_options=opts)
+        elif how == "to_json":
+            df.to_json("dcstore://obj", storage_options=opts)
+        elif how == "text":
+            with fs.open("obj", "w") as f:
+                f.write("x" * (3 << 20))
+        else:
+            f = fs.open("obj", "wb")
+            with contextlib.suppress(StorageFullError) if how == "close" else f:
+                for _ in range(4):
+                    f.write(b"x" * (1 << 20))  # then dropped: the file has failed
+            f.close()  # commits nothing: says why
+    assert info.value.__context__ is not info.value  # no loop (a chain walker would spin)
+    assert fs.find("") == ["obj"] and fs.cat("obj") == b"old"
