@@ -24,7 +24,7 @@ from redis_server import (  # noqa: F401 - private_redis is a fixture
 
 from dcstore.backends.base import Backend
 from dcstore.backends.local import LocalBackend
-from dcstore.cache import CachedBackend, CacheTier, CacheUnavailableError, open_cache_tier
+from dcstore.cache import CachedBackend, CacheTier, open_cache_tier
 from dcstore.cache.redis_tier import RedisTier
 from dcstore.store import open_store
 from dcstore.testing.conformance import BackendConformance, payload
@@ -242,8 +242,8 @@ def test_overwrite_from_another_process_is_seen(tier_url: str, tmp_path: Path) -
 
 def test_a_value_of_the_wrong_length_is_never_served(tier_url: str) -> None:
     """The tier checks each value's length (CacheTier.get_many's contract; CachedBackend
-    relies on it and does not check again): a chunk of another length is a miss
-    (memcached) or a tier fault (Redis: not the reply expected), never data."""
+    relies on it and does not check again): a chunk of another length is a miss, never
+    data."""
     origin = InstrumentedBackend(LocalBackend_or_memory())
     store = CachedBackend(origin, tier_url)
     data = payload(300_000)
@@ -252,15 +252,41 @@ def test_a_value_of_the_wrong_length_is_never_served(tier_url: str) -> None:
     chunk = f"{{{store._object_id('k.bin', meta)}}}:0"
     first = min(store.policy.chunk_bytes, len(data))
     store.tier.set_many([(chunk, data[:1000])])
-    try:
-        assert store.tier.get_many([chunk], [first]) == [None]
-    except CacheUnavailableError:
-        assert isinstance(store.tier, RedisTier)
+    assert store.tier.get_many([chunk], [first]) == [None]
     reads = origin.reads
     fresh = CachedBackend(origin, tier_url)  # no size remembered in this process
     assert fresh.get("k.bin", version=meta.version) == data
     assert origin.reads == reads + 1
     store.tier.delete_many([chunk])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "longer"])
+def test_a_damaged_entry_is_a_miss_of_its_chunk_only(tier_url: str, damage: str) -> None:
+    """A truncated entry made every Redis MGET of its object fail as if the tier were
+    down (its reply was not the one expected), until the entry expired. It is a miss of
+    that chunk only: the other chunks are served, the refill overwrites it."""
+    origin = InstrumentedBackend(LocalBackend_or_memory())
+    store = CachedBackend(origin, tier_url)
+    chunk = store.policy.chunk_bytes
+    data = payload(4 * chunk + 1000)
+    meta = store.put("k.bin", data)
+    assert store.get("k.bin", version=meta.version) == data  # fills the tier
+    names = [f"{{{store._object_id('k.bin', meta)}}}:{n}" for n in range(5)]
+    sizes = [chunk] * 4 + [1000]
+    bad = data[chunk : chunk + chunk // 2] if damage == "truncated" else data[:chunk] + b"x"
+    store.tier.set_many([(names[1], bad)])
+    values = store.tier.get_many(names, sizes)
+    assert [None if v is None else bytes(v) for v in values] == [
+        data[n * chunk : (n + 1) * chunk] if n != 1 else None for n in range(5)
+    ]
+    fresh = CachedBackend(origin, tier_url)
+    read = origin.bytes_read
+    assert fresh.get("k.bin", version=meta.version) == data
+    assert origin.bytes_read - read == chunk  # the damaged chunk only, read and refilled
+    (healed,) = store.tier.get_many(names[1:2], [chunk])
+    assert healed is not None and bytes(healed) == data[chunk : 2 * chunk]
+    assert fresh.get_range("k.bin", 10, 3 * chunk, version=meta.version) == data[10 : 3 * chunk]
+    assert origin.bytes_read - read == chunk  # the tier serves again: no further origin read
 
 
 READER = textwrap.dedent(

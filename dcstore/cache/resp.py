@@ -39,8 +39,9 @@ def read_mget(
 
     ``buf`` must hold ``start + reply_capacity(sizes)`` bytes. Returns, for each
     key, ``(offset of its value in buf, size)`` or ``(None, size)`` when it is
-    missing, and the offset after the reply. A value of another size raises
-    :class:`Desync`.
+    missing or of another size (a damaged entry: read past, never returned, so the
+    other values and the connection stay usable), and the offset after the reply.
+    A reply of another shape raises :class:`Desync`.
     """
     view = memoryview(buf)
     cap = len(buf)
@@ -55,6 +56,18 @@ def read_mget(
             if not n:
                 raise ConnectionError("connection closed by the server")
             got += n
+
+    def skip(count: int) -> None:
+        """Read past ``count`` bytes of the reply: they are received at ``pos`` and
+        dropped, and what follows them is moved to ``pos`` (the room stays the reply's)."""
+        nonlocal got
+        while got - pos < count:
+            count -= got - pos
+            got = pos
+            fill(pos + 1)
+        rest = got - pos - count
+        buf[pos : pos + rest] = buf[pos + count : got]
+        got = pos + rest
 
     def line() -> bytes:
         nonlocal pos
@@ -77,8 +90,12 @@ def read_mget(
         if head in (b"$-1", b"_"):  # RESP2 / RESP3 null: a missing key
             values.append((None, expected))
             continue
-        if not head.startswith(b"$") or head[1:] != b"%d" % expected:
+        if not head.startswith(b"$") or not head[1:].isdigit():
             raise Desync(f"unexpected value header {head[:40]!r}")
+        if int(head[1:]) != expected:  # damaged (truncated, overwritten): a miss
+            skip(int(head[1:]) + 2)
+            values.append((None, expected))
+            continue
         fill(pos + expected + 2)
         values.append((pos, expected))
         pos += expected + 2

@@ -130,10 +130,10 @@ class CacheTier(abc.ABC):
     @abc.abstractmethod
     def get_many(self, keys: Sequence[str], sizes: Sequence[int]) -> list[Buffer | None]:
         """The value of each of ``keys`` (all in one hash slot), or ``None`` where it is
-        missing or its size is not the expected one in ``sizes`` (a tier whose reply is
-        then not the one it expected may raise :class:`CacheUnavailableError` instead).
-        Never a value of another size: :class:`~dcstore.cache.CachedBackend` relies on
-        this check and does not repeat it.
+        missing or its size is not the expected one in ``sizes`` (a damaged entry: a
+        miss of that key only, which the reader's refill overwrites; the other values are
+        served). Never a value of another size: :class:`~dcstore.cache.CachedBackend`
+        relies on this check and does not repeat it.
 
         A value may be a view into a buffer the tier reuses: it stays valid only
         until the calling thread's next ``get_many``; copy what must live longer.
