@@ -542,6 +542,10 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
         discards what it holds when its ``with`` block fails or it is collected unclosed.
         (fsspec's compressors leave the file under them open when closed: left to them,
         a compressed file was never committed.)"""
+        if mode.replace("t", "").replace("b", "") not in ("r", "w"):  # named as given
+            raise NotImplementedError(
+                f"dcstore files open 'rb' or 'wb' (text: 'r', 'w'), not {mode!r}"
+            )
         compression = get_compression(path, kwargs.pop("compression", None))
         if "w" not in mode or ("b" in mode and compression is None):
             return super().open(path, mode, compression=compression, **kwargs)

@@ -8,6 +8,7 @@ import datetime
 import gc
 import gzip
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -944,3 +945,11 @@ def test_a_full_disk_is_the_error_raised(tmp_path: Path, how: str) -> None:
             f.close()  # commits nothing: says why
     assert info.value.__context__ is not info.value  # no loop (a chain walker would spin)
     assert fs.find("") == ["obj"] and fs.cat("obj") == b"old"
+
+
+@pytest.mark.parametrize("mode", ["a", "ab", "at", "r+", "x", "w+b"])
+def test_an_unsupported_mode_is_named_as_given(tmp_path: Path, mode: str) -> None:
+    """``fs.open(p, "a")`` said ``not 'ab'`` (fsspec's binary form of the mode)."""
+    fs = DcstoreFileSystem(str(tmp_path / "store"))
+    with pytest.raises(NotImplementedError, match=rf"not '{re.escape(mode)}'$"):
+        fs.open("k", mode)
