@@ -145,3 +145,13 @@ def test_bad_key_file_is_reported_before_reading_anything(tmp_path) -> None:
     line = one_error_line(done)
     assert f"key file {tmp_path / 'none.json'} does not exist" in line
     assert f"dcstore keys new --keys {tmp_path / 'none.json'}" in line
+
+
+def test_sweep_older_than_takes_a_duration(tmp_path) -> None:
+    """``--older-than 0s`` was "invalid float value" while other duration options take
+    ``500ms`` and ``0s``; a bare number is still seconds."""
+    for value in ("0s", "500ms", "2h", "90"):
+        done = run("maintenance", "sweep", str(tmp_path), "--older-than", value, "--json")
+        assert done.returncode == 0, done.stderr
+    done = run("maintenance", "sweep", str(tmp_path), "--older-than", "soon")
+    assert done.returncode == EXIT_CONFIG and "bad duration 'soon'" in one_error_line(done)

@@ -1,6 +1,6 @@
 """``dcstore maintenance``: storage housekeeping that no read or write path does by itself.
 
-``dcstore maintenance sweep URL [--older-than SECONDS]`` reclaims the chunks of puts
+``dcstore maintenance sweep URL [--older-than DURATION]`` reclaims the chunks of puts
 whose writer died before committing (Cassandra: intent rows older than the limit;
 MongoDB: orphaned GridFS chunks and superseded revisions; local disk and HDFS: the
 temporary files of killed writers, by default once untouched for a day). A backend
@@ -35,14 +35,16 @@ from dcstore.cli.common import (
     parse_options,
 )
 from dcstore.errors import NotFoundError
+from dcstore.units import parse_duration
 
 if TYPE_CHECKING:
     from dcstore.loaders.versions import KeptVersion
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    older_than = None if args.older_than is None else parse_duration(args.older_than)
     with open_backend(args.url, **parse_options(args.option)) as backend:
-        reclaimed = backend.sweep(older_than=args.older_than)
+        reclaimed = backend.sweep(older_than=older_than)
     if args.json:
         json.dump({"url": str(backend), "reclaimed": reclaimed}, sys.stdout)
         sys.stdout.write("\n")
@@ -223,13 +225,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "sweep",
         help="delete chunks of puts whose writer died before committing",
         description="Delete the chunks or temporary files of puts abandoned more than "
-        "--older-than seconds ago (default: the backend's own: 1 hour on Cassandra and "
+        "--older-than ago (a duration: 90s, 30m, 2h, 0s; a bare number is seconds; "
+        "default: the backend's own: 1 hour on Cassandra and "
         "MongoDB, a day on local disk and HDFS). Puts still in flight are younger than "
         "that and are left alone; on local disk an open writer is never swept, whatever "
         "--older-than says.",
     )
     s.add_argument("url", metavar="URL", help="storage URL, e.g. cassandra://host:9042/ks")
-    s.add_argument("--older-than", type=float, default=None, metavar="SECONDS")
+    s.add_argument("--older-than", default=None, metavar="DURATION")
     add_opt_flag(s)
     s.add_argument("--json", action="store_true", help="machine-readable result")
     s.set_defaults(func=cmd_sweep)
