@@ -105,6 +105,9 @@ def test_get_writes_its_temporary_file_for_its_owner_only(tmp_path) -> None:
         (["cp", "-r", "{store}", "{dir}/copy", "zzz"], 3, "no objects under prefix 'zzz'"),
         (["cp", "{store}", "{dir}/copy", "a/"], 2, "add -r"),
         (["cp", "memory://", "{dir}/x"], 2, "names a store, not an object"),
+        (["cp", "-r", "{store}", "{store}", "a/"], 2, "rewritten onto itself"),  # was: exit 0
+        (["cp", "-r", "{store}", "{store}/"], 2, "rewritten onto itself"),
+        (["cp", "{store}/a/1", "{store}/a/"], 2, "rewritten onto itself"),
         (["put", "{store}", "k", "{file}", "--keys", "{dir}"], 2, "is a directory"),
         (["put", "{store}", "k", "{file}", "--keys", "{missing_file}"], 2, "does not exist"),
     ],

@@ -72,6 +72,17 @@ def _open(url: str, args: argparse.Namespace, keys: str | None) -> Backend:
     return open_from_args(url, argparse.Namespace(**{**vars(args), "keys": keys}), env_keys=False)
 
 
+def _refuse_copy_onto_itself(src: Backend, dst: Backend, args: argparse.Namespace) -> None:
+    """The same store read and written under the same key source: each object copied
+    would be rewritten onto itself (a mistyped DEST), so it is a usage error. With other
+    keys (--src-keys/--dest-keys) the copy re-encrypts and is left alone."""
+    if src.url == dst.url and args.src_keys == args.dest_keys:
+        raise ConfigError(
+            f"cp: source and destination are the same store ({src.url}) and keys: "
+            "each object would be rewritten onto itself"
+        )
+
+
 def _copy_one(args: argparse.Namespace) -> list[ObjectMeta]:
     src_url, src_key = split_location(args.src)
     if _is_directory(args.dest):
@@ -83,6 +94,8 @@ def _copy_one(args: argparse.Namespace) -> list[ObjectMeta]:
             _open(src_url, args, args.src_keys) as src,
             _open(dst_url, args, args.dest_keys) as dst,
         ):
+            if src_key == dst_key:
+                _refuse_copy_onto_itself(src, dst, args)
             meta = head_object(src, src_key, "cp")
             with transfer_progress(meta.size > PROGRESS_THRESHOLD) as progress:
                 task = progress.add_task(f"cp {src_key}", total=meta.size)
@@ -107,6 +120,7 @@ def _copy_prefix(args: argparse.Namespace) -> list[ObjectMeta]:
         _open(args.src, args, args.src_keys) as src,
         _open(args.dest, args, args.dest_keys) as dst,
     ):
+        _refuse_copy_onto_itself(src, dst, args)  # keys are copied under their own names
         total = sum(m.size for m in src.list_objects(args.prefix))
         with transfer_progress(total > PROGRESS_THRESHOLD) as progress:
             task = progress.add_task(f"cp {args.prefix or '*'}", total=total)
