@@ -76,11 +76,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import inspect
 import io
 import os
 import shutil
+import site
 import sys
+import sysconfig
 import threading
 import weakref
 from collections import OrderedDict
@@ -108,10 +111,20 @@ DEFAULT_BLOCK = 4 << 20
 EXIT_FRAMES = 6
 """How far up from ``DcstoreFile.close`` an ``__exit__`` counts as closing it: pandas'
 handles close a text wrapper that closes the file (3 frames), pyarrow's writer its sink."""
-CLOSING_LIBRARIES = frozenset({"fsspec", "pandas", "pyarrow", "contextlib", "dcstore"})
-"""Packages whose ``__exit__`` closing a file on its way out of a failure is a failed write
-(``OpenFile``, pandas' handles, ``ParquetWriter``, ``contextlib.closing``/``ExitStack``).
-A close made by any other code (the caller's own) is on purpose."""
+
+
+def _library_dirs() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    dirs = [paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")]
+    dirs += [*site.getsitepackages(), os.path.dirname(__file__)]  # dcstore's own too
+    return tuple(sorted({os.path.join(os.path.realpath(d), "") for d in dirs}))
+
+
+LIBRARY_DIRS = _library_dirs()
+"""Where library code lives (the standard library, installed packages, dcstore): an
+``__exit__`` there closing a file on its way out of a failure is a failed write
+(``OpenFile``, pandas' handles, ``ParquetWriter``, Hugging Face's ``ArrowWriter``,
+``contextlib.closing``). A close made by code elsewhere (the caller's own) is on purpose."""
 
 
 class SegmentCache(BaseCache):  # type: ignore[misc]
@@ -599,6 +612,14 @@ def _blocks(file: DcstoreFile, size: int, callback: Any) -> Iterator[bytes]:
         yield block
 
 
+@functools.lru_cache(maxsize=1024)
+def _in_library(filename: str) -> bool:
+    """Whether code from ``filename`` is library code (:data:`LIBRARY_DIRS`)."""
+    if filename.startswith("<frozen "):  # the standard library's frozen modules
+        return True
+    return os.path.realpath(filename).startswith(LIBRARY_DIRS)
+
+
 def _handed(arguments: dict[str, Any], error: BaseException) -> bool:
     """Whether an ``__exit__``'s arguments (``exc``, or ``*args``) hold ``error`` itself."""
     for value in arguments.values():
@@ -667,7 +688,7 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
 
     def _failing(self) -> bool:
         """Whether this close is a library's ``with`` block exiting from a failure: among
-        the few callers above, all in :data:`CLOSING_LIBRARIES`, an ``__exit__`` was
+        the few callers above, all library code (:data:`LIBRARY_DIRS`), an ``__exit__`` was
         handed the exception now in flight (one raised since the file was opened). An
         exception merely being handled is no failure of the file, and a close from the
         caller's own code is on purpose: both commit. (Python frames and their arguments
@@ -682,8 +703,7 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
             frame = frame.f_back if frame is not None else None
             if frame is None:
                 return False
-            package = str(frame.f_globals.get("__name__", "")).partition(".")[0]
-            if package not in CLOSING_LIBRARIES:
+            if not _in_library(frame.f_code.co_filename):
                 return False  # the caller's own code closed it
             if frame.f_code.co_name == "__exit__" and _handed(frame.f_locals, error):
                 return True

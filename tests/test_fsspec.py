@@ -201,13 +201,21 @@ def _write_failing(how: str, fs: DcstoreFileSystem, opts: dict[str, Any]) -> Non
     elif how == "pandas":  # to_csv closes its handle in a with block of its own
         frame = pd.DataFrame({"a": [str(i) for i in range(5000)] + [Unprintable()]})
         frame.to_csv("dcstore://obj", storage_options=opts)
+    elif how == "ArrowWriter":  # Hugging Face's, as save_to_disk uses it (review)
+        from datasets.arrow_writer import ArrowWriter
+
+        with ArrowWriter(path="dcstore://obj", storage_options=opts) as w:
+            w.write_batch({"x": list(range(1000))})
+            raise RuntimeError("writer died")
     else:  # pyarrow's ParquetWriter writes its footer and closes the file as it fails
         with pq.ParquetWriter("obj", pa.schema([("x", pa.int64())]), filesystem=fs) as w:
             w.write_table(pa.table({"x": range(1000)}))
             raise RuntimeError("writer died")
 
 
-@pytest.mark.parametrize("how", ["fsspec.open", "text mode", "pandas", "ParquetWriter"])
+@pytest.mark.parametrize(
+    "how", ["fsspec.open", "text mode", "pandas", "ParquetWriter", "ArrowWriter"]
+)
 def test_a_writer_closing_the_file_as_it_fails_leaves_the_old_object(
     tmp_path: Path, how: str
 ) -> None:
