@@ -293,6 +293,21 @@ def test_resumes_after_the_last_batch_handed_out(dataset_url, before, after) -> 
     assert sorted(seen) == list(range(N))
 
 
+@pytest.mark.parametrize(("workers", "batch"), [(0, 16), (0, 7), (2, 16), (2, 7)])
+def test_a_state_taken_after_the_loop_resumes_at_the_next_epoch(dataset_url, workers, batch):
+    """Review: taken once the loop ended, the state had every worker at the end of its
+    share and loaded as an empty pass, for every later epoch too (workers start from the
+    loaded state); now it is the next epoch's start, as on the base."""
+    first = RingLoader(dataset(dataset_url), batch_size=batch, num_workers=workers)
+    assert sorted(i for b in first for i in check(b)) == list(range(N))
+    state = first.state_dict()
+    assert state["dataset"]["epoch"] == 1
+    second = RingLoader(dataset(dataset_url), batch_size=batch, num_workers=workers)
+    second.load_state_dict(state)
+    for _ in range(2):
+        assert sorted(i for b in second for i in check(b)) == list(range(N))
+
+
 def test_persistent_workers_and_spawned_workers(dataset_url) -> None:
     persistent = RingLoader(dataset(dataset_url), 32, num_workers=2, persistent_workers=True)
     received = []

@@ -263,11 +263,11 @@ class PlannedPasses(abc.ABC):
         pass: at the end of its epoch, until the next begins). Only passes of
         this process count: a dataset iterated by ``DataLoader`` workers (their copies)
         is still at its start here; take the loader's state instead."""
-        active = self._passes.active
-        if active is None:
-            from torch.utils.data import get_worker_info
+        from torch.utils.data import get_worker_info
 
-            if get_worker_info() is None and self._passes.resume is not None:
+        active, main = self._passes.active, get_worker_info() is None
+        if active is None or (active.done and main):  # a main-process loop that ended: next
+            if main and self._passes.resume is not None:
                 return copy.deepcopy(self._passes.resume)  # loaded, for workers to resolve
             return self.worker_state(*current_worker())
         return self._state(active)
@@ -347,4 +347,22 @@ class PlannedPasses(abc.ABC):
         states = [s for s in states if s]
         if not states:
             raise ConfigError(f"the loader state holds no {cls.__name__} state")
-        return cls.merge_states(states)
+        merged = cls.merge_states(states)
+        if workers and loader_state.get("_iterator_finished"):  # its loop over them ended
+            return cls.next_epoch_state(merged)
+        return merged
+
+    @staticmethod
+    def next_epoch_state(state: Mapping[str, Any]) -> dict[str, Any]:
+        """A merged ``state`` of an epoch every worker read whole, taken once the loop over
+        the loader ended, as the start of the next epoch (loaded as it is, it would make
+        every pass an empty rest of that epoch: ``DataLoader`` workers start from a loaded
+        state each epoch). A state taken inside the loop, after its last batch, is kept as
+        it is: the epoch's rest is empty, and ``set_epoch`` moves on."""
+        workers = int(state["workers"])
+        return {
+            **copy.deepcopy(dict(state)),
+            "epoch": int(state["epoch"]) + 1,
+            "layers": [],
+            "positions": {str(worker): 0 for worker in range(workers)},
+        }

@@ -185,6 +185,8 @@ class RingLoader:
         self._loader: DataLoader[Any] | None = None
         self._views: SlotViews | None = None
         self._states: dict[int, dict[str, Any]] = {}
+        self._finished = False  # the last pass's loop ended (its state: the next epoch's start)
+        self._pass_epoch: int | None = None  # the dataset's epoch when the last pass began
         self.stats = {"batches": 0, "retired": 0, "buffers": 0}
         """This pass: batches handed out, given up while referenced, slot buffers received."""
 
@@ -235,6 +237,7 @@ class RingLoader:
         if self.persistent_workers:
             views.discard_in_flight()  # what a pass left early had in flight
         self._states = {}
+        self._finished, self._pass_epoch = False, getattr(self.dataset, "epoch", None)
         counted = {"batches": views.count, "retired": views.retired, "buffers": views.buffers}
         deliveries = iter(loader)
         loader.dataset.first = None  # type: ignore[attr-defined] # the workers hold them now
@@ -244,6 +247,7 @@ class RingLoader:
                 try:
                     delivery = next(deliveries)
                 except StopIteration:
+                    self._finished = True
                     return
                 except (ConnectionResetError, EOFError) as exc:
                     _raise_worker_death(deliveries, exc)
@@ -281,9 +285,14 @@ class RingLoader:
             raise ConfigError(f"{type(self.dataset).__name__} cannot be resumed (no state_dict)")
         workers = max(1, self.num_workers)
         states = [self._states.get(w) or initial(w, workers) for w in range(workers)]
-        return {"dataset": merge(states)}
+        merged = merge(states)
+        after = getattr(self.dataset, "next_epoch_state", None)
+        if self._finished and after is not None and merged.get("epoch") == self._pass_epoch:
+            merged = after(merged)  # the loop over the pass's epoch ended: the next one's start
+        return {"dataset": merged}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume at :meth:`state_dict`'s position (from the next ``iter``)."""
         self.dataset.load_state_dict(copy.deepcopy(state["dataset"]))
         self._states = {}
+        self._finished = False
