@@ -29,10 +29,17 @@ def write_file_atomically(path: str, chunks: Iterable[Buffer]) -> None:
     Permissions as ``cp`` leaves them: a file that was there keeps its mode, a new one
     gets 0644 less the umask (as the local store writes objects). While it is written the
     temporary file is its owner's only (0600): it may be decrypted data, and a process
-    killed with SIGKILL leaves it behind."""
-    directory = os.path.dirname(os.path.abspath(path))
+    killed with SIGKILL leaves it behind. Through a symbolic link the file it names is
+    replaced (the link stays, as ``cp`` writes through it); a path that is not a regular
+    file (a FIFO, a device such as ``/dev/null``) is written as it is, never replaced."""
+    shown, path = path, os.path.realpath(path)
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISREG(os.stat(path).st_mode) and not os.path.isdir(path):
+            _write_in_place(path, chunks)
+            return
+    directory = os.path.dirname(path)
     if not os.path.isdir(directory):  # name the user's output, not the temporary file
-        raise FileNotFoundError(errno.ENOENT, "the output's directory does not exist", path)
+        raise FileNotFoundError(errno.ENOENT, "the output's directory does not exist", shown)
     try:
         kept: int | None = stat.S_IMODE(os.stat(path).st_mode)
     except FileNotFoundError:
@@ -41,7 +48,7 @@ def write_file_atomically(path: str, chunks: Iterable[Buffer]) -> None:
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError as exc:
-        exc.filename = path  # the user's output, not the temporary file
+        exc.filename = shown  # the user's output, not the temporary file
         raise
     try:
         with os.fdopen(fd, "wb") as f:
@@ -57,5 +64,12 @@ def write_file_atomically(path: str, chunks: Iterable[Buffer]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(exc, OSError) and not isinstance(exc, DcstoreError):
-            exc.filename = path  # a write's error names no file; a rename's the temporary
+            exc.filename = shown  # a write's error names no file; a rename's the temporary
         raise
+
+
+def _write_in_place(path: str, chunks: Iterable[Buffer]) -> None:
+    """``chunks`` written to ``path``, a FIFO or a device, opened as it is."""
+    with open(path, "wb") as f:
+        for chunk in chunks:
+            write_all(f, chunk)

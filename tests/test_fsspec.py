@@ -836,6 +836,27 @@ def _readers(tmp_path: Path, keys: str, failure: str) -> tuple[DcstoreFileSystem
     return DcstoreFileSystem(store, keys=keys), DcstoreFileSystem(store, keys=wrong)
 
 
+def test_get_file_writes_through_a_link_and_into_a_fifo(tmp_path: Path) -> None:
+    """Review: written whole through a temporary file, get_file replaced a symbolic link
+    (its target kept the old bytes) and a FIFO (its reader got nothing) with a regular
+    file; as root, ``/dev/null`` would have been replaced the same way."""
+    fs = DcstoreFileSystem(str(tmp_path / "store"))
+    fs.pipe_file("weights", b"new weights")
+    (tmp_path / "model-v3.pt").write_bytes(b"old")
+    os.symlink("model-v3.pt", tmp_path / "latest.pt")
+    fs.get_file("weights", str(tmp_path / "latest.pt"))
+    assert os.path.islink(tmp_path / "latest.pt")
+    assert (tmp_path / "model-v3.pt").read_bytes() == b"new weights"
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    fs.get_file("weights", str(fifo))
+    reader.join(10)
+    assert got == [b"new weights"] and fifo.is_fifo()
+
+
 @pytest.mark.parametrize("failure", ["wrong keys", "no keys", "damage"])
 def test_get_file_writes_the_local_file_whole_or_not_at_all(
     tmp_path: Path, keys: str, failure: str
