@@ -9,6 +9,7 @@ import os
 import pickle
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -705,6 +706,30 @@ def test_a_text_pack_that_fails_names_the_shards_it_left(
         assert f"stay until `dcstore gc {url}` removes them" in err
         assert main(["gc", url]) == 0
     assert {m.key for m in LocalBackend(str(tmp_path / "store")).list_objects("tokens/")} == kept
+
+
+def test_a_text_pack_stopped_after_its_commit_says_it_committed(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review: a pack interrupted while dropping older versions, after its commit, said
+    the current version was unchanged."""
+    from dcstore.cli.main import main
+    from dcstore.tokens import writer
+
+    (tmp_path / "c.jsonl").write_text('{"text": "a document"}\n' * 50)
+    url = f"file://{tmp_path / 'store'}"
+    args = ["pack", "--text", str(tmp_path / "c.jsonl"), url, "-q"]
+    assert main(args) == 0 and main(args) == 0
+
+    def interrupted(store: Any, keep: Any) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer, "_drop_versions", interrupted)
+    capsys.readouterr()
+    assert main(args) == 130
+    current = load_token_manifest(LocalBackend(str(tmp_path / "store"))).version
+    err = capsys.readouterr().err
+    assert f"version {current} was committed and is current" in err, err
 
 
 def test_key_rotation_records_the_shards_new_versions_in_every_kept_manifest(

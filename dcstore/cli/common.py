@@ -228,16 +228,18 @@ def _note(text: str) -> None:
 
 @contextlib.contextmanager
 def naming_what_a_failed_pack_left(
-    store: Backend, dest: str, version: str, *, shards_prefix: str, manifest_key: str
-) -> Iterator[None]:
+    store: Backend, dest: str, version: str, *, shards_prefix: str, manifest_key: str,
+    current: Callable[[Backend], str],
+) -> Iterator[None]:  # fmt: skip
     """Around a pack of ``version`` into ``store`` (its shards under
-    ``<shards_prefix><version>/``, its manifest at ``manifest_key``): if it fails, any
-    way (^C too), say on stderr what it left and how to remove it (a full store: in the
-    error itself), then re-raise."""
+    ``<shards_prefix><version>/``, its manifest at ``manifest_key``, whose version
+    ``current`` reads): if it fails, any way (^C too), say on stderr what it left and how
+    to remove it (a full store: in the error itself), then re-raise."""
     try:
         yield
     except BaseException as exc:  # the shards written so far stay: say which, and how
-        left = _left_behind(store, dest, f"{shards_prefix}{version}/", manifest_key)
+        shards = f"{shards_prefix}{version}/"
+        left = _left_behind(store, dest, version, shards, manifest_key, current)
         if left is None:
             raise
         if isinstance(exc, StorageFullError):
@@ -247,11 +249,15 @@ def naming_what_a_failed_pack_left(
         raise
 
 
-def _left_behind(store: Backend, dest: str, shards: str, manifest_key: str) -> str | None:
-    """What a failed pack left under ``shards`` in ``store`` and how to remove it (None:
-    it wrote no shard). With a dataset there, gc finds the shards no version references;
-    before the first commit gc cannot tell them from a lost manifest's, so the pack names
-    them. Never raises: it runs while another error is on its way out."""
+def _left_behind(
+    store: Backend, dest: str, version: str, shards: str, manifest_key: str,
+    current: Callable[[Backend], str],
+) -> str | None:  # fmt: skip
+    """What a failed pack of ``version`` left under ``shards`` in ``store`` and how to
+    remove it (None: it wrote no shard). With a dataset there, gc finds the shards no
+    version references; before the first commit gc cannot tell them from a lost
+    manifest's, so the pack names them; after its own commit, only older versions were
+    left to drop. Never raises: it runs while another error is on its way out."""
     from dcstore.loaders.versions import has_manifest, has_objects
 
     remove = f"`dcstore rm -r {dest} {shards}` removes them"
@@ -259,6 +265,11 @@ def _left_behind(store: Backend, dest: str, shards: str, manifest_key: str) -> s
         if not has_objects(store, shards):
             return None
         if has_manifest(store, manifest_key):
+            if current(store) == version:
+                return (
+                    f"version {version} was committed and is current; it was stopped while "
+                    "dropping older versions, which the next pack drops"
+                )
             return (
                 "the dataset's current version is unchanged, and the shards this pack wrote "
                 f"stay until `dcstore gc {dest}` removes them"

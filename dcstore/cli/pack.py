@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
         return pack_text.run(args)
     from dcstore.loaders.ingest import plan_source
-    from dcstore.loaders.manifest import MANIFEST_KEY
+    from dcstore.loaders.manifest import MANIFEST_KEY, load_manifest
     from dcstore.loaders.packing import default_workers, pack_plan
     from dcstore.loaders.versions import DEFAULT_KEEP, SHARDS_PREFIX
     from dcstore.loaders.writer import new_version
@@ -65,7 +65,12 @@ def run(args: argparse.Namespace) -> int:
     with transfer_progress(not args.quiet) as progress:
         task = progress.add_task(f"packing {args.src}", total=plan.total_bytes)
         with naming_what_a_failed_pack_left(
-            store, args.dest, version, shards_prefix=SHARDS_PREFIX, manifest_key=MANIFEST_KEY
+            store,
+            args.dest,
+            version,
+            shards_prefix=SHARDS_PREFIX,
+            manifest_key=MANIFEST_KEY,
+            current=lambda s: load_manifest(s).version,
         ):
             manifest = pack_plan(
                 store,

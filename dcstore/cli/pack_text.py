@@ -22,7 +22,7 @@ def eod_arg(text: str) -> int | str:
 
 def run(args: argparse.Namespace) -> int:
     from dcstore.loaders.writer import new_version
-    from dcstore.tokens.manifest import SHARDS_PREFIX, TOKENS_KEY
+    from dcstore.tokens.manifest import SHARDS_PREFIX, TOKENS_KEY, load_token_manifest
     from dcstore.tokens.pack import PackProgress, pack_text
 
     store = open_from_args(args.dest, args)
@@ -40,7 +40,12 @@ def run(args: argparse.Namespace) -> int:
 
         version = new_version()
         with naming_what_a_failed_pack_left(
-            store, args.dest, version, shards_prefix=SHARDS_PREFIX, manifest_key=TOKENS_KEY
+            store,
+            args.dest,
+            version,
+            shards_prefix=SHARDS_PREFIX,
+            manifest_key=TOKENS_KEY,
+            current=lambda s: load_token_manifest(s).version,
         ):
             manifest = pack_text(
                 [args.src], store, tokenizer=args.tokenizer, text_field=args.text_field,
