@@ -573,7 +573,9 @@ class DcstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]
         except BaseException:  # a bad encoding=, a compressor's options
             binary.discard()
             raise
-        binary._outer = weakref.ref(outer)  # a transaction's commit closes it first
+        # a transaction's commit closes it first; one it holds lives until then, as the
+        # binary file does, even if the caller lets go of it
+        binary._outer = weakref.ref(outer) if binary.autocommit else lambda: outer
         return outer
 
     def _open(
@@ -646,7 +648,7 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
         # an exception already being handled at open (a write in an `except` block, an
         # emergency checkpoint) is not this file's failure: see close()
         self._handled_at_open = sys.exc_info()[1]
-        self._outer: weakref.ref[Any] | None = None  # a text or compressing writer on top
+        self._outer: Callable[[], Any] | None = None  # a text or compressing writer on top
         self._failed: BaseException | None = None  # a write's error: the file is done
         super().__init__(fs, path, mode, **kwargs)
 

@@ -343,9 +343,15 @@ def test_a_compressed_file_commits_when_closed_and_only_then(
     with fs.transaction:  # one still open at the end: its compressor's end written first
         f = fs.open("in-transaction.csv.gz", mode, compression=compression)
         f.write(put)
+        dropped = fs.open("dropped.csv.gz", mode, compression=compression)
+        dropped.write(put)
+        del dropped  # review: the transaction holds it, as it holds a binary file
+        gc.collect()
     assert gzip.decompress(fs.cat("t.csv.gz")) == data.encode()  # the old object
     assert gzip.decompress(fs.cat("in-transaction.csv.gz")) == data.encode() and f.closed
+    assert gzip.decompress(fs.cat("dropped.csv.gz")) == data.encode()
     assert sorted(os.listdir(tmp_path / "store")) == [
+        "dropped.csv.gz",
         "in-transaction.csv.gz",
         "t.csv.gz",
         "u.csv.gz",
