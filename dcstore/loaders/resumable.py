@@ -66,6 +66,17 @@ class Pass:
     done: bool = False
 
 
+def _at_start(state: Mapping[str, Any]) -> bool:
+    """Whether ``state`` is its epoch's start: every worker's position, all 0, no earlier
+    layers (then it resumes as a fresh pass, with any number of workers)."""
+    positions = state["positions"]
+    return (
+        not state["layers"]
+        and len(positions) == int(state["workers"])
+        and not any(int(p) for p in positions.values())
+    )
+
+
 def distributed_rank_world() -> tuple[int, int]:
     """(rank, world) from ``torch.distributed`` when initialised, else (0, 1)."""
     import torch.distributed as dist
@@ -319,7 +330,7 @@ class PlannedPasses(abc.ABC):
         )
         if differ:
             raise ConfigError(f"resume state was made with {differ}: pass the same settings")
-        self._passes.resume = copy.deepcopy(dict(state))
+        self._passes.resume = None if _at_start(state) else copy.deepcopy(dict(state))
         self._passes.active = None
         self.epoch = state["epoch"]
 
