@@ -216,6 +216,8 @@ class PlannedPasses(abc.ABC):
                 f"resume state is for rank {state['rank']} of {state['world']}, "
                 f"this is rank {rank} of {world}"
             )
+        if _at_start(state):  # a fresh pass, with any number of workers
+            return [], 0
         layers: list[Layer] = [(int(n), tuple(p)) for n, p in state["layers"]]
         positions = {int(w): int(p) for w, p in state["positions"].items()}
         if state["workers"] == workers and worker in positions:
@@ -274,11 +276,11 @@ class PlannedPasses(abc.ABC):
         pass: at the end of its epoch, until the next begins). Only passes of
         this process count: a dataset iterated by ``DataLoader`` workers (their copies)
         is still at its start here; take the loader's state instead."""
-        from torch.utils.data import get_worker_info
+        active = self._passes.active
+        if active is None:
+            from torch.utils.data import get_worker_info
 
-        active, main = self._passes.active, get_worker_info() is None
-        if active is None or (active.done and main):  # a main-process loop that ended: next
-            if main and self._passes.resume is not None:
+            if get_worker_info() is None and self._passes.resume is not None:
                 return copy.deepcopy(self._passes.resume)  # loaded, for workers to resolve
             return self.worker_state(*current_worker())
         return self._state(active)
@@ -330,7 +332,7 @@ class PlannedPasses(abc.ABC):
         )
         if differ:
             raise ConfigError(f"resume state was made with {differ}: pass the same settings")
-        self._passes.resume = None if _at_start(state) else copy.deepcopy(dict(state))
+        self._passes.resume = copy.deepcopy(dict(state))
         self._passes.active = None
         self.epoch = state["epoch"]
 
@@ -359,7 +361,7 @@ class PlannedPasses(abc.ABC):
         if not states:
             raise ConfigError(f"the loader state holds no {cls.__name__} state")
         merged = cls.merge_states(states)
-        if workers and loader_state.get("_iterator_finished"):  # its loop over them ended
+        if loader_state.get("_iterator_finished"):  # the loop over the loader ended
             return cls.next_epoch_state(merged)
         return merged
 
