@@ -32,11 +32,11 @@ def write_file_atomically(path: str, chunks: Iterable[Buffer]) -> None:
     killed with SIGKILL leaves it behind. Through a symbolic link the file it names is
     replaced (the link stays, as ``cp`` writes through it); a path that is not a regular
     file (a FIFO, a device such as ``/dev/null``) is written as it is, never replaced."""
-    shown, path = path, os.path.realpath(path)
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(FileNotFoundError):  # through links: /dev/stdout to a pipe
         if not stat.S_ISREG(os.stat(path).st_mode) and not os.path.isdir(path):
             _write_in_place(path, chunks)
             return
+    shown, path = path, os.path.realpath(path)
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):  # name the user's output, not the temporary file
         raise FileNotFoundError(errno.ENOENT, "the output's directory does not exist", shown)

@@ -861,6 +861,15 @@ def test_get_file_writes_through_a_link_and_into_a_fifo(tmp_path: Path) -> None:
     fs.get_file("weights", str(fifo))
     reader.join(10)
     assert got == [b"new weights"] and fifo.is_fifo()
+    read_end, write_end = os.pipe()  # /dev/fd/N to a pipe: a link to no file (review)
+    try:
+        fs.get_file("weights", f"/dev/fd/{write_end}")
+        os.close(write_end)
+        assert os.read(read_end, 100) == b"new weights"
+    finally:
+        os.close(read_end)
+        with contextlib.suppress(OSError):
+            os.close(write_end)
 
 
 @pytest.mark.parametrize("failure", ["wrong keys", "no keys", "damage"])
