@@ -116,15 +116,22 @@ handles close a text wrapper that closes the file (3 frames), pyarrow's writer i
 def _library_dirs() -> tuple[str, ...]:
     paths = sysconfig.get_paths()
     dirs = [paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")]
-    dirs += [*site.getsitepackages(), os.path.dirname(__file__)]  # dcstore's own too
+    dirs += [*site.getsitepackages(), site.getusersitepackages(), os.path.dirname(__file__)]
     return tuple(sorted({os.path.join(os.path.realpath(d), "") for d in dirs}))
 
 
 LIBRARY_DIRS = _library_dirs()
-"""Where library code lives (the standard library, installed packages, dcstore): an
-``__exit__`` there closing a file on its way out of a failure is a failed write
-(``OpenFile``, pandas' handles, ``ParquetWriter``, Hugging Face's ``ArrowWriter``,
-``contextlib.closing``). A close made by code elsewhere (the caller's own) is on purpose."""
+"""Where library code lives (the standard library, installed packages, the user's site,
+dcstore): an ``__exit__`` there closing a file on its way out of a failure is a failed
+write (``OpenFile``, pandas' handles, ``ParquetWriter``, Hugging Face's ``ArrowWriter``,
+``contextlib.closing``). A close made by code elsewhere (the caller's own) is on purpose.
+So is one by the caller's own package installed among the libraries (a wheel): that
+close discards, as every close from a failing ``with`` did before."""
+WRITING_LIBRARIES = frozenset(
+    {"fsspec", "pandas", "pyarrow", "datasets", "polars", "contextlib", "dcstore"}
+)
+"""Libraries known to close a file as they fail, wherever they are installed (``--target``
+directories, ``PYTHONPATH``)."""
 
 
 class SegmentCache(BaseCache):  # type: ignore[misc]
@@ -705,7 +712,8 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
             frame = frame.f_back if frame is not None else None
             if frame is None:
                 return False
-            if not _in_library(frame.f_code.co_filename):
+            package = str(frame.f_globals.get("__name__", "")).partition(".")[0]
+            if package not in WRITING_LIBRARIES and not _in_library(frame.f_code.co_filename):
                 return False  # the caller's own code closed it
             if frame.f_code.co_name == "__exit__" and _handed(frame.f_locals, error):
                 return True
