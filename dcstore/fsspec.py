@@ -74,6 +74,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import datetime
 import functools
@@ -802,11 +803,13 @@ class _DiscardsOnFailure:
 
     closed: bool
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Commit what was written (each writer closes what is under it)."""
 
+    @abc.abstractmethod
     def discard(self) -> None:
-        raise NotImplementedError
+        """Drop what was written: nothing is committed."""
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
         if exc_type is None:
