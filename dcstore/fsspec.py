@@ -89,6 +89,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from types import FrameType, TracebackType
 from typing import Any
 
 from fsspec.caching import BaseCache, register_cache
@@ -630,6 +631,15 @@ def _in_library(filename: str) -> bool:
     return os.path.realpath(filename).startswith(LIBRARY_DIRS)
 
 
+def _frames_of(traceback: TracebackType | None) -> list[FrameType]:
+    """The frames an exception was raised in or passed through so far."""
+    frames = []
+    while traceback is not None:
+        frames.append(traceback.tb_frame)
+        traceback = traceback.tb_next
+    return frames
+
+
 def _handed(arguments: dict[str, Any], error: BaseException) -> bool:
     """Whether an ``__exit__``'s arguments (``exc``, or ``*args``) hold ``error`` itself."""
     for value in arguments.values():
@@ -685,11 +695,12 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
 
     def close(self) -> None:
         """Reading: let go of the object. Writing: commit (inside a transaction, when it
-        ends), unless a library's context manager closes the file on its way out of a
-        failure raised since the file was opened (fsspec's ``OpenFile``, pandas'
-        handles, pyarrow's ``ParquetWriter``, ``contextlib.closing``): then what was
-        written is discarded. A ``close()`` in the caller's own code (an ``except``
-        block, its own ``__exit__`` or ``@contextmanager``) commits."""
+        ends), unless library code closes the file on its way out of a failure raised
+        since the file was opened (the ``with`` blocks of fsspec's ``OpenFile``, pandas'
+        handles, pyarrow's ``ParquetWriter``, ``contextlib.closing``; pandas'
+        ``get_handle`` cleaning up): then what was written is discarded. A ``close()``
+        in the caller's own code (an ``except`` block, its own ``__exit__`` or
+        ``@contextmanager``) commits."""
         self._mapped = None  # slices handed out keep the mapping alive; the file lets go
         if self.mode != "rb" and not self.closed and self._failing():
             self.discard()
@@ -697,9 +708,11 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
         super().close()
 
     def _failing(self) -> bool:
-        """Whether this close is a library's ``with`` block exiting from a failure: among
-        the few callers above, all library code (:data:`LIBRARY_DIRS`), an ``__exit__`` was
-        handed the exception now in flight (one raised since the file was opened). An
+        """Whether this close is a library's cleanup from a failure: among the few
+        callers above, all library code (:data:`LIBRARY_DIRS`), an ``__exit__`` was
+        handed the exception now in flight (one raised since the file was opened), or a
+        function the exception was raised in or passed through closes the file in its
+        ``finally`` or ``except`` (pandas' ``get_handle`` when a codec is missing). An
         exception merely being handled is no failure of the file, and a close from the
         caller's own code is on purpose: both commit. (Python frames and their arguments
         are read, never changed; an ``__exit__`` written in C, such as
@@ -708,6 +721,7 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
         error = sys.exc_info()[1]
         if error is None or error is self._handled_at_open:
             return False
+        failed_in = _frames_of(error.__traceback__)
         frame = inspect.currentframe()
         for _ in range(EXIT_FRAMES):
             frame = frame.f_back if frame is not None else None
@@ -717,6 +731,8 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
             if package not in WRITING_LIBRARIES and not _in_library(frame.f_code.co_filename):
                 return False  # the caller's own code closed it
             if frame.f_code.co_name == "__exit__" and _handed(frame.f_locals, error):
+                return True
+            if any(frame is f for f in failed_in):  # its own `finally`/`except` cleaning up
                 return True
         return False
 
