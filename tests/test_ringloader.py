@@ -308,6 +308,19 @@ def test_a_state_taken_after_the_loop_resumes_at_the_next_epoch(dataset_url, wor
         assert sorted(i for b in second for i in check(b)) == list(range(N))
 
 
+def test_persistent_workers_state_after_a_later_loop_is_the_next_epoch(dataset_url) -> None:
+    """Persistent workers move to the next epoch on their own (no ``set_epoch``); a state
+    taken after the second loop was the end of epoch 1, which resumed as an empty pass."""
+    first = RingLoader(dataset(dataset_url), 16, num_workers=2, persistent_workers=True)
+    for _ in range(2):
+        assert sorted(i for b in first for i in check(b)) == list(range(N))
+    state = first.state_dict()
+    assert state["dataset"]["epoch"] == 2
+    second = RingLoader(dataset(dataset_url), 16, num_workers=2, persistent_workers=True)
+    second.load_state_dict(state)
+    assert sorted(i for b in second for i in check(b)) == list(range(N))
+
+
 @pytest.mark.parametrize("batch", [16, 7])
 def test_a_state_taken_at_the_last_batch_resumes_an_empty_rest(dataset_url, batch) -> None:
     """Review: without workers, a partial last batch is formed after the dataset's pass has

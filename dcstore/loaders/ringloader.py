@@ -287,8 +287,12 @@ class RingLoader:
         states = [self._states.get(w) or initial(w, workers) for w in range(workers)]
         merged = merge(states)
         after = getattr(self.dataset, "next_epoch_state", None)
-        if self._finished and after is not None and merged.get("epoch") == self._pass_epoch:
-            merged = after(merged)  # the loop over the pass's epoch ended: the next one's start
+        # the loop over the pass's epoch ended: the next one's start. The workers' states
+        # name that epoch (persistent ones move on by themselves); with none delivered,
+        # the dataset's own must still be the one the pass began with
+        of_pass = bool(self._states) or merged.get("epoch") == self._pass_epoch
+        if self._finished and after is not None and of_pass:
+            merged = after(merged)
         return {"dataset": merged}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
