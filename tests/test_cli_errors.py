@@ -155,3 +155,14 @@ def test_sweep_older_than_takes_a_duration(tmp_path) -> None:
         assert done.returncode == 0, done.stderr
     done = run("maintenance", "sweep", str(tmp_path), "--older-than", "soon")
     assert done.returncode == EXIT_CONFIG and "bad duration 'soon'" in one_error_line(done)
+
+
+def test_a_text_shard_size_below_one_token_names_the_shard_size(tmp_path) -> None:
+    """``pack --text --shard-size 1`` said "shard_bytes must hold at least one token"."""
+    (tmp_path / "corpus.txt").write_text("hello world\n")
+    done = run("pack", "--text", str(tmp_path / "corpus.txt"), str(tmp_path / "s"),
+               "--shard-size", "1")  # fmt: skip
+    assert done.returncode == EXIT_CONFIG
+    line = one_error_line(done)
+    assert "shard size 1 B is too small" in line and "shard_bytes" not in line
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())

@@ -91,7 +91,10 @@ class TokenWriter:
             raise ConfigError(f"eod id {eod} is outside the vocabulary (0 .. {vocab_size - 1})")
         self.eod = eod
         if shard_bytes < DTYPES[self.dtype].itemsize:
-            raise ConfigError(f"shard_bytes must hold at least one token, got {shard_bytes}")
+            raise ConfigError(
+                f"a token shard must hold at least one token ({self.dtype}: "
+                f"{DTYPES[self.dtype].itemsize} bytes); shard size {shard_bytes} B is too small"
+            )
         self.shard_tokens = shard_bytes // DTYPES[self.dtype].itemsize
         reserved = {"start", "length"} & set(columns)
         if reserved:
