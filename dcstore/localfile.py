@@ -26,24 +26,25 @@ def write_all(out: BinaryIO, data: Buffer) -> None:
 
 def write_file_atomically(path: str, chunks: Iterable[Buffer]) -> None:
     """``chunks`` to ``path`` through a temporary file renamed into place when complete.
-    Permissions as ``cp`` leaves them: a file that was there keeps its mode, a new one
-    gets 0644 less the umask (as the local store writes objects). While it is written the
+    A file that was there keeps its mode (and its owner, where the caller may set it:
+    root), a new one gets 0644 less the umask (as the local store writes objects); being
+    a new file, it is no longer a hard link of the old one's other names. While it is written the
     temporary file is its owner's only (0600): it may be decrypted data, and a process
     killed with SIGKILL leaves it behind. Through a symbolic link the file it names is
     replaced (the link stays, as ``cp`` writes through it); a path that is not a regular
     file (a FIFO, a device such as ``/dev/null``) is written as it is, never replaced."""
-    with contextlib.suppress(FileNotFoundError):  # through links: /dev/stdout to a pipe
-        if not stat.S_ISREG(os.stat(path).st_mode) and not os.path.isdir(path):
-            _write_in_place(path, chunks)
-            return
+    try:
+        there: os.stat_result | None = os.stat(path)  # through links: /dev/stdout to a pipe
+    except FileNotFoundError:
+        there = None
+    if there is not None and not stat.S_ISREG(there.st_mode) and not stat.S_ISDIR(there.st_mode):
+        _write_in_place(path, chunks)  # its errors are the read's: raised as they are
+        return
     shown, path = path, os.path.realpath(path)
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):  # name the user's output, not the temporary file
         raise FileNotFoundError(errno.ENOENT, "the output's directory does not exist", shown)
-    try:
-        kept: int | None = stat.S_IMODE(os.stat(path).st_mode)
-    except FileNotFoundError:
-        kept = None
+    kept = stat.S_IMODE(there.st_mode) if there is not None else None
     tmp = os.path.join(directory, f".dcstore-get-{uuid.uuid4().hex}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -59,6 +60,9 @@ def write_file_atomically(path: str, chunks: Iterable[Buffer]) -> None:
             f.flush()
             os.fsync(f.fileno())
             os.fchmod(fd, final)
+            if there is not None and (there.st_uid, there.st_gid) != (os.geteuid(), os.getegid()):
+                with contextlib.suppress(OSError):  # root keeps the owner; others cannot
+                    os.fchown(fd, there.st_uid, there.st_gid)
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):

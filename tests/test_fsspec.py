@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +45,12 @@ from dcstore.errors import (
     IntegrityError,
     InvalidKeyError,
     KeyAccessError,
+    NotFoundError,
     StorageFullError,
     VersionChangedError,
 )
 from dcstore.fsspec import DcstoreFileSystem
+from dcstore.localfile import write_file_atomically
 from dcstore.ops import COPY_CHUNK_BYTES
 from dcstore.store import open_store
 
@@ -1003,3 +1006,33 @@ def test_an_unsupported_mode_is_named_as_given(tmp_path: Path, mode: str) -> Non
     fs = DcstoreFileSystem(str(tmp_path / "store"))
     with pytest.raises(NotImplementedError, match=rf"not '{re.escape(mode)}'$"):
         fs.open("k", mode)
+
+
+def test_a_read_failing_into_a_fifo_raises_and_leaves_the_fifo(tmp_path: Path) -> None:
+    """Review: an object gone mid-read (NotFoundError is a FileNotFoundError) was taken
+    for a missing output: the FIFO was replaced by an empty file and the call returned."""
+
+    def chunks() -> Iterator[bytes]:
+        yield b"x" * 1000
+        raise NotFoundError("the object was deleted mid-read")
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    with pytest.raises(NotFoundError, match="deleted mid-read"):
+        write_file_atomically(str(fifo), chunks())
+    reader.join(10)
+    assert got == [b"x" * 1000] and fifo.is_fifo()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file another owner")
+def test_a_replaced_output_keeps_its_owner(tmp_path: Path) -> None:
+    """Review: written as root over a user's file, the output became root's."""
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"old")
+    os.chown(out, 65534, 65534)
+    write_file_atomically(str(out), [b"new"])
+    assert out.read_bytes() == b"new"
+    assert (out.stat().st_uid, out.stat().st_gid) == (65534, 65534)
