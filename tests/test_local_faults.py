@@ -244,3 +244,21 @@ def test_a_key_segment_too_long_for_a_file_name_says_so(tmp_path: Path) -> None:
     with pytest.raises(InvalidKeyError, match="too long for a file name here") as info:
         LocalBackend(str(tmp_path)).put("a/" + "x" * 300, b"1")
     assert "conflicts" not in str(info.value)
+
+
+def test_a_fifo_in_the_store_is_no_object_and_never_blocks(tmp_path) -> None:
+    """Review: a FIFO put in the store by hand blocked every read of its key forever (the
+    open waited for a writer before the file's kind was checked)."""
+    store = LocalBackend(str(tmp_path))
+    os.mkfifo(tmp_path / "pipe")
+    reads = [
+        store.head,
+        store.get,
+        lambda key: store.get_range(key, 0, 1),
+        store.map_object,
+        store.open_read,
+    ]
+    for read in reads:
+        with pytest.raises(NotFoundError, match=r"'pipe' \(it is not a regular file\)"):
+            read("pipe")
+    assert [m.key for m in store.list_objects()] == []

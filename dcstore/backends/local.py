@@ -139,6 +139,10 @@ class LocalBackend(Backend):
             return InvalidKeyError(f"{where}: {exc.strerror} (conflicts with another key)")
         return DcstoreError(f"{where}: {exc.strerror or exc}")
 
+    def _not_a_file(self, key: str, st: os.stat_result) -> NotFoundError:
+        what = "a prefix" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        return NotFoundError(f"{self.url}: no object {key!r} (it is {what})")
+
     # -- reads ---------------------------------------------------------------------------
 
     def get(self, key: str, *, version: str | None = None) -> bytes:
@@ -153,7 +157,8 @@ class LocalBackend(Backend):
         """A read-only descriptor of the object's file and its size (a prefix is not
         found; a file of another version than ``version`` is a VersionChangedError)."""
         try:
-            fd = os.open(self._path(key), os.O_RDONLY | os.O_NOFOLLOW)
+            # O_NONBLOCK: a FIFO put in the store by hand would block the open forever
+            fd = os.open(self._path(key), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as exc:
             raise self._error(exc, key, "read") from exc
         try:
@@ -163,7 +168,7 @@ class LocalBackend(Backend):
             raise self._error(exc, key, "read") from exc
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
-            raise NotFoundError(f"{self.url}: no object {key!r} (it is a prefix)")
+            raise self._not_a_file(key, st)
         try:
             check_version(self.url, key, version, _meta(key, st).version)
         except DcstoreError:
@@ -230,7 +235,7 @@ class LocalBackend(Backend):
         if stat.S_ISLNK(st.st_mode):
             raise self._error(OSError(errno.ELOOP, os.strerror(errno.ELOOP)), key, "stat")
         if not stat.S_ISREG(st.st_mode):
-            raise NotFoundError(f"{self.url}: no object {key!r} (it is a prefix)")
+            raise self._not_a_file(key, st)
         meta = _meta(key, st)
         check_version(self.url, key, version, meta.version)
         return meta
@@ -440,7 +445,7 @@ def _remove_unless_open(path: str) -> bool:
     see :meth:`LocalBackend.open_write`); whether it was removed. A file this process
     cannot open or lock is removed by its age alone, as before locks were taken."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK)
     except OSError as exc:
         if exc.errno not in (errno.EACCES, errno.EPERM, errno.ELOOP):
             raise  # gone (FileNotFoundError), or out of descriptors: not judged here
