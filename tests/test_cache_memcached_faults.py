@@ -239,3 +239,40 @@ def test_recovery_names_the_servers_still_out(
     assert not any("is back" in m for m in messages)
     back = next(m for m in messages if "answers again" in m)
     assert f"without {dead} (out of use until they answer)" in back
+
+
+def test_threads_bringing_a_server_back_at_once_do_not_fail(monkeypatch) -> None:
+    """Review: pymemcache brings dead servers back without a lock; two threads doing it at
+    once both deleted the server from the dead ones, and the second one's KeyError
+    escaped a cached read (it is not a tier fault)."""
+    from pymemcache.client.hash import HashClient
+
+    from dcstore.cache.memcached_client import TaggedHashClient
+
+    servers = [("127.0.0.1", 1), ("127.0.0.1", 2)]  # nothing listens: never connected here
+    client = TaggedHashClient(servers, retry_attempts=0, dead_timeout=0.001)
+    client._mark_failed_server(servers[0])
+    assert servers[0] in client._dead_clients
+    time.sleep(0.01)
+    add = HashClient.add_server
+
+    def slow_add(self: Any, server: Any, port: Any = None) -> None:
+        time.sleep(0.05)  # the window in which another thread saw the server still dead
+        add(self, server, port)
+
+    monkeypatch.setattr(HashClient, "add_server", slow_add)
+    errors: list[BaseException] = []
+
+    def retry() -> None:
+        try:
+            client._retry_dead()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=retry) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and not client._dead_clients
+    assert sorted(client.hasher.nodes) == sorted(client.clients)

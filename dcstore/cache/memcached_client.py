@@ -13,13 +13,14 @@ listing of keys (``lru_crawler metadump``).
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from typing import Any
 from urllib.parse import unquote
 
 from pymemcache.client.hash import HashClient
 from pymemcache.client.rendezvous import RendezvousHash
-from pymemcache.exceptions import MemcacheError
+from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError
 
 from dcstore.cache.memcached_io import get_into
 
@@ -40,16 +41,64 @@ class TaggedHashClient(HashClient):  # type: ignore[misc]  # pymemcache is untyp
 
     def __init__(self, servers: Any, **kwargs: Any):
         self._routes: dict[str, Any] = {}
+        # pymemcache changes its ring and its failed/dead bookkeeping without a lock: two
+        # threads bringing a server back both deleted it from the dead ones (KeyError)
+        self._ring_lock = threading.RLock()
+        self._on_trial: set[Any] = set()  # back in the ring after dead_timeout, not yet heard
         super().__init__(servers, use_pooling=True, **kwargs)
         self._homes = RendezvousHash(nodes=list(self.clients))  # the ring with every server
 
     def add_server(self, server: Any, port: Any = None) -> None:
-        self._routes = {}
-        super().add_server(server, port)
+        with self._ring_lock:
+            self._routes = {}
+            super().add_server(server, port)
 
     def remove_server(self, server: Any, port: Any = None) -> None:
-        self._routes = {}
-        super().remove_server(server, port)
+        with self._ring_lock:
+            if (server if port is None else (server, port)) in self._dead_clients:
+                return  # another thread took it out of the ring already
+            self._routes = {}
+            self._failed_clients.setdefault(server if port is None else (server, port), {})
+            super().remove_server(server, port)
+
+    def _retry_dead(self) -> None:
+        with self._ring_lock:
+            dead = set(self._dead_clients)
+            super()._retry_dead()
+            self._on_trial |= dead - set(self._dead_clients)
+
+    def servers_out(self) -> list[Any]:
+        """The servers out of the ring, and those put back on trial that have not answered
+        since (a killed server is put back every ``dead_timeout`` until it answers)."""
+        with self._ring_lock:
+            return [*self._dead_clients, *(self._on_trial - set(self._dead_clients))]
+
+    def _answered(self, server: Any) -> None:
+        if server in self._on_trial and server not in self._dead_clients:
+            with self._ring_lock:
+                self._on_trial.discard(server)
+
+    def _safely_run_func(self, client: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = super()._safely_run_func(client, *args, **kwargs)  # raises if it failed
+        except MemcacheUnexpectedCloseError:  # a killed server: out, as when it refuses
+            self._mark_failed_server(client.server)
+            raise
+        self._answered(client.server)
+        return result
+
+    def _safely_run_set_many(self, client: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = super()._safely_run_set_many(client, *args, **kwargs)
+        except MemcacheUnexpectedCloseError:
+            self._mark_failed_server(client.server)
+            raise
+        self._answered(client.server)
+        return result
+
+    def _mark_failed_server(self, server: Any) -> None:
+        with self._ring_lock:
+            super()._mark_failed_server(server)
 
     def _get_client(self, key: str) -> Any:
         if self._dead_clients:
@@ -74,10 +123,12 @@ class TaggedHashClient(HashClient):  # type: ignore[misc]  # pymemcache is untyp
         if client is None:
             raise MemcacheError("all memcached servers are down")
         try:
-            return get_into(client, keys, buf, start)
-        except OSError:
+            got = get_into(client, keys, buf, start)
+        except (OSError, MemcacheUnexpectedCloseError):  # closed: the server was killed
             self._mark_failed_server(client.server)
             raise
+        self._answered(client.server)
+        return got
 
     def at_home(self, key: str) -> bool:
         """Whether ``key`` is placed now on the server it has with every server up (not

@@ -175,10 +175,11 @@ class MemcachedTier(NetworkTier):
         return client
 
     def servers_out(self) -> list[str]:
-        """The servers out of this process's ring (failed; retried after ``dead_timeout``)."""
+        """The servers out of this process's ring (failed; retried after ``dead_timeout``,
+        and out until they answer)."""
         client = self._client if self._pid == os.getpid() else None  # never connects
-        dead = [] if client is None else list(client._dead_clients)
-        return [f"{host}:{port}" for host, port in dead]
+        out = [] if client is None else client.servers_out()
+        return [f"{host}:{port}" for host, port in out]
 
     # -- the tier contract -----------------------------------------------------------
 
@@ -270,9 +271,9 @@ class MemcachedTier(NetworkTier):
                     client.incr(key, value)
 
     def read_stats(self) -> dict[str, int]:
-        with self._errors("stats"):
+        with self._errors("stats"):  # a counter that is no number (written by others): a fault
             found = self._memcached().get_many([self._stat_key(n) for n in STAT_FIELDS])
-        return {n: int(found.get(self._stat_key(n), 0)) for n in STAT_FIELDS}
+            return {n: int(found.get(self._stat_key(n), 0)) for n in STAT_FIELDS}
 
     def server_info(self) -> dict[str, Any]:
         """Memory, item and eviction figures summed over the servers (all must answer)."""
