@@ -433,3 +433,21 @@ def test_tls(private_redis, tmp_path: Path) -> None:
     plain = server.url.split("?")[0].replace("rediss://", "redis://") + "?socket_timeout=0.5"
     wrong = CachedBackend(LocalBackend(tmp_path), plain)
     assert wrong.get("k") == payload(100_000) and wrong.stats()["errors"] == 1
+
+
+@pytest.mark.parametrize("kind", ["redis", "memcached"])
+def test_a_counter_that_is_no_number_is_a_tier_fault(kind: str) -> None:
+    """Review: a shared counter overwritten with text made ``read_stats`` (``dcstore cache
+    stats``) raise a bare ValueError, a traceback from the CLI."""
+    from dcstore.cache.tier import CacheUnavailableError
+
+    base = shared_redis_url() if kind == "redis" else shared_memcached_url()
+    tier = open_cache_tier(fresh_url(base))
+    tier.add_stats({"hits": 1})
+    if isinstance(tier, RedisTier):
+        redis.Redis.from_url(base).hset(tier.key("stats"), "hits", "garbage")
+    else:
+        tier._memcached().set(tier._stat_key("hits"), b"garbage")  # type: ignore[attr-defined]
+    with pytest.raises(CacheUnavailableError, match="stats failed"):
+        tier.read_stats()
+    tier.clear()

@@ -310,7 +310,10 @@ class RedisTier(NetworkTier):
     def read_stats(self) -> dict[str, int]:
         with self._errors("stats"):
             raw = self._redis().hgetall(self.key("stats"))
-        values = {k.decode(): int(v) for k, v in raw.items()}
+            try:
+                values = {k.decode(): int(v) for k, v in raw.items()}
+            except ValueError as exc:  # written by something else: a fault of the tier
+                raise redis.DataError(f"a counter is not a number: {exc}") from exc
         return {name: values.get(name, 0) for name in STAT_FIELDS}
 
     def server_info(self) -> dict[str, Any]:
