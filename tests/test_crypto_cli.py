@@ -158,3 +158,25 @@ def test_key_commands_refuse_a_store_without_objects(tmp_path: Path) -> None:
     assert "k1" in run("keys", "list", "--keys", str(keys)).stdout.split()
     got = run("get", store, "w.bin", "--keys", str(keys))
     assert got.returncode == 0 and got.stdout == "weights"
+
+
+def test_a_pack_encrypted_through_the_environment_says_encrypted(tmp_path: Path) -> None:
+    """Outside pass: with the key file in DCSTORE_KEYS_FILE (as the README offers), pack
+    and pack --text encrypted the data and said "plaintext"."""
+    keys = tmp_path / "kek.json"
+    assert run("keys", "new", "--keys", str(keys)).returncode == 0
+    images = tmp_path / "images" / "cat"
+    images.mkdir(parents=True)
+    (images / "a.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (tmp_path / "corpus.txt").write_text("hello world\n")
+    env = {"DCSTORE_KEYS_FILE": str(keys)}
+    packs = [
+        ("pack", str(tmp_path / "images"), str(tmp_path / "ds"), "-q"),
+        ("pack", "--text", str(tmp_path / "corpus.txt"), str(tmp_path / "tok"), "-q"),
+    ]
+    for command in packs:
+        done = run(*command, env=env)
+        assert done.returncode == 0, done.stderr
+        assert ", encrypted, " in done.stdout and "plaintext" not in done.stdout
+        plain = run(*command[:-2], str(tmp_path / f"plain-{command[1]}"), "-q")
+        assert ", plaintext, " in plain.stdout

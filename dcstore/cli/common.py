@@ -150,6 +150,12 @@ def open_from_args(url: str, args: argparse.Namespace, *, env_keys: bool = True)
     return store
 
 
+def protection(store: Backend) -> str:
+    """How ``store`` writes new objects, for summaries: ``encrypted`` when it has a key
+    (``--keys`` or the environment), else ``plaintext``."""
+    return "encrypted" if store.encryption_key_id is not None else "plaintext"
+
+
 def head_object(store: Backend, key: str, command: str) -> ObjectMeta:
     """``store.head(key)``; when there is no such object but keys start with ``key``
     (``dir`` or ``dir/``, as ``ls`` lists it), a :class:`ConfigError` saying that

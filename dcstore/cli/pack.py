@@ -16,6 +16,7 @@ from dcstore.cli.common import (
     note_foreign_objects,
     open_from_args,
     positive_size_arg,
+    protection,
     size_arg,
     transfer_progress,
 )
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"packed {manifest.num_samples} samples ({plan.layout}{classes}) into "
         f"{len(manifest.shards)} shards ({human_size(manifest.total_bytes)}) at {store.url}, "
-        f"version {manifest.version}, {'encrypted' if args.keys else 'plaintext'}, {rate}/s; "
+        f"version {manifest.version}, {protection(store)}, {rate}/s; "
         f"keeping {1 + len(manifest.previous)} version(s)",
         file=sys.stdout,
     )

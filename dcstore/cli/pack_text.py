@@ -11,6 +11,7 @@ from dcstore.cli.common import (
     naming_what_a_failed_pack_left,
     note_foreign_objects,
     open_from_args,
+    protection,
     transfer_progress,
 )
 
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"packed {docs} documents, {manifest.num_tokens} tokens ({manifest.dtype}) into "
         f"{len(manifest.shards)} token shards at {store.url}, version {manifest.version}, "
-        f"{'encrypted' if args.keys else 'plaintext'}, {human_size(done / seconds)}/s of text, "
+        f"{protection(store)}, {human_size(done / seconds)}/s of text, "
         f"{manifest.num_tokens / seconds:,.0f} tokens/s",
         file=sys.stdout,
     )
