@@ -135,8 +135,12 @@ def test_errors_are_one_line(tmp_path, args, code, message) -> None:
 
 
 def test_debug_shows_traceback(tmp_path) -> None:
+    """With --debug the traceback comes first, then the same line and exit code as without
+    (the exit code was 1 whatever the error)."""
     done = run("--debug", "get", str(tmp_path), "missing")
-    assert done.returncode != 0 and b"Traceback" in done.stderr
+    plain = run("get", str(tmp_path), "missing")
+    assert plain.returncode == 3 and done.returncode == plain.returncode
+    assert b"Traceback" in done.stderr and done.stderr.endswith(plain.stderr)
 
 
 def test_encrypted_round_trip_with_key_file(tmp_path) -> None:

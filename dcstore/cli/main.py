@@ -5,7 +5,7 @@ each parser sets ``func(args) -> int``. Modules listed in
 :data:`SUBCOMMAND_MODULES` that are not present are skipped, so commands
 appear as their components land. Every failure is printed as one line,
 ``dcstore: error: ...``, and exits with the code of its class
-(:mod:`dcstore.cli.exits`); ``--debug`` shows the traceback instead.
+(:mod:`dcstore.cli.exits`); ``--debug`` shows the traceback too, with the same exit code.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import importlib
 import importlib.util
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import NoReturn, cast
 
@@ -162,12 +163,14 @@ def main(argv: Sequence[str] | None = None, *, own_process: bool = False) -> int
         return EXIT_OK
     except (errors.DcstoreError, OSError) as exc:
         if args.debug:
-            raise
+            traceback.print_exc()  # then the same line and exit code as without --debug
         return _fail(exc)
     except ImportError as exc:
         hint = missing_extra(exc)
-        if args.debug or hint is None:
+        if hint is None:
             raise
+        if args.debug:
+            traceback.print_exc()
         return _fail(hint)
 
 
