@@ -412,6 +412,8 @@ def test_resp_mget_reader() -> None:
         _reply_through_socket(b"*2\r\n$5\r\nhello\r\n", [5])  # two values, one expected
     with pytest.raises(ConnectionError):
         _reply_through_socket(b"*2\r\n$5\r\nhello\r\n", [5, 5])  # truncated
+    with pytest.raises(Desync, match="not followed by CRLF"):  # review: was taken as data
+        _reply_through_socket(b"*2\r\n$5\r\nhelloXX$5\r\nworld\r\n", [5, 5])
 
 
 @pytest.mark.parametrize("piece", [1, 7, 4096])

@@ -97,6 +97,8 @@ def read_mget(
             values.append((None, expected))
             continue
         fill(pos + expected + 2)
+        if buf[pos + expected : pos + expected + 2] != b"\r\n":  # framing lost: not trusted
+            raise Desync(f"value of {expected} bytes not followed by CRLF")
         values.append((pos, expected))
         pos += expected + 2
     return values, pos
