@@ -874,9 +874,11 @@ class _CompressedWriter(_DiscardsOnFailure, io.BufferedIOBase):
         """Drop what was written: nothing is committed."""
         if self.closed:
             return
-        self._file.discard()
-        with contextlib.suppress(ValueError):  # its end has nowhere to go: the file is shut
+        # the compressor's end goes into the file before it is dropped: closed after, a
+        # zip writer raised and left its ZipFile to fail again, noisily, in __del__
+        with contextlib.suppress(Exception):  # a file whose upload failed refuses it
             self._stream.close()
+        self._file.discard()
         io.BufferedIOBase.close(self)
 
 
