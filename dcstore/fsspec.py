@@ -858,14 +858,18 @@ class _CompressedWriter(_DiscardsOnFailure, io.BufferedIOBase):
         return self._stream.write(data)  # type: ignore[no-any-return]
 
     def flush(self) -> None:
-        if not self._stream.closed:
+        if not self._stream.closed and not self._file.closed:
             self._stream.flush()
 
     def close(self) -> None:
         if self.closed:
             return
         try:
-            self._stream.close()  # its last bytes into the file
+            try:
+                self._stream.close()  # its last bytes into the file
+            except BaseException:
+                self._file.discard()  # without its end the file must not commit
+                raise
             self._file.close()  # commits (inside a transaction: when it ends)
         finally:
             io.BufferedIOBase.close(self)

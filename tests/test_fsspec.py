@@ -384,6 +384,23 @@ def test_a_failed_compressed_write_is_dropped_quietly(
     assert unraisable == [] and not fs.exists("t.bin")
 
 
+def test_a_compressor_failing_to_close_drops_the_file_at_once(tmp_path: Path) -> None:
+    """Review: a compressor whose close raised left the file open, its upload pending,
+    until the garbage collector dropped it."""
+    fs = DcstoreFileSystem(str(tmp_path / "store"))
+    f = fs.open("t.gz", "wb", compression="gzip")
+    f.write(os.urandom(6 << 20))  # more than a block, compressed: an upload is under way
+
+    def failing_close() -> None:
+        raise OSError("the compressor failed")
+
+    f._stream.close = failing_close
+    with pytest.raises(OSError, match="the compressor failed"):
+        f.close()
+    assert f._file.closed and not fs.exists("t.gz")
+    assert not os.listdir(tmp_path / "store")  # its temporary file is gone too
+
+
 def test_a_transaction_commits_at_its_end_or_not_at_all(tmp_path: Path) -> None:
     fs = DcstoreFileSystem(str(tmp_path / "store"))
     with pytest.raises(RuntimeError), fs.transaction:
