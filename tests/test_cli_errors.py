@@ -166,3 +166,14 @@ def test_a_text_shard_size_below_one_token_names_the_shard_size(tmp_path) -> Non
     line = one_error_line(done)
     assert "shard size 1 B is too small" in line and "shard_bytes" not in line
     assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
+
+
+@pytest.mark.parametrize("key", ["a", "a/"])
+@pytest.mark.parametrize("command", ["stat", "get"])
+def test_stat_and_get_of_a_prefix_say_it_is_one(tmp_path, command, key) -> None:
+    """Outside pass: ``stat ./s a/`` said "object key 'a/' has an empty path segment"."""
+    (tmp_path / "s" / "a").mkdir(parents=True)
+    (tmp_path / "s" / "a" / "f").write_bytes(b"x")
+    done = run(command, str(tmp_path / "s"), key)
+    assert done.returncode == EXIT_CONFIG
+    assert "is not an object but a prefix of objects: ls lists them" in one_error_line(done)

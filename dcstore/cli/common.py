@@ -156,10 +156,10 @@ def protection(store: Backend) -> str:
     return "encrypted" if store.encryption_key_id is not None else "plaintext"
 
 
-def head_object(store: Backend, key: str, command: str) -> ObjectMeta:
+def head_object(store: Backend, key: str, command: str | None = None) -> ObjectMeta:
     """``store.head(key)``; when there is no such object but keys start with ``key``
     (``dir`` or ``dir/``, as ``ls`` lists it), a :class:`ConfigError` saying that
-    ``command -r`` handles a prefix."""
+    ``command -r`` handles a prefix (without ``command``: that ``ls`` lists it)."""
     try:
         return store.head(key)
     except NotFoundError:
@@ -168,10 +168,8 @@ def head_object(store: Backend, key: str, command: str) -> ObjectMeta:
     except InvalidKeyError:  # "dir/": no object key ends with a slash
         if not key.endswith("/") or next(iter(store.list_objects(key)), None) is None:
             raise
-    raise ConfigError(
-        f"{store.url}: {key!r} is not an object but a prefix of objects: "
-        f"use {command} -r for every key starting with it"
-    )
+    use = f"use {command} -r for every key starting with it" if command else "ls lists them"
+    raise ConfigError(f"{store.url}: {key!r} is not an object but a prefix of objects: {use}")
 
 
 def print_json(value: Any) -> None:

@@ -75,7 +75,7 @@ def cmd_stat(args: argparse.Namespace) -> int:
     """Size and version; without keys, an encrypted object is said to be one (its size is
     the stored ciphertext's)."""
     with open_from_args(args.store, args) as store:
-        meta = store.head(args.key)
+        meta = head_object(store, args.key)
         sealed = not args.json and store.encryption_key_id is None and _is_ciphertext(store, meta)
     if args.json:
         print_json({**_meta_dict(meta), "store": args.store})
@@ -132,7 +132,7 @@ def _refusing_ciphertext(chunks: Iterator[Buffer], what: str) -> Iterator[Buffer
 def cmd_get(args: argparse.Namespace) -> int:
     """Stream the object in ranges of one version (a file is written whole or not at all)."""
     with open_from_args(args.store, args) as store:
-        meta = store.head(args.key)
+        meta = head_object(store, args.key)
         with transfer_progress(meta.size > PROGRESS_THRESHOLD) as progress:
             task = progress.add_task(f"get {args.key}", total=meta.size)
             chunks = _ranges(store, meta, functools.partial(progress.advance, task))
