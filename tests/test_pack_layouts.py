@@ -261,6 +261,28 @@ def test_index_with_integer_labels_keeps_them(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("labels", "message"),
+    [((3, "x"), "row 2 ('1.jpg'): label 'x' mixes integer and text labels (row 1 has 3)"),
+     (("x", "3"), "row 2 ('1.jpg'): label '3' mixes integer and text labels (row 1 has 'x')"),
+     ((1, 3.5), "row 2 ('1.jpg'): label 3.5 is neither an integer nor text"),
+     ((True, 1), "row 1 ('0.jpg'): label True is neither an integer nor text")],
+)  # fmt: skip
+def test_index_labels_mixing_integers_and_text_or_floats_are_refused(
+    tmp_path: Path, capsys, labels: tuple, message: str
+) -> None:
+    """Newcomer: labels 3 and "x" became class table ['3', 'x'] (the sample labelled 3 got
+    cls 0), and 3.5 became class '3.5', silently."""
+    for i in range(2):
+        write_image(tmp_path / "src" / f"{i}.jpg", i)
+    index = tmp_path / "index.jsonl"
+    rows = [{"path": f"{i}.jpg", "label": v} for i, v in enumerate(labels)]
+    index.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert pack(tmp_path / "src", tmp_path / "ds", "--index", str(index)) == 2
+    assert f"index.jsonl {message}" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.parametrize(
     ("name", "content"),
     [("index.csv", "path,label\n0.jpg,3\n1.jpg,\n"),
      ("index.jsonl", '{"path": "0.jpg", "label": "cat"}\n{"path": "1.jpg"}\n')],

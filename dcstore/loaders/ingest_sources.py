@@ -7,8 +7,9 @@
 * Index (``.jsonl``/``.json``, ``.csv``, ``.parquet``): one row per file. Column
   ``path`` (relative to ``SRC``, never absolute or ``..``) names the file;
   ``label`` becomes ``cls`` (every row labelled, or none; integers as given; text
-  labels get a class table, sorted, and their index); every other non-empty column
-  becomes a field of that name (lower-cased) (text as UTF-8, numbers in ASCII).
+  labels get a class table, sorted, and their index; a mix of the two, or a label of
+  another type, is refused); every other non-empty column becomes a field of that
+  name (lower-cased) (text as UTF-8, numbers in ASCII).
   Naming and collisions follow the file rules of :mod:`dcstore.loaders.ingest`.
 """
 
@@ -150,6 +151,38 @@ def _field_value(value: object) -> bytes:
     return json.dumps(value).encode("utf-8")
 
 
+def _is_integer_label(value: object) -> bool:
+    """An integer label: a JSON/Parquet integer or text of digits (a CSV cell)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, str) and value.isdigit())
+
+
+def _check_label_kinds(rows: list[dict[str, Any]], index: Path) -> None:
+    """Every label is an integer (a ``cls`` as given) or every label is text (a class
+    name); a mix, or a label of another type (3.5, true), is a :class:`ConfigError`
+    naming the first row at fault, as it would be packed as a class name silently."""
+    first: tuple[int, object] | None = None
+    for number, row in enumerate(rows, 1):
+        value = row.get(LABEL_COLUMN)
+        if value in (None, ""):
+            continue
+        where = f"{index} row {number} ({row.get(PATH_COLUMN)!r})"
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ConfigError(
+                f"{where}: label {value!r} is neither an integer nor text: give a class "
+                "index (an integer) or a class name (text)"
+            )
+        if first is None:
+            first = (number, value)
+        elif _is_integer_label(value) != _is_integer_label(first[1]):
+            raise ConfigError(
+                f"{where}: label {value!r} mixes integer and text labels (row {first[0]} has "
+                f"{first[1]!r}): give every row a class index (integer) or every row a class "
+                "name (text that is not a number)"
+            )
+
+
 def _labels(rows: list[dict[str, Any]], index: Path) -> tuple[list[bytes | None], tuple[str, ...]]:
     """Each row's ``cls`` bytes (None: no row has a label) and the class table. Some rows
     labelled and others not is a :class:`ConfigError` naming the first without one (its
@@ -162,7 +195,8 @@ def _labels(rows: list[dict[str, Any]], index: Path) -> tuple[list[bytes | None]
             f"{index} row {number}: no {LABEL_COLUMN!r} (other rows have one): label every "
             "row, or none"
         )
-    if all(isinstance(v, int) or (isinstance(v, str) and v.isdigit()) for v in given):
+    _check_label_kinds(rows, index)
+    if all(_is_integer_label(v) for v in given):
         return [None if v in (None, "") else str(int(v)).encode() for v in values], ()
     classes = tuple(sorted({str(v) for v in given}))
     number_of = {name: i for i, name in enumerate(classes)}
