@@ -197,3 +197,16 @@ def test_a_decode_error_says_which_sample_and_field(tmp_path) -> None:
     with pytest.warns(UserWarning, match=rf"OSError\(.*\); {where}"):
         kept = list(ShardedDataset(str(tmp_path)).decode("rgb8", handler=warn_and_continue))
     assert [s["__key__"] for s in kept] == ["good"]
+
+
+def test_to_tuple_of_a_missing_field_names_the_fields_the_sample_has(tmp_path) -> None:
+    """Newcomer: "sample 'Triangle/img_13' has none of the fields ['jpg']" left them to
+    guess which fields there were (the sample had ``png``) and which shard it came from."""
+    with ShardWriter(str(tmp_path)) as writer:
+        writer.write({"__key__": "a", "png": b"x", "cls": b"1"})
+    with pytest.raises(KeyError) as info:
+        list(ShardedDataset(str(tmp_path)).to_tuple("jpg", "cls"))
+    assert re.fullmatch(
+        r"sample 'a' in file://.*\.tar has none of the fields \['jpg'\]; it has \['cls', 'png'\]",
+        info.value.args[0],
+    )

@@ -127,12 +127,17 @@ def _decode_sample(chain: Sequence[Handler], sample: Sample) -> Sample:
             try:
                 value = _decode_field(chain, field, value)
             except Exception as exc:
-                where = f"decoding field {field!r} of sample {sample.get('__key__')!r}"
-                url = sample.get("__url__")
-                add_note(exc, f"{where} in {url}" if url else where)
+                add_note(exc, f"decoding field {field!r} of {_sample_where(sample)}")
                 raise
         out[field] = value
     return out
+
+
+def _sample_where(sample: Sample) -> str:
+    """``sample 'key' in URL`` (the shard, where the sample has one)."""
+    where = f"sample {sample.get('__key__')!r}"
+    url = sample.get("__url__")
+    return f"{where} in {url}" if url else where
 
 
 def _decode_field(chain: Sequence[Handler], field: str, value: Any) -> Any:
@@ -167,7 +172,8 @@ def _pick(sample: Sample, names: Sequence[str]) -> Any:
     for name in names:
         if name in sample:
             return sample[name]
-    raise KeyError(f"sample {sample.get('__key__')!r} has none of the fields {names}")
+    fields = sorted(f for f in sample if not f.startswith("__"))
+    raise KeyError(f"{_sample_where(sample)} has none of the fields {names}; it has {fields}")
 
 
 def _tuple_of(choices: Sequence[Sequence[str]], sample: Sample) -> tuple[Any, ...]:
