@@ -71,7 +71,11 @@ def test_files_beside_the_class_folders_are_skipped_like_torchvision(
     assert pack(tmp_path / "images", tmp_path / "ds") == 0
     err = capsys.readouterr()
     assert "(imagefolder, 2 classes)" in err.out
-    assert "skipped 1 file(s) that are not images in class folders (README.txt)" in err.err
+    assert "skipped 1 file(s) beside the class folders (README.txt); only files in" in err.err
+    assert "--group" not in err.err  # newcomer: it said --group packs it; it did not
+    assert pack(tmp_path / "images", tmp_path / "ds1", "--group") == 0
+    assert "skipped 1 file(s) beside the class folders (README.txt)" in capsys.readouterr().err
+    assert len(samples(tmp_path / "ds1")) == 6
     got = samples(tmp_path / "ds")
     assert len(got) == 6 and sorted({bytes(s["cls"]) for s in got}) == [b"0", b"1"]
     # An image beside the folders makes the layout ambiguous: every file, flat.

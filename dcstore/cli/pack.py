@@ -27,6 +27,17 @@ SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "tes
 """Folder names that are dataset splits, not classes (ImageFolder's usual mistake)."""
 
 
+def _note_skipped(files: tuple[str, ...], what: str, advice: str) -> None:
+    """A note on stderr naming the first of ``files`` a layout left out, and ``advice``."""
+    if not files:
+        return
+    more = f" and {len(files) - 1} more" if len(files) > 1 else ""
+    print(
+        f"dcstore: note: skipped {len(files)} file(s) {what} ({files[0]}{more}); {advice}",
+        file=sys.stderr,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     _refuse_dest_inside_src(args.src, args.dest)
     if args.text:
@@ -42,14 +53,17 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_source(
         args.src, layout=args.layout, index=args.index, group=args.group, names=args.names
     )
-    if plan.skipped:
-        more = f" and {len(plan.skipped) - 1} more" if len(plan.skipped) > 1 else ""
-        print(
-            f"dcstore: note: skipped {len(plan.skipped)} file(s) that are not images in "
-            f"class folders ({plan.skipped[0]}{more}); pass --group to pack files beside "
-            "their images, or --layout flat to pack every file",
-            file=sys.stderr,
-        )
+    _note_skipped(
+        plan.outside,
+        "beside the class folders",
+        "only files in a class folder are samples, as in torchvision's ImageFolder: move "
+        "them into one, or pass --layout flat to pack every file",
+    )
+    _note_skipped(
+        plan.skipped,
+        "that are not images in class folders",
+        "pass --group to pack files beside their images, or --layout flat to pack every file",
+    )
     splits = sorted(set(plan.classes) & SPLIT_NAMES)
     if plan.layout == "imagefolder" and splits:
         print(

@@ -77,12 +77,15 @@ class SampleSpec(NamedTuple):
 
 class PackPlan(NamedTuple):
     """The samples of a source in pack order, its class table, detected layout, and the
-    files the layout left out (relative paths, sorted)."""
+    files the layout left out (relative paths, sorted): files in class folders that are
+    not images (``skipped``: ``--group`` packs them) and files beside the class folders
+    (``outside``: no layout but ``flat`` packs them)."""
 
     samples: list[SampleSpec]
     classes: tuple[str, ...]
     layout: str
     skipped: tuple[str, ...] = ()
+    outside: tuple[str, ...] = ()
 
     @property
     def total_bytes(self) -> int:
@@ -230,9 +233,9 @@ def plan_imagefolder(root: Path, *, group: bool, names: bool) -> PackPlan:
     """``root/<class>/**/file`` -> samples with ``cls``; classes sorted like torchvision.
 
     Like torchvision's ``ImageFolder``, files beside the class folders (a README) are not
-    samples, and only images become samples when the folders hold any; both are reported
-    in ``skipped``. With ``group`` every file in a class folder joins the sample of its
-    name, and folders without any image (audio, say) are packed whole.
+    samples, and only images become samples when the folders hold any; they are reported
+    in ``outside`` and ``skipped``. With ``group`` every file in a class folder joins the
+    sample of its name, and folders without any image (audio, say) are packed whole.
     """
     children = [c for c in sorted(root.iterdir()) if not c.name.startswith(".")]
     for loop in (c for c in children if c.is_dir() and _contains(c, root)):
@@ -244,7 +247,7 @@ def plan_imagefolder(root: Path, *, group: bool, names: bool) -> PackPlan:
     found = {name: visible_files(root / name, inside=root) for name in classes}
     all_rels = [f"{name}/{rel}" for name in classes for rel in found[name]]
     images_only = not group and any(is_image(rel) for rel in all_rels)
-    skipped = outside + tuple(rel for rel in all_rels if images_only and not is_image(rel))
+    skipped = tuple(rel for rel in all_rels if images_only and not is_image(rel))
     files: list[SourceFile] = []
     for index, name in enumerate(classes):
         label = (("cls", str(index).encode()),)
@@ -254,7 +257,7 @@ def plan_imagefolder(root: Path, *, group: bool, names: bool) -> PackPlan:
             raise ConfigError(f"{root / name}: class folder has no {what}")
         files += [SourceFile(f"{name}/{rel}", label) for rel in kept]
     samples = plan_files(root, files, group=group, names=names)
-    return PackPlan(samples, classes, "imagefolder", skipped)
+    return PackPlan(samples, classes, "imagefolder", skipped, outside)
 
 
 COMPRESSED_TARS = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar.zst")
