@@ -264,6 +264,21 @@ def test_index_with_integer_labels_keeps_them(tmp_path: Path) -> None:
     assert ds.classes == [] and {bytes(s["cls"]) for s in ds} == {b"0", b"7", b"14"}
 
 
+def test_an_index_without_a_label_column_says_so(tmp_path: Path, caplog) -> None:
+    """Newcomer: header ``path,lable`` packed field ``lable`` and no cls, silently."""
+    write_image(tmp_path / "src" / "0.jpg", 0)
+    (tmp_path / "typo.csv").write_text("path,lable\n0.jpg,cat\n")
+    assert pack(tmp_path / "src", tmp_path / "ds", "--index", str(tmp_path / "typo.csv")) == 0
+    assert "typo.csv: no 'label' column (columns: path, lable), so samples have no cls" in (
+        caplog.text
+    )
+    assert [bytes(s["lable"]) for s in samples(tmp_path / "ds")] == [b"cat"]
+    caplog.clear()
+    (tmp_path / "good.csv").write_text("path,label\n0.jpg,cat\n")
+    assert pack(tmp_path / "src", tmp_path / "ds2", "--index", str(tmp_path / "good.csv")) == 0
+    assert "no 'label' column" not in caplog.text
+
+
 @pytest.mark.parametrize(
     ("labels", "message"),
     [((3, "x"), "row 2 ('1.jpg'): label 'x' mixes integer and text labels (row 1 has 3)"),

@@ -203,11 +203,24 @@ def _labels(rows: list[dict[str, Any]], index: Path) -> tuple[list[bytes | None]
     return [None if v in (None, "") else str(number_of[str(v)]).encode() for v in values], classes
 
 
+def _note_no_label_column(rows: list[dict[str, Any]], index: Path) -> None:
+    """Warn, naming the columns found, when no row has a ``label`` column (``lable``, a
+    typo, would become a field of that name and no sample would get ``cls``)."""
+    columns = list(dict.fromkeys(column for row in rows for column in row))
+    if LABEL_COLUMN not in columns:
+        log.warning(
+            "%s: no %r column (columns: %s), so samples have no cls; other columns become "
+            "fields",
+            index, LABEL_COLUMN, ", ".join(map(str, columns)),
+        )  # fmt: skip
+
+
 def plan_index(root: Path, index: Path, *, group: bool, names: bool) -> PackPlan:
     """Samples of the files an index table lists, with its labels and columns."""
     rows = read_index(index)
     if not rows:
         raise ConfigError(f"{index}: the index has no rows")
+    _note_no_label_column(rows, index)
     labels, classes = _labels(rows, index)
     files = []
     for number, (row, label) in enumerate(zip(rows, labels, strict=True), 1):
