@@ -96,6 +96,10 @@ def test_key_file_errors(tmp_path: Path) -> None:
     ) as info:
         open_key_source("https://user:hunter2@vault/kek")
     assert "hunter2" not in str(info.value)
+    # newcomer: file:/abs (one slash) was "scheme 'file' not supported: give file:///..."
+    for spec in ("file:/tmp/x/kek.json", "file://kek.json", "FILE:kek.json"):
+        with pytest.raises(ConfigError, match=r"must be file:///absolute/path \(three slashes"):
+            open_key_source(spec)
 
 
 def test_keyring_never_pickles_and_hides_material() -> None:

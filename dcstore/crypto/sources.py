@@ -248,10 +248,15 @@ def open_key_source(spec: KeySource | Keyring | str | os.PathLike[str]) -> KeySo
     if isinstance(spec, os.PathLike):
         return FileKeySource(spec)
     if isinstance(spec, str):
-        if spec.startswith("file://"):
+        if spec[:5].lower() == "file:":  # file:/abs or file:kek.json too: one clear message
             parts = urlsplit(spec)
-            if parts.netloc not in ("", "localhost") or parts.query:
-                raise ConfigError("key source must be file:///absolute/path (no host, no query)")
+            if not spec.startswith("file://") or parts.netloc not in ("", "localhost"):
+                raise ConfigError(
+                    "key source must be file:///absolute/path (three slashes, no host) or a "
+                    "key file's path"
+                )
+            if parts.query:
+                raise ConfigError("key source must be file:///absolute/path (no query)")
             return FileKeySource(unquote(parts.path))
         if spec.lstrip().startswith("{") or "\n" in spec:
             raise ConfigError(  # never shown: it may be the key itself
