@@ -343,7 +343,7 @@ def test_bad_ids_and_bad_corpora_commit_nothing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"a\.jsonl:2"):
         pack_text([tmp_path / "bad"], url)
     (tmp_path / "bad" / "a.jsonl").write_text('{"body": "no text"}\n')
-    with pytest.raises(ConfigError, match="no field 'text'"):
+    with pytest.raises(ConfigError, match=r"no field 'text' \(has \['body'\]\)"):
         pack_text([tmp_path / "bad"], url)
     with pytest.raises(NotFoundError, match="nowhere"):
         pack_text([tmp_path / "nowhere"], url)

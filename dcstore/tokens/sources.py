@@ -71,7 +71,7 @@ def _fields(row: dict[str, Any], text_field: str, columns: Sequence[str], where:
         text = row[text_field]
         fields = {name: row[name] for name in columns}
     except KeyError as exc:
-        raise ConfigError(f"{where}: no field {exc.args[0]!r}") from None
+        raise ConfigError(f"{where}: no field {exc.args[0]!r} (has {list(row)})") from None
     if not isinstance(text, str):
         raise ConfigError(f"{where}: field {text_field!r} is {type(text).__name__}, not text")
     return text, fields
