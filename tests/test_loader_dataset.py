@@ -605,3 +605,15 @@ def test_skipping_with_several_ranks_warns_that_steps_may_differ(dataset_url, ca
     assert "fewer steps" not in caplog.text
     ShardedDataset(dataset_url, on_error="skip", rank=1, world_size=2)
     assert "on_error='skip' with 2 ranks: a rank that skips takes fewer steps" in caplog.text
+
+
+def test_a_state_of_some_workers_says_how_to_resume_with_fewer(dataset_url) -> None:
+    """Newcomer: "to resume with 1 workers"."""
+    ds = ShardedDataset(dataset_url)
+    ds.load_state_dict(ShardedDataset(dataset_url).worker_state(0, 2))
+    with pytest.raises(ConfigError) as info:
+        next(iter(ds))
+    assert str(info.value) == (
+        "resume state holds 1 of 2 worker positions; to resume with 1 worker load "
+        "ShardedDataset.state_from_loader(...)"
+    )

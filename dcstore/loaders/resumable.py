@@ -227,7 +227,7 @@ class PlannedPasses(abc.ABC):
             return [*layers, (int(state["workers"]), done)], 0
         raise ConfigError(
             f"resume state holds {len(positions)} of {state['workers']} worker positions; "
-            f"to resume with {workers} workers load "
+            f"to resume with {workers} worker{'' if workers == 1 else 's'} load "
             f"{type(self).__name__}.state_from_loader(...)"
         )
 
