@@ -91,6 +91,17 @@ def test_help_texts_have_no_printf_escapes() -> None:
         assert "--debug" in text and "--version" in text, parser.prog
 
 
+def test_every_positional_argument_has_help() -> None:
+    """Newcomer: ``dcstore stat --help`` listed ``store`` and ``key`` with no word on them."""
+    bare = [
+        f"{parser.prog} {action.metavar or action.dest}"
+        for parser in all_parsers(build_parser())
+        for action in parser._actions
+        if not action.option_strings and action.help is None and not action.choices
+    ]
+    assert bare == []
+
+
 def test_docs_table_lists_every_exit_code() -> None:
     from dcstore import errors
     from dcstore.cli import exits

@@ -296,7 +296,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = sub.add_parser(
         "retire", help="destroy a non-primary key that no object in the given stores uses"
     )
-    p.add_argument("key_id", metavar="KEY_ID")
+    p.add_argument("key_id", metavar="KEY_ID", help="id of the key to destroy")
     p.add_argument("stores", metavar="URL", nargs="+", help="every store that may use the key")
     p.add_argument("--prefix", help=argparse.SUPPRESS)  # refused: retire checks whole stores
     p.add_argument(

@@ -232,18 +232,21 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return 0
 
 
+STORE_HELP = "storage URL or path"
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("ls", help="list objects (sorted) under a prefix")
-    p.add_argument("store", help="storage URL or path")
-    p.add_argument("prefix", nargs="?", default="")
+    p.add_argument("store", help=STORE_HELP)
+    p.add_argument("prefix", nargs="?", default="", help="list only keys starting with this")
     p.add_argument("-H", "--human", action="store_true", help="human-readable sizes")
     p.add_argument("--json", action="store_true")
     add_store_options(p)
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("stat", help="size and version of one object")
-    p.add_argument("store")
-    p.add_argument("key")
+    p.add_argument("store", help=STORE_HELP)
+    p.add_argument("key", help="the object's key")
     p.add_argument("--json", action="store_true")
     add_store_options(p)
     p.set_defaults(func=cmd_stat)
@@ -252,8 +255,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "get",
         help="download one object (to stdout or a file), streamed in ranges of one version",
     )
-    p.add_argument("store")
-    p.add_argument("key")
+    p.add_argument("store", help=STORE_HELP)
+    p.add_argument("key", help="the object's key")
     p.add_argument(
         "-o",
         "--output",
@@ -264,9 +267,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_get, streams=True)
 
     p = sub.add_parser("put", help="upload one file (or - for stdin) as an object")
-    p.add_argument("store")
-    p.add_argument("key")
-    p.add_argument("file")
+    p.add_argument("store", help=STORE_HELP)
+    p.add_argument("key", help="the key to write")
+    p.add_argument("file", help="the file to upload, or - for stdin")
     p.add_argument("--json", action="store_true")
     add_store_options(p)
     p.set_defaults(func=cmd_put, streams=True)
@@ -278,8 +281,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "a prefix needs -r, which deletes every key that starts with it (as ls shows). "
         "An empty prefix is refused: deleting every object takes --all.",
     )
-    p.add_argument("store")
-    p.add_argument("keys_to_remove", nargs="*", metavar="key")
+    p.add_argument("store", help=STORE_HELP)
+    p.add_argument(
+        "keys_to_remove", nargs="*", metavar="key", help="keys to delete (with -r: prefixes)"
+    )
     p.add_argument(
         "-r", "--recursive", action="store_true", help="delete every key starting with each KEY"
     )
