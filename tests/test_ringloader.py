@@ -12,6 +12,7 @@ import textwrap
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -306,6 +307,37 @@ def test_a_state_taken_after_the_loop_resumes_at_the_next_epoch(dataset_url, wor
     second.load_state_dict(state)
     for _ in range(2):
         assert sorted(i for b in second for i in check(b)) == list(range(N))
+
+
+@pytest.mark.parametrize("device", [False, True])
+def test_epochs_after_a_resumed_one_are_whole_without_set_epoch(dataset_url, device) -> None:
+    """Tester: without ``set_epoch``, the dataset kept its loaded state after the resumed
+    pass, so every later pass's fresh workers resumed the same rest (the consumed part
+    lost each epoch). Now a pass that ended moves the dataset to the next epoch's start:
+    later epochs are read whole, in the uninterrupted run's order."""
+
+    def make() -> Any:
+        ring = RingLoader(dataset(dataset_url), batch_size=16, num_workers=2)
+        return DeviceLoader(ring, "cpu") if device else ring
+
+    def epoch(loader: Any) -> list[int]:
+        return [i for b in loader for i in check(b)]
+
+    whole = make()
+    expected = [epoch(whole) for _ in range(3)]
+    assert expected[1] != expected[0]  # the epochs advance, as the state says
+    first = make()
+    for n, batch in enumerate(first):
+        head = check(batch)
+        if n == 0:
+            state = first.state_dict()
+            break
+    assert first.state_dict()["dataset"]["epoch"] == 0  # a pass left early does not advance
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert sorted(head + epoch(resumed)) == list(range(N))
+    assert resumed.state_dict()["dataset"]["epoch"] == 1
+    assert [epoch(resumed), epoch(resumed)] == expected[1:]
 
 
 def test_persistent_workers_state_after_a_later_loop_is_the_next_epoch(dataset_url) -> None:

@@ -23,7 +23,9 @@ Guarantees:
 * Everything the dataset guarantees holds: with ``ShardedDataset`` every
   sample exactly once across ranks and workers, the planned order, and
   :meth:`state_dict` / :meth:`load_state_dict` resume after the last batch
-  handed out (StatefulDataLoader style, any ``num_workers`` on resume).
+  handed out (StatefulDataLoader style, any ``num_workers`` on resume). Once a
+  pass's loop ends, the dataset is at the next epoch's start: later passes read
+  whole epochs, after a resumed one too, with or without ``set_epoch``.
   Batches are formed per worker, as ``DataLoader`` does for iterable datasets:
   each worker's last batch may be short (``drop_last`` drops it).
 * The shared memory is unlinked when it is created: nothing is left in
@@ -248,6 +250,7 @@ class RingLoader:
                     delivery = next(deliveries)
                 except StopIteration:
                     self._finished = True
+                    self._to_next_epoch()
                     return
                 except (ConnectionResetError, EOFError) as exc:
                     _raise_worker_death(deliveries, exc)
@@ -294,6 +297,13 @@ class RingLoader:
         if self._finished and after is not None and of_pass:
             merged = after(merged)
         return {"dataset": merged}
+
+    def _to_next_epoch(self) -> None:
+        """The pass's loop ended: the dataset here moves to the next epoch's start (what
+        :meth:`state_dict` now gives), so the next pass's fresh workers read that epoch
+        whole, not a loaded state's rest again (with or without ``set_epoch``)."""
+        if hasattr(self.dataset, "next_epoch_state") and hasattr(self.dataset, "load_state_dict"):
+            self.dataset.load_state_dict(self.state_dict()["dataset"])
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume at :meth:`state_dict`'s position (from the next ``iter``)."""
