@@ -281,6 +281,36 @@ def test_shuffle_buffer_reorders_and_holds_copies(dataset_url) -> None:
         ShardedDataset(dataset_url, shuffle=True, seed=3, shuffle_buffer=100).load_state_dict(state)
 
 
+def test_a_state_made_with_another_window_or_drop_last_is_refused(dataset_url) -> None:
+    """Tester: a state of ``window=0``/``drop_last=False`` loaded into a dataset with other
+    values, and the resumed epoch lost and repeated samples. States that lack them (made
+    before they were recorded) still load; without shuffle the window changes no order."""
+    ds = ShardedDataset(dataset_url, shuffle=True, seed=2, rank=0, world_size=7)
+    read = iter(ds)
+    for _ in range(5):
+        next(read)
+    state = ds.state_dict()
+    for kw, differ in (
+        ({"window": 50}, "window=0 \\(here 50\\)"),
+        ({"drop_last": True}, "drop_last=False \\(here True\\)"),
+    ):
+        other = ShardedDataset(dataset_url, shuffle=True, seed=2, rank=0, world_size=7, **kw)
+        with pytest.raises(ConfigError, match=f"made with {differ}: pass the same settings"):
+            other.load_state_dict(state)
+    older = {
+        **state,
+        "made_with": {
+            k: v for k, v in state["made_with"].items() if k not in ("window", "drop_last")
+        },
+    }
+    ShardedDataset(dataset_url, shuffle=True, seed=2, rank=0, world_size=7).load_state_dict(older)
+    unshuffled = ShardedDataset(dataset_url, shuffle=False, rank=0, world_size=7)
+    state = unshuffled.state_dict()
+    ShardedDataset(dataset_url, shuffle=False, window=50, rank=0, world_size=7).load_state_dict(
+        state
+    )
+
+
 @pytest.mark.parametrize("option", ["prefetch_threads", "prefetch_bytes"])
 def test_prefetch_options_below_one_name_themselves(dataset_url, option) -> None:
     with pytest.raises(ConfigError, match=f"{option} must be at least 1, got 0"):

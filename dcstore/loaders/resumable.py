@@ -13,8 +13,9 @@ tracks how far it got. Guarantees:
   so a run may resume with a different ``num_workers``. This holds after any batch,
   the epoch's last ones included: a worker done with its share is at the end of the
   epoch until its next pass begins, not at the start of the next epoch.
-* A state is refused (``ConfigError``) for another rank, dataset version, seed or
-  shuffle setting.
+* A state is refused (``ConfigError``) for another rank, dataset version, seed,
+  shuffle setting (``shuffle``, ``shuffle_buffer``, a shuffle's ``window``) or
+  ``drop_last``.
 """
 
 from __future__ import annotations
@@ -160,11 +161,15 @@ class PlannedPasses(abc.ABC):
         return {}
 
     def _made_with(self) -> dict[str, Any]:
+        """The settings the plan depends on: a state made with others is refused.
+        ``window`` groups blocks only to shuffle them (at most 1: no grouping)."""
         return {
             "kind": type(self).__name__,
             "seed": self.seed,
             "shuffle": self.shuffle,
             "shuffle_buffer": self.shuffle_buffer,
+            "window": self.window if self.shuffle and self.window > 1 else 0,
+            "drop_last": self.drop_last,
             **self.item_settings(),
         }
 
