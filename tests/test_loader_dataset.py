@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from dcstore.errors import ConfigError, IntegrityError, KeyAccessError, NotFoundError
-from dcstore.loaders import ShardedDataset, ShardedMapDataset, ShardWriter
+from dcstore.loaders import RingLoader, ShardedDataset, ShardedMapDataset, ShardWriter
 from dcstore.store import open_store
 
 N = 600
@@ -309,6 +309,58 @@ def test_a_state_made_with_another_window_or_drop_last_is_refused(dataset_url) -
     ShardedDataset(dataset_url, shuffle=False, window=50, rank=0, world_size=7).load_state_dict(
         state
     )
+
+
+def test_misplaced_or_damaged_states_are_config_errors_saying_what_is_expected(
+    dataset_url,
+) -> None:
+    """Tester: a loader's state given to the dataset, a dataset's to a RingLoader, a state
+    lacking a field or holding a wrong type raised a bare KeyError/TypeError/ValueError,
+    "unsupported state version None", or loaded (a negative position re-read samples)."""
+    ds = ShardedDataset(dataset_url, shuffle=True, seed=2)
+    read = iter(ds)
+    next(read)
+    state = ds.state_dict()
+    sdl = StatefulDataLoader(ShardedDataset(dataset_url, shuffle=True, seed=2), batch_size=4)
+    next(iter(sdl))
+    loader_state = sdl.state_dict()
+    ring = RingLoader(ShardedDataset(dataset_url, shuffle=True, seed=2), batch_size=4)
+    ring_state = ring.state_dict()
+    fresh = ShardedDataset(dataset_url, shuffle=True, seed=2)
+    for bad, message in [
+        ({}, r"expected a ShardedDataset.state_dict\(\), got keys \[\]"),
+        (None, r"expected a ShardedDataset.state_dict\(\), got None"),
+        (loader_state, r"StatefulDataLoader state: .*ShardedDataset.state_from_loader\(state\)"),
+        (ring_state, r"got a RingLoader state: .*ds.load_state_dict\(state\['dataset'\]\)"),
+        (dict(state, epoch="1"), r"epoch must be a whole number >= 0, got '1'"),
+        (dict(state, positions={"0": -5}), r"position.* must be >= 0, got -5"),
+        (dict(state, positions=[3]), r"positions must map workers to counts"),
+        (dict(state, layers=[["x"]]), r"layers must be \[workers, positions\] pairs"),
+        (dict(state, layers=[[2, [1]]]), r"layer \[2, \[1\]\] needs a position per worker"),
+        (dict(state, workers=0), r"workers must be >= 1, got 0"),
+    ] + [({k: v for k, v in state.items() if k != key}, f"lacks {key}") for key in (
+        "positions", "layers", "manifest_version", "epoch", "shuffle"
+    )]:  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            fresh.load_state_dict(bad)
+    for bad, message in [
+        ({}, r"expected a RingLoader.state_dict\(\), got keys \[\]"),
+        (state, r"got a dataset state: load it into the dataset"),
+        (loader_state, r"got a StatefulDataLoader state: load it with StatefulDataLoader"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            ring.load_state_dict(bad)
+    for bad, message in [
+        (None, r"expected a StatefulDataLoader.state_dict\(\), got None"),
+        (state, r"got a dataset state: load it into the dataset"),
+        (ring_state, r"got a RingLoader state"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            ShardedDataset.state_from_loader(bad)
+    ring.load_state_dict(ring_state)
+    fresh.load_state_dict(ShardedDataset.state_from_loader(loader_state))
+    fresh.load_state_dict(state)
+    assert len(list(fresh)) == N - 1
 
 
 @pytest.mark.parametrize("option", ["prefetch_threads", "prefetch_bytes"])

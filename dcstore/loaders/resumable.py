@@ -15,7 +15,8 @@ tracks how far it got. Guarantees:
   epoch until its next pass begins, not at the start of the next epoch.
 * A state is refused (``ConfigError``) for another rank, dataset version, seed,
   shuffle setting (``shuffle``, ``shuffle_buffer``, a shuffle's ``window``) or
-  ``drop_last``.
+  ``drop_last``; so is one lacking a field or holding one of another type, and a
+  loader's state (the error says how to load it).
 """
 
 from __future__ import annotations
@@ -76,6 +77,73 @@ def _at_start(state: Mapping[str, Any]) -> bool:
         and len(positions) == int(state["workers"])
         and not any(int(p) for p in positions.values())
     )
+
+
+_LOADER_KEYS = ("_snapshot", "dataset_state", "_iterator_finished", "_sampler_iter_state")
+_FIELDS = ("seed", "shuffle", "epoch", "rank", "world", "manifest_version", "layers", "workers",
+           "positions")  # fmt: skip
+_HOW_TO_LOAD = {
+    "dataset": "load it into the dataset (ds.load_state_dict(state))",
+    "StatefulDataLoader": "load it with StatefulDataLoader.load_state_dict(state), or "
+    "ds.load_state_dict({dataset}.state_from_loader(state))",
+    "RingLoader": "load it with RingLoader.load_state_dict(state), or "
+    "ds.load_state_dict(state['dataset'])",
+}
+
+
+def state_source(state: object) -> str | None:
+    """Whose ``state_dict()`` ``state`` looks like: a key of ``_HOW_TO_LOAD``, or None."""
+    if not isinstance(state, Mapping):
+        return None
+    if "positions" in state or "manifest_version" in state:
+        return "dataset"
+    if any(key in state for key in _LOADER_KEYS):
+        return "StatefulDataLoader"
+    return "RingLoader" if "dataset" in state else None
+
+
+def wrong_state(state: object, expected: str, dataset: str = "ShardedDataset") -> ConfigError:
+    """The error for ``state`` given where ``expected`` belongs, saying how to load it."""
+    source = state_source(state)
+    if source is not None:
+        how = _HOW_TO_LOAD[source].format(dataset=dataset)
+        return ConfigError(f"expected {expected}, got a {source} state: {how}")
+    got = f"keys {sorted(map(str, state))}" if isinstance(state, Mapping) else repr(state)[:80]
+    return ConfigError(f"expected {expected}, got {got}")
+
+
+def _counts(name: str, values: object) -> list[int]:
+    """``values`` as a list of whole numbers, else a ``ConfigError`` naming ``name``."""
+    if not isinstance(values, list | tuple):
+        raise ConfigError(f"{name} must be a list of counts, got {values!r}")
+    return [whole_number(name, value) for value in values]
+
+
+def _pairs(layers: object) -> list[Any]:
+    """``layers`` as a list of ``[workers, positions]`` pairs, else a ``ConfigError``."""
+    if not isinstance(layers, list | tuple) or not all(
+        isinstance(layer, list | tuple) and len(layer) == 2 for layer in layers
+    ):
+        raise ConfigError(f"resume state's layers must be [workers, positions] pairs: {layers!r}")
+    return list(layers)
+
+
+def _check_fields(state: Mapping[str, Any]) -> None:
+    """Refuse (``ConfigError``) a state lacking a field, or holding one of another type."""
+    missing = [name for name in _FIELDS if name not in state]
+    if missing:
+        raise ConfigError(f"resume state lacks {', '.join(missing)}: a damaged state")
+    for name, least in (("epoch", 0), ("rank", 0), ("world", 1), ("workers", 1)):
+        whole_number(f"resume state's {name}", state[name], least)
+    positions = state["positions"]
+    if not isinstance(positions, Mapping) or not all(str(w).isdigit() for w in positions):
+        raise ConfigError(f"resume state's positions must map workers to counts: {positions!r}")
+    _counts("resume state's positions", list(positions.values()))
+    for layer in _pairs(state["layers"]):
+        if whole_number("resume layer's workers", layer[0], 1) != len(
+            _counts("resume layer's positions", layer[1])
+        ):
+            raise ConfigError(f"resume state's layer {layer!r} needs a position per worker")
 
 
 def distributed_rank_world() -> tuple[int, int]:
@@ -315,8 +383,11 @@ class PlannedPasses(abc.ABC):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume from :meth:`state_dict` (one worker's) or :meth:`state_from_loader`."""
         name = type(self).__name__
+        if state_source(state) != "dataset":
+            raise wrong_state(state, f"a {name}.state_dict()", name)
         if state.get("version") != STATE_VERSION:
             raise ConfigError(f"unsupported {name} state version {state.get('version')!r}")
+        _check_fields(state)
         if state["manifest_version"] != self.dataset_version():
             raise ConfigError(
                 f"resume state is for dataset version {state['manifest_version']}, "
@@ -357,6 +428,10 @@ class PlannedPasses(abc.ABC):
     @classmethod
     def state_from_loader(cls, loader_state: Mapping[str, Any]) -> dict[str, Any]:
         """The dataset state inside a ``StatefulDataLoader.state_dict()``, all workers merged."""
+        if not isinstance(loader_state, Mapping) or state_source(loader_state) in (
+            "dataset", "RingLoader",
+        ):  # fmt: skip
+            raise wrong_state(loader_state, "a StatefulDataLoader.state_dict()", cls.__name__)
         workers = loader_state.get("_snapshot", {}).get("_worker_snapshots")
         if workers:
             states = [w.get("dataset_state") for w in workers.values()]

@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from dcstore.errors import ConfigError
 from dcstore.loaders import stages
+from dcstore.loaders.resumable import state_source, wrong_state
 from dcstore.loaders.ring import (
     Delivery,
     RingStopped,
@@ -307,6 +308,8 @@ class RingLoader:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume at :meth:`state_dict`'s position (from the next ``iter``)."""
+        if state_source(state) != "RingLoader":
+            raise wrong_state(state, "a RingLoader.state_dict()", type(self.dataset).__name__)
         self.dataset.load_state_dict(copy.deepcopy(state["dataset"]))
         self._states = {}
         self._finished = False
