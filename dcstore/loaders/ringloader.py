@@ -23,7 +23,9 @@ Guarantees:
 * Everything the dataset guarantees holds: with ``ShardedDataset`` every
   sample exactly once across ranks and workers, the planned order, and
   :meth:`state_dict` / :meth:`load_state_dict` resume after the last batch
-  handed out (StatefulDataLoader style, any ``num_workers`` on resume). Once a
+  handed out (StatefulDataLoader style, any ``num_workers`` on resume; with
+  several workers a resumed pass starts with worker 0, so the workers' batches
+  may interleave otherwise than uninterrupted, unlike StatefulDataLoader's). Once a
   pass's loop ends, the dataset is at the next epoch's start: later passes read
   whole epochs, after a resumed one too, with or without ``set_epoch``.
   Batches are formed per worker, as ``DataLoader`` does for iterable datasets:
