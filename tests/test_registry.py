@@ -130,3 +130,25 @@ def test_memory_pickle_carries_snapshot() -> None:
     backend.delete("k")
     clone = pickle.loads(state)
     assert clone.get("k") == b"v"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mongodb://h:27017/db?bucket=a&bucket=b",
+        "redis://h:6379/0?namespace=a&ttl=5&namespace=a",
+    ],
+)
+def test_an_option_given_twice_is_refused(url: str) -> None:
+    """Outside pass: a repeated option was silently last-wins."""
+    with pytest.raises(ConfigError, match="is given more than once"):
+        parse_url(url)
+
+
+def test_a_path_from_home_is_expanded() -> None:
+    """Outside pass: ``open_store("~/data")`` was a folder named ``~`` in the working
+    directory (the CLI got the shell's expansion, the Python API did not)."""
+    import os
+
+    assert parse_url("~/data").path == os.path.join(os.path.expanduser("~"), "data")
+    assert parse_url("./~/data").path == "./~/data"  # a folder named ~, said so

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -53,16 +55,20 @@ def parse_url(url: str) -> ParsedUrl:
             raise ConfigError(
                 f"malformed storage URL {url!r}: expected scheme://... or a filesystem path"
             )
-        return ParsedUrl("file", "", url, {})
+        return ParsedUrl("file", "", os.path.expanduser(url), {})  # ~/data as a shell says
     try:
         parts = urlsplit(url)
-        query = dict(parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False))
+        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False)
+        query = dict(pairs)
         username = unquote(parts.username) if parts.username else None
         password = unquote(parts.password) if parts.password else None
     except ValueError as exc:
         raise ConfigError(f"malformed storage URL: {exc}") from None
     if not parts.scheme:
         raise ConfigError("malformed storage URL: missing scheme")
+    if len(query) < len(pairs):  # the last one would win without a word
+        twice = next(name for name, n in Counter(name for name, _ in pairs).items() if n > 1)
+        raise ConfigError(f"URL option {twice!r} is given more than once: give it once")
     hostpart = parts.netloc.rsplit("@", 1)[-1]
     for host in hostpart.split(","):
         _check_port(host, f"{parts.scheme}://{hostpart}")
