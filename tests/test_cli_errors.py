@@ -188,3 +188,6 @@ def test_stat_and_get_of_a_prefix_say_it_is_one(tmp_path, command, key) -> None:
     done = run(command, str(tmp_path / "s"), key)
     assert done.returncode == EXIT_CONFIG
     assert "is not an object but a prefix of objects: ls lists them" in one_error_line(done)
+    (tmp_path / "s" / "ckpt-10").write_bytes(b"x")
+    missing = run(command, str(tmp_path / "s"), "ckpt-1")  # review: a key starts with it
+    assert missing.returncode == 3 and "no such object" in one_error_line(missing)

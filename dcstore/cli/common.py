@@ -160,13 +160,14 @@ def head_object(store: Backend, key: str, command: str | None = None) -> ObjectM
     """``store.head(key)``; when there is no such object but keys start with ``key``
     (``dir`` or ``dir/``, as ``ls`` lists it), a :class:`ConfigError` saying that
     ``command -r`` handles a prefix (without ``command``: that ``ls`` lists it)."""
+    folder = key.rstrip("/") + "/"  # "ckpt-1" is no prefix of "ckpt-10", as ls shows it
     try:
         return store.head(key)
     except NotFoundError:
-        if next(iter(store.list_objects(key)), None) is None:
+        if next(iter(store.list_objects(folder)), None) is None:
             raise
     except InvalidKeyError:  # "dir/": no object key ends with a slash
-        if not key.endswith("/") or next(iter(store.list_objects(key)), None) is None:
+        if not key.endswith("/") or next(iter(store.list_objects(folder)), None) is None:
             raise
     use = f"use {command} -r for every key starting with it" if command else "ls lists them"
     raise ConfigError(f"{store.url}: {key!r} is not an object but a prefix of objects: {use}")
