@@ -59,10 +59,10 @@ def write_file_atomically(path: str, chunks: Iterable[Buffer]) -> None:
                 write_all(f, chunk)
             f.flush()
             os.fsync(f.fileno())
-            os.fchmod(fd, final)
             if there is not None and (there.st_uid, there.st_gid) != (os.geteuid(), os.getegid()):
                 with contextlib.suppress(OSError):  # root keeps the owner; others cannot
-                    os.fchown(fd, there.st_uid, there.st_gid)
+                    os.fchown(fd, there.st_uid, there.st_gid)  # before the mode: chown
+            os.fchmod(fd, final)  # clears setuid/setgid bits
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):

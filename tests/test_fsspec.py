@@ -10,6 +10,7 @@ import gzip
 import os
 import re
 import shlex
+import stat
 import subprocess
 import sys
 import threading
@@ -1067,6 +1068,8 @@ def test_a_replaced_output_keeps_its_owner(tmp_path: Path) -> None:
     out = tmp_path / "model.pt"
     out.write_bytes(b"old")
     os.chown(out, 65534, 65534)
+    os.chmod(out, 0o4755)
     write_file_atomically(str(out), [b"new"])
     assert out.read_bytes() == b"new"
     assert (out.stat().st_uid, out.stat().st_gid) == (65534, 65534)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o4755  # review: chown after chmod cleared it
