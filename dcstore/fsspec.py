@@ -668,6 +668,7 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
         self._handled_at_open = sys.exc_info()[1]
         self._outer: Callable[[], Any] | None = None  # a text or compressing writer on top
         self._failed: BaseException | None = None  # a write's error: the file is done
+        self._dropping = False  # being discarded: writes and a close commit nothing
         super().__init__(fs, path, mode, **kwargs)
 
     def _fetch_range(self, start: int, end: int) -> bytes:
@@ -702,7 +703,7 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
         in the caller's own code (an ``except`` block, its own ``__exit__`` or
         ``@contextmanager``) commits."""
         self._mapped = None  # slices handed out keep the mapping alive; the file lets go
-        if self.mode != "rb" and not self.closed and self._failing():
+        if self.mode != "rb" and not self.closed and (self._dropping or self._failing()):
             self.discard()
             return
         super().close()
@@ -756,7 +757,7 @@ class DcstoreFile(AbstractBufferedFile):  # type: ignore[misc]
         that write's caller), later writes are dropped and ``close`` raises that error
         again, committing nothing: a writer cleaning up as it fails (a text or gzip
         wrapper flushing its last bytes) does not mask it with an error of its own."""
-        if self._failed is not None:
+        if self._failed is not None or self._dropping:
             return memoryview(data).nbytes
         return super().write(data)  # type: ignore[no-any-return]
 
@@ -878,9 +879,11 @@ class _CompressedWriter(_DiscardsOnFailure, io.BufferedIOBase):
         """Drop what was written: nothing is committed."""
         if self.closed:
             return
-        # the compressor's end goes into the file before it is dropped: closed after, a
-        # zip writer raised and left its ZipFile to fail again, noisily, in __del__
-        with contextlib.suppress(Exception):  # a file whose upload failed refuses it
+        # the compressor is closed first, its end dropped (closed after the file, a zip
+        # writer raised and left its ZipFile to fail again, noisily, in __del__), and a
+        # close of the file it makes (zstandard's) discards instead of committing
+        self._file._dropping = True
+        with contextlib.suppress(Exception):
             self._stream.close()
         self._file.discard()
         io.BufferedIOBase.close(self)

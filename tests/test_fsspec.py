@@ -7,6 +7,7 @@ import contextlib
 import datetime
 import gc
 import gzip
+import io
 import os
 import re
 import shlex
@@ -383,6 +384,48 @@ def test_a_failed_compressed_write_is_dropped_quietly(
     del f
     gc.collect()
     assert unraisable == [] and not fs.exists("t.bin")
+
+
+class ClosingCompressor(io.RawIOBase):
+    """As zstandard's ``stream_writer`` (``closefd=True``): its close writes its end and
+    closes the file under it."""
+
+    def __init__(self, inner: Any, mode: str = "wb") -> None:
+        self.inner = inner
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        return int(self.inner.write(bytes(data)))
+
+    def close(self) -> None:
+        if not self.closed:
+            self.inner.write(b"<end>")
+            super().close()
+            self.inner.close()
+
+
+def test_a_compressor_that_closes_its_file_commits_only_on_close(tmp_path: Path) -> None:
+    """Review: discarding closed such a compressor first, whose close committed the file
+    (a writer collected unclosed, or ``discard()``, left half an object)."""
+    from fsspec.compression import compr, register_compression
+
+    register_compression("closing-test", ClosingCompressor, [], force=True)
+    try:
+        fs = DcstoreFileSystem(str(tmp_path / "store"))
+        w = fs.open("dropped", "wb", compression="closing-test")
+        w.write(b"half")
+        w.discard()
+        w = fs.open("collected", "wb", compression="closing-test")
+        w.write(b"half")
+        del w
+        gc.collect()
+        with fs.open("kept", "wb", compression="closing-test") as w:
+            w.write(b"whole")
+        assert fs.ls("", detail=False) == ["kept"] and fs.cat("kept") == b"whole<end>"
+    finally:
+        compr.pop("closing-test", None)
 
 
 def test_a_compressor_failing_to_close_drops_the_file_at_once(tmp_path: Path) -> None:
