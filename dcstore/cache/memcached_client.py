@@ -44,7 +44,9 @@ class TaggedHashClient(HashClient):  # type: ignore[misc]  # pymemcache is untyp
         # pymemcache changes its ring and its failed/dead bookkeeping without a lock: two
         # threads bringing a server back both deleted it from the dead ones (KeyError)
         self._ring_lock = threading.RLock()
-        self._on_trial: set[Any] = set()  # back in the ring after dead_timeout, not yet heard
+        # not heard from since they failed: back in the ring after dead_timeout, or
+        # their connection closed (killed, or an idle connection closed by the server)
+        self._on_trial: set[Any] = set()
         super().__init__(servers, use_pooling=True, **kwargs)
         self._homes = RendezvousHash(nodes=list(self.clients))  # the ring with every server
 
@@ -55,10 +57,12 @@ class TaggedHashClient(HashClient):  # type: ignore[misc]  # pymemcache is untyp
 
     def remove_server(self, server: Any, port: Any = None) -> None:
         with self._ring_lock:
-            if (server if port is None else (server, port)) in self._dead_clients:
-                return  # another thread took it out of the ring already
+            name = server if port is None else (server, port)
+            if name in self._dead_clients:  # another thread took it out of the ring already
+                self._failed_clients.pop(name, None)  # what this thread's failure recorded
+                return
             self._routes = {}
-            self._failed_clients.setdefault(server if port is None else (server, port), {})
+            self._failed_clients.setdefault(name, {})
             super().remove_server(server, port)
 
     def _retry_dead(self) -> None:
@@ -68,8 +72,8 @@ class TaggedHashClient(HashClient):  # type: ignore[misc]  # pymemcache is untyp
             self._on_trial |= dead - set(self._dead_clients)
 
     def servers_out(self) -> list[Any]:
-        """The servers out of the ring, and those put back on trial that have not answered
-        since (a killed server is put back every ``dead_timeout`` until it answers)."""
+        """The servers out of the ring, and those on trial that have not answered since
+        (a killed server is put back every ``dead_timeout`` until it answers)."""
         with self._ring_lock:
             return [*self._dead_clients, *(self._on_trial - set(self._dead_clients))]
 
@@ -78,11 +82,18 @@ class TaggedHashClient(HashClient):  # type: ignore[misc]  # pymemcache is untyp
             with self._ring_lock:
                 self._on_trial.discard(server)
 
+    def _closed_on(self, server: Any) -> None:
+        """A connection to ``server`` was closed under a request: it stays in the ring (an
+        idle connection the server closed: the next request reconnects) but is on trial
+        (a killed server: the next request is refused and takes it out)."""
+        with self._ring_lock:
+            self._on_trial.add(server)
+
     def _safely_run_func(self, client: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             result = super()._safely_run_func(client, *args, **kwargs)  # raises if it failed
-        except MemcacheUnexpectedCloseError:  # a killed server: out, as when it refuses
-            self._mark_failed_server(client.server)
+        except MemcacheUnexpectedCloseError:
+            self._closed_on(client.server)
             raise
         self._answered(client.server)
         return result
@@ -91,7 +102,7 @@ class TaggedHashClient(HashClient):  # type: ignore[misc]  # pymemcache is untyp
         try:
             result = super()._safely_run_set_many(client, *args, **kwargs)
         except MemcacheUnexpectedCloseError:
-            self._mark_failed_server(client.server)
+            self._closed_on(client.server)
             raise
         self._answered(client.server)
         return result
@@ -124,8 +135,11 @@ class TaggedHashClient(HashClient):  # type: ignore[misc]  # pymemcache is untyp
             raise MemcacheError("all memcached servers are down")
         try:
             got = get_into(client, keys, buf, start)
-        except (OSError, MemcacheUnexpectedCloseError):  # closed: the server was killed
+        except OSError:
             self._mark_failed_server(client.server)
+            raise
+        except MemcacheUnexpectedCloseError:
+            self._closed_on(client.server)
             raise
         self._answered(client.server)
         return got
