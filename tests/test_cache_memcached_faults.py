@@ -132,7 +132,8 @@ def memcached_entries_on(group: PrivateMemcached, node: int) -> dict[bytes, Any]
 def test_paused_server_times_out_to_the_origin(private_memcached, tmp_path: Path) -> None:
     group: PrivateMemcached = private_memcached()
     origin = origin_with(tmp_path, 6, 100 * KiB)
-    store = CachedBackend(origin, f"{group.url}?{FAST_FAILOVER}&socket_timeout=0.3")
+    fast = FAST_FAILOVER.replace("socket_timeout=1", "socket_timeout=0.3")
+    store = CachedBackend(origin, f"{group.url}?{fast}")
     for i in range(6):
         store.get(f"o/{i:03d}.bin")
     # Pause a server that holds chunks but not the shared counters (placement is by the
@@ -276,3 +277,43 @@ def test_threads_bringing_a_server_back_at_once_do_not_fail(monkeypatch) -> None
         t.join()
     assert errors == [] and not client._dead_clients
     assert sorted(client.hasher.nodes) == sorted(client.clients)
+
+
+def test_a_closed_connection_keeps_the_server_until_it_fails_again(monkeypatch) -> None:
+    """Review: a connection closed under a request (a server closing idle connections, or a
+    proxy) took a healthy server out of the ring for ``dead_timeout``; it is now on trial:
+    named as out until its next answer, which the next request (reconnecting) gets."""
+    from pymemcache.exceptions import MemcacheUnexpectedCloseError
+
+    from dcstore.cache import memcached_client
+    from dcstore.cache.memcached_client import TaggedHashClient
+
+    server = ("127.0.0.1", 1)
+    client = TaggedHashClient([server], retry_attempts=0, dead_timeout=60)
+    replies: list[Any] = [MemcacheUnexpectedCloseError(), ({}, bytearray(), 0)]
+
+    def get_into(*args: Any) -> Any:
+        reply = replies.pop(0)
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+    monkeypatch.setattr(memcached_client, "get_into", get_into)
+    with pytest.raises(MemcacheUnexpectedCloseError):
+        client.get_into("k", [b"k"], bytearray(), 0)
+    assert not client._dead_clients and client.servers_out() == [server]
+    assert client.get_into("k", [b"k"], bytearray(), 0)[2] == 0  # the same server answers
+    assert client.servers_out() == []
+
+
+def test_a_server_marked_failed_twice_leaves_no_stale_record() -> None:
+    """Review: a second thread marking a server failed while it was already out left a
+    record of the failure behind, which took the server out again after its first answer
+    once it was back."""
+    from dcstore.cache.memcached_client import TaggedHashClient
+
+    server = ("127.0.0.1", 1)
+    client = TaggedHashClient([server, ("127.0.0.1", 2)], retry_attempts=0, dead_timeout=60)
+    client._mark_failed_server(server)
+    client._mark_failed_server(server)  # as a second thread does, a moment later
+    assert list(client._dead_clients) == [server] and client._failed_clients == {}
