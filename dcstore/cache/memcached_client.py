@@ -44,9 +44,7 @@ class TaggedHashClient(HashClient):  # type: ignore[misc]  # pymemcache is untyp
         # pymemcache changes its ring and its failed/dead bookkeeping without a lock: two
         # threads bringing a server back both deleted it from the dead ones (KeyError)
         self._ring_lock = threading.RLock()
-        # not heard from since they failed: back in the ring after dead_timeout, or
-        # their connection closed (killed, or an idle connection closed by the server)
-        self._on_trial: set[Any] = set()
+        self._on_trial: set[Any] = set()  # back in the ring after dead_timeout, not yet heard
         super().__init__(servers, use_pooling=True, **kwargs)
         self._homes = RendezvousHash(nodes=list(self.clients))  # the ring with every server
 
@@ -82,18 +80,11 @@ class TaggedHashClient(HashClient):  # type: ignore[misc]  # pymemcache is untyp
             with self._ring_lock:
                 self._on_trial.discard(server)
 
-    def _closed_on(self, server: Any) -> None:
-        """A connection to ``server`` was closed under a request: it stays in the ring (an
-        idle connection the server closed: the next request reconnects) but is on trial
-        (a killed server: the next request is refused and takes it out)."""
-        with self._ring_lock:
-            self._on_trial.add(server)
-
     def _safely_run_func(self, client: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             result = super()._safely_run_func(client, *args, **kwargs)  # raises if it failed
-        except MemcacheUnexpectedCloseError:
-            self._closed_on(client.server)
+        except MemcacheUnexpectedCloseError:  # killed: out at once, as when it refuses
+            self._mark_failed_server(client.server)
             raise
         self._answered(client.server)
         return result
@@ -101,8 +92,8 @@ class TaggedHashClient(HashClient):  # type: ignore[misc]  # pymemcache is untyp
     def _safely_run_set_many(self, client: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             result = super()._safely_run_set_many(client, *args, **kwargs)
-        except MemcacheUnexpectedCloseError:
-            self._closed_on(client.server)
+        except MemcacheUnexpectedCloseError:  # killed: out at once, as when it refuses
+            self._mark_failed_server(client.server)
             raise
         self._answered(client.server)
         return result
@@ -135,11 +126,8 @@ class TaggedHashClient(HashClient):  # type: ignore[misc]  # pymemcache is untyp
             raise MemcacheError("all memcached servers are down")
         try:
             got = get_into(client, keys, buf, start)
-        except OSError:
+        except (OSError, MemcacheUnexpectedCloseError):  # closed: killed, out at once
             self._mark_failed_server(client.server)
-            raise
-        except MemcacheUnexpectedCloseError:
-            self._closed_on(client.server)
             raise
         self._answered(client.server)
         return got
