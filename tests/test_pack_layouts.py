@@ -479,3 +479,13 @@ def test_a_malformed_index_is_a_one_line_error_naming_the_line(
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "ds").exists()
+
+
+def test_negative_integer_labels_in_a_csv_are_integers(tmp_path: Path) -> None:
+    """Review: "-1" is no digit string, so a CSV of labels -1, 0 was refused as a mix of
+    integer and text labels (JSONL packed the same labels)."""
+    for i in range(2):
+        write_image(tmp_path / "src" / f"{i}.jpg", i)
+    (tmp_path / "index.csv").write_text("path,label\n0.jpg,-1\n1.jpg,0\n")
+    assert pack(tmp_path / "src", tmp_path / "ds", "--index", str(tmp_path / "index.csv")) == 0
+    assert sorted(bytes(s["cls"]) for s in samples(tmp_path / "ds")) == [b"-1", b"0"]

@@ -19,6 +19,7 @@ import csv
 import json
 import logging
 import mmap
+import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -152,10 +153,13 @@ def _field_value(value: object) -> bytes:
 
 
 def _is_integer_label(value: object) -> bool:
-    """An integer label: a JSON/Parquet integer or text of digits (a CSV cell)."""
+    """An integer label: a JSON/Parquet integer or text of ASCII digits, perhaps negative
+    (a CSV cell)."""
     if isinstance(value, bool):
         return False
-    return isinstance(value, int) or (isinstance(value, str) and value.isdigit())
+    return isinstance(value, int) or (
+        isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value) is not None
+    )
 
 
 def _check_label_kinds(rows: list[dict[str, Any]], index: Path) -> None:
