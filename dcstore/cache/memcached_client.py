@@ -12,9 +12,11 @@ listing of keys (``lru_crawler metadump``).
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote
 
@@ -80,23 +82,26 @@ class TaggedHashClient(HashClient):  # type: ignore[misc]  # pymemcache is untyp
             with self._ring_lock:
                 self._on_trial.discard(server)
 
-    def _safely_run_func(self, client: Any, *args: Any, **kwargs: Any) -> Any:
+    @contextlib.contextmanager
+    def _request_to(self, server: Any, closed: tuple[type[Exception], ...]) -> Iterator[None]:
+        """One request to ``server``: an error of ``closed`` (the connection closed or
+        refused: a killed server) takes it out of the ring at once; an answer ends its
+        trial."""
         try:
-            result = super()._safely_run_func(client, *args, **kwargs)  # raises if it failed
-        except MemcacheUnexpectedCloseError:  # killed: out at once, as when it refuses
-            self._mark_failed_server(client.server)
+            yield
+        except closed:
+            self._mark_failed_server(server)
             raise
-        self._answered(client.server)
-        return result
+        self._answered(server)
+
+    def _safely_run_func(self, client: Any, *args: Any, **kwargs: Any) -> Any:
+        # a refused connection (OSError) pymemcache marks failed itself
+        with self._request_to(client.server, (MemcacheUnexpectedCloseError,)):
+            return super()._safely_run_func(client, *args, **kwargs)
 
     def _safely_run_set_many(self, client: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            result = super()._safely_run_set_many(client, *args, **kwargs)
-        except MemcacheUnexpectedCloseError:  # killed: out at once, as when it refuses
-            self._mark_failed_server(client.server)
-            raise
-        self._answered(client.server)
-        return result
+        with self._request_to(client.server, (MemcacheUnexpectedCloseError,)):
+            return super()._safely_run_set_many(client, *args, **kwargs)
 
     def _mark_failed_server(self, server: Any) -> None:
         with self._ring_lock:
@@ -124,13 +129,8 @@ class TaggedHashClient(HashClient):  # type: ignore[misc]  # pymemcache is untyp
         client = self._get_client(route)
         if client is None:
             raise MemcacheError("all memcached servers are down")
-        try:
-            got = get_into(client, keys, buf, start)
-        except (OSError, MemcacheUnexpectedCloseError):  # closed: killed, out at once
-            self._mark_failed_server(client.server)
-            raise
-        self._answered(client.server)
-        return got
+        with self._request_to(client.server, (OSError, MemcacheUnexpectedCloseError)):
+            return get_into(client, keys, buf, start)
 
     def at_home(self, key: str) -> bool:
         """Whether ``key`` is placed now on the server it has with every server up (not
