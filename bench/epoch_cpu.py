@@ -15,18 +15,24 @@ With ``--workers N`` the epochs go through ``DataLoader(num_workers=N, batch_siz
 with ``loaders_compare.py``'s count-only collate (one byte read per page of each payload,
 in the worker), as that benchmark's ``touch`` variant runs it, and the CPU is split:
 the main process's, and the workers' user and system time (``RUSAGE_CHILDREN``; the
-workers exit at the end of each epoch).
+workers exit at the end of each epoch). With ``--persistent`` too, one
+``DataLoader(persistent_workers=True)`` serves every epoch and the workers' CPU is read
+from ``/proc/<pid>/stat`` of this process's children: run it so under ``perf record -a
+-D <ms>`` to see the steady state, where the workers' memory is already faulted in.
 
 Usage: .venv/bin/python bench/epoch_cpu.py [--encrypted] [--prefetch-threads 1]
-       [--zero-copy] [--workers N] [--epochs 3] [--root bench/results/tmp/loaders]
+       [--zero-copy] [--workers N [--persistent]] [--epochs 3]
+       [--root bench/results/tmp/loaders]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from dcstore.loaders import ShardedDataset
@@ -42,17 +48,36 @@ def in_process(ds: ShardedDataset) -> tuple[int, str]:
     return n, f"CPU {1e6 * (time.process_time() - cpu0) / n:.1f} us/sample"
 
 
-def through_dataloader(ds: ShardedDataset, workers: int) -> tuple[int, str]:
-    from loaders_compare import collate_touch
-    from torch.utils.data import DataLoader
+def children_cpu() -> tuple[float, float]:
+    """(user, system) CPU seconds of this process's living children, from ``/proc``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    user = system = 0.0
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            user, system = user + int(fields[11]) / tick, system + int(fields[12]) / tick
+    return user, system
 
-    kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+
+def exited_children_cpu() -> tuple[float, float]:
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return kids.ru_utime, kids.ru_stime
+
+
+def through_dataloader(
+    ds: ShardedDataset, loader: Iterable[tuple[int, ...]], persistent: bool
+) -> tuple[int, str]:
+    cpu_of_workers = children_cpu if persistent else exited_children_cpu
+    user0, system0 = cpu_of_workers()
     cpu0, n = time.process_time(), 0
-    for batch in DataLoader(ds, batch_size=64, num_workers=workers, collate_fn=collate_touch):
+    for batch in loader:
         n += int(batch[0])
     main = time.process_time() - cpu0
-    kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    user, system = kids1.ru_utime - kids0.ru_utime, kids1.ru_stime - kids0.ru_stime
+    user1, system1 = cpu_of_workers()
+    user, system = user1 - user0, system1 - system0
     per = 1e6 / n
     return n, (
         f"CPU {per * (main + user + system):.1f} us/sample: main {per * main:.1f}, "
@@ -67,21 +92,33 @@ def main() -> int:
     p.add_argument("--prefetch-threads", type=int, default=None)
     p.add_argument("--zero-copy", action="store_true")
     p.add_argument("--workers", type=int, default=None, help="through a DataLoader")
+    p.add_argument("--persistent", action="store_true", help="persistent_workers=True")
     p.add_argument("--epochs", type=int, default=3)
     args = p.parse_args()
+    if args.persistent and not args.workers:
+        p.error("--persistent needs --workers N")
     root = Path(args.root).resolve()
     ds = ShardedDataset(
         f"file://{root}/{'dcstore-enc' if args.encrypted else 'dcstore-plain'}",
         keys=f"file://{root}/kek.json" if args.encrypted else None,
         shuffle=True, seed=0, prefetch_threads=args.prefetch_threads, zero_copy=args.zero_copy,
     )  # fmt: skip
+    loader = None
+    if args.workers is not None:
+        from loaders_compare import collate_touch
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(
+            ds, batch_size=64, num_workers=args.workers, collate_fn=collate_touch,
+            persistent_workers=args.persistent,
+        )  # fmt: skip
     for epoch in range(args.epochs):
         ds.set_epoch(epoch)
         wall0 = time.perf_counter()
-        if args.workers is None:
+        if loader is None:
             n, cpu = in_process(ds)
         else:
-            n, cpu = through_dataloader(ds, args.workers)
+            n, cpu = through_dataloader(ds, loader, args.persistent)
         wall = time.perf_counter() - wall0
         print(f"epoch {epoch}: {n} samples, {n / wall:,.0f} samples/s, {cpu}")
     return 0
