@@ -235,6 +235,8 @@ def test_unknown_option_and_bad_values() -> None:
         open_backend("hdfs://127.0.0.1:9/x", replication=-1)
     with pytest.raises(ConfigError, match="conf_dir '/nonexistent' is not a directory"):
         open_backend("hdfs://mycluster/x?conf_dir=/nonexistent")  # was: "No NameNode hosts"
+    with pytest.raises(ConfigError, match=r"no port given.*hdfs://127\.0\.0\.1:9000"):
+        open_backend("hdfs://127.0.0.1/x").head("a")  # was: 'InvalidArgument("No NameNode ...")'
     with pytest.raises(ConfigError, match="key=value"):
         open_backend("hdfs://127.0.0.1:9/x", hadoop_conf="nonsense")
     with pytest.raises(ConfigError, match="keywords"):

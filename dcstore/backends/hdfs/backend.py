@@ -191,13 +191,29 @@ class HdfsBackend(Backend):
                 netloc = self._parsed.netloc
                 target = f"{self._parsed.scheme}://{netloc}" if netloc else None
                 note_open()
-                with self._errors("connect"):
-                    self._client = hdfs_native.Client(
-                        target, config=self._hadoop_config(), config_dir=self._conf_dir
-                    )
+                try:
+                    with self._errors("connect"):
+                        self._client = hdfs_native.Client(
+                            target, config=self._hadoop_config(), config_dir=self._conf_dir
+                        )
+                except ConfigError as exc:
+                    raise self._no_namenode(exc) from None
                 opened(self._client)
                 self._client_pid = os.getpid()
             return self._client
+
+    def _no_namenode(self, exc: ConfigError) -> ConfigError:
+        """``exc``, or when the URL gave a host without a port (read as an HA nameservice)
+        that no Hadoop configuration names, what to write instead."""
+        host = self._parsed.netloc
+        if "No NameNode hosts found" not in str(exc) or not host or ":" in host:
+            return exc
+        return ConfigError(
+            f"{self._parsed.safe()}: no port given, so {host!r} was taken as an HA "
+            "nameservice, and no Hadoop configuration names its NameNodes: give the "
+            f"NameNode's RPC port (hdfs://{host}:9000 or :8020), or conf_dir= (or "
+            "$HADOOP_CONF_DIR) with an hdfs-site.xml that defines the nameservice"
+        )
 
     # -- error mapping: the one place driver exceptions become dcstore errors -------------
 
