@@ -266,7 +266,13 @@ def _chained_store(protocol: str, fo: str, options: dict[str, Any]) -> tuple[str
         host, port = options.get("host"), options.get("port")
         if not host:
             raise ConfigError(f"dcstore::hdfs://...{fo}: no NameNode host in the URL")
-        return f"hdfs://{host}:{port or 9000}", fo.lstrip("/")
+        store = f"hdfs://{host}:{port}" if port else f"hdfs://{host}"  # as open_store reads it
+        if any(c in fo for c in "*?["):  # fsspec expands no pattern of a chained URL's inner part
+            raise ConfigError(
+                f"dcstore::{store}{fo}: a pattern cannot be expanded in the chained form; use "
+                f"dcstore://{fo.strip('/')} with storage_options={{'store': '{store}'}}"
+            )
+        return store, fo.strip("/")
     raise ConfigError(
         f"dcstore::{protocol}:// is not supported: use dcstore://KEY with store='{protocol}://...'"
     )

@@ -830,6 +830,15 @@ def test_chained_hdfs_url(hdfs_base: str, stack_keys: str) -> None:  # noqa: F81
     df = table(1_000)
     df.to_parquet(url, storage_options={"keys": stack_keys})
     assert pd.read_parquet(url, storage_options={"keys": stack_keys}).equals(df)
+    folder = url.rsplit("/", 1)[0]
+    for name in (folder, folder + "/"):  # the folder, with or without its slash
+        read = pd.read_parquet(name, storage_options={"keys": stack_keys})
+        assert read.equals(df), name  # with the slash it was "an empty path segment"
+    with pytest.raises(ConfigError, match="pattern cannot be expanded in the chained form"):
+        pd.read_parquet(folder + "/*.parquet", storage_options={"keys": stack_keys})
+    portless = "dcstore::hdfs://127.0.0.1/" + url.split("://", 1)[1].split("/", 1)[1]
+    with pytest.raises(ConfigError, match="no port given"):  # as open_store("hdfs://host/...")
+        pd.read_parquet(portless, storage_options={"keys": stack_keys})
 
 
 def test_hugging_face_datasets_on_the_full_stack(
