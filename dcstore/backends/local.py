@@ -61,6 +61,7 @@ from dcstore.errors import (
     KeyAccessError,
     NotFoundError,
     StorageFullError,
+    VersionChangedError,
 )
 
 TEMP_PREFIX = f"{RESERVED_PREFIX}-tmp-"
@@ -389,9 +390,15 @@ class _FileReader(ObjectReader):
 
     def _pread(self, start: int, end: int) -> bytes:
         try:
-            return os.pread(self._fd, end - start, start)
+            data = os.pread(self._fd, end - start, start)
         except OSError as exc:
             raise self._store._error(exc, self._key, "read") from exc
+        if len(data) != end - start:  # inside the size it had when opened: it was cut short
+            raise VersionChangedError(
+                f"{self.what}: the file changed size while it was read ({self.size} bytes when "
+                f"opened, {os.fstat(self._fd).st_size} now): written in place, not replaced"
+            )
+        return data
 
     def map_range(self, start: int, end: int) -> memoryview:
         """The opened file's bytes, mapped: this version even if the key was replaced."""
