@@ -245,6 +245,47 @@ def test_unequal_samples_name_the_field_and_the_fix(workers, make) -> None:
         list(RingLoader(Ragged(make), batch_size=2, num_workers=workers))
 
 
+class Listed(IterableDataset):
+    """The given samples, as they are."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+
+    def __iter__(self):
+        return iter(self.items)
+
+
+u8, i64, f16, f64 = torch.uint8, torch.int64, torch.float16, torch.float64
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        [torch.tensor([1], dtype=u8), torch.tensor([300])],
+        [np.array([1], np.int8), np.array([300], np.int64)],
+        [torch.tensor([0.5], dtype=f16), torch.tensor([1e6], dtype=f64)],
+        [np.array([1], np.uint8), np.array([300], np.int64)],
+        [torch.tensor([1]), torch.tensor([0.5])],
+        [torch.tensor([7]), torch.tensor([-3], dtype=torch.int8), torch.tensor([1 << 40])],
+        [np.array([2**40]), np.array([1.5], np.float32)],
+    ],
+)
+def test_a_column_of_mixed_dtypes_is_promoted_as_default_collate_does(items) -> None:
+    """Review: the slot was typed from the first sample, so wider values were truncated
+    (300 -> 44 in uint8, 1e6 -> inf in float16) or raised a bare TypeError."""
+    samples = [{"v": item, "i": i} for i, item in enumerate(items)]
+    (batch,) = list(RingLoader(Listed(samples), batch_size=len(samples)))
+    expected = default_collate(samples)["v"]
+    assert batch["v"].dtype == expected.dtype and torch.equal(batch["v"], expected)
+    assert batch["i"].tolist() == list(range(len(items)))
+
+
+def test_a_byte_string_column_with_a_str_names_the_field() -> None:
+    samples = [{"p": b"ab"}, {"p": "cd"}]
+    with pytest.raises(TypeError, match=r"RingLoader: \['p'\]: sample 1 is a str, .*bytes"):
+        list(RingLoader(Listed(samples), batch_size=2))
+
+
 class MissingField(IterableDataset):
     """webdataset-style samples where one lacks a field."""
 

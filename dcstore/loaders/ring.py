@@ -22,7 +22,9 @@ worker owns a few *slots* it reuses. The protocol:
   writes its lowest-numbered free slot (a retired one is renewed before a slot never
   used), so it holds only as many buffers as the training loop keeps busy.
 * A batch is collated into the slot the way ``default_collate`` shapes it:
-  tensors and numpy arrays stacked, numbers become int64 / float64 / bool tensors,
+  tensors and numpy arrays stacked (samples of different dtypes promoted as
+  ``torch.stack`` promotes them, never written into the first one's narrower type),
+  numbers become int64 / float64 / bool tensors,
   bytes-like fields are packed and handed out as a list of uint8 tensors; strings
   and anything else pass through as lists. Byte strings are copied as each sample
   arrives (:meth:`SlotWriter.add`), while the bytes the dataset just read or checked
@@ -136,14 +138,18 @@ class _Planner:
             planned = [self.plan(list(part), (*path, i)) for i, part in parts]
             return tuple(planned) if isinstance(first, tuple) else planned
         if isinstance(first, np.ndarray) and first.dtype.kind in "biuf":
+            if any(type(a) is not np.ndarray or a.dtype != first.dtype for a in column):
+                return self._promoted(column, path)
             return self._arrays(list(column), path)
         if isinstance(first, torch.Tensor):
+            if any(getattr(t, "dtype", None) != first.dtype for t in column):
+                return self._promoted(column, path)
             return self._tensors(list(column), path=path)
         if isinstance(first, bytes | bytearray | memoryview):
             placed = self.placed.get(path)
             if placed is not None and len(placed.ends) == len(column):  # each item placed
                 return placed
-            return self._bytes(column)
+            return self._bytes(column, path)
         dtype = _NUMBER_DTYPES.get(type(first))
         if dtype is not None and all(type(v) is type(first) for v in column):
             return self._tensors([torch.tensor(list(column), dtype=dtype)], stacked=True)
@@ -171,6 +177,21 @@ class _Planner:
         self.jobs.append(copy)
         return leaf
 
+    def _promoted(self, column: Sequence[Any], path: Path) -> TensorLeaf:
+        """A column whose samples differ in dtype, stacked as ``default_collate`` stacks
+        it (numpy arrays as tensors, then torch's type promotion), then copied into the
+        slot: typed from the first sample, wider values were truncated (300 as uint8: 44)."""
+        try:
+            items = [torch.as_tensor(item) for item in column]
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(f"RingLoader: {_where(path)}: {exc}") from exc
+        try:
+            stacked = torch.stack(items)
+        except RuntimeError:
+            _refuse_ragged(items, path)
+            raise
+        return self._tensors([stacked], stacked=True)
+
     def _arrays(self, items: list[np.ndarray], path: Path) -> TensorLeaf:
         """Numpy arrays stacked with numpy (read-only inputs, e.g. views of bytes, are fine)."""
         first = items[0]
@@ -189,7 +210,13 @@ class _Planner:
         self.jobs.append(copy)
         return leaf
 
-    def _bytes(self, column: Sequence[Any]) -> BytesLeaf:
+    def _bytes(self, column: Sequence[Any], path: Path) -> BytesLeaf:
+        for i, v in enumerate(column):
+            if not isinstance(v, bytes | bytearray | memoryview):
+                raise TypeError(
+                    f"RingLoader: {_where(path)}: sample {i} is a {type(v).__name__}, not "
+                    f"bytes-like as sample 0 is; give the field one type in a .map() stage"
+                )
         views = [memoryview(v).cast("B") for v in column]
         ends = np.cumsum([v.nbytes for v in views]).tolist()
         offset = self._take(ends[-1] if ends else 0)
@@ -207,11 +234,15 @@ class _Planner:
 def _refuse_ragged(column: Sequence[Any], path: Path) -> None:
     """After a failed stack: if ``column``'s arrays differ in shape, the error that says
     which field and what to do (checked only then: nothing is spent on batches that stack)."""
-    shape = column[0].shape
-    other = next((item.shape for item in column if item.shape != shape), None)
+    shape = tuple(column[0].shape)
+    other = next((item.shape for item in column if tuple(item.shape) != shape), None)
     if other is not None:
-        where = "".join(f"[{p!r}]" for p in path) or "the samples"
-        raise different_shapes("RingLoader", f"{where}: {tuple(shape)} and {tuple(other)}")
+        raise different_shapes("RingLoader", f"{_where(path)}: {shape} and {tuple(other)}")
+
+
+def _where(path: Path) -> str:
+    """Where a field sits, for an error: ``['x'][0]``, or the samples themselves."""
+    return "".join(f"[{p!r}]" for p in path) or "the samples"
 
 
 def leaf_view(region: torch.Tensor, leaf: TensorLeaf) -> torch.Tensor:
