@@ -286,6 +286,43 @@ def test_a_byte_string_column_with_a_str_names_the_field() -> None:
         list(RingLoader(Listed(samples), batch_size=2))
 
 
+@pytest.mark.parametrize(
+    "column",
+    [
+        [np.int64(1), np.int64(2)],
+        [np.float32(0.5), np.float32(2)],
+        [np.int8(1), np.int64(300)],
+        [np.bool_(True), np.bool_(False)],
+        [1, 2.5],
+        [2.5, 1],
+        [True, 2],
+        [1, np.float64(2.5)],
+        [np.array([1j]), np.array([2 + 0j])],
+        [np.array([1j], np.complex64), np.array([2], np.int32)],
+    ],
+)
+def test_numpy_scalars_mixed_numbers_and_complex_arrays_collate_like_default_collate(
+    column,
+) -> None:
+    """Review: numpy scalars (labels), mixed int/float/bool numbers and complex arrays
+    arrived as a plain list where default_collate gives a tensor."""
+    samples = [{"v": v} for v in column]
+    (batch,) = list(RingLoader(Listed(samples), batch_size=len(samples)))
+    expected = default_collate(samples)["v"]
+    assert isinstance(batch["v"], torch.Tensor), batch["v"]
+    assert batch["v"].dtype == expected.dtype and torch.equal(batch["v"], expected)
+
+
+def test_samples_without_keys_and_nested_fields_are_named_when_fields_differ() -> None:
+    """Review: samples without a ``__key__`` were ``samples '?' and '?'``."""
+    samples = [{"a": 1, "m": {"x": 1}}, {"a": 2, "m": {"x": 2}}, {"a": 3, "m": {"y": 3}}]
+    fields = r"samples 0 and 2 of a batch have different fields in \['m'\] \(only in the first: "
+    with pytest.raises(ValueError, match=rf"RingLoader: {fields}\['x'\]; only in the second: "):
+        list(RingLoader(Listed(samples), batch_size=3))
+    with pytest.raises(ValueError, match=r"batched\(\): samples 0 and 1 of a batch have dif"):
+        list(stages.compose([{"a": 1}, {"b": 2}], [stages.batched(2)]))
+
+
 class MissingField(IterableDataset):
     """webdataset-style samples where one lacks a field."""
 
@@ -304,7 +341,8 @@ class MissingField(IterableDataset):
 def test_samples_with_different_fields_are_refused_naming_them(lacking) -> None:
     """A field the first sample lacked vanished from the whole batch; one a later
     sample lacked was a bare KeyError."""
-    fields = rf"samples 'm0' and 'm{max(lacking, 1)}' of a batch have different fields"
+    other = max(lacking, 1)
+    fields = rf"samples 0 \('m0'\) and {other} \('m{other}'\) of a batch have different fields"
     with pytest.raises(ValueError, match=rf"RingLoader: {fields}"):
         list(RingLoader(MissingField(lacking), batch_size=4))
     with pytest.raises(ValueError, match=rf"batched\(\): {fields}.*collate_fn=list"):

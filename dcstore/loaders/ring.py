@@ -24,7 +24,8 @@ worker owns a few *slots* it reuses. The protocol:
 * A batch is collated into the slot the way ``default_collate`` shapes it:
   tensors and numpy arrays stacked (samples of different dtypes promoted as
   ``torch.stack`` promotes them, never written into the first one's narrower type),
-  numbers become int64 / float64 / bool tensors,
+  numbers become int64 / float64 / bool tensors (mixed ones, and numpy scalars, typed
+  as ``default_collate`` types them),
   bytes-like fields are packed and handed out as a list of uint8 tensors; strings
   and anything else pass through as lists. Byte strings are copied as each sample
   arrives (:meth:`SlotWriter.add`), while the bytes the dataset just read or checked
@@ -92,6 +93,8 @@ Leaf = TensorLeaf | BytesLeaf | Passed
 Job = Callable[[torch.Tensor, memoryview], None]
 
 _NUMBER_DTYPES: dict[type, torch.dtype] = {bool: torch.bool, int: torch.int64, float: torch.float64}
+_REAL = (int, float, np.bool_, np.integer, np.floating)
+"""Numbers a column of Python numbers may mix (``bool`` is an ``int``)."""
 _SCALARS = frozenset({*_NUMBER_DTYPES, str, type(None)})
 """Types that are never a ``Mapping`` (checked without the ABC's ``isinstance``)."""
 
@@ -128,7 +131,7 @@ class _Planner:
     def plan(self, column: Sequence[Any], path: Path = ()) -> Any:
         first = column[0]
         if isinstance(first, Mapping):
-            if error := different_fields("RingLoader", column):
+            if error := different_fields("RingLoader", column, _where(path) if path else ""):
                 raise error
             return {k: self.plan([item[k] for item in column], (*path, k)) for k in first}
         if isinstance(first, tuple | list):
@@ -137,7 +140,7 @@ class _Planner:
             parts = enumerate(zip(*column, strict=True))
             planned = [self.plan(list(part), (*path, i)) for i, part in parts]
             return tuple(planned) if isinstance(first, tuple) else planned
-        if isinstance(first, np.ndarray) and first.dtype.kind in "biuf":
+        if isinstance(first, np.ndarray) and first.dtype.kind in "biufc":
             if any(type(a) is not np.ndarray or a.dtype != first.dtype for a in column):
                 return self._promoted(column, path)
             return self._arrays(list(column), path)
@@ -153,7 +156,23 @@ class _Planner:
         dtype = _NUMBER_DTYPES.get(type(first))
         if dtype is not None and all(type(v) is type(first) for v in column):
             return self._tensors([torch.tensor(list(column), dtype=dtype)], stacked=True)
+        if isinstance(first, np.bool_ | np.number):  # default_collate: torch.as_tensor
+            return self._built(torch.as_tensor, column, path)
+        if dtype is not None and all(isinstance(v, _REAL) for v in column):
+            # mixed int / float / bool: default_collate's torch.tensor, typed by the first
+            kind = torch.float64 if dtype is torch.float64 else None
+            return self._built(lambda c: torch.tensor(c, dtype=kind), column, path)
         return Passed(list(column))
+
+    def _built(
+        self, make: Callable[[list[Any]], torch.Tensor], column: Sequence[Any], path: Path
+    ) -> TensorLeaf:
+        """The tensor ``make`` builds of ``column``, copied into the slot."""
+        try:
+            tensor = make(list(column))
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(f"RingLoader: {_where(path)}: {exc}") from exc
+        return self._tensors([tensor], stacked=True)
 
     def _tensors(
         self, items: list[torch.Tensor], stacked: bool = False, path: Path = ()

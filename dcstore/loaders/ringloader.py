@@ -10,9 +10,10 @@ Usage (in place of ``DataLoader(ds, batch_size=64, num_workers=8)``)::
 Guarantees:
 
 * Batches are shaped as ``default_collate`` shapes them (tensors stacked,
-  numbers as tensors, dicts and tuples kept), except that bytes-like fields
-  arrive as a list of uint8 tensors (raw payloads, e.g. for
-  ``torchvision.io.decode_jpeg``) instead of failing to collate.
+  numbers as tensors, dicts and tuples kept, different dtypes promoted), except
+  that bytes-like fields arrive as a list of uint8 tensors (raw payloads, e.g. for
+  ``torchvision.io.decode_jpeg``), and fields it cannot collate (``None``, other
+  objects) arrive as a list, instead of failing to collate.
 * Each worker collates its batches straight into a few slots of shared memory
   it reuses (:mod:`dcstore.loaders.ring`); the main process receives a slot
   number and views it. Nothing is copied or allocated per batch after warm-up.

@@ -318,19 +318,28 @@ def different_shapes(who: str, differ: str) -> ValueError:
     )
 
 
-def different_fields(who: str, batch: Sequence[Mapping[str, Any]]) -> ValueError | None:
+def different_fields(
+    who: str, batch: Sequence[Mapping[str, Any]], where: str = ""
+) -> ValueError | None:
     """The error for a batch of samples whose fields differ, or ``None``. Collated as
     they are, a field the first sample lacks vanished from the whole batch, and one a
-    later sample lacks was a bare ``KeyError`` (webdataset refuses such a batch too)."""
+    later sample lacks was a bare ``KeyError`` (webdataset refuses such a batch too).
+    The samples are named by their place in the batch (and ``__key__``, if they have
+    one); ``where``: the dicts' place in a sample (``['meta']``), if nested."""
     first = batch[0]
-    other = next((item for item in batch if item.keys() != first.keys()), None)
-    if other is None:
+    index = next((i for i, item in enumerate(batch) if item.keys() != first.keys()), None)
+    if index is None:
         return None
+    other = batch[index]
     only_first = sorted(map(str, first.keys() - other.keys()))
     only_other = sorted(map(str, other.keys() - first.keys()))
+
+    def name(i: int, item: Mapping[str, Any]) -> str:
+        return f"{i} ({item['__key__']!r})" if "__key__" in item else str(i)
+
     return ValueError(
-        f"{who}: samples {first.get('__key__', '?')!r} and {other.get('__key__', '?')!r} of "
-        f"a batch have different fields (only in the first: {only_first}; only in the "
+        f"{who}: samples {name(0, first)} and {name(index, other)} of a batch have different "
+        f"fields{f' in {where}' if where else ''} (only in the first: {only_first}; only in the "
         f"second: {only_other}); give every sample the same fields in a .map() stage, or "
         "collate them as lists (.batched(n, collate_fn=list) with DataLoader(batch_size=None))"
     )
