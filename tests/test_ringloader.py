@@ -358,6 +358,33 @@ def test_bad_arguments_are_config_errors(dataset_url) -> None:
         RingLoader(dataset(dataset_url).batched(8), batch_size=4)
 
 
+@pytest.mark.parametrize(
+    ("kw", "named"),
+    [
+        ({"num_workers": "2"}, "num_workers"),
+        ({"num_workers": 2.0}, "num_workers"),
+        ({"num_workers": -1}, "num_workers"),
+        ({"slot_bytes": "1MiB"}, "slot_bytes"),
+        ({"slot_bytes": -5}, "slot_bytes"),
+        ({"slot_bytes": 0}, "slot_bytes"),
+        ({"hold": "2"}, "hold"),
+        ({"hold": 0}, "hold"),
+        ({"num_workers": 2, "prefetch_factor": None}, "prefetch_factor"),
+        ({"num_workers": 2, "prefetch_factor": 0}, "prefetch_factor"),
+    ],
+)
+def test_bad_arguments_are_config_errors_at_construction(kw, named) -> None:
+    """Review: accepted, they failed later with raw errors (or hung)."""
+    with pytest.raises(ConfigError, match=rf"^{named} must be"):
+        RingLoader(Listed([{"v": 1}]), batch_size=2, **kw)
+
+
+@pytest.mark.parametrize("given", ["plain", b"plain", 5, None])
+def test_a_dataset_that_is_not_an_iterable_of_samples_is_a_config_error(given) -> None:
+    with pytest.raises(ConfigError, match=rf"dataset must be .*, got {type(given).__name__}"):
+        RingLoader(given, 2)
+
+
 @pytest.mark.parametrize(("before", "after"), [(2, 2), (2, 3), (0, 2)])
 def test_resumes_after_the_last_batch_handed_out(dataset_url, before, after) -> None:
     first = RingLoader(dataset(dataset_url), batch_size=16, num_workers=before)

@@ -165,9 +165,19 @@ class RingLoader:
         worker_init_fn: Any = None,
         timeout: float = 0,
     ):
+        if isinstance(dataset, str | bytes | bytearray | memoryview) or not (
+            hasattr(type(dataset), "__iter__") or hasattr(type(dataset), "__getitem__")
+        ):  # a string's characters were taken for samples
+            raise ConfigError(
+                "dataset must be an iterable dataset of samples (e.g. ShardedDataset), "
+                f"got {type(dataset).__name__}"
+            )
         batch_size = whole_number("batch_size", batch_size, 1)  # a float made one batch
-        if hold < 1:
-            raise ConfigError(f"hold must be >= 1, got {hold}")
+        num_workers = whole_number("num_workers", num_workers)  # "2" failed in the DataLoader
+        if num_workers or prefetch_factor is not None:  # 0 or None with workers: no slots
+            prefetch_factor = whole_number("prefetch_factor", prefetch_factor, 1)
+        hold = whole_number("hold", hold, 1)
+        slot_bytes = whole_number("slot_bytes", slot_bytes, 1)  # "1MiB" failed in a worker
         if persistent_workers and num_workers == 0:
             raise ConfigError("persistent_workers needs num_workers > 0")
         if any(stages.is_batching(stage) for stage in getattr(dataset, "stages", ())):
