@@ -37,12 +37,7 @@ with four (the driver's own sequential read: 757-1,038); three threads added not
 
 
 def read_chunks(
-    src: Backend,
-    meta: ObjectMeta,
-    chunk: int = COPY_CHUNK_BYTES,
-    *,
-    ahead: int = 2 * READ_AHEAD,
-    mapped: bool = True,
+    src: Backend, meta: ObjectMeta, chunk: int = COPY_CHUNK_BYTES, *, ahead: int = 2 * READ_AHEAD
 ) -> Iterator[Buffer]:
     """Object ``meta`` (that version exactly) in ranged reads of about ``chunk`` bytes,
     rounded up to the store's read alignment (encrypted: whole segments). Raises
@@ -57,14 +52,11 @@ def read_chunks(
     other stores :data:`READ_AHEAD` ranges are read in worker threads, with ``ahead``
     ranges (default: twice as many) submitted at a time, while the caller handles this
     one (the network, the cipher and the caller's writes overlap): at most ``ahead + 1``
-    chunks are held. ``mapped=False`` reads local files too (into memory of their own): a
-    file that may be cut short in place while it is read (a user's file rather than a
-    store's object, which is replaced, never truncated) then raises
-    :class:`VersionChangedError` instead of a mapping's ``SIGBUS``."""
+    chunks are held."""
     align = src.read_alignment or 1
     step = -(-chunk // align) * align
     pos = 0
-    while mapped and pos < meta.size:
+    while pos < meta.size:
         view = src.map_range(meta.key, pos, min(meta.size, pos + step), version=meta.version)
         if view is None:
             break
@@ -112,7 +104,6 @@ def copy_object(
     on_bytes: Callable[[int], None] | None = None,
     meta: ObjectMeta | None = None,
     stop: threading.Event | None = None,
-    mapped: bool = True,
 ) -> ObjectMeta:
     """Copy one version of one object (``meta``'s, when given; else the current one);
     the destination write is atomic. Objects larger
@@ -121,8 +112,7 @@ def copy_object(
     writes are the slower side of a copy; measured, a 1 GiB encrypted copy within one
     Cassandra: peak RSS 236-241 MiB against 254-278 with two more queued, same time);
     ``on_bytes(n)`` reports progress. Once ``stop`` is set a streamed copy is abandoned
-    at its next chunk (:class:`CopyStopped`): nothing is written. ``mapped``: as
-    :func:`read_chunks`'s."""
+    at its next chunk (:class:`CopyStopped`): nothing is written."""
     meta = meta or src.head(key)
     dst_key = dst_key or key
     refusal = _keyless_copy_refusal(src, dst, key, dst_key)
@@ -134,7 +124,7 @@ def copy_object(
         if on_bytes is not None:
             on_bytes(len(data))
         return written
-    chunks = read_chunks(src, meta, ahead=READ_AHEAD, mapped=mapped)
+    chunks = read_chunks(src, meta, ahead=READ_AHEAD)
     first = next(chunks)
     if refusal:  # the first chunk holds the header: checked before anything is written
         refuse_ciphertext(first, f"{src.url}/{key}", refusal)

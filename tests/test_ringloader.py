@@ -369,7 +369,6 @@ def test_bad_arguments_are_config_errors(dataset_url) -> None:
         ({"slot_bytes": 0}, "slot_bytes"),
         ({"hold": "2"}, "hold"),
         ({"hold": 0}, "hold"),
-        ({"num_workers": 2, "prefetch_factor": None}, "prefetch_factor"),
         ({"num_workers": 2, "prefetch_factor": 0}, "prefetch_factor"),
     ],
 )
@@ -377,6 +376,11 @@ def test_bad_arguments_are_config_errors_at_construction(kw, named) -> None:
     """Review: accepted, they failed later with raw errors (or hung)."""
     with pytest.raises(ConfigError, match=rf"^{named} must be"):
         RingLoader(Listed([{"v": 1}]), batch_size=2, **kw)
+
+
+def test_prefetch_factor_none_is_the_default_as_with_dataloader() -> None:
+    loader = RingLoader(Listed([{"v": 1}]), batch_size=2, num_workers=2, prefetch_factor=None)
+    assert loader.prefetch_factor == 4
 
 
 @pytest.mark.parametrize("given", ["plain", b"plain", 5, None])

@@ -100,10 +100,7 @@ def _copy_one(args: argparse.Namespace) -> list[ObjectMeta]:
             with transfer_progress(meta.size > PROGRESS_THRESHOLD) as progress:
                 task = progress.add_task(f"cp {src_key}", total=meta.size)
                 advance = functools.partial(progress.advance, task)
-                # A file named by its path may be written in place while it is read: read
-                # into memory of its own (a file cut short is an error), never mapped.
-                mapped = "://" in src_url
-                copy_object(src, dst, src_key, dst_key, on_bytes=advance, mapped=mapped)
+                copy_object(src, dst, src_key, dst_key, on_bytes=advance)
     except IntegrityError as exc:
         if args.src_keys is None:
             raise

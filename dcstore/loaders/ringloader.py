@@ -59,6 +59,8 @@ from dcstore.loaders.ring import (
 from dcstore.units import whole_number
 
 DEFAULT_SLOT_BYTES = 1 << 20
+DEFAULT_PREFETCH_FACTOR = 4
+"""Batches in flight per worker (``prefetch_factor=None`` means it, as with DataLoader)."""
 FIRST_SLOT_MAX_BYTES = 64 << 20
 """A worker's first slot is made by the main process only up to this size (larger ones,
 made by the workers, fault in on every core at once)."""
@@ -157,7 +159,7 @@ class RingLoader:
         *,
         num_workers: int = 0,
         drop_last: bool = False,
-        prefetch_factor: int = 4,
+        prefetch_factor: int | None = DEFAULT_PREFETCH_FACTOR,
         hold: int = 2,
         slot_bytes: int = DEFAULT_SLOT_BYTES,
         persistent_workers: bool = False,
@@ -174,8 +176,9 @@ class RingLoader:
             )
         batch_size = whole_number("batch_size", batch_size, 1)  # a float made one batch
         num_workers = whole_number("num_workers", num_workers)  # "2" failed in the DataLoader
-        if num_workers or prefetch_factor is not None:  # 0 or None with workers: no slots
-            prefetch_factor = whole_number("prefetch_factor", prefetch_factor, 1)
+        if prefetch_factor is None:  # as DataLoader's None: the default
+            prefetch_factor = DEFAULT_PREFETCH_FACTOR
+        prefetch_factor = whole_number("prefetch_factor", prefetch_factor, 1)  # 0: no slots
         hold = whole_number("hold", hold, 1)
         slot_bytes = whole_number("slot_bytes", slot_bytes, 1)  # "1MiB" failed in a worker
         if persistent_workers and num_workers == 0:
