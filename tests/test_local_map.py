@@ -141,3 +141,21 @@ def test_an_open_reader_stays_on_its_version_when_the_key_is_replaced(
         assert first + reader.read() == old
         assert bytes(reader.read_range(5, 9)) == old[5:9]
     assert store.get("ckpt") == b"new checkpoint"
+
+
+def test_a_ranged_read_of_a_file_cut_short_in_place_is_a_version_change(
+    store: LocalBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An opened file's ranged read returned what a short ``pread`` gave: a file cut short
+    in place (not replaced) handed out fewer bytes than asked, silently; and a read the
+    kernel answers in parts (Linux: at most ~2 GiB a call) is now read whole."""
+    import dcstore.backends.local as local
+
+    with store.open_read("dir/obj") as reader:
+        real = local.os.pread
+        monkeypatch.setattr(local.os, "pread", lambda fd, n, at: real(fd, min(n, 1000), at))
+        assert bytes(reader.read_range(10, 5000)) == DATA[10:5000]  # four short preads
+        monkeypatch.undo()
+        (store.root / "dir" / "obj").open("r+b").truncate(100)
+        with pytest.raises(VersionChangedError, match="changed size while it was read"):
+            reader.read_range(50, 5000)

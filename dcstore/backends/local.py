@@ -389,16 +389,27 @@ class _FileReader(ObjectReader):
         super().__init__(_meta(key, os.fstat(fd)), self._pread, what=f"{store.url}: {key!r}")
 
     def _pread(self, start: int, end: int) -> bytes:
-        try:
-            data = os.pread(self._fd, end - start, start)
-        except OSError as exc:
-            raise self._store._error(exc, self._key, "read") from exc
-        if len(data) != end - start:  # inside the size it had when opened: it was cut short
-            raise VersionChangedError(
-                f"{self.what}: the file changed size while it was read ({self.size} bytes when "
-                f"opened, {os.fstat(self._fd).st_size} now): written in place, not replaced"
-            )
-        return data
+        """Bytes ``[start, end)`` (inside the size the file had when opened): one ``pread``
+        unless the kernel returns less (Linux: at most ~2 GiB a call); none at all means
+        the file was cut short in place, which is a :class:`VersionChangedError`."""
+        parts = []
+        pos = start
+        while pos < end:
+            try:
+                data = os.pread(self._fd, end - pos, pos)
+            except OSError as exc:
+                raise self._store._error(exc, self._key, "read") from exc
+            if not data:
+                raise VersionChangedError(
+                    f"{self.what}: the file changed size while it was read ({self.size} bytes "
+                    f"when opened, {os.fstat(self._fd).st_size} now): written in place, not "
+                    "replaced"
+                )
+            if pos == start and len(data) == end - start:
+                return data
+            parts.append(data)
+            pos += len(data)
+        return b"".join(parts)
 
     def map_range(self, start: int, end: int) -> memoryview:
         """The opened file's bytes, mapped: this version even if the key was replaced."""
