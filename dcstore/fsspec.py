@@ -267,7 +267,7 @@ def _chained_store(protocol: str, fo: str, options: dict[str, Any]) -> tuple[str
         if not host:
             raise ConfigError(f"dcstore::hdfs://...{fo}: no NameNode host in the URL")
         store = f"hdfs://{host}:{port}" if port else f"hdfs://{host}"  # as open_store reads it
-        if any(c in fo for c in "*?["):  # fsspec expands no pattern of a chained URL's inner part
+        if "*" in fo:  # fsspec expands no pattern of a chained URL's inner part ([ can name a key)
             raise ConfigError(
                 f"dcstore::{store}{fo}: a pattern cannot be expanded in the chained form; use "
                 f"dcstore://{fo.strip('/')} with storage_options={{'store': '{store}'}}"
