@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -711,3 +712,72 @@ def test_a_pass_left_early_neither_hangs_the_next_nor_aborts_the_exit(
         )  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
         assert done.stdout.split() == ([str(N)] if what == "persistent" else ["done"])
+
+
+class _FailOnce:
+    """``fields``, except that worker 1 raises on its ``at``-th sample (counted over the
+    worker's life: a persistent worker raises once)."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.count = at, 0
+
+    def __call__(self, sample: dict) -> dict:
+        self.count += 1
+        info = get_worker_info()
+        if info is not None and info.id == 1 and self.count == self.at:
+            raise ValueError("boom")
+        return fields(sample)
+
+
+@pytest.mark.parametrize("set_epoch", [True, False])
+@pytest.mark.parametrize(("how", "at"), [("raise", 240), ("raise", 5), ("break", 480)])
+def test_persistent_workers_after_a_pass_left_early_read_the_epoch_the_dataset_says(
+    dataset_url, how, at, set_epoch
+) -> None:
+    """A worker error (caught by the loop) or a ``break`` late in a pass, after worker 0
+    had handed out its whole share: worker 0 had moved to the next epoch, worker 1 had
+    not, so later passes read halves of two epochs' shuffles (~1/4 of the samples twice,
+    as many never); after a ``break`` the workers ignored ``set_epoch``. Each later pass
+    now reads what fresh workers read (non-persistent ones, the same loop)."""
+
+    def passes(persistent: bool) -> list[list[int]]:
+        fail = _FailOnce(at if how == "raise" else -1)
+        ds = ShardedDataset(dataset_url, shuffle=True, seed=3).map(fail)
+        loader = RingLoader(ds, 10, num_workers=2, persistent_workers=persistent)
+        got: list[list[int]] = []
+        for epoch in range(3):
+            if set_epoch:
+                ds.set_epoch(epoch)
+            got.append([])
+            with pytest.raises(ValueError) if epoch == 0 and how == "raise" else nullcontext():
+                for batch in loader:
+                    got[-1] += check(batch)
+                    if epoch == 0 and how == "break" and len(got[-1]) >= at:
+                        break
+            fail.at = -1  # fresh workers (not persistent ones: past it) fail no more
+        return got[1:]
+
+    got, expected = passes(True), passes(False)
+    for ids in got:
+        assert sorted(ids) == list(range(N))
+    assert got == expected
+
+
+def test_a_state_loaded_into_a_loader_with_persistent_workers_running_is_resumed(
+    dataset_url,
+) -> None:
+    """The workers of an earlier pass ignored a state loaded later (they read the next
+    epoch whole): they are started afresh with it."""
+    first = RingLoader(dataset(dataset_url), 10, num_workers=2, persistent_workers=True)
+    head: list[int] = []
+    for n, batch in enumerate(first):
+        head += check(batch)
+        if n == 12:
+            state = first.state_dict()
+            break
+    loader = RingLoader(dataset(dataset_url), 10, num_workers=2, persistent_workers=True)
+    assert sorted(i for b in loader for i in check(b)) == list(range(N))
+    loader.load_state_dict(state)
+    assert sorted(head + [i for b in loader for i in check(b)]) == list(range(N))
+    assert sorted(i for b in loader for i in check(b)) == list(range(N))
+    assert loader.state_dict()["dataset"]["epoch"] == 2

@@ -28,7 +28,10 @@ Guarantees:
   several workers a resumed pass starts with worker 0, so the workers' batches
   may interleave otherwise than uninterrupted, unlike StatefulDataLoader's). Once a
   pass's loop ends, the dataset is at the next epoch's start: later passes read
-  whole epochs, after a resumed one too, with or without ``set_epoch``.
+  whole epochs, after a resumed one too, with or without ``set_epoch``. Each pass
+  reads the epoch the dataset here says, ``persistent_workers`` or not (after a pass
+  left by an error or a ``break`` too), and a state loaded while persistent workers
+  run is resumed (they are started afresh with it).
   Batches are formed per worker, as ``DataLoader`` does for iterable datasets:
   each worker's last batch may be short (``drop_last`` drops it).
 * The shared memory is unlinked when it is created: nothing is left in
@@ -43,11 +46,12 @@ import copy
 from collections.abc import Iterator
 from typing import Any, NoReturn
 
+import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from dcstore.errors import ConfigError
 from dcstore.loaders import stages
-from dcstore.loaders.resumable import state_source, wrong_state
+from dcstore.loaders.resumable import _at_start, state_source, wrong_state
 from dcstore.loaders.ring import (
     Delivery,
     RingStopped,
@@ -86,7 +90,7 @@ class _RingSource(IterableDataset):  # type: ignore[type-arg]
 
     def __init__(
         self, dataset: Any, batch_size: int, drop_last: bool, flags: Any, min_bytes: int,
-        first: list[Any] | None = None,
+        first: list[Any] | None = None, epoch: torch.Tensor | None = None,
     ):  # fmt: skip
         self.dataset = dataset
         self.batch_size = batch_size
@@ -97,10 +101,23 @@ class _RingSource(IterableDataset):  # type: ignore[type-arg]
         """Each worker's slot 0, made by the main process (dropped there once workers start)."""
         self._writer: SlotWriter | None = None
         """This process's writer, kept across passes (persistent workers reuse their slots)."""
+        self.epoch = epoch
+        """Shared: the main process's dataset epoch for the pass beginning (-1: none)."""
+        self._began = False
+        """A pass began in this process (a persistent worker's later passes follow ``epoch``)."""
 
     def __iter__(self) -> Iterator[Delivery]:
         """Not a generator: ``iter(self.dataset)`` is called at once (a worker does this
-        before it waits for its first request, and ``ShardedDataset`` starts reading then)."""
+        before it waits for its first request, and ``ShardedDataset`` starts reading then).
+        A persistent worker's later pass first sets its copy of the dataset to the main
+        process's epoch: a worker that handed out its whole share moved to the next epoch,
+        one left mid-pass (an error, a ``break``) did not, and ``set_epoch`` in the main
+        process reached neither."""
+        epoch = -1 if self.epoch is None else int(self.epoch[0])
+        set_epoch = getattr(self.dataset, "set_epoch", None)
+        if self._began and epoch >= 0 and set_epoch is not None:
+            set_epoch(epoch)
+        self._began = True
         return self._batches(iter(self.dataset))
 
     def _batches(self, items: Iterator[Any]) -> Iterator[Delivery]:
@@ -206,6 +223,9 @@ class RingLoader:
         self._states: dict[int, dict[str, Any]] = {}
         self._finished = False  # the last pass's loop ended (its state: the next epoch's start)
         self._pass_epoch: int | None = None  # the dataset's epoch when the last pass began
+        self._epoch = torch.full((1,), -1, dtype=torch.int64)  # told to each pass's workers
+        self._epoch.share_memory_()  # type: ignore[no-untyped-call]
+        self._workers_resume = False  # persistent workers started with a state to resume
         self.stats = {"batches": 0, "retired": 0, "buffers": 0}
         """This pass: batches handed out, given up while referenced, slot buffers received."""
 
@@ -215,13 +235,23 @@ class RingLoader:
         return (self.prefetch_factor if self.num_workers else 0) + self.hold + 1
 
     def _start(self) -> tuple[DataLoader[Any], SlotViews]:
+        """The pass's loader: persistent workers are reused, each pass told the dataset's
+        epoch (:class:`_RingSource`), unless they or the dataset here hold a state to
+        resume (loaded, or left by a pass that did not end): then they are started afresh
+        with the dataset's state, as workers of every pass are without persistence."""
+        epoch = getattr(self.dataset, "epoch", None)
+        self._epoch[0] = epoch if isinstance(epoch, int) and epoch >= 0 else -1
         if self._loader is not None and self._views is not None and self.persistent_workers:
-            return self._loader, self._views
+            if not self._workers_resume and not self._resuming():
+                return self._loader, self._views
+            self._close()
         flags = new_flags(self.num_workers, self.slots_per_worker)
         first = self._first_slots()
         source = _RingSource(
-            self.dataset, self.batch_size, self.drop_last, flags, self.slot_bytes, first
-        )
+            self.dataset, self.batch_size, self.drop_last, flags, self.slot_bytes, first,
+            self._epoch,
+        )  # fmt: skip
+        self._workers_resume = self.persistent_workers and self._resuming()
         loader: DataLoader[Any] = DataLoader(
             source, batch_size=None, num_workers=self.num_workers, collate_fn=_delivered,
             persistent_workers=self.persistent_workers,
@@ -230,6 +260,26 @@ class RingLoader:
         )  # fmt: skip
         self._loader, self._views = loader, SlotViews(flags, first or ())
         return loader, self._views
+
+    def _resuming(self) -> bool:
+        """The dataset here holds a state to resume (not an epoch's start)."""
+        if not hasattr(self.dataset, "next_epoch_state"):
+            return False
+        state = self.dataset.state_dict()
+        return isinstance(state, dict) and "positions" in state and not _at_start(state)
+
+    def _close(self) -> None:
+        """Shut the persistent workers down (the next pass starts new ones)."""
+        loader, views = self._loader, self._views
+        self._loader = self._views = None
+        if views is not None:
+            views.stop()
+        iterator = getattr(loader, "_iterator", None)
+        if loader is not None and iterator is not None:
+            loader._iterator = None
+            shutdown = getattr(iterator, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
 
     def _first_slots(self) -> list[Any] | None:
         """Each worker's first slot, made here: the workers inherit it, so their first
@@ -267,6 +317,7 @@ class RingLoader:
                     delivery = next(deliveries)
                 except StopIteration:
                     self._finished = True
+                    self._workers_resume = False  # each ended its share: nothing to resume
                     self._to_next_epoch()
                     return
                 except (ConnectionResetError, EOFError) as exc:
