@@ -781,3 +781,23 @@ def test_a_state_loaded_into_a_loader_with_persistent_workers_running_is_resumed
     assert sorted(head + [i for b in loader for i in check(b)]) == list(range(N))
     assert sorted(i for b in loader for i in check(b)) == list(range(N))
     assert loader.state_dict()["dataset"]["epoch"] == 2
+
+
+def test_a_second_concurrent_pass_over_persistent_workers_is_refused(dataset_url) -> None:
+    """Two iterators of one loader with persistent workers, alternating: the second reset
+    the workers' pass under the first, which then handed out a batch twice, silently."""
+    loader = RingLoader(dataset(dataset_url), 10, num_workers=2, persistent_workers=True)
+    a, b = iter(loader), iter(loader)
+    head = check(next(a))
+    with pytest.raises(RuntimeError, match="already being iterated"):
+        next(b)
+    assert sorted(head + [i for batch in a for i in check(batch)]) == list(range(N))
+    b = iter(loader)  # the first one ended: a new pass is fine
+    assert sorted(i for batch in b for i in check(batch)) == list(range(N))
+    plain = RingLoader(dataset(dataset_url), 10, num_workers=2)  # each its own whole pass
+    a, b = iter(plain), iter(plain)
+    got: list[list[int]] = [[], []]
+    for x, y in zip(a, b, strict=True):
+        got[0] += check(x)
+        got[1] += check(y)
+    assert sorted(got[0]) == sorted(got[1]) == list(range(N))

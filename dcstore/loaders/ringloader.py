@@ -31,7 +31,9 @@ Guarantees:
   whole epochs, after a resumed one too, with or without ``set_epoch``. Each pass
   reads the epoch the dataset here says, ``persistent_workers`` or not (after a pass
   left by an error or a ``break`` too), and a state loaded while persistent workers
-  run is resumed (they are started afresh with it).
+  run is resumed (they are started afresh with it). Persistent workers serve one
+  pass at a time: a second iterator begun while another is under way raises
+  ``RuntimeError`` (without them, each iterator reads its own whole pass).
   Batches are formed per worker, as ``DataLoader`` does for iterable datasets:
   each worker's last batch may be short (``drop_last`` drops it).
 * The shared memory is unlinked when it is created: nothing is left in
@@ -226,6 +228,7 @@ class RingLoader:
         self._epoch = torch.full((1,), -1, dtype=torch.int64)  # told to each pass's workers
         self._epoch.share_memory_()  # type: ignore[no-untyped-call]
         self._workers_resume = False  # persistent workers started with a state to resume
+        self._iterating: object | None = None  # the pass persistent workers serve now
         self.stats = {"batches": 0, "retired": 0, "buffers": 0}
         """This pass: batches handed out, given up while referenced, slot buffers received."""
 
@@ -302,6 +305,12 @@ class RingLoader:
         )
 
     def __iter__(self) -> Iterator[Any]:
+        if self.persistent_workers and self._iterating is not None:
+            raise RuntimeError(
+                "RingLoader is already being iterated: its persistent workers serve one pass "
+                "at a time (a second one would reset the first's under it): finish or "
+                "close() the other iterator first"
+            )
         loader, views = self._start()
         if self.persistent_workers:
             views.discard_in_flight()  # what a pass left early had in flight
@@ -310,6 +319,9 @@ class RingLoader:
         counted = {"batches": views.count, "retired": views.retired, "buffers": views.buffers}
         deliveries = iter(loader)
         loader.dataset.first = None  # type: ignore[attr-defined] # the workers hold them now
+        this_pass = object()
+        if self.persistent_workers:
+            self._iterating = this_pass
         try:
             while True:
                 views.retire_older(self.hold)
@@ -330,6 +342,8 @@ class RingLoader:
                 yield batch
                 del batch
         finally:
+            if self._iterating is this_pass:
+                self._iterating = None
             if not self.persistent_workers:
                 views.stop()  # a worker waiting for a slot gives up; then the loader shuts down
                 del deliveries
