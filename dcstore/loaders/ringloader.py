@@ -346,6 +346,12 @@ class RingLoader:
                 self._iterating = None
             if not self.persistent_workers:
                 views.stop()  # a worker waiting for a slot gives up; then the loader shuts down
+                # here and now: after a worker's error the iterator outlives the pass (its
+                # traceback's frames hold it), and destroyed in the next pass's forked
+                # workers it printed "Exception ignored ... can only test a child process"
+                shutdown = getattr(deliveries, "_shutdown_workers", None)
+                if shutdown is not None:
+                    shutdown()
                 del deliveries
 
     def __len__(self) -> int:
