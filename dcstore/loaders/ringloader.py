@@ -32,8 +32,9 @@ Guarantees:
   reads the epoch the dataset here says, ``persistent_workers`` or not (after a pass
   left by an error or a ``break`` too), and a state loaded while persistent workers
   run is resumed (they are started afresh with it). Persistent workers serve one
-  pass at a time: a second iterator begun while another is under way raises
-  ``RuntimeError`` (without them, each iterator reads its own whole pass).
+  pass at a time: an iterator begun while another is under way takes them over, and
+  the earlier one raises ``RuntimeError`` if it is advanced again (without them,
+  each iterator reads its own whole pass).
   Batches are formed per worker, as ``DataLoader`` does for iterable datasets:
   each worker's last batch may be short (``drop_last`` drops it).
 * The shared memory is unlinked when it is created: nothing is left in
@@ -228,7 +229,8 @@ class RingLoader:
         self._epoch = torch.full((1,), -1, dtype=torch.int64)  # told to each pass's workers
         self._epoch.share_memory_()  # type: ignore[no-untyped-call]
         self._workers_resume = False  # persistent workers started with a state to resume
-        self._iterating: object | None = None  # the pass persistent workers serve now
+        self._iterating: object | None = None  # the pass persistent workers serve now (the
+        # latest begun: an earlier one still referenced, even unreachable, is superseded)
         self.stats = {"batches": 0, "retired": 0, "buffers": 0}
         """This pass: batches handed out, given up while referenced, slot buffers received."""
 
@@ -305,12 +307,6 @@ class RingLoader:
         )
 
     def __iter__(self) -> Iterator[Any]:
-        if self.persistent_workers and self._iterating is not None:
-            raise RuntimeError(
-                "RingLoader is already being iterated: its persistent workers serve one pass "
-                "at a time (a second one would reset the first's under it): finish or "
-                "close() the other iterator first"
-            )
         loader, views = self._start()
         if self.persistent_workers:
             views.discard_in_flight()  # what a pass left early had in flight
@@ -324,6 +320,12 @@ class RingLoader:
             self._iterating = this_pass
         try:
             while True:
+                if self._iterating is not this_pass and self.persistent_workers:
+                    raise RuntimeError(
+                        "this RingLoader pass was superseded: a newer iteration of the loader "
+                        "took its persistent workers over (as DataLoader's does; resumed, "
+                        "this one handed out a batch twice): iterate one pass at a time"
+                    )
                 views.retire_older(self.hold)
                 try:
                     delivery = next(deliveries)
