@@ -30,7 +30,10 @@ Guarantees:
 * ``set_epoch(e)`` sets the epoch of the next pass; a pass that completes
   advances the epoch of the object that ran it (persistent workers advance
   on their own; with non-persistent workers call ``set_epoch``, as with
-  ``DistributedSampler``).
+  ``DistributedSampler``). Called in the main process, ``set_epoch`` reaches
+  persistent workers too (a shared cell they read as each pass begins), so
+  after a pass left early (a ``break``, an error) every worker reads the epoch
+  it names.
 """
 
 from __future__ import annotations

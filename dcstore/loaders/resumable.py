@@ -51,6 +51,11 @@ class PassState:
     epoch: int = 0
     resume: dict[str, Any] | None = None
     active: Pass | None = None
+    told: Any = None
+    """``[epoch, set_epoch calls]`` in shared memory, written by the main process's
+    ``set_epoch``: made before any worker starts, so persistent workers see it too."""
+    seen: int = 0
+    """How many of those calls this process has followed."""
 
 
 @dataclass
@@ -155,6 +160,21 @@ def distributed_rank_world() -> tuple[int, int]:
     return 0, 1
 
 
+def _shared_epoch() -> Any:
+    """A fresh ``[epoch, set_epoch calls]`` cell in shared memory (see :class:`PassState`)."""
+    import torch
+
+    cell = torch.zeros(2, dtype=torch.int64)
+    cell.share_memory_()  # type: ignore[no-untyped-call]
+    return cell
+
+
+def _in_worker() -> bool:
+    from torch.utils.data import get_worker_info
+
+    return get_worker_info() is not None
+
+
 def current_worker() -> tuple[int, int]:
     """(worker id, workers) inside a ``DataLoader`` worker, else (0, 1)."""
     from torch.utils.data import get_worker_info
@@ -198,7 +218,7 @@ class PlannedPasses(abc.ABC):
         self.window = whole_number("window", window)
         self.shuffle_buffer, self.drop_last = shuffle_buffer, drop_last
         self._rank, self._world = rank, world_size
-        self._passes = PassState()
+        self._passes = PassState(told=_shared_epoch())
 
     @property
     def epoch(self) -> int:
@@ -264,8 +284,31 @@ class PlannedPasses(abc.ABC):
 
     def set_epoch(self, epoch: int) -> None:
         """Use ``epoch`` for the next pass (clears any resumption state of another epoch,
-        and the state of a completed pass)."""
+        and the state of a completed pass). Called in the main process, it reaches
+        persistent ``DataLoader`` workers too, at their next pass."""
         epoch = whole_number("epoch", epoch)
+        told = self._passes.told
+        if told is not None:
+            if not _in_worker():
+                told[0], told[1] = epoch, int(told[1]) + 1
+            self._passes.seen = int(told[1])
+        self._use_epoch(epoch)
+
+    def _follow_set_epoch(self) -> None:
+        """In a ``DataLoader`` worker: use the epoch of the main process's last
+        ``set_epoch`` if this copy has not yet. Persistent workers keep their copy across
+        passes and move on by themselves only when they hand out their whole share: after
+        a pass left early (a ``break``, an error) near its end, one had moved on and
+        another had not, and every later epoch repeated some samples and lost others."""
+        told = self._passes.told
+        if told is None or not _in_worker():
+            return
+        calls = int(told[1])
+        if calls != self._passes.seen:
+            self._passes.seen = calls
+            self._use_epoch(int(told[0]))
+
+    def _use_epoch(self, epoch: int) -> None:
         if self._passes.resume is not None and self._passes.resume["epoch"] != epoch:
             self._passes.resume = None
         if self._passes.active is not None and self._passes.active.done:
@@ -320,6 +363,7 @@ class PlannedPasses(abc.ABC):
         to read (resumed after its last item) is complete at once, so a loader that begins
         it and drops it unread (``StatefulDataLoader`` resuming a finished iteration)
         reads the next epoch next."""
+        self._follow_set_epoch()
         worker, workers = current_worker()
         layers, consumed = self._resolve(worker, workers)
         plan = self.plan(worker, workers)
@@ -411,6 +455,8 @@ class PlannedPasses(abc.ABC):
         self._passes.resume = copy.deepcopy(dict(state))
         self._passes.active = None
         self.epoch = state["epoch"]
+        if self._passes.told is not None:  # a set_epoch made before this state is superseded
+            self._passes.seen = int(self._passes.told[1])
 
     @staticmethod
     def merge_states(states: list[Mapping[str, Any]]) -> dict[str, Any]:
