@@ -12,8 +12,9 @@ Guarantees:
 * Batches are shaped as ``default_collate`` shapes them (tensors stacked,
   numbers as tensors, dicts and tuples kept, different dtypes promoted), except
   that bytes-like fields arrive as a list of uint8 tensors (raw payloads, e.g. for
-  ``torchvision.io.decode_jpeg``), and fields it cannot collate (``None``, other
-  objects) arrive as a list, instead of failing to collate.
+  ``torchvision.io.decode_jpeg``), tuples stay tuples, and a field of strings,
+  objects or Python numbers mixed with them arrives as a list (tensors or arrays
+  mixed with ``None`` raise, as ``default_collate`` does).
 * Each worker collates its batches straight into a few slots of shared memory
   it reuses (:mod:`dcstore.loaders.ring`); the main process receives a slot
   number and views it. Nothing is copied or allocated per batch after warm-up.
