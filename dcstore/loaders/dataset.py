@@ -31,9 +31,9 @@ Guarantees:
   advances the epoch of the object that ran it (persistent workers advance
   on their own; with non-persistent workers call ``set_epoch``, as with
   ``DistributedSampler``). Called in the main process, ``set_epoch`` reaches
-  persistent workers too (a shared cell they read as each pass begins), so
-  after a pass left early (a ``break``, an error) every worker reads the epoch
-  it names.
+  persistent workers too (a shared cell they read as each pass begins, made by
+  the first call: workers started before any call do not see it), so after a
+  pass left early (a ``break``, an error) every worker reads the epoch it names.
 """
 
 from __future__ import annotations

@@ -52,8 +52,9 @@ class PassState:
     resume: dict[str, Any] | None = None
     active: Pass | None = None
     told: Any = None
-    """``[epoch, set_epoch calls]`` in shared memory, written by the main process's
-    ``set_epoch``: made before any worker starts, so persistent workers see it too."""
+    """``[epoch, set_epoch calls]`` in shared memory, made by the main process's first
+    ``set_epoch`` (one file descriptor, so not before it is needed) and written by each:
+    persistent workers started after that first call see it too."""
     seen: int = 0
     """How many of those calls this process has followed."""
 
@@ -161,11 +162,16 @@ def distributed_rank_world() -> tuple[int, int]:
 
 
 def _shared_epoch() -> Any:
-    """A fresh ``[epoch, set_epoch calls]`` cell in shared memory (see :class:`PassState`)."""
+    """A fresh ``[epoch, set_epoch calls]`` cell in shared memory (see :class:`PassState`),
+    or ``None`` where none can be made (no ``/dev/shm``, no descriptor left): then
+    ``set_epoch`` reaches only workers started after it, as before the cell."""
     import torch
 
     cell = torch.zeros(2, dtype=torch.int64)
-    cell.share_memory_()  # type: ignore[no-untyped-call]
+    try:
+        cell.share_memory_()  # type: ignore[no-untyped-call]
+    except (OSError, RuntimeError):
+        return None
     return cell
 
 
@@ -218,7 +224,7 @@ class PlannedPasses(abc.ABC):
         self.window = whole_number("window", window)
         self.shuffle_buffer, self.drop_last = shuffle_buffer, drop_last
         self._rank, self._world = rank, world_size
-        self._passes = PassState(told=_shared_epoch())
+        self._passes = PassState()
 
     @property
     def epoch(self) -> int:
@@ -287,11 +293,14 @@ class PlannedPasses(abc.ABC):
         and the state of a completed pass). Called in the main process, it reaches
         persistent ``DataLoader`` workers too, at their next pass."""
         epoch = whole_number("epoch", epoch)
-        told = self._passes.told
-        if told is not None:
-            if not _in_worker():
-                told[0], told[1] = epoch, int(told[1]) + 1
-            self._passes.seen = int(told[1])
+        passes = self._passes
+        if not _in_worker():
+            if passes.told is None:
+                passes.told = _shared_epoch()
+            if passes.told is not None:
+                passes.told[0], passes.told[1] = epoch, int(passes.told[1]) + 1
+        if passes.told is not None:  # in a worker: an epoch told here supersedes the cell's
+            passes.seen = int(passes.told[1])
         self._use_epoch(epoch)
 
     def _follow_set_epoch(self) -> None:

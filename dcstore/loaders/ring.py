@@ -145,8 +145,8 @@ class _Planner:
                 return self._promoted(column, path)
             return self._arrays(list(column), path)
         if isinstance(first, torch.Tensor):
-            dtype = first.dtype  # torch's dtypes are singletons
-            if any(getattr(t, "dtype", None) is not dtype for t in column):
+            stacked = first.dtype  # torch's dtypes are singletons
+            if any(getattr(t, "dtype", None) is not stacked for t in column):
                 return self._promoted(column, path)
             return self._tensors(list(column), path=path)
         if isinstance(first, bytes | bytearray | memoryview):
