@@ -281,6 +281,15 @@ def test_a_column_of_mixed_dtypes_is_promoted_as_default_collate_does(items) -> 
     assert batch["i"].tolist() == list(range(len(items)))
 
 
+def test_dtypes_torch_cannot_promote_name_the_field() -> None:
+    """Review: uint16 beside int32 raised torch's bare RuntimeError, naming no field."""
+    samples = [{"v": np.array([1], np.uint16)}, {"v": np.array([2], np.int32)}]
+    with pytest.raises(RuntimeError):  # what default_collate does with the same column
+        default_collate(samples)
+    with pytest.raises(TypeError, match=r"RingLoader: \['v'\]: .*uint16"):
+        list(RingLoader(Listed(samples), batch_size=2))
+
+
 def test_a_byte_string_column_with_a_str_names_the_field() -> None:
     samples = [{"p": b"ab"}, {"p": "cd"}]
     with pytest.raises(TypeError, match=r"RingLoader: \['p'\]: sample 1 is a str, .*bytes"):

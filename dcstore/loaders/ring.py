@@ -207,9 +207,9 @@ class _Planner:
             raise TypeError(f"RingLoader: {_where(path)}: {exc}") from exc
         try:
             stacked = torch.stack(items)
-        except RuntimeError:
+        except RuntimeError as exc:  # ragged, or dtypes torch does not promote (uint16)
             _refuse_ragged(items, path)
-            raise
+            raise TypeError(f"RingLoader: {_where(path)}: {exc}") from exc
         return self._tensors([stacked], stacked=True)
 
     def _arrays(self, items: list[np.ndarray], path: Path) -> TensorLeaf:
