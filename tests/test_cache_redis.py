@@ -451,3 +451,37 @@ def test_a_counter_that_is_no_number_is_a_tier_fault(kind: str) -> None:
     with pytest.raises(CacheUnavailableError, match="stats failed"):
         tier.read_stats()
     tier.clear()
+
+
+@pytest.mark.parametrize("read", ["get", "get_range", "open_read"])
+def test_an_older_copy_written_into_the_tier_is_not_served(read: str, tmp_path: Path) -> None:
+    """Outside review: a writer of the shared tier (not of the storage) copied an object's
+    older authentic ciphertext over the current version's entries, and every reader
+    decrypted the old plaintext without an error. Headers now come from the storage."""
+    from dcstore.crypto import EncryptedBackend, Keyring, StaticKeySource
+
+    keys = StaticKeySource(Keyring.generate("kek"))
+    url = fresh_url(shared_redis_url(), chunk_bytes=MiB)
+    tier = open_cache_tier(url)
+    try:
+        cached = CachedBackend(LocalBackend(tmp_path), url)
+        store = EncryptedBackend(cached, keys, segment_size=4096)
+        old, new = b"OLD-" * 5000, b"NEW-" * 5000  # same size: the same entries' shape
+        store.put("weights", old)
+        assert store.get("weights") == old
+        old_entries = all_values(tier)
+        store.put("weights", new)
+        assert store.get("weights") == new
+        client = raw_client(tier)  # type: ignore[arg-type]
+        for key in set(all_values(tier)) - set(old_entries):
+            client.set(key, next(iter(old_entries.values())))  # one chunk each
+        fresh = EncryptedBackend(CachedBackend(LocalBackend(tmp_path), url), keys)
+        if read == "get":
+            assert fresh.get("weights") == new
+        elif read == "get_range":
+            assert fresh.get_range("weights", 100, 9000) == new[100:9000]
+        else:
+            with fresh.open_read("weights") as f:
+                assert f.read() == new
+    finally:
+        tier.clear()

@@ -29,6 +29,12 @@ Guarantees (on top of the :class:`~dcstore.backends.base.Backend` contract):
   immutable), and the inner read of that version raises VersionChangedError
   itself if the object was replaced, so a loader's window reads cost no
   ``inner.head`` each (a round trip on a remote store).
+* With cache tiers below, each version's header is read from the storage itself
+  (once per version and process), so a tier's writer cannot pair a version with an
+  older authentic copy of the object: its segments fail to authenticate under the
+  stored header (a whole small object's header is compared), the cached copies are
+  dropped and the read goes to the origin. While the storage's reads fail, the cached
+  header serves unchecked.
 * Before wrapping a new data key (``put``), the backend asks its key source
   whether it changed (one ``stat`` for a key file) and reloads it if so; a
   read that meets a key id the loaded keyring lacks reloads once if the
@@ -73,6 +79,7 @@ from dcstore.crypto.segments import ObjectCipher, run_tasks
 from dcstore.crypto.sources import KeySource, open_key_source
 from dcstore.crypto.writer import EncryptingWriter
 from dcstore.errors import (
+    BackendUnavailableError,
     ConfigError,
     DcstoreError,
     IntegrityError,
@@ -232,9 +239,25 @@ class EncryptedBackend(Wrapper):
             if known is not None:
                 self._headers.move_to_end(cache_key)
                 return known[0]
-        header = self._read_header(meta, fetch or self._fetcher(meta))
+        header = self._stored_header(meta) if self.inner.caches else None
+        if header is None:
+            header = self._read_header(meta, fetch or self._fetcher(meta))
         self._remember(cache_key, header, meta.size)
         return header
+
+    def _stored_header(self, meta: ObjectMeta) -> Header | None:
+        """The header of ``meta``'s version as the storage holds it, read past the cache
+        tiers: a tier's writer could otherwise pair this version with an older authentic
+        copy of the object, which decrypts. None while the storage's reads fail (the
+        cached copy serves, as without the check)."""
+        storage = _below_the_caches(self.inner)
+        try:
+            return self._read_header(
+                meta,
+                lambda start, end: storage.get_range(meta.key, start, end, version=meta.version),
+            )
+        except BackendUnavailableError:
+            return None
 
     def _read_header(self, meta: ObjectMeta, fetch: Fetch) -> Header:
         """The header of ``meta``'s version, read with ``fetch``."""
@@ -256,15 +279,11 @@ class EncryptedBackend(Wrapper):
             return False
         with self._lock:
             known = self._headers.get((meta.key, meta.version))
-        storage = _below_the_caches(self.inner)
         try:
-            stored = self._read_header(
-                meta,
-                lambda start, end: storage.get_range(meta.key, start, end, version=meta.version),
-            )
-        except DcstoreError:  # cannot tell (the storage is failing): the key error stands
+            stored = self._stored_header(meta)
+        except DcstoreError:  # cannot tell: the key error stands
             return False
-        return known is None or known[0] != stored
+        return stored is not None and (known is None or known[0] != stored)
 
     def _remember(self, cache_key: tuple[str, str], header: Header, stored_size: int) -> None:
         with self._lock:
@@ -451,6 +470,8 @@ class EncryptedBackend(Wrapper):
         whose header is then remembered)."""
         what = self._what(key)
         header = parse_header(blob, what)
+        if meta is not None and self.inner.caches and header != self._header(meta):
+            raise IntegrityError(f"{what}: the cached copy is not the stored version's")
         if meta is not None:
             self._remember((meta.key, meta.version), header, meta.size)
         layout = Layout.from_cipher_size(header.size, header.segment_size, len(blob), what)
