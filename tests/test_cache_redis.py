@@ -485,3 +485,39 @@ def test_an_older_copy_written_into_the_tier_is_not_served(read: str, tmp_path: 
                 assert f.read() == new
     finally:
         tier.clear()
+
+
+def test_datasets_read_shard_headers_from_the_tier(tmp_path: Path) -> None:
+    """The check above costs a round trip per version and process (a whole 4 MiB chunk
+    on MongoDB): a dataset's shards, written once under unique names, skip it once the
+    manifest (which is replaced in place) has been read with it; a caller's store is
+    left as it is."""
+    from dcstore.crypto import EncryptedBackend
+    from dcstore.crypto.keyring import Keyring
+    from dcstore.crypto.sources import write_key_file
+    from dcstore.loaders import ShardedDataset, ShardWriter
+
+    key_file = tmp_path / "kek.json"
+    write_key_file(str(key_file), Keyring.generate("kek"))
+    url = fresh_url(shared_redis_url(), chunk_bytes=MiB)
+    data = f"file://{tmp_path / 'ds'}"
+    try:
+        with ShardWriter(data, shard_size=40_000, keys=str(key_file)) as writer:
+            for i in range(60):
+                writer.write({"__key__": f"s/{i:03d}", "bin": bytes([i]) * 3000})
+        ds = ShardedDataset(data, keys=str(key_file), cache=url)
+        assert isinstance(ds.store, EncryptedBackend) and not ds.store.check_cached_headers
+        assert not pickle.loads(pickle.dumps(ds.store)).check_cached_headers
+        assert [s["bin"][0] for s in ds] == list(range(60))  # fills the tier
+        origin = InstrumentedBackend(LocalBackend(tmp_path / "ds"))
+        for check in (True, False):
+            store = EncryptedBackend(CachedBackend(origin, url), str(key_file))
+            mine = ShardedDataset(store)
+            assert mine.store is store and store.check_cached_headers
+            store.check_cached_headers = check  # False: what the dataset's own stack does
+            reads = origin.reads
+            assert [s["bin"][0] for s in mine] == list(range(60))
+            # each shard's header from the origin, or every shard from the tier
+            assert (origin.reads > reads + 3) if check else (origin.reads == reads)
+    finally:
+        open_cache_tier(url).clear()

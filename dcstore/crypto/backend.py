@@ -133,6 +133,10 @@ class EncryptedBackend(Wrapper):
         self.keys = open_key_source(keys)
         self.segment_size = segment_size
         self.threads = threads
+        self.check_cached_headers = True
+        """With cache tiers below: read each version's header from the storage, so a
+        tier's writer cannot pair a version with an older authentic copy of the object.
+        Off only where no older copy can decrypt to other bytes (a dataset's shards)."""
         self._start()
 
     def _start(self) -> None:
@@ -149,6 +153,7 @@ class EncryptedBackend(Wrapper):
             "keys": self.keys,
             "segment_size": self.segment_size,
             "threads": self.threads,
+            "check_cached_headers": self.check_cached_headers,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -239,11 +244,15 @@ class EncryptedBackend(Wrapper):
             if known is not None:
                 self._headers.move_to_end(cache_key)
                 return known[0]
-        header = self._stored_header(meta) if self.inner.caches else None
+        header = self._stored_header(meta) if self._checks_headers else None
         if header is None:
             header = self._read_header(meta, fetch or self._fetcher(meta))
         self._remember(cache_key, header, meta.size)
         return header
+
+    @property
+    def _checks_headers(self) -> bool:
+        return self.check_cached_headers and bool(self.inner.caches)
 
     def _stored_header(self, meta: ObjectMeta) -> Header | None:
         """The header of ``meta``'s version as the storage holds it, read past the cache
@@ -470,7 +479,7 @@ class EncryptedBackend(Wrapper):
         whose header is then remembered)."""
         what = self._what(key)
         header = parse_header(blob, what)
-        if meta is not None and self.inner.caches and header != self._header(meta):
+        if meta is not None and self._checks_headers and header != self._header(meta):
             raise IntegrityError(f"{what}: the cached copy is not the stored version's")
         if meta is not None:
             self._remember((meta.key, meta.version), header, meta.size)

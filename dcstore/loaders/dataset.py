@@ -64,7 +64,7 @@ from dcstore.loaders.reader import (
     read_sample,
 )
 from dcstore.loaders.resumable import PlannedPasses, Progress, current_worker
-from dcstore.loaders.versions import open_dataset, pin_version
+from dcstore.loaders.versions import for_shard_reads, open_dataset, pin_version
 from dcstore.store import CacheSpec, KeySpec
 from dcstore.units import whole_number
 
@@ -169,6 +169,7 @@ class ShardedDataset(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
                 lambda v: pin_version(self.store, load_manifest(self.store, manifest_key), v),
                 lambda: load_manifest(self.store, manifest_key),
             )
+        self.store = for_shard_reads(self.store, url_or_store)
         threads = 2 if prefetch_threads is None else prefetch_threads  # auto: see samples()
         self.prefetcher = Prefetcher(threads=threads, max_bytes=prefetch_bytes)
         self.auto_threads = prefetch_threads is None

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from dcstore.backends.base import Backend
 from dcstore.loaders.manifest import MANIFEST_KEY, Manifest
 from dcstore.loaders.reader import SampleOptions, read_sample
-from dcstore.loaders.versions import open_dataset
+from dcstore.loaders.versions import for_shard_reads, open_dataset
 from dcstore.store import CacheSpec, KeySpec
 
 
@@ -47,6 +47,7 @@ class ShardedMapDataset(Dataset):  # type: ignore[type-arg]
         self.store, self.manifest = open_dataset(
             url_or_store, cache=cache, keys=keys, manifest_key=manifest_key, version=version
         )
+        self.store = for_shard_reads(self.store, url_or_store)
         self.transform = transform
         self.sample_options = SampleOptions(zero_copy=zero_copy, verify=verify_checksums)
 

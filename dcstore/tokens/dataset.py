@@ -46,6 +46,7 @@ from dcstore.errors import ConfigError
 from dcstore.loaders.agreement import agree_on_version
 from dcstore.loaders.prefetch import Prefetcher
 from dcstore.loaders.resumable import PlannedPasses
+from dcstore.loaders.versions import for_shard_reads
 from dcstore.store import CacheSpec, KeySpec, store_for
 from dcstore.tokens import spans as item_spans
 from dcstore.tokens.manifest import TokenManifest, load_token_manifest, pin_token_version
@@ -81,6 +82,7 @@ class _TokenItems(PlannedPasses, IterableDataset):  # type: ignore[type-arg]
             )
         else:
             self.manifest = current
+        self.store = for_shard_reads(self.store, url_or_store)
         self.prefetcher = Prefetcher(threads=prefetch_threads, max_bytes=prefetch_bytes)
         self.window_bytes = window_bytes
 
