@@ -508,6 +508,11 @@ def test_datasets_read_shard_headers_from_the_tier(tmp_path: Path) -> None:
         ds = ShardedDataset(data, keys=str(key_file), cache=url)
         assert isinstance(ds.store, EncryptedBackend) and not ds.store.check_cached_headers
         assert not pickle.loads(pickle.dumps(ds.store)).check_cached_headers
+        # review: the manifest's own reads (lazy parts; a spawned worker rebuilds its
+        # index from them) went through the unchecked store too
+        assert ds.manifest.shards.source.store.check_cached_headers
+        worker = pickle.loads(pickle.dumps(ds))
+        assert worker.manifest.shards.source.store.check_cached_headers
         assert [s["bin"][0] for s in ds] == list(range(60))  # fills the tier
         origin = InstrumentedBackend(LocalBackend(tmp_path / "ds"))
         for check in (True, False):

@@ -24,7 +24,7 @@ from dcstore.cache import (
     open_cache_tier,
 )
 from dcstore.cache.lru import ENTRY_OVERHEAD
-from dcstore.errors import ConfigError, NotFoundError
+from dcstore.errors import BackendUnavailableError, ConfigError, NotFoundError
 from dcstore.testing.conformance import BackendConformance, payload
 from dcstore.testing.instrumented import InstrumentedBackend
 
@@ -908,3 +908,66 @@ def test_open_read_keeps_to_its_version_as_the_origin_reader_does(tmp_path) -> N
     with store.open_read("k", version=store.head("k").version) as reader:
         assert reader.read() == new  # served whole by the tier
     assert opened == ["k"] and meta.version != store.head("k").version
+
+
+class _StorageDown(MemoryBackend):
+    """Data reads fail while ``down`` (heads answer): the storage's data nodes are out."""
+
+    down = False
+
+    def get(self, key: str, *, version: str | None = None) -> bytes:
+        if self.down:
+            raise BackendUnavailableError("memory://: data nodes down")
+        return super().get(key, version=version)
+
+    def get_range(self, key: str, start: int, end: int, *, version: str | None = None):
+        if self.down:
+            raise BackendUnavailableError("memory://: data nodes down")
+        return super().get_range(key, start, end, version=version)
+
+
+def _roll_back(tier: LruTier, old: dict) -> None:
+    """What a writer of the tier can do: the older version's entries over the new ones."""
+    for name in set(tier._items) - set(old):
+        tier._items[name] = next(iter(old.values()))
+
+
+def test_a_header_taken_from_the_tier_during_an_outage_is_not_kept() -> None:
+    """Review: while the storage's reads failed, the header read from the tier was
+    remembered, so a rolled-back copy kept being served after the storage came back."""
+    from dcstore.crypto import EncryptedBackend, Keyring, StaticKeySource
+
+    keys = StaticKeySource(Keyring.generate("kek"))
+    origin, tier = _StorageDown(f"outage-{uuid.uuid4().hex}"), LruTier(max_bytes=16 * MiB)
+    store = EncryptedBackend(CachedBackend(origin, tier), keys, segment_size=4096)
+    store.put("w", b"OLD-" * 5000)
+    store.get("w")
+    old = dict(tier._items)
+    store.put("w", b"NEW-" * 5000)
+    store.get("w")
+    _roll_back(tier, old)
+    reader = EncryptedBackend(CachedBackend(origin, tier), keys)
+    origin.down = True
+    assert reader.get_range("w", 0, 4) == b"OLD-"  # documented: unchecked while it is down
+    origin.down = False
+    assert reader.get("w") == b"NEW-" * 5000
+    assert reader.get_range("w", 0, 4) == b"NEW-"
+
+
+def test_head_and_list_read_no_header_from_the_storage() -> None:
+    """Review: head and list (a plaintext size, which authenticates nothing) read every
+    header from the storage past the tier: a whole 4 MiB chunk each on MongoDB."""
+    from dcstore.crypto import EncryptedBackend, Keyring, StaticKeySource
+
+    keys = StaticKeySource(Keyring.generate("kek"))
+    origin = InstrumentedBackend(MemoryBackend(f"sizes-{uuid.uuid4().hex}"))
+    tier = LruTier(max_bytes=16 * MiB)
+    writer = EncryptedBackend(CachedBackend(origin, tier), keys)
+    for i in range(5):
+        writer.put(f"o{i}", b"x" * 10_000)
+        writer.get(f"o{i}")  # fills the tier
+    reader = EncryptedBackend(CachedBackend(origin, tier), keys)
+    reads = origin.reads
+    assert [m.size for m in reader.list_objects()] == [10_000] * 5
+    assert reader.head("o1").size == 10_000
+    assert origin.reads == reads  # sizes from the tier's headers: no data read

@@ -115,6 +115,11 @@ class EncryptedBackend(Wrapper):
     of one large object over a private thread pool (OpenSSL releases the GIL).
     """
 
+    check_cached_headers: bool = True
+    """With cache tiers below: read each version's header from the storage, so a
+    tier's writer cannot pair a version with an older authentic copy of the object.
+    Off only in :meth:`trusting_cached_headers` copies."""
+
     def __init__(
         self,
         inner: Backend,
@@ -133,11 +138,18 @@ class EncryptedBackend(Wrapper):
         self.keys = open_key_source(keys)
         self.segment_size = segment_size
         self.threads = threads
-        self.check_cached_headers = True
-        """With cache tiers below: read each version's header from the storage, so a
-        tier's writer cannot pair a version with an older authentic copy of the object.
-        Off only where no older copy can decrypt to other bytes (a dataset's shards)."""
         self._start()
+
+    def trusting_cached_headers(self) -> EncryptedBackend:
+        """A copy of this stack (its own remembered headers) that takes headers from the
+        cache tiers: only for objects no older copy of which decrypts to other bytes
+        (a dataset's shards: written once, under unique names; a rotation rewraps the
+        same data key)."""
+        copy = EncryptedBackend(
+            self.inner, self.keys, segment_size=self.segment_size, threads=self.threads
+        )
+        copy.check_cached_headers = False
+        return copy
 
     def _start(self) -> None:
         self._lock = threading.Lock()
@@ -237,17 +249,27 @@ class EncryptedBackend(Wrapper):
         dek = keyring.unwrap(header, what, source=self.keys.describe())
         return ObjectCipher(header, dek, key, what)
 
-    def _header(self, meta: ObjectMeta, fetch: Fetch | None = None) -> Header:
+    def _header(
+        self, meta: ObjectMeta, fetch: Fetch | None = None, *, size_only: bool = False
+    ) -> Header:
+        """``meta``'s header: remembered, else read (from the storage itself when
+        :attr:`check_cached_headers` applies, except for ``size_only``: a plaintext
+        size, which authenticates nothing anyway)."""
         cache_key = (meta.key, meta.version)
         with self._lock:
             known = self._headers.get(cache_key)
             if known is not None:
                 self._headers.move_to_end(cache_key)
                 return known[0]
-        header = self._stored_header(meta) if self._checks_headers else None
-        if header is None:
-            header = self._read_header(meta, fetch or self._fetcher(meta))
-        self._remember(cache_key, header, meta.size)
+        checking = self._checks_headers
+        if checking and not size_only:
+            stored = self._stored_header(meta)
+            if stored is not None:
+                self._remember(cache_key, stored, meta.size)
+                return stored
+        header = self._read_header(meta, fetch or self._fetcher(meta))
+        if not checking:  # else unchecked: used for this read only
+            self._remember(cache_key, header, meta.size)
         return header
 
     @property
@@ -304,8 +326,10 @@ class EncryptedBackend(Wrapper):
         """Ranged reads of version ``meta`` straight from the inner store."""
         return lambda start, end: self.inner.get_range(meta.key, start, end, version=meta.version)
 
-    def _layout(self, meta: ObjectMeta, fetch: Fetch | None = None) -> tuple[Header, Layout]:
-        header = self._header(meta, fetch)
+    def _layout(
+        self, meta: ObjectMeta, fetch: Fetch | None = None, *, size_only: bool = False
+    ) -> tuple[Header, Layout]:
+        header = self._header(meta, fetch, size_only=size_only)
         layout = Layout.from_cipher_size(
             header.size, header.segment_size, meta.size, self._what(meta.key)
         )
@@ -342,8 +366,10 @@ class EncryptedBackend(Wrapper):
             if version is not None:
                 raise
         # Overwritten during every attempt: one unpinned read below returns one whole
-        # version (the backend contract), decrypted from memory.
-        return self._decrypt_whole(key, memoryview(self.inner.get(key)))
+        # version (the backend contract), decrypted from memory; past the cache tiers
+        # when they are not trusted with headers (nothing to compare this one with).
+        source = _below_the_caches(self.inner) if self._checks_headers else self.inner
+        return self._decrypt_whole(key, memoryview(source.get(key)))
 
     def map_range(
         self, key: str, start: int, end: int, *, version: str | None = None
@@ -559,7 +585,7 @@ class EncryptedBackend(Wrapper):
         return self._retrying(key, version, self._plain_meta)
 
     def _plain_meta(self, meta: ObjectMeta) -> ObjectMeta:
-        _, layout = self._layout(meta)
+        _, layout = self._layout(meta, size_only=True)
         return dataclasses.replace(meta, size=layout.plain_size)
 
     def list_objects(

@@ -132,14 +132,15 @@ def open_dataset(
 
 
 def for_shard_reads(store: Backend, url_or_store: object) -> Backend:
-    """``store`` once a dataset has read its manifest: an encrypted stack the dataset
-    opened itself (not ``url_or_store``, a caller's) stops reading each version's header
-    from the storage past its cache tiers. Shards are written once, under names no other
-    object takes, and a key rotation rewraps the same data key, so no older copy of a
-    shard decrypts to other bytes; the header read would cost a round trip per shard
-    and process (a whole 4 MiB chunk on MongoDB)."""
-    if store is not url_or_store and isinstance(store, EncryptedBackend):
-        store.check_cached_headers = False
+    """The store a dataset reads its shards through: for an encrypted stack the dataset
+    opened itself (not ``url_or_store``, a caller's), a copy that takes headers from its
+    cache tiers (:meth:`EncryptedBackend.trusting_cached_headers`); the manifest's reads
+    (its lazy parts, a spawned worker's copy) keep the checked one. Shards are written
+    once, under names no other object takes, and a key rotation rewraps the same data
+    key, so no older copy of a shard decrypts to other bytes; the check would cost a
+    read from the storage per shard and process (a whole 4 MiB chunk on MongoDB)."""
+    if store is not url_or_store and isinstance(store, EncryptedBackend) and store.caches:
+        return store.trusting_cached_headers()
     return store
 
 
