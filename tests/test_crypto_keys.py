@@ -59,6 +59,60 @@ def test_key_file_readable_by_others_is_refused(key_file: Path, mode: int) -> No
         FileKeySource(key_file).load()
 
 
+OTHER_UID = 65534  # nobody: "another local user"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_key_file_owned_by_another_user_is_refused(key_file: Path) -> None:
+    """Outside review: only the mode bits were checked, so a 0600 key file owned by
+    another user (who may replace it at will) was loaded, by root among others."""
+    os.chown(key_file, OTHER_UID, -1)
+    with pytest.raises(KeyAccessError, match=f"owned by uid {OTHER_UID}") as info:
+        FileKeySource(key_file).load()
+    assert str(key_file) in str(info.value) and "chown" in str(info.value)
+    os.chown(key_file, 0, -1)  # root-provisioned secrets are accepted
+    assert FileKeySource(key_file).load().primary == "k2"
+
+
+def test_key_file_in_a_folder_others_may_write_is_refused(tmp_path: Path) -> None:
+    """Outside review: in a folder group or others may write (no sticky bit) another
+    user can rename a file of their own over the key file; it was loaded."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    path = folder / "kek.json"
+    write_key_file(path, Keyring.generate("k1"))
+    for mode in (0o777, 0o770, 0o757, 0o2777):
+        os.chmod(folder, mode)
+        with pytest.raises(KeyAccessError, match="which group or others may write") as info:
+            FileKeySource(path).load()
+        assert str(folder) in str(info.value) and "chmod go-w" in str(info.value)
+        with pytest.raises(KeyAccessError, match="which group or others may write"):
+            FileKeySource(folder / "new.json").update(lambda _: Keyring.generate("k9"))
+        assert not (folder / "new.json").exists()
+    # through a symlinked folder (a Kubernetes Secret volume's ..data): the real folder
+    link = tmp_path / "via"
+    link.symlink_to(folder)
+    with pytest.raises(KeyAccessError, match=f"in folder {re.escape(str(folder))},"):
+        FileKeySource(link / "kek.json").load()
+    for mode in (0o1777, 0o1770, 0o755, 0o700):  # a sticky folder (like /tmp), or a private one
+        os.chmod(folder, mode)
+        assert FileKeySource(path).load().primary == "k1"
+        assert FileKeySource(link / "kek.json").load().primary == "k1"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_key_file_in_a_folder_of_another_user_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "theirs"
+    folder.mkdir(mode=0o700)
+    path = folder / "kek.json"
+    write_key_file(path, Keyring.generate("k1"))
+    os.chown(folder, OTHER_UID, -1)
+    with pytest.raises(KeyAccessError, match=f"owned by uid {OTHER_UID}, not by this user"):
+        FileKeySource(path).load()
+    os.chown(folder, 0, -1)
+    assert FileKeySource(path).load().primary == "k1"
+
+
 def test_key_file_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"missing\.json does not exist"):
         FileKeySource(tmp_path / "missing.json").load()

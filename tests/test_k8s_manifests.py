@@ -105,17 +105,24 @@ def test_the_image_installs_the_extra_of_every_cache_tier_the_overlays_use() -> 
 
 def test_the_key_reaches_the_trainer_as_a_private_file() -> None:
     """The Secret is copied mode 0600 into a memory-backed volume: dcstore refuses
-    group-readable key files, which a Secret volume under fsGroup is."""
+    group-readable key files, which a Secret volume under fsGroup is. It goes into a
+    folder of its own, mode 0700: dcstore also refuses key files in folders others may
+    write, which an emptyDir (0777, no sticky bit) is."""
     job = next(d for d in render("base") if d["kind"] == "Job")
     spec = job["spec"]["template"]["spec"]
     init = spec["initContainers"][0]
-    assert init["command"][:3] == ["install", "-m", "0600"]
+    assert init["command"][:2] == ["sh", "-c"]
+    assert init["command"][2].split() == [
+        "install", "-d", "-m", "0700", "/run/dcstore/keys/private", "&&",
+        "install", "-m", "0600", "/run/secrets/dcstore/kek.json",
+        "/run/dcstore/keys/private/kek.json",
+    ]  # fmt: skip
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert volumes["keys"]["emptyDir"]["medium"] == "Memory"
     assert volumes["kek-secret"]["secret"]["secretName"] == "dcstore-kek"
     settings = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())
     literals = dict(item.split("=", 1) for item in settings["configMapGenerator"][1]["literals"])
-    assert literals["KEYS_URL"] == "file:///run/dcstore/keys/kek.json"
+    assert literals["KEYS_URL"] == "file:///run/dcstore/keys/private/kek.json"
 
 
 def test_the_example_training_script_trains_on_an_encrypted_dataset(tmp_path: Path) -> None:

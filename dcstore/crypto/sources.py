@@ -8,7 +8,9 @@ and ``describe``.
 Built in:
 
 * :class:`FileKeySource` — a JSON key file (``docs/format.md``) that must not
-  be readable by group or others. :meth:`FileKeySource.update` changes it:
+  be readable by group or others, must be owned by this user (or root) and must
+  sit in a folder no other user can write (see :meth:`FileKeySource.load`).
+  :meth:`FileKeySource.update` changes it:
   read-modify-write under an exclusive ``flock`` on a sidecar ``<file>.lock``,
   then an atomic, fsynced replace with mode 0600 (:func:`write_key_file`), so
   concurrent ``keys new``/``retire`` never lose a key. Its :meth:`version`
@@ -67,7 +69,7 @@ class KeySource(abc.ABC):
 
 
 class FileKeySource(KeySource):
-    """A JSON key file; refuses files that group or others may read or write."""
+    """A JSON key file; refuses files that another user could read, write or replace."""
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(os.path.abspath(os.fspath(path)))  # fixed now: workers may chdir
@@ -77,8 +79,18 @@ class FileKeySource(KeySource):
 
     def load(self) -> Keyring:
         """Read the key file. A missing, unreadable or non-regular file is a
-        :class:`ConfigError` naming the path; a symlink, or a file others may
-        read, is a :class:`KeyAccessError`."""
+        :class:`ConfigError` naming the path. A :class:`KeyAccessError` refuses
+        a key file that another user could read or replace:
+
+        * a symlink (the last component; folders reached through symlinks, as in
+          Kubernetes Secret volumes' ``..data``, are followed);
+        * a file with any group or other mode bit;
+        * a file owned by neither the effective user nor root;
+        * a file whose folder (after symlinks) is owned by neither the effective
+          user nor root, or is writable by group or others without the sticky
+          bit (``/tmp``'s 1777 is accepted): whoever can write the folder can
+          rename a file of their own over the key file.
+        """
         try:
             # O_NONBLOCK: a FIFO put in the key file's place is refused below, not waited on.
             flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
@@ -94,7 +106,8 @@ class FileKeySource(KeySource):
             raise ConfigError(f"cannot read key file {self.path}: {exc.strerror}") from None
         text = b""
         try:
-            mode = os.fstat(fd).st_mode
+            st = os.fstat(fd)
+            mode, owner = st.st_mode, st.st_uid
             if stat.S_ISREG(mode) and not mode & 0o077:
                 with os.fdopen(fd, "rb") as f:
                     fd = -1  # closed by f
@@ -112,7 +125,41 @@ class FileKeySource(KeySource):
                 f"key file {self.path} is accessible by group or others "
                 f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {self.path}"
             )
+        euid = os.geteuid()
+        if owner not in (euid, 0):
+            raise KeyAccessError(
+                f"key file {self.path} is owned by uid {owner}, not by this user "
+                f"(uid {euid}) or root, so its owner can replace the key; run: "
+                f"chown {euid} {self.path} (or use a copy of your own, mode 0600)"
+            )
+        self.check_folder()
         return Keyring.from_document(text, f"key file {self.path}")
+
+    def check_folder(self) -> None:
+        """Refuse (:class:`KeyAccessError`) a key file folder that another user may
+        change: owned by neither the effective user nor root, or writable by group
+        or others without the sticky bit. A missing folder is left to the caller."""
+        folder = os.path.realpath(self.path.parent)  # the folder that holds the entry
+        try:
+            st = os.stat(folder)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise ConfigError(f"cannot check key file folder {folder}: {exc.strerror}") from None
+        euid = os.geteuid()
+        if st.st_uid not in (euid, 0):
+            raise KeyAccessError(
+                f"key file {self.path} is in folder {folder}, owned by uid {st.st_uid}, not "
+                f"by this user (uid {euid}) or root, so its owner can replace the key file; "
+                "move the key file to a folder you own that only you can write"
+            )
+        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            raise KeyAccessError(
+                f"key file {self.path} is in folder {folder}, which group or others may "
+                f"write (mode {stat.S_IMODE(st.st_mode):04o}, no sticky bit), so they can "
+                f"put a key file of their own in its place; run: chmod go-w {folder} "
+                "(or move the key file to a folder only you can write)"
+            )
 
     def version(self) -> Hashable:
         """``(device, inode, size, mtime_ns)`` of the key file: every update replaces
@@ -146,6 +193,7 @@ class FileKeySource(KeySource):
         yet) and returns the one to write; an exception from it leaves the file
         untouched.
         """
+        self.check_folder()  # never write a key file that load() would refuse
         with self.locked():
             current = self.load() if os.path.lexists(self.path) else None
             keyring = change(current)
