@@ -206,6 +206,70 @@ def test_a_key_given_where_its_file_belongs_is_never_echoed(tmp_path: Path) -> N
     assert done.returncode == 0 and (tmp_path / path).exists(), done.stderr
 
 
+def raw_keys_in_other_encodings() -> list[str]:
+    """AES keys as people paste them, in the encodings the first check missed."""
+    import base64
+    import secrets
+
+    return [
+        secrets.token_urlsafe(32),  # URL-safe base64, no padding
+        secrets.token_urlsafe(16),
+        base64.urlsafe_b64encode(os.urandom(32)).decode(),  # with padding
+        next(k for k in iter(lambda: secrets.token_urlsafe(32), "") if "-" in k and "_" in k),
+        base64.b32encode(os.urandom(32)).decode(),
+        base64.b32encode(os.urandom(16)).decode().rstrip("="),
+        base64.b32encode(os.urandom(24)).decode().lower(),
+    ]
+
+
+def test_a_url_safe_or_base32_key_given_as_the_path_is_never_echoed(tmp_path: Path) -> None:
+    """Outside review: a raw key in URL-safe base64 (``secrets.token_urlsafe(32)``) or
+    base32 given as ``--keys``, DCSTORE_KEYS_FILE or ``keys=`` was taken for a path and
+    shown in the "key file ... does not exist" error and in the source's repr."""
+    from dcstore.crypto import open_key_source
+
+    store = tmp_path / "s"
+    EncryptedBackend(LocalBackend(store), Keyring.generate("k")).put("a", b"x")
+    for raw in raw_keys_in_other_encodings():
+        for spec in (raw, " " + raw):
+            with pytest.raises(ConfigError, match="looks like a raw key") as err:
+                open_key_source(spec)
+            assert raw not in str(err.value)
+        with pytest.raises(ConfigError, match="looks like a raw key") as err:
+            EncryptedBackend(LocalBackend(store), raw)
+        assert raw not in str(err.value)
+        with pytest.raises(ConfigError, match="looks like a raw key") as err:
+            FileKeySource(raw)  # so no repr shows it either
+        assert raw not in str(err.value)
+        for env, args in (
+            ({}, ["ls", str(store), f"--keys={raw}"]),
+            ({"DCSTORE_KEYS_FILE": raw}, ["ls", str(store)]),
+            ({"DCSTORE_KEYS_FILE": raw}, ["keys", "new"]),
+        ):
+            done = subprocess.run(
+                [sys.executable, "-m", "dcstore", *args], capture_output=True, text=True,
+                timeout=60, cwd=tmp_path, env={**os.environ, **env},
+            )  # fmt: skip
+            assert done.returncode == 2, (args, done.stderr)
+            assert "looks like a raw key" in done.stderr, done.stderr
+            assert raw not in done.stdout + done.stderr
+            assert raw.strip("=") not in done.stdout + done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]  # no file named after a key
+
+
+def test_file_names_in_those_alphabets_are_still_paths(tmp_path: Path) -> None:
+    """Names made of URL-safe base64 or base32 characters that no encoder writes for
+    a key stay key file paths, created and shown as before."""
+    names = ("my_model-keys", "production_cluster_key", "kek-2026-11-28-primary", "kek_v2")
+    for name in names:
+        done = cli("keys", "new", "--keys", str(tmp_path / name))
+        assert done.returncode == 0, (name, done.stderr)
+        missing = FileKeySource(name + "-missing")
+        with pytest.raises(ConfigError, match="does not exist"):
+            missing.load()
+        assert name + "-missing" in repr(missing)
+
+
 def test_a_fifo_in_the_key_files_place_is_refused_not_waited_on(tmp_path: Path) -> None:
     fifo = tmp_path / "kek.json"
     os.mkfifo(fifo, 0o600)

@@ -72,6 +72,10 @@ class FileKeySource(KeySource):
     """A JSON key file; refuses files that another user could read, write or replace."""
 
     def __init__(self, path: str | os.PathLike[str]):
+        """``path`` is made absolute now. A raw key given as the path (hex, base64,
+        URL-safe base64 or base32 of an AES key, and no such file) is a
+        :class:`ConfigError` that does not show it, so no message or ``repr`` does."""
+        _refuse_a_raw_key(os.fspath(path))
         self.path = Path(os.path.abspath(os.fspath(path)))  # fixed now: workers may chdir
 
     def describe(self) -> str:
@@ -268,20 +272,71 @@ def write_key_file(path: str | os.PathLike[str], keyring: Keyring) -> None:
         os.close(dir_fd)
 
 
+_KEY_SIZES = (16, 24, 32)
+
+
 def _looks_like_a_raw_key(text: str) -> bool:
-    """Whether ``text`` is base64 (or hex) of 16, 24 or 32 bytes: an AES key pasted where
-    a key file's path belongs (the caller also checks that no such file, and no folder
-    it would be in, exists: ``/etc/kk/ml/prod1`` is base64 too)."""
+    """Whether ``text`` encodes 16, 24 or 32 bytes as an AES key is pasted where a key
+    file's path belongs: hex, standard base64, URL-safe base64 (``-``/``_``, as
+    ``secrets.token_urlsafe(32)`` or ``base64.urlsafe_b64encode`` write it) or base32
+    (either case). Padding is optional. The caller also checks that no such file, and
+    no folder it would be in, exists: ``/etc/kk/ml/prod1`` is base64 too.
+
+    URL-safe base64 and base32 share their alphabets with ordinary file names
+    (``my_model-keys``), so those two count only in their canonical form (the unused
+    trailing bits zero, as every encoder writes them), and URL-safe base64 only in mixed
+    case, which random bytes all but always give (a 16-byte key misses it about once in 100,000)
+    and file names such as ``kek-2026-11-28-primary`` seldom have.
+    """
     text = text.strip()
     if re.fullmatch(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{48}|[0-9a-fA-F]{64}", text):
         return True
+    return _is_base64_key(text) or _is_urlsafe_base64_key(text) or _is_base32_key(text)
+
+
+def _is_base64_key(text: str) -> bool:
     if not re.fullmatch(r"[A-Za-z0-9+/]{21,43}={0,2}", text):
         return False
     try:
         raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except binascii.Error:
         return False
-    return len(raw) in (16, 24, 32)
+    return len(raw) in _KEY_SIZES
+
+
+def _is_urlsafe_base64_key(text: str) -> bool:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{21,43}={0,2}", text):
+        return False
+    bare = text.rstrip("=")
+    mixed_case = bool(re.search("[A-Z]", bare) and re.search("[a-z]", bare))
+    try:
+        raw = base64.urlsafe_b64decode(bare + "=" * (-len(bare) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    canonical = base64.urlsafe_b64encode(raw).decode().rstrip("=") == bare
+    return len(raw) in _KEY_SIZES and canonical and mixed_case
+
+
+def _is_base32_key(text: str) -> bool:
+    if not re.fullmatch(r"[A-Z2-7]{26,52}={0,6}|[a-z2-7]{26,52}={0,6}", text):
+        return False
+    bare = text.rstrip("=").upper()
+    try:
+        raw = base64.b32decode(bare + "=" * (-len(bare) % 8))
+    except (binascii.Error, ValueError):
+        return False
+    return len(raw) in _KEY_SIZES and base64.b32encode(raw).decode().rstrip("=") == bare
+
+
+def _refuse_a_raw_key(spec: str) -> None:
+    """Raise :class:`ConfigError`, without showing ``spec``, if it is a raw key rather
+    than the path of a key file (no file of that name, and no folder it would be in)."""
+    parent = os.path.dirname(spec)
+    if _looks_like_a_raw_key(spec) and not (os.path.lexists(spec) or os.path.isdir(parent)):
+        raise ConfigError(  # never shown: it may be the key itself
+            "the key source looks like a raw key, not a key file's path: give the path "
+            "of a key file (dcstore keys new makes one)"
+        )
 
 
 def open_key_source(spec: KeySource | Keyring | str | os.PathLike[str]) -> KeySource:
@@ -311,12 +366,7 @@ def open_key_source(spec: KeySource | Keyring | str | os.PathLike[str]) -> KeySo
                 "the key source looks like a key file's contents, not its path: give the "
                 "path of the file (or, in Python, a Keyring)"
             )
-        parent = os.path.dirname(spec)
-        if _looks_like_a_raw_key(spec) and not (os.path.lexists(spec) or os.path.isdir(parent)):
-            raise ConfigError(  # never shown: it may be the key itself
-                "the key source looks like a raw key, not a key file's path: give the path "
-                "of a key file (dcstore keys new makes one)"
-            )
+        _refuse_a_raw_key(spec)
         scheme = re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", spec)
         if spec.strip() and not scheme:
             return FileKeySource(spec)
