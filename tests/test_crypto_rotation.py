@@ -234,3 +234,69 @@ def test_rotation_key_usage_and_verify_refuse_a_stack_with_a_cache() -> None:
     ):
         with pytest.raises(ConfigError, match=r"reads the storage itself: open .* without a cache"):
             check()
+
+
+def test_rotation_is_not_re_encryption_and_the_docs_say_how_to_re_encrypt(tmp_path) -> None:
+    """Outside review: the docs said to rotate and retire after a compromise, but rotation
+    keeps each object's data key and ciphertext, so the stolen key plus any old copy of a
+    header (a backup, a snapshot, a cache) still decrypts the rotated object. The docs now
+    say so and tell to re-encrypt; the recipes they give are checked here."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from dcstore import open_store
+    from dcstore.backends.local import LocalBackend
+    from dcstore.crypto import FileKeySource
+
+    def cli(*args: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DCSTORE_KEYS")}
+        done = subprocess.run(
+            [sys.executable, "-m", "dcstore", *args], capture_output=True, text=True,
+            timeout=120, env=env,
+        )  # fmt: skip
+        assert done.returncode == 0, (args, done.stderr)
+
+    def opened_by_the_thief(header_from: bytes, payload_from: bytes) -> bytes:
+        blob = header_from[: parse_header(header_from, "a/x").size] + payload_of(payload_from)
+        inner = MemoryBackend(f"thief-{uuid.uuid4().hex[:8]}")
+        inner.put("a/x", blob)
+        return EncryptedBackend(inner, stolen, segment_size=SEG).get("a/x")
+
+    keys, old, new = tmp_path / "kek.json", tmp_path / "old", tmp_path / "new"
+    FileKeySource(keys).save(Keyring.generate("stolen"))
+    stolen = FileKeySource(keys).load()  # what the thief holds
+    data = os.urandom(3 * SEG + 5)
+    EncryptedBackend(LocalBackend(old), f"file://{keys}", segment_size=SEG).put("a/x", data)
+    backup = (old / "a" / "x").read_bytes()  # an old copy of the object: a backup
+    FileKeySource(keys).update(lambda keyring: keyring.with_new_key("fresh"))
+
+    cli("keys", "rotate", str(old), "--keys", str(keys))
+    rotated = (old / "a" / "x").read_bytes()
+    assert parse_header(rotated, "a/x").key_id == "fresh"
+    assert opened_by_the_thief(backup, rotated) == data  # rotation alone leaves it open
+
+    cli("cp", "-r", str(old), str(new), "--keys", str(keys))  # docs: re-encrypt to a new store
+    copied = (new / "a" / "x").read_bytes()
+    assert parse_header(copied, "a/x").key_id == "fresh"
+    assert payload_of(copied) != payload_of(backup)
+    with pytest.raises(IntegrityError):
+        opened_by_the_thief(backup, copied)
+    cli("keys", "retire", "stolen", str(new), "--keys", str(keys), "--min-age", "0")
+    with open_store(new, keys=str(keys)) as store:
+        assert store.get("a/x") == data
+
+    with open_store(old, keys=str(keys)) as store:  # docs: in place, in Python
+        store.put("a/x", store.get("a/x"))
+    with pytest.raises(IntegrityError):
+        opened_by_the_thief(backup, (old / "a" / "x").read_bytes())
+
+    root = Path(__file__).parents[1]
+    fmt = " ".join((root / "docs" / "format.md").read_text().split())
+    assert "Rotation is not re-encryption: it keeps each object's DEK and ciphertext" in fmt
+    assert "`dcstore cp -r OLD NEW --keys kek.json`" in fmt
+    assert "`store.put(key, store.get(key))` re-encrypts one object in place" in fmt
+    assert "rotate, and retire with `--min-age 0`" not in fmt  # the advice the review faulted
+    readme = " ".join((root / "README.md").read_text().split())
+    assert "After a compromise, re-encrypt" in readme
+    assert "`dcstore cp -r ./vault ./vault2 --keys vault.json`" in readme
