@@ -253,3 +253,17 @@ def test_segment_size_and_threads_options() -> None:
     enc.put("p", data)
     assert enc.get("p") == data and enc.get_range("p", 5, 90_000) == data[5:90_000]
     enc.close()
+
+
+def test_a_new_key_files_folder_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    """A folder made for a new key file followed the umask (0775 under umask 002), so
+    the key file written there was refused by the next load: it is made mode 0700."""
+    old = os.umask(0o002)
+    try:
+        FileKeySource(tmp_path / "made" / "kek.json").save(Keyring.generate("k1"))
+        write_key_file(tmp_path / "also" / "kek.json", Keyring.generate("k1"))
+    finally:
+        os.umask(old)
+    for folder in ("made", "also"):
+        assert (tmp_path / folder).stat().st_mode & 0o777 == 0o700
+        assert FileKeySource(tmp_path / folder / "kek.json").load().primary == "k1"

@@ -182,7 +182,7 @@ class FileKeySource(KeySource):
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the exclusive lock every update of this key file takes."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # load() checks it
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -246,13 +246,15 @@ class StaticKeySource(KeySource):
 
 
 def write_key_file(path: str | os.PathLike[str], keyring: Keyring) -> None:
-    """Write ``keyring`` to ``path`` atomically, created with mode 0600, fsynced.
+    """Write ``keyring`` to ``path`` atomically, created with mode 0600, fsynced; a
+    missing folder is made mode 0700 (whatever the umask), as :meth:`FileKeySource.load`
+    requires.
 
     Takes no lock: to change a key file other processes may change too, use
     :meth:`FileKeySource.update`.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".kek-", dir=target.parent)  # mkstemp: mode 0600
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
