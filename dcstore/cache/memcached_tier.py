@@ -34,11 +34,12 @@ from typing import Any
 from dcstore.backends.base import Buffer
 from dcstore.backends.options import Options, ParsedUrl
 from dcstore.cache.endpoints import check_namespace, check_timeouts, parse_host, query_string
-from dcstore.cache.network_tier import NetworkTier
+from dcstore.cache.network_tier import NetworkTier, library_dirs
 from dcstore.cache.tier import STAT_FIELDS, CachePolicy, MiB
 from dcstore.errors import ConfigError
 
 try:
+    import pymemcache
     from pymemcache.exceptions import MemcacheError, MemcacheServerError
 
     from dcstore.cache.memcached_client import TaggedHashClient, list_keys
@@ -78,6 +79,7 @@ class MemcachedTier(NetworkTier):
     """Chunks, leases and statistics spread over memcached servers; see the module docstring."""
 
     FAULTS = (MemcacheError, OSError, ValueError)  # ValueError: a garbled reply
+    LIBRARIES = library_dirs(pymemcache)  # anything else pymemcache raises on a bad reply
 
     def __init__(
         self,

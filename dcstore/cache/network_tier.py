@@ -13,6 +13,15 @@ from dcstore.cache.buffers import ReceiveBuffers
 from dcstore.cache.tier import CacheFullError, CacheTier, CacheUnavailableError
 from dcstore.errors import ConfigError
 
+_DCSTORE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+"""dcstore's package directory: code of ours, whose exceptions are never a tier fault."""
+
+
+def library_dirs(*modules: Any) -> tuple[str, ...]:
+    """The directories of ``modules`` (packages), each ending with a separator, for
+    :data:`NetworkTier.LIBRARIES`."""
+    return tuple(os.path.dirname(m.__file__) + os.sep for m in modules)  # as co_filename has it
+
 
 class NetworkTier(CacheTier):
     """A tier whose store is reached through a client object made by :meth:`_connect`.
@@ -23,6 +32,9 @@ class NetworkTier(CacheTier):
 
     FAULTS: tuple[type[BaseException], ...] = (OSError,)
     """Exceptions of the client that mean the store failed (down, timeout, refused)."""
+    LIBRARIES: tuple[str, ...] = ()
+    """Directories of the client library's modules: any other exception raised in their
+    code is a fault of the store too (see :meth:`_raised_by_client`)."""
     TRANSIENT: tuple[str, ...] = ("_lock", "_client", "_pid", "_buffers")
     """Attributes that are per process and never pickled."""
 
@@ -59,6 +71,36 @@ class NetworkTier(CacheTier):
 
     def _on_fault(self) -> None:
         """Called when an operation failed, before the error is raised."""
+
+    def _raised_by_client(self, exc: BaseException) -> bool:
+        """Whether ``exc`` (not one of :data:`FAULTS`) was raised inside the client
+        library's code: of its traceback's frames in the library (:data:`LIBRARIES`) or in
+        dcstore, the innermost is the library's (a frame of the standard library that the
+        library called, ``socket`` or ``ssl``, is the library's doing).
+
+        The boundary: a server that answers, but not as its protocol says, can make a
+        client library fail in ways it does not declare (redis-py 8 called ``.get`` on a
+        handshake reply that was ``+OK``: ``AttributeError``), and a cache read must not
+        fail for that. An exception raised in dcstore's own code (the tier, the receive
+        paths of ``redis_io``/``resp``/``memcached_io``, which turn bad replies into the
+        library's errors themselves) still propagates, so a bug of ours is not hidden
+        as an outage. ``MemoryError`` and exceptions that are not ``Exception``
+        (``KeyboardInterrupt``) are never a tier fault. A bug of dcstore that only shows
+        inside the library (a wrong argument) is logged by the circuit breaker with its
+        type and message, once per episode, and counted in ``errors``.
+        """
+        if not self.LIBRARIES or not isinstance(exc, Exception) or isinstance(exc, MemoryError):
+            return False
+        library = False  # whether the innermost frame of the library or of dcstore is the library's
+        tb = exc.__traceback__
+        while tb is not None:  # frames of the standard library (socket, ssl) count for neither
+            name = tb.tb_frame.f_code.co_filename
+            if name.startswith(self.LIBRARIES):
+                library = True
+            elif name.startswith(_DCSTORE):
+                library = False
+            tb = tb.tb_next
+        return library
 
     def _errors(self, what: str) -> _FaultMap:
         """Map every failure of the store (:data:`FAULTS`) to :class:`CacheUnavailableError`."""
@@ -98,7 +140,9 @@ class _FaultMap:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> Literal[False]:
-        if exc is None or not isinstance(exc, self.tier.FAULTS):
+        if exc is None:
+            return False
+        if not isinstance(exc, self.tier.FAULTS) and not self.tier._raised_by_client(exc):
             return False
         problem = self.tier._misconfigured(exc)
         if problem is not None:

@@ -30,7 +30,7 @@ from urllib.parse import quote
 from dcstore.backends.base import Buffer
 from dcstore.backends.options import Options, ParsedUrl
 from dcstore.cache.endpoints import check_namespace, check_timeouts, parse_host, query_string
-from dcstore.cache.network_tier import NetworkTier
+from dcstore.cache.network_tier import NetworkTier, library_dirs
 from dcstore.cache.resp import reply_capacity
 from dcstore.cache.tier import STAT_FIELDS, CachePolicy, MiB
 from dcstore.errors import ConfigError
@@ -65,6 +65,10 @@ class RedisTier(NetworkTier):
     """Chunks, leases and statistics in Redis; see the module docstring for URLs."""
 
     FAULTS = (redis.RedisError, RedisClusterException, OSError)
+    LIBRARIES = library_dirs(redis)
+    """Any other exception raised inside redis-py is a fault too: a server answering the
+    handshake (HELLO) with ``+OK`` made redis-py 8 raise ``AttributeError`` in its
+    connect (see :meth:`NetworkTier._raised_by_client` for the boundary)."""
     TRANSIENT = (*NetworkTier.TRANSIENT, "_release")  # a password from a file is not held
     slice_ratio = 1
     """GETRANGE moves only the bytes asked for, so any read short of its covering chunks
