@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis_server import private_redis_fixture  # noqa: F401 - a fixture
 
 from dcstore.store import open_store
 from dcstore.testing.conformance import payload
@@ -118,3 +119,36 @@ def test_an_error_of_dcstore_itself_is_no_tier_fault() -> None:
     assert isinstance(tier, NetworkTier)
     with pytest.raises(CacheUnavailableError, match="TypeError"), tier._errors("get"):
         redis.connection.Connection(port="x").connect()  # type: ignore[arg-type]
+
+
+def test_a_missing_or_refused_redis_password_is_named(
+    private_redis, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Outside test: without a password, the warning was redis' own "HELLO must be called
+    with the client already authenticated..." and never said that the URL had none."""
+    from dcstore.backends.local import LocalBackend
+    from dcstore.cache import CachedBackend
+
+    secret = "pw-" + uuid.uuid4().hex
+    server = private_redis(password=secret)
+    LocalBackend(tmp_path / "o").put("k", payload(5000))
+    caplog.set_level(logging.WARNING, logger="dcstore.cache")
+    bare = CachedBackend(LocalBackend(tmp_path / "o"), server.url)
+    assert bare.get("k") == payload(5000) and bare.stats()["errors"] == 1
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "the server requires a password" in warned and "password_file=" in warned
+    assert "HELLO must be called" not in warned
+    caplog.clear()
+    wrong = "nope-" + uuid.uuid4().hex
+    pwfile = tmp_path / "redis.pw"
+    pwfile.write_text(wrong)
+    for url in (
+        server.url.replace("redis://", f"redis://:{wrong}@"),
+        f"{server.url}{'&' if '?' in server.url else '?'}password_file={pwfile}",
+    ):
+        refused = CachedBackend(LocalBackend(tmp_path / "o"), url)
+        assert refused.get("k") == payload(5000) and refused.stats()["errors"] == 1
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "refused the password from the URL" in warned
+    assert f"refused the password from password_file {pwfile}" in warned
+    assert wrong not in warned and secret not in warned

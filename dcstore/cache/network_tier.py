@@ -72,6 +72,11 @@ class NetworkTier(CacheTier):
     def _on_fault(self) -> None:
         """Called when an operation failed, before the error is raised."""
 
+    def _explain(self, exc: BaseException) -> str | None:
+        """What a fault means for the tier's settings, in place of the client's own
+        message (which may not say it), or None to show that message."""
+        return None
+
     def _raised_by_client(self, exc: BaseException) -> bool:
         """Whether ``exc`` (not one of :data:`FAULTS`) was raised inside the client
         library's code: of its traceback's frames in the library (:data:`LIBRARIES`) or in
@@ -152,6 +157,7 @@ class _FaultMap:
             self.tier._on_fault()
         detail = str(exc).splitlines()[0] if str(exc) else ""
         error = CacheFullError if full else CacheUnavailableError
-        raise error(
-            f"cache tier {self.tier.url}: {self.what} failed: {type(exc).__name__}: {detail}"
-        ) from exc
+        explained = self.tier._explain(exc)
+        if explained is None:
+            explained = f"{type(exc).__name__}: {detail}"
+        raise error(f"cache tier {self.tier.url}: {self.what} failed: {explained}") from exc

@@ -224,6 +224,21 @@ class RedisTier(NetworkTier):
     def _full(self, exc: BaseException) -> bool:
         return isinstance(exc, redis.OutOfMemoryError)
 
+    def _explain(self, exc: BaseException) -> str | None:
+        """An authentication failure names where the password came from (never the
+        password): redis' own message without one is about HELLO, not the URL."""
+        if not isinstance(exc, redis.AuthenticationError):
+            return None
+        if not self.password_file and not self._url_password:
+            return (
+                "the server requires a password: give one in the URL "
+                "(redis://[user]:PASSWORD@host) or password_file=<file>"
+            )
+        source = f"password_file {self.password_file}" if self.password_file else "the URL"
+        user = f" (user {self.username})" if self.username else ""
+        reply = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"the server refused the password from {source}{user}: {reply}"
+
     def _on_fault(self) -> None:
         self._client = None  # reconnect (and re-discover a cluster) next time
 
