@@ -152,3 +152,54 @@ def test_a_missing_or_refused_redis_password_is_named(
     assert "refused the password from the URL" in warned
     assert f"refused the password from password_file {pwfile}" in warned
     assert wrong not in warned and secret not in warned
+
+
+def test_a_trickling_memcached_get_is_bounded_by_socket_timeout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Outside test: ``socket_timeout`` bounded each wait for bytes, so a server sending a
+    few bytes at a time stalled a read far longer. A ``get`` of chunks now has
+    ``socket_timeout`` in all; then the server is a fault and the origin answers."""
+    import time
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), conn:
+            request = conn.recv(65536)
+            if not request.startswith(b"get "):
+                conn.sendall(b"END\r\n")
+                return
+            key = request.split()[1]
+            conn.sendall(b"VALUE " + key + b" 0 70000\r\n")
+            for _ in range(50):  # 5 s of 200 bytes every 0.1 s, then the connection closes
+                if stop.wait(0.1):
+                    return
+                conn.sendall(b"x" * 200)
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        port = listener.getsockname()[1]
+        open_store(str(tmp_path / "o")).put("k", payload(70_000))
+        url = f"memcached://127.0.0.1:{port}?namespace=t{uuid.uuid4().hex[:8]}&socket_timeout=0.5"
+        store = open_store(str(tmp_path / "o"), cache=url)
+        caplog.set_level(logging.WARNING, logger="dcstore.cache")
+        began = time.monotonic()
+        assert store.get("k") == payload(70_000)
+        assert time.monotonic() - began < 2.0
+        assert any("reading from the origin" in r.getMessage() for r in caplog.records)
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
