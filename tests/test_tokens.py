@@ -1017,3 +1017,21 @@ def test_a_first_pack_beside_the_other_kind_of_dataset_says_so(tmp_path: Path, c
     err = capsys.readouterr().err
     assert "holds a sample dataset" in err
     assert "not a dataset's ('notes.txt' first); the token corpus is packed beside them" in err
+
+
+@pytest.mark.parametrize("name", ["c.csv", "c.TSV", "c.csv.gz"])
+def test_pack_text_refuses_a_csv_file(tmp_path: Path, capsys, name: str) -> None:
+    """Review: a CSV was packed as one plain-text document, header included (exit 0), and
+    with --column it said "a plain-text file has no columns"."""
+    from dcstore.cli.main import main
+
+    data = b'text,label\n"row 0, with comma",0\n"row 1",1\n'
+    (tmp_path / name).write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    for extra in ([], ["--column", "label"]):
+        assert main(["pack", "--text", str(tmp_path / name), str(tmp_path / "t"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path / name}: CSV and TSV files are not read as a corpus" in err
+        assert "JSONL (.jsonl, .json, .ndjson) and Parquet (.parquet)" in err
+        assert not (tmp_path / "t").exists()
+    with pytest.raises(ConfigError, match="CSV and TSV"):
+        pack_text(tmp_path, f"file://{tmp_path}/u", processes=1)  # found walking a folder

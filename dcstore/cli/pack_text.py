@@ -75,7 +75,8 @@ def add_text_options(p: argparse.ArgumentParser) -> None:
         "--text",
         action="store_true",
         help="SRC is a corpus: JSONL (one document per line), Parquet (one per row) or "
-        "plain-text files (one per file), tokenized into token shards (docs/tokens.md)",
+        "plain-text files (one per file; CSV/TSV refused), tokenized into token shards "
+        "(docs/tokens.md)",
     )
     text.add_argument(
         "--tokenizer",

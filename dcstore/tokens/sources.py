@@ -1,5 +1,8 @@
 """Documents out of corpus files: JSONL (``.jsonl``, ``.json``), Parquet and plain text.
 
+A ``.csv`` or ``.tsv`` file is refused (:data:`TABLE_SUFFIXES`): read as plain text it
+would be one document, header and all.
+
 A document is ``(text, fields)``: ``fields`` holds the values of the requested
 columns (e.g. ``label``). Guarantees: files are read in sorted path order
 (directories walked), so the same inputs give the same documents in the same
@@ -22,6 +25,8 @@ from dcstore.errors import ConfigError, NotFoundError
 
 Document = tuple[str, dict[str, Any]]
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+TABLE_SUFFIXES = (".csv", ".tsv")
+"""Refused, not packed as plain text: a table's header and rows would become one document."""
 Inputs = str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
 """Corpus files and directories: one path, or several."""
 
@@ -42,11 +47,19 @@ def corpus_files(inputs: Inputs) -> list[Path]:
             raise NotFoundError(f"{path}: no such corpus file or directory")
     if not files:
         raise ConfigError("no corpus files found in " + ", ".join(map(str, items)))
+    for path in files:
+        _kind(path)  # a CSV or TSV file is refused before anything is read or written
     return files
 
 
 def _kind(path: Path) -> str:
     name = path.name.lower().removesuffix(".gz")
+    if name.endswith(TABLE_SUFFIXES):
+        raise ConfigError(
+            f"{path}: CSV and TSV files are not read as a corpus (it would be packed as one"
+            " plain-text document, header included); columns are read from JSONL (.jsonl,"
+            " .json, .ndjson) and Parquet (.parquet) files: convert it to one of these"
+        )
     if name.endswith(JSON_SUFFIXES):
         return "jsonl"
     return "parquet" if name.endswith(".parquet") else "text"
