@@ -284,13 +284,17 @@ def test_an_index_without_a_label_column_says_so(tmp_path: Path, caplog) -> None
     [((3, "x"), "row 2 ('1.jpg'): label 'x' mixes integer and text labels (row 1 has 3)"),
      (("x", "3"), "row 2 ('1.jpg'): label '3' mixes integer and text labels (row 1 has 'x')"),
      ((1, 3.5), "row 2 ('1.jpg'): label 3.5 is neither an integer nor text"),
-     ((True, 1), "row 1 ('0.jpg'): label True is neither an integer nor text")],
+     ((True, 1), "row 1 ('0.jpg'): label True is neither an integer nor text"),
+     ((1, 10**20), f"row 2 ('1.jpg'): label {10**20} is outside int64 [-{2**63}, {2**63 - 1}]"),
+     ((1, "-99999999999999999999"), "row 2 ('1.jpg'): label -99999999999999999999 is outside "
+      "int64")],
 )  # fmt: skip
 def test_index_labels_mixing_integers_and_text_or_floats_are_refused(
     tmp_path: Path, capsys, labels: tuple, message: str
 ) -> None:
     """Newcomer: labels 3 and "x" became class table ['3', 'x'] (the sample labelled 3 got
-    cls 0), and 3.5 became class '3.5', silently."""
+    cls 0), and 3.5 became class '3.5', silently; 10**20 was packed, then failed in collate
+    ("Overflow when unpacking long long")."""
     for i in range(2):
         write_image(tmp_path / "src" / f"{i}.jpg", i)
     index = tmp_path / "index.jsonl"

@@ -43,6 +43,27 @@ def test_a_path_a_size_string_and_numpy_labels_are_taken(tmp_path: Path) -> None
     assert open_store(tmp_path / "ds").head("manifest.parquet").size > 0
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [(1.5, "got 1.5"), (np.float32(1), "got np.float32"), ("1.5", "got '1.5'"),
+     (b"cat", "got b'cat'"), (True, "got True"), (None, "got None"),
+     (2**63, f"label {2**63} is outside int64"), (f"-{2**64}", "is outside int64")],
+)  # fmt: skip
+def test_a_class_label_that_readers_cannot_decode_is_refused(
+    tmp_path: Path, value: object, message: str
+) -> None:
+    """Newcomer: "cls": 1.5 was written, then decode() failed ("invalid literal for int()
+    with base 10: '1.5'"); 2**63 failed in collate ("Overflow when unpacking long long")."""
+    with ShardWriter(tmp_path / "ds") as writer:
+        for field in ("cls", "label.cls"):
+            with pytest.raises(ConfigError, match=rf"^sample 's' field '{field}': .*{message}"):
+                writer.write({"__key__": "s", field: value})
+        for i, good in enumerate([3, np.int64(-2), "4", b"5", 2**63 - 1]):
+            writer.write({"__key__": f"s{i}", "cls": good, "score": 1.5})
+    got = [s["cls"] for s in ShardedDataset(tmp_path / "ds").decode()]
+    assert got == [3, -2, 4, 5, 2**63 - 1]
+
+
 def test_upper_case_fields_are_refused_as_readers_would_lower_them(tmp_path: Path) -> None:
     """{"JPG": a, "jpg": b} read back as {"jpg": b}; "Label" as "label"."""
     with ShardWriter(str(tmp_path / "ds")) as writer:

@@ -40,6 +40,7 @@ from dcstore.loaders.tario import (
     group_samples,
     parse_members,
 )
+from dcstore.loaders.writer import label_out_of_range
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,13 @@ def _labels(rows: list[dict[str, Any]], index: Path) -> tuple[list[bytes | None]
         )
     _check_label_kinds(rows, index)
     if all(_is_integer_label(v) for v in given):
+        for number, value in enumerate(values, 1):
+            problem = None if value in (None, "") else label_out_of_range(int(value))
+            if problem is not None:
+                raise ConfigError(
+                    f"{index} row {number} ({rows[number - 1].get(PATH_COLUMN)!r}): {problem}:"
+                    " give a class index in that range"
+                )
         return [None if v in (None, "") else str(int(v)).encode() for v in values], ()
     classes = tuple(sorted({str(v) for v in given}))
     number_of = {name: i for i, name in enumerate(classes)}

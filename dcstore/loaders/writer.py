@@ -65,7 +65,46 @@ def starts_new_shard(filled: int, length: int, shard_size: int) -> bool:
     return filled > 0 and filled + length + len(END_OF_ARCHIVE) > shard_size
 
 
+LABEL_EXTENSIONS = ("cls", "cls2", "class")
+"""Fields whose last extension is one of these hold a class index: readers decode them with
+``int`` and collate them into int64 tensors."""
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def label_out_of_range(number: int) -> str | None:
+    """Why the integer label ``number`` cannot be collated (outside int64), or None."""
+    if INT64_MIN <= number <= INT64_MAX:
+        return None
+    return f"label {number} is outside int64 [{INT64_MIN}, {INT64_MAX}], which readers collate into"
+
+
+def _check_label(key: str, field: str, value: Any) -> None:
+    """A ``cls`` value readers can decode (``int`` of its ASCII text) and collate (int64):
+    an int, a numpy integer, or an integer's digits as str or bytes; else a
+    :class:`ConfigError` (a float was written, then failed in decode())."""
+    where = f"sample {key!r} field {field!r}"
+    number: int | None = None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        number = int(value)
+    elif isinstance(value, (str, bytes, bytearray, memoryview)):
+        try:
+            text = value if isinstance(value, str) else str(bytes(value), "ascii")
+            number = int(text)
+        except (UnicodeDecodeError, ValueError):
+            pass
+    if number is None:
+        raise ConfigError(
+            f"{where}: a class label must be an integer (an int, a numpy integer, or its "
+            f"digits as str or bytes), got {value!r}: give the class index"
+        )
+    problem = label_out_of_range(number)
+    if problem is not None:
+        raise ConfigError(f"{where}: {problem}: give a class index in that range")
+
+
 def _field_bytes(key: str, field: str, value: Any) -> bytes | bytearray | memoryview:
+    if field.rsplit(".", 1)[-1] in LABEL_EXTENSIONS:
+        _check_label(key, field, value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return value
     if isinstance(value, str):
@@ -148,7 +187,9 @@ class ShardWriter(CommitOnExit):
         self._committed: Manifest | None = None
 
     def write(self, sample: Mapping[str, Any]) -> None:
-        """Append one sample; fields other than ``__key__`` must be bytes, str or numbers."""
+        """Append one sample; fields other than ``__key__`` must be bytes, str or numbers,
+        and a class label (``cls``, ``cls2``, ``class``) an integer in int64 (an int, a
+        numpy integer, or its digits as str or bytes), as readers decode it."""
         if self._closed:
             raise ConfigError("ShardWriter is closed")
         key = sample.get("__key__")
