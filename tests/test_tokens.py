@@ -1035,3 +1035,26 @@ def test_pack_text_refuses_a_csv_file(tmp_path: Path, capsys, name: str) -> None
         assert not (tmp_path / "t").exists()
     with pytest.raises(ConfigError, match="CSV and TSV"):
         pack_text(tmp_path, f"file://{tmp_path}/u", processes=1)  # found walking a folder
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [(lambda url: TokenDataset(url, block_size="8"), "block_size must be a whole number .*'8'"),
+     (lambda url: TokenDataset(url, block_size=8.0), "block_size must be a whole number .*8.0"),
+     (lambda url: TokenDataset(url, block_size=0), "block_size must be >= 1, got 0"),
+     (lambda url: DocumentDataset(url, max_length="16"), "max_length must be a whole number >= 1"),
+     (lambda url: DocumentDataset(url, max_length=16, pad_id="0"),
+      "pad_id must be a whole number >= 0, got '0'"),
+     (lambda url: DocumentDataset(url, max_length=16, pad_id=2**63), "pad_id must be a token id")],
+)  # fmt: skip
+def test_token_dataset_sizes_of_the_wrong_kind_are_refused_at_once(
+    tmp_path: Path, make: Any, message: str
+) -> None:
+    """Newcomer: block_size="8" or 8.0 and max_length="16" were bare TypeErrors, and
+    pad_id="0" one only when iterating."""
+    url = f"file://{tmp_path}/store"
+    corpus(tmp_path / "corpus", docs=5)
+    pack_text(tmp_path / "corpus", url, processes=1)
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        make(url)
+    assert DocumentDataset(url, max_length=16, pad_id=np.int64(3)).pad_id == 3

@@ -51,6 +51,7 @@ from dcstore.store import CacheSpec, KeySpec, store_for
 from dcstore.tokens import spans as item_spans
 from dcstore.tokens.manifest import TokenManifest, load_token_manifest, pin_token_version
 from dcstore.tokens.reader import DEFAULT_WINDOW_BYTES, fetch_tokens, read_items
+from dcstore.units import whole_number
 
 _DERIVED = ("spans", "_riders")
 
@@ -197,9 +198,7 @@ class TokenDataset(_TokenItems):
         window_bytes: int = DEFAULT_WINDOW_BYTES,
         version: str | None = None,
     ):
-        if block_size < 1:
-            raise ConfigError(f"block_size must be >= 1, got {block_size}")
-        self.block_size = block_size
+        self.block_size = whole_number("block_size", block_size, minimum=1)
         self.within_documents = within_documents
         self.dtype = _torch_dtype(dtype)
         super().__init__(
@@ -269,9 +268,10 @@ class DocumentDataset(_TokenItems):
         window_bytes: int = DEFAULT_WINDOW_BYTES,
         version: str | None = None,
     ):
-        if max_length < 1:
-            raise ConfigError(f"max_length must be >= 1, got {max_length}")
-        self.max_length, self.pad_id = max_length, pad_id
+        self.max_length = whole_number("max_length", max_length, minimum=1)
+        self.pad_id = whole_number("pad_id", pad_id)  # a token id (was a TypeError in iter)
+        if self.pad_id >= 2**63:
+            raise ConfigError(f"pad_id must be a token id below 2**63, got {self.pad_id}")
         super().__init__(
             url_or_store, cache=cache, keys=keys, shuffle=shuffle, seed=seed, window=window,
             drop_last=drop_last, rank=rank, world_size=world_size,
