@@ -210,3 +210,24 @@ def test_to_tuple_of_a_missing_field_names_the_fields_the_sample_has(tmp_path) -
         r"sample 'a' in file://.*\.tar has none of the fields \['jpg'\]; it has \['cls', 'png'\]",
         info.value.args[0],
     )
+
+
+@pytest.mark.parametrize(
+    ("stage", "message"),
+    [(lambda ds: ds.map(5), r"map\(fn\) must be a function \(a callable\), got 5"),
+     (lambda ds: ds.map(len, handler="skip"), r"map\(handler=\) must be a function"),
+     (lambda ds: ds.map_dict(jpg=len, cls="int"), r"map_dict\(cls=\) must be a function"),
+     (lambda ds: ds.map_tuple(None, 3), r"map_tuple\(\) function 2 of 2 \(or None\) must be"),
+     (lambda ds: ds.select(True), r"select\(predicate\) must be a function .*got True"),
+     (lambda ds: ds.batched(4, collate_fn="stack"), r"batched\(collate_fn\) must be a function"),
+     (lambda ds: ds.decode(b"rgb8"), r"a decode\(\) handler .* must be a function")],
+)  # fmt: skip
+def test_a_stage_function_that_cannot_be_called_is_refused_at_once(
+    image_url, stage, message: str
+) -> None:
+    """Newcomer: ds.map(5) was taken, and failed at the first sample ("'int' object is not
+    callable"), far from the line that added it."""
+    from dcstore.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        stage(ShardedDataset(image_url))

@@ -34,6 +34,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from dcstore.errors import ConfigError
 from dcstore.loaders.handlers import ErrorHandler, reraise_exception
 from dcstore.units import whole_number
 
@@ -94,11 +95,20 @@ def _call_with_bytes(handler: Handler, field: str, data: Any) -> Any:
     return handler(field, bytes(data) if isinstance(data, memoryview) else data)
 
 
+def _function(name: str, fn: Any) -> Any:
+    """``fn`` if it can be called; else a :class:`ConfigError` naming the argument (``map(5)``
+    was taken, and failed at the first sample as "'int' object is not callable")."""
+    if not callable(fn):
+        raise ConfigError(f"{name} must be a function (a callable), got {fn!r}")
+    return fn
+
+
 def _handler(spec: str | Handler) -> Handler:
     if isinstance(spec, str):
         if spec not in _NAMED:
             raise ValueError(f"unknown decoder {spec!r}; built-ins: {', '.join(_NAMED)}")
         return _NAMED[spec]
+    _function("a decode() handler (or the name of a built-in)", spec)
     return functools.partial(_call_with_bytes, spec)
 
 
@@ -165,6 +175,7 @@ def decode(*handlers: str | Handler, handler: ErrorHandler = reraise_exception) 
     if "basic" not in specs:
         specs.append("basic")
     chain = [_handler(h) for h in specs]
+    _function("decode(handler=)", handler)
     return functools.partial(_guarded, functools.partial(_decode_sample, chain), handler)
 
 
@@ -183,6 +194,7 @@ def _tuple_of(choices: Sequence[Sequence[str]], sample: Sample) -> tuple[Any, ..
 def to_tuple(*fields: str, handler: ErrorHandler = reraise_exception) -> Stage:
     """Turn samples into tuples of the named fields (``"a;b"``: the first present)."""
     choices = [f.split(";") for f in fields]
+    _function("to_tuple(handler=)", handler)
     return functools.partial(_guarded, functools.partial(_tuple_of, choices), handler)
 
 
@@ -199,6 +211,8 @@ def _dropping_none(items: Iterator[Any]) -> Iterator[Any]:
 
 def map_stage(fn: Callable[[Any], Any], handler: ErrorHandler = reraise_exception) -> Stage:
     """Apply ``fn`` to every item; a ``None`` result drops the item (as in webdataset)."""
+    _function("map(fn)", fn)
+    _function("map(handler=)", handler)
     return functools.partial(_map_then_drop, functools.partial(_mapped, fn), handler)
 
 
@@ -217,6 +231,9 @@ def _map_fields(fns: dict[str, Callable[[Any], Any]], sample: Sample) -> Sample:
 
 def map_dict(handler: ErrorHandler = reraise_exception, **fns: Callable[[Any], Any]) -> Stage:
     """Apply ``fns[field]`` to that field of every sample."""
+    for field, fn in fns.items():
+        _function(f"map_dict({field}=)", fn)
+    _function("map_dict(handler=)", handler)
     return functools.partial(_guarded, functools.partial(_map_fields, fns), handler)
 
 
@@ -233,6 +250,10 @@ def map_tuple(
     *fns: Callable[[Any], Any] | None, handler: ErrorHandler = reraise_exception
 ) -> Stage:
     """Apply ``fns[i]`` to element ``i`` of every tuple (``None``: unchanged)."""
+    for number, fn in enumerate(fns, 1):
+        if fn is not None:
+            _function(f"map_tuple() function {number} of {len(fns)} (or None)", fn)
+    _function("map_tuple(handler=)", handler)
     return functools.partial(_guarded, functools.partial(_map_elements, fns), handler)
 
 
@@ -253,6 +274,7 @@ def rename(*, keep: bool = True, handler: ErrorHandler = reraise_exception, **na
     ``keep=False`` drops every other field.
     """
     choices = {new: old.split(";") for new, old in names.items()}
+    _function("rename(handler=)", handler)
     return functools.partial(_guarded, functools.partial(_renamed, choices, keep), handler)
 
 
@@ -262,6 +284,7 @@ def _select(predicate: Callable[[Any], bool], items: Iterator[Any]) -> Iterator[
 
 def select(predicate: Callable[[Any], bool]) -> Stage:
     """Keep the items for which ``predicate`` is true (dropped ones count as consumed)."""
+    _function("select(predicate)", predicate)
     return functools.partial(_select, predicate)
 
 
@@ -289,6 +312,8 @@ def batched(
 ) -> Stage:
     """Group items into lists of ``batch_size`` and collate them (torch's default)."""
     batch_size = whole_number("batch_size", batch_size, 1)  # 16 / 3 made one batch of all
+    if collate_fn is not None:
+        _function("batched(collate_fn)", collate_fn)
     return functools.partial(_batched, batch_size, collate_fn or _default_collate, partial)
 
 
