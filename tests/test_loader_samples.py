@@ -212,6 +212,20 @@ def test_to_tuple_of_a_missing_field_names_the_fields_the_sample_has(tmp_path) -
     )
 
 
+def test_map_dict_of_a_missing_field_names_the_sample_and_its_fields(tmp_path) -> None:
+    """Newcomer: map_dict(jpg=len) on samples without jpg was a bare KeyError: 'jpg',
+    naming no sample or shard (to_tuple and rename name both)."""
+    with ShardWriter(str(tmp_path)) as writer:
+        writer.write({"__key__": "a", "png": b"x", "cls": b"1"})
+    with pytest.raises(KeyError) as info:
+        next(iter(ShardedDataset(str(tmp_path)).map_dict(cls=int, jpg=len)))
+    assert re.fullmatch(
+        r"sample 'a' in file://.*\.tar has no field 'jpg' for map_dict\(jpg=\); "
+        r"it has \['cls', 'png'\]",
+        info.value.args[0],
+    )
+
+
 @pytest.mark.parametrize(
     ("stage", "message"),
     [(lambda ds: ds.map(5), r"map\(fn\) must be a function \(a callable\), got 5"),

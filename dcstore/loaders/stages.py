@@ -225,6 +225,12 @@ def _map_then_drop(
 def _map_fields(fns: dict[str, Callable[[Any], Any]], sample: Sample) -> Sample:
     out = dict(sample)
     for field, fn in fns.items():
+        if field not in out:  # was a bare KeyError: 'jpg', naming no sample or shard
+            fields = sorted(f for f in sample if not f.startswith("__"))
+            raise KeyError(
+                f"{_sample_where(sample)} has no field {field!r} for map_dict({field}=); "
+                f"it has {fields}"
+            )
         out[field] = fn(out[field])
     return out
 
