@@ -108,6 +108,9 @@ def test_get_writes_its_temporary_file_for_its_owner_only(tmp_path) -> None:
         (["cp", "-r", "{store}", "{store}", "a/"], 2, "rewritten onto itself"),  # was: exit 0
         (["cp", "-r", "{store}", "{store}/"], 2, "rewritten onto itself"),
         (["cp", "{store}/a/1", "{store}/a/"], 2, "rewritten onto itself"),
+        (["cp", "-r", "{store}", "{store}/inner"], 2, "is inside the source"),  # was: exit 0
+        (["cp", "-r", "{store}", "{store}/../s/a/in", "a/"], 2, "is inside the source"),
+        (["cp", "-r", "{store}", "file://{store}/inner"], 2, "is inside the source"),
         (["put", "{store}", "k", "{file}", "--keys", "{dir}"], 2, "is a directory"),
         (["put", "{store}", "k", "{file}", "--keys", "{missing_file}"], 2, "does not exist"),
     ],
@@ -132,6 +135,31 @@ def test_errors_are_one_line(tmp_path, args, code, message) -> None:
     assert err.startswith("dcstore: error:") and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err
     assert sorted(p.name for p in (tmp_path / "s" / "a").iterdir()) == ["1", "2"]  # kept
+
+
+def test_cp_into_a_store_inside_the_source_is_refused_and_others_are_not(tmp_path) -> None:
+    """Newcomer: cp -r ./backup ./backup/inner copied the source into itself (each rerun
+    nested a level deeper); a sibling whose name starts alike, a prefix the copies are not
+    under and flat stores are copies like any other."""
+    from dcstore.cli.main import main
+
+    for key in ("a/1", "data/2"):
+        (tmp_path / "s" / key).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "s" / key).write_bytes(b"kept")
+    (tmp_path / "link").symlink_to(tmp_path / "s")
+    store = str(tmp_path / "s")
+    assert main(["cp", "-r", store, f"{store}/inner"]) == 2
+    assert main(["cp", "-r", str(tmp_path / "link"), f"{store}/inner"]) == 2
+    assert main(["cp", "-r", store, f"{store}/inner", "in"]) == 2  # inner/in... is under "in"
+    assert not (tmp_path / "s" / "inner").exists()
+    assert main(["cp", "-r", store, f"{store}/inner", "data/"]) == 0  # inner/data/: not nested
+    assert main(["cp", "-r", store, f"{store}2"]) == 0  # a sibling, not inside
+    assert main(["cp", "-r", f"{store}/inner", store]) == 0  # the other way round
+    assert main(["cp", "-r", store, "memory://cpin"]) == 0
+    assert main(["cp", "-r", "memory://cpin", "memory://cpin/inner"]) == 0  # flat names
+    assert sorted(str(p.relative_to(tmp_path / "s")) for p in (tmp_path / "s").rglob("*2")) == [
+        "data/2", "inner/data/2"
+    ]  # fmt: skip
 
 
 def test_debug_shows_traceback(tmp_path) -> None:

@@ -83,6 +83,45 @@ def _refuse_copy_onto_itself(src: Backend, dst: Backend, args: argparse.Namespac
         )
 
 
+_NESTED_SCHEMES = ("file", "hdfs")
+"""Stores whose keys are files under a path: one store's path may lie inside another's
+(``./backup/inner`` holds keys ``inner/...`` of ``./backup``). The other stores' names are
+flat namespaces (``memory://a/b`` is not inside ``memory://a``)."""
+
+
+def _store_path(store: Backend) -> tuple[str, str, str] | None:
+    """``(scheme, server, directory)`` of a store of :data:`_NESTED_SCHEMES`, the local
+    path resolved (symbolic links, ``..``); None for the others."""
+    from dcstore.backends.options import parse_url
+
+    url = parse_url(store.url)
+    if url.scheme not in _NESTED_SCHEMES:
+        return None
+    path = os.path.realpath(url.path) if url.scheme == "file" else url.path
+    return url.scheme, url.netloc, path.rstrip("/") or "/"
+
+
+def _refuse_dest_inside_src(src: Backend, dst: Backend, prefix: str) -> None:
+    """DEST a directory inside SRC whose keys (``inner/...`` of SRC) start with ``prefix``:
+    each object would be copied into the source itself, and each copy again nest a level
+    deeper. Other servers, other directories and a prefix the copies are not under are
+    left alone."""
+    outer, inner = _store_path(src), _store_path(dst)
+    if outer is None or inner is None or outer[:2] != inner[:2] or outer[2] == inner[2]:
+        return  # the same directory: _refuse_copy_onto_itself's case
+    base = outer[2].rstrip("/") + "/"
+    if not inner[2].startswith(base):
+        return
+    under = inner[2][len(base) :]  # the copies' keys are under + "/" + key
+    if f"{under}/{prefix}".startswith(prefix):
+        shown = f"keys starting with {prefix!r}" if prefix else "every key"
+        raise ConfigError(
+            f"cp: the destination {dst.url} is inside the source {src.url} (the source's "
+            f"keys under {under + '/'!r}), and {shown} would be copied into the source itself, "
+            "nesting deeper on each run: copy to a store outside the source"
+        )
+
+
 def _copy_one(args: argparse.Namespace) -> list[ObjectMeta]:
     src_url, src_key = split_location(args.src)
     if _is_directory(args.dest):
@@ -121,6 +160,7 @@ def _copy_prefix(args: argparse.Namespace) -> list[ObjectMeta]:
         _open(args.dest, args, args.dest_keys) as dst,
     ):
         _refuse_copy_onto_itself(src, dst, args)  # keys are copied under their own names
+        _refuse_dest_inside_src(src, dst, args.prefix)
         total = sum(m.size for m in src.list_objects(args.prefix))
         with transfer_progress(total > PROGRESS_THRESHOLD) as progress:
             task = progress.add_task(f"cp {args.prefix or '*'}", total=total)
