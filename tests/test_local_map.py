@@ -43,6 +43,20 @@ def test_bad_ranges_and_missing_objects_are_named(store: LocalBackend) -> None:
         store.map_range("dir", 0, 1)
 
 
+@pytest.mark.parametrize("url", ["local", "memory://rangeorder"])
+def test_a_range_that_ends_before_it_starts_says_so(tmp_path: Path, url: str) -> None:
+    """Newcomer: get_range(k, 10, 5) said "range [10, 5) is outside object", as if the
+    object were too small; a true out-of-bounds range still says that."""
+    backend = open_store(str(tmp_path / "s") if url == "local" else url)
+    backend.put("k", DATA)
+    for read in (backend.get_range, backend.map_range) if url == "local" else (backend.get_range,):
+        with pytest.raises(InvalidRangeError, match=r"^range \[10, 5\) of object 'k' ends "
+                           r"before it starts: give an end >= the start \(10\)$"):  # fmt: skip
+            read("k", 10, 5)
+        with pytest.raises(InvalidRangeError, match=r"^range \[0, \d+\) is outside object 'k'"):
+            read("k", 0, len(DATA) + 1)
+
+
 def test_a_view_owns_its_mapping_past_overwrite_and_delete(store: LocalBackend) -> None:
     view = store.map_range("dir/obj", 100, 200)
     store.put("dir/obj", b"new")  # a rename: the view stays on the old file

@@ -243,6 +243,11 @@ class Backend(abc.ABC):
 
 def check_range(key: str, start: int, end: int, size: int) -> None:
     """Raise :class:`InvalidRangeError` unless ``0 <= start <= end <= size``."""
+    if end < start:  # was "is outside object", as if the object were too small
+        raise InvalidRangeError(
+            f"range [{start}, {end}) of object {key!r} ends before it starts: give an end "
+            f">= the start ({start})"
+        )
     if not (0 <= start <= end <= size):
         raise InvalidRangeError(f"range [{start}, {end}) is outside object {key!r} of {size} bytes")
 
