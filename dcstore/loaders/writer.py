@@ -80,8 +80,9 @@ def label_out_of_range(number: int) -> str | None:
 
 def _check_label(key: str, field: str, value: Any) -> None:
     """A ``cls`` value readers can decode (``int`` of its ASCII text) and collate (int64):
-    an int, a numpy integer, or an integer's digits as str or bytes; else a
-    :class:`ConfigError` (a float was written, then failed in decode())."""
+    a number must be an integer in int64 (a float was written, then failed in
+    ``decode()``), and so must an integer's digits as str or bytes. Other text passes
+    unchecked: tar shards packed as they are may label with names (``b"dog"``)."""
     where = f"sample {key!r} field {field!r}"
     number: int | None = None
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
@@ -91,8 +92,8 @@ def _check_label(key: str, field: str, value: Any) -> None:
             text = value if isinstance(value, str) else str(bytes(value), "ascii")
             number = int(text)
         except (UnicodeDecodeError, ValueError):
-            pass
-    if number is None:
+            return
+    else:
         raise ConfigError(
             f"{where}: a class label must be an integer (an int, a numpy integer, or its "
             f"digits as str or bytes), got {value!r}: give the class index"
