@@ -162,6 +162,24 @@ def test_cp_into_a_store_inside_the_source_is_refused_and_others_are_not(tmp_pat
     ]  # fmt: skip
 
 
+def test_cp_reads_a_local_store_s_path_as_given(tmp_path) -> None:
+    """Review: the nesting check parsed the store's URL again, so a directory named
+    'd?a=1&a=2' failed ("URL option 'a' is given more than once"), 'a#b' was taken for
+    'a' (a sibling refused as inside it), and the same directory through a symbolic link
+    was copied onto itself."""
+    from dcstore.cli.main import main
+
+    for name in ("d?a=1&a=2", "a#b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "z").write_bytes(b"z")
+    (tmp_path / "a" / "c").mkdir(parents=True)
+    assert main(["cp", "-r", str(tmp_path / "d?a=1&a=2"), str(tmp_path / "out")]) == 0
+    assert main(["cp", "-r", str(tmp_path / "a#b"), str(tmp_path / "a" / "c")]) == 0
+    assert (tmp_path / "out" / "z").read_bytes() == (tmp_path / "a" / "c" / "z").read_bytes()
+    (tmp_path / "link").symlink_to(tmp_path / "out")
+    assert main(["cp", "-r", str(tmp_path / "out"), str(tmp_path / "link")]) == 2
+
+
 def test_debug_shows_traceback(tmp_path) -> None:
     """With --debug the traceback comes first, then the same line and exit code as without
     (the exit code was 1 whatever the error)."""

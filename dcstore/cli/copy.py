@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import posixpath
 
 from dcstore.backends.base import Backend, ObjectMeta
 from dcstore.cli.common import (
@@ -75,30 +76,40 @@ def _open(url: str, args: argparse.Namespace, keys: str | None) -> Backend:
 def _refuse_copy_onto_itself(src: Backend, dst: Backend, args: argparse.Namespace) -> None:
     """The same store read and written under the same key source: each object copied
     would be rewritten onto itself (a mistyped DEST), so it is a usage error. With other
-    keys (--src-keys/--dest-keys) the copy re-encrypts and is left alone."""
-    if src.url == dst.url and args.src_keys == args.dest_keys:
+    keys (--src-keys/--dest-keys) the copy re-encrypts and is left alone. The same
+    directory spelled two ways (a symbolic link) is the same store."""
+    here = _store_path(src)
+    same = src.url == dst.url or (here is not None and here == _store_path(dst))
+    if same and args.src_keys == args.dest_keys:
         raise ConfigError(
             f"cp: source and destination are the same store ({src.url}) and keys: "
             "each object would be rewritten onto itself"
         )
 
 
-_NESTED_SCHEMES = ("file", "hdfs")
-"""Stores whose keys are files under a path: one store's path may lie inside another's
-(``./backup/inner`` holds keys ``inner/...`` of ``./backup``). The other stores' names are
-flat namespaces (``memory://a/b`` is not inside ``memory://a``)."""
+_NESTED_SCHEMES = ("hdfs", "viewfs")
+"""Remote stores whose keys are files under a path: one store's path may lie inside
+another's (``hdfs://nn/backup/inner`` holds keys ``inner/...`` of ``hdfs://nn/backup``),
+as a local directory may. The other stores' names are flat namespaces (``memory://a/b``
+is not inside ``memory://a``)."""
 
 
 def _store_path(store: Backend) -> tuple[str, str, str] | None:
-    """``(scheme, server, directory)`` of a store of :data:`_NESTED_SCHEMES`, the local
-    path resolved (symbolic links, ``..``); None for the others."""
+    """``(scheme, server, directory)`` of a local store (its root, symbolic links and
+    ``..`` resolved) or one of :data:`_NESTED_SCHEMES`; None for the others."""
+    from dcstore.backends.base import Wrapper
+    from dcstore.backends.local import LocalBackend
     from dcstore.backends.options import parse_url
 
+    base = store
+    while isinstance(base, Wrapper):
+        base = base.inner
+    if isinstance(base, LocalBackend):  # its root as given: no URL parsing of ? # %
+        return "file", "", os.path.realpath(base.root).rstrip("/") or "/"
     url = parse_url(store.url)
     if url.scheme not in _NESTED_SCHEMES:
         return None
-    path = os.path.realpath(url.path) if url.scheme == "file" else url.path
-    return url.scheme, url.netloc, path.rstrip("/") or "/"
+    return url.scheme, url.netloc, posixpath.normpath(url.path).rstrip("/") or "/"
 
 
 def _refuse_dest_inside_src(src: Backend, dst: Backend, prefix: str) -> None:
