@@ -5,16 +5,13 @@ plus a recv) and joins the pieces into a new ``bytes`` per value. Here the reply
 in the caller's reused buffer with large ``recv_into`` calls and values are returned as
 offsets into it. The connection is one of pymemcache's pooled ones; a connection whose
 reply was not read to the end is closed, never reused. Its timeout is enforced by the
-kernel instead of a ``poll`` per read (:func:`kernel_timeouts`), and it bounds the whole
-reply, not each wait for bytes: a server that sends a few bytes at a time is cut off once
-the client's timeout has passed since the request (``TimeoutError``, a fault of the server).
+kernel instead of a ``poll`` per read (:func:`kernel_timeouts`).
 """
 
 from __future__ import annotations
 
 import socket
 import struct
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,15 +39,13 @@ def get_into(
     or a larger copy if the reply outgrew it) and the end of the reply in it."""
     pool = pooled.client_pool
     client = pool.get()
-    timeout: float | None = client.timeout
     try:
         if client.sock is None:
             client._connect()
         if client.sock.gettimeout() is not None:
             kernel_timeouts(client.sock)
-        deadline = None if timeout is None else time.monotonic() + timeout
         client.sock.sendall(b"get " + b" ".join(keys) + b"\r\n")
-        reply = _read_values(_Receiver(client.sock, deadline, timeout), buf, start)
+        reply = _read_values(client.sock, buf, start)
     except BaseException:
         client.close()  # the reply may be half read: never reuse this connection
         pool.destroy(client)
@@ -72,44 +67,8 @@ def kernel_timeouts(sock: socket.socket) -> None:
     sock.settimeout(None)
 
 
-class _Receiver:
-    """``recv_into`` of one reply before ``deadline`` (monotonic; None: no bound): the
-    kernel's receive timeout is lowered to the time left when that is shorter than the
-    per-read ``timeout``, and put back by :meth:`done`."""
-
-    __slots__ = ("deadline", "lowered", "sock", "timeout")
-
-    def __init__(self, sock: socket.socket, deadline: float | None, timeout: float | None):
-        self.sock, self.deadline, self.timeout, self.lowered = sock, deadline, timeout, False
-
-    def recv_into(self, view: memoryview) -> int:
-        if self.deadline is not None and self.timeout is not None:
-            left = self.deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("the get reply took longer than socket_timeout")
-            if left < self.timeout:
-                _receive_timeout(self.sock, left)
-                self.lowered = True
-        try:
-            return self.sock.recv_into(view)
-        except BlockingIOError as exc:  # SO_RCVTIMEO ran out (EAGAIN)
-            raise TimeoutError(f"timed out receiving a get reply: {exc}") from exc
-
-    def done(self) -> None:
-        if self.lowered and self.timeout is not None:
-            _receive_timeout(self.sock, self.timeout)
-
-
-def _receive_timeout(sock: socket.socket, seconds: float) -> None:
-    whole = int(seconds)
-    micros = int((seconds - whole) * 1e6)
-    if whole == 0 and micros == 0:
-        micros = 1  # a zero timeval means no timeout at all
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", whole, micros))
-
-
 def _read_values(
-    sock: _Receiver, buf: bytearray, start: int
+    sock: socket.socket, buf: bytearray, start: int
 ) -> tuple[dict[bytes, tuple[int, int]], bytearray, int]:
     found: dict[bytes, tuple[int, int]] = {}
     filled = pos = start
@@ -124,7 +83,6 @@ def _read_values(
         if header == b"END":
             if end_of_line + 2 != filled:
                 raise MemcacheError("unexpected bytes after a get reply")
-            sock.done()
             return found, buf, filled
         parts = header.split()
         if len(parts) < 4 or parts[0] != b"VALUE":
@@ -141,7 +99,7 @@ def _read_values(
         pos = value + length + 2
 
 
-def _receive(sock: _Receiver, buf: bytearray, filled: int, need: int) -> tuple[bytearray, int]:
+def _receive(sock: socket.socket, buf: bytearray, filled: int, need: int) -> tuple[bytearray, int]:
     """Receive more of the reply after ``filled`` bytes, into ``buf`` (grown to ``need``)."""
     if need > len(buf):
         bigger = bytearray(max(need, 2 * len(buf)))
