@@ -81,6 +81,7 @@ def test_key_file_in_a_folder_others_may_write_is_refused(tmp_path: Path) -> Non
     folder.mkdir()
     path = folder / "kek.json"
     write_key_file(path, Keyring.generate("k1"))
+    os.chown(folder, -1, 65534)  # a group of others (nogroup), not the owner's own
     for mode in (0o777, 0o770, 0o757, 0o2777):
         os.chmod(folder, mode)
         with pytest.raises(KeyAccessError, match="which group or others may write") as info:
@@ -92,12 +93,34 @@ def test_key_file_in_a_folder_others_may_write_is_refused(tmp_path: Path) -> Non
     # through a symlinked folder (a Kubernetes Secret volume's ..data): the real folder
     link = tmp_path / "via"
     link.symlink_to(folder)
-    with pytest.raises(KeyAccessError, match=f"in folder {re.escape(str(folder))},"):
+    with pytest.raises(KeyAccessError, match=f"under folder {re.escape(str(folder))},"):
         FileKeySource(link / "kek.json").load()
     for mode in (0o1777, 0o1770, 0o755, 0o700):  # a sticky folder (like /tmp), or a private one
         os.chmod(folder, mode)
         assert FileKeySource(path).load().primary == "k1"
         assert FileKeySource(link / "kek.json").load().primary == "k1"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_key_file_under_a_folder_others_may_rename_is_refused(tmp_path: Path) -> None:
+    """Review: only the key file's own folder was checked, so another user who could
+    write a folder above it renamed the key's folder away and linked another in."""
+    import grp
+    import pwd
+
+    above = tmp_path / "shared"
+    path = above / "mine" / "kek.json"
+    write_key_file(path, Keyring.generate("k1"))  # makes mine/ 0700
+    os.chmod(above, 0o777)
+    with pytest.raises(KeyAccessError, match=f"under folder {re.escape(str(above))},"):
+        FileKeySource(path).load()
+    os.chmod(above, 0o1777)  # sticky: others cannot rename what is not theirs
+    assert FileKeySource(path).load().primary == "k1"
+    # umask 002 systems: group write by the owner's private group is the owner's own
+    own = grp.getgrnam(pwd.getpwuid(os.geteuid()).pw_name).gr_gid
+    os.chown(above, -1, own)
+    os.chmod(above, 0o775)
+    assert FileKeySource(path).load().primary == "k1"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")

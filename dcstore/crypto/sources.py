@@ -140,30 +140,41 @@ class FileKeySource(KeySource):
         return Keyring.from_document(text, f"key file {self.path}")
 
     def check_folder(self) -> None:
-        """Refuse (:class:`KeyAccessError`) a key file folder that another user may
-        change: owned by neither the effective user nor root, or writable by group
-        or others without the sticky bit. A missing folder is left to the caller."""
+        """Refuse (:class:`KeyAccessError`) a key file whose folder, or any folder above
+        it, another user may change: owned by neither the effective user nor root, or
+        writable by others (by group too, unless the group is its owner's private group,
+        as ``umask 002`` systems make them) without the sticky bit. Whoever can rename a
+        folder on the way can put another key file in this one's place. Symbolic links
+        are resolved first; a missing folder is left to the caller."""
         folder = os.path.realpath(self.path.parent)  # the folder that holds the entry
-        try:
-            st = os.stat(folder)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise ConfigError(f"cannot check key file folder {folder}: {exc.strerror}") from None
         euid = os.geteuid()
-        if st.st_uid not in (euid, 0):
-            raise KeyAccessError(
-                f"key file {self.path} is in folder {folder}, owned by uid {st.st_uid}, not "
-                f"by this user (uid {euid}) or root, so its owner can replace the key file; "
-                "move the key file to a folder you own that only you can write"
-            )
-        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
-            raise KeyAccessError(
-                f"key file {self.path} is in folder {folder}, which group or others may "
-                f"write (mode {stat.S_IMODE(st.st_mode):04o}, no sticky bit), so they can "
-                f"put a key file of their own in its place; run: chmod go-w {folder} "
-                "(or move the key file to a folder only you can write)"
-            )
+        while True:
+            try:
+                st = os.stat(folder)
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot check key file folder {folder}: {exc.strerror}"
+                ) from None
+            if st.st_uid not in (euid, 0):
+                raise KeyAccessError(
+                    f"key file {self.path} is under folder {folder}, owned by uid "
+                    f"{st.st_uid}, not by this user (uid {euid}) or root, so its owner can "
+                    "replace the key file; move the key file to a folder you own that only "
+                    "you can write"
+                )
+            if _others_may_write(st):
+                raise KeyAccessError(
+                    f"key file {self.path} is under folder {folder}, which group or others "
+                    f"may write (mode {stat.S_IMODE(st.st_mode):04o}, no sticky bit), so "
+                    f"they can put a key file of their own in its place; run: chmod go-w "
+                    f"{folder} (or move the key file to a folder only you can write)"
+                )
+            parent = os.path.dirname(folder)
+            if parent == folder:
+                return
+            folder = parent
 
     def version(self) -> Hashable:
         """``(device, inode, size, mtime_ns)`` of the key file: every update replaces
@@ -272,6 +283,26 @@ def write_key_file(path: str | os.PathLike[str], keyring: Keyring) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _others_may_write(st: os.stat_result) -> bool:
+    """Whether users other than a folder's owner may add or rename entries in it: others
+    or group write without the sticky bit, the owner's private group (the group named
+    after the owner, with no other members) aside."""
+    if st.st_mode & stat.S_ISVTX or not st.st_mode & 0o022:
+        return False
+    return bool(st.st_mode & 0o002) or not _private_group(st.st_uid, st.st_gid)
+
+
+def _private_group(uid: int, gid: int) -> bool:
+    import grp
+    import pwd
+
+    try:
+        user, group = pwd.getpwuid(uid), grp.getgrgid(gid)
+    except KeyError:  # no name for one of them: not known to be private
+        return False
+    return group.gr_name == user.pw_name and set(group.gr_mem) <= {user.pw_name}
 
 
 _KEY_SIZES = (16, 24, 32)
