@@ -257,6 +257,30 @@ def test_a_url_safe_or_base32_key_given_as_the_path_is_never_echoed(tmp_path: Pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]  # no file named after a key
 
 
+def test_a_raw_key_in_a_path_like_spelling_is_never_echoed() -> None:
+    """Review: a key behind ./ or ~/, in quotes (docker --env-file keeps them), with 0x,
+    or a base64 key starting with / (its folder, /, exists) was still taken for a path
+    and shown in the error and the repr."""
+    import base64
+    import secrets
+
+    from dcstore.crypto import open_key_source
+
+    for _ in range(300):
+        raw = os.urandom(32)
+        token = secrets.token_urlsafe(32)
+        slashed = "/" + base64.b64encode(raw).decode()[1:]  # 44 characters, one "/"
+        for spec, secret in (
+            (f"./{token}", token), (f"~/{token}", token), (f'"{token}"', token),
+            (f"0x{raw.hex()}", raw.hex()), (slashed, slashed[1:20]),
+        ):  # fmt: skip
+            try:
+                shown = repr(open_key_source(spec))
+            except ConfigError as exc:
+                shown = str(exc)
+            assert secret[:20] not in shown, spec
+
+
 def test_file_names_in_those_alphabets_are_still_paths(tmp_path: Path) -> None:
     """Names made of URL-safe base64 or base32 characters that no encoder writes for
     a key stay key file paths, created and shown as before."""

@@ -363,12 +363,23 @@ def _is_base32_key(text: str) -> bool:
 
 def _refuse_a_raw_key(spec: str) -> None:
     """Raise :class:`ConfigError`, without showing ``spec``, if it is a raw key rather
-    than the path of a key file (no file of that name, and no folder it would be in)."""
-    parent = os.path.dirname(spec)
-    if _looks_like_a_raw_key(spec) and not (os.path.lexists(spec) or os.path.isdir(parent)):
+    than the path of a key file: no file of that name exists, and either its last part
+    (quotes, ``./``, ``~/`` and ``0x`` taken off) looks like a key wherever it would be,
+    or the whole of it does and no folder it would be in exists (``/etc/kk/ml/prod1``
+    is base64 too, and a base64 key may hold ``/``)."""
+    if os.path.lexists(spec):
+        return
+    whole = spec.strip().strip("\"'")
+    name = os.path.basename(whole.rstrip("/")).strip("\"'")
+    names = [name, name[2:]] if name[:2].lower() == "0x" else [name]
+    parent = os.path.dirname(whole)
+    if any(map(_looks_like_a_raw_key, names)) or (
+        _looks_like_a_raw_key(whole) and (not parent.strip("/") or not os.path.isdir(parent))
+    ):
         raise ConfigError(  # never shown: it may be the key itself
             "the key source looks like a raw key, not a key file's path: give the path "
-            "of a key file (dcstore keys new makes one)"
+            "of a key file (dcstore keys new makes one; a new file's name that reads as "
+            "a key, such as 32 letters and digits, is taken for one)"
         )
 
 
