@@ -152,3 +152,33 @@ def test_a_missing_or_refused_redis_password_is_named(
     assert "refused the password from the URL" in warned
     assert f"refused the password from password_file {pwfile}" in warned
     assert wrong not in warned and secret not in warned
+
+
+@pytest.mark.parametrize("reply", [[None], 7, [5, b"x"], "text"], ids=repr)
+def test_redis_replies_of_the_wrong_shape_are_tier_faults(reply: object) -> None:
+    """Review: after a normal handshake, an MGET answered with one value for two keys (or
+    an integer) and a GETRANGE answered with an integer raised ValueError/TypeError in
+    dcstore's own code, which failed the read instead of falling back to the origin."""
+    from dcstore.cache import open_cache_tier
+    from dcstore.cache.tier import CacheUnavailableError
+
+    class Pipeline:
+        def getrange(self, *args: object) -> None:
+            pass
+
+        def execute(self) -> object:
+            return reply
+
+    class Client:
+        def execute_command(self, *args: object) -> object:
+            return reply
+
+        def pipeline(self, transaction: bool = False) -> Pipeline:
+            return Pipeline()
+
+    tier = open_cache_tier(f"redis://127.0.0.1:1/0?namespace=t{uuid.uuid4().hex[:8]}")
+    tier._redis = lambda: Client()  # type: ignore[attr-defined, method-assign]
+    with pytest.raises(CacheUnavailableError, match="MGET"), tier._errors("MGET"):  # type: ignore[attr-defined]
+        tier._mget_slow(Client(), ["a", "b"], [1, 1])  # type: ignore[attr-defined]
+    with pytest.raises(CacheUnavailableError, match="GETRANGE"):
+        tier.get_slices([("a", 0, 5), ("b", 0, 5)])  # type: ignore[attr-defined]

@@ -266,7 +266,7 @@ class RedisTier(NetworkTier):
 
     def _mget_slow(self, client: Any, keys: list[str], sizes: Sequence[int]) -> list[Buffer | None]:
         """MGET through redis-py (follows cluster redirects and refreshes the slot map)."""
-        values = client.execute_command("MGET", *keys)
+        values = _bulk_replies(client.execute_command("MGET", *keys), len(keys), "MGET")
         return [
             v if v is not None and len(v) == n else None for v, n in zip(values, sizes, strict=True)
         ]
@@ -277,7 +277,7 @@ class RedisTier(NetworkTier):
             pipe = self._redis().pipeline(transaction=False)
             for key, start, end in items:
                 pipe.getrange(self.key(key), start, end - 1)
-            values = pipe.execute()
+            values = _bulk_replies(pipe.execute(), len(items), "GETRANGE")
         # a missing key reads as b"": never a valid answer, since end > start
         return [v if v else None for v in values]
 
@@ -374,3 +374,15 @@ class RedisTier(NetworkTier):
         for key in keys:
             pipe.unlink(key)
         return sum(int(n) for n in pipe.execute())
+
+
+def _bulk_replies(values: Any, count: int, command: str) -> list[Any]:
+    """``values`` if it is ``count`` replies, each bytes or nil; else a ``ResponseError``
+    (a fault of the server, as any other): a server answering not as the protocol says
+    made the read fail (``zip()`` lengths, ``len()`` of an integer)."""
+    if not isinstance(values, list) or len(values) != count:
+        raise redis.ResponseError(f"{command}: {count} replies expected, got {values!r:.80}")
+    for value in values:
+        if value is not None and not isinstance(value, bytes | bytearray | memoryview):
+            raise redis.ResponseError(f"{command}: a bulk string expected, got {value!r:.80}")
+    return values
