@@ -245,3 +245,13 @@ def test_a_stage_function_that_cannot_be_called_is_refused_at_once(
 
     with pytest.raises(ConfigError, match=f"^{message}"):
         stage(ShardedDataset(image_url))
+
+
+def test_handler_none_is_the_default_handler() -> None:
+    """Review: handler=None (wrapper code passing its own default through) was refused
+    when the stage was added; it means the default, which raises a sample's error."""
+    from dcstore.loaders import stages
+
+    assert list(stages.map_stage(lambda x: x + 1, None)(iter([1, 2]))) == [2, 3]
+    with pytest.raises(ZeroDivisionError):
+        list(stages.map_stage(lambda x: 1 // x, None)(iter([0])))

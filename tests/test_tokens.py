@@ -1044,8 +1044,8 @@ def test_pack_text_refuses_a_csv_file(tmp_path: Path, capsys, name: str) -> None
      (lambda url: TokenDataset(url, block_size=0), "block_size must be >= 1, got 0"),
      (lambda url: DocumentDataset(url, max_length="16"), "max_length must be a whole number >= 1"),
      (lambda url: DocumentDataset(url, max_length=16, pad_id="0"),
-      "pad_id must be a whole number >= 0, got '0'"),
-     (lambda url: DocumentDataset(url, max_length=16, pad_id=2**63), "pad_id must be a token id")],
+      "pad_id must be a whole number >= -9223372036854775808, got '0'"),
+     (lambda url: DocumentDataset(url, max_length=16, pad_id=2**63), "pad_id must fit int64")],
 )  # fmt: skip
 def test_token_dataset_sizes_of_the_wrong_kind_are_refused_at_once(
     tmp_path: Path, make: Any, message: str
@@ -1058,3 +1058,4 @@ def test_token_dataset_sizes_of_the_wrong_kind_are_refused_at_once(
     with pytest.raises(ConfigError, match=f"^{message}"):
         make(url)
     assert DocumentDataset(url, max_length=16, pad_id=np.int64(3)).pad_id == 3
+    assert DocumentDataset(url, max_length=16, pad_id=-100).pad_id == -100  # ignore index

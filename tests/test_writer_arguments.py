@@ -47,7 +47,7 @@ def test_a_path_a_size_string_and_numpy_labels_are_taken(tmp_path: Path) -> None
     ("value", "message"),
     [(1.5, "got 1.5"), (np.float32(1), "got np.float32"), (True, "got True"),
      (None, "got None"),
-     (2**63, f"label {2**63} is outside int64"), (f"-{2**64}", "is outside int64")],
+     (2**63, f"label {2**63} is outside int64"), (np.uint64(2**63), "is outside int64")],
 )  # fmt: skip
 def test_a_class_label_that_readers_cannot_decode_is_refused(
     tmp_path: Path, value: object, message: str
@@ -69,7 +69,9 @@ def test_a_class_label_of_text_passes_as_tar_shards_may_hold_it(tmp_path: Path) 
     with ShardWriter(tmp_path / "ds") as writer:
         writer.write({"__key__": "a", "cls": b"dog"})
         writer.write({"__key__": "b", "cls": "1.5"})
-    assert [bytes(s["cls"]) for s in ShardedDataset(tmp_path / "ds")] == [b"dog", b"1.5"]
+        writer.write({"__key__": "c", "cls": b"18446744073709551615"})  # a uint64 id
+    got = [bytes(s["cls"]) for s in ShardedDataset(tmp_path / "ds")]
+    assert got == [b"dog", b"1.5", b"18446744073709551615"]
 
 
 def test_upper_case_fields_are_refused_as_readers_would_lower_them(tmp_path: Path) -> None:

@@ -103,6 +103,12 @@ def _function(name: str, fn: Any) -> Any:
     return fn
 
 
+def _error_handler(name: str, handler: ErrorHandler | None) -> ErrorHandler:
+    """``handler``, or :func:`reraise_exception` (the default) for None; else what
+    :func:`_function` refuses."""
+    return reraise_exception if handler is None else _function(name, handler)
+
+
 def _handler(spec: str | Handler) -> Handler:
     if isinstance(spec, str):
         if spec not in _NAMED:
@@ -175,7 +181,7 @@ def decode(*handlers: str | Handler, handler: ErrorHandler = reraise_exception) 
     if "basic" not in specs:
         specs.append("basic")
     chain = [_handler(h) for h in specs]
-    _function("decode(handler=)", handler)
+    handler = _error_handler("decode(handler=)", handler)
     return functools.partial(_guarded, functools.partial(_decode_sample, chain), handler)
 
 
@@ -194,7 +200,7 @@ def _tuple_of(choices: Sequence[Sequence[str]], sample: Sample) -> tuple[Any, ..
 def to_tuple(*fields: str, handler: ErrorHandler = reraise_exception) -> Stage:
     """Turn samples into tuples of the named fields (``"a;b"``: the first present)."""
     choices = [f.split(";") for f in fields]
-    _function("to_tuple(handler=)", handler)
+    handler = _error_handler("to_tuple(handler=)", handler)
     return functools.partial(_guarded, functools.partial(_tuple_of, choices), handler)
 
 
@@ -212,7 +218,7 @@ def _dropping_none(items: Iterator[Any]) -> Iterator[Any]:
 def map_stage(fn: Callable[[Any], Any], handler: ErrorHandler = reraise_exception) -> Stage:
     """Apply ``fn`` to every item; a ``None`` result drops the item (as in webdataset)."""
     _function("map(fn)", fn)
-    _function("map(handler=)", handler)
+    handler = _error_handler("map(handler=)", handler)
     return functools.partial(_map_then_drop, functools.partial(_mapped, fn), handler)
 
 
@@ -239,7 +245,7 @@ def map_dict(handler: ErrorHandler = reraise_exception, **fns: Callable[[Any], A
     """Apply ``fns[field]`` to that field of every sample."""
     for field, fn in fns.items():
         _function(f"map_dict({field}=)", fn)
-    _function("map_dict(handler=)", handler)
+    handler = _error_handler("map_dict(handler=)", handler)
     return functools.partial(_guarded, functools.partial(_map_fields, fns), handler)
 
 
@@ -259,7 +265,7 @@ def map_tuple(
     for number, fn in enumerate(fns, 1):
         if fn is not None:
             _function(f"map_tuple() function {number} of {len(fns)} (or None)", fn)
-    _function("map_tuple(handler=)", handler)
+    handler = _error_handler("map_tuple(handler=)", handler)
     return functools.partial(_guarded, functools.partial(_map_elements, fns), handler)
 
 
@@ -280,7 +286,7 @@ def rename(*, keep: bool = True, handler: ErrorHandler = reraise_exception, **na
     ``keep=False`` drops every other field.
     """
     choices = {new: old.split(";") for new, old in names.items()}
-    _function("rename(handler=)", handler)
+    handler = _error_handler("rename(handler=)", handler)
     return functools.partial(_guarded, functools.partial(_renamed, choices, keep), handler)
 
 

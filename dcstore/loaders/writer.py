@@ -79,26 +79,18 @@ def label_out_of_range(number: int) -> str | None:
 
 
 def _check_label(key: str, field: str, value: Any) -> None:
-    """A ``cls`` value readers can decode (``int`` of its ASCII text) and collate (int64):
-    a number must be an integer in int64 (a float was written, then failed in
-    ``decode()``), and so must an integer's digits as str or bytes. Other text passes
-    unchecked: tar shards packed as they are may label with names (``b"dog"``)."""
+    """A ``cls`` number readers can decode (``int`` of its text) and collate (int64): an
+    integer in int64 (a float was written, then failed in ``decode()``). Text and bytes
+    pass as they are: tar shards packed as they are may label with names or ids."""
+    if isinstance(value, (str, bytes, bytearray, memoryview)):
+        return
     where = f"sample {key!r} field {field!r}"
-    number: int | None = None
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        number = int(value)
-    elif isinstance(value, (str, bytes, bytearray, memoryview)):
-        try:
-            text = value if isinstance(value, str) else str(bytes(value), "ascii")
-            number = int(text)
-        except (UnicodeDecodeError, ValueError):
-            return
-    else:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
         raise ConfigError(
-            f"{where}: a class label must be an integer (an int, a numpy integer, or its "
-            f"digits as str or bytes), got {value!r}: give the class index"
+            f"{where}: a class label must be an integer (an int or a numpy integer, or "
+            f"text), got {value!r}: give the class index"
         )
-    problem = label_out_of_range(number)
+    problem = label_out_of_range(int(value))
     if problem is not None:
         raise ConfigError(f"{where}: {problem}: give a class index in that range")
 
@@ -189,8 +181,8 @@ class ShardWriter(CommitOnExit):
 
     def write(self, sample: Mapping[str, Any]) -> None:
         """Append one sample; fields other than ``__key__`` must be bytes, str or numbers,
-        and a class label (``cls``, ``cls2``, ``class``) an integer in int64 (an int, a
-        numpy integer, or its digits as str or bytes), as readers decode it."""
+        and a class label (``cls``, ``cls2``, ``class``) given as a number an integer in
+        int64 (as readers collate it)."""
         if self._closed:
             raise ConfigError("ShardWriter is closed")
         key = sample.get("__key__")

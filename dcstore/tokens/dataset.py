@@ -269,9 +269,11 @@ class DocumentDataset(_TokenItems):
         version: str | None = None,
     ):
         self.max_length = whole_number("max_length", max_length, minimum=1)
-        self.pad_id = whole_number("pad_id", pad_id)  # a token id (was a TypeError in iter)
+        # any int64, negative ones included (-100: the usual ignore index); was a
+        # TypeError only when iterating
+        self.pad_id = whole_number("pad_id", pad_id, minimum=-(2**63))
         if self.pad_id >= 2**63:
-            raise ConfigError(f"pad_id must be a token id below 2**63, got {self.pad_id}")
+            raise ConfigError(f"pad_id must fit int64, got {self.pad_id}")
         super().__init__(
             url_or_store, cache=cache, keys=keys, shuffle=shuffle, seed=seed, window=window,
             drop_last=drop_last, rank=rank, world_size=world_size,
