@@ -651,23 +651,10 @@ def test_a_key_error_stands_when_the_stored_header_cannot_be_read() -> None:
     could not be made and the cached copies were dropped (and the wrong-key reader was
     told the store was down)."""
     from dcstore.crypto import EncryptedBackend, Keyring, StaticKeySource
-    from dcstore.errors import BackendUnavailableError, KeyAccessError
-
-    class DataDown(MemoryBackend):
-        down = False
-
-        def get(self, key: str, *, version: str | None = None) -> bytes:
-            if self.down:
-                raise BackendUnavailableError("memory://: DataNodes down")
-            return super().get(key, version=version)
-
-        def get_range(self, key: str, start: int, end: int, *, version: str | None = None):
-            if self.down:
-                raise BackendUnavailableError("memory://: DataNodes down")
-            return super().get_range(key, start, end, version=version)
+    from dcstore.errors import KeyAccessError
 
     tier = LruTier(max_bytes=64 * MiB)
-    origin = DataDown(f"datadown-{uuid.uuid4().hex}")
+    origin = _StorageDown(f"datadown-{uuid.uuid4().hex}")
     right = StaticKeySource(Keyring.generate("kek-right"))
     EncryptedBackend(CachedBackend(origin, tier), right).put("x", payload(100_000))
     EncryptedBackend(CachedBackend(origin, tier), right).get("x")  # fills the tier
