@@ -180,6 +180,16 @@ def test_cp_reads_a_local_store_s_path_as_given(tmp_path) -> None:
     assert main(["cp", "-r", str(tmp_path / "out"), str(tmp_path / "link")]) == 2
 
 
+def test_the_nesting_check_reads_hdfs_roots_as_slash() -> None:
+    """Review: hdfs://nn (no path) normalised to '.', so hdfs://nn/inner was not seen
+    inside it, and hdfs://nn//backup not as hdfs://nn/backup."""
+    from dcstore.cli.copy import _store_path
+    from dcstore.store import open_backend
+
+    assert _store_path(open_backend("hdfs://127.0.0.1:9")) == ("hdfs", "127.0.0.1:9", "/")
+    assert _store_path(open_backend("hdfs://127.0.0.1:9//b/")) == ("hdfs", "127.0.0.1:9", "/b")
+
+
 def test_debug_shows_traceback(tmp_path) -> None:
     """With --debug the traceback comes first, then the same line and exit code as without
     (the exit code was 1 whatever the error)."""

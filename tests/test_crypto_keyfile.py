@@ -299,3 +299,15 @@ def test_a_fifo_in_the_key_files_place_is_refused_not_waited_on(tmp_path: Path) 
     os.mkfifo(fifo, 0o600)
     with pytest.raises(ConfigError, match="not a regular file"):
         FileKeySource(fifo).load()
+
+
+def test_descriptive_file_names_are_not_taken_for_keys() -> None:
+    """Review: any 22- or 32-character name of letters and digits (or a hash) was taken
+    for a raw key wherever it was, so keys new refused it."""
+    from dcstore.crypto import open_key_source
+
+    for name in (
+        "prodkek2026primarykeys", "datasetmasterkey2026v1", "productiondatasetmasterkey",
+        "/srv/keys/kek-d41d8cd98f00b204", "kek.json", "0x1234.json",
+    ):  # fmt: skip
+        assert isinstance(open_key_source(name), FileKeySource), name

@@ -380,9 +380,12 @@ def _bulk_replies(values: Any, count: int, command: str) -> list[Any]:
     """``values`` if it is ``count`` replies, each bytes or nil; else a ``ResponseError``
     (a fault of the server, as any other): a server answering not as the protocol says
     made the read fail (``zip()`` lengths, ``len()`` of an integer)."""
-    if not isinstance(values, list) or len(values) != count:
-        raise redis.ResponseError(f"{command}: {count} replies expected, got {values!r:.80}")
+    if not isinstance(values, list) or len(values) != count:  # never the values: data
+        got = f"{len(values)} replies" if isinstance(values, list) else type(values).__name__
+        raise redis.ResponseError(f"{command}: {count} replies expected, got {got}")
     for value in values:
         if value is not None and not isinstance(value, bytes | bytearray | memoryview):
-            raise redis.ResponseError(f"{command}: a bulk string expected, got {value!r:.80}")
+            raise redis.ResponseError(
+                f"{command}: a bulk string expected, got {type(value).__name__}"
+            )
     return values

@@ -109,7 +109,8 @@ def _store_path(store: Backend) -> tuple[str, str, str] | None:
     url = parse_url(store.url)
     if url.scheme not in _NESTED_SCHEMES:
         return None
-    return url.scheme, url.netloc, posixpath.normpath(url.path).rstrip("/") or "/"
+    path = "/" + posixpath.normpath(url.path or "/").lstrip("/")  # "" and "//x" too
+    return url.scheme, url.netloc, path.rstrip("/") or "/"
 
 
 def _refuse_dest_inside_src(src: Backend, dst: Backend, prefix: str) -> None:

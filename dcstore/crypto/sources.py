@@ -144,37 +144,35 @@ class FileKeySource(KeySource):
         it, another user may change: owned by neither the effective user nor root, or
         writable by others (by group too, unless the group is its owner's private group,
         as ``umask 002`` systems make them) without the sticky bit. Whoever can rename a
-        folder on the way can put another key file in this one's place. Symbolic links
-        are resolved first; a missing folder is left to the caller."""
-        folder = os.path.realpath(self.path.parent)  # the folder that holds the entry
+        folder on the way, or a symbolic link in it, can put another key file in this
+        one's place, so both the folders of the path as given and those it resolves to
+        are checked. Folders not made yet are skipped (``keys new`` makes them 0700)."""
+        given = os.path.abspath(self.path.parent)
+        for folder in dict.fromkeys([*_folders_up(given), *_folders_up(os.path.realpath(given))]):
+            self._check_one_folder(folder)
+
+    def _check_one_folder(self, folder: str) -> None:
+        try:
+            st = os.stat(folder)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise ConfigError(f"cannot check key file folder {folder}: {exc.strerror}") from None
         euid = os.geteuid()
-        while True:
-            try:
-                st = os.stat(folder)
-            except FileNotFoundError:
-                return
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot check key file folder {folder}: {exc.strerror}"
-                ) from None
-            if st.st_uid not in (euid, 0):
-                raise KeyAccessError(
-                    f"key file {self.path} is under folder {folder}, owned by uid "
-                    f"{st.st_uid}, not by this user (uid {euid}) or root, so its owner can "
-                    "replace the key file; move the key file to a folder you own that only "
-                    "you can write"
-                )
-            if _others_may_write(st):
-                raise KeyAccessError(
-                    f"key file {self.path} is under folder {folder}, which group or others "
-                    f"may write (mode {stat.S_IMODE(st.st_mode):04o}, no sticky bit), so "
-                    f"they can put a key file of their own in its place; run: chmod go-w "
-                    f"{folder} (or move the key file to a folder only you can write)"
-                )
-            parent = os.path.dirname(folder)
-            if parent == folder:
-                return
-            folder = parent
+        if st.st_uid not in (euid, 0):
+            raise KeyAccessError(
+                f"key file {self.path} is under folder {folder}, owned by uid "
+                f"{st.st_uid}, not by this user (uid {euid}) or root, so its owner can "
+                "replace the key file; move the key file to a folder you own that only "
+                "you can write"
+            )
+        if _others_may_write(st):
+            raise KeyAccessError(
+                f"key file {self.path} is under folder {folder}, which group or others "
+                f"may write (mode {stat.S_IMODE(st.st_mode):04o}, no sticky bit), so "
+                f"they can put a key file of their own in its place; run: chmod go-w "
+                f"{folder} (or move the key file to a folder only you can write)"
+            )
 
     def version(self) -> Hashable:
         """``(device, inode, size, mtime_ns)`` of the key file: every update replaces
@@ -295,6 +293,8 @@ def _others_may_write(st: os.stat_result) -> bool:
 
 
 def _private_group(uid: int, gid: int) -> bool:
+    """Whether ``gid`` is ``uid``'s private group: named after the user, with no other
+    member, listed or by being another user's primary group."""
     import grp
     import pwd
 
@@ -302,7 +302,17 @@ def _private_group(uid: int, gid: int) -> bool:
         user, group = pwd.getpwuid(uid), grp.getgrgid(gid)
     except KeyError:  # no name for one of them: not known to be private
         return False
-    return group.gr_name == user.pw_name and set(group.gr_mem) <= {user.pw_name}
+    if group.gr_name != user.pw_name or not set(group.gr_mem) <= {user.pw_name}:
+        return False
+    return all(other.pw_uid == uid for other in pwd.getpwall() if other.pw_gid == gid)
+
+
+def _folders_up(folder: str) -> list[str]:
+    """``folder`` and every folder above it, to ``/``."""
+    out = [folder]
+    while (parent := os.path.dirname(out[-1])) != out[-1]:
+        out.append(parent)
+    return out
 
 
 _KEY_SIZES = (16, 24, 32)
@@ -364,23 +374,40 @@ def _is_base32_key(text: str) -> bool:
 def _refuse_a_raw_key(spec: str) -> None:
     """Raise :class:`ConfigError`, without showing ``spec``, if it is a raw key rather
     than the path of a key file: no file of that name exists, and either its last part
-    (quotes, ``./``, ``~/`` and ``0x`` taken off) looks like a key wherever it would be,
+    (quotes, ``./``, ``~/`` and ``0x`` taken off) reads as a key wherever it would be
+    (:func:`_a_key_as_a_name`),
     or the whole of it does and no folder it would be in exists (``/etc/kk/ml/prod1``
     is base64 too, and a base64 key may hold ``/``)."""
     if os.path.lexists(spec):
         return
     whole = spec.strip().strip("\"'")
     name = os.path.basename(whole.rstrip("/")).strip("\"'")
-    names = [name, name[2:]] if name[:2].lower() == "0x" else [name]
     parent = os.path.dirname(whole)
-    if any(map(_looks_like_a_raw_key, names)) or (
-        _looks_like_a_raw_key(whole) and (not parent.strip("/") or not os.path.isdir(parent))
+    if (
+        _a_key_as_a_name(name)
+        or (name[:2].lower() == "0x" and _looks_like_a_raw_key(name[2:]))  # hex, as 0x...
+        or (
+            _looks_like_a_raw_key(whole)
+            and (parent.strip("/") == "" != parent or not os.path.isdir(parent or "."))
+        )
     ):
         raise ConfigError(  # never shown: it may be the key itself
             "the key source looks like a raw key, not a key file's path: give the path "
             "of a key file (dcstore keys new makes one; a new file's name that reads as "
             "a key, such as 32 letters and digits, is taken for one)"
         )
+
+
+def _a_key_as_a_name(name: str) -> bool:
+    """Whether a path's last part, wherever it is, reads as a key: hex of a key's size
+    (``openssl rand -hex 32``), base64 in mixed case, as every base64 key but almost no
+    file name is (``datasetmasterkey2026v1`` is base64 too), or base32 in one case with
+    a digit; other names of letters and digits are taken for names."""
+    if re.fullmatch(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{48}|[0-9a-fA-F]{64}", name):
+        return True
+    mixed = re.search("[A-Z]", name) and re.search("[a-z]", name)
+    base32 = re.fullmatch("[A-Z2-7]+=*|[a-z2-7]+=*", name) and re.search("[2-7]", name)
+    return bool(mixed or base32) and _looks_like_a_raw_key(name)
 
 
 def open_key_source(spec: KeySource | Keyring | str | os.PathLike[str]) -> KeySource:

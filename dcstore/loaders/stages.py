@@ -171,7 +171,7 @@ def add_note(exc: BaseException, note: str) -> None:
         exc.add_note(note)
 
 
-def decode(*handlers: str | Handler, handler: ErrorHandler = reraise_exception) -> Stage:
+def decode(*handlers: str | Handler, handler: ErrorHandler | None = reraise_exception) -> Stage:
     """Decode fields with the first handler that accepts them.
 
     As in webdataset, the ``"basic"`` handlers (txt, cls, json, npy, ...) always
@@ -197,7 +197,7 @@ def _tuple_of(choices: Sequence[Sequence[str]], sample: Sample) -> tuple[Any, ..
     return tuple(_pick(sample, names) for names in choices)
 
 
-def to_tuple(*fields: str, handler: ErrorHandler = reraise_exception) -> Stage:
+def to_tuple(*fields: str, handler: ErrorHandler | None = reraise_exception) -> Stage:
     """Turn samples into tuples of the named fields (``"a;b"``: the first present)."""
     choices = [f.split(";") for f in fields]
     handler = _error_handler("to_tuple(handler=)", handler)
@@ -215,7 +215,7 @@ def _dropping_none(items: Iterator[Any]) -> Iterator[Any]:
     return (item for item in items if item is not None)
 
 
-def map_stage(fn: Callable[[Any], Any], handler: ErrorHandler = reraise_exception) -> Stage:
+def map_stage(fn: Callable[[Any], Any], handler: ErrorHandler | None = reraise_exception) -> Stage:
     """Apply ``fn`` to every item; a ``None`` result drops the item (as in webdataset)."""
     _function("map(fn)", fn)
     handler = _error_handler("map(handler=)", handler)
@@ -241,7 +241,9 @@ def _map_fields(fns: dict[str, Callable[[Any], Any]], sample: Sample) -> Sample:
     return out
 
 
-def map_dict(handler: ErrorHandler = reraise_exception, **fns: Callable[[Any], Any]) -> Stage:
+def map_dict(
+    handler: ErrorHandler | None = reraise_exception, **fns: Callable[[Any], Any]
+) -> Stage:
     """Apply ``fns[field]`` to that field of every sample."""
     for field, fn in fns.items():
         _function(f"map_dict({field}=)", fn)
@@ -259,7 +261,7 @@ def _map_elements(
 
 
 def map_tuple(
-    *fns: Callable[[Any], Any] | None, handler: ErrorHandler = reraise_exception
+    *fns: Callable[[Any], Any] | None, handler: ErrorHandler | None = reraise_exception
 ) -> Stage:
     """Apply ``fns[i]`` to element ``i`` of every tuple (``None``: unchanged)."""
     for number, fn in enumerate(fns, 1):
@@ -279,7 +281,9 @@ def _renamed(names: dict[str, list[str]], keep: bool, sample: Sample) -> Sample:
     return out
 
 
-def rename(*, keep: bool = True, handler: ErrorHandler = reraise_exception, **names: str) -> Stage:
+def rename(
+    *, keep: bool = True, handler: ErrorHandler | None = reraise_exception, **names: str
+) -> Stage:
     """Rename fields, webdataset style: ``rename(image="jpg;png", label="cls")``.
 
     Each new name takes the first present of its ``;``-separated old names;
