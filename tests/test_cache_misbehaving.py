@@ -82,22 +82,18 @@ def _reads_from_the_origin(tmp_path: Path, cache: str, caplog: pytest.LogCapture
     assert any("reading from the origin" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize("reply", REDIS_REPLIES, ids=repr)
-def test_a_redis_answering_nonsense_is_a_tier_fault(
-    reply: bytes, tmp_path: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("scheme", "reply"),
+    [("redis", r) for r in REDIS_REPLIES] + [("memcached", r) for r in MEMCACHED_REPLIES],
+    ids=repr,
+)
+def test_a_tier_answering_nonsense_is_a_tier_fault(
+    scheme: str, reply: bytes, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with fake_server(reply) as port:
-        url = f"redis://127.0.0.1:{port}/0?namespace=t{uuid.uuid4().hex[:8]}&socket_timeout=0.5"
-        _reads_from_the_origin(tmp_path, url, caplog)
-
-
-@pytest.mark.parametrize("reply", MEMCACHED_REPLIES, ids=repr)
-def test_a_memcached_answering_nonsense_is_a_tier_fault(
-    reply: bytes, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    with fake_server(reply) as port:
-        url = f"memcached://127.0.0.1:{port}?namespace=t{uuid.uuid4().hex[:8]}&socket_timeout=0.5"
-        _reads_from_the_origin(tmp_path, url, caplog)
+        database = "/0" if scheme == "redis" else ""
+        query = f"namespace=t{uuid.uuid4().hex[:8]}&socket_timeout=0.5"
+        _reads_from_the_origin(tmp_path, f"{scheme}://127.0.0.1:{port}{database}?{query}", caplog)
 
 
 def test_an_error_of_dcstore_itself_is_no_tier_fault() -> None:

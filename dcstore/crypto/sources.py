@@ -90,10 +90,7 @@ class FileKeySource(KeySource):
           Kubernetes Secret volumes' ``..data``, are followed);
         * a file with any group or other mode bit;
         * a file owned by neither the effective user nor root;
-        * a file whose folder (after symlinks) is owned by neither the effective
-          user nor root, or is writable by group or others without the sticky
-          bit (``/tmp``'s 1777 is accepted): whoever can write the folder can
-          rename a file of their own over the key file.
+        * a file under a folder another user may change (:meth:`check_folder`).
         """
         try:
             # O_NONBLOCK: a FIFO put in the key file's place is refused below, not waited on.
@@ -316,6 +313,7 @@ def _folders_up(folder: str) -> list[str]:
 
 
 _KEY_SIZES = (16, 24, 32)
+_HEX_KEY = re.compile(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{48}|[0-9a-fA-F]{64}")
 
 
 def _looks_like_a_raw_key(text: str) -> bool:
@@ -332,7 +330,7 @@ def _looks_like_a_raw_key(text: str) -> bool:
     and file names such as ``kek-2026-11-28-primary`` seldom have.
     """
     text = text.strip()
-    if re.fullmatch(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{48}|[0-9a-fA-F]{64}", text):
+    if _HEX_KEY.fullmatch(text):
         return True
     return _is_base64_key(text) or _is_urlsafe_base64_key(text) or _is_base32_key(text)
 
@@ -403,7 +401,7 @@ def _a_key_as_a_name(name: str) -> bool:
     (``openssl rand -hex 32``), base64 in mixed case, as every base64 key but almost no
     file name is (``datasetmasterkey2026v1`` is base64 too), or base32 in one case with
     a digit; other names of letters and digits are taken for names."""
-    if re.fullmatch(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{48}|[0-9a-fA-F]{64}", name):
+    if _HEX_KEY.fullmatch(name):
         return True
     mixed = re.search("[A-Z]", name) and re.search("[a-z]", name)
     base32 = re.fullmatch("[A-Z2-7]+=*|[a-z2-7]+=*", name) and re.search("[2-7]", name)
